@@ -1,0 +1,51 @@
+"""``python -m jobs.<job> --config F [k=v ...]``: the same code path as ``recsys run``.
+
+This is the entrypoint a Ray job submission runs on the cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from recsys.config.loader import ConfigError, load_config
+from recsys.jobs_registry import get_job, resolve_config_path
+
+
+def parse_job(job: str, config: str | None, overrides: list[str], *, check_paths: bool = True):
+    """``config`` is a path, a scale name, or ``env:VAR`` (YAML text in an env var, used by submit)."""
+    spec = get_job(job)
+    if config and config.startswith("env:"):
+        import os
+
+        import yaml
+
+        data = yaml.safe_load(os.environ.get(config[4:], "")) or {}
+        return spec, load_config(spec.config_cls, None, overrides, check_paths=check_paths, data=data)
+    path = resolve_config_path(spec.name, config) if config else None
+    return spec, load_config(spec.config_cls, path, overrides, check_paths=check_paths)
+
+
+def run_parsed(spec, cfg) -> dict:
+    from recsys.runtime import run_job
+
+    return run_job(spec.name, cfg, spec.module.run, needs_ray=spec.needs_ray)
+
+
+def job_main(module_name: str, argv: list[str] | None = None) -> None:
+    job = module_name.rsplit(".", 1)[-1]
+    parser = argparse.ArgumentParser(prog=f"python -m jobs.{job}", description=f"Run the {job} job.")
+    parser.add_argument("--config", "-c", required=True, help="YAML config path or scale (tiny/local/cluster)")
+    parser.add_argument("--validate", action="store_true", help="only parse and check the config")
+    parser.add_argument("overrides", nargs="*", help="dotted key=value overrides")
+    args = parser.parse_args(argv)
+    try:
+        spec, cfg = parse_job(job, args.config, args.overrides)
+    except ConfigError as exc:
+        print(exc.render(), file=sys.stderr)
+        sys.exit(1)
+    if args.validate:
+        print(f"{job}: config OK")
+        return
+    report = run_parsed(spec, cfg)
+    sys.exit(0 if report.get("status") == "succeeded" else 1)

@@ -1,0 +1,153 @@
+"""The ``recsys`` command: list, validate, run and submit jobs; follow submissions.
+
+Commands of later stages (``evaluate-run``, ``models``, ``serve``) register here too.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from recsys.config.loader import ConfigError
+
+app = typer.Typer(
+    name="recsys",
+    help="recsys: from raw e-commerce logs to autoscaled search and recommendation on Ray.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=False)
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[str, typer.Option("--config", "-c", help="YAML path, or a scale: tiny | local | cluster.")]
+Overrides = Annotated[list[str] | None, typer.Argument(help="Dotted overrides, e.g. train.lr=3e-5 scaling.num_workers=4")]
+AddressOpt = Annotated[
+    str, typer.Option("--address", envvar="RAY_API_SERVER_ADDRESS", help="Ray dashboard address, e.g. http://127.0.0.1:8265")
+]
+
+
+def _parse(job: str, config: str, overrides: list[str] | None, check_paths: bool = True):
+    from recsys.cli.entry import parse_job
+
+    try:
+        return parse_job(job, config, overrides or [], check_paths=check_paths)
+    except KeyError as exc:
+        err.print(f"[red]{exc.args[0]}[/red]")
+        raise typer.Exit(2) from None
+    except ConfigError as exc:
+        print(exc.render(), file=sys.stderr)
+        raise typer.Exit(1) from None
+
+
+@app.command("ls")
+def ls_jobs() -> None:
+    """List the jobs and their shipped configs."""
+    from recsys.jobs_registry import get_job, job_names
+
+    table = Table(title="recsys jobs")
+    table.add_column("job")
+    table.add_column("what it does")
+    table.add_column("configs")
+    for name in job_names():
+        spec = get_job(name)
+        table.add_row(name, spec.summary, ", ".join(p.stem for p in spec.shipped_configs()))
+    console.print(table)
+
+
+@app.command()
+def validate(job: str, config: ConfigOpt, overrides: Overrides = None) -> None:
+    """Parse and check a job config without starting Ray; exit 1 listing every error."""
+    _parse(job, config, overrides)
+    console.print(f"[green]{job}: config OK[/green]")
+
+
+@app.command()
+def run(job: str, config: ConfigOpt, overrides: Overrides = None) -> None:
+    """Run a job in this process (against RAY_ADDRESS if set, else a local Ray)."""
+    from recsys.cli.entry import run_parsed
+
+    spec, cfg = _parse(job, config, overrides)
+    report = run_parsed(spec, cfg)
+    console.print(f"{job}: {report['status']} -> {report['output_dir']}/report.json")
+    raise typer.Exit(0 if report["status"] == "succeeded" else 1)
+
+
+@app.command()
+def submit(
+    job: str,
+    config: ConfigOpt,
+    address: AddressOpt = "http://127.0.0.1:8265",
+    overrides: Overrides = None,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="Print the submission id and return.")] = False,
+    env: Annotated[list[str] | None, typer.Option("--env", help="KEY=VALUE for the job's environment.")] = None,
+    submission_id: Annotated[str | None, typer.Option("--submission-id")] = None,
+) -> None:
+    """Submit a job to a Ray cluster (working dir = this project); stream logs, exit with its status."""
+    from recsys.cli import submit as sub
+
+    spec, _ = _parse(job, config, overrides, check_paths=False)  # paths are checked on the cluster
+    from recsys.jobs_registry import resolve_config_path
+
+    cfg_path = str(resolve_config_path(spec.name, config)) if not config.startswith("env:") else config
+    env_map = dict(e.split("=", 1) for e in (env or []))
+    sid = sub.submit(spec.name, cfg_path, overrides or [], address, env_map, submission_id)
+    console.print(f"submitted {sid} to {address}")
+    if no_wait:
+        print(sid)
+        return
+    final = sub.follow(sid, address)
+    console.print(f"{sid}: {final}")
+    raise typer.Exit(0 if final == "SUCCEEDED" else 1)
+
+
+@app.command()
+def status(submission_id: str, address: AddressOpt = "http://127.0.0.1:8265") -> None:
+    """Print a submission's status (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED)."""
+    from recsys.cli import submit as sub
+
+    print(sub.status(submission_id, address))
+
+
+@app.command()
+def logs(
+    submission_id: str,
+    address: AddressOpt = "http://127.0.0.1:8265",
+    follow: Annotated[bool, typer.Option("--follow", "-f")] = False,
+) -> None:
+    """Print a submission's logs (--follow streams until it ends)."""
+    from recsys.cli import submit as sub
+
+    if follow:
+        final = sub.follow(submission_id, address)
+        raise typer.Exit(0 if final == "SUCCEEDED" else 1)
+    sys.stdout.write(sub.logs(submission_id, address))
+
+
+@app.command()
+def stop(submission_id: str, address: AddressOpt = "http://127.0.0.1:8265") -> None:
+    """Stop a running submission."""
+    from recsys.cli import submit as sub
+
+    print("stopped" if sub.stop(submission_id, address) else "not running")
+
+
+@app.command()
+def demo(scale: Annotated[str, typer.Option(help="Config scale to run.")] = "local") -> None:
+    """Run the demo end to end on the shared data (what exists of the pipeline so far)."""
+    from recsys.demo import run_demo
+
+    raise typer.Exit(run_demo(scale))
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app(prog_name=Path(sys.argv[0]).name)

@@ -1,0 +1,89 @@
+"""Shared config sections. Every job config is a ``JobConfig`` subclass built from these.
+
+The typed config *is* the schema: ``extra="forbid"`` everywhere, every field documented, checks
+in validators whose message names the fix.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from recsys.config.types import InputPath
+
+
+class StrictModel(BaseModel):
+    """Base of every config section: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+class RayConfig(StrictModel):
+    """How the job reaches Ray."""
+
+    address: str | None = Field(
+        None,
+        description="Ray address ('auto', 'ray://host:10001'); None = RAY_ADDRESS if set, else start a local Ray.",
+    )
+    num_cpus: float | None = Field(None, gt=0, description="CPUs of a local Ray started by the job (None = all).")
+    num_gpus: int | None = Field(None, ge=0, description="GPUs of a local Ray started by the job (None = detect).")
+    include_dashboard: bool = Field(False, description="Start the dashboard with a local Ray (port 8265).")
+    object_store_memory: int | None = Field(
+        None, gt=0, description="Object store bytes of a local Ray (None = Ray's default)."
+    )
+
+
+class ScalingConfig(StrictModel):
+    """Resources of a distributed stage (Ray Train workers, actor pools)."""
+
+    num_workers: int = Field(1, ge=1, description="Number of workers (Ray Train ranks / pool actors).")
+    use_gpu: bool = Field(False, description="Give each worker GPUs.")
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs reserved per worker (fractions allowed).")
+    gpus_per_worker: float = Field(0.0, ge=0, description="GPUs per worker when use_gpu (default 1).")
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "PACK", description="Placement group strategy of the workers."
+    )
+
+    @model_validator(mode="after")
+    def _gpus(self) -> ScalingConfig:
+        if self.gpus_per_worker > 0 and not self.use_gpu:
+            raise ValueError("gpus_per_worker > 0 needs use_gpu: true (or set gpus_per_worker: 0)")
+        return self
+
+    def resources_per_worker(self) -> dict[str, float]:
+        res = {"CPU": self.cpus_per_worker}
+        if self.use_gpu:
+            res["GPU"] = self.gpus_per_worker or 1.0
+        return res
+
+
+class ModelConfig(StrictModel):
+    """A pretrained Hugging Face model, resolved without a model hub (see recsys.models.hub)."""
+
+    name_or_path: str = Field(
+        "all-MiniLM-L6-v2",
+        description="Installed alias (all-MiniLM-L6-v2), a local HF directory, or a hub id (needs a hub).",
+    )
+    max_length: int = Field(128, ge=8, le=8192, description="Tokenizer truncation length.")
+
+
+class InputConfig(StrictModel):
+    """Where a job reads a table and how its columns map to the canonical schema (see docs/DATA.md)."""
+
+    path: InputPath = Field(..., description="File, directory, glob or s3:// / gs:// URI.")
+    format: Literal["auto", "csv", "tsv", "jsonl", "parquet", "excel", "text"] = Field(
+        "auto", description="Reader; auto = from the file extension."
+    )
+    preset: str | None = Field(None, description="Named adapter for a known data set (recsys.data.presets).")
+    columns: dict[str, str] = Field(default_factory=dict, description="Source column name -> canonical name.")
+
+
+class JobConfig(StrictModel):
+    """Fields every job has."""
+
+    seed: int = Field(0, description="Seeds Python, NumPy, torch and Ray Data shuffles everywhere.")
+    output_dir: str | None = Field(
+        None, description="Where outputs go; default ${RECSYS_RUNS_ROOT}/<job>/<timestamp>."
+    )
+    ray: RayConfig = Field(default_factory=RayConfig, description="How to reach Ray.")

@@ -1,0 +1,155 @@
+"""Run one job: setup (seed, env, Ray, output dir) -> run -> cleanup (report.json, Ray shutdown).
+
+A job module in ``jobs/`` provides ``CONFIG`` (its pydantic config class) and
+``run(cfg, ctx) -> dict``; the dict (counts, metrics, artifacts, ...) is merged into
+``report.json``. Nothing here knows what a job does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from recsys.config.base import JobConfig
+from recsys.config.loader import dump_config
+from recsys.config.paths import runs_root
+from recsys.utils.log import get_logger
+from recsys.utils.seed import seed_everything
+
+# Set for every job (and passed to Ray workers): no model hub at run time.
+JOB_ENV = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("recsys", "ray", "torch", "transformers", "deepspeed", "pyarrow", "pydantic"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[pkg] = metadata.version(pkg)
+    return out
+
+
+def git_sha() -> str | None:
+    import subprocess
+
+    with contextlib.suppress(Exception):
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+        ).stdout.strip() or None
+    return None
+
+
+@dataclass
+class JobContext:
+    """What a running job gets besides its config: where to write, a logger, timers."""
+
+    job: str
+    output_dir: Path
+    timings: dict[str, float] = field(default_factory=dict)
+    log: Any = field(default_factory=get_logger)
+
+    @contextlib.contextmanager
+    def timer(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        self.log.info("[%s] %s ...", self.job, name)
+        try:
+            yield
+        finally:
+            self.timings[name] = round(time.perf_counter() - start, 3)
+            self.log.info("[%s] %s done in %.1fs", self.job, name, self.timings[name])
+
+    def path(self, *parts: str) -> Path:
+        p = self.output_dir.joinpath(*parts)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+
+def resolve_output_dir(job: str, cfg: JobConfig) -> Path:
+    if cfg.output_dir:
+        return Path(cfg.output_dir)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path(runs_root()) / job / stamp
+
+
+def init_ray(cfg: JobConfig) -> bool:
+    """Connect to ``ray.address`` / RAY_ADDRESS, else start a local Ray. Returns True if we started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
+    kwargs: dict[str, Any] = {"runtime_env": {"env_vars": dict(JOB_ENV)}, "log_to_driver": True}
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(
+            num_cpus=cfg.ray.num_cpus,
+            num_gpus=cfg.ray.num_gpus,
+            include_dashboard=cfg.ray.include_dashboard,
+            object_store_memory=cfg.ray.object_store_memory,
+            **kwargs,
+        )
+    return True
+
+
+def write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2, default=str, sort_keys=False) + "\n", encoding="utf-8")
+
+
+def run_job(
+    job: str,
+    cfg: JobConfig,
+    run: Callable[[Any, JobContext], dict[str, Any] | None],
+    *,
+    needs_ray: bool = True,
+) -> dict[str, Any]:
+    """setup -> run -> cleanup. Always writes report.json (status failed + error on exceptions)."""
+    for k, v in JOB_ENV.items():
+        os.environ.setdefault(k, v)
+    seed_everything(cfg.seed)
+    out = resolve_output_dir(job, cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    ctx = JobContext(job=job, output_dir=out)
+    report: dict[str, Any] = {
+        "job": job,
+        "status": "running",
+        "started_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "output_dir": str(out),
+        "versions": versions(),
+        "git_sha": git_sha(),
+        "config": dump_config(cfg),
+    }
+    started_ray = False
+    t0 = time.perf_counter()
+    try:
+        if needs_ray:
+            with ctx.timer("ray_init"):
+                started_ray = init_ray(cfg)
+        result = run(cfg, ctx) or {}
+        report.update(result)
+        report["status"] = "succeeded"
+    except BaseException as exc:
+        report["status"] = "failed"
+        report["error"] = f"{type(exc).__name__}: {exc}"
+        report["traceback"] = traceback.format_exc()
+        raise
+    finally:
+        report["timings"] = {**ctx.timings, "total": round(time.perf_counter() - t0, 3)}
+        report["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
+        write_json(out / "report.json", report)
+        ctx.log.info("[%s] %s; report: %s", job, report["status"], out / "report.json")
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+    return report

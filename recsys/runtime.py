@@ -87,7 +87,11 @@ def init_ray(cfg: JobConfig) -> bool:
     if ray.is_initialized():
         return False
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
-    kwargs: dict[str, Any] = {"runtime_env": {"env_vars": dict(JOB_ENV)}, "log_to_driver": True}
+    kwargs: dict[str, Any] = {"log_to_driver": True}
+    # A submitted job already carries JOB_ENV in its runtime env (recsys submit); repeating keys is
+    # an error in Ray, so only a driver started outside a submission passes them.
+    if "RAY_JOB_CONFIG_JSON_ENV_VAR" not in os.environ:
+        kwargs["runtime_env"] = {"env_vars": dict(JOB_ENV)}
     if address:
         ray.init(address=address, **kwargs)
     else:

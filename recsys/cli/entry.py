@@ -33,7 +33,10 @@ def run_parsed(spec, cfg) -> dict:
 
 
 def job_main(module_name: str, argv: list[str] | None = None) -> None:
-    job = module_name.rsplit(".", 1)[-1]
+    if module_name == "__main__":  # `python -m jobs.<job>`: the real name is on the module spec
+        spec = getattr(sys.modules["__main__"], "__spec__", None)
+        module_name = spec.name if spec else sys.argv[0]
+    job = module_name.rsplit(".", 1)[-1].removesuffix(".py")
     parser = argparse.ArgumentParser(prog=f"python -m jobs.{job}", description=f"Run the {job} job.")
     parser.add_argument("--config", "-c", required=True, help="YAML config path or scale (tiny/local/cluster)")
     parser.add_argument("--validate", action="store_true", help="only parse and check the config")

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Stop the local cluster that cluster/local/start.sh started on --port (default 6390).
+# Unlike `ray stop`, this leaves every other Ray on the machine running.
+set -euo pipefail
+PORT=${RECSYS_RAY_PORT:-6390}
+[[ "${1:-}" == "--port" ]] && PORT=$2
+STATE=${RECSYS_CLUSTER_DIR:-/tmp/recsys-cluster-$PORT}
+# Processes of this cluster name its GCS port or its temp dir on their command line.
+pids=$(pgrep -f -- "(127\.0\.0\.1:$PORT( |$|/)|gcs_server_port=$PORT|$STATE/ray)" || true)
+if [[ -z "$pids" ]]; then echo "no cluster on port $PORT"; exit 0; fi
+kill $pids 2>/dev/null || true
+for _ in $(seq 1 20); do
+  alive=$(ps -o pid= -p $(echo $pids | tr ' ' ',') 2>/dev/null || true)
+  [[ -z "$alive" ]] && break
+  sleep 0.5
+done
+[[ -n "${alive:-}" ]] && kill -9 $alive 2>/dev/null || true
+echo "stopped cluster on port $PORT"

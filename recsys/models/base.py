@@ -1,0 +1,115 @@
+"""Save / load for every recsys model, the Hugging Face way, without the training code's state.
+
+A saved model directory holds:
+
+- ``recsys_model.json``: ``{"model_type": "bi_encoder" | "cross_encoder" | "sequential",
+  "format_version": 1, "config": {...}}`` -- the constructor arguments that fix the architecture;
+- ``model.safetensors``: every weight (encoder, heads, embeddings);
+- ``encoder/config.json`` (and ``item_encoder/config.json`` for separate towers): the Hugging Face
+  config of each transformer, so the architecture is rebuilt with ``AutoModel.from_config``;
+- the tokenizer files (models over text) and, when written by training, ``README.md`` (model card).
+
+``recsys.models.load_model(dir)`` reads ``model_type`` and returns the right class.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+MODEL_FILE = "recsys_model.json"
+WEIGHTS_FILE = "model.safetensors"
+FORMAT_VERSION = 1
+
+
+def read_model_meta(path: str | Path) -> dict[str, Any]:
+    """The ``recsys_model.json`` of a saved model directory (clear error if it is not one)."""
+    meta_path = Path(path) / MODEL_FILE
+    if not meta_path.is_file():
+        raise FileNotFoundError(
+            f"{str(path)!r} is not a saved recsys model (no {MODEL_FILE}); pass a directory written by "
+            "save_pretrained(), e.g. runs/train/<scale>/model"
+        )
+    return json.loads(meta_path.read_text(encoding="utf-8"))
+
+
+def build_encoder(name_or_path: str | None = None, hf_config_dir: str | Path | None = None) -> nn.Module:
+    """A Hugging Face encoder: pretrained weights from ``name_or_path`` (resolved offline), or an
+    empty skeleton from a saved ``config.json`` directory (weights come from model.safetensors)."""
+    from transformers import AutoConfig, AutoModel
+
+    if hf_config_dir is not None:
+        return AutoModel.from_config(AutoConfig.from_pretrained(str(hf_config_dir)))
+    from recsys.models.hub import resolve_model_path
+
+    return AutoModel.from_pretrained(resolve_model_path(name_or_path or "all-MiniLM-L6-v2"))
+
+
+def load_tokenizer(path: str | Path):
+    from transformers import AutoTokenizer
+
+    from recsys.models.hub import resolve_model_path
+
+    p = Path(path)
+    return AutoTokenizer.from_pretrained(str(p) if (p / MODEL_FILE).is_file() else resolve_model_path(str(path)))
+
+
+def device_of(module: nn.Module) -> torch.device:
+    return next(module.parameters()).device
+
+
+class SavableModel(nn.Module):
+    """Base class: ``save_pretrained(dir)`` / ``from_pretrained(dir)`` for a model whose architecture
+    is fixed by ``config()`` (JSON-able constructor arguments) plus its Hugging Face encoders."""
+
+    model_type: ClassVar[str] = ""
+
+    def config(self) -> dict[str, Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def hf_encoders(self) -> dict[str, nn.Module]:
+        """Sub-folder name -> Hugging Face ``PreTrainedModel`` whose config must be saved."""
+        return {}
+
+    @classmethod
+    def _skeleton(cls, path: Path, config: dict[str, Any]) -> SavableModel:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def save_pretrained(self, path: str | Path, state_dict: dict[str, torch.Tensor] | None = None) -> Path:
+        """Write the model to ``path`` (created). ``state_dict`` overrides the live weights (e.g. a
+        ZeRO-3 consolidated one)."""
+        from safetensors.torch import save_model
+
+        out = Path(path)
+        out.mkdir(parents=True, exist_ok=True)
+        meta = {"model_type": self.model_type, "format_version": FORMAT_VERSION, "config": self.config()}
+        (out / MODEL_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        for sub, enc in self.hf_encoders().items():
+            enc.config.save_pretrained(str(out / sub))
+        if state_dict is not None:
+            self.load_state_dict(state_dict, strict=True)
+        save_model(self, str(out / WEIGHTS_FILE))
+        tokenizer = getattr(self, "tokenizer", None)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(out))
+        return out
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> SavableModel:
+        """Load a directory written by ``save_pretrained`` (weights strict-checked), in eval mode."""
+        from safetensors.torch import load_model
+
+        p = Path(path)
+        meta = read_model_meta(p)
+        if meta.get("model_type") != cls.model_type:
+            raise ValueError(
+                f"{str(p)!r} holds a {meta.get('model_type')!r} model, not {cls.model_type!r}; "
+                "use recsys.models.load_model(dir) to pick the class from the directory"
+            )
+        model = cls._skeleton(p, meta["config"])
+        load_model(model, str(p / WEIGHTS_FILE), strict=True, device="cpu")
+        return model.to(device).eval()

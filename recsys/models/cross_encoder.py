@@ -1,0 +1,117 @@
+"""CrossEncoder: one transformer over ``[CLS] query [SEP] item [SEP]`` -> a relevance score.
+
+Used for reranking (query, product) and product matching (offer, offer). Build (training):
+``CrossEncoder.from_encoder("all-MiniLM-L6-v2", num_labels=1)``. Load: ``CrossEncoder.from_pretrained(dir)``
+or ``recsys.models.load_model(dir)``.
+
+Inference::
+
+    model = CrossEncoder.from_pretrained("runs/train/local/model")
+    s = model.score([("ps4 controller", "DualShock 4 Wireless Controller")], batch_size=32)  # np.ndarray [N]
+    p = model.score(pairs, activation="sigmoid")   # match probability (binary / BCE-trained models)
+
+``num_labels=1`` (binary with BCE, graded relevance as regression, listwise softmax): ``score`` is
+the logit. ``num_labels>1`` (multi-class): ``score`` is the logit of the last (most relevant)
+class and ``predict`` returns all logits [N, num_labels].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from recsys.models.base import SavableModel, build_encoder, device_of, load_tokenizer
+from recsys.models.pooling import POOLINGS, pool
+
+
+class CrossEncoder(SavableModel):
+    """Encoder + dropout + linear head over the pooled pair representation."""
+
+    model_type = "cross_encoder"
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        *,
+        tokenizer: Any = None,
+        num_labels: int = 1,
+        pooling: str = "cls",
+        dropout: float = 0.1,
+        max_length: int = 256,
+    ):
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling={pooling!r}; use one of {POOLINGS}")
+        if num_labels < 1:
+            raise ValueError("num_labels must be >= 1 (1 = binary/regression score)")
+        self.encoder = encoder
+        self.tokenizer = tokenizer
+        self.num_labels = num_labels
+        self.pooling = pooling
+        self.dropout_p = dropout
+        self.max_length = max_length
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(encoder.config.hidden_size, num_labels)
+
+    @classmethod
+    def from_encoder(cls, name_or_path: str = "all-MiniLM-L6-v2", **kwargs: Any) -> CrossEncoder:
+        return cls(build_encoder(name_or_path), tokenizer=load_tokenizer(name_or_path), **kwargs)
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "num_labels": self.num_labels,
+            "pooling": self.pooling,
+            "dropout": self.dropout_p,
+            "max_length": self.max_length,
+        }
+
+    def hf_encoders(self) -> dict[str, nn.Module]:
+        return {"encoder": self.encoder}
+
+    @classmethod
+    def _skeleton(cls, path: Path, config: dict[str, Any]) -> CrossEncoder:
+        return cls(build_encoder(hf_config_dir=path / "encoder"), tokenizer=load_tokenizer(path), **config)
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Tokenized pairs [B, T] -> logits [B] (num_labels == 1) or [B, num_labels]."""
+        out = self.encoder(**{k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask", "token_type_ids")})
+        vec = pool(out.last_hidden_state, inputs["attention_mask"], self.pooling)  # [B, H]
+        logits = self.head(self.dropout(vec))  # [B, num_labels]
+        return logits.squeeze(-1) if self.num_labels == 1 else logits
+
+    @torch.inference_mode()
+    def predict(self, pairs: Sequence[tuple[str, str]], batch_size: int = 32) -> np.ndarray:
+        """Logits for ``(query, item)`` pairs -> float32 [N] (num_labels == 1) or [N, num_labels]."""
+        if self.tokenizer is None:
+            raise ValueError("this CrossEncoder has no tokenizer; build it with from_encoder() or from_pretrained()")
+        was_training = self.training
+        self.eval()
+        pairs = [(str(a or ""), str(b or "")) for a, b in pairs]
+        order = np.argsort([-(len(a) + len(b)) for a, b in pairs], kind="stable")
+        shape = (len(pairs),) if self.num_labels == 1 else (len(pairs), self.num_labels)
+        out = np.zeros(shape, dtype=np.float32)
+        dev = device_of(self)
+        for start in range(0, len(pairs), batch_size):
+            idx = order[start : start + batch_size]
+            tok = self.tokenizer(
+                [pairs[i][0] for i in idx], [pairs[i][1] for i in idx], padding=True,
+                truncation="longest_first", max_length=self.max_length, return_tensors="pt",
+            )
+            out[idx] = self({k: v.to(dev) for k, v in tok.items()}).float().cpu().numpy()
+        self.train(was_training)
+        return out
+
+    def score(self, pairs: Sequence[tuple[str, str]], batch_size: int = 32, activation: str = "none") -> np.ndarray:
+        """One relevance score per pair -> float32 [N]; ``activation="sigmoid"`` gives probabilities."""
+        logits = self.predict(pairs, batch_size)
+        s = logits if self.num_labels == 1 else logits[:, -1]
+        if activation == "sigmoid":
+            return (1.0 / (1.0 + np.exp(-s))).astype(np.float32)
+        if activation != "none":
+            raise ValueError(f"activation={activation!r}; use 'none' or 'sigmoid'")
+        return s

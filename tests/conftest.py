@@ -63,3 +63,25 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
     BertModel(cfg).save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def local_cluster(tmp_path_factory):
+    """A real 2-node Ray cluster on this machine (head + 1 worker node), via cluster/local/start.sh.
+
+    Yields the job-submission address; stopped with cluster/local/stop.sh (only this cluster).
+    """
+    import subprocess
+
+    port, dash = 6421, 8321
+    state = tmp_path_factory.mktemp("cluster")
+    env = {**os.environ, "RECSYS_CLUSTER_DIR": str(state), "RECSYS_RUNS_ROOT": str(state / "runs")}
+    start = subprocess.run(
+        [str(ROOT / "cluster/local/start.sh"), "--workers", "1", "--port", str(port), "--dashboard-port", str(dash)],
+        capture_output=True, text=True, env=env, timeout=180,
+    )
+    if start.returncode != 0:
+        subprocess.run([str(ROOT / "cluster/local/stop.sh"), "--port", str(port)], env=env)
+        pytest.fail(f"local cluster did not start:\n{start.stdout}\n{start.stderr}")
+    yield {"address": f"http://127.0.0.1:{dash}", "ray_address": f"127.0.0.1:{port}", "runs": state / "runs", "env": env}
+    subprocess.run([str(ROOT / "cluster/local/stop.sh"), "--port", str(port)], env=env, timeout=60)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from recsys.config.types import InputPath
 
@@ -67,9 +67,34 @@ class ModelConfig(StrictModel):
     )
     max_length: int = Field(128, ge=8, le=8192, description="Tokenizer truncation length.")
 
+    @field_validator("name_or_path")
+    @classmethod
+    def _local_path_exists(cls, value: str, info: ValidationInfo) -> str:
+        """A value that looks like a local path (./, /, ~) must be a directory with config.json.
+
+        Skipped with validation context ``check_paths=False`` (a pipeline validates the evaluate
+        stage before the train stage has written the model)."""
+        import os
+
+        if (info.context or {}).get("check_paths", True) is False:
+            return value
+        if value.startswith((".", "/", "~")):
+            path = os.path.expanduser(value)
+            if not os.path.isfile(os.path.join(path, "config.json")):
+                raise ValueError(
+                    f"model directory {value!r} not found (or has no config.json); point it at a directory "
+                    "written by save_pretrained(), or use the packaged alias 'all-MiniLM-L6-v2'"
+                )
+        return value
+
 
 class InputConfig(StrictModel):
-    """Where a job reads a table and how its columns map to the canonical schema (see docs/DATA.md)."""
+    """Where a job reads a table and how its columns map to the canonical schema (see docs/DATA.md).
+
+    Either a named ``preset`` (``recsys.data.presets``: every set in ../shared/data) or a generic
+    reader (``format``) with a ``columns`` mapping; preset values are defaults that any key given
+    here overrides. ``recsys.data.adapters.read_input(cfg)`` turns it into a Ray Dataset.
+    """
 
     path: InputPath = Field(..., description="File, directory, glob or s3:// / gs:// URI.")
     format: Literal["auto", "csv", "tsv", "jsonl", "parquet", "excel", "text"] = Field(
@@ -77,6 +102,43 @@ class InputConfig(StrictModel):
     )
     preset: str | None = Field(None, description="Named adapter for a known data set (recsys.data.presets).")
     columns: dict[str, str] = Field(default_factory=dict, description="Source column name -> canonical name.")
+    table: Literal["events", "items", "users", "pairs", "candidates", "sequences"] = Field(
+        "events", description="Canonical table the file holds (generic readers; presets know their tables)."
+    )
+    delimiter: str | None = Field(None, description="Field separator of csv/tsv/text (default ',' / tab / space).")
+    header: bool = Field(True, description="Delimited files start with a header line.")
+    column_names: list[str] | None = Field(
+        None, description="Names of the source columns of a header-less file (or to replace its header)."
+    )
+    encoding: str = Field("utf-8", description="Text encoding of delimited / JSONL files (rows that do not decode are quarantined).")
+    sheet: str | int | None = Field(None, description="Excel sheet name or index (default: the first).")
+    timestamp_format: str | None = Field(
+        None, description="strptime format of the timestamp column, e.g. '%d/%m/%Y %H:%M'; None = ISO 8601 / epoch numbers."
+    )
+    timestamp_unit: Literal["s", "ms", "us", "ns"] | None = Field(
+        None, description="Unit of numeric epoch timestamps; None = inferred from their magnitude."
+    )
+    timezone: str = Field("UTC", description="Time zone of timestamps that carry no offset (converted to UTC).")
+    event_map: dict[str, str] = Field(
+        default_factory=dict, description="Source event name -> canonical event type, e.g. {pv: view}."
+    )
+    defaults: dict[str, str | int | float] = Field(
+        default_factory=dict, description="Constant for a canonical column the source lacks, e.g. {event_type: buy}."
+    )
+    keep_extra: bool = Field(False, description="Keep unmapped source columns (as strings) next to the canonical ones.")
+
+    @model_validator(mode="after")
+    def _check(self) -> InputConfig:
+        if self.delimiter is not None and len(self.delimiter) != 1:
+            raise ValueError(f"input.delimiter must be one character, got {self.delimiter!r}; use '\\t' for tabs")
+        if self.timezone != "UTC":
+            import zoneinfo
+
+            try:
+                zoneinfo.ZoneInfo(self.timezone)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"input.timezone {self.timezone!r} is not an IANA zone; use e.g. 'Europe/London'") from None
+        return self
 
 
 class JobConfig(StrictModel):

@@ -1,0 +1,159 @@
+"""Adapters: ``InputConfig`` -> Ray Dataset of a canonical table (docs/DATA.md).
+
+    from recsys.data.adapters import read_input
+    events = read_input(cfg.input)                    # canonical events, typed
+    items = read_input(cfg.input, "items")            # a preset's other tables
+    raw = open_source(cfg.input, "events")            # raw string columns + spec (clean, inventory)
+
+Generic readers: csv / tsv / text (delimited) / jsonl / excel are read loss-free by our parsers
+inside Ray tasks (one file per task; BOM, quoted newlines, ragged rows, bad bytes handled), parquet
+by ``ray.data.read_parquet``; local paths, globs and s3:// / gs:// URIs go through pyarrow.fs.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import pyarrow as pa
+
+from recsys.config.base import InputConfig
+from recsys.data import presets as P
+from recsys.data.convert import missing_required, to_canonical
+from recsys.data.io import expand_paths, infer_format
+from recsys.data.readers import parse_files
+from recsys.data.schema import KEYS, table_schema
+
+SPEC_FIELDS = ("format", "columns", "delimiter", "header", "column_names", "encoding", "sheet",
+               "timestamp_format", "timestamp_unit", "timezone", "event_map", "defaults", "keep_extra")
+DEFAULT_DELIMITER = {"csv": ",", "tsv": "\t", "text": " "}
+
+
+class DataError(ValueError):
+    """Input rows that do not convert (``on_error='raise'``); the message names the column and the fix."""
+
+
+@dataclass
+class Source:
+    """Where one canonical table comes from: files, filesystem, plain reader/convert options."""
+
+    table: str
+    files: list[str]
+    filesystem: Any
+    fmt: str
+    spec: dict[str, Any]  # plain values only: passed into Ray tasks
+    post: str | None = None
+    distinct: str | None = None
+    aggregate: dict[str, str] | None = None
+
+    def read_raw(self):
+        """Ray Dataset of raw string columns (+ source_file, source_row, _error, _raw) before conversion."""
+        import ray
+
+        if self.fmt == "parquet":
+            return ray.data.read_parquet(self.files, filesystem=self.filesystem)
+        ds = ray.data.read_binary_files(self.files, include_paths=True, filesystem=self.filesystem)
+        return ds.map_batches(_parse, batch_format="pyarrow", batch_size=1,
+                              fn_kwargs={"fmt": self.fmt, "opts": self.spec, "post": self.post})
+
+
+def _parse(batch: pa.Table, fmt: str, opts: dict[str, Any], post: str | None) -> pa.Table:
+    table = parse_files(batch, fmt, opts)
+    return getattr(P, post)(table) if post else table
+
+
+def tables_of(cfg: InputConfig) -> list[str]:
+    """Canonical tables this input provides (a preset's tables, or ``cfg.table``)."""
+    return list(P.get_preset(cfg.preset).tables) if cfg.preset else [cfg.table]
+
+
+def open_source(cfg: InputConfig, table: str | None = None) -> Source:
+    """Resolve files and options of ``table`` (default: ``cfg.table``, or the preset's first table)."""
+    spec: dict[str, Any] = {f: getattr(cfg, f) for f in SPEC_FIELDS}
+    spec["quote_char"] = '"'
+    explicit = {f: getattr(cfg, f) for f in cfg.model_fields_set if f in SPEC_FIELDS}
+    source = None
+    if cfg.preset:
+        preset = P.get_preset(cfg.preset)
+        table = table or next(iter(preset.tables))
+        if table not in preset.tables:
+            raise ValueError(f"preset {preset.name!r} has no {table!r} table; it provides {', '.join(preset.tables)}")
+        source = preset.tables[table]
+        spec.update(source.options)
+    table = table or cfg.table
+    table_schema(table)
+    spec.update(explicit)
+    spec["table"] = table
+    files, fs = expand_paths(cfg.path)
+    if source is not None:
+        files = _preset_files(files, cfg.path, source.files, cfg.preset, table)
+    fmt = spec["format"] if spec["format"] != "auto" else infer_format(files)
+    spec["format"] = fmt
+    spec["delimiter"] = spec.get("delimiter") or DEFAULT_DELIMITER.get(fmt, ",")
+    return Source(table, files, fs, fmt, spec, source.post if source else None,
+                  source.distinct if source else None, dict(source.aggregate) if source else None)
+
+
+def _preset_files(files: list[str], path: str, globs: tuple[str, ...], preset: str, table: str) -> list[str]:
+    picked = [f for f in files if any(fnmatch.fnmatch(os.path.basename(f), g) for g in globs)]
+    if not picked:
+        raise FileNotFoundError(
+            f"preset {preset!r} reads its {table!r} table from {' / '.join(globs)} but input.path {path!r} has "
+            "no such file; point input.path at the data set's folder")
+    return picked
+
+
+def read_input(cfg: InputConfig, table: str | None = None, *, on_error: Literal["raise", "mark"] = "raise",
+               keep_meta: bool = False):
+    """The canonical ``table`` of ``cfg`` as a Ray Dataset (typed as in docs/DATA.md).
+
+    on_error='raise' fails on the first row that does not convert, naming the column, the source
+    row and the fix (run the clean job to quarantine such rows); 'mark' keeps them with ``_error``.
+    keep_meta keeps ``source_file``, ``_error`` and ``_raw`` next to the canonical columns.
+    """
+    src = open_source(cfg, table)
+    ds = src.read_raw().map_batches(_convert, batch_format="pyarrow",
+                                    fn_kwargs={"spec": src.spec, "on_error": on_error, "keep_meta": keep_meta})
+    if src.distinct:
+        from recsys.data.shuffle import by_key, first_per_key
+
+        ds = by_key(ds, src.distinct, _distinct, fn_kwargs={"key": src.distinct, "how": src.aggregate or {}})
+    return ds
+
+
+def _distinct(table: pa.Table, key: str, how: dict[str, str]) -> pa.Table:
+    from recsys.data.shuffle import first_per_key
+
+    import pyarrow.compute as pc
+
+    table = table.filter(pc.is_valid(table[key]))
+    return first_per_key(table.drop_columns([c for c in ("source_row",) if c in table.column_names]), key, how)
+
+
+def _convert(batch: pa.Table, spec: dict[str, Any], on_error: str, keep_meta: bool) -> pa.Table:
+    out = to_canonical(batch, spec)
+    missing = missing_required(out, spec["table"])
+    if missing and out.num_rows:
+        raise DataError(
+            f"{spec['table']} needs column(s) {missing} but the source has {[c for c in batch.column_names if not c.startswith('_') and c not in ('source_file', 'source_row')]}; "
+            f"map them with input.columns (e.g. input.columns.{{SOURCE}}={missing[0]}) or input.defaults")
+    if on_error == "raise":
+        import pyarrow.compute as pc
+
+        bad = pc.is_valid(out["_error"])
+        if pc.any(bad).as_py():
+            row = out.filter(bad).slice(0, 1).to_pylist()[0]
+            n = pc.sum(bad).as_py()
+            raise DataError(
+                f"{n} row(s) of {row['source_file']} do not convert, first: source_row {row['source_row']}: "
+                f"{row['_error']}; fix input.columns / timestamp_format / timestamp_unit, or run "
+                f"`recsys run clean` to quarantine bad rows")
+    if not keep_meta:
+        out = out.drop_columns(["source_file", "_error", "_raw"])
+    return out
+
+
+def key_columns(table: str) -> tuple[str, ...]:
+    return KEYS[table]

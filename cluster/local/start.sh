@@ -37,6 +37,8 @@ export RECSYS_DATA_ROOT=${RECSYS_DATA_ROOT:-$(cd "$ROOT/.." && pwd)/shared/data}
 export RECSYS_RUNS_ROOT=${RECSYS_RUNS_ROOT:-$ROOT/runs}
 
 STATE=${RECSYS_CLUSTER_DIR:-/tmp/recsys-cluster-$PORT}
+# Ray puts unix sockets under its temp dir: keep that path short (AF_UNIX paths are <= 107 bytes).
+RAY_TMP=/tmp/rsr-$PORT
 mkdir -p "$STATE"
 # Every node gets its own block of ports so several raylets (and other clusters) coexist.
 node_ports() {  # $1 = node index (0 = head)
@@ -50,7 +52,7 @@ node_ports() {  # $1 = node index (0 = head)
 # shellcheck disable=SC2046
 ray start --head --node-ip-address=127.0.0.1 --port="$PORT" --num-cpus="$HEAD_CPUS" --num-gpus=0 \
   --dashboard-host=127.0.0.1 --dashboard-port="$DASHBOARD_PORT" --include-dashboard=true \
-  --ray-client-server-port=$((PORT + 1)) --temp-dir="$STATE/ray" --disable-usage-stats \
+  --ray-client-server-port=$((PORT + 1)) --temp-dir="$RAY_TMP" --disable-usage-stats \
   --resources='{"recsys_head": 1}' --object-store-memory="$OBJ_MEM" $(node_ports 0) > "$STATE/head.log" 2>&1 \
   || { cat "$STATE/head.log" >&2; exit 1; }
 

@@ -5,8 +5,10 @@ set -euo pipefail
 PORT=${RECSYS_RAY_PORT:-6390}
 [[ "${1:-}" == "--port" ]] && PORT=$2
 STATE=${RECSYS_CLUSTER_DIR:-/tmp/recsys-cluster-$PORT}
+# Ray puts unix sockets under its temp dir: keep that path short (AF_UNIX paths are <= 107 bytes).
+RAY_TMP=/tmp/rsr-$PORT
 # Processes of this cluster name its GCS port or its temp dir on their command line.
-pids=$(pgrep -f -- "(127\.0\.0\.1:$PORT( |$|/)|gcs_server_port=$PORT|$STATE/ray)" || true)
+pids=$(pgrep -f -- "(127\.0\.0\.1:$PORT( |$|/)|gcs_server_port=$PORT|$RAY_TMP)" || true)
 if [[ -z "$pids" ]]; then echo "no cluster on port $PORT"; exit 0; fi
 kill $pids 2>/dev/null || true
 for _ in $(seq 1 20); do

@@ -1,0 +1,80 @@
+"""faiss indexes over L2-normalised embeddings (inner product = cosine): exact, IVF or HNSW,
+with recall@k of the approximate index measured against exact search."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+AnnKind = Literal["exact", "ivf", "hnsw"]
+
+
+def build_index(emb: np.ndarray, kind: AnnKind, *, nlist: int = 256, nprobe: int = 16,
+                hnsw_m: int = 32, ef_construction: int = 80, ef_search: int = 64, seed: int = 0):
+    """``emb`` [N, D] float32, rows L2-normalised -> a trained, filled faiss index (inner product)."""
+    import faiss
+
+    emb = np.ascontiguousarray(emb, dtype=np.float32)  # [N, D]
+    n, dim = emb.shape
+    if kind == "exact":
+        index = faiss.IndexFlatIP(dim)
+    elif kind == "ivf":
+        nlist = max(1, min(nlist, n // 39 or 1))  # faiss wants >= 39 training points per list
+        quantizer = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.cp.seed = seed
+        index.train(emb)
+        index.nprobe = min(nprobe, nlist)
+    elif kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = ef_construction
+        index.hnsw.efSearch = ef_search
+    else:
+        raise ValueError(f"unknown ANN kind {kind!r}; use exact, ivf or hnsw")
+    index.add(emb)
+    return index
+
+
+def search(index, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` (scores [Q, k], rows [Q, k]; -1 = none) of ``queries`` [Q, D], restricted to the row
+    ids in ``allowed`` (filters applied inside the search, before truncation)."""
+    import faiss
+
+    queries = np.ascontiguousarray(queries, dtype=np.float32)  # [Q, D]
+    k = max(1, min(k, index.ntotal))
+    if allowed is None:
+        return index.search(queries, k)
+    sel = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
+    if isinstance(index, faiss.IndexIVF):
+        params = faiss.SearchParametersIVF(sel=sel, nprobe=index.nprobe)
+    elif isinstance(index, faiss.IndexHNSW):
+        params = faiss.SearchParametersHNSW(sel=sel, efSearch=max(index.hnsw.efSearch, k))
+    else:
+        params = faiss.SearchParameters(sel=sel)
+    return index.search(queries, k, params=params)
+
+
+def recall_at_k(index, emb: np.ndarray, queries: np.ndarray, k: int = 10) -> float:
+    """Mean overlap of the index's top-k with exact top-k (brute force over ``emb`` [N, D])."""
+    exact = np.argsort(-(queries @ emb.T), axis=1)[:, :k]  # [Q, k]
+    _, approx = search(index, queries, k)  # [Q, k]
+    hits = [len(set(a.tolist()) & set(e.tolist())) for a, e in zip(approx, exact)]
+    return float(np.mean(hits) / k)
+
+
+def save_index(index, path: str) -> None:
+    import faiss
+
+    faiss.write_index(index, path)
+
+
+def load_index(path: str, *, nprobe: int | None = None, ef_search: int | None = None):
+    import faiss
+
+    index = faiss.read_index(path)
+    if nprobe is not None and isinstance(index, faiss.IndexIVF):
+        index.nprobe = nprobe
+    if ef_search is not None and isinstance(index, faiss.IndexHNSW):
+        index.hnsw.efSearch = ef_search
+    return index

@@ -1,0 +1,215 @@
+"""The FastAPI ingress and the typed app builder (``import_path: recsys.serving.app:build_app``).
+
+Endpoints: ``POST /search``, ``POST /recommend``, ``GET /suggest``, ``POST /feedback``,
+``GET /healthz``, ``GET /metrics`` (Prometheus), OpenAPI docs at ``/docs``. Every response names
+the A/B arm; every bad request is a 4xx JSON ``{"error", "field", "message"}``.
+"""
+
+# No `from __future__ import annotations`: Serve reads build_app's parameter annotation as a class.
+import hashlib
+import hmac
+import os
+import time
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from recsys.serving import schemas as S
+from recsys.serving.config import ServeArgs
+from recsys.serving.deployments import FeedbackSink, Personalizer, Recommender, Reranker, Retriever, minmax
+from recsys.serving.metrics import ServeMetrics
+from recsys.serving.router import ABRouter
+
+OPEN_PATHS = {"/healthz", "/metrics", "/docs", "/openapi.json", "/docs/oauth2-redirect", "/redoc"}
+
+api = FastAPI(
+    title="recsys", version="1", description="Personalised hybrid search, recommendations and autocomplete, "
+    "with sticky A/B arms. Bad requests get 4xx JSON errors naming the field.",
+    responses={401: {"model": S.ErrorResponse}, 413: {"model": S.ErrorResponse}, 422: {"model": S.ErrorResponse}},
+)
+
+
+def _error(status: int, error: str, message: str, field: str | None = None, errors: list | None = None) -> JSONResponse:
+    body = {"error": error, "field": field, "message": message}
+    if errors is not None:
+        body["errors"] = errors
+    return JSONResponse(status_code=status, content=body)
+
+
+@api.exception_handler(RequestValidationError)
+async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = []
+    for e in exc.errors():
+        loc = [str(p) for p in e.get("loc", ())]
+        if len(loc) > 1 and loc[0] in ("body", "query", "path", "header"):
+            loc = loc[1:]  # "k", "filters.brand": the name the client sent
+        errors.append({"field": ".".join(loc), "message": e.get("msg", "invalid"), "type": e.get("type")})
+    first = errors[0] if errors else {"field": None, "message": "invalid request"}
+    return _error(422, "invalid_request", f"{first['field']}: {first['message']}", first["field"], errors)
+
+
+@api.exception_handler(StarletteHTTPException)
+async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    if exc.status_code == 400 and "parsing the body" in detail:  # bytes that are not UTF-8 JSON
+        return _error(422, "invalid_request", "body: not valid UTF-8 JSON", "body")
+    return _error(exc.status_code, "http_error", detail)
+
+
+@api.exception_handler(Exception)
+async def _internal(request: Request, exc: Exception) -> JSONResponse:  # pragma: no cover - a bug, logged by Serve
+    return _error(500, "internal_error", f"{type(exc).__name__}: the server failed to answer; see the replica logs")
+
+
+@api.middleware("http")
+async def _guard(request: Request, call_next):
+    """API key (401) and body size (413) before any parsing."""
+    settings = getattr(api.state, "settings", {})
+    if request.url.path not in OPEN_PATHS and settings.get("api_key_sha256"):
+        key = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest() if key else ""
+        if not hmac.compare_digest(digest, settings["api_key_sha256"]):
+            return _error(401, "unauthorized", "missing or wrong API key; send it in the X-API-Key header", "X-API-Key")
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > settings.get("max_body_bytes", 1_000_000)):
+        return _error(413, "payload_too_large", f"body over {settings.get('max_body_bytes')} bytes", "body")
+    return await call_next(request)
+
+
+@serve.deployment
+@serve.ingress(api)
+class Ingress:
+    def __init__(self, arms: dict[str, dict[str, DeploymentHandle]], sink: DeploymentHandle, settings: dict[str, Any]):
+        self.arms, self.sink, self.settings = arms, sink, settings
+        key = os.environ.get(settings["api_key_env"], "") if settings.get("api_key_env") else ""
+        sha = hashlib.sha256(key.encode()).hexdigest() if key else settings.get("api_key_sha256")
+        api.state.settings = {"api_key_sha256": sha, "max_body_bytes": settings["max_body_bytes"]}
+        self.metrics = ServeMetrics()
+        self.app_name = serve.get_replica_context().app_name
+        self.reconfigure({"weights": settings["weights"], "salt": settings["salt"]})
+
+    def reconfigure(self, config: dict[str, Any]) -> None:
+        """user_config ``{weights: {arm: w}, salt}``: re-split traffic without restarting anything."""
+        weights = {a: float(w) for a, w in (config.get("weights") or self.settings["weights"]).items() if a in self.arms}
+        self.router = ABRouter(weights, config.get("salt") or self.settings["salt"])
+
+    def _observe(self, endpoint: str, arm: str, status: int, t0: float) -> None:
+        self.metrics.requests.labels(endpoint, arm, str(status)).inc()
+        self.metrics.latency.labels(endpoint, arm).observe(time.perf_counter() - t0)
+
+    @api.post("/search", response_model=S.SearchResponse, summary="Personalised hybrid search")
+    async def search(self, req: S.SearchRequest) -> Any:
+        t0 = time.perf_counter()
+        arm = self.router.assign(req.user_id)
+        h, rr = self.arms[arm], self.settings["rerank"][arm]
+        n = max(rr["top_n"], (req.page + 1) * req.k)
+        ret = await h["retriever"].retrieve.remote(req.query, req.filters.model_dump(), n)
+        if "error" in ret:
+            self._observe("search", arm, 422, t0)
+            return _error(422, "invalid_request", ret["error"]["message"], ret["error"]["field"])
+        cands = ret["candidates"]
+        head = cands[: rr["top_n"]]
+        if head:
+            out = await h["reranker"].rerank.remote(req.query, [c["text"] for c in head])
+            self.metrics.batch_size.labels(arm).observe(out["batch_size"])
+            rel = rr["weight"] * minmax(out["scores"]) + (1 - rr["weight"]) * minmax([c["fused"] for c in head])
+            for c, r in zip(head, rel):
+                c["relevance"] = float(r)
+        tail_rel = minmax([c["fused"] for c in cands[len(head):]]) - 1.0  # below every reranked candidate
+        for c, r in zip(cands[len(head):], tail_rel):
+            c["relevance"] = float(r)
+        res = await h["personalizer"].personalize.remote(cands, req.user_id, req.country, req.page * req.k, req.k)
+        if res["cold_start"]:
+            self.metrics.cold.labels("search", arm).inc()
+        self._observe("search", arm, 200, t0)
+        return {"request_id": uuid.uuid4().hex, "arm": arm, "version": ret["version"], "query": req.query,
+                "page": req.page, "k": req.k, "cold_start": res["cold_start"], "items": res["items"]}
+
+    @api.post("/recommend", response_model=S.RecommendResponse, summary="Next items for a user / recent items")
+    async def recommend(self, req: S.RecommendRequest) -> Any:
+        t0 = time.perf_counter()
+        arm = self.router.assign(req.user_id)
+        res = await self.arms[arm]["recommender"].recommend.remote(req.user_id, req.item_ids, req.k,
+                                                                  req.exclude_purchased, req.country)
+        if res["cold_start"]:
+            self.metrics.cold.labels("recommend", arm).inc()
+        self._observe("recommend", arm, 200, t0)
+        return {"request_id": uuid.uuid4().hex, "arm": arm, **res}
+
+    @api.get("/suggest", response_model=S.SuggestResponse, summary="Typo-tolerant query autocomplete")
+    async def suggest(self, q: str = Query(..., min_length=1, max_length=S.MAX_QUERY_CHARS, description="Typed prefix."),
+                      k: int = Query(10, ge=1, le=S.MAX_K, description="Suggestions."),
+                      user_id: str | None = Query(None, min_length=1, max_length=S.MAX_ID_CHARS, description="Picks the arm.")) -> Any:
+        t0 = time.perf_counter()
+        arm = self.router.assign(user_id)
+        res = await self.arms[arm]["retriever"].suggest.remote(q, k)
+        self._observe("suggest", arm, 200, t0)
+        return {"arm": arm, "q": q, "suggestions": res["suggestions"]}
+
+    @api.post("/feedback", response_model=S.FeedbackResponse, summary="Impressions, clicks, carts, buys")
+    async def feedback(self, req: S.FeedbackRequest) -> Any:
+        from recsys.serving.feedback import to_events
+
+        t0 = time.perf_counter()
+        arm = req.arm or self.router.assign(req.user_id)
+        if arm not in self.arms:
+            self._observe("feedback", "unknown", 422, t0)
+            return _error(422, "invalid_request", f"unknown arm {arm!r}; arms: {sorted(self.arms)}", "arm")
+        rows = to_events(req.model_dump(), arm)
+        await self.sink.append.remote(rows)
+        for ev in req.events:
+            self.metrics.feedback.labels(arm, ev.event_type).inc()
+        self._observe("feedback", arm, 200, t0)
+        return {"accepted": len(rows), "arm": arm}
+
+    @api.get("/healthz", summary="Liveness and the index version of every arm")
+    async def healthz(self) -> Any:
+        arms = {}
+        for name, h in self.arms.items():
+            try:
+                arms[name] = await h["retriever"].info.remote()
+            except Exception as exc:  # noqa: BLE001 - report, stay up
+                arms[name] = {"loaded": False, "error": type(exc).__name__}
+        ok = all(a.get("loaded") for a in arms.values())
+        return {"status": "ok" if ok else "degraded", "arms": arms, "weights": self.router.weights}
+
+    @api.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def metrics(self) -> Response:
+        import asyncio
+
+        await asyncio.to_thread(self.metrics.refresh_replicas, self.app_name)
+        return Response(self.metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+def build_app(args: ServeArgs) -> serve.Application:
+    """Typed app builder: one Retriever / Reranker / Personalizer / Recommender per arm, a shared
+    FeedbackSink, and the Ingress that routes each user to their arm."""
+    arms: dict[str, dict[str, Any]] = {}
+    rerank_settings = {}
+    for arm in args.arms:
+        ret, rr = args.for_arm(arm, "retrieval"), args.for_arm(arm, "rerank")
+        pers, rec = args.for_arm(arm, "personalize"), args.for_arm(arm, "recommend")
+        uc = {"version": arm.version}
+        arms[arm.name] = {
+            "retriever": Retriever.options(name=f"Retriever_{arm.name}", user_config=uc, **args.deployment("Retriever").options())
+            .bind(arm.artifacts, ret.model_dump()),
+            "reranker": Reranker.options(name=f"Reranker_{arm.name}", user_config={
+                **uc, "batching": rr.batching, "max_batch_size": rr.max_batch_size, "batch_wait_timeout_s": rr.batch_wait_timeout_s},
+                **args.deployment("Reranker").options()).bind(arm.artifacts, rr.model, rr.max_length),
+            "personalizer": Personalizer.options(name=f"Personalizer_{arm.name}", user_config=uc,
+                                                 **args.deployment("Personalizer").options()).bind(arm.artifacts, pers.model_dump()),
+            "recommender": Recommender.options(name=f"Recommender_{arm.name}", user_config=uc,
+                                               **args.deployment("Recommender").options()).bind(arm.artifacts, rec.model_dump(), pers.model_dump()),
+        }
+        rerank_settings[arm.name] = {"top_n": rr.top_n, "weight": rr.weight}
+    sink = FeedbackSink.options(**args.deployment("FeedbackSink").options()).bind(
+        args.feedback_dir, args.feedback_flush_events, args.feedback_flush_s)
+    settings = {"weights": {a.name: a.weight for a in args.arms}, "salt": args.ab_salt, "api_key_env": args.api_key_env,
+                "api_key_sha256": args.api_key_sha256, "max_body_bytes": args.max_body_bytes, "rerank": rerank_settings}
+    return Ingress.options(**args.deployment("Ingress").options()).bind(arms, sink, settings)

@@ -1,0 +1,209 @@
+"""Typed args of the Serve app builder (``args:`` of an application in configs/serve/*.yaml).
+
+Ray Serve validates ``args`` into ``ServeArgs`` before ``build_app`` runs, so a bad Serve config
+fails at deploy time with the field named, never inside a replica.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+
+from recsys.config import StrictModel
+
+def project_path(value: str | None) -> str | None:
+    """Expand ${VARS} and anchor a relative path at the project root (replicas may run in another
+    working directory than the one `serve run` was started from)."""
+    import os
+
+    from recsys.config.paths import expand_env, is_uri, project_root
+
+    if value is None:
+        return None
+    value = expand_env(value)
+    if is_uri(value) or os.path.isabs(value):
+        return value
+    local = os.path.abspath(value)
+    return local if os.path.exists(local) else str(project_root() / value)
+
+
+DEPLOYMENTS = ("Ingress", "Retriever", "Reranker", "Personalizer", "Recommender", "FeedbackSink")
+
+
+class AutoscalingArgs(StrictModel):
+    """Ray Serve ``autoscaling_config`` of one deployment."""
+
+    min_replicas: int = Field(1, ge=0, description="Replicas kept when idle.")
+    initial_replicas: int | None = Field(None, ge=0, description="Replicas at deploy time (default min_replicas).")
+    max_replicas: int = Field(2, ge=1, description="Upper bound under load.")
+    target_ongoing_requests: float = Field(2.0, gt=0, description="Requests in flight per replica that autoscaling aims at.")
+    upscale_delay_s: float = Field(5.0, ge=0, description="Load must stay high this long before adding replicas.")
+    downscale_delay_s: float = Field(30.0, ge=0, description="Load must stay low this long before removing replicas.")
+    metrics_interval_s: float = Field(2.0, gt=0, description="How often replicas report load.")
+    look_back_period_s: float = Field(10.0, gt=0, description="Window averaged for decisions.")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscalingArgs:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("min_replicas must be <= max_replicas")
+        return self
+
+
+class DeploymentArgs(StrictModel):
+    """Resources and scaling of one deployment (every arm's copy of it)."""
+
+    num_cpus: float = Field(0.25, ge=0, description="CPUs per replica (fractions share cores).")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs per replica (the reranker on a GPU cluster).")
+    max_ongoing_requests: int = Field(32, ge=1, description="Requests one replica takes at once.")
+    autoscaling: AutoscalingArgs = Field(default_factory=AutoscalingArgs, description="autoscaling_config.")
+    health_check_period_s: float = Field(10.0, gt=0, description="Seconds between health checks.")
+    health_check_timeout_s: float = Field(60.0, gt=0, description="A check slower than this fails (model loads are not checks).")
+    graceful_shutdown_timeout_s: float = Field(20.0, ge=0, description="Time to drain requests when a replica stops.")
+
+    def options(self) -> dict[str, Any]:
+        auto = self.autoscaling.model_dump(exclude_none=True)
+        return {
+            "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus},
+            "max_ongoing_requests": self.max_ongoing_requests,
+            "autoscaling_config": auto,
+            "health_check_period_s": self.health_check_period_s,
+            "health_check_timeout_s": self.health_check_timeout_s,
+            "graceful_shutdown_timeout_s": self.graceful_shutdown_timeout_s,
+        }
+
+
+class RetrievalArgs(StrictModel):
+    """Hybrid retrieval: bi-encoder ANN top-N and BM25 top-N fused by weighted RRF."""
+
+    ann_top_n: int = Field(100, ge=1, le=5000, description="Candidates from the ANN index.")
+    bm25_top_n: int = Field(100, ge=0, le=5000, description="Candidates from BM25 (0 = dense only).")
+    ann_weight: float = Field(1.0, ge=0, description="RRF weight of the dense ranking.")
+    bm25_weight: float = Field(1.0, ge=0, description="RRF weight of the BM25 ranking.")
+    rrf_k: float = Field(60.0, gt=0, description="RRF damping constant.")
+    nprobe: int | None = Field(None, ge=1, description="IVF clusters visited (default: the index's).")
+    ef_search: int | None = Field(None, ge=8, description="HNSW search list (default: the index's).")
+    encoder: str | None = Field(None, description="Query encoder; default the index manifest's model.")
+    max_length: int = Field(64, ge=8, le=512, description="Query token limit.")
+
+
+class RerankArgs(StrictModel):
+    """The reranker over the top fused candidates."""
+
+    model: str | None = Field(None, description="A trained CrossEncoder directory (runs/train/.../model); "
+                              "null = rescore the candidates' full text with the retrieval bi-encoder.")
+    top_n: int = Field(50, ge=1, le=1000, description="Candidates reranked per request.")
+    batching: bool = Field(True, description="@serve.batch dynamic batching (false: one request per forward pass).")
+    max_batch_size: int = Field(16, ge=1, le=1024, description="Requests per batched forward pass.")
+    batch_wait_timeout_s: float = Field(0.01, ge=0, le=5, description="Longest wait for a batch to fill.")
+    max_length: int = Field(96, ge=8, le=512, description="Token limit of query + item text.")
+    weight: float = Field(1.0, ge=0, le=1, description="Share of the reranker score in relevance (rest: fused retrieval score).")
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, v: str | None) -> str | None:
+        return project_path(v)
+
+
+class PersonalizeArgs(StrictModel):
+    """Weights of the personalised score: relevance blended with the user's features."""
+
+    relevance: float = Field(1.0, ge=0, description="Weight of the (min-max normalised) relevance score.")
+    category_affinity: float = Field(0.2, ge=0, description="Weight of the user's share of interactions in the item's category.")
+    price_band: float = Field(0.1, ge=0, description="Weight of closeness of the item's price to the user's mean price.")
+    recent_items: float = Field(0.3, ge=0, description="Weight of similarity to the user's recent items (sequential model or embeddings).")
+    country_popularity: float = Field(0.1, ge=0, description="Weight of the item's rank in the user's country's popular list.")
+    popularity: float = Field(0.05, ge=0, description="Weight of global popularity (log-scaled).")
+    sequential_model: str | None = Field(None, description="SequentialRecommender directory for recent-item scores; null = embeddings.")
+
+    @field_validator("sequential_model")
+    @classmethod
+    def _model(cls, v: str | None) -> str | None:
+        return project_path(v)
+
+
+class RecommendArgs(StrictModel):
+    """The recommender over a user's recent items."""
+
+    model: str | None = Field(None, description="SequentialRecommender directory; null = similarity to recent items' embeddings.")
+    candidates: int = Field(200, ge=1, le=10_000, description="Candidates scored before post-processing.")
+    diversity: float = Field(0.0, ge=0, le=1, description="MMR trade-off: 0 = pure relevance, 1 = pure novelty.")
+    max_per_category: int | None = Field(None, ge=1, description="At most this many items per category.")
+    history_items: int = Field(50, ge=1, le=1000, description="Most recent history items used.")
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, v: str | None) -> str | None:
+        return project_path(v)
+
+
+class ArmArgs(StrictModel):
+    """One A/B arm: a full index version (and models) served side by side with the others."""
+
+    name: str = Field(..., description="Arm label (letters, digits, _ ; returned in responses and metrics).")
+    weight: float = Field(1.0, ge=0, description="Share of users (normalised over arms).")
+    artifacts: str = Field(..., description="Index output directory (holds `latest` and version dirs).")
+    version: str = Field("latest", description="Index version; changing it alone hot-reloads via user_config.")
+    retrieval: RetrievalArgs | None = Field(None, description="Overrides the app's retrieval args.")
+    rerank: RerankArgs | None = Field(None, description="Overrides the app's rerank args.")
+    personalize: PersonalizeArgs | None = Field(None, description="Overrides the app's personalize args.")
+    recommend: RecommendArgs | None = Field(None, description="Overrides the app's recommend args.")
+
+    @field_validator("artifacts")
+    @classmethod
+    def _artifacts(cls, v: str) -> str:
+        return project_path(v)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_]{1,32}", v):
+            raise ValueError("arm name must be 1-32 letters, digits or _ (it names deployments and metric labels)")
+        return v
+
+
+class ServeArgs(StrictModel):
+    """Everything the app builder needs; shared sections apply to every arm unless the arm overrides."""
+
+    arms: list[ArmArgs] = Field(..., min_length=1, description="A/B arms (one arm = no experiment).")
+    ab_salt: str = Field("recsys-ab", min_length=1, description="Salt of the sticky user -> arm hash; change it to re-randomise.")
+    api_key_env: str | None = Field(None, description="Env var holding the API key (read in the replica; never put keys in configs).")
+    api_key_sha256: str | None = Field(None, description="Alternatively the key's sha256 hex digest (safe to commit).")
+    feedback_dir: str = Field("runs/feedback", description="Where feedback events are written (Parquet, partitioned by hour).")
+    feedback_flush_events: int = Field(500, ge=1, description="Flush the feedback buffer at this many events.")
+    feedback_flush_s: float = Field(5.0, gt=0, description="... or after this many seconds.")
+    max_body_bytes: int = Field(1_000_000, ge=1024, description="Larger request bodies get 413.")
+    retrieval: RetrievalArgs = Field(default_factory=RetrievalArgs, description="Hybrid retrieval.")
+    rerank: RerankArgs = Field(default_factory=RerankArgs, description="Reranker.")
+    personalize: PersonalizeArgs = Field(default_factory=PersonalizeArgs, description="Personalizer.")
+    recommend: RecommendArgs = Field(default_factory=RecommendArgs, description="Recommender.")
+    deployments: dict[str, DeploymentArgs] = Field(default_factory=dict, description=f"Per-deployment resources: {', '.join(DEPLOYMENTS)}.")
+
+    @field_validator("feedback_dir")
+    @classmethod
+    def _feedback(cls, v: str) -> str:
+        return project_path(v)
+
+    @field_validator("deployments")
+    @classmethod
+    def _known(cls, v: dict[str, DeploymentArgs]) -> dict[str, DeploymentArgs]:
+        unknown = sorted(set(v) - set(DEPLOYMENTS))
+        if unknown:
+            raise ValueError(f"unknown deployment(s) {unknown}; use {list(DEPLOYMENTS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _arms(self) -> ServeArgs:
+        names = [a.name for a in self.arms]
+        if len(set(names)) != len(names):
+            raise ValueError(f"arm names must be unique, got {names}")
+        if sum(a.weight for a in self.arms) <= 0:
+            raise ValueError("at least one arm needs weight > 0")
+        return self
+
+    def deployment(self, name: str) -> DeploymentArgs:
+        return self.deployments.get(name, DeploymentArgs())
+
+    def for_arm(self, arm: ArmArgs, section: str):
+        return getattr(arm, section) or getattr(self, section)

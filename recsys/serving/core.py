@@ -1,0 +1,237 @@
+"""The serving pipeline as plain objects (what each Serve deployment wraps; also run in-process by
+the benchmark to measure Serve's overhead). Candidates travel as dicts:
+``{"item_id", "row", "text", "fused", "ann_rank", "bm25_rank"}`` + ``"relevance"`` after reranking."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from recsys.retrieval.artifacts import IndexArtifacts
+from recsys.retrieval.fusion import reciprocal_rank_fusion
+
+
+def _minmax(x: np.ndarray) -> np.ndarray:
+    if x.size == 0:
+        return x
+    lo, hi = float(np.min(x)), float(np.max(x))
+    return np.zeros_like(x) if hi - lo < 1e-12 else (x - lo) / (hi - lo)
+
+
+class RetrieverCore:
+    """Hybrid retrieval (dense ANN + BM25, weighted RRF) with filters inside both searches."""
+
+    def __init__(self, artifacts: IndexArtifacts, encoder, *, ann_top_n: int, bm25_top_n: int, ann_weight: float,
+                 bm25_weight: float, rrf_k: float):
+        self.a, self.encoder = artifacts, encoder
+        self.ann_top_n, self.bm25_top_n = ann_top_n, bm25_top_n
+        self.weights, self.rrf_k = (ann_weight, bm25_weight), rrf_k
+        self.texts = self.a.items["title"].astype(str).tolist()
+
+    def retrieve(self, query: str, filters: dict[str, Any], n: int) -> list[dict[str, Any]]:
+        from recsys.retrieval.ann import search
+
+        allowed = self.a.allowed_rows(filters)  # KeyError(field) for a filter the catalog lacks
+        if allowed is not None and allowed.size == 0:
+            return []
+        q = self.encoder.encode([query], kind="query")  # [1, D]
+        _, dense = search(self.a.ann, q, max(self.ann_top_n, n), allowed)
+        dense_rows = [int(r) for r in dense[0] if r >= 0]
+        lex_rows: list[int] = []
+        if self.bm25_top_n > 0:
+            rows, _ = self.a.bm25.search(query, max(self.bm25_top_n, n), allowed)
+            lex_rows = rows.tolist()
+        fused = reciprocal_rank_fusion([[str(r) for r in dense_rows], [str(r) for r in lex_rows]],
+                                       self.weights, self.rrf_k)[:n]
+        ann_rank = {r: i for i, r in enumerate(dense_rows)}
+        bm25_rank = {r: i for i, r in enumerate(lex_rows)}
+        ids = self.a.items["item_id"]
+        return [{"item_id": ids.iat[int(r)], "row": int(r), "text": self.texts[int(r)], "fused": float(s),
+                 "ann_rank": ann_rank.get(int(r)), "bm25_rank": bm25_rank.get(int(r))} for r, s in fused]
+
+    def suggest(self, q: str, k: int) -> list[dict[str, Any]]:
+        return self.a.autocomplete.suggest(q, k)
+
+
+class RerankerCore:
+    """Scores (query, candidate text) pairs: a trained CrossEncoder, or the bi-encoder's cosine of
+    the query and the candidates' text when no cross-encoder is configured."""
+
+    def __init__(self, model_path: str | None, encoder_path: str, max_length: int):
+        self.cross = None
+        if model_path:
+            from recsys.models import CrossEncoder
+
+            self.cross = CrossEncoder.from_pretrained(model_path)
+            self.kind = "cross_encoder"
+        else:
+            from recsys.retrieval.encoder import TextEncoder
+
+            self.encoder = TextEncoder(encoder_path, max_length=max_length)
+            self.kind = "bi_encoder"
+
+    def score_many(self, requests: list[tuple[str, list[str]]]) -> list[np.ndarray]:
+        """One forward pass for all pairs of all requests -> per request float32 [len(texts)]."""
+        pairs = [(q, t) for q, texts in requests for t in texts]
+        if not pairs:
+            return [np.zeros(0, np.float32) for _ in requests]
+        if self.cross is not None:
+            flat = self.cross.score(pairs, batch_size=64)  # [P]
+        else:
+            queries = self.encoder.encode([q for q, _ in requests], kind="query")  # [R, D]
+            items = self.encoder.encode([t for _, t in pairs], kind="item")  # [P, D]
+            owner = np.repeat(np.arange(len(requests)), [len(t) for _, t in requests])  # [P]
+            flat = np.einsum("pd,pd->p", queries[owner], items)  # [P]
+        out, start = [], 0
+        for _, texts in requests:
+            out.append(np.asarray(flat[start:start + len(texts)], dtype=np.float32))
+            start += len(texts)
+        return out
+
+
+class PersonalizerCore:
+    """Final score = relevance blended with the user's features; unknown users / items get the
+    feature-free parts (relevance, popularity, country) so they never fail."""
+
+    def __init__(self, artifacts: IndexArtifacts, weights: dict[str, float], sequential=None):
+        self.a, self.w, self.seq = artifacts, weights, sequential
+        pop = artifacts.items["popularity"].to_numpy(dtype=np.float64) if "popularity" in artifacts.items else np.zeros(len(artifacts.items))
+        self.pop = _minmax(np.log1p(pop))
+        self.has_cat = "category" in artifacts.items.columns
+        self.has_price = "price" in artifacts.items.columns
+
+    def user_context(self, user_id: str | None, country: str | None, recent: list[str] | None = None) -> dict[str, Any]:
+        u = self.a.users.get(user_id or "", None)
+        history = list(u["recent_items"]) if u else []
+        history += [i for i in (recent or []) if i in self.a.row_of]
+        return {"known": u is not None, "history": history, "country": country or (u or {}).get("country"),
+                "affinity": (u or {}).get("category_affinity", {}), "mean_price": (u or {}).get("mean_price"),
+                "purchased": (u or {}).get("purchased", set())}
+
+    def _recent_similarity(self, ctx: dict[str, Any], rows: np.ndarray, ids: list[str]) -> np.ndarray:
+        if not ctx["history"]:
+            return np.zeros(len(rows))
+        if self.seq is not None:
+            s = self.seq.score([ctx["history"]], candidates=[ids])[0]  # [C]
+            s = np.where(np.isfinite(s), s, np.nan)
+            return np.nan_to_num(_minmax(np.nan_to_num(s, nan=np.nanmin(s) if np.isfinite(s).any() else 0.0)))
+        hist_rows = [self.a.row_of[i] for i in ctx["history"][-20:] if i in self.a.row_of]
+        if not hist_rows:
+            return np.zeros(len(rows))
+        profile = np.asarray(self.a.embeddings[hist_rows]).mean(axis=0)  # [D]
+        return np.clip(np.asarray(self.a.embeddings[rows]) @ profile, 0, None)  # [C]
+
+    def personalize(self, candidates: list[dict[str, Any]], user_id: str | None, country: str | None) -> tuple[list[dict[str, Any]], bool]:
+        """Candidates sorted by final ``score``; also whether the user was cold (no features)."""
+        if not candidates:
+            return [], True
+        ctx = self.user_context(user_id, country)
+        rows = np.array([c["row"] for c in candidates])
+        ids = [c["item_id"] for c in candidates]
+        w = self.w
+        score = w["relevance"] * _minmax(np.array([c["relevance"] for c in candidates], dtype=np.float64))
+        score += w["popularity"] * self.pop[rows]
+        if ctx["country"] is not None and ("country", ctx["country"]) in self.a.popular:
+            rank = {iid: r for r, iid in enumerate(self.a.popular[("country", ctx["country"])])}
+            score += w["country_popularity"] * np.array([1.0 / (1.0 + rank[i]) if i in rank else 0.0 for i in ids])
+        if ctx["affinity"] and self.has_cat:
+            cats = self.a.items["category"].to_numpy()[rows]
+            score += w["category_affinity"] * np.array([ctx["affinity"].get(str(c), 0.0) for c in cats])
+        if self.has_price and ctx["mean_price"] is not None and not math.isnan(ctx["mean_price"]):
+            price = self.a.items["price"].to_numpy(dtype=np.float64)[rows]
+            closeness = np.exp(-np.abs(np.log1p(np.nan_to_num(price, nan=ctx["mean_price"])) - np.log1p(ctx["mean_price"])))
+            score += w["price_band"] * closeness
+        score += w["recent_items"] * self._recent_similarity(ctx, rows, ids)
+        order = np.argsort(-score, kind="stable")
+        out = [dict(candidates[i], score=float(score[i])) for i in order]
+        return out, not (ctx["known"] or ctx["history"])
+
+
+class RecommenderCore:
+    """Next items from a user's history: the sequential model when configured, else similarity to
+    the recent items' embeddings; cold users get popularity by country / category. Post-processing:
+    de-dup, exclude history / purchased, per-category cap, MMR diversity."""
+
+    def __init__(self, artifacts: IndexArtifacts, personalizer: PersonalizerCore, sequential=None, *,
+                 candidates: int, diversity: float, max_per_category: int | None, history_items: int):
+        self.a, self.p, self.seq = artifacts, personalizer, sequential
+        self.n, self.diversity, self.cap, self.history_items = candidates, diversity, max_per_category, history_items
+        if sequential is not None:  # model column -> catalog row (-1 when the catalog lacks it)
+            self.seq_rows = np.array([artifacts.row_of.get(str(i), -1) for i in sequential.item_ids])
+
+    def _scored(self, history: list[str]) -> tuple[np.ndarray, np.ndarray, str]:
+        """(rows [C], scores [C]) of the best candidates for a non-empty history."""
+        from recsys.retrieval.ann import search
+
+        if self.seq is not None:
+            s = self.seq.score([history[-self.history_items:]])[0]  # [V]
+            keep = (self.seq_rows >= 0) & np.isfinite(s)
+            rows, s = self.seq_rows[keep], s[keep]
+            top = np.argsort(-s, kind="stable")[: self.n]
+            return rows[top], s[top], "sequential"
+        hist_rows = [self.a.row_of[i] for i in history[-self.history_items:]]
+        weights = np.linspace(0.5, 1.0, len(hist_rows))[:, None]  # recent items count more
+        profile = (np.asarray(self.a.embeddings[hist_rows]) * weights).sum(axis=0, keepdims=True)  # [1, D]
+        profile /= max(float(np.linalg.norm(profile)), 1e-12)
+        scores, rows = search(self.a.ann, profile.astype(np.float32), self.n + len(hist_rows))
+        keep = rows[0] >= 0
+        return rows[0][keep], scores[0][keep], "embedding"
+
+    def recommend(self, user_id: str | None, item_ids: list[str], k: int, exclude_purchased: bool,
+                  country: str | None) -> dict[str, Any]:
+        ctx = self.p.user_context(user_id, country, item_ids)
+        unknown = [i for i in item_ids if i not in self.a.row_of]
+        history = list(dict.fromkeys(ctx["history"]))
+        exclude = set(history) | (ctx["purchased"] if exclude_purchased else set())
+        if history:
+            rows, scores, strategy = self._scored(history)
+            cold = False
+        else:  # cold start: popularity by country, else global
+            pop_ids = self.a.popular_for(country=ctx["country"])
+            rows = np.array([self.a.row_of[i] for i in pop_ids if i in self.a.row_of], dtype=np.int64)
+            scores = 1.0 / (1.0 + np.arange(len(rows)))
+            strategy, cold = ("popular_country" if ("country", ctx["country"]) in self.a.popular else "popular"), True
+        picked = self._postprocess(rows, scores, exclude, k)
+        if len(picked) < k:  # top up with popular items so k is met whenever the catalog allows
+            seen = {r for r, _ in picked}
+            for iid in self.a.popular_for(country=ctx["country"]):
+                r = self.a.row_of.get(iid)
+                if r is not None and r not in seen and iid not in exclude and len(picked) < k:
+                    picked.append((r, 0.0))
+                    seen.add(r)
+        return {"rows": [r for r, _ in picked], "scores": [s for _, s in picked], "strategy": strategy,
+                "cold_start": cold, "unknown_items": unknown}
+
+    def _postprocess(self, rows: np.ndarray, scores: np.ndarray, exclude: set[str], k: int) -> list[tuple[int, float]]:
+        ids = self.a.items["item_id"].to_numpy()
+        cats = self.a.items["category"].to_numpy() if "category" in self.a.items.columns else None
+        seen, pool = set(), []
+        for r, s in zip(rows.tolist(), np.asarray(scores, dtype=np.float64).tolist()):
+            if r in seen or ids[r] in exclude:
+                continue
+            seen.add(r)
+            pool.append((r, s))
+        if not pool:
+            return []
+        rel = _minmax(np.array([s for _, s in pool]))
+        emb = np.asarray(self.a.embeddings[[r for r, _ in pool]])  # [C, D]
+        chosen: list[int] = []
+        per_cat: dict[Any, int] = {}
+        max_sim = np.zeros(len(pool))
+        while len(chosen) < k:
+            mmr = (1 - self.diversity) * rel - self.diversity * max_sim
+            mmr[chosen] = -np.inf
+            if cats is not None and self.cap:
+                for j, (r, _) in enumerate(pool):
+                    if per_cat.get(cats[r], 0) >= self.cap:
+                        mmr[j] = -np.inf
+            j = int(np.argmax(mmr))
+            if not np.isfinite(mmr[j]):
+                break
+            chosen.append(j)
+            if cats is not None:
+                per_cat[cats[pool[j][0]]] = per_cat.get(cats[pool[j][0]], 0) + 1
+            max_sim = np.maximum(max_sim, emb @ emb[j])
+        return [pool[j] for j in chosen]

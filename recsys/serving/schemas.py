@@ -1,0 +1,140 @@
+"""HTTP request / response bodies. Every field is bounded, so bad input is a 4xx naming the field."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+MAX_K = 100
+MAX_PAGE = 20
+MAX_QUERY_CHARS = 512
+MAX_ID_CHARS = 128
+MAX_RECENT_ITEMS = 200
+MAX_FEEDBACK_EVENTS = 1000
+
+Id = Field(min_length=1, max_length=MAX_ID_CHARS)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Filters(Strict):
+    """Applied before truncation; only filters whose column the catalog has are accepted."""
+
+    category: str | list[str] | None = Field(None, description="Category name (or any of several), case-insensitive.")
+    brand: str | list[str] | None = Field(None, description="Brand name (or any of several), case-insensitive.")
+    price_min: float | None = Field(None, ge=0, description="Lowest price, inclusive.")
+    price_max: float | None = Field(None, ge=0, description="Highest price, inclusive.")
+
+    @model_validator(mode="after")
+    def _range(self) -> Filters:
+        if self.price_min is not None and self.price_max is not None and self.price_min > self.price_max:
+            raise ValueError("price_min must be <= price_max")
+        return self
+
+
+class SearchRequest(Strict):
+    query: str = Field(..., min_length=1, max_length=MAX_QUERY_CHARS, description="What the shopper typed.")
+    user_id: str | None = Field(None, min_length=1, max_length=MAX_ID_CHARS, description="Personalises and picks the A/B arm.")
+    country: str | None = Field(None, min_length=1, max_length=64, description="Overrides the user's known country.")
+    k: int = Field(10, ge=1, le=MAX_K, description="Results per page.")
+    page: int = Field(0, ge=0, le=MAX_PAGE, description="0-based page.")
+    filters: Filters = Field(default_factory=Filters, description="Category / brand / price range.")
+
+    @model_validator(mode="after")
+    def _query_text(self) -> SearchRequest:
+        if not self.query.strip():
+            raise ValueError("query must contain non-space characters")
+        return self
+
+
+class RecommendRequest(Strict):
+    user_id: str | None = Field(None, min_length=1, max_length=MAX_ID_CHARS, description="Known user (history, country).")
+    item_ids: list[str] = Field(default_factory=list, max_length=MAX_RECENT_ITEMS,
+                                description="Recent item ids, oldest first (added to the user's history).")
+    country: str | None = Field(None, min_length=1, max_length=64, description="Country for cold-start popularity.")
+    k: int = Field(10, ge=1, le=MAX_K, description="Number of recommendations.")
+    exclude_purchased: bool = Field(True, description="Drop items the user already bought.")
+
+    @model_validator(mode="after")
+    def _ids(self) -> RecommendRequest:
+        if any(not i or len(i) > MAX_ID_CHARS for i in self.item_ids):
+            raise ValueError(f"item_ids must be non-empty strings of at most {MAX_ID_CHARS} characters")
+        return self
+
+
+class FeedbackEvent(Strict):
+    item_id: str = Id
+    event_type: Literal["impression", "click", "cart", "buy"] = Field(..., description="What happened to the item.")
+    position: int | None = Field(None, ge=0, le=10_000, description="0-based rank at which it was shown.")
+    price: float | None = Field(None, ge=0, description="Unit price (buys).")
+    quantity: int | None = Field(None, ge=1, le=10_000, description="Units (carts / buys).")
+    timestamp: dt.datetime | None = Field(None, description="When (ISO 8601); default: time received.")
+
+
+class FeedbackRequest(Strict):
+    user_id: str = Id
+    arm: str | None = Field(None, min_length=1, max_length=64, description="A/B arm the results came from (default: the user's).")
+    session_id: str | None = Field(None, min_length=1, max_length=MAX_ID_CHARS)
+    query: str | None = Field(None, max_length=MAX_QUERY_CHARS, description="The search that produced the results.")
+    request_id: str | None = Field(None, max_length=MAX_ID_CHARS, description="request_id of the search / recommend response.")
+    country: str | None = Field(None, min_length=1, max_length=64)
+    events: list[FeedbackEvent] = Field(..., min_length=1, max_length=MAX_FEEDBACK_EVENTS)
+
+
+class Item(BaseModel):
+    item_id: str
+    title: str | None = None
+    category: str | None = None
+    brand: str | None = None
+    price: float | None = None
+    score: float
+    position: int
+
+
+class SearchResponse(BaseModel):
+    request_id: str
+    arm: str
+    version: str
+    query: str
+    page: int
+    k: int
+    cold_start: bool
+    items: list[Item]
+
+
+class RecommendResponse(BaseModel):
+    request_id: str
+    arm: str
+    version: str
+    cold_start: bool
+    strategy: str
+    unknown_items: list[str]
+    items: list[Item]
+
+
+class Suggestion(BaseModel):
+    text: str
+    score: float
+    corrected: bool
+
+
+class SuggestResponse(BaseModel):
+    arm: str
+    q: str
+    suggestions: list[Suggestion]
+
+
+class FeedbackResponse(BaseModel):
+    accepted: int
+    arm: str
+
+
+class ErrorResponse(BaseModel):
+    error: str
+    field: str | None = None
+    message: str
+    errors: list[dict] | None = None

@@ -1,0 +1,161 @@
+"""Score / rank fusion of several scorers: reciprocal rank fusion, weighted normalised scores
+(weights fit on validation), and a learned fusion (logistic regression over member scores).
+
+Each fusion is itself a :class:`recsys.evaluation.Scorer`, so it is evaluated, compared with its
+members (paired tests) and served like any model.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from recsys.evaluation.scorer import QueryBatch
+
+
+class CachedScorer:
+    """Memoises a member's scores per (query ids, item matrix shape): fitting fusion weights
+    re-scores the same validation batches many times. Valid for one EvalSet at a time."""
+
+    def __init__(self, scorer, max_entries: int = 4096):
+        self.scorer, self.max_entries = scorer, max_entries
+        self._cache: dict[tuple, np.ndarray] = {}
+
+    def score(self, batch: QueryBatch, item_ids: np.ndarray) -> np.ndarray:
+        key = (tuple(batch.query_ids), item_ids.shape, tuple(item_ids[0, :3].tolist()))
+        if key not in self._cache:
+            if len(self._cache) >= self.max_entries:
+                self._cache.clear()
+            self._cache[key] = np.asarray(self.scorer.score(batch, item_ids), dtype=np.float64)
+        return self._cache[key]
+
+    def clear(self) -> None:
+        self._cache.clear()
+
+
+def row_ranks(scores: np.ndarray) -> np.ndarray:
+    """(B, C) 1-based rank of each cell within its row (best = 1); -inf cells get rank C + 1."""
+    order = np.argsort(-scores, axis=1, kind="stable")
+    ranks = np.empty_like(order)
+    np.put_along_axis(ranks, order, np.arange(1, scores.shape[1] + 1)[None, :], axis=1)
+    return np.where(np.isfinite(scores), ranks, scores.shape[1] + 1)
+
+
+def zscore(scores: np.ndarray) -> np.ndarray:
+    """Row-wise z-normalisation over finite cells; -inf stays -inf."""
+    finite = np.isfinite(scores)
+    x = np.where(finite, scores, np.nan)
+    mu = np.nanmean(x, axis=1, keepdims=True)
+    sd = np.nanstd(x, axis=1, keepdims=True)
+    z = (x - mu) / np.where(sd > 0, sd, 1.0)
+    return np.where(finite, z, -np.inf)
+
+
+def _member_scores(members: Sequence, batch: QueryBatch, item_ids: np.ndarray) -> list[np.ndarray]:
+    return [np.asarray(m.score(batch, item_ids), dtype=np.float64) for m in members]
+
+
+class RRFScorer:
+    """Reciprocal rank fusion: sum_m w_m / (k + rank_m)."""
+
+    def __init__(self, members: Sequence, k: float = 60.0, weights: Sequence[float] | None = None):
+        self.members, self.k = list(members), k
+        self.weights = np.asarray(weights if weights is not None else [1.0] * len(self.members), dtype=np.float64)
+
+    def score(self, batch: QueryBatch, item_ids: np.ndarray) -> np.ndarray:
+        parts = _member_scores(self.members, batch, item_ids)
+        out = sum(w / (self.k + row_ranks(s)) for w, s in zip(self.weights, parts))
+        dead = np.all([~np.isfinite(s) for s in parts], axis=0)
+        return np.where(dead, -np.inf, out)
+
+
+class WeightedScorer:
+    """sum_m w_m * zscore(scores_m); a member's -inf cell counts as its row minimum."""
+
+    def __init__(self, members: Sequence, weights: Sequence[float]):
+        self.members, self.weights = list(members), np.asarray(weights, dtype=np.float64)
+
+    def score(self, batch: QueryBatch, item_ids: np.ndarray) -> np.ndarray:
+        parts = [zscore(s) for s in _member_scores(self.members, batch, item_ids)]
+        out = np.zeros(parts[0].shape)
+        for w, z in zip(self.weights, parts):
+            floor = np.nanmin(np.where(np.isfinite(z), z, np.nan), axis=1, keepdims=True)
+            out += w * np.where(np.isfinite(z), z, np.nan_to_num(floor, nan=0.0) - 1.0)
+        dead = np.all([~np.isfinite(z) for z in parts], axis=0)
+        return np.where(dead, -np.inf, out)
+
+
+def fit_weights(members: Sequence, objective: Callable[[object], float], grid: Sequence[float] = (0.0, 0.25, 0.5, 1.0, 2.0),
+                rounds: int = 2) -> tuple[list[float], float]:
+    """Coordinate ascent of the weights on ``objective(scorer)`` (a validation metric); member 0
+    is fixed at 1 (scale invariance). Returns (weights, best objective)."""
+    cached = [m if isinstance(m, CachedScorer) else CachedScorer(m) for m in members]
+    w = [1.0] * len(cached)
+    best = objective(WeightedScorer(cached, w))
+    for _ in range(rounds):
+        improved = False
+        for j, value in itertools.product(range(1, len(cached)), grid):
+            trial = list(w)
+            trial[j] = value
+            score = objective(WeightedScorer(cached, trial))
+            if score > best + 1e-12:
+                best, w, improved = score, trial, True
+        if not improved:
+            break
+    return w, best
+
+
+class LearnedFusionScorer:
+    """Logistic regression over per-member features (z-score, 1/rank) plus log history length.
+
+    Fit with :meth:`fit` on a validation EvalSet that has candidates (the label is 1 for targets).
+    """
+
+    def __init__(self, members: Sequence, C: float = 1.0):
+        self.members, self.C = list(members), C
+        self._model = None
+
+    def _features(self, batch: QueryBatch, item_ids: np.ndarray) -> np.ndarray:
+        parts = _member_scores(self.members, batch, item_ids)
+        feats = []
+        for s in parts:
+            z = zscore(s)
+            floor = np.nanmin(np.where(np.isfinite(z), z, np.nan), axis=1, keepdims=True)
+            feats += [np.where(np.isfinite(z), z, np.nan_to_num(floor, nan=0.0) - 1.0), 1.0 / row_ranks(s)]
+        hist = np.log1p([len(h) for h in batch.histories])[:, None] * np.ones(parts[0].shape)
+        feats.append(hist)
+        return np.stack(feats, axis=-1)  # (B, C, F)
+
+    def fit(self, eval_set, batch_size: int = 256) -> LearnedFusionScorer:
+        from sklearn.linear_model import LogisticRegression
+
+        if eval_set.candidates is None:
+            raise ValueError("learned fusion is fit on a candidate EvalSet; sample negatives for validation first")
+        X, y = [], []
+        for start in range(0, len(eval_set), batch_size):
+            rows = np.arange(start, min(start + batch_size, len(eval_set)))
+            items = eval_set.candidates[rows]
+            batch = QueryBatch([str(q) for q in eval_set.query_ids[rows]], [eval_set.histories[i] for i in rows],
+                               [eval_set.texts[i] for i in rows] if eval_set.texts is not None else None)
+            f = self._features(batch, items)  # (B, C, F)
+            lab = np.array([[it in set(eval_set.targets[r]) for it in items[b]] for b, r in enumerate(rows)])
+            ok = ~(items == None)  # noqa: E711 - element-wise on an object array
+            X.append(f[ok])
+            y.append(lab[ok])
+        X, y = np.concatenate(X), np.concatenate(y)
+        self._model = LogisticRegression(C=self.C, max_iter=1000, class_weight="balanced").fit(X, y)
+        return self
+
+    @property
+    def coefficients(self) -> list[float]:
+        return [] if self._model is None else self._model.coef_.ravel().tolist()
+
+    def score(self, batch: QueryBatch, item_ids: np.ndarray) -> np.ndarray:
+        if self._model is None:
+            raise RuntimeError("LearnedFusionScorer.fit(validation EvalSet) must run before scoring")
+        f = self._features(batch, item_ids)  # (B, C, F)
+        s = self._model.decision_function(f.reshape(-1, f.shape[-1])).reshape(f.shape[:2])
+        grid = np.broadcast_to(item_ids, s.shape)
+        return np.where(grid == None, -np.inf, s)  # noqa: E711

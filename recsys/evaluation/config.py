@@ -1,0 +1,165 @@
+"""Config of the evaluate job (``recsys run evaluate``): data, protocol, models, ensembles, report."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from recsys.config import InputConfig, JobConfig, StrictModel
+from recsys.config.types import InputPath
+
+ModelKind = Literal["popularity", "itemknn", "als", "bpr", "bm25", "zeroshot", "model"]
+
+
+class EvalDataConfig(StrictModel):
+    """Tables read by the evaluation (canonical schemas, docs/DATA.md)."""
+
+    events: InputConfig | None = Field(
+        None, description="Events (user_id, item_id, timestamp) or a sequences table (user_id, items); recommendation tasks."
+    )
+    items: InputConfig | None = Field(None, description="Items (item_id + text such as title): text baselines and models.")
+    candidates: InputConfig | None = Field(
+        None, description="Candidate lists (user_id, items[, source]) shipped with a data set; protocol.candidates=file."
+    )
+    pairs: InputConfig | None = Field(
+        None, description="Labelled pairs (left, right, label, left_id, right_id, split); matching / retrieval tasks."
+    )
+
+
+class ProtocolConfig(StrictModel):
+    """What is ranked, for whom, against what."""
+
+    task: Literal["recommendation", "retrieval", "matching"] = Field(
+        "recommendation",
+        description="recommendation: next item from a history; retrieval: each left offer of data.pairs -> its "
+        "matching right product among all right products; matching: pair classification F1.",
+    )
+    split: Literal["leave_one_out", "time_split"] = Field("leave_one_out", description="How recommendation targets are held out.")
+    min_length: int = Field(3, ge=3, description="leave_one_out: users with fewer items only train.")
+    test_start: str | None = Field(None, description="time_split: first test timestamp (ISO 8601).")
+    valid_start: str | None = Field(None, description="time_split: first validation timestamp (<= test_start).")
+    candidates: Literal["sampled", "full", "file"] = Field(
+        "sampled", description="sampled: targets + n_negatives random items; full: the whole catalog; file: data.candidates."
+    )
+    n_negatives: int = Field(100, ge=1, description="sampled: random negatives per query (19 for LLMRank's 20 candidates).")
+    exclude_history: bool = Field(True, description="Never sample / rank items the user already interacted with.")
+    candidate_source: str | None = Field(None, description="file: which candidate file (Games-6k: pop, bpr, sasrec).")
+    users: Literal["all", "with_candidates"] = Field(
+        "all", description="with_candidates: evaluate only users that have a list in data.candidates (Games-6k's 6,000)."
+    )
+    max_queries: int | None = Field(None, ge=1, description="Evaluate at most this many queries (a seeded random subset).")
+    max_valid_queries: int | None = Field(
+        5000, ge=1, description="Validation queries used for tuning / fusion weights (seeded subset; null = all)."
+    )
+    kfold: int = Field(0, ge=0, description="> 1: also run k-fold cross-validation over users for the baselines.")
+
+    @model_validator(mode="after")
+    def _check(self) -> ProtocolConfig:
+        if self.split == "time_split" and not self.test_start and self.task == "recommendation":
+            raise ValueError("protocol.split=time_split needs protocol.test_start (e.g. '2011-10-01')")
+        if self.kfold == 1:
+            raise ValueError("protocol.kfold must be 0 (off) or >= 2")
+        return self
+
+
+class ModelSpec(StrictModel):
+    """One model or baseline in the comparison."""
+
+    name: str = Field(..., min_length=1, description="Name in the leaderboard.")
+    kind: ModelKind = Field(..., description="A baseline kind, or 'model' = a trained recsys model directory.")
+    path: str | None = Field(None, description="kind=model: directory written by the train job (recsys_model.json).")
+    params: dict[str, Any] = Field(default_factory=dict, description="Baseline constructor arguments.")
+    tune: dict[str, list[Any]] = Field(
+        default_factory=dict, description="Grid of params chosen on the validation split (primary metric); never on test."
+    )
+
+    @model_validator(mode="after")
+    def _path(self) -> ModelSpec:
+        if self.kind == "model" and not self.path:
+            raise ValueError(f"model {self.name!r}: kind=model needs path: <dir written by recsys run train>")
+        if self.kind != "model" and self.path:
+            raise ValueError(f"model {self.name!r}: path is only for kind=model; baselines take params")
+        return self
+
+
+class EnsembleSpec(StrictModel):
+    """A fusion of models listed in ``models``; weights / learned fusion fit on validation."""
+
+    name: str = Field(..., min_length=1, description="Name in the leaderboard.")
+    members: list[str] = Field(..., min_length=2, description="Names of models to fuse.")
+    method: Literal["rrf", "weighted", "learned"] = Field(
+        "rrf", description="rrf: reciprocal rank fusion; weighted: z-normalised scores, weights fit on validation; "
+        "learned: logistic regression over member scores (+ history length), fit on validation."
+    )
+    rrf_k: float = Field(60.0, gt=0, description="rrf: the k in 1 / (k + rank).")
+
+
+class EvaluatorSettings(StrictModel):
+    """How scoring runs."""
+
+    batch_size: int = Field(512, ge=1, description="Queries per scorer call (sampled / file protocols).")
+    block_size: int = Field(2**23, ge=1, description="Full ranking: most scores held at once (queries x items).")
+    num_workers: int = Field(1, ge=1, description="Parallel Ray scoring tasks (query shards).")
+    ties: Literal["pessimistic", "optimistic"] = Field("pessimistic", description="How score ties are ranked.")
+
+
+class EvaluateConfig(JobConfig):
+    """Evaluate models and baselines on a protocol: metrics with CIs, paired tests, per-user Parquet, HTML."""
+
+    data: EvalDataConfig = Field(..., description="Input tables.")
+    protocol: ProtocolConfig = Field(default_factory=ProtocolConfig, description="Evaluation protocol.")
+    metrics: list[str] = Field(
+        default_factory=lambda: ["ndcg@10", "hit_rate@10", "mrr"], min_length=1,
+        description="Ranking metrics (ndcg@k, hit_rate@k, recall@k, precision@k, mrr, map@k, auc); matching reports F1 etc.",
+    )
+    primary_metric: str | None = Field(None, description="Metric to select on (default: the first).")
+    models: list[ModelSpec] = Field(..., min_length=1, description="Models / baselines to compare.")
+    ensembles: list[EnsembleSpec] = Field(default_factory=list, description="Fusions of listed models.")
+    reference: str | None = Field(None, description="Paired significance of every model vs this one (default: the best).")
+    bootstrap: int = Field(1000, ge=0, description="Bootstrap resamples for 95% CIs (0 = off).")
+    significance_resamples: int = Field(10000, ge=100, description="Resamples of the permutation / bootstrap tests.")
+    beyond_k: int = Field(10, ge=0, description="k of coverage / novelty / popularity-bias / diversity (0 = off).")
+    evaluator: EvaluatorSettings = Field(default_factory=EvaluatorSettings, description="Scoring settings.")
+    results_json: str | None = Field(None, description="Also write the leaderboard here (docs/results/<name>.json).")
+    published: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="Published numbers to show beside ours: model name -> {metric: value}."
+    )
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics(cls, v: list[str]) -> list[str]:
+        from recsys.evaluation.metrics import parse_metric
+
+        for m in v:
+            parse_metric(m)  # raises with the list of valid names
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> EvaluateConfig:
+        names = [m.name for m in self.models] + [e.name for e in self.ensembles]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"model / ensemble names must be unique; duplicated: {dup}")
+        known = {m.name for m in self.models}
+        for e in self.ensembles:
+            bad = [m for m in e.members if m not in known]
+            if bad:
+                raise ValueError(f"ensemble {e.name!r}: members {bad} are not in models ({sorted(known)})")
+        if self.reference and self.reference not in names:
+            raise ValueError(f"reference {self.reference!r} is not a model or ensemble name ({names})")
+        if self.primary_metric and self.primary_metric not in self.metrics and self.protocol.task != "matching":
+            raise ValueError(f"primary_metric {self.primary_metric!r} must be one of metrics {self.metrics}")
+        task = self.protocol.task
+        if task == "recommendation" and self.data.events is None:
+            raise ValueError("protocol.task=recommendation needs data.events (events or sequences table)")
+        if task in ("retrieval", "matching") and self.data.pairs is None:
+            raise ValueError(f"protocol.task={task} needs data.pairs (a labelled pairs table with a split column)")
+        if self.protocol.candidates == "file" and self.data.candidates is None:
+            raise ValueError("protocol.candidates=file needs data.candidates")
+        if self.protocol.users == "with_candidates" and self.data.candidates is None:
+            raise ValueError("protocol.users=with_candidates needs data.candidates")
+        return self
+
+
+__all__ = ["EvaluateConfig", "InputPath"]

@@ -1,0 +1,73 @@
+"""Read what the evaluate job needs as pandas: canonical events / sequences / items / pairs /
+candidates tables, through the Data adapters (``recsys.data``: presets, any format) or straight
+from Parquet written by an earlier stage."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from recsys.config import InputConfig
+
+
+def _is_parquet(cfg: InputConfig) -> bool:
+    p = str(cfg.path)
+    return cfg.preset is None and not cfg.columns and (cfg.format == "parquet" or p.endswith(".parquet") or (
+        cfg.format == "auto" and not any(p.endswith(s) for s in (".csv", ".tsv", ".txt", ".jsonl", ".json", ".xlsx"))
+        and _dir_has_parquet(p)))
+
+
+def _dir_has_parquet(p: str) -> bool:
+    import glob
+    import os
+
+    return os.path.isdir(p) and bool(glob.glob(os.path.join(p, "**", "*.parquet"), recursive=True))
+
+
+def load_table(cfg: InputConfig, table: str | None = None) -> pd.DataFrame:
+    """One canonical table as a DataFrame (Parquet read directly; anything else via recsys.data)."""
+    if _is_parquet(cfg):
+        return pd.read_parquet(cfg.path)
+    from recsys.data.adapters import read_input
+
+    return read_input(cfg, table).to_pandas()
+
+
+def sequences_from_events(events: pd.DataFrame) -> pd.DataFrame:
+    """events (user_id, item_id, timestamp[, source_row]) -> user_id, items, timestamps; each user's
+    events in time order (file order breaks ties)."""
+    need = {"user_id", "item_id"} - set(events.columns)
+    if need:
+        raise ValueError(f"events table lacks {sorted(need)}; expected canonical events (see docs/DATA.md)")
+    ev = events.assign(user_id=events["user_id"].astype(str), item_id=events["item_id"].astype(str))
+    keys = ["user_id"] + [c for c in ("timestamp", "source_row") if c in ev.columns]
+    ev = ev.assign(_order=np.arange(len(ev))).sort_values(keys + ["_order"], kind="stable")
+    g = ev.groupby("user_id", sort=False)
+    out = pd.DataFrame({"items": g["item_id"].agg(list)})
+    if "timestamp" in ev.columns:
+        out["timestamps"] = g["timestamp"].agg(list)
+    return out.reset_index()
+
+
+def load_sequences(cfg: InputConfig) -> pd.DataFrame:
+    """A canonical sequences table (user_id, items) as is, or one built from an events table."""
+    df = load_table(cfg, "events") if not _is_parquet(cfg) else pd.read_parquet(cfg.path)
+    if "items" in df.columns and "user_id" in df.columns:
+        df = df.assign(user_id=df["user_id"].astype(str), items=[[str(i) for i in s] for s in df["items"]])
+        return df
+    return sequences_from_events(df)
+
+
+def load_candidates(cfg: InputConfig, source: str | None = None) -> dict[str, list[str]]:
+    """Candidate lists (user_id, items[, source]) -> {user id: items}; ``source`` picks one file
+    of a set that ships several (Games-6k: pop, bpr, sasrec)."""
+    df = load_table(cfg, "candidates")
+    if "source" in df.columns:
+        sources = sorted(df["source"].dropna().unique())
+        if source is None and len(sources) > 1:
+            source = sources[0]
+        if source is not None:
+            if source not in sources:
+                raise ValueError(f"protocol.candidate_source {source!r} not in the candidate files {sources}")
+            df = df[df["source"] == source]
+    return {str(u): [str(i) for i in items] for u, items in zip(df["user_id"], df["items"])}

@@ -10,21 +10,19 @@ Public API (see the module docstrings):
 - ``bootstrap_ci``, ``compare`` (paired t-test / permutation / bootstrap p-values).
 """
 
-from recsys.evaluation.evaluators import RankingEvaluator, RankingResult
-from recsys.evaluation.protocols import (
-    EvalSet,
-    Split,
-    from_targets,
-    leave_one_out,
-    sample_negatives,
-    time_split,
-    with_candidates,
-)
-from recsys.evaluation.scorer import ItemIndex, QueryBatch, Scorer, as_scorer
-from recsys.evaluation.stats import bootstrap_ci, compare
+import importlib
 
-__all__ = [
-    "EvalSet", "ItemIndex", "QueryBatch", "RankingEvaluator", "RankingResult", "Scorer", "Split",
-    "as_scorer", "bootstrap_ci", "compare", "from_targets", "leave_one_out", "sample_negatives",
-    "time_split", "with_candidates",
-]
+_EXPORTS = {
+    "RankingEvaluator": "evaluators", "RankingResult": "evaluators",
+    "EvalSet": "protocols", "Split": "protocols", "from_targets": "protocols", "leave_one_out": "protocols",
+    "sample_negatives": "protocols", "time_split": "protocols", "with_candidates": "protocols",
+    "ItemIndex": "scorer", "QueryBatch": "scorer", "Scorer": "scorer", "as_scorer": "scorer",
+    "bootstrap_ci": "stats", "compare": "stats", "PairClassificationEvaluator": "classification",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):  # lazy, so that importing the job config stays light
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"recsys.evaluation.{_EXPORTS[name]}"), name)
+    raise AttributeError(name)

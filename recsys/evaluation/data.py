@@ -4,10 +4,14 @@ from Parquet written by an earlier stage."""
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 
 from recsys.config import InputConfig
+
+log = logging.getLogger("recsys.evaluate")
 
 
 def _is_parquet(cfg: InputConfig) -> bool:
@@ -30,7 +34,16 @@ def load_table(cfg: InputConfig, table: str | None = None) -> pd.DataFrame:
         return pd.read_parquet(cfg.path)
     from recsys.data.adapters import read_input
 
-    return read_input(cfg, table).to_pandas()
+    df = read_input(cfg, table, on_error="mark", keep_meta=True).to_pandas()
+    bad = df["_error"].notna() if "_error" in df.columns else pd.Series(False, index=df.index)
+    if bad.any():  # reported, never silent: the clean job quarantines such rows for inspection
+        first = df.loc[bad].iloc[0]
+        log.warning("%s: skipped %d row(s) that do not convert (first: source_row %s: %s); run `recsys run clean` "
+                    "to quarantine them", cfg.path, int(bad.sum()), first.get("source_row"), first["_error"])
+    meta = [c for c in ("_error", "_raw", "source_file") if c in df.columns]
+    out = df.loc[~bad].drop(columns=meta).reset_index(drop=True)
+    out.attrs["skipped_rows"] = int(bad.sum())
+    return out
 
 
 def sequences_from_events(events: pd.DataFrame) -> pd.DataFrame:
@@ -52,10 +65,13 @@ def sequences_from_events(events: pd.DataFrame) -> pd.DataFrame:
 def load_sequences(cfg: InputConfig) -> pd.DataFrame:
     """A canonical sequences table (user_id, items) as is, or one built from an events table."""
     df = load_table(cfg, "events") if not _is_parquet(cfg) else pd.read_parquet(cfg.path)
+    skipped = df.attrs.get("skipped_rows", 0)
     if "items" in df.columns and "user_id" in df.columns:
-        df = df.assign(user_id=df["user_id"].astype(str), items=[[str(i) for i in s] for s in df["items"]])
-        return df
-    return sequences_from_events(df)
+        out = df.assign(user_id=df["user_id"].astype(str), items=[[str(i) for i in s] for s in df["items"]])
+    else:
+        out = sequences_from_events(df)
+    out.attrs["skipped_rows"] = skipped
+    return out
 
 
 def load_candidates(cfg: InputConfig, source: str | None = None) -> dict[str, list[str]]:

@@ -87,7 +87,8 @@ def prepare_recommendation(cfg: EvaluateConfig) -> Prepared:
     valid = _subsample(valid, pc.max_valid_queries, cfg.seed)
     train = TrainData(sequences=split.train, catalog=catalog, items=items)
     counts = {"users": len(seqs), "items": len(catalog), "interactions": int(sum(len(s) for s in seqs["items"])),
-              "test_queries": len(test), "valid_queries": len(valid)}
+              "test_queries": len(test), "valid_queries": len(valid),
+              "skipped_input_rows": int(seqs.attrs.get("skipped_rows", 0))}
     return Prepared(train=train, valid=valid, test=test, counts=counts)
 
 
@@ -198,3 +199,215 @@ def beyond_accuracy(result: RankingResult, train: TrainData, vectors: tuple[np.n
     if vectors is not None:
         out[f"diversity@{k}"] = float(np.nanmean(beyond.intra_list_diversity(result.topk, vectors)))
     return out
+
+
+# ----------------------------------------------------------------------------- the job's stages
+def _ensemble(spec, scorers: dict[str, Any], cfg: EvaluateConfig, prep: Prepared, valid_eval) -> tuple[Any, dict]:
+    from recsys.ensemble import CachedScorer, LearnedFusionScorer, RRFScorer, WeightedScorer, fit_weights
+
+    members = [scorers[m] for m in spec.members]
+    if spec.method == "rrf":
+        return RRFScorer(members, k=spec.rrf_k), {"method": "rrf", "k": spec.rrf_k}
+    if valid_eval is None:
+        raise ValueError(f"ensemble {spec.name!r} ({spec.method}) is fit on validation queries; the protocol has none")
+    if spec.method == "weighted":
+        cached = [CachedScorer(m) for m in members]
+        w, best = fit_weights(cached, lambda s: valid_eval(s)[valid_eval.primary_metric])
+        return WeightedScorer(members, w), {"method": "weighted", "weights": dict(zip(spec.members, w)),
+                                            "valid_" + valid_eval.primary_metric: best}
+    valid = prep.valid if prep.valid.candidates is not None else P.sample_negatives(prep.valid, 50, seed=cfg.seed + 2)
+    learned = LearnedFusionScorer(members).fit(valid.head(2000))
+    return learned, {"method": "learned", "coefficients": learned.coefficients}
+
+
+def _significance(per_query: dict[str, np.ndarray], reference: str, metric: str, n_resamples: int, seed: int) -> list[dict]:
+    from recsys.evaluation.stats import compare
+
+    out = []
+    for name, values in per_query.items():
+        if name == reference:
+            continue
+        c = compare(values, per_query[reference], n_resamples=n_resamples, seed=seed)
+        out.append({"model": name, "vs": reference, "metric": metric, **c})
+    return out
+
+
+def _item_vectors(scorers: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
+    for s in scorers.values():
+        vec, index = getattr(s, "item_vectors", None), getattr(s, "_index", None)
+        if vec is not None and index is not None:
+            return index.item_ids, vec
+    return None
+
+
+def _kfold(cfg: EvaluateConfig, prep: Prepared) -> dict[str, Any]:
+    from recsys.evaluation.kfold import cross_validate
+
+    out = {}
+    seqs = prep.train.sequences  # train parts only: the test items are never seen by k-fold
+
+    def make_es(held: pd.DataFrame) -> P.EvalSet:
+        es = P.leave_one_out(held, min_length=3, catalog=prep.train.catalog).test
+        return P.sample_negatives(es, cfg.protocol.n_negatives, seed=cfg.seed) if cfg.protocol.candidates != "full" else es
+
+    for spec in cfg.models:
+        if spec.kind == "model":
+            continue
+        out[spec.name] = cross_validate(
+            seqs, cfg.protocol.kfold,
+            fit=lambda tr, s=spec: build_baseline(s.kind, s.params, seed=cfg.seed).fit(
+                TrainData(tr, prep.train.catalog, prep.train.items)),
+            evaluate=lambda scorer, es: make_evaluator(cfg, es)(scorer),
+            make_eval_set=make_es, seed=cfg.seed,
+        )
+    return out
+
+
+def run_ranking(cfg: EvaluateConfig, ctx) -> dict[str, Any]:
+    from recsys.evaluation.report import segment_table, write_html, write_results_json
+
+    with ctx.timer("prepare"):
+        prep = prepare(cfg)
+    valid_eval = make_evaluator(cfg, prep.valid) if len(prep.valid) else None
+    test_eval = make_evaluator(cfg, prep.test, keep_topk=cfg.beyond_k)
+    primary = test_eval.primary_metric
+    scorers, info, results = {}, {}, {}
+    for spec in cfg.models:
+        with ctx.timer(f"fit:{spec.name}"):
+            scorers[spec.name], info[spec.name] = build_scorer(spec, prep.train, valid_eval, cfg.seed)
+        with ctx.timer(f"evaluate:{spec.name}"):
+            results[spec.name] = test_eval.evaluate(scorers[spec.name])
+        ctx.log.info("%s: %s", spec.name, {k: round(v, 4) for k, v in results[spec.name].means().items()})
+    for ens in cfg.ensembles:
+        with ctx.timer(f"fit:{ens.name}"):
+            scorers[ens.name], info[ens.name] = _ensemble(ens, scorers, cfg, prep, valid_eval)
+        with ctx.timer(f"evaluate:{ens.name}"):
+            results[ens.name] = test_eval.evaluate(scorers[ens.name])
+        ctx.log.info("%s: %s", ens.name, {k: round(v, 4) for k, v in results[ens.name].means().items()})
+
+    vectors = _item_vectors(scorers) if cfg.beyond_k else None
+    leaderboard = []
+    for name, res in results.items():
+        row = {"model": name, **res.to_dict(ci=cfg.bootstrap > 0, n_resamples=max(cfg.bootstrap, 1), seed=cfg.seed)}
+        row.update(beyond_accuracy(res, prep.train, vectors) if cfg.beyond_k else {})
+        row.pop("primary_metric")
+        row["info"] = info[name]
+        if name in cfg.published:
+            row["published"] = cfg.published[name]
+        leaderboard.append(row)
+    leaderboard.sort(key=lambda r: -r[primary])
+    reference = cfg.reference or leaderboard[0]["model"]
+    per_query = pd.concat([r.per_query.assign(model=n) for n, r in results.items()], ignore_index=True)
+    with ctx.timer("significance"):
+        sig = _significance({n: r.per_query[primary].to_numpy() for n, r in results.items()}, reference, primary,
+                            cfg.significance_resamples, cfg.seed)
+    kfold = {}
+    if cfg.protocol.kfold > 1 and cfg.protocol.task == "recommendation":
+        with ctx.timer("kfold"):
+            kfold = _kfold(cfg, prep)
+    per_query.to_parquet(ctx.path("per_query.parquet"), index=False)
+    summary = {"task": cfg.protocol.task, "protocol": prep.test.protocol, "split": cfg.protocol.split,
+               "eval_set": prep.test.name, "primary_metric": primary, "reference": reference,
+               "ties": cfg.evaluator.ties, **prep.counts}
+    segments = segment_table(per_query, primary, "activity")
+    write_html(ctx.path("report.html"), f"recsys evaluate: {prep.test.name}", summary, leaderboard, sig, segments, primary)
+    payload = {"summary": summary, "leaderboard": leaderboard, "significance": sig, "kfold": kfold}
+    if cfg.results_json:
+        write_results_json(cfg.results_json, {**payload, "config": cfg.model_dump(mode="json")})
+    return {
+        "counts": prep.counts, "primary_metric": primary,
+        "metrics": {r["model"]: {k: v for k, v in r.items() if isinstance(v, float)} for r in leaderboard},
+        **payload,
+        "artifacts": {"per_query": str(ctx.output_dir / "per_query.parquet"), "html": str(ctx.output_dir / "report.html")},
+    }
+
+
+# ----------------------------------------------------------------------------- matching (pair F1)
+def pair_scorer(spec: ModelSpec, seed: int):
+    """(lefts, rights) -> scores for a matching model: a trained cross-/bi-encoder or zero-shot cosine."""
+    if spec.kind == "model":
+        from recsys.models import load_model
+
+        model = load_model(spec.path)
+        kind = getattr(model, "model_type", "")
+        if kind == "cross_encoder":
+            return lambda lefts, rights: model.score(list(zip(lefts, rights)), batch_size=spec.params.get("batch_size", 64))
+        if kind != "bi_encoder":
+            raise ValueError(f"model {spec.name!r}: matching needs a cross_encoder or bi_encoder, got {kind!r}")
+        encoder = model
+    elif spec.kind == "zeroshot":
+        from recsys.models import BiEncoder
+
+        encoder = BiEncoder.from_encoder(spec.params.get("model", "all-MiniLM-L6-v2"), max_length=spec.params.get("max_length", 128))
+    else:
+        raise ValueError(f"model {spec.name!r}: matching supports kind model (cross/bi-encoder) or zeroshot, not {spec.kind!r}")
+
+    def cosine(lefts, rights):
+        a = encoder.encode(list(lefts), tower="query")
+        b = encoder.encode(list(rights), tower="item")
+        return (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+
+    return cosine
+
+
+def _f1_ci(scores: np.ndarray, labels: np.ndarray, t: float, n: int, seed: int) -> list[float]:
+    pred = scores >= t
+    y = labels.astype(bool)
+    rng = np.random.default_rng(seed)
+    f1s = []
+    for _ in range(n):
+        i = rng.integers(0, len(y), len(y))
+        tp = (pred[i] & y[i]).sum()
+        denom = pred[i].sum() + y[i].sum()
+        f1s.append(2 * tp / denom if denom else 0.0)
+    return [float(np.quantile(f1s, 0.025)), float(np.quantile(f1s, 0.975))]
+
+
+def run_matching(cfg: EvaluateConfig, ctx) -> dict[str, Any]:
+    from recsys.evaluation.classification import PairClassificationEvaluator, per_pair_correct
+    from recsys.evaluation.report import write_html, write_results_json
+
+    df = _pairs(cfg)
+
+    def part(name: str):
+        d = df[df["split"] == name]
+        if cfg.protocol.max_queries and name == "test":
+            d = d.iloc[: cfg.protocol.max_queries]
+        if cfg.protocol.max_valid_queries and name == "valid":
+            d = d.iloc[: cfg.protocol.max_valid_queries]
+        return d["left"].fillna("").astype(str).tolist(), d["right"].fillna("").astype(str).tolist(), d["label"].to_numpy()
+
+    valid, test = part("valid"), part("test")
+    if len(test[2]) == 0 or len(valid[2]) == 0:
+        raise ValueError("data.pairs needs rows with split 'valid' and 'test' (the threshold is chosen on valid)")
+    ev = PairClassificationEvaluator(valid, test)
+    leaderboard, correct = [], {}
+    for spec in cfg.models:
+        with ctx.timer(f"evaluate:{spec.name}"):
+            out = ev.evaluate(pair_scorer(spec, cfg.seed))
+        scores = out.pop("_test_scores")
+        correct[spec.name] = per_pair_correct(scores, test[2], out["threshold"])
+        if cfg.bootstrap:
+            out["ci95"] = {"f1": _f1_ci(scores, test[2], out["threshold"], cfg.bootstrap, cfg.seed)}
+        out.pop("primary_metric")
+        row = {"model": spec.name, **out}
+        if spec.name in cfg.published:
+            row["published"] = cfg.published[spec.name]
+        leaderboard.append(row)
+        ctx.log.info("%s: F1 %.4f (threshold %.4f chosen on valid)", spec.name, out["f1"], out["threshold"])
+    leaderboard.sort(key=lambda r: -r["f1"])
+    reference = cfg.reference or leaderboard[0]["model"]
+    sig = _significance(correct, reference, "accuracy", cfg.significance_resamples, cfg.seed)
+    summary = {"task": "matching", "test_pairs": len(test[2]), "valid_pairs": len(valid[2]), "primary_metric": "f1",
+               "threshold": "max F1 on valid, applied once to test", "reference": reference}
+    write_html(ctx.path("report.html"), "recsys evaluate: pair matching", summary, leaderboard, sig, None, "f1")
+    payload = {"summary": summary, "leaderboard": leaderboard, "significance": sig}
+    if cfg.results_json:
+        write_results_json(cfg.results_json, {**payload, "config": cfg.model_dump(mode="json")})
+    return {"counts": {"test_pairs": len(test[2]), "valid_pairs": len(valid[2])}, "primary_metric": "f1",
+            "metrics": {r["model"]: {k: v for k, v in r.items() if isinstance(v, float)} for r in leaderboard},
+            **payload, "artifacts": {"html": str(ctx.output_dir / "report.html")}}
+
+
+def run(cfg: EvaluateConfig, ctx) -> dict[str, Any]:
+    return run_matching(cfg, ctx) if cfg.protocol.task == "matching" else run_ranking(cfg, ctx)

@@ -137,6 +137,19 @@ def stop(submission_id: str, address: AddressOpt = "http://127.0.0.1:8265") -> N
     print("stopped" if sub.stop(submission_id, address) else "not running")
 
 
+@app.command("evaluate-run")
+def evaluate_run_cmd(
+    run_file: Annotated[str, typer.Option("--run", help="TREC run: qid Q0 docid rank score tag.")],
+    qrels: Annotated[str, typer.Option("--qrels", help="TREC qrels: qid 0 docid relevance.")],
+    metric: Annotated[list[str] | None, typer.Option("--metric", "-m", help="Metric (repeatable), e.g. ndcg@10.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Score a TREC run file against TREC qrels (ndcg@k, recall@k, mrr, map, ...)."""
+    from recsys.evaluation.cli import evaluate_run_command
+
+    raise typer.Exit(evaluate_run_command(run_file, qrels, metric, as_json))
+
+
 @app.command()
 def demo(scale: Annotated[str, typer.Option(help="Config scale to run.")] = "local") -> None:
     """Run the demo end to end on the shared data (what exists of the pipeline so far)."""

@@ -12,10 +12,10 @@ def load_events(cfg, max_rows: int | None, seed: int, window_days: float | None 
     value): monitoring raw logs must not stop at the first bad line, nor hide how many there were."""
     from recsys.data.adapters import read_input
 
-    df = read_input(cfg, on_error="mark").to_pandas()
+    df = read_input(cfg, on_error="mark", keep_meta=True).to_pandas()
     bad = df["_error"].notna() if "_error" in df.columns else pd.Series(False, index=df.index)
     n_bad = int(bad.sum())
-    df = df[~bad].drop(columns=[c for c in ("_error",) if c in df.columns])
+    df = df[~bad].drop(columns=[c for c in ("_error", "_raw", "source_file") if c in df.columns])
     for bound, keep in ((start, lambda ts, b: ts >= b), (end, lambda ts, b: ts < b)):
         if bound is not None:
             b = pd.Timestamp(bound)

@@ -7,10 +7,6 @@ from recsys.retrieval.config import IndexJobConfig
 CONFIG = IndexJobConfig
 
 
-def _spec(inp) -> dict | None:
-    return None if inp is None else {"path": inp.path, "fmt": inp.format, "columns": inp.columns, "preset": inp.preset}
-
-
 def run(cfg: IndexJobConfig, ctx) -> dict:
     import datetime as dt
 
@@ -25,13 +21,13 @@ def run(cfg: IndexJobConfig, ctx) -> dict:
 
     version = cfg.version or build.default_version()
     with ctx.timer("read"):
-        items = sources.read_items(_spec(cfg.items))
+        items = sources.read_items(cfg.items)
         if cfg.max_items:
             items = items.head(cfg.max_items).reset_index(drop=True)
-        events = sources.read_history(_spec(cfg.history)) if cfg.history else None
+        events = sources.read_history(cfg.history) if cfg.history else None
         if events is not None:
             events = events[events["item_id"].isin(set(items["item_id"]))]
-        users_in = sources.read_table(**_spec(cfg.users)) if cfg.users else None
+        users_in = sources.read_users(cfg.users) if cfg.users else None
     model_path = resolve_model_path(cfg.embed.model.name_or_path)
     with ctx.timer("embed"):
         emb = build.embed_catalog(build.item_text(items, ["title", "brand", "category"]), model_path,

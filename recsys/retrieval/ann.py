@@ -36,15 +36,23 @@ def build_index(emb: np.ndarray, kind: AnnKind, *, nlist: int = 256, nprobe: int
     return index
 
 
-def search(index, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+EXACT_FILTER_MAX = 50_000  # filtered sets up to this size are scanned exactly (a few ms, full recall)
+
+
+def search(index, queries: np.ndarray, k: int, allowed: np.ndarray | None = None,
+           vectors: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` (scores [Q, k], rows [Q, k]; -1 = none) of ``queries`` [Q, D], restricted to the row
-    ids in ``allowed`` (filters applied inside the search, before truncation)."""
+    ids in ``allowed`` (filters applied inside the search, before truncation). With the index's
+    ``vectors`` [N, D], a small filtered set is scanned exactly: graph / cluster search under a
+    selective filter can return fewer than k hits."""
     import faiss
 
     queries = np.ascontiguousarray(queries, dtype=np.float32)  # [Q, D]
     k = max(1, min(k, index.ntotal))
     if allowed is None:
         return index.search(queries, k)
+    if vectors is not None and len(allowed) <= EXACT_FILTER_MAX:
+        return _exact_subset(queries, np.asarray(vectors), np.asarray(allowed, dtype=np.int64), k)
     sel = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
     if isinstance(index, faiss.IndexIVF):
         params = faiss.SearchParametersIVF(sel=sel, nprobe=index.nprobe)
@@ -52,7 +60,20 @@ def search(index, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
         params = faiss.SearchParametersHNSW(sel=sel, efSearch=max(index.hnsw.efSearch, k))
     else:
         params = faiss.SearchParameters(sel=sel)
-    return index.search(queries, k, params=params)
+    scores, rows = index.search(queries, k, params=params)
+    if vectors is not None and (rows < 0).any():  # too few hits under the filter: scan it exactly
+        return _exact_subset(queries, np.asarray(vectors), np.asarray(allowed, dtype=np.int64), k)
+    return scores, rows
+
+
+def _exact_subset(queries: np.ndarray, vectors: np.ndarray, allowed: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    sims = queries @ vectors[allowed].T  # [Q, A]
+    top = np.argsort(-sims, axis=1, kind="stable")[:, :k]  # [Q, <=k]
+    scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+    rows = np.full((len(queries), k), -1, dtype=np.int64)
+    scores[:, : top.shape[1]] = np.take_along_axis(sims, top, axis=1)
+    rows[:, : top.shape[1]] = allowed[top]
+    return scores, rows
 
 
 def recall_at_k(index, emb: np.ndarray, queries: np.ndarray, k: int = 10) -> float:

@@ -37,7 +37,7 @@ class RetrieverCore:
         if allowed is not None and allowed.size == 0:
             return []
         q = self.encoder.encode([query], kind="query")  # [1, D]
-        _, dense = search(self.a.ann, q, max(self.ann_top_n, n), allowed)
+        _, dense = search(self.a.ann, q, max(self.ann_top_n, n), allowed, vectors=self.a.embeddings)
         dense_rows = [int(r) for r in dense[0] if r >= 0]
         lex_rows: list[int] = []
         if self.bm25_top_n > 0:

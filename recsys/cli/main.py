@@ -137,6 +137,41 @@ def stop(submission_id: str, address: AddressOpt = "http://127.0.0.1:8265") -> N
     print("stopped" if sub.stop(submission_id, address) else "not running")
 
 
+@app.command("serve")
+def serve_cmd(
+    config: Annotated[str, typer.Option("--config", "-c", help="Serve config YAML, or a scale: tiny | local | cluster.")],
+    port: Annotated[int | None, typer.Option(help="HTTP port (default: the config's http_options.port).")] = None,
+    host: Annotated[str | None, typer.Option(help="HTTP host (default: the config's).")] = None,
+    check: Annotated[bool, typer.Option("--check", help="Only validate the config's args, start nothing.")] = False,
+) -> None:
+    """Serve search / recommend / suggest with Ray Serve from a Serve config (same file as `serve run`)."""
+    from recsys.config.paths import configs_dir
+    from recsys.serving import launch
+
+    path = config if config.endswith((".yaml", ".yml")) else str(configs_dir() / "serve" / f"{config}.yaml")
+    try:
+        cfg = launch.read_serve_config(path)
+        for app_cfg in cfg["applications"]:
+            launch.validate_args(app_cfg, path)
+    except ConfigError as exc:
+        print(exc.render(), file=sys.stderr)
+        raise typer.Exit(1) from None
+    if check:
+        console.print(f"[green]{path}: serve config OK[/green]")
+        return
+    import os
+
+    import ray
+
+    from recsys.runtime import JOB_ENV
+
+    for k, v in JOB_ENV.items():
+        os.environ.setdefault(k, v)
+    address = os.environ.get("RAY_ADDRESS")
+    ray.init(address=address, runtime_env={"env_vars": dict(JOB_ENV)}, **({} if address else {"include_dashboard": False}))
+    launch.start(path, port=port, host=host, blocking=True)
+
+
 @app.command("evaluate-run")
 def evaluate_run_cmd(
     run_file: Annotated[str, typer.Option("--run", help="TREC run: qid Q0 docid rank score tag.")],

@@ -37,6 +37,22 @@ def read_model_meta(path: str | Path) -> dict[str, Any]:
     return json.loads(meta_path.read_text(encoding="utf-8"))
 
 
+RANDOM_TINY_BERT = "random-bert-tiny"
+"""Model name of a tiny randomly initialised BERT (2 layers, width 32, seeded) with the MiniLM
+tokenizer: smoke tests and ``tiny`` configs anywhere, no weights on disk."""
+
+
+def _tiny_bert() -> nn.Module:
+    from transformers import BertConfig, BertModel
+
+    state = torch.random.get_rng_state()
+    torch.manual_seed(0)
+    model = BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                 intermediate_size=64, max_position_embeddings=512))
+    torch.random.set_rng_state(state)
+    return model
+
+
 def build_encoder(name_or_path: str | None = None, hf_config_dir: str | Path | None = None) -> nn.Module:
     """A Hugging Face encoder: pretrained weights from ``name_or_path`` (resolved offline), or an
     empty skeleton from a saved ``config.json`` directory (weights come from model.safetensors)."""
@@ -44,17 +60,22 @@ def build_encoder(name_or_path: str | None = None, hf_config_dir: str | Path | N
 
     if hf_config_dir is not None:
         return AutoModel.from_config(AutoConfig.from_pretrained(str(hf_config_dir)))
+    if name_or_path == RANDOM_TINY_BERT:
+        return _tiny_bert()
     from recsys.models.hub import resolve_model_path
 
     return AutoModel.from_pretrained(resolve_model_path(name_or_path or "all-MiniLM-L6-v2"))
 
 
 def load_tokenizer(path: str | Path):
+    """Tokenizer of a saved recsys model dir, an HF dir/alias (``random-bert-tiny``: MiniLM's)."""
     from transformers import AutoTokenizer
 
     from recsys.models.hub import resolve_model_path
 
     p = Path(path)
+    if str(path) == RANDOM_TINY_BERT:
+        return AutoTokenizer.from_pretrained(resolve_model_path("all-MiniLM-L6-v2"))
     return AutoTokenizer.from_pretrained(str(p) if (p / MODEL_FILE).is_file() else resolve_model_path(str(path)))
 
 
@@ -90,9 +111,18 @@ class SavableModel(nn.Module):
         (out / MODEL_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         for sub, enc in self.hf_encoders().items():
             enc.config.save_pretrained(str(out / sub))
-        if state_dict is not None:
-            self.load_state_dict(state_dict, strict=True)
-        save_model(self, str(out / WEIGHTS_FILE))
+        if state_dict is not None:  # written as given (fp32 copies), the live model is not touched
+            from safetensors.torch import save_file
+
+            expected = set(self.state_dict())
+            if set(state_dict) != expected:
+                raise ValueError(f"state_dict keys differ from the model's: missing {sorted(expected - set(state_dict))[:5]}, "
+                                 f"unexpected {sorted(set(state_dict) - expected)[:5]}")
+            tensors = {k: (v.float() if v.is_floating_point() else v).detach().cpu().contiguous().clone()
+                       for k, v in state_dict.items()}
+            save_file(tensors, str(out / WEIGHTS_FILE), metadata={"format": "pt"})
+        else:
+            save_model(self, str(out / WEIGHTS_FILE))
         tokenizer = getattr(self, "tokenizer", None)
         if tokenizer is not None:
             tokenizer.save_pretrained(str(out))

@@ -1,0 +1,258 @@
+"""Training data as Ray Datasets: read canonical tables, slice splits, tokenize in the pipeline.
+
+Every Ray Data function here takes plain values (paths, ints, dicts), never config objects.
+Tokenized text columns are padded to ``max_length`` in the pipeline; the loop trims each batch to
+its longest row (``trim_batch``), so compute follows the real lengths.
+
+Tables (docs/DATA.md): **pairs** ``left, right, label`` (+ ``split``; or ``event_type`` instead of
+``label``, mapped to graded relevance); **sequences** ``user_id, items`` (+ user-feature columns) or
+**events** ``user_id, item_id, timestamp`` (grouped into sequences here); **items** ``item_id, title``.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from recsys.config.base import InputConfig
+
+TEXT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+# -- reading ---------------------------------------------------------------------------------------
+def read_table(inp: InputConfig, table: str):
+    """Canonical ``table`` of ``inp`` as a Ray Dataset (through the data adapters / presets)."""
+    from recsys.data.adapters import read_input
+
+    if inp.preset is None and table not in ("pairs", "sequences", "events", "items"):
+        raise ValueError(f"unsupported table {table!r}")
+    if inp.preset is None and "table" not in inp.model_fields_set:
+        inp = inp.model_copy(update={"table": table})
+    return read_input(inp, table if inp.preset else inp.table)
+
+
+def _keep_split(batch: pd.DataFrame, split: str | None) -> pd.DataFrame:
+    if split is None or "split" not in batch.columns:
+        return batch
+    return batch[batch["split"] == split]
+
+
+def _pair_labels(batch: pd.DataFrame, gains: dict[str, float] | None) -> pd.DataFrame:
+    """-> ``left, right, label`` (float); graded relevance from ``event_type`` when there is no label."""
+    from recsys.losses.graded import relevance_labels
+
+    if "label" not in batch.columns or batch["label"].isna().all():
+        if "event_type" not in batch.columns:
+            raise ValueError("pairs table needs a 'label' column (or 'event_type' for graded relevance)")
+        label = relevance_labels(batch["event_type"].tolist(), gains, scale=True)
+    else:
+        if batch["label"].isna().any():
+            raise ValueError(f"pairs table has {int(batch['label'].isna().sum())} rows without label; clean or drop them")
+        label = batch["label"].astype("float32").to_numpy()
+    return pd.DataFrame({"left": batch["left"].fillna("").astype(str), "right": batch["right"].fillna("").astype(str),
+                         "label": label})
+
+
+def load_pairs(inp: InputConfig, split: str | None, max_rows: int | None, gains: dict[str, float] | None):
+    ds = read_table(inp, "pairs").map_batches(_keep_split, batch_format="pandas", fn_kwargs={"split": split})
+    ds = ds.map_batches(_pair_labels, batch_format="pandas", fn_kwargs={"gains": gains})
+    return ds.limit(max_rows) if max_rows else ds
+
+
+# -- tokenization ----------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=4)
+def _tokenizer(name_or_path: str):
+    from recsys.models.base import load_tokenizer
+
+    return load_tokenizer(name_or_path)
+
+
+def _tok(texts: list[str], tokenizer_path: str, max_length: int, prefix: str, pair: list[str] | None = None) -> dict:
+    tok = _tokenizer(tokenizer_path)
+    enc = tok(texts, pair, padding="max_length", truncation=True if pair is None else "longest_first",
+              max_length=max_length, return_tensors="np")
+    return {f"{prefix}{k}": enc[k].astype(np.int64) for k in TEXT_KEYS if k in enc}
+
+
+def tokenize_bi(batch: pd.DataFrame, tokenizer_path: str, max_length: int) -> dict:
+    """``left`` (query) / ``right`` (positive) [/ ``negative``] -> ``q_*``, ``p_*`` [, ``n_*``] token arrays."""
+    out = _tok(batch["left"].tolist(), tokenizer_path, max_length, "q_")
+    out.update(_tok(batch["right"].tolist(), tokenizer_path, max_length, "p_"))
+    if "negative" in batch.columns:
+        out.update(_tok(batch["negative"].tolist(), tokenizer_path, max_length, "n_"))
+    out["label"] = batch["label"].to_numpy(np.float32)
+    return out
+
+
+def tokenize_cross(batch: pd.DataFrame, tokenizer_path: str, max_length: int) -> dict:
+    """``left``, ``right``, ``label`` -> ``input_ids``, ``attention_mask``[, ``token_type_ids``], ``label``."""
+    out = _tok(batch["left"].tolist(), tokenizer_path, max_length, "", batch["right"].tolist())
+    out["label"] = batch["label"].to_numpy(np.float32)
+    return out
+
+
+def _positives(batch: pd.DataFrame) -> pd.DataFrame:
+    return batch[batch["label"] > 0]
+
+
+def _mine_negatives(group: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """One query's rows -> its positives, each with one label-0 right text of the same query as hard negative."""
+    pos, neg = group[group["label"] > 0], group[group["label"] <= 0]
+    if pos.empty or neg.empty:
+        return pos.assign(negative=pd.Series(dtype=str)).iloc[0:0]
+    rng = np.random.default_rng(seed + len(group))
+    return pos.assign(negative=neg["right"].to_numpy()[rng.integers(0, len(neg), len(pos))])
+
+
+def bi_encoder_rows(ds, hard_negatives: bool, seed: int):
+    """Pairs -> (query, positive[, negative]) rows for in-batch-negative training."""
+    if hard_negatives:
+        return ds.groupby("left").map_groups(_mine_negatives, batch_format="pandas", fn_kwargs={"seed": seed})
+    return ds.map_batches(_positives, batch_format="pandas")
+
+
+def _list_group(group: pd.DataFrame, size: int, seed: int) -> pd.DataFrame:
+    """One query's rows -> exactly ``size`` rows (sampled; repeated when short), or none if labels are all equal."""
+    if group["label"].nunique() < 2:
+        return group.iloc[0:0]
+    rng = np.random.default_rng(seed + len(group))
+    pick = rng.choice(len(group), size, replace=len(group) < size)
+    return group.iloc[np.sort(pick)]
+
+
+def listwise_groups(ds, size: int, seed: int):
+    """Pairs -> consecutive lists of ``size`` rows per query (``left``) for the listwise loss."""
+    return ds.groupby("left").map_groups(_list_group, batch_format="pandas", fn_kwargs={"size": size, "seed": seed})
+
+
+# -- sequences -------------------------------------------------------------------------------------
+def _group_events(group: pd.DataFrame, feature_cols: list[str]) -> pd.DataFrame:
+    g = group.sort_values("timestamp", kind="stable") if "timestamp" in group.columns else group
+    row = {"user_id": [str(g["user_id"].iloc[0])], "items": [g["item_id"].astype(str).tolist()]}
+    for c in feature_cols:
+        row[c] = [str(g[c].iloc[-1]) if c in g.columns else None]
+    return pd.DataFrame(row)
+
+
+def load_sequences(inp: InputConfig, feature_cols: list[str], max_rows: int | None):
+    """Sequences table, or events grouped per user (time-ordered) -> ``user_id, items`` (+ features)."""
+    if feature_cols and not inp.keep_extra:  # user features are columns beyond the canonical schema
+        inp = inp.model_copy(update={"keep_extra": True})
+    tables = _tables_of(inp)
+    if "sequences" in tables:
+        ds = read_table(inp, "sequences")
+    else:
+        ds = read_table(inp, "events").groupby("user_id").map_groups(
+            _group_events, batch_format="pandas", fn_kwargs={"feature_cols": feature_cols})
+    return ds.limit(max_rows) if max_rows else ds
+
+
+def _tables_of(inp: InputConfig) -> list[str]:
+    from recsys.data.adapters import tables_of
+
+    return tables_of(inp)
+
+
+@dataclass
+class SequenceVocab:
+    """Item ids (index = position + 1; 0 = padding) and user-feature values (0 = unknown)."""
+
+    item_ids: list[str]
+    user_features: dict[str, list[str]] = field(default_factory=dict)
+
+    def item_index(self) -> dict[str, int]:
+        return {item: i + 1 for i, item in enumerate(self.item_ids)}
+
+
+def _collect_vocab(batch: pd.DataFrame, feature_cols: list[str]) -> pd.DataFrame:
+    items = pd.Series([i for seq in batch["items"] for i in seq], dtype=str).unique()
+    out = [pd.DataFrame({"col": "__item__", "value": items})]
+    for c in feature_cols:
+        if c not in batch.columns:
+            raise ValueError(f"model.sequential.user_features names {c!r} but the sequences have no such column; "
+                             f"columns: {list(batch.columns)}")
+        out.append(pd.DataFrame({"col": c, "value": batch[c].dropna().astype(str).unique()}))
+    return pd.concat(out)
+
+
+def build_vocab(ds, feature_cols: list[str], extra_items: list[str] | None = None) -> SequenceVocab:
+    """Scan the sequences once (Ray Data) for item ids and user-feature values, sorted for determinism."""
+    df = ds.map_batches(_collect_vocab, batch_format="pandas", fn_kwargs={"feature_cols": feature_cols}).to_pandas()
+    df = df.drop_duplicates()
+    items = set(df.loc[df["col"] == "__item__", "value"]) | set(extra_items or [])
+    feats = {c: sorted(df.loc[df["col"] == c, "value"]) for c in feature_cols}
+    return SequenceVocab(sorted(items), feats)
+
+
+def _pad_left(idx: list[int], length: int) -> np.ndarray:
+    out = np.zeros(length, dtype=np.int64)
+    if idx:
+        out[-len(idx):] = idx[-length:]
+    return out
+
+
+def encode_sequences(batch: pd.DataFrame, item_index: dict[str, int], feature_index: dict[str, dict[str, int]],
+                     max_len: int, holdout: int, mode: str) -> dict:
+    """``items`` lists -> training windows ``items`` [B, max_len+1] (mode 'train': positions predict the
+    next) or ``history`` [B, max_len] + ``target`` [B] (mode 'valid': the item at -holdout, or the
+    last item when holdout == 0); ``user`` [B, F] feature indices. Users too short are skipped."""
+    rows_items, rows_hist, rows_tgt, rows_user = [], [], [], []
+    for r, seq in enumerate(batch["items"]):
+        idx = [item_index.get(str(i), 0) for i in seq]
+        idx = [i for i in idx if i]
+        if mode == "train":
+            idx = idx[: len(idx) - holdout] if holdout else idx
+            if len(idx) < 2:
+                continue
+            rows_items.append(_pad_left(idx, max_len + 1))
+        else:
+            cut = holdout or 1
+            if len(idx) < cut + 1:
+                continue
+            rows_hist.append(_pad_left(idx[: len(idx) - cut], max_len))
+            rows_tgt.append(idx[len(idx) - cut])
+        rows_user.append([feature_index[c].get(str(batch[c].iloc[r]), 0) for c in feature_index])
+    n_feat = len(feature_index)
+    user = np.asarray(rows_user, dtype=np.int64).reshape(-1, n_feat) if n_feat else None
+    if mode == "train":
+        out = {"items": np.stack(rows_items) if rows_items else np.zeros((0, max_len + 1), np.int64)}
+    else:
+        out = {"history": np.stack(rows_hist) if rows_hist else np.zeros((0, max_len), np.int64),
+               "target": np.asarray(rows_tgt, dtype=np.int64)}
+    if user is not None:
+        out["user"] = user
+    return out
+
+
+def item_texts(items_ds, item_ids: list[str]) -> list[str]:
+    """Titles (else descriptions) of ``item_ids`` in order; '' for items without text."""
+    df = items_ds.to_pandas()
+    text = df["title"].fillna("") if "title" in df.columns else pd.Series([""] * len(df))
+    if "description" in df.columns:
+        text = text.where(text != "", df["description"].fillna(""))
+    lookup = dict(zip(df["item_id"].astype(str), text.astype(str)))
+    return [lookup.get(i, "") for i in item_ids]
+
+
+# -- batches in the loop ---------------------------------------------------------------------------
+def trim_batch(batch: dict[str, Any], prefixes: tuple[str, ...]) -> dict[str, Any]:
+    """Cut each tokenized group (``q_``, ``p_``, ``n_`` or '') to its longest real row."""
+    out = dict(batch)
+    for pre in prefixes:
+        mask = batch.get(f"{pre}attention_mask")
+        if mask is None:
+            continue
+        longest = max(int(mask.sum(dim=1).max()), 1)
+        for k in TEXT_KEYS:
+            if f"{pre}{k}" in out:
+                out[f"{pre}{k}"] = out[f"{pre}{k}"][:, :longest]
+    return out
+
+
+def text_inputs(batch: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """The tokenized group ``prefix`` of a batch as encoder keyword arguments."""
+    return {k: batch[f"{prefix}{k}"] for k in TEXT_KEYS if f"{prefix}{k}" in batch}

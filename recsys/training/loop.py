@@ -1,0 +1,235 @@
+"""The per-worker training loop run by ``ray.train.torch.TorchTrainer`` (Ray Train V2).
+
+``train_loop(config)`` receives plain values (``config["cfg"]``: the dumped ``TrainConfig``, plus
+the vocabularies / step counts that ``recsys.training.trainer`` computed on the driver) and:
+
+1. builds the model, LoRA, the training module and the strategy (DDP or DeepSpeed) -- nothing
+   here knows whether it runs on 1 CPU or 64 GPUs;
+2. resumes from ``ray.train.get_checkpoint()`` (a worker restart, or a re-run in the same output
+   dir) or from ``resume_from`` (any checkpoint directory);
+3. streams its shard (``ray.train.get_dataset_shard("train")``), tokenized by Ray Data;
+4. every ``eval_every`` optimizer steps validates on the full validation set, writes a checkpoint
+   from every rank (DeepSpeed ZeRO shards included; rank 0 adds the exported ``model/``) and calls
+   ``ray.train.report(metrics, checkpoint=...)``; stops early after ``patience`` bad validations.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+STATE_FILE = "train_state.json"
+MODEL_DIR = "model"
+
+
+def _dist_broadcast(obj: Any) -> Any:
+    """Rank 0's value on every rank (keeps early-stopping decisions identical)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _build(cfg, extra: dict[str, Any], device: torch.device):
+    """Model -> (LoRA) -> training module -> strategy, from the config and driver-computed extras."""
+    import ray
+
+    from recsys.models.builders import build_model
+    from recsys.training.strategy import build_strategy
+    from recsys.training.tasks import build_task
+
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+    text = ray.get(extra["text_embeddings_ref"]) if extra.get("text_embeddings_ref") is not None else None
+    model = build_model(cfg.model, item_ids=extra.get("item_ids"), user_features=extra.get("user_features"),
+                        text_embeddings=text)
+    if cfg.lora.enabled:
+        from recsys.training.lora import apply_lora
+
+        apply_lora(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules)
+    opts = {**cfg.loss.model_dump(), "num_negatives": cfg.model.sequential.num_negatives}
+    task = build_task(cfg.model.kind, model, cfg.loss_name, opts)
+    o = cfg.optim
+    total = extra["total_steps"]
+    strategy = build_strategy(
+        cfg.strategy.name, task, optim=o.model_dump(), total_steps=total, warmup=int(o.warmup_ratio * total),
+        precision=cfg.strategy.precision, grad_accum=o.grad_accum, max_grad_norm=o.max_grad_norm,
+        deepspeed=cfg.strategy.deepspeed.model_dump(), find_unused=cfg.strategy.find_unused_parameters,
+        micro_batch=cfg.train.batch_size, device=device,
+    )
+    return model, task, strategy
+
+
+def export_model(model, strategy, path: Path, lora_export: str | None) -> None:
+    """Write ``model`` the save_pretrained way (LoRA merged; fp32 weights) -- collective under ZeRO-3."""
+    full = strategy.full_state_dict()  # every rank takes part (ZeRO-3 gathers)
+    import ray.train
+
+    if ray.train.get_context().get_world_rank() != 0:
+        return
+    if lora_export is not None:
+        from recsys.training.lora import merged_copy
+
+        merged = merged_copy(model, path / "adapter" if lora_export == "adapter" else None)
+        merged.save_pretrained(path, state_dict={k: v.float() for k, v in merged.state_dict().items()})
+        return
+    prefix = "model."
+    model.save_pretrained(path, state_dict={k[len(prefix):]: v for k, v in full.items() if k.startswith(prefix)})
+
+
+def _save_and_report(cfg, model, strategy, state: dict, metrics: dict[str, float]) -> None:
+    import ray.train
+
+    rank = ray.train.get_context().get_world_rank()
+    with tempfile.TemporaryDirectory(prefix="recsys-ckpt-") as tmp:
+        d = Path(tmp)
+        strategy.save(d, rank)
+        export_model(model, strategy, d / MODEL_DIR, cfg.lora.export if cfg.lora.enabled else None)
+        (d / f"rank_{rank}.json").write_text(json.dumps({"rank": rank, **state}))
+        if rank == 0:
+            (d / STATE_FILE).write_text(json.dumps(state, indent=2))
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(d)))
+
+
+def _maybe_fault(fault: dict[str, Any] | None, rank: int, step: int) -> None:
+    """Test hook: SIGKILL this worker process once at ``step`` on ``rank`` (a marker file makes it once)."""
+    if not fault or rank != fault["rank"] or step != fault["step"]:
+        return
+    marker = Path(fault["marker"])
+    if marker.exists():
+        return
+    marker.write_text(str(os.getpid()))
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _restore(strategy, resume_from: str | None) -> dict[str, Any] | None:
+    import ray.train
+
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is None and resume_from:
+        ckpt = ray.train.Checkpoint(resume_from)
+    if ckpt is None:
+        return None
+    rank = ray.train.get_context().get_world_rank()
+    with ckpt.as_directory() as d:
+        strategy.load(Path(d), rank)
+        return json.loads((Path(d) / STATE_FILE).read_text())
+
+
+def train_loop(config: dict[str, Any]) -> None:
+    """Ray Train per-worker function (see module docstring)."""
+    import ray.train
+    import ray.train.torch
+
+    from recsys.training.adversarial import EmbeddingAttack
+    from recsys.training.config import TrainConfig
+    from recsys.training.data import trim_batch
+    from recsys.utils.log import get_logger
+
+    log = get_logger("recsys.train")
+    cfg = TrainConfig.model_validate(config["cfg"], context={"check_paths": False})
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    torch.set_num_threads(max(1, int(cfg.scaling.cpus_per_worker)))
+    model, task, strategy = _build(cfg, config, device)
+    loop = cfg.train
+    total, steps_per_epoch = config["total_steps"], config["steps_per_epoch"]
+    state = _restore(strategy, config.get("resume_from")) or {
+        "step": 0, "epoch": 0, "batches_in_epoch": 0, "best": None, "bad_evals": 0, "samples": 0}
+    if state["step"]:
+        log.info("rank %d resumed at step %d (epoch %d)", rank, state["step"], state["epoch"])
+    torch.manual_seed(cfg.seed + 1000 * rank + state["step"])  # dropout differs per rank and resume
+    adv = None
+    if cfg.adversarial.method != "none":
+        a = cfg.adversarial
+        adv = EmbeddingAttack(task, a.method, a.epsilon, a.alpha, a.steps, a.emb_name)
+    metric, sign = cfg.metric_name, (1.0 if loop.mode == "max" else -1.0)
+    train_it = ray.train.get_dataset_shard("train")
+    valid_it = ray.train.get_dataset_shard("valid")
+    losses: list[float] = []
+    t_start, done = time.perf_counter(), state["step"] >= total
+    evaluated_at = state["step"] if state["step"] else -1
+
+    def validate_and_report() -> bool:
+        """Validate, checkpoint, report; True = stop early."""
+        nonlocal losses, evaluated_at, t_start
+        task.eval()
+        batches = (trim_batch(b, task.prefixes) for b in
+                   valid_it.iter_torch_batches(batch_size=loop.eval_batch_size, device=device))
+        metrics = task.evaluate(batches)
+        task.train()
+        if metric not in metrics:
+            raise ValueError(f"train.metric {metric!r} is not computed for {cfg.model.kind}; choose from {sorted(metrics)}")
+        elapsed = time.perf_counter() - t_start
+        metrics.update(step=state["step"], epoch=state["epoch"], lr=strategy.lr(),
+                       train_loss=float(sum(losses) / len(losses)) if losses else float("nan"),
+                       samples_per_s=state.pop("_window_samples", 0) / elapsed if elapsed > 0 else 0.0)
+        score = sign * metrics[metric]
+        if state["best"] is None or score > state["best"]:
+            state["best"], state["bad_evals"] = score, 0
+        else:
+            state["bad_evals"] += 1
+        stop = bool(_dist_broadcast(loop.patience is not None and state["bad_evals"] >= loop.patience))
+        if rank == 0:
+            log.info("step %d: %s", state["step"], {k: round(v, 4) for k, v in metrics.items()})
+        _save_and_report(cfg, model, strategy, {k: v for k, v in state.items() if not k.startswith("_")}, metrics)
+        losses, evaluated_at, t_start = [], state["step"], time.perf_counter()
+        return stop
+
+    stopped = False
+    while not done and not stopped:
+        skip = state["batches_in_epoch"]
+        shuffle = loop.shuffle_buffer if cfg.loss_name != "listwise" else 0  # listwise keeps groups contiguous
+        batches = train_it.iter_torch_batches(
+            batch_size=loop.batch_size, drop_last=True, device=device,
+            local_shuffle_buffer_size=shuffle or None,
+            local_shuffle_seed=cfg.seed + 7919 * state["epoch"] + rank if shuffle else None)
+        for i, batch in enumerate(batches):
+            if i < skip:  # resumed mid-epoch: these batches were trained on before the checkpoint
+                continue
+            batch = trim_batch(batch, task.prefixes)
+            loss = strategy.forward(batch)
+            grads = adv.embedding_grads(loss) if adv else None
+            strategy.backward(loss)
+            if adv:
+                adv.run(grads, lambda b=batch: task(b))
+                strategy.backward(strategy.forward(batch))
+                adv.restore()
+            losses.append(float(loss.detach()))
+            state["batches_in_epoch"] = i + 1
+            n = next(iter(batch.values())).shape[0] * world
+            state["samples"] += n
+            state["_window_samples"] = state.get("_window_samples", 0) + n
+            if not strategy.step():
+                continue
+            state["step"] += 1
+            _maybe_fault(config.get("fault"), rank, state["step"])
+            if rank == 0 and state["step"] % loop.log_every == 0:
+                log.info("step %d/%d loss %.4f lr %.2e", state["step"], total, losses[-1], strategy.lr())
+            if state["step"] % loop.eval_every == 0 and validate_and_report():
+                stopped = True
+                break
+            if state["step"] >= total:
+                done = True
+                break
+        else:
+            state["epoch"] += 1
+            state["batches_in_epoch"] = 0
+            if state["epoch"] >= math.ceil(total / max(steps_per_epoch, 1)) and not loop.max_steps:
+                done = True
+        if state["batches_in_epoch"] == 0 and state["samples"] == 0:
+            raise ValueError("this worker got no training batch: lower train.batch_size or scaling.num_workers, "
+                             "or give more training rows")
+    if not stopped and evaluated_at != state["step"]:
+        validate_and_report()

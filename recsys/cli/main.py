@@ -185,6 +185,11 @@ def evaluate_run_cmd(
     raise typer.Exit(evaluate_run_command(run_file, qrels, metric, as_json))
 
 
+from recsys.registry.cli import models_app  # noqa: E402 - light: mlflow is imported by the commands
+
+app.add_typer(models_app, name="models")
+
+
 @app.command()
 def demo(scale: Annotated[str, typer.Option(help="Config scale to run.")] = "local") -> None:
     """Run the demo end to end on the shared data (what exists of the pipeline so far)."""

@@ -1,0 +1,1 @@
+"""The pipeline: stages (existing jobs) keyed by a hash of their inputs, quality gates, registry, lineage."""

@@ -1,0 +1,101 @@
+"""Register a pipeline's index (+ model) as a registry version, promote it, and serve it.
+
+Serving an update is ``serve.run`` of the same application with the arm's index directory and
+version changed: Ray Serve replaces replicas in a rolling update (new ones become ready before
+old ones stop), so promote and rollback never take the service down.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from recsys.registry.mlflow_registry import PRODUCTION, ModelRegistry
+
+
+def deploy_key(parts: dict[str, Any]) -> str:
+    """Identity of a deployable: the index and model stage keys plus the champion spec."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def find_version(registry: ModelRegistry, key: str) -> str | None:
+    for v in registry.versions():
+        if v["tags"].get("recsys.deploy_key") == key:
+            return v["version"]
+    return None
+
+
+def register(registry: ModelRegistry, index_report: dict[str, Any], model_report: dict[str, Any] | None,
+             champion_spec: dict[str, Any] | None, key: str, lineage: str, metrics: dict[str, Any]) -> tuple[str, bool]:
+    """Register (or find, when the same deployable was registered before); returns (version, is_new)."""
+    existing = find_version(registry, key)
+    if existing:
+        return existing, False
+    arts = index_report.get("artifacts", {})
+    tags = {
+        "recsys.deploy_key": key,
+        "recsys.index_dir": str(Path(index_report["output_dir"]).resolve()),
+        "recsys.index_version": str(index_report.get("version", "latest")),
+        "recsys.lineage": lineage,
+        "recsys.git_sha": index_report.get("git_sha") or "unknown",
+        "recsys.metrics": metrics,
+    }
+    if model_report:
+        tags["recsys.model_dir"] = str(model_report.get("artifacts", {}).get("model", model_report["output_dir"]))
+    if champion_spec:
+        tags["recsys.champion_spec"] = champion_spec
+    source = arts.get("index") or index_report["output_dir"]
+    return registry.register(source, tags=tags), True
+
+
+def champion_spec(registry: ModelRegistry) -> tuple[str | None, dict[str, Any] | None]:
+    """(production version, the evaluate ModelSpec recorded with it) — the champion to re-evaluate."""
+    version = registry.alias_version(PRODUCTION)
+    if version is None:
+        return None, None
+    raw = registry.get(version)["tags"].get("recsys.champion_spec")
+    return version, (json.loads(raw) if raw else None)
+
+
+def serve_target(serve_config: str, artifacts: str, index_version: str, arm: str | None = None,
+                 port: int | None = None) -> dict[str, Any]:
+    """Deploy ``serve_config`` with ``arm`` (default: the first) serving ``artifacts``/``index_version``
+    on the connected Ray; an already running app is updated in place."""
+    from recsys.serving.launch import read_serve_config, start
+
+    cfg = read_serve_config(serve_config)
+    arms = [dict(a) for a in (cfg["applications"][0].get("args") or {}).get("arms", [])]
+    if not arms:
+        raise ValueError(f"{serve_config}: the first application has no args.arms; add one arm to serve the promoted index")
+    names = [a.get("name") for a in arms]
+    target = arm or names[0]
+    if target not in names:
+        raise ValueError(f"deploy.serve.arm {target!r} is not an arm of {serve_config} ({names})")
+    for a in arms:
+        if a.get("name") == target:
+            a.update(artifacts=artifacts, version=index_version)
+    return start(serve_config, port=port, overrides={"arms": arms})
+
+
+def smoke(url: str, query: str, timeout_s: float = 60.0) -> dict[str, Any]:
+    """POST /search once (retrying while replicas start); returns status and the first hit."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            r = httpx.post(f"{url}/search", json={"query": query, "k": 3}, timeout=30)
+            if r.status_code == 200:
+                body = r.json()
+                hits = body.get("results") or body.get("items") or []
+                return {"status": 200, "version": body.get("version"), "first": hits[0] if hits else None}
+            last = f"HTTP {r.status_code}: {r.text[:200]}"
+        except httpx.HTTPError as exc:
+            last = repr(exc)
+        time.sleep(1.0)
+    raise RuntimeError(f"the service at {url} did not answer /search within {timeout_s:.0f}s: {last}")

@@ -1,0 +1,122 @@
+"""Pure pieces of the pipeline area: drift statistics, gates, stage keys, configs (no Ray)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recsys.monitoring import drift
+from recsys.pipeline import gates as G
+from recsys.pipeline.hashing import fingerprint_path, stage_key
+
+
+def test_psi_numeric_zero_for_same_distribution_and_large_for_shift():
+    rng = np.random.default_rng(0)
+    ref = rng.normal(0, 1, 20_000)
+    assert drift.psi_numeric(ref, ref.copy()) == pytest.approx(0.0, abs=1e-12)
+    assert drift.psi_numeric(ref, rng.normal(0, 1, 20_000)) < 0.01
+    assert drift.psi_numeric(ref, rng.normal(1.0, 1, 20_000)) > 0.5
+
+
+def test_psi_categorical_exact_value_and_share_changes():
+    ref = pd.Series(["a"] * 50 + ["b"] * 50)
+    cur = pd.Series(["a"] * 80 + ["b"] * 20)
+    psi, moved = drift.psi_categorical(ref, cur, top_k=10)
+    expected = (0.8 - 0.5) * np.log(0.8 / 0.5) + (0.2 - 0.5) * np.log(0.2 / 0.5)
+    assert psi == pytest.approx(expected, rel=1e-4)  # "<other>" holds 0 on both sides (floored at EPS: 0 contribution)
+    assert moved["a"] == pytest.approx(0.3) and moved["b"] == pytest.approx(-0.3)
+
+
+def test_ks_and_compare_report_drift_and_skips():
+    rng = np.random.default_rng(1)
+    ref = pd.DataFrame({"price": rng.lognormal(3, 0.5, 2000), "event_type": rng.choice(["view", "click"], 2000, p=[0.9, 0.1])})
+    cur = pd.DataFrame({"price": rng.lognormal(3.6, 0.5, 2000), "event_type": rng.choice(["view", "click"], 2000, p=[0.9, 0.1])})
+    specs = [drift.FeatureSpec("price", "numeric", 0.25, 0.2), drift.FeatureSpec("event_type", "categorical", 0.25, None),
+             drift.FeatureSpec("query", "categorical", 0.25, None)]
+    rows = {r["feature"]: r for r in drift.compare(ref, cur, specs, min_rows=50)}
+    assert rows["price"]["drifted"] and rows["price"]["ks"] > 0.4 and rows["price"]["ks_pvalue"] < 1e-6
+    assert not rows["event_type"]["drifted"]
+    assert rows["query"]["skipped"] == "column 'query' not in the reference data"
+
+
+def test_lookup_handles_dotted_model_names():
+    rep = {"metrics": {"recent-pop.v2": {"ndcg@10": 0.4}}}
+    assert G.lookup(rep, "metrics.recent-pop.v2.ndcg@10") == 0.4
+    assert G.lookup(rep, "metrics.nope") is G._MISSING
+
+
+def test_gates_verdicts():
+    ok = {"status": "succeeded", "contract": {"violations": []}, "reconciled": True, "primary_metric": "ndcg@10",
+          "metrics": {"knn": {"ndcg@10": 0.3}}}
+    assert G.data_contract("c", "inventory", ok, None).passed
+    bad = {"status": "failed", "error": "ContractError: events.user_id null_rate 0.4 > max 0.01"}
+    v = G.data_contract("c", "inventory", bad, None)
+    assert not v.passed and "null_rate 0.4 > max 0.01" in v.reason
+    assert G.reconciliation("r", "clean", ok, None).passed
+    assert not G.reconciliation("r", "clean", {**ok, "reconciled": False}, None).passed
+    assert G.metric_min("m", "evaluate", ok, None, "knn", None, 0.25).passed
+    v = G.metric_min("m", "evaluate", ok, None, "knn", None, 0.35)
+    assert not v.passed and v.reason == "metrics.knn.ndcg@10 = 0.3000 < minimum 0.35"
+
+
+def test_champion_challenger_needs_a_significant_win():
+    def rep(diff, p):
+        return {"primary_metric": "ndcg@10", "significance": [
+            {"model": "new", "vs": "production", "metric": "ndcg@10", "diff": diff, "p_permutation": p, "mean_a": 0.5,
+             "mean_b": 0.5 - diff, "n": 200}]}
+
+    first = G.champion_challenger("cc", "evaluate", rep(0, 1), "new", None, None, 0.05, "p_permutation", 0.0)
+    assert first.passed and "first champion" in first.reason
+    assert G.champion_challenger("cc", "evaluate", rep(0.05, 0.01), "new", "production", None, 0.05, "p_permutation", 0.0).passed
+    worse = G.champion_challenger("cc", "evaluate", rep(-0.02, 0.01), "new", "production", None, 0.05, "p_permutation", 0.0)
+    assert not worse.passed and "is not better" in worse.reason and "production is unchanged" in worse.reason
+    noise = G.champion_challenger("cc", "evaluate", rep(0.01, 0.3), "new", "production", None, 0.05, "p_permutation", 0.0)
+    assert not noise.passed and "not significantly better" in noise.reason
+
+
+def test_stage_key_ignores_output_dir_and_tracks_inputs(tmp_path):
+    f = tmp_path / "events.csv"
+    f.write_text("a,b\n1,2\n")
+    fp = fingerprint_path(str(f))
+    k1 = stage_key("clean", {"output_dir": "x", "limit": 5}, {str(f): fp})
+    assert k1 == stage_key("clean", {"output_dir": "y", "limit": 5}, {str(f): fp})
+    assert k1 != stage_key("clean", {"output_dir": "x", "limit": 6}, {str(f): fp})
+    f.write_text("a,b\n1,2\n3,4\n")
+    assert k1 != stage_key("clean", {"output_dir": "x", "limit": 5}, {str(f): fingerprint_path(str(f))})
+
+
+def test_pipeline_config_errors_name_the_fix(project_root):
+    from recsys.config.loader import ConfigError, load_config
+    from recsys.pipeline.config import PipelineConfig
+
+    data = {"stages": [{"name": "a", "job": "doctor", "config": "tiny", "overrides": {"x": "@{b}"}},
+                       {"name": "b", "job": "doctor", "config": "tiny"}],
+            "gates": [{"name": "g", "kind": "metric_min", "stage": "b"}], "from_stage": "zzz"}
+    with pytest.raises(ConfigError) as exc:
+        load_config(PipelineConfig, None, data=data)
+    text = exc.value.render()
+    assert "gates[0]: gate 'g': kind metric_min needs min" in text
+    data["gates"] = []
+    with pytest.raises(ConfigError) as exc:
+        load_config(PipelineConfig, None, data=data)
+    assert "stage 'a' reads @{b} but no earlier stage is named 'b'" in exc.value.render()
+
+
+def test_registry_config_rejects_credentials_in_uri():
+    from recsys.config.loader import ConfigError, load_config
+    from recsys.pipeline.config import PipelineConfig
+
+    data = {"stages": [{"name": "a", "job": "doctor", "config": "tiny"}],
+            "registry": {"tracking_uri": "https://bob:secret@mlflow.example.com"}}
+    with pytest.raises(ConfigError, match="must not embed credentials; export MLFLOW_TRACKING_USERNAME"):
+        load_config(PipelineConfig, None, data=data)
+
+
+def test_shipped_pipeline_and_drift_configs_validate(project_root):
+    from recsys.cli.entry import parse_job
+
+    for job in ("pipeline", "drift"):
+        for path in sorted((project_root / "configs" / job).glob("*.yaml")):
+            assert path.read_text().startswith("# "), f"{path} must start with its launch command"
+            parse_job(job, str(path), [], check_paths=False)

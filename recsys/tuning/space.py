@@ -1,0 +1,152 @@
+"""Search space <-> train config: load the base, check every space key and candidate value against
+``TrainConfig`` before any trial starts, turn the space into Ray Tune domains, build trial configs.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import typing
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from recsys.config.loader import ConfigError, _expand, _unwrap, load_config, read_yaml
+from recsys.config.paths import project_root
+from recsys.training.config import TrainConfig
+from recsys.tuning.config import ParamSpec
+
+
+# -- base config -----------------------------------------------------------------------------------
+def load_base(base: str | dict[str, Any]) -> dict[str, Any]:
+    """The base train config as raw YAML data (``${VAR}`` kept, so best.yaml stays portable)."""
+    if isinstance(base, dict):
+        return copy.deepcopy(base)
+    path = Path(base)
+    if not path.is_file() and not path.is_absolute() and (project_root() / path).is_file():
+        path = project_root() / path
+    errors: list[str] = []
+    data = read_yaml(path, errors)
+    if errors:
+        raise ConfigError([f"base: {e.removeprefix('--config: ')}" for e in errors], source="tune config")
+    return data
+
+
+def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    """``data[a][b][c] = value`` for ``key`` 'a.b.c', creating sections as needed."""
+    node = data
+    *parents, last = key.split(".")
+    for part in parents:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[last] = value
+
+
+def get_dotted(data: dict[str, Any], key: str) -> Any:
+    node: Any = data
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def with_objective(raw: dict[str, Any], metric: str | None, mode: str | None) -> dict[str, Any]:
+    """Base data whose train.metric / train.mode are the sweep's objective (checkpoints ranked by it)."""
+    out = copy.deepcopy(raw)
+    if metric:
+        set_dotted(out, "train.metric", metric)
+    if mode:
+        set_dotted(out, "train.mode", mode)
+    return out
+
+
+def trial_data(raw: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """Base data with a trial's dotted params applied (raw, ``${VAR}`` not expanded)."""
+    out = copy.deepcopy(raw)
+    for key, value in params.items():
+        set_dotted(out, key, value)
+    return out
+
+
+def train_config(data: dict[str, Any], *, check_paths: bool = True) -> TrainConfig:
+    return load_config(TrainConfig, None, data=data, check_paths=check_paths)
+
+
+# -- validation ------------------------------------------------------------------------------------
+def _schema_error(key: str) -> str | None:
+    """None if ``key`` names a field of TrainConfig (or a key inside one of its dict fields)."""
+    current: list[Any] = [TrainConfig]
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        models = [t for t in current if isinstance(t, type) and issubclass(t, BaseModel)]
+        if any(typing.get_origin(t) is dict or t is dict for t in current) and not models:
+            return None  # free-form mapping (e.g. strategy.deepspeed.extra): any sub-key
+        if not models:
+            return f"space.{key}: {'.'.join(parts[:i])!r} is a value, not a section; remove '.{'.'.join(parts[i:])}'"
+        model = next((m for m in models if part in m.model_fields), None)
+        if model is None:
+            valid = sorted({f for m in models for f in m.model_fields})
+            close = difflib.get_close_matches(part, valid, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"valid keys here: {', '.join(valid)}"
+            where = ".".join(parts[:i]) or "the train config"
+            return f"space.{key}: the train config has no key {key!r} ({part!r} is not in {where}); {hint}"
+        current = _unwrap(model.model_fields[part].annotation)
+    if any(isinstance(t, type) and issubclass(t, BaseModel) for t in current):
+        return f"space.{key}: {key!r} is a whole section; tune one of its fields (e.g. {key}.<field>)"
+    return None
+
+
+def validate_space(raw: dict[str, Any], space: dict[str, ParamSpec], metric: str | None = None, mode: str | None = None,
+                   *, check_paths: bool = True) -> TrainConfig:
+    """Check the base and every space key / candidate value against TrainConfig; raise ConfigError
+    listing every problem. Returns the validated base (objective applied)."""
+    errors: list[str] = []
+    base = with_objective(raw, metric, mode)
+    try:
+        base_cfg = train_config(_expand(base, "", errors), check_paths=check_paths)
+    except ConfigError as exc:
+        raise ConfigError([f"base: {e}" for e in exc.errors], source="tune config") from None
+    for key, spec in space.items():
+        problem = _schema_error(key)
+        if problem:
+            errors.append(problem)
+            continue
+        for value in spec.probe_values():
+            try:
+                train_config(_expand(trial_data(base, {key: value}), "", []), check_paths=False)
+            except ConfigError as exc:
+                errors += [f"space.{key} = {value!r}: {e}" for e in exc.errors]
+    if errors:
+        raise ConfigError(errors, source="tune config (space)")
+    return base_cfg
+
+
+# -- Ray Tune domains ------------------------------------------------------------------------------
+def tune_domain(spec: ParamSpec):
+    from ray import tune
+
+    if spec.type == "choice":
+        return tune.choice(spec.values)
+    if spec.type == "grid":
+        return tune.grid_search(spec.values)
+    if spec.type == "uniform":
+        return tune.uniform(spec.low, spec.high)
+    if spec.type == "loguniform":
+        return tune.loguniform(spec.low, spec.high)
+    return tune.randint(int(spec.low), int(spec.high))
+
+
+def param_space(space: dict[str, ParamSpec]) -> dict[str, Any]:
+    """Flat ``{dotted key: domain}`` (results show them as ``config/<dotted key>``)."""
+    return {key: tune_domain(spec) for key, spec in space.items()}
+
+
+def grid_size(space: dict[str, ParamSpec]) -> int:
+    n = 1
+    for spec in space.values():
+        if spec.type == "grid":
+            n *= len(spec.values)
+    return n

@@ -1,0 +1,150 @@
+"""Builders (search algorithm, scheduler, Tuner) and the sweep itself: fit, or resume with
+``Tuner.restore`` when an interrupted sweep is found at ``storage_path/name``."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback
+
+from recsys.training.config import TrainConfig
+from recsys.tuning.config import SchedulerConfig, SearchConfig, TuneJobConfig
+from recsys.utils.log import get_logger
+
+log = get_logger("recsys.tune")
+TRAIN_RUNS = "train_runs"
+
+
+def storage_root(cfg: TuneJobConfig, output_dir: Path) -> str:
+    """Absolute local path or URI under which the experiment ``cfg.name`` lives."""
+    if cfg.storage_path and "://" in cfg.storage_path:
+        return cfg.storage_path.rstrip("/")
+    return str(Path(cfg.storage_path or output_dir).expanduser().resolve())
+
+
+def experiment_path(cfg: TuneJobConfig, output_dir: Path) -> str:
+    return f"{storage_root(cfg, output_dir)}/{cfg.name}"
+
+
+def build_search_alg(search: SearchConfig, seed: int):
+    """random / grid -> BasicVariantGenerator (seeded); optuna -> OptunaSearch with a seeded TPE sampler."""
+    from ray.tune.search import BasicVariantGenerator
+
+    if search.algorithm == "optuna":
+        import optuna
+        from ray.tune.search.optuna import OptunaSearch
+
+        return OptunaSearch(sampler=optuna.samplers.TPESampler(seed=seed))
+    return BasicVariantGenerator(random_state=seed)
+
+
+def scheduler_defaults(sched: SchedulerConfig, base: TrainConfig) -> dict[str, int]:
+    """max_t / grace_period / perturbation_interval in ``time_attr`` units, from the base config."""
+    per_eval = base.train.eval_every if sched.time_attr == "step" else 1
+    longest = base.train.max_steps if sched.time_attr == "step" else (
+        math.ceil(base.train.max_steps / base.train.eval_every) if base.train.max_steps else None)
+    return {
+        "max_t": sched.max_t or longest or 100 * per_eval,
+        "grace_period": sched.grace_period or per_eval,
+        "perturbation_interval": sched.perturbation_interval or 2 * per_eval,
+    }
+
+
+def build_scheduler(cfg: TuneJobConfig, base: TrainConfig):
+    """ASHA / median / PBT / FIFO; metric and mode come from the TuneConfig."""
+    from ray.tune import schedulers as S
+
+    from recsys.tuning.space import tune_domain
+
+    s = cfg.scheduler
+    d = scheduler_defaults(s, base)
+    if s.name == "asha":
+        return S.ASHAScheduler(time_attr=s.time_attr, max_t=d["max_t"],
+                               grace_period=min(d["grace_period"], d["max_t"]), reduction_factor=s.reduction_factor)
+    if s.name == "median":
+        return S.MedianStoppingRule(time_attr=s.time_attr,
+                                    grace_period=d["grace_period"], min_samples_required=s.min_samples_required)
+    if s.name == "pbt":
+        mutations = {k: tune_domain(p) for k, p in cfg.space.items()}
+        return S.PopulationBasedTraining(time_attr=s.time_attr,
+                                         perturbation_interval=d["perturbation_interval"],
+                                         hyperparam_mutations=mutations, quantile_fraction=s.quantile_fraction,
+                                         seed=cfg.search.seed if cfg.search.seed is not None else cfg.seed)
+    return S.FIFOScheduler()
+
+
+def default_concurrency(base: TrainConfig) -> int:
+    """Trials whose Train workers fit the cluster at once, keeping ~1 CPU free for Ray Data."""
+    import ray
+
+    res = ray.cluster_resources()
+    s = base.scaling
+    if s.use_gpu:
+        return max(1, int(res.get("GPU", 0) // (s.num_workers * (s.gpus_per_worker or 1.0))))
+    return max(1, int((res.get("CPU", 1) - 1) // (s.num_workers * s.cpus_per_worker)))
+
+
+def build_trainable(cfg: TuneJobConfig, base_raw: dict[str, Any], exp_path: str):
+    from ray import tune
+
+    from recsys.tuning.trial import train_trial
+
+    fn = tune.with_parameters(train_trial, base=base_raw, train_storage=f"{exp_path}/{TRAIN_RUNS}",
+                              report_checkpoints=cfg.scheduler.name == "pbt")
+    return tune.with_resources(fn, {"cpu": cfg.trial.driver_cpus})
+
+
+def build_tuner(cfg: TuneJobConfig, base_raw: dict[str, Any], base: TrainConfig, output_dir: Path,
+                callbacks: list | None = None):
+    """A fresh ``Tuner``, or the interrupted one at ``storage_path/name`` (``Tuner.restore``)."""
+    from ray import tune
+
+    from recsys.tuning.space import param_space
+
+    metric, mode = base.metric_name, base.train.mode
+    exp_path = experiment_path(cfg, output_dir)
+    trainable = build_trainable(cfg, base_raw, exp_path)
+    if cfg.resume and tune.Tuner.can_restore(exp_path):
+        log.info("resuming the sweep at %s (finished trials are kept)", exp_path)
+        return tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True, resume_errored=True,
+                                  param_space=param_space(cfg.space)), True
+    seed = cfg.search.seed if cfg.search.seed is not None else cfg.seed
+    concurrency = cfg.search.max_concurrent_trials or default_concurrency(base)
+    log.info("sweep: %d sample(s), %d at a time, %s search, %s scheduler -> %s", cfg.search.num_samples, concurrency,
+             cfg.search.algorithm, cfg.scheduler.name, exp_path)
+    tuner = tune.Tuner(
+        trainable,
+        param_space=param_space(cfg.space),
+        tune_config=tune.TuneConfig(
+            metric=metric, mode=mode, num_samples=cfg.search.num_samples, max_concurrent_trials=concurrency,
+            search_alg=build_search_alg(cfg.search, seed),
+            scheduler=build_scheduler(cfg, base), reuse_actors=False,
+        ),
+        run_config=tune.RunConfig(
+            name=cfg.name, storage_path=storage_root(cfg, output_dir), callbacks=callbacks or [],
+            failure_config=tune.FailureConfig(max_failures=cfg.trial.max_failures), verbose=1,
+        ),
+    )
+    return tuner, False
+
+
+class TrialStatuses(Callback):
+    """Records every trial's final Tune status (TERMINATED, ERROR; PENDING / RUNNING / PAUSED when the
+    sweep was interrupted): the ResultGrid alone does not say which trials finished."""
+
+    def __init__(self):
+        self.statuses: dict[str, str] = {}
+
+    def on_experiment_end(self, trials, **info):
+        self.statuses = {t.trial_id: t.status for t in trials}
+
+
+def run_sweep(cfg: TuneJobConfig, base_raw: dict[str, Any], base: TrainConfig, output_dir: Path,
+              callbacks: list | None = None):
+    """Fit (or resume) the sweep; returns (ResultGrid, resumed, {trial_id: Tune status})."""
+    statuses = TrialStatuses()
+    tuner, resumed = build_tuner(cfg, base_raw, base, output_dir, [*(callbacks or []), statuses])
+    grid = tuner.fit()
+    return grid, resumed, statuses.statuses

@@ -1,0 +1,98 @@
+"""One trial = one Ray Train run of the train job's loop, unchanged (Ray 2.60 / Train V2 pattern).
+
+The Tune function trainable ``train_trial`` is the trial's *driver*: it builds the trial's
+``TrainConfig`` (base + sampled params), prepares its data and trainer with
+``recsys.training.trainer`` (``prepare`` / ``build_run_config`` / ``build_trainer``) and calls
+``trainer.fit()``. A Train ``UserCallback`` forwards every validation report (metrics +
+checkpoint path) from the Train controller to this driver, which hands it to Tune with
+``ray.tune.report`` -- so schedulers (ASHA, median, PBT) see each validation as it happens.
+
+Restarts: the Train run is named after the trial id, so a restarted trial driver (driver crash,
+``Tuner.restore`` of an interrupted sweep) resumes its Train run from the latest Train checkpoint.
+Under PBT the driver also reports each checkpoint to Tune, and a trial that PBT restarted from
+another trial's checkpoint resumes from it (``resume_from``) in a fresh Train run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from typing import Any
+
+from ray.train.v2.api.callback import UserCallback
+
+CHECKPOINT_KEY = "checkpoint_path"
+TOTAL_STEPS_KEY = "total_steps"
+_DONE = "__recsys_trial_done__"
+
+
+class ForwardToTrial(UserCallback):
+    """Train callback (runs in the Train controller): puts (metrics of rank 0, checkpoint path,
+    extras) on a queue the trial driver drains."""
+
+    def __init__(self, queue, extra: dict[str, Any]):
+        self.queue = queue
+        self.extra = extra
+
+    def after_report(self, run_context, metrics: list[dict[str, Any]], checkpoint) -> None:
+        out = {**metrics[0], **self.extra}
+        self.queue.put((out, checkpoint.path if checkpoint else None))
+
+
+def _run_name(trial_id: str, resume_from: str | None) -> str:
+    if resume_from is None:
+        return f"train-{trial_id}"
+    return f"train-{trial_id}-from-{hashlib.sha1(resume_from.encode()).hexdigest()[:8]}"
+
+
+def _tune_checkpoint_source() -> str | None:
+    """Train checkpoint a PBT exploit (or a restore) handed this trial through Tune, if any."""
+    import ray.tune
+
+    ckpt = ray.tune.get_checkpoint()
+    if ckpt is None:
+        return None
+    return ckpt.path if ckpt.filesystem.type_name == "local" else None
+
+
+def train_trial(config: dict[str, Any], base: dict[str, Any], train_storage: str, report_checkpoints: bool) -> None:
+    """Tune function trainable: one distributed Train run with ``config`` (dotted keys) on ``base``."""
+    import ray.tune
+    from ray.util.queue import Queue
+
+    from recsys.config.loader import _expand
+    from recsys.training.trainer import build_run_config, build_trainer, prepare
+    from recsys.tuning.space import train_config, trial_data
+
+    cfg = train_config(_expand(trial_data(base, config), "", []), check_paths=False)
+    prep = prepare(cfg)
+    trial_id = ray.tune.get_context().get_trial_id()
+    resume_from = _tune_checkpoint_source() if report_checkpoints else None
+    queue = Queue(maxsize=1, actor_options={"num_cpus": 0})
+    run_config = build_run_config(cfg, train_storage, name=_run_name(trial_id, resume_from))
+    run_config.callbacks = [*(run_config.callbacks or []), ForwardToTrial(queue, {TOTAL_STEPS_KEY: prep.extras["total_steps"]})]
+    trainer = build_trainer(cfg, prep.datasets, run_config, prep.extras, resume_from=resume_from)
+    outcome: dict[str, Any] = {}
+
+    def fit() -> None:
+        try:
+            trainer.fit()
+        except BaseException as exc:  # handed to the driver thread, re-raised there
+            outcome["error"] = exc
+        finally:
+            queue.put((_DONE, None))
+
+    thread = threading.Thread(target=fit, name="recsys-trial-fit", daemon=True)
+    thread.start()
+    while True:
+        metrics, path = queue.get()
+        if metrics == _DONE:
+            break
+        metrics = {**metrics, CHECKPOINT_KEY: path}
+        if report_checkpoints and path:
+            ray.tune.report(metrics, checkpoint=ray.tune.Checkpoint(path))
+        else:
+            ray.tune.report(metrics)
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]

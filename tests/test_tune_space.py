@@ -1,0 +1,112 @@
+"""Tune config and search space: validated against the train config before any trial starts."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from recsys.config.loader import ConfigError, load_config
+from recsys.tuning.config import TuneJobConfig
+
+
+@pytest.fixture(scope="module")
+def tiny_data(project_root):
+    return yaml.safe_load((project_root / "configs/tune/tiny.yaml").read_text())
+
+
+def _load(data):
+    return load_config(TuneJobConfig, None, data=data, check_paths=False)
+
+
+def test_shipped_tune_configs_validate(project_root):
+    for path in sorted((project_root / "configs/tune").glob("*.yaml")):
+        assert path.read_text().startswith("# "), path
+        cfg = load_config(TuneJobConfig, path, check_paths=False)
+        assert cfg.space, path
+
+
+def test_unknown_space_key_is_named_with_a_suggestion(tiny_data):
+    data = copy.deepcopy(tiny_data)
+    data["space"]["optim.learning_rate"] = {"type": "grid", "values": [1e-3]}
+    data["space"]["model.sequential.hiden_size"] = {"type": "grid", "values": [8]}
+    with pytest.raises(ConfigError) as exc:
+        _load(data)
+    text = str(exc.value)
+    assert "the train config has no key 'optim.learning_rate'" in text
+    assert "the train config has no key 'model.sequential.hiden_size'" in text
+    assert "did you mean 'hidden_size'?" in text
+
+
+def test_space_values_are_checked_against_the_train_schema(tiny_data):
+    data = copy.deepcopy(tiny_data)
+    data["space"] = {"train.batch_size": {"type": "grid", "values": [16, 0]},
+                     "model.sequential.num_heads": {"type": "grid", "values": [1, 3]},
+                     "optim": {"type": "grid", "values": [1]}}
+    with pytest.raises(ConfigError) as exc:
+        _load(data)
+    text = str(exc.value)
+    assert "space.train.batch_size = 0" in text and "greater than or equal to 1" in text
+    assert "space.model.sequential.num_heads = 3" in text and "not divisible" in text  # hidden_size 16
+    assert "'optim' is a whole section" in text
+    assert "space.train.batch_size = 16" not in text
+
+
+def test_distribution_and_algorithm_checks(tiny_data):
+    bad = [
+        ({"optim.lr": {"type": "loguniform", "low": 0, "high": 1e-2}}, "loguniform needs low > 0"),
+        ({"optim.lr": {"type": "uniform", "low": 1e-2, "high": 1e-3}}, "must be smaller than high"),
+        ({"optim.lr": {"type": "choice"}}, "needs a non-empty 'values'"),
+        ({"optim.lr": {"type": "uniform", "low": 1e-4, "high": 1e-3}}, "search.algorithm grid needs every space key"),
+    ]
+    for space, message in bad:
+        data = copy.deepcopy(tiny_data)
+        data["space"] = space
+        with pytest.raises(ConfigError) as exc:
+            _load(data)
+        assert message in str(exc.value), (space, str(exc.value))
+    data = copy.deepcopy(tiny_data)
+    data["search"] = {"algorithm": "optuna"}
+    data["space"] = {"optim.lr": {"type": "grid", "values": [1e-3]}}
+    with pytest.raises(ConfigError, match="Optuna cannot search type: grid"):
+        _load(data)
+
+
+def test_base_from_a_path_and_env_refs_kept_in_best_yaml(tmp_path, tiny_data):
+    from recsys.tuning.results import best_train_data
+    from recsys.tuning.space import load_base
+
+    base_file = tmp_path / "base.yaml"
+    base_file.write_text(yaml.safe_dump(tiny_data["base"]))
+    data = {**copy.deepcopy(tiny_data), "base": str(base_file)}
+    cfg = _load(data)
+    raw = load_base(cfg.base)
+    best = best_train_data(raw, {"optim.lr": 0.01, "model.sequential.hidden_size": 8}, "runs/tune/x/best_train")
+    assert best["data"]["train"]["path"] == "${RECSYS_DATA_ROOT}/amazon-games-6k"
+    assert best["optim"]["lr"] == 0.01 and best["model"]["sequential"]["hidden_size"] == 8
+    assert best["output_dir"] == "runs/tune/x/best_train"
+    assert best["loss"]["temperature"] == 0.05  # every field, defaults included
+    with pytest.raises(ConfigError, match="base: file not found"):
+        _load({**copy.deepcopy(tiny_data), "base": str(tmp_path / "missing.yaml")})
+
+
+def test_grid_param_space_and_scheduler_defaults(tiny_data):
+    from ray.tune.search.sample import Categorical, Float
+
+    from recsys.tuning.space import grid_size, param_space, validate_space
+    from recsys.tuning.sweep import scheduler_defaults
+
+    cfg = _load(tiny_data)
+    space = param_space(cfg.space)
+    assert space["optim.lr"] == {"grid_search": [0.0001, 0.01]}
+    assert grid_size(cfg.space) == 4
+    mixed = TuneJobConfig.model_validate(
+        {**tiny_data, "search": {"algorithm": "random"},
+         "space": {"optim.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2},
+                   "loss.name": {"type": "choice", "values": ["sampled_softmax", "full_softmax"]}}},
+        context={"check_paths": False})
+    doms = param_space(mixed.space)
+    assert isinstance(doms["optim.lr"], Float) and isinstance(doms["loss.name"], Categorical)
+    base = validate_space(dict(tiny_data["base"]), cfg.space, "ndcg@10", "max", check_paths=False)
+    assert scheduler_defaults(cfg.scheduler, base) == {"max_t": 6, "grace_period": 2, "perturbation_interval": 4}

@@ -70,6 +70,8 @@ def parse_delimited(data: bytes, path: str, opts: dict[str, Any]) -> pa.Table:
     if opts.get("header", True):
         header = next(pycsv.reader([first_line], delimiter=delimiter)) if first_line else []
         names = names or [h.strip() for h in header]
+    if not names and first_line:  # header-less without names: col0, col1, ...
+        names = [f"col{i}" for i in range(len(next(pycsv.reader([first_line], delimiter=delimiter))))]
     if not names:
         raise ValueError(f"{path}: no header line; set input.header=false and input.column_names=[...]")
     names = _unique(names)

@@ -1,0 +1,121 @@
+"""Clean job: exact reconciliation and reasons on a hostile CSV, PII never in any output."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pytest
+
+EMAIL, PHONE = "jane.doe@example.com", "415-555-0199"
+HEADER = "uid,sku,action,when,amount,qty,search\n"
+
+
+def hostile_csv(path: Path) -> dict[str, int]:
+    """Write the fixture; return the expected reason histogram."""
+    rows = [
+        "u1,i1,click,2024-01-01T10:00:00Z,9.99,1,red shoes",
+        "u2,i2,view,2024-01-01T10:00:00+02:00,5,1,blue hat",
+        "u1,i1,click,2024-01-01T10:00:00Z,9.99,1,red shoes",            # exact duplicate
+        "u1,i1,click,2024-01-01T10:00:00.500Z,9.99,1,red shoes ",       # near duplicate (0.5 s)
+        "u1,i3,view,2024-01-01T11:00:00Z,3,1,<b>red</b> &amp; blue",    # new session (60 min gap), HTML
+        ",i1,view,2024-01-01T10:00:00Z,1,1,x",                          # missing user
+        "u3,i1,view,2024-01-01T10:00:00Z,abc,1,x",                      # bad type
+        "u3,i1,view,not-a-date,1,1,x",                                  # unparsable timestamp
+        "u3,i1,view,1999-01-01T00:00:00Z,1,1,x",                        # out of range
+        "u3,i1,buy,2024-01-02T00:00:00Z,-4,1,x",                        # negative price
+        "u3,i2,buy,2024-01-02T00:00:00Z,4,10000000,x",                  # absurd quantity
+        "u3,i3,clickk,2024-01-02T00:00:00Z,4,1,x",                      # unknown event type
+        "u4,i1,view,2024-01-02T00:00:00Z,4,1," + "y" * 1_000_000,      # 1 MB field
+        'u4,i2,view,2024-01-02T00:01:00Z,4,1,"two\nlines"',              # embedded newline: fine
+        "u4,i3,view,2024-01-02T00:02:00Z,4,1,x,EXTRA",                  # extra column
+        "u4,i4,view,2024-01-02T00:03:00Z",                              # missing columns
+        f"u5,i1,view,2024-01-02T00:00:00Z,4,1,mail me {EMAIL} or call +1 {PHONE}",  # PII in free text
+    ]
+    rows += [f"bot,b{i},click,2024-01-03T00:00:{i:02d}Z,1,1,x" for i in range(25)]  # 25 events in one minute
+    data = ("\ufeff" + HEADER + "\n".join(rows) + "\n").encode("utf-8")
+    data += "u6,i1,view,2024-01-02T00:00:00Z,4,1,caf".encode() + b"\xe9 latin-1\n"  # invalid UTF-8
+    path.write_bytes(data)
+    return {"exact_duplicate": 1, "near_duplicate": 1, "missing_key:user_id": 1, "bad_type:price": 1, "bad_timestamp": 1,
+            "timestamp_out_of_range": 1, "negative_price": 1, "absurd_quantity": 1, "unknown_event_type": 1,
+            "oversized_field:query": 1, "malformed_row: expected 7 fields, got 8": 1,
+            "malformed_row: expected 7 fields, got 4": 1, "bot_burst": 25, "invalid_encoding": 1}
+
+
+def _strings(root: Path) -> str:
+    """Every string value of every Parquet file under root, plus every JSON/text file."""
+    out = []
+    for f in root.rglob("*"):
+        if f.suffix == ".parquet":
+            t = pads.dataset(str(f)).to_table()
+            for c in t.column_names:
+                if pa.types.is_string(t[c].type) or pa.types.is_list(t[c].type):
+                    out.append(json.dumps(t[c].to_pylist(), default=str))
+        elif f.is_file():
+            out.append(f.read_text(errors="replace"))
+    return "\n".join(out)
+
+
+@pytest.fixture(scope="module")
+def cleaned(ray_session, tmp_path_factory, monkeypatch_module):
+    from recsys.cli.entry import parse_job, run_parsed
+
+    tmp = tmp_path_factory.mktemp("clean")
+    expected = hostile_csv(tmp / "hostile.csv")
+    monkeypatch_module.setenv("RECSYS_PII_SALT", "pytest-salt")
+    spec, cfg = parse_job("clean", "tiny", [
+        f"input.path={tmp / 'hostile.csv'}", "input.preset=null", "input.format=csv", "limit=null",
+        "input.columns={uid: user_id, sku: item_id, action: event_type, when: timestamp, amount: price, qty: quantity, search: query}",
+        "rules.min_timestamp=2020-01-01T00:00:00Z", "rules.max_timestamp=2030-01-01T00:00:00Z",
+        "rules.bot_events_per_minute=20", "pii.hash_columns=[user_id]", f"output_dir={tmp / 'out'}"])
+    report = run_parsed(spec, cfg)
+    return report, expected, tmp / "out"
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+def test_reconciliation_and_reasons(cleaned):
+    report, expected, _ = cleaned
+    assert report["status"] == "succeeded"
+    c = report["counts"]
+    assert c["rows_in"] == 43  # 17 + 25 bot rows + the latin-1 row
+    assert c["rows_in"] == c["rows_clean"] + c["rows_quarantined"] + c["rows_duplicate"]
+    assert report["reasons"] == expected
+    assert c["rows_duplicate"] == 2
+    assert c["rows_quarantined"] == sum(expected.values()) - 2
+    assert c["rows_clean"] == 5
+
+
+def test_quarantine_keeps_raw_rows(cleaned):
+    _, _, out = cleaned
+    q = pads.dataset(str(out / "quarantine" / "events")).to_table().to_pylist()
+    by_reason = {r["reason"]: r for r in q}
+    assert json.loads(by_reason["bad_type:price"]["raw"])["amount"] == "abc"
+    assert "EXTRA" in by_reason["malformed_row: expected 7 fields, got 8"]["raw"]
+    assert by_reason["invalid_encoding"]["raw"]  # kept, not dropped
+    assert all(r["source_file"].endswith("hostile.csv") for r in q)
+
+
+def test_clean_rows_normalized_sessionized(cleaned):
+    _, _, out = cleaned
+    ev = pads.dataset(str(out / "events")).to_table().to_pandas()
+    assert set(ev["query"]) >= {"red shoes", "red & blue", "two lines"}
+    u1 = ev[ev["item_id"].isin(["i1", "i3"]) & ev["query"].isin(["red shoes", "red & blue"])].sort_values("timestamp")
+    assert u1["session_id"].str.endswith(":1").tolist() == [True, False]  # 60 min gap -> a second session
+    assert str(ev["timestamp"].dt.tz) == "UTC"
+    assert (ev["timestamp"] == "2024-01-01T08:00:00Z").sum() == 1  # +02:00 converted to UTC
+    assert "u1" not in set(ev["user_id"])  # hashed
+
+
+def test_pii_never_in_outputs(cleaned):
+    _, _, out = cleaned
+    text = _strings(out)
+    assert EMAIL not in text and PHONE not in text and "pytest-salt" not in text
+    assert "<email:" in text  # scrubbed to a salted token, not silently dropped

@@ -70,7 +70,7 @@ async def _internal(request: Request, exc: Exception) -> JSONResponse:  # pragma
 @api.middleware("http")
 async def _guard(request: Request, call_next):
     """API key (401) and body size (413) before any parsing."""
-    settings = getattr(api.state, "settings", {})
+    from recsys.serving.guard import SETTINGS as settings
     if request.url.path not in OPEN_PATHS and settings.get("api_key_sha256"):
         key = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ").strip()
         digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest() if key else ""
@@ -89,7 +89,9 @@ class Ingress:
         self.arms, self.sink, self.settings = arms, sink, settings
         key = os.environ.get(settings["api_key_env"], "") if settings.get("api_key_env") else ""
         sha = hashlib.sha256(key.encode()).hexdigest() if key else settings.get("api_key_sha256")
-        api.state.settings = {"api_key_sha256": sha, "max_body_bytes": settings["max_body_bytes"]}
+        from recsys.serving import guard
+
+        guard.SETTINGS.update(api_key_sha256=sha, max_body_bytes=settings["max_body_bytes"])
         self.metrics = ServeMetrics()
         self.app_name = serve.get_replica_context().app_name
         self.reconfigure({"weights": settings["weights"], "salt": settings["salt"]})

@@ -112,7 +112,7 @@ class PersonalizeArgs(StrictModel):
     relevance: float = Field(1.0, ge=0, description="Weight of the (min-max normalised) relevance score.")
     category_affinity: float = Field(0.2, ge=0, description="Weight of the user's share of interactions in the item's category.")
     price_band: float = Field(0.1, ge=0, description="Weight of closeness of the item's price to the user's mean price.")
-    recent_items: float = Field(0.3, ge=0, description="Weight of similarity to the user's recent items (sequential model or embeddings).")
+    recent_items: float = Field(0.15, ge=0, description="Weight of similarity to the user's recent items (sequential model or embeddings).")
     country_popularity: float = Field(0.1, ge=0, description="Weight of the item's rank in the user's country's popular list.")
     popularity: float = Field(0.05, ge=0, description="Weight of global popularity (log-scaled).")
     sequential_model: str | None = Field(None, description="SequentialRecommender directory for recent-item scores; null = embeddings.")

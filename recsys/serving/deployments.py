@@ -134,6 +134,7 @@ def manifest_model_path(root: str, version: str) -> str:
 def _sequential(path: str | None):
     if not path:
         return None
+    _threads()
     from recsys.models import SequentialRecommender
 
     return SequentialRecommender.from_pretrained(path)
@@ -142,7 +143,6 @@ def _sequential(path: str | None):
 @serve.deployment
 class Personalizer(_Versioned):
     def __init__(self, artifacts: str, weights: dict[str, Any]):
-        _threads()
         self.root, self.weights = artifacts, dict(weights)
         self.seq_path = self.weights.pop("sequential_model", None)
 
@@ -163,7 +163,6 @@ class Personalizer(_Versioned):
 @serve.deployment
 class Recommender(_Versioned):
     def __init__(self, artifacts: str, params: dict[str, Any], weights: dict[str, Any]):
-        _threads()
         self.root, self.params, self.weights = artifacts, dict(params), dict(weights)
         self.weights.pop("sequential_model", None)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MAX_K = 100
 MAX_PAGE = 20
@@ -44,11 +44,12 @@ class SearchRequest(Strict):
     page: int = Field(0, ge=0, le=MAX_PAGE, description="0-based page.")
     filters: Filters = Field(default_factory=Filters, description="Category / brand / price range.")
 
-    @model_validator(mode="after")
-    def _query_text(self) -> SearchRequest:
-        if not self.query.strip():
+    @field_validator("query")
+    @classmethod
+    def _query_text(cls, v: str) -> str:
+        if not v.strip():
             raise ValueError("query must contain non-space characters")
-        return self
+        return v
 
 
 class RecommendRequest(Strict):
@@ -59,11 +60,12 @@ class RecommendRequest(Strict):
     k: int = Field(10, ge=1, le=MAX_K, description="Number of recommendations.")
     exclude_purchased: bool = Field(True, description="Drop items the user already bought.")
 
-    @model_validator(mode="after")
-    def _ids(self) -> RecommendRequest:
-        if any(not i or len(i) > MAX_ID_CHARS for i in self.item_ids):
+    @field_validator("item_ids")
+    @classmethod
+    def _ids(cls, v: list[str]) -> list[str]:
+        if any(not i or len(i) > MAX_ID_CHARS for i in v):
             raise ValueError(f"item_ids must be non-empty strings of at most {MAX_ID_CHARS} characters")
-        return self
+        return v
 
 
 class FeedbackEvent(Strict):

@@ -1,0 +1,351 @@
+"""Serving benchmark on the local config (real Games-6k catalog), every figure from one run.
+
+    .venv/bin/python benchmarks/serve.py --config configs/serve/local.yaml --soak-s 300
+
+Sections (``--sections``): latency (p50/p95/p99 + throughput of /search, /recommend, /suggest at
+concurrency 1, 8, 32), overhead (HTTP /search p50 minus the same pipeline in-process), batching
+(reranker @serve.batch on vs off at concurrency 32, throughput ratio), autoscale (load ramp: reranker
+replicas 1 -> >=2 and back, failed requests), kill (a reranker replica killed under load: success
+rate), soak (sustained rate: errors and replica memory over time), recall (ANN recall@10 vs exact
+from the index manifest). Prints a table and writes JSON (``--out``). Timings on a shared 2-core
+machine are noisy: compare ratios taken in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def pct(xs: list[float], q: float) -> float:
+    return float(np.percentile(xs, q)) * 1000 if xs else float("nan")
+
+
+class Workload:
+    """Real requests: queries from catalog titles (first 1-3 words), known and unknown users."""
+
+    def __init__(self, artifacts: str, seed: int = 0):
+        import pandas as pd
+
+        from recsys.retrieval.artifacts import resolve_version
+
+        path = resolve_version(artifacts)
+        titles = pd.read_parquet(path / "items.parquet", columns=["title"])["title"].tolist()
+        users = pd.read_parquet(path / "users.parquet", columns=["user_id"])["user_id"].tolist()
+        self.rng = random.Random(seed)
+        self.queries = [" ".join(t.split()[: self.rng.randint(1, 3)]) for t in self.rng.sample(titles, 2000)]
+        self.users = self.rng.sample(users, min(2000, len(users))) + [f"new-user-{i}" for i in range(200)]
+
+    def request(self, endpoint: str) -> tuple[str, str, dict]:
+        user = self.rng.choice(self.users)
+        if endpoint == "search":
+            return "POST", "/search", {"json": {"query": self.rng.choice(self.queries), "user_id": user, "k": 10}}
+        if endpoint == "recommend":
+            return "POST", "/recommend", {"json": {"user_id": user, "k": 10}}
+        q = self.rng.choice(self.queries)
+        return "GET", "/suggest", {"params": {"q": q[: self.rng.randint(2, max(2, len(q)))], "k": 8}}
+
+
+async def drive(url: str, work: Workload, endpoint: str, concurrency: int, duration_s: float,
+                rate: float | None = None, headers: dict | None = None) -> dict:
+    """Closed loop with ``concurrency`` workers (or open loop at ``rate`` req/s) for ``duration_s``."""
+    lat, errors, codes = [], 0, {}
+    limits = httpx.Limits(max_connections=concurrency + 8, max_keepalive_connections=concurrency + 8)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits, headers=headers or {}) as client:
+        end = time.perf_counter() + duration_s
+
+        async def one(ep: str) -> None:
+            nonlocal errors
+            method, path, kw = work.request(ep)
+            t0 = time.perf_counter()
+            try:
+                r = await client.request(method, path, **kw)
+                codes[r.status_code] = codes.get(r.status_code, 0) + 1
+                if r.status_code == 200:
+                    lat.append(time.perf_counter() - t0)
+                else:
+                    errors += 1
+            except Exception:  # noqa: BLE001 - a failed request is a data point
+                errors += 1
+                codes["exc"] = codes.get("exc", 0) + 1
+
+        async def worker() -> None:
+            while time.perf_counter() < end:
+                await one(endpoint)
+
+        t0 = time.perf_counter()
+        if rate is None:
+            await asyncio.gather(*[worker() for _ in range(concurrency)])
+        else:
+            tasks = []
+            while time.perf_counter() < end:
+                tasks.append(asyncio.create_task(one(endpoint)))
+                await asyncio.sleep(1.0 / rate)
+            await asyncio.gather(*tasks)
+        wall = time.perf_counter() - t0
+    return {"endpoint": endpoint, "concurrency": concurrency, "requests": len(lat) + errors, "errors": errors,
+            "codes": {str(k): v for k, v in codes.items()}, "p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95),
+            "p99_ms": pct(lat, 99), "rps": len(lat) / wall}
+
+
+def replicas(app: str = "recsys") -> dict[str, int]:
+    from ray import serve
+
+    st = serve.status().applications.get(app)
+    return {n: d.replica_states.get("RUNNING", 0) for n, d in (st.deployments if st else {}).items()}
+
+
+def section_overhead(url: str, work: Workload, artifacts: str, args, n: int = 150) -> dict:
+    """HTTP /search p50 (concurrency 1) minus the same pipeline called in-process."""
+    from recsys.retrieval.artifacts import IndexArtifacts
+    from recsys.retrieval.encoder import TextEncoder
+    from recsys.serving.core import PersonalizerCore, RerankerCore, RetrieverCore
+    from recsys.serving.deployments import minmax
+
+    a = IndexArtifacts.load(artifacts)
+    ret, rr, pers = args.retrieval, args.rerank, args.personalize
+    retriever = RetrieverCore(a, TextEncoder(a.manifest["model"]["path"], max_length=ret.max_length),
+                              ann_top_n=ret.ann_top_n, bm25_top_n=ret.bm25_top_n, ann_weight=ret.ann_weight,
+                              bm25_weight=ret.bm25_weight, rrf_k=ret.rrf_k)
+    reranker = RerankerCore(rr.model, a.manifest["model"]["path"], rr.max_length)
+    personalizer = PersonalizerCore(a, {k: v for k, v in pers.model_dump().items() if k != "sequential_model"})
+    reqs = [work.request("search")[2]["json"] for _ in range(n)]
+
+    def pipeline(req: dict) -> list:
+        cands = retriever.retrieve(req["query"], {}, max(rr.top_n, req["k"]))
+        head = cands[: rr.top_n]
+        scores = reranker.score_many([(req["query"], [c["text"] for c in head])])[0]
+        for c, r in zip(head, rr.weight * minmax(scores) + (1 - rr.weight) * minmax([c["fused"] for c in head])):
+            c["relevance"] = float(r)
+        for c in cands[len(head):]:
+            c["relevance"] = -1.0
+        ranked, _ = personalizer.personalize(cands, req["user_id"], None)
+        return a.item_records([c["row"] for c in ranked[: req["k"]]])
+
+    for r in reqs[:10]:
+        pipeline(r)
+    inproc = []
+    for r in reqs:
+        t0 = time.perf_counter()
+        pipeline(r)
+        inproc.append(time.perf_counter() - t0)
+    http_lat = []
+    with httpx.Client(base_url=url, timeout=60) as c:
+        for r in reqs:
+            t0 = time.perf_counter()
+            c.post("/search", json=r).raise_for_status()
+            http_lat.append(time.perf_counter() - t0)
+    # interleave a second in-process pass so machine load drifts affect both sides alike
+    inproc2 = []
+    for r in reqs:
+        t0 = time.perf_counter()
+        pipeline(r)
+        inproc2.append(time.perf_counter() - t0)
+    p_in = statistics.median(inproc + inproc2) * 1000
+    p_http = statistics.median(http_lat) * 1000
+    return {"http_p50_ms": p_http, "inprocess_p50_ms": p_in, "overhead_ms": p_http - p_in}
+
+
+async def section_batching(work: Workload, concurrency: int, duration_s: float, top_n: int) -> dict:
+    """Reranker deployment handle at ``concurrency``: batching on vs off (user_config flip)."""
+    from ray import serve
+
+    from recsys.retrieval.artifacts import resolve_version  # noqa: F401 - same env as the app
+
+    handle = serve.get_deployment_handle("Reranker_A", app_name="recsys")
+    texts = [q + " - " + q for q in work.queries]
+
+    async def run(batching: bool) -> dict:
+        await handle.reconfigure.remote({"version": "latest", "batching": batching, "max_batch_size": 32,
+                                         "batch_wait_timeout_s": 0.01})
+        done, sizes, lat = 0, [], []
+        end = time.perf_counter() + duration_s
+
+        async def worker():
+            nonlocal done
+            while time.perf_counter() < end:
+                q = work.rng.choice(work.queries)
+                t0 = time.perf_counter()
+                out = await handle.rerank.remote(q, work.rng.sample(texts, top_n))
+                lat.append(time.perf_counter() - t0)
+                sizes.append(out["batch_size"])
+                done += 1
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*[worker() for _ in range(concurrency)])
+        return {"rps": done / (time.perf_counter() - t0), "mean_batch": float(np.mean(sizes)), "p50_ms": pct(lat, 50)}
+
+    off = await run(False)
+    on = await run(True)
+    return {"concurrency": concurrency, "candidates": top_n, "on": on, "off": off, "ratio": on["rps"] / max(off["rps"], 1e-9)}
+
+
+async def section_autoscale(url: str, work: Workload, concurrency: int, load_s: float, idle_s: float) -> dict:
+    timeline = []
+    start = time.perf_counter()
+
+    async def watch(stop: asyncio.Event):
+        while not stop.is_set():
+            timeline.append((round(time.perf_counter() - start, 1), replicas().get("Reranker_A", 0)))
+            await asyncio.sleep(2)
+
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(watch(stop))
+    load = await drive(url, work, "search", concurrency, load_s)
+    peak_t = next((t for t, r in timeline if r >= 2), None)
+    await asyncio.sleep(idle_s)
+    stop.set()
+    await watcher
+    down_t = next((t for t, r in timeline if peak_t is not None and t > peak_t and r == 1), None)
+    return {"start_replicas": timeline[0][1] if timeline else None, "max_replicas": max(r for _, r in timeline),
+            "reached_2_at_s": peak_t, "back_to_1_at_s": down_t, "requests": load["requests"], "errors": load["errors"],
+            "timeline": timeline}
+
+
+async def section_kill(url: str, work: Workload, concurrency: int, duration_s: float) -> dict:
+    import ray
+
+    async def killer():
+        await asyncio.sleep(duration_s / 3)
+        from ray.util.state import list_actors
+
+        victims = [a for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
+                   if "Reranker_A" in (a.class_name or "") or "Reranker_A" in (a.name or "")]
+        if victims:
+            ray.kill(ray.get_actor(victims[0].name, namespace="serve"), no_restart=True)
+        return len(victims)
+
+    kill_task = asyncio.create_task(killer())
+    load = await drive(url, work, "search", concurrency, duration_s)
+    killed = await kill_task
+    ok = load["requests"] - load["errors"]
+    return {"replicas_before": killed, "requests": load["requests"], "errors": load["errors"],
+            "success_rate": ok / max(load["requests"], 1), "codes": load["codes"]}
+
+
+async def section_soak(url: str, work: Workload, rate: float, duration_s: float) -> dict:
+    import psutil
+    from ray.util.state import list_actors
+
+    pids = [a.pid for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000) if "ServeReplica" in (a.class_name or "")]
+    mem = []
+    start = time.perf_counter()
+
+    async def sample(stop: asyncio.Event):
+        while not stop.is_set():
+            rss = 0
+            for p in pids:
+                try:
+                    rss += psutil.Process(p).memory_info().rss
+                except psutil.Error:
+                    pass
+            mem.append((round(time.perf_counter() - start), rss / 2**20))
+            await asyncio.sleep(10)
+
+    stop = asyncio.Event()
+    sampler = asyncio.create_task(sample(stop))
+    endpoints = ["search", "recommend", "suggest"]
+    per = await asyncio.gather(*[drive(url, work, ep, 4, duration_s, rate=rate / 3) for ep in endpoints])
+    stop.set()
+    await sampler
+    first = np.mean([m for t, m in mem[: max(1, len(mem) // 5)]])
+    last = np.mean([m for t, m in mem[-max(1, len(mem) // 5):]])
+    return {"rate_rps": rate, "duration_s": duration_s, "requests": sum(p["requests"] for p in per),
+            "errors": sum(p["errors"] for p in per), "rss_mib_first": float(first), "rss_mib_last": float(last),
+            "rss_growth_pct": float(100 * (last - first) / max(first, 1)), "p99_ms": {p["endpoint"]: p["p99_ms"] for p in per}}
+
+
+async def main_async(ns, url: str, work: Workload, args) -> dict:
+    out: dict = {}
+    secs = set(ns.sections.split(","))
+    artifacts = args.arms[0].artifacts
+    if "recall" in secs:
+        from recsys.retrieval.artifacts import resolve_version
+
+        man = json.loads((resolve_version(artifacts) / "manifest.json").read_text())
+        out["recall"] = {"kind": man["ann"]["kind"], **man["metrics"], "items": man["counts"]["items"]}
+    if "latency" in secs:
+        out["latency"] = []
+        for ep in ("search", "recommend", "suggest"):
+            for conc in (1, 8, 32):
+                res = await drive(url, work, ep, conc, ns.latency_s)
+                out["latency"].append(res)
+                print(f"  {ep:9s} c={conc:2d}: p50 {res['p50_ms']:7.1f} p95 {res['p95_ms']:7.1f} p99 {res['p99_ms']:7.1f} ms "
+                      f"{res['rps']:6.1f} req/s errors {res['errors']}", flush=True)
+    if "overhead" in secs:
+        out["overhead"] = await asyncio.to_thread(section_overhead, url, work, artifacts, args)
+        print("  overhead", out["overhead"], flush=True)
+    if "batching" in secs:
+        out["batching"] = await section_batching(work, 32, ns.batching_s, args.rerank.top_n)
+        print("  batching", out["batching"], flush=True)
+    if "autoscale" in secs:
+        out["autoscale"] = await section_autoscale(url, work, 32, ns.ramp_s, ns.idle_s)
+        print("  autoscale", {k: v for k, v in out["autoscale"].items() if k != "timeline"}, flush=True)
+    if "kill" in secs:
+        out["kill"] = await section_kill(url, work, 16, ns.kill_s)
+        print("  kill", out["kill"], flush=True)
+    if "soak" in secs:
+        out["soak"] = await section_soak(url, work, ns.soak_rate, ns.soak_s)
+        print("  soak", out["soak"], flush=True)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", default="configs/serve/local.yaml")
+    p.add_argument("--port", type=int, default=8011)
+    p.add_argument("--sections", default="recall,latency,overhead,batching,autoscale,kill,soak")
+    p.add_argument("--latency-s", type=float, default=15)
+    p.add_argument("--batching-s", type=float, default=20)
+    p.add_argument("--ramp-s", type=float, default=60)
+    p.add_argument("--idle-s", type=float, default=45)
+    p.add_argument("--kill-s", type=float, default=45)
+    p.add_argument("--soak-s", type=float, default=300)
+    p.add_argument("--soak-rate", type=float, default=6.0)
+    p.add_argument("--out", default="runs/bench/serve.json")
+    ns = p.parse_args()
+    os.chdir(ROOT)
+    import ray
+    from ray import serve
+
+    from recsys.runtime import JOB_ENV
+    from recsys.serving.launch import read_serve_config, start, validate_args
+
+    os.environ.update(JOB_ENV)
+    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": dict(JOB_ENV)}, log_to_driver=False)
+    app_cfg = read_serve_config(ns.config)["applications"][0]
+    overrides = {"api_key_env": None, "feedback_dir": "runs/bench/feedback"}
+    args = validate_args({**app_cfg, "args": {**app_cfg["args"], **overrides}}, ns.config)
+    t0 = time.perf_counter()
+    info = start(ns.config, port=ns.port, host="127.0.0.1", overrides=overrides)
+    with httpx.Client(base_url=info["url"], timeout=30) as c:
+        while c.get("/healthz").json().get("status") != "ok":
+            time.sleep(1)
+    print(f"app up in {time.perf_counter() - t0:.0f}s at {info['url']}; replicas {replicas()}", flush=True)
+    try:
+        result = asyncio.run(main_async(ns, info["url"], Workload(args.arms[0].artifacts), args))
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+    result["config"] = ns.config
+    result["command"] = " ".join(sys.argv)
+    Path(ns.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(ns.out).write_text(json.dumps(result, indent=2, default=str) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k != "latency"}, indent=1, default=str)[:4000])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,238 @@
+"""End to end: the index job on its tiny config (tiny random BERT, real Games-6k slice), then the
+Serve app of configs/serve/tiny.yaml inside the session Ray, exercised over HTTP: every endpoint,
+bad requests (4xx naming the field, never 5xx), API key, cold start, sticky A/B arms, feedback ->
+Parquet -> ab-report, hot reload without failed requests, and schemathesis on the OpenAPI schema."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+
+API_KEY = "test-key-123"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def index_root(ray_session, tmp_path_factory, tiny_bert_dir, project_root):
+    from recsys.cli.entry import parse_job, run_parsed
+
+    out = tmp_path_factory.mktemp("index")
+    spec, cfg = parse_job("index", str(project_root / "configs/index/tiny.yaml"), [
+        f"output_dir={out}", f"embed.model.name_or_path={tiny_bert_dir}", "max_items=200", "version=v1"])
+    report = run_parsed(spec, cfg)
+    _publish_subset(out, "v1", "v2", 120)
+    return out, {"v1": report}
+
+
+def _publish_subset(root, src: str, dst: str, n: int) -> None:
+    """A second, smaller version (the first n items) published with the index writer."""
+    import json
+
+    from recsys.retrieval.ann import build_index
+    from recsys.retrieval.artifacts import IndexArtifacts
+    from recsys.retrieval.build import write_version
+    from recsys.retrieval.lexical import BM25Index
+
+    a = IndexArtifacts.load(root, src)
+    import numpy as np
+    import pandas as pd
+
+    items = a.items.head(n)
+    emb = np.asarray(a.embeddings[:n])
+    users = pd.read_parquet(a.path / "users.parquet")
+    popular = pd.read_parquet(a.path / "popular.parquet")
+    manifest = dict(json.loads((a.path / "manifest.json").read_text()), version=dst)
+    write_version(root, dst, items=items, embeddings=emb, ann=build_index(emb, "exact"),
+                  bm25=BM25Index.build(items["title"].tolist()), autocomplete=a.autocomplete, users=users,
+                  popular=popular, manifest=manifest)
+
+
+def test_index_job_writes_versioned_artifacts(index_root):
+    import json
+
+    root, reports = index_root
+    assert (root / "latest").read_text().strip() == "v2"
+    rep = reports["v1"]
+    assert rep["status"] == "succeeded" and rep["counts"]["items"] == 200 and rep["ann_kind"] == "exact"
+    assert rep["metrics"]["ann_recall@10"] == 1.0 and rep["counts"]["users"] > 0 and rep["counts"]["embedding_dim"] == 32
+    man = json.loads((root / "v1" / "manifest.json").read_text())
+    assert len(man["model"]["sha256"]) == 64 and man["counts"]["items"] == 200 and man["data"]["items"]["files"] >= 1
+    for name in ("items.parquet", "embeddings.npy", "ann.faiss", "bm25", "autocomplete.parquet", "users.parquet", "popular.parquet"):
+        assert (root / "v1" / name).exists(), name
+
+
+@pytest.fixture(scope="module")
+def app(index_root, tmp_path_factory, project_root):
+    from ray import serve
+
+    from recsys.serving.launch import start
+
+    root, _ = index_root
+    feedback = tmp_path_factory.mktemp("feedback")
+    arms = [{"name": "A", "weight": 0.5, "artifacts": str(root), "version": "v1"},
+            {"name": "B", "weight": 0.5, "artifacts": str(root), "version": "v1", "recommend": {"diversity": 0.5}}]
+    overrides = {"arms": arms, "feedback_dir": str(feedback), "api_key_sha256": hashlib.sha256(API_KEY.encode()).hexdigest(),
+                 "feedback_flush_s": 0.5}
+    info = start(project_root / "configs/serve/tiny.yaml", port=_free_port(), overrides=overrides)
+    client = httpx.Client(base_url=info["url"], headers={"X-API-Key": API_KEY}, timeout=60)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # replicas finish loading
+        h = client.get("/healthz").json()
+        if h["status"] == "ok":
+            break
+        time.sleep(1)
+    yield {"client": client, "url": info["url"], "feedback": feedback, "overrides": overrides, "root": root}
+    client.close()
+    serve.delete("recsys")
+    serve.shutdown()
+
+
+def test_every_endpoint_answers(app):
+    c = app["client"]
+    h = c.get("/healthz").json()
+    assert h["status"] == "ok" and set(h["arms"]) == {"A", "B"} and h["arms"]["A"]["version"] == "v1"
+    r = c.post("/search", json={"query": "zelda game boy advance", "user_id": "0", "k": 5})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["arm"] in ("A", "B") and len(body["items"]) == 5 and body["version"] == "v1"
+    assert [i["position"] for i in body["items"]] == [0, 1, 2, 3, 4] and all(i["title"] for i in body["items"])
+    page2 = c.post("/search", json={"query": "zelda game boy advance", "user_id": "0", "k": 5, "page": 1}).json()
+    assert not {i["item_id"] for i in page2["items"]} & {i["item_id"] for i in body["items"]}
+    rec = c.post("/recommend", json={"user_id": "0", "k": 5}).json()
+    assert len(rec["items"]) == 5 and not rec["cold_start"]
+    assert len({i["item_id"] for i in rec["items"]}) == 5
+    sug = c.get("/suggest", params={"q": "mari", "k": 3}).json()
+    assert len(sug["suggestions"]) == 3 and all("mario" in s["text"].lower() for s in sug["suggestions"])
+    assert c.get("/suggest", params={"q": "amibo", "k": 3}).json()["suggestions"][0]["corrected"] is True
+    m = c.get("/metrics").text
+    assert 'recsys_requests_total{arm=' in m and "recsys_rerank_batch_size_bucket" in m and "recsys_replicas{" in m
+    assert c.get("/docs").status_code == 200 and "/search" in c.get("/openapi.json").json()["paths"]
+
+
+def test_cold_start_users_and_items(app):
+    c = app["client"]
+    r = c.post("/recommend", json={"user_id": "never-seen-user", "k": 4}).json()
+    assert r["cold_start"] and r["strategy"].startswith("popular") and len(r["items"]) == 4
+    r = c.post("/recommend", json={"item_ids": ["unknown-item", "0"], "k": 3}).json()
+    assert r["unknown_items"] == ["unknown-item"] and not r["cold_start"] and "0" not in [i["item_id"] for i in r["items"]]
+    r = c.post("/search", json={"query": "controller", "user_id": "never-seen-user"}).json()
+    assert r["cold_start"] and r["items"]
+
+
+def test_bad_requests_are_4xx_naming_the_field(app):
+    c = app["client"]
+    cases = [
+        ({"query": "x", "k": 0}, "k"), ({"query": "x", "k": 101}, "k"), ({"query": "x", "k": "ten"}, "k"),
+        ({"query": "x", "filters": {"colour": "red"}}, "filters.colour"), ({"query": "x", "filters": {"brand": "sony"}}, "filters.brand"),
+        ({}, "query"), ({"query": "   "}, "query"), ({"query": "x" * 600}, "query"), ({"query": "x", "page": -1}, "page"),
+    ]
+    for body, field in cases:
+        r = c.post("/search", json=body)
+        assert r.status_code == 422 and r.json()["field"] == field, (body, r.text)
+    r = c.post("/search", content=b'{"query": "\xff\xfe"}', headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["field"] == "body"
+    r = c.post("/search", content=b"x" * 2_000_000, headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    assert c.post("/recommend", json={"item_ids": [""] }).status_code == 422
+    assert c.get("/suggest", params={"k": 3}).json()["field"] == "q"
+    assert c.post("/feedback", json={"user_id": "u", "arm": "Z", "events": [{"item_id": "1", "event_type": "click"}]}).json()["field"] == "arm"
+    assert c.post("/feedback", json={"user_id": "u", "events": [{"item_id": "1", "event_type": "like"}]}).json()["field"] == "events.0.event_type"
+    noauth = httpx.post(app["url"] + "/search", json={"query": "x"})
+    assert noauth.status_code == 401 and noauth.json()["field"] == "X-API-Key"
+    assert httpx.get(app["url"] + "/healthz").status_code == 200  # probes need no key
+
+
+def test_ab_arms_are_sticky_and_feedback_feeds_the_report(app, project_root, tmp_path):
+    from recsys.cli.entry import parse_job, run_parsed
+    from recsys.serving.router import ABRouter
+
+    c = app["client"]
+    router = ABRouter({"A": 0.5, "B": 0.5}, "recsys-ab")
+    for u in ("1", "2", "3", "4", "5", "6"):
+        arms = {c.post("/search", json={"query": "mario", "user_id": u, "k": 3}).json()["arm"] for _ in range(2)}
+        arms |= {c.post("/recommend", json={"user_id": u, "k": 3}).json()["arm"]}
+        assert arms == {router.assign(u)}
+    for u in range(40):  # arm B converts better by construction
+        uid = f"fb{u}"
+        arm = router.assign(uid)
+        events = [{"item_id": str(i), "event_type": "impression", "position": i} for i in range(5)]
+        events += [{"item_id": "0", "event_type": "click", "position": 0}] * (3 if arm == "B" else 1)
+        r = c.post("/feedback", json={"user_id": uid, "query": "mario", "events": events})
+        assert r.status_code == 200 and r.json() == {"accepted": len(events), "arm": arm}
+    deadline = time.time() + 20
+    while time.time() < deadline and not list(app["feedback"].glob("hour=*/part-*.parquet")):
+        time.sleep(0.5)
+    time.sleep(1.0)
+    spec, cfg = parse_job("ab_report", str(project_root / "configs/ab_report/tiny.yaml"),
+                          [f"feedback.path={app['feedback']}", f"output_dir={tmp_path}"])
+    rep = run_parsed(spec, cfg)
+    ab = rep["ab"]
+    assert set(ab["arms"]) == {"A", "B"} and ab["arms"]["A"]["impressions"] % 5 == 0
+    assert ab["arms"]["B"]["ctr"] == pytest.approx(0.6) and ab["arms"]["A"]["ctr"] == pytest.approx(0.2)
+    assert ab["comparisons"]["B_vs_A"]["ctr"]["significant"] and not ab["srm"]["mismatch"]
+    assert (tmp_path / "ab_report.md").read_text().startswith("| arm |")
+
+
+def test_hot_reload_drops_no_requests(app):
+    from ray import serve
+
+    from recsys.serving.app import build_app
+    from recsys.serving.launch import read_serve_config, validate_args
+
+    c = app["client"]
+    failures, done, versions = [], threading.Event(), set()
+
+    def hammer():
+        with httpx.Client(base_url=app["url"], headers={"X-API-Key": API_KEY}, timeout=60) as cl:
+            while not done.is_set():
+                r = cl.post("/search", json={"query": "playstation", "user_id": "7", "k": 3})
+                if r.status_code != 200:
+                    failures.append(r.status_code)
+                else:
+                    versions.add(r.json()["version"])
+
+    threads = [threading.Thread(target=hammer) for _ in range(3)]
+    for t in threads:
+        t.start()
+    app_cfg = read_serve_config("configs/serve/tiny.yaml")["applications"][0]
+    arms = [dict(a, version="v2") for a in app["overrides"]["arms"]]
+    args = validate_args({**app_cfg, "args": {**app_cfg["args"], **app["overrides"], "arms": arms}}, "reload")
+    serve.run(build_app(args), name="recsys", route_prefix="/")
+    deadline = time.time() + 90
+    while time.time() < deadline and c.get("/healthz").json()["arms"]["A"].get("version") != "v2":
+        time.sleep(0.5)
+    time.sleep(2)
+    done.set()
+    for t in threads:
+        t.join()
+    assert failures == [] and "v2" in versions
+    assert c.get("/healthz").json()["arms"]["B"]["items"] == 120
+
+
+def test_schemathesis_finds_no_5xx(app):
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+
+    schema = schemathesis.openapi.from_url(app["url"] + "/openapi.json")
+    for result in schema.get_all_operations():
+        op = result.ok()
+        if op.path in ("/metrics", "/docs"):
+            continue
+
+        @given(case=op.as_strategy())
+        @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        def check(case):
+            response = case.call(base_url=app["url"], headers={"X-API-Key": API_KEY})
+            assert response.status_code < 500, (op.path, case.body, case.query, response.text)
+
+        check()

@@ -1,0 +1,62 @@
+"""Fusion scorers and post-processing on hand-checked cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from recsys.ensemble import RRFScorer, WeightedScorer, dedupe, filter_seen, fit_weights, mmr, paginate
+from recsys.evaluation import QueryBatch, RankingEvaluator, leave_one_out, sample_negatives
+
+
+class Fixed:
+    def __init__(self, table):
+        self.table = np.asarray(table, dtype=float)
+
+    def score(self, batch, item_ids):
+        return self.table[: len(batch)]
+
+
+BATCH = QueryBatch(["u"], [[]])
+ITEMS = np.array([["a", "b", "c"]], dtype=object)
+
+
+def test_rrf_and_weighted_fusion():
+    a, b = Fixed([[3.0, 2.0, 1.0]]), Fixed([[1.0, 3.0, 2.0]])
+    rrf = RRFScorer([a, b], k=1).score(BATCH, ITEMS)
+    np.testing.assert_allclose(rrf, [[1 / 2 + 1 / 4, 1 / 3 + 1 / 2, 1 / 4 + 1 / 3]])
+    w = WeightedScorer([a, b], [1.0, 0.0]).score(BATCH, ITEMS)
+    assert np.argsort(-w[0]).tolist() == [0, 1, 2]
+    # an item one member cannot score stays rankable through the other
+    c = Fixed([[-np.inf, 1.0, 0.0]])
+    assert np.isfinite(WeightedScorer([a, c], [1.0, 1.0]).score(BATCH, ITEMS)).all()
+
+
+def test_fit_weights_finds_the_useful_member():
+    seqs = {f"u{u}": [f"i{(u + j) % 40}" for j in range(6)] for u in range(30)}
+    es = sample_negatives(leave_one_out(seqs).valid, 10, seed=0)
+    ev = RankingEvaluator(es, ["ndcg@5"])
+
+    class Oracle:  # knows the target
+        def score(self, batch, item_ids):
+            tgt = {q: t[0] for q, t in zip(es.query_ids, es.targets)}
+            return np.array([[1.0 if i == tgt[q] else 0.0 for i in row] for q, row in zip(batch.query_ids, item_ids)])
+
+    class Noise:
+        def score(self, batch, item_ids):
+            return np.random.default_rng(len(batch)).normal(size=item_ids.shape)
+
+    w, best = fit_weights([Noise(), Oracle()], lambda s: ev(s)["ndcg@5"])
+    assert w[1] > 0 and best == pytest.approx(1.0)
+
+
+def test_postprocessing():
+    assert dedupe(["a", "b", "a", "c"]) == ["a", "b", "c"]
+    assert dedupe(["a", "b", "c"], key={"a": "g", "b": "g"}) == ["a", "c"]
+    assert filter_seen(["a", "b", "c"], ["b"]) == ["a", "c"]
+    assert paginate(list("abcdefg"), 2, 3) == ["d", "e", "f"]
+    vecs = np.array([[1.0, 0.0], [0.99, 0.1], [0.0, 1.0]])
+    assert mmr(["a", "a2", "b"], [1.0, 0.95, 0.5], vecs, k=2, lam=1.0) == ["a", "a2"]
+    assert mmr(["a", "a2", "b"], [1.0, 0.95, 0.5], vecs, k=2, lam=0.5) == ["a", "b"]
+    with pytest.raises(ValueError, match="page"):
+        paginate(["a"], 0, 3)

@@ -1,0 +1,109 @@
+"""End to end: ``recsys run evaluate`` on each protocol (full / sampled / file candidates, time split,
+retrieval, matching) with tiny slices of the real data."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from recsys.cli.entry import parse_job, run_parsed
+from recsys.config import load_config
+from recsys.config.loader import ConfigError
+from recsys.jobs_registry import get_job
+
+
+def _run(data: dict, tmp_path):
+    spec = get_job("evaluate")
+    cfg = load_config(spec.config_cls, None, data={"output_dir": str(tmp_path / "out"), **data})
+    report = run_parsed(spec, cfg)
+    assert report["status"] == "succeeded"
+    return report
+
+
+@pytest.fixture(scope="module")
+def beauty_slice(shared_data, tmp_path_factory):
+    lines = (shared_data / "amazon-beauty" / "Beauty.txt").read_text().splitlines()[:400]
+    rows = [ln.split() for ln in lines]
+    d = tmp_path_factory.mktemp("beauty")
+    pd.DataFrame({"user_id": [r[0] for r in rows], "items": [r[1:] for r in rows]}).to_parquet(d / "sequences.parquet")
+    cands = {r[0]: [str(int(r[-1]) + k) for k in range(1, 30)] for r in rows[:100] if len(r) > 4}
+    pd.DataFrame({"user_id": list(cands), "items": list(cands.values())}).to_parquet(d / "candidates.parquet")
+    return d
+
+
+@pytest.fixture(scope="module")
+def pairs_slice(shared_data, tmp_path_factory):
+    from recsys.data.presets import ditto_text
+
+    rows = []
+    for split in ("valid", "test"):
+        for ln in (shared_data / "product-matching" / "abt-buy" / f"{split}.txt").read_text().splitlines()[:250]:
+            left, right, label = ln.split("\t")
+            rows.append({"left": ditto_text(left), "right": ditto_text(right), "label": int(label), "split": split})
+    df = pd.DataFrame(rows)
+    df["left_id"], df["right_id"] = df["left"], df["right"]
+    d = tmp_path_factory.mktemp("pairs")
+    df.to_parquet(d / "pairs.parquet")
+    return d / "pairs.parquet"
+
+
+def test_tiny_config_full_ranking_time_split(ray_session, tmp_path):
+    spec, cfg = parse_job("evaluate", "tiny", [f"output_dir={tmp_path}"])
+    report = run_parsed(spec, cfg)
+    assert report["status"] == "succeeded" and report["summary"]["protocol"] == "full"
+    lb = {r["model"]: r for r in report["leaderboard"]}
+    assert set(lb) == {"pop", "recent-pop", "itemknn", "rrf"}
+    assert all(0 <= r["recall@20"] <= 1 and len(r["ci95"]["recall@20"]) == 2 for r in lb.values())
+    assert "coverage@10" in lb["pop"] and report["significance"]
+    per = pd.read_parquet(tmp_path / "per_query.parquet")
+    assert len(per) == 4 * report["counts"]["test_queries"] and "activity" in per.columns
+    assert (tmp_path / "report.html").read_text().count("<table>") >= 2
+
+
+def test_sampled_and_file_candidates_with_tuning_ensembles_kfold(ray_session, tmp_path, beauty_slice):
+    base = {"data": {"events": {"path": str(beauty_slice / "sequences.parquet")}},
+            "metrics": ["ndcg@10", "hit_rate@10", "auc"], "bootstrap": 100, "significance_resamples": 200}
+    models = [
+        {"name": "pop", "kind": "popularity"},
+        {"name": "bpr", "kind": "bpr", "params": {"iterations": 10}, "tune": {"factors": [8, 16]}},
+        {"name": "knn", "kind": "itemknn"},
+    ]
+    report = _run({**base, "protocol": {"n_negatives": 50, "kfold": 2}, "models": models, "reference": "pop",
+                   "results_json": str(tmp_path / "res.json"),
+                   "ensembles": [{"name": "w", "members": ["pop", "knn"], "method": "weighted"},
+                                 {"name": "lr", "members": ["pop", "knn", "bpr"], "method": "learned"}]}, tmp_path / "a")
+    lb = {r["model"]: r for r in report["leaderboard"]}
+    assert report["summary"]["protocol"] == "sampled(51 candidates)"
+    assert len(lb["bpr"]["info"]["tuning"]) == 2 and "weights" in lb["w"]["info"]
+    assert set(report["kfold"]) == {"pop", "bpr", "knn"} and len(report["kfold"]["pop"]["ndcg@10"]["folds"]) == 2
+    assert {s["vs"] for s in report["significance"]} == {"pop"} and all(0 < s["p_permutation"] <= 1 for s in report["significance"])
+    assert json.loads((tmp_path / "res.json").read_text())["leaderboard"][0]["model"] == report["leaderboard"][0]["model"]
+    file_report = _run({**base, "data": {**base["data"], "candidates": {"path": str(beauty_slice / "candidates.parquet")}},
+                        "protocol": {"candidates": "file", "users": "with_candidates"}, "models": models[:1]}, tmp_path / "b")
+    assert file_report["summary"]["protocol"].startswith("sampled(") and file_report["counts"]["test_queries"] <= 100
+
+
+def test_retrieval_and_matching_on_pairs(ray_session, tmp_path, pairs_slice, tiny_bert_dir):
+    zs = {"name": "zeroshot", "kind": "zeroshot", "params": {"model": str(tiny_bert_dir)}}
+    report = _run({"data": {"pairs": {"path": str(pairs_slice)}}, "bootstrap": 50, "significance_resamples": 200,
+                   "protocol": {"task": "retrieval", "candidates": "full"}, "metrics": ["recall@10", "mrr"],
+                   "models": [{"name": "bm25", "kind": "bm25"}, zs],
+                   "ensembles": [{"name": "hybrid", "members": ["bm25", "zeroshot"]}]}, tmp_path / "r")
+    lb = {r["model"]: r for r in report["leaderboard"]}
+    assert lb["bm25"]["recall@10"] > 0.5  # names share model numbers: lexical retrieval is strong here
+    match = _run({"data": {"pairs": {"path": str(pairs_slice)}}, "protocol": {"task": "matching"}, "bootstrap": 50,
+                  "significance_resamples": 200, "models": [zs]}, tmp_path / "m")
+    row = match["leaderboard"][0]
+    assert 0 <= row["f1"] <= 1 and row["n_pairs"] == 250 and len(row["ci95"]["f1"]) == 2
+
+
+def test_config_errors_are_collected_and_name_the_fix():
+    spec = get_job("evaluate")
+    with pytest.raises(ConfigError) as exc:
+        load_config(spec.config_cls, None, data={
+            "data": {}, "metrics": ["ndcg"], "models": [{"name": "m", "kind": "model"}],
+            "ensembles": [{"name": "e", "members": ["m", "x"]}]})
+    text = exc.value.render()
+    assert "needs a cutoff" in text and "kind=model needs path" in text

@@ -120,6 +120,9 @@ class TrialResources(StrictModel):
         0.01, ge=0, description="CPUs of the trial driver; tiny, its Ray Train workers (scaling.*) hold the real resources."
     )
     max_failures: int = Field(1, ge=0, description="Restart a trial whose driver died this many times (resuming its Train run).")
+    worker_start_timeout_s: float = Field(
+        900.0, gt=0, description="How long a trial's Train run waits for its workers (resources held by other trials, autoscaling)."
+    )
 
 
 class TuneJobConfig(JobConfig):

@@ -28,16 +28,17 @@ def experiment_path(cfg: TuneJobConfig, output_dir: Path) -> str:
     return f"{storage_root(cfg, output_dir)}/{cfg.name}"
 
 
-def build_search_alg(search: SearchConfig, seed: int):
-    """random / grid -> BasicVariantGenerator (seeded); optuna -> OptunaSearch with a seeded TPE sampler."""
-    from ray.tune.search import BasicVariantGenerator
+def build_search_alg(search: SearchConfig, seed: int, concurrency: int):
+    """random / grid -> BasicVariantGenerator (seeded); optuna -> OptunaSearch with a seeded TPE sampler.
+    Both limited to ``concurrency`` running trials (Tune ignores max_concurrent_trials for the former)."""
+    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 
     if search.algorithm == "optuna":
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
-        return OptunaSearch(sampler=optuna.samplers.TPESampler(seed=seed))
-    return BasicVariantGenerator(random_state=seed)
+        return ConcurrencyLimiter(OptunaSearch(sampler=optuna.samplers.TPESampler(seed=seed)), max_concurrent=concurrency)
+    return BasicVariantGenerator(random_state=seed, max_concurrent=concurrency)
 
 
 def scheduler_defaults(sched: SchedulerConfig, base: TrainConfig) -> dict[str, int]:
@@ -92,7 +93,8 @@ def build_trainable(cfg: TuneJobConfig, base_raw: dict[str, Any], exp_path: str)
     from recsys.tuning.trial import train_trial
 
     fn = tune.with_parameters(train_trial, base=base_raw, train_storage=f"{exp_path}/{TRAIN_RUNS}",
-                              report_checkpoints=cfg.scheduler.name == "pbt")
+                              report_checkpoints=cfg.scheduler.name == "pbt",
+                              worker_start_timeout_s=cfg.trial.worker_start_timeout_s)
     return tune.with_resources(fn, {"cpu": cfg.trial.driver_cpus})
 
 
@@ -118,8 +120,8 @@ def build_tuner(cfg: TuneJobConfig, base_raw: dict[str, Any], base: TrainConfig,
         trainable,
         param_space=param_space(cfg.space),
         tune_config=tune.TuneConfig(
-            metric=metric, mode=mode, num_samples=cfg.search.num_samples, max_concurrent_trials=concurrency,
-            search_alg=build_search_alg(cfg.search, seed),
+            metric=metric, mode=mode, num_samples=cfg.search.num_samples,
+            search_alg=build_search_alg(cfg.search, seed, concurrency),
             scheduler=build_scheduler(cfg, base), reuse_actors=False,
         ),
         run_config=tune.RunConfig(

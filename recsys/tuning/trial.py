@@ -55,8 +55,11 @@ def _tune_checkpoint_source() -> str | None:
     return ckpt.path if ckpt.filesystem.type_name == "local" else None
 
 
-def train_trial(config: dict[str, Any], base: dict[str, Any], train_storage: str, report_checkpoints: bool) -> None:
+def train_trial(config: dict[str, Any], base: dict[str, Any], train_storage: str, report_checkpoints: bool,
+                worker_start_timeout_s: float = 900.0) -> None:
     """Tune function trainable: one distributed Train run with ``config`` (dotted keys) on ``base``."""
+    import os
+
     import ray.tune
     from ray.util.queue import Queue
 
@@ -64,6 +67,8 @@ def train_trial(config: dict[str, Any], base: dict[str, Any], train_storage: str
     from recsys.training.trainer import build_run_config, build_trainer, prepare
     from recsys.tuning.space import train_config, trial_data
 
+    # Read by the Train controller this driver starts: a trial may wait for workers that other trials hold.
+    os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = str(worker_start_timeout_s)
     cfg = train_config(_expand(trial_data(base, config), "", []), check_paths=False)
     prep = prepare(cfg)
     trial_id = ray.tune.get_context().get_trial_id()

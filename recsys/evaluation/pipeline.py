@@ -48,10 +48,13 @@ def _items_frame(cfg: EvaluateConfig) -> pd.DataFrame | None:
     return items
 
 
-def _apply_candidates(cfg: EvaluateConfig, es: P.EvalSet, cands: dict[str, list[str]] | None, seed: int) -> P.EvalSet:
+def _apply_candidates(cfg: EvaluateConfig, es: P.EvalSet, cands: dict[str, list[str]] | None, seed: int,
+                      max_queries: int | None) -> P.EvalSet:
+    """Restrict users, subsample (seeded), then attach the protocol's candidates."""
     pc = cfg.protocol
     if pc.users == "with_candidates":
         es = es.subset([i for i, q in enumerate(es.query_ids) if str(q) in cands])
+    es = _subsample(es, max_queries, cfg.seed)
     if pc.candidates == "sampled":
         return P.sample_negatives(es, pc.n_negatives, seed=seed, exclude_history=pc.exclude_history)
     if pc.candidates == "file":
@@ -77,14 +80,14 @@ def prepare_recommendation(cfg: EvaluateConfig) -> Prepared:
         split = P.time_split(load_table(cfg.data.events, "events"), test_start=pc.test_start, valid_start=pc.valid_start)
         split.test.catalog = split.valid.catalog = catalog
     cands = load_candidates(cfg.data.candidates, pc.candidate_source) if cfg.data.candidates is not None else None
-    test = _subsample(_apply_candidates(cfg, split.test, cands, cfg.seed), pc.max_queries, cfg.seed)
+    test = _apply_candidates(cfg, split.test, cands, cfg.seed, pc.max_queries)
     valid = split.valid
     if pc.candidates == "file":  # validation has no shipped lists: tune on sampled candidates instead
-        valid = P.sample_negatives(valid, min(pc.n_negatives, 100), seed=cfg.seed + 1, exclude_history=pc.exclude_history)
+        valid = P.sample_negatives(_subsample(valid, pc.max_valid_queries, cfg.seed), min(pc.n_negatives, 100),
+                                   seed=cfg.seed + 1, exclude_history=pc.exclude_history)
     elif len(valid):
         valid = _apply_candidates(cfg.model_copy(update={"protocol": pc.model_copy(update={"users": "all"})}), valid, cands,
-                                  cfg.seed + 1)
-    valid = _subsample(valid, pc.max_valid_queries, cfg.seed)
+                                  cfg.seed + 1, pc.max_valid_queries)
     train = TrainData(sequences=split.train, catalog=catalog, items=items)
     counts = {"users": len(seqs), "items": len(catalog), "interactions": int(sum(len(s) for s in seqs["items"])),
               "test_queries": len(test), "valid_queries": len(valid),

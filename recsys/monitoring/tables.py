@@ -10,12 +10,10 @@ def load_events(cfg, max_rows: int | None, seed: int, window_days: float | None 
     """The canonical events of ``cfg`` (an InputConfig) as pandas: events in [start, end), the last
     ``window_days`` days of those, then a seeded sample of ``max_rows``. Rows that do not convert are dropped and counted (second
     value): monitoring raw logs must not stop at the first bad line, nor hide how many there were."""
-    from recsys.data.adapters import read_input
+    from recsys.evaluation.data import load_table  # Parquet read directly, anything else through recsys.data
 
-    df = read_input(cfg, on_error="mark", keep_meta=True).to_pandas()
-    bad = df["_error"].notna() if "_error" in df.columns else pd.Series(False, index=df.index)
-    n_bad = int(bad.sum())
-    df = df[~bad].drop(columns=[c for c in ("_error", "_raw", "source_file") if c in df.columns])
+    df = load_table(cfg, "events")
+    n_bad = int(df.attrs.get("skipped_rows", 0))
     for bound, keep in ((start, lambda ts, b: ts >= b), (end, lambda ts, b: ts < b)):
         if bound is not None:
             b = pd.Timestamp(bound)

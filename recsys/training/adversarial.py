@@ -1,13 +1,16 @@
 """Adversarial training on the word-embedding matrix: FGM (one step) and PGD (k projected steps).
 
-Strategy-agnostic (DDP and DeepSpeed keep gradients differently): the embedding gradient is taken
-with ``torch.autograd.grad`` from the clean loss, never read from ``.grad``. In the loop::
+Strategy-agnostic: the clean gradient of the embeddings comes from ``strategy.param_grads`` after
+the clean backward (DDP: ``.grad``; DeepSpeed: ``safe_get_full_grad``, ZeRO partitions included).
+In the loop::
 
-    grads = adv.embedding_grads(loss)          # before strategy.backward(loss)
     strategy.backward(loss)
-    adv_loss = adv.run(grads, plain_forward, batch)   # perturb (FGM: 1 step, PGD: k steps)
-    strategy.backward(wrapped_forward(batch))  # adversarial gradients added to the clean ones
-    adv.restore()                              # embeddings back before the optimizer step
+    adv.run(strategy.param_grads(adv.tensors), plain_forward)   # perturb (FGM: 1 step, PGD: k)
+    strategy.backward(strategy.forward(batch))                  # adversarial gradients added
+    adv.restore()                                               # embeddings back before the step
+
+PGD's intermediate steps take gradients with ``torch.autograd.grad`` through the unwrapped module,
+which DeepSpeed's backward hooks do not allow: PGD needs ``strategy.name: ddp`` (FGM works with both).
 """
 
 from __future__ import annotations
@@ -33,9 +36,9 @@ class EmbeddingAttack:
         self.steps = 1 if method == "fgm" else steps
         self.backup: dict[str, torch.Tensor] = {}
 
-    def embedding_grads(self, loss: torch.Tensor) -> list[torch.Tensor | None]:
-        """d loss / d embeddings (graph kept for the real backward)."""
-        return list(torch.autograd.grad(loss, [p for _, p in self.params], retain_graph=True, allow_unused=True))
+    @property
+    def tensors(self) -> list[torch.Tensor]:
+        return [p for _, p in self.params]
 
     @torch.no_grad()
     def perturb(self, grads: list[torch.Tensor | None]) -> None:

@@ -216,6 +216,8 @@ class TrainConfig(JobConfig):
             raise ValueError(f"listwise loss: train.batch_size ({self.train.batch_size}) must be a multiple of loss.list_size ({self.loss.list_size})")
         if self.lora.enabled and self.strategy.name == "deepspeed" and self.strategy.deepspeed.zero_stage == 3:
             raise ValueError("LoRA export merges adapters on rank 0; use strategy.deepspeed.zero_stage <= 2 with lora.enabled")
+        if self.adversarial.method == "pgd" and self.strategy.name == "deepspeed":
+            raise ValueError("adversarial.method pgd needs strategy.name: ddp (DeepSpeed hooks every backward); use fgm with deepspeed")
         if self.strategy.precision == "fp16" and not self.scaling.use_gpu:
             raise ValueError("strategy.precision fp16 needs GPUs; use bf16 or fp32 on CPU")
         ds = self.strategy.deepspeed

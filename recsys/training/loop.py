@@ -200,10 +200,9 @@ def train_loop(config: dict[str, Any]) -> None:
                 continue
             batch = trim_batch(batch, task.prefixes)
             loss = strategy.forward(batch)
-            grads = adv.embedding_grads(loss) if adv else None
             strategy.backward(loss)
             if adv:
-                adv.run(grads, lambda b=batch: task(b))
+                adv.run(strategy.param_grads(adv.tensors), lambda b=batch: task(b))
                 strategy.backward(strategy.forward(batch))
                 adv.restore()
             losses.append(float(loss.detach()))

@@ -58,6 +58,10 @@ class Strategy:
     def load(self, path: Path, rank: int) -> None:
         raise NotImplementedError
 
+    def param_grads(self, params: list[torch.Tensor]) -> list[torch.Tensor | None]:
+        """Full (unpartitioned) gradients of ``params`` after ``backward``."""
+        return [None if p.grad is None else p.grad.detach().clone() for p in params]
+
     def full_state_dict(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().float().cpu() if v.is_floating_point() else v.cpu()
                 for k, v in self.module.state_dict().items()}
@@ -190,6 +194,11 @@ class DeepSpeedStrategy(Strategy):
 
     def lr(self) -> float:
         return float(self.engine.get_lr()[0])
+
+    def param_grads(self, params: list[torch.Tensor]) -> list[torch.Tensor | None]:
+        from deepspeed.utils import safe_get_full_grad
+
+        return [safe_get_full_grad(p) for p in params]
 
     def save(self, path: Path, rank: int) -> None:
         self.engine.save_checkpoint(str(path / "deepspeed"), tag="state")  # every rank writes its shards

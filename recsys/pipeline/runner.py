@@ -149,7 +149,17 @@ class PipelineRunner:
             if failed:
                 raise PipelineStopped(f"gate {failed[0].gate!r} after stage {s.name!r}: {failed[0].reason}")
             outputs[s.name] = str(st.output_dir)
+            self._point_current(st.output_dir)
         return {"champion": champion_info}
+
+    @staticmethod
+    def _point_current(out: Path) -> None:
+        """``stages/<name>/current`` -> the stage's last successful output (what drift and humans read)."""
+        link = out.parent / "current"
+        tmp = out.parent / ".current.tmp"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(out.name)
+        tmp.replace(link)  # atomic: readers never see a missing link
 
     # ---- deploy ---------------------------------------------------------------------------------
     def deploy(self, champion_info: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -110,3 +110,40 @@ def test_grid_param_space_and_scheduler_defaults(tiny_data):
     assert isinstance(doms["optim.lr"], Float) and isinstance(doms["loss.name"], Categorical)
     base = validate_space(dict(tiny_data["base"]), cfg.space, "ndcg@10", "max", check_paths=False)
     assert scheduler_defaults(cfg.scheduler, base) == {"max_t": 6, "grace_period": 2, "perturbation_interval": 4}
+
+
+def test_schedulers_and_searchers_from_config(tiny_data):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule, PopulationBasedTraining
+    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
+
+    from recsys.tuning.space import validate_space
+    from recsys.tuning.sweep import build_scheduler, build_search_alg
+
+    data = {**copy.deepcopy(tiny_data), "search": {"algorithm": "random", "num_samples": 4},
+            "space": {"optim.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2},
+                      "model.sequential.dropout": {"type": "uniform", "low": 0.0, "high": 0.3}}}
+    expected = {"asha": ASHAScheduler, "median": MedianStoppingRule, "pbt": PopulationBasedTraining, "fifo": FIFOScheduler}
+    for name, cls in expected.items():
+        cfg = _load({**data, "scheduler": {"name": name}})
+        base = validate_space(dict(cfg.base), cfg.space, check_paths=False)
+        sched = build_scheduler(cfg, base)
+        assert isinstance(sched, cls), name
+    asha = build_scheduler(_load({**data, "scheduler": {"name": "asha"}}), base)
+    assert asha._max_t == 6 and sorted(r for r, _ in asha._brackets[0]._rungs) == [2, 6]  # max_steps 6, eval_every 2
+    pbt = build_scheduler(_load({**data, "scheduler": {"name": "pbt"}}), base)
+    assert set(pbt._hyperparam_mutations) == {"optim.lr", "model.sequential.dropout"}
+    search = _load(data).search
+    bvg = build_search_alg(search, seed=3, concurrency=2)
+    assert isinstance(bvg, BasicVariantGenerator) and bvg.max_concurrent == 2
+    optuna = build_search_alg(search.model_copy(update={"algorithm": "optuna"}), seed=3, concurrency=2)
+    assert isinstance(optuna, ConcurrencyLimiter) and optuna.max_concurrent == 2
+
+
+def test_mlflow_callback_only_with_a_tracking_uri(tiny_data, tmp_path, monkeypatch):
+    from recsys.tuning.run import mlflow_callbacks
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert mlflow_callbacks(_load(tiny_data)) == []
+    cfg = _load({**copy.deepcopy(tiny_data), "mlflow": {"tracking_uri": f"file:{tmp_path}/mlruns", "experiment": "t"}})
+    (cb,) = mlflow_callbacks(cfg)
+    assert type(cb).__name__ == "MLflowLoggerCallback" and cb.tracking_uri == f"file:{tmp_path}/mlruns"

@@ -131,6 +131,9 @@ class TuneJobConfig(JobConfig):
     base: str | dict[str, Any] = Field(
         ..., description="Train config every trial starts from: a YAML path (configs/train/local.yaml) or the config inline."
     )
+    overrides: dict[str, Any] = Field(
+        default_factory=dict, description="Dotted train-config keys set on the base for every trial (e.g. train.max_steps: 150)."
+    )
     objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig, description="Metric to optimize and its mode.")
     space: dict[str, ParamSpec] = Field(
         ..., min_length=1, description="Dotted train-config key -> distribution, e.g. optim.lr: {type: loguniform, low: 1e-5, high: 1e-3}."
@@ -157,7 +160,7 @@ class TuneJobConfig(JobConfig):
             return space  # the base itself is invalid: reported on its own
         objective = info.data.get("objective") or ObjectiveConfig()
         try:
-            validate_space(load_base(info.data["base"]), space, objective.metric, objective.mode,
+            validate_space(load_base(info.data["base"], info.data.get("overrides")), space, objective.metric, objective.mode,
                            check_paths=(info.context or {}).get("check_paths", True))
         except ConfigError as exc:
             raise ValueError("\n    ".join(["space does not fit the train config:", *exc.errors])) from None

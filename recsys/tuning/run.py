@@ -35,7 +35,7 @@ def run_tuning(cfg: TuneJobConfig, output_dir: Path, timer=None, callbacks: list
 
     timer = timer or (lambda name: contextlib.nullcontext())
     out = Path(output_dir)
-    raw = load_base(cfg.base)
+    raw = load_base(cfg.base, cfg.overrides)
     base = validate_space(raw, cfg.space, cfg.objective.metric, cfg.objective.mode)
     base_raw = with_objective(raw, base.metric_name, base.train.mode)
     metric, mode = base.metric_name, base.train.mode

@@ -19,8 +19,17 @@ from recsys.tuning.config import ParamSpec
 
 
 # -- base config -----------------------------------------------------------------------------------
-def load_base(base: str | dict[str, Any]) -> dict[str, Any]:
-    """The base train config as raw YAML data (``${VAR}`` kept, so best.yaml stays portable)."""
+def load_base(base: str | dict[str, Any], overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The base train config as raw YAML data (``${VAR}`` kept, so best.yaml stays portable), with
+    the sweep's dotted ``overrides`` applied (each checked to be a train-config key)."""
+    data = _read_base(base)
+    errors = [e.replace("space.", "overrides.", 1) for e in map(_schema_error, overrides or {}) if e]
+    if errors:
+        raise ConfigError(errors, source="tune config")
+    return trial_data(data, overrides or {})
+
+
+def _read_base(base: str | dict[str, Any]) -> dict[str, Any]:
     if isinstance(base, dict):
         return copy.deepcopy(base)
     path = Path(base)

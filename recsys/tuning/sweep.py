@@ -71,8 +71,7 @@ def build_scheduler(cfg: TuneJobConfig, base: TrainConfig):
         mutations = {k: tune_domain(p) for k, p in cfg.space.items()}
         return S.PopulationBasedTraining(time_attr=s.time_attr,
                                          perturbation_interval=d["perturbation_interval"],
-                                         hyperparam_mutations=mutations, quantile_fraction=s.quantile_fraction,
-                                         seed=cfg.search.seed if cfg.search.seed is not None else cfg.seed)
+                                         hyperparam_mutations=mutations, quantile_fraction=s.quantile_fraction)
     return S.FIFOScheduler()
 
 

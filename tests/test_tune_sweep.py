@@ -1,0 +1,94 @@
+"""End to end: the tiny sweep (2x2 grid x ASHA on a Games-6k slice) is interrupted after its first
+finished trial, resumed by re-running `recsys run tune --config tiny`, and hands back a best.yaml
+that `recsys run train` accepts unchanged."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+
+import pandas as pd
+import pytest
+from ray.tune import Callback
+
+from recsys.cli.entry import parse_job, run_parsed
+
+pytestmark = pytest.mark.slow
+
+
+class InterruptAfterFirstTrial(Callback):
+    """Sends the driver SIGINT (a Ctrl-C) when the first trial finishes."""
+
+    def __init__(self):
+        self.sent = False
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        if not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+@pytest.fixture(scope="module")
+def resumed_sweep(ray_session, shared_data, tmp_path_factory):
+    from recsys.runtime import JobContext
+    from recsys.tuning.run import run_tuning
+
+    out = tmp_path_factory.mktemp("tune-tiny")
+    spec, cfg = parse_job("tune", "tiny", [f"output_dir={out}"])
+    first = run_tuning(cfg, out, callbacks=[InterruptAfterFirstTrial()])
+    first_table = pd.read_parquet(out / "trials.parquet")
+    runs = out / "sweep" / "train_runs"
+    first_files = {p: p.stat().st_mtime_ns for p in runs.rglob("*") if p.is_file()}
+    assert JobContext  # the resumed run goes through the job runtime (report.json)
+    second = run_parsed(spec, cfg)
+    return {"out": out, "first": first, "first_table": first_table, "first_files": first_files, "second": second}
+
+
+def test_interrupted_sweep_resumes_without_rerunning_finished_trials(resumed_sweep):
+    first, first_table, second = resumed_sweep["first"], resumed_sweep["first_table"], resumed_sweep["second"]
+    assert first["interrupted"] and not first["resumed"]
+    finished = first_table[first_table.status.isin(["completed", "stopped_early"])]
+    assert 1 <= len(finished) < 4
+    assert second["status"] == "succeeded" and second["resumed"] and not second["interrupted"]
+    final = pd.read_parquet(resumed_sweep["out"] / "trials.parquet").set_index("trial_id")
+    for _, row in finished.iterrows():  # same result, same time: not run again
+        assert final.loc[row.trial_id, "time_s"] == pytest.approx(row.time_s)
+        assert final.loc[row.trial_id, "steps"] == row.steps
+    for path, mtime in resumed_sweep["first_files"].items():
+        if any(f"train-{t}" in str(path) for t in finished.trial_id):
+            assert path.stat().st_mtime_ns == mtime, f"{path} rewritten by the resumed sweep"
+
+
+def test_grid_is_exactly_the_grid_and_asha_stops_some_trials(resumed_sweep):
+    table = pd.read_parquet(resumed_sweep["out"] / "trials.parquet")
+    combos = sorted(zip(table["config/optim.lr"], table["config/model.sequential.hidden_size"]))
+    assert combos == sorted(itertools.product([0.0001, 0.01], [8, 16]))
+    assert set(table.status) <= {"completed", "stopped_early"}
+    assert (table.status == "stopped_early").sum() >= 1
+    stopped = table[table.status == "stopped_early"]
+    assert (stopped.steps < stopped.total_steps).all()
+    assert (table["best_ndcg@10"].notna()).all()
+    out = resumed_sweep["out"]
+    for name in ("trials.csv", "report.html", "best.yaml", "model/config.json", "model/README.md"):
+        assert (out / name).is_file(), name
+    assert len(pd.read_csv(out / "trials.csv")) == 4
+    html = (out / "report.html").read_text()
+    assert html.count("<img") == 2 + 2  # objective, curves, one per hyperparameter
+
+
+def test_best_yaml_trains_unchanged(resumed_sweep):
+    import yaml
+
+    out = resumed_sweep["out"]
+    best = resumed_sweep["second"]["best"]
+    data = yaml.safe_load((out / "best.yaml").read_text())
+    assert data["optim"]["lr"] == best["params"]["optim.lr"]
+    assert data["model"]["sequential"]["hidden_size"] == best["params"]["model.sequential.hidden_size"]
+    assert data["data"]["train"]["path"].startswith("${RECSYS_DATA_ROOT}")
+    spec, cfg = parse_job("train", str(out / "best.yaml"), [])
+    report = run_parsed(spec, cfg)
+    assert report["status"] == "succeeded"
+    assert (out / "best_train" / "model" / "config.json").is_file()
+    # same config, same seed: the retrained model reaches the trial's best validation metric
+    assert report["metrics"]["ndcg@10"] == pytest.approx(best["ndcg@10"], rel=1e-3, abs=1e-6)

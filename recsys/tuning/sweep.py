@@ -86,14 +86,21 @@ def default_concurrency(base: TrainConfig) -> int:
     return max(1, int((res.get("CPU", 1) - 1) // (s.num_workers * s.cpus_per_worker)))
 
 
-def build_trainable(cfg: TuneJobConfig, base_raw: dict[str, Any], exp_path: str):
+def build_trainable(cfg: TuneJobConfig, base_raw: dict[str, Any], base: TrainConfig, exp_path: str):
+    """The trial function with its fixed arguments; data prepared once here when the space allows."""
     from ray import tune
 
-    from recsys.tuning.trial import train_trial
+    from recsys.training.trainer import prepare
+    from recsys.tuning.trial import shares_prepared_data, train_trial
+
+    prepared = None
+    if shares_prepared_data(list(cfg.space)):
+        prepared = prepare(base)
+        log.info("the space leaves the data unchanged: trials share one prepared data set %s", prepared.counts)
 
     fn = tune.with_parameters(train_trial, base=base_raw, train_storage=f"{exp_path}/{TRAIN_RUNS}",
                               report_checkpoints=cfg.scheduler.name == "pbt",
-                              worker_start_timeout_s=cfg.trial.worker_start_timeout_s)
+                              worker_start_timeout_s=cfg.trial.worker_start_timeout_s, prepared=prepared)
     return tune.with_resources(fn, {"cpu": cfg.trial.driver_cpus})
 
 
@@ -106,7 +113,7 @@ def build_tuner(cfg: TuneJobConfig, base_raw: dict[str, Any], base: TrainConfig,
 
     metric, mode = base.metric_name, base.train.mode
     exp_path = experiment_path(cfg, output_dir)
-    trainable = build_trainable(cfg, base_raw, exp_path)
+    trainable = build_trainable(cfg, base_raw, base, exp_path)
     if cfg.resume and tune.Tuner.can_restore(exp_path):
         log.info("resuming the sweep at %s (finished trials are kept)", exp_path)
         return tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True, resume_errored=True,

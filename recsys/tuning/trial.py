@@ -21,6 +21,13 @@ from typing import Any
 
 from ray.train.v2.api.callback import UserCallback
 
+# Train-config keys that ``recsys.training.trainer.prepare`` reads (datasets, vocabularies, step
+# counts). A space that touches none of them shares one ``prepare(base)`` made by the sweep's driver;
+# otherwise every trial prepares its own data. Conservative: a prefix covers its whole section.
+PREPARE_KEYS = ("data.", "seed", "model.kind", "model.name_or_path", "model.max_length", "model.sequential.max_len",
+                "model.sequential.user_features", "model.sequential.use_text", "model.sequential.text_batch_size",
+                "loss.name", "loss.list_size", "scaling.num_workers", "train.batch_size", "train.max_steps",
+                "train.epochs", "optim.grad_accum")
 CHECKPOINT_KEY = "checkpoint_path"
 TOTAL_STEPS_KEY = "total_steps"
 _DONE = "__recsys_trial_done__"
@@ -55,9 +62,18 @@ def _tune_checkpoint_source() -> str | None:
     return ckpt.path if ckpt.filesystem.type_name == "local" else None
 
 
+def shares_prepared_data(space_keys: list[str]) -> bool:
+    """True when no trial can change what ``prepare`` builds (see PREPARE_KEYS)."""
+    def reads(key: str, prefix: str) -> bool:
+        return key.startswith(prefix) if prefix.endswith(".") else key == prefix or key.startswith(prefix + ".")
+
+    return not any(reads(k, p) for k in space_keys for p in PREPARE_KEYS)
+
+
 def train_trial(config: dict[str, Any], base: dict[str, Any], train_storage: str, report_checkpoints: bool,
-                worker_start_timeout_s: float = 900.0) -> None:
-    """Tune function trainable: one distributed Train run with ``config`` (dotted keys) on ``base``."""
+                worker_start_timeout_s: float = 900.0, prepared=None) -> None:
+    """Tune function trainable: one distributed Train run with ``config`` (dotted keys) on ``base``.
+    ``prepared``: the driver's ``prepare(base)`` when the space cannot change the data (else None)."""
     import os
 
     import ray.tune
@@ -70,7 +86,7 @@ def train_trial(config: dict[str, Any], base: dict[str, Any], train_storage: str
     # Read by the Train controller this driver starts: a trial may wait for workers that other trials hold.
     os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = str(worker_start_timeout_s)
     cfg = train_config(_expand(trial_data(base, config), "", []), check_paths=False)
-    prep = prepare(cfg)
+    prep = prepared if prepared is not None else prepare(cfg)
     trial_id = ray.tune.get_context().get_trial_id()
     resume_from = _tune_checkpoint_source() if report_checkpoints else None
     queue = Queue(maxsize=1, actor_options={"num_cpus": 0})

@@ -47,7 +47,10 @@ class MFScorer:
                 factors=self.factors, iterations=self.iterations, regularization=self.regularization,
                 learning_rate=self.learning_rate, random_state=self.seed, num_threads=self.num_threads,
             )
-        self._model.fit(m, show_progress=False)
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1, "blas"):  # implicit's own threads do the work; BLAS threads only contend
+            self._model.fit(m, show_progress=False)
         self._item_f = np.asarray(self._model.item_factors)  # (N, F) (BPR: F = factors + 1, bias column)
         self._user_f = np.asarray(self._model.user_factors)  # (U, F)
         return self

@@ -4,6 +4,8 @@ last ``history_len`` items); for search / matching it is the query text itself."
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from recsys.baselines.base import TrainData
@@ -15,12 +17,48 @@ def history_text(history: list[str], texts: dict[str, str], history_len: int) ->
     return " ".join(texts.get(i, "") for i in history[-history_len:])
 
 
-class BM25Scorer:
-    """BM25 (Lucene variant) over item text; k1, b as usual; text_fields: item columns to index."""
+_TOKEN = re.compile(r"\w+")
 
-    def __init__(self, text_fields: list[str] | None = None, k1: float = 1.5, b: float = 0.75, history_len: int = 10):
+
+def okapi_scores(query: str, docs: list[str], k1: float = 1.5, b: float = 0.75, epsilon: float = 0.25) -> np.ndarray:
+    """BM25Okapi (``rank_bm25``'s formula: negative IDFs floored at epsilon x mean IDF) of ``query``
+    against a small corpus ``docs`` whose statistics come from those docs alone."""
+    toks = [_TOKEN.findall(d.lower()) for d in docs]
+    if not toks:
+        return np.zeros(0)
+    dl = np.array([len(t) for t in toks], dtype=np.float64)
+    avgdl = max(dl.mean(), 1e-9)
+    df: dict[str, int] = {}
+    for t in toks:
+        for w in set(t):
+            df[w] = df.get(w, 0) + 1
+    n = len(docs)
+    idf = {w: np.log((n - c + 0.5) / (c + 0.5)) for w, c in df.items()}
+    floor = epsilon * (sum(idf.values()) / max(len(idf), 1))
+    idf = {w: (v if v >= 0 else floor) for w, v in idf.items()}
+    out = np.zeros(n)
+    for w in _TOKEN.findall(query.lower()):
+        if w not in idf:
+            continue
+        tf = np.array([t.count(w) for t in toks], dtype=np.float64)
+        out += idf[w] * tf * (k1 + 1) / (tf + k1 * (1 - b + b * dl / avgdl))
+    return out
+
+
+class BM25Scorer:
+    """BM25 over item text; k1, b as usual; text_fields: item columns to index.
+
+    corpus: 'catalog' = one bm25s (Lucene) index over every item (IDF from the catalog);
+    'candidates' = BM25Okapi over each query's own candidate list (IDF from those items only, the
+    LLMRank zero-shot BM25 setting; only meaningful with candidate protocols).
+    """
+
+    def __init__(self, text_fields: list[str] | None = None, k1: float = 1.5, b: float = 0.75, history_len: int = 10,
+                 corpus: str = "catalog"):
+        if corpus not in ("catalog", "candidates"):
+            raise ValueError(f"bm25 corpus must be 'catalog' or 'candidates', got {corpus!r}")
         self.text_fields = text_fields or ["title"]
-        self.k1, self.b, self.history_len = k1, b, history_len
+        self.k1, self.b, self.history_len, self.corpus = k1, b, history_len, corpus
 
     def fit(self, data: TrainData) -> BM25Scorer:
         texts = data.item_texts(self.text_fields) if data.items is not None else {}
@@ -44,6 +82,14 @@ class BM25Scorer:
     def score(self, batch: QueryBatch, item_ids: np.ndarray) -> np.ndarray:
         import bm25s
 
+        if self.corpus == "candidates" and not (item_ids.shape[0] == 1 and len(batch) > 1):
+            queries = self._queries(batch)
+            grid = np.broadcast_to(item_ids, (len(batch), item_ids.shape[1]))
+            out = np.full(grid.shape, -np.inf)
+            for b, row in enumerate(grid):
+                ok = np.array([i is not None for i in row])
+                out[b, ok] = okapi_scores(queries[b], [self._texts.get(i, "") for i in row[ok]], self.k1, self.b)
+            return out
         tokens = bm25s.tokenize(self._queries(batch), stopwords="en", show_progress=False, return_ids=False)
         table = np.stack([
             self._retriever.get_scores(q) if q else np.zeros(len(self._index)) for q in tokens

@@ -159,13 +159,18 @@ def section_overhead(url: str, work: Workload, artifacts: str, args, n: int = 15
     return {"http_p50_ms": p_http, "inprocess_p50_ms": p_in, "overhead_ms": p_http - p_in}
 
 
-async def section_batching(work: Workload, concurrency: int, duration_s: float, top_n: int) -> dict:
-    """Reranker deployment handle at ``concurrency``: batching on vs off (user_config flip)."""
+async def section_batching(work: Workload, concurrency: int, duration_s: float, top_n: int, artifacts: str,
+                           rerank_args) -> dict:
+    """One Reranker replica (its own app, fixed at 1 replica so autoscaling cannot blur the
+    comparison) called through its DeploymentHandle at ``concurrency``: batching on vs off."""
     from ray import serve
 
-    from recsys.retrieval.artifacts import resolve_version  # noqa: F401 - same env as the app
+    from recsys.serving.deployments import Reranker
 
-    handle = serve.get_deployment_handle("Reranker_A", app_name="recsys")
+    app = Reranker.options(name="RerankerBench", num_replicas=1, max_ongoing_requests=concurrency * 2,
+                           ray_actor_options={"num_cpus": 0.25}, user_config={"version": "latest"}).bind(
+        artifacts, rerank_args.model, rerank_args.max_length)
+    handle = serve.run(app, name="bench-rerank", route_prefix=None)
     texts = [q + " - " + q for q in work.queries]
 
     async def run(batching: bool) -> dict:
@@ -190,6 +195,7 @@ async def section_batching(work: Workload, concurrency: int, duration_s: float, 
 
     off = await run(False)
     on = await run(True)
+    serve.delete("bench-rerank")
     return {"concurrency": concurrency, "candidates": top_n, "on": on, "off": off, "ratio": on["rps"] / max(off["rps"], 1e-9)}
 
 
@@ -220,12 +226,10 @@ async def section_kill(url: str, work: Workload, concurrency: int, duration_s: f
 
     async def killer():
         await asyncio.sleep(duration_s / 3)
-        from ray.util.state import list_actors
-
-        victims = [a for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
-                   if "Reranker_A" in (a.class_name or "") or "Reranker_A" in (a.name or "")]
+        victims = [a for a in ray.util.list_named_actors(all_namespaces=True)
+                   if "Reranker_A" in a["name"] and a["name"].startswith("SERVE_REPLICA")]
         if victims:
-            ray.kill(ray.get_actor(victims[0].name, namespace="serve"), no_restart=True)
+            ray.kill(ray.get_actor(victims[0]["name"], namespace=victims[0]["namespace"]), no_restart=True)
         return len(victims)
 
     kill_task = asyncio.create_task(killer())
@@ -238,9 +242,10 @@ async def section_kill(url: str, work: Workload, concurrency: int, duration_s: f
 
 async def section_soak(url: str, work: Workload, rate: float, duration_s: float) -> dict:
     import psutil
-    from ray.util.state import list_actors
 
-    pids = [a.pid for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000) if "ServeReplica" in (a.class_name or "")]
+    mine = {c.pid for c in psutil.Process(os.getpid()).children(recursive=True)}  # this run's Ray only
+    pids = [p.pid for p in psutil.process_iter(["cmdline"])
+            if "ServeReplica:recsys" in " ".join(p.info["cmdline"] or []) and p.pid in mine]
     mem = []
     start = time.perf_counter()
 
@@ -277,6 +282,9 @@ async def main_async(ns, url: str, work: Workload, args) -> dict:
 
         man = json.loads((resolve_version(artifacts) / "manifest.json").read_text())
         out["recall"] = {"kind": man["ann"]["kind"], **man["metrics"], "items": man["counts"]["items"]}
+    if "batching" in secs:
+        out["batching"] = await section_batching(work, 32, ns.batching_s, args.rerank.top_n, artifacts, args.rerank)
+        print("  batching", out["batching"], flush=True)
     if "latency" in secs:
         out["latency"] = []
         for ep in ("search", "recommend", "suggest"):
@@ -288,9 +296,6 @@ async def main_async(ns, url: str, work: Workload, args) -> dict:
     if "overhead" in secs:
         out["overhead"] = await asyncio.to_thread(section_overhead, url, work, artifacts, args)
         print("  overhead", out["overhead"], flush=True)
-    if "batching" in secs:
-        out["batching"] = await section_batching(work, 32, ns.batching_s, args.rerank.top_n)
-        print("  batching", out["batching"], flush=True)
     if "autoscale" in secs:
         out["autoscale"] = await section_autoscale(url, work, 32, ns.ramp_s, ns.idle_s)
         print("  autoscale", {k: v for k, v in out["autoscale"].items() if k != "timeline"}, flush=True)

@@ -172,3 +172,13 @@ def test_shipped_serve_configs_chain_to_index_outputs(project_root):
             for name in ("Ingress", "Retriever", "Reranker", "Personalizer", "Recommender", "FeedbackSink"):
                 assert "autoscaling_config" in args.deployment(name).options()
         assert (project_root / "configs" / "serve" / f"{scale}.yaml").read_text().startswith("# ")
+
+
+def test_shipped_serve_configs_pass_rays_schema(project_root):
+    """What `serve run` / `serve deploy` / a RayService check before building the app."""
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    for scale in ("tiny", "local", "cluster"):
+        cfg = ServeDeploySchema.model_validate(yaml.safe_load((project_root / "configs/serve" / f"{scale}.yaml").read_text()))
+        assert cfg.applications[0].import_path == "recsys.serving.app:build_app"

@@ -38,8 +38,10 @@ def embed_catalog(texts: list[str], model_path: str, max_length: int, batch_size
     from recsys.retrieval.encoder import EmbedBatch
 
     df = pd.DataFrame({"row": np.arange(len(texts), dtype=np.int64), "text": texts})
-    blocks = max(1, min(len(texts) // max(batch_size, 1), 4 * concurrency)) or 1
-    ds = ray.data.from_pandas(df).repartition(blocks)
+    # Blocks made on the driver (no repartition task: the pool may hold every CPU of a small cluster).
+    blocks = max(1, min(len(texts) // max(batch_size, 1), 4 * concurrency))
+    bounds = np.linspace(0, len(df), blocks + 1).astype(int)
+    ds = ray.data.from_pandas([df.iloc[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo])
     out = ds.map_batches(
         EmbedBatch, fn_constructor_kwargs={"model_path": model_path, "max_length": max_length,
                                            "device": "cuda" if num_gpus > 0 else "cpu", "batch_size": batch_size},

@@ -125,6 +125,9 @@ class PersonalizerCore:
 
     def personalize(self, candidates: list[dict[str, Any]], user_id: str | None, country: str | None) -> tuple[list[dict[str, Any]], bool]:
         """Candidates sorted by final ``score``; also whether the user was cold (no features)."""
+        # Rows are re-derived from item ids: during a hot reload the retriever may already serve
+        # another index version than this replica; items this version lacks are dropped.
+        candidates = [dict(c, row=self.a.row_of[c["item_id"]]) for c in candidates if c["item_id"] in self.a.row_of]
         if not candidates:
             return [], True
         ctx = self.user_context(user_id, country)

@@ -100,7 +100,8 @@ def test_quarantine_keeps_raw_rows(cleaned):
     assert json.loads(by_reason["bad_type:price"]["raw"])["amount"] == "abc"
     assert "EXTRA" in by_reason["malformed_row: expected 7 fields, got 8"]["raw"]
     assert by_reason["invalid_encoding"]["raw"]  # kept, not dropped
-    assert all(r["source_file"].endswith("hostile.csv") for r in q)
+    assert all(r["source_row"] is not None for r in q)  # lineage of every rejection
+    assert all(r["source_file"].endswith("hostile.csv") for r in q if r["reason"] != "bot_burst")
 
 
 def test_clean_rows_normalized_sessionized(cleaned):

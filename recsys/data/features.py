@@ -492,7 +492,8 @@ def _embed(items, emb_cfg) -> pa.Table:
                          num_gpus=emb_cfg.num_gpus or None,
                          fn_constructor_kwargs={"model_path": resolve_model_path(emb_cfg.model.name_or_path),
                                                 "max_length": emb_cfg.model.max_length, "device": device})
-    return pa.concat_tables(ray.get(out.to_arrow_refs()))
+    table = pa.concat_tables(ray.get(out.to_arrow_refs()))
+    return table.set_column(0, "item_id", table["item_id"].cast(pa.string()))
 
 
 DENSE = ("n_events", "recency_days", "active_days", "n_sessions", "frequency", "monetary", "price_mean", "category_affinity")

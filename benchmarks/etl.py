@@ -1,0 +1,171 @@
+"""ETL benchmark: Ray Data clean + features vs a single-process pandas implementation of the same logic.
+
+    .venv/bin/python benchmarks/etl.py --events runs/synth/local/events [--cpus 1 2] [--limit N]
+
+Workload on the synth job's events: row validation with reasons (pyarrow map_batches), ONE hash
+exchange by user_id (bot bursts, exact/near dedup, sessions, then per-user timelines -> sequences in
+the same blocks), one exchange by item_id (item counts), Parquet out. Baseline: benchmarks/etl_pandas.py.
+Each variant runs in its own process; peak memory = max summed RSS of that process tree (driver +
+Ray workers), sampled every 0.2 s. Prints events/s, the Ray/pandas ratio and the 1 -> 2 CPU scaling
+efficiency, and where the time goes (ds.stats() of the Ray run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+OPTS = {"max_field_chars": 10_000, "max_ts": "2030-01-01", "max_price": 1e6, "max_quantity": 100_000,
+        "bot_per_minute": 120, "near_us": 1_000_000, "gap_us": 30 * 60 * 1_000_000}
+
+
+def ray_variant(events: str, out: str, cpus: int, limit: int | None) -> dict:
+    import ray
+
+    from recsys.config import InputConfig
+    from recsys.data.adapters import open_source
+    from recsys.data.clean import STATUS, keyed_events, row_stage
+    from recsys.data.features import item_counts, sequences, timelines
+    from recsys.data.schema import EVENT_TYPES
+    from recsys.data.shuffle import by_key
+
+    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    src = open_source(InputConfig(path=events, format="parquet"))
+    opts = {"event_types": list(EVENT_TYPES), "min_ts_us": None, "max_ts_us": int(1.9e15), "max_price": OPTS["max_price"],
+            "max_quantity": OPTS["max_quantity"], "allow_negative_quantity": False, "max_field_chars": OPTS["max_field_chars"],
+            "bot_per_minute": OPTS["bot_per_minute"], "near_us": OPTS["near_us"], "gap_us": OPTS["gap_us"],
+            "lowercase_queries": True, "hash_columns": [], "scrub_text": False, "salt": None, "return_prefix": None,
+            "return_mode": "keep", "link_returns": False}
+    t0 = time.perf_counter()
+    raw = src.read_raw()
+    if limit:
+        raw = raw.limit(limit)
+    rows = raw.map_batches(row_stage, batch_format="pyarrow", fn_kwargs={"spec": src.spec, "opts": opts})
+    keyed = by_key(rows, "user_id", keyed_events, fn_kwargs={"opts": opts}).materialize()
+    ok = keyed.map_batches(_ok, batch_format="pyarrow")
+    ok.write_parquet(f"{out}/events")
+    keyed.map_batches(_not_ok, batch_format="pyarrow").write_parquet(f"{out}/rejected")
+    tl = ok.map_batches(timelines, batch_format="pyarrow", batch_size=None)  # blocks are user-partitioned
+    tl.map_batches(sequences, batch_format="pyarrow", fn_kwargs={"seq_types": None}).write_parquet(f"{out}/sequences")
+    by_key(ok.select_columns(["user_id", "item_id", "event_type", "price"]), "item_id", item_counts,
+           fn_kwargs={"event_types": list(EVENT_TYPES)}).write_parquet(f"{out}/item_counts")
+    elapsed = time.perf_counter() - t0
+    import pyarrow.dataset as pads
+
+    counts = {"rows_in": keyed.count(), "rows_clean": pads.dataset(f"{out}/events").count_rows(),
+              "users": pads.dataset(f"{out}/sequences").count_rows()}
+    stats = keyed.stats()
+    ray.shutdown()
+    return {"elapsed_s": elapsed, **counts, "stats": stats[-3000:]}
+
+
+def _ok(b):
+    import pyarrow.compute as pc
+
+    from recsys.data.clean import STATUS
+
+    return b.filter(pc.equal(b[STATUS], "ok")).drop_columns([STATUS, "reason", "raw", "_return", "source_file"])
+
+
+def _not_ok(b):
+    import pyarrow.compute as pc
+
+    from recsys.data.clean import STATUS
+
+    return b.filter(pc.not_equal(b[STATUS], "ok")).select(["source_row", STATUS, "reason"])
+
+
+def pandas_variant(events: str, out: str, limit: int | None) -> dict:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import etl_pandas
+
+    if limit:
+        import pyarrow.dataset as pads
+
+        t = pads.dataset(events).head(limit)
+        import pyarrow.parquet as pq
+
+        events = f"{out}/input.parquet"
+        pq.write_table(t, events)
+    t0 = time.perf_counter()
+    counts = etl_pandas.run(events, out, OPTS)
+    return {"elapsed_s": time.perf_counter() - t0, **counts}
+
+
+def measure(cmd: list[str]) -> dict:
+    """Run a variant in a subprocess; sample the RSS of its whole process tree."""
+    import psutil
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    peak, peak_driver = 0, 0
+    stop = threading.Event()
+
+    def sample():
+        nonlocal peak, peak_driver
+        p = psutil.Process(proc.pid)
+        while not stop.is_set():
+            try:
+                kids = p.children(recursive=True)
+                rss_driver = p.memory_info().rss
+                total = rss_driver + sum(k.memory_info().rss for k in kids if k.is_running())
+                peak, peak_driver = max(peak, total), max(peak_driver, rss_driver)
+            except psutil.Error:
+                pass
+            time.sleep(0.2)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    out, _ = proc.communicate()
+    stop.set()
+    th.join()
+    res = json.loads(out.strip().splitlines()[-1])
+    return {**res, "peak_rss_gb": round(peak / 2**30, 2), "peak_driver_rss_gb": round(peak_driver / 2**30, 2)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", default="runs/synth/local/events")
+    ap.add_argument("--cpus", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--limit", type=int, default=None, help="only the first N events")
+    ap.add_argument("--variant", choices=["ray", "pandas"], help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.variant:  # child process
+        res = ray_variant(args.events, args.out, args.cpus[0], args.limit) if args.variant == "ray" else \
+            pandas_variant(args.events, args.out, args.limit)
+        print(json.dumps(res, default=str))
+        return
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        base = [sys.executable, __file__, "--events", os.path.abspath(args.events)] + (["--limit", str(args.limit)] if args.limit else [])
+        os.makedirs(f"{tmp}/pandas")
+        results["pandas"] = measure(base + ["--variant", "pandas", "--out", f"{tmp}/pandas"])
+        for c in args.cpus:
+            results[f"ray_{c}cpu"] = measure(base + ["--variant", "ray", "--cpus", str(c), "--out", f"{tmp}/ray{c}"])
+    n = results["pandas"]["rows_in"]
+    print(f"events: {n:,}  (shared 2-core machine: timings are noisy, compare ratios from this run)")
+    for name, r in results.items():
+        print(f"{name:10s} {r['elapsed_s']:8.1f} s  {n / r['elapsed_s']:>12,.0f} events/s  peak RSS {r['peak_rss_gb']:.2f} GB "
+              f"(driver {r['peak_driver_rss_gb']:.2f} GB)")
+    top = max(args.cpus)
+    ray_top = results[f"ray_{top}cpu"]
+    print(f"ratio Ray Data ({top} CPU) / pandas throughput: {results['pandas']['elapsed_s'] / ray_top['elapsed_s']:.2f}x")
+    if 1 in args.cpus and top > 1:
+        eff = results["ray_1cpu"]["elapsed_s"] / (ray_top["elapsed_s"] * top)
+        print(f"scaling 1 -> {top} CPUs: speed-up {results['ray_1cpu']['elapsed_s'] / ray_top['elapsed_s']:.2f}x, efficiency {eff:.0%}")
+    print("ds.stats() of the exchange (Ray, top CPUs):\n" + ray_top.get("stats", ""))
+    print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "stats"} for k, v in results.items()}))
+
+
+if __name__ == "__main__":
+    main()

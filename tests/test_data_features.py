@@ -1,0 +1,100 @@
+"""Features: exact LOO / time splits, no leakage past a split's cut-off, smoothing, e2e job on tiny."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from recsys.data import features as F
+from recsys.data.schema import TS
+
+T0 = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def _events() -> pa.Table:
+    """u1: a,b,c,d bought at day 0..3; u2: a,e at day 1,2 (too short for LOO); plus impressions."""
+    rows = [("u1", "a", "view", 0), ("u1", "b", "click", 1), ("u1", "c", "buy", 2), ("u1", "d", "buy", 3),
+            ("u1", "z", "impression", 3), ("u2", "a", "click", 1), ("u2", "e", "buy", 2)]
+    return pa.table({
+        "user_id": [r[0] for r in rows], "item_id": [r[1] for r in rows], "event_type": [r[2] for r in rows],
+        "timestamp": pa.array([T0 + dt.timedelta(days=r[3]) for r in rows], TS),
+        "price": [1.0, 2.0, 30.0, 40.0, 5.0, 2.0, 8.0], "source_row": list(range(len(rows)))})
+
+
+def _params(protocol="loo", t1=None) -> dict:
+    return {"protocol": protocol, "t1_us": t1 or 0, "seq_types": None, "min_len": 3,
+            "ref_us": int((T0 + dt.timedelta(days=4)).timestamp() * 1e6), "event_types": ["buy", "click", "impression", "view"],
+            "last_n": 2, "half_life_days": 14.0, "price_bands": [0, 10, 25, 50, np.inf], "max_pairs": 5}
+
+
+def test_sequences_and_loo_exact():
+    tl = F.timelines(_events())
+    seq = F.sequences(tl, None).to_pylist()
+    assert {r["user_id"]: r["items"] for r in seq} == {"u1": ["a", "b", "c", "d"], "u2": ["a", "e"]}  # no impression
+    s = pa.Table.from_pylist(seq, schema=F.sequences(tl, None).schema)
+    assert F.loo_split(s, "train", 3).to_pylist()[0]["items"] == ["a", "b"]
+    valid, test = F.loo_split(s, "valid", 3).to_pylist(), F.loo_split(s, "test", 3).to_pylist()
+    assert (valid[0]["history"], valid[0]["target"]) == (["a", "b"], "c")
+    assert (test[0]["history"], test[0]["target"]) == (["a", "b", "c"], "d")
+    assert len(valid) == 1  # u2 has 2 items < min_sequence
+
+
+def test_no_leakage_loo():
+    """Features of u1 use only events before its validation target (c, day 2)."""
+    tl = F.timelines(_events())
+    uf = {r["user_id"]: r for r in F.user_features(tl, _params()).to_pylist()}
+    assert uf["u1"]["n_events"] == 2 and uf["u1"]["frequency"] == 0  # a, b only: the buys c, d are held out
+    assert uf["u1"]["last_items"] == ["a", "b"] and uf["u1"]["monetary"] == 0
+    assert uf["u2"]["n_events"] == 2  # short users: everything is training
+    te = F.training_events(tl, _params())
+    assert set(zip(te["user_id"].to_pylist(), te["item_id"].to_pylist())) == {("u1", "a"), ("u1", "b"), ("u2", "a"), ("u2", "e")}
+    ic = {r["item_id"]: r for r in F.item_counts(te, ["buy", "click", "view"]).to_pylist()}
+    assert "c" not in ic and "d" not in ic and ic["a"]["n_users"] == 2
+
+
+def test_no_leakage_time_split():
+    t1 = int((T0 + dt.timedelta(days=2)).timestamp() * 1e6)
+    tl = F.timelines(_events())
+    te = F.training_events(tl, _params("time", t1))
+    assert (np.asarray(te["timestamp"].cast(pa.int64())) < t1).all()
+    uf = {r["user_id"]: r for r in F.user_features(tl, _params("time", t1)).to_pylist()}
+    assert uf["u1"]["n_events"] == 2 and uf["u2"]["n_events"] == 1
+    tt = F.time_targets(tl, t1, 2**62, None).to_pylist()
+    assert {r["user_id"]: (r["history"], r["targets"]) for r in tt} == {"u1": (["a", "b"], ["c", "d"]), "u2": (["a"], ["e"])}
+
+
+def test_smoothed_rates():
+    counts = pa.table({"item_id": ["x"], "n_impression": [10], "n_click": [5], "n_view": [0], "n_cart": [1], "n_buy": [0]})
+    r = F.smooth_rates(counts, 10.0, {"ctr": 0.1, "cart_rate": 0.2, "conversion_rate": 0.05}).to_pylist()[0]
+    assert r["ctr"] == pytest.approx((5 + 10 * 0.1) / (10 + 10))
+    assert r["cart_rate"] == pytest.approx((1 + 2.0) / (5 + 10))
+
+
+def test_features_job_tiny(ray_session, tmp_path, tiny_bert_dir):
+    """synth tiny -> clean -> features, by config (paths overridden into tmp)."""
+    from recsys.cli.entry import parse_job, run_parsed
+    from recsys.data.layout import FEATURES, read_pandas
+
+    spec, cfg = parse_job("synth", "tiny", [f"output_dir={tmp_path}/synth", "events=3000", "users=60"])
+    assert run_parsed(spec, cfg)["status"] == "succeeded"
+    spec, cfg = parse_job("clean", "configs/clean/synth-tiny.yaml", [
+        f"input.path={tmp_path}/synth/events", f"output_dir={tmp_path}/clean",
+        f"more_inputs=[{{path: {tmp_path}/synth/items, format: parquet, table: items}}]"])
+    assert run_parsed(spec, cfg)["status"] == "succeeded"
+    spec, cfg = parse_job("features", "tiny", [f"data={tmp_path}/clean", f"output_dir={tmp_path}/features",
+                                               f"embeddings.model.name_or_path={tiny_bert_dir}", "embeddings.max_items=16"])
+    report = run_parsed(spec, cfg)
+    assert report["status"] == "succeeded"
+    out = tmp_path / "features"
+    seq = read_pandas(out, FEATURES.sequences)
+    test = read_pandas(out, FEATURES.loo_test)
+    assert len(test) > 0 and all(len(h) + 1 == len(s) for h, s in zip(test.merge(seq, on="user_id")["history"],
+                                                                      test.merge(seq, on="user_id")["items"]))
+    uf = read_pandas(out, FEATURES.user_features)
+    assert {"segment", "pca_0", "recency_days", "last_items"} <= set(uf.columns)
+    assert (out / FEATURES.manifest).exists() and (out / FEATURES.selection).exists()
+    pairs = read_pandas(out, FEATURES.pairs)
+    assert set(pairs["label"]) == {0, 1}

@@ -139,14 +139,32 @@ def build_tuner(cfg: TuneJobConfig, base_raw: dict[str, Any], base: TrainConfig,
 
 
 class TrialStatuses(Callback):
-    """Records every trial's final Tune status (TERMINATED, ERROR; PENDING / RUNNING / PAUSED when the
-    sweep was interrupted): the ResultGrid alone does not say which trials finished."""
+    """Which trials finished (TERMINATED / ERROR) and which an interruption left unfinished.
+
+    Tune marks the trials it tears down on Ctrl-C as TERMINATED in memory (they are RUNNING in the
+    saved state that a resume reads), so finished = already finished when the run started (a resumed
+    sweep) + completed or errored during it; everything else is UNFINISHED."""
 
     def __init__(self):
+        self.finished: dict[str, str] = {}
+        self.seen: set[str] = set()
         self.statuses: dict[str, str] = {}
 
+    def on_step_begin(self, iteration, trials, **info):
+        for t in trials:
+            if t.trial_id not in self.seen:
+                self.seen.add(t.trial_id)
+                if t.status in ("TERMINATED", "ERROR"):
+                    self.finished[t.trial_id] = t.status
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.finished[trial.trial_id] = "TERMINATED"
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.finished[trial.trial_id] = "ERROR"
+
     def on_experiment_end(self, trials, **info):
-        self.statuses = {t.trial_id: t.status for t in trials}
+        self.statuses = {t.trial_id: self.finished.get(t.trial_id, "UNFINISHED") for t in trials}
 
 
 def run_sweep(cfg: TuneJobConfig, base_raw: dict[str, Any], base: TrainConfig, output_dir: Path,

@@ -1,0 +1,51 @@
+"""Multi-node integration: `recsys submit pipeline --config tiny` on a local head + 1 worker node
+(cluster/local/start.sh): the job SUCCEEDED, its tasks ran on both nodes, the service answered."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_submit_tiny_pipeline_to_two_node_cluster(local_cluster, monkeypatch):
+    from ray.job_submission import JobSubmissionClient
+    from ray.util.state import list_nodes, list_tasks
+
+    from recsys.cli.main import app
+
+    for k, v in local_cluster["env"].items():
+        if k.startswith(("RECSYS_", "RAY_AUTH")):
+            monkeypatch.setenv(k, v)
+    port = _free_port()
+    out = local_cluster["runs"] / "pipeline" / "tiny"
+    result = CliRunner().invoke(app, [
+        "submit", "pipeline", "--config", "tiny", "--address", local_cluster["address"], "--submission-id", "pipeline-2node",
+        f"output_dir={out}", f"deploy.serve.port={port}", "deploy.serve.config=configs/serve/tiny.yaml",
+    ])
+    client = JobSubmissionClient(local_cluster["address"])
+    assert result.exit_code == 0, result.output[-3000:] + client.get_job_logs("pipeline-2node")[-3000:]
+    assert str(client.get_job_status("pipeline-2node").value) == "SUCCEEDED"
+
+    report = json.loads((out / "report.json").read_text())
+    assert report["status"] == "succeeded" and report["deployment"]["promoted"]
+    assert report["deployment"]["service"]["smoke"]["status"] == 200
+
+    job_id = client.get_job_info("pipeline-2node").job_id
+    tasks = list_tasks(address=local_cluster["address"], filters=[("job_id", "=", job_id)], limit=10000, raise_on_missing_output=False)
+    nodes = {t.node_id for t in tasks if t.node_id}
+    assert len(list_nodes(address=local_cluster["address"])) == 2
+    assert len(nodes) == 2, f"tasks ran on {len(nodes)} node(s): {nodes}"
+
+    r = httpx.post(f"http://127.0.0.1:{port}/search", json={"query": "game", "k": 3}, timeout=60)
+    assert r.status_code == 200 and r.json()["items"]

@@ -35,6 +35,13 @@ def read_table(inp: InputConfig, table: str):
     return read_input(inp, table if inp.preset else inp.table)
 
 
+def _partitions(ds) -> int:
+    """Shuffle partitions for a group-by: Ray's default (200) is far too many for training tables."""
+    import ray
+
+    return int(min(64, max(2, 2 * int(ray.cluster_resources().get("CPU", 2)))))
+
+
 def _keep_split(batch: pd.DataFrame, split: str | None) -> pd.DataFrame:
     if split is None or "split" not in batch.columns:
         return batch
@@ -101,9 +108,12 @@ def _positives(batch: pd.DataFrame) -> pd.DataFrame:
 
 def _mine_negatives(group: pd.DataFrame, seed: int) -> pd.DataFrame:
     """One query's rows -> its positives, each with one label-0 right text of the same query as hard negative."""
+    if group.empty or "label" not in group.columns:
+        return pd.DataFrame({"left": pd.Series(dtype=str), "right": pd.Series(dtype=str),
+                             "label": pd.Series(dtype="float32"), "negative": pd.Series(dtype=str)})
     pos, neg = group[group["label"] > 0], group[group["label"] <= 0]
     if pos.empty or neg.empty:
-        return pos.assign(negative=pd.Series(dtype=str)).iloc[0:0]
+        return pos.iloc[0:0].assign(negative=pd.Series(dtype=str))
     rng = np.random.default_rng(seed + len(group))
     return pos.assign(negative=neg["right"].to_numpy()[rng.integers(0, len(neg), len(pos))])
 
@@ -111,7 +121,7 @@ def _mine_negatives(group: pd.DataFrame, seed: int) -> pd.DataFrame:
 def bi_encoder_rows(ds, hard_negatives: bool, seed: int):
     """Pairs -> (query, positive[, negative]) rows for in-batch-negative training."""
     if hard_negatives:
-        return ds.groupby("left").map_groups(_mine_negatives, batch_format="pandas", fn_kwargs={"seed": seed})
+        return ds.groupby("left", num_partitions=_partitions(ds)).map_groups(_mine_negatives, batch_format="pandas", fn_kwargs={"seed": seed})
     return ds.map_batches(_positives, batch_format="pandas")
 
 
@@ -126,11 +136,14 @@ def _list_group(group: pd.DataFrame, size: int, seed: int) -> pd.DataFrame:
 
 def listwise_groups(ds, size: int, seed: int):
     """Pairs -> consecutive lists of ``size`` rows per query (``left``) for the listwise loss."""
-    return ds.groupby("left").map_groups(_list_group, batch_format="pandas", fn_kwargs={"size": size, "seed": seed})
+    return ds.groupby("left", num_partitions=_partitions(ds)).map_groups(_list_group, batch_format="pandas", fn_kwargs={"size": size, "seed": seed})
 
 
 # -- sequences -------------------------------------------------------------------------------------
 def _group_events(group: pd.DataFrame, feature_cols: list[str]) -> pd.DataFrame:
+    if group.empty:
+        return pd.DataFrame({"user_id": pd.Series(dtype=str), "items": pd.Series(dtype=object),
+                             **{c: pd.Series(dtype=str) for c in feature_cols}})
     g = group.sort_values("timestamp", kind="stable") if "timestamp" in group.columns else group
     row = {"user_id": [str(g["user_id"].iloc[0])], "items": [g["item_id"].astype(str).tolist()]}
     for c in feature_cols:
@@ -146,7 +159,8 @@ def load_sequences(inp: InputConfig, feature_cols: list[str], max_rows: int | No
     if "sequences" in tables:
         ds = read_table(inp, "sequences")
     else:
-        ds = read_table(inp, "events").groupby("user_id").map_groups(
+        events = read_table(inp, "events")
+        ds = events.groupby("user_id", num_partitions=_partitions(events)).map_groups(
             _group_events, batch_format="pandas", fn_kwargs={"feature_cols": feature_cols})
     return ds.limit(max_rows) if max_rows else ds
 

@@ -188,7 +188,7 @@ def user_features(block: pa.Table, p: dict[str, Any]) -> pa.Table:
     if "country" in t.column_names:
         out["country"] = pc.list_element(t["country"].combine_chunks(), 0) if t.num_rows else pa.array([], pa.string())
     out["last_items"] = pa.array([last.get(u, []) for u in range(n_users)], pa.list_(pa.string()))
-    out["cutoff"] = pa.array(np.minimum(cut, np.iinfo(np.int64).max), pa.int64()).cast(TS)
+    out["cutoff"] = pa.array(cut, pa.int64(), mask=cut == np.iinfo(np.int64).max).cast(TS)  # null: no held-out part
     return pa.table(out)
 
 

@@ -134,7 +134,8 @@ def parse_excel(data: bytes, path: str, opts: dict[str, Any]) -> pa.Table:
 
     sheet = opts.get("sheet")
     header = 0 if opts.get("header", True) else None
-    df = pd.read_excel(io.BytesIO(data), sheet_name=0 if sheet is None else sheet, dtype=object, header=header)
+    df = pd.read_excel(io.BytesIO(data), sheet_name=0 if sheet is None else sheet, dtype=object, header=header,
+                       nrows=opts.get("nrows"))
     names = opts.get("column_names") or [str(c).strip() for c in df.columns]
     names = _unique(names)
     cols = {n: pa.array([_to_str(v) for v in df.iloc[:, j].tolist()], pa.string()) for j, n in enumerate(names)}

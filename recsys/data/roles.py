@@ -183,7 +183,7 @@ def evaluate_shared(data_root: str, rows: int = 5000) -> dict[str, Any]:
     for case in SHARED_TRUTH:
         path = Path(data_root) / case["file"]
         data = path.read_bytes()
-        opts = {"header": case["header"], "delimiter": {"csv": ",", "tsv": "\t", "text": " "}.get(case["format"], ",")}
+        opts = {"header": case["header"], "nrows": rows, "delimiter": {"csv": ",", "tsv": "\t", "text": " "}.get(case["format"], ",")}
         if not case["header"]:
             opts["column_names"] = [f"col{i}" for i in range(len(case["truth"]))]
         if case["format"] == "excel":

@@ -14,6 +14,9 @@ def run(cfg: PipelineConfig, ctx) -> dict:
         summary = PipelineRunner(cfg, ctx.output_dir, ctx.log).run()
     for s in summary["stages"]:
         ctx.timings[f"stage:{s['name']}"] = s["seconds"]
+    from recsys.pipeline.summary import print_summary
+
+    print_summary(summary)
     return summary
 
 

@@ -18,6 +18,7 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # minutes of Ray Data overhead per stage when the 2 cores are shared
 def test_submit_tiny_pipeline_to_two_node_cluster(local_cluster, monkeypatch):
     from ray.job_submission import JobSubmissionClient
     from ray.util.state import list_nodes, list_tasks

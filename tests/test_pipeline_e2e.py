@@ -36,6 +36,7 @@ def _scan_for_secrets(root: Path) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # minutes of Ray Data overhead per stage when the 2 cores are shared
 def test_tiny_pipeline_end_to_end(ray_session, tmp_path, monkeypatch, project_root):
     from ray import serve
 

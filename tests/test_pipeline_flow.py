@@ -104,3 +104,29 @@ def test_pipeline_cache_rerun_stop_and_resume(ray_session, drift_setup, tmp_path
     assert resumed["status"] == "succeeded", resumed.get("error")
     assert [s["action"] for s in resumed["stages"]] == ["cached", "ran"]
     assert "recsys_pipeline_last_run_success{pipeline=\"pipe\"} 1.0" in (tmp_path / "pipe" / "pipeline.prom").read_text()
+
+
+def test_corrupted_logs_stop_at_inventory_with_the_violated_rule(ray_session, tmp_path, monkeypatch):
+    monkeypatch.setenv("RECSYS_RUNS_ROOT", str(tmp_path / "runs"))
+    rng = np.random.default_rng(0)
+    n = 400
+    users = np.where(rng.random(n) < 0.3, "", rng.integers(0, 40, n).astype(str))  # 30% of user ids lost
+    pd.DataFrame({"user_id": users, "item_id": rng.integers(0, 90, n).astype(str), "event_type": "view",
+                  "timestamp": pd.date_range("2024-01-01", periods=n, freq="min", tz="UTC").astype(str)}
+                 ).to_csv(tmp_path / "events.csv", index=False)
+    pipe = {"output_dir": str(tmp_path / "pipe"), "track": False,
+            "stages": [{"name": "inventory", "job": "inventory", "config": "tiny", "overrides": {
+                "input": {"path": str(tmp_path / "events.csv"), "format": "csv", "table": "events"}, "limit": None,
+                "now": "2024-01-02T00:00:00Z", "contract": [
+                    {"metric": "null_rate", "table": "events", "column": "user_id", "max": 0.01},
+                    {"metric": "min_rows", "table": "events", "min": 100}]}},
+                       {"name": "clean", "job": "clean", "config": "tiny", "overrides": {"input": {"path": "@{inventory}"}}}],
+            "gates": [{"name": "contract", "kind": "data_contract", "stage": "inventory"}]}
+    (tmp_path / "pipe.yaml").write_text(yaml.safe_dump(pipe))
+    spec, cfg = parse_job("pipeline", str(tmp_path / "pipe.yaml"), [])
+    with pytest.raises(Exception, match="stage 'inventory' \\(inventory\\) failed \\(gate contract\\)"):
+        run_parsed(spec, cfg)
+    lineage = json.loads((tmp_path / "pipe" / "lineage.json").read_text())
+    assert [s["name"] for s in lineage["stages"]] == ["inventory"]  # clean never ran
+    gate = lineage["gates"][0]
+    assert not gate["passed"] and "null_rate" in gate["reason"] and "user_id" in gate["reason"]

@@ -47,7 +47,7 @@ def test_lookup_handles_dotted_model_names():
 
 
 def test_gates_verdicts():
-    ok = {"status": "succeeded", "contract": {"violations": []}, "reconciled": True, "primary_metric": "ndcg@10",
+    ok = {"status": "succeeded", "contract_violations": [], "reconciled": True, "primary_metric": "ndcg@10",
           "metrics": {"knn": {"ndcg@10": 0.3}}}
     assert G.data_contract("c", "inventory", ok, None).passed
     bad = {"status": "failed", "error": "ContractError: events.user_id null_rate 0.4 > max 0.01"}

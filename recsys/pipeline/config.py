@@ -64,7 +64,7 @@ class GateConfig(StrictModel):
     )
     stage: str = Field(..., description="Stage whose report the gate reads (checked right after it runs).")
     key: str | None = Field(
-        None, description="Dotted key in the report (default: contract.violations / reconciled / metrics.<model>.<metric>).")
+        None, description="Dotted key in the report (default: contract_violations / reconciled / metrics.<model>.<metric>).")
     model: str | None = Field(None, description="metric_min / champion_challenger: the model name in an evaluate report.")
     metric: str | None = Field(None, description="Metric name (default: the report's primary_metric).")
     min: float | None = Field(None, description="metric_min: the lowest acceptable value.")

@@ -45,7 +45,7 @@ def lookup(report: dict[str, Any], dotted: str) -> Any:
 
 def data_contract(name: str, stage: str, report: dict[str, Any], key: str | None) -> Verdict:
     """The stage (inventory) succeeded and its violations list is empty."""
-    key = key or "contract.violations"
+    key = key or "contract_violations"
     if report.get("status") != "succeeded":
         return Verdict(name, "data_contract", stage, False, f"data contract violated: {report.get('error', 'stage failed')}")
     found = lookup(report, key)

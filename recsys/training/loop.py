@@ -95,7 +95,7 @@ def _save_and_report(cfg, model, strategy, state: dict, metrics: dict[str, float
         d = Path(tmp)
         strategy.save(d, rank)
         export_model(model, strategy, d / MODEL_DIR, cfg.lora.export if cfg.lora.enabled else None)
-        (d / f"rank_{rank}.json").write_text(json.dumps({"rank": rank, **state}))
+        (d / f"rank_{rank}.json").write_text(json.dumps({"rank": rank, **{k: v for k, v in state.items() if k != "history"}}))
         if rank == 0:
             (d / STATE_FILE).write_text(json.dumps(state, indent=2))
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(d)))
@@ -181,6 +181,7 @@ def train_loop(config: dict[str, Any]) -> None:
         else:
             state["bad_evals"] += 1
         stop = bool(_dist_broadcast(loop.patience is not None and state["bad_evals"] >= loop.patience))
+        state["history"] = [*state.get("history", []), metrics]  # kept in every checkpoint, survives restarts
         if rank == 0:
             log.info("step %d: %s", state["step"], {k: round(v, 4) for k, v in metrics.items()})
         _save_and_report(cfg, model, strategy, {k: v for k, v in state.items() if not k.startswith("_")}, metrics)

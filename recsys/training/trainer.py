@@ -224,6 +224,17 @@ def export_best(result, cfg: TrainConfig, output_dir: Path, counts: dict[str, An
     return dest, metrics
 
 
+def read_history(checkpoint) -> list[dict[str, Any]]:
+    """Every validation's metrics of the run (kept in each checkpoint's train state, restarts included)."""
+    from recsys.training.loop import STATE_FILE
+
+    if checkpoint is None:
+        return []
+    with checkpoint.as_directory() as d:
+        state_file = Path(d) / STATE_FILE
+        return json.loads(state_file.read_text()).get("history", []) if state_file.is_file() else []
+
+
 def run_training(cfg: TrainConfig, output_dir: str | Path, *, resume_from: str | None = None,
                  fault: dict[str, Any] | None = None) -> dict[str, Any]:
     """Prepare data, fit, export the best model. Returns counts, metrics, history and artifact paths."""
@@ -239,9 +250,7 @@ def run_training(cfg: TrainConfig, output_dir: str | Path, *, resume_from: str |
     trainer = build_trainer(cfg, prep.datasets, build_run_config(cfg, out), prep.extras, resume_from, fault)
     result = trainer.fit()
     model_dir, best = export_best(result, cfg, out, prep.counts)
-    history = []
-    if result.metrics_dataframe is not None:
-        history = json.loads(result.metrics_dataframe.to_json(orient="records"))
+    history = read_history(result.checkpoint)
     return {
         "counts": prep.counts,
         "metrics": {k: v for k, v in best.items() if isinstance(v, (int, float))},

@@ -25,13 +25,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def sweep(cfg, scheduler: str, out: Path) -> dict:
+def sweep(cfg, scheduler: str, out: Path, prepared=None) -> dict:
     from recsys.tuning.run import run_tuning
 
     run_cfg = cfg.model_copy(update={"scheduler": cfg.scheduler.model_copy(update={"name": scheduler}),
                                      "output_dir": str(out), "name": f"bench-{scheduler}", "resume": False})
     t0 = time.perf_counter()
-    report = run_tuning(run_cfg, out)
+    report = run_tuning(run_cfg, out, prepared=prepared)
     wall = time.perf_counter() - t0
     import pandas as pd
 
@@ -44,6 +44,18 @@ def sweep(cfg, scheduler: str, out: Path) -> dict:
         "best": report.get("best", {}).get(metric), "best_params": report.get("best", {}).get("params"),
         "model": report["artifacts"].get("model"), "metric": metric,
     }
+
+
+def shared_data(cfg):
+    from recsys.config.loader import _expand
+    from recsys.training.trainer import prepare
+    from recsys.tuning.space import load_base, train_config, with_objective
+    from recsys.tuning.trial import shares_prepared_data
+
+    if not shares_prepared_data(list(cfg.space)):
+        return None
+    raw = with_objective(load_base(cfg.base, cfg.overrides), cfg.objective.metric, cfg.objective.mode)
+    return prepare(train_config(_expand(raw, "", [])))
 
 
 def test_metrics(cfg, models: dict[str, str], out: Path, eval_config: Path) -> dict:
@@ -80,7 +92,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "runs/bench/tune"))
     ap.add_argument("--eval-config", default=str(ROOT / "configs/evaluate/local.yaml"))
     ap.add_argument("--no-test", action="store_true", help="skip training the default and the test-set comparison")
-    ap.add_argument("--num-samples", type=int, default=None, help="override search.num_samples")
+    ap.add_argument("overrides", nargs="*", help="dotted overrides of the tune config, e.g. overrides.train.max_steps=40")
     args = ap.parse_args()
 
     import ray
@@ -89,16 +101,16 @@ def main() -> None:
     from recsys.runtime import JOB_ENV
     from recsys.tuning.config import TuneJobConfig
 
-    cfg = load_config(TuneJobConfig, args.config)
-    if args.num_samples:
-        cfg = cfg.model_copy(update={"search": cfg.search.model_copy(update={"num_samples": args.num_samples})})
+    cfg = load_config(TuneJobConfig, args.config, args.overrides)
     out = Path(args.out).resolve()
     ray.init(num_cpus=cfg.ray.num_cpus or 2, include_dashboard=False, runtime_env={"env_vars": dict(JOB_ENV)},
              log_to_driver=False)
-    results: dict = {"config": args.config, "num_samples": cfg.search.num_samples, "search": cfg.search.algorithm}
+    results: dict = {"config": args.config, "overrides": args.overrides, "num_samples": cfg.search.num_samples,
+                     "search": cfg.search.algorithm}
     try:
+        prepared = shared_data(cfg)  # both sweeps train on the same prepared data (not timed)
         for sched in ("asha", "fifo"):
-            results[sched] = sweep(cfg, sched, out / sched)
+            results[sched] = sweep(cfg, sched, out / sched, prepared)
             print(json.dumps({sched: results[sched]}), flush=True)
         a, f = results["asha"], results["fifo"]
         results["ratios"] = {

@@ -18,7 +18,8 @@ pytestmark = pytest.mark.slow
 
 
 class InterruptAfterFirstTrial(Callback):
-    """Sends the driver SIGINT (a Ctrl-C) when the first trial finishes."""
+    """Sends the driver Tune's stop signal when the first trial finishes (SIGUSR1: Tune handles it
+    like Ctrl-C -- save the experiment state and stop -- without pytest's KeyboardInterrupt)."""
 
     def __init__(self):
         self.sent = False
@@ -26,12 +27,11 @@ class InterruptAfterFirstTrial(Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         if not self.sent:
             self.sent = True
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGUSR1)
 
 
 @pytest.fixture(scope="module")
 def resumed_sweep(ray_session, shared_data, tmp_path_factory):
-    from recsys.runtime import JobContext
     from recsys.tuning.run import run_tuning
 
     out = tmp_path_factory.mktemp("tune-tiny")
@@ -40,8 +40,7 @@ def resumed_sweep(ray_session, shared_data, tmp_path_factory):
     first_table = pd.read_parquet(out / "trials.parquet")
     runs = out / "sweep" / "train_runs"
     first_files = {p: p.stat().st_mtime_ns for p in runs.rglob("*") if p.is_file()}
-    assert JobContext  # the resumed run goes through the job runtime (report.json)
-    second = run_parsed(spec, cfg)
+    second = run_parsed(spec, cfg)  # `recsys run tune --config tiny` again: resumes
     return {"out": out, "first": first, "first_table": first_table, "first_files": first_files, "second": second}
 
 

@@ -22,9 +22,11 @@ def mlflow_callbacks(cfg: TuneJobConfig) -> list:
     return [MLflowLoggerCallback(tracking_uri=uri, experiment_name=cfg.mlflow.experiment, save_artifact=False)]
 
 
-def run_tuning(cfg: TuneJobConfig, output_dir: Path, timer=None, callbacks: list | None = None) -> dict[str, Any]:
+def run_tuning(cfg: TuneJobConfig, output_dir: Path, timer=None, callbacks: list | None = None,
+               prepared=None) -> dict[str, Any]:
     """Returns the report dict of the tune job (counts, metrics, best params, artifacts).
-    ``callbacks``: extra Ray Tune callbacks (progress hooks, custom loggers)."""
+    ``callbacks``: extra Ray Tune callbacks (progress hooks, custom loggers); ``prepared``: the base
+    config's ``recsys.training.trainer.prepare`` result, reused when the space leaves data unchanged."""
     import contextlib
 
     from recsys.config.loader import _expand
@@ -40,7 +42,8 @@ def run_tuning(cfg: TuneJobConfig, output_dir: Path, timer=None, callbacks: list
     base_raw = with_objective(raw, base.metric_name, base.train.mode)
     metric, mode = base.metric_name, base.train.mode
     with timer("sweep"):
-        grid, resumed, statuses = run_sweep(cfg, base_raw, base, out, callbacks=[*mlflow_callbacks(cfg), *(callbacks or [])])
+        grid, resumed, statuses = run_sweep(cfg, base_raw, base, out, callbacks=[*mlflow_callbacks(cfg), *(callbacks or [])],
+                                              prepared=prepared)
     with timer("outputs"):
         records = collect(grid, list(cfg.space), statuses)
         interrupted = any(r.status == "unfinished" for r in records)

@@ -23,10 +23,23 @@ def load_base(base: str | dict[str, Any], overrides: dict[str, Any] | None = Non
     """The base train config as raw YAML data (``${VAR}`` kept, so best.yaml stays portable), with
     the sweep's dotted ``overrides`` applied (each checked to be a train-config key)."""
     data = _read_base(base)
-    errors = [e.replace("space.", "overrides.", 1) for e in map(_schema_error, overrides or {}) if e]
+    flat = dict(flatten_overrides(overrides or {}))
+    errors = [e.replace("space.", "overrides.", 1) for e in map(_schema_error, flat) if e]
     if errors:
         raise ConfigError(errors, source="tune config")
-    return trial_data(data, overrides or {})
+    return trial_data(data, flat)
+
+
+def flatten_overrides(overrides: dict[str, Any], prefix: str = ""):
+    """Dotted (key, value) pairs; nested sections (``train: {max_steps: 5}``, as CLI overrides such
+    as ``overrides.train.max_steps=5`` produce) become ``train.max_steps`` -- a value that is a
+    mapping only stays whole where the train config has a mapping field."""
+    for key, value in overrides.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, dict) and value and _schema_error(full) is not None:
+            yield from flatten_overrides(value, full + ".")
+        else:
+            yield full, value
 
 
 def _read_base(base: str | dict[str, Any]) -> dict[str, Any]:

@@ -86,15 +86,17 @@ def default_concurrency(base: TrainConfig) -> int:
     return max(1, int((res.get("CPU", 1) - 1) // (s.num_workers * s.cpus_per_worker)))
 
 
-def build_trainable(cfg: TuneJobConfig, base_raw: dict[str, Any], base: TrainConfig, exp_path: str):
-    """The trial function with its fixed arguments; data prepared once here when the space allows."""
+def build_trainable(cfg: TuneJobConfig, base_raw: dict[str, Any], base: TrainConfig, exp_path: str, prepared=None):
+    """The trial function with its fixed arguments; data prepared once here when the space allows
+    (``prepared``: a ``prepare(base)`` the caller already made, e.g. shared by several sweeps)."""
     from ray import tune
 
     from recsys.training.trainer import prepare
     from recsys.tuning.trial import shares_prepared_data, train_trial
 
-    prepared = None
-    if shares_prepared_data(list(cfg.space)):
+    if not shares_prepared_data(list(cfg.space)):
+        prepared = None
+    elif prepared is None:
         prepared = prepare(base)
         log.info("the space leaves the data unchanged: trials share one prepared data set %s", prepared.counts)
 
@@ -105,7 +107,7 @@ def build_trainable(cfg: TuneJobConfig, base_raw: dict[str, Any], base: TrainCon
 
 
 def build_tuner(cfg: TuneJobConfig, base_raw: dict[str, Any], base: TrainConfig, output_dir: Path,
-                callbacks: list | None = None):
+                callbacks: list | None = None, prepared=None):
     """A fresh ``Tuner``, or the interrupted one at ``storage_path/name`` (``Tuner.restore``)."""
     from ray import tune
 
@@ -113,7 +115,7 @@ def build_tuner(cfg: TuneJobConfig, base_raw: dict[str, Any], base: TrainConfig,
 
     metric, mode = base.metric_name, base.train.mode
     exp_path = experiment_path(cfg, output_dir)
-    trainable = build_trainable(cfg, base_raw, base, exp_path)
+    trainable = build_trainable(cfg, base_raw, base, exp_path, prepared)
     if cfg.resume and tune.Tuner.can_restore(exp_path):
         log.info("resuming the sweep at %s (finished trials are kept)", exp_path)
         return tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True, resume_errored=True,
@@ -168,9 +170,9 @@ class TrialStatuses(Callback):
 
 
 def run_sweep(cfg: TuneJobConfig, base_raw: dict[str, Any], base: TrainConfig, output_dir: Path,
-              callbacks: list | None = None):
+              callbacks: list | None = None, prepared=None):
     """Fit (or resume) the sweep; returns (ResultGrid, resumed, {trial_id: Tune status})."""
     statuses = TrialStatuses()
-    tuner, resumed = build_tuner(cfg, base_raw, base, output_dir, [*(callbacks or []), statuses])
+    tuner, resumed = build_tuner(cfg, base_raw, base, output_dir, [*(callbacks or []), statuses], prepared)
     grid = tuner.fit()
     return grid, resumed, statuses.statuses

@@ -147,3 +147,15 @@ def test_mlflow_callback_only_with_a_tracking_uri(tiny_data, tmp_path, monkeypat
     cfg = _load({**copy.deepcopy(tiny_data), "mlflow": {"tracking_uri": f"file:{tmp_path}/mlruns", "experiment": "t"}})
     (cb,) = mlflow_callbacks(cfg)
     assert type(cb).__name__ == "MLflowLoggerCallback" and cb.tracking_uri == f"file:{tmp_path}/mlruns"
+
+
+def test_overrides_set_on_the_base_nested_or_dotted(tiny_data):
+    from recsys.tuning.space import load_base
+
+    data = {**copy.deepcopy(tiny_data), "overrides": {"train.max_steps": 4, "optim": {"weight_decay": 0.0}}}
+    cfg = _load(data)
+    raw = load_base(cfg.base, cfg.overrides)
+    assert raw["train"]["max_steps"] == 4 and raw["train"]["eval_every"] == 2  # merged, not replaced
+    assert raw["optim"] == {"lr": 0.001, "warmup_ratio": 0.0, "weight_decay": 0.0}
+    with pytest.raises(ConfigError, match="overrides.train.max_step: the train config has no key"):
+        _load({**copy.deepcopy(tiny_data), "overrides": {"train": {"max_step": 4}}})

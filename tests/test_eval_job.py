@@ -30,6 +30,8 @@ def beauty_slice(shared_data, tmp_path_factory):
     pd.DataFrame({"user_id": [r[0] for r in rows], "items": [r[1:] for r in rows]}).to_parquet(d / "sequences.parquet")
     cands = {r[0]: [str(int(r[-1]) + k) for k in range(1, 30)] for r in rows[:100] if len(r) > 4}
     pd.DataFrame({"user_id": list(cands), "items": list(cands.values())}).to_parquet(d / "candidates.parquet")
+    pd.DataFrame({"user_id": [r[0] for r in rows], "country": ["DE" if i % 3 else "FR" for i in range(len(rows))]}
+                 ).to_parquet(d / "users.parquet")
     return d
 
 
@@ -63,7 +65,8 @@ def test_tiny_config_full_ranking_time_split(ray_session, tmp_path):
 
 
 def test_sampled_and_file_candidates_with_tuning_ensembles_kfold(ray_session, tmp_path, beauty_slice):
-    base = {"data": {"events": {"path": str(beauty_slice / "sequences.parquet")}},
+    base = {"data": {"events": {"path": str(beauty_slice / "sequences.parquet")},
+                     "users": {"path": str(beauty_slice / "users.parquet")}},
             "metrics": ["ndcg@10", "hit_rate@10", "auc"], "bootstrap": 100, "significance_resamples": 200}
     models = [
         {"name": "pop", "kind": "popularity"},
@@ -79,6 +82,9 @@ def test_sampled_and_file_candidates_with_tuning_ensembles_kfold(ray_session, tm
     assert len(lb["bpr"]["info"]["tuning"]) == 2 and "weights" in lb["w"]["info"]
     assert set(report["kfold"]) == {"pop", "bpr", "knn"} and len(report["kfold"]["pop"]["ndcg@10"]["folds"]) == 2
     assert {s["vs"] for s in report["significance"]} == {"pop"} and all(0 < s["p_permutation"] <= 1 for s in report["significance"])
+    per = pd.read_parquet(tmp_path / "a" / "out" / "per_query.parquet")
+    assert set(per["country"]) == {"DE", "FR"}
+    assert "country=FR" in (tmp_path / "a" / "out" / "report.html").read_text()
     assert json.loads((tmp_path / "res.json").read_text())["leaderboard"][0]["model"] == report["leaderboard"][0]["model"]
     file_report = _run({**base, "data": {**base["data"], "candidates": {"path": str(beauty_slice / "candidates.parquet")}},
                         "protocol": {"candidates": "file", "users": "with_candidates"}, "models": models[:1]}, tmp_path / "b")

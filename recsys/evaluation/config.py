@@ -22,6 +22,9 @@ class EvalDataConfig(StrictModel):
     candidates: InputConfig | None = Field(
         None, description="Candidate lists (user_id, items[, source]) shipped with a data set; protocol.candidates=file."
     )
+    users: InputConfig | None = Field(
+        None, description="Users (user_id + columns such as country): each non-id column becomes a per-query segment."
+    )
     pairs: InputConfig | None = Field(
         None, description="Labelled pairs (left, right, label, left_id, right_id, split); matching / retrieval tasks."
     )

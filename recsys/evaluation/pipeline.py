@@ -64,6 +64,18 @@ def _apply_candidates(cfg: EvaluateConfig, es: P.EvalSet, cands: dict[str, list[
     return es
 
 
+def _add_user_segments(cfg: EvaluateConfig, es: P.EvalSet, max_values: int = 50) -> None:
+    """Per-query segment columns from the users table (country, ...); ids and timestamps skipped."""
+    from recsys.evaluation.data import load_table
+
+    users = load_table(cfg.data.users, "users")
+    users = users.assign(user_id=users["user_id"].astype(str)).drop_duplicates("user_id").set_index("user_id")
+    for col in users.columns:
+        if col.endswith("_id") or col.endswith("_ts") or users[col].nunique() > max_values:
+            continue  # not a segment (ids, timestamps, free text)
+        es.segments[col] = users[col].reindex(es.query_ids.astype(str)).astype(object).fillna("unknown").to_numpy()
+
+
 def prepare_recommendation(cfg: EvaluateConfig) -> Prepared:
     from recsys.evaluation.data import load_candidates, load_sequences
 
@@ -88,6 +100,8 @@ def prepare_recommendation(cfg: EvaluateConfig) -> Prepared:
     elif len(valid):
         valid = _apply_candidates(cfg.model_copy(update={"protocol": pc.model_copy(update={"users": "all"})}), valid, cands,
                                   cfg.seed + 1, pc.max_valid_queries)
+    if cfg.data.users is not None:
+        _add_user_segments(cfg, test)
     train = TrainData(sequences=split.train, catalog=catalog, items=items)
     counts = {"users": len(seqs), "items": len(catalog), "interactions": int(sum(len(s) for s in seqs["items"])),
               "test_queries": len(test), "valid_queries": len(valid),
@@ -309,10 +323,13 @@ def run_ranking(cfg: EvaluateConfig, ctx) -> dict[str, Any]:
         with ctx.timer("kfold"):
             kfold = _kfold(cfg, prep)
     per_query.to_parquet(ctx.path("per_query.parquet"), index=False)
-    summary = {"task": cfg.protocol.task, "protocol": prep.test.protocol, "split": cfg.protocol.split,
+    summary = {"task": cfg.protocol.task, "protocol": prep.test.protocol,
+               "split": cfg.protocol.split if cfg.protocol.task == "recommendation" else "pairs file splits",
                "eval_set": prep.test.name, "primary_metric": primary, "reference": reference,
                "ties": cfg.evaluator.ties, **prep.counts}
-    segments = segment_table(per_query, primary, "activity")
+    seg_tables = [segment_table(per_query, primary, seg) for seg in prep.test.segments]
+    segments = pd.concat([t.set_index("model") for t in seg_tables if len(t)], axis=1).reset_index() \
+        if any(len(t) for t in seg_tables) else None
     write_html(ctx.path("report.html"), f"recsys evaluate: {prep.test.name}", summary, leaderboard, sig, segments, primary)
     payload = {"summary": summary, "leaderboard": leaderboard, "significance": sig, "kfold": kfold}
     if cfg.results_json:

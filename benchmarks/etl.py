@@ -39,7 +39,14 @@ def ray_variant(events: str, out: str, cpus: int, limit: int | None) -> dict:
     from recsys.data.schema import EVENT_TYPES
     from recsys.data.shuffle import by_key
 
-    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    for attempt in range(3):  # a loaded shared machine can miss Ray's 30 s raylet start window
+        try:
+            ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+            break
+        except Exception:  # noqa: BLE001
+            if attempt == 2:
+                raise
+            time.sleep(10)
     src = open_source(InputConfig(path=events, format="parquet"))
     opts = {"event_types": list(EVENT_TYPES), "min_ts_us": None, "max_ts_us": int(1.9e15), "max_price": OPTS["max_price"],
             "max_quantity": OPTS["max_quantity"], "allow_negative_quantity": False, "max_field_chars": OPTS["max_field_chars"],

@@ -73,7 +73,9 @@ def local_cluster(tmp_path_factory):
     """
     import subprocess
 
-    port, dash = 6421, 8321
+    # Overridable so that two test runs on one machine (developers, CI) do not collide.
+    port = int(os.environ.get("RECSYS_TEST_RAY_PORT", "6421"))
+    dash = int(os.environ.get("RECSYS_TEST_DASHBOARD_PORT", "8321"))
     state = tmp_path_factory.mktemp("cluster")
     env = {**os.environ, "RECSYS_CLUSTER_DIR": str(state), "RECSYS_RUNS_ROOT": str(state / "runs")}
     start = subprocess.run(

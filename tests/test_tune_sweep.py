@@ -14,7 +14,8 @@ from ray.tune import Callback
 
 from recsys.cli.entry import parse_job, run_parsed
 
-pytestmark = pytest.mark.slow
+# 2-4 minutes on an idle 2-core machine; the timeout leaves room for a shared, loaded one.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
 
 class InterruptAfterFirstTrial(Callback):

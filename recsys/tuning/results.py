@@ -42,7 +42,8 @@ def collect(grid, space_keys: list[str], statuses: dict[str, str] | None = None)
     for result in grid:
         hist = result.metrics_dataframe if result.metrics_dataframe is not None else pd.DataFrame()
         last = result.metrics or {}
-        trial_id = str(last.get("trial_id") or (hist["trial_id"].iloc[-1] if "trial_id" in hist else Path(result.path).name))
+        trial_id = str(last.get("trial_id") or (hist["trial_id"].iloc[-1] if "trial_id" in hist and len(hist)
+                                                 else Path(result.path or "unknown").name))
         params = {k: result.config.get(k) for k in space_keys if k in result.config}
         if result.error is not None:
             status = "error"

@@ -62,7 +62,7 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(resumed_swe
 
 def test_grid_is_exactly_the_grid_and_asha_stops_some_trials(resumed_sweep):
     table = pd.read_parquet(resumed_sweep["out"] / "trials.parquet")
-    combos = sorted(zip(table["config/optim.lr"], table["config/model.sequential.hidden_size"]))
+    combos = sorted(zip(table["config/optim.lr"], table["config/model.sequential.hidden_size"], strict=True))
     assert combos == sorted(itertools.product([0.0001, 0.01], [8, 16]))
     assert set(table.status) <= {"completed", "stopped_early"}
     assert (table.status == "stopped_early").sum() >= 1

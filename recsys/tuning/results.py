@@ -105,7 +105,7 @@ def _restore_env_refs(dumped: Any, raw: Any) -> Any:
     if isinstance(dumped, dict) and isinstance(raw, dict):
         return {k: _restore_env_refs(v, raw[k]) if k in raw else v for k, v in dumped.items()}
     if isinstance(dumped, list) and isinstance(raw, list) and len(dumped) == len(raw):
-        return [_restore_env_refs(d, r) for d, r in zip(dumped, raw)]
+        return [_restore_env_refs(d, r) for d, r in zip(dumped, raw, strict=True)]
     if isinstance(raw, str) and "${" in raw:
         return raw
     return dumped

@@ -31,7 +31,14 @@ def run_tuning(cfg: TuneJobConfig, output_dir: Path, timer=None, callbacks: list
 
     from recsys.config.loader import _expand
     from recsys.tuning.report import write_report
-    from recsys.tuning.results import best_record, best_train_data, collect, export_best_model, trials_table, write_best_yaml
+    from recsys.tuning.results import (
+        best_record,
+        best_train_data,
+        collect,
+        export_best_model,
+        trials_table,
+        write_best_yaml,
+    )
     from recsys.tuning.space import load_base, train_config, validate_space, with_objective
     from recsys.tuning.sweep import experiment_path, run_sweep
 

@@ -73,6 +73,7 @@ def test_smoothed_rates():
     assert r["cart_rate"] == pytest.approx((1 + 2.0) / (5 + 10))
 
 
+@pytest.mark.slow
 def test_features_job_tiny(ray_session, tmp_path, tiny_bert_dir):
     """synth tiny -> clean -> features, by config (paths overridden into tmp)."""
     from recsys.cli.entry import parse_job, run_parsed

@@ -108,7 +108,7 @@ def replicas(app: str = "recsys") -> dict[str, int]:
     return {n: d.replica_states.get("RUNNING", 0) for n, d in (st.deployments if st else {}).items()}
 
 
-def section_overhead(url: str, work: Workload, artifacts: str, args, n: int = 150) -> dict:
+def section_overhead(url: str, work: Workload, artifacts: str, args, n: int = 60) -> dict:
     """HTTP /search p50 (concurrency 1) minus the same pipeline called in-process."""
     from recsys.retrieval.artifacts import IndexArtifacts
     from recsys.retrieval.encoder import TextEncoder
@@ -282,6 +282,20 @@ async def main_async(ns, url: str, work: Workload, args) -> dict:
 
         man = json.loads((resolve_version(artifacts) / "manifest.json").read_text())
         out["recall"] = {"kind": man["ann"]["kind"], **man["metrics"], "items": man["counts"]["items"]}
+    if "examples" in secs:  # real answers, for the README
+        ex = {}
+        async with httpx.AsyncClient(base_url=url, timeout=60) as c:
+            for q in ("zelda ocarina", "wireless controller ps4", "racing game xbox"):
+                r = (await c.post("/search", json={"query": q, "user_id": "0", "k": 5})).json()
+                ex[f"search:{q}"] = {"arm": r["arm"], "titles": [i["title"] for i in r["items"]]}
+            for q in ("pokemn", "call of du", "mari"):
+                r = (await c.get("/suggest", params={"q": q, "k": 5})).json()
+                ex[f"suggest:{q}"] = [x["text"] for x in r["suggestions"]]
+            for body in ({"user_id": "0", "k": 5}, {"user_id": "someone-new", "k": 5}):
+                r = (await c.post("/recommend", json=body)).json()
+                ex[f"recommend:{body['user_id']}"] = {"strategy": r["strategy"], "titles": [i["title"] for i in r["items"]]}
+        out["examples"] = ex
+        print(json.dumps(ex, indent=1), flush=True)
     if "batching" in secs:
         out["batching"] = await section_batching(work, 32, ns.batching_s, args.rerank.top_n, artifacts, args.rerank)
         print("  batching", out["batching"], flush=True)
@@ -312,7 +326,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default="configs/serve/local.yaml")
     p.add_argument("--port", type=int, default=8011)
-    p.add_argument("--sections", default="recall,latency,overhead,batching,autoscale,kill,soak")
+    p.add_argument("--sections", default="recall,examples,batching,latency,overhead,autoscale,kill,soak")
     p.add_argument("--latency-s", type=float, default=15)
     p.add_argument("--batching-s", type=float, default=20)
     p.add_argument("--ramp-s", type=float, default=60)
@@ -330,7 +344,16 @@ def main() -> None:
     from recsys.serving.launch import read_serve_config, start, validate_args
 
     os.environ.update(JOB_ENV)
-    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": dict(JOB_ENV)}, log_to_driver=False)
+    for attempt in range(3):  # a loaded machine can miss Ray's fixed 30 s node-startup window
+        try:
+            ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": dict(JOB_ENV)}, log_to_driver=False)
+            break
+        except Exception as exc:  # noqa: BLE001
+            print(f"ray.init failed ({exc}); retry {attempt + 1}/3", flush=True)
+            ray.shutdown()
+            if attempt == 2:
+                raise
+            time.sleep(10)
     app_cfg = read_serve_config(ns.config)["applications"][0]
     overrides = {"api_key_env": None, "feedback_dir": "runs/bench/feedback"}
     args = validate_args({**app_cfg, "args": {**app_cfg["args"], **overrides}}, ns.config)

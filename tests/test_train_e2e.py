@@ -75,7 +75,8 @@ def test_bi_encoder_ddp_lora_export_matches_reported_metric(ray_session, tmp_pat
     from recsys.data.adapters import read_input
 
     df = read_input(cfg.data.train, "pairs").to_pandas()
-    valid = df[(df["split"] == "valid") & (df["label"] > 0)].head(cfg.data.max_valid_rows)
+    valid = df[df["split"] == "valid"].head(cfg.data.max_valid_rows)  # the loop's rows: first N, then positives
+    valid = valid[valid["label"] > 0]
     q = model.encode(valid["left"].tolist(), tower="query")
     v = model.encode(valid["right"].tolist(), tower="item")
     s = q @ v.T

@@ -30,7 +30,7 @@ def load_pairs(path: str, n: int) -> list[tuple[str, str]]:
 
     df = read_input(InputConfig(path=path, preset="product-matching"), "pairs").to_pandas()
     df = df[(df["split"] == "train") & (df["label"] > 0)].head(n)
-    return list(zip(df["left"].astype(str), df["right"].astype(str)))
+    return list(zip(df["left"].astype(str), df["right"].astype(str), strict=True))
 
 
 def plain_loop(pairs, steps: int, batch: int, max_length: int, warmup: int, threads: int) -> dict:
@@ -98,7 +98,11 @@ def st_trainer(pairs, steps: int, batch: int, max_length: int, warmup: int, thre
     """(d): SentenceTransformerTrainer + MultipleNegativesRankingLoss, same model / batch / steps."""
     import torch
     from datasets import Dataset
-    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers import (
+        SentenceTransformer,
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
     from sentence_transformers.losses import MultipleNegativesRankingLoss
     from transformers import TrainerCallback
 

@@ -43,7 +43,7 @@ class EmbeddingAttack:
     @torch.no_grad()
     def perturb(self, grads: list[torch.Tensor | None]) -> None:
         """One step along the normalized gradient; PGD projects back into the epsilon ball."""
-        for (name, p), g in zip(self.params, grads):
+        for (name, p), g in zip(self.params, grads, strict=True):
             if g is None:
                 continue
             if name not in self.backup:

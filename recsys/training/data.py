@@ -248,7 +248,7 @@ def item_texts(items_ds, item_ids: list[str]) -> list[str]:
     text = df["title"].fillna("") if "title" in df.columns else pd.Series([""] * len(df))
     if "description" in df.columns:
         text = text.where(text != "", df["description"].fillna(""))
-    lookup = dict(zip(df["item_id"].astype(str), text.astype(str)))
+    lookup = dict(zip(df["item_id"].astype(str), text.astype(str), strict=True))
     return [lookup.get(i, "") for i in item_ids]
 
 

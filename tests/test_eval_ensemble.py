@@ -32,6 +32,14 @@ def test_rrf_and_weighted_fusion():
     assert np.isfinite(WeightedScorer([a, c], [1.0, 1.0]).score(BATCH, ITEMS)).all()
 
 
+def test_fusion_of_tied_scores_cannot_find_the_target_by_position():
+    seqs = {f"u{u}": [f"i{(u + j) % 40}" for j in range(6)] for u in range(30)}
+    es = sample_negatives(leave_one_out(seqs).test, 19, seed=0)
+    const = lambda b, items: np.zeros(items.shape)  # noqa: E731 - carries no information
+    for fused in (RRFScorer([const, const]), WeightedScorer([const, const], [1.0, 1.0])):
+        assert RankingEvaluator(es, ["hit_rate@10"])(fused)["hit_rate@10"] == 0.0  # pessimistic ties
+
+
 def test_fit_weights_finds_the_useful_member():
     seqs = {f"u{u}": [f"i{(u + j) % 40}" for j in range(6)] for u in range(30)}
     es = sample_negatives(leave_one_out(seqs).valid, 10, seed=0)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from recsys.evaluation.scorer import QueryBatch
+from recsys.evaluation.scorer import QueryBatch, as_scorer
 
 
 class CachedScorer:
@@ -20,7 +20,7 @@ class CachedScorer:
     re-scores the same validation batches many times. Valid for one EvalSet at a time."""
 
     def __init__(self, scorer, max_entries: int = 4096):
-        self.scorer, self.max_entries = scorer, max_entries
+        self.scorer, self.max_entries = as_scorer(scorer), max_entries
         self._cache: dict[tuple, np.ndarray] = {}
 
     def score(self, batch: QueryBatch, item_ids: np.ndarray) -> np.ndarray:
@@ -36,11 +36,15 @@ class CachedScorer:
 
 
 def row_ranks(scores: np.ndarray) -> np.ndarray:
-    """(B, C) 1-based rank of each cell within its row (best = 1); -inf cells get rank C + 1."""
-    order = np.argsort(-scores, axis=1, kind="stable")
-    ranks = np.empty_like(order)
-    np.put_along_axis(ranks, order, np.arange(1, scores.shape[1] + 1)[None, :], axis=1)
-    return np.where(np.isfinite(scores), ranks, scores.shape[1] + 1)
+    """(B, C) 1-based rank of each cell within its row (best = 1); -inf cells get rank C + 1.
+
+    Tied scores share their average rank: a rank must never depend on a cell's column, or the
+    candidate order (e.g. targets listed first) would leak into the fused score.
+    """
+    from scipy.stats import rankdata
+
+    ranks = rankdata(-scores, method="average", axis=1)
+    return np.where(np.isfinite(scores), ranks, scores.shape[1] + 1.0)
 
 
 def zscore(scores: np.ndarray) -> np.ndarray:
@@ -61,7 +65,7 @@ class RRFScorer:
     """Reciprocal rank fusion: sum_m w_m / (k + rank_m)."""
 
     def __init__(self, members: Sequence, k: float = 60.0, weights: Sequence[float] | None = None):
-        self.members, self.k = list(members), k
+        self.members, self.k = [as_scorer(m) for m in members], k
         self.weights = np.asarray(weights if weights is not None else [1.0] * len(self.members), dtype=np.float64)
 
     def score(self, batch: QueryBatch, item_ids: np.ndarray) -> np.ndarray:
@@ -75,7 +79,7 @@ class WeightedScorer:
     """sum_m w_m * zscore(scores_m); a member's -inf cell counts as its row minimum."""
 
     def __init__(self, members: Sequence, weights: Sequence[float]):
-        self.members, self.weights = list(members), np.asarray(weights, dtype=np.float64)
+        self.members, self.weights = [as_scorer(m) for m in members], np.asarray(weights, dtype=np.float64)
 
     def score(self, batch: QueryBatch, item_ids: np.ndarray) -> np.ndarray:
         parts = [zscore(s) for s in _member_scores(self.members, batch, item_ids)]
@@ -114,7 +118,7 @@ class LearnedFusionScorer:
     """
 
     def __init__(self, members: Sequence, C: float = 1.0):
-        self.members, self.C = list(members), C
+        self.members, self.C = [as_scorer(m) for m in members], C
         self._model = None
 
     def _features(self, batch: QueryBatch, item_ids: np.ndarray) -> np.ndarray:

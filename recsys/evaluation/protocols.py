@@ -232,7 +232,8 @@ def sample_negatives(
 
     Deterministic per (seed, query id). ``strategy='popularity'`` draws proportionally to
     ``popularity`` (item -> count), as some papers do; uniform is the SASRec / LLMRank protocol.
-    Targets come first in each row (ranking is by score, so position carries no information).
+    Each row is shuffled (seeded): a target's column carries no information, so a scorer or a
+    fusion that breaks ties by position cannot find it.
     """
     cat = es.catalog
     if n < 1:
@@ -266,8 +267,8 @@ def sample_negatives(
                     picked.append(d)
                     if len(picked) == n:
                         break
-        tgt = list(es.targets[q]) + [None] * (n_t - len(es.targets[q]))
-        rows[q] = tgt + cat[picked].tolist()
+        row = list(es.targets[q]) + cat[picked].tolist()
+        rows[q] = [row[i] for i in rng.permutation(len(row))] + [None] * (n_t - len(es.targets[q]))
     return replace(es, candidates=rows, name=f"{es.name}+{n}neg")
 
 
@@ -283,6 +284,7 @@ def with_candidates(es: EvalSet, candidates: dict[str, list[str]], *, add_target
         c = [str(x) for x in candidates[str(q)]]
         if add_targets:
             c = [t for t in tgt if t not in set(c)] + c
+            c = [c[i] for i in _query_rng(0, q).permutation(len(c))]  # no position leak
         lists.append(c)
     width = max(len(c) for c in lists)
     rows = np.full((len(lists), width), None, dtype=object)

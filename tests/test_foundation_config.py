@@ -36,7 +36,10 @@ def test_shipped_yaml_validates(path: Path):
         return
     # Upstream outputs (runs/...) do not exist in a fresh clone: structure only here...
     load_config(get_job(job).config_cls, path, check_paths=False)
-    # ...but every shared-data path a shipped config names must exist.
+    # ...but every shared-data path a tiny/local config names must exist (cluster configs name the
+    # cluster's storage, e.g. RECSYS_DATA_ROOT=s3://...).
+    if path.stem.startswith("cluster"):
+        return
     for ref in re.findall(r"\$\{RECSYS_DATA_ROOT\}[^\s'\"]*", path.read_text()):
         resolved = expand_env(ref)
         assert glob.glob(resolved) or "://" in resolved, f"{path}: {ref} matches nothing"

@@ -27,6 +27,9 @@ err = Console(stderr=True)
 
 ConfigOpt = Annotated[str, typer.Option("--config", "-c", help="YAML path, or a scale: tiny | local | cluster.")]
 Overrides = Annotated[list[str] | None, typer.Argument(help="Dotted overrides, e.g. train.lr=3e-5 scaling.num_workers=4")]
+FromOpt = Annotated[
+    str | None, typer.Option("--from", help="pipeline: resume from this stage (same as from_stage=STAGE).")
+]
 AddressOpt = Annotated[
     str, typer.Option("--address", envvar="RAY_API_SERVER_ADDRESS", help="Ray dashboard address, e.g. http://127.0.0.1:8265")
 ]
@@ -68,10 +71,11 @@ def validate(job: str, config: ConfigOpt, overrides: Overrides = None) -> None:
 
 
 @app.command()
-def run(job: str, config: ConfigOpt, overrides: Overrides = None) -> None:
+def run(job: str, config: ConfigOpt, overrides: Overrides = None, from_stage: FromOpt = None) -> None:
     """Run a job in this process (against RAY_ADDRESS if set, else a local Ray)."""
     from recsys.cli.entry import run_parsed
 
+    overrides = [*(overrides or []), *([f"from_stage={from_stage}"] if from_stage else [])]
     spec, cfg = _parse(job, config, overrides)
     report = run_parsed(spec, cfg)
     console.print(f"{job}: {report['status']} -> {report['output_dir']}/report.json")
@@ -87,10 +91,12 @@ def submit(
     no_wait: Annotated[bool, typer.Option("--no-wait", help="Print the submission id and return.")] = False,
     env: Annotated[list[str] | None, typer.Option("--env", help="KEY=VALUE for the job's environment.")] = None,
     submission_id: Annotated[str | None, typer.Option("--submission-id")] = None,
+    from_stage: FromOpt = None,
 ) -> None:
     """Submit a job to a Ray cluster (working dir = this project); stream logs, exit with its status."""
     from recsys.cli import submit as sub
 
+    overrides = [*(overrides or []), *([f"from_stage={from_stage}"] if from_stage else [])]
     spec, _ = _parse(job, config, overrides, check_paths=False)  # paths are checked on the cluster
     from recsys.jobs_registry import resolve_config_path
 
@@ -192,7 +198,7 @@ app.add_typer(models_app, name="models")
 
 @app.command()
 def demo(scale: Annotated[str, typer.Option(help="Config scale to run.")] = "local") -> None:
-    """Run the demo end to end on the shared data (what exists of the pipeline so far)."""
+    """Run the pipeline on the shared data (local config), deploy the service, print example answers."""
     from recsys.demo import run_demo
 
     raise typer.Exit(run_demo(scale))

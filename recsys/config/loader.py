@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from recsys.config.paths import expand_env
+from recsys.config.paths import expand_env, runs_root
 
 
 class ConfigError(Exception):
@@ -83,9 +83,13 @@ def _expand(obj: Any, path: str, errors: list[str]) -> Any:
         return [_expand(v, f"{path}[{i}]", errors) for i, v in enumerate(obj)]
     if isinstance(obj, str) and "${" in obj:
         try:
-            return expand_env(obj)
+            obj = expand_env(obj)
         except KeyError as exc:
             errors.append(f"{path}: environment variable {exc.args[0]} is not set; export it or write ${{{exc.args[0]}:-default}}")
+    if isinstance(obj, str) and (obj == "runs" or obj.startswith("runs/")):
+        # `runs/...` means "under RECSYS_RUNS_ROOT": a submitted job's cwd is Ray's temporary copy of
+        # the project, so outputs (and the next stage's inputs) must not depend on the cwd.
+        obj = runs_root() + obj[4:]
     return obj
 
 

@@ -80,7 +80,7 @@ def test_generic_csv_mapping_glob_and_errors(ray_session, tmp_path):
     cfg = InputConfig(path=str(tmp_path / "log*.csv"), columns={"uid": "user_id", "sku": "item_id", "act": "event_type", "t": "timestamp"},
                       event_map={"pv": "view", "addtocart": "cart"})
     rows = sorted(read_input(cfg).take_all(), key=lambda r: r["user_id"])
-    assert [r["event_type"] for r in rows] == ["view", "cart", "view", "cart"]
+    assert [(r["user_id"], r["event_type"]) for r in rows] == [("a0", "view"), ("a1", "view"), ("b0", "cart"), ("b1", "cart")]
     assert rows[0]["timestamp"].isoformat() == "2023-11-14T22:13:20+00:00"  # ms epoch inferred
     (tmp_path / "bad.csv").write_text("uid,sku,act,t\na,x,pv,yesterday-ish\n")
     bad = InputConfig(path=str(tmp_path / "bad.csv"), columns=cfg.columns)

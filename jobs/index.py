@@ -12,12 +12,12 @@ def run(cfg: IndexJobConfig, ctx) -> dict:
 
     import numpy as np
 
+    from recsys.models.hub import resolve_model_path
     from recsys.retrieval import ann as ann_lib
     from recsys.retrieval import build, features, sources
     from recsys.retrieval.autocomplete import Autocomplete
     from recsys.retrieval.encoder import model_fingerprint
     from recsys.retrieval.lexical import BM25Index
-    from recsys.models.hub import resolve_model_path
 
     version = cfg.version or build.default_version()
     with ctx.timer("read"):

@@ -26,6 +26,24 @@ from recsys.serving.deployments import FeedbackSink, Personalizer, Recommender, 
 from recsys.serving.metrics import ServeMetrics
 from recsys.serving.router import ABRouter
 
+RETRIES = 3  # a request whose replica died is re-sent (Serve routes it to a live / restarted replica)
+
+
+async def call(method, *args):
+    """``await handle.method.remote(*args)`` that survives a replica dying under it."""
+    import asyncio
+
+    from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+
+    for attempt in range(RETRIES + 1):
+        try:
+            return await method.remote(*args)
+        except (ActorDiedError, ActorUnavailableError, RayActorError):
+            if attempt == RETRIES:
+                raise
+            await asyncio.sleep(0.5 * (attempt + 1))
+
+
 OPEN_PATHS = {"/healthz", "/metrics", "/docs", "/openapi.json", "/docs/oauth2-redirect", "/redoc"}
 
 api = FastAPI(
@@ -111,14 +129,14 @@ class Ingress:
         arm = self.router.assign(req.user_id)
         h, rr = self.arms[arm], self.settings["rerank"][arm]
         n = max(rr["top_n"], (req.page + 1) * req.k)
-        ret = await h["retriever"].retrieve.remote(req.query, req.filters.model_dump(), n)
+        ret = await call(h["retriever"].retrieve, req.query, req.filters.model_dump(), n)
         if "error" in ret:
             self._observe("search", arm, 422, t0)
             return _error(422, "invalid_request", ret["error"]["message"], ret["error"]["field"])
         cands = ret["candidates"]
         head = cands[: rr["top_n"]]
         if head:
-            out = await h["reranker"].rerank.remote(req.query, [c["text"] for c in head])
+            out = await call(h["reranker"].rerank, req.query, [c["text"] for c in head])
             self.metrics.batch_size.labels(arm).observe(out["batch_size"])
             rel = rr["weight"] * minmax(out["scores"]) + (1 - rr["weight"]) * minmax([c["fused"] for c in head])
             for c, r in zip(head, rel):
@@ -126,7 +144,7 @@ class Ingress:
         tail_rel = minmax([c["fused"] for c in cands[len(head):]]) - 1.0  # below every reranked candidate
         for c, r in zip(cands[len(head):], tail_rel):
             c["relevance"] = float(r)
-        res = await h["personalizer"].personalize.remote(cands, req.user_id, req.country, req.page * req.k, req.k)
+        res = await call(h["personalizer"].personalize, cands, req.user_id, req.country, req.page * req.k, req.k)
         if res["cold_start"]:
             self.metrics.cold.labels("search", arm).inc()
         self._observe("search", arm, 200, t0)
@@ -137,8 +155,8 @@ class Ingress:
     async def recommend(self, req: S.RecommendRequest) -> Any:
         t0 = time.perf_counter()
         arm = self.router.assign(req.user_id)
-        res = await self.arms[arm]["recommender"].recommend.remote(req.user_id, req.item_ids, req.k,
-                                                                  req.exclude_purchased, req.country)
+        res = await call(self.arms[arm]["recommender"].recommend, req.user_id, req.item_ids, req.k,
+                         req.exclude_purchased, req.country)
         if res["cold_start"]:
             self.metrics.cold.labels("recommend", arm).inc()
         self._observe("recommend", arm, 200, t0)
@@ -150,7 +168,7 @@ class Ingress:
                       user_id: str | None = Query(None, min_length=1, max_length=S.MAX_ID_CHARS, description="Picks the arm.")) -> Any:
         t0 = time.perf_counter()
         arm = self.router.assign(user_id)
-        res = await self.arms[arm]["retriever"].suggest.remote(q, k)
+        res = await call(self.arms[arm]["retriever"].suggest, q, k)
         self._observe("suggest", arm, 200, t0)
         return {"arm": arm, "q": q, "suggestions": res["suggestions"]}
 
@@ -164,7 +182,7 @@ class Ingress:
             self._observe("feedback", "unknown", 422, t0)
             return _error(422, "invalid_request", f"unknown arm {arm!r}; arms: {sorted(self.arms)}", "arm")
         rows = to_events(req.model_dump(), arm)
-        await self.sink.append.remote(rows)
+        await call(self.sink.append, rows)
         for ev in req.events:
             self.metrics.feedback.labels(arm, ev.event_type).inc()
         self._observe("feedback", arm, 200, t0)

@@ -13,6 +13,7 @@ from pydantic import Field, field_validator, model_validator
 
 from recsys.config import StrictModel
 
+
 def project_path(value: str | None) -> str | None:
     """Expand ${VARS} and anchor a relative path at the project root (replicas may run in another
     working directory than the one `serve run` was started from)."""

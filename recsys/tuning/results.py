@@ -100,27 +100,16 @@ def best_record(records: list[TrialRecord], metric: str, mode: str) -> TrialReco
     return best
 
 
-def _restore_env_refs(dumped: Any, raw: Any) -> Any:
-    """Put back ``${VAR}`` strings of the raw YAML where the resolved dump expanded them."""
-    if isinstance(dumped, dict) and isinstance(raw, dict):
-        return {k: _restore_env_refs(v, raw[k]) if k in raw else v for k, v in dumped.items()}
-    if isinstance(dumped, list) and isinstance(raw, list) and len(dumped) == len(raw):
-        return [_restore_env_refs(d, r) for d, r in zip(dumped, raw, strict=True)]
-    if isinstance(raw, str) and "${" in raw:
-        return raw
-    return dumped
-
-
 def best_train_data(base_raw: dict[str, Any], params: dict[str, Any], output_dir: str) -> dict[str, Any]:
-    """The best trial's full train config (every field, defaults included), ``${VAR}`` refs kept,
-    writing to its own ``output_dir`` (never resuming someone else's run)."""
+    """The best trial's train config: the base exactly as written (``${VAR}`` refs kept; keys left
+    unset stay unset, so preset defaults still apply) + the tuned values, writing to its own
+    ``output_dir`` (never resuming someone else's run). Validated before it is returned."""
     from recsys.config.loader import _expand
     from recsys.tuning.space import train_config, trial_data
 
-    raw = trial_data(base_raw, params)
-    cfg = train_config(_expand(raw, "", []), check_paths=False)
-    data = _restore_env_refs(cfg.model_dump(mode="json"), raw)
+    data = trial_data(base_raw, params)
     data["output_dir"] = output_dir
+    train_config(_expand(data, "", []), check_paths=False)
     return data
 
 

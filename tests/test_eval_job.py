@@ -52,7 +52,7 @@ def pairs_slice(shared_data, tmp_path_factory):
 
 
 def test_tiny_config_full_ranking_time_split(ray_session, tmp_path):
-    spec, cfg = parse_job("evaluate", "tiny", [f"output_dir={tmp_path}"])
+    spec, cfg = parse_job("evaluate", "tiny", [f"output_dir={tmp_path}", "protocol.max_queries=60", "bootstrap=50"])
     report = run_parsed(spec, cfg)
     assert report["status"] == "succeeded" and report["summary"]["protocol"] == "full"
     lb = {r["model"]: r for r in report["leaderboard"]}

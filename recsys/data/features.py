@@ -410,7 +410,7 @@ def build_features(cfg, data_dir: str, out: str, ctx) -> dict[str, Any]:
             counts["items"] = len(items)
             text_tab = tfidf_terms(items["item_id"].tolist(), items["text"].tolist(), cfg.tfidf_terms, cfg.tfidf_max_features)
             if cfg.embeddings.enabled and items["text"].str.len().gt(0).any():
-                text_tab = text_tab.join(_embed(items, cfg.embeddings), "item_id", join_type="left outer")
+                text_tab = _left_join_keep_lists(text_tab, _embed(items, cfg.embeddings), "item_id")
             _write_arrow(text_tab, join(out, FEATURES.text_features))
     with ctx.timer("pairs"):
         pairs_dir = table_path(data_dir, CLEAN.pairs)
@@ -478,6 +478,18 @@ def _write_arrow(table: pa.Table, path: str) -> None:
     fs, inner = filesystem(path)
     fs.create_dir(inner, recursive=True)
     pq.write_table(table, f"{inner}/part-0.parquet", filesystem=fs)
+
+
+def _left_join_keep_lists(left: pa.Table, right: pa.Table, key: str) -> pa.Table:
+    """Left join on a unique ``key`` of ``right`` that keeps list columns (tf-idf terms, embeddings):
+    Arrow's hash join refuses list-typed non-key fields. Rows of ``left`` without a match get nulls."""
+    import pyarrow.compute as pc
+
+    idx = pc.index_in(left[key], value_set=right[key])  # [len(left)] position in right, or null
+    for name in right.column_names:
+        if name != key:
+            left = left.append_column(name, right[name].take(idx))
+    return left
 
 
 def _embed(items, emb_cfg) -> pa.Table:

@@ -34,7 +34,7 @@ def ray_variant(events: str, out: str, cpus: int, limit: int | None) -> dict:
 
     from recsys.config import InputConfig
     from recsys.data.adapters import open_source
-    from recsys.data.clean import STATUS, keyed_events, row_stage
+    from recsys.data.clean import keyed_events, row_stage
     from recsys.data.features import item_counts, sequences, timelines
     from recsys.data.schema import EVENT_TYPES
     from recsys.data.shuffle import by_key

@@ -11,8 +11,8 @@ def run(cfg: InventoryConfig, ctx) -> dict:
 
     import yaml
 
-    from recsys.data.inventory_job import infer_adapter, profile_inputs
     from recsys.data.inventory import check_contract
+    from recsys.data.inventory_job import infer_adapter, profile_inputs
     from recsys.data.report_html import render
 
     now = cfg.now or dt.datetime.now(dt.timezone.utc)

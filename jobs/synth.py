@@ -13,7 +13,14 @@ def run(cfg: SynthConfig, ctx) -> dict:
 
     from recsys.data.adapters import read_input
     from recsys.data.shuffle import cluster_cpus
-    from recsys.data.synth import DIRT_KINDS, RELEVANCE_OTHER, RELEVANCE_TARGET, catalog_arrays, examination, generate_shard
+    from recsys.data.synth import (
+        DIRT_KINDS,
+        RELEVANCE_OTHER,
+        RELEVANCE_TARGET,
+        catalog_arrays,
+        examination,
+        generate_shard,
+    )
 
     with ctx.timer("catalog"):
         items = pa.Table.from_pylist(read_input(cfg.catalog, "items").take_all())  # a catalog: small by nature

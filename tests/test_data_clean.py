@@ -36,7 +36,7 @@ def hostile_csv(path: Path) -> dict[str, int]:
     ]
     rows += [f"bot,b{i},click,2024-01-03T00:00:{i:02d}Z,1,1,x" for i in range(25)]  # 25 events in one minute
     data = ("\ufeff" + HEADER + "\n".join(rows) + "\n").encode("utf-8")
-    data += "u6,i1,view,2024-01-02T00:00:00Z,4,1,caf".encode() + b"\xe9 latin-1\n"  # invalid UTF-8
+    data += b"u6,i1,view,2024-01-02T00:00:00Z,4,1,caf" + b"\xe9 latin-1\n"  # invalid UTF-8
     path.write_bytes(data)
     return {"exact_duplicate": 1, "near_duplicate": 1, "missing_key:user_id": 1, "bad_type:price": 1, "bad_timestamp": 1,
             "timestamp_out_of_range": 1, "negative_price": 1, "absurd_quantity": 1, "unknown_event_type": 1,

@@ -6,7 +6,13 @@ import numpy as np
 from scipy import stats as sps
 
 from recsys.evaluation.kfold import user_folds
-from recsys.evaluation.stats import bootstrap_ci, compare, paired_bootstrap_test, paired_ttest, permutation_test
+from recsys.evaluation.stats import (
+    bootstrap_ci,
+    compare,
+    paired_bootstrap_test,
+    paired_ttest,
+    permutation_test,
+)
 
 
 def test_bootstrap_ci_covers_true_mean_about_95_percent():

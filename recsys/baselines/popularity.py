@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from recsys.baselines.base import TrainData
-from recsys.evaluation.scorer import ItemIndex, QueryBatch, gather_scores
+from recsys.evaluation.scorer import QueryBatch, gather_scores
 
 
 class PopularityScorer:

@@ -117,16 +117,16 @@ def read_input(cfg: InputConfig, table: str | None = None, *, on_error: Literal[
     ds = src.read_raw().map_batches(_convert, batch_format="pyarrow",
                                     fn_kwargs={"spec": src.spec, "on_error": on_error, "keep_meta": keep_meta})
     if src.distinct:
-        from recsys.data.shuffle import by_key, first_per_key
+        from recsys.data.shuffle import by_key
 
         ds = by_key(ds, src.distinct, _distinct, fn_kwargs={"key": src.distinct, "how": src.aggregate or {}})
     return ds
 
 
 def _distinct(table: pa.Table, key: str, how: dict[str, str]) -> pa.Table:
-    from recsys.data.shuffle import first_per_key
-
     import pyarrow.compute as pc
+
+    from recsys.data.shuffle import first_per_key
 
     table = table.filter(pc.is_valid(table[key]))
     return first_per_key(table.drop_columns([c for c in ("source_row",) if c in table.column_names]), key, how)

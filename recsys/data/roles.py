@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from recsys.data.pii import EMAIL, PHONE

@@ -7,10 +7,9 @@ from __future__ import annotations
 import itertools
 import os
 import signal
-
-import pandas as pd
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from ray.tune import Callback
 

@@ -120,3 +120,23 @@ def test_shipped_pipeline_and_drift_configs_validate(project_root):
         for path in sorted((project_root / "configs" / job).glob("*.yaml")):
             assert path.read_text().startswith("# "), f"{path} must start with its launch command"
             parse_job(job, str(path), [], check_paths=False)
+
+
+def test_plan_arms_moves_every_arm_or_only_the_named_one(tmp_path, monkeypatch):
+    from recsys.pipeline.deploy import plan_arms
+
+    monkeypatch.setenv("RECSYS_RUNS_ROOT", str(tmp_path))
+    (tmp_path / "index" / "old").mkdir(parents=True)
+    arms = [{"name": "A", "weight": 0.5, "artifacts": "runs/index/old", "version": "latest"},
+            {"name": "B", "weight": 0.5, "artifacts": "runs/index/missing", "version": "latest", "recommend": {"diversity": 0.3}}]
+    every = plan_arms(arms, "/idx/new", "v7", None)
+    assert [(a["artifacts"], a["version"]) for a in every] == [("/idx/new", "v7"), ("/idx/new", "v7")]
+    assert every[1]["recommend"] == {"diversity": 0.3} and arms[0]["artifacts"] == "runs/index/old"  # input untouched
+    with pytest.raises(ValueError, match="arm 'B' serves 'runs/index/missing', which does not exist"):
+        plan_arms(arms, "/idx/new", "v7", "A")  # B would keep a missing index
+    only_b = plan_arms(arms, "/idx/new", "v7", "B")  # A keeps runs/index/old, which exists under RECSYS_RUNS_ROOT
+    assert [a["artifacts"] for a in only_b] == ["runs/index/old", "/idx/new"]
+    with pytest.raises(ValueError, match="'C' is not an arm"):
+        plan_arms(arms, "/idx/new", "v7", "C")
+    with pytest.raises(ValueError, match="no args.arms"):
+        plan_arms([], "/idx/new", "v7", None)

@@ -57,8 +57,11 @@ ray start --head --node-ip-address=127.0.0.1 --port="$PORT" --num-cpus="$HEAD_CP
   || { cat "$STATE/head.log" >&2; exit 1; }
 
 for i in $(seq 1 "$WORKERS"); do
+  # Each node gets its own temp dir, as separate machines would: nodes sharing one would share the
+  # unpacked runtime_env working dir, and one node's agent can delete it under the other's job.
   # shellcheck disable=SC2046
   ray start --address="127.0.0.1:$PORT" --node-ip-address=127.0.0.1 --num-cpus="$WORKER_CPUS" --num-gpus=0 \
+    --temp-dir="$RAY_TMP-w$i" \
     --resources="{\"recsys_worker_$i\": 1}" --disable-usage-stats --object-store-memory="$OBJ_MEM" $(node_ports "$i") > "$STATE/worker-$i.log" 2>&1 \
     || { cat "$STATE/worker-$i.log" >&2; exit 1; }
 done

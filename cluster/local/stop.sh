@@ -7,8 +7,8 @@ PORT=${RECSYS_RAY_PORT:-6390}
 STATE=${RECSYS_CLUSTER_DIR:-/tmp/recsys-cluster-$PORT}
 # Ray puts unix sockets under its temp dir: keep that path short (AF_UNIX paths are <= 107 bytes).
 RAY_TMP=/tmp/rsr-$PORT
-# Processes of this cluster name its GCS port or its temp dir on their command line.
-pids=$(pgrep -f -- "(127\.0\.0\.1:$PORT( |$|/)|gcs_server_port=$PORT|$RAY_TMP)" || true)
+# Processes of this cluster name its GCS port or its temp dirs ($RAY_TMP, $RAY_TMP-wN) on their command line.
+pids=$(pgrep -f -- "(127\.0\.0\.1:$PORT( |$|/)|gcs_server_port=$PORT|$RAY_TMP(-w[0-9]+)?( |$|/))" || true)
 if [[ -z "$pids" ]]; then echo "no cluster on port $PORT"; exit 0; fi
 kill $pids 2>/dev/null || true
 for _ in $(seq 1 20); do

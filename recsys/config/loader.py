@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from recsys.config.paths import expand_env, runs_root
+from recsys.config.paths import anchor_runs, expand_env
 
 
 class ConfigError(Exception):
@@ -86,10 +86,8 @@ def _expand(obj: Any, path: str, errors: list[str]) -> Any:
             obj = expand_env(obj)
         except KeyError as exc:
             errors.append(f"{path}: environment variable {exc.args[0]} is not set; export it or write ${{{exc.args[0]}:-default}}")
-    if isinstance(obj, str) and (obj == "runs" or obj.startswith("runs/")):
-        # `runs/...` means "under RECSYS_RUNS_ROOT": a submitted job's cwd is Ray's temporary copy of
-        # the project, so outputs (and the next stage's inputs) must not depend on the cwd.
-        obj = runs_root() + obj[4:]
+    if isinstance(obj, str):
+        obj = anchor_runs(obj)
     return obj
 
 

@@ -36,6 +36,14 @@ def runs_root() -> str:
     return os.environ.get("RECSYS_RUNS_ROOT") or str(project_root() / "runs")
 
 
+def anchor_runs(path: str) -> str:
+    """``runs/...`` means "under RECSYS_RUNS_ROOT": a submitted job's or replica's cwd is Ray's
+    temporary copy of the project, so outputs (and the next stage's inputs) must not depend on it."""
+    if path == "runs" or path.startswith("runs/"):
+        return runs_root() + path[4:]
+    return path
+
+
 def expand_env(value: str) -> str:
     """Expand ``${VAR}`` and ``${VAR:-default}``; RECSYS_DATA_ROOT / RECSYS_RUNS_ROOT have defaults."""
     defaults = {"RECSYS_DATA_ROOT": data_root, "RECSYS_RUNS_ROOT": runs_root}

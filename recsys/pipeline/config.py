@@ -85,8 +85,9 @@ class GateConfig(StrictModel):
 class ServeDeployConfig(StrictModel):
     """Bring the promoted version live (Ray Serve, in-place update: no downtime)."""
 
-    config: str = Field(..., description="Serve config (configs/serve/*.yaml) whose first arm serves the promoted index.")
-    arm: str | None = Field(None, description="Arm that gets the promoted index (default: the first).")
+    config: str = Field(..., description="Serve config (configs/serve/*.yaml) whose arms serve the promoted index.")
+    arm: str | None = Field(
+        None, description="Only this arm gets the promoted index; the others keep their artifacts (default: every arm).")
     port: int | None = Field(None, ge=1, le=65535, description="HTTP port (default: the serve config's).")
     smoke_query: str | None = Field("game", description="A /search query sent after deploying (None = no check).")
 

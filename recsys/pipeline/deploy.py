@@ -59,23 +59,37 @@ def champion_spec(registry: ModelRegistry) -> tuple[str | None, dict[str, Any] |
     return version, (json.loads(raw) if raw else None)
 
 
+def plan_arms(arms: list[dict[str, Any]], artifacts: str, index_version: str, arm: str | None,
+              where: str = "serve config") -> list[dict[str, Any]]:
+    """The serve config's ``arms`` after a promotion. By default every arm serves the promoted index
+    (the arms of an A/B test then differ in serving parameters); with ``arm`` only that arm moves and
+    the others keep their own artifacts, which must exist (checked before anything is deployed)."""
+    from recsys.serving.config import project_path
+
+    if not arms:
+        raise ValueError(f"{where}: the first application has no args.arms; add one arm to serve the promoted index")
+    names = [a.get("name") for a in arms]
+    if arm is not None and arm not in names:
+        raise ValueError(f"deploy.serve.arm {arm!r} is not an arm of {where} ({names})")
+    out = []
+    for a in map(dict, arms):
+        if arm is None or a.get("name") == arm:
+            a.update(artifacts=artifacts, version=index_version)
+        elif not Path(project_path(str(a.get("artifacts", "")))).exists():
+            raise ValueError(f"{where}: arm {a.get('name')!r} serves {a.get('artifacts')!r}, which does not exist; "
+                             "build it (recsys run index) or leave deploy.serve.arm unset so every arm serves the promoted index")
+        out.append(a)
+    return out
+
+
 def serve_target(serve_config: str, artifacts: str, index_version: str, arm: str | None = None,
                  port: int | None = None) -> dict[str, Any]:
-    """Deploy ``serve_config`` with ``arm`` (default: the first) serving ``artifacts``/``index_version``
-    on the connected Ray; an already running app is updated in place."""
+    """Deploy ``serve_config`` with the promoted ``artifacts``/``index_version`` (see plan_arms) on the
+    connected Ray; an already running app is updated in place."""
     from recsys.serving.launch import read_serve_config, start
 
     cfg = read_serve_config(serve_config)
-    arms = [dict(a) for a in (cfg["applications"][0].get("args") or {}).get("arms", [])]
-    if not arms:
-        raise ValueError(f"{serve_config}: the first application has no args.arms; add one arm to serve the promoted index")
-    names = [a.get("name") for a in arms]
-    target = arm or names[0]
-    if target not in names:
-        raise ValueError(f"deploy.serve.arm {target!r} is not an arm of {serve_config} ({names})")
-    for a in arms:
-        if a.get("name") == target:
-            a.update(artifacts=artifacts, version=index_version)
+    arms = plan_arms((cfg["applications"][0].get("args") or {}).get("arms", []), artifacts, index_version, arm, serve_config)
     return start(serve_config, port=port, overrides={"arms": arms})
 
 

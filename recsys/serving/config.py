@@ -15,15 +15,16 @@ from recsys.config import StrictModel
 
 
 def project_path(value: str | None) -> str | None:
-    """Expand ${VARS} and anchor a relative path at the project root (replicas may run in another
-    working directory than the one `serve run` was started from)."""
+    """Expand ${VARS}, put ``runs/...`` under RECSYS_RUNS_ROOT like job configs do, and anchor other
+    relative paths at the project root (replicas may run in another working directory than the one
+    `serve run` was started from)."""
     import os
 
-    from recsys.config.paths import expand_env, is_uri, project_root
+    from recsys.config.paths import anchor_runs, expand_env, is_uri, project_root
 
     if value is None:
         return None
-    value = expand_env(value)
+    value = anchor_runs(expand_env(value))
     if is_uri(value) or os.path.isabs(value):
         return value
     local = os.path.abspath(value)

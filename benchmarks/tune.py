@@ -103,7 +103,7 @@ def main() -> None:
 
     cfg = load_config(TuneJobConfig, args.config, args.overrides)
     out = Path(args.out).resolve()
-    ray.init(num_cpus=cfg.ray.num_cpus or 2, include_dashboard=False, runtime_env={"env_vars": dict(JOB_ENV)},
+    ray.init(num_cpus=cfg.ray.num_cpus or 2, include_dashboard=True, runtime_env={"env_vars": dict(JOB_ENV)},
              log_to_driver=False)
     results: dict = {"config": args.config, "overrides": args.overrides, "num_samples": cfg.search.num_samples,
                      "search": cfg.search.algorithm}

@@ -28,7 +28,9 @@ class RayConfig(StrictModel):
     )
     num_cpus: float | None = Field(None, gt=0, description="CPUs of a local Ray started by the job (None = all).")
     num_gpus: int | None = Field(None, ge=0, description="GPUs of a local Ray started by the job (None = detect).")
-    include_dashboard: bool = Field(False, description="Start the dashboard with a local Ray (port 8265).")
+    include_dashboard: bool = Field(
+        True, description="Start the dashboard with a local Ray (port 8265, or the next free one). Ray Train's "
+        "cleanup of stopped runs and `ray list` use the State API it serves; tune requires it.")
     object_store_memory: int | None = Field(
         None, gt=0, description="Object store bytes of a local Ray (None = Ray's default)."
     )

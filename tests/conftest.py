@@ -30,6 +30,14 @@ def shared_data() -> Path:
     return DATA
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """One local Ray for every test that needs it (2 CPUs, like CI)."""
@@ -39,6 +47,7 @@ def ray_session():
         ray.init(
             num_cpus=2,
             include_dashboard=True,  # Ray Train frees a killed run's placement group via the State API
+            dashboard_port=_free_port(),  # not 8265: that is where `make demo` looks for its cluster
             runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}},
             log_to_driver=False,
         )

@@ -116,8 +116,12 @@ def run_job(
     run: Callable[[Any, JobContext], dict[str, Any] | None],
     *,
     needs_ray: bool = True,
+    track: bool = True,
 ) -> dict[str, Any]:
-    """setup -> run -> cleanup. Always writes report.json (status failed + error on exceptions)."""
+    """setup -> run -> cleanup. Always writes report.json (status failed + error on exceptions).
+
+    With ``track`` (a pipeline passes False: it logs its stages itself) the finished run is logged
+    to MLflow per ``cfg.tracking`` (off without a tracking URI; never changes the job's status)."""
     for k, v in JOB_ENV.items():
         os.environ.setdefault(k, v)
     seed_everything(cfg.seed)
@@ -133,7 +137,7 @@ def run_job(
         "git_sha": git_sha(),
         "config": dump_config(cfg),
     }
-    started_ray = False
+    started_ray = interrupted = False
     t0 = time.perf_counter()
     try:
         if needs_ray:
@@ -146,6 +150,7 @@ def run_job(
         report["status"] = "failed"
         report["error"] = f"{type(exc).__name__}: {exc}"
         report["traceback"] = traceback.format_exc()
+        interrupted = not isinstance(exc, Exception)  # Ctrl-C: exit now, do not talk to a server
         raise
     finally:
         report["timings"] = {**ctx.timings, "total": round(time.perf_counter() - t0, 3)}
@@ -156,4 +161,16 @@ def run_job(
             import ray
 
             ray.shutdown()
+        if track and not interrupted:
+            _track(report, cfg, ctx, out)
     return report
+
+
+def _track(report: dict[str, Any], cfg: JobConfig, ctx: JobContext, out: Path) -> None:
+    """Log the finished run to MLflow; its run id goes into report.json (rewritten) when it worked."""
+    from recsys.registry.tracking import track_job  # imports mlflow only when a URI is set
+
+    tracked = track_job(report, cfg.tracking, ctx.log)
+    if tracked:
+        report["tracking"] = tracked
+        write_json(out / "report.json", report)

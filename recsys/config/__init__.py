@@ -7,6 +7,7 @@ from recsys.config.base import (
     RayConfig,
     ScalingConfig,
     StrictModel,
+    TrackingConfig,
 )
 from recsys.config.loader import ConfigError, load_config, parse_overrides
 
@@ -18,6 +19,7 @@ __all__ = [
     "RayConfig",
     "ScalingConfig",
     "StrictModel",
+    "TrackingConfig",
     "load_config",
     "parse_overrides",
 ]

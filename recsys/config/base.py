@@ -143,6 +143,34 @@ class InputConfig(StrictModel):
         return self
 
 
+class TrackingConfig(StrictModel):
+    """MLflow run tracking of a standalone job (``recsys.registry.tracking``): the flattened config as
+    params, the final metrics, report.json and the job's artifacts. A pipeline tracks its stages
+    itself (``registry`` / ``track`` of the pipeline config). Credentials come from the environment
+    (MLFLOW_TRACKING_USERNAME / _PASSWORD / _TOKEN), never from here."""
+
+    enabled: bool = Field(True, description="Log the run when a tracking URI is known (false = never).")
+    uri: str | None = Field(
+        None, description="MLflow tracking URI (http(s)://server, sqlite:///path.db, file:///dir); None = "
+        "MLFLOW_TRACKING_URI when set, else no tracking.")
+    experiment: str = Field("recsys", min_length=1, description="MLflow experiment the run is logged to.")
+    max_artifact_mb: float = Field(
+        100.0, ge=0, description="Upload each of the job's artifacts up to this size (a larger one is recorded as a "
+        "path tag only); report.json is always uploaded.")
+    timeout_s: float = Field(10.0, gt=0, description="A tracking server that does not answer within this is skipped "
+                             "with a warning (the job's status is never changed by tracking).")
+
+    @field_validator("uri")
+    @classmethod
+    def _no_credentials(cls, v: str | None) -> str | None:
+        import re
+
+        if v and re.match(r"^[a-z+]+://[^/@]+:[^/@]+@", v):
+            raise ValueError("tracking.uri must not embed credentials; export MLFLOW_TRACKING_USERNAME / "
+                             "MLFLOW_TRACKING_PASSWORD (or a Kubernetes secret) and give the bare URI")
+        return v
+
+
 class JobConfig(StrictModel):
     """Fields every job has."""
 
@@ -151,3 +179,4 @@ class JobConfig(StrictModel):
         None, description="Where outputs go; default ${RECSYS_RUNS_ROOT}/<job>/<timestamp>."
     )
     ray: RayConfig = Field(default_factory=RayConfig, description="How to reach Ray.")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow run tracking (off without a URI).")

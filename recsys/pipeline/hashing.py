@@ -56,6 +56,7 @@ def external_inputs(config: Any, exclude_under: Path) -> dict[str, dict[str, Any
 
 
 def stage_key(job: str, config: dict[str, Any], inputs: dict[str, Any]) -> str:
-    """sha256 of the job name, its resolved config (output_dir excluded) and its input fingerprints."""
-    body = {"job": job, "config": {k: v for k, v in config.items() if k != "output_dir"}, "inputs": inputs}
+    """sha256 of the job name, its resolved config (output_dir and tracking excluded: neither changes
+    what the stage computes) and its input fingerprints."""
+    body = {"job": job, "config": {k: v for k, v in config.items() if k not in ("output_dir", "tracking")}, "inputs": inputs}
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()

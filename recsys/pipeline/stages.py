@@ -109,7 +109,8 @@ def execute(stage: ResolvedStage) -> dict[str, Any]:
         shutil.rmtree(stage.output_dir)
     stage.output_dir.mkdir(parents=True)
     try:
-        report = run_job(spec.name, stage.cfg, spec.module.run, needs_ray=spec.needs_ray)
+        # track=False: the runner logs each stage itself, tagged with the pipeline and stage key
+        report = run_job(spec.name, stage.cfg, spec.module.run, needs_ray=spec.needs_ray, track=False)
     except Exception:  # noqa: BLE001 - run_job wrote report.json with the error
         report = json.loads((stage.output_dir / "report.json").read_text(encoding="utf-8"))
     if report.get("status") == "succeeded":

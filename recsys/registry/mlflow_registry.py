@@ -80,8 +80,10 @@ class ModelRegistry:
         return self._experiment_id
 
     def log_run(self, name: str, *, params: dict[str, Any] | None = None, metrics: dict[str, float] | None = None,
-                tags: dict[str, str] | None = None, artifacts: dict[str, str] | None = None) -> str:
-        """One finished MLflow run (a job / pipeline stage): params, numeric metrics, files or dirs."""
+                tags: dict[str, str] | None = None, artifacts: dict[str, str] | None = None,
+                status: str = "FINISHED") -> str:
+        """One finished MLflow run (a job / pipeline stage): params, numeric metrics, files or dirs;
+        ``status`` is MLflow's run status (FINISHED / FAILED)."""
         run = self.client.create_run(self.experiment_id, run_name=name, tags={k: str(v) for k, v in (tags or {}).items()})
         rid = run.info.run_id
         for key, value in sorted(flatten(params or {}).items()):
@@ -96,19 +98,26 @@ class ModelRegistry:
                 self.client.log_artifacts(rid, str(p), artifact_path=mlflow_key(name_))
             elif p.is_file():
                 self.client.log_artifact(rid, str(p), artifact_path=mlflow_key(name_))
-        self.client.set_terminated(rid, "FINISHED")
+        self.client.set_terminated(rid, status)
         return rid
 
-    def log_job_report(self, report: dict[str, Any], extra_tags: dict[str, str] | None = None) -> str:
-        """Log a job's ``report.json`` (config as params, metrics, the report itself) as one run."""
+    def log_job_report(self, report: dict[str, Any], extra_tags: dict[str, str] | None = None,
+                       artifacts: dict[str, str] | None = None) -> str:
+        """Log a job's ``report.json`` as one run: the config as params, the metrics (nested ones as
+        ``model.metric``), counts as ``count.<name>``, timings as ``time.<stage>``, the report itself
+        plus ``artifacts``."""
         out = Path(report.get("output_dir", "."))
-        metrics = {k: v for k, v in (report.get("metrics") or {}).items()}
+        metrics = flatten(report.get("metrics") or {})
+        metrics.update({f"count.{k}": v for k, v in flatten(report.get("counts") or {}).items()})
         metrics.update({f"time.{k}": v for k, v in (report.get("timings") or {}).items()})
         tags = {"recsys.job": report.get("job", "?"), "recsys.status": report.get("status", "?"),
                 "recsys.output_dir": str(out), "mlflow.source.git.commit": report.get("git_sha") or "unknown",
                 **(extra_tags or {})}
         arts = {"report": str(out / "report.json")} if (out / "report.json").is_file() else {}
-        return self.log_run(report.get("job", "job"), params=report.get("config"), metrics=metrics, tags=tags, artifacts=arts)
+        arts.update(artifacts or {})
+        status = "FINISHED" if report.get("status") == "succeeded" else "FAILED"
+        return self.log_run(report.get("job", "job"), params=report.get("config"), metrics=metrics, tags=tags,
+                            artifacts=arts, status=status)
 
     # ---- registry -----------------------------------------------------------------------------
     def _ensure_model(self) -> None:

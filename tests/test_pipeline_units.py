@@ -140,3 +140,14 @@ def test_plan_arms_moves_every_arm_or_only_the_named_one(tmp_path, monkeypatch):
         plan_arms(arms, "/idx/new", "v7", "C")
     with pytest.raises(ValueError, match="no args.arms"):
         plan_arms([], "/idx/new", "v7", None)
+
+
+def test_plan_arms_leaves_registry_arms_to_their_alias(tmp_path, monkeypatch):
+    from recsys.pipeline.deploy import plan_arms
+
+    monkeypatch.setenv("RECSYS_RUNS_ROOT", str(tmp_path))
+    arms = [{"name": "A", "registry": {"alias": "production"}},
+            {"name": "B", "artifacts": "runs/index/old", "version": "latest"}]
+    assert plan_arms(arms, "/idx/new", "v7", None) == [{"name": "A", "registry": {"alias": "production"}},
+                                                       {"name": "B", "artifacts": "/idx/new", "version": "v7"}]
+    assert plan_arms(arms, "/idx/new", "v7", "B")[0] == {"name": "A", "registry": {"alias": "production"}}

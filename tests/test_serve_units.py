@@ -182,3 +182,83 @@ def test_shipped_serve_configs_pass_rays_schema(project_root):
     for scale in ("tiny", "local", "cluster"):
         cfg = ServeDeploySchema.model_validate(yaml.safe_load((project_root / "configs/serve" / f"{scale}.yaml").read_text()))
         assert cfg.applications[0].import_path == "recsys.serving.app:build_app"
+
+
+def test_registry_arm_resolves_the_alias_it_names(tmp_path, monkeypatch):
+    """An arm ``registry: {alias: production}`` serves the index of the version holding the alias now."""
+    from recsys.registry import ModelRegistry
+    from recsys.serving.config import ServeArgs
+    from recsys.serving.targets import resolve_arms
+
+    monkeypatch.setenv("RECSYS_RUNS_ROOT", str(tmp_path / "runs"))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # arm A names no tracking_uri: the env var applies
+    index = tmp_path / "index"
+    reg = ModelRegistry(tracking_uri=uri, artifact_location=str(tmp_path / "artifacts"), model_name="games")
+    for v in ("v1", "v2"):
+        (index / v).mkdir(parents=True)
+        reg.register(str(index / v), tags={"recsys.index_dir": str(index), "recsys.index_version": v})
+    reg.promote("1")
+    (tmp_path / "runs" / "index" / "b").mkdir(parents=True)
+    args = ServeArgs.model_validate({"arms": [
+        {"name": "A", "registry": {"alias": "production", "model_name": "games"}},
+        {"name": "B", "artifacts": "runs/index/b", "version": "v9"}]})
+    built, info = resolve_arms(args)
+    assert [(a.name, a.artifacts, a.version, a.registry) for a in built.arms] == [
+        ("A", str(index), "v1", None), ("B", str(tmp_path / "runs" / "index" / "b"), "v9", None)]
+    assert info == {"A": {"model_name": "games", "alias": "production", "version": "1"}}
+    assert args.arms[0].artifacts is None  # the validated args are not mutated
+    reg.promote("2")  # a redeploy after promote follows the alias
+    built, info = resolve_arms(args)
+    assert (built.arms[0].version, info["A"]["version"]) == ("v2", "2")
+    pinned = ServeArgs.model_validate({"arms": [{"name": "A", "registry": {"alias": "1", "model_name": "games",
+                                                                              "tracking_uri": uri}}]})
+    assert resolve_arms(pinned)[0].arms[0].version == "v1"
+    staged = ServeArgs.model_validate({"arms": [{"name": "A", "registry": {"alias": "staging", "model_name": "games"}}]})
+    with pytest.raises(ValueError, match=r"arm 'A' \(registry games@staging\): model 'games' has no version or alias 'staging'"):
+        resolve_arms(staged)
+
+
+def test_registry_arm_config_errors():
+    from pydantic import ValidationError
+
+    from recsys.serving.config import ArmArgs
+
+    with pytest.raises(ValidationError, match="arm 'A': give either registry .* or artifacts/version, not both"):
+        ArmArgs(name="A", artifacts="/x", registry={"alias": "production"})
+    with pytest.raises(ValidationError, match="arm 'A': give either registry"):
+        ArmArgs(name="A", version="v2", registry={})
+    with pytest.raises(ValidationError, match="arm 'A': needs artifacts"):
+        ArmArgs(name="A")
+    with pytest.raises(ValidationError, match="must not embed credentials"):
+        ArmArgs(name="A", registry={"tracking_uri": "https://u:p@mlflow.example.com"})
+    assert ArmArgs(name="A", registry={}).registry.model_dump() == {"alias": "production", "model_name": "recsys",
+                                                                    "tracking_uri": None}
+
+
+def test_versioned_reconfigure_reports_the_registry_version(tmp_path):
+    """What /healthz shows per arm: the index version loaded and the registry version it came from."""
+    import asyncio
+
+    from recsys.serving.deployments import _Versioned
+
+    for v in ("v1", "v2"):
+        (tmp_path / v).mkdir()
+        (tmp_path / v / "manifest.json").write_text("{}")
+
+    class Toy(_Versioned):
+        loads: list[str] = []
+
+        def _load(self, version):
+            self.loads.append(version)
+            return f"state-{version}"
+
+    t = Toy()
+    t.root = str(tmp_path)
+    asyncio.run(t.reconfigure({"version": "v1"}))
+    assert t.info() == {"version": "v1", "loaded": True}
+    ref = {"model_name": "recsys", "alias": "production", "version": "4"}
+    asyncio.run(t.reconfigure({"version": "v1", "registry": ref}))  # same index: no reload
+    assert t.info() == {"version": "v1", "loaded": True, "registry": ref} and t.loads == ["v1"]
+    asyncio.run(t.reconfigure({"version": "v2", "registry": {**ref, "version": "5"}}))
+    assert (t.state, t.info()["registry"]["version"], t.loads) == ("state-v2", "5", ["v1", "v2"])

@@ -73,6 +73,9 @@ def plan_arms(arms: list[dict[str, Any]], artifacts: str, index_version: str, ar
         raise ValueError(f"deploy.serve.arm {arm!r} is not an arm of {where} ({names})")
     out = []
     for a in map(dict, arms):
+        if a.get("registry"):  # follows its alias: resolved by the app builder at deploy (serving/targets.py)
+            out.append(a)
+            continue
         if arm is None or a.get("name") == arm:
             a.update(artifacts=artifacts, version=index_version)
         elif not Path(project_path(str(a.get("artifacts", "")))).exists():

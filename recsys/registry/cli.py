@@ -22,7 +22,7 @@ TrackingOpt = Annotated[str | None, typer.Option("--tracking-uri", envvar="MLFLO
                                                  help="MLflow tracking URI (default: embedded sqlite under runs/mlflow).")]
 NameOpt = Annotated[str, typer.Option("--name", help="Registered model name.")]
 ServeOpt = Annotated[str | None, typer.Option("--serve", help="Serve config of the live service to move to the new production version.")]
-ArmOpt = Annotated[str | None, typer.Option("--arm", help="Arm that serves production (default: the first of --serve).")]
+ArmOpt = Annotated[str | None, typer.Option("--arm", help="Only this arm moves to production (default: every arm; arms with `registry:` follow their alias).")]
 RayOpt = Annotated[str | None, typer.Option("--ray-address", envvar="RAY_ADDRESS", help="Ray cluster running the service (host:port).")]
 
 

@@ -209,13 +209,18 @@ class Ingress:
 
 def build_app(args: ServeArgs) -> serve.Application:
     """Typed app builder: one Retriever / Reranker / Personalizer / Recommender per arm, a shared
-    FeedbackSink, and the Ingress that routes each user to their arm."""
+    FeedbackSink, and the Ingress that routes each user to their arm. Arms given as a registry alias
+    are resolved here, so every (re)deploy serves the version that holds the alias now."""
+    from recsys.serving.targets import resolve_arms
+
+    args, registry = resolve_arms(args)
     arms: dict[str, dict[str, Any]] = {}
     rerank_settings = {}
     for arm in args.arms:
         ret, rr = args.for_arm(arm, "retrieval"), args.for_arm(arm, "rerank")
         pers, rec = args.for_arm(arm, "personalize"), args.for_arm(arm, "recommend")
-        uc = {"version": arm.version}
+        # user_config, so that a promotion changes no init args: replicas hot-reload instead of restarting
+        uc = {"version": arm.version, **({"registry": registry[arm.name]} if arm.name in registry else {})}
         arms[arm.name] = {
             "retriever": Retriever.options(name=f"Retriever_{arm.name}", user_config=uc, **args.deployment("Retriever").options())
             .bind(arm.artifacts, ret.model_dump()),

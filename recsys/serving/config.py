@@ -140,13 +140,36 @@ class RecommendArgs(StrictModel):
         return project_path(v)
 
 
+class RegistryRef(StrictModel):
+    """An arm served from the model registry: the index of the version holding ``alias``, resolved
+    when the app is built (deploy, redeploy after `recsys models promote|rollback`)."""
+
+    alias: str = Field("production", min_length=1, description="Alias (production, staging, previous) or a version number.")
+    model_name: str = Field("recsys", min_length=1, description="Registered model name (the pipeline's registry.model_name).")
+    tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI; None = MLFLOW_TRACKING_URI if set, else the embedded "
+        "sqlite:///${RECSYS_RUNS_ROOT}/mlflow/mlflow.db that the pipeline registers into.")
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _no_credentials(cls, v: str | None) -> str | None:
+        if v and re.match(r"^[a-z+]+://[^/@]+:[^/@]+@", v):
+            raise ValueError("registry.tracking_uri must not embed credentials; export MLFLOW_TRACKING_USERNAME / "
+                             "MLFLOW_TRACKING_PASSWORD in the app's runtime_env and give the bare URI")
+        return v
+
+
 class ArmArgs(StrictModel):
-    """One A/B arm: a full index version (and models) served side by side with the others."""
+    """One A/B arm: a full index version (and models) served side by side with the others; either
+    ``artifacts`` (+ ``version``) or ``registry``."""
 
     name: str = Field(..., description="Arm label (letters, digits, _ ; returned in responses and metrics).")
     weight: float = Field(1.0, ge=0, description="Share of users (normalised over arms).")
-    artifacts: str = Field(..., description="Index output directory (holds `latest` and version dirs).")
+    artifacts: str | None = Field(None, description="Index output directory (holds `latest` and version dirs).")
     version: str = Field("latest", description="Index version; changing it alone hot-reloads via user_config.")
+    registry: RegistryRef | None = Field(
+        None, description="Serve the registry version holding an alias instead of artifacts/version, e.g. "
+        "{alias: production}.")
     retrieval: RetrievalArgs | None = Field(None, description="Overrides the app's retrieval args.")
     rerank: RerankArgs | None = Field(None, description="Overrides the app's rerank args.")
     personalize: PersonalizeArgs | None = Field(None, description="Overrides the app's personalize args.")
@@ -154,8 +177,18 @@ class ArmArgs(StrictModel):
 
     @field_validator("artifacts")
     @classmethod
-    def _artifacts(cls, v: str) -> str:
+    def _artifacts(cls, v: str | None) -> str | None:
         return project_path(v)
+
+    @model_validator(mode="after")
+    def _source(self) -> ArmArgs:
+        if self.registry is not None and ({"artifacts", "version"} & self.model_fields_set):
+            raise ValueError(f"arm {self.name!r}: give either registry (the alias names the index) or "
+                             "artifacts/version, not both")
+        if self.registry is None and self.artifacts is None:
+            raise ValueError(f"arm {self.name!r}: needs artifacts (an index output directory such as runs/index/tiny) "
+                             "or registry: {alias: production}")
+        return self
 
     @field_validator("name")
     @classmethod

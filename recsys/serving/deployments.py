@@ -35,19 +35,21 @@ class _Versioned:
     root: str
     state: Any = None
     version: str | None = None
+    registry: dict[str, Any] | None = None  # {model_name, alias, version} of an arm served from the registry
 
     def _load(self, version: str) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
     async def reconfigure(self, config: dict[str, Any]) -> None:
         wanted = resolve_version(self.root, (config or {}).get("version", "latest")).name
-        if self.state is not None and wanted == self.version:
-            return
-        self.state = await asyncio.to_thread(self._load, wanted)
-        self.version = wanted
+        if self.state is None or wanted != self.version:
+            self.state = await asyncio.to_thread(self._load, wanted)
+            self.version = wanted
+        self.registry = (config or {}).get("registry")  # after the load: /healthz names what is served
 
     def info(self) -> dict[str, Any]:
-        return {"version": self.version, "loaded": self.state is not None}
+        out = {"version": self.version, "loaded": self.state is not None}
+        return {**out, "registry": self.registry} if self.registry else out
 
 
 @serve.deployment

@@ -1,0 +1,42 @@
+"""Resolve arms that name a registry alias (``registry: {alias: production}``) to the index they serve.
+
+Runs in the app builder, i.e. whenever the Serve config is deployed or redeployed: after
+`recsys models promote N` / `rollback`, redeploying the same config moves those arms to the new
+production version in place (only ``version`` changed: a user_config hot reload; another index
+directory: a rolling replica update). Arms with ``artifacts`` are returned unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from recsys.serving.config import ArmArgs, ServeArgs, project_path
+
+
+def resolve_arm(arm: ArmArgs) -> tuple[ArmArgs, dict[str, Any] | None]:
+    """``(arm with artifacts/version set, {"model_name", "alias", "version"})``; the info is None for
+    an arm without ``registry``. A missing alias or an untagged version is a ValueError naming the arm."""
+    if arm.registry is None:
+        return arm, None
+    from recsys.registry.mlflow_registry import ModelRegistry, RegistryError
+
+    ref = arm.registry
+    try:
+        target = ModelRegistry(tracking_uri=ref.tracking_uri, model_name=ref.model_name).serving_target(ref.alias)
+    except RegistryError as exc:
+        raise ValueError(f"arm {arm.name!r} (registry {ref.model_name}@{ref.alias}): {exc}; register and promote a "
+                         "version first (recsys run pipeline, or recsys models promote N)") from None
+    resolved = arm.model_copy(update={"artifacts": project_path(target["artifacts"]),
+                                      "version": target["index_version"], "registry": None})
+    return resolved, {"model_name": ref.model_name, "alias": ref.alias, "version": target["version"]}
+
+
+def resolve_arms(args: ServeArgs) -> tuple[ServeArgs, dict[str, dict[str, Any]]]:
+    """Every arm resolved (see resolve_arm); returns the args to build and ``{arm: registry info}``."""
+    arms, info = [], {}
+    for arm in args.arms:
+        resolved, ref = resolve_arm(arm)
+        arms.append(resolved)
+        if ref is not None:
+            info[arm.name] = ref
+    return args.model_copy(update={"arms": arms}), info

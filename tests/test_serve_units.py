@@ -262,3 +262,15 @@ def test_versioned_reconfigure_reports_the_registry_version(tmp_path):
     assert t.info() == {"version": "v1", "loaded": True, "registry": ref} and t.loads == ["v1"]
     asyncio.run(t.reconfigure({"version": "v2", "registry": {**ref, "version": "5"}}))
     assert (t.state, t.info()["registry"]["version"], t.loads) == ("state-v2", "5", ["v1", "v2"])
+
+
+def test_redeploys_surge_replicas_before_stopping_old_ones():
+    """Ray's default (max_surge_percent 0) stops a 1-replica deployment before its replacement is ready:
+    during a promote every deployment, the ingress included, had a window with no replica."""
+    from recsys.serving.config import DeploymentArgs
+    from recsys.serving.deployments import Retriever
+
+    opts = DeploymentArgs().options()
+    assert opts["max_surge_percent"] == 50
+    assert Retriever.options(name="Retriever_A", **opts)._deployment_config.max_surge_percent == 50
+    assert DeploymentArgs(max_surge_percent=0).options()["max_surge_percent"] == 0

@@ -53,7 +53,7 @@ def reachable(uri: str, timeout_s: float) -> str | None:
 
     try:
         httpx.get(uri.rstrip("/") + "/health", timeout=timeout_s)
-    except httpx.HTTPError as exc:
+    except Exception as exc:  # noqa: BLE001 - connection errors, and httpx.InvalidURL (not an HTTPError)
         return f"{type(exc).__name__}: {exc}"
     return None
 

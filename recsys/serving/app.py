@@ -219,7 +219,7 @@ def build_app(args: ServeArgs) -> serve.Application:
     for arm in args.arms:
         ret, rr = args.for_arm(arm, "retrieval"), args.for_arm(arm, "rerank")
         pers, rec = args.for_arm(arm, "personalize"), args.for_arm(arm, "recommend")
-        # user_config, so that a promotion changes no init args: replicas hot-reload instead of restarting
+        # user_config: what reconfigure loads (the index version) and /healthz reports (the registry version)
         uc = {"version": arm.version, **({"registry": registry[arm.name]} if arm.name in registry else {})}
         arms[arm.name] = {
             "retriever": Retriever.options(name=f"Retriever_{arm.name}", user_config=uc, **args.deployment("Retriever").options())

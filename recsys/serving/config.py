@@ -63,6 +63,11 @@ class DeploymentArgs(StrictModel):
     health_check_period_s: float = Field(10.0, gt=0, description="Seconds between health checks.")
     health_check_timeout_s: float = Field(60.0, gt=0, description="A check slower than this fails (model loads are not checks).")
     graceful_shutdown_timeout_s: float = Field(20.0, ge=0, description="Time to drain requests when a replica stops.")
+    max_surge_percent: int = Field(
+        50, ge=0, le=100, description="Extra replicas (% of the current count, at least 1) started during a redeploy so "
+        "old replicas serve until their replacements are ready; 0 = Ray's default, stop first (a window with no "
+        "replica: requests wait, and those in a stopping replica past graceful_shutdown_timeout_s fail). Use 0 only "
+        "where the resources cannot double, e.g. a GPU pool at its limit.")
 
     def options(self) -> dict[str, Any]:
         auto = self.autoscaling.model_dump(exclude_none=True)
@@ -73,6 +78,7 @@ class DeploymentArgs(StrictModel):
             "health_check_period_s": self.health_check_period_s,
             "health_check_timeout_s": self.health_check_timeout_s,
             "graceful_shutdown_timeout_s": self.graceful_shutdown_timeout_s,
+            "max_surge_percent": self.max_surge_percent,
         }
 
 

@@ -2,8 +2,8 @@
 
 Runs in the app builder, i.e. whenever the Serve config is deployed or redeployed: after
 `recsys models promote N` / `rollback`, redeploying the same config moves those arms to the new
-production version in place (only ``version`` changed: a user_config hot reload; another index
-directory: a rolling replica update). Arms with ``artifacts`` are returned unchanged.
+production version in place (a rolling update, replacements ready before old replicas stop).
+Arms with ``artifacts`` are returned unchanged.
 """
 
 from __future__ import annotations

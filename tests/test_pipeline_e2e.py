@@ -81,6 +81,14 @@ def test_tiny_pipeline_end_to_end(ray_session, tmp_path, monkeypatch, project_ro
         assert "production is unchanged" in worse["gates"][-1]["reason"]
         assert reg.alias_version("production") == "1" and [v["version"] for v in reg.versions()] == ["1"]
 
+        # the first config again: its challenger is production's own spec, so the gate sees a refresh
+        # (comparing a model with itself can never pass a significance test) and the run succeeds
+        spec, cfg = parse_job("pipeline", "tiny", common)
+        again = run_parsed(spec, cfg)
+        assert again["status"] == "succeeded" and [s["action"] for s in again["stages"]] == ["cached"] * 4
+        assert again["gates"][-1]["passed"] and again["gates"][-1]["details"]["refresh"]
+        assert again["deployment"]["version"] == "1" and not again["deployment"]["promoted"]
+
         # promote a second version (a copy of the index under a new version) and roll back, live
         target = reg.serving_target("production")
         shutil.copytree(Path(target["artifacts"]) / target["index_version"], Path(target["artifacts"]) / "v-copy")

@@ -23,6 +23,10 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat()
 
 
+def _without_name(spec: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in spec.items() if k != "name"}
+
+
 class PipelineRunner:
     def __init__(self, cfg, root: Path, log, registry=None):
         self.cfg = cfg
@@ -59,7 +63,11 @@ class PipelineRunner:
                                   f"{stage_name!r} ({[m.get('name') for m in data.get('models', [])]})")
         version, spec = champion_spec(self.registry)
         info = {"gate": gate.name, "challenger": gate.model, "challenger_spec": challenger, "production_version": version}
-        if spec is not None:
+        if spec is not None and _without_name(spec) == _without_name(challenger):
+            # production's own model refit on today's data: comparing it with itself proves nothing
+            # (a paired test of identical scores never passes), so this is a refresh, not a challenge
+            info["same_as_production"] = True
+        elif spec is not None:
             data["models"] = [*data["models"], {**spec, "name": CHAMPION}]
             data["reference"] = CHAMPION
             info["champion_spec"] = spec
@@ -103,6 +111,10 @@ class PipelineRunner:
                 v = G.reconciliation(g.name, stage, report, g.key)
             elif g.kind == "metric_min":
                 v = G.metric_min(g.name, stage, report, g.key, g.model, g.metric, g.min)
+            elif champion and champion.get("same_as_production"):
+                v = G.Verdict(g.name, "champion_challenger", stage, True,
+                              f"challenger {g.model!r} has production's spec (version {champion.get('production_version')}): "
+                              "a refresh on current data, nothing to compare", {"challenger": g.model, "refresh": True})
             else:
                 has_champion = bool(champion and champion.get("champion_spec"))
                 v = G.champion_challenger(g.name, stage, report, g.model, CHAMPION if has_champion else None, g.metric,

@@ -121,7 +121,9 @@ def test_tiny_pipeline_end_to_end(ray_session, tmp_path, monkeypatch, project_ro
         assert reg.alias_version("production") == "1"
         assert "v-copy" in versions or back["index_version"] in versions
         assert _scan_for_secrets(tmp_path) == []
-        if failures:  # seen once at load average ~100: one 500 during the in-place update (reported to Serving)
-            pytest.xfail(f"{len(failures)} request(s) failed during promote/rollback: {failures[:3]}")
+        # Was an xfail: with Ray's default max_surge_percent 0 every 1-replica deployment, the ingress
+        # included, was stopped before its replacement started, and the proxy answered 500 for requests
+        # in the killed ingress. Serving now surges (DeploymentArgs.max_surge_percent).
+        assert failures == [], f"{len(failures)} request(s) failed during promote/rollback: {failures[:3]}"
     finally:
         serve.shutdown()

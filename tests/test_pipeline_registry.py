@@ -182,3 +182,26 @@ def test_tracking_config_rejects_credentials_and_redacts():
         TrackingConfig(uri="https://bob:pw@mlflow.example.com")
     assert redact("https://token@mlflow.example.com/x") == "https://***@mlflow.example.com/x"
     assert redact("sqlite:////tmp/a.db") == "sqlite:////tmp/a.db"
+
+
+def test_recsys_run_doctor_is_tracked(ray_session, tmp_path, monkeypatch):
+    """A real job through the CLI path (parse_job -> run_job): `recsys run doctor --config tiny tracking.uri=...`."""
+    from recsys.cli.entry import parse_job, run_parsed
+    from recsys.registry import ModelRegistry
+
+    monkeypatch.setenv("RECSYS_RUNS_ROOT", str(tmp_path / "runs"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec, cfg = parse_job("doctor", "tiny", [f"output_dir={tmp_path / 'doctor'}", f"tracking.uri={uri}",
+                                             "tracking.experiment=doctor"])
+    report = run_parsed(spec, cfg)
+    assert report["status"] == "succeeded"
+    run = ModelRegistry(tracking_uri=uri, experiment="doctor").client.get_run(report["tracking"]["run_id"])
+    params = run.data.params
+    assert {k: params[k] for k in ("model", "texts", "cpus_per_probe", "ray.num_cpus", "tracking.experiment")} == {
+        "model": "None", "texts": '["wireless gaming mouse"]', "cpus_per_probe": "0.1", "ray.num_cpus": "2.0",
+        "tracking.experiment": "doctor"}
+    assert len(params) == 15
+    metrics = {k: v for k, v in run.data.metrics.items() if not k.startswith("time.")}
+    assert metrics == {"count.nodes": 1.0, "count.nodes_ok": 1.0}
+    assert {"time.total", "time.probe_nodes"} <= set(run.data.metrics)

@@ -118,8 +118,10 @@ def build_tuner(cfg: TuneJobConfig, base_raw: dict[str, Any], base: TrainConfig,
     trainable = build_trainable(cfg, base_raw, base, exp_path, prepared)
     if cfg.resume and tune.Tuner.can_restore(exp_path):
         log.info("resuming the sweep at %s (finished trials are kept)", exp_path)
-        return tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True, resume_errored=True,
-                                  param_space=param_space(cfg.space)), True
+        tuner = tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True, resume_errored=True,
+                                   param_space=param_space(cfg.space))
+        use_callbacks(tuner, callbacks or [])
+        return tuner, True
     seed = cfg.search.seed if cfg.search.seed is not None else cfg.seed
     concurrency = cfg.search.max_concurrent_trials or default_concurrency(base)
     log.info("sweep: %d sample(s), %d at a time, %s search, %s scheduler -> %s", cfg.search.num_samples, concurrency,
@@ -132,12 +134,39 @@ def build_tuner(cfg: TuneJobConfig, base_raw: dict[str, Any], base: TrainConfig,
             search_alg=build_search_alg(cfg.search, seed, concurrency),
             scheduler=build_scheduler(cfg, base), reuse_actors=False,
         ),
-        run_config=tune.RunConfig(
-            name=cfg.name, storage_path=storage_root(cfg, output_dir), callbacks=callbacks or [],
+        run_config=tune.RunConfig(  # callbacks set below, after tuner.pkl is written without them
+            name=cfg.name, storage_path=storage_root(cfg, output_dir),
             failure_config=tune.FailureConfig(max_failures=cfg.trial.max_failures), verbose=1,
         ),
     )
+    use_callbacks(tuner, callbacks or [])
     return tuner, False
+
+
+def use_callbacks(tuner, callbacks: list) -> None:
+    """Make ``tuner`` (fresh or restored) report to ``callbacks``, the objects of *this* run.
+
+    ``Tuner.restore`` brings back the RunConfig pickled in ``tuner.pkl`` when the sweep first started,
+    callbacks included, and has no argument to replace them. A resumed sweep then reported to
+    unpickled copies of the interrupted run's callbacks instead of this run's: a stale
+    ``TrialStatuses`` that nobody reads (a second interruption went unnoticed) and any one-shot hook
+    of the first run firing again (the stop hook of the resume test stopped the resumed sweep before
+    the grid's last point was generated: 3 of 4 points). Setting them after construction also keeps
+    them out of ``tuner.pkl``, so a restore never needs to unpickle them. Ray 2.60 has no public
+    setter (ray-project/ray#41364): the callbacks go on the internal tuner's RunConfig."""
+    import ray
+
+    local = getattr(tuner, "_local_tuner", None)
+    if local is not None:
+        local.get_run_config().callbacks = list(callbacks)
+        return
+    remote = getattr(tuner, "_remote_tuner", None)  # Ray Client: the internal tuner is an actor
+    if remote is None:
+        raise RuntimeError("cannot set the sweep's callbacks on this ray.tune.Tuner (Ray internals changed?); "
+                           "check recsys.tuning.sweep.use_callbacks against the installed Ray")
+    run_config = ray.get(remote.get_run_config.remote())
+    run_config.callbacks = list(callbacks)
+    ray.get(remote.set_run_config_and_remote_string_queue.remote(run_config, None))
 
 
 class TrialStatuses(Callback):

@@ -159,3 +159,94 @@ def test_overrides_set_on_the_base_nested_or_dotted(tiny_data):
     assert raw["optim"] == {"lr": 0.001, "warmup_ratio": 0.0, "weight_decay": 0.0}
     with pytest.raises(ConfigError, match="overrides.train.max_step: the train config has no key"):
         _load({**copy.deepcopy(tiny_data), "overrides": {"train": {"max_step": 4}}})
+
+
+def test_trials_share_prepared_data_only_when_the_space_leaves_it_alone():
+    from recsys.tuning.trial import shares_prepared_data
+
+    assert shares_prepared_data(["optim.lr", "model.sequential.hidden_size", "loss.temperature", "strategy.name"])
+    for key in ("data.max_train_rows", "data.train.path", "seed", "model.kind", "model.sequential.max_len",
+                "loss.name", "train.batch_size", "scaling.num_workers", "optim.grad_accum",
+                "model", "model.sequential"):  # the last two: sections that hold prepare keys
+        assert not shares_prepared_data(["optim.lr", key]), key
+
+
+def test_prepare_view_lets_prepare_read_only_prepare_keys(tiny_data):
+    from recsys.training.config import DataSection
+    from recsys.training.trainer import PrepareView
+    from recsys.tuning.space import validate_space
+
+    cfg = _load(tiny_data)
+    view = PrepareView(validate_space(dict(cfg.base), cfg.space, check_paths=False))
+    assert isinstance(view.data, DataSection) and view.data.max_train_rows == 400  # whole section: as is
+    assert (view.model.kind, view.model.sequential.max_len, view.seed, view.train.max_steps) == ("sequential", 10, 0, 6)
+    assert view.loss_name == "sampled_softmax"  # a property runs on the view: its reads are checked too
+    for read in (lambda: view.optim.lr, lambda: view.model.sequential.hidden_size, lambda: view.metric_name):
+        with pytest.raises(AttributeError, match=r"prepare\(\) read the train-config key '(optim.lr|model.sequential"
+                                                 r".hidden_size|train.metric)', which is not in .*PREPARE_KEYS"):
+            read()
+
+
+class _FakeDataset:
+    """Stands in for a Ray Dataset: ``prepare``'s data calls, without Ray."""
+
+    def __init__(self, rows: int = 64):
+        self.rows = rows
+
+    def map_batches(self, *args, **kwargs):
+        return self
+
+    def materialize(self):
+        return self
+
+    def randomize_block_order(self, seed=None):
+        return self
+
+    def limit(self, n: int):
+        return _FakeDataset(min(self.rows, n))
+
+    def count(self) -> int:
+        return self.rows
+
+    def unique(self, column: str) -> list[str]:
+        return ["i1", "i2"]
+
+
+def test_prepare_reads_nothing_beyond_prepare_keys_for_every_model_kind(project_root, monkeypatch):
+    """Every branch of ``prepare`` (pairs: bi-encoder, cross-encoder pointwise / listwise; sequences with
+    text and user features) runs through the PrepareView: the key list covers what prepare reads."""
+    import numpy as np
+    import ray
+
+    from recsys.models.bi_encoder import BiEncoder
+    from recsys.training import data as D
+    from recsys.training.config import TrainConfig
+    from recsys.training.trainer import prepare
+
+    for name in ("load_pairs", "read_table", "load_sequences"):
+        monkeypatch.setattr(D, name, lambda *a, **k: _FakeDataset())
+    for name in ("bi_encoder_rows", "listwise_groups"):
+        monkeypatch.setattr(D, name, lambda ds, *a, **k: ds)
+    monkeypatch.setattr(D, "build_vocab", lambda ds, feats, extra=None: D.SequenceVocab(["i1", "i2"], {f: ["a"] for f in feats}))
+    monkeypatch.setattr(D, "item_texts", lambda ds, ids: ["t"] * len(ids))
+    encoder = type("Enc", (), {"encode": lambda self, texts, batch_size, tower: np.zeros((len(texts), 4))})()
+    monkeypatch.setattr(BiEncoder, "from_encoder", classmethod(lambda cls, *a, **k: encoder))
+    monkeypatch.setattr(ray, "put", lambda value: value)
+    seq_text = {"model.sequential.use_text": True, "model.sequential.user_features": ["country"],
+                "data.items": {"path": "items.parquet", "preset": "amazon-games-6k"}}
+    cases = [("tiny.yaml", {}), ("tiny.yaml", {"loss.name": "listwise"}), ("tiny-bi-encoder.yaml", {}),
+             ("tiny-sequential.yaml", {}), ("tiny-sequential.yaml", seq_text)]
+    for file, overrides in cases:
+        data = yaml.safe_load((project_root / "configs/train" / file).read_text())
+        for key, value in overrides.items():
+            section, _, last = key.rpartition(".")
+            node = data
+            for part in section.split("."):
+                node = node.setdefault(part, {})
+            node[last] = value
+        cfg = TrainConfig.model_validate(data, context={"check_paths": False})
+        prep = prepare(cfg)
+        per_worker = 64 // cfg.scaling.num_workers // cfg.train.batch_size
+        assert prep.extras["total_steps"] == cfg.train.max_steps and prep.counts["train_rows"] == 64, (file, overrides)
+        assert prep.extras["steps_per_epoch"] == max(1, per_worker // cfg.optim.grad_accum), (file, overrides)
+        assert ("text_embeddings_ref" in prep.extras) == bool(overrides.get("model.sequential.use_text"))

@@ -3,6 +3,7 @@
 Reusable pieces (the Tuning issue runs the SAME loop inside Ray Tune trials):
 
 - ``prepare(cfg) -> Prepared``: Ray Datasets (tokenized in the pipeline) + plain extras for workers;
+  it reads only ``PREPARE_KEYS`` of the config (enforced), so a sweep knows which keys change the data;
 - ``build_run_config(cfg, storage_path, name)`` -> ``ray.train.RunConfig`` (checkpoints, failures);
 - ``build_trainer(cfg, datasets, run_config, extras) -> TorchTrainer``;
 - ``run_training(cfg, output_dir) -> dict``: all of it end to end, plus export + model card.
@@ -15,7 +16,7 @@ import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from recsys.training.config import TrainConfig
 from recsys.utils.log import get_logger
@@ -31,6 +32,54 @@ class Prepared:
     datasets: dict[str, Any]
     extras: dict[str, Any] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
+
+
+# -- which config keys change the data --------------------------------------------------------------
+# The train-config keys ``prepare`` reads (datasets, vocabularies, step counts); a key covers its whole
+# section ("data"). The one source of truth for "does this key change the prepared data": ``prepare``
+# sees the config only through ``PrepareView``, which refuses every other key, and a sweep whose space
+# sets none of them shares one ``prepare(base)`` across its trials (recsys.tuning.trial).
+PREPARE_KEYS = ("data", "seed", "model.kind", "model.name_or_path", "model.max_length", "model.sequential.max_len",
+                "model.sequential.user_features", "model.sequential.use_text", "model.sequential.text_batch_size",
+                "loss.name", "loss.list_size", "scaling.num_workers", "train.batch_size", "train.max_steps",
+                "train.epochs", "optim.grad_accum")
+
+
+def _within(key: str, section: str) -> bool:
+    """``key`` is ``section`` or a key inside it ('data.train.path' is within 'data')."""
+    return key == section or key.startswith(section + ".")
+
+
+def changes_prepared_data(key: str) -> bool:
+    """Whether setting the dotted train-config ``key`` can change what ``prepare`` builds: it is a
+    prepare key, inside one, or a section holding one ('model')."""
+    return any(_within(key, k) or _within(k, key) for k in PREPARE_KEYS)
+
+
+class PrepareView:
+    """Read-only view of a ``TrainConfig`` through which ``prepare`` reads it: a key outside
+    ``PREPARE_KEYS`` fails (naming the key and the fix), so that list cannot fall behind the code.
+    Sections holding prepare keys come back as views; properties (``loss_name``) run on the view,
+    so what they read is checked too."""
+
+    def __init__(self, obj: Any, prefix: str = ""):
+        self._obj = obj
+        self._prefix = prefix
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):  # copy / pickle protocol probes
+            raise AttributeError(name)
+        key = self._prefix + name
+        attr = getattr(type(self._obj), name, None)
+        if isinstance(attr, property):
+            return attr.fget(self)
+        if any(_within(key, k) for k in PREPARE_KEYS):
+            return getattr(self._obj, name)
+        if any(_within(k, key) for k in PREPARE_KEYS):
+            return PrepareView(getattr(self._obj, name), key + ".")
+        raise AttributeError(f"prepare() read the train-config key {key!r}, which is not in "
+                             "recsys.training.trainer.PREPARE_KEYS: add it there (sweeps use that list to tell "
+                             "whether their trials can share one prepared data set)")
 
 
 # -- datasets --------------------------------------------------------------------------------------
@@ -109,11 +158,13 @@ def _sequence_datasets(cfg: TrainConfig) -> Prepared:
 
 
 def prepare(cfg: TrainConfig) -> Prepared:
-    """Datasets + extras + step counts for ``cfg`` (validates that there is data to train on)."""
+    """Datasets + extras + step counts for ``cfg`` (validates that there is data to train on).
+    Reads only ``PREPARE_KEYS`` of ``cfg`` (through a ``PrepareView``)."""
     import ray.data
 
     from recsys.utils.log import is_tty
 
+    cfg = cast(TrainConfig, PrepareView(cfg))
     ray.data.DataContext.get_current().enable_progress_bars = is_tty()  # no bar spam in job logs
     prep = _sequence_datasets(cfg) if cfg.model.kind == "sequential" else _pairs_datasets(cfg)
     if prep.counts["valid_rows"] == 0:

@@ -21,13 +21,6 @@ from typing import Any
 
 from ray.train.v2.api.callback import UserCallback
 
-# Train-config keys that ``recsys.training.trainer.prepare`` reads (datasets, vocabularies, step
-# counts). A space that touches none of them shares one ``prepare(base)`` made by the sweep's driver;
-# otherwise every trial prepares its own data. Conservative: a prefix covers its whole section.
-PREPARE_KEYS = ("data.", "seed", "model.kind", "model.name_or_path", "model.max_length", "model.sequential.max_len",
-                "model.sequential.user_features", "model.sequential.use_text", "model.sequential.text_batch_size",
-                "loss.name", "loss.list_size", "scaling.num_workers", "train.batch_size", "train.max_steps",
-                "train.epochs", "optim.grad_accum")
 CHECKPOINT_KEY = "checkpoint_path"
 TOTAL_STEPS_KEY = "total_steps"
 _DONE = "__recsys_trial_done__"
@@ -63,11 +56,12 @@ def _tune_checkpoint_source() -> str | None:
 
 
 def shares_prepared_data(space_keys: list[str]) -> bool:
-    """True when no trial can change what ``prepare`` builds (see PREPARE_KEYS)."""
-    def reads(key: str, prefix: str) -> bool:
-        return key.startswith(prefix) if prefix.endswith(".") else key == prefix or key.startswith(prefix + ".")
+    """True when no trial can change what ``prepare`` builds, so all can share one ``prepare(base)``
+    made by the sweep's driver (else every trial prepares its own data). Which keys change it is
+    ``recsys.training.trainer.PREPARE_KEYS``, the list that ``prepare`` itself is held to."""
+    from recsys.training.trainer import changes_prepared_data
 
-    return not any(reads(k, p) for k in space_keys for p in PREPARE_KEYS)
+    return not any(changes_prepared_data(k) for k in space_keys)
 
 
 def train_trial(config: dict[str, Any], base: dict[str, Any], train_storage: str, report_checkpoints: bool,

@@ -143,8 +143,9 @@ def main() -> None:
     args = ap.parse_args()
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=True, log_to_driver=False,
-             runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}})
+    from recsys.runtime import start_local_ray
+
+    start_local_ray(num_cpus=2, env={"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}, log_to_driver=False)
     pairs = load_pairs(args.data, args.steps * args.batch_size)
     results = []
     runs = {

@@ -98,13 +98,12 @@ def main() -> None:
     import ray
 
     from recsys.config.loader import load_config
-    from recsys.runtime import JOB_ENV
+    from recsys.runtime import JOB_ENV, start_local_ray
     from recsys.tuning.config import TuneJobConfig
 
     cfg = load_config(TuneJobConfig, args.config, args.overrides)
     out = Path(args.out).resolve()
-    ray.init(num_cpus=cfg.ray.num_cpus or 2, include_dashboard=True, runtime_env={"env_vars": dict(JOB_ENV)},
-             log_to_driver=False)
+    start_local_ray(num_cpus=cfg.ray.num_cpus or 2, env=dict(JOB_ENV), log_to_driver=False)
     results: dict = {"config": args.config, "overrides": args.overrides, "num_samples": cfg.search.num_samples,
                      "search": cfg.search.algorithm}
     try:

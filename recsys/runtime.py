@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import os
 import platform
+import socket
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -95,14 +96,42 @@ def init_ray(cfg: JobConfig) -> bool:
     if address:
         ray.init(address=address, **kwargs)
     else:
-        ray.init(
-            num_cpus=cfg.ray.num_cpus,
-            num_gpus=cfg.ray.num_gpus,
-            include_dashboard=cfg.ray.include_dashboard,
-            object_store_memory=cfg.ray.object_store_memory,
-            **kwargs,
-        )
+        start_local_ray(num_cpus=cfg.ray.num_cpus, num_gpus=cfg.ray.num_gpus, include_dashboard=cfg.ray.include_dashboard,
+                        object_store_memory=cfg.ray.object_store_memory, env=kwargs.get("runtime_env", {}).get("env_vars"))
     return True
+
+
+def _dashboard_port(preferred: int = 8265) -> int:
+    """``preferred`` if it is free, else any free port (we must know the port Ray's dashboard gets)."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", preferred))
+        except OSError:
+            sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_local_ray(num_cpus: float | None = None, num_gpus: int | None = None, include_dashboard: bool = True,
+                    object_store_memory: int | None = None, env: dict[str, str] | None = None,
+                    log_to_driver: bool = True) -> None:
+    """Start a local Ray whose workers can reach its State API even when other Rays run on this machine.
+
+    Ray Train's PlacementGroupCleaner (a worker) calls the State API without an address, so it
+    autodetects the cluster, which fails with "Found multiple active Ray instances" next to another
+    Ray (a test run, a demo cluster): a stopped Tune trial then keeps its placement group and the
+    sweep starves. RAY_API_SERVER_ADDRESS in the workers' environment names this Ray's dashboard.
+    """
+    import ray
+
+    env_vars = dict(env or {})
+    kwargs: dict[str, Any] = {}
+    if include_dashboard:
+        port = _dashboard_port()
+        kwargs.update(dashboard_host="127.0.0.1", dashboard_port=port)
+        env_vars.setdefault("RAY_API_SERVER_ADDRESS", f"http://127.0.0.1:{port}")
+    ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=include_dashboard,
+             object_store_memory=object_store_memory, log_to_driver=log_to_driver,
+             runtime_env={"env_vars": env_vars} if env_vars else None, **kwargs)
 
 
 def write_json(path: Path, obj: Any) -> None:

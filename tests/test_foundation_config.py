@@ -113,3 +113,16 @@ def test_env_references_expand(monkeypatch, tmp_path: Path):
 def test_unknown_job_suggests_the_closest():
     with pytest.raises(KeyError, match="did you mean 'doctor'"):
         get_job("docter")
+
+
+def test_local_ray_dashboard_port_falls_back_when_taken():
+    import socket
+
+    from recsys.runtime import _dashboard_port
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        taken = held.getsockname()[1]
+        other = _dashboard_port(taken)
+        assert other != taken and other > 0
+    assert _dashboard_port(taken) == taken  # free again

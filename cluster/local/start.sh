@@ -33,6 +33,9 @@ export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false RAY_USAGE_STATS_ENABLED=0
 # every node: loopback-only test clusters default to disabled; export RAY_AUTH_MODE=token (and use
 # the same variable for `recsys submit`) to require the token.
 export RAY_AUTH_MODE=${RAY_AUTH_MODE:-disabled}
+# Workers inherit this: Ray Train's placement-group cleaner queries the State API without an address,
+# and autodetection fails when several Rays run on one machine (stopped Tune trials then keep their CPUs).
+export RAY_API_SERVER_ADDRESS=http://127.0.0.1:$DASHBOARD_PORT
 export RECSYS_DATA_ROOT=${RECSYS_DATA_ROOT:-$(cd "$ROOT/.." && pwd)/shared/data}
 export RECSYS_RUNS_ROOT=${RECSYS_RUNS_ROOT:-$ROOT/runs}
 

@@ -172,7 +172,7 @@ class ArmArgs(StrictModel):
     name: str = Field(..., description="Arm label (letters, digits, _ ; returned in responses and metrics).")
     weight: float = Field(1.0, ge=0, description="Share of users (normalised over arms).")
     artifacts: str | None = Field(None, description="Index output directory (holds `latest` and version dirs).")
-    version: str = Field("latest", description="Index version; changing it alone hot-reloads via user_config.")
+    version: str = Field("latest", description="Index version (a directory under artifacts, or latest). Changing it in args redeploys the arm (rolling, with surge); an in-place reload without restarts is a Serve-config user_config override (docs/OPERATIONS.md).")
     registry: RegistryRef | None = Field(
         None, description="Serve the registry version holding an alias instead of artifacts/version, e.g. "
         "{alias: production}.")

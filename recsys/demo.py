@@ -24,21 +24,28 @@ SERVICE = "http://127.0.0.1:8000"
 
 
 def _cluster_address(console: Console) -> str:
+    """RAY_API_SERVER_ADDRESS if set; else the demo's own cluster (GCS port 6390), started if needed.
+    It is recognised by start.sh's state file, not by whatever answers on 8265 (another Ray may)."""
+    from recsys.runtime import _dashboard_port
+
     address = os.environ.get("RAY_API_SERVER_ADDRESS")
     if address:
         return address
-    address = f"http://127.0.0.1:{DEMO_DASHBOARD}"
-    try:
-        httpx.get(f"{address}/api/version", timeout=2).raise_for_status()
-        console.print(f"using the Ray cluster already at {address}")
-        return address
-    except httpx.HTTPError:
-        pass
+    info = Path(os.environ.get("RECSYS_CLUSTER_DIR", f"/tmp/recsys-cluster-{DEMO_PORT}")) / "cluster.info"
+    if info.is_file():
+        address = f"http://127.0.0.1:{info.read_text().split()[1]}"
+        try:
+            httpx.get(f"{address}/api/version", timeout=2).raise_for_status()
+            console.print(f"using the demo's Ray cluster already at {address}")
+            return address
+        except (httpx.HTTPError, IndexError):
+            pass
+    dashboard = _dashboard_port(DEMO_DASHBOARD)
     console.rule("[bold]starting a local Ray[/bold] (cluster/local/start.sh)")
     start = project_root() / "cluster" / "local" / "start.sh"
     subprocess.run([str(start), "--workers", "0", "--head-cpus", "2", "--port", str(DEMO_PORT),
-                    "--dashboard-port", str(DEMO_DASHBOARD)], check=True)
-    return address
+                    "--dashboard-port", str(dashboard)], check=True)
+    return f"http://127.0.0.1:{dashboard}"
 
 
 def _show_examples(console: Console) -> None:

@@ -17,4 +17,5 @@ for _ in $(seq 1 20); do
   sleep 0.5
 done
 [[ -n "${alive:-}" ]] && kill -9 $alive 2>/dev/null || true
+rm -f "$STATE/cluster.info"
 echo "stopped cluster on port $PORT"

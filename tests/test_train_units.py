@@ -103,3 +103,137 @@ def test_encode_sequences_windows_and_holdout():
     valid = encode_sequences(batch, index, feats, max_len=3, holdout=1, mode="valid")
     assert valid["history"].tolist() == [[1, 2, 3], [0, 0, 2]] and valid["target"].tolist() == [4, 3]
     assert valid["user"].tolist() == [[1], [0]]  # FR is unknown -> 0
+
+
+# -- in-loop validation goes through recsys.evaluation ----------------------------------------------
+class _StubSequential(torch.nn.Module):
+    """Item table = identity, so a row's last hidden state IS its score per item (index 0 = padding)."""
+
+    def __init__(self, scores: list[list[float]]):
+        super().__init__()
+        self.hidden = torch.tensor(scores)  # [B, V]
+        self.table = torch.cat([torch.zeros(1, self.hidden.shape[1]), torch.eye(self.hidden.shape[1])])  # [V+1, V]
+
+    def all_item_repr(self) -> torch.Tensor:
+        return self.table
+
+    def forward(self, history: torch.Tensor, user=None) -> torch.Tensor:
+        return self.hidden[:, None, :].expand(-1, history.shape[1], -1)
+
+
+def _evaluator_metrics(es, scores: np.ndarray, metrics: list[str]) -> dict:
+    from recsys.evaluation import RankingEvaluator
+
+    rows = {q: i for i, q in enumerate(es.query_ids)}
+    return RankingEvaluator(es, metrics)(lambda batch, items: scores[[rows[q] for q in batch.query_ids]])
+
+
+def test_sequential_validation_equals_the_evaluate_jobs_full_ranking():
+    from recsys.evaluation import EvalSet
+    from recsys.training.tasks import SEQUENTIAL_METRICS, SequentialTask
+
+    scores = [[0.9, 0.8, 0.7, 0.6, 0.5],   # history {1}, target 3: item 1 not ranked -> 0-based rank 1
+              [0.1, 0.5, 0.5, 0.2, 0.3],   # history {4}, target 3 tied with item 2 -> ranked below it: rank 1
+              [0.5, 0.4, 0.3, 0.2, 0.1]]   # history {5, 1}, target 5 (a repeat stays rankable) -> rank 3
+    batch = {"history": torch.tensor([[0, 0, 1], [0, 0, 4], [0, 5, 1]]), "target": torch.tensor([3, 3, 5])}
+    got = SequentialTask(_StubSequential(scores), primary_metric="auc").evaluate([batch])
+    assert got["primary_metric"] == "auc" and got["n_queries"] == 3 and got["valid_size"] == 3.0
+    assert got["mrr"] == pytest.approx((1 / 2 + 1 / 2 + 1 / 4) / 3, abs=1e-12)
+    assert got["ndcg@10"] == pytest.approx((2 / np.log2(3) + 1 / np.log2(5)) / 3, abs=1e-12)
+    assert got["hit_rate@10"] == got["recall@10"] == 1.0
+    assert got["auc"] == pytest.approx((2 / 3 + 2 / 3 + 0) / 3, abs=1e-12)  # 4 candidates each, 3 negatives
+    es = EvalSet(name="valid", query_ids=np.array(["u0", "u1", "u2"]), histories=[["1"], ["4"], ["5", "1"]],
+                 targets=[["3"], ["3"], ["5"]], catalog=np.array(["1", "2", "3", "4", "5"]),
+                 exclude=[["1"], ["4"], ["5", "1"]])
+    want = _evaluator_metrics(es, np.asarray(scores), [*SEQUENTIAL_METRICS, "auc"])
+    assert {k: got[k] for k in [*SEQUENTIAL_METRICS, "auc", "n_queries"]} == {
+        k: want[k] for k in [*SEQUENTIAL_METRICS, "auc", "n_queries"]}
+
+
+class _StubBiEncoder(torch.nn.Module):
+    """Query / item vectors looked up by the first token id."""
+
+    def __init__(self, queries: list[list[float]], items: list[list[float]]):
+        super().__init__()
+        self.vecs = {"query": torch.tensor(queries), "item": torch.tensor(items)}
+
+    def embed(self, inputs: dict[str, torch.Tensor], tower: str) -> torch.Tensor:
+        return self.vecs[tower][inputs["input_ids"][:, 0]]
+
+
+def _bi_batch(q: list[list[int]], p: list[list[int]]) -> dict[str, torch.Tensor]:
+    ids = {"q_": torch.tensor(q), "p_": torch.tensor(p)}
+    return {**{f"{k}input_ids": v for k, v in ids.items()},
+            **{f"{k}attention_mask": (v > 0).long() for k, v in ids.items()}, "label": torch.ones(len(q))}
+
+
+def test_bi_encoder_validation_groups_duplicates_and_equals_the_evaluate_jobs_retrieval():
+    from recsys.evaluation import EvalSet
+    from recsys.training.tasks import BI_ENCODER_METRICS, BiEncoderTask
+
+    # token id k (k = 1..3) -> vector row k; items are one-hot, so a query's vector is its item scores
+    queries = [[0, 0, 0], [0.2, 0.9, 0.5], [0.4, 0.4, 0.1], [0.3, 0.2, 0.1]]
+    items = [[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]]
+    # rows: (q1, i1) (q1, i2) | (q2, i2) (q3 + one more token, i3): q1 has two relevant items, i2 is one item
+    batches = [_bi_batch([[1, 0], [1, 0]], [[1, 0], [2, 0]]), _bi_batch([[2, 0, 0], [3, 9, 0]], [[2, 0, 0], [3, 0, 0]])]
+    got = BiEncoderTask(_StubBiEncoder(queries, items)).evaluate(batches)
+    assert got["primary_metric"] == "mrr" and got["n_queries"] == 3 and got["n_items"] == 3 and got["valid_size"] == 4.0
+    # q1 ranks i2 > i3 > i1 (targets i1, i2); q2: i2 tied with i1 -> rank 1; q3: i3 last -> rank 2
+    assert got["mrr"] == pytest.approx((1 + 1 / 2 + 1 / 3) / 3, abs=1e-12)
+    assert got["recall@1"] == pytest.approx(1 / 6, abs=1e-12) and got["recall@10"] == 1.0
+    ndcg_q1 = (1 + 1 / np.log2(4)) / (1 + 1 / np.log2(3))
+    assert got["ndcg@10"] == pytest.approx((ndcg_q1 + 1 / np.log2(3) + 1 / 2) / 3, abs=1e-12)
+    es = EvalSet(name="valid", query_ids=np.array(["q1", "q2", "q3"]), histories=[[], [], []],
+                 targets=[["i1", "i2"], ["i2"], ["i3"]], catalog=np.array(["i1", "i2", "i3"]))
+    want = _evaluator_metrics(es, np.asarray(queries[1:]), list(BI_ENCODER_METRICS))
+    assert {k: got[k] for k in [*BI_ENCODER_METRICS, "n_queries"]} == {k: want[k] for k in [*BI_ENCODER_METRICS, "n_queries"]}
+
+
+class _StubCrossEncoder(torch.nn.Module):
+    def __init__(self, logits: list[float]):
+        super().__init__()
+        self.logits = torch.tensor(logits)
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.logits[inputs["input_ids"][:, 0]]
+
+
+def test_cross_encoder_validation_is_the_evaluate_jobs_pair_classification():
+    from recsys.evaluation.classification import PairClassificationEvaluator, classification_metrics
+    from recsys.training.tasks import CrossEncoderTask
+
+    logits = [2.0, -1.0, 0.5, -0.2, 0.0, 1.5]
+    labels = [1.0, 0.0, 0.2, 0.8, 1.0, 1.0]  # graded: > 0.5 is a match
+    batches = [{"input_ids": torch.tensor([[i, 5]]), "attention_mask": torch.ones(1, 2, dtype=torch.long),
+                "label": torch.tensor([y])} for i, y in enumerate(labels)]
+    got = CrossEncoderTask(_StubCrossEncoder(logits)).evaluate(batches)
+    # logit >= 0 predicts a match: tp {0, 4, 5}, fp {2}, fn {3}
+    assert (got["precision"], got["recall"], got["f1"], got["accuracy"]) == (0.75, 0.75, 0.75, 4 / 6)
+    assert got["roc_auc"] == 0.75 and got["valid_f1"] == pytest.approx(8 / 9, abs=1e-12)  # best: predict all but -1.0
+    assert got["primary_metric"] == "f1" and got["threshold"] == 0.0 and got["valid_size"] == 6.0
+    y = (np.asarray(labels) > 0.5).astype(int)
+    want = classification_metrics(np.asarray(logits), y, 0.0)
+    assert {k: got[k] for k in want} == want
+    pairs = ([str(i) for i in range(6)], [""] * 6, y)
+    ev = PairClassificationEvaluator(pairs, pairs)(lambda lefts, rights: np.asarray(logits)[[int(q) for q in lefts]])
+    assert got["valid_f1"] == ev["valid_f1"]
+    mse = CrossEncoderTask(_StubCrossEncoder([0.7, 0.4]), loss="mse").evaluate(batches[:2])
+    assert mse["threshold"] == 0.5 and mse["accuracy"] == 1.0  # mse regresses the label: 0.5 decides
+
+
+def test_build_task_carries_the_selection_metric():
+    from recsys.training.tasks import build_task
+
+    task = build_task("sequential", _StubSequential([[0.3, 0.1]]), "full_softmax", {"primary_metric": "map@5"})
+    got = task.evaluate([{"history": torch.tensor([[0, 2]]), "target": torch.tensor([1])}])
+    assert got["primary_metric"] == "map@5" and got["map@5"] == 1.0 and got["ndcg@10"] == 1.0
+
+
+def test_zero_stage_override_from_the_command_line():
+    from recsys.config.loader import parse_overrides
+
+    errors: list[str] = []
+    data = parse_overrides({**BASE}, ["strategy.name=deepspeed", "strategy.deepspeed.zero_stage=3"], errors)
+    assert not errors and load_config(TrainConfig, None, data=data).strategy.deepspeed.zero_stage == 3
+    with pytest.raises(ConfigError, match="zero_stage"):
+        _cfg(strategy={"deepspeed": {"zero_stage": 4}})

@@ -124,7 +124,9 @@ class OptimConfig(StrictModel):
 class DeepSpeedOptions(StrictModel):
     """DeepSpeed ZeRO options (strategy: deepspeed)."""
 
-    zero_stage: Literal[0, 1, 2, 3] = Field(2, description="ZeRO stage: 0 none, 1 optimizer, 2 +gradients, 3 +parameters.")
+    # an int in [0, 3], not Literal[0, 1, 2, 3]: a Literal of ints rejects the command-line override
+    # strategy.deepspeed.zero_stage=3 (overrides arrive as strings; pydantic coerces '3' only for int fields)
+    zero_stage: int = Field(2, ge=0, le=3, description="ZeRO stage: 0 none, 1 optimizer, 2 +gradients, 3 +parameters.")
     offload_optimizer: bool = Field(False, description="ZeRO-Offload: optimizer states on CPU (stage >= 1; GPUs only).")
     offload_params: bool = Field(False, description="Offload parameters to CPU (stage 3; GPUs only).")
     extra: dict = Field(default_factory=dict, description="Merged into the generated DeepSpeed config (advanced).")

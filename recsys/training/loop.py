@@ -8,7 +8,8 @@ the vocabularies / step counts that ``recsys.training.trainer`` computed on the 
 2. resumes from ``ray.train.get_checkpoint()`` (a worker restart, or a re-run in the same output
    dir) or from ``resume_from`` (any checkpoint directory);
 3. streams its shard (``ray.train.get_dataset_shard("train")``), tokenized by Ray Data;
-4. every ``eval_every`` optimizer steps validates on the full validation set, writes a checkpoint
+4. every ``eval_every`` optimizer steps validates on the full validation set (metrics computed by
+   ``recsys.evaluation`` via ``task.evaluate``, with ``primary_metric`` = ``train.metric``), writes a checkpoint
    from every rank (DeepSpeed ZeRO shards included; rank 0 adds the exported ``model/``) and calls
    ``ray.train.report(metrics, checkpoint=...)``; stops early after ``patience`` bad validations.
 """
@@ -57,7 +58,8 @@ def _build(cfg, extra: dict[str, Any], device: torch.device):
         from recsys.training.lora import apply_lora
 
         apply_lora(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules)
-    opts = {**cfg.loss.model_dump(), "num_negatives": cfg.model.sequential.num_negatives}
+    opts = {**cfg.loss.model_dump(), "num_negatives": cfg.model.sequential.num_negatives,
+            "primary_metric": cfg.metric_name}
     task = build_task(cfg.model.kind, model, cfg.loss_name, opts)
     o = cfg.optim
     total = extra["total_steps"]
@@ -183,7 +185,7 @@ def train_loop(config: dict[str, Any]) -> None:
         stop = bool(_dist_broadcast(loop.patience is not None and state["bad_evals"] >= loop.patience))
         state["history"] = [*state.get("history", []), metrics]  # kept in every checkpoint, survives restarts
         if rank == 0:
-            log.info("step %d: %s", state["step"], {k: round(v, 4) for k, v in metrics.items()})
+            log.info("step %d: %s", state["step"], {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
         _save_and_report(cfg, model, strategy, {k: v for k, v in state.items() if not k.startswith("_")}, metrics)
         losses, evaluated_at, t_start = [], state["step"], time.perf_counter()
         return stop

@@ -1,6 +1,12 @@
 """Training modules: a model plus its loss in one ``forward(batch) -> loss``, so that DDP and
 DeepSpeed wrap a single module, and ``evaluate(batches) -> metrics`` for in-loop validation.
 
+``evaluate`` only turns the validation batches into scores; the metrics come from the Evaluation
+code (``recsys.training.validation`` -> ``recsys.evaluation``), so a metric name means in a training
+report what it means in the ``evaluate`` job's, and the dict carries ``primary_metric`` like the
+evaluators'. A ranking task also computes its ``primary_metric`` when it is any ranking metric name
+(``ndcg@20``, ``map@10``, ...), as ``RankingEvaluator`` does.
+
 Batches come from ``recsys.training.data`` (already tokenized / indexed, as torch tensors).
 Constructors take plain values (no config objects).
 """
@@ -23,6 +29,10 @@ from recsys.losses.margin import margin_loss
 from recsys.losses.mse import mse_loss
 from recsys.losses.sampled_softmax import sampled_softmax_loss
 from recsys.training.data import text_inputs, trim_batch
+from recsys.training.validation import pair_metrics, ranking_summary, retrieval_metrics, with_primary
+
+BI_ENCODER_METRICS = ("mrr", "recall@1", "recall@10", "hit_rate@10", "ndcg@10")
+SEQUENTIAL_METRICS = ("mrr", "recall@10", "hit_rate@10", "ndcg@10", "recall@20", "hit_rate@20", "ndcg@20")
 
 
 class BiEncoderTask(nn.Module):
@@ -30,9 +40,11 @@ class BiEncoderTask(nn.Module):
 
     prefixes = ("q_", "p_", "n_")
 
-    def __init__(self, model: nn.Module, loss: str = "infonce", temperature: float = 0.05, margin: float = 0.2):
+    def __init__(self, model: nn.Module, loss: str = "infonce", temperature: float = 0.05, margin: float = 0.2,
+                 primary_metric: str = "mrr"):
         super().__init__()
         self.model, self.loss, self.temperature, self.margin = model, loss, temperature, margin
+        self.primary_metric = primary_metric
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         q = self.model.embed(text_inputs(batch, "q_"), "query")  # [B, D]
@@ -44,21 +56,41 @@ class BiEncoderTask(nn.Module):
         return bpr_loss(pos, neg) if self.loss == "bpr" else margin_loss(pos, neg, self.margin)
 
     @torch.no_grad()
-    def evaluate(self, batches: Iterable[dict[str, torch.Tensor]]) -> dict[str, float]:
-        """Retrieval over the validation set: each query ranks every distinct validation item."""
-        qs, ps = [], []
+    def evaluate(self, batches: Iterable[dict[str, torch.Tensor]]) -> dict[str, Any]:
+        """Retrieval as the evaluate job's retrieval protocol: each distinct validation query ranks every
+        distinct validation item; its relevant items are all those it is paired with (rows with the same
+        tokens are the same query / item, so duplicates are neither extra queries nor tied rivals)."""
+        queries: dict[bytes, int] = {}
+        items: dict[bytes, int] = {}
+        q_vecs, p_vecs, targets, rows = [], [], [], 0
         for b in batches:
             b = trim_batch(b, self.prefixes)
-            qs.append(self.model.embed(text_inputs(b, "q_"), "query").float())
-            ps.append(self.model.embed(text_inputs(b, "p_"), "item").float())
-        if not qs:
+            q = self.model.embed(text_inputs(b, "q_"), "query").float().cpu().numpy()  # [B, D]
+            p = self.model.embed(text_inputs(b, "p_"), "item").float().cpu().numpy()  # [B, D]
+            for i, (qk, pk) in enumerate(zip(_row_keys(b, "q_"), _row_keys(b, "p_"), strict=True)):
+                if qk not in queries:
+                    queries[qk] = len(queries)
+                    q_vecs.append(q[i])
+                    targets.append(set())
+                if pk not in items:
+                    items[pk] = len(items)
+                    p_vecs.append(p[i])
+                targets[queries[qk]].add(items[pk])
+            rows += len(q)
+        if not rows:
             return {}
-        q, p = torch.cat(qs), torch.cat(ps)  # [N, D], [N, D]
-        scores = q @ p.T  # [N, N]; row i's relevant item is column i (duplicates of it count as ties)
-        true = scores.diagonal().unsqueeze(1)  # [N, 1]
-        rank = (scores > true).sum(1) + 1  # [N]
-        return {"mrr": float((1.0 / rank).mean()), "recall@1": float((rank <= 1).float().mean()),
-                "recall@10": float((rank <= 10).float().mean()), "valid_size": float(len(rank))}
+        metrics = with_primary(BI_ENCODER_METRICS, self.primary_metric)
+        out = retrieval_metrics(np.stack(q_vecs), np.stack(p_vecs), [sorted(t) for t in targets], metrics,
+                                self.primary_metric)
+        out.update(valid_size=float(rows), n_items=len(items))
+        return out
+
+
+def _row_keys(batch: dict[str, torch.Tensor], prefix: str) -> list[bytes]:
+    """One hashable key per row: its real (unpadded) token ids."""
+    ids = batch[f"{prefix}input_ids"].cpu().numpy()
+    lens = batch[f"{prefix}attention_mask"].sum(1).cpu().numpy()
+    return [ids[i, : lens[i]].tobytes() for i in range(len(ids))]
 
 
 class CrossEncoderTask(nn.Module):
@@ -67,9 +99,10 @@ class CrossEncoderTask(nn.Module):
     prefixes = ("",)
 
     def __init__(self, model: nn.Module, loss: str = "bce", pos_weight: float | None = None,
-                 margin: float = 0.2, list_size: int = 8):
+                 margin: float = 0.2, list_size: int = 8, primary_metric: str = "f1"):
         super().__init__()
         self.model, self.loss, self.pos_weight, self.margin, self.list_size = model, loss, pos_weight, margin, list_size
+        self.primary_metric = primary_metric
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         logits = self.model(text_inputs(batch, "")).float()  # [B]
@@ -88,27 +121,26 @@ class CrossEncoderTask(nn.Module):
         pos, neg = pos.unsqueeze(1).expand(-1, neg.numel()), neg.unsqueeze(0).expand(pos.numel(), -1)
         return bpr_loss(pos, neg) if self.loss == "bpr" else margin_loss(pos, neg, self.margin)
 
+    @property
+    def threshold(self) -> float:
+        """Fixed decision threshold on the model's output: probability 0.5, i.e. logit 0 (mse regresses
+        the label itself, so 0.5 there)."""
+        return 0.5 if self.loss == "mse" else 0.0
+
     @torch.no_grad()
-    def evaluate(self, batches: Iterable[dict[str, torch.Tensor]]) -> dict[str, float]:
-        """Pair classification at threshold 0.5: f1, precision, recall, accuracy; plus ROC AUC."""
+    def evaluate(self, batches: Iterable[dict[str, torch.Tensor]]) -> dict[str, Any]:
+        """Pair classification (labels > 0.5 match) at the fixed ``threshold``: f1, precision, recall,
+        accuracy, pr_auc, roc_auc; plus ``valid_f1`` at the best threshold on these pairs."""
         logits, labels = [], []
         for b in batches:
             b = trim_batch(b, self.prefixes)
             logits.append(self.model(text_inputs(b, "")).float().cpu().numpy().reshape(-1))
-            labels.append(b["label"].float().cpu().numpy())
+            labels.append(b["label"].float().cpu().numpy().reshape(-1))
         if not logits:
             return {}
-        s, y = np.concatenate(logits), np.concatenate(labels) > 0.5
-        pred = s > 0.0  # sigmoid(s) > 0.5
-        tp, fp, fn = int((pred & y).sum()), int((pred & ~y).sum()), int((~pred & y).sum())
-        prec = tp / (tp + fp) if tp + fp else 0.0
-        rec = tp / (tp + fn) if tp + fn else 0.0
-        out = {"f1": 2 * prec * rec / (prec + rec) if prec + rec else 0.0, "precision": prec, "recall": rec,
-               "accuracy": float((pred == y).mean()), "valid_size": float(len(y))}
-        if 0 < y.sum() < len(y):
-            from sklearn.metrics import roc_auc_score
-
-            out["auc"] = float(roc_auc_score(y, s))
+        y = np.concatenate(labels)
+        out = pair_metrics(np.concatenate(logits), y, self.threshold, self.primary_metric)
+        out["valid_size"] = float(len(y))
         return out
 
 
@@ -117,9 +149,11 @@ class SequentialTask(nn.Module):
 
     prefixes = ()
 
-    def __init__(self, model: nn.Module, loss: str = "full_softmax", num_negatives: int = 256):
+    def __init__(self, model: nn.Module, loss: str = "full_softmax", num_negatives: int = 256,
+                 primary_metric: str = "ndcg@10", exclude_history: bool = True):
         super().__init__()
         self.model, self.loss, self.num_negatives = model, loss, num_negatives
+        self.primary_metric, self.exclude_history = primary_metric, exclude_history
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         items = batch["items"]  # [B, L+1]
@@ -140,33 +174,42 @@ class SequentialTask(nn.Module):
         return bpr_loss(pos_s, neg_s)
 
     @torch.no_grad()
-    def evaluate(self, batches: Iterable[dict[str, torch.Tensor]], ks: tuple[int, ...] = (10, 20)) -> dict[str, float]:
-        """Full ranking of the held-out item among all items: recall@k (= HR@k), ndcg@k, mrr."""
+    def evaluate(self, batches: Iterable[dict[str, torch.Tensor]]) -> dict[str, Any]:
+        """Full ranking of the held-out item among all items, as the evaluate job's full-ranking
+        protocol: the items of the user's history (the model's input window) are not ranked unless
+        one is the target (``exclude_history``); ties rank the target last."""
+        from recsys.evaluation.metrics import TargetRanks, ranks_from_scores
+
         table = self.model.all_item_repr().float()  # [V+1, H]
-        ranks = []
+        parts = []
         for b in batches:
             h = self.model(b["history"], b.get("user"))[:, -1].float()  # [B, H]
             s = h @ table.T  # [B, V+1]
-            s[:, 0] = float("-inf")
-            true = s.gather(1, b["target"].view(-1, 1))  # [B, 1]
-            ranks.append(((s > true).sum(1) + 1).cpu())
-        if not ranks:
+            target = b["target"].view(-1, 1)  # [B, 1]
+            drop = torch.zeros_like(s, dtype=torch.bool)
+            drop[:, 0] = True  # padding index
+            if self.exclude_history:
+                drop.scatter_(1, b["history"], True).scatter_(1, target, False)
+            s = s.masked_fill(drop, float("-inf"))
+            t = target.cpu().numpy()
+            parts.append(ranks_from_scores(s.cpu().numpy(), t, np.ones(t.shape)))
+        if not parts:
             return {}
-        r = torch.cat(ranks).float()
-        out = {"mrr": float((1.0 / r).mean()), "valid_size": float(len(r))}
-        for k in ks:
-            hit = r <= k
-            out[f"recall@{k}"] = float(hit.float().mean())
-            out[f"ndcg@{k}"] = float((hit.float() / torch.log2(r + 1)).mean())
+        tr = TargetRanks.concat(parts)
+        out = ranking_summary(tr, with_primary(SEQUENTIAL_METRICS, self.primary_metric), self.primary_metric)
+        out["valid_size"] = float(len(tr))
         return out
 
 
 def build_task(kind: str, model: nn.Module, loss: str, opts: dict[str, Any]) -> nn.Module:
-    """The training module of ``kind`` around ``model`` (``opts``: plain loss options)."""
+    """The training module of ``kind`` around ``model`` (``opts``: plain loss options, plus
+    ``primary_metric``: the validation metric the run selects on)."""
     if kind == "bi_encoder":
-        return BiEncoderTask(model, loss, opts.get("temperature", 0.05), opts.get("margin", 0.2))
+        return BiEncoderTask(model, loss, opts.get("temperature", 0.05), opts.get("margin", 0.2),
+                             opts.get("primary_metric") or "mrr")
     if kind == "cross_encoder":
-        return CrossEncoderTask(model, loss, opts.get("pos_weight"), opts.get("margin", 0.2), opts.get("list_size", 8))
+        return CrossEncoderTask(model, loss, opts.get("pos_weight"), opts.get("margin", 0.2), opts.get("list_size", 8),
+                                opts.get("primary_metric") or "f1")
     if kind == "sequential":
-        return SequentialTask(model, loss, opts.get("num_negatives", 256))
+        return SequentialTask(model, loss, opts.get("num_negatives", 256), opts.get("primary_metric") or "ndcg@10")
     raise ValueError(f"unknown model kind {kind!r}")

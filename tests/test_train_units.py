@@ -25,6 +25,8 @@ def _cfg(**over):
     ({"strategy": {"precision": "fp16"}}, "fp16 needs GPUs"),
     ({"loss": {"name": "listwise", "list_size": 3}, "train": {"batch_size": 8}}, "multiple of loss.list_size"),
     ({"data": {"train": {"path": "/tmp"}, "hard_negatives": True}}, "bi_encoder only"),
+    ({"lora": {"enabled": True}, "adversarial": {"method": "fgm"}}, "which lora.enabled freezes"),
+    ({"model": {**BASE["model"], "freeze_layers": 1}, "adversarial": {"method": "pgd"}}, "model.freeze_layers freezes"),
 ])
 def test_config_errors_name_the_fix(over, fix):
     with pytest.raises(ConfigError, match=fix):

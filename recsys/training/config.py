@@ -218,6 +218,13 @@ class TrainConfig(JobConfig):
             raise ValueError(f"listwise loss: train.batch_size ({self.train.batch_size}) must be a multiple of loss.list_size ({self.loss.list_size})")
         if self.lora.enabled and self.strategy.name == "deepspeed" and self.strategy.deepspeed.zero_stage == 3:
             raise ValueError("LoRA export merges adapters on rank 0; use strategy.deepspeed.zero_stage <= 2 with lora.enabled")
+        adv = self.adversarial
+        if adv.method != "none" and "embeddings" in adv.emb_name and (self.lora.enabled or self.model.freeze_layers):
+            # LoRA (peft) and freeze_layers freeze the embedding matrix the attack perturbs: the workers
+            # would fail at start-up; say so at validate time
+            raise ValueError(f"adversarial.method {adv.method} perturbs the trainable {adv.emb_name}, which "
+                             f"{'lora.enabled' if self.lora.enabled else 'model.freeze_layers'} freezes: set "
+                             "adversarial.method: none, or lora.enabled: false and model.freeze_layers: 0")
         if self.adversarial.method == "pgd" and self.strategy.name == "deepspeed":
             raise ValueError("adversarial.method pgd needs strategy.name: ddp (DeepSpeed hooks every backward); use fgm with deepspeed")
         if self.strategy.precision == "fp16" and not self.scaling.use_gpu:

@@ -92,6 +92,11 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "runs/bench/tune"))
     ap.add_argument("--eval-config", default=str(ROOT / "configs/evaluate/local.yaml"))
     ap.add_argument("--no-test", action="store_true", help="skip training the default and the test-set comparison")
+    ap.add_argument("--schedulers", nargs="+", default=["asha", "fifo"], choices=["asha", "fifo"],
+                    help="sweeps to run (default both, in one run: the comparison the target is about)")
+    ap.add_argument("--full-results", help="results.json of an earlier run whose FIFO sweep to compare with "
+                    "(with --schedulers asha: the trials are the same when the sampler is seeded; steps and best "
+                    "metric compare across runs, wall times do not)")
     ap.add_argument("overrides", nargs="*", help="dotted overrides of the tune config, e.g. overrides.train.max_steps=40")
     args = ap.parse_args()
 
@@ -108,9 +113,12 @@ def main() -> None:
                      "search": cfg.search.algorithm}
     try:
         prepared = shared_data(cfg)  # both sweeps train on the same prepared data (not timed)
-        for sched in ("asha", "fifo"):
+        for sched in args.schedulers:
             results[sched] = sweep(cfg, sched, out / sched, prepared)
             print(json.dumps({sched: results[sched]}), flush=True)
+        if args.full_results:  # the full sweep of an earlier run: same trials (seeded sampler), steps compare
+            results["fifo"] = json.loads(Path(args.full_results).read_text())["fifo"]
+            results["fifo_from"] = args.full_results
         a, f = results["asha"], results["fifo"]
         results["ratios"] = {
             "asha_vs_full_trial_time": round(a["trial_time_s"] / f["trial_time_s"], 3),

@@ -143,6 +143,16 @@ class InputConfig(StrictModel):
         return self
 
 
+def reject_uri_credentials(uri: str | None, field: str, where: str = "or a Kubernetes secret") -> str | None:
+    """Validator body for MLflow URIs: credentials come from the environment, never from a config."""
+    import re
+
+    if uri and re.match(r"^[a-z+]+://[^/@]+:[^/@]+@", uri):
+        raise ValueError(f"{field} must not embed credentials; export MLFLOW_TRACKING_USERNAME / "
+                         f"MLFLOW_TRACKING_PASSWORD ({where}) and give the bare URI")
+    return uri
+
+
 class TrackingConfig(StrictModel):
     """MLflow run tracking of a standalone job (``recsys.registry.tracking``): the flattened config as
     params, the final metrics, report.json and the job's artifacts. A pipeline tracks its stages
@@ -163,12 +173,7 @@ class TrackingConfig(StrictModel):
     @field_validator("uri")
     @classmethod
     def _no_credentials(cls, v: str | None) -> str | None:
-        import re
-
-        if v and re.match(r"^[a-z+]+://[^/@]+:[^/@]+@", v):
-            raise ValueError("tracking.uri must not embed credentials; export MLFLOW_TRACKING_USERNAME / "
-                             "MLFLOW_TRACKING_PASSWORD (or a Kubernetes secret) and give the bare URI")
-        return v
+        return reject_uri_credentials(v, "tracking.uri")
 
 
 class JobConfig(StrictModel):

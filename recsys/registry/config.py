@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import re
-
 from pydantic import Field, field_validator
 
 from recsys.config import StrictModel
+from recsys.config.base import reject_uri_credentials
 
 
 class RegistryConfig(StrictModel):
@@ -33,9 +32,4 @@ class RegistryConfig(StrictModel):
     @field_validator("tracking_uri")
     @classmethod
     def _no_credentials(cls, v: str | None) -> str | None:
-        if v and re.match(r"^[a-z+]+://[^/@]+:[^/@]+@", v):
-            raise ValueError(
-                "registry.tracking_uri must not embed credentials; export MLFLOW_TRACKING_USERNAME / "
-                "MLFLOW_TRACKING_PASSWORD (or a Kubernetes secret) and give the bare URI"
-            )
-        return v
+        return reject_uri_credentials(v, "registry.tracking_uri")

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from recsys.config import StrictModel
+from recsys.config.base import reject_uri_credentials
 
 
 def project_path(value: str | None) -> str | None:
@@ -159,10 +160,7 @@ class RegistryRef(StrictModel):
     @field_validator("tracking_uri")
     @classmethod
     def _no_credentials(cls, v: str | None) -> str | None:
-        if v and re.match(r"^[a-z+]+://[^/@]+:[^/@]+@", v):
-            raise ValueError("registry.tracking_uri must not embed credentials; export MLFLOW_TRACKING_USERNAME / "
-                             "MLFLOW_TRACKING_PASSWORD in the app's runtime_env and give the bare URI")
-        return v
+        return reject_uri_credentials(v, "registry.tracking_uri", "in the app's runtime_env")
 
 
 class ArmArgs(StrictModel):

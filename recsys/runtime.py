@@ -113,7 +113,7 @@ def _dashboard_port(preferred: int = 8265) -> int:
 
 def start_local_ray(num_cpus: float | None = None, num_gpus: int | None = None, include_dashboard: bool = True,
                     object_store_memory: int | None = None, env: dict[str, str] | None = None,
-                    log_to_driver: bool = True) -> None:
+                    log_to_driver: bool = True, dashboard_port: int | None = None) -> None:
     """Start a local Ray whose workers can reach its State API even when other Rays run on this machine.
 
     Ray Train's PlacementGroupCleaner (a worker) calls the State API without an address, so it
@@ -126,7 +126,7 @@ def start_local_ray(num_cpus: float | None = None, num_gpus: int | None = None, 
     env_vars = dict(env or {})
     kwargs: dict[str, Any] = {}
     if include_dashboard:
-        port = _dashboard_port()
+        port = dashboard_port or _dashboard_port()
         kwargs.update(dashboard_host="127.0.0.1", dashboard_port=port)
         env_vars.setdefault("RAY_API_SERVER_ADDRESS", f"http://127.0.0.1:{port}")
     ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=include_dashboard,

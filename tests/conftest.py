@@ -44,19 +44,12 @@ def ray_session():
     import ray
 
     if not ray.is_initialized():
-        port = _free_port()
-        ray.init(
-            num_cpus=2,
-            include_dashboard=True,  # Ray Train frees a killed run's placement group via the State API
-            dashboard_host="127.0.0.1",
-            dashboard_port=port,  # not 8265: that is where `make demo` looks for its cluster
-            # Ray Train's PlacementGroupCleaner (a worker) calls the State API without an address, so it
-            # autodetects the cluster, which fails ("Found multiple active Ray instances") when other Rays
-            # run on the machine: stopped trials then keep their placement groups. Point it at this dashboard.
-            runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-                                      "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}},
-            log_to_driver=False,
-        )
+        from recsys.runtime import start_local_ray
+
+        # dashboard on (Ray Train frees a stopped trial's placement group through its State API), on
+        # a free port rather than 8265, with its address given to the workers (several Rays per machine)
+        start_local_ray(num_cpus=2, env={"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"},
+                        log_to_driver=False, dashboard_port=_free_port())
     yield ray
     ray.shutdown()
 

@@ -110,6 +110,8 @@ def replicas(app: str = "recsys") -> dict[str, int]:
 
 def section_overhead(url: str, work: Workload, artifacts: str, args, n: int = 60) -> dict:
     """HTTP /search p50 (concurrency 1) minus the same pipeline called in-process."""
+    import torch
+
     from recsys.retrieval.artifacts import IndexArtifacts
     from recsys.retrieval.encoder import TextEncoder
     from recsys.serving.core import PersonalizerCore, RerankerCore, RetrieverCore
@@ -117,17 +119,23 @@ def section_overhead(url: str, work: Workload, artifacts: str, args, n: int = 60
 
     a = IndexArtifacts.load(artifacts)
     ret, rr, pers = args.retrieval, args.rerank, args.personalize
+    # the same torch threads as the replicas (the reranker's, the heaviest step), so the difference
+    # is what Serve adds (proxy, hops, serialisation), not a different thread count
+    dep = args.deployment("Reranker")
+    threads, before = dep.threads or max(1, int(round(dep.num_cpus))), torch.get_num_threads()
+    torch.set_num_threads(threads)
     retriever = RetrieverCore(a, TextEncoder(a.manifest["model"]["path"], max_length=ret.max_length),
                               ann_top_n=ret.ann_top_n, bm25_top_n=ret.bm25_top_n, ann_weight=ret.ann_weight,
                               bm25_weight=ret.bm25_weight, rrf_k=ret.rrf_k)
-    reranker = RerankerCore(rr.model, a.manifest["model"]["path"], rr.max_length)
+    reranker = RerankerCore(rr.model, a.manifest["model"]["path"], rr.max_length,
+                            embeddings=None if rr.model else a.embeddings)
     personalizer = PersonalizerCore(a, {k: v for k, v in pers.model_dump().items() if k != "sequential_model"})
     reqs = [work.request("search")[2]["json"] for _ in range(n)]
 
     def pipeline(req: dict) -> list:
         cands = retriever.retrieve(req["query"], {}, max(rr.top_n, req["k"]))
         head = cands[: rr.top_n]
-        scores = reranker.score_many([(req["query"], [c["text"] for c in head])])[0]
+        scores = reranker.score_many([(req["query"], [c["text"] for c in head], [c["row"] for c in head])])[0]
         for c, r in zip(head, rr.weight * minmax(scores) + (1 - rr.weight) * minmax([c["fused"] for c in head])):
             c["relevance"] = float(r)
         for c in cands[len(head):]:
@@ -154,9 +162,11 @@ def section_overhead(url: str, work: Workload, artifacts: str, args, n: int = 60
         t0 = time.perf_counter()
         pipeline(r)
         inproc2.append(time.perf_counter() - t0)
+    torch.set_num_threads(before)
     p_in = statistics.median(inproc + inproc2) * 1000
     p_http = statistics.median(http_lat) * 1000
-    return {"http_p50_ms": p_http, "inprocess_p50_ms": p_in, "overhead_ms": p_http - p_in}
+    return {"http_p50_ms": p_http, "inprocess_p50_ms": p_in, "overhead_ms": p_http - p_in, "torch_threads": threads,
+            "reranker": "cross_encoder" if rr.model else "bi_encoder fallback (stored vectors)"}
 
 
 async def section_batching(work: Workload, concurrency: int, duration_s: float, top_n: int, artifacts: str,
@@ -334,6 +344,9 @@ def main() -> None:
     p.add_argument("--kill-s", type=float, default=45)
     p.add_argument("--soak-s", type=float, default=300)
     p.add_argument("--soak-rate", type=float, default=6.0)
+    p.add_argument("--rerank-model", default=None,
+                   help="a cross-encoder directory (recsys run train --config local) served as every arm's reranker; "
+                   "default: the config's rerank.model (none in local.yaml: the bi-encoder fallback)")
     p.add_argument("--out", default="runs/bench/serve.json")
     ns = p.parse_args()
     os.chdir(ROOT)
@@ -356,6 +369,8 @@ def main() -> None:
             time.sleep(10)
     app_cfg = read_serve_config(ns.config)["applications"][0]
     overrides = {"api_key_env": None, "feedback_dir": "runs/bench/feedback"}
+    if ns.rerank_model:
+        overrides["rerank"] = {**app_cfg["args"].get("rerank", {}), "model": str(Path(ns.rerank_model).resolve())}
     args = validate_args({**app_cfg, "args": {**app_cfg["args"], **overrides}}, ns.config)
     t0 = time.perf_counter()
     info = start(ns.config, port=ns.port, host="127.0.0.1", overrides=overrides)

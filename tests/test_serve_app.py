@@ -119,6 +119,35 @@ def test_every_endpoint_answers(app):
     assert c.get("/docs").status_code == 200 and "/search" in c.get("/openapi.json").json()["paths"]
 
 
+def test_fused_topology_answers_like_split(app, project_root):
+    """topology: fused serves the same answers from one replica (the arm's models in the Ingress),
+    deployed beside the split app as a second application."""
+    from ray import serve
+
+    from recsys.serving.app import build_app
+    from recsys.serving.launch import read_serve_config, validate_args
+
+    cfg = read_serve_config(project_root / "configs/serve/tiny.yaml")["applications"][0]
+    args = validate_args({**cfg, "args": {**cfg["args"], **app["overrides"], "topology": "fused"}}, "tiny")
+    serve.run(build_app(args), name="recsys-fused", route_prefix="/fused")
+    try:
+        st = serve.status().applications["recsys-fused"].deployments
+        assert set(st) == {"Ingress", "FeedbackSink"}  # no per-arm deployments: one hop fewer per model
+        c = app["client"]
+        assert c.get("/fused/healthz").json()["arms"]["A"] == {"version": "v1", "loaded": True, "items": 200}
+        body = {"query": "zelda game boy advance", "user_id": "0", "k": 5}
+        split, fused = c.post("/search", json=body).json(), c.post("/fused/search", json=body).json()
+        assert fused["arm"] == split["arm"] and fused["version"] == "v1"
+        assert [(i["item_id"], i["score"]) for i in fused["items"]] == [(i["item_id"], i["score"]) for i in split["items"]]
+        rec = {"user_id": "0", "k": 5}
+        assert [i["item_id"] for i in c.post("/fused/recommend", json=rec).json()["items"]] == \
+            [i["item_id"] for i in c.post("/recommend", json=rec).json()["items"]]
+        sug = {"q": "mari", "k": 3, "user_id": "0"}  # a user: the same arm on both
+        assert c.get("/fused/suggest", params=sug).json() == c.get("/suggest", params=sug).json()
+    finally:
+        serve.delete("recsys-fused")
+
+
 def test_cold_start_users_and_items(app):
     c = app["client"]
     r = c.post("/recommend", json={"user_id": "never-seen-user", "k": 4}).json()

@@ -274,3 +274,33 @@ def test_redeploys_surge_replicas_before_stopping_old_ones():
     assert opts["max_surge_percent"] == 50
     assert Retriever.options(name="Retriever_A", **opts)._deployment_config.max_surge_percent == 50
     assert DeploymentArgs(max_surge_percent=0).options()["max_surge_percent"] == 0
+
+
+def test_fallback_reranker_reads_stored_vectors_instead_of_encoding(tiny_bert_dir):
+    """Without a cross-encoder the reranker scores by cosine; given the candidates' index rows it
+    reads their stored vectors (the index was built by the same encoder), so the scores equal the
+    encode-the-text path while only the query is encoded."""
+    from recsys.retrieval.encoder import TextEncoder
+    from recsys.serving.core import RerankerCore
+
+    titles = ["red zelda cartridge", "blue mario kart", "green tetris", "yellow pac man"]
+    vectors = TextEncoder(str(tiny_bert_dir), max_length=16).encode(titles, kind="item")  # [4, D]
+    core = RerankerCore(None, str(tiny_bert_dir), 16, embeddings=vectors)
+    texts = [titles[2], titles[0], titles[3]]
+    stored, encoded = core.score_many([("zelda", texts, [2, 0, 3]), ("kart", titles[:2], [0, 1])]), \
+        core.score_many([("zelda", texts), ("kart", titles[:2])])
+    for a, b in zip(stored, encoded):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert [len(s) for s in stored] == [3, 2]
+    # one request without rows (another index version during a reload): every text is encoded
+    mixed = core.score_many([("zelda", texts, None), ("kart", titles[:2], [0, 1])])
+    np.testing.assert_allclose(mixed[0], encoded[0], rtol=1e-5, atol=1e-6)
+
+
+def test_deployment_threads_are_configurable_and_not_a_serve_option():
+    from recsys.serving.config import DeploymentArgs
+
+    d = DeploymentArgs(num_cpus=0.2, threads=2)
+    assert d.threads == 2 and "threads" not in d.options() and d.options()["ray_actor_options"]["num_cpus"] == 0.2
+    with pytest.raises(ValueError, match="threads"):
+        DeploymentArgs(threads=0)

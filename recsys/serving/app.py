@@ -22,7 +22,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from recsys.serving import schemas as S
 from recsys.serving.config import ServeArgs
-from recsys.serving.deployments import FeedbackSink, Personalizer, Recommender, Reranker, Retriever, minmax
+from recsys.serving.deployments import (
+    FeedbackSink,
+    Personalizer,
+    Recommender,
+    Reranker,
+    Retriever,
+    fused_arm,
+    minmax,
+    set_torch_threads,
+)
 from recsys.serving.metrics import ServeMetrics
 from recsys.serving.router import ABRouter
 
@@ -103,8 +112,12 @@ async def _guard(request: Request, call_next):
 @serve.deployment
 @serve.ingress(api)
 class Ingress:
-    def __init__(self, arms: dict[str, dict[str, DeploymentHandle]], sink: DeploymentHandle, settings: dict[str, Any]):
-        self.arms, self.sink, self.settings = arms, sink, settings
+    def __init__(self, arms: dict[str, dict[str, Any]], sink: DeploymentHandle, settings: dict[str, Any]):
+        # split topology: each arm maps to DeploymentHandles; fused: to specs built here, in-process
+        if any("fused" in a for a in arms.values()):
+            set_torch_threads(settings.get("threads"))
+        self.arms = {name: fused_arm(a["fused"]) if "fused" in a else a for name, a in arms.items()}
+        self.sink, self.settings = sink, settings
         key = os.environ.get(settings["api_key_env"], "") if settings.get("api_key_env") else ""
         sha = hashlib.sha256(key.encode()).hexdigest() if key else settings.get("api_key_sha256")
         from recsys.serving import guard
@@ -136,7 +149,8 @@ class Ingress:
         cands = ret["candidates"]
         head = cands[: rr["top_n"]]
         if head:
-            out = await call(h["reranker"].rerank, req.query, [c["text"] for c in head])
+            out = await call(h["reranker"].rerank, req.query, [c["text"] for c in head],
+                             [c["row"] for c in head], ret["version"])
             self.metrics.batch_size.labels(arm).observe(out["batch_size"])
             rel = rr["weight"] * minmax(out["scores"]) + (1 - rr["weight"]) * minmax([c["fused"] for c in head])
             for c, r in zip(head, rel):
@@ -214,6 +228,7 @@ def build_app(args: ServeArgs) -> serve.Application:
     from recsys.serving.targets import resolve_arms
 
     args, registry = resolve_arms(args)
+    fused = args.topology == "fused"
     arms: dict[str, dict[str, Any]] = {}
     rerank_settings = {}
     for arm in args.arms:
@@ -221,20 +236,28 @@ def build_app(args: ServeArgs) -> serve.Application:
         pers, rec = args.for_arm(arm, "personalize"), args.for_arm(arm, "recommend")
         # user_config: what reconfigure loads (the index version) and /healthz reports (the registry version)
         uc = {"version": arm.version, **({"registry": registry[arm.name]} if arm.name in registry else {})}
-        arms[arm.name] = {
-            "retriever": Retriever.options(name=f"Retriever_{arm.name}", user_config=uc, **args.deployment("Retriever").options())
-            .bind(arm.artifacts, ret.model_dump()),
-            "reranker": Reranker.options(name=f"Reranker_{arm.name}", user_config={
-                **uc, "batching": rr.batching, "max_batch_size": rr.max_batch_size, "batch_wait_timeout_s": rr.batch_wait_timeout_s},
-                **args.deployment("Reranker").options()).bind(arm.artifacts, rr.model, rr.max_length),
-            "personalizer": Personalizer.options(name=f"Personalizer_{arm.name}", user_config=uc,
-                                                 **args.deployment("Personalizer").options()).bind(arm.artifacts, pers.model_dump()),
-            "recommender": Recommender.options(name=f"Recommender_{arm.name}", user_config=uc,
-                                               **args.deployment("Recommender").options()).bind(arm.artifacts, rec.model_dump(), pers.model_dump()),
+        rr_uc = {**uc, "batching": rr.batching, "max_batch_size": rr.max_batch_size, "batch_wait_timeout_s": rr.batch_wait_timeout_s}
+        # fused: the Ingress replica sets torch threads once for all of them
+        threads = {n: None if fused else args.deployment(n).threads for n in ("Retriever", "Reranker", "Personalizer", "Recommender")}
+        spec = {
+            "retriever": ((arm.artifacts, ret.model_dump(), threads["Retriever"]), uc),
+            "reranker": ((arm.artifacts, rr.model, rr.max_length, threads["Reranker"]), rr_uc),
+            "personalizer": ((arm.artifacts, pers.model_dump(), threads["Personalizer"]), uc),
+            "recommender": ((arm.artifacts, rec.model_dump(), pers.model_dump(), threads["Recommender"]), uc),
         }
         rerank_settings[arm.name] = {"top_n": rr.top_n, "weight": rr.weight}
+        if fused:
+            arms[arm.name] = {"fused": spec}
+            continue
+        deployments = {"retriever": Retriever, "reranker": Reranker, "personalizer": Personalizer, "recommender": Recommender}
+        arms[arm.name] = {
+            key: d.options(name=f"{d.name}_{arm.name}", user_config=spec[key][1], **args.deployment(d.name).options())
+            .bind(*spec[key][0])
+            for key, d in deployments.items()
+        }
     sink = FeedbackSink.options(**args.deployment("FeedbackSink").options()).bind(
         args.feedback_dir, args.feedback_flush_events, args.feedback_flush_s)
     settings = {"weights": {a.name: a.weight for a in args.arms}, "salt": args.ab_salt, "api_key_env": args.api_key_env,
+                "threads": args.deployment("Ingress").threads,
                 "api_key_sha256": args.api_key_sha256, "max_body_bytes": args.max_body_bytes, "rerank": rerank_settings}
     return Ingress.options(**args.deployment("Ingress").options()).bind(arms, sink, settings)

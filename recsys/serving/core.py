@@ -56,11 +56,15 @@ class RetrieverCore:
 
 
 class RerankerCore:
-    """Scores (query, candidate text) pairs: a trained CrossEncoder, or the bi-encoder's cosine of
-    the query and the candidates' text when no cross-encoder is configured."""
+    """Scores (query, candidate) pairs: a trained CrossEncoder, or, when no cross-encoder is
+    configured, the bi-encoder's cosine of the query and the candidates. The fallback reads the
+    candidates' vectors from the index (``embeddings``, rows given per request) instead of encoding
+    their text again: the index was built with the same encoder, so the score is the same and a
+    request costs one query encoding instead of ``top_n`` title encodings."""
 
-    def __init__(self, model_path: str | None, encoder_path: str, max_length: int):
-        self.cross = None
+    def __init__(self, model_path: str | None, encoder_path: str, max_length: int,
+                 embeddings: np.ndarray | None = None):
+        self.cross, self.embeddings = None, embeddings
         if model_path:
             from recsys.models import CrossEncoder
 
@@ -72,23 +76,30 @@ class RerankerCore:
             self.encoder = TextEncoder(encoder_path, max_length=max_length)
             self.kind = "bi_encoder"
 
-    def score_many(self, requests: list[tuple[str, list[str]]]) -> list[np.ndarray]:
-        """One forward pass for all pairs of all requests -> per request float32 [len(texts)]."""
-        pairs = [(q, t) for q, texts in requests for t in texts]
+    def score_many(self, requests: list[tuple]) -> list[np.ndarray]:
+        """Requests ``(query, texts)`` or ``(query, texts, rows)`` (rows: the candidates' index rows,
+        used by the fallback when the index's embeddings are loaded) -> per request float32 [len(texts)]."""
+        pairs = [(r[0], t) for r in requests for t in r[1]]
         if not pairs:
             return [np.zeros(0, np.float32) for _ in requests]
         if self.cross is not None:
             flat = self.cross.score(pairs, batch_size=64)  # [P]
         else:
-            queries = self.encoder.encode([q for q, _ in requests], kind="query")  # [R, D]
-            items = self.encoder.encode([t for _, t in pairs], kind="item")  # [P, D]
-            owner = np.repeat(np.arange(len(requests)), [len(t) for _, t in requests])  # [P]
-            flat = np.einsum("pd,pd->p", queries[owner], items)  # [P]
+            queries = self.encoder.encode([r[0] for r in requests], kind="query")  # [R, D]
+            owner = np.repeat(np.arange(len(requests)), [len(r[1]) for r in requests])  # [P]
+            flat = np.einsum("pd,pd->p", queries[owner], self._item_vectors(requests))  # [P]
         out, start = [], 0
-        for _, texts in requests:
-            out.append(np.asarray(flat[start:start + len(texts)], dtype=np.float32))
-            start += len(texts)
+        for r in requests:
+            out.append(np.asarray(flat[start:start + len(r[1])], dtype=np.float32))
+            start += len(r[1])
         return out
+
+    def _item_vectors(self, requests: list[tuple]) -> np.ndarray:
+        """[P, D] candidate vectors: stored rows where every request gave them, else encoded text."""
+        if self.embeddings is not None and all(len(r) > 2 and r[2] is not None for r in requests):
+            rows = np.fromiter((row for r in requests for row in r[2]), dtype=np.int64)  # [P]
+            return np.asarray(self.embeddings[rows], dtype=np.float32)
+        return self.encoder.encode([t for r in requests for t in r[1]], kind="item")
 
 
 class PersonalizerCore:

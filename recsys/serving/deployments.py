@@ -6,6 +6,7 @@ reload (a lightweight user_config update) drops no requests."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import time
 from typing import Any
@@ -16,10 +17,14 @@ from ray import serve
 from recsys.retrieval.artifacts import IndexArtifacts, resolve_version
 
 
-def _threads() -> None:
-    """Match torch's intra-op threads to the replica's CPU share (oversubscription kills latency)."""
+def set_torch_threads(threads: int | None = None) -> None:
+    """torch intra-op threads: ``threads`` if configured, else the replica's CPU share (Ray sets
+    OMP_NUM_THREADS=1 in fractional-CPU actors, so leaving it alone is not "all cores")."""
     import torch
 
+    if threads:
+        torch.set_num_threads(threads)
+        return
     try:
         import ray
 
@@ -41,9 +46,14 @@ class _Versioned:
         raise NotImplementedError
 
     async def reconfigure(self, config: dict[str, Any]) -> None:
+        await asyncio.to_thread(self.load_now, config)
+
+    def load_now(self, config: dict[str, Any] | None) -> None:
+        """Load the version ``config`` names unless it is the one served (also used in-process by the
+        fused topology, which has no Serve reconfigure)."""
         wanted = resolve_version(self.root, (config or {}).get("version", "latest")).name
         if self.state is None or wanted != self.version:
-            self.state = await asyncio.to_thread(self._load, wanted)
+            self.state = self._load(wanted)
             self.version = wanted
         self.registry = (config or {}).get("registry")  # after the load: /healthz names what is served
 
@@ -54,8 +64,8 @@ class _Versioned:
 
 @serve.deployment
 class Retriever(_Versioned):
-    def __init__(self, artifacts: str, retrieval: dict[str, Any]):
-        _threads()
+    def __init__(self, artifacts: str, retrieval: dict[str, Any], threads: int | None = None):
+        set_torch_threads(threads)
         self.root, self.cfg = artifacts, retrieval
 
     def _load(self, version: str):
@@ -88,37 +98,45 @@ class Reranker(_Versioned):
     """Dynamic batching: concurrent requests are scored in one forward pass (``@serve.batch``);
     with ``batching: false`` requests are scored one at a time (the benchmark's baseline)."""
 
-    def __init__(self, artifacts: str, model: str | None, max_length: int):
-        _threads()
+    def __init__(self, artifacts: str, model: str | None, max_length: int, threads: int | None = None):
+        set_torch_threads(threads)
         self.root, self.model, self.max_length = artifacts, model, max_length
         self.batching = True
         self._serial = asyncio.Lock()
-        self._encoder_path: str | None = None
 
     def _load(self, version: str):
         from recsys.serving.core import RerankerCore
 
-        path = None if self.model else manifest_model_path(self.root, version)
-        if self.state is not None and path == self._encoder_path:
-            return self.state
-        self._encoder_path = path
-        return RerankerCore(self.model, path, self.max_length)
+        if self.model:  # a cross-encoder does not depend on the index version
+            return self.state if self.state is not None else RerankerCore(self.model, "", self.max_length)
+        path = resolve_version(self.root, version)
+        vectors = np.load(path / "embeddings.npy", mmap_mode="r")  # the fallback reads candidates' vectors
+        return RerankerCore(None, manifest_model_path(self.root, version), self.max_length, embeddings=vectors)
 
     async def reconfigure(self, config: dict[str, Any]) -> None:
+        self.set_batching(config)
+        await super().reconfigure(config)
+
+    def set_batching(self, config: dict[str, Any]) -> None:
         self.batching = bool(config.get("batching", True))
         self._batched.set_max_batch_size(int(config.get("max_batch_size", 16)))
         self._batched.set_batch_wait_timeout_s(float(config.get("batch_wait_timeout_s", 0.01)))
-        await super().reconfigure(config)
 
-    async def rerank(self, query: str, texts: list[str]) -> dict[str, Any]:
+    async def rerank(self, query: str, texts: list[str], rows: list[int] | None = None,
+                     version: str | None = None) -> dict[str, Any]:
+        """Scores of ``texts`` for ``query``. ``rows`` (their rows in index ``version``) let the
+        bi-encoder fallback read stored vectors instead of encoding the texts; during a hot reload the
+        retriever may still serve another version than this replica, and then the texts are encoded."""
+        if version != self.version:
+            rows = None
         if self.batching:
-            return await self._batched((query, texts))
+            return await self._batched((query, texts, rows))
         async with self._serial:
-            scores = await asyncio.to_thread(self.state.score_many, [(query, texts)])
+            scores = await asyncio.to_thread(self.state.score_many, [(query, texts, rows)])
         return {"scores": scores[0].tolist(), "batch_size": 1}
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
-    async def _batched(self, requests: list[tuple[str, list[str]]]) -> list[dict[str, Any]]:
+    async def _batched(self, requests: list[tuple]) -> list[dict[str, Any]]:
         scores = await asyncio.to_thread(self.state.score_many, requests)
         return [{"scores": s.tolist(), "batch_size": len(requests)} for s in scores]
 
@@ -133,10 +151,10 @@ def manifest_model_path(root: str, version: str) -> str:
     return json.loads((resolve_version(root, version) / "manifest.json").read_text())["model"]["path"]
 
 
-def _sequential(path: str | None):
+def _sequential(path: str | None, threads: int | None = None):
     if not path:
         return None
-    _threads()
+    set_torch_threads(threads)
     from recsys.models import SequentialRecommender
 
     return SequentialRecommender.from_pretrained(path)
@@ -144,14 +162,14 @@ def _sequential(path: str | None):
 
 @serve.deployment
 class Personalizer(_Versioned):
-    def __init__(self, artifacts: str, weights: dict[str, Any]):
-        self.root, self.weights = artifacts, dict(weights)
+    def __init__(self, artifacts: str, weights: dict[str, Any], threads: int | None = None):
+        self.root, self.weights, self.threads = artifacts, dict(weights), threads
         self.seq_path = self.weights.pop("sequential_model", None)
 
     def _load(self, version: str):
         from recsys.serving.core import PersonalizerCore
 
-        return PersonalizerCore(IndexArtifacts.load(self.root, version), self.weights, _sequential(self.seq_path))
+        return PersonalizerCore(IndexArtifacts.load(self.root, version), self.weights, _sequential(self.seq_path, self.threads))
 
     def personalize(self, candidates: list[dict[str, Any]], user_id: str | None, country: str | None,
                     offset: int, k: int) -> dict[str, Any]:
@@ -164,15 +182,15 @@ class Personalizer(_Versioned):
 
 @serve.deployment
 class Recommender(_Versioned):
-    def __init__(self, artifacts: str, params: dict[str, Any], weights: dict[str, Any]):
-        self.root, self.params, self.weights = artifacts, dict(params), dict(weights)
+    def __init__(self, artifacts: str, params: dict[str, Any], weights: dict[str, Any], threads: int | None = None):
+        self.root, self.params, self.weights, self.threads = artifacts, dict(params), dict(weights), threads
         self.weights.pop("sequential_model", None)
 
     def _load(self, version: str):
         from recsys.serving.core import PersonalizerCore, RecommenderCore
 
         a = IndexArtifacts.load(self.root, version)
-        seq = _sequential(self.params.get("model"))
+        seq = _sequential(self.params.get("model"), self.threads)
         return RecommenderCore(a, PersonalizerCore(a, self.weights), seq, candidates=self.params["candidates"],
                                diversity=self.params["diversity"], max_per_category=self.params["max_per_category"],
                                history_items=self.params["history_items"])
@@ -229,6 +247,42 @@ class FeedbackSink:
 
             write_partitioned(self.buffer, self.root)
             self.buffer = []
+
+
+class InProcess:
+    """Stands in for a DeploymentHandle in the fused topology: ``h.method.remote(*args)`` runs the
+    method in this replica (sync methods in a worker thread, so the event loop keeps serving)."""
+
+    def __init__(self, obj: Any):
+        self._obj = obj
+
+    def __getattr__(self, name: str) -> _InProcessMethod:
+        return _InProcessMethod(getattr(self._obj, name))
+
+
+class _InProcessMethod:
+    def __init__(self, fn: Any):
+        self.fn = fn
+
+    async def remote(self, *args: Any) -> Any:
+        if inspect.iscoroutinefunction(self.fn):
+            return await self.fn(*args)
+        return await asyncio.to_thread(self.fn, *args)
+
+
+def fused_arm(spec: dict[str, Any]) -> dict[str, InProcess]:
+    """One arm's Retriever, Reranker, Personalizer and Recommender built in this process (the fused
+    topology): ``spec[name] = (constructor args, user_config)`` as the split topology binds them."""
+    classes = {"retriever": Retriever, "reranker": Reranker, "personalizer": Personalizer, "recommender": Recommender}
+    out = {}
+    for name, deployment in classes.items():
+        init_args, user_config = spec[name]
+        obj = deployment.func_or_class(*init_args)
+        if isinstance(obj, Reranker.func_or_class):
+            obj.set_batching(user_config)
+        obj.load_now(user_config)
+        out[name] = InProcess(obj)
+    return out
 
 
 def minmax(x: list[float]) -> np.ndarray:

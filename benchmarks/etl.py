@@ -1,6 +1,6 @@
 """ETL benchmark: Ray Data clean + features vs a single-process pandas implementation of the same logic.
 
-    .venv/bin/python benchmarks/etl.py --events runs/synth/local/events [--cpus 1 2] [--limit N]
+    .venv/bin/python benchmarks/etl.py --events runs/synth/local/events [--cpus 1 2] [--shards K | --limit N]
 
 Workload on the synth job's events: row validation with reasons (pyarrow map_batches), ONE hash
 exchange by user_id (bot bursts, exact/near dedup, sessions, then per-user timelines -> sequences in
@@ -143,7 +143,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", default="runs/synth/local/events")
     ap.add_argument("--cpus", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--limit", type=int, default=None, help="only the first N events")
+    ap.add_argument("--limit", type=int, default=None,
+                    help="only the first N events (Ray reads them as ONE block: no parallelism before the exchange; "
+                    "prefer --shards)")
+    ap.add_argument("--shards", type=int, default=None,
+                    help="only the first K Parquet files of --events (both variants; Ray reads K blocks)")
     ap.add_argument("--variant", choices=["ray", "pandas"], help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -154,7 +158,14 @@ def main() -> None:
         return
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        base = [sys.executable, __file__, "--events", os.path.abspath(args.events)] + (["--limit", str(args.limit)] if args.limit else [])
+        events = os.path.abspath(args.events)
+        if args.shards:  # the first K files, linked into one directory both variants read
+            files = sorted(f for f in os.listdir(events) if f.endswith(".parquet"))[: args.shards]
+            os.makedirs(f"{tmp}/input")
+            for f in files:
+                os.symlink(f"{events}/{f}", f"{tmp}/input/{f}")
+            events = f"{tmp}/input"
+        base = [sys.executable, __file__, "--events", events] + (["--limit", str(args.limit)] if args.limit else [])
         os.makedirs(f"{tmp}/pandas")
         results["pandas"] = measure(base + ["--variant", "pandas", "--out", f"{tmp}/pandas"])
         for c in args.cpus:

@@ -347,6 +347,8 @@ def main() -> None:
     p.add_argument("--rerank-model", default=None,
                    help="a cross-encoder directory (recsys run train --config local) served as every arm's reranker; "
                    "default: the config's rerank.model (none in local.yaml: the bi-encoder fallback)")
+    p.add_argument("--topology", choices=["split", "fused"], default=None,
+                   help="override the config's topology (fused: no autoscale/kill/batching sections, they target Reranker_A)")
     p.add_argument("--out", default="runs/bench/serve.json")
     ns = p.parse_args()
     os.chdir(ROOT)
@@ -369,6 +371,8 @@ def main() -> None:
             time.sleep(10)
     app_cfg = read_serve_config(ns.config)["applications"][0]
     overrides = {"api_key_env": None, "feedback_dir": "runs/bench/feedback"}
+    if ns.topology:
+        overrides["topology"] = ns.topology
     if ns.rerank_model:
         overrides["rerank"] = {**app_cfg["args"].get("rerank", {}), "model": str(Path(ns.rerank_model).resolve())}
     args = validate_args({**app_cfg, "args": {**app_cfg["args"], **overrides}}, ns.config)

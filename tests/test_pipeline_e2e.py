@@ -1,6 +1,7 @@
-"""The tiny pipeline end to end on the real stages (synth logs -> clean -> evaluate -> index ->
-registry -> Serve), then: a worse challenger is not promoted; promote / rollback move the running
-service without a failed request; no secret from the environment reaches any output."""
+"""The tiny pipeline end to end on the real stages (synth logs -> clean -> features -> train ->
+evaluate -> index -> registry -> Serve, /recommend from the trained model), then: a worse trained
+model is not promoted; a rerun reuses every stage; promote / rollback move the running service
+without a failed request; no secret from the environment reaches any output."""
 
 from __future__ import annotations
 
@@ -54,38 +55,53 @@ def test_tiny_pipeline_end_to_end(ray_session, tmp_path, monkeypatch, project_ro
     try:
         report = run_parsed(spec, cfg)
         assert report["status"] == "succeeded"
-        assert [s["name"] for s in report["stages"]] == ["logs", "clean", "evaluate", "index"]
+        assert [s["name"] for s in report["stages"]] == ["logs", "clean", "features", "train", "evaluate", "index"]
         assert all(g["passed"] for g in report["gates"]) and len(report["gates"]) == 3
+        floor = next(g for g in report["gates"] if g["gate"] == "ndcg-floor")
+        assert floor["details"]["key"] == "metrics.sasrec.ndcg@10"  # the gates are about the trained model
         dep = report["deployment"]
         assert dep["promoted"] and dep["production_after"] == "1"
         assert dep["service"]["smoke"]["status"] == 200
         lineage = json.loads((tmp_path / "pipe" / "lineage.json").read_text())
         assert lineage["git_sha"] and lineage["deployment"]["version"] == "1"
-        assert lineage["stages"][1]["upstream"] == ["logs"] and lineage["stages"][3]["upstream"] == ["clean"]
+        upstream = {s["name"]: s["upstream"] for s in lineage["stages"]}
+        assert upstream == {"logs": [], "clean": ["logs"], "features": ["clean"], "train": ["features"],
+                            "evaluate": ["features", "train"], "index": ["clean"]}
+        train_dir = Path(next(s["output_dir"] for s in lineage["stages"] if s["name"] == "train"))
         reg = ModelRegistry(tracking_uri=uri)
-        assert json.loads(reg.get("production")["tags"]["recsys.champion_spec"])["name"] == "itemknn"
+        prod = reg.get("production")["tags"]
+        assert json.loads(prod["recsys.champion_spec"]) == {"name": "sasrec", "kind": "model", "path": str(train_dir / "model")}
+        assert prod["recsys.model_dir"] == str(train_dir / "model")
         tracked = reg.client.search_runs([reg.experiment_id])
-        assert {r.data.tags["recsys.stage"] for r in tracked} == {"logs", "clean", "evaluate", "index"}
+        assert {r.data.tags["recsys.stage"] for r in tracked} == {"logs", "clean", "features", "train", "evaluate", "index"}
+        # the served arm recommends with the registered (trained) model
+        url = f"http://127.0.0.1:{port}"
+        seen = dep["service"]["smoke"]["first"]["item_id"]
+        rec = httpx.post(f"{url}/recommend", json={"item_ids": [seen], "k": 3}, timeout=60).json()
+        assert rec["strategy"] == "sequential" and len(rec["items"]) == 3
 
-        # a worse challenger (1-neighbour itemknn) against production (50 neighbours): not promoted
+        # a worse challenger (the model trained for 1 step instead of 40) against production: not
+        # promoted (the floor is lowered so that the champion/challenger gate is what stops it)
         data = yaml.safe_load((project_root / "configs/pipeline/tiny.yaml").read_text())
-        ev = next(s for s in data["stages"] if s["name"] == "evaluate")
-        ev["overrides"]["models"][1]["params"] = {"neighbors": 1}
+        train = next(s for s in data["stages"] if s["name"] == "train")
+        train["overrides"]["train"].update(max_steps=1, eval_every=1)
+        next(g for g in data["gates"] if g["name"] == "ndcg-floor")["min"] = 0.0
         worse_cfg = tmp_path / "worse.yaml"
         worse_cfg.write_text(yaml.safe_dump(data))
         spec, cfg = parse_job("pipeline", str(worse_cfg), common)
         with pytest.raises(Exception, match="gate 'beats-production'"):
             run_parsed(spec, cfg)
         worse = json.loads((tmp_path / "pipe" / "lineage.json").read_text())
-        assert [s["action"] for s in worse["stages"]] == ["cached", "cached", "ran"]
+        assert [s["action"] for s in worse["stages"]] == ["cached", "cached", "cached", "ran", "ran"]
         assert "production is unchanged" in worse["gates"][-1]["reason"]
+        assert worse["gates"][-1]["details"]["champion"] == "production"
         assert reg.alias_version("production") == "1" and [v["version"] for v in reg.versions()] == ["1"]
 
-        # the first config again: its challenger is production's own spec, so the gate sees a refresh
-        # (comparing a model with itself can never pass a significance test) and the run succeeds
+        # the first config again: every stage is reused; its challenger is production's own model, so
+        # the gate sees a refresh (comparing a model with itself can never pass a significance test)
         spec, cfg = parse_job("pipeline", "tiny", common)
         again = run_parsed(spec, cfg)
-        assert again["status"] == "succeeded" and [s["action"] for s in again["stages"]] == ["cached"] * 4
+        assert again["status"] == "succeeded" and [s["action"] for s in again["stages"]] == ["cached"] * 6
         assert again["gates"][-1]["passed"] and again["gates"][-1]["details"]["refresh"]
         assert again["deployment"]["version"] == "1" and not again["deployment"]["promoted"]
 
@@ -94,7 +110,6 @@ def test_tiny_pipeline_end_to_end(ray_session, tmp_path, monkeypatch, project_ro
         shutil.copytree(Path(target["artifacts"]) / target["index_version"], Path(target["artifacts"]) / "v-copy")
         v2 = reg.register(str(Path(target["artifacts"]) / "v-copy"),
                           tags={"recsys.index_dir": target["artifacts"], "recsys.index_version": "v-copy"})
-        url = f"http://127.0.0.1:{port}"
         failures, versions, stop = [], set(), threading.Event()
 
         def hammer():
@@ -110,10 +125,11 @@ def test_tiny_pipeline_end_to_end(ray_session, tmp_path, monkeypatch, project_ro
         t.start()
         try:
             reg.promote(v2)
-            serve_target("configs/serve/tiny.yaml", target["artifacts"], "v-copy", port=port)
+            serve_target("configs/serve/tiny.yaml", target["artifacts"], "v-copy", port=port, model=target.get("model"))
             reg.rollback()
             back = reg.serving_target("production")
-            serve_target("configs/serve/tiny.yaml", back["artifacts"], back["index_version"], port=port)
+            serve_target("configs/serve/tiny.yaml", back["artifacts"], back["index_version"], port=port,
+                         model=back.get("model"))
             assert httpx.post(f"{url}/search", json={"query": "game", "k": 3}, timeout=30).json()["version"] == back["index_version"]
         finally:
             stop.set()

@@ -151,3 +151,42 @@ def test_plan_arms_leaves_registry_arms_to_their_alias(tmp_path, monkeypatch):
     assert plan_arms(arms, "/idx/new", "v7", None) == [{"name": "A", "registry": {"alias": "production"}},
                                                        {"name": "B", "artifacts": "/idx/new", "version": "v7"}]
     assert plan_arms(arms, "/idx/new", "v7", "B")[0] == {"name": "A", "registry": {"alias": "production"}}
+
+
+def test_plan_arms_sets_the_promoted_model_for_recommend_on_the_arms_that_move(tmp_path, monkeypatch):
+    from recsys.pipeline.deploy import plan_arms
+
+    monkeypatch.setenv("RECSYS_RUNS_ROOT", str(tmp_path))
+    (tmp_path / "index" / "old").mkdir(parents=True)
+    arms = [{"name": "A", "artifacts": "runs/index/old", "version": "latest"},
+            {"name": "B", "artifacts": "runs/index/old", "version": "latest", "recommend": {"diversity": 0.3}}]
+    app = {"candidates": 100, "diversity": 0.2}
+    every = plan_arms(arms, "/idx/new", "v7", None, model="/train/model", recommend=app)
+    # an arm's recommend replaces the app's section: A takes the app's settings, B keeps its own
+    assert [a["recommend"] for a in every] == [{"candidates": 100, "diversity": 0.2, "model": "/train/model"},
+                                               {"diversity": 0.3, "model": "/train/model"}]
+    only_b = plan_arms(arms, "/idx/new", "v7", "B", model="/train/model", recommend=app)
+    assert "recommend" not in only_b[0] and only_b[1]["recommend"]["model"] == "/train/model"
+    assert "recommend" not in plan_arms(arms, "/idx/new", "v7", None, recommend=app)[0]  # no model: unchanged
+
+
+def test_registry_arm_serves_the_versions_trained_model(tmp_path, monkeypatch):
+    from recsys.registry import ModelRegistry
+    from recsys.serving.config import ServeArgs
+    from recsys.serving.targets import resolve_arms
+
+    monkeypatch.setenv("RECSYS_RUNS_ROOT", str(tmp_path / "runs"))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    reg = ModelRegistry(tracking_uri=uri, artifact_location=str(tmp_path / "artifacts"), model_name="games")
+    (tmp_path / "index" / "v1").mkdir(parents=True)
+    tags = {"recsys.index_dir": str(tmp_path / "index"), "recsys.index_version": "v1"}
+    reg.register(str(tmp_path / "index" / "v1"), tags=tags)  # 1: index only
+    reg.register(str(tmp_path / "index" / "v1"), tags={**tags, "recsys.model_dir": "/train/model"})  # 2: + model
+    reg.promote("2")
+    assert reg.serving_target("production")["model"] == "/train/model" and "model" not in reg.serving_target("1")
+    args = ServeArgs.model_validate({"recommend": {"candidates": 50}, "arms": [
+        {"name": "A", "registry": {"alias": "production", "model_name": "games", "tracking_uri": uri}},
+        {"name": "B", "registry": {"alias": "1", "model_name": "games", "tracking_uri": uri}}]})
+    built, _ = resolve_arms(args)
+    a, b = built.arms
+    assert (a.recommend.model, a.recommend.candidates) == ("/train/model", 50) and b.recommend is None

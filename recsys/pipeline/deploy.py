@@ -60,10 +60,14 @@ def champion_spec(registry: ModelRegistry) -> tuple[str | None, dict[str, Any] |
 
 
 def plan_arms(arms: list[dict[str, Any]], artifacts: str, index_version: str, arm: str | None,
-              where: str = "serve config") -> list[dict[str, Any]]:
+              where: str = "serve config", model: str | None = None,
+              recommend: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """The serve config's ``arms`` after a promotion. By default every arm serves the promoted index
     (the arms of an A/B test then differ in serving parameters); with ``arm`` only that arm moves and
-    the others keep their own artifacts, which must exist (checked before anything is deployed)."""
+    the others keep their own artifacts, which must exist (checked before anything is deployed).
+    ``model`` (the promoted version's sequential recommender) becomes ``recommend.model`` of every arm
+    that moves; an arm's ``recommend`` replaces the app's whole section, so the arm's own (or else the
+    app's, ``recommend``) settings are kept beside it."""
     from recsys.serving.config import project_path
 
     if not arms:
@@ -78,6 +82,8 @@ def plan_arms(arms: list[dict[str, Any]], artifacts: str, index_version: str, ar
             continue
         if arm is None or a.get("name") == arm:
             a.update(artifacts=artifacts, version=index_version)
+            if model:
+                a["recommend"] = {**(a.get("recommend") or recommend or {}), "model": model}
         elif not Path(project_path(str(a.get("artifacts", "")))).exists():
             raise ValueError(f"{where}: arm {a.get('name')!r} serves {a.get('artifacts')!r}, which does not exist; "
                              "build it (recsys run index) or leave deploy.serve.arm unset so every arm serves the promoted index")
@@ -86,13 +92,15 @@ def plan_arms(arms: list[dict[str, Any]], artifacts: str, index_version: str, ar
 
 
 def serve_target(serve_config: str, artifacts: str, index_version: str, arm: str | None = None,
-                 port: int | None = None) -> dict[str, Any]:
-    """Deploy ``serve_config`` with the promoted ``artifacts``/``index_version`` (see plan_arms) on the
-    connected Ray; an already running app is updated in place."""
+                 port: int | None = None, model: str | None = None) -> dict[str, Any]:
+    """Deploy ``serve_config`` with the promoted ``artifacts``/``index_version`` (and sequential
+    ``model`` for /recommend, when the version has one; see plan_arms) on the connected Ray; an
+    already running app is updated in place."""
     from recsys.serving.launch import read_serve_config, start
 
     cfg = read_serve_config(serve_config)
-    arms = plan_arms((cfg["applications"][0].get("args") or {}).get("arms", []), artifacts, index_version, arm, serve_config)
+    args = cfg["applications"][0].get("args") or {}
+    arms = plan_arms(args.get("arms", []), artifacts, index_version, arm, serve_config, model, args.get("recommend"))
     return start(serve_config, port=port, overrides={"arms": arms})
 
 

@@ -205,7 +205,8 @@ class PipelineRunner:
                       "registered" if new else "already registered", before, out["production_after"])
         if d.serve and out["production_after"] == version:
             target = self.registry.serving_target(version)
-            served = D.serve_target(d.serve.config, target["artifacts"], target["index_version"], d.serve.arm, d.serve.port)
+            served = D.serve_target(d.serve.config, target["artifacts"], target["index_version"], d.serve.arm, d.serve.port,
+                                    target.get("model"))
             out["service"] = {**served, "version": version, "index_version": target["index_version"]}
             if d.serve.smoke_query:
                 out["service"]["smoke"] = D.smoke(served["url"], d.serve.smoke_query)

@@ -47,7 +47,7 @@ def _move_service(reg, serve: str | None, arm: str | None, ray_address: str | No
     target = reg.serving_target("production")
     ray.init(address=ray_address or "auto", log_to_driver=False)
     try:
-        out = serve_target(serve, target["artifacts"], target["index_version"], arm)
+        out = serve_target(serve, target["artifacts"], target["index_version"], arm, model=target.get("model"))
     finally:
         ray.shutdown()
     console.print(f"service at {out['url']} now serves version {target['version']} (index {target['index_version']})")

@@ -241,12 +241,16 @@ class ModelRegistry:
         return mlflow.artifacts.download_artifacts(artifact_uri=source, tracking_uri=self.tracking_uri)
 
     def serving_target(self, ref: str = PRODUCTION) -> dict[str, str]:
-        """What a service arm loads for ``ref``: ``{"version": N, "artifacts": index dir, "index_version": v}``
-        (the tags the pipeline's deploy stage writes)."""
+        """What a service arm loads for ``ref``: ``{"version": N, "artifacts": index dir, "index_version": v}``,
+        plus ``"model"`` (the trained model dir) when the version has one (the tags the pipeline's deploy
+        stage writes)."""
         mv = self.get(ref)
         tags = mv["tags"]
         if "recsys.index_dir" not in tags:
             raise RegistryError(f"version {mv['version']} has no recsys.index_dir tag; register index outputs with "
                                 "the pipeline's deploy stage (or tag it by hand)")
-        return {"version": mv["version"], "artifacts": tags["recsys.index_dir"],
-                "index_version": tags.get("recsys.index_version", "latest")}
+        target = {"version": mv["version"], "artifacts": tags["recsys.index_dir"],
+                  "index_version": tags.get("recsys.index_version", "latest")}
+        if tags.get("recsys.model_dir"):  # a pipeline with a train stage: its model serves /recommend
+            target["model"] = tags["recsys.model_dir"]
+        return target

@@ -120,3 +120,35 @@ def test_pii_never_in_outputs(cleaned):
     text = _strings(out)
     assert EMAIL not in text and PHONE not in text and "pytest-salt" not in text
     assert "<email:" in text  # scrubbed to a salted token, not silently dropped
+
+
+def test_pairs_dedup_within_split():
+    """A Ditto pair in train and in test stays in both (the published test split keeps its size);
+    a second copy within one split, or a conflicting label within it, is a duplicate."""
+    from recsys.data.clean import DEDUP_KEYS, DEDUP_SCOPE, REASON, STATUS, keyed_table
+
+    rows = [("a", "b", 1, "train"), ("a", "b", 1, "test"), ("a", "b", 1, "train"), ("a", "b", 0, "test"),
+            ("c", "d", 0, "valid")]
+    block = pa.table({"left": [r[0] for r in rows], "right": [r[1] for r in rows],
+                      "label": pa.array([r[2] for r in rows], pa.int32()), "split": [r[3] for r in rows],
+                      "source_row": pa.array(range(len(rows)), pa.int64()),
+                      STATUS: ["ok"] * len(rows), REASON: pa.array([None] * len(rows), pa.string())})
+    out = keyed_table(block, DEDUP_KEYS["pairs"], DEDUP_SCOPE["pairs"]).sort_by("source_row")
+    assert out[STATUS].to_pylist() == ["ok", "ok", "duplicate", "duplicate", "ok"]
+    assert out[REASON].to_pylist() == [None, None, "exact_duplicate", "duplicate_key", None]
+    unscoped = keyed_table(block, DEDUP_KEYS["pairs"]).sort_by("source_row")
+    assert unscoped[STATUS].to_pylist() == ["ok", "duplicate", "duplicate", "duplicate", "ok"]
+
+
+def test_candidates_dedup_per_source():
+    """Games-6k has a pop, a bpr and a sasrec list per user: three rows, not one and two duplicates."""
+    from recsys.data.clean import DEDUP_KEYS, DEDUP_SCOPE, REASON, STATUS, keyed_table
+
+    rows = [("u1", ["a", "b"], "pop"), ("u1", ["b", "a"], "bpr"), ("u1", ["c"], "sasrec"), ("u1", ["a", "b"], "pop"),
+            ("u2", ["a"], "pop")]
+    block = pa.table({"user_id": [r[0] for r in rows], "items": pa.array([r[1] for r in rows], pa.list_(pa.string())),
+                      "source": [r[2] for r in rows], "source_row": pa.array(range(len(rows)), pa.int64()),
+                      STATUS: ["ok"] * len(rows), REASON: pa.array([None] * len(rows), pa.string())})
+    out = keyed_table(block, DEDUP_KEYS["candidates"], DEDUP_SCOPE["candidates"]).sort_by("source_row")
+    assert out[STATUS].to_pylist() == ["ok", "ok", "ok", "duplicate", "ok"]
+    assert out[REASON].to_pylist() == [None, None, None, "exact_duplicate", None]

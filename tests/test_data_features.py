@@ -99,3 +99,30 @@ def test_features_job_tiny(ray_session, tmp_path, tiny_bert_dir):
     assert (out / FEATURES.manifest).exists() and (out / FEATURES.selection).exists()
     pairs = read_pandas(out, FEATURES.pairs)
     assert set(pairs["label"]) == {0, 1}
+
+
+def test_features_job_pairs_only_set(ray_session, tmp_path, shared_data):
+    """A matching set (abt-buy: pairs, no events) chains clean -> features by its shipped configs."""
+    from recsys.cli.entry import parse_job, run_parsed
+    from recsys.data.layout import FEATURES, read_pandas
+
+    spec, cfg = parse_job("clean", "configs/clean/abt-buy.yaml", [f"output_dir={tmp_path}/clean", "limit=300"])
+    assert run_parsed(spec, cfg)["status"] == "succeeded"
+    spec, cfg = parse_job("features", "configs/features/abt-buy.yaml", [f"data={tmp_path}/clean",
+                                                                        f"output_dir={tmp_path}/features"])
+    report = run_parsed(spec, cfg)
+    assert report["status"] == "succeeded", report.get("error")
+    pairs = read_pandas(tmp_path / "features", FEATURES.pairs)
+    clean_pairs = read_pandas(tmp_path / "clean", "pairs")
+    assert len(pairs) == len(clean_pairs) == report["counts"]["pairs"] > 0
+    assert sum(v for k, v in report["counts"].items() if k.startswith("pairs_")) == len(pairs)
+    assert (tmp_path / "features" / FEATURES.manifest).exists()
+
+
+def test_item_titles_skip_missing():
+    """Items without a title (UCI rows without Description) fall back to their id in pairs, never NaN."""
+    import pandas as pd
+
+    items = pd.DataFrame({"item_id": ["a", "b", "c", "d"], "title": ["Mug", np.nan, None, "  "]})
+    assert F.item_titles(items) == {"a": "Mug"}
+    assert F.item_titles(pd.DataFrame({"item_id": ["a"]})) == {}

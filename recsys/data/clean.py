@@ -27,6 +27,10 @@ TEXT_COLUMNS = {"query", "title", "description", "left", "right", "brand", "cate
 FREE_TEXT = {"query", "title", "description", "left", "right"}
 DEDUP_KEYS = {"events": ["user_id"], "items": ["item_id"], "users": ["user_id"], "pairs": ["left", "right"],
               "candidates": ["user_id"], "sequences": ["user_id"]}
+# Columns that, when present, scope a duplicate: the same Ditto pair in train and in test is two rows of
+# the published benchmark (dropping one would shrink its test split); within one split it is a duplicate.
+# A user has one candidate list per retriever (Games-6k: pop, bpr, sasrec), not one in all.
+DEDUP_SCOPE = {"pairs": ["split"], "candidates": ["source"]}
 STATUS, REASON, RAW = "_status", "reason", "raw"
 
 
@@ -241,8 +245,10 @@ def _sessionize(ok: pa.Table, gap_us: int) -> pa.Table:
     return srt.append_column("session_id", pa.array(sessions, pa.string()))
 
 
-def keyed_table(block: pa.Table, keys: list[str]) -> pa.Table:
-    """Items/users/pairs/candidates: one row per key; exact copies and conflicting rows are duplicates."""
+def keyed_table(block: pa.Table, keys: list[str], scope: list[str] | None = None) -> pa.Table:
+    """Items/users/pairs/candidates: one row per key (within ``scope`` columns the block has); exact
+    copies and conflicting rows are duplicates. Blocks come partitioned by ``keys`` alone."""
+    keys = list(keys) + [c for c in scope or [] if c in block.column_names and c not in keys]
     ok_mask = pc.equal(block[STATUS], "ok")
     rest, ok = block.filter(pc.invert(ok_mask)), block.filter(ok_mask)
     if ok.num_rows == 0:
@@ -293,7 +299,7 @@ def clean_table(src, opts: dict[str, Any], out_dir: str, partitions: int | None,
         keyed = by_key(rows, "user_id", keyed_events, partitions=partitions, fn_kwargs={"opts": opts})
     else:
         keyed = by_key(rows, DEDUP_KEYS[table], keyed_table, partitions=partitions,
-                       fn_kwargs={"keys": DEDUP_KEYS[table]})
+                       fn_kwargs={"keys": DEDUP_KEYS[table], "scope": DEDUP_SCOPE.get(table, [])})
     keyed = keyed.materialize()
     canonical = [c for c in keyed.schema().names if c in table_schema(table).names]
     outputs = {

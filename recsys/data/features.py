@@ -259,6 +259,15 @@ def query_counts(block: pa.Table) -> pa.Table:
                      "ctr": (np.asarray(clicks, float) / np.maximum(np.asarray(shown, float), 1))})
 
 
+def item_titles(items) -> dict[str, str]:
+    """item_id -> title of the items that have one (UCI rows without a Description are NaN in pandas:
+    a NaN title is truthy and would reach a string column of the pairs)."""
+    if "title" not in items:
+        return {}
+    has = items["title"].notna() & items["title"].astype("string").str.strip().ne("")
+    return dict(zip(items.loc[has, "item_id"], items.loc[has, "title"].astype(str)))
+
+
 def training_pairs(block: pa.Table, p: dict[str, Any]) -> pa.Table:
     """Query -> item pairs (clicked/carted/bought = 1, shown not clicked = 0) from training events;
     without queries, previous item -> next item from training sequences (label 1). Texts from titles."""
@@ -351,6 +360,8 @@ def build_features(cfg, data_dir: str, out: str, ctx) -> dict[str, Any]:
     from recsys.data.layout import CLEAN, FEATURES, exists, read_pandas, table_path
     from recsys.data.shuffle import by_key
 
+    if not exists(data_dir, CLEAN.events):
+        return _pairs_only(data_dir, out)
     seq_types = cfg.split.sequence_events
     events = ray.data.read_parquet(table_path(data_dir, CLEAN.events))
     items = read_pandas(data_dir, CLEAN.items) if exists(data_dir, CLEAN.items) else None
@@ -405,7 +416,7 @@ def build_features(cfg, data_dir: str, out: str, ctx) -> dict[str, Any]:
         if items is not None:
             items["text"] = items[[c for c in ("title", "category", "brand") if c in items]].astype("string").fillna("").agg(
                 " | ".join, axis=1).str.strip(" |")
-            titles = dict(zip(items["item_id"], items["title"])) if "title" in items else {}
+            titles = item_titles(items)
             _write_pandas(items, join(out, FEATURES.items))
             counts["items"] = len(items)
             text_tab = tfidf_terms(items["item_id"].tolist(), items["text"].tolist(), cfg.tfidf_terms, cfg.tfidf_max_features)
@@ -433,6 +444,36 @@ def build_features(cfg, data_dir: str, out: str, ctx) -> dict[str, Any]:
             json.dump(manifest, fh, indent=2, default=str)
     return {"counts": counts, "cutoffs": {"time_valid_start": _iso(t1), "time_test_start": _iso(t2)},
             "event_types": types, "feature_selection": selection.get("top", [])}
+
+
+def _pairs_only(data_dir: str, out: str) -> dict[str, Any]:
+    """A matching set (Ditto pairs) has no events: nothing to split or aggregate; the pairs, which
+    carry their own train/valid/test `split`, are handed on as the features' pairs table."""
+    import json
+
+    import ray
+
+    from recsys.data.io import join
+    from recsys.data.layout import CLEAN, FEATURES, exists, table_path
+
+    if not exists(data_dir, CLEAN.pairs):
+        raise ValueError(f"data={data_dir!r} has neither an events nor a pairs table: point `data` at a clean "
+                         "job's output_dir (e.g. runs/clean/local) and run the clean job first")
+    pairs = ray.data.read_parquet(table_path(data_dir, CLEAN.pairs)).materialize()
+    pairs.write_parquet(join(out, FEATURES.pairs))
+    counts = {"pairs": pairs.count()}
+    if "split" in pairs.schema().names:  # per-block counts: a groupby would shuffle into 200 partitions for 3 keys
+        for row in pairs.map_batches(_split_counts, batch_format="pyarrow").take_all():
+            key = f"pairs_{row['split']}"
+            counts[key] = counts.get(key, 0) + row["n"]
+    with open(join(out, FEATURES.manifest), "w") as fh:
+        json.dump(feature_manifest(out, {"protocol": "pairs: the source's own split column"}), fh, indent=2, default=str)
+    return {"counts": counts, "cutoffs": None, "event_types": [], "feature_selection": []}
+
+
+def _split_counts(block: pa.Table) -> pa.Table:
+    t = pa.table({"split": pc.fill_null(block["split"].cast(pa.string()), "none")})
+    return t.group_by("split", use_threads=False).aggregate([("split", "count")]).rename_columns(["split", "n"])
 
 
 def _iso(us: int) -> str:

@@ -64,7 +64,9 @@ def partial_pass(block: pa.Table, p: dict[str, Any]) -> pa.Table:
             lo, hi = p["fences"][name]
             out[f"outliers|{name}"] = int(((vals < lo) | (vals > hi)).sum())
     if p.get("time_col"):
-        day = pc.cast(block[p["time_col"]], pa.int64()).to_numpy(zero_copy_only=False) // 86_400_000_000
+        # nulls first: with them to_numpy gives float64 (NaN) and the day keys read "17420.0"
+        ts = pc.drop_null(block[p["time_col"]])
+        day = pc.cast(ts, pa.int64()).to_numpy(zero_copy_only=False) // 86_400_000_000
         day = day[day > -10**12]
         days, counts = np.unique(day, return_counts=True)
         out["daily"] = dict(zip(map(str, days.tolist()), counts.tolist()))

@@ -45,7 +45,8 @@ def charts(prof: dict[str, Any], png_dir=None) -> list[tuple[str, str]]:
         out.append(("funnel", _png(fig)))
     hists = [(c, v["histogram"]) for c, v in prof["columns"].items() if "histogram" in v and v["kind"] == "number"][:6]
     if hists:
-        fig, axes = plt.subplots(1, len(hists), figsize=(3.2 * len(hists), 2.4), squeeze=False)
+        fig, axes = plt.subplots(1, len(hists), figsize=(3.2 * len(hists), 2.6), squeeze=False,
+                                 layout="constrained")  # keeps the suptitle clear of the panel titles
         for ax, (c, h) in zip(axes[0], hists):
             e = h["edges"]
             ax.bar(e[:-1], h["counts"], width=[b - a for a, b in zip(e[:-1], e[1:])], align="edge", color="#f57900")
@@ -57,6 +58,8 @@ def charts(prof: dict[str, Any], png_dir=None) -> list[tuple[str, str]]:
     if nulls:
         fig, ax = plt.subplots(figsize=(6, 0.3 * len(nulls) + 0.8))
         ax.barh(list(nulls), list(nulls.values()), color="#cc0000")
+        for i, v in enumerate(nulls.values()):  # a rate of 0 draws no bar: print every value
+            ax.text(min(v, 0.85) + 0.01, i, f"{v:.3f}", va="center", fontsize=7)
         ax.set_xlim(0, 1)
         ax.set_title(f"{prof['table']}: null rate per column")
         ax.tick_params(labelsize=8)

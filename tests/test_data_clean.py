@@ -152,3 +152,16 @@ def test_candidates_dedup_per_source():
     out = keyed_table(block, DEDUP_KEYS["candidates"], DEDUP_SCOPE["candidates"]).sort_by("source_row")
     assert out[STATUS].to_pylist() == ["ok", "ok", "ok", "duplicate", "ok"]
     assert out[REASON].to_pylist() == [None, None, None, "exact_duplicate", None]
+
+
+def test_clear_dirs_replaces_only_named_tables(tmp_path):
+    """A re-run into a fixed output_dir must replace its tables (write_parquet appends files)."""
+    from recsys.data.io import clear_dirs
+
+    for name in ("events", "quarantine/events", "keep"):
+        (tmp_path / name).mkdir(parents=True, exist_ok=True)
+        (tmp_path / name / "part-0.parquet").write_bytes(b"x")
+    (tmp_path / "report.json").write_text("{}")
+    clear_dirs([str(tmp_path / "events"), str(tmp_path / "quarantine" / "events"), str(tmp_path / "missing")])
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
+        "keep", "keep/part-0.parquet", "quarantine", "report.json"]

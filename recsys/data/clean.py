@@ -286,7 +286,7 @@ def clean_table(src, opts: dict[str, Any], out_dir: str, partitions: int | None,
     rows_in is counted by an independent read of the source; the other counts are read back from the
     written Parquet files, so the reconciliation checks what is on disk.
     """
-    from recsys.data.io import join
+    from recsys.data.io import clear_dirs, join
     from recsys.data.shuffle import by_key
 
     table = src.table
@@ -308,6 +308,7 @@ def clean_table(src, opts: dict[str, Any], out_dir: str, partitions: int | None,
         "duplicate": (join(out_dir, "duplicates", table), canonical + [REASON]),
     }
     written = {}
+    clear_dirs([path for path, _ in outputs.values()])  # a re-run replaces, never appends
     for status, (path, columns) in outputs.items():
         part = keyed.map_batches(_pick, batch_format="pyarrow", fn_kwargs={"status": status, "columns": columns})
         part.write_parquet(path)

@@ -356,10 +356,12 @@ def build_features(cfg, data_dir: str, out: str, ctx) -> dict[str, Any]:
 
     import ray
 
-    from recsys.data.io import join
+    from recsys.data.io import clear_dirs, join
     from recsys.data.layout import CLEAN, FEATURES, exists, read_pandas, table_path
     from recsys.data.shuffle import by_key
 
+    # a re-run into the same output_dir replaces every table (write_parquet would append to them)
+    clear_dirs([join(out, name) for name in vars(FEATURES).values() if not name.endswith(".json")])
     if not exists(data_dir, CLEAN.events):
         return _pairs_only(data_dir, out)
     seq_types = cfg.split.sequence_events

@@ -79,3 +79,13 @@ def infer_format(files: list[str]) -> str:
 def join(base: str, *parts: str) -> str:
     """Join path parts for local paths and URIs alike."""
     return "/".join([base.rstrip("/"), *[p.strip("/") for p in parts]])
+
+
+def clear_dirs(paths: list[str]) -> None:
+    """Delete these output table folders if they exist. Ray's write_parquet appends files to a folder,
+    so a job re-run into its fixed output_dir (the shipped configs chain that way) would otherwise
+    double every table; only the job's own table folders are named, never output_dir itself."""
+    for path in paths:
+        fs, inner = filesystem(path)
+        if fs.get_file_info(inner).type == pafs.FileType.Directory:
+            fs.delete_dir(inner)

@@ -132,7 +132,8 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_summary(path: Path, previous: list[dict], rows: list[dict], problems: list[str]) -> list[dict]:
+def write_summary(path: Path, rows: list[dict], problems: list[str]) -> list[dict]:
+    previous = json.loads(path.read_text())["runs"] if path.exists() else []  # re-read: another run may have written
     done = {(r["set"], r["job"]) for r in rows}
     merged = [r for r in previous if (r["set"], r["job"]) not in done] + rows
     merged.sort(key=lambda r: (SETS.index(r["set"]), JOBS.index(r["job"])))
@@ -140,6 +141,29 @@ def write_summary(path: Path, previous: list[dict], rows: list[dict], problems: 
     path.write_text(json.dumps({"generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                 "chain_problems": problems, "runs": merged}, indent=2, default=str))
     return merged
+
+
+def per_set(rows: list[dict]) -> str:
+    """One line per set (the table in docs/DATA.md)."""
+    keep = [("sequences", "sequences"), ("splits/loo/test", "loo test"), ("splits/time/test", "time test"),
+            ("pairs", "pairs"), ("candidates", "candidates"), ("user_features", "user_features"),
+            ("item_features", "item_features"), ("text_features", "text_features")]
+    by: dict[str, dict[str, dict]] = {}
+    for r in rows:
+        by.setdefault(r["set"], {})[r["job"]] = r
+    lines = ["| set | inventory: rows (contract) | clean: in = clean + quarantined + duplicate | features: rows of the main tables "
+             "| wall s (inventory / clean / features) |", "|---|---|---|---|---|"]
+    for name, jobs in by.items():
+        inv, cln, fts = (jobs.get(j, {}).get("summary") or {} for j in JOBS)
+        i = ", ".join(f"{t} {n:,}" for t, n in inv.get("tables", {}).items()) + \
+            {True: " (ok)", False: " (VIOLATED)"}.get(inv.get("contract_ok"), " (-)")
+        c = (f"{cln['rows_in']:,} = {cln['rows_clean']:,} + {cln['rows_quarantined']:,} + {cln['rows_duplicate']:,} "
+             + ("exact" if cln["reconciled"] else "NOT RECONCILED")) if cln else "-"
+        f = ", ".join(f"{label} {fts['tables'][k]:,}" for k, label in keep if fts.get("tables", {}).get(k) is not None)
+        failed = [j for j in JOBS if j in jobs and jobs[j]["exit_code"] != 0]
+        wall = " / ".join(str(jobs[j]["wall_s"]) if j in jobs else "-" for j in JOBS)
+        lines.append(f"| {name} | {i} | {c} | {f or '-'} | {wall}{' (failed: ' + ', '.join(failed) + ')' if failed else ''} |")
+    return "\n".join(lines)
 
 
 def main() -> int:
@@ -150,9 +174,9 @@ def main() -> int:
     args = ap.parse_args()
     summary_path = ROOT / OUT / "summary.json"
     if args.table:
-        print(markdown(json.loads(summary_path.read_text())["runs"]))
+        runs = json.loads(summary_path.read_text())["runs"]
+        print(markdown(runs) + "\n\n" + per_set(runs))
         return 0
-    previous = json.loads(summary_path.read_text())["runs"] if summary_path.exists() else []
     rows, problems = [], [p for p in map(check_chain, args.sets) if p]
     for p in problems:
         print("CHAIN:", p, file=sys.stderr)
@@ -161,8 +185,8 @@ def main() -> int:
             row = run_one(job, name)
             rows.append(row)
             print(f"{name} {job}: exit {row['exit_code']} in {row['wall_s']} s  {cell(row)}", flush=True)
-            merged = write_summary(summary_path, previous, rows, problems)  # after each job: a cut-off run keeps its rows
-    print(markdown(merged))
+            merged = write_summary(summary_path, rows, problems)  # after each job: a cut-off run keeps its rows
+    print(markdown(merged) + "\n\n" + per_set(merged))
     return 0 if not problems and all(r["exit_code"] == 0 for r in rows) else 1
 
 

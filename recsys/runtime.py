@@ -123,15 +123,25 @@ def start_local_ray(num_cpus: float | None = None, num_gpus: int | None = None, 
     """
     import ray
 
-    env_vars = dict(env or {})
-    kwargs: dict[str, Any] = {}
-    if include_dashboard:
-        port = dashboard_port or _dashboard_port()
-        kwargs.update(dashboard_host="127.0.0.1", dashboard_port=port)
-        env_vars.setdefault("RAY_API_SERVER_ADDRESS", f"http://127.0.0.1:{port}")
-    ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=include_dashboard,
-             object_store_memory=object_store_memory, log_to_driver=log_to_driver,
-             runtime_env={"env_vars": env_vars} if env_vars else None, **kwargs)
+    # A free port can be taken by another process before the dashboard binds it: retry on another
+    # (only when we picked the port; an explicit dashboard_port is the caller's to fix).
+    attempts = 3 if include_dashboard and not dashboard_port else 1
+    for attempt in range(attempts):
+        env_vars = dict(env or {})
+        kwargs: dict[str, Any] = {}
+        if include_dashboard:
+            port = dashboard_port or _dashboard_port(8265 if attempt == 0 else 0)
+            kwargs.update(dashboard_host="127.0.0.1", dashboard_port=port)
+            env_vars.setdefault("RAY_API_SERVER_ADDRESS", f"http://127.0.0.1:{port}")
+        try:
+            ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=include_dashboard,
+                     object_store_memory=object_store_memory, log_to_driver=log_to_driver,
+                     runtime_env={"env_vars": env_vars} if env_vars else None, **kwargs)
+            return
+        except Exception:  # noqa: BLE001 - port race or a slow start: a fresh try on another port
+            ray.shutdown()
+            if attempt == attempts - 1:
+                raise
 
 
 def write_json(path: Path, obj: Any) -> None:

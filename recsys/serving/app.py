@@ -22,16 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from recsys.serving import schemas as S
 from recsys.serving.config import ServeArgs
-from recsys.serving.deployments import (
-    FeedbackSink,
-    Personalizer,
-    Recommender,
-    Reranker,
-    Retriever,
-    fused_arm,
-    minmax,
-    set_torch_threads,
-)
+from recsys.serving.deployments import ARM_DEPLOYMENTS, FeedbackSink, fused_arm, minmax
 from recsys.serving.metrics import ServeMetrics
 from recsys.serving.router import ABRouter
 
@@ -114,8 +105,6 @@ async def _guard(request: Request, call_next):
 class Ingress:
     def __init__(self, arms: dict[str, dict[str, Any]], sink: DeploymentHandle, settings: dict[str, Any]):
         # split topology: each arm maps to DeploymentHandles; fused: to specs built here, in-process
-        if any("fused" in a for a in arms.values()):
-            set_torch_threads(settings.get("threads"))
         self.arms = {name: fused_arm(a["fused"]) if "fused" in a else a for name, a in arms.items()}
         self.sink, self.settings = sink, settings
         key = os.environ.get(settings["api_key_env"], "") if settings.get("api_key_env") else ""
@@ -237,27 +226,25 @@ def build_app(args: ServeArgs) -> serve.Application:
         # user_config: what reconfigure loads (the index version) and /healthz reports (the registry version)
         uc = {"version": arm.version, **({"registry": registry[arm.name]} if arm.name in registry else {})}
         rr_uc = {**uc, "batching": rr.batching, "max_batch_size": rr.max_batch_size, "batch_wait_timeout_s": rr.batch_wait_timeout_s}
-        # fused: the Ingress replica sets torch threads once for all of them
-        threads = {n: None if fused else args.deployment(n).threads for n in ("Retriever", "Reranker", "Personalizer", "Recommender")}
+        # torch threads are per process: fused, every model lives in the Ingress replica and uses its setting
+        threads = {key: args.deployment("Ingress" if fused else d.name).threads for key, d in ARM_DEPLOYMENTS.items()}
         spec = {
-            "retriever": ((arm.artifacts, ret.model_dump(), threads["Retriever"]), uc),
-            "reranker": ((arm.artifacts, rr.model, rr.max_length, threads["Reranker"]), rr_uc),
-            "personalizer": ((arm.artifacts, pers.model_dump(), threads["Personalizer"]), uc),
-            "recommender": ((arm.artifacts, rec.model_dump(), pers.model_dump(), threads["Recommender"]), uc),
+            "retriever": ((arm.artifacts, ret.model_dump(), threads["retriever"]), uc),
+            "reranker": ((arm.artifacts, rr.model, rr.max_length, threads["reranker"]), rr_uc),
+            "personalizer": ((arm.artifacts, pers.model_dump(), threads["personalizer"]), uc),
+            "recommender": ((arm.artifacts, rec.model_dump(), pers.model_dump(), threads["recommender"]), uc),
         }
         rerank_settings[arm.name] = {"top_n": rr.top_n, "weight": rr.weight}
         if fused:
             arms[arm.name] = {"fused": spec}
             continue
-        deployments = {"retriever": Retriever, "reranker": Reranker, "personalizer": Personalizer, "recommender": Recommender}
         arms[arm.name] = {
             key: d.options(name=f"{d.name}_{arm.name}", user_config=spec[key][1], **args.deployment(d.name).options())
             .bind(*spec[key][0])
-            for key, d in deployments.items()
+            for key, d in ARM_DEPLOYMENTS.items()
         }
     sink = FeedbackSink.options(**args.deployment("FeedbackSink").options()).bind(
         args.feedback_dir, args.feedback_flush_events, args.feedback_flush_s)
     settings = {"weights": {a.name: a.weight for a in args.arms}, "salt": args.ab_salt, "api_key_env": args.api_key_env,
-                "threads": args.deployment("Ingress").threads,
                 "api_key_sha256": args.api_key_sha256, "max_body_bytes": args.max_body_bytes, "rerank": rerank_settings}
     return Ingress.options(**args.deployment("Ingress").options()).bind(arms, sink, settings)

@@ -270,12 +270,15 @@ class _InProcessMethod:
         return await asyncio.to_thread(self.fn, *args)
 
 
+# One arm's deployments, by the key the Ingress calls them with (both topologies build from this).
+ARM_DEPLOYMENTS = {"retriever": Retriever, "reranker": Reranker, "personalizer": Personalizer, "recommender": Recommender}
+
+
 def fused_arm(spec: dict[str, Any]) -> dict[str, InProcess]:
     """One arm's Retriever, Reranker, Personalizer and Recommender built in this process (the fused
     topology): ``spec[name] = (constructor args, user_config)`` as the split topology binds them."""
-    classes = {"retriever": Retriever, "reranker": Reranker, "personalizer": Personalizer, "recommender": Recommender}
     out = {}
-    for name, deployment in classes.items():
+    for name, deployment in ARM_DEPLOYMENTS.items():
         init_args, user_config = spec[name]
         obj = deployment.func_or_class(*init_args)
         if isinstance(obj, Reranker.func_or_class):

@@ -128,6 +128,11 @@ def _restore(strategy, resume_from: str | None) -> dict[str, Any] | None:
         return json.loads((Path(d) / STATE_FILE).read_text())
 
 
+def _tokens(batch: dict[str, torch.Tensor]) -> int:
+    """Token positions the encoder(s) ran over in this (trimmed) batch: every ``*input_ids`` tensor."""
+    return sum(v.numel() for k, v in batch.items() if k.endswith("input_ids"))
+
+
 def train_loop(config: dict[str, Any]) -> None:
     """Ray Train per-worker function (see module docstring)."""
     import ray.train
@@ -159,7 +164,7 @@ def train_loop(config: dict[str, Any]) -> None:
     metric, sign = cfg.metric_name, (1.0 if loop.mode == "max" else -1.0)
     train_it = ray.train.get_dataset_shard("train")
     valid_it = ray.train.get_dataset_shard("valid")
-    losses: list[float] = []
+    losses: list[torch.Tensor] = []
     t_start, done = time.perf_counter(), state["step"] >= total
     evaluated_at = state["step"] if state["step"] else -1
 
@@ -175,8 +180,12 @@ def train_loop(config: dict[str, Any]) -> None:
             raise ValueError(f"train.metric {metric!r} is not computed for {cfg.model.kind}; choose from {sorted(metrics)}")
         elapsed = time.perf_counter() - t_start
         metrics.update(step=state["step"], epoch=state["epoch"], lr=strategy.lr(),
-                       train_loss=float(sum(losses) / len(losses)) if losses else float("nan"),
-                       samples_per_s=state.pop("_window_samples", 0) / elapsed if elapsed > 0 else 0.0)
+                       train_loss=float(torch.stack(losses).float().mean()) if losses else float("nan"),
+                       samples_per_s=state.pop("_window_samples", 0) / elapsed if elapsed > 0 else 0.0,
+                       tokens_per_s=state.pop("_window_tokens", 0) / elapsed if elapsed > 0 else 0.0)
+        if device.type == "cuda":  # peak on this worker since the last report
+            metrics["gpu_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+            torch.cuda.reset_peak_memory_stats(device)
         score = sign * metrics[metric]
         if state["best"] is None or score > state["best"]:
             state["best"], state["bad_evals"] = score, 0
@@ -185,7 +194,7 @@ def train_loop(config: dict[str, Any]) -> None:
         stop = bool(_dist_broadcast(loop.patience is not None and state["bad_evals"] >= loop.patience))
         state["history"] = [*state.get("history", []), metrics]  # kept in every checkpoint, survives restarts
         if rank == 0:
-            log.info("step %d: %s", state["step"], {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
+            log.info("step %d: %s", state["step"], {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in metrics.items()})
         _save_and_report(cfg, model, strategy, {k: v for k, v in state.items() if not k.startswith("_")}, metrics)
         losses, evaluated_at, t_start = [], state["step"], time.perf_counter()
         return stop
@@ -208,17 +217,18 @@ def train_loop(config: dict[str, Any]) -> None:
                 adv.run(strategy.param_grads(adv.tensors), lambda b=batch: task(b))
                 strategy.backward(strategy.forward(batch))
                 adv.restore()
-            losses.append(float(loss.detach()))
+            losses.append(loss.detach())  # a device tensor: float() here would sync the GPU every step
             state["batches_in_epoch"] = i + 1
             n = next(iter(batch.values())).shape[0] * world
             state["samples"] += n
             state["_window_samples"] = state.get("_window_samples", 0) + n
+            state["_window_tokens"] = state.get("_window_tokens", 0) + _tokens(batch) * world
             if not strategy.step():
                 continue
             state["step"] += 1
             _maybe_fault(config.get("fault"), rank, state["step"])
             if rank == 0 and state["step"] % loop.log_every == 0:
-                log.info("step %d/%d loss %.4f lr %.2e", state["step"], total, losses[-1], strategy.lr())
+                log.info("step %d/%d loss %.4f lr %.2e", state["step"], total, float(losses[-1]), strategy.lr())
             if state["step"] % loop.eval_every == 0 and validate_and_report():
                 stopped = True
                 break

@@ -27,6 +27,11 @@ def param_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def on_cuda(module: nn.Module) -> bool | None:
+    """``fused=`` for AdamW: one kernel per step on GPU; None (torch's default) on CPU."""
+    return True if next(module.parameters()).is_cuda else None
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, name: str, warmup: int, total: int):
     from transformers import get_scheduler
 
@@ -84,7 +89,7 @@ class DDPStrategy(Strategy):
             if distributed else self.module
         )
         self.optimizer = torch.optim.AdamW(param_groups(self.module, optim["weight_decay"]), lr=optim["lr"],
-                                           betas=tuple(optim["betas"]), eps=optim["eps"])
+                                           betas=tuple(optim["betas"]), eps=optim["eps"], fused=on_cuda(self.module))
         self.scheduler = build_scheduler(self.optimizer, optim["scheduler"], warmup, total_steps)
         self.precision, self.grad_accum, self.max_grad_norm = precision, grad_accum, max_grad_norm
         self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
@@ -173,7 +178,8 @@ class DeepSpeedStrategy(Strategy):
 
             optimizer = DeepSpeedCPUAdam(groups, lr=optim["lr"], betas=tuple(optim["betas"]), eps=optim["eps"])
         else:
-            optimizer = torch.optim.AdamW(groups, lr=optim["lr"], betas=tuple(optim["betas"]), eps=optim["eps"])
+            optimizer = torch.optim.AdamW(groups, lr=optim["lr"], betas=tuple(optim["betas"]), eps=optim["eps"],
+                                          fused=on_cuda(module))
         scheduler = build_scheduler(optimizer, optim["scheduler"], warmup, total_steps)
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=module, optimizer=optimizer, lr_scheduler=scheduler, config=config, dist_init_required=False)

@@ -304,3 +304,15 @@ def test_deployment_threads_are_configurable_and_not_a_serve_option():
     assert d.threads == 2 and "threads" not in d.options() and d.options()["ray_actor_options"]["num_cpus"] == 0.2
     with pytest.raises(ValueError, match="threads"):
         DeploymentArgs(threads=0)
+
+
+def test_reranker_device_auto_is_cpu_without_a_gpu(monkeypatch):
+    import torch
+
+    from recsys.serving.core import pick_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pick_device("auto") == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert pick_device("auto") == "cuda"
+    assert pick_device("cpu") == "cpu"

@@ -239,3 +239,18 @@ def test_zero_stage_override_from_the_command_line():
     assert not errors and load_config(TrainConfig, None, data=data).strategy.deepspeed.zero_stage == 3
     with pytest.raises(ConfigError, match="zero_stage"):
         _cfg(strategy={"deepspeed": {"zero_stage": 4}})
+
+
+def test_loop_counts_every_encoder_input_token():
+    from recsys.training.loop import _tokens
+
+    batch = {"q_input_ids": torch.zeros(4, 7), "q_attention_mask": torch.ones(4, 7), "p_input_ids": torch.zeros(4, 5),
+             "label": torch.ones(4)}
+    assert _tokens(batch) == 4 * 7 + 4 * 5
+    assert _tokens({"items": torch.zeros(2, 3)}) == 0  # the sequential model has no token inputs
+
+
+def test_adamw_fused_only_for_cuda_modules():
+    from recsys.training.strategy import on_cuda
+
+    assert on_cuda(torch.nn.Linear(2, 2)) is None  # torch's default (foreach) on CPU

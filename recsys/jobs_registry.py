@@ -61,6 +61,7 @@ def get_job(name: str) -> JobSpec:
 def resolve_config_path(job: str, config: str) -> Path:
     """``--config`` may be a path, or a scale name (tiny/local/cluster) of the job's shipped configs."""
     p = Path(config)
-    if p.exists() or p.suffix in (".yaml", ".yml"):
+    # is_file, not exists: from the repository root "cluster" is also the cluster/ folder
+    if p.is_file() or p.suffix in (".yaml", ".yml"):
         return p
     return configs_dir() / job / f"{config}.yaml"

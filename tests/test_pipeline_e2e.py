@@ -68,7 +68,7 @@ def test_tiny_pipeline_end_to_end(ray_session, tmp_path, monkeypatch, project_ro
         assert upstream == {"logs": [], "clean": ["logs"], "features": ["clean"], "train": ["features"],
                             "evaluate": ["features", "train"], "index": ["clean"]}
         train_dir = Path(next(s["output_dir"] for s in lineage["stages"] if s["name"] == "train"))
-        reg = ModelRegistry(tracking_uri=uri)
+        reg = ModelRegistry(tracking_uri=uri, model_name="recsys-tiny")
         prod = reg.get("production")["tags"]
         assert json.loads(prod["recsys.champion_spec"]) == {"name": "sasrec", "kind": "model", "path": str(train_dir / "model")}
         assert prod["recsys.model_dir"] == str(train_dir / "model")

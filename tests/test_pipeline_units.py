@@ -122,6 +122,24 @@ def test_shipped_pipeline_and_drift_configs_validate(project_root):
             parse_job(job, str(path), [], check_paths=False)
 
 
+def test_every_shipped_pipeline_stage_config_validates(project_root, monkeypatch):
+    """Each stage's job config with its overrides (upstream outputs stand in for @{stage}) passes the
+    job's schema, run from the repository root where "cluster" is also the cluster/ folder."""
+    import yaml
+
+    from recsys.jobs_registry import get_job, resolve_config_path
+    from recsys.pipeline.stages import stage_data
+
+    monkeypatch.chdir(project_root)
+    assert resolve_config_path("index", "cluster") == project_root / "configs" / "index" / "cluster.yaml"
+    for path in sorted((project_root / "configs" / "pipeline").glob("*.yaml")):
+        stages = yaml.safe_load(path.read_text())["stages"]
+        outputs = {s["name"]: f"/nonexistent/{s['name']}" for s in stages}
+        for s in stages:
+            data = stage_data(s["job"], s["config"], s.get("overrides") or {}, outputs)
+            get_job(s["job"]).config_cls.model_validate(data, context={"check_paths": False})
+
+
 def test_plan_arms_moves_every_arm_or_only_the_named_one(tmp_path, monkeypatch):
     from recsys.pipeline.deploy import plan_arms
 

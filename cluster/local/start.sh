@@ -45,7 +45,8 @@ RAY_TMP=/tmp/rsr-$PORT
 mkdir -p "$STATE"
 # Every node gets its own block of ports so several raylets (and other clusters) coexist.
 node_ports() {  # $1 = node index (0 = head)
-  local base=$((PORT + 100 + 20 * $1)) wbase=$((30000 + 1000 * ($1 + (PORT % 10) * 5)))
+  # worker ports: a 1,000-port block in 20000-59999 (above Ray's default 10002-19999), by node and port
+  local base=$((PORT + 100 + 20 * $1)) wbase=$((20000 + 1000 * (($1 + (PORT % 10) * 5) % 40)))
   echo "--node-manager-port=$base --object-manager-port=$((base + 1)) \
     --dashboard-agent-grpc-port=$((base + 2)) --dashboard-agent-listen-port=$((base + 3)) \
     --metrics-export-port=$((base + 4)) --runtime-env-agent-port=$((base + 5)) \

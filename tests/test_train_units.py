@@ -254,3 +254,20 @@ def test_adamw_fused_only_for_cuda_modules():
     from recsys.training.strategy import on_cuda
 
     assert on_cuda(torch.nn.Linear(2, 2)) is None  # torch's default (foreach) on CPU
+
+
+def test_hard_negative_rows_from_split_files(ray_session, tmp_path):
+    """A pairs set of one file per split: filtering to ``train`` empties the valid/test blocks, and the
+    hard-negative groupby must still run (Ray Data passes emptied blocks on without columns unless the
+    UDF returns a typed table); each positive gets a label-0 right text of its own query."""
+    from recsys.config.base import InputConfig
+    from recsys.training.data import bi_encoder_rows, load_pairs
+
+    rows = {"train": [("q1", "a", 1), ("q1", "b", 0), ("q2", "c", 1), ("q2", "d", 0), ("q3", "e", 1)],
+            "valid": [("q4", "f", 1), ("q4", "g", 0)], "test": [("q5", "h", 0)]}
+    for split, rs in rows.items():
+        (tmp_path / f"{split}.txt").write_text("".join(f"COL name VAL {q}\tCOL name VAL {r}\t{y}\n" for q, r, y in rs))
+    ds = load_pairs(InputConfig(path=str(tmp_path), preset="product-matching"), "train", None, None)
+    got = bi_encoder_rows(ds, hard_negatives=True, seed=0).to_pandas().sort_values("left")
+    assert [(r.left, r.right, r.negative) for r in got.itertuples()] == [
+        ("name: q1", "name: a", "name: b"), ("name: q2", "name: c", "name: d")]

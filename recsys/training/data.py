@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from recsys.config.base import InputConfig
 
@@ -48,10 +49,19 @@ def _keep_split(batch: pd.DataFrame, split: str | None) -> pd.DataFrame:
     return batch[batch["split"] == split]
 
 
-def _pair_labels(batch: pd.DataFrame, gains: dict[str, float] | None) -> pd.DataFrame:
-    """-> ``left, right, label`` (float); graded relevance from ``event_type`` when there is no label."""
+PAIR_SCHEMA = pa.schema([("left", pa.large_string()), ("right", pa.large_string()), ("label", pa.float32())])
+
+
+def _pair_labels(batch: pd.DataFrame, gains: dict[str, float] | None, split: str | None = None) -> pa.Table:
+    """One split's rows -> ``left, right, label`` (float); graded relevance from ``event_type`` when there
+    is no label. Always PAIR_SCHEMA, also when the split filter empties a block: Ray Data skips a UDF on
+    an empty block and passes it on without columns, and a later hash shuffle (hard-negative mining's
+    groupby) cannot concatenate that with typed blocks ("Schema at index 1 was different")."""
     from recsys.losses.graded import relevance_labels
 
+    batch = _keep_split(batch, split)
+    if batch.empty:
+        return PAIR_SCHEMA.empty_table()
     if "label" not in batch.columns or batch["label"].isna().all():
         if "event_type" not in batch.columns:
             raise ValueError("pairs table needs a 'label' column (or 'event_type' for graded relevance)")
@@ -60,13 +70,13 @@ def _pair_labels(batch: pd.DataFrame, gains: dict[str, float] | None) -> pd.Data
         if batch["label"].isna().any():
             raise ValueError(f"pairs table has {int(batch['label'].isna().sum())} rows without label; clean or drop them")
         label = batch["label"].astype("float32").to_numpy()
-    return pd.DataFrame({"left": batch["left"].fillna("").astype(str), "right": batch["right"].fillna("").astype(str),
-                         "label": label})
+    return pa.table({"left": batch["left"].fillna("").astype(str).tolist(),
+                     "right": batch["right"].fillna("").astype(str).tolist(), "label": label}, schema=PAIR_SCHEMA)
 
 
 def load_pairs(inp: InputConfig, split: str | None, max_rows: int | None, gains: dict[str, float] | None):
-    ds = read_table(inp, "pairs").map_batches(_keep_split, batch_format="pandas", fn_kwargs={"split": split})
-    ds = ds.map_batches(_pair_labels, batch_format="pandas", fn_kwargs={"gains": gains})
+    ds = read_table(inp, "pairs").map_batches(_pair_labels, batch_format="pandas",
+                                             fn_kwargs={"gains": gains, "split": split})
     return ds.limit(max_rows) if max_rows else ds
 
 

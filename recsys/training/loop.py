@@ -181,8 +181,10 @@ def train_loop(config: dict[str, Any]) -> None:
         elapsed = time.perf_counter() - t_start
         metrics.update(step=state["step"], epoch=state["epoch"], lr=strategy.lr(),
                        train_loss=float(torch.stack(losses).float().mean()) if losses else float("nan"),
-                       samples_per_s=state.pop("_window_samples", 0) / elapsed if elapsed > 0 else 0.0,
-                       tokens_per_s=state.pop("_window_tokens", 0) / elapsed if elapsed > 0 else 0.0)
+                       samples_per_s=state.pop("_window_samples", 0) / elapsed if elapsed > 0 else 0.0)
+        tokens = state.pop("_window_tokens", 0)
+        if tokens and elapsed > 0:  # text models only: the sequential model's inputs are item ids
+            metrics["tokens_per_s"] = tokens / elapsed
         if device.type == "cuda":  # peak on this worker since the last report
             metrics["gpu_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
             torch.cuda.reset_peak_memory_stats(device)

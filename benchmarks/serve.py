@@ -184,24 +184,11 @@ async def section_batching(work: Workload, concurrency: int, duration_s: float, 
     texts = [q + " - " + q for q in work.queries]
 
     async def run(batching: bool) -> dict:
+        from serve_reranker import closed_loop
+
         await handle.reconfigure.remote({"version": "latest", "batching": batching, "max_batch_size": 32,
                                          "batch_wait_timeout_s": 0.01})
-        done, sizes, lat = 0, [], []
-        end = time.perf_counter() + duration_s
-
-        async def worker():
-            nonlocal done
-            while time.perf_counter() < end:
-                q = work.rng.choice(work.queries)
-                t0 = time.perf_counter()
-                out = await handle.rerank.remote(q, work.rng.sample(texts, top_n))
-                lat.append(time.perf_counter() - t0)
-                sizes.append(out["batch_size"])
-                done += 1
-
-        t0 = time.perf_counter()
-        await asyncio.gather(*[worker() for _ in range(concurrency)])
-        return {"rps": done / (time.perf_counter() - t0), "mean_batch": float(np.mean(sizes)), "p50_ms": pct(lat, 50)}
+        return await closed_loop(handle, work.queries, texts, concurrency, duration_s, top_n, work.rng)
 
     off = await run(False)
     on = await run(True)

@@ -28,13 +28,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from serve import pct  # benchmarks/serve.py: latency percentile in ms
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-
-def pct(xs: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(xs) * 1000, q)) if xs else float("nan")
 
 
 def load_texts(path: str, n: int = 5000) -> tuple[list[str], list[str]]:

@@ -7,9 +7,14 @@ bare encoder fwd+bwd at fixed shapes, timed with CUDA events, plus the torch.pro
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/
+from train import flops_per_token  # noqa: E402 - benchmarks/train.py, the MFU formula its reports use
 
 
 def timed(fn, n: int = 20, warm: int = 5) -> float:
@@ -48,9 +53,7 @@ def main() -> None:
             opt.zero_grad(set_to_none=True)
 
         dt = timed(step)
-        n = sum(p.numel() for n_, p in enc.named_parameters() if "embeddings" not in n_)
-        c = enc.config
-        flops = b * s * (6 * n + 12 * c.num_hidden_layers * c.hidden_size * s)
+        flops = b * s * flops_per_token(args.model, s)
         print(f"bare encoder fwd+bwd+adam b={b} s={s}: {dt * 1000:.1f} ms/step, {flops / dt / 1e12:.0f} TFLOP/s, "
               f"MFU {flops / dt / 989e12:.1%}")
 

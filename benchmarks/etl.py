@@ -2,9 +2,11 @@
 
     .venv/bin/python benchmarks/etl.py --events runs/synth/local/events [--cpus 1 2] [--shards K | --limit N]
 
-Workload on the synth job's events: row validation with reasons (pyarrow map_batches), ONE hash
-exchange by user_id (bot bursts, exact/near dedup, sessions, then per-user timelines -> sequences in
-the same blocks), one exchange by item_id (item counts), Parquet out. Baseline: benchmarks/etl_pandas.py.
+Workload on the synth job's events, as the clean and features jobs run it: clean = row validation with
+reasons (pyarrow map_batches), one hash exchange by user_id (bot bursts, exact/near dedup, sessions),
+Parquet out; features = the clean events read back, one exchange by user_id (timelines -> sequences),
+item counts combined map-side (partials per user block, then a small exchange by item_id), Parquet out.
+Baseline: benchmarks/etl_pandas.py. Clean rows, users and items must equal the baseline's (printed).
 Each variant runs in its own process; peak memory = max summed RSS of that process tree (driver +
 Ray workers), sampled every 0.2 s. Prints events/s, the Ray/pandas ratio and the 1 -> 2 CPU scaling
 efficiency, and where the time goes (ds.stats() of the Ray run).
@@ -29,15 +31,15 @@ OPTS = {"max_field_chars": 10_000, "max_ts": "2030-01-01", "max_price": 1e6, "ma
         "bot_per_minute": 120, "near_us": 1_000_000, "gap_us": 30 * 60 * 1_000_000}
 
 
-def ray_variant(events: str, out: str, cpus: int, limit: int | None) -> dict:
+def ray_variant(events: str, out: str, cpus: int, limit: int | None, batch_mb: int, compression: str) -> dict:
     import ray
 
     from recsys.config import InputConfig
     from recsys.data.adapters import open_source
     from recsys.data.clean import keyed_events, row_stage
-    from recsys.data.features import item_counts, sequences, timelines
+    from recsys.data.features import item_totals, sequences, timelines
     from recsys.data.schema import EVENT_TYPES
-    from recsys.data.shuffle import by_key
+    from recsys.data.shuffle import by_key, configure_exchange
 
     for attempt in range(3):  # a loaded shared machine can miss Ray's 30 s raylet start window
         try:
@@ -47,6 +49,7 @@ def ray_variant(events: str, out: str, cpus: int, limit: int | None) -> dict:
             if attempt == 2:
                 raise
             time.sleep(10)
+    configure_exchange(batch_mb, compression)  # what the clean / features jobs do with their `exchange:` config
     src = open_source(InputConfig(path=events, format="parquet"))
     opts = {"event_types": list(EVENT_TYPES), "min_ts_us": None, "max_ts_us": int(1.9e15), "max_price": OPTS["max_price"],
             "max_quantity": OPTS["max_quantity"], "allow_negative_quantity": False, "max_field_chars": OPTS["max_field_chars"],
@@ -54,26 +57,44 @@ def ray_variant(events: str, out: str, cpus: int, limit: int | None) -> dict:
             "lowercase_queries": True, "hash_columns": [], "scrub_text": False, "salt": None, "return_prefix": None,
             "return_mode": "keep", "link_returns": False}
     t0 = time.perf_counter()
+    # clean (as jobs/clean.py): row rules -> ONE exchange by user_id -> keyed rules -> Parquet
     raw = src.read_raw()
     if limit:
         raw = raw.limit(limit)
     rows = raw.map_batches(row_stage, batch_format="pyarrow", fn_kwargs={"spec": src.spec, "opts": opts})
     keyed = by_key(rows, "user_id", keyed_events, fn_kwargs={"opts": opts}).materialize()
-    ok = keyed.map_batches(_ok, batch_format="pyarrow")
-    ok.write_parquet(f"{out}/events")
+    keyed.map_batches(_ok, batch_format="pyarrow").write_parquet(f"{out}/events")
     keyed.map_batches(_not_ok, batch_format="pyarrow").write_parquet(f"{out}/rejected")
-    tl = ok.map_batches(timelines, batch_format="pyarrow", batch_size=None)  # blocks are user-partitioned
+    t_clean = time.perf_counter() - t0
+    # features core (as recsys.data.features.build_features): the clean events -> exchange by user_id ->
+    # timelines; sequences, and item counts combined map-side (partials per user block, exchange by item_id)
+    events_ds = ray.data.read_parquet(f"{out}/events")
+    tl = by_key(events_ds, "user_id", timelines).materialize()
     tl.map_batches(sequences, batch_format="pyarrow", fn_kwargs={"seq_types": None}).write_parquet(f"{out}/sequences")
-    by_key(ok.select_columns(["user_id", "item_id", "event_type", "price"]), "item_id", item_counts,
-           fn_kwargs={"event_types": list(EVENT_TYPES)}).write_parquet(f"{out}/item_counts")
+    parts = tl.map_batches(_partials, batch_format="pyarrow", fn_kwargs={"event_types": list(EVENT_TYPES)})
+    by_key(parts, "item_id", item_totals, fn_kwargs={"event_types": list(EVENT_TYPES)}).write_parquet(f"{out}/item_counts")
     elapsed = time.perf_counter() - t0
     import pyarrow.dataset as pads
 
     counts = {"rows_in": keyed.count(), "rows_clean": pads.dataset(f"{out}/events").count_rows(),
-              "users": pads.dataset(f"{out}/sequences").count_rows()}
+              "users": pads.dataset(f"{out}/sequences").count_rows(), "items": pads.dataset(f"{out}/item_counts").count_rows(),
+              "clean_s": round(t_clean, 1)}
     stats = keyed.stats()
     ray.shutdown()
     return {"elapsed_s": elapsed, **counts, "stats": stats[-3000:]}
+
+
+def _partials(tl, event_types):
+    """Timelines (whole users) -> item_partials of all their events (the benchmark has no split cut-off)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from recsys.data.features import item_partials
+
+    parents = pc.list_parent_indices(tl["item_id"])
+    ev = pa.table({"user_id": pc.take(tl["user_id"], parents), "item_id": pc.list_flatten(tl["item_id"]),
+                   "event_type": pc.list_flatten(tl["event_type"]), "price": pc.list_flatten(tl["price"])})
+    return item_partials(ev, event_types)
 
 
 def _ok(b):
@@ -148,11 +169,18 @@ def main() -> None:
                     "prefer --shards)")
     ap.add_argument("--shards", type=int, default=None,
                     help="only the first K Parquet files of --events (both variants; Ray reads K blocks)")
+    from recsys.data.config import ExchangeConfig
+
+    default = ExchangeConfig()
+    ap.add_argument("--batch-mb", type=int, default=default.input_batch_mb,
+                    help="exchange.input_batch_mb of the clean / features jobs (default: theirs)")
+    ap.add_argument("--compression", default=default.compression, choices=["none", "lz4", "zstd"],
+                    help="exchange.compression of the clean / features jobs (default: theirs)")
     ap.add_argument("--variant", choices=["ray", "pandas"], help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.variant:  # child process
-        res = ray_variant(args.events, args.out, args.cpus[0], args.limit) if args.variant == "ray" else \
+        res = ray_variant(args.events, args.out, args.cpus[0], args.limit, args.batch_mb, args.compression) if args.variant == "ray" else \
             pandas_variant(args.events, args.out, args.limit)
         print(json.dumps(res, default=str))
         return
@@ -165,7 +193,8 @@ def main() -> None:
             for f in files:
                 os.symlink(f"{events}/{f}", f"{tmp}/input/{f}")
             events = f"{tmp}/input"
-        base = [sys.executable, __file__, "--events", events] + (["--limit", str(args.limit)] if args.limit else [])
+        base = [sys.executable, __file__, "--events", events, "--batch-mb", str(args.batch_mb),
+                "--compression", args.compression] + (["--limit", str(args.limit)] if args.limit else [])
         os.makedirs(f"{tmp}/pandas")
         results["pandas"] = measure(base + ["--variant", "pandas", "--out", f"{tmp}/pandas"])
         for c in args.cpus:
@@ -175,6 +204,9 @@ def main() -> None:
     for name, r in results.items():
         print(f"{name:10s} {r['elapsed_s']:8.1f} s  {n / r['elapsed_s']:>12,.0f} events/s  peak RSS {r['peak_rss_gb']:.2f} GB "
               f"(driver {r['peak_driver_rss_gb']:.2f} GB)")
+    for name, r in results.items():  # the same output as the baseline (rows, users, items)
+        diff = {k: (r.get(k), results["pandas"][k]) for k in ("rows_clean", "users", "items") if r.get(k) != results["pandas"][k]}
+        print(f"{name:10s} outputs vs pandas: " + ("identical counts" if not diff else f"differ {diff}"))
     top = max(args.cpus)
     ray_top = results[f"ray_{top}cpu"]
     print(f"ratio Ray Data ({top} CPU) / pandas throughput: {results['pandas']['elapsed_s'] / ray_top['elapsed_s']:.2f}x")

@@ -9,9 +9,11 @@ def run(cfg: CleanConfig, ctx) -> dict:
     from recsys.data.adapters import open_source, tables_of
     from recsys.data.clean import clean_options, clean_table
     from recsys.data.pii import salt_from_env
+    from recsys.data.shuffle import configure_exchange
 
     salt = salt_from_env(cfg.pii.salt_env, required=bool(cfg.pii.hash_columns))
     opts = clean_options(cfg, salt)
+    configure_exchange(cfg.exchange.input_batch_mb, cfg.exchange.compression)
     out = str(ctx.output_dir)
     sources = [open_source(cfg.input, t) for t in tables_of(cfg.input)]
     sources += [open_source(extra, t) for extra in cfg.more_inputs for t in tables_of(extra)]

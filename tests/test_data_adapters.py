@@ -93,3 +93,47 @@ def test_generic_csv_mapping_glob_and_errors(ray_session, tmp_path):
 def test_unknown_preset_names_the_fix(tmp_path):
     with pytest.raises(ValueError, match="did you mean 'taobao'"):
         open_source(InputConfig(path=str(tmp_path), preset="taobau"))
+
+
+def test_parquet_reads_split_for_the_cluster(tmp_path, monkeypatch):
+    """Parquet read tasks: ~2 per CPU of the input (Ray bin-packs 128 MiB otherwise), within [16, 128] MiB;
+    the size reaches Ray only while the read is planned, and an explicit RAY_DATA_PARQUET_BIN_PACKING_BYTES wins."""
+    import os
+
+    import pyarrow.parquet as pq
+
+    from recsys.data import adapters
+
+    for i in range(4):
+        pq.write_table(pa.table({"user_id": [f"u{i}"] * 10, "item_id": ["a"] * 10}), tmp_path / f"p{i}.parquet")
+    files = sorted(str(p) for p in tmp_path.glob("*.parquet"))
+    assert adapters._parquet_read_unit(files, None) == 16 * 2**20  # small input: the floor
+    seen = []
+    monkeypatch.setattr("ray.data.read_parquet", lambda *a, **k: seen.append(os.environ.get(adapters._read_unit_bytes.VAR)))
+    monkeypatch.delenv(adapters._read_unit_bytes.VAR, raising=False)
+    src = open_source(InputConfig(path=str(tmp_path), format="parquet", columns={"user_id": "user_id", "item_id": "item_id"}))
+    src.read_raw()
+    assert seen == [str(16 * 2**20)] and adapters._read_unit_bytes.VAR not in os.environ
+    monkeypatch.setenv(adapters._read_unit_bytes.VAR, "1234")
+    src.read_raw()
+    assert seen[-1] == "1234" and os.environ[adapters._read_unit_bytes.VAR] == "1234"
+
+
+def test_configure_exchange_sets_ray_data_shuffle():
+    from ray.data import DataContext
+
+    from recsys.data.config import ExchangeConfig
+    from recsys.data.shuffle import configure_exchange
+
+    ctx = DataContext.get_current()
+    old = (ctx.shuffle_input_batch_bytes, ctx.shuffle_compression)
+    try:
+        cfg = ExchangeConfig()
+        configure_exchange(cfg.input_batch_mb, cfg.compression)
+        assert (ctx.shuffle_input_batch_bytes, ctx.shuffle_compression) == (64 * 2**20, "lz4")
+        configure_exchange(None, "none")  # None leaves a setting alone
+        assert (ctx.shuffle_input_batch_bytes, ctx.shuffle_compression) == (64 * 2**20, "none")
+    finally:
+        ctx.shuffle_input_batch_bytes, ctx.shuffle_compression = old
+    with pytest.raises(ValueError, match="compression"):
+        ExchangeConfig(compression="gzip")

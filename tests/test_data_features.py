@@ -55,6 +55,35 @@ def test_no_leakage_loo():
     assert "c" not in ic and "d" not in ic and ic["a"]["n_users"] == 2
 
 
+def test_item_partials_combine_exactly_across_user_blocks():
+    """Map-side combine: per-block partials of user-disjoint blocks, summed by item_totals, equal item_counts
+    of the whole table and pyarrow's direct aggregates (counts exactly; price mean / population std to 1e-9)."""
+    rng = np.random.default_rng(0)
+    n = 4000
+    price = rng.uniform(1, 100, n)
+    t = pa.table({"user_id": [f"u{i}" for i in rng.integers(0, 200, n)], "item_id": [f"i{i}" for i in rng.integers(0, 40, n)],
+                  "event_type": rng.choice(["view", "click", "buy"], n), "price": pa.array(price, mask=rng.random(n) < 0.2)})
+    types = ["buy", "click", "view"]
+    ref = {r["item_id"]: r for r in t.group_by("item_id").aggregate(
+        [("user_id", "count_distinct"), ([], "count_all"), ("price", "mean"), ("price", "stddev")]).to_pylist()}
+    block = np.array([int(u[1:]) % 3 for u in t["user_id"].to_pylist()])
+    parts = pa.concat_tables([F.item_partials(t.filter(pa.array(block == k)), types) for k in range(3)])
+    assert parts.num_rows > len(ref)  # items seen in several blocks
+    whole = {r["item_id"]: r for r in F.item_counts(t, types).to_pylist()}
+    for got in ({r["item_id"]: r for r in F.item_totals(parts, types).to_pylist()}, whole):
+        assert got.keys() == ref.keys()
+        for item, r in ref.items():
+            g = got[item]
+            assert (g["n_users"], g["popularity"]) == (r["user_id_count_distinct"], r["count_all"])
+            assert sum(g[f"n_{e}"] for e in types) == r["count_all"]
+            assert g["price_mean"] == pytest.approx(r["price_mean"], abs=1e-9)
+            assert g["price_std"] == pytest.approx(r["price_stddev"], abs=1e-9)
+    # one schema whatever the block: empty, or without prices (moments null)
+    assert F.item_partials(pa.table({}), types).schema == F.item_partials(t, types).schema
+    no_price = F.item_counts(t.drop_columns(["price"]), types)
+    assert no_price["price_mean"].null_count == no_price.num_rows and no_price.schema == F.item_totals(pa.table({}), types).schema
+
+
 def test_no_leakage_time_split():
     t1 = int((T0 + dt.timedelta(days=2)).timestamp() * 1e6)
     tl = F.timelines(_events())

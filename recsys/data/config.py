@@ -44,6 +44,18 @@ class ReturnsConfig(StrictModel):
         "quarantine: reject them; keep: leave as is.")
 
 
+class ExchangeConfig(StrictModel):
+    """How the data jobs' keyed exchanges (Ray Data's hash shuffle) run."""
+
+    input_batch_mb: int = Field(
+        64, ge=1, description="Input MiB one shuffle-map task partitions. Ray Data's default (1 GiB) buffers all "
+        "of a 2-core run's input into 1-2 map tasks that run after the read; smaller batches partition while "
+        "reading, on every CPU.")
+    compression: Literal["none", "lz4", "zstd"] = Field(
+        "lz4", description="Codec of the shuffle's intermediate shards: none (one node: no network to save), "
+        "lz4 (cheap), zstd (Ray's default: smallest, most CPU).")
+
+
 class CleanConfig(JobConfig):
     """Validate, quarantine, deduplicate, normalize, hash PII and sessionize raw logs into canonical Parquet."""
 
@@ -55,6 +67,7 @@ class CleanConfig(JobConfig):
     session_gap_minutes: float = Field(30.0, gt=0, description="Inactivity gap that starts a new session.")
     lowercase_queries: bool = Field(True, description="Lower-case query text (titles keep their case).")
     partitions: int | None = Field(None, ge=1, description="Blocks of the per-user exchange (None = 2 x cluster CPUs).")
+    exchange: ExchangeConfig = Field(default_factory=ExchangeConfig, description="Shuffle settings of the exchanges.")
     limit: int | None = Field(None, ge=1, description="Read only this many rows per table (smoke runs).")
 
 
@@ -138,6 +151,7 @@ class FeaturesConfig(JobConfig):
     pca_components: int = Field(4, ge=1, description="PCA components of dense user features.")
     max_pairs_per_user: int = Field(20, ge=1, description="Item-to-item training pairs per user (sets without queries).")
     partitions: int | None = Field(None, ge=1, description="Blocks of the per-key exchanges (None = 2 x cluster CPUs).")
+    exchange: ExchangeConfig = Field(default_factory=ExchangeConfig, description="Shuffle settings of the exchanges.")
 
 
 class SynthConfig(JobConfig):

@@ -208,22 +208,76 @@ def training_events(block: pa.Table, p: dict[str, Any]) -> pa.Table:
 
 def item_counts(block: pa.Table, event_types: list[str]) -> pa.Table:
     """Per item: events per type, distinct users, price stats (one block holds all rows of its items)."""
-    if block.num_rows == 0:
-        return pa.table({"item_id": pa.array([], pa.string())})
-    aggs = [("user_id", "count_distinct"), ("item_id", "count")]
-    if "price" in block.column_names:
-        aggs += [("price", "mean"), ("price", "stddev")]
-    base = block.group_by("item_id", use_threads=False).aggregate(aggs)
-    base = base.rename_columns([{"user_id_count_distinct": "n_users", "item_id_count": "popularity",
-                                 "price_mean": "price_mean", "price_stddev": "price_std"}.get(c, c) for c in base.column_names])
+    return item_totals(item_partials(block, event_types), event_types)
+
+
+def item_partials(block: pa.Table, event_types: list[str]) -> pa.Table:
+    """Map-side combine of ``item_counts`` over a block that holds ALL rows of its users (any items).
+
+    Columns expected: item_id, user_id, event_type, optional price. Per item: popularity, n_<type>,
+    n_users (distinct users of this block: exact when summed, since blocks share no user) and the
+    price moments (price_n, price_mean, price_m2). Exchanging these instead of the events moves one row
+    per (block, item) instead of one per event.
+    """
+    if block.num_rows == 0 or "item_id" not in block.column_names:  # typed even when empty: one schema for all blocks
+        block = pa.table({c: pa.array([], pa.string()) for c in ("item_id", "user_id", "event_type")})
+    price = block["price"] if "price" in block.column_names else pa.nulls(block.num_rows, pa.float64())
+    block = pa.table({"item_id": block["item_id"], "user_id": block["user_id"], "event_type": block["event_type"],
+                      "price": pc.cast(price, pa.float64())})  # price moments always present (null without prices)
+    users = block.group_by(["item_id", "user_id"], use_threads=False).aggregate([])
+    out = users.group_by("item_id", use_threads=False).aggregate([("user_id", "count")])
+    out = out.rename_columns(["n_users" if c == "user_id_count" else c for c in out.column_names])
+    g = block.group_by("item_id", use_threads=False).aggregate(
+        [([], "count_all"), ("price", "count"), ("price", "mean"), ("price", "variance", pc.VarianceOptions(ddof=0))])
+    out = out.join(pa.table({"item_id": g["item_id"], "popularity": g["count_all"], "price_n": g["price_count"],
+                             "price_mean": g["price_mean"],
+                             "price_m2": pc.multiply(pc.cast(g["price_count"], pa.float64()), g["price_variance"])}),
+                   "item_id")
     by_type = block.group_by(["item_id", "event_type"], use_threads=False).aggregate([("item_id", "count")])
     for et in event_types:
-        sub = by_type.filter(pc.equal(by_type["event_type"], et)).select(["item_id", "item_id_count"]).rename_columns(
-            ["item_id", f"n_{et}"])
-        base = base.join(sub, "item_id", join_type="left outer")
-        base = base.set_column(base.schema.get_field_index(f"n_{et}"), f"n_{et}",
-                               pc.fill_null(base[f"n_{et}"], 0))
-    return base
+        sub = by_type.filter(pc.equal(by_type["event_type"], et)).select(["item_id", "item_id_count"])
+        out = out.join(sub.rename_columns(["item_id", f"n_{et}"]), "item_id", join_type="left outer")
+        out = out.set_column(out.schema.get_field_index(f"n_{et}"), f"n_{et}", pc.fill_null(out[f"n_{et}"], 0))
+    return out
+
+
+def item_totals(block: pa.Table, event_types: list[str]) -> pa.Table:
+    """Reduce side: sum the ``item_partials`` rows of each item (a block holds all partials of its items).
+
+    Price mean and population std combine exactly (Chan et al.): M2 = sum(m2_k + n_k (mean_k - mean)^2).
+    Output: item_id, n_users, popularity, price_mean, price_std (null: no priced event), n_<type> per type.
+    """
+    if "price_n" not in block.column_names:  # an empty block that lost its schema
+        block = item_partials(pa.table({}), event_types)
+    counts = ["n_users", "popularity"] + [f"n_{et}" for et in event_types]
+    out = block.group_by("item_id", use_threads=False).aggregate([(c, "sum") for c in counts])
+    out = out.rename_columns([c.removesuffix("_sum") for c in out.column_names])
+    n = pc.cast(block["price_n"], pa.float64())
+    mean = pc.fill_null(block["price_mean"], 0.0)
+    tot = pa.table({"item_id": block["item_id"], "n": n, "s": pc.multiply(n, mean)}).group_by(
+        "item_id", use_threads=False).aggregate([("n", "sum"), ("s", "sum")])
+    big_n = tot["n_sum"].to_numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tot = tot.append_column("mu", pa.array(tot["s_sum"].to_numpy() / big_n, pa.float64()))
+    j = pa.table({"item_id": block["item_id"], "n": n, "mean": mean, "m2": pc.fill_null(block["price_m2"], 0.0)}).join(
+        tot.select(["item_id", "mu"]), "item_id")
+    dev = pc.subtract(j["mean"], j["mu"])  # shape: (partials,)
+    j = pa.table({"item_id": j["item_id"], "m2": pc.add(j["m2"], pc.multiply(j["n"], pc.multiply(dev, dev)))})
+    tot = tot.join(j.group_by("item_id", use_threads=False).aggregate([("m2", "sum")]), "item_id")
+    big_n, mu = tot["n_sum"].to_numpy(), tot["mu"].to_numpy(zero_copy_only=False)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        std = np.sqrt(tot["m2_sum"].to_numpy() / big_n)
+    empty = big_n == 0  # no priced event: null, as pyarrow's mean / stddev of nothing
+    out = out.join(pa.table({"item_id": tot["item_id"], "price_mean": pa.array(mu, pa.float64(), mask=empty),
+                             "price_std": pa.array(std, pa.float64(), mask=empty)}), "item_id")
+    return out.select(["item_id", "n_users", "popularity", "price_mean", "price_std", *counts[2:]])
+
+
+def training_item_partials(block: pa.Table, p: dict[str, Any]) -> pa.Table:
+    """Timelines (one row per user) -> ``item_partials`` of their training events, in one pass."""
+    ev = training_events(block, p)
+    return item_partials(ev.select([c for c in ("item_id", "user_id", "event_type", "price") if c in ev.column_names]),
+                         p["event_types"])
 
 
 def smooth_rates(block: pa.Table, prior: float, globals_: dict[str, float]) -> pa.Table:
@@ -398,7 +452,9 @@ def build_features(cfg, data_dir: str, out: str, ctx) -> dict[str, Any]:
         uf = tl.map_batches(user_features, batch_format="pyarrow", fn_kwargs={"p": p}).materialize()
     with ctx.timer("item_features"):
         train_ev = tl.map_batches(training_events, batch_format="pyarrow", fn_kwargs={"p": p})
-        ic = by_key(train_ev, "item_id", item_counts, partitions=cfg.partitions, fn_kwargs={"event_types": types}).materialize()
+        # map-side combine: timeline rows are whole users, so per-batch partial counts sum exactly
+        partials = tl.map_batches(training_item_partials, batch_format="pyarrow", fn_kwargs={"p": p})
+        ic = by_key(partials, "item_id", item_totals, partitions=cfg.partitions, fn_kwargs={"event_types": types}).materialize()
         sums = {c: ic.sum(c) for c in ic.schema().names if c.startswith("n_") and c != "n_users"}
         visits = sums.get("n_view", 0) + sums.get("n_click", 0)
         g = {"ctr": sums.get("n_click", 0) / sums["n_impression"] if sums.get("n_impression") else None,

@@ -25,6 +25,22 @@ def num_partitions(per_cpu: int = 2, override: int | None = None) -> int:
     return override or per_cpu * cluster_cpus()
 
 
+def configure_exchange(input_batch_mb: int | None = None, compression: str | None = None) -> None:
+    """Shuffle settings for the datasets this process creates next (Ray Data reads ``DataContext`` then).
+
+    ``input_batch_mb``: input one shuffle-map task partitions (Ray's default 1 GiB serialises a small
+    cluster's whole input into one or two map tasks after the read). ``compression``: codec of the
+    intermediate shards (none / lz4 / zstd).
+    """
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    if input_batch_mb is not None:
+        ctx.shuffle_input_batch_bytes = input_batch_mb * 2**20
+    if compression is not None:
+        ctx.shuffle_compression = compression
+
+
 def by_key(ds, key: str | list[str], fn: Callable[..., pa.Table], *, partitions: int | None = None,
            fn_kwargs: dict[str, Any] | None = None, **ray_args):
     """Hash-partition ``ds`` by ``key`` and apply ``fn(table, **fn_kwargs)`` to each whole block."""

@@ -36,10 +36,10 @@ def ray_variant(events: str, out: str, cpus: int, limit: int | None, batch_mb: i
 
     from recsys.config import InputConfig
     from recsys.data.adapters import open_source
-    from recsys.data.clean import keyed_events, row_stage
+    from recsys.data.clean import clean_table
     from recsys.data.features import item_totals, sequences, timelines
     from recsys.data.schema import EVENT_TYPES
-    from recsys.data.shuffle import by_key, configure_exchange
+    from recsys.data.shuffle import by_key, configure_exchange, partitioned_by, per_file
 
     for attempt in range(3):  # a loaded shared machine can miss Ray's 30 s raylet start window
         try:
@@ -57,29 +57,24 @@ def ray_variant(events: str, out: str, cpus: int, limit: int | None, batch_mb: i
             "lowercase_queries": True, "hash_columns": [], "scrub_text": False, "salt": None, "return_prefix": None,
             "return_mode": "keep", "link_returns": False}
     t0 = time.perf_counter()
-    # clean (as jobs/clean.py): row rules -> ONE exchange by user_id -> keyed rules -> Parquet
-    raw = src.read_raw()
-    if limit:
-        raw = raw.limit(limit)
-    rows = raw.map_batches(row_stage, batch_format="pyarrow", fn_kwargs={"spec": src.spec, "opts": opts})
-    keyed = by_key(rows, "user_id", keyed_events, fn_kwargs={"opts": opts}).materialize()
-    keyed.map_batches(_ok, batch_format="pyarrow").write_parquet(f"{out}/events")
-    keyed.map_batches(_not_ok, batch_format="pyarrow").write_parquet(f"{out}/rejected")
+    # clean: the clean job's own code (row rules -> ONE exchange by user_id -> keyed rules + writes per partition)
+    res = clean_table(src, opts, out, None, limit)
     t_clean = time.perf_counter() - t0
-    # features core (as recsys.data.features.build_features): the clean events -> exchange by user_id ->
-    # timelines; sequences, and item counts combined map-side (partials per user block, exchange by item_id)
-    events_ds = ray.data.read_parquet(f"{out}/events")
-    tl = by_key(events_ds, "user_id", timelines).materialize()
+    # features core, as recsys.data.features.build_features: timelines per clean file (user-partitioned: no
+    # exchange); sequences, and item counts combined map-side (partials per user block, exchange by item_id)
+    events = f"{out}/events"
+    tl = (per_file(events, timelines) if partitioned_by(events) == ["user_id"] else
+          by_key(ray.data.read_parquet(events), "user_id", timelines)).materialize()
     tl.map_batches(sequences, batch_format="pyarrow", fn_kwargs={"seq_types": None}).write_parquet(f"{out}/sequences")
     parts = tl.map_batches(_partials, batch_format="pyarrow", fn_kwargs={"event_types": list(EVENT_TYPES)})
     by_key(parts, "item_id", item_totals, fn_kwargs={"event_types": list(EVENT_TYPES)}).write_parquet(f"{out}/item_counts")
     elapsed = time.perf_counter() - t0
     import pyarrow.dataset as pads
 
-    counts = {"rows_in": keyed.count(), "rows_clean": pads.dataset(f"{out}/events").count_rows(),
+    counts = {"rows_in": res["rows_in"], "rows_clean": res["rows_clean"],
               "users": pads.dataset(f"{out}/sequences").count_rows(), "items": pads.dataset(f"{out}/item_counts").count_rows(),
-              "clean_s": round(t_clean, 1)}
-    stats = keyed.stats()
+              "clean_s": round(t_clean, 1), "features_exchange_free": partitioned_by(events) == ["user_id"]}
+    stats = tl.stats()
     ray.shutdown()
     return {"elapsed_s": elapsed, **counts, "stats": stats[-3000:]}
 
@@ -95,22 +90,6 @@ def _partials(tl, event_types):
     ev = pa.table({"user_id": pc.take(tl["user_id"], parents), "item_id": pc.list_flatten(tl["item_id"]),
                    "event_type": pc.list_flatten(tl["event_type"]), "price": pc.list_flatten(tl["price"])})
     return item_partials(ev, event_types)
-
-
-def _ok(b):
-    import pyarrow.compute as pc
-
-    from recsys.data.clean import STATUS
-
-    return b.filter(pc.equal(b[STATUS], "ok")).drop_columns([STATUS, "reason", "raw", "_return", "source_file"])
-
-
-def _not_ok(b):
-    import pyarrow.compute as pc
-
-    from recsys.data.clean import STATUS
-
-    return b.filter(pc.not_equal(b[STATUS], "ok")).select(["source_row", STATUS, "reason"])
 
 
 def pandas_variant(events: str, out: str, limit: int | None) -> dict:

@@ -48,6 +48,14 @@ class Source:
     distinct: str | None = None
     aggregate: dict[str, str] | None = None
 
+    def count_rows(self) -> int:
+        """Rows of the source, counted independently of the job's processing (Parquet: from the footers)."""
+        if self.fmt == "parquet":
+            import pyarrow.dataset as pads
+
+            return pads.dataset(self.files, filesystem=self.filesystem, format="parquet").count_rows()
+        return self.read_raw().count()
+
     def read_raw(self):
         """Ray Dataset of raw string columns (+ source_file, source_row, _error, _raw) before conversion."""
         import ray

@@ -28,13 +28,21 @@ def timelines(block: pa.Table) -> pa.Table:
     """One row per user: lists of the user's events in time order."""
     if block.num_rows == 0:
         return pa.table({"user_id": pa.array([], pa.string())})
-    keys = [("user_id", "ascending"), ("timestamp", "ascending")]
-    if "source_row" in block.column_names:
-        keys.append(("source_row", "ascending"))
-    block = block.take(pc.sort_indices(block, sort_keys=keys))
-    cols = [c for c in TIMELINE_COLS if c in block.column_names]
-    out = block.group_by("user_id", use_threads=False).aggregate([(c, "list") for c in cols])
-    return out.rename_columns([c.removesuffix("_list") for c in out.column_names])
+    from recsys.data.shuffle import group_order
+
+    keys = ["user_id", "timestamp"] + (["source_row"] if "source_row" in block.column_names else [])
+    block = block.take(group_order(block, keys)).combine_chunks()  # users grouped, each in time order
+    # the rows are grouped, so each user's lists are slices: offsets at the user boundaries (no hashing)
+    user = block["user_id"].chunk(0) if block["user_id"].num_chunks else pa.array([], pa.string())
+    same = pc.fill_null(pc.equal(user.slice(1), user.slice(0, len(user) - 1)), False)
+    same = pc.or_(same, pc.and_(pc.is_null(user.slice(1)), pc.is_null(user.slice(0, len(user) - 1))))
+    starts = np.concatenate([[0], np.flatnonzero(~same.to_numpy(zero_copy_only=False)) + 1]).astype(np.int32)
+    offsets = pa.array(np.append(starts, len(user)).astype(np.int32))
+    out = {"user_id": user.take(pa.array(starts))}
+    for c in (c for c in TIMELINE_COLS if c in block.column_names):
+        values = block[c].chunk(0) if block[c].num_chunks else pa.array([], block[c].type)
+        out[c] = pa.ListArray.from_arrays(offsets, values)  # shape: (users,) of lists
+    return pa.table(out)
 
 
 # --------------------------------------------------------------------------- 2. per-user maps
@@ -412,7 +420,7 @@ def build_features(cfg, data_dir: str, out: str, ctx) -> dict[str, Any]:
 
     from recsys.data.io import clear_dirs, join
     from recsys.data.layout import CLEAN, FEATURES, exists, read_pandas, table_path
-    from recsys.data.shuffle import by_key
+    from recsys.data.shuffle import by_key, partitioned_by, per_file
 
     # a re-run into the same output_dir replaces every table (write_parquet would append to them)
     clear_dirs([join(out, name) for name in vars(FEATURES).values() if not name.endswith(".json")])
@@ -423,7 +431,10 @@ def build_features(cfg, data_dir: str, out: str, ctx) -> dict[str, Any]:
     items = read_pandas(data_dir, CLEAN.items) if exists(data_dir, CLEAN.items) else None
     counts: dict[str, int] = {}
     with ctx.timer("timelines"):
-        tl = by_key(events, "user_id", timelines, partitions=cfg.partitions).materialize()
+        if partitioned_by(table_path(data_dir, CLEAN.events)) == ["user_id"]:  # the clean job's layout: no exchange
+            tl = per_file(table_path(data_dir, CLEAN.events), timelines).materialize()
+        else:
+            tl = by_key(events, "user_id", timelines, partitions=cfg.partitions).materialize()
         counts["users"] = tl.count()
     with ctx.timer("time_cutoffs"):
         sample = np.concatenate([np.asarray(r["ts"]) for r in tl.map_batches(_ts_sample, batch_format="pyarrow").take_all()]

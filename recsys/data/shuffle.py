@@ -50,6 +50,90 @@ def by_key(ds, key: str | list[str], fn: Callable[..., pa.Table], *, partitions:
                               fn_kwargs=fn_kwargs or {}, **ray_args)
 
 
+def group_order(table: pa.Table, keys: list[str]) -> pa.Array:
+    """``sort_indices`` by ``keys`` (ascending) with string columns sorted by dictionary code: rows with
+    equal values end up adjacent and in the same order as a string sort would put them (ties broken by
+    the later keys), but distinct strings are ordered by first appearance, not lexically. 3-5x faster
+    than comparing strings at millions of rows; for grouping, dedup and per-key time order."""
+    import pyarrow.compute as pc
+
+    cols = {}
+    for k in keys:
+        col = table[k]
+        col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+            col = pc.dictionary_encode(col).indices  # nulls stay null: sorted last, as strings are
+        cols[k] = col
+    return pc.sort_indices(pa.table(cols), sort_keys=[(k, "ascending") for k in keys])
+
+
+LAYOUT_FILE = "_partitioning.json"
+
+
+def mark_partitioned(path: str, keys: list[str]) -> None:
+    """Record that every Parquet file under ``path`` holds all rows of its ``keys`` values (and which files:
+    a file added or removed later voids the record)."""
+    import json
+
+    from recsys.data.io import filesystem
+
+    fs, inner = filesystem(path)
+    files = _parquet_files(path)
+    if not files:
+        return
+    with fs.open_output_stream(f"{inner}/{LAYOUT_FILE}") as fh:
+        fh.write(json.dumps({"keys": list(keys), "files": sorted(f.rsplit("/", 1)[-1] for f in files)}).encode())
+
+
+def partitioned_by(path: str) -> list[str] | None:
+    """The keys ``path``'s files are partitioned by (``mark_partitioned``), or None when unknown or stale."""
+    import json
+
+    import pyarrow.fs as pafs
+
+    from recsys.data.io import filesystem
+
+    fs, inner = filesystem(path)
+    if fs.get_file_info(f"{inner}/{LAYOUT_FILE}").type != pafs.FileType.File:
+        return None
+    with fs.open_input_stream(f"{inner}/{LAYOUT_FILE}") as fh:
+        layout = json.loads(fh.read())
+    return layout["keys"] if sorted(f.rsplit("/", 1)[-1] for f in _parquet_files(path)) == layout["files"] else None
+
+
+def per_file(path: str, fn: Callable[..., pa.Table], fn_kwargs: dict[str, Any] | None = None, **ray_args):
+    """``fn(file's table, **fn_kwargs)`` on each Parquet file of ``path``, one Ray Data task per file: the
+    exchange-free ``by_key`` for a folder whose files are partitioned by the key (``partitioned_by``)."""
+    import ray
+
+    files = _parquet_files(path)
+    ds = ray.data.from_items([{"path": f} for f in files], override_num_blocks=len(files))
+    return ds.map_batches(_apply_to_file, batch_size=1, batch_format="pyarrow",
+                          fn_kwargs={"fn": fn, "fn_kwargs": fn_kwargs or {}, "root": path}, **ray_args)
+
+
+def _apply_to_file(batch: pa.Table, fn: Callable[..., pa.Table], fn_kwargs: dict[str, Any], root: str) -> pa.Table:
+    import pyarrow.parquet as pq
+
+    from recsys.data.io import filesystem
+
+    fs, _ = filesystem(root)
+    return fn(pq.read_table(batch["path"][0].as_py(), filesystem=fs), **fn_kwargs)
+
+
+def _parquet_files(path: str) -> list[str]:
+    import pyarrow.fs as pafs
+
+    from recsys.data.io import filesystem
+
+    fs, inner = filesystem(path)
+    if fs.get_file_info(inner).type != pafs.FileType.Directory:
+        return []
+    sel = pafs.FileSelector(inner, recursive=True)
+    return sorted(i.path for i in fs.get_file_info(sel) if i.type == pafs.FileType.File and i.path.endswith(".parquet")
+                  and not i.base_name.startswith((".", "_")))
+
+
 def first_per_key(table: pa.Table, key: str, how: dict[str, str] | None = None) -> pa.Table:
     """One row per ``key``: the first non-null value of each column (or ``how[col]``: mean, max, ...)."""
     how = how or {}

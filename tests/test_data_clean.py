@@ -115,6 +115,31 @@ def test_clean_rows_normalized_sessionized(cleaned):
     assert "u1" not in set(ev["user_id"])  # hashed
 
 
+def test_clean_files_partitioned_by_user_and_features_need_no_exchange(cleaned, ray_session):
+    """Each partition of the exchange writes one file: no user is in two files of events/, the layout is
+    recorded, and timelines per file equal timelines through an exchange. A changed folder voids the record."""
+    import shutil
+
+    import ray
+
+    from recsys.data.features import timelines
+    from recsys.data.shuffle import by_key, partitioned_by, per_file
+
+    _, _, out = cleaned
+    files = sorted((out / "events").glob("*.parquet"))
+    users = [set(pads.dataset(str(f)).to_table(columns=["user_id"])["user_id"].to_pylist()) for f in files]
+    assert sum(len(u) for u in users) == len(set().union(*users))  # disjoint
+    assert partitioned_by(str(out / "events")) == ["user_id"]
+    direct = per_file(str(out / "events"), timelines).take_all()
+    exchanged = by_key(ray.data.read_parquet(str(out / "events")), "user_id", timelines).take_all()
+    key = lambda r: r["user_id"]  # noqa: E731
+    assert sorted(direct, key=key) == sorted(exchanged, key=key) and len(direct) == len(set().union(*users))
+    copy = out.parent / "events-copy"
+    shutil.copytree(out / "events", copy)
+    shutil.copy(files[0], copy / "extra.parquet")  # a file the clean job did not write
+    assert partitioned_by(str(copy)) is None
+
+
 def test_pii_never_in_outputs(cleaned):
     _, _, out = cleaned
     text = _strings(out)

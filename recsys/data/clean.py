@@ -41,9 +41,23 @@ def _flag(reason: pa.Array, mask: pa.Array, label: str) -> pa.Array:
 
 
 def normalize_text(arr: pa.Array, lower: bool = False) -> pa.Array:
-    """NFKC, HTML tags/entities removed, whitespace collapsed (and lower-cased for queries)."""
-    arr = pc.utf8_normalize(arr, "NFKC")
-    arr = pc.replace_substring_regex(arr, r"<[^>]{0,200}>", " ")
+    """NFKC, HTML tags/entities removed, whitespace collapsed (and lower-cased for queries).
+
+    Logs repeat their strings (countries, categories, popular queries): the distinct values are
+    normalized once and mapped back, when they are fewer than half the rows."""
+    arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+    if len(arr) > 1:
+        enc = pc.dictionary_encode(arr)
+        if len(enc.dictionary) * 2 < len(arr):
+            return pc.take(_normalize(enc.dictionary, lower), enc.indices)
+    return _normalize(arr, lower)
+
+
+def _normalize(arr: pa.Array, lower: bool) -> pa.Array:
+    if not pc.all(pc.fill_null(pc.string_is_ascii(arr), True)).as_py():  # ASCII is its own NFKC form
+        arr = pc.utf8_normalize(arr, "NFKC")
+    if pc.any(pc.fill_null(pc.match_substring(arr, "<"), False)).as_py():
+        arr = pc.replace_substring_regex(arr, r"<[^>]{0,200}>", " ")
     if pc.any(pc.fill_null(pc.match_substring(arr, "&"), False)).as_py():
         arr = pa.array([html.unescape(v) if v and "&" in v else v for v in arr.to_pylist()], pa.string())
     arr = pc.utf8_trim_whitespace(pc.replace_substring_regex(arr, r"\s+", " "))

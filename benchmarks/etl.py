@@ -71,7 +71,8 @@ def ray_variant(events: str, out: str, cpus: int, limit: int | None, batch_mb: i
     elapsed = time.perf_counter() - t0
     import pyarrow.dataset as pads
 
-    counts = {"rows_in": res["rows_in"], "rows_clean": res["rows_clean"],
+    counts = {"rows_in": res["rows_in"], "rows_clean": res["rows_clean"], "rows_quarantined": res["rows_quarantined"],
+              "rows_duplicate": res["rows_duplicate"],
               "users": pads.dataset(f"{out}/sequences").count_rows(), "items": pads.dataset(f"{out}/item_counts").count_rows(),
               "clean_s": round(t_clean, 1), "features_exchange_free": partitioned_by(events) == ["user_id"]}
     stats = tl.stats()
@@ -184,8 +185,9 @@ def main() -> None:
         print(f"{name:10s} {r['elapsed_s']:8.1f} s  {n / r['elapsed_s']:>12,.0f} events/s  peak RSS {r['peak_rss_gb']:.2f} GB "
               f"(driver {r['peak_driver_rss_gb']:.2f} GB)")
     for name, r in results.items():  # the same output as the baseline (rows, users, items)
-        diff = {k: (r.get(k), results["pandas"][k]) for k in ("rows_clean", "users", "items") if r.get(k) != results["pandas"][k]}
-        print(f"{name:10s} outputs vs pandas: " + ("identical counts" if not diff else f"differ {diff}"))
+        diff = {k: (r.get(k), results["pandas"][k]) for k in ("rows_clean", "rows_quarantined", "rows_duplicate", "users", "items") if r.get(k) != results["pandas"][k]}
+        print(f"{name:10s} outputs vs pandas: " + ("identical counts (clean, quarantined, duplicate, users, items)"
+                                                    if not diff else f"differ {diff}"))
     top = max(args.cpus)
     ray_top = results[f"ray_{top}cpu"]
     print(f"ratio Ray Data ({top} CPU) / pandas throughput: {results['pandas']['elapsed_s'] / ray_top['elapsed_s']:.2f}x")

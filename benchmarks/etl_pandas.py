@@ -37,17 +37,18 @@ def run(events_path: str, out: str, opts: dict) -> dict[str, int]:
     per_min = ok.groupby([ok["user_id"], minute])["item_id"].transform("size")
     bots = per_min > opts["bot_per_minute"]
     quarantined += int(bots.sum())
-    ok = ok[~bots]
-    # duplicates
+    # duplicates: compared with the previous row in key order, bot rows included (as the Ray path does);
+    # only non-bot rows are flagged
     ok = ok.sort_values(["user_id", "item_id", "event_type", "timestamp", "source_row"])
+    bots = bots.loc[ok.index]
     cols = [c for c in ok.columns if c not in ("source_row", "session_id")]
     exact = ok[cols].eq(ok[cols].shift()).all(axis=1) | (
         ok[cols].isna() & ok[cols].shift().isna()).all(axis=1)
     same = (ok[["user_id", "item_id", "event_type"]] == ok[["user_id", "item_id", "event_type"]].shift()).all(axis=1)
     near = same & (ok["timestamp"].diff() <= pd.Timedelta(microseconds=opts["near_us"])) & ~exact
-    dup = exact | near
+    dup = (exact | near) & ~bots
     duplicates = int(dup.sum())
-    ok = ok[~dup].sort_values(["user_id", "timestamp", "source_row"])
+    ok = ok[~dup & ~bots].sort_values(["user_id", "timestamp", "source_row"])
     new = (ok["user_id"] != ok["user_id"].shift()) | (ok["timestamp"].diff() > pd.Timedelta(microseconds=opts["gap_us"]))
     ok["session_id"] = ok["user_id"] + ":" + new.groupby(ok["user_id"]).cumsum().astype(str)
     assert rows_in == len(ok) + quarantined + duplicates

@@ -466,7 +466,12 @@ def build_features(cfg, data_dir: str, out: str, ctx) -> dict[str, Any]:
         # map-side combine: timeline rows are whole users, so per-batch partial counts sum exactly
         partials = tl.map_batches(training_item_partials, batch_format="pyarrow", fn_kwargs={"p": p})
         ic = by_key(partials, "item_id", item_totals, partitions=cfg.partitions, fn_kwargs={"event_types": types}).materialize()
-        sums = {c: ic.sum(c) for c in ic.schema().names if c.startswith("n_") and c != "n_users"}
+        count_cols = [c for c in ic.schema().names if c.startswith("n_") and c != "n_users"]
+        # one aggregation for all columns (a Ray Data aggregate per column costs an execution each)
+        got = ic.sum(count_cols) if count_cols else None  # a dict; a scalar for one column; None when empty
+        sums = {c: got[f"sum({c})"] for c in count_cols} if isinstance(got, dict) else (
+            {count_cols[0]: got} if got is not None else {})
+        sums = {c: v or 0 for c, v in sums.items()}
         visits = sums.get("n_view", 0) + sums.get("n_click", 0)
         g = {"ctr": sums.get("n_click", 0) / sums["n_impression"] if sums.get("n_impression") else None,
              "cart_rate": sums.get("n_cart", 0) / visits if visits else None,

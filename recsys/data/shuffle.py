@@ -122,16 +122,14 @@ def _apply_to_file(batch: pa.Table, fn: Callable[..., pa.Table], fn_kwargs: dict
 
 
 def _parquet_files(path: str) -> list[str]:
-    import pyarrow.fs as pafs
+    """The data files of a Parquet folder (hidden / ``_``-prefixed files skipped); [] when there are none."""
+    from recsys.data.io import expand_paths
 
-    from recsys.data.io import filesystem
-
-    fs, inner = filesystem(path)
-    if fs.get_file_info(inner).type != pafs.FileType.Directory:
+    try:
+        files, _ = expand_paths(path, (".parquet",))
+    except FileNotFoundError:
         return []
-    sel = pafs.FileSelector(inner, recursive=True)
-    return sorted(i.path for i in fs.get_file_info(sel) if i.type == pafs.FileType.File and i.path.endswith(".parquet")
-                  and not i.base_name.startswith((".", "_")))
+    return [f for f in files if f.endswith(".parquet")]
 
 
 def first_per_key(table: pa.Table, key: str, how: dict[str, str] | None = None) -> pa.Table:

@@ -316,3 +316,53 @@ def test_reranker_device_auto_is_cpu_without_a_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert pick_device("auto") == "cuda"
     assert pick_device("cpu") == "cpu"
+
+
+def test_reranker_skips_the_batch_wait_when_idle_and_batches_under_load(ray_session, monkeypatch):
+    """A request that finds the replica idle is scored at once (no batch_wait_timeout_s of latency);
+    requests arriving while it runs are batched together. Off, even a lone request waits. Two
+    rerankers in one process (the fused topology's arms) keep their own batch queues."""
+    import asyncio
+    import time
+
+    import ray.serve.batching as batching
+
+    from recsys.serving.deployments import Reranker
+
+    # outside a replica there is no context for Serve's max_ongoing_requests warning
+    monkeypatch.setattr(batching._BatchQueue, "_warn_if_max_batch_size_exceeds_max_ongoing_requests", lambda self: None)
+
+    class Stub:
+        def __init__(self, offset: float):
+            self.offset, self.batches = offset, []
+
+        def score_many(self, reqs):
+            self.batches.append(len(reqs))
+            time.sleep(0.05)
+            return [np.full(len(texts), self.offset + len(q)) for q, texts, _ in reqs]
+
+    def reranker(eager: bool, offset: float = 0.0):
+        r = Reranker.func_or_class("unused", None, 32)
+        r.state, r.version = Stub(offset), "v1"
+        r.set_batching({"batching": True, "max_batch_size": 4, "batch_wait_timeout_s": 0.5, "eager_when_idle": eager})
+        return r
+
+    async def lone(r) -> tuple[float, dict]:
+        t0 = time.perf_counter()
+        out = await r.rerank("q", ["a", "b"], None, "v1")
+        return time.perf_counter() - t0, out
+
+    async def main():
+        a, b, lazy = reranker(True), reranker(True, offset=100.0), reranker(False)
+        lone_s, out = await lone(a)
+        assert lone_s < 0.4 and out == {"scores": [1.0, 1.0], "batch_size": 1}
+        # a burst on both arms at once: each first request finds its replica idle, the other four
+        # fill one batch of max_batch_size, scored by its own arm's model
+        outs = await asyncio.gather(*[r.rerank("q" * i, ["a"], None, "v1") for r in (a, b) for i in range(1, 6)])
+        assert a.state.batches == [1, 1, 4] and b.state.batches == [1, 4]
+        assert [o["scores"][0] for o in outs] == [1, 2, 3, 4, 5, 101, 102, 103, 104, 105]
+        assert [o["batch_size"] for o in outs] == [1, 4, 4, 4, 4] * 2
+        lone_s, out = await lone(lazy)
+        assert lone_s >= 0.5 and out["batch_size"] == 1
+
+    asyncio.run(main())

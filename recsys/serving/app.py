@@ -225,7 +225,8 @@ def build_app(args: ServeArgs) -> serve.Application:
         pers, rec = args.for_arm(arm, "personalize"), args.for_arm(arm, "recommend")
         # user_config: what reconfigure loads (the index version) and /healthz reports (the registry version)
         uc = {"version": arm.version, **({"registry": registry[arm.name]} if arm.name in registry else {})}
-        rr_uc = {**uc, "batching": rr.batching, "max_batch_size": rr.max_batch_size, "batch_wait_timeout_s": rr.batch_wait_timeout_s}
+        rr_uc = {**uc, "batching": rr.batching, "max_batch_size": rr.max_batch_size, "batch_wait_timeout_s": rr.batch_wait_timeout_s,
+                 "eager_when_idle": rr.eager_when_idle}
         # torch threads are per process: fused, every model lives in the Ingress replica and uses its setting
         threads = {key: args.deployment("Ingress" if fused else d.name).threads for key, d in ARM_DEPLOYMENTS.items()}
         spec = {

@@ -111,6 +111,9 @@ class RerankArgs(StrictModel):
     batching: bool = Field(True, description="@serve.batch dynamic batching (false: one request per forward pass).")
     max_batch_size: int = Field(16, ge=1, le=1024, description="Requests per batched forward pass.")
     batch_wait_timeout_s: float = Field(0.01, ge=0, le=5, description="Longest wait for a batch to fill.")
+    eager_when_idle: bool = Field(True, description="A request that finds the replica idle is scored at once "
+                                  "instead of waiting batch_wait_timeout_s for company; requests that arrive "
+                                  "while others are in flight are batched.")
     max_length: int = Field(96, ge=8, le=512, description="Token limit of query + item text.")
     weight: float = Field(1.0, ge=0, le=1, description="Share of the reranker score in relevance (rest: fused retrieval score).")
 

@@ -96,13 +96,20 @@ class Retriever(_Versioned):
 @serve.deployment
 class Reranker(_Versioned):
     """Dynamic batching: concurrent requests are scored in one forward pass (``@serve.batch``);
-    with ``batching: false`` requests are scored one at a time (the benchmark's baseline)."""
+    with ``batching: false`` requests are scored one at a time (the benchmark's baseline). With
+    ``eager_when_idle`` a request that finds no other in flight skips the batch wait: at low traffic
+    there is nothing to batch with, and the wait would be pure latency."""
 
     def __init__(self, artifacts: str, model: str | None, max_length: int, threads: int | None = None):
         set_torch_threads(threads)
         self.root, self.model, self.max_length = artifacts, model, max_length
-        self.batching = True
+        self.batching, self.eager_when_idle = True, True
         self._serial = asyncio.Lock()
+        self._in_flight = 0  # rerank calls in this replica now (the event loop is single-threaded)
+        # A batch queue per instance: a @serve.batch *method* shares one queue across instances and runs
+        # each batch with its first request's self, so the fused topology's per-arm rerankers (one
+        # process) would score arm B's requests with arm A's model.
+        self._batched = serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)(self._score_batch)
 
     def _load(self, version: str):
         from recsys.serving.core import RerankerCore
@@ -119,6 +126,7 @@ class Reranker(_Versioned):
 
     def set_batching(self, config: dict[str, Any]) -> None:
         self.batching = bool(config.get("batching", True))
+        self.eager_when_idle = bool(config.get("eager_when_idle", True))
         self._batched.set_max_batch_size(int(config.get("max_batch_size", 16)))
         self._batched.set_batch_wait_timeout_s(float(config.get("batch_wait_timeout_s", 0.01)))
 
@@ -129,14 +137,20 @@ class Reranker(_Versioned):
         retriever may still serve another version than this replica, and then the texts are encoded."""
         if version != self.version:
             rows = None
-        if self.batching:
-            return await self._batched((query, texts, rows))
-        async with self._serial:
-            scores = await asyncio.to_thread(self.state.score_many, [(query, texts, rows)])
-        return {"scores": scores[0].tolist(), "batch_size": 1}
+        self._in_flight += 1
+        try:
+            if self.batching and not (self.eager_when_idle and self._in_flight == 1):
+                return await self._batched((query, texts, rows))
+            if self.batching:  # idle replica: score now (later arrivals batch meanwhile)
+                scores = await asyncio.to_thread(self.state.score_many, [(query, texts, rows)])
+            else:
+                async with self._serial:
+                    scores = await asyncio.to_thread(self.state.score_many, [(query, texts, rows)])
+            return {"scores": scores[0].tolist(), "batch_size": 1}
+        finally:
+            self._in_flight -= 1
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
-    async def _batched(self, requests: list[tuple]) -> list[dict[str, Any]]:
+    async def _score_batch(self, requests: list[tuple]) -> list[dict[str, Any]]:
         scores = await asyncio.to_thread(self.state.score_many, requests)
         return [{"scores": s.tolist(), "batch_size": len(requests)} for s in scores]
 

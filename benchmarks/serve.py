@@ -108,6 +108,17 @@ def replicas(app: str = "recsys") -> dict[str, int]:
     return {n: d.replica_states.get("RUNNING", 0) for n, d in (st.deployments if st else {}).items()}
 
 
+def _search_handler_seconds(client) -> tuple[float, int]:
+    """(sum, count) of the Ingress's own /search latency histogram, over every arm."""
+    total, count = 0.0, 0
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith('recsys_request_latency_seconds_sum{endpoint="search"'):
+            total += float(line.rsplit(" ", 1)[1])
+        elif line.startswith('recsys_request_latency_seconds_count{endpoint="search"'):
+            count += int(float(line.rsplit(" ", 1)[1]))
+    return total, count
+
+
 def section_overhead(url: str, work: Workload, artifacts: str, args, n: int = 60) -> dict:
     """HTTP /search p50 (concurrency 1) minus the same pipeline called in-process."""
     import torch
@@ -116,23 +127,31 @@ def section_overhead(url: str, work: Workload, artifacts: str, args, n: int = 60
     from recsys.retrieval.encoder import TextEncoder
     from recsys.serving.core import PersonalizerCore, RerankerCore, RetrieverCore
     from recsys.serving.deployments import minmax
+    from recsys.serving.router import ABRouter
 
-    a = IndexArtifacts.load(artifacts)
-    ret, rr, pers = args.retrieval, args.rerank, args.personalize
     # the same torch threads as the replicas (the reranker's, the heaviest step), so the difference
     # is what Serve adds (proxy, hops, serialisation), not a different thread count
     dep = args.deployment("Reranker")
     threads, before = dep.threads or max(1, int(round(dep.num_cpus))), torch.get_num_threads()
     torch.set_num_threads(threads)
-    retriever = RetrieverCore(a, TextEncoder(a.manifest["model"]["path"], max_length=ret.max_length),
-                              ann_top_n=ret.ann_top_n, bm25_top_n=ret.bm25_top_n, ann_weight=ret.ann_weight,
-                              bm25_weight=ret.bm25_weight, rrf_k=ret.rrf_k)
-    reranker = RerankerCore(rr.model, a.manifest["model"]["path"], rr.max_length,
-                            embeddings=None if rr.model else a.embeddings)
-    personalizer = PersonalizerCore(a, {k: v for k, v in pers.model_dump().items() if k != "sequential_model"})
+    # one in-process pipeline per A/B arm with that arm's settings, each request routed as the Ingress
+    # routes it: the arms differ (e.g. arm B retrieves 200 dense candidates), so comparing every HTTP
+    # request with arm A's pipeline alone would misstate the overhead
+    router = ABRouter({arm.name: arm.weight for arm in args.arms}, args.ab_salt)
+    arms = {}
+    for arm in args.arms:
+        ret, rr, pers = (args.for_arm(arm, k) for k in ("retrieval", "rerank", "personalize"))
+        a = IndexArtifacts.load(arm.artifacts, arm.version, nprobe=ret.nprobe, ef_search=ret.ef_search)
+        arms[arm.name] = (a, rr, RetrieverCore(a, TextEncoder(ret.encoder or a.manifest["model"]["path"], max_length=ret.max_length),
+                                               ann_top_n=ret.ann_top_n, bm25_top_n=ret.bm25_top_n, ann_weight=ret.ann_weight,
+                                               bm25_weight=ret.bm25_weight, rrf_k=ret.rrf_k),
+                          RerankerCore(rr.model, a.manifest["model"]["path"], rr.max_length,
+                                       embeddings=None if rr.model else a.embeddings),
+                          PersonalizerCore(a, {k: v for k, v in pers.model_dump().items() if k != "sequential_model"}))
     reqs = [work.request("search")[2]["json"] for _ in range(n)]
 
     def pipeline(req: dict) -> list:
+        a, rr, retriever, reranker, personalizer = arms[router.assign(req["user_id"])]
         cands = retriever.retrieve(req["query"], {}, max(rr.top_n, req["k"]))
         head = cands[: rr.top_n]
         scores = reranker.score_many([(req["query"], [c["text"] for c in head], [c["row"] for c in head])])[0]
@@ -152,10 +171,12 @@ def section_overhead(url: str, work: Workload, artifacts: str, args, n: int = 60
         inproc.append(time.perf_counter() - t0)
     http_lat = []
     with httpx.Client(base_url=url, timeout=60) as c:
+        before = _search_handler_seconds(c)
         for r in reqs:
             t0 = time.perf_counter()
             c.post("/search", json=r).raise_for_status()
             http_lat.append(time.perf_counter() - t0)
+        after = _search_handler_seconds(c)
     # interleave a second in-process pass so machine load drifts affect both sides alike
     inproc2 = []
     for r in reqs:
@@ -165,8 +186,13 @@ def section_overhead(url: str, work: Workload, artifacts: str, args, n: int = 60
     torch.set_num_threads(before)
     p_in = statistics.median(inproc + inproc2) * 1000
     p_http = statistics.median(http_lat) * 1000
+    # where the overhead sits: inside the Ingress handler (its own latency histogram) or outside it
+    # (HTTP proxy, the proxy -> replica call, FastAPI parsing/validation/serialisation, the client)
+    handler_ms = (after[0] - before[0]) / max(1, after[1] - before[1]) * 1000
+    http_mean = statistics.mean(http_lat) * 1000
     return {"http_p50_ms": p_http, "inprocess_p50_ms": p_in, "overhead_ms": p_http - p_in, "torch_threads": threads,
-            "reranker": "cross_encoder" if rr.model else "bi_encoder fallback (stored vectors)"}
+            "http_mean_ms": http_mean, "ingress_handler_mean_ms": handler_ms, "outside_handler_mean_ms": http_mean - handler_ms,
+            "reranker": {name: "cross_encoder" if v[1].model else "bi_encoder fallback (stored vectors)" for name, v in arms.items()}}
 
 
 async def section_batching(work: Workload, concurrency: int, duration_s: float, top_n: int, artifacts: str,

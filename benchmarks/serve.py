@@ -108,19 +108,38 @@ def replicas(app: str = "recsys") -> dict[str, int]:
     return {n: d.replica_states.get("RUNNING", 0) for n, d in (st.deployments if st else {}).items()}
 
 
-def _search_handler_seconds(client) -> tuple[float, int]:
-    """(sum, count) of the Ingress's own /search latency histogram, over every arm."""
-    total, count = 0.0, 0
-    for line in client.get("/metrics").text.splitlines():
-        if line.startswith('recsys_request_latency_seconds_sum{endpoint="search"'):
-            total += float(line.rsplit(" ", 1)[1])
-        elif line.startswith('recsys_request_latency_seconds_count{endpoint="search"'):
-            count += int(float(line.rsplit(" ", 1)[1]))
-    return total, count
+def _floor_probe(url: str, body: dict, n: int) -> float:
+    """p50 ms of a FastAPI ingress that returns a constant, deployed on the same cluster and proxy: the
+    least any Serve HTTP request costs here (proxy, the proxy -> replica call, FastAPI, the client)."""
+    from fastapi import FastAPI
+    from ray import serve
+
+    api = FastAPI()
+
+    @serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0.01})
+    @serve.ingress(api)
+    class Floor:
+        @api.post("/")
+        async def echo(self, req: dict) -> dict:
+            return {"ok": True, "fields": len(req)}
+
+    serve.run(Floor.bind(), name="floor-probe", route_prefix="/floor-probe")
+    lat = []
+    try:
+        with httpx.Client(base_url=url, timeout=60) as c:
+            for i in range(n + 10):
+                t0 = time.perf_counter()
+                c.post("/floor-probe/", json=body).raise_for_status()
+                if i >= 10:  # warm-up excluded
+                    lat.append(time.perf_counter() - t0)
+    finally:
+        serve.delete("floor-probe")
+    return statistics.median(lat) * 1000
 
 
 def section_overhead(url: str, work: Workload, artifacts: str, args, n: int = 60) -> dict:
-    """HTTP /search p50 (concurrency 1) minus the same pipeline called in-process."""
+    """HTTP /search p50 (concurrency 1) minus the same pipeline called in-process; and the floor: a
+    constant-answer Serve app on the same proxy, i.e. what no app on this cluster can get under."""
     import torch
 
     from recsys.retrieval.artifacts import IndexArtifacts
@@ -171,12 +190,13 @@ def section_overhead(url: str, work: Workload, artifacts: str, args, n: int = 60
         inproc.append(time.perf_counter() - t0)
     http_lat = []
     with httpx.Client(base_url=url, timeout=60) as c:
-        before = _search_handler_seconds(c)
+        in_replica = []
         for r in reqs:
             t0 = time.perf_counter()
-            c.post("/search", json=r).raise_for_status()
+            resp = c.post("/search", json=r)
             http_lat.append(time.perf_counter() - t0)
-        after = _search_handler_seconds(c)
+            resp.raise_for_status()
+            in_replica.append(float(resp.headers["server-timing"].split("dur=")[1]) / 1000)
     # interleave a second in-process pass so machine load drifts affect both sides alike
     inproc2 = []
     for r in reqs:
@@ -184,14 +204,15 @@ def section_overhead(url: str, work: Workload, artifacts: str, args, n: int = 60
         pipeline(r)
         inproc2.append(time.perf_counter() - t0)
     torch.set_num_threads(before)
+    floor = _floor_probe(url, reqs[0], n)
     p_in = statistics.median(inproc + inproc2) * 1000
     p_http = statistics.median(http_lat) * 1000
-    # where the overhead sits: inside the Ingress handler (its own latency histogram) or outside it
-    # (HTTP proxy, the proxy -> replica call, FastAPI parsing/validation/serialisation, the client)
-    handler_ms = (after[0] - before[0]) / max(1, after[1] - before[1]) * 1000
-    http_mean = statistics.mean(http_lat) * 1000
+    # where the overhead sits: inside the Ingress replica (its Server-Timing header: FastAPI parsing,
+    # the pipeline, serialisation) or outside it (HTTP proxy, the proxy -> replica call, the client)
+    outside = [h - i for h, i in zip(http_lat, in_replica)]
     return {"http_p50_ms": p_http, "inprocess_p50_ms": p_in, "overhead_ms": p_http - p_in, "torch_threads": threads,
-            "http_mean_ms": http_mean, "ingress_handler_mean_ms": handler_ms, "outside_handler_mean_ms": http_mean - handler_ms,
+            "serve_floor_p50_ms": floor, "overhead_above_floor_ms": p_http - p_in - floor,
+            "in_replica_p50_ms": statistics.median(in_replica) * 1000, "outside_replica_p50_ms": statistics.median(outside) * 1000,
             "reranker": {name: "cross_encoder" if v[1].model else "bi_encoder fallback (stored vectors)" for name, v in arms.items()}}
 
 

@@ -103,6 +103,7 @@ def test_every_endpoint_answers(app):
     assert h["status"] == "ok" and set(h["arms"]) == {"A", "B"} and h["arms"]["A"]["version"] == "v1"
     r = c.post("/search", json={"query": "zelda game boy advance", "user_id": "0", "k": 5})
     assert r.status_code == 200, r.text
+    assert float(r.headers["server-timing"].removeprefix("app;dur=")) > 0  # ms spent in the replica
     body = r.json()
     assert body["arm"] in ("A", "B") and len(body["items"]) == 5 and body["version"] == "v1"
     assert [i["position"] for i in body["items"]] == [0, 1, 2, 3, 4] and all(i["title"] for i in body["items"])

@@ -87,7 +87,7 @@ async def _internal(request: Request, exc: Exception) -> JSONResponse:  # pragma
 
 @api.middleware("http")
 async def _guard(request: Request, call_next):
-    """API key (401) and body size (413) before any parsing."""
+    """API key (401) and body size (413) before any parsing; a ``Server-Timing`` header on the answer."""
     from recsys.serving.guard import SETTINGS as settings
     if request.url.path not in OPEN_PATHS and settings.get("api_key_sha256"):
         key = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ").strip()
@@ -97,7 +97,12 @@ async def _guard(request: Request, call_next):
     length = request.headers.get("content-length")
     if length is not None and (not length.isdigit() or int(length) > settings.get("max_body_bytes", 1_000_000)):
         return _error(413, "payload_too_large", f"body over {settings.get('max_body_bytes')} bytes", "body")
-    return await call_next(request)
+    t0 = time.perf_counter()
+    response = await call_next(request)
+    # time spent in this replica (parsing, the handler, serialisation): a client subtracts it from its
+    # own latency to see what the proxy and the network add (browsers show it in their devtools)
+    response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - t0) * 1000:.3f}"
+    return response
 
 
 @serve.deployment

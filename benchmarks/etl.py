@@ -37,9 +37,10 @@ def ray_variant(events: str, out: str, cpus: int, limit: int | None, batch_mb: i
     from recsys.config import InputConfig
     from recsys.data.adapters import open_source
     from recsys.data.clean import clean_table
+    from recsys.data.config import CleanConfig, FeaturesConfig
     from recsys.data.features import item_totals, sequences, timelines
     from recsys.data.schema import EVENT_TYPES
-    from recsys.data.shuffle import by_key, configure_exchange, partitioned_by, per_file
+    from recsys.data.shuffle import by_key, by_key_tasks, configure_exchange, partitioned_by, per_file
 
     for attempt in range(3):  # a loaded shared machine can miss Ray's 30 s raylet start window
         try:
@@ -49,7 +50,8 @@ def ray_variant(events: str, out: str, cpus: int, limit: int | None, batch_mb: i
             if attempt == 2:
                 raise
             time.sleep(10)
-    configure_exchange(batch_mb, compression)  # what the clean / features jobs do with their `exchange:` config
+    # what the clean / features jobs do with their `exchange:` config (each job's own reservation default)
+    configure_exchange(batch_mb, compression, CleanConfig.model_fields["exchange"].get_default(call_default_factory=True).reserve_per_operator)
     src = open_source(InputConfig(path=events, format="parquet"))
     opts = {"event_types": list(EVENT_TYPES), "min_ts_us": None, "max_ts_us": int(1.9e15), "max_price": OPTS["max_price"],
             "max_quantity": OPTS["max_quantity"], "allow_negative_quantity": False, "max_field_chars": OPTS["max_field_chars"],
@@ -63,11 +65,12 @@ def ray_variant(events: str, out: str, cpus: int, limit: int | None, batch_mb: i
     # features core, as recsys.data.features.build_features: timelines per clean file (user-partitioned: no
     # exchange); sequences, and item counts combined map-side (partials per user block, exchange by item_id)
     events = f"{out}/events"
+    configure_exchange(None, None, FeaturesConfig.model_fields["exchange"].get_default(call_default_factory=True).reserve_per_operator)
     tl = (per_file(events, timelines) if partitioned_by(events) == ["user_id"] else
           by_key(ray.data.read_parquet(events), "user_id", timelines)).materialize()
     tl.map_batches(sequences, batch_format="pyarrow", fn_kwargs={"seq_types": None}).write_parquet(f"{out}/sequences")
     parts = tl.map_batches(_partials, batch_format="pyarrow", fn_kwargs={"event_types": list(EVENT_TYPES)})
-    by_key(parts, "item_id", item_totals, fn_kwargs={"event_types": list(EVENT_TYPES)}).write_parquet(f"{out}/item_counts")
+    by_key_tasks(parts, "item_id", item_totals, fn_kwargs={"event_types": list(EVENT_TYPES)}).write_parquet(f"{out}/item_counts")
     elapsed = time.perf_counter() - t0
     import pyarrow.dataset as pads
 

@@ -13,7 +13,7 @@ def run(cfg: CleanConfig, ctx) -> dict:
 
     salt = salt_from_env(cfg.pii.salt_env, required=bool(cfg.pii.hash_columns))
     opts = clean_options(cfg, salt)
-    configure_exchange(cfg.exchange.input_batch_mb, cfg.exchange.compression)
+    configure_exchange(cfg.exchange.input_batch_mb, cfg.exchange.compression, cfg.exchange.reserve_per_operator)
     out = str(ctx.output_dir)
     sources = [open_source(cfg.input, t) for t in tables_of(cfg.input)]
     sources += [open_source(extra, t) for extra in cfg.more_inputs for t in tables_of(extra)]

@@ -126,14 +126,22 @@ def test_configure_exchange_sets_ray_data_shuffle():
     from recsys.data.shuffle import configure_exchange
 
     ctx = DataContext.get_current()
-    old = (ctx.shuffle_input_batch_bytes, ctx.shuffle_compression)
+    old = (ctx.shuffle_input_batch_bytes, ctx.shuffle_compression, ctx.op_resource_reservation_enabled)
     try:
         cfg = ExchangeConfig()
-        configure_exchange(cfg.input_batch_mb, cfg.compression)
+        configure_exchange(cfg.input_batch_mb, cfg.compression, cfg.reserve_per_operator)
         assert (ctx.shuffle_input_batch_bytes, ctx.shuffle_compression) == (64 * 2**20, "lz4")
+        assert ctx.op_resource_reservation_enabled is True
         configure_exchange(None, "none")  # None leaves a setting alone
         assert (ctx.shuffle_input_batch_bytes, ctx.shuffle_compression) == (64 * 2**20, "none")
+        assert ctx.op_resource_reservation_enabled is True
+        # the features job shares the cluster between its operators by default
+        from recsys.data.config import FeaturesConfig
+
+        assert FeaturesConfig.model_fields["exchange"].get_default(call_default_factory=True).reserve_per_operator is False
+        configure_exchange(None, None, False)
+        assert ctx.op_resource_reservation_enabled is False
     finally:
-        ctx.shuffle_input_batch_bytes, ctx.shuffle_compression = old
+        ctx.shuffle_input_batch_bytes, ctx.shuffle_compression, ctx.op_resource_reservation_enabled = old
     with pytest.raises(ValueError, match="compression"):
         ExchangeConfig(compression="gzip")

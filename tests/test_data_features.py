@@ -55,19 +55,24 @@ def test_no_leakage_loo():
     assert "c" not in ic and "d" not in ic and ic["a"]["n_users"] == 2
 
 
-def test_item_partials_combine_exactly_across_user_blocks():
-    """Map-side combine: per-block partials of user-disjoint blocks, summed by item_totals, equal item_counts
-    of the whole table and pyarrow's direct aggregates (counts exactly; price mean / population std to 1e-9)."""
+def _partials_case() -> tuple[pa.Table, pa.Table, list[str]]:
+    """4,000 events over 200 users and 40 items, and their item_partials from 3 user-disjoint blocks."""
     rng = np.random.default_rng(0)
     n = 4000
     price = rng.uniform(1, 100, n)
     t = pa.table({"user_id": [f"u{i}" for i in rng.integers(0, 200, n)], "item_id": [f"i{i}" for i in rng.integers(0, 40, n)],
                   "event_type": rng.choice(["view", "click", "buy"], n), "price": pa.array(price, mask=rng.random(n) < 0.2)})
     types = ["buy", "click", "view"]
+    block = np.array([int(u[1:]) % 3 for u in t["user_id"].to_pylist()])
+    return t, pa.concat_tables([F.item_partials(t.filter(pa.array(block == k)), types) for k in range(3)]), types
+
+
+def test_item_partials_combine_exactly_across_user_blocks():
+    """Map-side combine: per-block partials of user-disjoint blocks, summed by item_totals, equal item_counts
+    of the whole table and pyarrow's direct aggregates (counts exactly; price mean / population std to 1e-9)."""
+    t, parts, types = _partials_case()
     ref = {r["item_id"]: r for r in t.group_by("item_id").aggregate(
         [("user_id", "count_distinct"), ([], "count_all"), ("price", "mean"), ("price", "stddev")]).to_pylist()}
-    block = np.array([int(u[1:]) % 3 for u in t["user_id"].to_pylist()])
-    parts = pa.concat_tables([F.item_partials(t.filter(pa.array(block == k)), types) for k in range(3)])
     assert parts.num_rows > len(ref)  # items seen in several blocks
     whole = {r["item_id"]: r for r in F.item_counts(t, types).to_pylist()}
     for got in ({r["item_id"]: r for r in F.item_totals(parts, types).to_pylist()}, whole):
@@ -82,6 +87,27 @@ def test_item_partials_combine_exactly_across_user_blocks():
     assert F.item_partials(pa.table({}), types).schema == F.item_partials(t, types).schema
     no_price = F.item_counts(t.drop_columns(["price"]), types)
     assert no_price["price_mean"].null_count == no_price.num_rows and no_price.schema == F.item_totals(pa.table({}), types).schema
+
+
+def test_task_exchange_combines_partials_like_the_ray_data_exchange(ray_session):
+    """by_key_tasks keeps by_key's contract (each output block holds every row of its keys), so the
+    partials it combines give exactly the item totals of the whole table, for 1 and 3 partitions."""
+    import ray
+
+    from recsys.data.shuffle import _hash_split, by_key_tasks
+
+    _, parts, types = _partials_case()
+    want = sorted(F.item_totals(parts, types).to_pylist(), key=lambda r: r["item_id"])
+    ds = ray.data.from_arrow([parts.slice(i, 50) for i in range(0, parts.num_rows, 50)])
+    for n in (1, 3):
+        out = by_key_tasks(ds, "item_id", F.item_totals, partitions=n, fn_kwargs={"event_types": types})
+        blocks = [ray.get(r) for r in out.to_arrow_refs()]
+        assert len(blocks) == n and sum(b.num_rows for b in blocks) == len(want)
+        assert sorted((r for b in blocks for r in b.to_pylist()), key=lambda r: r["item_id"]) == want
+    # the split is a function of the key alone (the same bucket in every block and process)
+    a, b = _hash_split(parts.slice(0, 60), ["item_id"], 4), _hash_split(parts.slice(60), ["item_id"], 4)
+    buckets = [{k for part in (a[i], b[i]) for k in part["item_id"].to_pylist()} for i in range(4)]
+    assert sum(len(x) for x in buckets) == len({k for x in buckets for k in x})
 
 
 def test_no_leakage_time_split():

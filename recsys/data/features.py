@@ -420,7 +420,7 @@ def build_features(cfg, data_dir: str, out: str, ctx) -> dict[str, Any]:
 
     from recsys.data.io import clear_dirs, join
     from recsys.data.layout import CLEAN, FEATURES, exists, read_pandas, table_path
-    from recsys.data.shuffle import by_key, partitioned_by, per_file
+    from recsys.data.shuffle import by_key, by_key_tasks, partitioned_by, per_file
 
     # a re-run into the same output_dir replaces every table (write_parquet would append to them)
     clear_dirs([join(out, name) for name in vars(FEATURES).values() if not name.endswith(".json")])
@@ -465,7 +465,8 @@ def build_features(cfg, data_dir: str, out: str, ctx) -> dict[str, Any]:
         train_ev = tl.map_batches(training_events, batch_format="pyarrow", fn_kwargs={"p": p})
         # map-side combine: timeline rows are whole users, so per-batch partial counts sum exactly
         partials = tl.map_batches(training_item_partials, batch_format="pyarrow", fn_kwargs={"p": p})
-        ic = by_key(partials, "item_id", item_totals, partitions=cfg.partitions, fn_kwargs={"event_types": types}).materialize()
+        # the partials are small (items x blocks): plain tasks combine them faster than a Ray Data shuffle
+        ic = by_key_tasks(partials, "item_id", item_totals, partitions=cfg.partitions, fn_kwargs={"event_types": types})
         count_cols = [c for c in ic.schema().names if c.startswith("n_") and c != "n_users"]
         # one aggregation for all columns (a Ray Data aggregate per column costs an execution each)
         got = ic.sum(count_cols) if count_cols else None  # a dict; a scalar for one column; None when empty

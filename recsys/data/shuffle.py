@@ -25,12 +25,14 @@ def num_partitions(per_cpu: int = 2, override: int | None = None) -> int:
     return override or per_cpu * cluster_cpus()
 
 
-def configure_exchange(input_batch_mb: int | None = None, compression: str | None = None) -> None:
+def configure_exchange(input_batch_mb: int | None = None, compression: str | None = None,
+                       reserve_per_operator: bool | None = None) -> None:
     """Shuffle settings for the datasets this process creates next (Ray Data reads ``DataContext`` then).
 
     ``input_batch_mb``: input one shuffle-map task partitions (Ray's default 1 GiB serialises a small
     cluster's whole input into one or two map tasks after the read). ``compression``: codec of the
-    intermediate shards (none / lz4 / zstd).
+    intermediate shards (none / lz4 / zstd). ``reserve_per_operator``: Ray Data's per-operator resource
+    reservation (on 2 CPUs it held map operators to one task at a time). None leaves a setting alone.
     """
     from ray.data import DataContext
 
@@ -39,6 +41,8 @@ def configure_exchange(input_batch_mb: int | None = None, compression: str | Non
         ctx.shuffle_input_batch_bytes = input_batch_mb * 2**20
     if compression is not None:
         ctx.shuffle_compression = compression
+    if reserve_per_operator is not None:
+        ctx.op_resource_reservation_enabled = reserve_per_operator
 
 
 def by_key(ds, key: str | list[str], fn: Callable[..., pa.Table], *, partitions: int | None = None,
@@ -48,6 +52,44 @@ def by_key(ds, key: str | list[str], fn: Callable[..., pa.Table], *, partitions:
     parted = ds.repartition(num_partitions(override=partitions), keys=keys)
     return parted.map_batches(fn, batch_format="pyarrow", batch_size=None, zero_copy_batch=True,
                               fn_kwargs=fn_kwargs or {}, **ray_args)
+
+
+def by_key_tasks(ds, key: str | list[str], fn: Callable[..., pa.Table], *, partitions: int | None = None,
+                 fn_kwargs: dict[str, Any] | None = None):
+    """``by_key`` with plain Ray tasks: the same contract (every output block holds all rows of its keys),
+    for small inputs such as map-side partial aggregates. Ray Data's shuffle operator has a fixed start-up
+    of 3-4 s on 2 CPUs (measured on 133k partial rows; its tasks ran 0.15 s), more than the work there.
+    Each input block is split by a stable hash of ``key`` in one task, one task per partition concatenates
+    its shards and applies ``fn``. Returns a materialized dataset."""
+    import ray
+
+    keys = [key] if isinstance(key, str) else list(key)
+    n = num_partitions(override=partitions)
+    refs = ds.to_arrow_refs()
+    if not refs:
+        return ds.materialize()
+    split = ray.remote(_hash_split).options(num_returns=n)
+    shards = [split.remote(r, keys, n) for r in refs]
+    shards = [s if n > 1 else [s] for s in shards]
+    reduce = ray.remote(_apply_to_shards)
+    return ray.data.from_arrow_refs([reduce.remote(fn, fn_kwargs or {}, *[s[i] for s in shards]) for i in range(n)])
+
+
+def _hash_split(table: pa.Table, keys: list[str], n: int) -> list[pa.Table] | pa.Table:
+    """``table`` split into ``n`` tables by a hash of ``keys`` that is the same in every process."""
+    import numpy as np
+    import pandas as pd
+
+    if n == 1:
+        return table
+    h = pd.util.hash_pandas_object(table.select(keys).to_pandas(), index=False).to_numpy() % n  # [rows]
+    order = np.argsort(h, kind="stable")
+    bounds = np.searchsorted(h[order], np.arange(n + 1))
+    return [table.take(order[bounds[i]:bounds[i + 1]]) for i in range(n)]
+
+
+def _apply_to_shards(fn: Callable[..., pa.Table], fn_kwargs: dict[str, Any], *shards: pa.Table) -> pa.Table:
+    return fn(pa.concat_tables(shards, promote_options="default"), **fn_kwargs)
 
 
 def group_order(table: pa.Table, keys: list[str]) -> pa.Array:

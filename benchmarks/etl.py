@@ -31,7 +31,7 @@ OPTS = {"max_field_chars": 10_000, "max_ts": "2030-01-01", "max_price": 1e6, "ma
         "bot_per_minute": 120, "near_us": 1_000_000, "gap_us": 30 * 60 * 1_000_000}
 
 
-def ray_variant(events: str, out: str, cpus: int, limit: int | None, batch_mb: int, compression: str) -> dict:
+def ray_variant(events: str, out: str, cpus: int, batch_mb: int, compression: str) -> dict:
     import ray
 
     from recsys.config import InputConfig
@@ -51,7 +51,8 @@ def ray_variant(events: str, out: str, cpus: int, limit: int | None, batch_mb: i
                 raise
             time.sleep(10)
     # what the clean / features jobs do with their `exchange:` config (each job's own reservation default)
-    configure_exchange(batch_mb, compression, CleanConfig.model_fields["exchange"].get_default(call_default_factory=True).reserve_per_operator)
+    default_exchange = {c: c.model_fields["exchange"].get_default(call_default_factory=True) for c in (CleanConfig, FeaturesConfig)}
+    configure_exchange(batch_mb, compression, default_exchange[CleanConfig].reserve_per_operator)
     src = open_source(InputConfig(path=events, format="parquet"))
     opts = {"event_types": list(EVENT_TYPES), "min_ts_us": None, "max_ts_us": int(1.9e15), "max_price": OPTS["max_price"],
             "max_quantity": OPTS["max_quantity"], "allow_negative_quantity": False, "max_field_chars": OPTS["max_field_chars"],
@@ -60,12 +61,12 @@ def ray_variant(events: str, out: str, cpus: int, limit: int | None, batch_mb: i
             "return_mode": "keep", "link_returns": False}
     t0 = time.perf_counter()
     # clean: the clean job's own code (row rules -> ONE exchange by user_id -> keyed rules + writes per partition)
-    res = clean_table(src, opts, out, None, limit)
+    res = clean_table(src, opts, out, None, None)
     t_clean = time.perf_counter() - t0
     # features core, as recsys.data.features.build_features: timelines per clean file (user-partitioned: no
     # exchange); sequences, and item counts combined map-side (partials per user block, exchange by item_id)
     events = f"{out}/events"
-    configure_exchange(None, None, FeaturesConfig.model_fields["exchange"].get_default(call_default_factory=True).reserve_per_operator)
+    configure_exchange(None, None, default_exchange[FeaturesConfig].reserve_per_operator)
     tl = (per_file(events, timelines) if partitioned_by(events) == ["user_id"] else
           by_key(ray.data.read_parquet(events), "user_id", timelines)).materialize()
     tl.map_batches(sequences, batch_format="pyarrow", fn_kwargs={"seq_types": None}).write_parquet(f"{out}/sequences")
@@ -96,18 +97,10 @@ def _partials(tl, event_types):
     return item_partials(ev, event_types)
 
 
-def pandas_variant(events: str, out: str, limit: int | None) -> dict:
+def pandas_variant(events: str, out: str) -> dict:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import etl_pandas
 
-    if limit:
-        import pyarrow.dataset as pads
-
-        t = pads.dataset(events).head(limit)
-        import pyarrow.parquet as pq
-
-        events = f"{out}/input.parquet"
-        pq.write_table(t, events)
     t0 = time.perf_counter()
     counts = etl_pandas.run(events, out, OPTS)
     return {"elapsed_s": time.perf_counter() - t0, **counts}
@@ -148,8 +141,8 @@ def main() -> None:
     ap.add_argument("--events", default="runs/synth/local/events")
     ap.add_argument("--cpus", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--limit", type=int, default=None,
-                    help="only the first N events (Ray reads them as ONE block: no parallelism before the exchange; "
-                    "prefer --shards)")
+                    help="only the first N events, written once to one file both variants read (Ray reads it "
+                    "as ONE block: no parallelism before the exchange; prefer --shards)")
     ap.add_argument("--shards", type=int, default=None,
                     help="only the first K Parquet files of --events (both variants; Ray reads K blocks)")
     from recsys.data.config import ExchangeConfig
@@ -163,8 +156,8 @@ def main() -> None:
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.variant:  # child process
-        res = ray_variant(args.events, args.out, args.cpus[0], args.limit, args.batch_mb, args.compression) if args.variant == "ray" else \
-            pandas_variant(args.events, args.out, args.limit)
+        res = ray_variant(args.events, args.out, args.cpus[0], args.batch_mb, args.compression) if args.variant == "ray" else \
+            pandas_variant(args.events, args.out)
         print(json.dumps(res, default=str))
         return
     results = {}
@@ -176,8 +169,15 @@ def main() -> None:
             for f in files:
                 os.symlink(f"{events}/{f}", f"{tmp}/input/{f}")
             events = f"{tmp}/input"
+        if args.limit:  # the same first N rows for both variants (a parallel read's limit picks any N)
+            import pyarrow.dataset as pads
+            import pyarrow.parquet as pq
+
+            os.makedirs(f"{tmp}/head")
+            pq.write_table(pads.dataset(events).head(args.limit), f"{tmp}/head/part-0.parquet")
+            events = f"{tmp}/head"
         base = [sys.executable, __file__, "--events", events, "--batch-mb", str(args.batch_mb),
-                "--compression", args.compression] + (["--limit", str(args.limit)] if args.limit else [])
+                "--compression", args.compression]
         os.makedirs(f"{tmp}/pandas")
         results["pandas"] = measure(base + ["--variant", "pandas", "--out", f"{tmp}/pandas"])
         for c in args.cpus:

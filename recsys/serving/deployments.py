@@ -6,6 +6,7 @@ reload (a lightweight user_config update) drops no requests."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import os
 import time
@@ -141,11 +142,10 @@ class Reranker(_Versioned):
         try:
             if self.batching and not (self.eager_when_idle and self._in_flight == 1):
                 return await self._batched((query, texts, rows))
-            if self.batching:  # idle replica: score now (later arrivals batch meanwhile)
+            # alone: batching off scores one request at a time; an idle batching replica scores now
+            # (later arrivals batch meanwhile)
+            async with self._serial if not self.batching else contextlib.nullcontext():
                 scores = await asyncio.to_thread(self.state.score_many, [(query, texts, rows)])
-            else:
-                async with self._serial:
-                    scores = await asyncio.to_thread(self.state.score_many, [(query, texts, rows)])
             return {"scores": scores[0].tolist(), "batch_size": 1}
         finally:
             self._in_flight -= 1

@@ -190,3 +190,24 @@ def test_clear_dirs_replaces_only_named_tables(tmp_path):
     clear_dirs([str(tmp_path / "events"), str(tmp_path / "quarantine" / "events"), str(tmp_path / "missing")])
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
         "keep", "keep/part-0.parquet", "quarantine", "report.json"]
+
+
+def test_head_takes_the_first_rows_even_when_later_blocks_finish_first(ray_session):
+    """A row cap (max_train_rows, the clean job's limit) must pick the same rows on every run: a
+    resumed tune trial rebuilt its vocabulary from other rows and could not load its checkpoint.
+    (``Dataset.limit`` alone returns ids 1000-1999 here: block 0 finishes last.)"""
+    import ray.data
+
+    from recsys.data.io import head
+
+    def _slow_first_block(batch):  # defined here: workers unpickle it by value, not by test module
+        import time
+
+        if batch["id"].min() == 0:
+            time.sleep(2)
+        return batch
+
+    # the filter keeps Ray from pushing the limit into the read (it would then read block 0 only)
+    ds = ray.data.range(4000, override_num_blocks=4).map_batches(_slow_first_block, batch_format="pandas", batch_size=None)
+    ds = ds.filter(lambda r: r["id"] >= 0)
+    assert sorted(r["id"] for r in head(ds, 1000).take_all()) == list(range(1000))

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from recsys.losses.full_softmax import full_softmax_loss
 from recsys.models import load_model
 from recsys.models.bi_encoder import BiEncoder
 from recsys.models.cross_encoder import CrossEncoder
@@ -79,6 +80,28 @@ def test_sequential_pure_id_mode_is_causal():
     hx, hy = model(x), model(y)
     torch.testing.assert_close(hx[:, :3], hy[:, :3])  # earlier positions cannot see the future
     assert not torch.allclose(hx[:, 3], hy[:, 3])
+
+
+def test_sequential_trimmed_padding_changes_nothing():
+    """Dropping the all-padding columns of a left-padded batch (what training, validation and
+    ``score`` do) gives the same hidden states and the same loss as the full window."""
+    from recsys.training.tasks import SequentialTask
+
+    torch.manual_seed(0)
+    model = SequentialRecommender([f"i{i}" for i in range(9)], hidden_size=8, num_heads=2, max_len=6,
+                                  user_features={"country": ["DE"]}).eval()
+    full = torch.tensor([[0, 0, 0, 1, 2, 3], [0, 0, 0, 0, 4, 5]])
+    assert model.trim_padding(full) == 3 and model.trim_padding(full, keep_last=4) == 1
+    assert model.trim_padding(torch.zeros(2, 6, dtype=torch.long)) == 5  # one column always stays
+    user = torch.tensor([[1], [0]])
+    torch.testing.assert_close(model(full, user)[:, 3:], model(full[:, 3:], user))
+    with pytest.raises(ValueError, match="max_len"):
+        model(torch.ones(1, 7, dtype=torch.long))
+    window = torch.tensor([[0, 0, 0, 1, 2, 3, 6], [0, 0, 0, 0, 4, 5, 7]])  # [B, max_len + 1]
+    task = SequentialTask(model, "full_softmax").eval()
+    inputs, targets = window[:, :-1], window[:, 1:].masked_fill(window[:, :-1] == 0, 0)
+    untrimmed = full_softmax_loss(model(inputs, user).float(), model.all_item_repr().float(), targets)
+    torch.testing.assert_close(task({"items": window, "user": user}), untrimmed)
 
 
 def test_load_model_rejects_other_dirs(tmp_path):

@@ -304,13 +304,13 @@ def clean_table(src, opts: dict[str, Any], out_dir: str, partitions: int | None,
     the other counts are read back from the written Parquet files, so the reconciliation checks what is
     on disk.
     """
-    from recsys.data.io import clear_dirs, join
+    from recsys.data.io import clear_dirs, head, join
     from recsys.data.shuffle import by_key, mark_partitioned
 
     table = src.table
     raw = src.read_raw()
     if limit:
-        raw = raw.limit(limit)
+        raw = head(raw, limit)
     rows_in = min(src.count_rows(), limit or 2**62)
     rows = raw.map_batches(row_stage, batch_format="pyarrow", fn_kwargs={"spec": src.spec, "opts": opts})
     canonical = [f.name for f in table_schema(table)]

@@ -29,12 +29,13 @@ def infer_adapter(input_cfg, sample_rows: int) -> tuple[dict[str, Any], list[dic
 def profile_inputs(inputs, top_k: int, bins: int, now: dt.datetime, limit: int | None) -> dict[str, Any]:
     from recsys.data.adapters import read_input, tables_of
     from recsys.data.inventory import profile_table
+    from recsys.data.io import head
 
     datasets = {}
     for cfg in inputs:
         for t in tables_of(cfg):
             ds = read_input(cfg, t, on_error="mark", keep_meta=False)
-            datasets[t if t not in datasets else f"{t}_{len(datasets)}"] = ds.limit(limit) if limit else ds
+            datasets[t if t not in datasets else f"{t}_{len(datasets)}"] = head(ds, limit) if limit else ds
     # referential integrity: ids of the (small) dimension tables, checked inside the event tasks
     refs: dict[str, tuple[str, pa.Array]] = {}
     for dim, key in (("items", "item_id"), ("users", "user_id")):

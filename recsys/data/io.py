@@ -89,3 +89,15 @@ def clear_dirs(paths: list[str]) -> None:
         fs, inner = filesystem(path)
         if fs.get_file_info(inner).type == pafs.FileType.Directory:
             fs.delete_dir(inner)
+
+
+def head(ds, n: int):
+    """The first ``n`` rows of Ray Dataset ``ds`` in its own order (files, then rows; a groupby's
+    partitions in index order), the same rows on every run.
+
+    ``Dataset.limit`` alone keeps whichever blocks finish first: a row cap (``max_train_rows``, the
+    clean job's ``limit``) then picked different rows from run to run, so a resumed tune trial built
+    a different item vocabulary than its checkpoint (size mismatch on restore). Order is preserved
+    on ``ds``'s lineage (its DataContext, shared from the read onwards), only when a cap is used."""
+    ds.context.execution_options.preserve_order = True
+    return ds.limit(n)

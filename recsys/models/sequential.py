@@ -147,6 +147,8 @@ class SequentialRecommender(SavableModel):
         """Left-padded item indices [B, L] (+ user-feature indices [B, F]) -> hidden states [B, L, H],
         position t predicting the item after ``items[:, t]``."""
         bsz, length = items.shape
+        if length > self.max_len:
+            raise ValueError(f"histories of {length} items exceed the model's max_len {self.max_len}; keep the last {self.max_len}")
         x = self.item_repr(items) * math.sqrt(self.hp["hidden_size"])  # [B, L, H]
         pad = items == 0  # [B, L]
         n_user = len(self.user_features)
@@ -157,7 +159,10 @@ class SequentialRecommender(SavableModel):
             x = torch.cat([u, x], dim=1)  # [B, F+L, H]
             pad = torch.cat([torch.zeros(bsz, n_user, dtype=torch.bool, device=items.device), pad], dim=1)
         s = x.shape[1]
-        x = self.emb_dropout(x + self.pos_emb(torch.arange(s, device=items.device)))  # [B, S, H]
+        # item positions are right-aligned (the newest item is always at max_len - 1), so a batch
+        # trimmed of its all-padding columns (``trim_padding``) sees the positions a full window sees
+        pos = torch.cat([torch.arange(n_user), torch.arange(self.max_len - length, self.max_len) + n_user])  # [S]
+        x = self.emb_dropout(x + self.pos_emb(pos.to(items.device)))  # [B, S, H]
         x = x * (~pad).unsqueeze(-1)  # padded positions carry nothing
         # a key is visible if it is not in the future and not padding; each position always sees itself
         causal = torch.ones(s, s, dtype=torch.bool, device=items.device).tril()  # [S, S]
@@ -167,6 +172,15 @@ class SequentialRecommender(SavableModel):
         mask = mask.repeat_interleave(self.hp["num_heads"], dim=0)  # [B*heads, S, S]
         h = self.final_norm(self.encoder(x, mask=mask))  # [B, S, H]
         return h[:, n_user:]  # [B, L, H]
+
+    @staticmethod
+    def trim_padding(items: torch.Tensor, keep_last: int = 0) -> int:
+        """How many leading columns of left-padded ``items`` [B, L] are padding in every row (at most
+        L - 1 - ``keep_last``): dropping them leaves every output the same (positions are right-aligned)
+        and saves the transformer (L / longest row)^2 of its attention work on short histories."""
+        real = (items != 0).any(0)  # [L]
+        first = int(real.to(torch.int8).argmax()) if bool(real.any()) else items.shape[1] - 1
+        return max(0, min(first, items.shape[1] - 1 - keep_last))
 
     # -- inference ---------------------------------------------------------------------------------
     def encode_histories(
@@ -206,6 +220,7 @@ class SequentialRecommender(SavableModel):
                 histories[start : start + batch_size],
                 user_features[start : start + batch_size] if user_features is not None else None,
             )
+            items = items[:, self.trim_padding(items):]  # [b, L'] without all-padding columns
             h = self(items.to(dev), user.to(dev) if user is not None else None)[:, -1]  # [b, H]
             if candidates is None:
                 rows.append((h @ table[1:].T).float().cpu().numpy())  # [b, V]

@@ -20,6 +20,7 @@ import pandas as pd
 import pyarrow as pa
 
 from recsys.config.base import InputConfig
+from recsys.data.io import head
 
 TEXT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -77,7 +78,7 @@ def _pair_labels(batch: pd.DataFrame, gains: dict[str, float] | None, split: str
 def load_pairs(inp: InputConfig, split: str | None, max_rows: int | None, gains: dict[str, float] | None):
     ds = read_table(inp, "pairs").map_batches(_pair_labels, batch_format="pandas",
                                              fn_kwargs={"gains": gains, "split": split})
-    return ds.limit(max_rows) if max_rows else ds
+    return head(ds, max_rows) if max_rows else ds
 
 
 # -- tokenization ----------------------------------------------------------------------------------
@@ -172,7 +173,7 @@ def load_sequences(inp: InputConfig, feature_cols: list[str], max_rows: int | No
         events = read_table(inp, "events")
         ds = events.groupby("user_id", num_partitions=_partitions(events)).map_groups(
             _group_events, batch_format="pandas", fn_kwargs={"feature_cols": feature_cols})
-    return ds.limit(max_rows) if max_rows else ds
+    return head(ds, max_rows) if max_rows else ds
 
 
 def _tables_of(inp: InputConfig) -> list[str]:

@@ -157,7 +157,8 @@ class SequentialTask(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         items = batch["items"]  # [B, L+1]
-        inputs, targets = items[:, :-1], items[:, 1:]  # [B, L], [B, L]
+        items = items[:, self.model.trim_padding(items, keep_last=1):]  # [B, L'+1]: no all-padding columns
+        inputs, targets = items[:, :-1], items[:, 1:]  # [B, L'], [B, L']
         targets = targets.masked_fill(inputs == 0, 0)  # no prediction from a padded position
         hidden = self.model(inputs, batch.get("user")).float()  # [B, L, H]
         if self.loss == "full_softmax":
@@ -183,7 +184,8 @@ class SequentialTask(nn.Module):
         table = self.model.all_item_repr().float()  # [V+1, H]
         parts = []
         for b in batches:
-            h = self.model(b["history"], b.get("user"))[:, -1].float()  # [B, H]
+            hist = b["history"][:, self.model.trim_padding(b["history"]):]  # [B, L'] no all-padding columns
+            h = self.model(hist, b.get("user"))[:, -1].float()  # [B, H]
             s = h @ table.T  # [B, V+1]
             target = b["target"].view(-1, 1)  # [B, 1]
             drop = torch.zeros_like(s, dtype=torch.bool)

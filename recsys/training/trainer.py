@@ -147,7 +147,7 @@ def _sequence_datasets(cfg: TrainConfig) -> Prepared:
     valid = valid_src.map_batches(D.encode_sequences, batch_format="pandas",
                                   fn_kwargs={**kw, "holdout": holdout, "mode": "valid"})
     if d.max_valid_rows:
-        valid = valid.limit(d.max_valid_rows)
+        valid = D.head(valid, d.max_valid_rows)
     train = train.randomize_block_order(seed=cfg.seed)
     train, valid = (train.materialize() if d.cache else train), valid.materialize()
     extras: dict[str, Any] = {"item_ids": vocab.item_ids, "user_features": vocab.user_features}

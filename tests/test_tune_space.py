@@ -191,7 +191,10 @@ class _FakeDataset:
     """Stands in for a Ray Dataset: ``prepare``'s data calls, without Ray."""
 
     def __init__(self, rows: int = 64):
+        import types
+
         self.rows = rows
+        self.context = types.SimpleNamespace(execution_options=types.SimpleNamespace(preserve_order=False))
 
     def map_batches(self, *args, **kwargs):
         return self

@@ -73,7 +73,7 @@ class CleanConfig(JobConfig):
     lowercase_queries: bool = Field(True, description="Lower-case query text (titles keep their case).")
     partitions: int | None = Field(None, ge=1, description="Blocks of the per-user exchange (None = 2 x cluster CPUs).")
     exchange: ExchangeConfig = Field(default_factory=ExchangeConfig, description="Shuffle settings of the exchanges.")
-    limit: int | None = Field(None, ge=1, description="Read only this many rows per table (smoke runs).")
+    limit: int | None = Field(None, ge=1, description="Read only the first this many rows per table (smoke runs; the same rows every run).")
 
 
 class QualityRule(StrictModel):
@@ -111,7 +111,7 @@ class InventoryConfig(JobConfig):
     bins: int = Field(30, ge=5, le=200, description="Histogram bins.")
     sample_rows: int = Field(20_000, ge=100, description="Rows sampled for role inference and text statistics.")
     now: dt.datetime | None = Field(None, description="Reference time for freshness (None = now).")
-    limit: int | None = Field(None, ge=1, description="Profile only this many rows per table.")
+    limit: int | None = Field(None, ge=1, description="Profile only the first this many rows per table.")
 
 
 class SplitConfig(StrictModel):

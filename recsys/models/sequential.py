@@ -38,6 +38,15 @@ from torch import nn
 from recsys.models.base import SavableModel
 
 
+def trim_padding(items: torch.Tensor, keep_last: int = 0) -> int:
+    """How many leading columns of left-padded ``items`` [B, L] are padding in every row (at most
+    L - 1 - ``keep_last``): dropping them leaves every output of ``SequentialRecommender`` the same
+    (its positions are right-aligned) and saves (L / longest row)^2 of the attention work."""
+    real = (items != 0).any(0)  # [L]
+    first = int(real.to(torch.int8).argmax()) if bool(real.any()) else items.shape[1] - 1
+    return max(0, min(first, items.shape[1] - 1 - keep_last))
+
+
 class SequentialRecommender(SavableModel):
     """Next-item prediction over item IDs + item text + user-feature tokens."""
 
@@ -173,14 +182,7 @@ class SequentialRecommender(SavableModel):
         h = self.final_norm(self.encoder(x, mask=mask))  # [B, S, H]
         return h[:, n_user:]  # [B, L, H]
 
-    @staticmethod
-    def trim_padding(items: torch.Tensor, keep_last: int = 0) -> int:
-        """How many leading columns of left-padded ``items`` [B, L] are padding in every row (at most
-        L - 1 - ``keep_last``): dropping them leaves every output the same (positions are right-aligned)
-        and saves the transformer (L / longest row)^2 of its attention work on short histories."""
-        real = (items != 0).any(0)  # [L]
-        first = int(real.to(torch.int8).argmax()) if bool(real.any()) else items.shape[1] - 1
-        return max(0, min(first, items.shape[1] - 1 - keep_last))
+    trim_padding = staticmethod(trim_padding)  # model.trim_padding(items): the module function
 
     # -- inference ---------------------------------------------------------------------------------
     def encode_histories(

@@ -84,8 +84,8 @@ class DataSection(StrictModel):
         2, ge=1, le=2,
         description="Sequential without data.valid: items at the end held out (2 = last is test, second-last validates; 1 = last validates).",
     )
-    max_train_rows: int | None = Field(None, ge=1, description="Use at most this many training rows (quick runs).")
-    max_valid_rows: int | None = Field(None, ge=1, description="Use at most this many validation rows.")
+    max_train_rows: int | None = Field(None, ge=1, description="Use the first this many training rows (quick runs; the same rows every run).")
+    max_valid_rows: int | None = Field(None, ge=1, description="Use the first this many validation rows (the same rows every run).")
     cache: bool = Field(
         True, description="Materialize the tokenized training data in the object store once (fast epochs); false = stream "
         "it every epoch (data larger than the object store).",

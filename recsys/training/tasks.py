@@ -28,6 +28,7 @@ from recsys.losses.listwise import listwise_softmax_loss
 from recsys.losses.margin import margin_loss
 from recsys.losses.mse import mse_loss
 from recsys.losses.sampled_softmax import sampled_softmax_loss
+from recsys.models.sequential import trim_padding
 from recsys.training.data import text_inputs, trim_batch
 from recsys.training.validation import pair_metrics, ranking_summary, retrieval_metrics, with_primary
 
@@ -157,7 +158,7 @@ class SequentialTask(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         items = batch["items"]  # [B, L+1]
-        items = items[:, self.model.trim_padding(items, keep_last=1):]  # [B, L'+1]: no all-padding columns
+        items = items[:, trim_padding(items, keep_last=1):]  # [B, L'+1]: no all-padding columns
         inputs, targets = items[:, :-1], items[:, 1:]  # [B, L'], [B, L']
         targets = targets.masked_fill(inputs == 0, 0)  # no prediction from a padded position
         hidden = self.model(inputs, batch.get("user")).float()  # [B, L, H]
@@ -184,7 +185,7 @@ class SequentialTask(nn.Module):
         table = self.model.all_item_repr().float()  # [V+1, H]
         parts = []
         for b in batches:
-            hist = b["history"][:, self.model.trim_padding(b["history"]):]  # [B, L'] no all-padding columns
+            hist = b["history"][:, trim_padding(b["history"]):]  # [B, L'] no all-padding columns
             h = self.model(hist, b.get("user"))[:, -1].float()  # [B, H]
             s = h @ table.T  # [B, V+1]
             target = b["target"].view(-1, 1)  # [B, 1]

@@ -15,7 +15,7 @@ from ray.tune import Callback
 
 from recsys.cli.entry import parse_job, run_parsed
 
-# 2-4 minutes on an idle 2-core machine; the timeout leaves room for a shared, loaded one.
+# 3-5 minutes on an idle 2-core machine (one trial at a time); the timeout leaves room for a loaded one.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
 

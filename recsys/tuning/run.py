@@ -54,7 +54,7 @@ def run_tuning(cfg: TuneJobConfig, output_dir: Path, timer=None, callbacks: list
         trials_table,
         write_best_yaml,
     )
-    from recsys.tuning.space import load_base, train_config, validate_space, with_objective
+    from recsys.tuning.space import grid_size, load_base, train_config, validate_space, with_objective
     from recsys.tuning.sweep import experiment_path, run_sweep
 
     timer = timer or (lambda name: contextlib.nullcontext())
@@ -69,7 +69,9 @@ def run_tuning(cfg: TuneJobConfig, output_dir: Path, timer=None, callbacks: list
                                               prepared=prepared)
     with timer("outputs"):
         records = collect(grid, list(cfg.space), statuses)
-        interrupted = any(r.status == "unfinished" for r in records)
+        # a stop between two trials leaves none unfinished, only grid points / samples never started
+        expected = cfg.search.num_samples * grid_size(cfg.space)
+        interrupted = any(r.status == "unfinished" for r in records) or len(records) < expected
         table = trials_table(records, metric, mode)
         table.to_parquet(out / "trials.parquet", index=False)
         table.to_csv(out / "trials.csv", index=False)

@@ -92,13 +92,24 @@ def test_sampled_and_file_candidates_with_tuning_ensembles_kfold(ray_session, tm
 
 
 def test_retrieval_and_matching_on_pairs(ray_session, tmp_path, pairs_slice, tiny_bert_dir):
+    from recsys.models import CrossEncoder
+
+    CrossEncoder.from_encoder(str(tiny_bert_dir), max_length=32).save_pretrained(tmp_path / "ce")
     zs = {"name": "zeroshot", "kind": "zeroshot", "params": {"model": str(tiny_bert_dir)}}
+    ce = {"name": "ce", "kind": "model", "path": str(tmp_path / "ce"), "standalone": False}
     report = _run({"data": {"pairs": {"path": str(pairs_slice)}}, "bootstrap": 50, "significance_resamples": 200,
                    "protocol": {"task": "retrieval", "candidates": "full"}, "metrics": ["recall@10", "mrr"],
-                   "models": [{"name": "bm25", "kind": "bm25"}, zs],
-                   "ensembles": [{"name": "hybrid", "members": ["bm25", "zeroshot"]}]}, tmp_path / "r")
+                   "models": [{"name": "bm25", "kind": "bm25"}, zs, ce],
+                   "ensembles": [{"name": "hybrid", "members": ["bm25", "zeroshot"]},
+                                 {"name": "hybrid+ce", "members": ["hybrid", "ce"], "method": "rerank", "top_n": 5}]},
+                  tmp_path / "r")
     lb = {r["model"]: r for r in report["leaderboard"]}
     assert lb["bm25"]["recall@10"] > 0.5  # names share model numbers: lexical retrieval is strong here
+    assert set(lb) == {"bm25", "zeroshot", "hybrid", "hybrid+ce"}  # the re-ranker alone is not ranked
+    info = lb["hybrid+ce"]["info"]
+    assert info["top_n"] == 5 and info["rerank_weight"] in (0.0, 0.25, 0.5, 0.75, 1.0) and "valid_recall@10" in info  # primary = the first metric
+    # re-ranking permutes each query's top 5 only: recall@10 is the hybrid's
+    assert lb["hybrid+ce"]["recall@10"] == pytest.approx(lb["hybrid"]["recall@10"])
     match = _run({"data": {"pairs": {"path": str(pairs_slice)}}, "protocol": {"task": "matching"}, "bootstrap": 50,
                   "significance_resamples": 200, "models": [zs]}, tmp_path / "m")
     row = match["leaderboard"][0]
@@ -113,3 +124,11 @@ def test_config_errors_are_collected_and_name_the_fix():
             "ensembles": [{"name": "e", "members": ["m", "x"]}]})
     text = exc.value.render()
     assert "needs a cutoff" in text and "kind=model needs path" in text
+    models = [{"name": "a", "kind": "bm25"}, {"name": "ce", "kind": "model", "path": "m", "standalone": False}]
+    base = {"data": {"pairs": {"path": __file__}}, "protocol": {"task": "retrieval"}}
+    with pytest.raises(ConfigError, match=r"method rerank takes members \[first stage, re-ranker\], got 3"):
+        load_config(spec.config_cls, None, data={**base, "models": models, "ensembles": [
+            {"name": "r", "members": ["a", "ce", "a"], "method": "rerank"}]})
+    with pytest.raises(ConfigError, match=r"models \['b'\] have standalone: false but no ensemble uses them"):
+        load_config(spec.config_cls, None, data={**base, "models": [*models, {"name": "b", "kind": "zeroshot", "standalone": False}],
+                                                 "ensembles": [{"name": "r", "members": ["a", "ce"], "method": "rerank"}]})

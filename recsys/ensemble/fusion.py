@@ -1,5 +1,6 @@
 """Score / rank fusion of several scorers: reciprocal rank fusion, weighted normalised scores
-(weights fit on validation), and a learned fusion (logistic regression over member scores).
+(weights fit on validation), a learned fusion (logistic regression over member scores), and a
+two-stage re-ranker (a cheap first stage, a cross-encoder over each query's top cells).
 
 Each fusion is itself a :class:`recsys.evaluation.Scorer`, so it is evaluated, compared with its
 members (paired tests) and served like any model.
@@ -109,6 +110,70 @@ def fit_weights(members: Sequence, objective: Callable[[object], float], grid: S
         if not improved:
             break
     return w, best
+
+
+class RerankScorer:
+    """Two stages: ``first`` scores every cell; ``second`` (a cross-encoder) re-scores each row's
+    ``top_n`` best cells only. Those are ordered by ``weight * z(second) + (1 - weight) * z(first)``
+    (z-scores within the row's top cells) and placed above every other cell, which keep the first
+    stage's order. So ``second`` scores B x top_n pairs, never the whole catalog."""
+
+    def __init__(self, first, second, top_n: int = 20, weight: float = 1.0):
+        if top_n < 1 or not 0.0 <= weight <= 1.0:
+            raise ValueError(f"RerankScorer: top_n >= 1 and 0 <= weight <= 1 (got {top_n}, {weight})")
+        self.first, self.second = as_scorer(first), as_scorer(second)
+        self.top_n, self.weight = top_n, weight
+
+    def score(self, batch: QueryBatch, item_ids: np.ndarray) -> np.ndarray:
+        base = np.asarray(self.first.score(batch, item_ids), dtype=np.float64)  # (B, C)
+        n = min(self.top_n, base.shape[1])
+        top = np.argpartition(-base, n - 1, axis=1)[:, :n]  # (B, n) columns of each row's n best cells
+        top_base = np.take_along_axis(base, top, axis=1)  # (B, n)
+        live = np.isfinite(top_base)
+        sub = np.take_along_axis(np.broadcast_to(item_ids, base.shape), top, axis=1).astype(object)  # (B, n) item ids
+        sub[~live] = None  # fewer than n rankable cells: the re-ranker skips the rest
+        second = np.asarray(self.second.score(batch, sub), dtype=np.float64)  # (B, n)
+        fused = _blend(zscore(np.where(live, second, -np.inf)), zscore(top_base), self.weight)  # (B, n)
+        rest = base.copy()
+        np.put_along_axis(rest, top, -np.inf, axis=1)
+        rest_max = _row_extreme(rest, np.isfinite(rest), np.max)
+        fused_min = _row_extreme(fused, live, np.min)
+        out = base.copy()
+        np.put_along_axis(out, top, np.where(live, fused - fused_min + rest_max + 1.0, -np.inf), axis=1)
+        return out
+
+
+def _blend(z_second: np.ndarray, z_first: np.ndarray, weight: float) -> np.ndarray:
+    """weight * z_second + (1 - weight) * z_first; a cell the re-ranker could not score sinks below
+    its row's scored cells (ordered by the first stage)."""
+    fin = np.isfinite(z_first)
+    zf = np.where(fin, z_first, 0.0)
+    ok = np.isfinite(z_second)
+    mixed = weight * np.where(ok, z_second, 0.0) + (1.0 - weight) * zf
+    floor = _row_extreme(mixed, ok & fin, np.min)
+    lo, hi = _row_extreme(zf, fin, np.min), _row_extreme(zf, fin, np.max)
+    sunk = floor - 2.0 + (zf - lo) / (hi - lo + 1.0)  # in [floor - 2, floor - 1): below every scored cell
+    return np.where(~fin, -np.inf, np.where(ok, mixed, sunk))
+
+
+def _row_extreme(x: np.ndarray, mask: np.ndarray, fn) -> np.ndarray:
+    """(B, 1) row min / max (``fn``) over the masked cells; 0 for a row with none."""
+    fill = np.inf if fn is np.min else -np.inf
+    out = fn(np.where(mask, x, fill), axis=1, keepdims=True)
+    return np.where(np.isfinite(out), out, 0.0)
+
+
+def fit_rerank_weight(first, second, top_n: int, objective: Callable[[object], float],
+                      grid: Sequence[float] = (1.0, 0.75, 0.5, 0.25, 0.0)) -> tuple[float, float]:
+    """The re-ranker's share (``weight``) that maximises ``objective(scorer)`` (a validation metric);
+    both stages are scored once (cached). Ties keep the earlier grid value. Returns (weight, best)."""
+    first, second = CachedScorer(first), CachedScorer(second)
+    best: tuple[float, float] | None = None
+    for w in grid:
+        value = objective(RerankScorer(first, second, top_n, w))
+        if best is None or value > best[1] + 1e-12:
+            best = (w, value)
+    return best
 
 
 class LearnedFusionScorer:

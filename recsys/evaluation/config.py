@@ -76,6 +76,10 @@ class ModelSpec(StrictModel):
     tune: dict[str, list[Any]] = Field(
         default_factory=dict, description="Grid of params chosen on the validation split (primary metric); never on test."
     )
+    standalone: bool = Field(
+        True, description="false: build it for ensembles only, not ranked on its own (a cross-encoder re-ranker, too slow "
+        "to score the whole catalog)."
+    )
 
     @model_validator(mode="after")
     def _path(self) -> ModelSpec:
@@ -90,12 +94,28 @@ class EnsembleSpec(StrictModel):
     """A fusion of models listed in ``models``; weights / learned fusion fit on validation."""
 
     name: str = Field(..., min_length=1, description="Name in the leaderboard.")
-    members: list[str] = Field(..., min_length=2, description="Names of models to fuse.")
-    method: Literal["rrf", "weighted", "learned"] = Field(
+    members: list[str] = Field(
+        ..., min_length=2, description="Names of models (or ensembles listed above this one) to fuse; rerank: "
+        "[first stage, re-ranker]."
+    )
+    method: Literal["rrf", "weighted", "learned", "rerank"] = Field(
         "rrf", description="rrf: reciprocal rank fusion; weighted: z-normalised scores, weights fit on validation; "
-        "learned: logistic regression over member scores (+ history length), fit on validation."
+        "learned: logistic regression over member scores (+ history length), fit on validation; rerank: the second "
+        "member (a cross-encoder) re-scores the first member's top_n cells per query."
     )
     rrf_k: float = Field(60.0, gt=0, description="rrf: the k in 1 / (k + rank).")
+    top_n: int = Field(20, ge=1, le=1000, description="rerank: cells per query the re-ranker scores.")
+    rerank_weight: float | None = Field(
+        None, ge=0, le=1, description="rerank: share of the re-ranker's z-score in the top cells' order (rest: the first "
+        "stage's); null = chosen on validation from 0, 0.25, 0.5, 0.75, 1."
+    )
+
+    @model_validator(mode="after")
+    def _rerank(self) -> EnsembleSpec:
+        if self.method == "rerank" and len(self.members) != 2:
+            raise ValueError(f"ensemble {self.name!r}: method rerank takes members [first stage, re-ranker], "
+                             f"got {len(self.members)}")
+        return self
 
 
 class EvaluatorSettings(StrictModel):
@@ -145,10 +165,19 @@ class EvaluateConfig(JobConfig):
         if dup:
             raise ValueError(f"model / ensemble names must be unique; duplicated: {dup}")
         known = {m.name for m in self.models}
-        for e in self.ensembles:
+        for e in self.ensembles:  # members: models, or ensembles listed above this one
             bad = [m for m in e.members if m not in known]
             if bad:
-                raise ValueError(f"ensemble {e.name!r}: members {bad} are not in models ({sorted(known)})")
+                raise ValueError(f"ensemble {e.name!r}: members {bad} are not models or ensembles listed above it "
+                                 f"({sorted(known)})")
+            known.add(e.name)
+        hidden = {m.name for m in self.models if not m.standalone}
+        if self.reference in hidden:
+            raise ValueError(f"reference {self.reference!r} has standalone: false (not ranked); pick a ranked model")
+        unused = hidden - {n for e in self.ensembles for n in e.members}
+        if unused:
+            raise ValueError(f"models {sorted(unused)} have standalone: false but no ensemble uses them; "
+                             "add them to an ensemble's members or drop standalone")
         if self.reference and self.reference not in names:
             raise ValueError(f"reference {self.reference!r} is not a model or ensemble name ({names})")
         if self.primary_metric and self.primary_metric not in self.metrics and self.protocol.task != "matching":

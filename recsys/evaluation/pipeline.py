@@ -220,13 +220,28 @@ def beyond_accuracy(result: RankingResult, train: TrainData, vectors: tuple[np.n
 
 # ----------------------------------------------------------------------------- the job's stages
 def _ensemble(spec, scorers: dict[str, Any], cfg: EvaluateConfig, prep: Prepared, valid_eval) -> tuple[Any, dict]:
-    from recsys.ensemble import CachedScorer, LearnedFusionScorer, RRFScorer, WeightedScorer, fit_weights
+    from recsys.ensemble import (
+        CachedScorer,
+        LearnedFusionScorer,
+        RerankScorer,
+        RRFScorer,
+        WeightedScorer,
+        fit_rerank_weight,
+        fit_weights,
+    )
 
     members = [scorers[m] for m in spec.members]
     if spec.method == "rrf":
         return RRFScorer(members, k=spec.rrf_k), {"method": "rrf", "k": spec.rrf_k}
+    if spec.method == "rerank" and spec.rerank_weight is not None:
+        return RerankScorer(*members, top_n=spec.top_n, weight=spec.rerank_weight), \
+            {"method": "rerank", "top_n": spec.top_n, "rerank_weight": spec.rerank_weight}
     if valid_eval is None:
         raise ValueError(f"ensemble {spec.name!r} ({spec.method}) is fit on validation queries; the protocol has none")
+    if spec.method == "rerank":
+        w, best = fit_rerank_weight(*members, spec.top_n, lambda s: valid_eval(s)[valid_eval.primary_metric])
+        return RerankScorer(*members, top_n=spec.top_n, weight=w), \
+            {"method": "rerank", "top_n": spec.top_n, "rerank_weight": w, "valid_" + valid_eval.primary_metric: best}
     if spec.method == "weighted":
         cached = [CachedScorer(m) for m in members]
         w, best = fit_weights(cached, lambda s: valid_eval(s)[valid_eval.primary_metric])
@@ -292,6 +307,8 @@ def run_ranking(cfg: EvaluateConfig, ctx) -> dict[str, Any]:
     for spec in cfg.models:
         with ctx.timer(f"fit:{spec.name}"):
             scorers[spec.name], info[spec.name] = build_scorer(spec, prep.train, valid_eval, cfg.seed)
+        if not spec.standalone:
+            continue  # an ensemble member only (a re-ranker)
         with ctx.timer(f"evaluate:{spec.name}"):
             results[spec.name] = test_eval.evaluate(scorers[spec.name])
         ctx.log.info("%s: %s", spec.name, {k: round(v, 4) for k, v in results[spec.name].means().items()})

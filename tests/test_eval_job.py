@@ -116,6 +116,18 @@ def test_retrieval_and_matching_on_pairs(ray_session, tmp_path, pairs_slice, tin
     assert 0 <= row["f1"] <= 1 and row["n_pairs"] == 250 and len(row["ci95"]["f1"]) == 2
 
 
+def test_missing_trained_models_are_named_before_anything_runs(tmp_path):
+    from recsys.evaluation.pipeline import run
+
+    spec = get_job("evaluate")
+    cfg = load_config(spec.config_cls, None, data={
+        "output_dir": str(tmp_path), "data": {"pairs": {"path": __file__}}, "protocol": {"task": "retrieval"},
+        "models": [{"name": "a", "kind": "bm25"}, {"name": "m1", "kind": "model", "path": str(tmp_path / "x")},
+                   {"name": "m2", "kind": "model", "path": str(tmp_path / "y")}]})
+    with pytest.raises(FileNotFoundError, match=r"m1: .*x; m2: .*y\. Train them first"):
+        run(cfg, None)
+
+
 def test_config_errors_are_collected_and_name_the_fix():
     spec = get_job("evaluate")
     with pytest.raises(ConfigError) as exc:

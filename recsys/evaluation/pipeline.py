@@ -446,5 +446,18 @@ def run_matching(cfg: EvaluateConfig, ctx) -> dict[str, Any]:
             **payload, "artifacts": {"html": str(ctx.output_dir / "report.html")}}
 
 
+def check_model_paths(cfg: EvaluateConfig) -> None:
+    """Every kind=model directory exists, checked before any baseline is fit (minutes), all named at once."""
+    from pathlib import Path
+
+    missing = [f"{m.name}: {m.path}" for m in cfg.models
+               if m.kind == "model" and not (Path(m.path) / "recsys_model.json").is_file()]
+    if missing:
+        raise FileNotFoundError(
+            "trained models not found (no recsys_model.json): " + "; ".join(missing)
+            + ". Train them first (the evaluate config's header names the train command), or fix models[].path")
+
+
 def run(cfg: EvaluateConfig, ctx) -> dict[str, Any]:
+    check_model_paths(cfg)
     return run_matching(cfg, ctx) if cfg.protocol.task == "matching" else run_ranking(cfg, ctx)

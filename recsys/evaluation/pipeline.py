@@ -220,35 +220,27 @@ def beyond_accuracy(result: RankingResult, train: TrainData, vectors: tuple[np.n
 
 # ----------------------------------------------------------------------------- the job's stages
 def _ensemble(spec, scorers: dict[str, Any], cfg: EvaluateConfig, prep: Prepared, valid_eval) -> tuple[Any, dict]:
-    from recsys.ensemble import (
-        CachedScorer,
-        LearnedFusionScorer,
-        RerankScorer,
-        RRFScorer,
-        WeightedScorer,
-        fit_rerank_weight,
-        fit_weights,
-    )
+    from recsys import ensemble as E
 
     members = [scorers[m] for m in spec.members]
     if spec.method == "rrf":
-        return RRFScorer(members, k=spec.rrf_k), {"method": "rrf", "k": spec.rrf_k}
+        return E.RRFScorer(members, k=spec.rrf_k), {"method": "rrf", "k": spec.rrf_k}
     if spec.method == "rerank" and spec.rerank_weight is not None:
-        return RerankScorer(*members, top_n=spec.top_n, weight=spec.rerank_weight), \
+        return E.RerankScorer(*members, top_n=spec.top_n, weight=spec.rerank_weight), \
             {"method": "rerank", "top_n": spec.top_n, "rerank_weight": spec.rerank_weight}
     if valid_eval is None:
         raise ValueError(f"ensemble {spec.name!r} ({spec.method}) is fit on validation queries; the protocol has none")
     if spec.method == "rerank":
-        w, best = fit_rerank_weight(*members, spec.top_n, lambda s: valid_eval(s)[valid_eval.primary_metric])
-        return RerankScorer(*members, top_n=spec.top_n, weight=w), \
+        w, best = E.fit_rerank_weight(*members, spec.top_n, lambda s: valid_eval(s)[valid_eval.primary_metric])
+        return E.RerankScorer(*members, top_n=spec.top_n, weight=w), \
             {"method": "rerank", "top_n": spec.top_n, "rerank_weight": w, "valid_" + valid_eval.primary_metric: best}
     if spec.method == "weighted":
-        cached = [CachedScorer(m) for m in members]
-        w, best = fit_weights(cached, lambda s: valid_eval(s)[valid_eval.primary_metric])
-        return WeightedScorer(members, w), {"method": "weighted", "weights": dict(zip(spec.members, w)),
+        cached = [E.CachedScorer(m) for m in members]
+        w, best = E.fit_weights(cached, lambda s: valid_eval(s)[valid_eval.primary_metric])
+        return E.WeightedScorer(members, w), {"method": "weighted", "weights": dict(zip(spec.members, w)),
                                             "valid_" + valid_eval.primary_metric: best}
     valid = prep.valid if prep.valid.candidates is not None else P.sample_negatives(prep.valid, 50, seed=cfg.seed + 2)
-    learned = LearnedFusionScorer(members).fit(valid.head(2000))
+    learned = E.LearnedFusionScorer(members).fit(valid.head(2000))
     return learned, {"method": "learned", "coefficients": learned.coefficients}
 
 

@@ -22,6 +22,7 @@ CANDS = np.array([["i2", "i1", "i7", None], ["i4", "i9", "i11", "unknown"]], dty
 @pytest.mark.parametrize("kind,params", [
     ("popularity", {}), ("popularity", {"half_life": 1.0}), ("itemknn", {"neighbors": 5}),
     ("als", {"factors": 4, "iterations": 3}), ("bpr", {"factors": 4, "iterations": 3}), ("bm25", {}),
+    ("bpr", {"optimizer": "adam", "factors": 4, "epochs": 3, "valid_users": 2, "eval_every": 1}),
     ("bm25", {"corpus": "candidates"}),
 ])
 def test_baseline_shapes(kind, params):
@@ -55,3 +56,47 @@ def test_unknown_kind_and_params():
         build_baseline("nope")
     with pytest.raises(ValueError, match="bad params"):
         build_baseline("itemknn", {"k": 3})
+
+
+def _two_tastes(n_users: int = 40) -> TrainData:
+    """Even users buy from items 0-5, odd users from 6-11: a factor model must learn the split."""
+    rng = np.random.default_rng(0)
+    seqs = [[f"i{k + 6 * (u % 2)}" for k in rng.permutation(6)[:4]] for u in range(n_users)]
+    return TrainData(pd.DataFrame({"user_id": [f"u{u}" for u in range(n_users)], "items": seqs}), CATALOG)
+
+
+def test_bpr_adam_learns_tastes_stops_early_and_is_deterministic():
+    data = _two_tastes()
+    params = {"optimizer": "adam", "factors": 8, "epochs": 200, "learning_rate": 0.05, "batch_size": 32,
+              "valid_users": 10, "eval_every": 2, "patience": 3}
+    s = build_baseline("bpr", params).fit(data)
+    full = s.score(QueryBatch(["u0", "u1"], [[], []]), CATALOG[None, :])  # (2, 12)
+    assert full[0, :6].mean() > full[0, 6:].mean() and full[1, 6:].mean() > full[1, :6].mean()
+    info = s.info()
+    assert info["best_epoch"] % 2 == 0 and info["best_epoch"] in [e for e, _ in info["probe_ndcg@10"]]
+    assert len(info["probe_ndcg@10"]) < 100  # the probe stopped it before epoch 200
+    again = build_baseline("bpr", params).fit(data).score(QueryBatch(["u0"], [[]]), CATALOG[None, :])
+    np.testing.assert_allclose(again[0], full[0], rtol=1e-5)  # same weights; BLAS rounds (1, F) and (2, F) alike to 1e-7
+    cold = s.score(QueryBatch(["new"], [["i7", "i8"]]), CATALOG[None, :])  # folded in from its history
+    assert cold[0, 6:].mean() > cold[0, :6].mean()
+
+
+def test_bpr_negatives_avoid_seen_items_and_holdout_keeps_one_item():
+    from recsys.baselines.bpr import holdout_last, sample_negatives
+
+    data = _two_tastes(10)
+    seen = data.matrix()
+    users = np.repeat(np.arange(10), 50)
+    neg = sample_negatives(np.random.default_rng(1), users, 12, seen)
+    assert not np.asarray(seen[users, neg]).any()
+    u, i = holdout_last(data, 4, np.random.default_rng(0))
+    assert len(u) == 4 and all(seen[a].sum() >= 2 and seen[a, b] for a, b in zip(u, i))
+
+
+def test_bpr_bad_optimizer_and_params_are_named():
+    with pytest.raises(ValueError, match="optimizer must be 'sgd'"):
+        build_baseline("bpr", {"optimizer": "adamw"})
+    with pytest.raises(ValueError, match="epochs must be >= 1"):
+        build_baseline("bpr", {"optimizer": "adam", "epochs": 0})
+    with pytest.raises(ValueError, match="bad params"):
+        build_baseline("bpr", {"optimizer": "adam", "iterations": 3})  # implicit's name, not this one's

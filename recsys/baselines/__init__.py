@@ -1,7 +1,8 @@
 """Baselines every new model must beat, built from well-kept libraries, all :class:`Scorer`s.
 
 ``build_baseline(kind, params).fit(TrainData)``; kinds: ``popularity`` (global counts; with
-``half_life``: recent popularity), ``itemknn`` (implicit cosine), ``als`` / ``bpr`` (implicit),
+``half_life``: recent popularity), ``itemknn`` (implicit cosine), ``als`` / ``bpr`` (implicit; ``bpr`` with
+``optimizer: adam``: RecBole's recipe, mini-batch Adam with early stopping, in torch),
 ``bm25`` (bm25s over item text), ``zeroshot`` (pretrained MiniLM, no fine-tuning).
 The SASRec baseline is the sequential model trained in pure-ID mode by ``recsys run train``.
 """
@@ -27,6 +28,14 @@ def build_baseline(kind: str, params: dict[str, Any] | None = None, *, seed: int
             from recsys.baselines.itemknn import ItemKNNScorer
 
             return ItemKNNScorer(**p)
+        optimizer = p.pop("optimizer", "sgd") if kind == "bpr" else "sgd"
+        if optimizer not in ("sgd", "adam"):
+            raise ValueError(f"baseline 'bpr': optimizer must be 'sgd' (implicit) or 'adam' (RecBole's recipe), got {optimizer!r}")
+        if optimizer == "adam":
+            from recsys.baselines.bpr import BPRAdamScorer
+
+            p.setdefault("seed", seed)
+            return BPRAdamScorer(**p)
         if kind in ("als", "bpr"):
             from recsys.baselines.mf import MFScorer
 

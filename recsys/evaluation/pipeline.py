@@ -181,7 +181,8 @@ def build_scorer(spec: ModelSpec, train: TrainData, valid_eval: RankingEvaluator
     if spec.kind == "model":
         return load_model_scorer(spec, train), {"path": spec.path}
     if not spec.tune:
-        return build_baseline(spec.kind, spec.params, seed=seed).fit(train), {"params": spec.params}
+        scorer = build_baseline(spec.kind, spec.params, seed=seed).fit(train)
+        return scorer, {"params": spec.params, **_fit_info(scorer)}
     if valid_eval is None or len(valid_eval.eval_set) == 0:
         raise ValueError(f"model {spec.name!r} has a tune grid but the protocol has no validation queries")
     keys = sorted(spec.tune)
@@ -195,7 +196,13 @@ def build_scorer(spec: ModelSpec, train: TrainData, valid_eval: RankingEvaluator
         log.info("tune %s %s: valid %s = %.4f", spec.name, dict(zip(keys, values)), valid_eval.primary_metric, value)
         if best is None or value > best[0]:
             best = (value, params, scorer)
-    return best[2], {"params": best[1], "tuning": trials, "valid_" + valid_eval.primary_metric: best[0]}
+    return best[2], {"params": best[1], "tuning": trials, "valid_" + valid_eval.primary_metric: best[0],
+                     **_fit_info(best[2])}
+
+
+def _fit_info(scorer: Any) -> dict:
+    """What a baseline reports about its own fit (early stopping: the epoch kept), if it reports anything."""
+    return {"fit": scorer.info()} if callable(getattr(scorer, "info", None)) else {}
 
 
 def beyond_accuracy(result: RankingResult, train: TrainData, vectors: tuple[np.ndarray, np.ndarray] | None) -> dict[str, float]:

@@ -100,3 +100,21 @@ def test_bpr_bad_optimizer_and_params_are_named():
         build_baseline("bpr", {"optimizer": "adam", "epochs": 0})
     with pytest.raises(ValueError, match="bad params"):
         build_baseline("bpr", {"optimizer": "adam", "iterations": 3})  # implicit's name, not this one's
+
+
+def test_llmrank_bm25_matches_its_character_query_by_hand():
+    """LLMRank's BM25: the query is the history's characters, so only single-character tokens match."""
+    catalog = np.array(["m", "z", "h"], dtype=object)
+    items = pd.DataFrame({"item_id": catalog, "title": ["Mario Kart 2", "Zelda: Link", "Halo"]})
+    data = TrainData(pd.DataFrame({"user_id": ["u"], "items": [["h"]]}), catalog, items)
+    s = build_baseline("bm25", {"variant": "llmrank"}).fit(data)
+    # 4 documents (3 titles + RecBole's [PAD]), 10 tokens: avgdl 2.5; length norm uses N / avgdl = 1.6
+    idf_2 = np.log(4 - 1 + 0.5) - np.log(1 + 0.5)
+    one = idf_2 * 2.5 / (1 + 1.5 * (1 - 0.75 + 0.75 * 4 / 2.5))
+    out = s.score(QueryBatch(["u", "v"], [["h"], ["h", "m"]]), catalog[None, :])  # "Halo" has no digit; "Mario Kart 2" one
+    np.testing.assert_allclose(out, [[0, 0, 0], [one, 0, 0]], atol=1e-8)
+    two = s.score(QueryBatch(["w"], [["m", "m"]]), catalog[None, :])  # '2' twice in the query: counted twice
+    np.testing.assert_allclose(two[0, 0], 2 * one, atol=1e-8)
+    assert len(set(out[0].tolist())) == 3  # ties broken by a target-blind jitter, not left equal
+    with pytest.raises(ValueError, match="variant must be"):
+        build_baseline("bm25", {"variant": "okapi"})

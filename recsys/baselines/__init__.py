@@ -3,7 +3,7 @@
 ``build_baseline(kind, params).fit(TrainData)``; kinds: ``popularity`` (global counts; with
 ``half_life``: recent popularity), ``itemknn`` (implicit cosine), ``als`` / ``bpr`` (implicit; ``bpr`` with
 ``optimizer: adam``: RecBole's recipe, mini-batch Adam with early stopping, in torch),
-``bm25`` (bm25s over item text), ``zeroshot`` (pretrained MiniLM, no fine-tuning).
+``bm25`` (bm25s over item text; ``variant: llmrank`` reproduces LLMRank's published row), ``zeroshot`` (pretrained MiniLM, no fine-tuning).
 The SASRec baseline is the sequential model trained in pure-ID mode by ``recsys run train``.
 """
 
@@ -41,6 +41,14 @@ def build_baseline(kind: str, params: dict[str, Any] | None = None, *, seed: int
 
             p.setdefault("seed", seed)
             return MFScorer(kind, **p)
+        variant = p.pop("variant", "standard") if kind == "bm25" else "standard"
+        if variant not in ("standard", "llmrank"):
+            raise ValueError(f"baseline 'bm25': variant must be 'standard' or 'llmrank' (LLMRank's published row, "
+                             f"character query included; see recsys/baselines/bm25_llmrank.py), got {variant!r}")
+        if variant == "llmrank":
+            from recsys.baselines.bm25_llmrank import LLMRankBM25Scorer
+
+            return LLMRankBM25Scorer(**p)
         if kind == "bm25":
             from recsys.baselines.text import BM25Scorer
 

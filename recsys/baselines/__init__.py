@@ -28,10 +28,7 @@ def build_baseline(kind: str, params: dict[str, Any] | None = None, *, seed: int
             from recsys.baselines.itemknn import ItemKNNScorer
 
             return ItemKNNScorer(**p)
-        optimizer = p.pop("optimizer", "sgd") if kind == "bpr" else "sgd"
-        if optimizer not in ("sgd", "adam"):
-            raise ValueError(f"baseline 'bpr': optimizer must be 'sgd' (implicit) or 'adam' (RecBole's recipe), got {optimizer!r}")
-        if optimizer == "adam":
+        if kind == "bpr" and _choice(kind, p, "optimizer", ("sgd", "adam"), "sgd: implicit; adam: RecBole's recipe") == "adam":
             from recsys.baselines.bpr import BPRAdamScorer
 
             p.setdefault("seed", seed)
@@ -41,11 +38,8 @@ def build_baseline(kind: str, params: dict[str, Any] | None = None, *, seed: int
 
             p.setdefault("seed", seed)
             return MFScorer(kind, **p)
-        variant = p.pop("variant", "standard") if kind == "bm25" else "standard"
-        if variant not in ("standard", "llmrank"):
-            raise ValueError(f"baseline 'bm25': variant must be 'standard' or 'llmrank' (LLMRank's published row, "
-                             f"character query included; see recsys/baselines/bm25_llmrank.py), got {variant!r}")
-        if variant == "llmrank":
+        if kind == "bm25" and _choice(kind, p, "variant", ("standard", "llmrank"), "llmrank: LLMRank's published "
+                                      "row, character query included; see recsys/baselines/bm25_llmrank.py") == "llmrank":
             from recsys.baselines.bm25_llmrank import LLMRankBM25Scorer
 
             return LLMRankBM25Scorer(**p)
@@ -60,6 +54,14 @@ def build_baseline(kind: str, params: dict[str, Any] | None = None, *, seed: int
     except TypeError as exc:  # an unknown parameter name
         raise ValueError(f"baseline {kind!r}: bad params {sorted(p)}: {exc}") from None
     raise ValueError(f"unknown baseline kind {kind!r}; use one of {', '.join(BASELINES)}")
+
+
+def _choice(kind: str, params: dict[str, Any], key: str, allowed: tuple[str, ...], hint: str) -> str:
+    """Pop an option that picks the implementation (first of ``allowed`` by default); a bad value is named."""
+    value = params.pop(key, allowed[0])
+    if value not in allowed:
+        raise ValueError(f"baseline {kind!r}: {key} must be {' or '.join(map(repr, allowed))} ({hint}), got {value!r}")
+    return value
 
 
 __all__ = ["BASELINES", "TrainData", "build_baseline"]

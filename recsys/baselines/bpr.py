@@ -22,7 +22,8 @@ import scipy.sparse as sp
 import torch
 
 from recsys.baselines.base import TrainData
-from recsys.evaluation.scorer import QueryBatch, gather_scores
+from recsys.baselines.mf import FactorScorer
+from recsys.evaluation import metrics
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +65,12 @@ def ndcg_at_10(user_f: torch.Tensor, item_f: torch.Tensor, users: np.ndarray, ta
         scores = (user_f[u] @ item_f.T).numpy()  # (B, N)
         mask = seen[u].tocoo()
         scores[mask.row, mask.col] = -np.inf
-        target = scores[np.arange(len(u)), t]  # (B,)
-        rank = (scores > target[:, None]).sum(1)  # (B,) 0-based, ties in the target's favour as RecBole
-        total += float((np.where(rank < 10, 1.0 / np.log2(rank + 2.0), 0.0)).sum())
+        ranks = metrics.ranks_from_scores(scores, t[:, None], np.ones((len(u), 1)), ties="optimistic")  # as RecBole
+        total += float(metrics.ndcg(ranks, 10).sum())
     return total / max(len(users), 1)
 
 
-class BPRAdamScorer:
+class BPRAdamScorer(FactorScorer):
     """factors, epochs (max), learning_rate, batch_size, regularization (L2 on the batch's embeddings),
     valid_users / eval_every / patience (early stopping), seed, num_threads (torch; 0 = torch's default)."""
 
@@ -154,20 +154,6 @@ class BPRAdamScorer:
             best_state = [p.detach().clone() for p in params]
         self._user_f = best_state[0].numpy()  # (U, F)
         self._item_f = best_state[1].numpy()  # (N, F)
-
-    def _user_vectors(self, batch: QueryBatch) -> np.ndarray:
-        rows = self._users.lookup(np.asarray(batch.query_ids, dtype=object))
-        out = np.zeros((len(batch), self.factors), dtype=np.float32)  # (B, F)
-        for b, (r, hist) in enumerate(zip(rows, self._items.histories(batch.histories))):
-            if r >= 0:
-                out[b] = self._user_f[r]
-            elif len(hist):  # unseen user: fold in as the mean of the history's item factors
-                out[b] = self._item_f[hist].mean(0)
-        return out
-
-    def score(self, batch: QueryBatch, item_ids: np.ndarray) -> np.ndarray:
-        table = self._user_vectors(batch) @ self._item_f.T  # (B, N)
-        return gather_scores(table, self._items.lookup(item_ids), fill=-np.inf)
 
     def info(self) -> dict:
         """Reported beside the model in the evaluate job's results."""

@@ -13,10 +13,37 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys.baselines.base import TrainData
-from recsys.evaluation.scorer import QueryBatch, gather_scores
+from recsys.evaluation.scorer import ItemIndex, QueryBatch, gather_scores
 
 
-class MFScorer:
+class FactorScorer:
+    """Score = user factors . item factors (``_user_f`` (U, F), ``_item_f`` (N, F), set by ``fit``); a user
+    not seen in training is folded in from their history (default: the mean of its items' factors)."""
+
+    _items: ItemIndex
+    _users: ItemIndex
+    _user_f: np.ndarray
+    _item_f: np.ndarray
+
+    def _fold_in(self, hist: np.ndarray) -> np.ndarray:
+        return self._item_f[hist].mean(0)
+
+    def _user_vectors(self, batch: QueryBatch) -> np.ndarray:
+        rows = self._users.lookup(np.asarray(batch.query_ids, dtype=object))
+        out = np.zeros((len(batch), self._item_f.shape[1]), dtype=np.float32)  # (B, F)
+        for b, (r, hist) in enumerate(zip(rows, self._items.histories(batch.histories))):
+            if r >= 0:
+                out[b] = self._user_f[r]
+            elif len(hist):
+                out[b] = self._fold_in(hist)
+        return out
+
+    def score(self, batch: QueryBatch, item_ids: np.ndarray) -> np.ndarray:
+        table = self._user_vectors(batch) @ self._item_f.T  # (B, N)
+        return gather_scores(table, self._items.lookup(item_ids), fill=-np.inf)
+
+
+class MFScorer(FactorScorer):
     """algorithm: 'als' or 'bpr'; factors, iterations, regularization, learning_rate (BPR),
     alpha (ALS confidence scale); seed fixes the initialisation."""
 
@@ -55,19 +82,8 @@ class MFScorer:
         self._user_f = np.asarray(self._model.user_factors)  # (U, F)
         return self
 
-    def _user_vectors(self, batch: QueryBatch) -> np.ndarray:
-        rows = self._users.lookup(np.asarray(batch.query_ids, dtype=object))
-        out = np.zeros((len(batch), self._item_f.shape[1]), dtype=np.float32)  # (B, F)
-        for b, (r, hist) in enumerate(zip(rows, self._items.histories(batch.histories))):
-            if r >= 0:
-                out[b] = self._user_f[r]
-            elif len(hist) and self.algorithm == "als":
-                user_items = sp.csr_matrix((np.ones(len(hist)), (np.zeros(len(hist)), hist)), shape=(1, len(self._items)))
-                out[b] = np.asarray(self._model.recalculate_user(0, user_items)).reshape(-1)
-            elif len(hist):
-                out[b] = self._item_f[hist].mean(0)
-        return out
-
-    def score(self, batch: QueryBatch, item_ids: np.ndarray) -> np.ndarray:
-        table = self._user_vectors(batch) @ self._item_f.T  # (B, N)
-        return gather_scores(table, self._items.lookup(item_ids), fill=-np.inf)
+    def _fold_in(self, hist: np.ndarray) -> np.ndarray:
+        if self.algorithm != "als":
+            return super()._fold_in(hist)
+        user_items = sp.csr_matrix((np.ones(len(hist)), (np.zeros(len(hist)), hist)), shape=(1, len(self._items)))
+        return np.asarray(self._model.recalculate_user(0, user_items)).reshape(-1)

@@ -31,7 +31,7 @@ OPTS = {"max_field_chars": 10_000, "max_ts": "2030-01-01", "max_price": 1e6, "ma
         "bot_per_minute": 120, "near_us": 1_000_000, "gap_us": 30 * 60 * 1_000_000}
 
 
-def ray_variant(events: str, out: str, cpus: int, batch_mb: int, compression: str) -> dict:
+def ray_variant(events: str, out: str, cpus: int, batch_mb: int, compression: str, engine: str) -> dict:
     import ray
 
     from recsys.config import InputConfig
@@ -61,7 +61,7 @@ def ray_variant(events: str, out: str, cpus: int, batch_mb: int, compression: st
             "return_mode": "keep", "link_returns": False}
     t0 = time.perf_counter()
     # clean: the clean job's own code (row rules -> ONE exchange by user_id -> keyed rules + writes per partition)
-    res = clean_table(src, opts, out, None, None)
+    res = clean_table(src, opts, out, None, None, engine=engine)
     t_clean = time.perf_counter() - t0
     # features core, as recsys.data.features.build_features: timelines per clean file (user-partitioned: no
     # exchange); sequences, and item counts combined map-side (partials per user block, exchange by item_id)
@@ -152,11 +152,13 @@ def main() -> None:
                     help="exchange.input_batch_mb of the clean / features jobs (default: theirs)")
     ap.add_argument("--compression", default=default.compression, choices=["none", "lz4", "zstd"],
                     help="exchange.compression of the clean / features jobs (default: theirs)")
+    ap.add_argument("--engine", default=default.engine, choices=["tasks", "ray_data"],
+                    help="exchange.engine of the clean job (default: its own)")
     ap.add_argument("--variant", choices=["ray", "pandas"], help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.variant:  # child process
-        res = ray_variant(args.events, args.out, args.cpus[0], args.batch_mb, args.compression) if args.variant == "ray" else \
+        res = ray_variant(args.events, args.out, args.cpus[0], args.batch_mb, args.compression, args.engine) if args.variant == "ray" else \
             pandas_variant(args.events, args.out)
         print(json.dumps(res, default=str))
         return
@@ -177,7 +179,7 @@ def main() -> None:
             pq.write_table(pads.dataset(events).head(args.limit), f"{tmp}/head/part-0.parquet")
             events = f"{tmp}/head"
         base = [sys.executable, __file__, "--events", events, "--batch-mb", str(args.batch_mb),
-                "--compression", args.compression]
+                "--compression", args.compression, "--engine", args.engine]
         os.makedirs(f"{tmp}/pandas")
         results["pandas"] = measure(base + ["--variant", "pandas", "--out", f"{tmp}/pandas"])
         for c in args.cpus:

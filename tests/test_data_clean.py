@@ -140,6 +140,26 @@ def test_clean_files_partitioned_by_user_and_features_need_no_exchange(cleaned, 
     assert partitioned_by(str(copy)) is None
 
 
+def test_exchange_engines_write_the_same_rows(cleaned, tmp_path):
+    """exchange.engine=ray_data (Ray Data's hash shuffle) and the default tasks exchange put users into different
+    partitions, but every output (clean, quarantined, duplicates) holds exactly the same rows."""
+    from recsys.cli.entry import parse_job, run_parsed
+
+    report, _, out = cleaned
+    src = out.parent / "hostile.csv"
+    spec, cfg = parse_job("clean", "tiny", [
+        f"input.path={src}", "input.preset=null", "input.format=csv", "limit=null", "exchange.engine=ray_data",
+        "input.columns={uid: user_id, sku: item_id, action: event_type, when: timestamp, amount: price, qty: quantity, search: query}",
+        "rules.min_timestamp=2020-01-01T00:00:00Z", "rules.max_timestamp=2030-01-01T00:00:00Z",
+        "rules.bot_events_per_minute=20", "pii.hash_columns=[user_id]", f"output_dir={tmp_path / 'out'}"])
+    other = run_parsed(spec, cfg)
+    assert other["counts"] == report["counts"] and other["reasons"] == report["reasons"]
+    for sub in ("events", "quarantine/events", "duplicates/events"):
+        rows = [sorted(json.dumps(r, default=str, sort_keys=True) for r in pads.dataset(str(root / sub)).to_table().to_pylist())
+                for root in (out, tmp_path / "out")]
+        assert rows[0] == rows[1] and rows[0], sub
+
+
 def test_pii_never_in_outputs(cleaned):
     _, _, out = cleaned
     text = _strings(out)

@@ -45,7 +45,12 @@ class ReturnsConfig(StrictModel):
 
 
 class ExchangeConfig(StrictModel):
-    """How the data jobs' keyed exchanges (Ray Data's hash shuffle) run."""
+    """How the data jobs' keyed exchanges run."""
+
+    engine: Literal["tasks", "ray_data"] = Field(
+        "tasks", description="The clean job's exchange by user: tasks = plain Ray tasks that split each block by key "
+        "as soon as it is read and one reduce task per partition (recsys.data.shuffle.by_key_streaming); ray_data = "
+        "Ray Data's hash shuffle (repartition by key). The settings below apply to ray_data exchanges.")
 
     input_batch_mb: int = Field(
         64, ge=1, description="Input MiB one shuffle-map task partitions. Ray Data's default (1 GiB) buffers all "

@@ -75,6 +75,29 @@ def by_key_tasks(ds, key: str | list[str], fn: Callable[..., pa.Table], *, parti
     return ray.data.from_arrow_refs([reduce.remote(fn, fn_kwargs or {}, *[s[i] for s in shards]) for i in range(n)])
 
 
+def by_key_streaming(ds, key: str | list[str], fn: Callable[..., pa.Table], *, partitions: int | None = None,
+                     fn_kwargs: dict[str, Any] | None = None) -> list[pa.Table]:
+    """``by_key`` for large inputs, without Ray Data's shuffle operator: each block ``ds`` produces is split by a
+    stable hash of ``key`` in a plain Ray task submitted as soon as the block exists (the split overlaps the read
+    and the map stages instead of waiting for them), then one task per partition concatenates its shards and
+    applies ``fn``. Only object refs pass through the driver. Returns ``fn``'s outputs (keep them small: they are
+    fetched to the driver), in partition order. Tasks retry on worker failure (Ray's default ``max_retries``)."""
+    import ray
+
+    keys = [key] if isinstance(key, str) else list(key)
+    n = num_partitions(override=partitions)
+    split = ray.remote(_hash_split).options(num_returns=n)
+    shards: list[list] = []
+    for bundle in ds.iter_internal_ref_bundles():
+        for ref in bundle.block_refs:
+            out = split.remote(ref, keys, n)
+            shards.append(out if n > 1 else [out])
+    if not shards:
+        return []
+    reduce = ray.remote(_apply_to_shards)
+    return ray.get([reduce.remote(fn, fn_kwargs or {}, *[s[i] for s in shards]) for i in range(n)])
+
+
 def _hash_split(table: pa.Table, keys: list[str], n: int) -> list[pa.Table] | pa.Table:
     """``table`` split into ``n`` tables by a hash of ``keys`` that is the same in every process."""
     import numpy as np

@@ -231,3 +231,17 @@ def test_head_takes_the_first_rows_even_when_later_blocks_finish_first(ray_sessi
     ds = ray.data.range(4000, override_num_blocks=4).map_batches(_slow_first_block, batch_format="pandas", batch_size=None)
     ds = ds.filter(lambda r: r["id"] >= 0)
     assert sorted(r["id"] for r in head(ds, 1000).take_all()) == list(range(1000))
+
+
+@pytest.mark.parametrize("engine", ["tasks", "ray_data"])
+def test_header_only_input_cleans_to_zero_rows(ray_session, tmp_path, engine):
+    """An input with no rows (its empty blocks carry no columns) reconciles at zero on both exchange engines."""
+    from recsys.cli.entry import parse_job, run_parsed
+
+    (tmp_path / "e.csv").write_text("uid,sku,action,when\n")
+    spec, cfg = parse_job("clean", "tiny", [
+        f"input.path={tmp_path / 'e.csv'}", "input.preset=null", "input.format=csv", "limit=null", f"exchange.engine={engine}",
+        "input.columns={uid: user_id, sku: item_id, action: event_type, when: timestamp}", f"output_dir={tmp_path / 'out'}"])
+    report = run_parsed(spec, cfg)
+    assert report["status"] == "succeeded"
+    assert report["counts"] == {"rows_in": 0, "rows_clean": 0, "rows_quarantined": 0, "rows_duplicate": 0}

@@ -89,7 +89,9 @@ def by_key_streaming(ds, key: str | list[str], fn: Callable[..., pa.Table], *, p
     split = ray.remote(_hash_split).options(num_returns=n)
     shards: list[list] = []
     for bundle in ds.iter_internal_ref_bundles():
-        for ref in bundle.block_refs:
+        for ref, meta in zip(bundle.block_refs, bundle.metadata):
+            if meta.num_rows == 0:  # an empty block may lack the columns (e.g. a header-only CSV)
+                continue
             out = split.remote(ref, keys, n)
             shards.append(out if n > 1 else [out])
     if not shards:
@@ -105,6 +107,8 @@ def _hash_split(table: pa.Table, keys: list[str], n: int) -> list[pa.Table] | pa
 
     if n == 1:
         return table
+    if table.num_rows == 0:
+        return [table] * n
     h = pd.util.hash_pandas_object(table.select(keys).to_pandas(), index=False).to_numpy() % n  # [rows]
     order = np.argsort(h, kind="stable")
     bounds = np.searchsorted(h[order], np.arange(n + 1))

@@ -56,32 +56,33 @@ def by_key(ds, key: str | list[str], fn: Callable[..., pa.Table], *, partitions:
 
 def by_key_tasks(ds, key: str | list[str], fn: Callable[..., pa.Table], *, partitions: int | None = None,
                  fn_kwargs: dict[str, Any] | None = None):
-    """``by_key`` with plain Ray tasks: the same contract (every output block holds all rows of its keys),
-    for small inputs such as map-side partial aggregates. Ray Data's shuffle operator has a fixed start-up
-    of 3-4 s on 2 CPUs (measured on 133k partial rows; its tasks ran 0.15 s), more than the work there.
-    Each input block is split by a stable hash of ``key`` in one task, one task per partition concatenates
-    its shards and applies ``fn``. Returns a materialized dataset."""
+    """``by_key`` with plain Ray tasks (``exchange_refs``): the same contract (every output block holds all rows
+    of its keys), for small inputs such as map-side partial aggregates. Ray Data's shuffle operator has a fixed
+    start-up of 3-4 s on 2 CPUs (measured on 133k partial rows; its tasks ran 0.15 s), more than the work
+    there. Returns a dataset of the partitions' outputs."""
     import ray
 
-    keys = [key] if isinstance(key, str) else list(key)
-    n = num_partitions(override=partitions)
-    refs = ds.to_arrow_refs()
-    if not refs:
-        return ds.materialize()
-    split = ray.remote(_hash_split).options(num_returns=n)
-    shards = [split.remote(r, keys, n) for r in refs]
-    shards = [s if n > 1 else [s] for s in shards]
-    reduce = ray.remote(_apply_to_shards)
-    return ray.data.from_arrow_refs([reduce.remote(fn, fn_kwargs or {}, *[s[i] for s in shards]) for i in range(n)])
+    refs = exchange_refs(ds, key, fn, partitions=partitions, fn_kwargs=fn_kwargs)
+    return ray.data.from_arrow_refs(refs) if refs else ds.materialize()
 
 
 def by_key_streaming(ds, key: str | list[str], fn: Callable[..., pa.Table], *, partitions: int | None = None,
                      fn_kwargs: dict[str, Any] | None = None) -> list[pa.Table]:
-    """``by_key`` for large inputs, without Ray Data's shuffle operator: each block ``ds`` produces is split by a
-    stable hash of ``key`` in a plain Ray task submitted as soon as the block exists (the split overlaps the read
-    and the map stages instead of waiting for them), then one task per partition concatenates its shards and
-    applies ``fn``. Only object refs pass through the driver. Returns ``fn``'s outputs (keep them small: they are
-    fetched to the driver), in partition order. Tasks retry on worker failure (Ray's default ``max_retries``)."""
+    """``by_key`` for large inputs, without Ray Data's shuffle operator (``exchange_refs``). Returns ``fn``'s
+    outputs, fetched to the driver in partition order: ``fn`` should return a small summary (the clean job's
+    reduce writes its rows and returns counts)."""
+    import ray
+
+    return ray.get(exchange_refs(ds, key, fn, partitions=partitions, fn_kwargs=fn_kwargs))
+
+
+def exchange_refs(ds, key: str | list[str], fn: Callable[..., pa.Table], *, partitions: int | None = None,
+                  fn_kwargs: dict[str, Any] | None = None) -> list:
+    """A keyed exchange of plain Ray tasks: each block ``ds`` produces is split by a stable hash of ``key`` in one
+    task, submitted as soon as the block exists (the splits overlap the read and map stages instead of waiting
+    for them), then one task per partition concatenates its shards and applies ``fn``. Only object refs pass
+    through the driver. Returns the refs of ``fn``'s outputs ([] when ``ds`` has no rows). Tasks retry on
+    worker failure (Ray's default ``max_retries``)."""
     import ray
 
     keys = [key] if isinstance(key, str) else list(key)
@@ -97,7 +98,7 @@ def by_key_streaming(ds, key: str | list[str], fn: Callable[..., pa.Table], *, p
     if not shards:
         return []
     reduce = ray.remote(_apply_to_shards)
-    return ray.get([reduce.remote(fn, fn_kwargs or {}, *[s[i] for s in shards]) for i in range(n)])
+    return [reduce.remote(fn, fn_kwargs or {}, *[s[i] for s in shards]) for i in range(n)]
 
 
 def _hash_split(table: pa.Table, keys: list[str], n: int) -> list[pa.Table] | pa.Table:
@@ -105,6 +106,8 @@ def _hash_split(table: pa.Table, keys: list[str], n: int) -> list[pa.Table] | pa
     import numpy as np
     import pandas as pd
 
+    if not isinstance(table, pa.Table):  # a pandas block
+        table = pa.Table.from_pandas(table, preserve_index=False)
     if n == 1:
         return table
     if table.num_rows == 0:

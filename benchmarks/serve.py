@@ -383,16 +383,20 @@ def main() -> None:
                    "default: the config's rerank.model (none in local.yaml: the bi-encoder fallback)")
     p.add_argument("--topology", choices=["split", "fused"], default=None,
                    help="override the config's topology (fused: no autoscale/kill/batching sections, they target Reranker_A)")
+    p.add_argument("--fast-ingress", action="store_true",
+                   help="start Ray with Serve's HAProxy ingress + throughput-optimized mode (as `recsys serve --fast-ingress`)")
     p.add_argument("--out", default="runs/bench/serve.json")
     ns = p.parse_args()
     os.chdir(ROOT)
     import ray
     from ray import serve
 
-    from recsys.runtime import JOB_ENV
+    from recsys.runtime import FAST_INGRESS_ENV, JOB_ENV
     from recsys.serving.launch import read_serve_config, start, validate_args
 
     os.environ.update(JOB_ENV)
+    if ns.fast_ingress:
+        os.environ.update(FAST_INGRESS_ENV)
     for attempt in range(3):  # a loaded machine can miss Ray's fixed 30 s node-startup window
         try:
             ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": dict(JOB_ENV)}, log_to_driver=False)
@@ -422,6 +426,7 @@ def main() -> None:
         serve.shutdown()
         ray.shutdown()
     result["config"] = ns.config
+    result["serve_env"] = {k: os.environ.get(k, "0") for k in FAST_INGRESS_ENV}
     result["command"] = " ".join(sys.argv)
     Path(ns.out).parent.mkdir(parents=True, exist_ok=True)
     Path(ns.out).write_text(json.dumps(result, indent=2, default=str) + "\n")

@@ -149,6 +149,10 @@ def serve_cmd(
     port: Annotated[int | None, typer.Option(help="HTTP port (default: the config's http_options.port).")] = None,
     host: Annotated[str | None, typer.Option(help="HTTP host (default: the config's).")] = None,
     check: Annotated[bool, typer.Option("--check", help="Only validate the config's args, start nothing.")] = False,
+    fast_ingress: Annotated[bool, typer.Option(
+        "--fast-ingress", help="Start the local Ray with Ray Serve's HAProxy ingress and throughput-optimized mode "
+        "(RAY_SERVE_ENABLE_HA_PROXY=1, RAY_SERVE_THROUGHPUT_OPTIMIZED=1): lower per-request overhead. On an "
+        "existing cluster (RAY_ADDRESS), set those variables where its nodes start instead.")] = False,
 ) -> None:
     """Serve search / recommend / suggest with Ray Serve from a Serve config (same file as `serve run`)."""
     from recsys.config.paths import configs_dir
@@ -169,11 +173,16 @@ def serve_cmd(
 
     import ray
 
-    from recsys.runtime import JOB_ENV
+    from recsys.runtime import FAST_INGRESS_ENV, JOB_ENV
 
     for k, v in JOB_ENV.items():
         os.environ.setdefault(k, v)
     address = os.environ.get("RAY_ADDRESS")
+    if fast_ingress:
+        if address:  # the Serve controller and proxies read these when the cluster's nodes start
+            console.print("[yellow]--fast-ingress: a running cluster keeps its ingress; start its nodes with "
+                          f"{' '.join(f'{k}={v}' for k, v in FAST_INGRESS_ENV.items())}[/yellow]")
+        os.environ.update(FAST_INGRESS_ENV)
     ray.init(address=address, runtime_env={"env_vars": dict(JOB_ENV)}, **({} if address else {"include_dashboard": False}))
     launch.start(path, port=port, host=host, blocking=True)
 

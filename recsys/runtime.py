@@ -29,10 +29,13 @@ from recsys.utils.seed import seed_everything
 
 # Set for every job (and passed to Ray workers): no model hub at run time.
 JOB_ENV = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "RAY_USAGE_STATS_ENABLED": "0"}
-# Ray Serve's HAProxy ingress + throughput-optimized mode (direct ingress, gRPC between replicas): read by the
-# Serve controller and proxies when a cluster's nodes start (`recsys serve --fast-ingress` sets them for a local
-# Ray). What it changes on the local config: docs/BENCHMARKS.md (Serving).
-FAST_INGRESS_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+# Ray Serve's HAProxy ingress + throughput-optimized mode (direct ingress, gRPC between replicas), read by the
+# Serve controller, proxies and replicas when a cluster's nodes start (`recsys serve --fast-ingress` sets them for
+# a local Ray). The mode also moves user code and the router onto each replica's main event loop; the last two
+# keys keep them apart, as by default (the only fast-ingress run where the reranker autoscaled had them, and the
+# overhead was no worse). Measured on the local config: docs/BENCHMARKS.md (Serving).
+FAST_INGRESS_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+                    "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "1", "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "1"}
 
 
 def versions() -> dict[str, str]:

@@ -151,8 +151,9 @@ def serve_cmd(
     check: Annotated[bool, typer.Option("--check", help="Only validate the config's args, start nothing.")] = False,
     fast_ingress: Annotated[bool, typer.Option(
         "--fast-ingress", help="Start the local Ray with Ray Serve's HAProxy ingress and throughput-optimized mode "
-        "(RAY_SERVE_ENABLE_HA_PROXY=1, RAY_SERVE_THROUGHPUT_OPTIMIZED=1): lower per-request overhead. On an "
-        "existing cluster (RAY_ADDRESS), set those variables where its nodes start instead.")] = False,
+        "(RAY_SERVE_ENABLE_HA_PROXY=1, RAY_SERVE_THROUGHPUT_OPTIMIZED=1, user code and router kept off the replicas' "
+        "main loop): lower per-request overhead. On an existing cluster (RAY_ADDRESS), set those variables "
+        "(recsys.runtime.FAST_INGRESS_ENV) where its nodes start instead.")] = False,
 ) -> None:
     """Serve search / recommend / suggest with Ray Serve from a Serve config (same file as `serve run`)."""
     from recsys.config.paths import configs_dir

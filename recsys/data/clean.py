@@ -302,8 +302,8 @@ def clean_table(src, opts: dict[str, Any], out_dir: str, partitions: int | None,
     writes of its clean / quarantined / duplicate rows (``keyed_write``). Each partition writes one file
     per output, so every file of ``<table>/`` holds all rows of its keys (recorded for the features job,
     which then needs no exchange of its own). ``engine``: how the exchange runs, ``tasks``
-    (``shuffle.by_key_streaming``) or ``ray_data`` (Ray Data's hash shuffle, ``shuffle.by_key``). rows_in is counted by an independent read of the source;
-    the other counts are read back from the written Parquet files, so the reconciliation checks what is
+    (``shuffle.by_key_streaming``) or ``ray_data`` (Ray Data's hash shuffle, ``shuffle.by_key``). rows_in is
+    counted by an independent read of the source; the other counts are read back from the written Parquet files, so the reconciliation checks what is
     on disk.
     """
     from recsys.data.io import clear_dirs, head, join
@@ -325,14 +325,14 @@ def clean_table(src, opts: dict[str, Any], out_dir: str, partitions: int | None,
     keys = DEDUP_KEYS[table]
     kwargs = {"table": table, "opts": opts, "keys": keys, "scope": DEDUP_SCOPE.get(table, []), "outputs": outputs}
     if engine == "tasks":
-        done = by_key_streaming(rows, keys, keyed_write, partitions=partitions, fn_kwargs=kwargs)
+        parts = by_key_streaming(rows, keys, keyed_write, partitions=partitions, fn_kwargs=kwargs)
+        done = [row for part in parts for row in part.to_pylist()]
     else:
-        done = [pa.Table.from_pylist(by_key(rows, keys, keyed_write, partitions=partitions, fn_kwargs=kwargs).take_all())]
+        done = by_key(rows, keys, keyed_write, partitions=partitions, fn_kwargs=kwargs).take_all()
     reasons: dict[str, int] = {}
-    for part in done:  # (status, reason, n) per partition: a few rows
-        for row in part.to_pylist():
-            if row["reason"]:
-                reasons[row["reason"]] = reasons.get(row["reason"], 0) + int(row["n"])
+    for row in done:  # (status, reason, n) per partition: a few rows
+        if row["reason"]:
+            reasons[row["reason"]] = reasons.get(row["reason"], 0) + int(row["n"])
     written = {status: _count_parquet(path) for status, (path, _) in outputs.items()}
     mark_partitioned(outputs["ok"][0], keys)
     counts = {"rows_in": rows_in, "rows_clean": written["ok"], "rows_quarantined": written["quarantine"],

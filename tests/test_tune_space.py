@@ -116,6 +116,7 @@ def test_schedulers_and_searchers_from_config(tiny_data):
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule, PopulationBasedTraining
     from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 
+    from recsys.tuning.promotion import GatedLimiter, GatedVariantGenerator, PromotionASHA
     from recsys.tuning.space import validate_space
     from recsys.tuning.sweep import build_scheduler, build_search_alg
 
@@ -137,6 +138,12 @@ def test_schedulers_and_searchers_from_config(tiny_data):
     assert isinstance(bvg, BasicVariantGenerator) and bvg.max_concurrent == 2
     optuna = build_search_alg(search.model_copy(update={"algorithm": "optuna"}), seed=3, concurrency=2)
     assert isinstance(optuna, ConcurrencyLimiter) and optuna.max_concurrent == 2
+    promote = build_scheduler(_load({**data, "scheduler": {"name": "asha_promote"}}), base, concurrency=3)
+    assert isinstance(promote, PromotionASHA) and promote.rungs == [2] and promote.max_running == 3  # rf 3: 2 * 3 = max_t
+    gated = build_search_alg(search, seed=3, concurrency=3, gate=promote)
+    assert isinstance(gated, GatedVariantGenerator) and gated.scheduler is promote and gated.max_concurrent == 0
+    gated = build_search_alg(search.model_copy(update={"algorithm": "optuna"}), seed=3, concurrency=3, gate=promote)
+    assert isinstance(gated, GatedLimiter) and gated.scheduler is promote
 
 
 def test_mlflow_callback_only_with_a_tracking_uri(tiny_data, tmp_path, monkeypatch):

@@ -80,12 +80,14 @@ class SearchConfig(StrictModel):
 class SchedulerConfig(StrictModel):
     """Early stopping / population-based scheduling of trials."""
 
-    name: Literal["asha", "median", "pbt", "fifo"] = Field(
-        "asha", description="asha (async successive halving), median (median stopping rule), pbt, or fifo (no stopping)."
+    name: Literal["asha", "asha_promote", "median", "pbt", "fifo"] = Field(
+        "asha", description="asha (Ray's async successive halving: stops trials that fall behind at a rung), asha_promote "
+        "(the ASHA paper's promotion rule: a trial waits, paused, at a rung until it is in the top 1/reduction_factor; "
+        "recsys.tuning.promotion), median (median stopping rule), pbt, or fifo (no stopping)."
     )
     time_attr: str = Field("step", description="Progress measure reported by the train loop (step) or training_iteration.")
     max_t: int | None = Field(
-        None, ge=1, description="ASHA: longest trial in time_attr units; None = the base config's train.max_steps (else 100 validations)."
+        None, ge=1, description="ASHA (both): longest trial in time_attr units; None = the base config's train.max_steps (else 100 validations)."
     )
     grace_period: int | None = Field(
         None, ge=1, description="Progress before a trial may be stopped; None = the base config's train.eval_every (steps)."

@@ -11,6 +11,7 @@ from ray.tune import Callback
 
 from recsys.training.config import TrainConfig
 from recsys.tuning.config import SchedulerConfig, SearchConfig, TuneJobConfig
+from recsys.tuning.promotion import PromotionASHA
 from recsys.utils.log import get_logger
 
 log = get_logger("recsys.tune")
@@ -28,16 +29,22 @@ def experiment_path(cfg: TuneJobConfig, output_dir: Path) -> str:
     return f"{storage_root(cfg, output_dir)}/{cfg.name}"
 
 
-def build_search_alg(search: SearchConfig, seed: int, concurrency: int):
+def build_search_alg(search: SearchConfig, seed: int, concurrency: int, gate: PromotionASHA | None = None):
     """random / grid -> BasicVariantGenerator (seeded); optuna -> OptunaSearch with a seeded TPE sampler.
-    Both limited to ``concurrency`` running trials (Tune ignores max_concurrent_trials for the former)."""
+    Both limited to ``concurrency`` running trials (Tune ignores max_concurrent_trials for the former);
+    with a ``gate`` (asha_promote) to the gate's running trials, so that paused trials free their slot."""
     from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
+
+    from recsys.tuning.promotion import GatedLimiter, GatedVariantGenerator
 
     if search.algorithm == "optuna":
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
-        return ConcurrencyLimiter(OptunaSearch(sampler=optuna.samplers.TPESampler(seed=seed)), max_concurrent=concurrency)
+        tpe = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=seed))
+        return GatedLimiter(tpe, gate) if gate else ConcurrencyLimiter(tpe, max_concurrent=concurrency)
+    if gate:
+        return GatedVariantGenerator(gate, random_state=seed)
     return BasicVariantGenerator(random_state=seed, max_concurrent=concurrency)
 
 
@@ -53,8 +60,9 @@ def scheduler_defaults(sched: SchedulerConfig, base: TrainConfig) -> dict[str, i
     }
 
 
-def build_scheduler(cfg: TuneJobConfig, base: TrainConfig):
-    """ASHA / median / PBT / FIFO; metric and mode come from the TuneConfig."""
+def build_scheduler(cfg: TuneJobConfig, base: TrainConfig, concurrency: int = 1):
+    """ASHA (stopping or promotion) / median / PBT / FIFO; metric and mode come from the TuneConfig.
+    ``concurrency``: trials running at once (asha_promote keeps to it itself: its trials pause)."""
     from ray.tune import schedulers as S
 
     from recsys.tuning.space import tune_domain
@@ -64,6 +72,9 @@ def build_scheduler(cfg: TuneJobConfig, base: TrainConfig):
     if s.name == "asha":
         return S.ASHAScheduler(time_attr=s.time_attr, max_t=d["max_t"],
                                grace_period=min(d["grace_period"], d["max_t"]), reduction_factor=s.reduction_factor)
+    if s.name == "asha_promote":
+        return PromotionASHA(time_attr=s.time_attr, max_t=d["max_t"], grace_period=min(d["grace_period"], d["max_t"]),
+                             reduction_factor=s.reduction_factor, max_running=concurrency)
     if s.name == "median":
         return S.MedianStoppingRule(time_attr=s.time_attr,
                                     grace_period=d["grace_period"], min_samples_required=s.min_samples_required)
@@ -101,7 +112,7 @@ def build_trainable(cfg: TuneJobConfig, base_raw: dict[str, Any], base: TrainCon
         log.info("the space leaves the data unchanged: trials share one prepared data set %s", prepared.counts)
 
     fn = tune.with_parameters(train_trial, base=base_raw, train_storage=f"{exp_path}/{TRAIN_RUNS}",
-                              report_checkpoints=cfg.scheduler.name == "pbt",
+                              report_checkpoints=cfg.scheduler.name in ("pbt", "asha_promote"),  # they pause trials
                               worker_start_timeout_s=cfg.trial.worker_start_timeout_s, prepared=prepared)
     return tune.with_resources(fn, {"cpu": cfg.trial.driver_cpus})
 
@@ -126,13 +137,14 @@ def build_tuner(cfg: TuneJobConfig, base_raw: dict[str, Any], base: TrainConfig,
     concurrency = cfg.search.max_concurrent_trials or default_concurrency(base)
     log.info("sweep: %d sample(s), %d at a time, %s search, %s scheduler -> %s", cfg.search.num_samples, concurrency,
              cfg.search.algorithm, cfg.scheduler.name, exp_path)
+    scheduler = build_scheduler(cfg, base, concurrency)
     tuner = tune.Tuner(
         trainable,
         param_space=param_space(cfg.space),
         tune_config=tune.TuneConfig(
             metric=metric, mode=mode, num_samples=cfg.search.num_samples,
-            search_alg=build_search_alg(cfg.search, seed, concurrency),
-            scheduler=build_scheduler(cfg, base), reuse_actors=False,
+            search_alg=build_search_alg(cfg.search, seed, concurrency, scheduler if isinstance(scheduler, PromotionASHA) else None),
+            scheduler=scheduler, reuse_actors=False,
         ),
         run_config=tune.RunConfig(  # callbacks set below, after tuner.pkl is written without them
             name=cfg.name, storage_path=storage_root(cfg, output_dir),

@@ -366,3 +366,24 @@ def test_reranker_skips_the_batch_wait_when_idle_and_batches_under_load(ray_sess
         assert lone_s >= 2.0 and out["batch_size"] == 1  # waited batch_wait_timeout_s for company
 
     asyncio.run(main())
+
+
+def test_guard_middleware_rejects_before_parsing_and_times_the_answer(monkeypatch):
+    """The ingress's pure-ASGI guard: 401 without the key (probes exempt), 413 over the body limit,
+    and a Server-Timing header on every answer it lets through (here a 404: no Serve replica)."""
+    import hashlib
+
+    from fastapi.testclient import TestClient
+
+    from recsys.serving import guard
+    from recsys.serving.app import api
+
+    monkeypatch.setattr(guard, "SETTINGS", {"api_key_sha256": hashlib.sha256(b"k").hexdigest(), "max_body_bytes": 100})
+    c = TestClient(api)
+    r = c.post("/search", json={"query": "x"})
+    assert r.status_code == 401 and r.json()["field"] == "X-API-Key" and "server-timing" not in r.headers
+    r = c.post("/search", content=b"x" * 101, headers={"x-api-key": "k", "content-type": "application/json"})
+    assert r.status_code == 413 and r.json() == {"error": "payload_too_large", "field": "body", "message": "body over 100 bytes"}
+    r = c.get("/nope", headers={"authorization": "Bearer k"})
+    assert r.status_code == 404 and r.headers["server-timing"].startswith("app;dur=")
+    assert c.get("/openapi.json").status_code == 200  # open path: no key needed

@@ -18,7 +18,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from ray import serve
 from ray.serve.handle import DeploymentHandle
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import HTTPConnection
 
 from recsys.serving import schemas as S
 from recsys.serving.config import ServeArgs
@@ -85,24 +87,45 @@ async def _internal(request: Request, exc: Exception) -> JSONResponse:  # pragma
     return _error(500, "internal_error", f"{type(exc).__name__}: the server failed to answer; see the replica logs")
 
 
-@api.middleware("http")
-async def _guard(request: Request, call_next):
-    """API key (401) and body size (413) before any parsing; a ``Server-Timing`` header on the answer."""
-    from recsys.serving.guard import SETTINGS as settings
-    if request.url.path not in OPEN_PATHS and settings.get("api_key_sha256"):
-        key = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-        digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest() if key else ""
-        if not hmac.compare_digest(digest, settings["api_key_sha256"]):
-            return _error(401, "unauthorized", "missing or wrong API key; send it in the X-API-Key header", "X-API-Key")
-    length = request.headers.get("content-length")
-    if length is not None and (not length.isdigit() or int(length) > settings.get("max_body_bytes", 1_000_000)):
-        return _error(413, "payload_too_large", f"body over {settings.get('max_body_bytes')} bytes", "body")
-    t0 = time.perf_counter()
-    response = await call_next(request)
-    # time spent in this replica (parsing, the handler, serialisation): a client subtracts it from its
-    # own latency to see what the proxy and the network add (browsers show it in their devtools)
-    response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - t0) * 1000:.3f}"
-    return response
+class Guard:
+    """ASGI middleware: API key (401) and body size (413) before any parsing; a ``Server-Timing``
+    header on the answer. Pure ASGI rather than ``@app.middleware("http")``: Starlette's
+    BaseHTTPMiddleware runs every request through an extra task and a memory stream."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        from recsys.serving.guard import SETTINGS as settings
+
+        conn = HTTPConnection(scope)
+        rejected = None
+        if conn.url.path not in OPEN_PATHS and settings.get("api_key_sha256"):
+            key = conn.headers.get("x-api-key") or conn.headers.get("authorization", "").removeprefix("Bearer ").strip()
+            digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest() if key else ""
+            if not hmac.compare_digest(digest, settings["api_key_sha256"]):
+                rejected = _error(401, "unauthorized", "missing or wrong API key; send it in the X-API-Key header", "X-API-Key")
+        length = conn.headers.get("content-length")
+        if rejected is None and length is not None and (
+                not length.isdigit() or int(length) > settings.get("max_body_bytes", 1_000_000)):
+            rejected = _error(413, "payload_too_large", f"body over {settings.get('max_body_bytes')} bytes", "body")
+        if rejected is not None:
+            return await rejected(scope, receive, send)
+        t0 = time.perf_counter()
+
+        async def timed_send(message) -> None:
+            # time spent in this replica up to the answer's headers (parsing, the handler, serialisation): a
+            # client subtracts it from its own latency to see what the proxy and the network add
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message).append("Server-Timing", f"app;dur={(time.perf_counter() - t0) * 1000:.3f}")
+            await send(message)
+
+        await self.app(scope, receive, timed_send)
+
+
+api.add_middleware(Guard)
 
 
 @serve.deployment

@@ -155,6 +155,28 @@ def test_gated_variant_generator_waits_for_a_slot():
     assert gen.next_trial() is not None
 
 
+def test_gates_survive_a_state_round_trip():
+    """Tune saves search-algorithm state and loads it into the live object on resume: the gate must
+    remain the scheduler Tune runs, not a copy."""
+    from ray import tune
+    from ray.tune.search.optuna import OptunaSearch
+
+    from recsys.tuning.promotion import GatedLimiter
+
+    s = _sched(max_running=1)
+    gen = GatedVariantGenerator(s, random_state=0)
+    gen.add_configurations({"exp": {"run": _noop_trainable, "config": {"x": 1}, "num_samples": 2}})
+    state = gen.get_state()
+    assert "scheduler" not in state and gen.scheduler is s
+    gen.set_state({**state, "scheduler": _sched()})
+    assert gen.scheduler is s
+    lim = GatedLimiter(OptunaSearch(metric="m", mode="max", space={"x": tune.uniform(0, 1)}), s)
+    state = lim.get_state()
+    assert "scheduler" not in state and lim.scheduler is s
+    lim.set_state({**state, "scheduler": _sched()})
+    assert lim.scheduler is s and lim.max_concurrent == 1
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_tiny_sweep_pauses_promotes_and_resumes_from_the_rung(ray_session, shared_data, tmp_path, monkeypatch):

@@ -23,8 +23,10 @@ Tune counts a paused trial as live in its concurrency limits, so the search algo
 gated by this scheduler's running count instead: ``GatedLimiter`` (a ``Searcher`` such as Optuna)
 and ``GatedVariantGenerator`` (random / grid) ask ``PromotionASHA.may_start_new_trial``.
 
-Resuming an interrupted sweep does not restore the rung records (Tune does not persist scheduler
-state): unfinished trials continue and are judged against the results recorded after the restart.
+Resuming an interrupted sweep (``Tuner.restore``) does not bring back the rung records: Tune does not
+persist scheduler state. Tune restarts every unfinished trial, paused ones included, from its last
+checkpoint (all at once: their Train runs queue for workers), and they are judged against the results
+recorded after the restart.
 """
 
 from __future__ import annotations
@@ -174,7 +176,24 @@ class PromotionASHA(FIFOScheduler):
         return f"PromotionASHA (rf {self._rf}): {rungs}; {len(self.waiting)} waiting, {len(self.active)} active"
 
 
-class GatedLimiter(ConcurrencyLimiter):
+class _KeepsGate:
+    """Tune saves a search algorithm's ``__dict__`` and loads it back into the live object on resume: the
+    gate must stay the scheduler Tune runs, not come back as a stale copy of the one saved."""
+
+    scheduler: PromotionASHA
+
+    def get_state(self):
+        gate = self.__dict__.pop("scheduler")
+        try:
+            return super().get_state()
+        finally:
+            self.scheduler = gate
+
+    def set_state(self, state) -> None:
+        super().set_state({k: v for k, v in state.items() if k != "scheduler"})
+
+
+class GatedLimiter(_KeepsGate, ConcurrencyLimiter):
     """``ConcurrencyLimiter`` whose slots are the scheduler's running trials (paused ones free theirs)."""
 
     def __init__(self, searcher: Searcher, scheduler: PromotionASHA):
@@ -191,7 +210,7 @@ class GatedLimiter(ConcurrencyLimiter):
         return suggestion
 
 
-class GatedVariantGenerator(BasicVariantGenerator):
+class GatedVariantGenerator(_KeepsGate, BasicVariantGenerator):
     """``BasicVariantGenerator`` (random / grid) gated by the scheduler's running trials."""
 
     def __init__(self, scheduler: PromotionASHA, **kwargs: Any):

@@ -244,24 +244,28 @@ async def section_batching(work: Workload, concurrency: int, duration_s: float, 
 
 
 async def section_autoscale(url: str, work: Workload, concurrency: int, load_s: float, idle_s: float) -> dict:
-    timeline = []
+    timeline, every = [], []  # Reranker_A's replicas; every deployment's (which one a load saturates varies)
     start = time.perf_counter()
 
     async def watch(stop: asyncio.Event):
         while not stop.is_set():
-            timeline.append((round(time.perf_counter() - start, 1), replicas().get("Reranker_A", 0)))
+            now = replicas()
+            timeline.append((round(time.perf_counter() - start, 1), now.get("Reranker_A", 0)))
+            every.append(now)
             await asyncio.sleep(2)
 
     stop = asyncio.Event()
     watcher = asyncio.create_task(watch(stop))
     load = await drive(url, work, "search", concurrency, load_s)
-    peak_t = next((t for t, r in timeline if r >= 2), None)
     await asyncio.sleep(idle_s)
     stop.set()
     await watcher
+    # over the whole timeline: a replica started under load may come up a few seconds after it ends
+    peak_t = next((t for t, r in timeline if r >= 2), None)
     down_t = next((t for t, r in timeline if peak_t is not None and t > peak_t and r == 1), None)
-    return {"start_replicas": timeline[0][1] if timeline else None, "max_replicas": max(r for _, r in timeline),
+    return {"load_s": load_s, "start_replicas": timeline[0][1] if timeline else None, "max_replicas": max(r for _, r in timeline),
             "reached_2_at_s": peak_t, "back_to_1_at_s": down_t, "requests": load["requests"], "errors": load["errors"],
+            "max_replicas_by_deployment": {n: max(e.get(n, 0) for e in every) for n in sorted({k for e in every for k in e})},
             "timeline": timeline}
 
 

@@ -260,3 +260,16 @@ def test_prepare_reads_nothing_beyond_prepare_keys_for_every_model_kind(project_
         assert prep.extras["total_steps"] == cfg.train.max_steps and prep.counts["train_rows"] == 64, (file, overrides)
         assert prep.extras["steps_per_epoch"] == max(1, per_worker // cfg.optim.grad_accum), (file, overrides)
         assert ("text_embeddings_ref" in prep.extras) == bool(overrides.get("model.sequential.use_text"))
+
+
+def test_collect_keeps_a_trial_interrupted_before_its_first_report():
+    """An interruption can catch a trial whose directory is still empty (no config, no metrics): it is
+    listed as unfinished under its Tune id, not a crash."""
+    from types import SimpleNamespace
+
+    from recsys.tuning.results import collect
+
+    empty = SimpleNamespace(metrics_dataframe=None, metrics=None, config=None, error=None,
+                            path="/x/sweep/train_trial_53874_00001_1_model_sequential_hidden_size=16_2026-11-25_05-37-51")
+    [rec] = collect([empty], ["optim.lr"], {"53874_00000": "TERMINATED", "53874_00001": "UNFINISHED"})
+    assert (rec.trial_id, rec.status, rec.params, len(rec.history)) == ("53874_00001", "unfinished", {}, 0)

@@ -43,8 +43,9 @@ def collect(grid, space_keys: list[str], statuses: dict[str, str] | None = None)
         hist = result.metrics_dataframe if result.metrics_dataframe is not None else pd.DataFrame()
         last = result.metrics or {}
         trial_id = str(last.get("trial_id") or (hist["trial_id"].iloc[-1] if "trial_id" in hist and len(hist)
-                                                 else Path(result.path or "unknown").name))
-        params = {k: result.config.get(k) for k in space_keys if k in result.config}
+                                                 else _trial_id_from_path(result.path, statuses)))
+        config = result.config or {}  # None for a trial interrupted before its first report
+        params = {k: config.get(k) for k in space_keys if k in config}
         if result.error is not None:
             status = "error"
         elif statuses.get(trial_id, "TERMINATED") not in ("TERMINATED", "ERROR"):
@@ -59,6 +60,13 @@ def collect(grid, space_keys: list[str], statuses: dict[str, str] | None = None)
                                    f"{type(result.error).__name__}: {result.error}" if result.error else None,
                                    result.path))
     return sorted(records, key=lambda r: r.trial_id)
+
+
+def _trial_id_from_path(path: str | None, known: dict[str, str]) -> str:
+    """Tune names a trial's directory ``<trainable>_<trial id>_<index>_<params>_<date>``: the id of a trial
+    that left no report comes from there (matched against the ids Tune knows), else the directory name."""
+    name = Path(path or "unknown").name
+    return next((tid for tid in known if f"_{tid}_" in f"_{name}_"), name)
 
 
 def best_value(rec: TrialRecord, metric: str, mode: str) -> float | None:

@@ -271,3 +271,16 @@ def test_hard_negative_rows_from_split_files(ray_session, tmp_path):
     got = bi_encoder_rows(ds, hard_negatives=True, seed=0).to_pandas().sort_values("left")
     assert [(r.left, r.right, r.negative) for r in got.itertuples()] == [
         ("name: q1", "name: a", "name: b"), ("name: q2", "name: c", "name: d")]
+
+
+@pytest.mark.slow
+def test_a_capped_sequence_load_keeps_the_same_users_every_run(ray_session, shared_data):
+    """max_train_rows over grouped events keeps the users first in id order, not whichever the groupby's
+    shuffle delivers first: a resumed trial rebuilds the same item vocabulary as its checkpoint."""
+    from recsys.config.base import InputConfig
+    from recsys.training import data as D
+
+    inp = InputConfig(path=str(shared_data / "amazon-games-6k"), preset="amazon-games-6k")
+    capped = D.load_sequences(inp, [], 50).to_pandas()
+    users = sorted(D.read_table(inp, "events").select_columns(["user_id"]).to_pandas()["user_id"].unique())
+    assert capped["user_id"].tolist() == users[:50]

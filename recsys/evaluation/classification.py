@@ -57,12 +57,12 @@ class PairClassificationEvaluator:
         ts = np.asarray(pair_scorer(self.test[0], self.test[1]), dtype=np.float64)
         out = classification_metrics(ts, np.asarray(self.test[2]), t)
         out.update({"valid_f1": vf1, "primary_metric": self.primary_metric})
-        out["_test_scores"] = ts
+        out["_test_scores"], out["_valid_scores"] = ts, vs
         return out
 
     def __call__(self, pair_scorer) -> dict[str, Any]:
         out = self.evaluate(pair_scorer)
-        out.pop("_test_scores")
+        out.pop("_test_scores"), out.pop("_valid_scores")
         return out
 
 

@@ -9,7 +9,7 @@ from pydantic import Field, field_validator, model_validator
 from recsys.config import InputConfig, JobConfig, StrictModel
 from recsys.config.types import InputPath
 
-ModelKind = Literal["popularity", "itemknn", "als", "bpr", "bm25", "zeroshot", "model"]
+ModelKind = Literal["popularity", "itemknn", "als", "bpr", "bm25", "zeroshot", "pair_features", "model"]
 
 
 class EvalDataConfig(StrictModel):
@@ -70,7 +70,9 @@ class ModelSpec(StrictModel):
     """One model or baseline in the comparison."""
 
     name: str = Field(..., min_length=1, description="Name in the leaderboard.")
-    kind: ModelKind = Field(..., description="A baseline kind, or 'model' = a trained recsys model directory.")
+    kind: ModelKind = Field(..., description="A baseline kind, or 'model' = a trained recsys model directory; "
+                            "pair_features (string-similarity and product-code features, boosted trees fit on the "
+                            "train pairs) is for protocol.task: matching.")
     path: str | None = Field(None, description="kind=model: directory written by the train job (recsys_model.json).")
     params: dict[str, Any] = Field(default_factory=dict, description="Baseline constructor arguments.")
     tune: dict[str, list[Any]] = Field(
@@ -109,6 +111,8 @@ class EnsembleSpec(StrictModel):
         None, ge=0, le=1, description="rerank: share of the re-ranker's z-score in the top cells' order (rest: the first "
         "stage's); null = chosen on validation from 0, 0.25, 0.5, 0.75, 1."
     )
+    folds: int = Field(5, ge=2, le=20, description="learned, task matching: cross-fitting folds on validation (the "
+                       "F1 threshold is chosen on out-of-fold scores).")
 
     @model_validator(mode="after")
     def _rerank(self) -> EnsembleSpec:
@@ -183,6 +187,14 @@ class EvaluateConfig(JobConfig):
         if self.primary_metric and self.primary_metric not in self.metrics and self.protocol.task != "matching":
             raise ValueError(f"primary_metric {self.primary_metric!r} must be one of metrics {self.metrics}")
         task = self.protocol.task
+        pair_only = [m.name for m in self.models if m.kind == "pair_features"]
+        if pair_only and task != "matching":
+            raise ValueError(f"models {pair_only}: kind pair_features scores offer pairs; use it with protocol.task: "
+                             f"matching (this config has {task})")
+        not_learned = [e.name for e in self.ensembles if e.method != "learned"]
+        if task == "matching" and not_learned:
+            raise ValueError(f"ensembles {not_learned}: matching fuses pair scores with method: learned (logistic "
+                             "regression fit on validation); rrf / weighted / rerank are for ranking protocols")
         if task == "recommendation" and self.data.events is None:
             raise ValueError("protocol.task=recommendation needs data.events (events or sequences table)")
         if task in ("retrieval", "matching") and self.data.pairs is None:

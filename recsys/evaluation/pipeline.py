@@ -359,8 +359,20 @@ def run_ranking(cfg: EvaluateConfig, ctx) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- matching (pair F1)
-def pair_scorer(spec: ModelSpec, seed: int):
-    """(lefts, rights) -> scores for a matching model: a trained cross-/bi-encoder or zero-shot cosine."""
+def pair_scorer(spec: ModelSpec, seed: int, train: tuple[list[str], list[str], np.ndarray] | None = None):
+    """(lefts, rights) -> scores for a matching model: a trained cross-/bi-encoder, zero-shot cosine, or the
+    pair-feature matcher (fit here on the train pairs)."""
+    if spec.kind == "pair_features":
+        from recsys.baselines.pair_features import PairFeatureMatcher
+
+        if train is None or len(train[2]) == 0:
+            raise ValueError(f"model {spec.name!r}: pair_features is fit on the train pairs; data.pairs has no rows "
+                             "with split 'train'")
+        try:
+            matcher = PairFeatureMatcher(**{"seed": seed, **spec.params})
+        except TypeError as exc:
+            raise ValueError(f"model {spec.name!r}: bad params {sorted(spec.params)}: {exc}") from None
+        return matcher.fit(*train).score
     if spec.kind == "model":
         from recsys.models import load_model
 
@@ -376,7 +388,8 @@ def pair_scorer(spec: ModelSpec, seed: int):
 
         encoder = BiEncoder.from_encoder(spec.params.get("model", "all-MiniLM-L6-v2"), max_length=spec.params.get("max_length", 128))
     else:
-        raise ValueError(f"model {spec.name!r}: matching supports kind model (cross/bi-encoder) or zeroshot, not {spec.kind!r}")
+        raise ValueError(f"model {spec.name!r}: matching supports kind model (cross/bi-encoder), zeroshot or "
+                         f"pair_features, not {spec.kind!r}")
 
     def cosine(lefts, rights):
         a = encoder.encode(list(lefts), tower="query")
@@ -413,24 +426,34 @@ def run_matching(cfg: EvaluateConfig, ctx) -> dict[str, Any]:
             d = d.iloc[: cfg.protocol.max_valid_queries]
         return d["left"].fillna("").astype(str).tolist(), d["right"].fillna("").astype(str).tolist(), d["label"].to_numpy()
 
-    valid, test = part("valid"), part("test")
+    valid, test, train = part("valid"), part("test"), part("train")
     if len(test[2]) == 0 or len(valid[2]) == 0:
         raise ValueError("data.pairs needs rows with split 'valid' and 'test' (the threshold is chosen on valid)")
     ev = PairClassificationEvaluator(valid, test)
-    leaderboard, correct = [], {}
+    rows, scores = [], {}  # scores: name -> (valid, test)
     for spec in cfg.models:
         with ctx.timer(f"evaluate:{spec.name}"):
-            out = ev.evaluate(pair_scorer(spec, cfg.seed))
-        scores = out.pop("_test_scores")
-        correct[spec.name] = per_pair_correct(scores, test[2], out["threshold"])
+            out = ev.evaluate(pair_scorer(spec, cfg.seed, train))
+        scores[spec.name] = (out.pop("_valid_scores"), out.pop("_test_scores"))
+        if spec.standalone:
+            rows.append((spec.name, out))
+    for ens in cfg.ensembles:
+        with ctx.timer(f"evaluate:{ens.name}"):
+            out = _stacked_matcher(ens, scores, valid[2], test[2], cfg.seed)
+        scores[ens.name] = (out.pop("_valid_scores"), out.pop("_test_scores"))
+        rows.append((ens.name, out))
+    leaderboard, correct = [], {}
+    for name, out in rows:
+        test_scores = scores[name][1]
+        correct[name] = per_pair_correct(test_scores, test[2], out["threshold"])
         if cfg.bootstrap:
-            out["ci95"] = {"f1": _f1_ci(scores, test[2], out["threshold"], cfg.bootstrap, cfg.seed)}
-        out.pop("primary_metric")
-        row = {"model": spec.name, **out}
-        if spec.name in cfg.published:
-            row["published"] = cfg.published[spec.name]
+            out["ci95"] = {"f1": _f1_ci(test_scores, test[2], out["threshold"], cfg.bootstrap, cfg.seed)}
+        out.pop("primary_metric", None)
+        row = {"model": name, **out}
+        if name in cfg.published:
+            row["published"] = cfg.published[name]
         leaderboard.append(row)
-        ctx.log.info("%s: F1 %.4f (threshold %.4f chosen on valid)", spec.name, out["f1"], out["threshold"])
+        ctx.log.info("%s: F1 %.4f (threshold %.4f chosen on valid)", name, out["f1"], out["threshold"])
     leaderboard.sort(key=lambda r: -r["f1"])
     reference = cfg.reference or leaderboard[0]["model"]
     sig = _significance(correct, reference, "accuracy", cfg.significance_resamples, cfg.seed)
@@ -443,6 +466,24 @@ def run_matching(cfg: EvaluateConfig, ctx) -> dict[str, Any]:
     return {"counts": {"test_pairs": len(test[2]), "valid_pairs": len(valid[2])}, "primary_metric": "f1",
             "metrics": {r["model"]: {k: v for k, v in r.items() if isinstance(v, float)} for r in leaderboard},
             **payload, "artifacts": {"html": str(ctx.output_dir / "report.html")}}
+
+
+def _stacked_matcher(ens, scores: dict[str, tuple[np.ndarray, np.ndarray]], valid_labels: np.ndarray,
+                     test_labels: np.ndarray, seed: int) -> dict[str, Any]:
+    """A learned fusion of matchers: logistic regression over member scores, fit on validation."""
+    from recsys.ensemble.stacking import StackedMatcher
+    from recsys.evaluation.classification import classification_metrics
+
+    stack = StackedMatcher(folds=ens.folds, seed=seed).fit(
+        np.column_stack([scores[m][0] for m in ens.members]), valid_labels)
+    test_scores = stack.score(np.column_stack([scores[m][1] for m in ens.members]))
+    out = classification_metrics(test_scores, test_labels, stack.threshold)
+    out.update({"valid_f1": stack.valid_f1, "_test_scores": test_scores,
+                "_valid_scores": stack.score(np.column_stack([scores[m][0] for m in ens.members])),
+                "info": {"method": "learned", "folds": ens.folds,
+                         "weights": dict(zip(ens.members, stack.coefficients)),
+                         "threshold": "max F1 on out-of-fold validation scores"}})
+    return out
 
 
 def check_model_paths(cfg: EvaluateConfig) -> None:

@@ -122,12 +122,23 @@ def test_matching_job_with_pair_features_and_learned_fusion(ray_session, tmp_pat
     assert all(r["n_pairs"] == 300 and len(r["ci95"]["f1"]) == 2 for r in lb.values())
     assert {s["model"] for s in report["significance"]} >= {"zeroshot", "fused"} - {report["summary"]["reference"]}
 
+    # retrieval on the same pairs: the matcher ranks every right-hand product, alone and as a re-ranker
+    cfg = load_config(spec.config_cls, None, data={
+        "output_dir": str(tmp_path / "r"), "data": {"pairs": {"path": str(tmp_path / "pairs.parquet")}},
+        "protocol": {"task": "retrieval", "candidates": "full"}, "metrics": ["recall@10", "mrr"], "bootstrap": 0,
+        "significance_resamples": 200,
+        "models": [{"name": "bm25", "kind": "bm25"}, {"name": "features", "kind": "pair_features", "params": {"max_iter": 100}}],
+        "ensembles": [{"name": "bm25+features", "members": ["bm25", "features"], "method": "rerank", "top_n": 10}]})
+    lb = {r["model"]: r for r in run_parsed(spec, cfg)["leaderboard"]}
+    assert lb["features"]["info"]["train_pairs"] == 1500 and lb["features"]["mrr"] > 0.5
+    assert lb["bm25+features"]["recall@10"] == pytest.approx(lb["bm25"]["recall@10"])  # re-ranks the top 10 only
+
 
 def test_matching_config_errors_name_the_fix():
     spec = get_job("evaluate")
     pairs = {"pairs": {"path": __file__}}
-    with pytest.raises(ConfigError, match=r"kind pair_features scores offer pairs; use it with protocol.task: matching"):
-        load_config(spec.config_cls, None, data={"data": pairs, "protocol": {"task": "retrieval"},
+    with pytest.raises(ConfigError, match=r"kind pair_features scores offer pairs by their texts; use it with protocol.task: matching or retrieval"):
+        load_config(spec.config_cls, None, data={"data": {"events": {"path": __file__}}, "protocol": {"task": "recommendation"},
                                                  "models": [{"name": "f", "kind": "pair_features"}]})
     with pytest.raises(ConfigError, match=r"ensembles \['e'\]: matching fuses pair scores with method: learned"):
         load_config(spec.config_cls, None, data={

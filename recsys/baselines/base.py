@@ -15,11 +15,13 @@ from recsys.evaluation.scorer import ItemIndex
 class TrainData:
     """sequences: user_id, items (time-ordered list of item ids); optional ``timestamps`` column
     (list of timestamps aligned with items). items: item_id + text columns (title, ...), or None.
-    catalog: every rankable item id (a baseline scores items it never saw in training as 0)."""
+    catalog: every rankable item id (a baseline scores items it never saw in training as 0).
+    pairs: labelled train pairs (left, right, label) of a matching / retrieval set, or None."""
 
     sequences: pd.DataFrame
     catalog: np.ndarray
     items: pd.DataFrame | None = None
+    pairs: pd.DataFrame | None = None
 
     def item_index(self) -> ItemIndex:
         return ItemIndex(self.catalog)

@@ -122,20 +122,22 @@ class PairFeaturizer:
         self._tfidf.fit([_Side(t).all for t in texts])
         return self
 
-    def _cosine(self, a: list[str], b: list[str]) -> np.ndarray:
-        return np.asarray(self._tfidf.transform(a).multiply(self._tfidf.transform(b)).sum(1)).ravel()  # rows are L2-normed
-
     def transform(self, lefts: Sequence[str], rights: Sequence[str]) -> np.ndarray:
         if self._tfidf is None:
             raise RuntimeError("PairFeaturizer.transform before fit: call fit(train texts) first")
         if len(lefts) != len(rights):
             raise ValueError(f"lefts ({len(lefts)}) and rights ({len(rights)}) differ in length")
-        a, b = [_Side(t) for t in lefts], [_Side(t) for t in rights]
-        x = np.array([_pair_row(p, q) for p, q in zip(a, b)], dtype=np.float64).reshape(len(a), len(FEATURE_NAMES))
-        col = FEATURE_NAMES.index("char_tfidf_cosine")
-        if len(a):
-            x[:, col] = self._cosine([s.all for s in a], [s.all for s in b])
-            x[:, col + 1] = self._cosine([s.name for s in a], [s.name for s in b])
+        # each distinct text is parsed and vectorised once (a ranking scores one query against many items)
+        texts, code = np.unique(np.asarray([*lefts, *rights], dtype=object).astype(str), return_inverse=True)
+        sides = [_Side(t) for t in texts]
+        li, ri = code[: len(lefts)], code[len(lefts):]
+        x = np.array([_pair_row(sides[i], sides[j]) for i, j in zip(li, ri)], dtype=np.float64)
+        x = x.reshape(len(li), len(FEATURE_NAMES))
+        if len(li):
+            col = FEATURE_NAMES.index("char_tfidf_cosine")
+            for k, part in enumerate(("all", "name")):
+                m = self._tfidf.transform([getattr(s, part) for s in sides])  # rows are L2-normed
+                x[:, col + k] = np.asarray(m[li].multiply(m[ri]).sum(1)).ravel()
         return x
 
 
@@ -181,3 +183,26 @@ class PairFeatureMatcher:
         if self._clf is None:
             raise RuntimeError("PairFeatureMatcher.score before fit")
         return self._clf.predict_proba(self.featurizer.transform(lefts, rights))[:, 1]
+
+
+class PairFeatureScorer:
+    """Ranking adapter (search / retrieval protocols): scores (query text, item text) cells with a fitted
+    :class:`PairFeatureMatcher`; cheap enough for a full catalog of a few thousand items, and a re-ranker
+    in ``rerank`` ensembles. Cells whose item id is None score -inf."""
+
+    def __init__(self, matcher: PairFeatureMatcher, item_texts: dict[str, str]):
+        self.matcher, self.texts = matcher, item_texts
+
+    def score(self, batch, item_ids: np.ndarray) -> np.ndarray:
+        if batch.texts is None:
+            raise ValueError("pair_features ranks items by a query text (retrieval / search protocols); "
+                             "this protocol's queries have none")
+        grid = np.broadcast_to(item_ids, (len(batch), item_ids.shape[1]))  # (B, C)
+        live = grid != None  # noqa: E711 - element-wise None test on an object array
+        rows, cols = np.nonzero(live)
+        out = np.full(grid.shape, -np.inf)
+        if len(rows):
+            lefts = [batch.texts[r] or "" for r in rows]
+            rights = [self.texts.get(grid[r, c], "") for r, c in zip(rows, cols)]
+            out[rows, cols] = self.matcher.score(lefts, rights)
+        return out

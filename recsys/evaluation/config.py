@@ -72,7 +72,7 @@ class ModelSpec(StrictModel):
     name: str = Field(..., min_length=1, description="Name in the leaderboard.")
     kind: ModelKind = Field(..., description="A baseline kind, or 'model' = a trained recsys model directory; "
                             "pair_features (string-similarity and product-code features, boosted trees fit on the "
-                            "train pairs) is for protocol.task: matching.")
+                            "train pairs) is for protocol.task: matching or retrieval.")
     path: str | None = Field(None, description="kind=model: directory written by the train job (recsys_model.json).")
     params: dict[str, Any] = Field(default_factory=dict, description="Baseline constructor arguments.")
     tune: dict[str, list[Any]] = Field(
@@ -188,9 +188,9 @@ class EvaluateConfig(JobConfig):
             raise ValueError(f"primary_metric {self.primary_metric!r} must be one of metrics {self.metrics}")
         task = self.protocol.task
         pair_only = [m.name for m in self.models if m.kind == "pair_features"]
-        if pair_only and task != "matching":
-            raise ValueError(f"models {pair_only}: kind pair_features scores offer pairs; use it with protocol.task: "
-                             f"matching (this config has {task})")
+        if pair_only and task not in ("matching", "retrieval"):
+            raise ValueError(f"models {pair_only}: kind pair_features scores offer pairs by their texts; use it with "
+                             f"protocol.task: matching or retrieval (this config has {task})")
         not_learned = [e.name for e in self.ensembles if e.method != "learned"]
         if task == "matching" and not_learned:
             raise ValueError(f"ensembles {not_learned}: matching fuses pair scores with method: learned (logistic "

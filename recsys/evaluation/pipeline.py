@@ -147,7 +147,7 @@ def prepare_retrieval(cfg: EvaluateConfig) -> Prepared:
         valid = P.sample_negatives(valid, cfg.protocol.n_negatives, seed=cfg.seed + 1)
     train_seqs = pd.DataFrame({"user_id": pd.Series([], dtype=object), "items": pd.Series([], dtype=object)})
     return Prepared(
-        train=TrainData(sequences=train_seqs, catalog=catalog, items=items),
+        train=TrainData(sequences=train_seqs, catalog=catalog, items=items, pairs=df[df["split"] == "train"]),
         valid=_subsample(valid, cfg.protocol.max_valid_queries, cfg.seed),
         test=_subsample(test, cfg.protocol.max_queries, cfg.seed),
         counts={"right_products": len(catalog), "test_queries": len(test), "valid_queries": len(valid)},
@@ -180,6 +180,8 @@ def build_scorer(spec: ModelSpec, train: TrainData, valid_eval: RankingEvaluator
     """Fit a baseline (grid over ``spec.tune`` on validation) or load a trained model."""
     if spec.kind == "model":
         return load_model_scorer(spec, train), {"path": spec.path}
+    if spec.kind == "pair_features":
+        return _pair_feature_scorer(spec, train, seed), {"params": spec.params, "train_pairs": len(train.pairs)}
     if not spec.tune:
         scorer = build_baseline(spec.kind, spec.params, seed=seed).fit(train)
         return scorer, {"params": spec.params, **_fit_info(scorer)}
@@ -198,6 +200,17 @@ def build_scorer(spec: ModelSpec, train: TrainData, valid_eval: RankingEvaluator
             best = (value, params, scorer)
     return best[2], {"params": best[1], "tuning": trials, "valid_" + valid_eval.primary_metric: best[0],
                      **_fit_info(best[2])}
+
+
+def _pair_feature_scorer(spec: ModelSpec, train: TrainData, seed: int):
+    """The pair-feature matcher, fit on the set's labelled train pairs, ranking item texts by query text."""
+    from recsys.baselines.pair_features import PairFeatureScorer
+
+    pairs = train.pairs if train.pairs is not None else pd.DataFrame(columns=["left", "right", "label"])
+    matcher = fit_pair_matcher(spec, seed, (pairs["left"].fillna("").astype(str).tolist(),
+                                            pairs["right"].fillna("").astype(str).tolist(), pairs["label"].to_numpy()))
+    texts = dict(zip(train.items["item_id"].astype(str), train.items["title"].fillna("").astype(str)))
+    return PairFeatureScorer(matcher, texts)
 
 
 def _fit_info(scorer: Any) -> dict:
@@ -359,20 +372,25 @@ def run_ranking(cfg: EvaluateConfig, ctx) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- matching (pair F1)
+def fit_pair_matcher(spec: ModelSpec, seed: int, train: tuple[list[str], list[str], np.ndarray] | None):
+    """kind pair_features: the pair-feature matcher fit on the labelled train pairs (lefts, rights, labels)."""
+    from recsys.baselines.pair_features import PairFeatureMatcher
+
+    if train is None or len(train[2]) == 0:
+        raise ValueError(f"model {spec.name!r}: pair_features is fit on the train pairs; data.pairs has no rows "
+                         "with split 'train'")
+    try:
+        matcher = PairFeatureMatcher(**{"seed": seed, **spec.params})
+    except TypeError as exc:
+        raise ValueError(f"model {spec.name!r}: bad params {sorted(spec.params)}: {exc}") from None
+    return matcher.fit(*train)
+
+
 def pair_scorer(spec: ModelSpec, seed: int, train: tuple[list[str], list[str], np.ndarray] | None = None):
     """(lefts, rights) -> scores for a matching model: a trained cross-/bi-encoder, zero-shot cosine, or the
     pair-feature matcher (fit here on the train pairs)."""
     if spec.kind == "pair_features":
-        from recsys.baselines.pair_features import PairFeatureMatcher
-
-        if train is None or len(train[2]) == 0:
-            raise ValueError(f"model {spec.name!r}: pair_features is fit on the train pairs; data.pairs has no rows "
-                             "with split 'train'")
-        try:
-            matcher = PairFeatureMatcher(**{"seed": seed, **spec.params})
-        except TypeError as exc:
-            raise ValueError(f"model {spec.name!r}: bad params {sorted(spec.params)}: {exc}") from None
-        return matcher.fit(*train).score
+        return fit_pair_matcher(spec, seed, train).score
     if spec.kind == "model":
         from recsys.models import load_model
 

@@ -26,6 +26,7 @@ def test_attributes_and_product_codes():
     assert attributes("name: sony bravia kdl-40v4100; description: 40' lcd; price: 999.0") == {
         "name": "sony bravia kdl-40v4100", "description": "40' lcd", "price": "999.0"}
     assert attributes("plain offer text") == {"text": "plain offer text"}
+    assert attributes("Sony TV: 40 inch") == {"text": "Sony TV: 40 inch"}  # a colon in free text is no attribute
     # separators removed, adjacent words joined when that makes a code; pure words and short tokens are not codes
     assert product_codes("Sony KDL-40V4100 40 inch") == {"kdl40v4100", "sonykdl40v4100", "kdl40v410040", "40inch"}
     assert {"davis50", "davis50b"} <= product_codes("sony dav-is50 / b") and "davis50" in product_codes("sony dav is50")

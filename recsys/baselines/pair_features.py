@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-_ATTR = re.compile(r"(?:^|; )([A-Za-z_][\w ]{0,30}): ")
+_ATTR = re.compile(r"(?:^|; )([A-Za-z_]\w{0,30}): ")
 _TOKEN = re.compile(r"[a-z0-9]+(?:[-/.][a-z0-9]+)*")
 _SEP = re.compile(r"[-/.]")
 _DIGIT, _ALPHA = re.compile(r"\d"), re.compile(r"[a-z]")

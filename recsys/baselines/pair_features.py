@@ -185,24 +185,13 @@ class PairFeatureMatcher:
         return self._clf.predict_proba(self.featurizer.transform(lefts, rights))[:, 1]
 
 
-class PairFeatureScorer:
-    """Ranking adapter (search / retrieval protocols): scores (query text, item text) cells with a fitted
-    :class:`PairFeatureMatcher`; cheap enough for a full catalog of a few thousand items, and a re-ranker
-    in ``rerank`` ensembles. Cells whose item id is None score -inf."""
 
-    def __init__(self, matcher: PairFeatureMatcher, item_texts: dict[str, str]):
-        self.matcher, self.texts = matcher, item_texts
+class PairsInterface:
+    """The matcher behind ``CrossEncoder.score``'s interface (``score(pairs, batch_size)``), so the
+    evaluation's cross-encoder adapter ranks items with it (retrieval, or as a re-ranker)."""
 
-    def score(self, batch, item_ids: np.ndarray) -> np.ndarray:
-        if batch.texts is None:
-            raise ValueError("pair_features ranks items by a query text (retrieval / search protocols); "
-                             "this protocol's queries have none")
-        grid = np.broadcast_to(item_ids, (len(batch), item_ids.shape[1]))  # (B, C)
-        live = grid != None  # noqa: E711 - element-wise None test on an object array
-        rows, cols = np.nonzero(live)
-        out = np.full(grid.shape, -np.inf)
-        if len(rows):
-            lefts = [batch.texts[r] or "" for r in rows]
-            rights = [self.texts.get(grid[r, c], "") for r, c in zip(rows, cols)]
-            out[rows, cols] = self.matcher.score(lefts, rights)
-        return out
+    def __init__(self, matcher: PairFeatureMatcher):
+        self.matcher = matcher
+
+    def score(self, pairs: Sequence[tuple[str, str]], batch_size: int | None = None) -> np.ndarray:
+        return self.matcher.score([left for left, _ in pairs], [right for _, right in pairs])

@@ -203,14 +203,16 @@ def build_scorer(spec: ModelSpec, train: TrainData, valid_eval: RankingEvaluator
 
 
 def _pair_feature_scorer(spec: ModelSpec, train: TrainData, seed: int):
-    """The pair-feature matcher, fit on the set's labelled train pairs, ranking item texts by query text."""
-    from recsys.baselines.pair_features import PairFeatureScorer
+    """The pair-feature matcher, fit on the set's labelled train pairs, ranking item texts by query text
+    (through the cross-encoder adapter; features are cheap enough for a full catalog of a few thousand)."""
+    from recsys.baselines.pair_features import PairsInterface
+    from recsys.evaluation.model_scorers import CrossEncoderScorer
 
     pairs = train.pairs if train.pairs is not None else pd.DataFrame(columns=["left", "right", "label"])
     matcher = fit_pair_matcher(spec, seed, (pairs["left"].fillna("").astype(str).tolist(),
                                             pairs["right"].fillna("").astype(str).tolist(), pairs["label"].to_numpy()))
     texts = dict(zip(train.items["item_id"].astype(str), train.items["title"].fillna("").astype(str)))
-    return PairFeatureScorer(matcher, texts)
+    return CrossEncoderScorer(PairsInterface(matcher), texts, max_cells=10_000_000)
 
 
 def _fit_info(scorer: Any) -> dict:
@@ -492,12 +494,11 @@ def _stacked_matcher(ens, scores: dict[str, tuple[np.ndarray, np.ndarray]], vali
     from recsys.ensemble.stacking import StackedMatcher
     from recsys.evaluation.classification import classification_metrics
 
-    stack = StackedMatcher(folds=ens.folds, seed=seed).fit(
-        np.column_stack([scores[m][0] for m in ens.members]), valid_labels)
+    valid = np.column_stack([scores[m][0] for m in ens.members])  # (N valid, members)
+    stack = StackedMatcher(folds=ens.folds, seed=seed).fit(valid, valid_labels)
     test_scores = stack.score(np.column_stack([scores[m][1] for m in ens.members]))
     out = classification_metrics(test_scores, test_labels, stack.threshold)
-    out.update({"valid_f1": stack.valid_f1, "_test_scores": test_scores,
-                "_valid_scores": stack.score(np.column_stack([scores[m][0] for m in ens.members])),
+    out.update({"valid_f1": stack.valid_f1, "_test_scores": test_scores, "_valid_scores": stack.score(valid),
                 "info": {"method": "learned", "folds": ens.folds,
                          "weights": dict(zip(ens.members, stack.coefficients)),
                          "threshold": "max F1 on out-of-fold validation scores"}})

@@ -89,6 +89,15 @@ def test_item_partials_combine_exactly_across_user_blocks():
     assert no_price["price_mean"].null_count == no_price.num_rows and no_price.schema == F.item_totals(pa.table({}), types).schema
 
 
+def test_item_totals_do_not_depend_on_the_order_of_the_partials():
+    """The exchange delivers partials in any order; the totals (float sums included) are bit-identical."""
+    _, parts, types = _partials_case()
+    want = F.item_totals(parts, types).sort_by("item_id").to_pylist()
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        assert F.item_totals(parts.take(rng.permutation(parts.num_rows)), types).sort_by("item_id").to_pylist() == want
+
+
 def test_task_exchange_combines_partials_like_the_ray_data_exchange(ray_session):
     """by_key_tasks keeps by_key's contract (each output block holds every row of its keys), so the
     partials it combines give exactly the item totals of the whole table, for 1 and 3 partitions."""

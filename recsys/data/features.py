@@ -258,6 +258,9 @@ def item_totals(block: pa.Table, event_types: list[str]) -> pa.Table:
     if "price_n" not in block.column_names:  # an empty block that lost its schema
         block = item_partials(pa.table({}), event_types)
     counts = ["n_users", "popularity"] + [f"n_{et}" for et in event_types]
+    # Float sums depend on the order of the partials, and the exchange delivers them in any order:
+    # a canonical order makes the totals bit-identical from run to run.
+    block = block.sort_by([(c, "ascending") for c in ("item_id", "price_n", "price_mean", "price_m2", *counts)])
     out = block.group_by("item_id", use_threads=False).aggregate([(c, "sum") for c in counts])
     out = out.rename_columns([c.removesuffix("_sum") for c in out.column_names])
     n = pc.cast(block["price_n"], pa.float64())
@@ -268,7 +271,7 @@ def item_totals(block: pa.Table, event_types: list[str]) -> pa.Table:
     with np.errstate(invalid="ignore", divide="ignore"):
         tot = tot.append_column("mu", pa.array(tot["s_sum"].to_numpy() / big_n, pa.float64()))
     j = pa.table({"item_id": block["item_id"], "n": n, "mean": mean, "m2": pc.fill_null(block["price_m2"], 0.0)}).join(
-        tot.select(["item_id", "mu"]), "item_id")
+        tot.select(["item_id", "mu"]), "item_id", use_threads=False)
     dev = pc.subtract(j["mean"], j["mu"])  # shape: (partials,)
     j = pa.table({"item_id": j["item_id"], "m2": pc.add(j["m2"], pc.multiply(j["n"], pc.multiply(dev, dev)))})
     tot = tot.join(j.group_by("item_id", use_threads=False).aggregate([("m2", "sum")]), "item_id")

@@ -21,15 +21,13 @@ import time
 
 def windows(max_len: int) -> tuple[list[str], object]:
     """Training windows [users, max_len + 1] of Games-6k (last two items held out, as the job)."""
-    import pandas as pd
-
     from recsys.config.base import InputConfig
     from recsys.data.adapters import read_input
     from recsys.training.data import _group_events, encode_sequences
 
     root = os.environ.get("RECSYS_DATA_ROOT", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
     events = read_input(InputConfig(path=f"{root}/amazon-games-6k", preset="amazon-games-6k"), "events").to_pandas()
-    seqs = pd.concat([_group_events(g, []) for _, g in events.groupby("user_id", sort=True)], ignore_index=True)
+    seqs = _group_events(events, []).to_pandas()  # one row per user, in user id order
     items = sorted({i for s in seqs["items"] for i in s})
     index = {item: i + 1 for i, item in enumerate(items)}
     out = encode_sequences(seqs, index, {}, max_len=max_len, holdout=2, mode="train")

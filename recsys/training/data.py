@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from recsys.config.base import InputConfig
 from recsys.data.io import head
@@ -151,19 +152,38 @@ def listwise_groups(ds, size: int, seed: int):
 
 
 # -- sequences -------------------------------------------------------------------------------------
-def _group_events(group: pd.DataFrame, feature_cols: list[str]) -> pd.DataFrame:
-    if group.empty:
-        return pd.DataFrame({"user_id": pd.Series(dtype=str), "items": pd.Series(dtype=object),
-                             **{c: pd.Series(dtype=str) for c in feature_cols}})
-    g = group.sort_values("timestamp", kind="stable") if "timestamp" in group.columns else group
-    row = {"user_id": [str(g["user_id"].iloc[0])], "items": [g["item_id"].astype(str).tolist()]}
-    for c in feature_cols:
-        row[c] = [str(g[c].iloc[-1]) if c in g.columns else None]
-    return pd.DataFrame(row)
+def _group_events(block: pa.Table, feature_cols: list[str]) -> pa.Table:
+    """Events of whole users (one hash partition) -> one row per user: ``user_id``, ``items`` in time order
+    (ties and untimed events keep their input order), and each feature column's last value. Vectorised
+    (one sort and one ``group_by``): a pandas function per user group (``map_groups``) took 126 s for
+    Games-6k's 440k events on 2 CPUs."""
+    if not isinstance(block, pa.Table):  # a pandas block
+        block = pa.Table.from_pandas(block, preserve_index=False)
+    n = block.num_rows
+    cols = {"user_id": _as_str(block, "user_id", n), "item_id": _as_str(block, "item_id", n)}
+    for c in feature_cols:  # last value of the user's history; a column the events lack is null
+        cols[c] = _as_str(block, c, n)
+    order = [("user_id", "ascending")]
+    if "timestamp" in block.column_names:
+        cols["_ts"], order = block["timestamp"], order + [("_ts", "ascending")]
+    cols["_row"] = pa.array(np.arange(n, dtype=np.int64))  # shape: (events,)
+    t = pa.table(cols)
+    t = t.take(pc.sort_indices(t, sort_keys=order + [("_row", "ascending")]))
+    # use_threads=False: "list" and "last" then follow the sorted row order
+    g = t.group_by("user_id", use_threads=False).aggregate([("item_id", "list")] + [(c, "last") for c in feature_cols])
+    return pa.table({"user_id": g["user_id"], "items": g["item_id_list"], **{c: g[f"{c}_last"] for c in feature_cols}})
+
+
+def _as_str(block: pa.Table, col: str, n: int) -> pa.Array:
+    if col not in block.column_names:
+        return pa.nulls(n, pa.string())
+    return pc.cast(block[col].combine_chunks(), pa.string())
 
 
 def load_sequences(inp: InputConfig, feature_cols: list[str], max_rows: int | None):
     """Sequences table, or events grouped per user (time-ordered) -> ``user_id, items`` (+ features)."""
+    from recsys.data.shuffle import by_key_tasks
+
     if feature_cols and not inp.keep_extra:  # user features are columns beyond the canonical schema
         inp = inp.model_copy(update={"keep_extra": True})
     tables = _tables_of(inp)
@@ -171,11 +191,12 @@ def load_sequences(inp: InputConfig, feature_cols: list[str], max_rows: int | No
         ds = read_table(inp, "sequences")
     else:
         events = read_table(inp, "events")
-        ds = events.groupby("user_id", num_partitions=_partitions(events)).map_groups(
-            _group_events, batch_format="pandas", fn_kwargs={"feature_cols": feature_cols})
-        if max_rows:  # a groupby emits users in the order its shuffle delivers them, which varies from
-            # run to run: sorted, a capped run keeps the same users (and item vocabulary) every time, so a
-            # resumed trial's checkpoint fits its model (seen: id_emb 3,055 vs 2,928 rows on a tune resume)
+        # one keyed exchange of plain tasks (every output block holds all events of its users), then
+        # the vectorised grouping per block
+        ds = by_key_tasks(events, "user_id", _group_events, partitions=_partitions(events),
+                          fn_kwargs={"feature_cols": feature_cols})
+        if max_rows:  # the users first in id order, on every run and cluster size: a resumed trial's
+            # checkpoint then fits its model (seen: id_emb 3,055 vs 2,928 rows on a tune resume)
             ds = ds.sort("user_id")
     return head(ds, max_rows) if max_rows else ds
 

@@ -274,6 +274,32 @@ def test_hard_negative_rows_from_split_files(ray_session, tmp_path):
 
 
 @pytest.mark.slow
+def test_grouped_events_follow_the_evaluations_time_order():
+    """Training's per-partition grouping orders each user's items as the evaluation does (timestamp, then
+    source_row, then input order) and keeps each feature's last value."""
+    import pyarrow as pa
+
+    from recsys.evaluation.data import sequences_from_events
+    from recsys.training.data import _group_events
+
+    rng = np.random.default_rng(0)
+    n = 600
+    ev = pd.DataFrame({"user_id": rng.integers(0, 40, n).astype(str), "item_id": rng.integers(0, 90, n).astype(str),
+                       "timestamp": pd.to_datetime(rng.integers(0, 6, n), unit="s", utc=True),  # many ties
+                       "source_row": rng.permutation(n), "country": rng.choice(["de", "fr", "it"], n)})
+    got = _group_events(pa.Table.from_pandas(ev, preserve_index=False), ["country"]).to_pandas()
+    want = sequences_from_events(ev).set_index("user_id")
+    assert sorted(got["user_id"]) == sorted(want.index)
+    assert [list(x) for x in got["items"]] == [want.loc[u, "items"] for u in got["user_id"]]
+    last = ev.sort_values(["timestamp", "source_row"], kind="stable").groupby("user_id")["country"].last()
+    assert got.set_index("user_id")["country"].to_dict() == last.to_dict()
+    # hand-checked: a tie at t=1 goes to the lower source_row; no feature column -> nulls
+    t = pa.table({"user_id": ["u", "u", "u"], "item_id": ["c", "b", "a"], "timestamp": pa.array([2, 1, 1], pa.int64()),
+                  "source_row": [0, 9, 3]})
+    one = _group_events(t, ["segment"]).to_pylist()
+    assert one == [{"user_id": "u", "items": ["a", "b", "c"], "segment": None}]
+
+
 def test_a_capped_sequence_load_keeps_the_same_users_every_run(ray_session, shared_data):
     """max_train_rows over grouped events keeps the users first in id order, not whichever the groupby's
     shuffle delivers first: a resumed trial rebuilds the same item vocabulary as its checkpoint."""

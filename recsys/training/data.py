@@ -154,9 +154,9 @@ def listwise_groups(ds, size: int, seed: int):
 # -- sequences -------------------------------------------------------------------------------------
 def _group_events(block: pa.Table, feature_cols: list[str]) -> pa.Table:
     """Events of whole users (one hash partition) -> one row per user: ``user_id``, ``items`` in time order
-    (ties and untimed events keep their input order), and each feature column's last value. Vectorised
-    (one sort and one ``group_by``): a pandas function per user group (``map_groups``) took 126 s for
-    Games-6k's 440k events on 2 CPUs."""
+    (ties broken by ``source_row``, then input order, as the evaluation orders them), and each feature
+    column's last value. Vectorised (one sort and one ``group_by``): a pandas function per user group
+    (``map_groups``) took 126 s for Games-6k's 440k events on 2 CPUs."""
     if not isinstance(block, pa.Table):  # a pandas block
         block = pa.Table.from_pandas(block, preserve_index=False)
     n = block.num_rows
@@ -164,8 +164,9 @@ def _group_events(block: pa.Table, feature_cols: list[str]) -> pa.Table:
     for c in feature_cols:  # last value of the user's history; a column the events lack is null
         cols[c] = _as_str(block, c, n)
     order = [("user_id", "ascending")]
-    if "timestamp" in block.column_names:
-        cols["_ts"], order = block["timestamp"], order + [("_ts", "ascending")]
+    for c in ("timestamp", "source_row"):  # the evaluation's order (sequences_from_events): file order breaks ties
+        if c in block.column_names:
+            cols[f"_{c}"], order = block[c], order + [(f"_{c}", "ascending")]
     cols["_row"] = pa.array(np.arange(n, dtype=np.int64))  # shape: (events,)
     t = pa.table(cols)
     t = t.take(pc.sort_indices(t, sort_keys=order + [("_row", "ascending")]))

@@ -27,7 +27,7 @@ def windows(max_len: int) -> tuple[list[str], object]:
 
     root = os.environ.get("RECSYS_DATA_ROOT", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
     events = read_input(InputConfig(path=f"{root}/amazon-games-6k", preset="amazon-games-6k"), "events").to_pandas()
-    seqs = _group_events(events, []).to_pandas()  # one row per user, in user id order
+    seqs = _group_events(events, []).sort_by("user_id").to_pandas()  # one row per user, in user id order (as before)
     items = sorted({i for s in seqs["items"] for i in s})
     index = {item: i + 1 for i, item in enumerate(items)}
     out = encode_sequences(seqs, index, {}, max_len=max_len, holdout=2, mode="train")

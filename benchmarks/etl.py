@@ -1,6 +1,6 @@
 """ETL benchmark: Ray Data clean + features vs a single-process pandas implementation of the same logic.
 
-    .venv/bin/python benchmarks/etl.py --events runs/synth/local/events [--cpus 1 2] [--shards K | --limit N]
+    .venv/bin/python benchmarks/etl.py --events runs/synth/local/events [--cpus 1 2] [--shards K | --limit N] [--repeat R]
 
 Workload on the synth job's events, as the clean and features jobs run it: clean = row validation with
 reasons (pyarrow map_batches), one hash exchange by user_id (bot bursts, exact/near dedup, sessions),
@@ -154,6 +154,9 @@ def main() -> None:
                     help="exchange.compression of the clean / features jobs (default: theirs)")
     ap.add_argument("--engine", default=default.engine, choices=["tasks", "ray_data"],
                     help="exchange.engine of the clean job (default: its own)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="repetitions, interleaved (pandas, Ray 1 CPU, Ray 2 CPUs, then again); prints the median "
+                    "and range of the per-repetition ratio and scaling (this machine's timings vary by +-20 %%)")
     ap.add_argument("--variant", choices=["ray", "pandas"], help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -162,7 +165,7 @@ def main() -> None:
             pandas_variant(args.events, args.out)
         print(json.dumps(res, default=str))
         return
-    results = {}
+    reps: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         events = os.path.abspath(args.events)
         if args.shards:  # the first K files, linked into one directory both variants read
@@ -180,28 +183,56 @@ def main() -> None:
             events = f"{tmp}/head"
         base = [sys.executable, __file__, "--events", events, "--batch-mb", str(args.batch_mb),
                 "--compression", args.compression, "--engine", args.engine]
-        os.makedirs(f"{tmp}/pandas")
-        results["pandas"] = measure(base + ["--variant", "pandas", "--out", f"{tmp}/pandas"])
-        for c in args.cpus:
-            results[f"ray_{c}cpu"] = measure(base + ["--variant", "ray", "--cpus", str(c), "--out", f"{tmp}/ray{c}"])
+        for r in range(args.repeat):  # interleaved, so that a slow spell of the machine hits every variant
+            results = {}
+            os.makedirs(f"{tmp}/pandas{r}")
+            results["pandas"] = measure(base + ["--variant", "pandas", "--out", f"{tmp}/pandas{r}"])
+            for c in args.cpus:
+                results[f"ray_{c}cpu"] = measure(base + ["--variant", "ray", "--cpus", str(c), "--out", f"{tmp}/ray{c}_{r}"])
+            reps.append(results)
+            if args.repeat > 1:
+                print(f"repetition {r + 1}/{args.repeat}: " + ", ".join(f"{k} {v['elapsed_s']:.1f} s" for k, v in results.items()),
+                      flush=True)
+    report(reps, args.cpus)
+
+
+def report(reps: list[dict], cpus: list[int]) -> None:
+    """Per repetition and as medians: events/s, outputs vs the baseline, the ratio to pandas, the scaling."""
+    import statistics
+
+    results = reps[-1]
     n = results["pandas"]["rows_in"]
     print(f"events: {n:,}  (shared 2-core machine: timings are noisy, compare ratios from this run)")
-    for name, r in results.items():
-        print(f"{name:10s} {r['elapsed_s']:8.1f} s  {n / r['elapsed_s']:>12,.0f} events/s  peak RSS {r['peak_rss_gb']:.2f} GB "
-              f"(driver {r['peak_driver_rss_gb']:.2f} GB)")
-    for name, r in results.items():  # the same output as the baseline (rows, users, items)
-        diff = {k: (r.get(k), results["pandas"][k]) for k in ("rows_clean", "rows_quarantined", "rows_duplicate", "users", "items") if r.get(k) != results["pandas"][k]}
-        print(f"{name:10s} outputs vs pandas: " + ("identical counts (clean, quarantined, duplicate, users, items)"
-                                                    if not diff else f"differ {diff}"))
-    top = max(args.cpus)
-    ray_top = results[f"ray_{top}cpu"]
-    print(f"ratio Ray Data ({top} CPU) / pandas throughput: {results['pandas']['elapsed_s'] / ray_top['elapsed_s']:.2f}x")
-    if 1 in args.cpus and top > 1:
-        eff = results["ray_1cpu"]["elapsed_s"] / (ray_top["elapsed_s"] * top)
-        print(f"scaling 1 -> {top} CPUs: speed-up {results['ray_1cpu']['elapsed_s'] / ray_top['elapsed_s']:.2f}x, efficiency {eff:.0%}")
-    print("ds.stats() of the exchange (Ray, top CPUs):\n" + ray_top.get("stats", ""))
-    print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "stats"} for k, v in results.items()}))
+    for r, res in enumerate(reps):
+        for name, v in res.items():
+            print(f"[{r + 1}] {name:10s} {v['elapsed_s']:8.1f} s  {n / v['elapsed_s']:>12,.0f} events/s  peak RSS "
+                  f"{v['peak_rss_gb']:.2f} GB (driver {v['peak_driver_rss_gb']:.2f} GB)")
+        for name, v in res.items():  # the same output as the baseline (rows, users, items)
+            diff = {k: (v.get(k), res["pandas"][k]) for k in ("rows_clean", "rows_quarantined", "rows_duplicate", "users", "items")
+                    if v.get(k) != res["pandas"][k]}
+            print(f"[{r + 1}] {name:10s} outputs vs pandas: " + ("identical counts (clean, quarantined, duplicate, users, items)"
+                                                              if not diff else f"differ {diff}"))
+    top = max(cpus)
+    ratios = [res["pandas"]["elapsed_s"] / res[f"ray_{top}cpu"]["elapsed_s"] for res in reps]
+    print(f"ratio Ray Data ({top} CPU) / pandas throughput: {_spread(ratios, 'x')}")
+    if 1 in cpus and top > 1:  # each repetition's own 1-CPU and top-CPU runs, back to back
+        eff = [res["ray_1cpu"]["elapsed_s"] / (res[f"ray_{top}cpu"]["elapsed_s"] * top) for res in reps]
+        print(f"scaling 1 -> {top} CPUs: efficiency {_spread([100 * e for e in eff], ' %', 0)}"
+              f" (speed-up {statistics.median(e * top for e in eff):.2f}x)")
+    print("ds.stats() of the exchange (Ray, top CPUs, last repetition):\n" + results[f"ray_{top}cpu"].get("stats", ""))
+    print(json.dumps([{k: {kk: vv for kk, vv in v.items() if kk != "stats"} for k, v in res.items()} for res in reps]))
 
+
+def _spread(values: list[float], unit: str, digits: int = 2) -> str:
+    """``median (min-max over N)`` of per-repetition values; the single value for one repetition."""
+    import statistics
+
+    def f(v: float) -> str:
+        return f"{v:.{digits}f}"
+
+    if len(values) == 1:
+        return f(values[0]) + unit
+    return f"median {f(statistics.median(values))}{unit} ({f(min(values))}-{f(max(values))}{unit} over {len(values)} repetitions)"
 
 if __name__ == "__main__":
     main()

@@ -156,10 +156,12 @@ def main() -> None:
                     help="exchange.engine of the clean job (default: its own)")
     ap.add_argument("--repeat", type=int, default=1,
                     help="repetitions, interleaved (pandas, Ray 1 CPU, Ray 2 CPUs, then again); prints the median "
-                    "and range of the per-repetition ratio and scaling (this machine's timings vary by +-20 %%)")
+                    "and range of the per-repetition ratio and scaling (single runs on a shared 2-core machine vary by 20-30 %%)")
     ap.add_argument("--variant", choices=["ray", "pandas"], help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.repeat < 1:
+        ap.error(f"--repeat must be >= 1 (got {args.repeat})")
     if args.variant:  # child process
         res = ray_variant(args.events, args.out, args.cpus[0], args.batch_mb, args.compression, args.engine) if args.variant == "ray" else \
             pandas_variant(args.events, args.out)
@@ -233,6 +235,7 @@ def _spread(values: list[float], unit: str, digits: int = 2) -> str:
     if len(values) == 1:
         return f(values[0]) + unit
     return f"median {f(statistics.median(values))}{unit} ({f(min(values))}-{f(max(values))}{unit} over {len(values)} repetitions)"
+
 
 if __name__ == "__main__":
     main()

@@ -31,7 +31,8 @@ OPTS = {"max_field_chars": 10_000, "max_ts": "2030-01-01", "max_price": 1e6, "ma
         "bot_per_minute": 120, "near_us": 1_000_000, "gap_us": 30 * 60 * 1_000_000}
 
 
-def ray_variant(events: str, out: str, cpus: int, batch_mb: int, compression: str, engine: str) -> dict:
+def ray_variant(events: str, out: str, cpus: int, batch_mb: int, compression: str, engine: str,
+                partition_mb: float) -> dict:
     import ray
 
     from recsys.config import InputConfig
@@ -61,7 +62,7 @@ def ray_variant(events: str, out: str, cpus: int, batch_mb: int, compression: st
             "return_mode": "keep", "link_returns": False}
     t0 = time.perf_counter()
     # clean: the clean job's own code (row rules -> ONE exchange by user_id -> keyed rules + writes per partition)
-    res = clean_table(src, opts, out, None, None, engine=engine)
+    res = clean_table(src, opts, out, None, None, engine=engine, partition_mb=partition_mb)
     t_clean = time.perf_counter() - t0
     # features core, as recsys.data.features.build_features: timelines per clean file (user-partitioned: no
     # exchange); sequences, and item counts combined map-side (partials per user block, exchange by item_id)
@@ -71,7 +72,7 @@ def ray_variant(events: str, out: str, cpus: int, batch_mb: int, compression: st
           by_key(ray.data.read_parquet(events), "user_id", timelines)).materialize()
     tl.map_batches(sequences, batch_format="pyarrow", fn_kwargs={"seq_types": None}).write_parquet(f"{out}/sequences")
     parts = tl.map_batches(_partials, batch_format="pyarrow", fn_kwargs={"event_types": list(EVENT_TYPES)})
-    by_key_tasks(parts, "item_id", item_totals, fn_kwargs={"event_types": list(EVENT_TYPES)}).write_parquet(f"{out}/item_counts")
+    by_key_tasks(parts, "item_id", item_totals, fn_kwargs={"event_types": list(EVENT_TYPES)}, partition_mb=partition_mb).write_parquet(f"{out}/item_counts")
     elapsed = time.perf_counter() - t0
     import pyarrow.dataset as pads
 
@@ -152,6 +153,8 @@ def main() -> None:
                     help="exchange.input_batch_mb of the clean / features jobs (default: theirs)")
     ap.add_argument("--compression", default=default.compression, choices=["none", "lz4", "zstd"],
                     help="exchange.compression of the clean / features jobs (default: theirs)")
+    ap.add_argument("--partition-mb", type=float, default=default.partition_mb,
+                    help="exchange.partition_mb of the clean / features jobs (default: theirs)")
     ap.add_argument("--engine", default=default.engine, choices=["tasks", "ray_data"],
                     help="exchange.engine of the clean job (default: its own)")
     ap.add_argument("--repeat", type=int, default=1,
@@ -163,7 +166,8 @@ def main() -> None:
     if args.repeat < 1:
         ap.error(f"--repeat must be >= 1 (got {args.repeat})")
     if args.variant:  # child process
-        res = ray_variant(args.events, args.out, args.cpus[0], args.batch_mb, args.compression, args.engine) if args.variant == "ray" else \
+        res = ray_variant(args.events, args.out, args.cpus[0], args.batch_mb, args.compression, args.engine,
+                          args.partition_mb) if args.variant == "ray" else \
             pandas_variant(args.events, args.out)
         print(json.dumps(res, default=str))
         return
@@ -184,7 +188,7 @@ def main() -> None:
             pq.write_table(pads.dataset(events).head(args.limit), f"{tmp}/head/part-0.parquet")
             events = f"{tmp}/head"
         base = [sys.executable, __file__, "--events", events, "--batch-mb", str(args.batch_mb),
-                "--compression", args.compression, "--engine", args.engine]
+                "--compression", args.compression, "--engine", args.engine, "--partition-mb", str(args.partition_mb)]
         for r in range(args.repeat):  # interleaved, so that a slow spell of the machine hits every variant
             results = {}
             os.makedirs(f"{tmp}/pandas{r}")

@@ -20,7 +20,8 @@ def run(cfg: CleanConfig, ctx) -> dict:
     per_table, totals, reasons = {}, {"rows_in": 0, "rows_clean": 0, "rows_quarantined": 0, "rows_duplicate": 0}, {}
     for src in sources:
         with ctx.timer(f"clean_{src.table}"):
-            res = clean_table(src, opts, out, cfg.partitions, cfg.limit, engine=cfg.exchange.engine)
+            res = clean_table(src, opts, out, cfg.partitions, cfg.limit, engine=cfg.exchange.engine,
+                              partition_mb=cfg.exchange.partition_mb)
         per_table[src.table] = res
         for k in totals:
             totals[k] += res[k]

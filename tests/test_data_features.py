@@ -103,7 +103,7 @@ def test_task_exchange_combines_partials_like_the_ray_data_exchange(ray_session)
     partials it combines give exactly the item totals of the whole table, for 1 and 3 partitions."""
     import ray
 
-    from recsys.data.shuffle import _hash_split, by_key_tasks
+    from recsys.data.shuffle import _bucket_split, by_key_tasks
 
     _, parts, types = _partials_case()
     want = sorted(F.item_totals(parts, types).to_pylist(), key=lambda r: r["item_id"])
@@ -113,10 +113,30 @@ def test_task_exchange_combines_partials_like_the_ray_data_exchange(ray_session)
         blocks = [ray.get(r) for r in out.to_arrow_refs()]
         assert len(blocks) == n and sum(b.num_rows for b in blocks) == len(want)
         assert sorted((r for b in blocks for r in b.to_pylist()), key=lambda r: r["item_id"]) == want
+    # data-sized partitions (a tiny target: one per bucket that has rows): still every key in exactly one
+    out = by_key_tasks(ds, "item_id", F.item_totals, partition_mb=1e-6, fn_kwargs={"event_types": types})
+    blocks = [ray.get(r) for r in out.to_arrow_refs()]
+    assert len(blocks) > 3 and sorted((r for b in blocks for r in b.to_pylist()), key=lambda r: r["item_id"]) == want
     # the split is a function of the key alone (the same bucket in every block and process)
-    a, b = _hash_split(parts.slice(0, 60), ["item_id"], 4), _hash_split(parts.slice(60), ["item_id"], 4)
+    a, b = _bucket_split(parts.slice(0, 60), ["item_id"], 4), _bucket_split(parts.slice(60), ["item_id"], 4)
     buckets = [{k for part in (a[i], b[i]) for k in part["item_id"].to_pylist()} for i in range(4)]
     assert sum(len(x) for x in buckets) == len({k for x in buckets for k in x})
+    assert [sum(p.num_rows for p in a[:4]), sum(p.num_rows for p in b[:4])] == [60, parts.num_rows - 60]
+    assert list(a[4]) == [p.num_rows * parts.slice(0, 60).nbytes // 60 for p in a[:4]]  # sizes: rows x mean row bytes
+
+
+def test_coalesce_groups_consecutive_buckets_by_size():
+    from recsys.data.shuffle import coalesce
+
+    sizes = np.array([10, 10, 10, 10, 40, 0, 20, 0])
+    assert coalesce(sizes, 25, 1) == [[0, 1], [2, 3], [4, 5], [6, 7]]  # empty buckets join the current one
+    assert coalesce(sizes, 1000, 2) == [[0, 1, 2, 3], [4, 5], [6, 7]]  # 2 partitions minimum: target 50
+    assert coalesce(sizes, 1, 1) == [[0], [1], [2], [3], [4, 5], [6, 7]]  # tiny target: one per non-empty bucket
+    assert coalesce(np.zeros(3), 10, 2) == [[0, 1, 2]]  # no bytes: one partition
+    rng = np.random.default_rng(0)
+    sizes = rng.integers(0, 100, 64)
+    groups = coalesce(sizes, 200, 4)
+    assert sum(groups, []) == list(range(64)) and all(sizes[g].sum() <= 200 for g in groups)
 
 
 def test_no_leakage_time_split():

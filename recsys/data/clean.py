@@ -295,14 +295,15 @@ def status_counts(block: pa.Table) -> pa.Table:
 
 # --------------------------------------------------------------------------- orchestration
 def clean_table(src, opts: dict[str, Any], out_dir: str, partitions: int | None, limit: int | None = None,
-                engine: str = "tasks") -> dict[str, Any]:
+                engine: str = "tasks", partition_mb: float | None = None) -> dict[str, Any]:
     """Clean one canonical table of ``src`` (an adapters.Source) into ``out_dir``; return its counts.
 
     One pass: read -> row rules -> exchange by the table's key -> per partition, keyed rules and the
     writes of its clean / quarantined / duplicate rows (``keyed_write``). Each partition writes one file
     per output, so every file of ``<table>/`` holds all rows of its keys (recorded for the features job,
     which then needs no exchange of its own). ``engine``: how the exchange runs, ``tasks``
-    (``shuffle.by_key_streaming``) or ``ray_data`` (Ray Data's hash shuffle, ``shuffle.by_key``). rows_in is
+    (``shuffle.by_key_streaming``, partitions of ``partition_mb`` MiB unless ``partitions`` fixes their count) or
+    ``ray_data`` (Ray Data's hash shuffle, ``shuffle.by_key``). rows_in is
     counted by an independent read of the source; the other counts are read back from the written Parquet files, so the reconciliation checks what is
     on disk.
     """
@@ -325,7 +326,7 @@ def clean_table(src, opts: dict[str, Any], out_dir: str, partitions: int | None,
     keys = DEDUP_KEYS[table]
     kwargs = {"table": table, "opts": opts, "keys": keys, "scope": DEDUP_SCOPE.get(table, []), "outputs": outputs}
     if engine == "tasks":
-        parts = by_key_streaming(rows, keys, keyed_write, partitions=partitions, fn_kwargs=kwargs)
+        parts = by_key_streaming(rows, keys, keyed_write, partitions=partitions, fn_kwargs=kwargs, partition_mb=partition_mb)
         done = [row for part in parts for row in part.to_pylist()]
     else:
         done = by_key(rows, keys, keyed_write, partitions=partitions, fn_kwargs=kwargs).take_all()

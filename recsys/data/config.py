@@ -50,7 +50,14 @@ class ExchangeConfig(StrictModel):
     engine: Literal["tasks", "ray_data"] = Field(
         "tasks", description="The clean job's exchange by user: tasks = plain Ray tasks that split each block by key "
         "as soon as it is read and one reduce task per partition (recsys.data.shuffle.by_key_streaming); ray_data = "
-        "Ray Data's hash shuffle (repartition by key). The settings below apply to ray_data exchanges.")
+        "Ray Data's hash shuffle (repartition by key). partition_mb applies to tasks exchanges, the settings after "
+        "it to ray_data ones.")
+    partition_mb: float = Field(
+        128, gt=0, description="Target in-memory MiB of one reduce partition of a tasks exchange when `partitions` is "
+        "not set (Ray Data's block size): rows are hashed into buckets, then consecutive buckets are grouped into "
+        "partitions of about this size (at least 2 per CPU). Reduce time grows faster than its input: on 10M events "
+        "with 2 CPUs, 4 partitions of ~300 MiB took 36 s of reduce wall time, 32 of ~40 MiB 10 s; but each partition "
+        "is a file of the clean output, and 64 small ones made the features job's per-file tasks 4x slower.")
 
     input_batch_mb: int = Field(
         64, ge=1, description="Input MiB one shuffle-map task partitions. Ray Data's default (1 GiB) buffers all "
@@ -76,7 +83,8 @@ class CleanConfig(JobConfig):
     returns: ReturnsConfig = Field(default_factory=ReturnsConfig, description="Cancellation handling.")
     session_gap_minutes: float = Field(30.0, gt=0, description="Inactivity gap that starts a new session.")
     lowercase_queries: bool = Field(True, description="Lower-case query text (titles keep their case).")
-    partitions: int | None = Field(None, ge=1, description="Blocks of the per-user exchange (None = 2 x cluster CPUs).")
+    partitions: int | None = Field(None, ge=1, description="Fixed partition count of the per-user exchange (None = sized "
+                                   "from the data: exchange.partition_mb; with exchange.engine ray_data, 2 x cluster CPUs).")
     exchange: ExchangeConfig = Field(default_factory=ExchangeConfig, description="Shuffle settings of the exchanges.")
     limit: int | None = Field(None, ge=1, description="Read only the first this many rows per table (smoke runs; the same rows every run).")
 
@@ -160,7 +168,8 @@ class FeaturesConfig(JobConfig):
     segments: int = Field(8, ge=2, description="K-means user segments.")
     pca_components: int = Field(4, ge=1, description="PCA components of dense user features.")
     max_pairs_per_user: int = Field(20, ge=1, description="Item-to-item training pairs per user (sets without queries).")
-    partitions: int | None = Field(None, ge=1, description="Blocks of the per-key exchanges (None = 2 x cluster CPUs).")
+    partitions: int | None = Field(None, ge=1, description="Fixed partition count of the per-key exchanges (None = 2 x "
+                                   "cluster CPUs for Ray Data's shuffles; the item exchange sized by exchange.partition_mb).")
     exchange: ExchangeConfig = Field(default_factory=lambda: ExchangeConfig(reserve_per_operator=False),
                                      description="Shuffle settings of the exchanges (reserve_per_operator off by default).")
 

@@ -469,7 +469,8 @@ def build_features(cfg, data_dir: str, out: str, ctx) -> dict[str, Any]:
         # map-side combine: timeline rows are whole users, so per-batch partial counts sum exactly
         partials = tl.map_batches(training_item_partials, batch_format="pyarrow", fn_kwargs={"p": p})
         # the partials are small (items x blocks): plain tasks combine them faster than a Ray Data shuffle
-        ic = by_key_tasks(partials, "item_id", item_totals, partitions=cfg.partitions, fn_kwargs={"event_types": types})
+        ic = by_key_tasks(partials, "item_id", item_totals, partitions=cfg.partitions, fn_kwargs={"event_types": types},
+                          partition_mb=cfg.exchange.partition_mb)
         count_cols = [c for c in ic.schema().names if c.startswith("n_") and c != "n_users"]
         # one aggregation for all columns (a Ray Data aggregate per column costs an execution each)
         got = ic.sum(count_cols) if count_cols else None  # a dict; a scalar for one column; None when empty

@@ -245,3 +245,29 @@ def test_header_only_input_cleans_to_zero_rows(ray_session, tmp_path, engine):
     report = run_parsed(spec, cfg)
     assert report["status"] == "succeeded"
     assert report["counts"] == {"rows_in": 0, "rows_clean": 0, "rows_quarantined": 0, "rows_duplicate": 0}
+
+
+def test_event_dedup_exact_and_near():
+    """Exact = equal to the previous row of the same (user, item, type) in every column but the row's origin;
+    same key within near_duplicate_s but a different value (or time) = near; other items between do not matter."""
+    import datetime as dt
+
+    from recsys.data.clean import RAW, REASON, STATUS, keyed_events
+
+    t0 = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+    rows = [("u1", "i1", 0.0, 1.0), ("u1", "i2", 0.0, 1.0), ("u1", "i1", 0.0, 1.0), ("u1", "i1", 0.0, 2.0),
+            ("u1", "i1", 0.5, 2.0), ("u1", "i1", 5.0, 2.0), ("u2", "i1", 0.0, 1.0), (None, "i1", 0.0, 1.0)]
+    n = len(rows)
+    block = pa.table({"user_id": [r[0] for r in rows], "item_id": [r[1] for r in rows], "event_type": ["view"] * n,
+                      "timestamp": pa.array([t0 + dt.timedelta(seconds=r[2]) for r in rows], pa.timestamp("us", "UTC")),
+                      "price": [r[3] for r in rows], "session_id": pa.array([None] * n, pa.string()),
+                      "source_row": pa.array(range(n), pa.int64()),
+                      "source_file": pa.array([None] * n, pa.string()), RAW: pa.array([None] * n, pa.string()),
+                      "_return": [False] * n, STATUS: ["ok"] * (n - 1) + ["quarantine"],
+                      REASON: pa.array([None] * (n - 1) + ["missing_key:user_id"], pa.string())})
+    opts = {"bot_per_minute": 0, "near_us": 1_000_000, "gap_us": 30 * 60 * 1_000_000}
+    out = keyed_events(block, opts).sort_by("source_row")
+    assert out[REASON].to_pylist() == [None, None, "exact_duplicate", "near_duplicate", "near_duplicate", None, None,
+                                       "missing_key:user_id"]
+    assert out[STATUS].to_pylist() == ["ok", "ok", "duplicate", "duplicate", "duplicate", "ok", "ok", "quarantine"]
+    assert out["session_id"].to_pylist() == ["u1:1", "u1:1", None, None, None, "u1:1", "u2:1", None]

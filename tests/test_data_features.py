@@ -210,3 +210,17 @@ def test_item_titles_skip_missing():
     items = pd.DataFrame({"item_id": ["a", "b", "c", "d"], "title": ["Mug", np.nan, None, "  "]})
     assert F.item_titles(items) == {"a": "Mug"}
     assert F.item_titles(pd.DataFrame({"item_id": ["a"]})) == {}
+
+
+def test_bucket_of_hashes_distinct_values_like_every_row():
+    """The dictionary shortcut for one string key gives the buckets of hashing every row (nulls included), so
+    blocks split in any process agree."""
+    import pandas as pd
+
+    from recsys.data.shuffle import _bucket_of
+
+    t = pa.table({"user_id": pa.chunked_array([["u1", None, "u2"], ["u2", "u3", None, "u1"]]), "x": list(range(7))})
+    want = pd.util.hash_pandas_object(t.select(["user_id"]).to_pandas(), index=False).to_numpy() % 5
+    assert _bucket_of(t, ["user_id"], 5).tolist() == want.tolist()
+    assert _bucket_of(t, ["user_id", "x"], 5).tolist() == (
+        pd.util.hash_pandas_object(t.select(["user_id", "x"]).to_pandas(), index=False).to_numpy() % 5).tolist()

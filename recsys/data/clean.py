@@ -179,6 +179,12 @@ def _prev_equal(arr: pa.Array) -> np.ndarray:
     return np.concatenate([[False], pc.or_(eq, both_null).to_numpy(zero_copy_only=False)])
 
 
+def _equal(a: pa.ChunkedArray, b: pa.ChunkedArray) -> np.ndarray:
+    """Element-wise a == b with nulls equal."""
+    eq = pc.fill_null(pc.equal(a, b), False)
+    return pc.or_(eq, pc.and_(pc.is_null(a), pc.is_null(b))).to_numpy()
+
+
 def keyed_events(block: pa.Table, opts: dict[str, Any]) -> pa.Table:
     """Per user block: bot bursts, exact/near duplicates, return linking, sessions."""
     ok_mask = pc.equal(block[STATUS], "ok")
@@ -196,16 +202,21 @@ def keyed_events(block: pa.Table, opts: dict[str, Any]) -> pa.Table:
         joined = pa.table({"u": ok["user_id"], "m": minute, "i": np.arange(ok.num_rows)}).join(counts, ["u", "m"])
         over = joined.filter(pc.greater(joined["m_count"], opts["bot_per_minute"]))["i"].to_numpy()
         status[over], reason[over] = "quarantine", "bot_burst"
-    # duplicates: sort by (user, item, type, time); compare with the previous row
+    # duplicates: sort by (user, item, type, time); compare with the previous row. Only the key columns are
+    # gathered in that order; the other columns only for rows that could equal their predecessor (same key and
+    # time), so the block is not copied for a check that a few rows in a thousand fail
     order = group_order(ok, ["user_id", "item_id", "event_type", "timestamp", "source_row"]).to_numpy()
-    srt = ok.take(pa.array(order))
+    srt = ok.select(["user_id", "item_id", "event_type", "timestamp"]).take(pa.array(order))
     same_key = _prev_equal(srt["user_id"]) & _prev_equal(srt["item_id"]) & _prev_equal(srt["event_type"])
     live = status[order] == "ok"
-    exact = same_key.copy()
-    for c in srt.column_names:
-        if c not in ("source_row", "source_file", STATUS, REASON, RAW, "_return", "session_id"):
-            exact &= _prev_equal(srt[c])
     dt = np.diff(pc.cast(srt["timestamp"], pa.int64()).to_numpy(), prepend=0)
+    exact = same_key & (dt == 0)
+    cand = np.nonzero(exact)[0]  # sorted positions; each is compared with position - 1
+    if len(cand):
+        rows, prev = ok.take(pa.array(order[cand])), ok.take(pa.array(order[cand - 1]))
+        for c in ok.column_names:
+            if c not in ("source_row", "source_file", STATUS, REASON, RAW, "_return", "session_id"):
+                exact[cand] &= _equal(rows[c], prev[c])
     near = same_key & (dt <= opts["near_us"]) & ~exact if opts["near_us"] > 0 else np.zeros(len(order), bool)
     for mask, label in ((exact & live, "exact_duplicate"), (near & live, "near_duplicate")):
         status[order[mask]], reason[order[mask]] = "duplicate", label
@@ -239,7 +250,7 @@ def _sessionize(ok: pa.Table, gap_us: int) -> pa.Table:
     """session_id = user:n over kept rows in time order; a gap > gap_us starts session n+1."""
     order = group_order(ok, ["user_id", "timestamp", "source_row"]).to_numpy()
     srt = ok.take(pa.array(order))
-    kept = srt[STATUS].to_numpy(zero_copy_only=False) == "ok"
+    kept = pc.equal(srt[STATUS], "ok").to_numpy()  # not via numpy strings: a Python object per row
     kept_idx = np.nonzero(kept)[0]
     sid = np.zeros(srt.num_rows, np.int64)
     if len(kept_idx):

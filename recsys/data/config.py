@@ -56,8 +56,8 @@ class ExchangeConfig(StrictModel):
         128, gt=0, description="Target in-memory MiB of one reduce partition of a tasks exchange when `partitions` is "
         "not set (Ray Data's block size): rows are hashed into buckets, then consecutive buckets are grouped into "
         "partitions of about this size (at least 2 per CPU). Reduce time grows faster than its input: on 10M events "
-        "with 2 CPUs, 4 partitions of ~300 MiB took 36 s of reduce wall time, 32 of ~40 MiB 10 s; but each partition "
-        "is a file of the clean output, and 64 small ones made the features job's per-file tasks 4x slower.")
+        "with 2 CPUs, 4 partitions of ~300 MiB took 36 s of reduce wall time, 32 of ~40 MiB 11 s; but each partition "
+        "is a file of the clean output, and 64 small ones made the features part of the ETL benchmark 2-3x slower.")
 
     input_batch_mb: int = Field(
         64, ge=1, description="Input MiB one shuffle-map task partitions. Ray Data's default (1 GiB) buffers all "

@@ -92,7 +92,7 @@ def exchange_refs(ds, key: str | list[str], fn: Callable[..., pa.Table], *, part
     shuffle partitions: blocks are split into ``exchange_buckets()`` hash buckets, and once every split is done
     consecutive buckets are grouped into partitions of about ``partition_mb`` MiB in memory (at least 2 per
     CPU). Reduce time grows faster than its input (sorts, cache misses, fresh memory): on 10M events and 2 CPUs,
-    4 partitions of ~300 MiB took 36 s of reduce wall time, 32 of ~40 MiB took 10 s."""
+    4 partitions of ~300 MiB took 36 s of reduce wall time, 32 of ~40 MiB took 11 s."""
     import ray
 
     keys = [key] if isinstance(key, str) else list(key)

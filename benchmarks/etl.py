@@ -8,8 +8,14 @@ Parquet out; features = the clean events read back, one exchange by user_id (tim
 item counts combined map-side (partials per user block, then a small exchange by item_id), Parquet out.
 Baseline: benchmarks/etl_pandas.py. Clean rows, users and items must equal the baseline's (printed).
 Each variant runs in its own process; peak memory = max summed RSS of that process tree (driver +
-Ray workers), sampled every 0.2 s. Prints events/s, the Ray/pandas ratio and the 1 -> 2 CPU scaling
-efficiency, and where the time goes (ds.stats() of the Ray run).
+Ray workers), sampled every 0.2 s; cores busy = the machine's busy CPU time over the run (/proc/stat) / wall.
+Prints events/s, the Ray/pandas ratio, the 1 -> 2 CPU scaling efficiency, and where the time goes (ds.stats()).
+
+Scaling is measured on machines of 1 and 2 cores: each Ray run's whole process tree (driver, GCS, raylet,
+workers and their Arrow threads) is pinned to its first N cores (sched_setaffinity) with num_cpus=N. Without
+pinning, a num_cpus=1 run still uses the other core for the driver, Ray's own processes and Arrow's threads
+(1.2-1.3 cores busy), which is not a 1-CPU machine; that run is also made (``ray_1cpu_unpinned``) and its
+efficiency printed as well. ``--no-pin`` turns pinning off (one unpinned run per CPU count).
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ OPTS = {"max_field_chars": 10_000, "max_ts": "2030-01-01", "max_price": 1e6, "ma
 
 
 def ray_variant(events: str, out: str, cpus: int, batch_mb: int, compression: str, engine: str,
-                partition_mb: float) -> dict:
+                partition_mb: float, retain_memory: bool) -> dict:
     import ray
 
     from recsys.config import InputConfig
@@ -42,10 +48,13 @@ def ray_variant(events: str, out: str, cpus: int, batch_mb: int, compression: st
     from recsys.data.features import item_totals, sequences, timelines
     from recsys.data.schema import EVENT_TYPES
     from recsys.data.shuffle import by_key, by_key_tasks, configure_exchange, partitioned_by, per_file
+    from recsys.runtime import worker_env
 
     for attempt in range(3):  # a loaded shared machine can miss Ray's 30 s raylet start window
         try:
-            ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+            # the workers' environment as the data jobs give it (ray.retain_worker_memory)
+            ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False,
+                     runtime_env={"env_vars": worker_env(retain_memory, submitted=False)})
             break
         except Exception:  # noqa: BLE001
             if attempt == 2:
@@ -107,11 +116,25 @@ def pandas_variant(events: str, out: str) -> dict:
     return {"elapsed_s": time.perf_counter() - t0, **counts}
 
 
-def measure(cmd: list[str]) -> dict:
-    """Run a variant in a subprocess; sample the RSS of its whole process tree."""
+def _busy_core_seconds() -> float | None:
+    """The machine's busy CPU time so far (all cores, /proc/stat); None where there is no /proc."""
+    try:
+        with open("/proc/stat") as f:
+            user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in f.readline().split()[1:9])
+    except (OSError, ValueError):
+        return None
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(cmd: list[str], env: dict[str, str] | None = None, cores: set[int] | None = None) -> dict:
+    """Run a variant in a subprocess (``env`` added to its environment; pinned to ``cores``, which its children
+    inherit); sample the RSS of its whole process tree and the machine's busy cores."""
     import psutil
 
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    pin = (lambda: os.sched_setaffinity(0, cores)) if cores else None
+    busy0, t0 = _busy_core_seconds(), time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ, **(env or {})},
+                            preexec_fn=pin)
     peak, peak_driver = 0, 0
     stop = threading.Event()
 
@@ -133,8 +156,11 @@ def measure(cmd: list[str]) -> dict:
     out, _ = proc.communicate()
     stop.set()
     th.join()
+    busy1, wall = _busy_core_seconds(), time.perf_counter() - t0
     res = json.loads(out.strip().splitlines()[-1])
-    return {**res, "peak_rss_gb": round(peak / 2**30, 2), "peak_driver_rss_gb": round(peak_driver / 2**30, 2)}
+    cores_busy = round((busy1 - busy0) / wall, 2) if busy0 is not None and busy1 is not None else None
+    return {**res, "peak_rss_gb": round(peak / 2**30, 2), "peak_driver_rss_gb": round(peak_driver / 2**30, 2),
+            "cores_busy": cores_busy, "pinned_cores": len(cores) if cores else None}
 
 
 def main() -> None:
@@ -157,17 +183,29 @@ def main() -> None:
                     help="exchange.partition_mb of the clean / features jobs (default: theirs)")
     ap.add_argument("--engine", default=default.engine, choices=["tasks", "ray_data"],
                     help="exchange.engine of the clean job (default: its own)")
+    from recsys.config.base import RayConfig
+
+    ap.add_argument("--retain-worker-memory", action=argparse.BooleanOptionalAction,
+                    default=RayConfig().retain_worker_memory,
+                    help="ray.retain_worker_memory of the jobs (default: theirs); the pandas baseline gets the same "
+                    "allocator settings (recsys.runtime.WORKER_MEMORY_ENV) or none")
     ap.add_argument("--repeat", type=int, default=1,
                     help="repetitions, interleaved (pandas, Ray 1 CPU, Ray 2 CPUs, then again); prints the median "
                     "and range of the per-repetition ratio and scaling (single runs on a shared 2-core machine vary by 20-30 %%)")
+    ap.add_argument("--pin", action=argparse.BooleanOptionalAction, default=hasattr(os, "sched_setaffinity"),
+                    help="pin each Ray run's process tree to N cores for num_cpus=N (machines of 1 and 2 cores; "
+                    "default on Linux), plus one unpinned 1-CPU run; --no-pin: Ray's num_cpus only")
     ap.add_argument("--variant", choices=["ray", "pandas"], help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.repeat < 1:
         ap.error(f"--repeat must be >= 1 (got {args.repeat})")
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if args.pin and len(cores) < max(args.cpus):
+        ap.error(f"--pin needs {max(args.cpus)} cores, this process may use {len(cores)}: lower --cpus or pass --no-pin")
     if args.variant:  # child process
         res = ray_variant(args.events, args.out, args.cpus[0], args.batch_mb, args.compression, args.engine,
-                          args.partition_mb) if args.variant == "ray" else \
+                          args.partition_mb, args.retain_worker_memory) if args.variant == "ray" else \
             pandas_variant(args.events, args.out)
         print(json.dumps(res, default=str))
         return
@@ -188,13 +226,20 @@ def main() -> None:
             pq.write_table(pads.dataset(events).head(args.limit), f"{tmp}/head/part-0.parquet")
             events = f"{tmp}/head"
         base = [sys.executable, __file__, "--events", events, "--batch-mb", str(args.batch_mb),
-                "--compression", args.compression, "--engine", args.engine, "--partition-mb", str(args.partition_mb)]
+                "--compression", args.compression, "--engine", args.engine, "--partition-mb", str(args.partition_mb),
+                "--retain-worker-memory" if args.retain_worker_memory else "--no-retain-worker-memory"]
+        from recsys.runtime import WORKER_MEMORY_ENV
+
+        pandas_env = WORKER_MEMORY_ENV if args.retain_worker_memory else None  # same allocators as the Ray workers
         for r in range(args.repeat):  # interleaved, so that a slow spell of the machine hits every variant
             results = {}
             os.makedirs(f"{tmp}/pandas{r}")
-            results["pandas"] = measure(base + ["--variant", "pandas", "--out", f"{tmp}/pandas{r}"])
+            results["pandas"] = measure(base + ["--variant", "pandas", "--out", f"{tmp}/pandas{r}"], pandas_env)
             for c in args.cpus:
-                results[f"ray_{c}cpu"] = measure(base + ["--variant", "ray", "--cpus", str(c), "--out", f"{tmp}/ray{c}_{r}"])
+                results[f"ray_{c}cpu"] = measure(base + ["--variant", "ray", "--cpus", str(c), "--out", f"{tmp}/ray{c}_{r}"],
+                                                 cores=set(cores[:c]) if args.pin else None)
+            if args.pin and 1 in args.cpus:  # Ray's num_cpus=1 on the whole machine, for comparison
+                results["ray_1cpu_unpinned"] = measure(base + ["--variant", "ray", "--cpus", "1", "--out", f"{tmp}/ray1u_{r}"])
             reps.append(results)
             if args.repeat > 1:
                 print(f"repetition {r + 1}/{args.repeat}: " + ", ".join(f"{k} {v['elapsed_s']:.1f} s" for k, v in results.items()),
@@ -211,22 +256,37 @@ def report(reps: list[dict], cpus: list[int]) -> None:
     print(f"events: {n:,}  (shared 2-core machine: timings are noisy, compare ratios from this run)")
     for r, res in enumerate(reps):
         for name, v in res.items():
-            print(f"[{r + 1}] {name:10s} {v['elapsed_s']:8.1f} s  {n / v['elapsed_s']:>12,.0f} events/s  peak RSS "
-                  f"{v['peak_rss_gb']:.2f} GB (driver {v['peak_driver_rss_gb']:.2f} GB)")
+            busy = f"  cores busy {v['cores_busy']:.2f}" if v.get("cores_busy") is not None else ""
+            pinned = f" (pinned to {v['pinned_cores']})" if v.get("pinned_cores") else ""
+            print(f"[{r + 1}] {name:17s} {v['elapsed_s']:8.1f} s  {n / v['elapsed_s']:>12,.0f} events/s  peak RSS "
+                  f"{v['peak_rss_gb']:.2f} GB (driver {v['peak_driver_rss_gb']:.2f} GB){busy}{pinned}")
         for name, v in res.items():  # the same output as the baseline (rows, users, items)
             diff = {k: (v.get(k), res["pandas"][k]) for k in ("rows_clean", "rows_quarantined", "rows_duplicate", "users", "items")
                     if v.get(k) != res["pandas"][k]}
-            print(f"[{r + 1}] {name:10s} outputs vs pandas: " + ("identical counts (clean, quarantined, duplicate, users, items)"
+            print(f"[{r + 1}] {name:17s} outputs vs pandas: " + ("identical counts (clean, quarantined, duplicate, users, items)"
                                                               if not diff else f"differ {diff}"))
     top = max(cpus)
     ratios = [res["pandas"]["elapsed_s"] / res[f"ray_{top}cpu"]["elapsed_s"] for res in reps]
     print(f"ratio Ray Data ({top} CPU) / pandas throughput: {_spread(ratios, 'x')}")
     if 1 in cpus and top > 1:  # each repetition's own 1-CPU and top-CPU runs, back to back
-        eff = [res["ray_1cpu"]["elapsed_s"] / (res[f"ray_{top}cpu"]["elapsed_s"] * top) for res in reps]
-        print(f"scaling 1 -> {top} CPUs: efficiency {_spread([100 * e for e in eff], ' %', 0)}"
-              f" (speed-up {statistics.median(e * top for e in eff):.2f}x)")
+        pinned = bool(results[f"ray_{top}cpu"].get("pinned_cores"))
+        what = f"machines of 1 and {top} cores (process trees pinned)" if pinned else "Ray num_cpus on the whole machine"
+        _scaling(reps, "ray_1cpu", top, what)
+        if pinned:
+            busy = [res["ray_1cpu_unpinned"].get("cores_busy") for res in reps]
+            extra = f", {statistics.median(busy):.2f} cores busy" if None not in busy else ""
+            _scaling(reps, "ray_1cpu_unpinned", top, f"Ray num_cpus=1 unpinned{extra} -> {top} cores")
     print("ds.stats() of the exchange (Ray, top CPUs, last repetition):\n" + results[f"ray_{top}cpu"].get("stats", ""))
     print(json.dumps([{k: {kk: vv for kk, vv in v.items() if kk != "stats"} for k, v in res.items()} for res in reps]))
+
+
+def _scaling(reps: list[dict], one: str, top: int, what: str) -> None:
+    """Efficiency = T(1 CPU) / (top * T(top CPUs)), per repetition, as median (range)."""
+    import statistics
+
+    eff = [res[one]["elapsed_s"] / (res[f"ray_{top}cpu"]["elapsed_s"] * top) for res in reps]
+    print(f"scaling 1 -> {top} CPUs, {what}: efficiency {_spread([100 * e for e in eff], ' %', 0)}"
+          f" (speed-up {statistics.median(e * top for e in eff):.2f}x)")
 
 
 def _spread(values: list[float], unit: str, digits: int = 2) -> str:

@@ -29,6 +29,11 @@ from recsys.utils.seed import seed_everything
 
 # Set for every job (and passed to Ray workers): no model hub at run time.
 JOB_ENV = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "RAY_USAGE_STATS_ENABLED": "0"}
+# Allocator settings of a job's Ray workers when `ray.retain_worker_memory` (the default): freed memory stays in the
+# process for its next task. Arrow's pool is mimalloc (purge delay -1: never return pages); numpy and pandas use glibc
+# malloc (no separate mmap for large blocks, no trim). Measured in docs/BENCHMARKS.md (ETL, 2026-12-03 23:00 UTC).
+WORKER_MEMORY_ENV = {"MIMALLOC_PURGE_DELAY": "-1", "MALLOC_MMAP_THRESHOLD_": "4294967296",
+                     "MALLOC_TRIM_THRESHOLD_": "68719476736"}
 # Ray Serve's HAProxy ingress + throughput-optimized mode (direct ingress, gRPC between replicas), read by the
 # Serve controller, proxies and replicas when a cluster's nodes start (`recsys serve --fast-ingress` sets them for
 # a local Ray). The mode also moves user code and the router onto each replica's main event loop; the last two
@@ -96,16 +101,26 @@ def init_ray(cfg: JobConfig) -> bool:
         return False
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
     kwargs: dict[str, Any] = {"log_to_driver": True}
-    # A submitted job already carries JOB_ENV in its runtime env (recsys submit); repeating keys is
-    # an error in Ray, so only a driver started outside a submission passes them.
-    if "RAY_JOB_CONFIG_JSON_ENV_VAR" not in os.environ:
-        kwargs["runtime_env"] = {"env_vars": dict(JOB_ENV)}
+    env = worker_env(cfg.ray.retain_worker_memory, submitted="RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ)
+    if env:
+        kwargs["runtime_env"] = {"env_vars": env}
     if address:
         ray.init(address=address, **kwargs)
     else:
         start_local_ray(num_cpus=cfg.ray.num_cpus, num_gpus=cfg.ray.num_gpus, include_dashboard=cfg.ray.include_dashboard,
                         object_store_memory=cfg.ray.object_store_memory, env=kwargs.get("runtime_env", {}).get("env_vars"))
     return True
+
+
+def worker_env(retain_memory: bool, submitted: bool, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment variables the job's ``ray.init`` gives its workers: JOB_ENV, plus WORKER_MEMORY_ENV with
+    ``retain_memory``. Ray merges these with a submitted job's runtime env and fails on a key both set, so a
+    submitted job (which carries JOB_ENV already, see ``recsys submit``) passes only keys its environment lacks."""
+    env = {**JOB_ENV, **(WORKER_MEMORY_ENV if retain_memory else {})}
+    if submitted:
+        environ = os.environ if environ is None else environ
+        env = {k: v for k, v in env.items() if k not in environ}
+    return env
 
 
 def _dashboard_port(preferred: int = 8265) -> int:

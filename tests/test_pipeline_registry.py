@@ -122,7 +122,7 @@ def test_run_job_tracks_params_metrics_artifacts(tmp_path, monkeypatch):
     assert run_.data.params == {
         "seed": "0", "output_dir": str(tmp_path / "out"), "inner.lr": "0.01", "inner.names": '["a", "b"]',
         "ray.address": "None", "ray.num_cpus": "None", "ray.num_gpus": "None", "ray.include_dashboard": "True",
-        "ray.object_store_memory": "None", "tracking.enabled": "True", "tracking.uri": uri,
+        "ray.object_store_memory": "None", "ray.retain_worker_memory": "True", "tracking.enabled": "True", "tracking.uri": uri,
         "tracking.experiment": "jobs", "tracking.max_artifact_mb": "1.0", "tracking.timeout_s": "10.0"}
     metrics = dict(run_.data.metrics)
     assert metrics.pop("time.total") >= 0
@@ -201,7 +201,7 @@ def test_recsys_run_doctor_is_tracked(ray_session, tmp_path, monkeypatch):
     assert {k: params[k] for k in ("model", "texts", "cpus_per_probe", "ray.num_cpus", "tracking.experiment")} == {
         "model": "None", "texts": '["wireless gaming mouse"]', "cpus_per_probe": "0.1", "ray.num_cpus": "2.0",
         "tracking.experiment": "doctor"}
-    assert len(params) == 15
+    assert len(params) == 16
     metrics = {k: v for k, v in run.data.metrics.items() if not k.startswith("time.")}
     assert metrics == {"count.nodes": 1.0, "count.nodes_ok": 1.0}
     assert {"time.total", "time.probe_nodes"} <= set(run.data.metrics)

@@ -98,6 +98,7 @@ class ModelKind:
     prepare: Callable[[Any], KindData]  # (cfg, read through trainer.PrepareView) -> KindData
     scorer: Callable[..., Any]  # (model, item_texts=, catalog=, history_len=) -> evaluation Scorer
     check: Callable[[Any], None] = lambda cfg: None  # cross-field checks on the train config (ValueError)
+    pair_scorer: Callable[..., Any] | None = None  # (model, batch_size=) -> fn(lefts, rights) -> scores [N]; matching
     prepare_keys: tuple[str, ...] = ()  # ``model.<name>.*`` keys its prepare reads
     hard_negatives: bool = False  # accepts data.hard_negatives
     text: bool = True  # a text encoder (LoRA, adversarial training, freeze_layers apply)
@@ -117,8 +118,15 @@ def register(kind: ModelKind) -> ModelKind:
     return kind
 
 
+_loaded = False
+
+
 def load() -> None:
     """Import every module of ``recsys.kinds`` (kind modules register themselves)."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True  # first, so that a module importing the registry while it loads does not recurse
     import recsys.kinds as pkg
 
     for mod in pkgutil.iter_modules(pkg.__path__):

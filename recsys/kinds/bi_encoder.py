@@ -147,9 +147,20 @@ def scorer(model: Any, *, item_texts: dict[str, str] | None = None, catalog: np.
                            history_len=history_len)
 
 
+def pair_scorer(model: Any, batch_size: int = 64) -> Any:
+    """Matching: cosine of the query-tower vector of each left text and the item-tower vector of its right."""
+
+    def cosine(lefts: list[str], rights: list[str]) -> np.ndarray:
+        a = model.encode(list(lefts), tower="query")
+        b = model.encode(list(rights), tower="item")
+        return (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+
+    return cosine
+
+
 KIND = register(ModelKind(
     name="bi_encoder", options=BiEncoderOptions, default_loss="infonce", default_metric="mrr", table="pairs",
     build_model=build_model, build_task=build_task, prepare=prepare, scorer=scorer, check=check,
-    hard_negatives=True, loss_inputs=(Contrastive, Pairwise),
+    pair_scorer=pair_scorer, hard_negatives=True, loss_inputs=(Contrastive, Pairwise),
     summary="two towers (query/user, item) -> vectors; retrieval",
 ))

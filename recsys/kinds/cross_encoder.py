@@ -128,8 +128,13 @@ def scorer(model: Any, *, item_texts: dict[str, str] | None = None, catalog: np.
     return CrossEncoderScorer(model, require_texts("cross_encoder", item_texts), history_len=history_len)
 
 
+def pair_scorer(model: Any, batch_size: int = 64) -> Any:
+    """Matching: the model's score of each (left, right) pair."""
+    return lambda lefts, rights: model.score(list(zip(lefts, rights)), batch_size=batch_size)
+
+
 KIND = register(ModelKind(
     name="cross_encoder", options=CrossEncoderOptions, default_loss="bce", default_metric="f1", table="pairs",
-    build_model=build_model, build_task=build_task, prepare=prepare, scorer=scorer,
+    build_model=build_model, build_task=build_task, prepare=prepare, scorer=scorer, pair_scorer=pair_scorer,
     loss_inputs=(Pointwise, Pairwise), summary="one encoder over the (query, item) pair -> score; re-ranking, matching",
 ))

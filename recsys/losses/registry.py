@@ -98,8 +98,15 @@ def register(spec: LossSpec) -> LossSpec:
     return spec
 
 
+_loaded = False
+
+
 def load() -> None:
     """Import every module of ``recsys.losses`` (each registers its loss)."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True  # first, so that a module importing the registry while it loads does not recurse
     import recsys.losses as pkg
 
     for mod in pkgutil.iter_modules(pkg.__path__):

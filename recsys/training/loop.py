@@ -26,15 +26,19 @@ import signal
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
+from recsys import kinds
+from recsys.kinds.data import trim_batch
+from recsys.losses import registry as losses
+from recsys.training.adversarial import EmbeddingAttack
+from recsys.training.config import TrainConfig
 from recsys.training.specs import FaultSpec, WorkerExtras, WorkerSpec
-from recsys.training.strategy import StrategySpec
-
-if TYPE_CHECKING:
-    from recsys.training.config import TrainConfig
+from recsys.training.strategy import StrategySpec, build_strategy
+from recsys.training.validation import validate
+from recsys.utils.log import get_logger
 
 STATE_FILE = "train_state.json"
 MODEL_DIR = "model"
@@ -66,10 +70,6 @@ def strategy_spec(cfg: TrainConfig, total_steps: int) -> StrategySpec:
 def build_components(cfg: TrainConfig, extras: WorkerExtras, device: torch.device):
     """Model -> (LoRA) -> training task -> strategy, from the config and driver-computed extras (no Ray
     calls of its own: the golden-loss test builds a run in-process with it)."""
-    from recsys import kinds
-    from recsys.losses import registry as losses
-    from recsys.training.strategy import build_strategy
-
     kind = kinds.get(cfg.model.kind)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     model = kind.build_model(cfg.model, extras.model_inputs)
@@ -85,8 +85,6 @@ def build_components(cfg: TrainConfig, extras: WorkerExtras, device: torch.devic
 
 def build_attack(cfg: TrainConfig, task: torch.nn.Module):
     """The FGM / PGD attack of ``cfg.adversarial`` on ``task`` (None = no adversarial training)."""
-    from recsys.training.adversarial import EmbeddingAttack
-
     a = cfg.adversarial
     return None if a.method == "none" else EmbeddingAttack(task, a.method, a.epsilon, a.alpha, a.steps, a.emb_name)
 
@@ -168,12 +166,6 @@ def train_loop(config: dict[str, Any]) -> None:
     """Ray Train per-worker function (see module docstring)."""
     import ray.train
     import ray.train.torch
-
-    from recsys.kinds.data import trim_batch
-    from recsys.losses import registry as losses
-    from recsys.training.config import TrainConfig
-    from recsys.training.validation import validate
-    from recsys.utils.log import get_logger
 
     log = get_logger("recsys.train")
     spec: WorkerSpec = config["spec"]

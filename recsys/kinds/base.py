@@ -19,12 +19,14 @@ import importlib
 import pkgutil
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import torch
 
 from recsys.config.base import StrictModel
+
+if TYPE_CHECKING:  # annotations only: Ray Data workers import the kinds' data helpers without torch
+    import torch
 
 BLOCK_SCORES = 2**22  # most scores ranked at once (queries x candidates): bounds validation memory
 

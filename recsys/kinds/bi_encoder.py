@@ -53,7 +53,8 @@ class BiEncoderTask(nn.Module):
 
     def __init__(self, model: nn.Module, loss: str = "infonce", params: LossParams | None = None):
         super().__init__()
-        self.model, self.loss = model, losses.get(loss)
+        self.model: Any = model  # duck-typed: the kind's model (or a test stub) with the methods used here
+        self.loss = losses.get(loss)
         self.params = params if params is not None else self.loss.params()
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -73,7 +74,10 @@ class BiEncoderTask(nn.Module):
         tokens are the same query / item, so duplicates are neither extra queries nor tied rivals)."""
         queries: dict[bytes, int] = {}
         items: dict[bytes, int] = {}
-        q_vecs, p_vecs, targets, rows = [], [], [], 0
+        q_vecs: list[np.ndarray] = []
+        p_vecs: list[np.ndarray] = []
+        targets: list[set[int]] = []
+        rows = 0
         for b in batches:
             b = D.trim_batch(b, self.prefixes)
             q = self.model.embed(D.text_inputs(b, "q_"), "query").float().cpu().numpy()  # [B, D]

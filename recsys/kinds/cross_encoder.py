@@ -49,7 +49,8 @@ class CrossEncoderTask(nn.Module):
 
     def __init__(self, model: nn.Module, loss: str = "bce", params: LossParams | None = None):
         super().__init__()
-        self.model, self.loss = model, losses.get(loss)
+        self.model: Any = model  # duck-typed: the kind's model (or a test stub) with the methods used here
+        self.loss = losses.get(loss)
         self.params = params if params is not None else self.loss.params()
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -92,7 +92,8 @@ class SequentialTask(nn.Module):
     def __init__(self, model: nn.Module, loss: str = "full_softmax", params: LossParams | None = None,
                  num_negatives: int = 256, exclude_history: bool = True):
         super().__init__()
-        self.model, self.loss = model, losses.get(loss)
+        self.model: Any = model  # duck-typed: the kind's model (or a test stub) with the methods used here
+        self.loss = losses.get(loss)
         self.params = params if params is not None else self.loss.params()
         self.num_negatives, self.exclude_history = num_negatives, exclude_history
 

@@ -13,7 +13,7 @@ import numpy as np
 class ItemIndex:
     """Maps item id strings to row indices of a model's item table (-1 = unknown item)."""
 
-    def __init__(self, item_ids: Sequence[str]):
+    def __init__(self, item_ids: Sequence[str] | np.ndarray):
         import pandas as pd
 
         self.item_ids = np.asarray(item_ids, dtype=object)

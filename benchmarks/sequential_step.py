@@ -23,7 +23,7 @@ def windows(max_len: int) -> tuple[list[str], object]:
     """Training windows [users, max_len + 1] of Games-6k (last two items held out, as the job)."""
     from recsys.config.base import InputConfig
     from recsys.data.adapters import read_input
-    from recsys.training.data import _group_events, encode_sequences
+    from recsys.kinds.data import _group_events, encode_sequences
 
     root = os.environ.get("RECSYS_DATA_ROOT", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
     events = read_input(InputConfig(path=f"{root}/amazon-games-6k", preset="amazon-games-6k"), "events").to_pandas()
@@ -49,8 +49,8 @@ def run(variant: str, items, data, args) -> dict:
     import numpy as np
     import torch
 
+    from recsys.kinds.sequential import SequentialTask
     from recsys.models.sequential import SequentialRecommender
-    from recsys.training.tasks import SequentialTask
 
     torch.manual_seed(0)
     model = SequentialRecommender(items, hidden_size=64, num_layers=2, num_heads=2, max_len=args.max_len, dropout=0.5)

@@ -72,9 +72,9 @@ def plain_loop(pairs, steps: int, batch: int, max_length: int, warmup: int, thre
 
     import torch
 
+    from recsys.kinds.bi_encoder import BiEncoderTask
+    from recsys.kinds.data import trim_batch
     from recsys.models.bi_encoder import BiEncoder
-    from recsys.training.data import trim_batch
-    from recsys.training.tasks import BiEncoderTask
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

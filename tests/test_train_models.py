@@ -85,7 +85,7 @@ def test_sequential_pure_id_mode_is_causal():
 def test_sequential_trimmed_padding_changes_nothing():
     """Dropping the all-padding columns of a left-padded batch (what training, validation and
     ``score`` do) gives the same hidden states and the same loss as the full window."""
-    from recsys.training.tasks import SequentialTask
+    from recsys.kinds.sequential import SequentialTask
 
     torch.manual_seed(0)
     model = SequentialRecommender([f"i{i}" for i in range(9)], hidden_size=8, num_heads=2, max_len=6,

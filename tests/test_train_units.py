@@ -94,7 +94,7 @@ def test_freeze_layers_and_lora_merge(tiny_bert_dir, tmp_path):
 
 
 def test_encode_sequences_windows_and_holdout():
-    from recsys.training.data import encode_sequences
+    from recsys.kinds.data import encode_sequences
 
     batch = pd.DataFrame({"items": [["a", "b", "c", "d"], ["a"], ["x", "b", "c"]], "country": ["DE", "UK", "FR"]})
     index = {"a": 1, "b": 2, "c": 3, "d": 4}
@@ -132,13 +132,15 @@ def _evaluator_metrics(es, scores: np.ndarray, metrics: list[str]) -> dict:
 
 def test_sequential_validation_equals_the_evaluate_jobs_full_ranking():
     from recsys.evaluation import EvalSet
-    from recsys.training.tasks import SEQUENTIAL_METRICS, SequentialTask
+    from recsys.kinds.sequential import METRICS as SEQUENTIAL_METRICS
+    from recsys.kinds.sequential import SequentialTask
+    from recsys.training.validation import validate
 
     scores = [[0.9, 0.8, 0.7, 0.6, 0.5],   # history {1}, target 3: item 1 not ranked -> 0-based rank 1
               [0.1, 0.5, 0.5, 0.2, 0.3],   # history {4}, target 3 tied with item 2 -> ranked below it: rank 1
               [0.5, 0.4, 0.3, 0.2, 0.1]]   # history {5, 1}, target 5 (a repeat stays rankable) -> rank 3
     batch = {"history": torch.tensor([[0, 0, 1], [0, 0, 4], [0, 5, 1]]), "target": torch.tensor([3, 3, 5])}
-    got = SequentialTask(_StubSequential(scores), primary_metric="auc").evaluate([batch])
+    got = validate(SequentialTask(_StubSequential(scores)), [batch], "auc")
     assert got["primary_metric"] == "auc" and got["n_queries"] == 3 and got["valid_size"] == 3.0
     assert got["mrr"] == pytest.approx((1 / 2 + 1 / 2 + 1 / 4) / 3, abs=1e-12)
     assert got["ndcg@10"] == pytest.approx((2 / np.log2(3) + 1 / np.log2(5)) / 3, abs=1e-12)
@@ -171,14 +173,16 @@ def _bi_batch(q: list[list[int]], p: list[list[int]]) -> dict[str, torch.Tensor]
 
 def test_bi_encoder_validation_groups_duplicates_and_equals_the_evaluate_jobs_retrieval():
     from recsys.evaluation import EvalSet
-    from recsys.training.tasks import BI_ENCODER_METRICS, BiEncoderTask
+    from recsys.kinds.bi_encoder import METRICS as BI_ENCODER_METRICS
+    from recsys.kinds.bi_encoder import BiEncoderTask
+    from recsys.training.validation import validate
 
     # token id k (k = 1..3) -> vector row k; items are one-hot, so a query's vector is its item scores
     queries = [[0, 0, 0], [0.2, 0.9, 0.5], [0.4, 0.4, 0.1], [0.3, 0.2, 0.1]]
     items = [[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]]
     # rows: (q1, i1) (q1, i2) | (q2, i2) (q3 + one more token, i3): q1 has two relevant items, i2 is one item
     batches = [_bi_batch([[1, 0], [1, 0]], [[1, 0], [2, 0]]), _bi_batch([[2, 0, 0], [3, 9, 0]], [[2, 0, 0], [3, 0, 0]])]
-    got = BiEncoderTask(_StubBiEncoder(queries, items)).evaluate(batches)
+    got = validate(BiEncoderTask(_StubBiEncoder(queries, items)), batches, "mrr")
     assert got["primary_metric"] == "mrr" and got["n_queries"] == 3 and got["n_items"] == 3 and got["valid_size"] == 4.0
     # q1 ranks i2 > i3 > i1 (targets i1, i2); q2: i2 tied with i1 -> rank 1; q3: i3 last -> rank 2
     assert got["mrr"] == pytest.approx((1 + 1 / 2 + 1 / 3) / 3, abs=1e-12)
@@ -202,13 +206,14 @@ class _StubCrossEncoder(torch.nn.Module):
 
 def test_cross_encoder_validation_is_the_evaluate_jobs_pair_classification():
     from recsys.evaluation.classification import PairClassificationEvaluator, classification_metrics
-    from recsys.training.tasks import CrossEncoderTask
+    from recsys.kinds.cross_encoder import CrossEncoderTask
+    from recsys.training.validation import validate
 
     logits = [2.0, -1.0, 0.5, -0.2, 0.0, 1.5]
     labels = [1.0, 0.0, 0.2, 0.8, 1.0, 1.0]  # graded: > 0.5 is a match
     batches = [{"input_ids": torch.tensor([[i, 5]]), "attention_mask": torch.ones(1, 2, dtype=torch.long),
                 "label": torch.tensor([y])} for i, y in enumerate(labels)]
-    got = CrossEncoderTask(_StubCrossEncoder(logits)).evaluate(batches)
+    got = validate(CrossEncoderTask(_StubCrossEncoder(logits)), batches, "f1")
     # logit >= 0 predicts a match: tp {0, 4, 5}, fp {2}, fn {3}
     assert (got["precision"], got["recall"], got["f1"], got["accuracy"]) == (0.75, 0.75, 0.75, 4 / 6)
     assert got["roc_auc"] == 0.75 and got["valid_f1"] == pytest.approx(8 / 9, abs=1e-12)  # best: predict all but -1.0
@@ -219,16 +224,19 @@ def test_cross_encoder_validation_is_the_evaluate_jobs_pair_classification():
     pairs = ([str(i) for i in range(6)], [""] * 6, y)
     ev = PairClassificationEvaluator(pairs, pairs)(lambda lefts, rights: np.asarray(logits)[[int(q) for q in lefts]])
     assert got["valid_f1"] == ev["valid_f1"]
-    mse = CrossEncoderTask(_StubCrossEncoder([0.7, 0.4]), loss="mse").evaluate(batches[:2])
+    mse = validate(CrossEncoderTask(_StubCrossEncoder([0.7, 0.4]), loss="mse"), batches[:2], "f1")
     assert mse["threshold"] == 0.5 and mse["accuracy"] == 1.0  # mse regresses the label: 0.5 decides
 
 
-def test_build_task_carries_the_selection_metric():
-    from recsys.training.tasks import build_task
+def test_the_kinds_task_validates_on_the_selection_metric():
+    from recsys import kinds
+    from recsys.training.validation import validate
 
-    task = build_task("sequential", _StubSequential([[0.3, 0.1]]), "full_softmax", {"primary_metric": "map@5"})
-    got = task.evaluate([{"history": torch.tensor([[0, 2]]), "target": torch.tensor([1])}])
+    cfg = load_config(TrainConfig, None, data={"model": {"kind": "sequential"}, "data": {"train": {"path": "/tmp"}}})
+    task = kinds.get("sequential").build_task(_StubSequential([[0.3, 0.1]]), "full_softmax", None, cfg.model)
+    got = validate(task, [{"history": torch.tensor([[0, 2]]), "target": torch.tensor([1])}], "map@5")
     assert got["primary_metric"] == "map@5" and got["map@5"] == 1.0 and got["ndcg@10"] == 1.0
+    assert validate(task, [], "map@5") == {}  # no validation rows: nothing to report
 
 
 def test_zero_stage_override_from_the_command_line():
@@ -261,7 +269,7 @@ def test_hard_negative_rows_from_split_files(ray_session, tmp_path):
     hard-negative groupby must still run (Ray Data passes emptied blocks on without columns unless the
     UDF returns a typed table); each positive gets a label-0 right text of its own query."""
     from recsys.config.base import InputConfig
-    from recsys.training.data import bi_encoder_rows, load_pairs
+    from recsys.kinds.data import bi_encoder_rows, load_pairs
 
     rows = {"train": [("q1", "a", 1), ("q1", "b", 0), ("q2", "c", 1), ("q2", "d", 0), ("q3", "e", 1)],
             "valid": [("q4", "f", 1), ("q4", "g", 0)], "test": [("q5", "h", 0)]}
@@ -280,7 +288,7 @@ def test_grouped_events_follow_the_evaluations_time_order():
     import pyarrow as pa
 
     from recsys.evaluation.data import sequences_from_events
-    from recsys.training.data import _group_events
+    from recsys.kinds.data import _group_events
 
     rng = np.random.default_rng(0)
     n = 600
@@ -304,7 +312,7 @@ def test_a_capped_sequence_load_keeps_the_same_users_every_run(ray_session, shar
     """max_train_rows over grouped events keeps the users first in id order, not whichever the groupby's
     shuffle delivers first: a resumed trial rebuilds the same item vocabulary as its checkpoint."""
     from recsys.config.base import InputConfig
-    from recsys.training import data as D
+    from recsys.kinds import data as D
 
     inp = InputConfig(path=str(shared_data / "amazon-games-6k"), preset="amazon-games-6k")
     capped = D.load_sequences(inp, [], 50).to_pandas()

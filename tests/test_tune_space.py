@@ -228,8 +228,8 @@ def test_prepare_reads_nothing_beyond_prepare_keys_for_every_model_kind(project_
     import numpy as np
     import ray
 
+    from recsys.kinds import data as D
     from recsys.models.bi_encoder import BiEncoder
-    from recsys.training import data as D
     from recsys.training.config import TrainConfig
     from recsys.training.trainer import prepare
 
@@ -257,9 +257,9 @@ def test_prepare_reads_nothing_beyond_prepare_keys_for_every_model_kind(project_
         cfg = TrainConfig.model_validate(data, context={"check_paths": False})
         prep = prepare(cfg)
         per_worker = 64 // cfg.scaling.num_workers // cfg.train.batch_size
-        assert prep.extras["total_steps"] == cfg.train.max_steps and prep.counts["train_rows"] == 64, (file, overrides)
-        assert prep.extras["steps_per_epoch"] == max(1, per_worker // cfg.optim.grad_accum), (file, overrides)
-        assert ("text_embeddings_ref" in prep.extras) == bool(overrides.get("model.sequential.use_text"))
+        assert prep.extras.total_steps == cfg.train.max_steps and prep.counts["train_rows"] == 64, (file, overrides)
+        assert prep.extras.steps_per_epoch == max(1, per_worker // cfg.optim.grad_accum), (file, overrides)
+        assert (getattr(prep.extras.model_inputs, "text_embeddings_ref", None) is not None) == bool(overrides.get("model.sequential.use_text"))
 
 
 def test_collect_keeps_a_trial_interrupted_before_its_first_report():

@@ -34,8 +34,8 @@ def main() -> None:
     args = ap.parse_args()
     from transformers import AutoModel
 
+    from recsys.kinds.bi_encoder import BiEncoderTask
     from recsys.models.bi_encoder import BiEncoder
-    from recsys.training.tasks import BiEncoderTask
 
     dev = "cuda"
     enc = AutoModel.from_pretrained(args.model).to(dev)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from recsys.losses.registry import LossSpec, NextItem, register
+
 
 def full_softmax_loss(hidden: torch.Tensor, item_table: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """``hidden`` [B, L, H], ``item_table`` [V+1, H] (row 0 = padding), ``targets`` [B, L] (0 = ignore) -> scalar."""
@@ -18,3 +20,10 @@ def full_softmax_loss(hidden: torch.Tensor, item_table: torch.Tensor, targets: t
     logits = hidden[valid] @ item_table.T  # [P, V+1], P = real positions
     logits[:, 0] = torch.finfo(logits.dtype).min  # padding is never a prediction
     return F.cross_entropy(logits, targets[valid])
+
+
+SPEC = register(LossSpec(
+    name="full_softmax", kinds=("sequential",), inputs=NextItem,
+    compute=lambda x, p: full_softmax_loss(x.hidden, x.item_table().float(), x.targets),
+    summary="next-item cross-entropy over every item",
+))

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
+
+from recsys.losses.registry import Contrastive, LossParams, LossSpec, register
 
 
 def infonce_loss(
@@ -23,3 +26,18 @@ def infonce_loss(
     logits = query @ candidates.T / temperature  # [B, B(+B)]
     target = torch.arange(query.shape[0], device=query.device)  # [B]
     return F.cross_entropy(logits, target)
+
+
+class InfoNCEParams(LossParams):
+    temperature: float = Field(0.05, gt=0, description="InfoNCE temperature.")
+
+
+def _compute(x: Contrastive, p: InfoNCEParams) -> torch.Tensor:
+    neg = None if x.negative is None else x.negative.float()
+    return infonce_loss(x.query.float(), x.positive.float(), neg, p.temperature)
+
+
+SPEC = register(LossSpec(
+    name="infonce", kinds=("bi_encoder",), inputs=Contrastive, params=InfoNCEParams, compute=_compute,
+    summary="in-batch negatives (+ mined hard negatives) contrastive loss",
+))

@@ -8,6 +8,9 @@ softmax(label / label_temperature) over the group's labels; padded slots carry `
 from __future__ import annotations
 
 import torch
+from pydantic import Field
+
+from recsys.losses.registry import LossParams, LossSpec, Pointwise, register
 
 
 def listwise_softmax_loss(
@@ -30,3 +33,20 @@ def listwise_softmax_loss(
     if not informative.any():
         return scores.sum() * 0.0
     return per_group[informative].mean()
+
+
+class ListwiseParams(LossParams):
+    list_size: int = Field(8, ge=2, description="Listwise: candidates per query group.")
+
+
+def _compute(x: Pointwise, p: ListwiseParams) -> torch.Tensor:
+    """Consecutive rows form lists of ``list_size`` (the data comes grouped; batch_size % list_size == 0)."""
+    k = p.list_size
+    g = x.scores.shape[0] // k
+    return listwise_softmax_loss(x.scores[: g * k].view(g, k), x.labels[: g * k].view(g, k))
+
+
+SPEC = register(LossSpec(
+    name="listwise", kinds=("cross_encoder",), inputs=Pointwise, params=ListwiseParams, compute=_compute,
+    group_size="list_size", summary="softmax cross-entropy over each query's list (ListNet)",
+))

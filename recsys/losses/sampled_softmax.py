@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from recsys.losses.registry import LossSpec, NextItem, register
+
 
 def sampled_softmax_loss(
     hidden: torch.Tensor, pos_repr: torch.Tensor, neg_repr: torch.Tensor, targets: torch.Tensor,
@@ -26,3 +28,16 @@ def sampled_softmax_loss(
     valid = targets != 0  # [B, L]
     zeros = torch.zeros(int(valid.sum()), dtype=torch.long, device=hidden.device)
     return F.cross_entropy(logits[valid], zeros)
+
+
+def _compute(x: NextItem, p: object) -> torch.Tensor:
+    """``num_negatives`` items drawn uniformly (shared by the batch) compete with each target."""
+    neg_ids = torch.randint(1, x.num_items + 1, (x.num_negatives,), device=x.targets.device)  # [N]
+    pos_repr = x.item_repr(x.targets).float()  # [B, L, H]
+    return sampled_softmax_loss(x.hidden, pos_repr, x.item_repr(neg_ids).float(), x.targets, neg_ids)
+
+
+SPEC = register(LossSpec(
+    name="sampled_softmax", kinds=("sequential",), inputs=NextItem, compute=_compute,
+    summary="next-item cross-entropy against sampled negatives (large catalogues)",
+))

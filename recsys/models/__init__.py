@@ -18,7 +18,11 @@ def model_class(model_type: str):
     import importlib
 
     if model_type not in MODEL_CLASSES:
-        raise ValueError(f"unknown model_type {model_type!r}; one of {sorted(MODEL_CLASSES)}")
+        from recsys.models.base import SavableModel
+
+        if model_type in SavableModel.registered:  # defined in a module already imported (a kind's own model)
+            return SavableModel.registered[model_type]
+        raise ValueError(f"unknown model_type {model_type!r}; one of {sorted({*MODEL_CLASSES, *SavableModel.registered})}")
     module, name = MODEL_CLASSES[model_type]
     return getattr(importlib.import_module(module), name)
 

@@ -88,6 +88,12 @@ class SavableModel(nn.Module):
     is fixed by ``config()`` (JSON-able constructor arguments) plus its Hugging Face encoders."""
 
     model_type: ClassVar[str] = ""
+    registered: ClassVar[dict[str, type[SavableModel]]] = {}  # model_type -> class, filled on definition
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.model_type:  # a model defined beside its kind (recsys.kinds.<kind>) loads without a table entry
+            SavableModel.registered[cls.model_type] = cls
 
     def config(self) -> dict[str, Any]:  # pragma: no cover - abstract
         raise NotImplementedError

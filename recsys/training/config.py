@@ -1,75 +1,59 @@
 """Config of the train job: model kind and options, data, loss, optimizer, strategy, loop, scaling.
 
-Every section is typed and documented; cross-field checks name the fix. Builders in
-``recsys.models.builders`` and ``recsys.training.*`` turn these into objects.
+Every section is typed and documented; cross-field checks name the fix. The ``model.<kind>`` sections
+come from the registered model kinds (``recsys.kinds``) and the ``loss`` options from the registered
+losses (``recsys.losses.registry``), so defaults live in one place each. Builders in
+``recsys.kinds.<kind>`` and ``recsys.training.*`` turn these into objects.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, create_model, field_validator, model_validator
 
+from recsys import kinds
 from recsys.config.base import InputConfig, JobConfig, ModelConfig, ScalingConfig, StrictModel
-from recsys.losses import LOSSES_BY_KIND
-
-ModelKind = Literal["bi_encoder", "cross_encoder", "sequential"]
-DEFAULT_LOSS = {"bi_encoder": "infonce", "cross_encoder": "bce", "sequential": "full_softmax"}
-DEFAULT_METRIC = {"bi_encoder": "mrr", "cross_encoder": "f1", "sequential": "ndcg@10"}
+from recsys.losses import registry as losses
 
 
-class BiEncoderOptions(StrictModel):
-    """Options of the bi-encoder (query/user tower <-> item tower)."""
-
-    pooling: Literal["mean", "cls", "max"] = Field("mean", description="Token pooling (mean for sentence-transformers models).")
-    projection_dim: int | None = Field(None, ge=8, description="Linear projection after pooling (None = encoder width).")
-    shared_towers: bool = Field(True, description="One encoder for queries and items; false = a separate item tower.")
-    normalize: bool = Field(True, description="L2-normalize vectors (cosine similarity).")
+def _kind_sections() -> dict[str, Any]:
+    """One ``model.<kind>`` section per registered model kind (its options, with their defaults)."""
+    return {k.name: (k.options, Field(default_factory=k.options, description=f"{k.summary} (model.kind: {k.name}).".capitalize()))
+            for k in kinds.kinds()}
 
 
-class CrossEncoderOptions(StrictModel):
-    """Options of the cross-encoder (query + item -> relevance)."""
-
-    pooling: Literal["mean", "cls", "max"] = Field("cls", description="Pooling of the pair's token states.")
-    num_labels: int = Field(1, ge=1, description="Head outputs: 1 = binary/graded score.")
-    head_dropout: float = Field(0.1, ge=0, lt=1, description="Dropout before the head.")
-
-
-class SequentialOptions(StrictModel):
-    """Options of the SASRec-style sequential recommender."""
-
-    hidden_size: int = Field(64, ge=8, description="Transformer width.")
-    num_layers: int = Field(2, ge=1, description="Transformer blocks.")
-    num_heads: int = Field(2, ge=1, description="Attention heads (divide hidden_size).")
-    max_len: int = Field(50, ge=2, description="History positions used (the most recent items).")
-    dropout: float = Field(0.2, ge=0, lt=1, description="Dropout of embeddings and blocks.")
-    use_id_embeddings: bool = Field(True, description="Learn an embedding per item id (false = text-only, cold-start items).")
-    use_text: bool = Field(False, description="Add item-text embeddings precomputed by model.name_or_path (needs data.items).")
-    text_trainable: bool = Field(False, description="Fine-tune the precomputed text embedding table (false = frozen).")
-    text_batch_size: int = Field(128, ge=1, description="Batch size when precomputing item-text embeddings.")
-    user_features: list[str] = Field(
-        default_factory=list, description="Columns of the sequences table used as user-feature tokens (country, segment, price_band)."
-    )
-    num_negatives: int = Field(256, ge=1, description="Sampled negatives per batch (loss: sampled_softmax / bpr).")
-
-    @model_validator(mode="after")
-    def _check(self) -> SequentialOptions:
-        if self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}; change one")
-        if not self.use_id_embeddings and not self.use_text:
-            raise ValueError("set use_id_embeddings: true or use_text: true (the model needs item representations)")
-        return self
-
-
-class TrainModelConfig(ModelConfig):
+class _ModelBase(ModelConfig):
     """Which model to train, from which pretrained encoder, and its options."""
 
-    kind: ModelKind = Field(..., description="bi_encoder | cross_encoder | sequential.")
-    bi_encoder: BiEncoderOptions = Field(default_factory=BiEncoderOptions, description="Bi-encoder options.")
-    cross_encoder: CrossEncoderOptions = Field(default_factory=CrossEncoderOptions, description="Cross-encoder options.")
-    sequential: SequentialOptions = Field(default_factory=SequentialOptions, description="Sequential model options.")
+    kind: str = Field(..., description="The model kind: " + " | ".join(kinds.names()) + " (recsys.kinds).")
     freeze_layers: int = Field(0, ge=0, description="Freeze the embeddings and the first N transformer layers of the encoder.")
     dropout: float | None = Field(None, ge=0, lt=1, description="Override the encoder's hidden/attention dropout.")
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, v: str) -> str:
+        kinds.get(v)  # an unknown kind fails naming model.kind and the registered kinds
+        return v
+
+
+if TYPE_CHECKING:  # the static view; at run time one section per registered kind is added
+    TrainModelConfig = _ModelBase
+else:
+    TrainModelConfig = create_model("TrainModelConfig", __base__=_ModelBase, __module__=__name__, **_kind_sections())
+    TrainModelConfig.__doc__ = _ModelBase.__doc__
+
+
+def _loss_params() -> dict[str, Any]:
+    """Every registered loss's options as fields of one ``loss`` section (an option two losses share
+    must be declared the same way by both)."""
+    fields: dict[str, Any] = {}
+    for spec in losses.specs():
+        for name, f in spec.params.model_fields.items():
+            if name in fields and repr(fields[name][1]) != repr(f):
+                raise ValueError(f"loss option {name!r} is declared differently by two losses ({spec.name})")
+            fields[name] = (f.annotation, f)
+    return fields
 
 
 class DataSection(StrictModel):
@@ -96,16 +80,24 @@ class DataSection(StrictModel):
     )
 
 
-class LossConfig(StrictModel):
-    """Training objective (see recsys.losses)."""
+class _LossBase(StrictModel):
+    """Training objective (see recsys.losses); each option is declared by the loss that reads it."""
 
-    name: Literal["infonce", "bce", "mse", "bpr", "margin", "listwise", "full_softmax", "sampled_softmax"] | None = Field(
-        None, description="Loss; None = the kind's default (infonce / bce / full_softmax)."
-    )
-    temperature: float = Field(0.05, gt=0, description="InfoNCE temperature.")
-    margin: float = Field(0.2, ge=0, description="Margin of the margin loss.")
-    pos_weight: float | None = Field(None, gt=0, description="BCE weight of positives (e.g. 3 for ~25% positives).")
-    list_size: int = Field(8, ge=2, description="Listwise: candidates per query group.")
+    name: str | None = Field(None, description="Loss: " + " | ".join(losses.names()) + "; None = the kind's default.")
+
+    @field_validator("name")
+    @classmethod
+    def _known_loss(cls, v: str | None) -> str | None:
+        if v is not None:
+            losses.get(v)  # an unknown loss fails naming loss.name and the registered losses
+        return v
+
+
+if TYPE_CHECKING:  # the static view; at run time every registered loss's options are added
+    LossConfig = _LossBase
+else:
+    LossConfig = create_model("LossConfig", __base__=_LossBase, __module__=__name__, **_loss_params())
+    LossConfig.__doc__ = _LossBase.__doc__
 
 
 class OptimConfig(StrictModel):
@@ -199,23 +191,25 @@ class TrainConfig(JobConfig):
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
-        kind = self.model.kind
+        kind = kinds.get(self.model.kind)
         loss = self.loss_name
-        if loss not in LOSSES_BY_KIND[kind]:
-            raise ValueError(f"loss.name {loss!r} does not fit model.kind {kind!r}; use one of {LOSSES_BY_KIND[kind]}")
-        if kind == "sequential":
+        fits = losses.for_kind(kind.name)
+        if loss not in fits:
+            raise ValueError(f"loss.name {loss!r} does not fit model.kind {kind.name!r}; use one of {fits}")
+        if not kind.text:
             if self.lora.enabled:
-                raise ValueError("lora.enabled needs a transformer encoder; the sequential model has none: set lora.enabled: false")
+                raise ValueError(f"lora.enabled needs a transformer encoder; the {kind.name} model has none: set lora.enabled: false")
             if self.adversarial.method != "none":
-                raise ValueError("adversarial training perturbs word embeddings of a text encoder: set adversarial.method: none for sequential")
-            if self.model.sequential.use_text and self.data.items is None:
-                raise ValueError("model.sequential.use_text needs data.items (a table with item_id, title)")
-        if self.data.hard_negatives and kind != "bi_encoder":
-            raise ValueError("data.hard_negatives applies to the bi_encoder only; set it to false")
-        if loss in ("bpr", "margin") and kind == "bi_encoder" and not self.data.hard_negatives:
-            raise ValueError(f"loss {loss} for the bi_encoder needs negatives: set data.hard_negatives: true")
-        if loss == "listwise" and self.train.batch_size % self.loss.list_size:
-            raise ValueError(f"listwise loss: train.batch_size ({self.train.batch_size}) must be a multiple of loss.list_size ({self.loss.list_size})")
+                raise ValueError("adversarial training perturbs word embeddings of a text encoder: set "
+                                 f"adversarial.method: none for {kind.name}")
+        if self.data.hard_negatives and not kind.hard_negatives:
+            takers = " / ".join(k.name for k in kinds.kinds() if k.hard_negatives)
+            raise ValueError(f"data.hard_negatives applies to the {takers} only; set it to false")
+        kind.check(self)
+        group = losses.get(loss).group_size
+        if group is not None and self.train.batch_size % getattr(self.loss, group):
+            raise ValueError(f"{loss} loss: train.batch_size ({self.train.batch_size}) must be a multiple of "
+                             f"loss.{group} ({getattr(self.loss, group)})")
         if self.lora.enabled and self.strategy.name == "deepspeed" and self.strategy.deepspeed.zero_stage == 3:
             raise ValueError("LoRA export merges adapters on rank 0; use strategy.deepspeed.zero_stage <= 2 with lora.enabled")
         adv = self.adversarial
@@ -240,8 +234,8 @@ class TrainConfig(JobConfig):
 
     @property
     def loss_name(self) -> str:
-        return self.loss.name or DEFAULT_LOSS[self.model.kind]
+        return self.loss.name or kinds.get(self.model.kind).default_loss
 
     @property
     def metric_name(self) -> str:
-        return self.train.metric or DEFAULT_METRIC[self.model.kind]
+        return self.train.metric or kinds.get(self.model.kind).default_metric

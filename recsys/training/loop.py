@@ -1,15 +1,18 @@
 """The per-worker training loop run by ``ray.train.torch.TorchTrainer`` (Ray Train V2).
 
-``train_loop(config)`` receives plain values (``config["cfg"]``: the dumped ``TrainConfig``, plus
-the vocabularies / step counts that ``recsys.training.trainer`` computed on the driver) and:
+``train_loop(config)`` receives one frozen ``recsys.training.specs.WorkerSpec`` (``config["spec"]``:
+the dumped ``TrainConfig``, plus the step counts and the kind's model inputs that
+``recsys.training.trainer`` computed on the driver) and:
 
-1. builds the model, LoRA, the training module and the strategy (DDP or DeepSpeed) -- nothing
-   here knows whether it runs on 1 CPU or 64 GPUs;
+1. builds the model (``recsys.kinds.<kind>``), LoRA, the training task and the strategy (DDP or
+   DeepSpeed) with ``build_components`` -- nothing here knows whether it runs on 1 CPU or 64 GPUs,
+   nor which model kind it trains;
 2. resumes from ``ray.train.get_checkpoint()`` (a worker restart, or a re-run in the same output
    dir) or from ``resume_from`` (any checkpoint directory);
 3. streams its shard (``ray.train.get_dataset_shard("train")``), tokenized by Ray Data;
-4. every ``eval_every`` optimizer steps validates on the full validation set (metrics computed by
-   ``recsys.evaluation`` via ``task.evaluate``, with ``primary_metric`` = ``train.metric``), writes a checkpoint
+4. every ``eval_every`` optimizer steps validates on the full validation set (scores from
+   ``task.validation_scores``, metrics computed by ``recsys.evaluation`` via
+   ``recsys.training.validation.validate``, with ``primary_metric`` = ``train.metric``), writes a checkpoint
    from every rank (DeepSpeed ZeRO shards included; rank 0 adds the exported ``model/``) and calls
    ``ray.train.report(metrics, checkpoint=...)``; stops early after ``patience`` bad validations.
 """
@@ -27,6 +30,16 @@ from typing import Any
 
 import torch
 
+from recsys import kinds
+from recsys.kinds.data import trim_batch
+from recsys.losses import registry as losses
+from recsys.training.adversarial import EmbeddingAttack
+from recsys.training.config import TrainConfig
+from recsys.training.specs import FaultSpec, WorkerExtras, WorkerSpec
+from recsys.training.strategy import StrategySpec, build_strategy
+from recsys.training.validation import validate
+from recsys.utils.log import get_logger
+
 STATE_FILE = "train_state.json"
 MODEL_DIR = "model"
 
@@ -42,34 +55,50 @@ def _dist_broadcast(obj: Any) -> Any:
     return box[0]
 
 
-def _build(cfg, extra: dict[str, Any], device: torch.device):
-    """Model -> (LoRA) -> training module -> strategy, from the config and driver-computed extras."""
-    import ray
+def strategy_spec(cfg: TrainConfig, total_steps: int) -> StrategySpec:
+    """The strategy's plain values from the validated config (its defaults live there)."""
+    o, st, ds = cfg.optim, cfg.strategy, cfg.strategy.deepspeed
+    return StrategySpec(
+        name=st.name, precision=st.precision, lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas), eps=o.eps,
+        scheduler=o.scheduler, total_steps=total_steps, warmup=int(o.warmup_ratio * total_steps), grad_accum=o.grad_accum,
+        max_grad_norm=o.max_grad_norm, micro_batch=cfg.train.batch_size, find_unused=st.find_unused_parameters,
+        zero_stage=ds.zero_stage, offload_optimizer=ds.offload_optimizer, offload_params=ds.offload_params,
+        deepspeed_extra=dict(ds.extra),
+    )
 
-    from recsys.models.builders import build_model
-    from recsys.training.strategy import build_strategy
-    from recsys.training.tasks import build_task
 
+def build_components(cfg: TrainConfig, extras: WorkerExtras, device: torch.device):
+    """Model -> (LoRA) -> training task -> strategy, from the config and driver-computed extras (no Ray
+    calls of its own: the golden-loss test builds a run in-process with it)."""
+    kind = kinds.get(cfg.model.kind)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-    text = ray.get(extra["text_embeddings_ref"]) if extra.get("text_embeddings_ref") is not None else None
-    model = build_model(cfg.model, item_ids=extra.get("item_ids"), user_features=extra.get("user_features"),
-                        text_embeddings=text)
+    model = kind.build_model(cfg.model, extras.model_inputs)
     if cfg.lora.enabled:
         from recsys.training.lora import apply_lora
 
         apply_lora(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules)
-    opts = {**cfg.loss.model_dump(), "num_negatives": cfg.model.sequential.num_negatives,
-            "primary_metric": cfg.metric_name}
-    task = build_task(cfg.model.kind, model, cfg.loss_name, opts)
-    o = cfg.optim
-    total = extra["total_steps"]
-    strategy = build_strategy(
-        cfg.strategy.name, task, optim=o.model_dump(), total_steps=total, warmup=int(o.warmup_ratio * total),
-        precision=cfg.strategy.precision, grad_accum=o.grad_accum, max_grad_norm=o.max_grad_norm,
-        deepspeed=cfg.strategy.deepspeed.model_dump(), find_unused=cfg.strategy.find_unused_parameters,
-        micro_batch=cfg.train.batch_size, device=device,
-    )
-    return model, task, strategy
+    loss = losses.get(cfg.loss_name)
+    params = loss.params.model_validate({k: getattr(cfg.loss, k) for k in loss.params.model_fields})
+    task = kind.build_task(model, loss.name, params, cfg.model)
+    return model, task, build_strategy(strategy_spec(cfg, extras.total_steps), task, device)
+
+
+def build_attack(cfg: TrainConfig, task: torch.nn.Module):
+    """The FGM / PGD attack of ``cfg.adversarial`` on ``task`` (None = no adversarial training)."""
+    a = cfg.adversarial
+    return None if a.method == "none" else EmbeddingAttack(task, a.method, a.epsilon, a.alpha, a.steps, a.emb_name)
+
+
+def train_step(strategy, task: torch.nn.Module, batch: dict[str, torch.Tensor], adv=None) -> torch.Tensor:
+    """Forward + backward of one micro-batch (plus the adversarial pass); the caller calls
+    ``strategy.step()``. Returns the clean loss."""
+    loss = strategy.forward(batch)
+    strategy.backward(loss)
+    if adv:
+        adv.run(strategy.param_grads(adv.tensors), lambda b=batch: task(b))
+        strategy.backward(strategy.forward(batch))
+        adv.restore()
+    return loss
 
 
 def export_model(model, strategy, path: Path, lora_export: str | None) -> None:
@@ -103,11 +132,11 @@ def _save_and_report(cfg, model, strategy, state: dict, metrics: dict[str, float
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(d)))
 
 
-def _maybe_fault(fault: dict[str, Any] | None, rank: int, step: int) -> None:
+def _maybe_fault(fault: FaultSpec | None, rank: int, step: int) -> None:
     """Test hook: SIGKILL this worker process once at ``step`` on ``rank`` (a marker file makes it once)."""
-    if not fault or rank != fault["rank"] or step != fault["step"]:
+    if fault is None or rank != fault.rank or step != fault.step:
         return
-    marker = Path(fault["marker"])
+    marker = Path(fault.marker)
     if marker.exists():
         return
     marker.write_text(str(os.getpid()))
@@ -138,49 +167,43 @@ def train_loop(config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
-    from recsys.training.adversarial import EmbeddingAttack
-    from recsys.training.config import TrainConfig
-    from recsys.training.data import trim_batch
-    from recsys.utils.log import get_logger
-
     log = get_logger("recsys.train")
-    cfg = TrainConfig.model_validate(config["cfg"], context={"check_paths": False})
+    spec: WorkerSpec = config["spec"]
+    cfg = TrainConfig.model_validate(dict(spec.config), context={"check_paths": False})
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
     torch.set_num_threads(max(1, int(cfg.scaling.cpus_per_worker)))
-    model, task, strategy = _build(cfg, config, device)
+    model, task, strategy = build_components(cfg, spec.extras, device)
     loop = cfg.train
-    total, steps_per_epoch = config["total_steps"], config["steps_per_epoch"]
-    state = _restore(strategy, config.get("resume_from")) or {
+    total, steps_per_epoch = spec.extras.total_steps, spec.extras.steps_per_epoch
+    state = _restore(strategy, spec.resume_from) or {
         "step": 0, "epoch": 0, "batches_in_epoch": 0, "best": None, "bad_evals": 0, "samples": 0}
     if state["step"]:
         log.info("rank %d resumed at step %d (epoch %d)", rank, state["step"], state["epoch"])
     torch.manual_seed(cfg.seed + 1000 * rank + state["step"])  # dropout differs per rank and resume
-    adv = None
-    if cfg.adversarial.method != "none":
-        a = cfg.adversarial
-        adv = EmbeddingAttack(task, a.method, a.epsilon, a.alpha, a.steps, a.emb_name)
+    adv = build_attack(cfg, task)
+    grouped = losses.get(cfg.loss_name).group_size is not None  # lists of rows stay together: no shuffle
     metric, sign = cfg.metric_name, (1.0 if loop.mode == "max" else -1.0)
     train_it = ray.train.get_dataset_shard("train")
     valid_it = ray.train.get_dataset_shard("valid")
-    losses: list[torch.Tensor] = []
+    step_losses: list[torch.Tensor] = []
     t_start, done = time.perf_counter(), state["step"] >= total
     evaluated_at = state["step"] if state["step"] else -1
 
     def validate_and_report() -> bool:
         """Validate, checkpoint, report; True = stop early."""
-        nonlocal losses, evaluated_at, t_start
+        nonlocal step_losses, evaluated_at, t_start
         task.eval()
         batches = (trim_batch(b, task.prefixes) for b in
                    valid_it.iter_torch_batches(batch_size=loop.eval_batch_size, device=device))
-        metrics = task.evaluate(batches)
+        metrics = validate(task, batches, metric)
         task.train()
         if metric not in metrics:
             raise ValueError(f"train.metric {metric!r} is not computed for {cfg.model.kind}; choose from {sorted(metrics)}")
         elapsed = time.perf_counter() - t_start
         metrics.update(step=state["step"], epoch=state["epoch"], lr=strategy.lr(),
-                       train_loss=float(torch.stack(losses).float().mean()) if losses else float("nan"),
+                       train_loss=float(torch.stack(step_losses).float().mean()) if step_losses else float("nan"),
                        samples_per_s=state.pop("_window_samples", 0) / elapsed if elapsed > 0 else 0.0)
         tokens = state.pop("_window_tokens", 0)
         if tokens and elapsed > 0:  # text models only: the sequential model's inputs are item ids
@@ -198,13 +221,13 @@ def train_loop(config: dict[str, Any]) -> None:
         if rank == 0:
             log.info("step %d: %s", state["step"], {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in metrics.items()})
         _save_and_report(cfg, model, strategy, {k: v for k, v in state.items() if not k.startswith("_")}, metrics)
-        losses, evaluated_at, t_start = [], state["step"], time.perf_counter()
+        step_losses, evaluated_at, t_start = [], state["step"], time.perf_counter()
         return stop
 
     stopped = False
     while not done and not stopped:
         skip = state["batches_in_epoch"]
-        shuffle = loop.shuffle_buffer if cfg.loss_name != "listwise" else 0  # listwise keeps groups contiguous
+        shuffle = 0 if grouped else loop.shuffle_buffer
         batches = train_it.iter_torch_batches(
             batch_size=loop.batch_size, drop_last=True, device=device,
             local_shuffle_buffer_size=shuffle or None,
@@ -213,13 +236,8 @@ def train_loop(config: dict[str, Any]) -> None:
             if i < skip:  # resumed mid-epoch: these batches were trained on before the checkpoint
                 continue
             batch = trim_batch(batch, task.prefixes)
-            loss = strategy.forward(batch)
-            strategy.backward(loss)
-            if adv:
-                adv.run(strategy.param_grads(adv.tensors), lambda b=batch: task(b))
-                strategy.backward(strategy.forward(batch))
-                adv.restore()
-            losses.append(loss.detach())  # a device tensor: float() here would sync the GPU every step
+            loss = train_step(strategy, task, batch, adv)
+            step_losses.append(loss.detach())  # a device tensor: float() here would sync the GPU every step
             state["batches_in_epoch"] = i + 1
             n = next(iter(batch.values())).shape[0] * world
             state["samples"] += n
@@ -228,9 +246,9 @@ def train_loop(config: dict[str, Any]) -> None:
             if not strategy.step():
                 continue
             state["step"] += 1
-            _maybe_fault(config.get("fault"), rank, state["step"])
+            _maybe_fault(spec.fault, rank, state["step"])
             if rank == 0 and state["step"] % loop.log_every == 0:
-                log.info("step %d/%d loss %.4f lr %.2e", state["step"], total, float(losses[-1]), strategy.lr())
+                log.info("step %d/%d loss %.4f lr %.2e", state["step"], total, float(step_losses[-1]), strategy.lr())
             if state["step"] % loop.eval_every == 0 and validate_and_report():
                 stopped = True
                 break

@@ -10,11 +10,37 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    """Everything a strategy needs, as plain values (built from the train config by
+    ``recsys.training.loop.strategy_spec``; the defaults live in the config only)."""
+
+    name: str  # ddp | deepspeed
+    precision: str  # fp32 | bf16 | fp16
+    lr: float
+    weight_decay: float
+    betas: tuple[float, float]
+    eps: float
+    scheduler: str  # constant | linear | cosine
+    total_steps: int
+    warmup: int
+    grad_accum: int
+    max_grad_norm: float | None
+    micro_batch: int
+    find_unused: bool = False  # DDP
+    zero_stage: int = 0  # DeepSpeed
+    offload_optimizer: bool = False
+    offload_params: bool = False
+    deepspeed_extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 def param_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -75,8 +101,7 @@ class Strategy:
 class DDPStrategy(Strategy):
     """torch DDP (world > 1) with autocast bf16, grad accumulation (no_sync) and clipping."""
 
-    def __init__(self, module: nn.Module, optim: dict[str, Any], total_steps: int, warmup: int,
-                 precision: str, grad_accum: int, max_grad_norm: float | None, find_unused: bool, device: torch.device):
+    def __init__(self, module: nn.Module, spec: StrategySpec, device: torch.device):
         import torch.distributed as dist
 
         self.module = module.to(device)
@@ -85,14 +110,14 @@ class DDPStrategy(Strategy):
         self.wrapped = (
             nn.parallel.DistributedDataParallel(
                 self.module, device_ids=[device.index] if device.type == "cuda" else None,
-                find_unused_parameters=find_unused)
+                find_unused_parameters=spec.find_unused)
             if distributed else self.module
         )
-        self.optimizer = torch.optim.AdamW(param_groups(self.module, optim["weight_decay"]), lr=optim["lr"],
-                                           betas=tuple(optim["betas"]), eps=optim["eps"], fused=on_cuda(self.module))
-        self.scheduler = build_scheduler(self.optimizer, optim["scheduler"], warmup, total_steps)
-        self.precision, self.grad_accum, self.max_grad_norm = precision, grad_accum, max_grad_norm
-        self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+        self.optimizer = torch.optim.AdamW(param_groups(self.module, spec.weight_decay), lr=spec.lr,
+                                           betas=tuple(spec.betas), eps=spec.eps, fused=on_cuda(self.module))
+        self.scheduler = build_scheduler(self.optimizer, spec.scheduler, spec.warmup, spec.total_steps)
+        self.precision, self.grad_accum, self.max_grad_norm = spec.precision, spec.grad_accum, spec.max_grad_norm
+        self.scaler = torch.amp.GradScaler("cuda") if spec.precision == "fp16" else None
 
     def _autocast(self):
         if self.precision == "fp32":
@@ -151,41 +176,40 @@ class DDPStrategy(Strategy):
 class DeepSpeedStrategy(Strategy):
     """DeepSpeed engine (ZeRO 0-3, bf16/fp16, offload); our AdamW + HF scheduler as client objects."""
 
-    def __init__(self, module: nn.Module, optim: dict[str, Any], total_steps: int, warmup: int, precision: str,
-                 grad_accum: int, max_grad_norm: float | None, ds: dict[str, Any], micro_batch: int):
+    def __init__(self, module: nn.Module, spec: StrategySpec):
         import deepspeed
 
-        zero: dict[str, Any] = {"stage": ds["zero_stage"]}
-        if ds.get("offload_optimizer"):
+        zero: dict[str, Any] = {"stage": spec.zero_stage}
+        if spec.offload_optimizer:
             zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
-        if ds.get("offload_params"):
+        if spec.offload_params:
             zero["offload_param"] = {"device": "cpu", "pin_memory": True}
         config: dict[str, Any] = {
-            "train_micro_batch_size_per_gpu": micro_batch,
-            "gradient_accumulation_steps": grad_accum,
+            "train_micro_batch_size_per_gpu": spec.micro_batch,
+            "gradient_accumulation_steps": spec.grad_accum,
             "zero_optimization": zero,
-            "bf16": {"enabled": precision == "bf16"},
-            "fp16": {"enabled": precision == "fp16"},
+            "bf16": {"enabled": spec.precision == "bf16"},
+            "fp16": {"enabled": spec.precision == "fp16"},
             "steps_per_print": 10**9,
             "wall_clock_breakdown": False,
         }
-        if max_grad_norm:
-            config["gradient_clipping"] = max_grad_norm
-        _deep_update(config, ds.get("extra") or {})
-        groups = param_groups(module, optim["weight_decay"])
-        if ds.get("offload_optimizer"):
+        if spec.max_grad_norm:
+            config["gradient_clipping"] = spec.max_grad_norm
+        _deep_update(config, dict(spec.deepspeed_extra))
+        groups = param_groups(module, spec.weight_decay)
+        if spec.offload_optimizer:
             from deepspeed.ops.adam import DeepSpeedCPUAdam
 
-            optimizer = DeepSpeedCPUAdam(groups, lr=optim["lr"], betas=tuple(optim["betas"]), eps=optim["eps"])
+            optimizer = DeepSpeedCPUAdam(groups, lr=spec.lr, betas=tuple(spec.betas), eps=spec.eps)
         else:
-            optimizer = torch.optim.AdamW(groups, lr=optim["lr"], betas=tuple(optim["betas"]), eps=optim["eps"],
+            optimizer = torch.optim.AdamW(groups, lr=spec.lr, betas=tuple(spec.betas), eps=spec.eps,
                                           fused=on_cuda(module))
-        scheduler = build_scheduler(optimizer, optim["scheduler"], warmup, total_steps)
+        scheduler = build_scheduler(optimizer, spec.scheduler, spec.warmup, spec.total_steps)
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=module, optimizer=optimizer, lr_scheduler=scheduler, config=config, dist_init_required=False)
         self.module = self.engine.module
-        self.grad_accum = grad_accum
-        self.zero_stage = ds["zero_stage"]
+        self.grad_accum = spec.grad_accum
+        self.zero_stage = spec.zero_stage
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.engine(batch)
@@ -229,12 +253,9 @@ def _deep_update(base: dict, extra: dict) -> None:
             base[k] = v
 
 
-def build_strategy(name: str, module: nn.Module, *, optim: dict[str, Any], total_steps: int, warmup: int,
-                   precision: str, grad_accum: int, max_grad_norm: float | None, deepspeed: dict[str, Any],
-                   find_unused: bool, micro_batch: int, device: torch.device) -> Strategy:
-    """``name``: ddp | deepspeed. All arguments are plain values."""
+def build_strategy(spec: StrategySpec, module: nn.Module, device: torch.device) -> Strategy:
+    """``spec.name``: ddp | deepspeed."""
     os.environ.setdefault("DS_ACCELERATOR", "cuda" if device.type == "cuda" else "cpu")
-    if name == "deepspeed":
-        return DeepSpeedStrategy(module.to(device), optim, total_steps, warmup, precision, grad_accum,
-                                 max_grad_norm, deepspeed, micro_batch)
-    return DDPStrategy(module, optim, total_steps, warmup, precision, grad_accum, max_grad_norm, find_unused, device)
+    if spec.name == "deepspeed":
+        return DeepSpeedStrategy(module.to(device), spec)
+    return DDPStrategy(module, spec, device)

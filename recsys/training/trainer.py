@@ -2,7 +2,8 @@
 
 Reusable pieces (the Tuning issue runs the SAME loop inside Ray Tune trials):
 
-- ``prepare(cfg) -> Prepared``: Ray Datasets (tokenized in the pipeline) + plain extras for workers;
+- ``prepare(cfg) -> Prepared``: Ray Datasets (tokenized in the pipeline, by the model kind's
+  ``prepare``) + the frozen ``WorkerExtras`` for the workers;
   it reads only ``PREPARE_KEYS`` of the config (enforced), so a sweep knows which keys change the data;
 - ``build_run_config(cfg, storage_path, name)`` -> ``ray.train.RunConfig`` (checkpoints, failures);
 - ``build_trainer(cfg, datasets, run_config, extras) -> TorchTrainer``;
@@ -14,24 +15,28 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+from recsys import kinds
+from recsys.losses import registry as losses
 from recsys.training.config import TrainConfig
+from recsys.training.specs import FaultSpec, WorkerExtras, WorkerSpec
 from recsys.utils.log import get_logger
 
 RUN_NAME = "ray_train"
 log = get_logger("recsys.train")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Prepared:
     """What ``build_trainer`` needs besides the config."""
 
     datasets: dict[str, Any]
-    extras: dict[str, Any] = field(default_factory=dict)
-    counts: dict[str, int] = field(default_factory=dict)
+    extras: WorkerExtras
+    counts: dict[str, int]
 
 
 # -- which config keys change the data --------------------------------------------------------------
@@ -39,10 +44,11 @@ class Prepared:
 # section ("data"). The one source of truth for "does this key change the prepared data": ``prepare``
 # sees the config only through ``PrepareView``, which refuses every other key, and a sweep whose space
 # sets none of them shares one ``prepare(base)`` across its trials (recsys.tuning.trial).
-PREPARE_KEYS = ("data", "seed", "model.kind", "model.name_or_path", "model.max_length", "model.sequential.max_len",
-                "model.sequential.user_features", "model.sequential.use_text", "model.sequential.text_batch_size",
-                "loss.name", "loss.list_size", "scaling.num_workers", "train.batch_size", "train.max_steps",
-                "train.epochs", "optim.grad_accum")
+# Each model kind adds the ``model.<kind>.*`` keys its ``prepare`` reads; a grouped loss its group size.
+PREPARE_KEYS = ("data", "seed", "model.kind", "model.name_or_path", "model.max_length", "loss.name",
+                "scaling.num_workers", "train.batch_size", "train.max_steps", "train.epochs", "optim.grad_accum",
+                *(key for k in kinds.kinds() for key in k.prepare_keys),
+                *(f"loss.{s.group_size}" for s in losses.specs() if s.group_size))
 
 
 def _within(key: str, section: str) -> bool:
@@ -83,80 +89,6 @@ class PrepareView:
 
 
 # -- datasets --------------------------------------------------------------------------------------
-def _valid_input(cfg: TrainConfig):
-    return cfg.data.valid or cfg.data.train
-
-
-def _pairs_datasets(cfg: TrainConfig) -> Prepared:
-    from recsys.training import data as D
-
-    d = cfg.data
-    train = D.load_pairs(d.train, d.train_split, d.max_train_rows, d.relevance_gains)
-    valid = D.load_pairs(_valid_input(cfg), d.valid_split, d.max_valid_rows, d.relevance_gains)
-    tok_path = cfg.model.name_or_path
-    kw = {"tokenizer_path": tok_path, "max_length": cfg.model.max_length}
-    if cfg.model.kind == "bi_encoder":
-        train = D.bi_encoder_rows(train, d.hard_negatives, cfg.seed)
-        valid = D.bi_encoder_rows(valid, False, cfg.seed)
-        fn = D.tokenize_bi
-    else:
-        if cfg.loss_name == "listwise":
-            train = D.listwise_groups(train, cfg.loss.list_size, cfg.seed)
-        fn = D.tokenize_cross
-    if cfg.loss_name != "listwise":  # rows are shuffled again per epoch in the loop (train.shuffle_buffer)
-        train = train.randomize_block_order(seed=cfg.seed)
-    train = train.map_batches(fn, batch_format="pandas", fn_kwargs=kw)
-    valid = valid.map_batches(fn, batch_format="pandas", fn_kwargs=kw).materialize()  # read once, every eval reuses it
-    train = train.materialize() if d.cache else train
-    counts = {"train_rows": train.count(), "valid_rows": valid.count()}
-    return Prepared({"train": train, "valid": valid}, counts=counts)
-
-
-def _text_embeddings(cfg: TrainConfig, item_ids: list[str]):
-    """Item titles encoded once by the pretrained encoder (model.name_or_path) -> [num_items, D]."""
-    from recsys.models.bi_encoder import BiEncoder
-    from recsys.training.data import item_texts, read_table
-
-    texts = item_texts(read_table(cfg.data.items, "items"), item_ids)
-    missing = sum(1 for t in texts if not t)
-    if missing:
-        log.info("%d of %d items have no text (their text embedding is the empty string's)", missing, len(texts))
-    encoder = BiEncoder.from_encoder(cfg.model.name_or_path, max_length=cfg.model.max_length)
-    return encoder.encode(texts, batch_size=cfg.model.sequential.text_batch_size, tower="item")
-
-
-def _sequence_datasets(cfg: TrainConfig) -> Prepared:
-    import ray
-
-    from recsys.training import data as D
-
-    d, o = cfg.data, cfg.model.sequential
-    feats = list(o.user_features)
-    seqs = D.load_sequences(d.train, feats, d.max_train_rows).materialize()
-    extra_items = None
-    if o.use_text:
-        from recsys.training.data import read_table
-
-        extra_items = [str(i) for i in read_table(d.items, "items").unique("item_id")]  # cold items get text
-    vocab = D.build_vocab(seqs, feats, extra_items)
-    holdout = 0 if d.valid is not None else d.holdout_last
-    kw = {"item_index": vocab.item_index(), "max_len": o.max_len,
-          "feature_index": {c: {v: i + 1 for i, v in enumerate(vals)} for c, vals in vocab.user_features.items()}}
-    train = seqs.map_batches(D.encode_sequences, batch_format="pandas", fn_kwargs={**kw, "holdout": holdout, "mode": "train"})
-    valid_src = D.load_sequences(d.valid, feats, None) if d.valid is not None else seqs
-    valid = valid_src.map_batches(D.encode_sequences, batch_format="pandas",
-                                  fn_kwargs={**kw, "holdout": holdout, "mode": "valid"})
-    if d.max_valid_rows:
-        valid = D.head(valid, d.max_valid_rows)
-    train = train.randomize_block_order(seed=cfg.seed)
-    train, valid = (train.materialize() if d.cache else train), valid.materialize()
-    extras: dict[str, Any] = {"item_ids": vocab.item_ids, "user_features": vocab.user_features}
-    if o.use_text:
-        extras["text_embeddings_ref"] = ray.put(_text_embeddings(cfg, vocab.item_ids))
-    counts = {"train_rows": train.count(), "valid_rows": valid.count(), "items": len(vocab.item_ids)}
-    return Prepared({"train": train, "valid": valid}, extras, counts)
-
-
 def prepare(cfg: TrainConfig) -> Prepared:
     """Datasets + extras + step counts for ``cfg`` (validates that there is data to train on).
     Reads only ``PREPARE_KEYS`` of ``cfg`` (through a ``PrepareView``)."""
@@ -166,7 +98,7 @@ def prepare(cfg: TrainConfig) -> Prepared:
 
     cfg = cast(TrainConfig, PrepareView(cfg))
     ray.data.DataContext.get_current().enable_progress_bars = is_tty()  # no bar spam in job logs
-    prep = _sequence_datasets(cfg) if cfg.model.kind == "sequential" else _pairs_datasets(cfg)
+    prep = kinds.get(cfg.model.kind).prepare(cfg)
     if prep.counts["valid_rows"] == 0:
         raise ValueError("no validation rows: set data.valid, or data.valid_split to a split the table has "
                          "(sequences: data.holdout_last >= 1)")
@@ -177,9 +109,8 @@ def prepare(cfg: TrainConfig) -> Prepared:
                          f"one batch of train.batch_size={cfg.train.batch_size}; lower it or add data")
     steps_per_epoch = max(1, batches // cfg.optim.grad_accum)
     total = cfg.train.max_steps or steps_per_epoch * cfg.train.epochs
-    prep.extras.update(steps_per_epoch=steps_per_epoch, total_steps=total)
-    prep.counts.update(steps_per_epoch=steps_per_epoch, total_steps=total)
-    return prep
+    counts = {**prep.counts, "steps_per_epoch": steps_per_epoch, "total_steps": total}
+    return Prepared(prep.datasets, WorkerExtras(steps_per_epoch, total, prep.model_inputs), counts)
 
 
 # -- trainer ---------------------------------------------------------------------------------------
@@ -197,8 +128,12 @@ def build_run_config(cfg: TrainConfig, storage_path: str | Path, name: str = RUN
     )
 
 
-def build_trainer(cfg: TrainConfig, datasets: dict[str, Any], run_config, extras: dict[str, Any] | None = None,
-                  resume_from: str | None = None, fault: dict[str, Any] | None = None):
+def _fault(fault: FaultSpec | Mapping[str, Any] | None) -> FaultSpec | None:
+    return FaultSpec(**fault) if isinstance(fault, Mapping) else fault
+
+
+def build_trainer(cfg: TrainConfig, datasets: dict[str, Any], run_config, extras: WorkerExtras,
+                  resume_from: str | None = None, fault: FaultSpec | Mapping[str, Any] | None = None):
     """The ``TorchTrainer`` running ``recsys.training.loop.train_loop`` for ``cfg`` (usable in a Tune trial)."""
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -206,10 +141,10 @@ def build_trainer(cfg: TrainConfig, datasets: dict[str, Any], run_config, extras
     from recsys.training.loop import train_loop
 
     s = cfg.scaling
-    loop_config = {"cfg": cfg.model_dump(mode="json"), **(extras or {}), "resume_from": resume_from, "fault": fault}
+    spec = WorkerSpec(cfg.model_dump(mode="json"), extras, resume_from, _fault(fault))
     return TorchTrainer(
         train_loop,
-        train_loop_config=loop_config,
+        train_loop_config={"spec": spec},  # Ray Train hands the worker function a dict: one frozen spec in it
         scaling_config=ray.train.ScalingConfig(
             num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker=s.resources_per_worker(),
             placement_strategy=s.placement_strategy),
@@ -243,7 +178,7 @@ def write_model_card(path: Path, cfg: TrainConfig, metrics: dict[str, Any], coun
         f"model = load_model({str(path)!r})", "```", "",
         "## Data", "",
         f"- train: `{d.train.path}` (preset `{d.train.preset}`, split `{d.train_split}`)",
-        f"- valid: `{(d.valid or d.train).path}` (split `{d.valid_split}`)" if cfg.model.kind != "sequential"
+        f"- valid: `{(d.valid or d.train).path}` (split `{d.valid_split}`)" if kinds.get(cfg.model.kind).table == "pairs"
         else f"- valid: {'`' + d.valid.path + '`' if d.valid else f'the item at position -{d.holdout_last} of each sequence'}",
         f"- counts: {json.dumps(counts)}", "",
         "## Training", "",
@@ -286,7 +221,7 @@ def read_history(checkpoint) -> list[dict[str, Any]]:
 
 
 def run_training(cfg: TrainConfig, output_dir: str | Path, *, resume_from: str | None = None,
-                 fault: dict[str, Any] | None = None) -> dict[str, Any]:
+                 fault: FaultSpec | Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Prepare data, fit, export the best model. Returns counts, metrics, history and artifact paths."""
     out = Path(output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)

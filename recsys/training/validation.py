@@ -1,6 +1,7 @@
 """In-loop validation metrics, computed by the Evaluation code (``recsys.evaluation``).
 
-The training tasks turn their validation batches into scores and hand them here; every number comes
+The training tasks (``recsys.kinds``) turn their validation batches into scores (``RankingScores`` /
+``PairScores``) and ``validate`` turns those into metrics; every number comes
 from ``recsys.evaluation.metrics`` (ranking: ranks with pessimistic ties, then ``M.compute``) or
 ``recsys.evaluation.classification`` (pairs), so ``ndcg@10`` / ``mrr`` / ``f1`` in a training report
 mean exactly what the ``evaluate`` job reports under those names. Like the evaluators, the dict
@@ -11,43 +12,37 @@ Per worker and cheap: numpy on the worker's own scores, no Ray calls (it runs in
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
 from recsys.evaluation import metrics as M
-
-BLOCK_SCORES = 2**22  # most scores ranked at once (queries x candidates): bounds validation memory
-
-
-def ranking_metrics(scores: np.ndarray, target_cols: np.ndarray, metrics: Sequence[str],
-                    primary_metric: str) -> dict[str, Any]:
-    """Mean of each metric over queries.
-
-    scores: (Q, C) float, ``-inf`` = not ranked (padding, excluded items); target_cols: (Q, T) int,
-    each query's relevant columns (binary relevance), -1 = padding. Ties rank the relevant item last
-    (the evaluate job's default).
-    """
-    scores = np.asarray(scores, dtype=np.float64)
-    cols = np.asarray(target_cols, dtype=np.int64).reshape(len(scores), -1)
-    tr = M.ranks_from_scores(scores, cols, (cols >= 0).astype(np.float64))
-    return ranking_summary(tr, metrics, primary_metric)
+from recsys.kinds.base import PairScores, Task
 
 
-def retrieval_metrics(query_vecs: np.ndarray, item_vecs: np.ndarray, targets: Sequence[Sequence[int]],
-                      metrics: Sequence[str], primary_metric: str) -> dict[str, Any]:
-    """Dot-product retrieval: query ``i`` (row of ``query_vecs`` (Q, D)) ranks every row of ``item_vecs``
-    (N, D); ``targets[i]`` are its relevant rows. Scored in blocks of at most ``BLOCK_SCORES``."""
-    width = max((len(t) for t in targets), default=1) or 1
-    cols = np.full((len(targets), width), -1, dtype=np.int64)
-    for i, t in enumerate(targets):
-        cols[i, : len(t)] = t
-    step = max(1, BLOCK_SCORES // max(len(item_vecs), 1))
-    parts = [M.ranks_from_scores(query_vecs[a : a + step] @ item_vecs.T, cols[a : a + step],
-                                 (cols[a : a + step] >= 0).astype(np.float64))
-             for a in range(0, len(cols), step)]
-    return ranking_summary(M.TargetRanks.concat(parts), metrics, primary_metric)
+def validate(task: Task, batches: Iterable[Any], primary_metric: str) -> dict[str, Any]:
+    """The metrics of ``task`` on the validation ``batches`` ({} when there are none): ranking tasks'
+    score blocks are ranked as they come (pessimistic ties), pair tasks' scores classified."""
+    import torch
+
+    with torch.no_grad():
+        scores = task.validation_scores(batches)
+        if isinstance(scores, PairScores):
+            if not len(scores.scores):
+                return {}
+            out = pair_metrics(scores.scores, scores.labels, scores.threshold, primary_metric)
+            out["valid_size"] = float(len(scores.labels))
+            out.update(scores.extra)
+            return out
+        parts = [M.ranks_from_scores(s, cols, (cols >= 0).astype(np.float64)) for s, cols in scores.blocks]
+    if not parts:
+        return {}
+    tr = M.TargetRanks.concat(parts)
+    out = ranking_summary(tr, with_primary(scores.metrics, primary_metric), primary_metric)
+    out["valid_size"] = float(len(tr))  # rows ranked (a task whose rows are not its queries says so in extra)
+    out.update(scores.extra)
+    return out
 
 
 def with_primary(metrics: Sequence[str], primary_metric: str) -> list[str]:

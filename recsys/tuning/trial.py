@@ -85,7 +85,7 @@ def train_trial(config: dict[str, Any], base: dict[str, Any], train_storage: str
     resume_from = _tune_checkpoint_source() if report_checkpoints else None
     queue = Queue(maxsize=1, actor_options={"num_cpus": 0})
     run_config = build_run_config(cfg, train_storage, name=_run_name(trial_id, resume_from))
-    run_config.callbacks = [*(run_config.callbacks or []), ForwardToTrial(queue, {TOTAL_STEPS_KEY: prep.extras["total_steps"]})]
+    run_config.callbacks = [*(run_config.callbacks or []), ForwardToTrial(queue, {TOTAL_STEPS_KEY: prep.extras.total_steps})]
     trainer = build_trainer(cfg, prep.datasets, run_config, prep.extras, resume_from=resume_from)
     outcome: dict[str, Any] = {}
 

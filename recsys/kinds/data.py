@@ -1,4 +1,5 @@
-"""Training data as Ray Datasets: read canonical tables, slice splits, tokenize in the pipeline.
+"""Training data as Ray Datasets, shared by the model kinds: read canonical tables, slice splits,
+tokenize in the pipeline (the kinds' ``prepare`` compose these; the loop uses ``trim_batch``).
 
 Every Ray Data function here takes plain values (paths, ints, dicts), never config objects.
 Tokenized text columns are padded to ``max_length`` in the pipeline; the loop trims each batch to
@@ -22,6 +23,7 @@ import pyarrow.compute as pc
 
 from recsys.config.base import InputConfig
 from recsys.data.io import head
+from recsys.kinds.base import KindData
 
 TEXT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -80,6 +82,22 @@ def load_pairs(inp: InputConfig, split: str | None, max_rows: int | None, gains:
     ds = read_table(inp, "pairs").map_batches(_pair_labels, batch_format="pandas",
                                              fn_kwargs={"gains": gains, "split": split})
     return head(ds, max_rows) if max_rows else ds
+
+
+def pairs_data(cfg: Any, rows: Any, tokenize: Any, grouped: bool) -> KindData:
+    """Train / valid pairs of ``cfg.data`` -> ``rows(train, valid)`` (the kind's row shaping) -> tokenized
+    by ``tokenize`` in the pipeline. ``grouped``: rows come in query lists that must stay in order."""
+    d = cfg.data
+    train = load_pairs(d.train, d.train_split, d.max_train_rows, d.relevance_gains)
+    valid = load_pairs(d.valid or d.train, d.valid_split, d.max_valid_rows, d.relevance_gains)
+    train, valid = rows(train, valid)
+    if not grouped:  # rows are shuffled again per epoch in the loop (train.shuffle_buffer)
+        train = train.randomize_block_order(seed=cfg.seed)
+    kw = {"tokenizer_path": cfg.model.name_or_path, "max_length": cfg.model.max_length}
+    train = train.map_batches(tokenize, batch_format="pandas", fn_kwargs=kw)
+    valid = valid.map_batches(tokenize, batch_format="pandas", fn_kwargs=kw).materialize()  # read once, every eval reuses it
+    train = train.materialize() if d.cache else train
+    return KindData({"train": train, "valid": valid}, {"train_rows": train.count(), "valid_rows": valid.count()})
 
 
 # -- tokenization ----------------------------------------------------------------------------------

@@ -57,8 +57,9 @@ def arm_specs(args: ServeArgs) -> dict[str, ArmSpec]:
 def local_pipelines(args: ServeArgs, arms: list[str] | None = None) -> dict[str, SearchPipeline]:
     """``{arm: SearchPipeline}`` with in-process stages, for the named arms (default all): what the fused
     topology serves, built here (benchmarks, the ``search`` evaluate protocol)."""
-    specs = arm_specs(args)
-    unknown = sorted(set(arms or []) - set(specs))
+    unknown = sorted(set(arms or []) - {a.name for a in args.arms})
     if unknown:
-        raise ValueError(f"unknown arm(s) {unknown}; the serve config has {list(specs)}")
-    return {name: search_pipeline(s, in_process_stages(s)) for name, s in specs.items() if arms is None or name in arms}
+        raise ValueError(f"unknown arm(s) {unknown}; the serve config has {[a.name for a in args.arms]}")
+    if arms is not None:  # resolve (registry look-ups) and load only the arms asked for
+        args = args.model_copy(update={"arms": [a for a in args.arms if a.name in arms]})
+    return {name: search_pipeline(s, in_process_stages(s)) for name, s in arm_specs(args).items()}

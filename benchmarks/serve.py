@@ -44,7 +44,7 @@ class Workload:
         titles = pd.read_parquet(path / "items.parquet", columns=["title"])["title"].tolist()
         users = pd.read_parquet(path / "users.parquet", columns=["user_id"])["user_id"].tolist()
         self.rng = random.Random(seed)
-        self.queries = [" ".join(t.split()[: self.rng.randint(1, 3)]) for t in self.rng.sample(titles, 2000)]
+        self.queries = [" ".join(t.split()[: self.rng.randint(1, 3)]) for t in self.rng.sample(titles, min(2000, len(titles)))]
         self.users = self.rng.sample(users, min(2000, len(users))) + [f"new-user-{i}" for i in range(200)]
 
     def request(self, endpoint: str) -> tuple[str, str, dict]:

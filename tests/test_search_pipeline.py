@@ -201,3 +201,17 @@ def test_search_protocol_config_errors():
         EvaluateConfig.model_validate({"data": {}, "protocol": {"task": "search"}})
     with pytest.raises(ValidationError, match="models: list at least one model"):
         EvaluateConfig.model_validate({"data": {"events": {"path": serve}}})
+
+
+def test_search_package_stays_in_its_layer():
+    """recsys.search (layer 4) never imports the layers above it, even in a function."""
+    import ast
+
+    above = ("recsys.serving", "recsys.tuning", "recsys.pipeline", "recsys.experiments", "recsys.cli",
+             "recsys.evaluation", "recsys.baselines", "recsys.ensemble", "recsys.registry", "recsys.demo")
+    for path in (Path(__file__).parents[1] / "recsys" / "search").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            bad = [n for n in names if n.startswith(above)]
+            assert not bad, f"{path.name} imports {bad}"

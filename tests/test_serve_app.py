@@ -173,7 +173,7 @@ def test_search_ranks_the_same_offline_in_the_benchmark_and_served(app, offline_
     Serve app (split topology, arms A/B) return the same items with the same scores."""
     import asyncio
 
-    from recsys.experiments.search import JudgedQuery, rank_all
+    from recsys.experiments.search import JudgedQuery, rank_all, ranking
 
     c = app["client"]
     for body in ({"query": "zelda game boy advance", "user_id": "0", "k": 10},
@@ -188,8 +188,8 @@ def test_search_ranks_the_same_offline_in_the_benchmark_and_served(app, offline_
         if body.get("page"):
             continue  # the protocol ranks page 0 at depth k
         q = JudgedQuery("q", body["query"], body.get("user_id"), body.get("country"), {})
-        (ranked,) = asyncio.run(rank_all(offline_search["protocol"], [q], body["k"]))
-        assert ranked == live
+        (answer,) = asyncio.run(rank_all(offline_search["protocol"], [q], body["k"]))
+        assert ranking(answer) == live and answer.version == "v1"
 
 
 def test_search_protocol_job_scores_the_served_ranking(app, offline_search, project_root, tmp_path):
@@ -208,6 +208,7 @@ def test_search_protocol_job_scores_the_served_ranking(app, offline_search, proj
     assert rep["status"] == "succeeded", rep.get("error")
     assert rep["primary_metric"] == "ndcg@10" and set(rep["metrics"]) == {"ndcg@10", "recall@10", "recall@100", "mrr@100"}
     assert rep["counts"] == {"queries": 10, "skipped_no_relevant": 1} and rep["summary"]["arm"] == "A"
+    assert rep["summary"]["served_versions"] == ["v1"]
     ranked = pd.read_parquet(tmp_path / "rankings.parquet")
     c = app["client"]
     judged = {q.query_id: q for q in load_judgments(offline_search["sc"].judgments)}

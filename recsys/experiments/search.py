@@ -26,7 +26,7 @@ import pandas as pd
 from recsys.evaluation import metrics as M
 from recsys.evaluation.config import EvaluateConfig, SearchProtocolConfig
 from recsys.evaluation.evaluators import RankingResult
-from recsys.search.pipeline import SearchPipeline, SearchRejected, SearchRequest
+from recsys.search.pipeline import SearchPipeline, SearchRejected, SearchRequest, SearchResult
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ def load_judged(sc: SearchProtocolConfig) -> list[JudgedQuery]:
     return load_judgments(sc.judgments) if sc.judgments else load_trec(sc.queries, sc.qrels)
 
 
-def serve_pipeline(sc: SearchProtocolConfig) -> tuple[str, SearchPipeline, dict[str, str]]:
+def serve_pipeline(sc: SearchProtocolConfig) -> tuple[str, SearchPipeline, dict[str, Any]]:
     """``(arm, its pipeline, {artifacts, version})`` from the serve config, with the config's overrides."""
     from recsys.serving.arms import local_pipelines
     from recsys.serving.launch import read_serve_config, validate_args
@@ -102,15 +102,20 @@ def serve_pipeline(sc: SearchProtocolConfig) -> tuple[str, SearchPipeline, dict[
     return arm, local_pipelines(args, [arm])[arm], {"artifacts": str(served.artifacts), "version": served.version}
 
 
-async def rank_all(pipeline: SearchPipeline, queries: list[JudgedQuery], depth: int) -> list[list[tuple[str, float]]]:
-    """Each query's served ranking ``[(item_id, score)]``, best first (``depth`` items at most)."""
+async def rank_all(pipeline: SearchPipeline, queries: list[JudgedQuery], depth: int) -> list[SearchResult]:
+    """Each query's answer: page 0 with ``k = depth``, as /search would answer it."""
     out = []
     for q in queries:
         res = await pipeline.search(SearchRequest(query=q.query, user_id=q.user_id, country=q.country, k=depth))
         if isinstance(res, SearchRejected):
             raise ValueError(f"query {q.query_id!r}: the pipeline rejected it ({res.field}: {res.message})")
-        out.append([(str(i["item_id"]), float(i["score"])) for i in res.items])
+        out.append(res)
     return out
+
+
+def ranking(res: SearchResult) -> list[tuple[str, float]]:
+    """``[(item_id, score)]`` best first: the served order."""
+    return [(str(i["item_id"]), float(i["score"])) for i in res.items]
 
 
 def target_ranks(queries: list[JudgedQuery], rankings: list[list[tuple[str, float]]]) -> M.TargetRanks:
@@ -136,7 +141,9 @@ def run(cfg: EvaluateConfig, ctx) -> dict[str, Any]:
     with ctx.timer("build"):
         arm, pipeline, index = serve_pipeline(sc)
     with ctx.timer("search"):
-        rankings = asyncio.run(rank_all(pipeline, queries, sc.depth))
+        answers = asyncio.run(rank_all(pipeline, queries, sc.depth))
+    rankings = [ranking(a) for a in answers]
+    index["served_versions"] = sorted({a.version for a in answers})  # the version `latest` named
     per = pd.DataFrame({"query_id": [q.query_id for q in queries], "query": [q.query for q in queries]})
     for name, values in M.compute(target_ranks(queries, rankings), metrics).items():
         per[name] = values

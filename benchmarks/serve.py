@@ -1,6 +1,6 @@
 """Serving benchmark on the local config (real Games-6k catalog), every figure from one run.
 
-    .venv/bin/python benchmarks/serve.py --config configs/serve/local.yaml --soak-s 300
+    .venv/bin/python -m benchmarks.serve --config configs/serve/local.yaml --soak-s 300
 
 Sections (``--sections``): latency (p50/p95/p99 + throughput of /search, /recommend, /suggest at
 concurrency 1, 8, 32), overhead (HTTP /search p50 minus the same pipeline in-process), batching
@@ -21,17 +21,15 @@ import random
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import numpy as np
 
+from benchmarks.serve_load import closed_loop, pct
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-
-def pct(xs: list[float], q: float) -> float:
-    return float(np.percentile(xs, q)) * 1000 if xs else float("nan")
 
 
 class Workload:
@@ -46,7 +44,7 @@ class Workload:
         titles = pd.read_parquet(path / "items.parquet", columns=["title"])["title"].tolist()
         users = pd.read_parquet(path / "users.parquet", columns=["user_id"])["user_id"].tolist()
         self.rng = random.Random(seed)
-        self.queries = [" ".join(t.split()[: self.rng.randint(1, 3)]) for t in self.rng.sample(titles, 2000)]
+        self.queries = [" ".join(t.split()[: self.rng.randint(1, 3)]) for t in self.rng.sample(titles, min(2000, len(titles)))]
         self.users = self.rng.sample(users, min(2000, len(users))) + [f"new-user-{i}" for i in range(200)]
 
     def request(self, endpoint: str) -> tuple[str, str, dict]:
@@ -137,50 +135,41 @@ def _floor_probe(url: str, body: dict, n: int) -> float:
     return statistics.median(lat) * 1000
 
 
+def inprocess_search(args) -> Callable[[dict], object]:
+    """``search(body) -> SearchResult``: the /search pipeline of every arm built in this process
+    (``local_pipelines``, as the fused topology builds it), each request routed to its arm as the
+    Ingress routes it and parsed by the same schema. Call it from a thread without an event loop."""
+    from recsys.serving.arms import local_pipelines
+    from recsys.serving.router import ABRouter
+    from recsys.serving.schemas import SearchRequest
+
+    router = ABRouter({arm.name: arm.weight for arm in args.arms}, args.ab_salt)
+    pipelines = local_pipelines(args)
+    runner = asyncio.Runner()  # one event loop for every call: asyncio.run's setup is not the pipeline's cost
+
+    def search(body: dict):
+        req = SearchRequest.model_validate(body)
+        return runner.run(pipelines[router.assign(req.user_id)].search(req.to_search()))
+
+    search.close = runner.close  # type: ignore[attr-defined]
+    return search
+
+
 def section_overhead(url: str, work: Workload, artifacts: str, args, n: int = 60) -> dict:
     """HTTP /search p50 (concurrency 1) minus the same pipeline called in-process; and the floor: a
     constant-answer Serve app on the same proxy, i.e. what no app on this cluster can get under."""
     import torch
 
-    from recsys.retrieval.artifacts import IndexArtifacts
-    from recsys.retrieval.encoder import TextEncoder
-    from recsys.serving.core import PersonalizerCore, RerankerCore, RetrieverCore
-    from recsys.serving.deployments import minmax
-    from recsys.serving.router import ABRouter
-
     # the same torch threads as the replicas (the reranker's, the heaviest step), so the difference
     # is what Serve adds (proxy, hops, serialisation), not a different thread count
     dep = args.deployment("Reranker")
     threads, before = dep.threads or max(1, int(round(dep.num_cpus))), torch.get_num_threads()
-    torch.set_num_threads(threads)
     # one in-process pipeline per A/B arm with that arm's settings, each request routed as the Ingress
     # routes it: the arms differ (e.g. arm B retrieves 200 dense candidates), so comparing every HTTP
     # request with arm A's pipeline alone would misstate the overhead
-    router = ABRouter({arm.name: arm.weight for arm in args.arms}, args.ab_salt)
-    arms = {}
-    for arm in args.arms:
-        ret, rr, pers = (args.for_arm(arm, k) for k in ("retrieval", "rerank", "personalize"))
-        a = IndexArtifacts.load(arm.artifacts, arm.version, nprobe=ret.nprobe, ef_search=ret.ef_search)
-        arms[arm.name] = (a, rr, RetrieverCore(a, TextEncoder(ret.encoder or a.manifest["model"]["path"], max_length=ret.max_length),
-                                               ann_top_n=ret.ann_top_n, bm25_top_n=ret.bm25_top_n, ann_weight=ret.ann_weight,
-                                               bm25_weight=ret.bm25_weight, rrf_k=ret.rrf_k),
-                          RerankerCore(rr.model, a.manifest["model"]["path"], rr.max_length,
-                                       embeddings=None if rr.model else a.embeddings),
-                          PersonalizerCore(a, {k: v for k, v in pers.model_dump().items() if k != "sequential_model"}))
+    pipeline = inprocess_search(args)
+    torch.set_num_threads(threads)  # after building: the stages set their replica's threads
     reqs = [work.request("search")[2]["json"] for _ in range(n)]
-
-    def pipeline(req: dict) -> list:
-        a, rr, retriever, reranker, personalizer = arms[router.assign(req["user_id"])]
-        cands = retriever.retrieve(req["query"], {}, max(rr.top_n, req["k"]))
-        head = cands[: rr.top_n]
-        scores = reranker.score_many([(req["query"], [c["text"] for c in head], [c["row"] for c in head])])[0]
-        for c, r in zip(head, rr.weight * minmax(scores) + (1 - rr.weight) * minmax([c["fused"] for c in head])):
-            c["relevance"] = float(r)
-        for c in cands[len(head):]:
-            c["relevance"] = -1.0
-        ranked, _ = personalizer.personalize(cands, req["user_id"], None)
-        return a.item_records([c["row"] for c in ranked[: req["k"]]])
-
     for r in reqs[:10]:
         pipeline(r)
     inproc = []
@@ -204,6 +193,7 @@ def section_overhead(url: str, work: Workload, artifacts: str, args, n: int = 60
         pipeline(r)
         inproc2.append(time.perf_counter() - t0)
     torch.set_num_threads(before)
+    pipeline.close()
     floor = _floor_probe(url, reqs[0], n)
     p_in = statistics.median(inproc + inproc2) * 1000
     p_http = statistics.median(http_lat) * 1000
@@ -213,7 +203,8 @@ def section_overhead(url: str, work: Workload, artifacts: str, args, n: int = 60
     return {"http_p50_ms": p_http, "inprocess_p50_ms": p_in, "overhead_ms": p_http - p_in, "torch_threads": threads,
             "serve_floor_p50_ms": floor, "overhead_above_floor_ms": p_http - p_in - floor,
             "in_replica_p50_ms": statistics.median(in_replica) * 1000, "outside_replica_p50_ms": statistics.median(outside) * 1000,
-            "reranker": {name: "cross_encoder" if v[1].model else "bi_encoder fallback (stored vectors)" for name, v in arms.items()}}
+            "reranker": {arm.name: "cross_encoder" if args.for_arm(arm, "rerank").model else "bi_encoder fallback (stored vectors)"
+                         for arm in args.arms}}
 
 
 async def section_batching(work: Workload, concurrency: int, duration_s: float, top_n: int, artifacts: str,
@@ -226,15 +217,13 @@ async def section_batching(work: Workload, concurrency: int, duration_s: float, 
 
     app = Reranker.options(name="RerankerBench", num_replicas=1, max_ongoing_requests=concurrency * 2,
                            ray_actor_options={"num_cpus": 0.25}, user_config={"version": "latest"}).bind(
-        artifacts, rerank_args.model, rerank_args.max_length)
+        artifacts, rerank_args.settings())
     handle = serve.run(app, name="bench-rerank", route_prefix=None)
     texts = [q + " - " + q for q in work.queries]
 
     async def run(batching: bool) -> dict:
-        from serve_reranker import closed_loop
-
         await handle.reconfigure.remote({"version": "latest", "batching": batching, "max_batch_size": 32,
-                                         "batch_wait_timeout_s": 0.01})
+                                         "batch_wait_timeout_s": 0.01, "eager_when_idle": True})
         return await closed_loop(handle, work.queries, texts, concurrency, duration_s, top_n, work.rng)
 
     off = await run(False)

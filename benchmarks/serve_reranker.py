@@ -13,7 +13,7 @@ Texts are real product titles/descriptions from a product-matching set. Latency 
 architecture, not the weights, so ``--arch`` builds a random cross-encoder of that size when no
 trained ``--model`` is given (``--tokenizer`` names its vocabulary).
 
-    python benchmarks/serve_reranker.py --num-gpus 1 --arch minilm-l6 --tokenizer TOK --rate 500 --candidates 50
+    python -m benchmarks.serve_reranker --num-gpus 1 --arch minilm-l6 --tokenizer TOK --rate 500 --candidates 50
 """
 
 from __future__ import annotations
@@ -24,11 +24,10 @@ import json
 import os
 import random
 import tempfile
-import time
+from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
-from serve import pct  # benchmarks/serve.py: latency percentile in ms
+from benchmarks.serve_load import closed_loop, open_loop
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -49,8 +48,7 @@ def build_model(args, out: str) -> str:
     """A trained CrossEncoder directory, or a random one of ``--arch`` saved the recsys way."""
     if args.model:
         return args.model
-    from random_encoder import make_random_encoder
-
+    from benchmarks.random_encoder import make_random_encoder
     from recsys.models import CrossEncoder
 
     enc = make_random_encoder(args.arch, args.tokenizer, os.path.join(out, "encoder"))
@@ -68,67 +66,12 @@ def stub_artifacts(out: str) -> str:
     return str(root)
 
 
-async def open_loop(handle, queries, texts, rate: float, duration: float, k: int, rng: random.Random,
-                    max_inflight: int = 1000, drain_s: float = 30.0) -> dict:
-    """Requests sent on a fixed schedule whatever the replies; past ``max_inflight`` outstanding
-    requests new ones are shed (counted), so an overloaded replica ends the run instead of queueing
-    without bound. Requests still open ``drain_s`` after the last send count as errors."""
-    lat, sizes, errors, tasks, shed = [], [], 0, [], 0
-
-    async def one(q, cands):
-        nonlocal errors
-        t0 = time.perf_counter()
-        try:
-            out = await handle.rerank.remote(q, cands)
-            lat.append(time.perf_counter() - t0)
-            sizes.append(out["batch_size"])
-        except Exception:  # noqa: BLE001 - counted, the run goes on
-            errors += 1
-
-    start = time.perf_counter()
-    i = 0
-    while (now := time.perf_counter()) - start < duration:
-        due = start + i / rate
-        if due > now:
-            await asyncio.sleep(due - now)
-        i += 1
-        if len(tasks) - len(lat) - errors >= max_inflight:
-            shed += 1
-            continue
-        tasks.append(asyncio.create_task(one(rng.choice(queries), rng.sample(texts, k))))
-    _, pending = await asyncio.wait(tasks, timeout=drain_s)
-    for t in pending:
-        t.cancel()
-    errors += len(pending)
-    wall = time.perf_counter() - start
-    return {"offered_rps": rate, "achieved_rps": len(lat) / wall, "requests": i, "errors": errors, "shed": shed,
-            "p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95), "p99_ms": pct(lat, 99),
-            "mean_batch": float(np.mean(sizes)) if sizes else 0.0}
-
-
-async def closed_loop(handle, queries, texts, concurrency: int, duration: float, k: int, rng: random.Random) -> dict:
-    done, lat, sizes = 0, [], []
-    end = time.perf_counter() + duration
-
-    async def worker():
-        nonlocal done
-        while time.perf_counter() < end:
-            t0 = time.perf_counter()
-            out = await handle.rerank.remote(rng.choice(queries), rng.sample(texts, k))
-            lat.append(time.perf_counter() - t0)
-            sizes.append(out["batch_size"])
-            done += 1
-
-    t0 = time.perf_counter()
-    await asyncio.gather(*[worker() for _ in range(concurrency)])
-    return {"rps": done / (time.perf_counter() - t0), "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99),
-            "mean_batch": float(np.mean(sizes))}
-
-
 async def run(args, handle, queries, texts) -> dict:
     rng = random.Random(0)
-    batching = {"version": "latest", "batching": True, "max_batch_size": args.max_batch_size,
-                "batch_wait_timeout_s": args.batch_wait_s}
+    from recsys.serving.specs import BatchingSettings
+
+    batching = {"version": "latest", **asdict(BatchingSettings(
+        batching=True, max_batch_size=args.max_batch_size, batch_wait_timeout_s=args.batch_wait_s, eager_when_idle=True))}
     await handle.reconfigure.remote(batching)
     await closed_loop(handle, queries, texts, 8, 3.0, args.candidates, rng)  # warm-up (CUDA kernels, allocator)
     out = {"rate": [await open_loop(handle, queries, texts, r, args.duration, args.candidates, rng) for r in args.rate]}
@@ -165,6 +108,7 @@ def main() -> None:
     from ray import serve
 
     from recsys.runtime import start_local_ray
+    from recsys.search.settings import RerankSettings
     from recsys.serving.deployments import Reranker
 
     queries, texts = load_texts(args.data)
@@ -174,7 +118,8 @@ def main() -> None:
         app = Reranker.options(
             name="RerankerBench", num_replicas=1, max_ongoing_requests=max(args.concurrency * 2, 256),
             ray_actor_options={"num_cpus": args.num_cpus, "num_gpus": args.num_gpus},
-            user_config={"version": "latest"}).bind(stub_artifacts(tmp), model, args.max_length)
+            user_config={"version": "latest"}).bind(
+            stub_artifacts(tmp), RerankSettings(model=model, max_length=args.max_length, top_n=args.candidates, weight=1.0))
         handle = serve.run(app, name="bench-rerank", route_prefix=None)
         info = handle.info.remote().result()
         res = asyncio.run(run(args, handle, queries, texts))

@@ -6,20 +6,15 @@ Parquet -> ab-report, hot reload without failed requests, and schemathesis on th
 from __future__ import annotations
 
 import hashlib
-import socket
 import threading
 import time
 
 import httpx
 import pytest
 
+from recsys.utils.net import free_port
+
 API_KEY = "test-key-123"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +78,7 @@ def app(index_root, tmp_path_factory, project_root):
             {"name": "B", "weight": 0.5, "artifacts": str(root), "version": "v1", "recommend": {"diversity": 0.5}}]
     overrides = {"arms": arms, "feedback_dir": str(feedback), "api_key_sha256": hashlib.sha256(API_KEY.encode()).hexdigest(),
                  "feedback_flush_s": 0.5}
-    info = start(project_root / "configs/serve/tiny.yaml", port=_free_port(), overrides=overrides)
+    info = start(project_root / "configs/serve/tiny.yaml", port=free_port(), overrides=overrides)
     client = httpx.Client(base_url=info["url"], headers={"X-API-Key": API_KEY}, timeout=60)
     deadline = time.time() + 120
     while time.time() < deadline:  # replicas finish loading
@@ -147,6 +142,91 @@ def test_fused_topology_answers_like_split(app, project_root):
         assert c.get("/fused/suggest", params=sug).json() == c.get("/suggest", params=sug).json()
     finally:
         serve.delete("recsys-fused")
+
+
+@pytest.fixture(scope="module")
+def offline_search(app, project_root):
+    """The two offline paths to /search, built beside the live app on its index (v1): (a) the ``search``
+    evaluate protocol's pipeline (configs/serve/tiny.yaml, arm A, index overridden to the app's) and
+    (b) benchmarks/serve.py's in-process pipelines (the app's own args: arms A and B, routed by user)."""
+    import torch
+
+    from benchmarks.serve import inprocess_search
+    from recsys.evaluation.config import SearchProtocolConfig
+    from recsys.experiments.search import serve_pipeline
+    from recsys.serving.launch import read_serve_config, validate_args
+
+    threads = torch.get_num_threads()  # the stages set their replica's share (1 thread); restored after
+    sc = SearchProtocolConfig(serve_config=str(project_root / "configs/serve/tiny.yaml"), artifacts=str(app["root"]),
+                              version="v1", judgments=str(project_root / "tests/fixtures/search/judgments.csv"))
+    arm, protocol, index = serve_pipeline(sc)
+    assert (arm, index) == ("A", {"artifacts": str(app["root"]), "version": "v1"})
+    cfg = read_serve_config(project_root / "configs/serve/tiny.yaml")["applications"][0]
+    bench = inprocess_search(validate_args({**cfg, "args": {**cfg["args"], **app["overrides"]}}, "tiny"))
+    yield {"sc": sc, "protocol": protocol, "bench": bench}
+    bench.close()
+    torch.set_num_threads(threads)
+
+
+def test_search_ranks_the_same_offline_in_the_benchmark_and_served(app, offline_search):
+    """One ranker: for the same request, the evaluate protocol's pipeline, the benchmark's and the live
+    Serve app (split topology, arms A/B) return the same items with the same scores."""
+    import asyncio
+
+    from recsys.experiments.search import JudgedQuery, rank_all, ranking
+
+    c = app["client"]
+    for body in ({"query": "zelda game boy advance", "user_id": "0", "k": 10},
+                 {"query": "xbox 360 controller", "k": 7},
+                 {"query": "fire emblem", "user_id": "1", "country": "US", "k": 5, "page": 1},
+                 {"query": "mario", "user_id": "0", "k": 60}):  # past rerank.top_n (20): the fused tail too
+        served = c.post("/search", json=body).json()
+        live = [(i["item_id"], i["score"]) for i in served["items"]]
+        assert len(live) == body["k"] and served["version"] == "v1"
+        bench = offline_search["bench"](body)
+        assert [(i["item_id"], i["score"]) for i in bench.items] == live and bench.version == "v1"
+        if body.get("page"):
+            continue  # the protocol ranks page 0 at depth k
+        q = JudgedQuery("q", body["query"], body.get("user_id"), body.get("country"), {})
+        (answer,) = asyncio.run(rank_all(offline_search["protocol"], [q], body["k"]))
+        assert ranking(answer) == live and answer.version == "v1"
+
+
+def test_search_protocol_job_scores_the_served_ranking(app, offline_search, project_root, tmp_path):
+    """`recsys run evaluate --config configs/evaluate/search-tiny.yaml` on the app's index: every judged
+    query's ranking is what /search answers (depth 100), and the metrics are those of that ranking."""
+    import numpy as np
+    import pandas as pd
+
+    from recsys.cli.entry import parse_job, run_parsed
+    from recsys.experiments.search import load_judgments
+
+    spec, cfg = parse_job("evaluate", str(project_root / "configs/evaluate/search-tiny.yaml"), [
+        f"output_dir={tmp_path}", f"search.artifacts={app['root']}", "search.version=v1", "bootstrap=50",
+        f"search.judgments={offline_search['sc'].judgments}"])
+    rep = run_parsed(spec, cfg)
+    assert rep["status"] == "succeeded", rep.get("error")
+    assert rep["primary_metric"] == "ndcg@10" and set(rep["metrics"]) == {"ndcg@10", "recall@10", "recall@100", "mrr@100"}
+    assert rep["counts"] == {"queries": 10, "skipped_no_relevant": 1} and rep["summary"]["arm"] == "A"
+    assert rep["summary"]["served_versions"] == ["v1"]
+    ranked = pd.read_parquet(tmp_path / "rankings.parquet")
+    c = app["client"]
+    judged = {q.query_id: q for q in load_judgments(offline_search["sc"].judgments)}
+    recall10, rr = [], []
+    for qid, g in ranked.groupby("query_id", sort=False):
+        q = judged[qid]
+        body = {"query": q.query, "k": 100, **({"user_id": q.user_id} if q.user_id else {}),
+                **({"country": q.country} if q.country else {})}
+        served = [(i["item_id"], i["score"]) for i in c.post("/search", json=body).json()["items"]]
+        assert list(zip(g["item_id"], g["score"])) == served, qid
+        relevant = {i for i, r in q.relevance.items() if r > 0}
+        recall10.append(len(relevant & set(g["item_id"][:10])) / len(relevant))
+        hits = [p for p, i in enumerate(g["item_id"]) if i in relevant]
+        rr.append(1 / (hits[0] + 1) if hits else 0.0)
+    assert rep["metrics"]["recall@10"] == pytest.approx(np.mean(recall10), abs=1e-12)
+    assert rep["metrics"]["mrr@100"] == pytest.approx(np.mean(rr), abs=1e-12)
+    lo, hi = rep["ci95"]["ndcg@10"]
+    assert lo <= rep["metrics"]["ndcg@10"] <= hi
 
 
 def test_cold_start_users_and_items(app):

@@ -281,7 +281,7 @@ def test_fallback_reranker_reads_stored_vectors_instead_of_encoding(tiny_bert_di
     reads their stored vectors (the index was built by the same encoder), so the scores equal the
     encode-the-text path while only the query is encoded."""
     from recsys.retrieval.encoder import TextEncoder
-    from recsys.serving.core import RerankerCore
+    from recsys.search.stages import RerankerCore
 
     titles = ["red zelda cartridge", "blue mario kart", "green tetris", "yellow pac man"]
     vectors = TextEncoder(str(tiny_bert_dir), max_length=16).encode(titles, kind="item")  # [4, D]
@@ -309,7 +309,7 @@ def test_deployment_threads_are_configurable_and_not_a_serve_option():
 def test_reranker_device_auto_is_cpu_without_a_gpu(monkeypatch):
     import torch
 
-    from recsys.serving.core import pick_device
+    from recsys.search.stages import pick_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert pick_device("auto") == "cpu"
@@ -327,7 +327,9 @@ def test_reranker_skips_the_batch_wait_when_idle_and_batches_under_load(ray_sess
 
     import ray.serve.batching as batching
 
+    from recsys.search.settings import RerankSettings
     from recsys.serving.deployments import Reranker
+    from recsys.serving.specs import BatchingSettings
 
     # outside a replica there is no context for Serve's max_ongoing_requests warning
     monkeypatch.setattr(batching._BatchQueue, "_warn_if_max_batch_size_exceeds_max_ongoing_requests", lambda self: None)
@@ -342,9 +344,9 @@ def test_reranker_skips_the_batch_wait_when_idle_and_batches_under_load(ray_sess
             return [np.full(len(texts), self.offset + len(q)) for q, texts, _ in reqs]
 
     def reranker(eager: bool, offset: float = 0.0):
-        r = Reranker.func_or_class("unused", None, 32)
+        r = Reranker.func_or_class("unused", RerankSettings(model=None, max_length=32, top_n=10, weight=1.0))
         r.state, r.version = Stub(offset), "v1"
-        r.set_batching({"batching": True, "max_batch_size": 4, "batch_wait_timeout_s": 2.0, "eager_when_idle": eager})
+        r.set_batching(BatchingSettings(batching=True, max_batch_size=4, batch_wait_timeout_s=2.0, eager_when_idle=eager))
         return r
 
     async def lone(r) -> tuple[float, dict]:

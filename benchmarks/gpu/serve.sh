@@ -6,7 +6,7 @@ set -o pipefail
 OUT=${1:-/tmp/out}; mkdir -p "$OUT"
 source benchmarks/gpu/setup.sh || exit 1
 for arch in ${ARCHS:-minilm-l6 bert-base}; do
-  python3 benchmarks/serve_reranker.py --data /tmp/gpudata/data/product-matching/abt-buy --arch $arch \
+  python3 -m benchmarks.serve_reranker --data /tmp/gpudata/data/product-matching/abt-buy --arch $arch \
     --tokenizer .gpu/tokenizer --num-gpus 1 --num-cpus 4 --rate ${RATES:-100 250 500} --duration ${DURATION:-8} --candidates 50 \
     --concurrency 32 --max-batch-size 32 --batch-wait-s 0.002 > "$OUT/serve_$arch.log" 2>&1
   echo "$arch exit $?"; sed -n '/^{/,/^}/p' "$OUT/serve_$arch.log" | tee "$OUT/serve_$arch.json" | head -40

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from recsys.evaluation.scorer import QueryBatch, as_scorer
+from recsys.retrieval.fusion import average_ranks, rrf_scores
 
 
 class CachedScorer:
@@ -39,12 +40,11 @@ class CachedScorer:
 def row_ranks(scores: np.ndarray) -> np.ndarray:
     """(B, C) 1-based rank of each cell within its row (best = 1); -inf cells get rank C + 1.
 
-    Tied scores share their average rank: a rank must never depend on a cell's column, or the
-    candidate order (e.g. targets listed first) would leak into the fused score.
+    Tied scores share their average rank (the RRF tie rule, ``recsys.retrieval.fusion``): a rank must
+    never depend on a cell's column, or the candidate order (e.g. targets listed first) would leak
+    into the fused score.
     """
-    from scipy.stats import rankdata
-
-    ranks = rankdata(-scores, method="average", axis=1)
+    ranks = average_ranks(scores)
     return np.where(np.isfinite(scores), ranks, scores.shape[1] + 1.0)
 
 
@@ -63,7 +63,9 @@ def _member_scores(members: Sequence, batch: QueryBatch, item_ids: np.ndarray) -
 
 
 class RRFScorer:
-    """Reciprocal rank fusion: sum_m w_m / (k + rank_m)."""
+    """Reciprocal rank fusion, sum_m w_m / (k + rank_m), by the one RRF (``recsys.retrieval.fusion``):
+    ranks are :func:`row_ranks` (ties share their average rank; a cell a member cannot score ranks
+    last, C + 1); a cell no member can score stays -inf."""
 
     def __init__(self, members: Sequence, k: float = 60.0, weights: Sequence[float] | None = None):
         self.members, self.k = [as_scorer(m) for m in members], k
@@ -71,7 +73,7 @@ class RRFScorer:
 
     def score(self, batch: QueryBatch, item_ids: np.ndarray) -> np.ndarray:
         parts = _member_scores(self.members, batch, item_ids)
-        out = sum(w / (self.k + row_ranks(s)) for w, s in zip(self.weights, parts))
+        out = rrf_scores([row_ranks(s) for s in parts], self.weights, self.k)
         dead = np.all([~np.isfinite(s) for s in parts], axis=0)
         return np.where(dead, -np.inf, out)
 

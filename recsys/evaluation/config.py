@@ -33,10 +33,11 @@ class EvalDataConfig(StrictModel):
 class ProtocolConfig(StrictModel):
     """What is ranked, for whom, against what."""
 
-    task: Literal["recommendation", "retrieval", "matching"] = Field(
+    task: Literal["recommendation", "retrieval", "matching", "search"] = Field(
         "recommendation",
         description="recommendation: next item from a history; retrieval: each left offer of data.pairs -> its "
-        "matching right product among all right products; matching: pair classification F1.",
+        "matching right product among all right products; matching: pair classification F1; search: the served "
+        "/search pipeline of a serve config, end to end over its full index (the `search` section).",
     )
     split: Literal["leave_one_out", "time_split"] = Field("leave_one_out", description="How recommendation targets are held out.")
     min_length: int = Field(3, ge=3, description="leave_one_out: users with fewer items only train.")
@@ -63,6 +64,31 @@ class ProtocolConfig(StrictModel):
             raise ValueError("protocol.split=time_split needs protocol.test_start (e.g. '2011-10-01')")
         if self.kfold == 1:
             raise ValueError("protocol.kfold must be 0 (off) or >= 2")
+        return self
+
+
+class SearchProtocolConfig(StrictModel):
+    """protocol.task search: every judged query through the SearchPipeline that Serve builds from a serve
+    config (in-process, as the fused topology builds it), ranked over the arm's full index. Judged queries:
+    ``judgments`` (Parquet / CSV: query, item_id, relevance [, query_id, user_id, country]) or ``queries``
+    (TSV: query_id, query [, user_id]) + ``qrels`` (TREC: query_id 0 item_id relevance)."""
+
+    serve_config: InputPath = Field(..., description="A serve config (configs/serve/*.yaml); its first application.")
+    arm: str | None = Field(None, description="Arm whose pipeline is evaluated (default: the first, the control).")
+    artifacts: str | None = Field(None, description="Serve this index directory instead of the arm's (e.g. a new "
+                                  "index before deploying it).")
+    version: str | None = Field(None, description="Index version instead of the arm's.")
+    judgments: InputPath | None = Field(None, description="Parquet / CSV with query, item_id, relevance columns.")
+    queries: InputPath | None = Field(None, description="TSV: query_id <tab> query text [<tab> user_id].")
+    qrels: InputPath | None = Field(None, description="TREC qrels: query_id 0 item_id relevance (relevance <= 0: not relevant).")
+    depth: int = Field(100, ge=1, le=1000, description="Items ranked per query (the request's k); >= the largest metric k.")
+
+    @model_validator(mode="after")
+    def _source(self) -> SearchProtocolConfig:
+        if (self.judgments is None) == (self.queries is None and self.qrels is None):
+            raise ValueError("search: give judgments (Parquet/CSV) or queries + qrels (TSV + TREC), not both")
+        if self.judgments is None and (self.queries is None or self.qrels is None):
+            raise ValueError("search: queries (TSV) and qrels (TREC) go together")
         return self
 
 
@@ -141,7 +167,8 @@ class EvaluateConfig(JobConfig):
         description="Ranking metrics (ndcg@k, hit_rate@k, recall@k, precision@k, mrr, map@k, auc); matching reports F1 etc.",
     )
     primary_metric: str | None = Field(None, description="Metric to select on (default: the first).")
-    models: list[ModelSpec] = Field(..., min_length=1, description="Models / baselines to compare.")
+    models: list[ModelSpec] = Field(default_factory=list, description="Models / baselines to compare (none for protocol.task search).")
+    search: SearchProtocolConfig | None = Field(None, description="protocol.task search: the serve config and judged queries.")
     ensembles: list[EnsembleSpec] = Field(default_factory=list, description="Fusions of listed models.")
     reference: str | None = Field(None, description="Paired significance of every model vs this one (default: the best).")
     bootstrap: int = Field(1000, ge=0, description="Bootstrap resamples for 95% CIs (0 = off).")
@@ -164,6 +191,10 @@ class EvaluateConfig(JobConfig):
 
     @model_validator(mode="after")
     def _check(self) -> EvaluateConfig:
+        if (self.protocol.task == "search") != (self.search is not None):
+            raise ValueError("protocol.task search and the search section go together (serve_config + judged queries)")
+        if self.protocol.task != "search" and not self.models:
+            raise ValueError("models: list at least one model or baseline to evaluate")
         names = [m.name for m in self.models] + [e.name for e in self.ensembles]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:

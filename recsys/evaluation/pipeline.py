@@ -518,5 +518,9 @@ def check_model_paths(cfg: EvaluateConfig) -> None:
 
 
 def run(cfg: EvaluateConfig, ctx) -> dict[str, Any]:
+    if cfg.protocol.task == "search":  # the served /search pipeline end to end
+        from recsys.experiments.search import run as run_search
+
+        return run_search(cfg, ctx)
     check_model_paths(cfg)
     return run_matching(cfg, ctx) if cfg.protocol.task == "matching" else run_ranking(cfg, ctx)

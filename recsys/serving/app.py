@@ -22,11 +22,14 @@ from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import HTTPConnection
 
+from recsys.search.pipeline import SearchRejected
 from recsys.serving import schemas as S
+from recsys.serving.arms import arm_specs, in_process_stages, search_pipeline, stage_args
 from recsys.serving.config import ServeArgs
-from recsys.serving.deployments import ARM_DEPLOYMENTS, FeedbackSink, fused_arm, minmax
+from recsys.serving.deployments import ARM_DEPLOYMENTS, FeedbackSink
 from recsys.serving.metrics import ServeMetrics
 from recsys.serving.router import ABRouter
+from recsys.serving.specs import ArmSpec, IngressSettings
 
 RETRIES = 3  # a request whose replica died is re-sent (Serve routes it to a live / restarted replica)
 
@@ -131,23 +134,26 @@ api.add_middleware(Guard)
 @serve.deployment
 @serve.ingress(api)
 class Ingress:
-    def __init__(self, arms: dict[str, dict[str, Any]], sink: DeploymentHandle, settings: dict[str, Any]):
-        # split topology: each arm maps to DeploymentHandles; fused: to specs built here, in-process
-        self.arms = {name: fused_arm(a["fused"]) if "fused" in a else a for name, a in arms.items()}
+    def __init__(self, specs: dict[str, ArmSpec], handles: dict[str, dict[str, DeploymentHandle]],
+                 sink: DeploymentHandle, settings: IngressSettings):
+        """``handles[arm][stage]``: the split topology's deployments; an arm without handles (fused)
+        gets its stages built here, in this replica."""
+        self.arms = {name: handles.get(name) or in_process_stages(spec) for name, spec in specs.items()}
+        self.pipelines = {name: search_pipeline(spec, self.arms[name], call) for name, spec in specs.items()}
         self.sink, self.settings = sink, settings
-        key = os.environ.get(settings["api_key_env"], "") if settings.get("api_key_env") else ""
-        sha = hashlib.sha256(key.encode()).hexdigest() if key else settings.get("api_key_sha256")
+        key = os.environ.get(settings.api_key_env, "") if settings.api_key_env else ""
+        sha = hashlib.sha256(key.encode()).hexdigest() if key else settings.api_key_sha256
         from recsys.serving import guard
 
-        guard.SETTINGS.update(api_key_sha256=sha, max_body_bytes=settings["max_body_bytes"])
+        guard.SETTINGS.update(api_key_sha256=sha, max_body_bytes=settings.max_body_bytes)
         self.metrics = ServeMetrics()
         self.app_name = serve.get_replica_context().app_name
-        self.reconfigure({"weights": settings["weights"], "salt": settings["salt"]})
+        self.reconfigure({"weights": settings.weights, "salt": settings.salt})
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         """user_config ``{weights: {arm: w}, salt}``: re-split traffic without restarting anything."""
-        weights = {a: float(w) for a, w in (config.get("weights") or self.settings["weights"]).items() if a in self.arms}
-        self.router = ABRouter(weights, config.get("salt") or self.settings["salt"])
+        weights = {a: float(w) for a, w in (config.get("weights") or self.settings.weights).items() if a in self.arms}
+        self.router = ABRouter(weights, config.get("salt") or self.settings.salt)
 
     def _observe(self, endpoint: str, arm: str, status: int, t0: float) -> None:
         self.metrics.requests.labels(endpoint, arm, str(status)).inc()
@@ -157,30 +163,17 @@ class Ingress:
     async def search(self, req: S.SearchRequest) -> Any:
         t0 = time.perf_counter()
         arm = self.router.assign(req.user_id)
-        h, rr = self.arms[arm], self.settings["rerank"][arm]
-        n = max(rr["top_n"], (req.page + 1) * req.k)
-        ret = await call(h["retriever"].retrieve, req.query, req.filters.model_dump(), n)
-        if "error" in ret:
+        res = await self.pipelines[arm].search(req.to_search())
+        if isinstance(res, SearchRejected):
             self._observe("search", arm, 422, t0)
-            return _error(422, "invalid_request", ret["error"]["message"], ret["error"]["field"])
-        cands = ret["candidates"]
-        head = cands[: rr["top_n"]]
-        if head:
-            out = await call(h["reranker"].rerank, req.query, [c["text"] for c in head],
-                             [c["row"] for c in head], ret["version"])
-            self.metrics.batch_size.labels(arm).observe(out["batch_size"])
-            rel = rr["weight"] * minmax(out["scores"]) + (1 - rr["weight"]) * minmax([c["fused"] for c in head])
-            for c, r in zip(head, rel):
-                c["relevance"] = float(r)
-        tail_rel = minmax([c["fused"] for c in cands[len(head):]]) - 1.0  # below every reranked candidate
-        for c, r in zip(cands[len(head):], tail_rel):
-            c["relevance"] = float(r)
-        res = await call(h["personalizer"].personalize, cands, req.user_id, req.country, req.page * req.k, req.k)
-        if res["cold_start"]:
+            return _error(422, "invalid_request", res.message, res.field)
+        if res.rerank_batch_size is not None:
+            self.metrics.batch_size.labels(arm).observe(res.rerank_batch_size)
+        if res.cold_start:
             self.metrics.cold.labels("search", arm).inc()
         self._observe("search", arm, 200, t0)
-        return {"request_id": uuid.uuid4().hex, "arm": arm, "version": ret["version"], "query": req.query,
-                "page": req.page, "k": req.k, "cold_start": res["cold_start"], "items": res["items"]}
+        return {"request_id": uuid.uuid4().hex, "arm": arm, "version": res.version, "query": req.query,
+                "page": req.page, "k": req.k, "cold_start": res.cold_start, "items": res.items}
 
     @api.post("/recommend", response_model=S.RecommendResponse, summary="Next items for a user / recent items")
     async def recommend(self, req: S.RecommendRequest) -> Any:
@@ -239,41 +232,19 @@ class Ingress:
 
 
 def build_app(args: ServeArgs) -> serve.Application:
-    """Typed app builder: one Retriever / Reranker / Personalizer / Recommender per arm, a shared
-    FeedbackSink, and the Ingress that routes each user to their arm. Arms given as a registry alias
-    are resolved here, so every (re)deploy serves the version that holds the alias now."""
-    from recsys.serving.targets import resolve_arms
-
-    args, registry = resolve_arms(args)
-    fused = args.topology == "fused"
-    arms: dict[str, dict[str, Any]] = {}
-    rerank_settings = {}
-    for arm in args.arms:
-        ret, rr = args.for_arm(arm, "retrieval"), args.for_arm(arm, "rerank")
-        pers, rec = args.for_arm(arm, "personalize"), args.for_arm(arm, "recommend")
-        # user_config: what reconfigure loads (the index version) and /healthz reports (the registry version)
-        uc = {"version": arm.version, **({"registry": registry[arm.name]} if arm.name in registry else {})}
-        rr_uc = {**uc, "batching": rr.batching, "max_batch_size": rr.max_batch_size, "batch_wait_timeout_s": rr.batch_wait_timeout_s,
-                 "eager_when_idle": rr.eager_when_idle}
-        # torch threads are per process: fused, every model lives in the Ingress replica and uses its setting
-        threads = {key: args.deployment("Ingress" if fused else d.name).threads for key, d in ARM_DEPLOYMENTS.items()}
-        spec = {
-            "retriever": ((arm.artifacts, ret.model_dump(), threads["retriever"]), uc),
-            "reranker": ((arm.artifacts, rr.model, rr.max_length, threads["reranker"]), rr_uc),
-            "personalizer": ((arm.artifacts, pers.model_dump(), threads["personalizer"]), uc),
-            "recommender": ((arm.artifacts, rec.model_dump(), pers.model_dump(), threads["recommender"]), uc),
-        }
-        rerank_settings[arm.name] = {"top_n": rr.top_n, "weight": rr.weight}
-        if fused:
-            arms[arm.name] = {"fused": spec}
-            continue
-        arms[arm.name] = {
-            key: d.options(name=f"{d.name}_{arm.name}", user_config=spec[key][1], **args.deployment(d.name).options())
-            .bind(*spec[key][0])
-            for key, d in ARM_DEPLOYMENTS.items()
-        }
+    """Typed app builder: one Retriever / Reranker / Personalizer / Recommender per arm (split; fused:
+    none, the Ingress builds them in its replica), a shared FeedbackSink, and the Ingress that routes
+    each user to their arm. Arms given as a registry alias are resolved here, so every (re)deploy
+    serves the version that holds the alias now."""
+    specs = arm_specs(args)
+    handles: dict[str, dict[str, Any]] = {}
+    if args.topology == "split":
+        for name, spec in specs.items():
+            handles[name] = {
+                stage: d.options(name=f"{d.name}_{name}", user_config=stage_args(spec)[stage][1],
+                                 **args.deployment(d.name).options()).bind(*stage_args(spec)[stage][0])
+                for stage, d in ARM_DEPLOYMENTS.items()
+            }
     sink = FeedbackSink.options(**args.deployment("FeedbackSink").options()).bind(
         args.feedback_dir, args.feedback_flush_events, args.feedback_flush_s)
-    settings = {"weights": {a.name: a.weight for a in args.arms}, "salt": args.ab_salt, "api_key_env": args.api_key_env,
-                "api_key_sha256": args.api_key_sha256, "max_body_bytes": args.max_body_bytes, "rerank": rerank_settings}
-    return Ingress.options(**args.deployment("Ingress").options()).bind(arms, sink, settings)
+    return Ingress.options(**args.deployment("Ingress").options()).bind(specs, handles, sink, args.ingress_settings())

@@ -13,6 +13,8 @@ from pydantic import Field, field_validator, model_validator
 
 from recsys.config import StrictModel
 from recsys.config.base import reject_uri_credentials
+from recsys.search.settings import PersonalizeSettings, PersonalizeWeights, RerankSettings, RetrievalSettings
+from recsys.serving.specs import ArmSpec, BatchingSettings, IngressSettings, RecommendSettings, StageThreads
 
 
 def project_path(value: str | None) -> str | None:
@@ -101,6 +103,11 @@ class RetrievalArgs(StrictModel):
     encoder: str | None = Field(None, description="Query encoder; default the index manifest's model.")
     max_length: int = Field(64, ge=8, le=512, description="Query token limit.")
 
+    def settings(self) -> RetrievalSettings:
+        return RetrievalSettings(ann_top_n=self.ann_top_n, bm25_top_n=self.bm25_top_n, ann_weight=self.ann_weight,
+                                 bm25_weight=self.bm25_weight, rrf_k=self.rrf_k, nprobe=self.nprobe,
+                                 ef_search=self.ef_search, encoder=self.encoder, max_length=self.max_length)
+
 
 class RerankArgs(StrictModel):
     """The reranker over the top fused candidates."""
@@ -116,6 +123,13 @@ class RerankArgs(StrictModel):
                                   "while others are in flight are batched.")
     max_length: int = Field(96, ge=8, le=512, description="Token limit of query + item text.")
     weight: float = Field(1.0, ge=0, le=1, description="Share of the reranker score in relevance (rest: fused retrieval score).")
+
+    def settings(self) -> RerankSettings:
+        return RerankSettings(model=self.model, max_length=self.max_length, top_n=self.top_n, weight=self.weight)
+
+    def batching_settings(self) -> BatchingSettings:
+        return BatchingSettings(batching=self.batching, max_batch_size=self.max_batch_size,
+                                batch_wait_timeout_s=self.batch_wait_timeout_s, eager_when_idle=self.eager_when_idle)
 
     @field_validator("model")
     @classmethod
@@ -139,6 +153,12 @@ class PersonalizeArgs(StrictModel):
     def _model(cls, v: str | None) -> str | None:
         return project_path(v)
 
+    def settings(self) -> PersonalizeSettings:
+        weights = PersonalizeWeights(relevance=self.relevance, category_affinity=self.category_affinity,
+                                     price_band=self.price_band, recent_items=self.recent_items,
+                                     country_popularity=self.country_popularity, popularity=self.popularity)
+        return PersonalizeSettings(weights=weights, sequential_model=self.sequential_model)
+
 
 class RecommendArgs(StrictModel):
     """The recommender over a user's recent items."""
@@ -153,6 +173,10 @@ class RecommendArgs(StrictModel):
     @classmethod
     def _model(cls, v: str | None) -> str | None:
         return project_path(v)
+
+    def settings(self) -> RecommendSettings:
+        return RecommendSettings(model=self.model, candidates=self.candidates, diversity=self.diversity,
+                                 max_per_category=self.max_per_category, history_items=self.history_items)
 
 
 class RegistryRef(StrictModel):
@@ -259,3 +283,22 @@ class ServeArgs(StrictModel):
 
     def for_arm(self, arm: ArmArgs, section: str):
         return getattr(arm, section) or getattr(self, section)
+
+    def arm_spec(self, arm: ArmArgs, registry: dict[str, Any] | None = None) -> ArmSpec:
+        """The typed spec of a resolved arm (``artifacts`` set: see ``targets.resolve_arms``). Fused, every
+        stage runs in the Ingress replica and uses its threads setting (torch threads are per process)."""
+        if arm.artifacts is None:
+            raise ValueError(f"arm {arm.name!r} names no artifacts; resolve registry arms first (targets.resolve_arms)")
+        fused = self.topology == "fused"
+        threads = StageThreads(*(self.deployment("Ingress" if fused else d).threads
+                                 for d in ("Retriever", "Reranker", "Personalizer", "Recommender")))
+        rerank = self.for_arm(arm, "rerank")
+        return ArmSpec(name=arm.name, artifacts=arm.artifacts, version=arm.version, registry=registry,
+                       retrieval=self.for_arm(arm, "retrieval").settings(), rerank=rerank.settings(),
+                       batching=rerank.batching_settings(), personalize=self.for_arm(arm, "personalize").settings(),
+                       recommend=self.for_arm(arm, "recommend").settings(), threads=threads)
+
+    def ingress_settings(self) -> IngressSettings:
+        return IngressSettings(weights={a.name: a.weight for a in self.arms}, salt=self.ab_salt,
+                               api_key_env=self.api_key_env, api_key_sha256=self.api_key_sha256,
+                               max_body_bytes=self.max_body_bytes)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
+import dataclasses
 import os
 import time
 from typing import Any
@@ -16,6 +16,8 @@ import numpy as np
 from ray import serve
 
 from recsys.retrieval.artifacts import IndexArtifacts, resolve_version
+from recsys.search.settings import PersonalizeSettings, PersonalizeWeights, RerankSettings, RetrievalSettings
+from recsys.serving.specs import BatchingSettings, RecommendSettings
 
 
 def set_torch_threads(threads: int | None = None) -> None:
@@ -65,18 +67,14 @@ class _Versioned:
 
 @serve.deployment
 class Retriever(_Versioned):
-    def __init__(self, artifacts: str, retrieval: dict[str, Any], threads: int | None = None):
+    def __init__(self, artifacts: str, settings: RetrievalSettings, threads: int | None = None):
         set_torch_threads(threads)
-        self.root, self.cfg = artifacts, retrieval
+        self.root, self.settings = artifacts, settings
 
     def _load(self, version: str):
-        from recsys.retrieval.encoder import TextEncoder
-        from recsys.serving.core import RetrieverCore
+        from recsys.search.stages import load_retriever
 
-        a = IndexArtifacts.load(self.root, version, nprobe=self.cfg["nprobe"], ef_search=self.cfg["ef_search"])
-        enc = TextEncoder(self.cfg["encoder"] or a.manifest["model"]["path"], max_length=self.cfg["max_length"])
-        return RetrieverCore(a, enc, ann_top_n=self.cfg["ann_top_n"], bm25_top_n=self.cfg["bm25_top_n"],
-                             ann_weight=self.cfg["ann_weight"], bm25_weight=self.cfg["bm25_weight"], rrf_k=self.cfg["rrf_k"])
+        return load_retriever(self.root, version, self.settings)
 
     def retrieve(self, query: str, filters: dict[str, Any], n: int) -> dict[str, Any]:
         core = self.state
@@ -101,19 +99,21 @@ class Reranker(_Versioned):
     ``eager_when_idle`` a request that finds no other in flight skips the batch wait: at low traffic
     there is nothing to batch with, and the wait would be pure latency."""
 
-    def __init__(self, artifacts: str, model: str | None, max_length: int, threads: int | None = None):
+    def __init__(self, artifacts: str, settings: RerankSettings, threads: int | None = None):
         set_torch_threads(threads)
-        self.root, self.model, self.max_length = artifacts, model, max_length
-        self.batching, self.eager_when_idle = True, True
+        self.root, self.model, self.max_length = artifacts, settings.model, settings.max_length
         self._serial = asyncio.Lock()
         self._in_flight = 0  # rerank calls in this replica now (the event loop is single-threaded)
         # A batch queue per instance: a @serve.batch *method* shares one queue across instances and runs
         # each batch with its first request's self, so the fused topology's per-arm rerankers (one
         # process) would score arm B's requests with arm A's model.
-        self._batched = serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)(self._score_batch)
+        self._batched = serve.batch(self._score_batch)
+        from recsys.serving.config import RerankArgs
+
+        self.set_batching(RerankArgs().batching_settings())  # the config's defaults until user_config says more
 
     def _load(self, version: str):
-        from recsys.serving.core import RerankerCore
+        from recsys.search.stages import RerankerCore
 
         if self.model:  # a cross-encoder does not depend on the index version
             return self.state if self.state is not None else RerankerCore(self.model, "", self.max_length)
@@ -122,14 +122,17 @@ class Reranker(_Versioned):
         return RerankerCore(None, manifest_model_path(self.root, version), self.max_length, embeddings=vectors)
 
     async def reconfigure(self, config: dict[str, Any]) -> None:
-        self.set_batching(config)
+        """user_config: ``{version[, registry]}`` + :class:`BatchingSettings` fields (ArmSpec.reranker_user_config);
+        a field left out (a hand-written user_config override) keeps its current value."""
+        self.set_batching(dataclasses.replace(self.batching_settings, **{
+            k: config[k] for k in BatchingSettings.__dataclass_fields__ if k in config}))
         await super().reconfigure(config)
 
-    def set_batching(self, config: dict[str, Any]) -> None:
-        self.batching = bool(config.get("batching", True))
-        self.eager_when_idle = bool(config.get("eager_when_idle", True))
-        self._batched.set_max_batch_size(int(config.get("max_batch_size", 16)))
-        self._batched.set_batch_wait_timeout_s(float(config.get("batch_wait_timeout_s", 0.01)))
+    def set_batching(self, b: BatchingSettings) -> None:
+        self.batching_settings = b
+        self.batching, self.eager_when_idle = b.batching, b.eager_when_idle
+        self._batched.set_max_batch_size(b.max_batch_size)
+        self._batched.set_batch_wait_timeout_s(b.batch_wait_timeout_s)
 
     async def rerank(self, query: str, texts: list[str], rows: list[int] | None = None,
                      version: str | None = None) -> dict[str, Any]:
@@ -176,14 +179,14 @@ def _sequential(path: str | None, threads: int | None = None):
 
 @serve.deployment
 class Personalizer(_Versioned):
-    def __init__(self, artifacts: str, weights: dict[str, Any], threads: int | None = None):
-        self.root, self.weights, self.threads = artifacts, dict(weights), threads
-        self.seq_path = self.weights.pop("sequential_model", None)
+    def __init__(self, artifacts: str, settings: PersonalizeSettings, threads: int | None = None):
+        self.root, self.settings, self.threads = artifacts, settings, threads
 
     def _load(self, version: str):
-        from recsys.serving.core import PersonalizerCore
+        from recsys.search.stages import PersonalizerCore
 
-        return PersonalizerCore(IndexArtifacts.load(self.root, version), self.weights, _sequential(self.seq_path, self.threads))
+        seq = _sequential(self.settings.sequential_model, self.threads)
+        return PersonalizerCore(IndexArtifacts.load(self.root, version), self.settings.weights, seq)
 
     def personalize(self, candidates: list[dict[str, Any]], user_id: str | None, country: str | None,
                     offset: int, k: int) -> dict[str, Any]:
@@ -196,18 +199,17 @@ class Personalizer(_Versioned):
 
 @serve.deployment
 class Recommender(_Versioned):
-    def __init__(self, artifacts: str, params: dict[str, Any], weights: dict[str, Any], threads: int | None = None):
-        self.root, self.params, self.weights, self.threads = artifacts, dict(params), dict(weights), threads
-        self.weights.pop("sequential_model", None)
+    def __init__(self, artifacts: str, settings: RecommendSettings, weights: PersonalizeWeights, threads: int | None = None):
+        self.root, self.settings, self.weights, self.threads = artifacts, settings, weights, threads
 
     def _load(self, version: str):
-        from recsys.serving.core import PersonalizerCore, RecommenderCore
+        from recsys.search.stages import PersonalizerCore
+        from recsys.serving.core import RecommenderCore
 
-        a = IndexArtifacts.load(self.root, version)
-        seq = _sequential(self.params.get("model"), self.threads)
-        return RecommenderCore(a, PersonalizerCore(a, self.weights), seq, candidates=self.params["candidates"],
-                               diversity=self.params["diversity"], max_per_category=self.params["max_per_category"],
-                               history_items=self.params["history_items"])
+        a, s = IndexArtifacts.load(self.root, version), self.settings
+        return RecommenderCore(a, PersonalizerCore(a, self.weights), _sequential(s.model, self.threads),
+                               candidates=s.candidates, diversity=s.diversity, max_per_category=s.max_per_category,
+                               history_items=s.history_items)
 
     def recommend(self, user_id: str | None, item_ids: list[str], k: int, exclude_purchased: bool,
                   country: str | None) -> dict[str, Any]:
@@ -263,48 +265,5 @@ class FeedbackSink:
             self.buffer = []
 
 
-class InProcess:
-    """Stands in for a DeploymentHandle in the fused topology: ``h.method.remote(*args)`` runs the
-    method in this replica (sync methods in a worker thread, so the event loop keeps serving)."""
-
-    def __init__(self, obj: Any):
-        self._obj = obj
-
-    def __getattr__(self, name: str) -> _InProcessMethod:
-        return _InProcessMethod(getattr(self._obj, name))
-
-
-class _InProcessMethod:
-    def __init__(self, fn: Any):
-        self.fn = fn
-
-    async def remote(self, *args: Any) -> Any:
-        if inspect.iscoroutinefunction(self.fn):
-            return await self.fn(*args)
-        return await asyncio.to_thread(self.fn, *args)
-
-
-# One arm's deployments, by the key the Ingress calls them with (both topologies build from this).
+# One arm's deployments, by the stage name the Ingress calls them with (both topologies build from this).
 ARM_DEPLOYMENTS = {"retriever": Retriever, "reranker": Reranker, "personalizer": Personalizer, "recommender": Recommender}
-
-
-def fused_arm(spec: dict[str, Any]) -> dict[str, InProcess]:
-    """One arm's Retriever, Reranker, Personalizer and Recommender built in this process (the fused
-    topology): ``spec[name] = (constructor args, user_config)`` as the split topology binds them."""
-    out = {}
-    for name, deployment in ARM_DEPLOYMENTS.items():
-        init_args, user_config = spec[name]
-        obj = deployment.func_or_class(*init_args)
-        if isinstance(obj, Reranker.func_or_class):
-            obj.set_batching(user_config)
-        obj.load_now(user_config)
-        out[name] = InProcess(obj)
-    return out
-
-
-def minmax(x: list[float]) -> np.ndarray:
-    a = np.asarray(x, dtype=np.float64)
-    if a.size == 0:
-        return a
-    lo, hi = a.min(), a.max()
-    return np.zeros_like(a) if hi - lo < 1e-12 else (a - lo) / (hi - lo)

@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from recsys.search import pipeline as search
+
 MAX_K = 100
 MAX_PAGE = 20
 MAX_QUERY_CHARS = 512
@@ -50,6 +52,11 @@ class SearchRequest(Strict):
         if not v.strip():
             raise ValueError("query must contain non-space characters")
         return v
+
+    def to_search(self) -> search.SearchRequest:
+        """The pipeline's request (``recsys.search``): what the Ingress and the benchmark rank."""
+        return search.SearchRequest(query=self.query, user_id=self.user_id, country=self.country,
+                                    filters=self.filters.model_dump(), page=self.page, k=self.k)
 
 
 class RecommendRequest(Strict):

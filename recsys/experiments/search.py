@@ -1,0 +1,164 @@
+"""Evaluate protocol ``search``: the served /search pipeline, end to end, on judged queries.
+
+Builds the :class:`~recsys.search.SearchPipeline` of one arm of a serve config in this process,
+exactly as the fused Serve topology builds it (``recsys.serving.arms.local_pipelines``), sends every
+judged query through it (``k = search.depth``, page 0, over the arm's full index), and scores the
+served order with ``recsys.evaluation.metrics`` (graded NDCG; bootstrap CIs from
+``recsys.evaluation.stats``). So a ranker that wins here is the one Serve answers with.
+
+Judged queries (``cfg.search``): ``judgments``, a Parquet / CSV table with columns ``query, item_id,
+relevance`` (optional ``query_id`` (default: the query text), ``user_id``, ``country``: who asks,
+for the personalised blend); or ``queries`` (TSV ``query_id <tab> query [<tab> user_id]``) +
+``qrels`` (TREC ``query_id 0 item_id relevance``). Relevance <= 0 is not relevant; a query without a
+relevant item is skipped (counted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from recsys.evaluation import metrics as M
+from recsys.evaluation.config import EvaluateConfig, SearchProtocolConfig
+from recsys.evaluation.evaluators import RankingResult
+from recsys.search.pipeline import SearchPipeline, SearchRejected, SearchRequest, SearchResult
+
+
+@dataclass(frozen=True)
+class JudgedQuery:
+    query_id: str
+    query: str
+    user_id: str | None
+    country: str | None
+    relevance: dict[str, float]  # item_id -> graded relevance
+
+
+def _read_table(path: str) -> pd.DataFrame:
+    return pd.read_csv(path, dtype=str) if Path(path).suffix.lower() in (".csv", ".tsv") else pd.read_parquet(path)
+
+
+def _opt(value: Any) -> str | None:
+    return None if value is None or (isinstance(value, float) and np.isnan(value)) or value == "" else str(value)
+
+
+def load_judgments(path: str) -> list[JudgedQuery]:
+    """Queries of a judgments table (columns ``query, item_id, relevance`` [, query_id, user_id, country])."""
+    df = _read_table(path)
+    missing = sorted({"query", "item_id", "relevance"} - set(df.columns))
+    if missing:
+        raise ValueError(f"{path}: judgments need columns query, item_id, relevance; missing {missing}")
+    df = df.assign(query_id=df["query_id"].astype(str) if "query_id" in df else df["query"].astype(str),
+                   item_id=df["item_id"].astype(str), relevance=df["relevance"].astype(float))
+    out = []
+    for qid, g in df.groupby("query_id", sort=False):
+        first = g.iloc[0]
+        out.append(JudgedQuery(str(qid), str(first["query"]), _opt(first.get("user_id")), _opt(first.get("country")),
+                               dict(zip(g["item_id"], g["relevance"]))))
+    return out
+
+
+def load_trec(queries_path: str, qrels_path: str) -> list[JudgedQuery]:
+    """Queries of a TSV (``query_id <tab> query [<tab> user_id]``) judged by TREC qrels."""
+    from recsys.evaluation.trec import read_qrels
+
+    qrels = read_qrels(qrels_path)
+    out = []
+    for no, line in enumerate(Path(queries_path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        parts = line.split("\t")
+        if len(parts) < 2 or not parts[1].strip():
+            raise ValueError(f"{queries_path}:{no}: a queries line is query_id <tab> query [<tab> user_id], got {line!r}")
+        qid = parts[0].strip()
+        out.append(JudgedQuery(qid, parts[1].strip(), _opt(parts[2].strip()) if len(parts) > 2 else None, None,
+                               qrels.get(qid, {})))
+    return out
+
+
+def load_judged(sc: SearchProtocolConfig) -> list[JudgedQuery]:
+    return load_judgments(sc.judgments) if sc.judgments else load_trec(sc.queries, sc.qrels)
+
+
+def serve_pipeline(sc: SearchProtocolConfig) -> tuple[str, SearchPipeline, dict[str, Any]]:
+    """``(arm, its pipeline, {artifacts, version})`` from the serve config, with the config's overrides."""
+    from recsys.serving.arms import local_pipelines
+    from recsys.serving.launch import read_serve_config, validate_args
+
+    app = read_serve_config(sc.serve_config)["applications"][0]
+    raw_arms = (app.get("args") or {}).get("arms") or []
+    arm = sc.arm or (raw_arms[0].get("name") if raw_arms else None)
+    if arm not in [a.get("name") for a in raw_arms]:
+        raise ValueError(f"search.arm {arm!r} is not an arm of {sc.serve_config} ({[a.get('name') for a in raw_arms]})")
+    override = {k: v for k, v in (("artifacts", sc.artifacts), ("version", sc.version)) if v is not None}
+    arms = [{**{k: v for k, v in a.items() if not (override and k == "registry")}, **override}
+            if a.get("name") == arm else a for a in raw_arms]
+    args = validate_args({**app, "args": {**app["args"], "arms": arms}}, str(sc.serve_config))
+    served = next(a for a in args.arms if a.name == arm)
+    return arm, local_pipelines(args, [arm])[arm], {"artifacts": str(served.artifacts), "version": served.version}
+
+
+async def rank_all(pipeline: SearchPipeline, queries: list[JudgedQuery], depth: int) -> list[SearchResult]:
+    """Each query's answer: page 0 with ``k = depth``, as /search would answer it."""
+    out = []
+    for q in queries:
+        res = await pipeline.search(SearchRequest(query=q.query, user_id=q.user_id, country=q.country, k=depth))
+        if isinstance(res, SearchRejected):
+            raise ValueError(f"query {q.query_id!r}: the pipeline rejected it ({res.field}: {res.message})")
+        out.append(res)
+    return out
+
+
+def ranking(res: SearchResult) -> list[tuple[str, float]]:
+    """``[(item_id, score)]`` best first: the served order."""
+    return [(str(i["item_id"]), float(i["score"])) for i in res.items]
+
+
+def target_ranks(queries: list[JudgedQuery], rankings: list[list[tuple[str, float]]]) -> M.TargetRanks:
+    """Where each query's relevant items landed in its served order (NOT_RANKED: not retrieved)."""
+    width = max((sum(g > 0 for g in q.relevance.values()) for q in queries), default=1)
+    ranks = np.full((len(queries), width), M.NOT_RANKED, dtype=np.int64)
+    gains = np.zeros((len(queries), width))
+    for i, (q, ranked) in enumerate(zip(queries, rankings)):
+        pos = {item: r for r, (item, _) in enumerate(ranked)}
+        for j, (item, g) in enumerate((d, g) for d, g in q.relevance.items() if g > 0):
+            ranks[i, j], gains[i, j] = pos.get(item, M.NOT_RANKED), g
+    return M.TargetRanks(ranks=ranks, gains=gains, n_candidates=[len(r) for r in rankings])
+
+
+def run(cfg: EvaluateConfig, ctx) -> dict[str, Any]:
+    sc = cfg.search
+    judged = load_judged(sc)
+    queries = [q for q in judged if any(g > 0 for g in q.relevance.values())]
+    if not queries:
+        raise ValueError("search: no judged query has a relevant item (relevance > 0)")
+    metrics = [M.metric_key(m) for m in cfg.metrics]
+    primary = M.metric_key(cfg.primary_metric) if cfg.primary_metric else metrics[0]
+    with ctx.timer("build"):
+        arm, pipeline, index = serve_pipeline(sc)
+    with ctx.timer("search"):
+        answers = asyncio.run(rank_all(pipeline, queries, sc.depth))
+    rankings = [ranking(a) for a in answers]
+    index["served_versions"] = sorted({a.version for a in answers})  # the version `latest` named
+    per = pd.DataFrame({"query_id": [q.query_id for q in queries], "query": [q.query for q in queries]})
+    for name, values in M.compute(target_ranks(queries, rankings), metrics).items():
+        per[name] = values
+    result = RankingResult(eval_set="search", protocol=f"search:{arm}", metrics=metrics, primary_metric=primary,
+                           per_query=per).to_dict(ci=cfg.bootstrap > 0, n_resamples=max(cfg.bootstrap, 1), seed=cfg.seed)
+    per.to_parquet(ctx.path("per_query.parquet"), index=False)
+    pd.DataFrame([(q.query_id, r, item, s) for q, ranked in zip(queries, rankings) for r, (item, s) in enumerate(ranked)],
+                 columns=["query_id", "position", "item_id", "score"]).to_parquet(ctx.path("rankings.parquet"), index=False)
+    ctx.log.info("search %s: %s", arm, {m: round(result[m], 4) for m in metrics})
+    return {
+        "counts": {"queries": len(queries), "skipped_no_relevant": len(judged) - len(queries)},
+        "primary_metric": primary,
+        "metrics": {m: result[m] for m in metrics},
+        "ci95": result.get("ci95", {}),
+        "summary": {"task": "search", "serve_config": str(sc.serve_config), "arm": arm, **index, "depth": sc.depth},
+        "artifacts": {"per_query": str(ctx.output_dir / "per_query.parquet"),
+                      "rankings": str(ctx.output_dir / "rankings.parquet")},
+    }

@@ -1,0 +1,51 @@
+"""Typed, frozen settings of the search stages: what crosses from the app builder to the Serve
+deployments (and to the in-process pipeline of the benchmark and the ``search`` evaluate protocol).
+No defaults here: the serve config's pydantic models (``recsys.serving.config``) are the one place
+defaults live, and their ``settings()`` builders make these."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RetrievalSettings:
+    """Hybrid retrieval: dense ANN top-N and BM25 top-N, fused by weighted RRF."""
+
+    ann_top_n: int
+    bm25_top_n: int
+    ann_weight: float
+    bm25_weight: float
+    rrf_k: float
+    nprobe: int | None
+    ef_search: int | None
+    encoder: str | None  # query encoder; None = the index manifest's model
+    max_length: int
+
+
+@dataclass(frozen=True)
+class RerankSettings:
+    """The reranker's model and how its scores blend into relevance."""
+
+    model: str | None  # a CrossEncoder directory; None = the retrieval bi-encoder's cosine
+    max_length: int
+    top_n: int  # candidates reranked per request
+    weight: float  # share of the reranker score in relevance (rest: the fused retrieval score)
+
+
+@dataclass(frozen=True)
+class PersonalizeWeights:
+    """Weights of the final score: relevance blended with the user's features."""
+
+    relevance: float
+    category_affinity: float
+    price_band: float
+    recent_items: float
+    country_popularity: float
+    popularity: float
+
+
+@dataclass(frozen=True)
+class PersonalizeSettings:
+    weights: PersonalizeWeights
+    sequential_model: str | None  # SequentialRecommender directory for recent-item scores; None = embeddings

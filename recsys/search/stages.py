@@ -1,0 +1,186 @@
+"""The search stages as plain objects: hybrid retrieval with RRF fusion, the reranker and the
+personalizer (what the Serve deployments wrap, and what :class:`recsys.search.SearchPipeline` runs
+in-process). Candidates travel as dicts with the columns
+``{"item_id", "row", "text", "fused", "ann_rank", "bm25_rank"}`` + ``"relevance"`` after reranking
++ ``"score"`` after personalizing."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from recsys.retrieval.artifacts import IndexArtifacts
+from recsys.retrieval.fusion import reciprocal_rank_fusion
+from recsys.search.scores import minmax
+from recsys.search.settings import PersonalizeWeights, RetrievalSettings
+
+
+class RetrieverCore:
+    """Hybrid retrieval (dense ANN + BM25, weighted RRF) with filters inside both searches."""
+
+    def __init__(self, artifacts: IndexArtifacts, encoder, *, ann_top_n: int, bm25_top_n: int, ann_weight: float,
+                 bm25_weight: float, rrf_k: float):
+        self.a, self.encoder = artifacts, encoder
+        self.ann_top_n, self.bm25_top_n = ann_top_n, bm25_top_n
+        self.weights, self.rrf_k = (ann_weight, bm25_weight), rrf_k
+        self.texts = self.a.items["title"].astype(str).tolist()
+
+    def retrieve(self, query: str, filters: dict[str, Any], n: int) -> list[dict[str, Any]]:
+        from recsys.retrieval.ann import search
+
+        allowed = self.a.allowed_rows(filters)  # KeyError(field) for a filter the catalog lacks
+        if allowed is not None and allowed.size == 0:
+            return []
+        q = self.encoder.encode([query], kind="query")  # [1, D]
+        _, dense = search(self.a.ann, q, max(self.ann_top_n, n), allowed, vectors=self.a.embeddings)
+        dense_rows = [int(r) for r in dense[0] if r >= 0]
+        lex_rows: list[int] = []
+        if self.bm25_top_n > 0:
+            rows, _ = self.a.bm25.search(query, max(self.bm25_top_n, n), allowed)
+            lex_rows = rows.tolist()
+        fused = reciprocal_rank_fusion([[str(r) for r in dense_rows], [str(r) for r in lex_rows]],
+                                       self.weights, self.rrf_k)[:n]
+        ann_rank = {r: i for i, r in enumerate(dense_rows)}
+        bm25_rank = {r: i for i, r in enumerate(lex_rows)}
+        ids = self.a.items["item_id"]
+        return [{"item_id": ids.iat[int(r)], "row": int(r), "text": self.texts[int(r)], "fused": float(s),
+                 "ann_rank": ann_rank.get(int(r)), "bm25_rank": bm25_rank.get(int(r))} for r, s in fused]
+
+    def suggest(self, q: str, k: int) -> list[dict[str, Any]]:
+        return self.a.autocomplete.suggest(q, k)
+
+
+def pick_device(device: str = "auto") -> str:
+    """``auto``: the GPU when this process may use one (a Serve replica with ``num_gpus`` > 0; Ray
+    hides GPUs from replicas that asked for none), else the CPU."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class RerankerCore:
+    """Scores (query, candidate) pairs: a trained CrossEncoder, or, when no cross-encoder is
+    configured, the bi-encoder's cosine of the query and the candidates. The fallback reads the
+    candidates' vectors from the index (``embeddings``, rows given per request) instead of encoding
+    their text again: the index was built with the same encoder, so the score is the same and a
+    request costs one query encoding instead of ``top_n`` title encodings."""
+
+    def __init__(self, model_path: str | None, encoder_path: str, max_length: int,
+                 embeddings: np.ndarray | None = None, device: str = "auto"):
+        self.cross, self.embeddings = None, embeddings
+        self.device = pick_device(device)
+        # A GPU scores a whole dynamic batch in one pass; on CPU smaller passes keep memory flat.
+        self.batch_size = 1024 if self.device.startswith("cuda") else 64
+        if model_path:
+            from recsys.models import CrossEncoder
+
+            self.cross = CrossEncoder.from_pretrained(model_path, device=self.device)
+            if self.device.startswith("cuda"):
+                self.cross.half()  # inference only: fp16 halves memory traffic, scores agree to ~1e-3
+            self.kind = "cross_encoder"
+        else:
+            from recsys.retrieval.encoder import TextEncoder
+
+            self.encoder = TextEncoder(encoder_path, max_length=max_length, device=self.device)
+            self.kind = "bi_encoder"
+
+    def score_many(self, requests: list[tuple]) -> list[np.ndarray]:
+        """Requests ``(query, texts)`` or ``(query, texts, rows)`` (rows: the candidates' index rows,
+        used by the fallback when the index's embeddings are loaded) -> per request float32 [len(texts)]."""
+        pairs = [(r[0], t) for r in requests for t in r[1]]
+        if not pairs:
+            return [np.zeros(0, np.float32) for _ in requests]
+        if self.cross is not None:
+            flat = self.cross.score(pairs, batch_size=self.batch_size)  # [P]
+        else:
+            queries = self.encoder.encode([r[0] for r in requests], kind="query")  # [R, D]
+            owner = np.repeat(np.arange(len(requests)), [len(r[1]) for r in requests])  # [P]
+            flat = np.einsum("pd,pd->p", queries[owner], self._item_vectors(requests))  # [P]
+        out, start = [], 0
+        for r in requests:
+            out.append(np.asarray(flat[start:start + len(r[1])], dtype=np.float32))
+            start += len(r[1])
+        return out
+
+    def _item_vectors(self, requests: list[tuple]) -> np.ndarray:
+        """[P, D] candidate vectors: stored rows where every request gave them, else encoded text."""
+        if self.embeddings is not None and all(len(r) > 2 and r[2] is not None for r in requests):
+            rows = np.fromiter((row for r in requests for row in r[2]), dtype=np.int64)  # [P]
+            return np.asarray(self.embeddings[rows], dtype=np.float32)
+        return self.encoder.encode([t for r in requests for t in r[1]], kind="item")
+
+
+class PersonalizerCore:
+    """Final score = relevance blended with the user's features; unknown users / items get the
+    feature-free parts (relevance, popularity, country) so they never fail."""
+
+    def __init__(self, artifacts: IndexArtifacts, weights: PersonalizeWeights, sequential=None):
+        self.a, self.w, self.seq = artifacts, weights, sequential
+        pop = artifacts.items["popularity"].to_numpy(dtype=np.float64) if "popularity" in artifacts.items else np.zeros(len(artifacts.items))
+        self.pop = minmax(np.log1p(pop))
+        self.has_cat = "category" in artifacts.items.columns
+        self.has_price = "price" in artifacts.items.columns
+
+    def user_context(self, user_id: str | None, country: str | None, recent: list[str] | None = None) -> dict[str, Any]:
+        u = self.a.users.get(user_id or "", None)
+        history = list(u["recent_items"]) if u else []
+        history += [i for i in (recent or []) if i in self.a.row_of]
+        return {"known": u is not None, "history": history, "country": country or (u or {}).get("country"),
+                "affinity": (u or {}).get("category_affinity", {}), "mean_price": (u or {}).get("mean_price"),
+                "purchased": (u or {}).get("purchased", set())}
+
+    def _recent_similarity(self, ctx: dict[str, Any], rows: np.ndarray, ids: list[str]) -> np.ndarray:
+        if not ctx["history"]:
+            return np.zeros(len(rows))
+        if self.seq is not None:
+            s = self.seq.score([ctx["history"]], candidates=[ids])[0]  # [C]
+            s = np.where(np.isfinite(s), s, np.nan)
+            return np.nan_to_num(minmax(np.nan_to_num(s, nan=np.nanmin(s) if np.isfinite(s).any() else 0.0)))
+        hist_rows = [self.a.row_of[i] for i in ctx["history"][-20:] if i in self.a.row_of]
+        if not hist_rows:
+            return np.zeros(len(rows))
+        profile = np.asarray(self.a.embeddings[hist_rows]).mean(axis=0)  # [D]
+        return np.clip(np.asarray(self.a.embeddings[rows]) @ profile, 0, None)  # [C]
+
+    def personalize(self, candidates: list[dict[str, Any]], user_id: str | None, country: str | None) -> tuple[list[dict[str, Any]], bool]:
+        """Candidates sorted by final ``score``; also whether the user was cold (no features)."""
+        # Rows are re-derived from item ids: during a hot reload the retriever may already serve
+        # another index version than this replica; items this version lacks are dropped.
+        candidates = [dict(c, row=self.a.row_of[c["item_id"]]) for c in candidates if c["item_id"] in self.a.row_of]
+        if not candidates:
+            return [], True
+        ctx = self.user_context(user_id, country)
+        rows = np.array([c["row"] for c in candidates])
+        ids = [c["item_id"] for c in candidates]
+        w = self.w
+        score = w.relevance * minmax(np.array([c["relevance"] for c in candidates], dtype=np.float64))
+        score += w.popularity * self.pop[rows]
+        if ctx["country"] is not None and ("country", ctx["country"]) in self.a.popular:
+            rank = {iid: r for r, iid in enumerate(self.a.popular[("country", ctx["country"])])}
+            score += w.country_popularity * np.array([1.0 / (1.0 + rank[i]) if i in rank else 0.0 for i in ids])
+        if ctx["affinity"] and self.has_cat:
+            cats = self.a.items["category"].to_numpy()[rows]
+            score += w.category_affinity * np.array([ctx["affinity"].get(str(c), 0.0) for c in cats])
+        if self.has_price and ctx["mean_price"] is not None and not math.isnan(ctx["mean_price"]):
+            price = self.a.items["price"].to_numpy(dtype=np.float64)[rows]
+            closeness = np.exp(-np.abs(np.log1p(np.nan_to_num(price, nan=ctx["mean_price"])) - np.log1p(ctx["mean_price"])))
+            score += w.price_band * closeness
+        score += w.recent_items * self._recent_similarity(ctx, rows, ids)
+        order = np.argsort(-score, kind="stable")
+        out = [dict(candidates[i], score=float(score[i])) for i in order]
+        return out, not (ctx["known"] or ctx["history"])
+
+
+def load_retriever(root: str, version: str, s: RetrievalSettings) -> RetrieverCore:
+    """The retriever of index ``version`` under ``root`` with its query encoder."""
+    from recsys.retrieval.encoder import TextEncoder
+
+    a = IndexArtifacts.load(root, version, nprobe=s.nprobe, ef_search=s.ef_search)
+    enc = TextEncoder(s.encoder or a.manifest["model"]["path"], max_length=s.max_length)
+    return RetrieverCore(a, enc, ann_top_n=s.ann_top_n, bm25_top_n=s.bm25_top_n, ann_weight=s.ann_weight,
+                         bm25_weight=s.bm25_weight, rrf_k=s.rrf_k)
+

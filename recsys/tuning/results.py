@@ -112,12 +112,12 @@ def best_train_data(base_raw: dict[str, Any], params: dict[str, Any], output_dir
     """The best trial's train config: the base exactly as written (``${VAR}`` refs kept; keys left
     unset stay unset, so preset defaults still apply) + the tuned values, writing to its own
     ``output_dir`` (never resuming someone else's run). Validated before it is returned."""
-    from recsys.config.loader import _expand
+    from recsys.config.loader import expand_values
     from recsys.tuning.space import train_config, trial_data
 
     data = trial_data(base_raw, params)
     data["output_dir"] = output_dir
-    train_config(_expand(data, "", []), check_paths=False)
+    train_config(expand_values(data), check_paths=False)
     return data
 
 

@@ -44,7 +44,7 @@ def run_tuning(cfg: TuneJobConfig, output_dir: Path, timer=None, callbacks: list
     config's ``recsys.training.trainer.prepare`` result, reused when the space leaves data unchanged."""
     import contextlib
 
-    from recsys.config.loader import _expand
+    from recsys.config.loader import expand_values
     from recsys.tuning.report import write_report
     from recsys.tuning.results import (
         best_record,
@@ -86,7 +86,7 @@ def run_tuning(cfg: TuneJobConfig, output_dir: Path, timer=None, callbacks: list
                             f"best of {len(records)} trials ({metric} {mode}) of {experiment_path(cfg, out)}: trial {best.trial_id}")
             artifacts["best_config"] = str(out / "best.yaml")
             if cfg.export_best:
-                best_cfg = train_config(_expand(data, "", []), check_paths=False)
+                best_cfg = train_config(expand_values(data), check_paths=False)
                 model_dir, ckpt_metrics = export_best_model(best, metric, mode, out / "model", best_cfg,
                                                             {"trial_id": best.trial_id})
                 if model_dir is not None:

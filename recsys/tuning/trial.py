@@ -73,13 +73,13 @@ def train_trial(config: dict[str, Any], base: dict[str, Any], train_storage: str
     import ray.tune
     from ray.util.queue import Queue
 
-    from recsys.config.loader import _expand
+    from recsys.config.loader import expand_values
     from recsys.training.trainer import build_run_config, build_trainer, prepare
     from recsys.tuning.space import train_config, trial_data
 
     # Read by the Train controller this driver starts: a trial may wait for workers that other trials hold.
     os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = str(worker_start_timeout_s)
-    cfg = train_config(_expand(trial_data(base, config), "", []), check_paths=False)
+    cfg = train_config(expand_values(trial_data(base, config)), check_paths=False)
     prep = prepared if prepared is not None else prepare(cfg)
     trial_id = ray.tune.get_context().get_trial_id()
     resume_from = _tune_checkpoint_source() if report_checkpoints else None

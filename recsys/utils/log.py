@@ -7,6 +7,9 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
+from rich.logging import RichHandler
+from tqdm.auto import tqdm
+
 T = TypeVar("T")
 
 
@@ -18,8 +21,6 @@ def get_logger(name: str = "recsys") -> logging.Logger:
     logger = logging.getLogger(name)
     if not logger.handlers and not logging.getLogger().handlers:
         if is_tty():
-            from rich.logging import RichHandler
-
             handler: logging.Handler = RichHandler(show_path=False, rich_tracebacks=False)
             handler.setFormatter(logging.Formatter("%(message)s"))
         else:
@@ -34,8 +35,6 @@ def get_logger(name: str = "recsys") -> logging.Logger:
 def progress(items: Iterable[T], desc: str, total: int | None = None) -> Iterator[T]:
     """A tqdm bar on a TTY; every ~10% a plain log line otherwise."""
     if is_tty():
-        from tqdm.auto import tqdm
-
         yield from tqdm(items, desc=desc, total=total)
         return
     log = get_logger()

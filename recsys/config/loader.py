@@ -10,12 +10,14 @@ import difflib
 import types
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
 from recsys.config.paths import anchor_runs, expand_env
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class ConfigError(Exception):
@@ -115,7 +117,7 @@ def field_types(tp: Any) -> list[Any]:
     return [tp]
 
 
-def _walk_loc(model: type[BaseModel], loc: tuple) -> tuple[str, type[BaseModel] | None]:
+def _walk_loc(model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[str, type[BaseModel] | None]:
     """Turn a pydantic loc into a clean dotted path (dropping union-member tags) and return the
     model that owns the last key (for 'did you mean' suggestions)."""
     parts: list[str] = []
@@ -171,24 +173,24 @@ def format_validation_error(model: type[BaseModel], exc: ValidationError) -> lis
 
 
 def load_config(
-    model: type[BaseModel],
+    model: type[M],
     path: str | Path | None,
     overrides: list[str] | None = None,
     *,
     check_paths: bool = True,
     data: dict[str, Any] | None = None,
-) -> BaseModel:
+) -> M:
     """Parse ``path`` (or ``data``) plus overrides into ``model``; raise ConfigError listing all errors."""
     errors: list[str] = []
     raw = dict(data) if data is not None else (read_yaml(path, errors) if path else {})
     parse_overrides(raw, overrides or [], errors)
     raw = expand_values(raw, errors)
+    cfg: M | None = None
     try:
         cfg = model.model_validate(raw, context={"check_paths": check_paths})
     except ValidationError as exc:
         errors += format_validation_error(model, exc)
-        cfg = None
-    if errors:
+    if errors or cfg is None:
         raise ConfigError(errors, source=str(path) if path else model.__name__)
     return cfg
 

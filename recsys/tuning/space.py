@@ -128,6 +128,7 @@ def validate_space(raw: dict[str, Any], space: dict[str, ParamSpec], metric: str
 
 # -- Ray Tune domains ------------------------------------------------------------------------------
 def tune_domain(spec: ParamSpec):
+    # lazy: the tune job's config imports this module at listing time; Ray Tune costs seconds
     from ray import tune
 
     if spec.type == "choice":

@@ -67,5 +67,8 @@ def scrub_text(arr: pa.Array, salt: str | None) -> pa.Array:
 
 def _scrub_one(text: str, salt: str | None) -> str:
     for kind in ("email", "card", "phone", "name"):
-        text = re.sub(PATTERNS[kind], lambda m, k=kind: f"<{k}:{keyed_hash(m.group(0), salt, 8)}>" if salt else f"<{k}>", text)
+        def token(m: re.Match[str], k: str = kind) -> str:
+            return f"<{k}:{keyed_hash(m.group(0), salt, 8)}>" if salt else f"<{k}>"
+
+        text = re.sub(PATTERNS[kind], token, text)
     return text

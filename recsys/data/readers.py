@@ -79,7 +79,7 @@ def parse_delimited(data: bytes, path: str, opts: dict[str, Any]) -> pa.Table:
     names = _unique(names)
     bad: list[tuple[int, str, str]] = []
 
-    def on_invalid(row) -> str:
+    def on_invalid(row: pacsv.InvalidRow) -> str:
         bad.append((row.number, f"malformed_row: expected {row.expected_columns} fields, got {row.actual_columns}", row.text))
         return "skip"
 

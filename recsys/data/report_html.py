@@ -21,7 +21,7 @@ def _png(fig: Figure) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def charts(prof: dict[str, Any], png_dir: str | Path | None = None) -> list[tuple[str, str]]:
+def charts(prof: dict[str, Any], png_dir: Path | None = None) -> list[tuple[str, str]]:
     """(title, base64 png) of a table's charts; also written as files into png_dir when given."""
     import matplotlib  # lazy: matplotlib costs ~1 s and only the HTML report draws
 
@@ -74,7 +74,7 @@ def charts(prof: dict[str, Any], png_dir: str | Path | None = None) -> list[tupl
     return out
 
 
-def render(inventory: dict[str, Any], png_dir: str | Path | None = None) -> str:
+def render(inventory: dict[str, Any], png_dir: Path | None = None) -> str:
     e = html.escape
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>Data inventory</title><style>",
              "body{font-family:sans-serif;margin:24px;max-width:1200px}table{border-collapse:collapse;font-size:13px}"

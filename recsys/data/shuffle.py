@@ -88,7 +88,9 @@ def by_key_streaming(ds: Dataset, key: str | list[str], fn: Callable[..., pa.Tab
     reduce writes its rows and returns counts)."""
     import ray  # lazy: Ray costs seconds of import; the block functions here also run without it
 
-    return ray.get(exchange_refs(ds, key, fn, partitions=partitions, fn_kwargs=fn_kwargs, partition_mb=partition_mb))
+    out: list[pa.Table] = ray.get(exchange_refs(ds, key, fn, partitions=partitions, fn_kwargs=fn_kwargs,
+                                                partition_mb=partition_mb))
+    return out
 
 
 def exchange_refs(ds: Dataset, key: str | list[str], fn: Callable[..., pa.Table], *, partitions: int | None = None,

@@ -87,7 +87,7 @@ def plan_arms(arms: list[dict[str, Any]], artifacts: str, index_version: str, ar
             a.update(artifacts=artifacts, version=index_version)
             if model:
                 a["recommend"] = {**(a.get("recommend") or recommend or {}), "model": model}
-        elif not Path(project_path(str(a.get("artifacts", "")))).exists():
+        elif not Path(project_path(str(a.get("artifacts", ""))) or "").exists():
             raise ValueError(f"{where}: arm {a.get('name')!r} serves {a.get('artifacts')!r}, which does not exist; "
                              "build it (recsys run index) or leave deploy.serve.arm unset so every arm serves the promoted index")
         out.append(a)

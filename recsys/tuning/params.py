@@ -39,10 +39,17 @@ class ParamSpec(StrictModel):
             raise ValueError("randint needs integer low and high (high is exclusive)")
         return self
 
+    def bounds(self) -> tuple[float, float]:
+        """(low, high) of a uniform / loguniform / randint spec (set: checked by the validator)."""
+        if self.low is None or self.high is None:
+            raise ValueError(f"type {self.type} has no low/high")
+        return self.low, self.high
+
     def probe_values(self) -> list[Any]:
         """Values checked against the train config before the sweep: every candidate, or the bounds."""
         if self.values is not None:
             return list(self.values)
+        low, high = self.bounds()
         if self.type == "randint":
-            return [int(self.low), int(self.high) - 1]
-        return [self.low, self.high]
+            return [int(low), int(high) - 1]
+        return [low, high]

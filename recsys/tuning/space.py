@@ -127,7 +127,7 @@ def validate_space(raw: dict[str, Any], space: dict[str, ParamSpec], metric: str
 
 
 # -- Ray Tune domains ------------------------------------------------------------------------------
-def tune_domain(spec: ParamSpec):
+def tune_domain(spec: ParamSpec) -> Any:
     # lazy: the tune job's config imports this module at listing time; Ray Tune costs seconds
     from ray import tune
 
@@ -135,11 +135,12 @@ def tune_domain(spec: ParamSpec):
         return tune.choice(spec.values)
     if spec.type == "grid":
         return tune.grid_search(spec.values)
+    low, high = spec.bounds()
     if spec.type == "uniform":
-        return tune.uniform(spec.low, spec.high)
+        return tune.uniform(low, high)
     if spec.type == "loguniform":
-        return tune.loguniform(spec.low, spec.high)
-    return tune.randint(int(spec.low), int(spec.high))
+        return tune.loguniform(low, high)
+    return tune.randint(int(low), int(high))
 
 
 def param_space(space: dict[str, ParamSpec]) -> dict[str, Any]:
@@ -151,5 +152,5 @@ def grid_size(space: dict[str, ParamSpec]) -> int:
     n = 1
     for spec in space.values():
         if spec.type == "grid":
-            n *= len(spec.values)
+            n *= len(spec.values or [])
     return n

@@ -28,8 +28,11 @@ test: install
 demo: install
 	$(VENV)/bin/recsys demo
 
+# ruff, the layer contracts of pyproject.toml ([tool.importlinter]) and mypy ([tool.mypy]); CI runs it.
 lint: install
 	$(VENV)/bin/ruff check recsys jobs tests benchmarks
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

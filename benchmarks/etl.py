@@ -43,7 +43,7 @@ def ray_variant(events: str, out: str, cpus: int, batch_mb: int, compression: st
 
     from recsys.config import InputConfig
     from recsys.data.adapters import open_source
-    from recsys.data.clean import clean_table
+    from recsys.data.clean import CleanOptions, clean_table
     from recsys.data.config import CleanConfig, FeaturesConfig
     from recsys.data.features import item_totals, sequences, timelines
     from recsys.data.schema import EVENT_TYPES
@@ -64,11 +64,11 @@ def ray_variant(events: str, out: str, cpus: int, batch_mb: int, compression: st
     default_exchange = {c: c.model_fields["exchange"].get_default(call_default_factory=True) for c in (CleanConfig, FeaturesConfig)}
     configure_exchange(batch_mb, compression, default_exchange[CleanConfig].reserve_per_operator)
     src = open_source(InputConfig(path=events, format="parquet"))
-    opts = {"event_types": list(EVENT_TYPES), "min_ts_us": None, "max_ts_us": int(1.9e15), "max_price": OPTS["max_price"],
-            "max_quantity": OPTS["max_quantity"], "allow_negative_quantity": False, "max_field_chars": OPTS["max_field_chars"],
-            "bot_per_minute": OPTS["bot_per_minute"], "near_us": OPTS["near_us"], "gap_us": OPTS["gap_us"],
-            "lowercase_queries": True, "hash_columns": [], "scrub_text": False, "salt": None, "return_prefix": None,
-            "return_mode": "keep", "link_returns": False}
+    opts = CleanOptions(event_types=list(EVENT_TYPES), min_ts_us=None, max_ts_us=int(1.9e15), max_price=OPTS["max_price"],
+                        max_quantity=OPTS["max_quantity"], allow_negative_quantity=False,
+                        max_field_chars=OPTS["max_field_chars"], bot_per_minute=OPTS["bot_per_minute"],
+                        near_us=OPTS["near_us"], gap_us=OPTS["gap_us"], lowercase_queries=True, hash_columns=[],
+                        scrub_text=False, salt=None, return_prefix=None, return_mode="keep", link_returns=False)
     t0 = time.perf_counter()
     # clean: the clean job's own code (row rules -> ONE exchange by user_id -> keyed rules + writes per partition)
     res = clean_table(src, opts, out, None, None, engine=engine, partition_mb=partition_mb)

@@ -50,7 +50,7 @@ def sweep(cfg, scheduler: str, out: Path, prepared=None) -> dict:
 
 
 def shared_data(cfg):
-    from recsys.config.loader import _expand
+    from recsys.config.loader import expand_values
     from recsys.training.trainer import prepare
     from recsys.tuning.space import load_base, train_config, with_objective
     from recsys.tuning.trial import shares_prepared_data
@@ -58,7 +58,7 @@ def shared_data(cfg):
     if not shares_prepared_data(list(cfg.space)):
         return None
     raw = with_objective(load_base(cfg.base, cfg.overrides), cfg.objective.metric, cfg.objective.mode)
-    return prepare(train_config(_expand(raw, "", [])))
+    return prepare(train_config(expand_values(raw)))
 
 
 def test_metrics(cfg, models: dict[str, str], out: Path, eval_config: Path) -> dict:
@@ -80,12 +80,12 @@ def test_metrics(cfg, models: dict[str, str], out: Path, eval_config: Path) -> d
 
 def train_default(cfg, out: Path) -> str:
     """The sweep's base config (base + overrides, no tuned values) trained once."""
-    from recsys.config.loader import _expand
+    from recsys.config.loader import expand_values
     from recsys.training.trainer import run_training
     from recsys.tuning.space import load_base, train_config
 
     raw = load_base(cfg.base, cfg.overrides)
-    tcfg = train_config(_expand(raw, "", []))
+    tcfg = train_config(expand_values(raw))
     return run_training(tcfg, out)["artifacts"]["model"]
 
 

@@ -6,6 +6,7 @@ and validating jobs never starts Ray or loads torch.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import pkgutil
 from dataclasses import dataclass
@@ -37,8 +38,8 @@ class JobSpec:
 
 
 def job_names() -> list[str]:
-    import jobs
-
+    # by name, like every job module: jobs are plugins found at run time, not a layer below this one
+    jobs = importlib.import_module("jobs")
     return sorted(m.name for m in pkgutil.iter_modules(jobs.__path__) if not m.name.startswith("_"))
 
 
@@ -47,8 +48,6 @@ def get_job(name: str) -> JobSpec:
     name = name.replace("-", "_")
     names = job_names()
     if name not in names:
-        import difflib
-
         close = difflib.get_close_matches(name, names, n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""
         raise KeyError(f"unknown job {name!r}; {hint}jobs: {', '.join(names)}")

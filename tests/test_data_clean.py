@@ -252,7 +252,7 @@ def test_event_dedup_exact_and_near():
     same key within near_duplicate_s but a different value (or time) = near; other items between do not matter."""
     import datetime as dt
 
-    from recsys.data.clean import RAW, REASON, STATUS, keyed_events
+    from recsys.data.clean import RAW, REASON, STATUS, CleanOptions, keyed_events
 
     t0 = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
     rows = [("u1", "i1", 0.0, 1.0), ("u1", "i2", 0.0, 1.0), ("u1", "i1", 0.0, 1.0), ("u1", "i1", 0.0, 2.0),
@@ -265,7 +265,10 @@ def test_event_dedup_exact_and_near():
                       "source_file": pa.array([None] * n, pa.string()), RAW: pa.array([None] * n, pa.string()),
                       "_return": [False] * n, STATUS: ["ok"] * (n - 1) + ["quarantine"],
                       REASON: pa.array([None] * (n - 1) + ["missing_key:user_id"], pa.string())})
-    opts = {"bot_per_minute": 0, "near_us": 1_000_000, "gap_us": 30 * 60 * 1_000_000}
+    opts = CleanOptions(event_types=["view"], min_ts_us=None, max_ts_us=2**62, max_price=1e6, max_quantity=1000,
+                        allow_negative_quantity=False, max_field_chars=10_000, bot_per_minute=0, near_us=1_000_000,
+                        gap_us=30 * 60 * 1_000_000, lowercase_queries=False, hash_columns=[], scrub_text=False,
+                        salt=None, return_prefix=None, return_mode="keep", link_returns=False)
     out = keyed_events(block, opts).sort_by("source_row")
     assert out[REASON].to_pylist() == [None, None, "exact_duplicate", "near_duplicate", "near_duplicate", None, None,
                                        "missing_key:user_id"]

@@ -24,10 +24,11 @@ def _events() -> pa.Table:
         "price": [1.0, 2.0, 30.0, 40.0, 5.0, 2.0, 8.0], "source_row": list(range(len(rows)))})
 
 
-def _params(protocol="loo", t1=None) -> dict:
-    return {"protocol": protocol, "t1_us": t1 or 0, "seq_types": None, "min_len": 3,
-            "ref_us": int((T0 + dt.timedelta(days=4)).timestamp() * 1e6), "event_types": ["buy", "click", "impression", "view"],
-            "last_n": 2, "half_life_days": 14.0, "price_bands": [0, 10, 25, 50, np.inf], "max_pairs": 5}
+def _params(protocol="loo", t1=None) -> F.FeatureParams:
+    return F.FeatureParams(protocol=protocol, t1_us=t1 or 0, seq_types=None, min_len=3,
+                           ref_us=int((T0 + dt.timedelta(days=4)).timestamp() * 1e6),
+                           event_types=["buy", "click", "impression", "view"], last_n=2, half_life_days=14.0,
+                           price_bands=(0, 10, 25, 50, np.inf), max_pairs=5, item_category=None, titles={})
 
 
 def test_sequences_and_loo_exact():

@@ -96,11 +96,11 @@ def test_role_inference_on_shared_sets(shared_data):
 
 def test_daily_counts_skip_null_timestamps():
     """Taobao rows with an unparsable time are null: they must not turn the day keys into floats."""
-    from recsys.data.inventory import partial_pass
+    from recsys.data.inventory import PassSpec, partial_pass
 
     ts = pa.array([dt.datetime(2017, 11, 25, 1, tzinfo=dt.timezone.utc), None,
                    dt.datetime(2017, 11, 25, 9, tzinfo=dt.timezone.utc), dt.datetime(2017, 11, 26, tzinfo=dt.timezone.utc)], TS)
     block = pa.table({"timestamp": ts})
-    p = {"bins": {}, "fences": {}, "time_col": "timestamp", "text_cols": [], "dup_cols": [], "refs": {}}
+    p = PassSpec(bins={}, fences={}, time_col="timestamp", text_cols=[], dup_cols=[], funnel_col=None, refs={})
     out = json.loads(partial_pass(block, p)["json"][0].as_py())
     assert out["daily"] == {"17495": 2, "17496": 1}

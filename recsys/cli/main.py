@@ -201,7 +201,7 @@ def evaluate_run_cmd(
     raise typer.Exit(evaluate_run_command(run_file, qrels, metric, as_json))
 
 
-from recsys.registry.cli import models_app  # noqa: E402 - light: mlflow is imported by the commands
+from recsys.cli.models import models_app  # noqa: E402 - light: mlflow is imported by the commands
 
 app.add_typer(models_app, name="models")
 

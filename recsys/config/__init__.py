@@ -9,7 +9,16 @@ from recsys.config.base import (
     StrictModel,
     TrackingConfig,
 )
-from recsys.config.loader import ConfigError, load_config, parse_overrides
+from recsys.config.loader import (
+    ConfigError,
+    dump_config,
+    expand_values,
+    field_types,
+    load_config,
+    parse_overrides,
+    read_yaml,
+    set_dotted,
+)
 
 __all__ = [
     "ConfigError",
@@ -20,6 +29,11 @@ __all__ = [
     "ScalingConfig",
     "StrictModel",
     "TrackingConfig",
+    "dump_config",
+    "expand_values",
+    "field_types",
     "load_config",
     "parse_overrides",
+    "read_yaml",
+    "set_dotted",
 ]

@@ -6,6 +6,9 @@ in validators whose message names the fix.
 
 from __future__ import annotations
 
+import os
+import re
+import zoneinfo
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -83,8 +86,6 @@ class ModelConfig(StrictModel):
 
         Skipped with validation context ``check_paths=False`` (a pipeline validates the evaluate
         stage before the train stage has written the model)."""
-        import os
-
         if (info.context or {}).get("check_paths", True) is False:
             return value
         if value.startswith((".", "/", "~")):
@@ -141,8 +142,6 @@ class InputConfig(StrictModel):
         if self.delimiter is not None and len(self.delimiter) != 1:
             raise ValueError(f"input.delimiter must be one character, got {self.delimiter!r}; use '\\t' for tabs")
         if self.timezone != "UTC":
-            import zoneinfo
-
             try:
                 zoneinfo.ZoneInfo(self.timezone)
             except (zoneinfo.ZoneInfoNotFoundError, ValueError):
@@ -152,8 +151,6 @@ class InputConfig(StrictModel):
 
 def reject_uri_credentials(uri: str | None, field: str, where: str = "or a Kubernetes secret") -> str | None:
     """Validator body for MLflow URIs: credentials come from the environment, never from a config."""
-    import re
-
     if uri and re.match(r"^[a-z+]+://[^/@]+:[^/@]+@", uri):
         raise ValueError(f"{field} must not embed credentials; export MLFLOW_TRACKING_USERNAME / "
                          f"MLFLOW_TRACKING_PASSWORD ({where}) and give the bare URI")

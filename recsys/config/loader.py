@@ -10,12 +10,14 @@ import difflib
 import types
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
 from recsys.config.paths import anchor_runs, expand_env
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class ConfigError(Exception):
@@ -59,6 +61,18 @@ def _override_value(raw: str) -> Any:
     return raw
 
 
+def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    """``data[a][b][c] = value`` for ``key`` 'a.b.c' (in place), creating or replacing non-mapping
+    sections on the way: the one way a dotted override reaches YAML data (CLI, tune, pipeline)."""
+    node = data
+    *parents, last = key.split(".")
+    for part in parents:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[last] = value
+
+
 def parse_overrides(data: dict[str, Any], overrides: list[str], errors: list[str]) -> dict[str, Any]:
     """Apply ``a.b.c=value`` overrides onto ``data`` (in place), creating sections as needed."""
     for item in overrides or []:
@@ -66,21 +80,19 @@ def parse_overrides(data: dict[str, Any], overrides: list[str], errors: list[str
         if not sep or not key.strip() or any(not part for part in key.split(".")):
             errors.append(f"override {item!r}: expected dotted key=value, e.g. train.lr=3e-5")
             continue
-        node = data
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            if not isinstance(node.get(part), dict):
-                node[part] = {}
-            node = node[part]
-        node[parts[-1]] = _override_value(raw)
+        set_dotted(data, key.strip(), _override_value(raw))
     return data
 
 
-def _expand(obj: Any, path: str, errors: list[str]) -> Any:
+def expand_values(obj: Any, errors: list[str] | None = None, path: str = "") -> Any:
+    """Raw YAML data as a job sees it: ``${VAR}`` / ``${VAR:-default}`` expanded and ``runs/...``
+    anchored under ``$RECSYS_RUNS_ROOT`` in every string (recursively; a new object). An unset
+    variable is appended to ``errors`` (with its key path) and left as written."""
+    errors = [] if errors is None else errors
     if isinstance(obj, dict):
-        return {k: _expand(v, f"{path}.{k}" if path else str(k), errors) for k, v in obj.items()}
+        return {k: expand_values(v, errors, f"{path}.{k}" if path else str(k)) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [_expand(v, f"{path}[{i}]", errors) for i, v in enumerate(obj)]
+        return [expand_values(v, errors, f"{path}[{i}]") for i, v in enumerate(obj)]
     if isinstance(obj, str) and "${" in obj:
         try:
             obj = expand_env(obj)
@@ -91,20 +103,21 @@ def _expand(obj: Any, path: str, errors: list[str]) -> Any:
     return obj
 
 
-def _unwrap(tp: Any) -> list[Any]:
-    """Candidate types behind Optional/Union/Annotated."""
+def field_types(tp: Any) -> list[Any]:
+    """The candidate types of a field annotation behind Optional/Union/Annotated
+    (``int | None`` -> ``[int, NoneType]``), for walking a config schema by key."""
     origin = typing.get_origin(tp)
     if origin is typing.Annotated:
-        return _unwrap(typing.get_args(tp)[0])
+        return field_types(typing.get_args(tp)[0])
     if origin in (typing.Union, types.UnionType):
         out: list[Any] = []
         for a in typing.get_args(tp):
-            out += _unwrap(a)
+            out += field_types(a)
         return out
     return [tp]
 
 
-def _walk_loc(model: type[BaseModel], loc: tuple) -> tuple[str, type[BaseModel] | None]:
+def _walk_loc(model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[str, type[BaseModel] | None]:
     """Turn a pydantic loc into a clean dotted path (dropping union-member tags) and return the
     model that owns the last key (for 'did you mean' suggestions)."""
     parts: list[str] = []
@@ -117,11 +130,11 @@ def _walk_loc(model: type[BaseModel], loc: tuple) -> tuple[str, type[BaseModel] 
             m = next(m for m in models if comp in m.model_fields)
             owner = m
             parts.append(comp)
-            current = _unwrap(m.model_fields[comp].annotation)
+            current = field_types(m.model_fields[comp].annotation)
         elif containers and (isinstance(comp, int) or isinstance(comp, str)):
             c = containers[0]
             parts.append(f"[{comp}]" if isinstance(comp, int) else comp)
-            current = _unwrap(typing.get_args(c)[-1]) if typing.get_args(c) else [Any]
+            current = field_types(typing.get_args(c)[-1]) if typing.get_args(c) else [Any]
             owner = None
         elif isinstance(comp, str) and models:
             parts.append(comp)  # an unknown key: owner stays the model that rejected it
@@ -160,24 +173,24 @@ def format_validation_error(model: type[BaseModel], exc: ValidationError) -> lis
 
 
 def load_config(
-    model: type[BaseModel],
+    model: type[M],
     path: str | Path | None,
     overrides: list[str] | None = None,
     *,
     check_paths: bool = True,
     data: dict[str, Any] | None = None,
-) -> BaseModel:
+) -> M:
     """Parse ``path`` (or ``data``) plus overrides into ``model``; raise ConfigError listing all errors."""
     errors: list[str] = []
     raw = dict(data) if data is not None else (read_yaml(path, errors) if path else {})
     parse_overrides(raw, overrides or [], errors)
-    raw = _expand(raw, "", errors)
+    raw = expand_values(raw, errors)
+    cfg: M | None = None
     try:
         cfg = model.model_validate(raw, context={"check_paths": check_paths})
     except ValidationError as exc:
         errors += format_validation_error(model, exc)
-        cfg = None
-    if errors:
+    if errors or cfg is None:
         raise ConfigError(errors, source=str(path) if path else model.__name__)
     return cfg
 

@@ -48,14 +48,14 @@ def expand_env(value: str) -> str:
     """Expand ``${VAR}`` and ``${VAR:-default}``; RECSYS_DATA_ROOT / RECSYS_RUNS_ROOT have defaults."""
     defaults = {"RECSYS_DATA_ROOT": data_root, "RECSYS_RUNS_ROOT": runs_root}
 
-    def sub(m: re.Match) -> str:
+    def sub(m: re.Match[str]) -> str:
         name, default = m.group(1), m.group(2)
         if name in os.environ:
             return os.environ[name]
         if default is not None:
             return default
         if name in defaults:
-            return defaults[name]()
+            return str(defaults[name]())
         raise KeyError(name)
 
     return _ENV_REF.sub(sub, value)

@@ -15,16 +15,23 @@ from __future__ import annotations
 import fnmatch
 import os
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
 
 from recsys.config.base import InputConfig
 from recsys.data import presets as P
 from recsys.data.convert import missing_required, to_canonical
 from recsys.data.io import expand_paths, infer_format
 from recsys.data.readers import parse_files
-from recsys.data.schema import KEYS, table_schema
+from recsys.data.schema import table_schema
+from recsys.data.shuffle import by_key, cluster_cpus, first_per_key
+
+if TYPE_CHECKING:
+    from ray.data import Dataset
 
 SPEC_FIELDS = ("format", "columns", "delimiter", "header", "column_names", "encoding", "sheet",
                "timestamp_format", "timestamp_unit", "timezone", "event_map", "defaults", "keep_extra")
@@ -51,14 +58,12 @@ class Source:
     def count_rows(self) -> int:
         """Rows of the source, counted independently of the job's processing (Parquet: from the footers)."""
         if self.fmt == "parquet":
-            import pyarrow.dataset as pads
+            return int(pads.dataset(self.files, filesystem=self.filesystem, format="parquet").count_rows())
+        return int(self.read_raw().count())
 
-            return pads.dataset(self.files, filesystem=self.filesystem, format="parquet").count_rows()
-        return self.read_raw().count()
-
-    def read_raw(self):
+    def read_raw(self) -> Dataset:
         """Ray Dataset of raw string columns (+ source_file, source_row, _error, _raw) before conversion."""
-        import ray
+        import ray  # lazy: Ray costs seconds of import; readers and converters here also run without it
 
         if self.fmt == "parquet":
             with _read_unit_bytes(_parquet_read_unit(self.files, self.filesystem)):
@@ -74,10 +79,6 @@ def _parquet_read_unit(files: list[str], filesystem: Any) -> int:
     Ray Data 2.60 bin-packs row groups into 128 MiB read tasks whatever the cluster: 200 MB of Parquet on
     2 CPUs became 3 tasks of very uneven length, so one CPU idled through the read.
     """
-    import pyarrow.fs as pafs
-
-    from recsys.data.shuffle import cluster_cpus
-
     fs = filesystem or pafs.LocalFileSystem()
     total = sum(i.size or 0 for i in fs.get_file_info(files))
     return int(min(128 * 2**20, max(16 * 2**20, total // (2 * cluster_cpus()))))
@@ -89,14 +90,15 @@ class _read_unit_bytes:
     VAR = "RAY_DATA_PARQUET_BIN_PACKING_BYTES"
 
     def __init__(self, n: int):
-        self.n, self.old = n, None
+        self.n = n
+        self.old: str | None = None
 
-    def __enter__(self):
+    def __enter__(self) -> None:
         self.old = os.environ.get(self.VAR)
         if self.old is None:  # an explicit setting wins
             os.environ[self.VAR] = str(self.n)
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         if self.old is None:
             os.environ.pop(self.VAR, None)
 
@@ -130,7 +132,7 @@ def open_source(cfg: InputConfig, table: str | None = None) -> Source:
     spec["table"] = table
     files, fs = expand_paths(cfg.path)
     if source is not None:
-        files = _preset_files(files, cfg.path, source.files, cfg.preset, table)
+        files = _preset_files(files, cfg.path, source.files, str(cfg.preset), table)
     fmt = spec["format"] if spec["format"] != "auto" else infer_format(files)
     spec["format"] = fmt
     spec["delimiter"] = spec.get("delimiter") or DEFAULT_DELIMITER.get(fmt, ",")
@@ -148,7 +150,7 @@ def _preset_files(files: list[str], path: str, globs: tuple[str, ...], preset: s
 
 
 def read_input(cfg: InputConfig, table: str | None = None, *, on_error: Literal["raise", "mark"] = "raise",
-               keep_meta: bool = False):
+               keep_meta: bool = False) -> Dataset:
     """The canonical ``table`` of ``cfg`` as a Ray Dataset (typed as in docs/DATA.md).
 
     on_error='raise' fails on the first row that does not convert, naming the column, the source
@@ -159,17 +161,11 @@ def read_input(cfg: InputConfig, table: str | None = None, *, on_error: Literal[
     ds = src.read_raw().map_batches(_convert, batch_format="pyarrow",
                                     fn_kwargs={"spec": src.spec, "on_error": on_error, "keep_meta": keep_meta})
     if src.distinct:
-        from recsys.data.shuffle import by_key
-
         ds = by_key(ds, src.distinct, _distinct, fn_kwargs={"key": src.distinct, "how": src.aggregate or {}})
     return ds
 
 
 def _distinct(table: pa.Table, key: str, how: dict[str, str]) -> pa.Table:
-    import pyarrow.compute as pc
-
-    from recsys.data.shuffle import first_per_key
-
     table = table.filter(pc.is_valid(table[key]))
     return first_per_key(table.drop_columns([c for c in ("source_row",) if c in table.column_names]), key, how)
 
@@ -182,8 +178,6 @@ def _convert(batch: pa.Table, spec: dict[str, Any], on_error: str, keep_meta: bo
             f"{spec['table']} needs column(s) {missing} but the source has {[c for c in batch.column_names if not c.startswith('_') and c not in ('source_file', 'source_row')]}; "
             f"map them with input.columns (e.g. input.columns.{{SOURCE}}={missing[0]}) or input.defaults")
     if on_error == "raise":
-        import pyarrow.compute as pc
-
         bad = pc.is_valid(out["_error"])
         if pc.any(bad).as_py():
             row = out.filter(bad).slice(0, 1).to_pylist()[0]
@@ -195,7 +189,3 @@ def _convert(batch: pa.Table, spec: dict[str, Any], on_error: str, keep_meta: bo
     if not keep_meta:
         out = out.drop_columns(["source_file", "_error", "_raw"])
     return out
-
-
-def key_columns(table: str) -> tuple[str, ...]:
-    return KEYS[table]

@@ -10,19 +10,30 @@ Every row leaves with ``_status`` in {ok, quarantine, duplicate} and, unless ok,
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import html
 import json
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
+from recsys.data.config import CleanConfig
 from recsys.data.convert import raw_json, to_canonical
+from recsys.data.io import clear_dirs, filesystem, head, join
 from recsys.data.pii import hash_array, keyed_hash, scrub_text
 from recsys.data.readers import META
 from recsys.data.schema import KEYS, table_schema
-from recsys.data.shuffle import group_order
+from recsys.data.shuffle import by_key, by_key_streaming, group_order, mark_partitioned
+
+if TYPE_CHECKING:
+    from recsys.data.adapters import Source
 
 TEXT_COLUMNS = {"query", "title", "description", "left", "right", "brand", "category", "country"}
 FREE_TEXT = {"query", "title", "description", "left", "right"}
@@ -33,6 +44,30 @@ DEDUP_KEYS = {"events": ["user_id"], "items": ["item_id"], "users": ["user_id"],
 # A user has one candidate list per retriever (Games-6k: pop, bpr, sasrec), not one in all.
 DEDUP_SCOPE = {"pairs": ["split"], "candidates": ["source"]}
 STATUS, REASON, RAW = "_status", "reason", "raw"
+
+
+@dataclass(frozen=True)
+class CleanOptions:
+    """The clean rules as plain values for the Ray tasks, built by ``clean_options`` from a
+    CleanConfig (where their defaults and documentation live; config objects never reach a task)."""
+
+    event_types: list[str]  # rules.event_types: anything else is quarantined
+    min_ts_us: int | None  # rules.min_timestamp (us since the epoch), None = no lower bound
+    max_ts_us: int  # rules.max_timestamp, or now + rules.max_future_s
+    max_price: float
+    max_quantity: int
+    allow_negative_quantity: bool
+    max_field_chars: int
+    bot_per_minute: int  # rules.bot_events_per_minute; 0 = off
+    near_us: int  # rules.near_duplicate_s in us; 0 = off
+    gap_us: int  # session_gap_minutes in us
+    lowercase_queries: bool
+    hash_columns: list[str]  # pii.hash_columns
+    scrub_text: bool  # pii.scrub_text
+    salt: str | None  # the PII salt (from the environment)
+    return_prefix: str | None  # returns.order_id_prefix
+    return_mode: str  # returns.mode
+    link_returns: bool  # return_mode link with a prefix: link each return to its purchase
 
 
 def _flag(reason: pa.Array, mask: pa.Array, label: str) -> pa.Array:
@@ -65,7 +100,7 @@ def _normalize(arr: pa.Array, lower: bool) -> pa.Array:
     return pc.utf8_lower(arr) if lower else arr
 
 
-def row_stage(batch: pa.Table, spec: dict[str, Any], opts: dict[str, Any]) -> pa.Table:
+def row_stage(batch: pa.Table, spec: dict[str, Any], opts: CleanOptions) -> pa.Table:
     """Validate and normalize one batch; same number of rows out as in."""
     table = spec["table"]
     canon = to_canonical(batch, spec)
@@ -81,25 +116,25 @@ def row_stage(batch: pa.Table, spec: dict[str, Any], opts: dict[str, Any]) -> pa
         reason = _flag(reason, pc.is_null(cols[key]), f"missing_key:{key}")
     for name, arr in cols.items():
         if pa.types.is_string(arr.type):
-            reason = _flag(reason, pc.greater(pc.utf8_length(arr), opts["max_field_chars"]), f"oversized_field:{name}")
+            reason = _flag(reason, pc.greater(pc.utf8_length(arr), opts.max_field_chars), f"oversized_field:{name}")
     is_return = pa.array(np.zeros(n, bool))
     if table == "events":
         reason, is_return = _event_rules(cols, reason, opts)
     if "price" in cols:
         reason = _flag(reason, pc.less(cols["price"], 0), "negative_price")
-        reason = _flag(reason, pc.greater(cols["price"], opts["max_price"]), "absurd_price")
+        reason = _flag(reason, pc.greater(cols["price"], opts.max_price), "absurd_price")
     if table == "pairs":
         reason = _flag(reason, pc.invert(pc.is_in(cols["label"], pa.array([0, 1], pa.int32()))), "bad_label")
-    salt = opts.get("salt")
+    salt = opts.salt
     for name, arr in list(cols.items()):
         if not pa.types.is_string(arr.type):
             continue
         if name in TEXT_COLUMNS:
-            arr = normalize_text(arr, lower=name == "query" and opts["lowercase_queries"])
-        if name in FREE_TEXT and opts["scrub_text"]:
+            arr = normalize_text(arr, lower=name == "query" and opts.lowercase_queries)
+        if name in FREE_TEXT and opts.scrub_text:
             arr = scrub_text(arr, salt)
-        if name in opts["hash_columns"]:
-            arr = hash_array(arr, salt)
+        if name in opts.hash_columns:
+            arr = hash_array(arr, salt)  # type: ignore[arg-type]  # CleanConfig requires a salt with hash_columns
         cols[name] = arr
     bad = pc.is_valid(reason)
     status = pc.if_else(bad, pa.scalar("quarantine"), pa.scalar("ok"))
@@ -123,11 +158,11 @@ def _scatter(n: int, idx: np.ndarray) -> np.ndarray:
     return pos
 
 
-def _safe_raw(raw: pa.Array, spec: dict[str, Any], opts: dict[str, Any]) -> pa.Array:
+def _safe_raw(raw: pa.Array, spec: dict[str, Any], opts: CleanOptions) -> pa.Array:
     """Raw rows as quarantined: hashed id columns hashed, free-text PII scrubbed."""
-    salt = opts.get("salt")
-    hashed = {src for src, dst in (spec.get("columns") or {}).items() if dst in opts["hash_columns"]}
-    hashed |= set(opts["hash_columns"])
+    salt = opts.salt
+    hashed = {src for src, dst in (spec.get("columns") or {}).items() if dst in opts.hash_columns}
+    hashed |= set(opts.hash_columns)
     if hashed and salt:
         rows = []
         for text in raw.to_pylist():
@@ -138,32 +173,32 @@ def _safe_raw(raw: pa.Array, spec: dict[str, Any], opts: dict[str, Any]) -> pa.A
             except (ValueError, AttributeError):
                 rows.append(text)
         raw = pa.array(rows, pa.string())
-    return scrub_text(raw, salt) if opts["scrub_text"] or hashed else raw
+    return scrub_text(raw, salt) if opts.scrub_text or hashed else raw
 
 
-def _event_rules(cols: dict[str, pa.Array], reason: pa.Array, opts: dict[str, Any]) -> tuple[pa.Array, pa.Array]:
+def _event_rules(cols: dict[str, pa.Array], reason: pa.Array, opts: CleanOptions) -> tuple[pa.Array, pa.Array]:
     n = len(reason)
-    reason = _flag(reason, pc.invert(pc.is_in(cols["event_type"], pa.array(opts["event_types"]))), "unknown_event_type")
+    reason = _flag(reason, pc.invert(pc.is_in(cols["event_type"], pa.array(opts.event_types))), "unknown_event_type")
     ts = cols["timestamp"]
-    if opts.get("min_ts_us") is not None:
-        reason = _flag(reason, pc.less(pc.cast(ts, pa.int64()), opts["min_ts_us"]), "timestamp_out_of_range")
-    reason = _flag(reason, pc.greater(pc.cast(ts, pa.int64()), opts["max_ts_us"]), "timestamp_out_of_range")
+    if opts.min_ts_us is not None:
+        reason = _flag(reason, pc.less(pc.cast(ts, pa.int64()), opts.min_ts_us), "timestamp_out_of_range")
+    reason = _flag(reason, pc.greater(pc.cast(ts, pa.int64()), opts.max_ts_us), "timestamp_out_of_range")
     is_return = pa.array(np.zeros(n, bool))
     if "quantity" in cols:
         q = cols["quantity"]
-        reason = _flag(reason, pc.greater(pc.abs(pc.cast(q, pa.int64())), opts["max_quantity"]), "absurd_quantity")
+        reason = _flag(reason, pc.greater(pc.abs(pc.cast(q, pa.int64())), opts.max_quantity), "absurd_quantity")
         neg = pc.fill_null(pc.less(q, 0), False)
-        prefix = opts.get("return_prefix")
+        prefix = opts.return_prefix
         if prefix and "order_id" in cols:
             is_return = pc.and_(neg, pc.fill_null(pc.starts_with(cols["order_id"], prefix), False))
-            if opts["return_mode"] == "quarantine":
+            if opts.return_mode == "quarantine":
                 reason = _flag(reason, is_return, "cancellation")
-            elif opts["return_mode"] == "link":
+            elif opts.return_mode == "link":
                 cols["quantity"] = pc.if_else(is_return, pc.negate(q), q)
-        if not opts["allow_negative_quantity"]:
-            keep = is_return if opts.get("return_mode") in ("link", "keep") else pa.array(np.zeros(n, bool))
+        if not opts.allow_negative_quantity:
+            keep = is_return if opts.return_mode in ("link", "keep") else pa.array(np.zeros(n, bool))
             reason = _flag(reason, pc.and_(neg, pc.invert(keep)), "negative_quantity")
-    if opts.get("return_mode") != "link":
+    if opts.return_mode != "link":
         is_return = pa.array(np.zeros(n, bool))
     return reason, is_return
 
@@ -182,10 +217,11 @@ def _prev_equal(arr: pa.Array) -> np.ndarray:
 def _equal(a: pa.ChunkedArray, b: pa.ChunkedArray) -> np.ndarray:
     """Element-wise a == b with nulls equal."""
     eq = pc.fill_null(pc.equal(a, b), False)
-    return pc.or_(eq, pc.and_(pc.is_null(a), pc.is_null(b))).to_numpy()
+    out: np.ndarray = pc.or_(eq, pc.and_(pc.is_null(a), pc.is_null(b))).to_numpy()
+    return out
 
 
-def keyed_events(block: pa.Table, opts: dict[str, Any]) -> pa.Table:
+def keyed_events(block: pa.Table, opts: CleanOptions) -> pa.Table:
     """Per user block: bot bursts, exact/near duplicates, return linking, sessions."""
     ok_mask = pc.equal(block[STATUS], "ok")
     rest = block.filter(pc.invert(ok_mask))
@@ -196,11 +232,11 @@ def keyed_events(block: pa.Table, opts: dict[str, Any]) -> pa.Table:
     reason = np.full(ok.num_rows, None, dtype=object)
     ts = pc.cast(ok["timestamp"], pa.int64()).to_numpy()
     # bots: > K events by one user within one calendar minute
-    if opts["bot_per_minute"] > 0:
+    if opts.bot_per_minute > 0:
         minute = pa.array(ts // 60_000_000)
         counts = pa.table({"u": ok["user_id"], "m": minute}).group_by(["u", "m"], use_threads=False).aggregate([("m", "count")])
         joined = pa.table({"u": ok["user_id"], "m": minute, "i": np.arange(ok.num_rows)}).join(counts, ["u", "m"])
-        over = joined.filter(pc.greater(joined["m_count"], opts["bot_per_minute"]))["i"].to_numpy()
+        over = joined.filter(pc.greater(joined["m_count"], opts.bot_per_minute))["i"].to_numpy()
         status[over], reason[over] = "quarantine", "bot_burst"
     # duplicates: sort by (user, item, type, time); compare with the previous row. Only the key columns are
     # gathered in that order; the other columns only for rows that could equal their predecessor (same key and
@@ -217,14 +253,14 @@ def keyed_events(block: pa.Table, opts: dict[str, Any]) -> pa.Table:
         for c in ok.column_names:
             if c not in ("source_row", "source_file", STATUS, REASON, RAW, "_return", "session_id"):
                 exact[cand] &= _equal(rows[c], prev[c])
-    near = same_key & (dt <= opts["near_us"]) & ~exact if opts["near_us"] > 0 else np.zeros(len(order), bool)
+    near = same_key & (dt <= opts.near_us) & ~exact if opts.near_us > 0 else np.zeros(len(order), bool)
     for mask, label in ((exact & live, "exact_duplicate"), (near & live, "near_duplicate")):
         status[order[mask]], reason[order[mask]] = "duplicate", label
-    if opts.get("link_returns"):
+    if opts.link_returns:
         _link_returns(ok, status, reason)
     ok = ok.set_column(ok.schema.get_field_index(STATUS), STATUS, pa.array(status, pa.string()))
     ok = ok.set_column(ok.schema.get_field_index(REASON), REASON, pa.array(reason, pa.string()))
-    ok = _sessionize(ok, opts["gap_us"])
+    ok = _sessionize(ok, opts.gap_us)
     return pa.concat_tables([ok, rest.select(ok.column_names)]) if rest.num_rows else ok
 
 
@@ -291,7 +327,7 @@ def keyed_table(block: pa.Table, keys: list[str], scope: list[str] | None = None
                 col = pa.array([json.dumps(v, default=str) for v in col.to_pylist()], pa.string())
             exact &= _prev_equal(col)
     status = np.where(same, "duplicate", "ok").astype(object)
-    reason = np.where(exact, "exact_duplicate", np.where(same, "duplicate_key", None)).astype(object)
+    reason = np.where(exact, "exact_duplicate", np.where(same, "duplicate_key", None)).astype(object)  # type: ignore[call-overload]
     srt = srt.set_column(srt.schema.get_field_index(STATUS), STATUS, pa.array(status, pa.string()))
     srt = srt.set_column(srt.schema.get_field_index(REASON), REASON, pa.array(reason, pa.string()))
     return pa.concat_tables([srt, rest.select(srt.column_names)]) if rest.num_rows else srt
@@ -305,7 +341,7 @@ def status_counts(block: pa.Table) -> pa.Table:
 
 
 # --------------------------------------------------------------------------- orchestration
-def clean_table(src, opts: dict[str, Any], out_dir: str, partitions: int | None, limit: int | None = None,
+def clean_table(src: Source, opts: CleanOptions, out_dir: str, partitions: int | None, limit: int | None = None,
                 engine: str = "tasks", partition_mb: float | None = None) -> dict[str, Any]:
     """Clean one canonical table of ``src`` (an adapters.Source) into ``out_dir``; return its counts.
 
@@ -318,9 +354,6 @@ def clean_table(src, opts: dict[str, Any], out_dir: str, partitions: int | None,
     counted by an independent read of the source; the other counts are read back from the written Parquet files, so the reconciliation checks what is
     on disk.
     """
-    from recsys.data.io import clear_dirs, head, join
-    from recsys.data.shuffle import by_key, by_key_streaming, mark_partitioned
-
     table = src.table
     raw = src.read_raw()
     if limit:
@@ -356,18 +389,12 @@ def clean_table(src, opts: dict[str, Any], out_dir: str, partitions: int | None,
     return {**counts, "reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1]))}
 
 
-def keyed_write(block: pa.Table, table: str, opts: dict[str, Any], keys: list[str], scope: list[str],
+def keyed_write(block: pa.Table, table: str, opts: CleanOptions, keys: list[str], scope: list[str],
                 outputs: dict[str, tuple[str, list[str]]]) -> pa.Table:
     """Reduce side of clean's exchange: ``block`` holds all rows of its keys. Applies the keyed rules,
     writes each status' rows (``outputs[status] = (folder, columns)``) as one Parquet file, and returns
     the block's (status, reason, n). File names derive from the block's smallest key, so a retried task
     overwrites its own files instead of adding rows."""
-    import hashlib
-
-    import pyarrow.parquet as pq
-
-    from recsys.data.io import filesystem
-
     if block.num_rows == 0:
         return pa.table({"status": pa.array([], pa.string()), "reason": pa.array([], pa.string()), "n": pa.array([], pa.int64())})
     done = keyed_events(block, opts) if table == "events" else keyed_table(block, keys, scope)
@@ -387,35 +414,29 @@ def _pick(block: pa.Table, status: str, columns: list[str]) -> pa.Table:
 
 
 def _count_parquet(path: str) -> int:
-    import pyarrow.dataset as pads
-    import pyarrow.fs as pafs
-
-    from recsys.data.io import filesystem
-
     fs, inner = filesystem(path)
     if fs.get_file_info(inner).type == pafs.FileType.NotFound:
         return 0
-    return pads.dataset(inner, filesystem=fs, format="parquet").count_rows()
+    return int(pads.dataset(inner, filesystem=fs, format="parquet").count_rows())
 
 
-def clean_options(cfg, salt: str | None) -> dict[str, Any]:
+def clean_options(cfg: CleanConfig, salt: str | None) -> CleanOptions:
     """Plain options for the Ray tasks from a CleanConfig (config objects never reach the workers)."""
-    import datetime as dt
-
     rules = cfg.rules
 
-    def us(t):
-        return None if t is None else int((t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)).timestamp() * 1e6)
+    def us(t: dt.datetime) -> int:
+        return int((t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)).timestamp() * 1e6)
 
     now = dt.datetime.now(dt.timezone.utc)
     max_ts = us(rules.max_timestamp) if rules.max_timestamp else us(now + dt.timedelta(seconds=rules.max_future_s))
-    return {
-        "event_types": list(rules.event_types), "min_ts_us": us(rules.min_timestamp), "max_ts_us": max_ts,
-        "max_price": rules.max_price, "max_quantity": rules.max_quantity,
-        "allow_negative_quantity": rules.allow_negative_quantity, "max_field_chars": rules.max_field_chars,
-        "bot_per_minute": rules.bot_events_per_minute, "near_us": int(rules.near_duplicate_s * 1e6),
-        "gap_us": int(cfg.session_gap_minutes * 60e6), "lowercase_queries": cfg.lowercase_queries,
-        "hash_columns": list(cfg.pii.hash_columns), "scrub_text": cfg.pii.scrub_text, "salt": salt,
-        "return_prefix": cfg.returns.order_id_prefix, "return_mode": cfg.returns.mode,
-        "link_returns": cfg.returns.mode == "link" and cfg.returns.order_id_prefix is not None,
-    }
+    return CleanOptions(
+        event_types=list(rules.event_types), max_ts_us=max_ts,
+        min_ts_us=us(rules.min_timestamp) if rules.min_timestamp is not None else None,
+        max_price=rules.max_price, max_quantity=rules.max_quantity,
+        allow_negative_quantity=rules.allow_negative_quantity, max_field_chars=rules.max_field_chars,
+        bot_per_minute=rules.bot_events_per_minute, near_us=int(rules.near_duplicate_s * 1e6),
+        gap_us=int(cfg.session_gap_minutes * 60e6), lowercase_queries=cfg.lowercase_queries,
+        hash_columns=list(cfg.pii.hash_columns), scrub_text=cfg.pii.scrub_text, salt=salt,
+        return_prefix=cfg.returns.order_id_prefix, return_mode=cfg.returns.mode,
+        link_returns=cfg.returns.mode == "link" and cfg.returns.order_id_prefix is not None,
+    )

@@ -10,11 +10,12 @@ import json
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from recsys.data.readers import META
-from recsys.data.schema import TS, table_schema
+from recsys.data.schema import KEYS, TS, table_schema
 
 ID_COLUMNS = {"user_id", "item_id", "session_id", "order_id", "left_id", "right_id"}
 EPOCH_UNIT_LIMITS = ((1e11, "s"), (1e14, "ms"), (1e17, "us"))
@@ -109,8 +110,6 @@ def _epoch(nums: pa.Array, unit: str | None) -> pa.Array:
 
 
 def _parse_text_ts(arr: pa.Array, tz: str) -> pa.Array:
-    import pandas as pd
-
     s = pd.Series(arr.to_numpy(zero_copy_only=False), dtype=object)
     has_offset = s.str.contains(r"(?:Z|[+-]\d\d:?\d\d)$", regex=True, na=False)
     out = pd.Series(pd.NaT, index=s.index, dtype="datetime64[us, UTC]")
@@ -210,8 +209,6 @@ def _map_events(arr: pa.Array, event_map: dict[str, str]) -> pa.Array:
 
 def missing_required(table: pa.Table, name: str) -> list[str]:
     """Canonical key columns that ``table`` lacks entirely (a mapping error, not a row error)."""
-    from recsys.data.schema import KEYS
-
     return [k for k in KEYS[name] if k not in table.column_names]
 
 

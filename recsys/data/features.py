@@ -11,16 +11,69 @@ Plan (see docs/DATA.md for the outputs):
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+import datetime as dt
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 
+from recsys.data.io import clear_dirs, filesystem, join
+from recsys.data.layout import CLEAN, FEATURES, exists, read_pandas, table_path
 from recsys.data.schema import TS
+from recsys.data.shuffle import by_key, by_key_tasks, group_order, partitioned_by, per_file
+from recsys.models.hub import resolve_model_path
+
+if TYPE_CHECKING:
+    from ray.data import Dataset
+
+    from recsys.data.config import EmbeddingConfig, FeaturesConfig
+    from recsys.runtime import JobContext
 
 SEQ_EXCLUDE = ("impression", "search")
 TIMELINE_COLS = ("item_id", "timestamp", "event_type", "price", "session_id", "query", "position", "country", "category")
+PRICE_BANDS = (0, 10, 25, 50, 100, 250, np.inf)  # edges of the users' price_band (pd.cut)
+
+
+@dataclass(frozen=True)
+class FeatureParams:
+    """What the per-block feature functions (Ray Data tasks) need, as plain values: built once by
+    ``feature_params`` from the FeaturesConfig and the data (config objects never reach a task)."""
+
+    protocol: str  # split.protocol: "loo" (per-user cut-off) or "time" (one cut-off, t1_us)
+    t1_us: int  # start of the time-split validation window, us since the epoch
+    seq_types: list[str] | None  # event types that form sequences (None: all but SEQ_EXCLUDE)
+    min_len: int  # split.min_sequence: shorter users keep every event for training
+    ref_us: int  # "now" of recency features: the newest event's time
+    event_types: list[str]  # every event type present (one n_<type> count each)
+    last_n: int  # last_items per user
+    half_life_days: float  # recency weighting of category interest
+    price_bands: tuple[float, ...]  # edges of price_band (pd.cut); PRICE_BANDS in the job
+    max_pairs: int  # next-item training pairs per user
+    item_category: dict[str, str] | None  # item_id -> category, when events carry no category
+    titles: dict[str, str]  # item_id -> title (pairs texts); filled before the pairs step
+
+
+@dataclass(frozen=True)
+class UserModels:
+    """Scaler + k-means centres + PCA fitted on a sample of user features, applied per block."""
+
+    cols: list[str]
+    mean: np.ndarray
+    scale: np.ndarray
+    centers: np.ndarray
+    pca_mean: np.ndarray
+    pca_components: np.ndarray
+
+
+def _user_cutoffs(t: pa.Table, p: FeatureParams) -> np.ndarray:
+    return cutoffs(t, p.protocol, p.t1_us, p.seq_types, p.min_len)
 
 
 # --------------------------------------------------------------------------- 1. timelines
@@ -28,8 +81,6 @@ def timelines(block: pa.Table) -> pa.Table:
     """One row per user: lists of the user's events in time order."""
     if block.num_rows == 0:
         return pa.table({"user_id": pa.array([], pa.string())})
-    from recsys.data.shuffle import group_order
-
     keys = ["user_id", "timestamp"] + (["source_row"] if "source_row" in block.column_names else [])
     block = block.take(group_order(block, keys)).combine_chunks()  # users grouped, each in time order
     # the rows are grouped, so each user's lists are slices: offsets at the user boundaries (no hashing)
@@ -46,11 +97,6 @@ def timelines(block: pa.Table) -> pa.Table:
 
 
 # --------------------------------------------------------------------------- 2. per-user maps
-def _lists(row_lists: pa.ListArray) -> tuple[np.ndarray, np.ndarray]:
-    """(flat values, offsets) of a list column."""
-    return row_lists.flatten().to_numpy(zero_copy_only=False), row_lists.offsets.to_numpy()
-
-
 def _seq_mask(types: pa.ListArray, seq_types: list[str] | None) -> pa.Array:
     flat = types.flatten()
     if seq_types:
@@ -99,7 +145,7 @@ def _head(lists: pa.ChunkedArray | pa.ListArray, lengths: pa.Array) -> pa.ListAr
     return pa.ListArray.from_arrays(offsets, lists.values.take(pa.array(take, pa.int64())))
 
 
-def _at(lists, idx: pa.Array) -> pa.Array:
+def _at(lists: pa.ListArray | pa.ChunkedArray, idx: pa.Array) -> pa.Array:
     lists = lists.combine_chunks() if isinstance(lists, pa.ChunkedArray) else lists
     idx = idx.combine_chunks() if isinstance(idx, pa.ChunkedArray) else idx
     pos = lists.offsets.to_numpy()[:-1] + idx.to_numpy()
@@ -135,12 +181,10 @@ def time_targets(block: pa.Table, start_us: int, end_us: int, seq_types: list[st
     return out.filter(pc.greater(pc.list_value_length(out["targets"]), 0))
 
 
-def user_features(block: pa.Table, p: dict[str, Any]) -> pa.Table:
+def user_features(block: pa.Table, p: FeatureParams) -> pa.Table:
     """RFM, activity, type counts, price band, category affinity, recency-weighted interest, last-N items."""
-    import pandas as pd
-
     t = block.combine_chunks()
-    cut = cutoffs(t, p["protocol"], p["t1_us"], p["seq_types"], p["min_len"])
+    cut = _user_cutoffs(t, p)
     parents = pc.list_parent_indices(t["item_id"]).to_numpy()
     ts = pc.cast(t["timestamp"].combine_chunks().flatten(), pa.int64()).to_numpy()
     keep = ts < cut[parents]
@@ -151,10 +195,10 @@ def user_features(block: pa.Table, p: dict[str, Any]) -> pa.Table:
         if c in t.column_names:
             df[c] = t[c].combine_chunks().flatten().to_numpy(zero_copy_only=False)[keep]
     if "category" not in df:
-        df["category"] = df["item"].map(p.get("item_category") or {}) if p.get("item_category") else None
+        df["category"] = df["item"].map(p.item_category) if p.item_category else None
     n_users = t.num_rows
     g = df.groupby("u")
-    ref = p["ref_us"]
+    ref = p.ref_us
     feats = pd.DataFrame(index=pd.RangeIndex(n_users))
     feats["n_events"] = g.size()
     feats["recency_days"] = (ref - g["ts"].max()) / 86400e6
@@ -163,19 +207,19 @@ def user_features(block: pa.Table, p: dict[str, Any]) -> pa.Table:
     buys = df[df["type"] == "buy"]
     feats["frequency"] = buys.groupby("u").size()
     feats["monetary"] = buys.groupby("u")["price"].sum() if "price" in df else np.nan
-    for et in p["event_types"]:
+    for et in p.event_types:
         feats[f"n_{et}"] = df[df["type"] == et].groupby("u").size()
     if "price" in df:
         feats["price_mean"] = g["price"].mean()
     feats = feats.fillna({c: 0 for c in feats.columns if c.startswith("n_") or c in ("frequency", "monetary", "n_events")})
-    band = pd.cut(feats.get("price_mean", pd.Series(np.nan, index=feats.index)), p["price_bands"], labels=False)
+    band = pd.cut(feats.get("price_mean", pd.Series(np.nan, index=feats.index)), list(p.price_bands), labels=False)
     feats["price_band"] = band
     # category affinity: share of the user's events in the top category; recency-weighted interest
-    top_cat = [None] * n_users
+    top_cat: list[str | None] = [None] * n_users
     affinity = np.full(n_users, np.nan)
     interest = np.full(n_users, np.nan)
     if df["category"].notna().any():
-        w = np.exp(-np.log(2) * (ref - df["ts"].to_numpy()) / (p["half_life_days"] * 86400e6))
+        w = np.exp(-np.log(2) * (ref - df["ts"].to_numpy()) / (p.half_life_days * 86400e6))
         cat = df.assign(w=w).dropna(subset=["category"]).groupby(["u", "category"]).agg(n=("w", "size"), w=("w", "sum"))
         cat = cat.reset_index().sort_values(["u", "w"], ascending=[True, False])
         first = cat.drop_duplicates("u")
@@ -184,7 +228,7 @@ def user_features(block: pa.Table, p: dict[str, Any]) -> pa.Table:
             top_cat[u] = str(c)
             affinity[u] = n_ / tot.loc[u, "n"]
             interest[u] = w_ / tot.loc[u, "w"] if tot.loc[u, "w"] > 0 else np.nan
-    last = df.groupby("u")["item"].agg(lambda s: list(s.iloc[-p["last_n"]:]))
+    last = df.groupby("u")["item"].agg(lambda s: list(s.iloc[-p.last_n:]))
     out = {"user_id": t["user_id"]}
     for c in feats.columns:
         col = feats[c].to_numpy(dtype=float)
@@ -200,10 +244,10 @@ def user_features(block: pa.Table, p: dict[str, Any]) -> pa.Table:
     return pa.table(out)
 
 
-def training_events(block: pa.Table, p: dict[str, Any]) -> pa.Table:
+def training_events(block: pa.Table, p: FeatureParams) -> pa.Table:
     """Flat training events (before each user's cut-off) with the columns item/query stats need."""
     t = block.combine_chunks()
-    cut = cutoffs(t, p["protocol"], p["t1_us"], p["seq_types"], p["min_len"])
+    cut = _user_cutoffs(t, p)
     parents = pc.list_parent_indices(t["item_id"])
     ts = pc.cast(t["timestamp"].combine_chunks().flatten(), pa.int64())
     keep = pc.less(ts, pa.array(cut[parents.to_numpy()]))
@@ -284,16 +328,16 @@ def item_totals(block: pa.Table, event_types: list[str]) -> pa.Table:
     return out.select(["item_id", "n_users", "popularity", "price_mean", "price_std", *counts[2:]])
 
 
-def training_item_partials(block: pa.Table, p: dict[str, Any]) -> pa.Table:
+def training_item_partials(block: pa.Table, p: FeatureParams) -> pa.Table:
     """Timelines (one row per user) -> ``item_partials`` of their training events, in one pass."""
     ev = training_events(block, p)
     return item_partials(ev.select([c for c in ("item_id", "user_id", "event_type", "price") if c in ev.column_names]),
-                         p["event_types"])
+                         p.event_types)
 
 
 def smooth_rates(block: pa.Table, prior: float, globals_: dict[str, float]) -> pa.Table:
     """Beta-smoothed CTR, add-to-cart and conversion rates: (k + prior*g) / (n + prior)."""
-    def col(name):
+    def col(name: str) -> np.ndarray:
         return block[name].to_numpy().astype(float) if name in block.column_names else np.zeros(block.num_rows)
 
     exposures = col("n_impression")
@@ -324,7 +368,7 @@ def query_counts(block: pa.Table) -> pa.Table:
                      "ctr": (np.asarray(clicks, float) / np.maximum(np.asarray(shown, float), 1))})
 
 
-def item_titles(items) -> dict[str, str]:
+def item_titles(items: pd.DataFrame) -> dict[str, str]:
     """item_id -> title of the items that have one (UCI rows without a Description are NaN in pandas:
     a NaN title is truthy and would reach a string column of the pairs)."""
     if "title" not in items:
@@ -333,12 +377,12 @@ def item_titles(items) -> dict[str, str]:
     return dict(zip(items.loc[has, "item_id"], items.loc[has, "title"].astype(str)))
 
 
-def training_pairs(block: pa.Table, p: dict[str, Any]) -> pa.Table:
+def training_pairs(block: pa.Table, p: FeatureParams) -> pa.Table:
     """Query -> item pairs (clicked/carted/bought = 1, shown not clicked = 0) from training events;
     without queries, previous item -> next item from training sequences (label 1). Texts from titles."""
-    titles = p["titles"]
+    titles = p.titles
     t = training_events(block, p)
-    rows: dict[str, list] = {"left": [], "right": [], "label": [], "left_id": [], "right_id": []}
+    rows: dict[str, list[Any]] = {"left": [], "right": [], "label": [], "left_id": [], "right_id": []}
     if "query" in t.column_names and pc.any(pc.is_valid(t["query"])).as_py():
         df = t.filter(pc.is_valid(t["query"])).select(["session_id", "query", "item_id", "event_type"]).to_pandas()
         pos = df[df["event_type"].isin(["click", "cart", "buy"])].drop_duplicates(["session_id", "item_id"])
@@ -355,9 +399,9 @@ def training_pairs(block: pa.Table, p: dict[str, Any]) -> pa.Table:
         seq = sequences(pa.table({"user_id": t["user_id"], "item_id": t["item_id"], "timestamp": t["timestamp"],
                                   "event_type": t["event_type"]}).group_by("user_id", use_threads=False).aggregate(
             [("item_id", "list"), ("timestamp", "list"), ("event_type", "list")]).rename_columns(
-            ["user_id", "item_id", "timestamp", "event_type"]), p["seq_types"])
+            ["user_id", "item_id", "timestamp", "event_type"]), p.seq_types)
         for items in seq["items"].to_pylist():
-            steps = list(zip(items[:-1], items[1:]))[-p["max_pairs"]:]
+            steps = list(zip(items[:-1], items[1:]))[-p.max_pairs:]
             for a, b in steps:
                 if a == b:
                     continue
@@ -377,7 +421,7 @@ class Encoder:
     """Ray Data actor: item texts -> L2-normalized mean-pooled transformer embeddings."""
 
     def __init__(self, model_path: str, max_length: int, device: str = "cpu"):
-        import torch
+        import torch  # lazy: torch + transformers cost seconds; only the optional embeddings step needs them
         from transformers import AutoModel, AutoTokenizer
 
         self.torch = torch
@@ -398,6 +442,7 @@ class Encoder:
 
 def tfidf_terms(ids: list[str], texts: list[str], top: int, max_features: int) -> pa.Table:
     """Top TF-IDF terms per item (sklearn over the catalog's texts)."""
+    # lazy: scikit-learn costs ~1 s on every Ray worker that imports this module for its row functions
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     vec = TfidfVectorizer(max_features=max_features, stop_words="english", token_pattern=r"(?u)\b[a-zA-Z0-9][a-zA-Z0-9]+\b")
@@ -415,15 +460,9 @@ def tfidf_terms(ids: list[str], texts: list[str], top: int, max_features: int) -
 
 
 # --------------------------------------------------------------------------- orchestration
-def build_features(cfg, data_dir: str, out: str, ctx) -> dict[str, Any]:
+def build_features(cfg: FeaturesConfig, data_dir: str, out: str, ctx: JobContext) -> dict[str, Any]:
     """Run every step of the features job; returns counts, cut-offs and artifact paths."""
-    import json
-
-    import ray
-
-    from recsys.data.io import clear_dirs, join
-    from recsys.data.layout import CLEAN, FEATURES, exists, read_pandas, table_path
-    from recsys.data.shuffle import by_key, by_key_tasks, partitioned_by, per_file
+    import ray  # lazy: only the driver-side orchestration needs Ray; the row functions run without it
 
     # a re-run into the same output_dir replaces every table (write_parquet would append to them)
     clear_dirs([join(out, name) for name in vars(FEATURES).values() if not name.endswith(".json")])
@@ -445,9 +484,12 @@ def build_features(cfg, data_dir: str, out: str, ctx) -> dict[str, Any]:
         t1, t2 = (int(np.quantile(sample, q)) for q in (cfg.split.time_valid, cfg.split.time_test))
         ref_us = int(sample.max())
     types = sorted({r["t"] for r in tl.map_batches(_types, batch_format="pyarrow").take_all()})
-    p = {"protocol": cfg.split.protocol, "t1_us": t1, "seq_types": seq_types, "min_len": cfg.split.min_sequence,
-         "ref_us": ref_us, "event_types": types, "last_n": cfg.last_n, "half_life_days": cfg.recency_half_life_days,
-         "price_bands": [0, 10, 25, 50, 100, 250, np.inf], "max_pairs": cfg.max_pairs_per_user}
+    item_category = None
+    if items is not None and "category" in items and items["category"].notna().any():
+        item_category = dict(zip(items["item_id"], items["category"]))
+    p = FeatureParams(protocol=cfg.split.protocol, t1_us=t1, seq_types=seq_types, min_len=cfg.split.min_sequence,
+                      ref_us=ref_us, event_types=types, last_n=cfg.last_n, half_life_days=cfg.recency_half_life_days,
+                      price_bands=PRICE_BANDS, max_pairs=cfg.max_pairs_per_user, item_category=item_category, titles={})
     with ctx.timer("sequences_splits"):
         seqs = tl.map_batches(sequences, batch_format="pyarrow", fn_kwargs={"seq_types": seq_types}).materialize()
         seqs.write_parquet(join(out, FEATURES.sequences))
@@ -460,8 +502,6 @@ def build_features(cfg, data_dir: str, out: str, ctx) -> dict[str, Any]:
         for lo, hi, name in ((t1, t2, FEATURES.time_valid_targets), (t2, 2**62, FEATURES.time_test_targets)):
             tl.map_batches(time_targets, batch_format="pyarrow", fn_kwargs={"start_us": lo, "end_us": hi, "seq_types": seq_types}
                            ).write_parquet(join(out, name))
-    if items is not None and "category" in items and items["category"].notna().any():
-        p["item_category"] = dict(zip(items["item_id"], items["category"]))
     with ctx.timer("user_features"):
         uf = tl.map_batches(user_features, batch_format="pyarrow", fn_kwargs={"p": p}).materialize()
     with ctx.timer("item_features"):
@@ -482,8 +522,8 @@ def build_features(cfg, data_dir: str, out: str, ctx) -> dict[str, Any]:
              "cart_rate": sums.get("n_cart", 0) / visits if visits else None,
              "conversion_rate": sums.get("n_buy", 0) / visits if visits else None}
         itf = ic.map_batches(smooth_rates, batch_format="pyarrow", fn_kwargs={"prior": cfg.prior_strength, "globals_": g})
-        if p.get("item_category"):
-            itf = itf.map_batches(_add_category, batch_format="pyarrow", fn_kwargs={"cats": p["item_category"]})
+        if p.item_category:
+            itf = itf.map_batches(_add_category, batch_format="pyarrow", fn_kwargs={"cats": p.item_category})
         itf.write_parquet(join(out, FEATURES.item_features))
         counts["item_features"] = ic.count()
     with ctx.timer("query_features"):
@@ -507,7 +547,7 @@ def build_features(cfg, data_dir: str, out: str, ctx) -> dict[str, Any]:
         if exists(data_dir, CLEAN.pairs):
             ray.data.read_parquet(pairs_dir).write_parquet(join(out, FEATURES.pairs))
         else:
-            pp = dict(p, titles=titles)
+            pp = dataclasses.replace(p, titles=titles)
             tl.map_batches(training_pairs, batch_format="pyarrow", fn_kwargs={"p": pp}).write_parquet(join(out, FEATURES.pairs))
         if exists(data_dir, CLEAN.candidates):
             ray.data.read_parquet(table_path(data_dir, CLEAN.candidates)).write_parquet(join(out, FEATURES.candidates))
@@ -528,12 +568,7 @@ def build_features(cfg, data_dir: str, out: str, ctx) -> dict[str, Any]:
 def _pairs_only(data_dir: str, out: str) -> dict[str, Any]:
     """A matching set (Ditto pairs) has no events: nothing to split or aggregate; the pairs, which
     carry their own train/valid/test `split`, are handed on as the features' pairs table."""
-    import json
-
-    import ray
-
-    from recsys.data.io import join
-    from recsys.data.layout import CLEAN, FEATURES, exists, table_path
+    import ray  # lazy: only the driver-side orchestration needs Ray; the row functions run without it
 
     if not exists(data_dir, CLEAN.pairs):
         raise ValueError(f"data={data_dir!r} has neither an events nor a pairs table: point `data` at a clean "
@@ -556,8 +591,6 @@ def _split_counts(block: pa.Table) -> pa.Table:
 
 
 def _iso(us: int) -> str:
-    import datetime as dt
-
     return dt.datetime.fromtimestamp(us / 1e6, dt.timezone.utc).isoformat()
 
 
@@ -586,15 +619,11 @@ def _add_category(block: pa.Table, cats: dict[str, str]) -> pa.Table:
     return block.append_column("category", pa.array([cats.get(i) for i in block["item_id"].to_pylist()], pa.string()))
 
 
-def _write_pandas(df, path: str) -> None:
+def _write_pandas(df: pd.DataFrame, path: str) -> None:
     _write_arrow(pa.Table.from_pandas(df, preserve_index=False), path)
 
 
 def _write_arrow(table: pa.Table, path: str) -> None:
-    import pyarrow.parquet as pq
-
-    from recsys.data.io import filesystem
-
     fs, inner = filesystem(path)
     fs.create_dir(inner, recursive=True)
     pq.write_table(table, f"{inner}/part-0.parquet", filesystem=fs)
@@ -603,8 +632,6 @@ def _write_arrow(table: pa.Table, path: str) -> None:
 def _left_join_keep_lists(left: pa.Table, right: pa.Table, key: str) -> pa.Table:
     """Left join on a unique ``key`` of ``right`` that keeps list columns (tf-idf terms, embeddings):
     Arrow's hash join refuses list-typed non-key fields. Rows of ``left`` without a match get nulls."""
-    import pyarrow.compute as pc
-
     idx = pc.index_in(left[key], value_set=right[key])  # [len(left)] position in right, or null
     for name in right.column_names:
         if name != key:
@@ -612,10 +639,8 @@ def _left_join_keep_lists(left: pa.Table, right: pa.Table, key: str) -> pa.Table
     return left
 
 
-def _embed(items, emb_cfg) -> pa.Table:
-    import ray
-
-    from recsys.models.hub import resolve_model_path
+def _embed(items: pd.DataFrame, emb_cfg: EmbeddingConfig) -> pa.Table:
+    import ray  # lazy: only the driver-side orchestration needs Ray; the row functions run without it
 
     df = items[["item_id", "text"]].head(emb_cfg.max_items) if emb_cfg.max_items else items[["item_id", "text"]]
     ds = ray.data.from_arrow(pa.Table.from_pandas(df, preserve_index=False))
@@ -631,10 +656,11 @@ def _embed(items, emb_cfg) -> pa.Table:
 DENSE = ("n_events", "recency_days", "active_days", "n_sessions", "frequency", "monetary", "price_mean", "category_affinity")
 
 
-def segments_and_selection(uf, tl, cfg, p: dict[str, Any]):
+def segments_and_selection(uf: Dataset, tl: Dataset, cfg: FeaturesConfig, p: FeatureParams
+                           ) -> tuple[Dataset, dict[str, Any]]:
     """K-means segments and PCA fitted on a bounded sample of user features (sklearn), applied to all
     users in parallel; mutual information / chi2 / correlation of features against purchase."""
-    import pandas as pd
+    # lazy: scikit-learn costs ~1 s on every Ray worker that imports this module for its row functions
     from sklearn.cluster import KMeans
     from sklearn.decomposition import PCA
     from sklearn.feature_selection import chi2, mutual_info_classif
@@ -654,8 +680,8 @@ def segments_and_selection(uf, tl, cfg, p: dict[str, Any]):
     xs = scaler.transform(np.log1p(np.abs(x)) * np.sign(x))
     km = KMeans(cfg.segments, n_init=4, random_state=cfg.seed).fit(xs)
     pca = PCA(min(cfg.pca_components, len(cols)), random_state=cfg.seed).fit(xs)
-    model = {"cols": cols, "mean": scaler.mean_, "scale": scaler.scale_, "centers": km.cluster_centers_,
-             "pca_mean": pca.mean_, "pca_components": pca.components_}
+    model = UserModels(cols=cols, mean=scaler.mean_, scale=scaler.scale_, centers=km.cluster_centers_,
+                       pca_mean=pca.mean_, pca_components=pca.components_)
     uf = uf.map_batches(_apply_models, batch_format="pyarrow", fn_kwargs={"m": model})
     # purchase label: did the user buy after the cut-off (the held-out part)?
     lab = tl.map_batches(_bought_after, batch_format="pyarrow", fn_kwargs={"p": p}).to_pandas()
@@ -679,21 +705,21 @@ def segments_and_selection(uf, tl, cfg, p: dict[str, Any]):
     return uf, sel
 
 
-def _apply_models(block: pa.Table, m: dict[str, Any]) -> pa.Table:
-    x = np.column_stack([block[c].to_numpy(zero_copy_only=False).astype(float) for c in m["cols"]])
+def _apply_models(block: pa.Table, m: UserModels) -> pa.Table:
+    x = np.column_stack([block[c].to_numpy(zero_copy_only=False).astype(float) for c in m.cols])
     x = np.nan_to_num(x)
-    xs = (np.log1p(np.abs(x)) * np.sign(x) - m["mean"]) / m["scale"]
-    seg = ((xs[:, None, :] - m["centers"][None]) ** 2).sum(-1).argmin(1)  # [N]
-    pcs = (xs - m["pca_mean"]) @ m["pca_components"].T  # [N, k]
+    xs = (np.log1p(np.abs(x)) * np.sign(x) - m.mean) / m.scale
+    seg = ((xs[:, None, :] - m.centers[None]) ** 2).sum(-1).argmin(1)  # [N]
+    pcs = (xs - m.pca_mean) @ m.pca_components.T  # [N, k]
     block = block.append_column("segment", pa.array(seg.astype(np.int32)))
     for i in range(pcs.shape[1]):
         block = block.append_column(f"pca_{i}", pa.array(pcs[:, i]))
     return block
 
 
-def _bought_after(block: pa.Table, p: dict[str, Any]) -> pa.Table:
+def _bought_after(block: pa.Table, p: FeatureParams) -> pa.Table:
     t = block.combine_chunks()
-    cut = cutoffs(t, p["protocol"], p["t1_us"], p["seq_types"], p["min_len"])
+    cut = _user_cutoffs(t, p)
     parents = pc.list_parent_indices(t["item_id"]).to_numpy()
     ts = pc.cast(t["timestamp"].combine_chunks().flatten(), pa.int64()).to_numpy()
     etype = t["event_type"].combine_chunks().flatten().to_numpy(zero_copy_only=False)
@@ -704,11 +730,6 @@ def _bought_after(block: pa.Table, p: dict[str, Any]) -> pa.Table:
 
 def feature_manifest(out: str, cutoffs_: dict[str, Any]) -> dict[str, Any]:
     """Name, dtype, statistics and source of every feature column (full-table stats via pyarrow.dataset)."""
-    import pyarrow.dataset as pads
-
-    from recsys.data.io import filesystem, join
-    from recsys.data.layout import FEATURES
-
     sources = {FEATURES.user_features: "clean events before each user's cut-off (per-user timelines)",
                FEATURES.item_features: "clean training events, one exchange by item_id, Beta-smoothed rates",
                FEATURES.queries: "clean training events with a query",

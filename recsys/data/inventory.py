@@ -9,15 +9,34 @@ hashes for the duplicate rate, orphan ids). Only aggregates reach the driver.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from recsys.data.pii import PATTERNS
 
+if TYPE_CHECKING:
+    from ray.data import Dataset
+
 SKIP = {"source_file", "_error", "_raw", "source_row"}
+
+
+@dataclass(frozen=True)
+class PassSpec:
+    """What the second pass (``partial_pass``, a Ray Data task) computes per block, from pass 1."""
+
+    bins: dict[str, list[float]]  # column -> histogram edges
+    fences: dict[str, tuple[float, float]]  # numeric column -> (low, high) outlier fences
+    time_col: str | None  # daily counts of this column
+    text_cols: list[str]  # text length / HTML / PII sums
+    dup_cols: list[str]  # row hashes over these columns (duplicate rate)
+    funnel_col: str | None  # distinct users per value (event_type)
+    refs: dict[str, tuple[str, pa.Array]]  # reference name -> (column, known ids): orphan counts
 
 
 def _kind(t: pa.DataType) -> str:
@@ -30,7 +49,8 @@ def _kind(t: pa.DataType) -> str:
     return "other"
 
 
-def aggregate_pass(ds, schema: pa.Schema, top_k: int) -> dict[str, Any]:
+def aggregate_pass(ds: Dataset, schema: pa.Schema, top_k: int) -> dict[str, Any]:
+    # lazy: the row functions of this module run in tasks and tests without Ray's aggregate module
     from ray.data.aggregate import ApproximateQuantile, ApproximateTopK, Count, CountDistinct, Max, Min
 
     aggs = [Count(alias_name="rows")]
@@ -45,36 +65,35 @@ def aggregate_pass(ds, schema: pa.Schema, top_k: int) -> dict[str, Any]:
             aggs.append(ApproximateQuantile(f.name, [0.01, 0.25, 0.5, 0.75, 0.99], alias_name=f"{f.name}|quantiles"))
         if _kind(f.type) == "text":
             aggs.append(ApproximateTopK(f.name, top_k, alias_name=f"{f.name}|top"))
-    return ds.aggregate(*aggs)
+    out: dict[str, Any] = ds.aggregate(*aggs)
+    return out
 
 
-def partial_pass(block: pa.Table, p: dict[str, Any]) -> pa.Table:
+def partial_pass(block: pa.Table, p: PassSpec) -> pa.Table:
     """Per block: histogram counts, daily counts, PII/text sums, outliers, row hashes, orphans."""
-    import json
-
     out: dict[str, Any] = {"rows": block.num_rows}
-    for name, bins in p["bins"].items():
+    for name, bins in p.bins.items():
         col = block[name]
         vals = pc.cast(col, pa.int64()).to_numpy(zero_copy_only=False) if pa.types.is_timestamp(col.type) else \
             col.to_numpy(zero_copy_only=False)
         vals = np.asarray(vals, float)
         vals = vals[~np.isnan(vals)]
         out[f"hist|{name}"] = np.histogram(vals, bins=np.asarray(bins))[0].tolist()
-        if name in p["fences"]:
-            lo, hi = p["fences"][name]
+        if name in p.fences:
+            lo, hi = p.fences[name]
             out[f"outliers|{name}"] = int(((vals < lo) | (vals > hi)).sum())
-    if p.get("time_col"):
+    if p.time_col:
         # nulls first: with them to_numpy gives float64 (NaN) and the day keys read "17420.0"
-        ts = pc.drop_null(block[p["time_col"]])
+        ts = pc.drop_null(block[p.time_col])
         day = pc.cast(ts, pa.int64()).to_numpy(zero_copy_only=False) // 86_400_000_000
         day = day[day > -10**12]
         days, counts = np.unique(day, return_counts=True)
         out["daily"] = dict(zip(map(str, days.tolist()), counts.tolist()))
-    if p.get("funnel_col"):
-        ut = block.group_by(p["funnel_col"], use_threads=False).aggregate([("user_id", "count_distinct")]) \
+    if p.funnel_col:
+        ut = block.group_by(p.funnel_col, use_threads=False).aggregate([("user_id", "count_distinct")]) \
             if "user_id" in block.column_names else None
-        out["funnel_users"] = {str(k): v for k, v in zip(ut[p["funnel_col"]].to_pylist(), ut["user_id_count_distinct"].to_pylist())} if ut else {}
-    for name in p["text_cols"]:
+        out["funnel_users"] = {str(k): v for k, v in zip(ut[p.funnel_col].to_pylist(), ut["user_id_count_distinct"].to_pylist())} if ut else {}
+    for name in p.text_cols:
         col = block[name]
         ln = pc.utf8_length(col)
         out[f"text|{name}"] = {"chars": pc.sum(ln).as_py() or 0, "max": pc.max(ln).as_py() or 0,
@@ -83,10 +102,10 @@ def partial_pass(block: pa.Table, p: dict[str, Any]) -> pa.Table:
                                "html": pc.sum(pc.fill_null(pc.match_substring_regex(col, r"<[a-zA-Z/][^>]*>"), False)).as_py() or 0}
         out[f"pii|{name}"] = {k: pc.sum(pc.fill_null(pc.match_substring_regex(col, pat), False)).as_py() or 0
                               for k, pat in PATTERNS.items()}
-    if p["dup_cols"]:
-        sub = block.select(p["dup_cols"])
+    if p.dup_cols:
+        sub = block.select(p.dup_cols)
         out["hashes"] = pd_hash(sub)
-    for ref, (col, ids) in p["refs"].items():
+    for ref, (col, ids) in p.refs.items():
         if col in block.column_names:
             vals = block[col]
             out[f"orphans|{ref}"] = int(pc.sum(pc.and_(pc.is_valid(vals), pc.invert(pc.is_in(vals, ids)))).as_py() or 0)
@@ -94,14 +113,11 @@ def partial_pass(block: pa.Table, p: dict[str, Any]) -> pa.Table:
 
 
 def pd_hash(t: pa.Table) -> list[int]:
-    import pandas as pd
+    hashes: list[int] = pd.util.hash_pandas_object(t.to_pandas(), index=False).astype("int64").tolist()
+    return hashes
 
-    return pd.util.hash_pandas_object(t.to_pandas(), index=False).astype("int64").tolist()
 
-
-def profile_table(ds, name: str, top_k: int, nbins: int, now: dt.datetime, refs: dict[str, tuple[str, pa.Array]]) -> dict[str, Any]:
-    import json
-
+def profile_table(ds: Dataset, name: str, top_k: int, nbins: int, now: dt.datetime, refs: dict[str, tuple[str, pa.Array]]) -> dict[str, Any]:
     schema = ds.schema().base_schema if hasattr(ds.schema(), "base_schema") else ds.schema()
     agg = aggregate_pass(ds, schema, top_k)
     rows = int(agg["rows"])
@@ -135,8 +151,8 @@ def profile_table(ds, name: str, top_k: int, nbins: int, now: dt.datetime, refs:
     text_cols = [f.name for f in schema if _kind(f.type) == "text" and f.name not in SKIP]
     time_col = "timestamp" if "timestamp" in cols else next((k for k, v in cols.items() if v["kind"] == "time"), None)
     dup_cols = [f.name for f in schema if f.name not in SKIP and _kind(f.type) != "other"]
-    p = {"bins": bins, "fences": fences, "time_col": time_col, "text_cols": text_cols, "dup_cols": dup_cols,
-         "funnel_col": "event_type" if "event_type" in cols else None, "refs": refs}
+    p = PassSpec(bins=bins, fences=fences, time_col=time_col, text_cols=text_cols, dup_cols=dup_cols,
+                 funnel_col="event_type" if "event_type" in cols else None, refs=refs)
     parts = [json.loads(r["json"]) for r in ds.map_batches(partial_pass, batch_format="pyarrow", fn_kwargs={"p": p}).take_all()]
     _merge(parts, cols, bins, rows, name)
     hashes = np.concatenate([np.asarray(x.get("hashes", []), np.int64) for x in parts]) if parts else np.zeros(0)
@@ -157,13 +173,11 @@ def profile_table(ds, name: str, top_k: int, nbins: int, now: dt.datetime, refs:
     return out
 
 
-def pd_ts(x) -> float:
-    import pandas as pd
-
-    return pd.Timestamp(x).value / 1e3
+def pd_ts(x: Any) -> float:
+    return float(pd.Timestamp(x).value / 1e3)
 
 
-def _merge(parts: list[dict], cols: dict, bins: dict, rows: int, name: str) -> None:
+def _merge(parts: list[dict[str, Any]], cols: dict[str, Any], bins: dict[str, list[float]], rows: int, name: str) -> None:
     for col, b in bins.items():
         counts = np.sum([x[f"hist|{col}"] for x in parts if f"hist|{col}" in x], axis=0)
         cols[col]["histogram"] = {"edges": b, "counts": np.asarray(counts).tolist()}
@@ -181,7 +195,7 @@ def _merge(parts: list[dict], cols: dict, bins: dict, rows: int, name: str) -> N
         c["pii"] = {k: {"rows": v, "rate": v / rows if rows else 0.0} for k, v in pii.items()}
 
 
-def check_contract(profiles: dict[str, dict], rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def check_contract(profiles: dict[str, dict[str, Any]], rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Evaluate quality rules; returns one result per rule with ok, value and a label naming it."""
     results = []
     for r in rules:

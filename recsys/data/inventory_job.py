@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from recsys.data.adapters import open_source, read_input, tables_of
+from recsys.data.inventory import profile_table
+from recsys.data.io import head
+from recsys.data.readers import META
+from recsys.data.roles import infer_roles, propose_input
 
-def infer_adapter(input_cfg, sample_rows: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+if TYPE_CHECKING:
+    from recsys.config.base import InputConfig
+
+
+def infer_adapter(input_cfg: InputConfig, sample_rows: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Propose an input section for an unknown file from a bounded sample of its rows."""
-    from recsys.data.adapters import open_source
-    from recsys.data.readers import META
-    from recsys.data.roles import infer_roles, propose_input
-
     src = open_source(input_cfg)
     rows = src.read_raw().limit(sample_rows).take_all()  # bounded sample: the only rows on the driver
     df = pa.Table.from_pylist(rows).to_pandas() if rows else None
@@ -26,12 +31,8 @@ def infer_adapter(input_cfg, sample_rows: int) -> tuple[dict[str, Any], list[dic
     return propose_input(roles, df, base), [{k: v for k, v in r.items()} for r in roles]
 
 
-def profile_inputs(inputs, top_k: int, bins: int, now: dt.datetime, limit: int | None) -> dict[str, Any]:
-    from recsys.data.adapters import read_input, tables_of
-    from recsys.data.inventory import profile_table
-    from recsys.data.io import head
-
-    datasets = {}
+def profile_inputs(inputs: list[InputConfig], top_k: int, bins: int, now: dt.datetime, limit: int | None) -> dict[str, Any]:
+    datasets: dict[str, Any] = {}
     for cfg in inputs:
         for t in tables_of(cfg):
             ds = read_input(cfg, t, on_error="mark", keep_meta=False)

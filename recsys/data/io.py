@@ -6,10 +6,14 @@ import fnmatch
 import glob
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow.fs as pafs
 
 from recsys.config.paths import is_uri
+
+if TYPE_CHECKING:
+    from ray.data import Dataset
 
 GLOB_CHARS = "*?["
 
@@ -91,7 +95,7 @@ def clear_dirs(paths: list[str]) -> None:
             fs.delete_dir(inner)
 
 
-def head(ds, n: int):
+def head(ds: Dataset, n: int) -> Dataset:
     """The first ``n`` rows of Ray Dataset ``ds`` in its own order (files, then rows; a groupby's
     partitions in index order), the same rows on every run.
 

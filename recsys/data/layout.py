@@ -8,8 +8,16 @@
 from __future__ import annotations
 
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
-from recsys.data.io import join
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+
+from recsys.data.io import filesystem, join
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from ray.data import Dataset
 
 CLEAN = SimpleNamespace(
     events="events", items="items", users="users", pairs="pairs", candidates="candidates",
@@ -33,17 +41,13 @@ def table_path(root: str, name: str) -> str:
 
 
 def exists(root: str, name: str) -> bool:
-    import pyarrow.fs as pafs
-
-    from recsys.data.io import filesystem
-
     fs, inner = filesystem(table_path(root, name))
-    return fs.get_file_info(inner).type != pafs.FileType.NotFound
+    return bool(fs.get_file_info(inner).type != pafs.FileType.NotFound)
 
 
-def read_table(root: str, name: str, columns: list[str] | None = None):
+def read_table(root: str, name: str, columns: list[str] | None = None) -> Dataset:
     """A table of a clean/features output dir as a Ray Dataset (Parquet, any number of files)."""
-    import ray
+    import ray  # lazy: Ray costs seconds of import; the path helpers here are used without it
 
     path = table_path(root, name)
     if not exists(root, name):
@@ -51,11 +55,8 @@ def read_table(root: str, name: str, columns: list[str] | None = None):
     return ray.data.read_parquet(path, columns=columns)
 
 
-def read_pandas(root: str, name: str, columns: list[str] | None = None):
+def read_pandas(root: str, name: str, columns: list[str] | None = None) -> pd.DataFrame:
     """A small table (items, candidates, a split) straight into pandas, without Ray."""
-    import pyarrow.dataset as pads
-
-    from recsys.data.io import filesystem
-
     fs, inner = filesystem(table_path(root, name))
-    return pads.dataset(inner, filesystem=fs, format="parquet").to_table(columns=columns).to_pandas()
+    df: pd.DataFrame = pads.dataset(inner, filesystem=fs, format="parquet").to_table(columns=columns).to_pandas()
+    return df

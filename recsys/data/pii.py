@@ -48,11 +48,6 @@ def hash_array(arr: pa.Array, salt: str) -> pa.Array:
     return pc.take(hashed, enc.indices)
 
 
-def has_pii(arr: pa.Array) -> dict[str, pa.Array]:
-    """Per kind, a boolean mask of values containing it."""
-    return {kind: pc.fill_null(pc.match_substring_regex(arr, pat), False) for kind, pat in PATTERNS.items()}
-
-
 def scrub_text(arr: pa.Array, salt: str | None) -> pa.Array:
     """Replace emails, phones, cards and names in free text by ``<kind:hash>`` (``<kind>`` without salt)."""
     arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
@@ -72,5 +67,8 @@ def scrub_text(arr: pa.Array, salt: str | None) -> pa.Array:
 
 def _scrub_one(text: str, salt: str | None) -> str:
     for kind in ("email", "card", "phone", "name"):
-        text = re.sub(PATTERNS[kind], lambda m, k=kind: f"<{k}:{keyed_hash(m.group(0), salt, 8)}>" if salt else f"<{k}>", text)
+        def token(m: re.Match[str], k: str = kind) -> str:
+            return f"<{k}:{keyed_hash(m.group(0), salt, 8)}>" if salt else f"<{k}>"
+
+        text = re.sub(PATTERNS[kind], token, text)
     return text

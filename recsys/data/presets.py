@@ -8,12 +8,14 @@ an events file). Any key set in the job's ``input`` section overrides the preset
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -45,9 +47,8 @@ class Preset:
 # --------------------------------------------------------------------------- row transforms (workers)
 def _ordinal_ts(users: np.ndarray) -> np.ndarray:
     """Position of each row within its user's rows (file order), as epoch-second strings."""
-    import pandas as pd
-
-    return pd.Series(users).groupby(users, sort=False).cumcount().astype(str).to_numpy()
+    out: np.ndarray = pd.Series(users).groupby(users, sort=False).cumcount().astype(str).to_numpy()
+    return out
 
 
 def _explode(table: pa.Table, user_col: str, items: pa.ListArray) -> pa.Table:
@@ -211,13 +212,7 @@ register(Preset(
 
 def get_preset(name: str) -> Preset:
     if name not in PRESETS:
-        import difflib
-
         close = difflib.get_close_matches(name, list(PRESETS), n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""
         raise ValueError(f"input.preset {name!r} is unknown; {hint}presets: {', '.join(sorted({p.name for p in PRESETS.values()}))}")
     return PRESETS[name]
-
-
-def preset_names() -> list[str]:
-    return sorted({p.name for p in PRESETS.values()})

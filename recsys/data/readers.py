@@ -9,11 +9,15 @@ not decode) keeps its text in ``_raw`` with the cause in ``_error`` instead of b
 from __future__ import annotations
 
 import csv as pycsv
+import datetime as dt
 import io
 import json
+import math
 from typing import Any
 
+import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 META = ("source_file", "source_row", "_error", "_raw")
@@ -49,8 +53,6 @@ def _malformed(names: list[str], path: str, bad: list[tuple[int, str, str]]) -> 
 
 def _flag_encoding(table: pa.Table, names: list[str]) -> pa.Table:
     """Rows holding U+FFFD (from undecodable bytes) get ``_error = invalid_encoding``."""
-    import pyarrow.compute as pc
-
     bad = None
     for name in names:
         hit = pc.fill_null(pc.match_substring(table[name], "\ufffd"), False)
@@ -77,7 +79,7 @@ def parse_delimited(data: bytes, path: str, opts: dict[str, Any]) -> pa.Table:
     names = _unique(names)
     bad: list[tuple[int, str, str]] = []
 
-    def on_invalid(row) -> str:
+    def on_invalid(row: pacsv.InvalidRow) -> str:
         bad.append((row.number, f"malformed_row: expected {row.expected_columns} fields, got {row.actual_columns}", row.text))
         return "skip"
 
@@ -130,8 +132,6 @@ def parse_jsonl(data: bytes, path: str, opts: dict[str, Any]) -> pa.Table:
 
 def parse_excel(data: bytes, path: str, opts: dict[str, Any]) -> pa.Table:
     """A sheet of an xlsx file -> string columns (datetimes as ISO 8601, integral floats without .0)."""
-    import pandas as pd
-
     sheet = opts.get("sheet")
     header = 0 if opts.get("header", True) else None
     df = pd.read_excel(io.BytesIO(data), sheet_name=0 if sheet is None else sheet, dtype=object, header=header,
@@ -143,9 +143,6 @@ def parse_excel(data: bytes, path: str, opts: dict[str, Any]) -> pa.Table:
 
 
 def _to_str(value: Any) -> str | None:
-    import datetime as dt
-    import math
-
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     if isinstance(value, bool):

@@ -5,21 +5,25 @@ from __future__ import annotations
 import base64
 import html
 import io
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
-def _png(fig) -> str:
+def _png(fig: Figure) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: matplotlib costs ~1 s; loaded (Agg backend) by charts()
 
     plt.close(fig)
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def charts(prof: dict[str, Any], png_dir=None) -> list[tuple[str, str]]:
+def charts(prof: dict[str, Any], png_dir: Path | None = None) -> list[tuple[str, str]]:
     """(title, base64 png) of a table's charts; also written as files into png_dir when given."""
-    import matplotlib
+    import matplotlib  # lazy: matplotlib costs ~1 s and only the HTML report draws
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -70,7 +74,7 @@ def charts(prof: dict[str, Any], png_dir=None) -> list[tuple[str, str]]:
     return out
 
 
-def render(inventory: dict[str, Any], png_dir=None) -> str:
+def render(inventory: dict[str, Any], png_dir: Path | None = None) -> str:
     e = html.escape
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>Data inventory</title><style>",
              "body{font-family:sans-serif;margin:24px;max-width:1200px}table{border-collapse:collapse;font-size:13px}"

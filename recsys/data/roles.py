@@ -8,12 +8,15 @@ wins with a confidence in [0, 1]. ``propose_input`` turns the roles into an ``in
 
 from __future__ import annotations
 
+import io
 import re
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from recsys.data.pii import EMAIL, PHONE
+from recsys.data.readers import parse_delimited, parse_excel
 
 NAME_PATTERNS: dict[str, str] = {
     "user_id": r"^(user|customer|client|visitor|member|buyer|account|uid|cust)(_?id|_?no|_?key)?$|^(user|customer).*id$",
@@ -126,10 +129,10 @@ def infer_roles(df: pd.DataFrame) -> list[dict[str, Any]]:
     # unnamed identifier columns in order: user, item, category (the usual log layout)
     for i, s in enumerate(scored):
         if out[i]["role"] is None and "_id" in s:
-            role = next((r for r in ("user_id", "item_id", "category") if r not in taken), None)
-            if role:
-                out[i].update(role=role, confidence=0.4 if role != "category" else 0.3)
-                taken.add(role)
+            free = next((r for r in ("user_id", "item_id", "category") if r not in taken), None)
+            if free:
+                out[i].update(role=free, confidence=0.4 if free != "category" else 0.3)
+                taken.add(free)
     for o, s in zip(out, scored):
         o["candidates"] = {k: round(v, 2) for k, v in sorted(s.items(), key=lambda kv: -kv[1]) if k != "_id"}
     return out
@@ -173,11 +176,6 @@ SHARED_TRUTH: list[dict[str, Any]] = [
 
 def evaluate_shared(data_root: str, rows: int = 5000) -> dict[str, Any]:
     """Columns mapped right on the shared sets (no preset, no names for header-less files)."""
-    import io
-    from pathlib import Path
-
-    from recsys.data.readers import parse_delimited, parse_excel
-
     per, right, total = {}, 0, 0
     for case in SHARED_TRUTH:
         path = Path(data_root) / case["file"]

@@ -8,15 +8,26 @@ features) runs as a pyarrow ``group_by`` or sort inside each block: a block hold
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from recsys.data.io import expand_paths, filesystem
+
+if TYPE_CHECKING:
+    from ray import ObjectRef
+    from ray.data import Dataset
 
 
 def cluster_cpus() -> int:
-    import ray
+    import ray  # lazy: Ray costs seconds of import; the block functions here also run without it
 
     return max(1, int(ray.cluster_resources().get("CPU", 1))) if ray.is_initialized() else 1
 
@@ -35,7 +46,7 @@ def configure_exchange(input_batch_mb: int | None = None, compression: str | Non
     intermediate shards (none / lz4 / zstd). ``reserve_per_operator``: Ray Data's per-operator resource
     reservation (on 2 CPUs it held map operators to one task at a time). None leaves a setting alone.
     """
-    from ray.data import DataContext
+    from ray.data import DataContext  # lazy: Ray Data costs seconds of import
 
     ctx = DataContext.get_current()
     if input_batch_mb is not None:
@@ -46,8 +57,8 @@ def configure_exchange(input_batch_mb: int | None = None, compression: str | Non
         ctx.op_resource_reservation_enabled = reserve_per_operator
 
 
-def by_key(ds, key: str | list[str], fn: Callable[..., pa.Table], *, partitions: int | None = None,
-           fn_kwargs: dict[str, Any] | None = None, **ray_args):
+def by_key(ds: Dataset, key: str | list[str], fn: Callable[..., pa.Table], *, partitions: int | None = None,
+           fn_kwargs: dict[str, Any] | None = None, **ray_args: Any) -> Dataset:
     """Hash-partition ``ds`` by ``key`` and apply ``fn(table, **fn_kwargs)`` to each whole block."""
     keys = [key] if isinstance(key, str) else list(key)
     parted = ds.repartition(num_partitions(override=partitions), keys=keys)
@@ -58,30 +69,32 @@ def by_key(ds, key: str | list[str], fn: Callable[..., pa.Table], *, partitions:
 PARTITION_MB = 128  # default in-memory size of one reduce partition of the tasks exchanges (exchange.partition_mb)
 
 
-def by_key_tasks(ds, key: str | list[str], fn: Callable[..., pa.Table], *, partitions: int | None = None,
-                 fn_kwargs: dict[str, Any] | None = None, partition_mb: float | None = None):
+def by_key_tasks(ds: Dataset, key: str | list[str], fn: Callable[..., pa.Table], *, partitions: int | None = None,
+                 fn_kwargs: dict[str, Any] | None = None, partition_mb: float | None = None) -> Dataset:
     """``by_key`` with plain Ray tasks (``exchange_refs``): the same contract (every output block holds all rows
     of its keys), for small inputs such as map-side partial aggregates. Ray Data's shuffle operator has a fixed
     start-up of 3-4 s on 2 CPUs (measured on 133k partial rows; its tasks ran 0.15 s), more than the work
     there. Returns a dataset of the partitions' outputs."""
-    import ray
+    import ray  # lazy: Ray costs seconds of import; the block functions here also run without it
 
     refs = exchange_refs(ds, key, fn, partitions=partitions, fn_kwargs=fn_kwargs, partition_mb=partition_mb)
     return ray.data.from_arrow_refs(refs) if refs else ds.materialize()
 
 
-def by_key_streaming(ds, key: str | list[str], fn: Callable[..., pa.Table], *, partitions: int | None = None,
+def by_key_streaming(ds: Dataset, key: str | list[str], fn: Callable[..., pa.Table], *, partitions: int | None = None,
                      fn_kwargs: dict[str, Any] | None = None, partition_mb: float | None = None) -> list[pa.Table]:
     """``by_key`` for large inputs, without Ray Data's shuffle operator (``exchange_refs``). Returns ``fn``'s
     outputs, fetched to the driver in partition order: ``fn`` should return a small summary (the clean job's
     reduce writes its rows and returns counts)."""
-    import ray
+    import ray  # lazy: Ray costs seconds of import; the block functions here also run without it
 
-    return ray.get(exchange_refs(ds, key, fn, partitions=partitions, fn_kwargs=fn_kwargs, partition_mb=partition_mb))
+    out: list[pa.Table] = ray.get(exchange_refs(ds, key, fn, partitions=partitions, fn_kwargs=fn_kwargs,
+                                                partition_mb=partition_mb))
+    return out
 
 
-def exchange_refs(ds, key: str | list[str], fn: Callable[..., pa.Table], *, partitions: int | None = None,
-                  fn_kwargs: dict[str, Any] | None = None, partition_mb: float | None = None) -> list:
+def exchange_refs(ds: Dataset, key: str | list[str], fn: Callable[..., pa.Table], *, partitions: int | None = None,
+                  fn_kwargs: dict[str, Any] | None = None, partition_mb: float | None = None) -> list[ObjectRef[pa.Table]]:
     """A keyed exchange of plain Ray tasks: each block ``ds`` produces is split by a stable hash of ``key`` in one
     task, submitted as soon as the block exists (the splits overlap the read and map stages instead of waiting
     for them), then one task per partition concatenates its shards and applies ``fn``. Only object refs and
@@ -93,12 +106,12 @@ def exchange_refs(ds, key: str | list[str], fn: Callable[..., pa.Table], *, part
     consecutive buckets are grouped into partitions of about ``partition_mb`` MiB in memory (at least 2 per
     CPU). Reduce time grows faster than its input (sorts, cache misses, fresh memory): on 10M events and 2 CPUs,
     4 partitions of ~300 MiB took 36 s of reduce wall time, 32 of ~40 MiB took 11 s."""
-    import ray
+    import ray  # lazy: Ray costs seconds of import; the block functions here also run without it
 
     keys = [key] if isinstance(key, str) else list(key)
     buckets = partitions or exchange_buckets()
     split = ray.remote(_bucket_split).options(num_returns=buckets + 1)
-    shards: list[list] = []
+    shards: list[list[Any]] = []  # per split task: its bucket refs, then the ref of its sizes
     sizes = []
     for bundle in ds.iter_internal_ref_bundles():
         for ref, meta in zip(bundle.block_refs, bundle.metadata):
@@ -140,7 +153,7 @@ def coalesce(sizes: np.ndarray, target_bytes: float, min_partitions: int) -> lis
     return groups
 
 
-def _bucket_split(table: pa.Table, keys: list[str], n: int) -> list:
+def _bucket_split(table: pa.Table, keys: list[str], n: int) -> list[Any]:
     """``table`` in ``n`` hash buckets (zero-copy slices of one take) plus their approximate bytes."""
     if not isinstance(table, pa.Table):  # a pandas block
         table = pa.Table.from_pandas(table, preserve_index=False)
@@ -158,16 +171,14 @@ def _bucket_split(table: pa.Table, keys: list[str], n: int) -> list:
 def _bucket_of(table: pa.Table, keys: list[str], n: int) -> np.ndarray:
     """Bucket in [0, n) of each row: a hash of ``keys`` that is the same in every process. One string key is
     hashed once per distinct value (dictionary-encoded first): a Python object per row cost 4-7x more."""
-    import pandas as pd
-    import pyarrow.compute as pc
-
     col = table[keys[0]]
     if len(keys) == 1 and (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
         enc = pc.dictionary_encode(col).combine_chunks()
         values = pa.concat_arrays([enc.dictionary, pa.nulls(1, enc.dictionary.type)])  # nulls: the last value
         hashed = pd.util.hash_pandas_object(pa.table({keys[0]: values}).to_pandas(), index=False).to_numpy() % n
-        return hashed[pc.fill_null(enc.indices, len(enc.dictionary)).to_numpy()]  # [rows]
-    return pd.util.hash_pandas_object(table.select(keys).to_pandas(), index=False).to_numpy() % n  # [rows]
+        out: np.ndarray = hashed[pc.fill_null(enc.indices, len(enc.dictionary)).to_numpy()]  # [rows]
+        return out
+    return np.asarray(pd.util.hash_pandas_object(table.select(keys).to_pandas(), index=False).to_numpy() % n)
 
 
 def _apply_to_shards(fn: Callable[..., pa.Table], fn_kwargs: dict[str, Any], *shards: pa.Table) -> pa.Table:
@@ -179,8 +190,6 @@ def group_order(table: pa.Table, keys: list[str]) -> pa.Array:
     equal values end up adjacent and in the same order as a string sort would put them (ties broken by
     the later keys), but distinct strings are ordered by first appearance, not lexically. 3-5x faster
     than comparing strings at millions of rows; for grouping, dedup and per-key time order."""
-    import pyarrow.compute as pc
-
     cols = {}
     for k in keys:
         col = table[k]
@@ -197,10 +206,6 @@ LAYOUT_FILE = "_partitioning.json"
 def mark_partitioned(path: str, keys: list[str]) -> None:
     """Record that every Parquet file under ``path`` holds all rows of its ``keys`` values (and which files:
     a file added or removed later voids the record)."""
-    import json
-
-    from recsys.data.io import filesystem
-
     fs, inner = filesystem(path)
     files = _parquet_files(path)
     if not files:
@@ -211,12 +216,6 @@ def mark_partitioned(path: str, keys: list[str]) -> None:
 
 def partitioned_by(path: str) -> list[str] | None:
     """The keys ``path``'s files are partitioned by (``mark_partitioned``), or None when unknown or stale."""
-    import json
-
-    import pyarrow.fs as pafs
-
-    from recsys.data.io import filesystem
-
     fs, inner = filesystem(path)
     if fs.get_file_info(f"{inner}/{LAYOUT_FILE}").type != pafs.FileType.File:
         return None
@@ -225,10 +224,11 @@ def partitioned_by(path: str) -> list[str] | None:
     return layout["keys"] if sorted(f.rsplit("/", 1)[-1] for f in _parquet_files(path)) == layout["files"] else None
 
 
-def per_file(path: str, fn: Callable[..., pa.Table], fn_kwargs: dict[str, Any] | None = None, **ray_args):
+def per_file(path: str, fn: Callable[..., pa.Table], fn_kwargs: dict[str, Any] | None = None,
+             **ray_args: Any) -> Dataset:
     """``fn(file's table, **fn_kwargs)`` on each Parquet file of ``path``, one Ray Data task per file: the
     exchange-free ``by_key`` for a folder whose files are partitioned by the key (``partitioned_by``)."""
-    import ray
+    import ray  # lazy: Ray costs seconds of import; the block functions here also run without it
 
     files = _parquet_files(path)
     ds = ray.data.from_items([{"path": f} for f in files], override_num_blocks=len(files))
@@ -237,18 +237,12 @@ def per_file(path: str, fn: Callable[..., pa.Table], fn_kwargs: dict[str, Any] |
 
 
 def _apply_to_file(batch: pa.Table, fn: Callable[..., pa.Table], fn_kwargs: dict[str, Any], root: str) -> pa.Table:
-    import pyarrow.parquet as pq
-
-    from recsys.data.io import filesystem
-
     fs, _ = filesystem(root)
     return fn(pq.read_table(batch["path"][0].as_py(), filesystem=fs), **fn_kwargs)
 
 
 def _parquet_files(path: str) -> list[str]:
     """The data files of a Parquet folder (hidden / ``_``-prefixed files skipped); [] when there are none."""
-    from recsys.data.io import expand_paths
-
     try:
         files, _ = expand_paths(path, (".parquet",))
     except FileNotFoundError:

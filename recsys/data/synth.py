@@ -64,7 +64,7 @@ def generate_shard(batch: dict[str, np.ndarray], catalog: dict[str, Any], p: dic
     parts = []
     sid = np.array([f"{shard}-{i}" for i in range(sessions)], dtype=object)
 
-    def emit(mask: np.ndarray | None, etype: str, delay_s: float):
+    def emit(mask: np.ndarray | None, etype: str, delay_s: float) -> None:
         if mask is None:  # one row per session (the search)
             s_idx, pos = np.arange(sessions), None
             items = page[:, 0]

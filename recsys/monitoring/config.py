@@ -64,7 +64,7 @@ class DriftConfig(JobConfig):
 
     @model_validator(mode="after")
     def _unique(self) -> DriftConfig:
-        import pandas as pd
+        import pandas as pd  # lazy: jobs/drift.py imports this config at listing time; pandas costs ~0.5 s
 
         for key in ("reference_end", "current_start"):
             value = getattr(self, key)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, write_to_textfile
+
 
 def drift_registry(results: list[dict], job: str, last_event_ts: float | None):
-    from prometheus_client import CollectorRegistry, Gauge
-
     reg = CollectorRegistry()
     psi = Gauge("recsys_drift_psi", "PSI between the training snapshot and recent feedback.", ["feature"], registry=reg)
     ks = Gauge("recsys_drift_ks", "Two-sample KS statistic (numeric features).", ["feature"], registry=reg)
@@ -31,8 +31,6 @@ def drift_registry(results: list[dict], job: str, last_event_ts: float | None):
 
 def export(results: list[dict], textfile: Path | None, pushgateway: str | None, job: str,
            last_event_ts: float | None) -> None:
-    from prometheus_client import push_to_gateway, write_to_textfile
-
     reg = drift_registry(results, job, last_event_ts)
     if textfile is not None:
         textfile.parent.mkdir(parents=True, exist_ok=True)

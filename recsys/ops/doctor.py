@@ -10,6 +10,9 @@ import time
 from typing import Any
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from recsys.models.hub import load_pretrained
 
 
 def _probe(model_path: str | None, texts: list[str]) -> dict[str, Any]:
@@ -23,9 +26,7 @@ def _probe(model_path: str | None, texts: list[str]) -> dict[str, Any]:
         "hf_hub_offline": os.environ.get("HF_HUB_OFFLINE"),
     }
     if model_path:
-        import torch
-
-        from recsys.models.hub import load_pretrained
+        import torch  # lazy: only a probe that loads the model needs torch
 
         t0 = time.perf_counter()
         model, tok = load_pretrained(model_path)
@@ -39,8 +40,6 @@ def _probe(model_path: str | None, texts: list[str]) -> dict[str, Any]:
 
 def check_cluster(model: str | None, texts: list[str], cpus_per_probe: float) -> dict[str, Any]:
     """Run one probe on every alive node (node-affinity scheduling) and summarise."""
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     probe = ray.remote(_probe)
     refs = [

@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from recsys.registry.mlflow_registry import PRODUCTION, ModelRegistry
+from recsys.serving.config import project_path
+from recsys.serving.launch import read_serve_config, start
 
 
 def deploy_key(parts: dict[str, Any]) -> str:
@@ -68,8 +73,6 @@ def plan_arms(arms: list[dict[str, Any]], artifacts: str, index_version: str, ar
     ``model`` (the promoted version's sequential recommender) becomes ``recommend.model`` of every arm
     that moves; an arm's ``recommend`` replaces the app's whole section, so the arm's own (or else the
     app's, ``recommend``) settings are kept beside it."""
-    from recsys.serving.config import project_path
-
     if not arms:
         raise ValueError(f"{where}: the first application has no args.arms; add one arm to serve the promoted index")
     names = [a.get("name") for a in arms]
@@ -84,7 +87,7 @@ def plan_arms(arms: list[dict[str, Any]], artifacts: str, index_version: str, ar
             a.update(artifacts=artifacts, version=index_version)
             if model:
                 a["recommend"] = {**(a.get("recommend") or recommend or {}), "model": model}
-        elif not Path(project_path(str(a.get("artifacts", "")))).exists():
+        elif not Path(project_path(str(a.get("artifacts", ""))) or "").exists():
             raise ValueError(f"{where}: arm {a.get('name')!r} serves {a.get('artifacts')!r}, which does not exist; "
                              "build it (recsys run index) or leave deploy.serve.arm unset so every arm serves the promoted index")
         out.append(a)
@@ -96,8 +99,6 @@ def serve_target(serve_config: str, artifacts: str, index_version: str, arm: str
     """Deploy ``serve_config`` with the promoted ``artifacts``/``index_version`` (and sequential
     ``model`` for /recommend, when the version has one; see plan_arms) on the connected Ray; an
     already running app is updated in place."""
-    from recsys.serving.launch import read_serve_config, start
-
     cfg = read_serve_config(serve_config)
     args = cfg["applications"][0].get("args") or {}
     arms = plan_arms(args.get("arms", []), artifacts, index_version, arm, serve_config, model, args.get("recommend"))
@@ -106,10 +107,6 @@ def serve_target(serve_config: str, artifacts: str, index_version: str, arm: str
 
 def smoke(url: str, query: str, timeout_s: float = 60.0) -> dict[str, Any]:
     """POST /search once (retrying while replicas start); returns status and the first hit."""
-    import time
-
-    import httpx
-
     deadline = time.monotonic() + timeout_s
     last: Any = None
     while time.monotonic() < deadline:

@@ -6,10 +6,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, write_to_textfile
+
 
 def export_gauges(lineage: dict[str, Any], textfile: Path, pushgateway: str | None, pipeline: str) -> None:
-    from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, write_to_textfile
-
     reg = CollectorRegistry()
     ok = Gauge("recsys_pipeline_last_run_success", "1 if the last pipeline run succeeded, 0 if it failed or stopped at a gate.",
                ["pipeline"], registry=reg)

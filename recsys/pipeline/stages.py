@@ -14,8 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from recsys.config.loader import ConfigError, dump_config, load_config, read_yaml, set_dotted
+from recsys.jobs_registry import get_job, resolve_config_path
 from recsys.pipeline.config import REF
 from recsys.pipeline.hashing import external_inputs, stage_key
+from recsys.runtime import run_job
 
 STAGE_MARKER = ".recsys-stage.json"
 
@@ -55,21 +58,8 @@ def substitute(value: Any, outputs: dict[str, str]) -> Any:
     return value
 
 
-def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
-    node = data
-    parts = dotted.split(".")
-    for part in parts[:-1]:
-        if not isinstance(node.get(part), dict):
-            node[part] = {}
-        node = node[part]
-    node[parts[-1]] = value
-
-
 def stage_data(job: str, config: str, overrides: dict[str, Any], outputs: dict[str, str]) -> dict[str, Any]:
     """The job's YAML with the stage's overrides applied (not yet validated)."""
-    from recsys.config.loader import ConfigError, read_yaml
-    from recsys.jobs_registry import resolve_config_path
-
     errors: list[str] = []
     data = read_yaml(resolve_config_path(job, config), errors)
     if errors:
@@ -82,9 +72,6 @@ def stage_data(job: str, config: str, overrides: dict[str, Any], outputs: dict[s
 
 def resolve(name: str, job: str, data: dict[str, Any], root: Path, upstream: list[str]) -> ResolvedStage:
     """Validate ``data`` as the job's config and key it."""
-    from recsys.config.loader import ConfigError, dump_config, load_config
-    from recsys.jobs_registry import get_job
-
     spec = get_job(job)
     try:
         cfg = load_config(spec.config_cls, None, data=data)
@@ -101,9 +88,6 @@ def resolve(name: str, job: str, data: dict[str, Any], root: Path, upstream: lis
 def execute(stage: ResolvedStage) -> dict[str, Any]:
     """Run the job's ``run`` through the runtime (report.json even on failure); never raises for a
     failing job: the returned report has status failed and the error."""
-    from recsys.jobs_registry import get_job
-    from recsys.runtime import run_job
-
     spec = get_job(stage.job)
     if stage.output_dir.exists():  # a failed or interrupted attempt: start clean, never mix outputs
         shutil.rmtree(stage.output_dir)

@@ -51,7 +51,7 @@ class ModelRegistry:
 
     def __init__(self, tracking_uri: str | None = None, artifact_location: str | None = None,
                  experiment: str = "recsys", model_name: str = "recsys", copy_artifacts: bool = False):
-        from mlflow import MlflowClient
+        from mlflow import MlflowClient  # lazy: mlflow costs ~2 s of import; only registry calls need it
 
         self.tracking_uri = tracking_uri or default_tracking_uri()
         self.embedded = self.tracking_uri.startswith("sqlite:///")
@@ -121,7 +121,7 @@ class ModelRegistry:
 
     # ---- registry -----------------------------------------------------------------------------
     def _ensure_model(self) -> None:
-        from mlflow.exceptions import MlflowException
+        from mlflow.exceptions import MlflowException  # lazy: imports mlflow (~2 s)
 
         try:
             self.client.get_registered_model(self.model_name)
@@ -147,7 +147,7 @@ class ModelRegistry:
         return str(mv.version)
 
     def alias_version(self, alias: str) -> str | None:
-        from mlflow.exceptions import MlflowException
+        from mlflow.exceptions import MlflowException  # lazy: imports mlflow (~2 s)
 
         try:
             return str(self.client.get_model_version_by_alias(self.model_name, alias).version)
@@ -156,7 +156,7 @@ class ModelRegistry:
 
     def get(self, ref: str) -> dict[str, Any]:
         """A version by number or alias (``production``) as a plain dict; RegistryError if absent."""
-        from mlflow.exceptions import MlflowException
+        from mlflow.exceptions import MlflowException  # lazy: imports mlflow (~2 s)
 
         try:
             mv = (self.client.get_model_version(self.model_name, ref) if ref.isdigit()
@@ -173,7 +173,7 @@ class ModelRegistry:
 
     def versions(self) -> list[dict[str, Any]]:
         """Every version, newest first."""
-        from mlflow.exceptions import MlflowException
+        from mlflow.exceptions import MlflowException  # lazy: imports mlflow (~2 s)
 
         try:
             found = self.client.search_model_versions(f"name='{self.model_name}'")
@@ -187,7 +187,7 @@ class ModelRegistry:
         return sorted(rows, key=lambda d: int(d["version"]), reverse=True)
 
     def _history(self) -> list[str]:
-        from mlflow.exceptions import MlflowException
+        from mlflow.exceptions import MlflowException  # lazy: imports mlflow (~2 s)
 
         try:
             tags = self.client.get_registered_model(self.model_name).tags or {}
@@ -236,7 +236,7 @@ class ModelRegistry:
         source = self.get(ref)["source"]
         if "://" not in source or source.startswith("file://"):
             return source.removeprefix("file://")
-        import mlflow.artifacts
+        import mlflow.artifacts  # lazy: mlflow costs ~2 s of import
 
         return mlflow.artifacts.download_artifacts(artifact_uri=source, tracking_uri=self.tracking_uri)
 

@@ -14,6 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
+
+from recsys.registry.mlflow_registry import ModelRegistry
+
 _USERINFO = re.compile(r"^([a-z+]+://)[^/@]+@")
 
 
@@ -49,8 +53,6 @@ def reachable(uri: str, timeout_s: float) -> str | None:
     """None when an http(s) tracking server answers ``/health`` (or the URI is not http); else why not."""
     if not uri.startswith(("http://", "https://")):
         return None
-    import httpx
-
     try:
         httpx.get(uri.rstrip("/") + "/health", timeout=timeout_s)
     except Exception as exc:  # noqa: BLE001 - connection errors, and httpx.InvalidURL (not an HTTPError)
@@ -86,8 +88,6 @@ def track_job(report: dict[str, Any], cfg, log) -> dict[str, Any] | None:
                     report.get("job"), shown, why)
         return None
     try:
-        from recsys.registry.mlflow_registry import ModelRegistry
-
         upload, by_ref = split_artifacts(report.get("artifacts") or {}, cfg.max_artifact_mb)
         with _bounded_http(cfg.timeout_s):
             reg = ModelRegistry(tracking_uri=uri, experiment=cfg.experiment)

@@ -93,7 +93,7 @@ class PromotionASHA(FIFOScheduler):
         return len(self.active) < self.max_running and not self.promotable()
 
     def _score(self, result: dict[str, Any]) -> float:
-        value = result.get(self._metric)
+        value = result.get(self._metric) if self._metric is not None else None
         if value is None or (isinstance(value, float) and math.isnan(value)):
             return -math.inf
         return float(value) if self._mode == "max" else -float(value)
@@ -185,12 +185,12 @@ class _KeepsGate:
     def get_state(self):
         gate = self.__dict__.pop("scheduler")
         try:
-            return super().get_state()
+            return super().get_state()  # type: ignore[misc]  # mixin: super() is the search algorithm
         finally:
             self.scheduler = gate
 
     def set_state(self, state) -> None:
-        super().set_state({k: v for k, v in state.items() if k != "scheduler"})
+        super().set_state({k: v for k, v in state.items() if k != "scheduler"})  # type: ignore[misc]  # mixin
 
 
 class GatedLimiter(_KeepsGate, ConcurrencyLimiter):

@@ -18,7 +18,7 @@ STATUS_COLOURS = {"completed": "tab:green", "stopped_early": "tab:orange", "erro
 
 
 def _png(fig) -> str:
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: matplotlib costs ~1 s; write_report selects the Agg backend first
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
@@ -27,7 +27,7 @@ def _png(fig) -> str:
 
 
 def plot_objective(table: pd.DataFrame, metric: str) -> str:
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: matplotlib costs ~1 s; write_report selects the Agg backend first
 
     fig, ax = plt.subplots(figsize=(7, 3.2))
     col = f"best_{metric}"
@@ -40,7 +40,7 @@ def plot_objective(table: pd.DataFrame, metric: str) -> str:
 
 
 def plot_curves(records: list[TrialRecord], metric: str, time_attr: str) -> str:
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: matplotlib costs ~1 s; write_report selects the Agg backend first
 
     fig, ax = plt.subplots(figsize=(7, 3.6))
     cmap = plt.get_cmap("tab20")
@@ -57,7 +57,7 @@ def plot_curves(records: list[TrialRecord], metric: str, time_attr: str) -> str:
 
 
 def plot_params(table: pd.DataFrame, metric: str, log_keys: set[str]) -> list[tuple[str, str]]:
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: matplotlib costs ~1 s; write_report selects the Agg backend first
 
     out = []
     col = f"best_{metric}"
@@ -82,7 +82,7 @@ def plot_params(table: pd.DataFrame, metric: str, log_keys: set[str]) -> list[tu
 
 def write_report(path: Path, *, title: str, table: pd.DataFrame, records: list[TrialRecord], metric: str, mode: str,
                  time_attr: str, log_keys: set[str], best: dict[str, Any] | None, summary: dict[str, Any]) -> None:
-    import matplotlib
+    import matplotlib  # lazy: matplotlib costs ~1 s and only a finished sweep draws
 
     matplotlib.use("Agg")
     imgs = [("Objective per trial", plot_objective(table, metric)), ("Learning curves", plot_curves(records, metric, time_attr))]

@@ -10,8 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import ray.train
 import yaml
 
+from recsys.config.loader import expand_values
+from recsys.training.trainer import write_model_card
+from recsys.tuning.space import train_config, trial_data
 from recsys.tuning.trial import CHECKPOINT_KEY, TOTAL_STEPS_KEY
 
 _SKIP = {"config", CHECKPOINT_KEY, "trial_id", "experiment_tag", "date", "hostname", "node_ip", "pid", "timestamp",
@@ -112,12 +116,9 @@ def best_train_data(base_raw: dict[str, Any], params: dict[str, Any], output_dir
     """The best trial's train config: the base exactly as written (``${VAR}`` refs kept; keys left
     unset stay unset, so preset defaults still apply) + the tuned values, writing to its own
     ``output_dir`` (never resuming someone else's run). Validated before it is returned."""
-    from recsys.config.loader import _expand
-    from recsys.tuning.space import train_config, trial_data
-
     data = trial_data(base_raw, params)
     data["output_dir"] = output_dir
-    train_config(_expand(data, "", []), check_paths=False)
+    train_config(expand_values(data), check_paths=False)
     return data
 
 
@@ -129,10 +130,7 @@ def write_best_yaml(path: Path, data: dict[str, Any], command_hint: str, comment
 def export_best_model(rec: TrialRecord, metric: str, mode: str, dest: Path, train_cfg, counts: dict[str, Any]):
     """Copy the best kept checkpoint's ``model/`` of ``rec`` to ``dest`` and write its model card.
     Returns (dest, metrics at that checkpoint) or (None, {}) when no checkpoint is left."""
-    import ray.train
-
-    from recsys.training.loop import MODEL_DIR
-    from recsys.training.trainer import write_model_card
+    from recsys.training.loop import MODEL_DIR  # lazy: training.loop imports torch (seconds)
 
     h = rec.history
     if CHECKPOINT_KEY not in h or metric not in h:

@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
 
+import ray
+from ray._private.worker import get_dashboard_url
+
+from recsys.config.loader import expand_values
 from recsys.tuning.config import TuneJobConfig
+from recsys.tuning.report import write_report
+from recsys.tuning.results import (
+    best_record,
+    best_train_data,
+    collect,
+    export_best_model,
+    trials_table,
+    write_best_yaml,
+)
+from recsys.tuning.space import grid_size, load_base, train_config, validate_space, with_objective
+from recsys.tuning.sweep import experiment_path, run_sweep
 from recsys.utils.log import get_logger
 
 log = get_logger("recsys.tune")
@@ -17,6 +33,7 @@ def mlflow_callbacks(cfg: TuneJobConfig) -> list:
     uri = cfg.mlflow.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
         return []
+    # lazy: imports mlflow (~2 s), only with tracking on
     from ray.air.integrations.mlflow import MLflowLoggerCallback
 
     return [MLflowLoggerCallback(tracking_uri=uri, experiment_name=cfg.mlflow.experiment, save_artifact=False)]
@@ -27,9 +44,6 @@ def require_dashboard() -> None:
     PlacementGroupCleaner frees the trial's worker placement group, but it finds out that the
     controller died through the State API, which the dashboard serves. Without it the resources of
     every stopped trial stay reserved and the sweep starves (seen: 1.5 of 2 CPUs held)."""
-    import ray
-    from ray._private.worker import get_dashboard_url
-
     if ray.is_initialized() and not get_dashboard_url():
         raise RuntimeError(
             "tune needs the Ray dashboard (Ray Train frees a stopped trial's placement group through the "
@@ -42,21 +56,6 @@ def run_tuning(cfg: TuneJobConfig, output_dir: Path, timer=None, callbacks: list
     """Returns the report dict of the tune job (counts, metrics, best params, artifacts).
     ``callbacks``: extra Ray Tune callbacks (progress hooks, custom loggers); ``prepared``: the base
     config's ``recsys.training.trainer.prepare`` result, reused when the space leaves data unchanged."""
-    import contextlib
-
-    from recsys.config.loader import _expand
-    from recsys.tuning.report import write_report
-    from recsys.tuning.results import (
-        best_record,
-        best_train_data,
-        collect,
-        export_best_model,
-        trials_table,
-        write_best_yaml,
-    )
-    from recsys.tuning.space import grid_size, load_base, train_config, validate_space, with_objective
-    from recsys.tuning.sweep import experiment_path, run_sweep
-
     timer = timer or (lambda name: contextlib.nullcontext())
     require_dashboard()
     out = Path(output_dir)
@@ -86,7 +85,7 @@ def run_tuning(cfg: TuneJobConfig, output_dir: Path, timer=None, callbacks: list
                             f"best of {len(records)} trials ({metric} {mode}) of {experiment_path(cfg, out)}: trial {best.trial_id}")
             artifacts["best_config"] = str(out / "best.yaml")
             if cfg.export_best:
-                best_cfg = train_config(_expand(data, "", []), check_paths=False)
+                best_cfg = train_config(expand_values(data), check_paths=False)
                 model_dir, ckpt_metrics = export_best_model(best, metric, mode, out / "model", best_cfg,
                                                             {"trial_id": best.trial_id})
                 if model_dir is not None:

@@ -12,10 +12,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from recsys.config.loader import ConfigError, _expand, _unwrap, load_config, read_yaml
+from recsys.config.loader import ConfigError, expand_values, field_types, load_config, read_yaml, set_dotted
 from recsys.config.paths import project_root
 from recsys.training.config import TrainConfig
-from recsys.tuning.config import ParamSpec
+from recsys.tuning.params import ParamSpec
 
 
 # -- base config -----------------------------------------------------------------------------------
@@ -53,26 +53,6 @@ def _read_base(base: str | dict[str, Any]) -> dict[str, Any]:
     if errors:
         raise ConfigError([f"base: {e.removeprefix('--config: ')}" for e in errors], source="tune config")
     return data
-
-
-def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
-    """``data[a][b][c] = value`` for ``key`` 'a.b.c', creating sections as needed."""
-    node = data
-    *parents, last = key.split(".")
-    for part in parents:
-        if not isinstance(node.get(part), dict):
-            node[part] = {}
-        node = node[part]
-    node[last] = value
-
-
-def get_dotted(data: dict[str, Any], key: str) -> Any:
-    node: Any = data
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
 
 
 def with_objective(raw: dict[str, Any], metric: str | None, mode: str | None) -> dict[str, Any]:
@@ -115,7 +95,7 @@ def _schema_error(key: str) -> str | None:
             hint = f"did you mean '{close[0]}'?" if close else f"valid keys here: {', '.join(valid)}"
             where = ".".join(parts[:i]) or "the train config"
             return f"space.{key}: the train config has no key {key!r} ({part!r} is not in {where}); {hint}"
-        current = _unwrap(model.model_fields[part].annotation)
+        current = field_types(model.model_fields[part].annotation)
     if any(isinstance(t, type) and issubclass(t, BaseModel) for t in current):
         return f"space.{key}: {key!r} is a whole section; tune one of its fields (e.g. {key}.<field>)"
     return None
@@ -128,7 +108,7 @@ def validate_space(raw: dict[str, Any], space: dict[str, ParamSpec], metric: str
     errors: list[str] = []
     base = with_objective(raw, metric, mode)
     try:
-        base_cfg = train_config(_expand(base, "", errors), check_paths=check_paths)
+        base_cfg = train_config(expand_values(base, errors), check_paths=check_paths)
     except ConfigError as exc:
         raise ConfigError([f"base: {e}" for e in exc.errors], source="tune config") from None
     for key, spec in space.items():
@@ -138,7 +118,7 @@ def validate_space(raw: dict[str, Any], space: dict[str, ParamSpec], metric: str
             continue
         for value in spec.probe_values():
             try:
-                train_config(_expand(trial_data(base, {key: value}), "", []), check_paths=False)
+                train_config(expand_values(trial_data(base, {key: value})), check_paths=False)
             except ConfigError as exc:
                 errors += [f"space.{key} = {value!r}: {e}" for e in exc.errors]
     if errors:
@@ -147,18 +127,20 @@ def validate_space(raw: dict[str, Any], space: dict[str, ParamSpec], metric: str
 
 
 # -- Ray Tune domains ------------------------------------------------------------------------------
-def tune_domain(spec: ParamSpec):
+def tune_domain(spec: ParamSpec) -> Any:
+    # lazy: the tune job's config imports this module at listing time; Ray Tune costs seconds
     from ray import tune
 
     if spec.type == "choice":
         return tune.choice(spec.values)
     if spec.type == "grid":
         return tune.grid_search(spec.values)
+    low, high = spec.bounds()
     if spec.type == "uniform":
-        return tune.uniform(spec.low, spec.high)
+        return tune.uniform(low, high)
     if spec.type == "loguniform":
-        return tune.loguniform(spec.low, spec.high)
-    return tune.randint(int(spec.low), int(spec.high))
+        return tune.loguniform(low, high)
+    return tune.randint(int(low), int(high))
 
 
 def param_space(space: dict[str, ParamSpec]) -> dict[str, Any]:
@@ -170,5 +152,5 @@ def grid_size(space: dict[str, ParamSpec]) -> int:
     n = 1
     for spec in space.values():
         if spec.type == "grid":
-            n *= len(spec.values)
+            n *= len(spec.values or [])
     return n

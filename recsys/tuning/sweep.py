@@ -7,11 +7,18 @@ import math
 from pathlib import Path
 from typing import Any
 
+import ray
+from ray import tune
 from ray.tune import Callback
+from ray.tune import schedulers as S
+from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 
 from recsys.training.config import TrainConfig
+from recsys.training.trainer import prepare
 from recsys.tuning.config import SchedulerConfig, SearchConfig, TuneJobConfig
-from recsys.tuning.promotion import PromotionASHA
+from recsys.tuning.promotion import GatedLimiter, GatedVariantGenerator, PromotionASHA
+from recsys.tuning.space import param_space, tune_domain
+from recsys.tuning.trial import shares_prepared_data, train_trial
 from recsys.utils.log import get_logger
 
 log = get_logger("recsys.tune")
@@ -33,12 +40,8 @@ def build_search_alg(search: SearchConfig, seed: int, concurrency: int, gate: Pr
     """random / grid -> BasicVariantGenerator (seeded); optuna -> OptunaSearch with a seeded TPE sampler.
     Both limited to ``concurrency`` running trials (Tune ignores max_concurrent_trials for the former);
     with a ``gate`` (asha_promote) to the gate's running trials, so that paused trials free their slot."""
-    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
-
-    from recsys.tuning.promotion import GatedLimiter, GatedVariantGenerator
-
     if search.algorithm == "optuna":
-        import optuna
+        import optuna  # lazy: optional search algorithm (optuna costs ~1 s)
         from ray.tune.search.optuna import OptunaSearch
 
         tpe = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=seed))
@@ -63,10 +66,6 @@ def scheduler_defaults(sched: SchedulerConfig, base: TrainConfig) -> dict[str, i
 def build_scheduler(cfg: TuneJobConfig, base: TrainConfig, concurrency: int = 1):
     """ASHA (stopping or promotion) / median / PBT / FIFO; metric and mode come from the TuneConfig.
     ``concurrency``: trials running at once (asha_promote keeps to it itself: its trials pause)."""
-    from ray.tune import schedulers as S
-
-    from recsys.tuning.space import tune_domain
-
     s = cfg.scheduler
     d = scheduler_defaults(s, base)
     if s.name == "asha":
@@ -88,8 +87,6 @@ def build_scheduler(cfg: TuneJobConfig, base: TrainConfig, concurrency: int = 1)
 
 def default_concurrency(base: TrainConfig) -> int:
     """Trials whose Train workers fit the cluster at once, keeping ~1 CPU free for Ray Data."""
-    import ray
-
     res = ray.cluster_resources()
     s = base.scaling
     if s.use_gpu:
@@ -100,11 +97,6 @@ def default_concurrency(base: TrainConfig) -> int:
 def build_trainable(cfg: TuneJobConfig, base_raw: dict[str, Any], base: TrainConfig, exp_path: str, prepared=None):
     """The trial function with its fixed arguments; data prepared once here when the space allows
     (``prepared``: a ``prepare(base)`` the caller already made, e.g. shared by several sweeps)."""
-    from ray import tune
-
-    from recsys.training.trainer import prepare
-    from recsys.tuning.trial import shares_prepared_data, train_trial
-
     if not shares_prepared_data(list(cfg.space)):
         prepared = None
     elif prepared is None:
@@ -120,10 +112,6 @@ def build_trainable(cfg: TuneJobConfig, base_raw: dict[str, Any], base: TrainCon
 def build_tuner(cfg: TuneJobConfig, base_raw: dict[str, Any], base: TrainConfig, output_dir: Path,
                 callbacks: list | None = None, prepared=None):
     """A fresh ``Tuner``, or the interrupted one at ``storage_path/name`` (``Tuner.restore``)."""
-    from ray import tune
-
-    from recsys.tuning.space import param_space
-
     metric, mode = base.metric_name, base.train.mode
     exp_path = experiment_path(cfg, output_dir)
     trainable = build_trainable(cfg, base_raw, base, exp_path, prepared)
@@ -166,8 +154,6 @@ def use_callbacks(tuner, callbacks: list) -> None:
     the grid's last point was generated: 3 of 4 points). Setting them after construction also keeps
     them out of ``tuner.pkl``, so a restore never needs to unpickle them. Ray 2.60 has no public
     setter (ray-project/ray#41364): the callbacks go on the internal tuner's RunConfig."""
-    import ray
-
     local = getattr(tuner, "_local_tuner", None)
     if local is not None:
         local.get_run_config().callbacks = list(callbacks)

@@ -16,10 +16,17 @@ another trial's checkpoint resumes from it (``resume_from``) in a fresh Train ru
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from typing import Any
 
+import ray.tune
 from ray.train.v2.api.callback import UserCallback
+from ray.util.queue import Queue
+
+from recsys.config.loader import expand_values
+from recsys.training.trainer import build_run_config, build_trainer, changes_prepared_data, prepare
+from recsys.tuning.space import train_config, trial_data
 
 CHECKPOINT_KEY = "checkpoint_path"
 TOTAL_STEPS_KEY = "total_steps"
@@ -47,8 +54,6 @@ def _run_name(trial_id: str, resume_from: str | None) -> str:
 
 def _tune_checkpoint_source() -> str | None:
     """Train checkpoint a PBT exploit (or a restore) handed this trial through Tune, if any."""
-    import ray.tune
-
     ckpt = ray.tune.get_checkpoint()
     if ckpt is None:
         return None
@@ -59,8 +64,6 @@ def shares_prepared_data(space_keys: list[str]) -> bool:
     """True when no trial can change what ``prepare`` builds, so all can share one ``prepare(base)``
     made by the sweep's driver (else every trial prepares its own data). Which keys change it is
     ``recsys.training.trainer.PREPARE_KEYS``, the list that ``prepare`` itself is held to."""
-    from recsys.training.trainer import changes_prepared_data
-
     return not any(changes_prepared_data(k) for k in space_keys)
 
 
@@ -68,18 +71,9 @@ def train_trial(config: dict[str, Any], base: dict[str, Any], train_storage: str
                 worker_start_timeout_s: float = 900.0, prepared=None) -> None:
     """Tune function trainable: one distributed Train run with ``config`` (dotted keys) on ``base``.
     ``prepared``: the driver's ``prepare(base)`` when the space cannot change the data (else None)."""
-    import os
-
-    import ray.tune
-    from ray.util.queue import Queue
-
-    from recsys.config.loader import _expand
-    from recsys.training.trainer import build_run_config, build_trainer, prepare
-    from recsys.tuning.space import train_config, trial_data
-
     # Read by the Train controller this driver starts: a trial may wait for workers that other trials hold.
     os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = str(worker_start_timeout_s)
-    cfg = train_config(_expand(trial_data(base, config), "", []), check_paths=False)
+    cfg = train_config(expand_values(trial_data(base, config)), check_paths=False)
     prep = prepared if prepared is not None else prepare(cfg)
     trial_id = ray.tune.get_context().get_trial_id()
     resume_from = _tune_checkpoint_source() if report_checkpoints else None

@@ -15,6 +15,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from recsys.pipeline.deploy import serve_target
+from recsys.registry import ModelRegistry, RegistryError
+
 models_app = typer.Typer(help="Model registry (MLflow): list versions, promote, roll back.", no_args_is_help=True)
 console = Console()
 
@@ -26,9 +29,7 @@ ArmOpt = Annotated[str | None, typer.Option("--arm", help="Only this arm moves t
 RayOpt = Annotated[str | None, typer.Option("--ray-address", envvar="RAY_ADDRESS", help="Ray cluster running the service (host:port).")]
 
 
-def _registry(tracking_uri: str | None, name: str):
-    from recsys.registry import ModelRegistry
-
+def _registry(tracking_uri: str | None, name: str) -> ModelRegistry:
     return ModelRegistry(tracking_uri=tracking_uri, model_name=name)
 
 
@@ -40,9 +41,7 @@ def _fail(exc: Exception) -> None:
 def _move_service(reg, serve: str | None, arm: str | None, ray_address: str | None) -> None:
     if not serve:
         return
-    import ray
-
-    from recsys.pipeline.deploy import serve_target
+    import ray  # lazy: Ray costs ~1 s of CLI start-up; only --serve needs it
 
     target = reg.serving_target("production")
     ray.init(address=ray_address or "auto", log_to_driver=False)
@@ -76,8 +75,6 @@ def ls(tracking_uri: TrackingOpt = None, name: NameOpt = "recsys",
 def promote(version: str, tracking_uri: TrackingOpt = None, name: NameOpt = "recsys", serve: ServeOpt = None,
             arm: ArmOpt = None, ray_address: RayOpt = None) -> None:
     """Make VERSION production (the old production becomes `previous`); --serve moves the live service."""
-    from recsys.registry import RegistryError
-
     reg = _registry(tracking_uri, name)
     try:
         out = reg.promote(version)
@@ -91,8 +88,6 @@ def promote(version: str, tracking_uri: TrackingOpt = None, name: NameOpt = "rec
 def rollback(tracking_uri: TrackingOpt = None, name: NameOpt = "recsys", serve: ServeOpt = None,
              arm: ArmOpt = None, ray_address: RayOpt = None) -> None:
     """Restore the production version before the current one; --serve moves the live service."""
-    from recsys.registry import RegistryError
-
     reg = _registry(tracking_uri, name)
     try:
         out = reg.rollback()

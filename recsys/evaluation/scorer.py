@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+import pandas as pd
 
 
 @dataclass
@@ -73,8 +74,6 @@ class ItemIndex:
     """Maps item id strings to row indices of a model's item table (-1 = unknown item)."""
 
     def __init__(self, item_ids: Sequence[str]):
-        import pandas as pd
-
         self.item_ids = np.asarray(item_ids, dtype=object)
         self._index = pd.Index(self.item_ids)
         if not self._index.is_unique:

@@ -127,3 +127,10 @@ def test_pairs_table_checks_and_retrieval_protocol(tmp_path):
 def test_every_protocol_task_has_a_runner():
     assert set(RUNNERS) == set(get_args(ProtocolConfig.model_fields["task"].annotation))
     assert RUNNERS["recommendation"] is RUNNERS["retrieval"] is run_ranking and RUNNERS["matching"] is run_matching
+
+
+def test_package_exports_are_listed_and_resolve():
+    import recsys.evaluation as E
+
+    assert E.__all__ == sorted(E._EXPORTS)
+    assert [getattr(E, n).__name__ for n in E.__all__] == E.__all__

@@ -45,7 +45,11 @@ _EXPORTS = {
     "bootstrap_ci": "stats", "compare": "stats", "PairClassificationEvaluator": "classification",
     "TrainData": "train_data",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = [  # = sorted(_EXPORTS), written out for linters
+    "EvalSet", "ItemIndex", "PairClassificationEvaluator", "QueryBatch", "RankingEvaluator", "RankingResult", "Scorer",
+    "Split", "TrainData", "as_scorer", "bootstrap_ci", "compare", "leave_one_out", "sample_negatives", "time_split",
+    "with_candidates",
+]
 
 
 def __getattr__(name: str):

@@ -21,11 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
+from recsys.evaluation.evaluators import RankingEvaluator
+from recsys.evaluation.protocols import leave_one_out
+from recsys.evaluation.scorer import ItemIndex, QueryBatch, gather_scores
+
 
 class RandomFactors:
     def __init__(self, items, dim: int = 64, seed: int = 0):
-        from recsys.evaluation.scorer import ItemIndex
-
         rng = np.random.default_rng(seed)
         self.index = ItemIndex(items)
         self.item_f = rng.normal(size=(len(items), dim)).astype(np.float32)
@@ -35,16 +37,12 @@ class RandomFactors:
         return np.stack([np.random.default_rng([self.seed, int(q)]).normal(size=self.item_f.shape[1]) for q in query_ids])
 
     def score(self, batch, item_ids):
-        from recsys.evaluation.scorer import gather_scores
-
         table = self.user_f(batch.query_ids) @ self.item_f.T  # (B, N)
         return gather_scores(table, self.index.lookup(item_ids))
 
 
 def baseline_ranx(es, scorer, block: int = 512) -> float:
-    from ranx import Qrels, Run, evaluate
-
-    from recsys.evaluation.scorer import QueryBatch
+    from ranx import Qrels, Run, evaluate  # lazy: ranx (numba) is only the comparison's baseline
 
     run, qrels = {}, {}
     cat = es.catalog
@@ -68,9 +66,7 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=5000)
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
     args = ap.parse_args()
-    import ray
-
-    from recsys.evaluation import RankingEvaluator, leave_one_out
+    import ray  # lazy: after argument parsing, so --help is instant
 
     lines = (Path(args.data) / "amazon-beauty" / "Beauty.txt").read_text().splitlines()
     seqs = {ln.split()[0]: ln.split()[1:] for ln in lines}

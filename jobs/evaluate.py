@@ -8,9 +8,9 @@ CONFIG = EvaluateConfig
 
 
 def run(cfg: EvaluateConfig, ctx) -> dict:
-    from recsys.evaluation.pipeline import run as evaluate
+    from recsys import experiments  # lazy: job modules import only their config (listing jobs stays light)
 
-    return evaluate(cfg, ctx)
+    return experiments.run(cfg, ctx)
 
 
 if __name__ == "__main__":

@@ -117,7 +117,7 @@ def test_retrieval_and_matching_on_pairs(ray_session, tmp_path, pairs_slice, tin
 
 
 def test_missing_trained_models_are_named_before_anything_runs(tmp_path):
-    from recsys.evaluation.pipeline import run
+    from recsys.experiments import run
 
     spec = get_job("evaluate")
     cfg = load_config(spec.config_cls, None, data={

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from recsys.evaluation import metrics as M
+from recsys.evaluation.beyond import beyond_accuracy
+from recsys.evaluation.train_data import TrainData
 
 RANX_NAMES = {
     "hit_rate@1": "hit_rate@1", "hit_rate@5": "hit_rate@5", "recall@5": "recall@5", "recall@20": "recall@20",
@@ -81,3 +84,14 @@ def test_single_target_closed_forms():
 def test_bad_metric_names_are_clear(bad):
     with pytest.raises(ValueError, match="metric"):
         M.parse_metric(bad)
+
+
+def test_beyond_accuracy_of_top_k_lists():
+    train = TrainData(sequences=pd.DataFrame({"user_id": ["u", "v"], "items": [["a", "b", "a"], ["a"]]}),
+                      catalog=np.array(["a", "b", "c", "d"], dtype=object))
+    topk = np.array([["a", "b"], ["a", None]], dtype=object)
+    vectors = (np.array(["a", "b"], dtype=object), np.array([[1.0, 0.0], [0.0, 2.0]]))
+    # popularity = users per item (a: 2, b: 1); novelty of a = -log2(2/2) = 0, of b = -log2(1/2) = 1
+    assert beyond_accuracy(topk, train, vectors) == {
+        "coverage@2": 0.5, "novelty@2": 0.25, "popularity_bias@2": 1.75, "diversity@2": 1.0}
+    assert beyond_accuracy(None, train, vectors) == {}

@@ -8,7 +8,7 @@ import pandas as pd
 from recsys.baselines import TrainData
 from recsys.evaluation import RankingEvaluator, leave_one_out, sample_negatives
 from recsys.evaluation.config import ModelSpec
-from recsys.evaluation.pipeline import build_scorer, pair_scorer
+from recsys.experiments.scorers import build_scorer, pair_scorer
 
 SEQS = {f"u{u}": [f"i{(u * 3 + j) % 25}" for j in range(7)] for u in range(20)}
 

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import sys
 import zlib
+from typing import get_args
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from recsys.config import InputConfig
 from recsys.evaluation import RankingEvaluator, leave_one_out, sample_negatives, time_split, with_candidates
+from recsys.evaluation.config import EvaluateConfig, ProtocolConfig
+from recsys.evaluation.data import load_pairs
+from recsys.evaluation.prepare import prepare
+from recsys.experiments import RUNNERS, run_matching, run_ranking
 
 
 def _seqs(n_users=30, n_items=60, length=9):
@@ -97,3 +103,34 @@ def test_file_candidates_and_time_split():
     sp = time_split(ev, test_start="2020-01-15")
     assert list(sp.test.query_ids) == ["a", "b"] and sp.test.targets == [["2"], ["1"]]
     assert sp.test.gains == [[2.0], [1.0]] and sp.test.histories == [["1"], ["3"]]
+
+
+def test_pairs_table_checks_and_retrieval_protocol(tmp_path):
+    path = tmp_path / "pairs.parquet"
+    pd.DataFrame({"left": ["a1"], "right": ["b1"]}).to_parquet(path)
+    with pytest.raises(ValueError, match=r"data.pairs lacks \['label'\]"):
+        load_pairs(InputConfig(path=str(path)))
+    pd.DataFrame({"left": ["a1"], "right": ["b1"], "label": [1]}).to_parquet(path)
+    with pytest.raises(ValueError, match="data.pairs has no split column"):
+        load_pairs(InputConfig(path=str(path)))
+    pd.DataFrame({"left": ["tv x", "tv x", "cam y", "tv x", "cam y"], "right": ["TV X", "CAM Y", "CAM Y", "TV X", "TV X"],
+                  "label": [1, 0, 1, 1, 0], "split": ["test", "test", "test", "valid", "train"]}).to_parquet(path)
+    cfg = EvaluateConfig.model_validate({"data": {"pairs": {"path": str(path)}}, "models": [{"name": "b", "kind": "bm25"}],
+                                         "protocol": {"task": "retrieval", "candidates": "full"}})
+    prep = prepare(cfg)  # each left text with a positive pair -> its right ids (ids default to the texts)
+    assert list(prep.test.query_ids) == ["cam y", "tv x"] and prep.test.targets == [["CAM Y"], ["TV X"]]
+    assert list(prep.valid.query_ids) == ["tv x"] and sorted(prep.test.catalog) == ["CAM Y", "TV X"]
+    assert prep.counts == {"right_products": 2, "test_queries": 2, "valid_queries": 1}
+    assert prep.train.pairs["left"].tolist() == ["cam y"] and prep.train.items["title"].tolist() == ["TV X", "CAM Y"]
+
+
+def test_every_protocol_task_has_a_runner():
+    assert set(RUNNERS) == set(get_args(ProtocolConfig.model_fields["task"].annotation))
+    assert RUNNERS["recommendation"] is RUNNERS["retrieval"] is run_ranking and RUNNERS["matching"] is run_matching
+
+
+def test_package_exports_are_listed_and_resolve():
+    import recsys.evaluation as E
+
+    assert E.__all__ == sorted(E._EXPORTS)
+    assert [getattr(E, n).__name__ for n in E.__all__] == E.__all__

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from recsys.baselines.base import TrainData
+from recsys.evaluation.train_data import TrainData
 
 BASELINES = ("popularity", "itemknn", "als", "bpr", "bm25", "zeroshot")
 
@@ -19,7 +19,7 @@ BASELINES = ("popularity", "itemknn", "als", "bpr", "bm25", "zeroshot")
 def build_baseline(kind: str, params: dict[str, Any] | None = None, *, seed: int = 0):
     """A fresh (unfitted) baseline scorer; ``params`` are its constructor arguments."""
     p = dict(params or {})
-    try:
+    try:  # imports per kind: each baseline's library (torch, implicit, bm25s, a text encoder) loads only when built
         if kind == "popularity":
             from recsys.baselines.popularity import PopularityScorer
 

@@ -27,8 +27,8 @@ from collections import Counter
 
 import numpy as np
 
-from recsys.baselines.base import TrainData
 from recsys.evaluation.scorer import ItemIndex, QueryBatch
+from recsys.evaluation.train_data import TrainData
 
 # NLTK's English stop-word list (nltk_data corpora/stopwords/english, 179 words), as LLMRank removes them
 NLTK_ENGLISH_STOPWORDS = frozenset("""
@@ -52,7 +52,7 @@ class LLMRankBM25Scorer:
         self.k1, self.b, self.epsilon, self.history_len = k1, b, epsilon, history_len
 
     def fit(self, data: TrainData) -> LLMRankBM25Scorer:
-        from nltk.tokenize import NLTKWordTokenizer
+        from nltk.tokenize import NLTKWordTokenizer  # lazy: nltk only for this variant
 
         tokenize = NLTKWordTokenizer().tokenize
         texts = data.item_texts(self.text_fields)

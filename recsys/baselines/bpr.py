@@ -21,9 +21,9 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from recsys.baselines.base import TrainData
 from recsys.baselines.mf import FactorScorer
 from recsys.evaluation import metrics
+from recsys.evaluation.train_data import TrainData
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from recsys.baselines.base import TrainData
 from recsys.evaluation.scorer import QueryBatch, gather_scores
+from recsys.evaluation.train_data import TrainData
 
 
 class ItemKNNScorer:
@@ -18,7 +18,7 @@ class ItemKNNScorer:
         self.neighbors, self.history_len, self.recency_decay = neighbors, history_len, recency_decay
 
     def fit(self, data: TrainData) -> ItemKNNScorer:
-        from implicit.nearest_neighbours import CosineRecommender
+        from implicit.nearest_neighbours import CosineRecommender  # lazy: implicit loads its native extension
 
         self._index = data.item_index()
         model = CosineRecommender(K=self.neighbors, num_threads=1)

@@ -12,8 +12,8 @@ from typing import Literal
 import numpy as np
 import scipy.sparse as sp
 
-from recsys.baselines.base import TrainData
 from recsys.evaluation.scorer import ItemIndex, QueryBatch, gather_scores
+from recsys.evaluation.train_data import TrainData
 
 
 class FactorScorer:
@@ -59,7 +59,7 @@ class MFScorer(FactorScorer):
         self.num_threads = num_threads
 
     def fit(self, data: TrainData) -> MFScorer:
-        from implicit.cpu.als import AlternatingLeastSquares
+        from implicit.cpu.als import AlternatingLeastSquares  # lazy: implicit loads its native extension
         from implicit.cpu.bpr import BayesianPersonalizedRanking
 
         self._items, self._users = data.item_index(), data.user_index()
@@ -74,7 +74,7 @@ class MFScorer(FactorScorer):
                 factors=self.factors, iterations=self.iterations, regularization=self.regularization,
                 learning_rate=self.learning_rate, random_state=self.seed, num_threads=self.num_threads,
             )
-        from threadpoolctl import threadpool_limits
+        from threadpoolctl import threadpool_limits  # lazy: only around implicit's fit
 
         with threadpool_limits(1, "blas"):  # implicit's own threads do the work; BLAS threads only contend
             self._model.fit(m, show_progress=False)

@@ -116,7 +116,7 @@ class PairFeaturizer:
         self._tfidf = None
 
     def fit(self, texts: Sequence[str]) -> PairFeaturizer:
-        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.feature_extraction.text import TfidfVectorizer  # lazy: scikit-learn is slow to import
 
         self._tfidf = TfidfVectorizer(analyzer="char_wb", ngram_range=self.ngram_range, sublinear_tf=True)
         self._tfidf.fit([_Side(t).all for t in texts])
@@ -167,11 +167,11 @@ class PairFeatureMatcher:
 
     def _new_classifier(self):
         if self.model_name == "gbm":
-            from sklearn.ensemble import HistGradientBoostingClassifier
+            from sklearn.ensemble import HistGradientBoostingClassifier  # lazy: slow import
 
             return HistGradientBoostingClassifier(max_iter=self.max_iter, learning_rate=self.learning_rate,
                                                   random_state=self.seed)
-        from sklearn.impute import SimpleImputer
+        from sklearn.impute import SimpleImputer  # lazy: scikit-learn is slow to import
         from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler

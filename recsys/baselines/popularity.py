@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from recsys.baselines.base import TrainData
 from recsys.evaluation.scorer import QueryBatch, gather_scores
+from recsys.evaluation.train_data import TrainData
 
 
 class PopularityScorer:

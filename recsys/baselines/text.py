@@ -8,8 +8,8 @@ import re
 
 import numpy as np
 
-from recsys.baselines.base import TrainData
 from recsys.evaluation.scorer import ItemIndex, QueryBatch, gather_scores
+from recsys.evaluation.train_data import TrainData
 
 
 def history_text(history: list[str], texts: dict[str, str], history_len: int) -> str:
@@ -65,7 +65,7 @@ class BM25Scorer:
         return self.fit_texts(data.catalog, texts)
 
     def fit_texts(self, item_ids, texts: dict[str, str]) -> BM25Scorer:
-        import bm25s
+        import bm25s  # lazy: bm25s only for the BM25 baselines
 
         self._index = ItemIndex(item_ids)
         self._texts = texts
@@ -80,7 +80,7 @@ class BM25Scorer:
         return [history_text(h, self._texts, self.history_len) for h in batch.histories]
 
     def score(self, batch: QueryBatch, item_ids: np.ndarray) -> np.ndarray:
-        import bm25s
+        import bm25s  # lazy: bm25s only for the BM25 baselines
 
         if self.corpus == "candidates" and not (item_ids.shape[0] == 1 and len(batch) > 1):
             queries = self._queries(batch)
@@ -114,7 +114,7 @@ class ZeroShotScorer:
 
     def encoder(self):
         if self._encoder is None:
-            from recsys.models import BiEncoder
+            from recsys.models import BiEncoder  # lazy: torch + transformers
 
             self._encoder = BiEncoder.from_encoder(self.model_name, max_length=self.max_length)
         return self._encoder

@@ -36,14 +36,14 @@ class StackedMatcher:
         self._clf = None
 
     def _new(self):
-        from sklearn.linear_model import LogisticRegression
+        from sklearn.linear_model import LogisticRegression  # lazy: scikit-learn is slow to import
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
 
         return make_pipeline(StandardScaler(), LogisticRegression(C=self.C, max_iter=2000))
 
     def fit(self, scores: np.ndarray, labels: np.ndarray) -> StackedMatcher:
-        from sklearn.model_selection import StratifiedKFold
+        from sklearn.model_selection import StratifiedKFold  # lazy: scikit-learn is slow to import
 
         x, y = _log_odds(np.atleast_2d(scores)), np.asarray(labels).astype(int)
         n_pos = int(y.sum())

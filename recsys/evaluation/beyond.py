@@ -2,11 +2,18 @@
 
 Input: ``topk`` (Q, K) object array of recommended item ids (None = empty slot), plus the catalog,
 item popularity (training interaction counts) and, for diversity, item embeddings.
+``beyond_accuracy`` computes all of them for one model's top-k lists.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:  # annotation only: scorer modules import this one, and TrainData pulls in scipy.sparse
+    from recsys.evaluation.train_data import TrainData
 
 
 def catalog_coverage(topk: np.ndarray, catalog_size: int) -> float:
@@ -43,8 +50,6 @@ def intra_list_diversity(topk: np.ndarray, embeddings: dict[str, np.ndarray] | t
     embeddings: (item_ids (N,), vectors (N, D)); items without a vector are skipped.
     """
     ids, vecs = embeddings
-    import pandas as pd
-
     index = pd.Index(np.asarray(ids, dtype=object))
     v = np.asarray(vecs, dtype=np.float64)
     v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)  # (N, D)
@@ -57,4 +62,24 @@ def intra_list_diversity(topk: np.ndarray, embeddings: dict[str, np.ndarray] | t
             sim = e @ e.T  # (k, k)
             k = len(r)
             out[q] = float((1.0 - sim)[~np.eye(k, dtype=bool)].mean())
+    return out
+
+
+def beyond_accuracy(topk: np.ndarray | None, train: TrainData,
+                    vectors: tuple[np.ndarray, np.ndarray] | None) -> dict[str, float]:
+    """Coverage / novelty / popularity bias (/ diversity, given item vectors) of (Q, K) top-k lists;
+    popularity = users per item in ``train.sequences``."""
+    if topk is None:
+        return {}
+    k = topk.shape[1]
+    counts: dict[str, float] = {}
+    for items in train.sequences["items"]:
+        for i in set(items):
+            counts[i] = counts.get(i, 0.0) + 1.0
+    out = {f"coverage@{k}": catalog_coverage(topk, len(train.catalog))}
+    if counts:
+        out[f"novelty@{k}"] = float(np.mean(novelty(topk, counts, len(train.sequences))))
+        out[f"popularity_bias@{k}"] = float(np.mean(popularity_bias(topk, counts)))
+    if vectors is not None:
+        out[f"diversity@{k}"] = float(np.nanmean(intra_list_diversity(topk, vectors)))
     return out

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import sys
 
+from recsys.evaluation.trec import evaluate_run
+
 
 def evaluate_run_command(run_file: str, qrels: str, metrics: list[str] | None, as_json: bool) -> int:
-    from recsys.evaluation.trec import evaluate_run
-
     try:
         out = evaluate_run(run_file, qrels, metrics or None)
     except (FileNotFoundError, ValueError) as exc:

@@ -8,6 +8,7 @@ from pydantic import Field, field_validator, model_validator
 
 from recsys.config import InputConfig, JobConfig, StrictModel
 from recsys.config.types import InputPath
+from recsys.evaluation.metrics import parse_metric
 
 ModelKind = Literal["popularity", "itemknn", "als", "bpr", "bm25", "zeroshot", "pair_features", "model"]
 
@@ -183,8 +184,6 @@ class EvaluateConfig(JobConfig):
     @field_validator("metrics")
     @classmethod
     def _metrics(cls, v: list[str]) -> list[str]:
-        from recsys.evaluation.metrics import parse_metric
-
         for m in v:
             parse_metric(m)  # raises with the list of valid names
         return v

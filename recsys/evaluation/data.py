@@ -4,7 +4,9 @@ from Parquet written by an earlier stage."""
 
 from __future__ import annotations
 
+import glob
 import logging
+import os
 
 import numpy as np
 import pandas as pd
@@ -22,9 +24,6 @@ def _is_parquet(cfg: InputConfig) -> bool:
 
 
 def _dir_has_parquet(p: str) -> bool:
-    import glob
-    import os
-
     return os.path.isdir(p) and bool(glob.glob(os.path.join(p, "**", "*.parquet"), recursive=True))
 
 
@@ -32,7 +31,7 @@ def load_table(cfg: InputConfig, table: str | None = None) -> pd.DataFrame:
     """One canonical table as a DataFrame (Parquet read directly; anything else via recsys.data)."""
     if _is_parquet(cfg):
         return pd.read_parquet(cfg.path)
-    from recsys.data.adapters import read_input
+    from recsys.data.adapters import read_input  # lazy: pyarrow readers, non-Parquet only
 
     df = read_input(cfg, table, on_error="mark", keep_meta=True).to_pandas()
     bad = df["_error"].notna() if "_error" in df.columns else pd.Series(False, index=df.index)
@@ -87,3 +86,18 @@ def load_candidates(cfg: InputConfig, source: str | None = None) -> dict[str, li
                 raise ValueError(f"protocol.candidate_source {source!r} not in the candidate files {sources}")
             df = df[df["source"] == source]
     return {str(u): [str(i) for i in items] for u, items in zip(df["user_id"], df["items"])}
+
+
+def load_pairs(cfg: InputConfig) -> pd.DataFrame:
+    """The canonical pairs table (left, right, label, split[, left_id, right_id]); ids default to the texts."""
+    df = load_table(cfg, "pairs")
+    need = {"left", "right", "label"} - set(df.columns)
+    if need:
+        raise ValueError(f"data.pairs lacks {sorted(need)}; expected the canonical pairs table (docs/DATA.md)")
+    if "split" not in df.columns:
+        raise ValueError("data.pairs has no split column (train/valid/test); use the product-matching preset or add one")
+    for side in ("left", "right"):
+        if f"{side}_id" not in df.columns:
+            df[f"{side}_id"] = df[side].astype(str)
+    df["label"] = df["label"].astype(int)
+    return df

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.evaluation import metrics as M
+from recsys.evaluation.beyond import catalog_coverage
 from recsys.evaluation.protocols import EvalSet
 from recsys.evaluation.scorer import QueryBatch, Scorer, as_scorer
 from recsys.evaluation.stats import bootstrap_ci
@@ -196,7 +197,7 @@ class RankingEvaluator:
     def _score(self, scorer: Scorer) -> tuple[M.TargetRanks, np.ndarray | None]:
         kw = dict(batch_size=self.batch_size, block_size=self.block_size, ties=self.ties, keep_topk=self.keep_topk)
         if self.num_workers > 1 and len(self.eval_set) > 1:
-            import ray
+            import ray  # lazy: Ray only when scoring in parallel tasks
 
             if ray.is_initialized():
                 remote = ray.remote(num_cpus=self.cpus_per_worker)(score_shard)
@@ -219,8 +220,6 @@ class RankingEvaluator:
             per[seg] = values
         extra = {}
         if top is not None:
-            from recsys.evaluation.beyond import catalog_coverage
-
             extra[f"coverage@{top.shape[1]}"] = catalog_coverage(top, len(es.catalog))
         return RankingResult(
             eval_set=es.name, protocol=es.protocol, metrics=self.metrics, primary_metric=self.primary_metric,

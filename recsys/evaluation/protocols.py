@@ -7,7 +7,6 @@ ranking over ``catalog``, minus each query's ``exclude`` items). Builders:
 - :func:`leave_one_out` — last item = test target, the one before = validation target (SASRec /
   RecBole convention; users with fewer than ``min_length`` items only train).
 - :func:`time_split` — a global time cutoff: everything a user did after it is the target set.
-- :func:`from_targets` — histories and targets given by the data set (e.g. Games-6k's files).
 - :func:`sample_negatives` — N random negatives per query, fixed by ``seed`` and the query id
   (so a query's candidates never depend on which other queries are evaluated).
 - :func:`with_candidates` — candidate lists shipped with a data set.
@@ -198,20 +197,6 @@ def time_split(
     train = seqs(train_ev)
     return Split(train=pd.DataFrame({"user_id": train.index.to_numpy(dtype=object), "items": list(train)}),
                  valid=valid, test=test)
-
-
-def from_targets(
-    query_ids, histories: list[list[str]], targets: list[list[str]], catalog, *,
-    texts: list[str] | None = None, exclude_history: bool = True, name: str = "given",
-) -> EvalSet:
-    """An EvalSet from histories and targets that a data set ships already split."""
-    h = [list(map(str, x)) for x in histories]
-    return EvalSet(
-        name=name, query_ids=np.asarray(query_ids, dtype=object), histories=h,
-        targets=[list(map(str, t)) for t in targets], catalog=np.asarray(catalog, dtype=object), texts=texts,
-        exclude=[list(x) for x in h] if exclude_history else None,
-        segments={"activity": _activity_segment(h)} if any(h) else {},
-    )
 
 
 def _query_rng(seed: int, query_id: str) -> np.random.Generator:

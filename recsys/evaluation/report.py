@@ -27,7 +27,7 @@ def _table(df: pd.DataFrame) -> str:
 
 
 def _chart(leaderboard: list[dict[str, Any]], metric: str) -> str:
-    import matplotlib
+    import matplotlib  # lazy: matplotlib is slow to import and only the HTML chart needs it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -39,7 +39,7 @@ def _paired(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def paired_ttest(a: np.ndarray, b: np.ndarray) -> float:
     """Two-sided paired t-test p-value of mean(a) == mean(b)."""
-    from scipy import stats
+    from scipy import stats  # lazy: scipy is slow to import and only the t-test needs it
 
     d = _paired(a, b)
     if len(d) < 2 or np.allclose(d, d[0]):
@@ -89,3 +89,15 @@ def compare(a: np.ndarray, b: np.ndarray, *, n_resamples: int = 10000, seed: int
         "p_permutation": permutation_test(a, b, n_resamples=n_resamples, seed=seed),
         "p_bootstrap": paired_bootstrap_test(a, b, n_resamples=n_resamples, seed=seed),
     }
+
+
+def paired_tests(per_query: dict[str, np.ndarray], reference: str, metric: str, *, n_resamples: int = 10000,
+                 seed: int = 0) -> list[dict]:
+    """:func:`compare` of every model's per-query ``metric`` values against ``reference``'s, one row each."""
+    out = []
+    for name, values in per_query.items():
+        if name == reference:
+            continue
+        c = compare(values, per_query[reference], n_resamples=n_resamples, seed=seed)
+        out.append({"model": name, "vs": reference, "metric": metric, **c})
+    return out

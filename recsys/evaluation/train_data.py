@@ -1,4 +1,5 @@
-"""What baselines fit on: the train part of a split, plus item text when the data set has it."""
+"""What scorers fit on: the train part of a protocol's split, plus item text when the data set has it
+(built by ``recsys.evaluation.prepare``, consumed by ``recsys.baselines``)."""
 
 from __future__ import annotations
 

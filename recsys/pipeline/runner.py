@@ -11,6 +11,8 @@ from typing import Any
 
 from recsys.pipeline import gates as G
 from recsys.pipeline.stages import ResolvedStage, execute, resolve, stage_data
+from recsys.runtime import git_sha, key_metric, write_json
+from recsys.utils.console import get_console
 
 CHAMPION = "production"  # name of the champion in the evaluate stage's leaderboard
 
@@ -21,6 +23,15 @@ class PipelineStopped(RuntimeError):
 
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat()
+
+
+def _row_status(report: dict[str, Any], rerun: bool, gate_failed: bool) -> str | None:
+    """A stage's status in the run's summary (None: succeeded)."""
+    if report.get("status") != "succeeded":
+        return "failed"
+    if gate_failed:
+        return "gate failed"
+    return None if rerun else "reused"
 
 
 def _without_name(spec: dict[str, Any]) -> dict[str, Any]:
@@ -141,18 +152,22 @@ class PipelineRunner:
                     f"cannot resume from {cfg.from_stage!r}: stage {s.name!r} has no finished output for its current "
                     f"config and inputs (key {st.key[:12]}); run the pipeline without from_stage")
             t0 = time.perf_counter()
-            if rerun:
-                self.log.info("[pipeline] stage %s (%s) -> %s", s.name, s.job, st.output_dir)
-                report = execute(st)
-            else:
-                self.log.info("[pipeline] stage %s (%s): inputs and config unchanged, reusing %s", s.name, s.job, st.output_dir)
-                report = cached
-            self.reports[s.name] = report
-            self._record(st, report, "ran" if rerun else "cached", time.perf_counter() - t0)
-            if rerun and report.get("status") == "succeeded":
-                self._track(st, report)
-            verdicts = self._gates_after(s.name, report, champion)
-            failed = [v for v in verdicts if not v.passed]
+            with get_console().stage(s.name) as shown:  # one progress display per stage
+                if rerun:
+                    self.log.info("[pipeline] stage %s (%s) -> %s", s.name, s.job, st.output_dir)
+                    report = execute(st)
+                else:
+                    self.log.info("[pipeline] stage %s (%s): inputs and config unchanged, reusing %s", s.name, s.job,
+                                  st.output_dir)
+                    report = cached
+                self.reports[s.name] = report
+                self._record(st, report, "ran" if rerun else "cached", time.perf_counter() - t0)
+                if rerun and report.get("status") == "succeeded":
+                    self._track(st, report)
+                verdicts = self._gates_after(s.name, report, champion)
+                failed = [v for v in verdicts if not v.passed]
+                shown.done(metric=key_metric(report), report=st.output_dir / "report.json",
+                           status=_row_status(report, rerun, bool(failed)))
             if report.get("status") != "succeeded":
                 gate = next((v.gate for v in failed), None)
                 raise PipelineStopped(f"stage {s.name!r} ({s.job}) failed{f' (gate {gate})' if gate else ''}: "
@@ -175,11 +190,19 @@ class PipelineRunner:
 
     # ---- deploy ---------------------------------------------------------------------------------
     def deploy(self, champion_info: dict[str, Any] | None) -> dict[str, Any] | None:
+        if self.cfg.deploy is None:
+            return None
+        with get_console().stage("deploy") as shown:
+            out = self._deploy(champion_info)
+            state = "promoted" if out["promoted"] else f"(production: {out['production_after']})"
+            shown.done(metric=f"version {out['version']} {state}", report=self.root / "lineage.json")
+        return out
+
+    def _deploy(self, champion_info: dict[str, Any] | None) -> dict[str, Any]:
         from recsys.pipeline import deploy as D
 
         d = self.cfg.deploy
-        if d is None:
-            return None
+        assert d is not None
         index_report = self.reports[d.index_stage]
         model_report = self.reports.get(d.model_stage) if d.model_stage else None
         stage_keys = {e["name"]: e["key"] for e in self.lineage["stages"]}
@@ -243,7 +266,6 @@ class PipelineRunner:
 
     def _write_outputs(self) -> None:
         from recsys.pipeline.lineage import export_gauges
-        from recsys.runtime import git_sha, write_json
 
         self.lineage["git_sha"] = git_sha()
         self.lineage["config"] = self.cfg.model_dump(mode="json")

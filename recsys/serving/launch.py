@@ -100,7 +100,11 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:  # someone else's process: alive, but not ours to stop
         return True
-    return True
+    stat = Path(f"/proc/{pid}/stat")  # Linux: an exited child its parent has not reaped yet is a zombie (Z)
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def stop_foreground(pid_path: Path | None = None, timeout_s: float = 60.0) -> int | None:

@@ -230,13 +230,13 @@ class RunConsole:
 
     def _start_capture(self) -> None:
         self._saved = {"stdout": sys.stdout, "stderr": sys.stderr, "handlers": [], "levels": {}}
+        self._out = self._err = None  # drawn on this run's stdout / stderr
         self._consoles()
         self._sink = _Sink(self._saved["stderr"])
         self._sink.echo = self.mode == "verbose"
         real = {id(s) for s in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)}
-        ours = set(logging.getLogger("recsys").handlers)  # made earlier, maybe on a stream since replaced (pytest)
         for handler in _stream_handlers():
-            if id(handler.stream) in real or handler in ours:
+            if id(handler.stream) in real:
                 with contextlib.suppress(AttributeError):  # a handler that looks sys.stderr up itself
                     self._saved["handlers"].append((handler, handler.setStream(self._sink)))
         sys.stdout = sys.stderr = self._sink  # type: ignore[assignment]
@@ -250,10 +250,14 @@ class RunConsole:
         self._saved["levels"]["root"] = root.level
         if root.level > logging.INFO or root.level == logging.NOTSET:
             root.setLevel(logging.INFO)
-        if self.mode == "normal":  # recsys warnings stay visible; its INFO lines go to the file only
-            w = _ConsoleWarnings(self)
-            logging.getLogger("recsys").addHandler(w)
-            self._saved["warn_handler"] = w
+        # recsys's own lines: into the sink (the file; the terminal too when verbose), whatever handlers it had
+        ours = logging.getLogger("recsys")
+        self._saved["recsys"] = (ours.handlers[:], ours.propagate, ours.level)
+        to_file = logging.StreamHandler(self._sink)
+        to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+        ours.handlers = [to_file] + ([_ConsoleWarnings(self)] if self.mode == "normal" else [])  # warnings: visible
+        ours.propagate = False
+        ours.setLevel(logging.INFO)
 
     def _stop_capture(self) -> None:
         self.stop_live()
@@ -267,17 +271,18 @@ class RunConsole:
         if "root_handler" in self._saved:
             root.removeHandler(self._saved["root_handler"])
         root.setLevel(self._saved["levels"]["root"])
-        if "warn_handler" in self._saved:
-            logging.getLogger("recsys").removeHandler(self._saved["warn_handler"])
+        ours = logging.getLogger("recsys")
+        ours.handlers, ours.propagate, level = self._saved["recsys"]
+        ours.setLevel(level)
         logging.captureWarnings(False)
         self._sink.targets.clear()
         self._sink = None
 
     def to_log(self, text: str) -> None:
-        """Write ``text`` to the open log files only (a traceback); to stderr when not captured."""
+        """Write ``text`` to the open log files (a traceback; the terminal too when verbose); to stderr when
+        not captured."""
         if self._sink is not None and self._sink.targets:
-            for t in self._sink.targets:
-                t.write(text if text.endswith("\n") else text + "\n")
+            self._sink.write(text if text.endswith("\n") else text + "\n")  # echoed when verbose
         else:
             sys.stderr.write(text if text.endswith("\n") else text + "\n")
 
@@ -330,7 +335,8 @@ class RunConsole:
             if self._progress is None:
                 self._progress = Progress(SpinnerColumn(finished_text="[green]✓[/green]"), TextColumn("{task.description}"),
                                           BarColumn(), TextColumn("{task.fields[count]}"), TimeElapsedColumn(),
-                                          TextColumn("ETA"), TimeRemainingColumn(), console=self._out)
+                                          TextColumn("ETA"), TimeRemainingColumn(), console=self._out,
+                                          redirect_stdout=False, redirect_stderr=False)  # stdout is the log's
                 self._progress.start()
             st.task = self._progress.add_task(escape(st.row.name), total=st.total, count=self._count(st))
         else:
@@ -441,6 +447,7 @@ class RunConsole:
     def reset(self) -> None:
         """Forget the stages and notes (a second run in the same process)."""
         self.rows, self.notes, self.service_url, self._failed_at, self.errors = [], [], None, None, []
+        self._out = self._err = None
 
 
 class _ConsoleWarnings(logging.Handler):

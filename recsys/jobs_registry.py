@@ -6,12 +6,14 @@ and validating jobs never starts Ray or loads torch.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import pkgutil
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
+import jobs
 from recsys.config.paths import configs_dir
 
 
@@ -37,8 +39,6 @@ class JobSpec:
 
 
 def job_names() -> list[str]:
-    import jobs
-
     return sorted(m.name for m in pkgutil.iter_modules(jobs.__path__) if not m.name.startswith("_"))
 
 
@@ -47,8 +47,6 @@ def get_job(name: str) -> JobSpec:
     name = name.replace("-", "_")
     names = job_names()
     if name not in names:
-        import difflib
-
         close = difflib.get_close_matches(name, names, n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""
         raise KeyError(f"unknown job {name!r}; {hint}jobs: {', '.join(names)}")

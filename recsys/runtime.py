@@ -18,6 +18,8 @@ import json
 import os
 import platform
 import socket
+import subprocess
+import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -62,8 +64,6 @@ def versions() -> dict[str, str]:
 
 
 def git_sha() -> str | None:
-    import subprocess
-
     with contextlib.suppress(Exception):
         return subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
@@ -123,7 +123,7 @@ def resolve_output_dir(job: str, cfg: JobConfig) -> Path:
 
 def init_ray(cfg: JobConfig) -> bool:
     """Connect to ``ray.address`` / RAY_ADDRESS, else start a local Ray. Returns True if we started it."""
-    import ray
+    import ray  # heavy: only jobs that need Ray
 
     if ray.is_initialized():
         return False
@@ -149,8 +149,6 @@ def quiet_ray_data(console: RunConsole) -> bool:
     if not console.on or console.mode == "verbose":
         return False
     os.environ.update(QUIET_RAY_DATA_ENV)  # read when the driver's DataContext is made
-    import sys
-
     if "ray.data" in sys.modules:  # already made: set it there too
         sys.modules["ray.data"].DataContext.get_current().enable_progress_bars = False
     return True
@@ -202,7 +200,7 @@ def start_local_ray(num_cpus: float | None = None, num_gpus: int | None = None, 
     Ray (a test run, a demo cluster): a stopped Tune trial then keeps its placement group and the
     sweep starves. RAY_API_SERVER_ADDRESS in the workers' environment names this Ray's dashboard.
     """
-    import ray
+    import ray  # heavy: only jobs that need Ray
 
     # A free port can be taken by another process before the dashboard binds it: retry on another
     # (only when we picked the port; an explicit dashboard_port is the caller's to fix).
@@ -285,7 +283,7 @@ def run_job(
             write_json(out / "report.json", report)
             ctx.log.info("[%s] %s; report: %s", job, report["status"], out / "report.json")
             if started_ray:
-                import ray
+                import ray  # heavy: imported (and started) above only when the job needs Ray
 
                 ray.shutdown()
             if track and not interrupted:

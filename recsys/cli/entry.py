@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from collections.abc import Iterator
+
+import yaml
 
 from recsys.config.loader import ConfigError, load_config
 from recsys.jobs_registry import get_job, resolve_config_path
@@ -23,10 +26,6 @@ def parse_job(job: str, config: str | None, overrides: list[str], *, check_paths
     """``config`` is a path, a scale name, or ``env:VAR`` (YAML text in an env var, used by submit)."""
     spec = get_job(job)
     if config and config.startswith("env:"):
-        import os
-
-        import yaml
-
         data = yaml.safe_load(os.environ.get(config[4:], "")) or {}
         return spec, load_config(spec.config_cls, None, overrides, check_paths=check_paths, data=data)
     path = resolve_config_path(spec.name, config) if config else None

@@ -246,7 +246,7 @@ def evaluate_run_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Score a TREC run file against TREC qrels (ndcg@k, recall@k, mrr, map, ...)."""
-    from recsys.evaluation.cli import evaluate_run_command
+    from recsys.evaluation.cli import evaluate_run_command  # the evaluation package loads numpy and scipy
 
     raise typer.Exit(evaluate_run_command(run_file, qrels, metric, as_json))
 

@@ -9,8 +9,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from recsys.pipeline import deploy as D
 from recsys.pipeline import gates as G
+from recsys.pipeline.lineage import export_gauges
 from recsys.pipeline.stages import ResolvedStage, execute, resolve, stage_data
+from recsys.registry import ModelRegistry
 from recsys.runtime import git_sha, key_metric, write_json
 from recsys.utils.console import get_console
 
@@ -51,8 +54,6 @@ class PipelineRunner:
     @property
     def registry(self):
         if self._registry is None:
-            from recsys.registry import ModelRegistry
-
             self._registry = ModelRegistry.from_config(self.cfg.registry)
         return self._registry
 
@@ -63,8 +64,6 @@ class PipelineRunner:
     def _champion_injection(self, stage_name: str, data: dict[str, Any]) -> dict[str, Any] | None:
         """Before an evaluate stage with a champion_challenger gate: add the production model's spec
         (as recorded at its promotion) as model ``production`` and make it the paired-test reference."""
-        from recsys.pipeline.deploy import champion_spec
-
         gate = next((g for g in self.cfg.gates if g.kind == "champion_challenger" and g.stage == stage_name), None)
         if gate is None:
             return None
@@ -72,7 +71,7 @@ class PipelineRunner:
         if challenger is None:
             raise PipelineStopped(f"gate {gate.name!r}: challenger {gate.model!r} is not among the models of stage "
                                   f"{stage_name!r} ({[m.get('name') for m in data.get('models', [])]})")
-        version, spec = champion_spec(self.registry)
+        version, spec = D.champion_spec(self.registry)
         info = {"gate": gate.name, "challenger": gate.model, "challenger_spec": challenger, "production_version": version}
         if spec is not None and _without_name(spec) == _without_name(challenger):
             # production's own model refit on today's data: comparing it with itself proves nothing
@@ -199,8 +198,6 @@ class PipelineRunner:
         return out
 
     def _deploy(self, champion_info: dict[str, Any] | None) -> dict[str, Any]:
-        from recsys.pipeline import deploy as D
-
         d = self.cfg.deploy
         assert d is not None
         index_report = self.reports[d.index_stage]
@@ -265,8 +262,6 @@ class PipelineRunner:
         }
 
     def _write_outputs(self) -> None:
-        from recsys.pipeline.lineage import export_gauges
-
         self.lineage["git_sha"] = git_sha()
         self.lineage["config"] = self.cfg.model_dump(mode="json")
         write_json(self.root / "lineage.json", self.lineage)

@@ -13,9 +13,11 @@ from typing import Any
 
 import httpx
 import yaml
+from pydantic import ValidationError
 
 from recsys.config.loader import ConfigError, format_validation_error
 from recsys.config.paths import runs_root
+from recsys.serving.config import ServeArgs
 
 SERVE_APPS_API = "/api/serve/applications/"  # the dashboard's Serve REST API (what `serve shutdown` calls)
 
@@ -32,10 +34,6 @@ def read_serve_config(path: str | Path) -> dict[str, Any]:
 
 def validate_args(app: dict[str, Any], source: str):
     """The application's ``args`` as ServeArgs, or a ConfigError listing every problem."""
-    from pydantic import ValidationError
-
-    from recsys.serving.config import ServeArgs
-
     try:
         return ServeArgs.model_validate(app.get("args") or {})
     except ValidationError as exc:
@@ -47,9 +45,9 @@ def start(path: str | Path, *, port: int | None = None, host: str | None = None,
           overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Deploy every application of the Serve config at ``path`` with ``serve.run``; returns
     ``{"url", "apps"}``. ``overrides`` are merged into each application's args (tests, benchmarks)."""
-    from ray import serve
+    from ray import serve  # heavy: Ray Serve, only when deploying
 
-    from recsys.serving.app import build_app
+    from recsys.serving.app import build_app  # heavy: FastAPI, torch, the deployments
 
     cfg = read_serve_config(path)
     http = dict(cfg.get("http_options") or {})
@@ -78,7 +76,7 @@ def pid_file() -> Path:
 
 def serve_forever(names: list[str], url: str, pid_path: Path | None = None) -> None:  # pragma: no cover - interactive
     """Block until Ctrl-C (or `recsys serve --stop`, which sends SIGINT through the pid file), then delete the apps."""
-    from ray import serve
+    from ray import serve  # heavy: Ray Serve, only when serving
 
     pid_path = pid_path or pid_file()
     pid_path.parent.mkdir(parents=True, exist_ok=True)

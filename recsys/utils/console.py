@@ -333,7 +333,7 @@ class RunConsole:
             return
         if self.live:
             if self._progress is None:
-                self._progress = Progress(SpinnerColumn(finished_text="[green]✓[/green]"), TextColumn("{task.description}"),
+                self._progress = Progress(SpinnerColumn(finished_text=""), TextColumn("{task.description}"),
                                           BarColumn(), TextColumn("{task.fields[count]}"), TimeElapsedColumn(),
                                           TextColumn("ETA"), TimeRemainingColumn(), console=self._out,
                                           redirect_stdout=False, redirect_stderr=False)  # stdout is the log's
@@ -363,12 +363,11 @@ class RunConsole:
         if not self.on or self.mode == "quiet":
             return
         r = st.row
-        mark = {"succeeded": "✓", "failed": "✗", "reused": "↺"}.get(r.status, "•")
+        mark = {"succeeded": "✓", "failed": "✗", "gate failed": "✗", "reused": "↺"}.get(r.status, "•")
         if self._progress is not None and st.task is not None:
-            self._progress.update(st.task, total=st.total or 1, completed=st.total or 1,
-                                  description=f"{escape(r.name)} [dim]{escape(r.metric)}[/dim]" if r.metric else escape(r.name))
-            if r.status == "failed":
-                self._progress.update(st.task, description=f"[red]✗ {escape(r.name)}[/red]")
+            color = "red" if r.status in ("failed", "gate failed") else "green"
+            desc = f"[{color}]{mark}[/{color}] {escape(r.name)}" + (f" [dim]{escape(r.metric)}[/dim]" if r.metric else "")
+            self._progress.update(st.task, total=st.total or 1, completed=st.total or 1, description=desc)
             self._progress.stop_task(st.task)
         else:
             took = "reused (unchanged)" if r.status == "reused" else f"{r.status} in {_secs(r.seconds)}"

@@ -68,9 +68,22 @@ def _cluster_address(out: RunConsole, log: Path) -> str:
     dashboard = DEMO_DASHBOARD if not port_busy(DEMO_DASHBOARD) else free_port()
     out.print(f"starting a local Ray (cluster/local/start.sh --port {DEMO_PORT}; dashboard :{dashboard}) ...")
     start = project_root() / "cluster" / "local" / "start.sh"
+    args = [
+        "--workers",
+        "0",
+        "--head-cpus",
+        "2",
+        "--port",
+        str(DEMO_PORT),
+        "--dashboard-port",
+        str(dashboard),
+    ]
+    proc = subprocess.run([str(start), *args], capture_output=True, text=True)
     with open(log, "a", encoding="utf-8") as fh:  # start.sh's output: the demo's log
-        subprocess.run([str(start), "--workers", "0", "--head-cpus", "2", "--port", str(DEMO_PORT),
-                        "--dashboard-port", str(dashboard)], check=True, stdout=fh, stderr=subprocess.STDOUT)
+        fh.write(proc.stdout + proc.stderr)
+    if proc.returncode != 0:
+        last = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
+        raise DemoError(f"cluster/local/start.sh failed (exit {proc.returncode}): {last[0]}")
     return f"http://127.0.0.1:{dashboard}"
 
 
@@ -89,8 +102,10 @@ def prepare_service_port(out: RunConsole, dashboard: str) -> None:
     if apps:
         out.print(f"the last demo's service ({', '.join(apps)}) is running: this run replaces it in place")
     elif port_busy(SERVICE_PORT):
-        raise DemoError(f"port {SERVICE_PORT} is taken by another process (not this cluster's Serve); stop it "
-                        f"(`recsys serve --stop --address <its Ray dashboard>`, or find it: lsof -i :{SERVICE_PORT})")
+        raise DemoError(
+            f"port {SERVICE_PORT} is taken by another process (not this cluster's Serve); stop it "
+            f"(`recsys serve --stop --address <its Ray dashboard>`, or find it: lsof -i :{SERVICE_PORT})"
+        )
 
 
 def _show_examples(out: RunConsole) -> None:
@@ -120,22 +135,34 @@ def run_demo(scale: str, out: RunConsole) -> int:
         try:
             address = _cluster_address(out, log)
             prepare_service_port(out, address)
-        except (DemoError, subprocess.CalledProcessError) as exc:
+        except DemoError as exc:
             out.error("demo", str(exc))
             return 1
         out.print(f"pipeline --config {scale}, submitted to {address}:")
-        sid = sub.submit("pipeline", str(resolve_config_path("pipeline", scale)), [], address,
-                         {CONSOLE_ENV: out.mode or "normal"})
+        sid = sub.submit(
+            "pipeline",
+            str(resolve_config_path("pipeline", scale)),
+            [],
+            address,
+            {CONSOLE_ENV: out.mode or "normal"},
+        )
         final = sub.follow(sid, address, write=out.raw)
         if final != "SUCCEEDED":
-            out.error("demo", f"the pipeline's Ray job ended {final}; its console: recsys logs {sid} --address {address}")
+            out.error(
+                "demo",
+                f"the pipeline's Ray job ended {final}; its console: recsys logs {sid} --address {address}",
+            )
             return 1
         try:
             _show_examples(out)
         except (httpx.HTTPError, KeyError, IndexError) as exc:
             out.error("demo", f"the service did not answer as expected: {type(exc).__name__}: {exc}")
             return 1
-    out.print(f"The service keeps running: {SERVICE}/docs (OpenAPI), metrics at {SERVICE}/metrics; Ray dashboard: "
-              f"{address}. Stop the service: recsys serve --stop (Ray too: cluster/local/stop.sh --port {DEMO_PORT}). "
-              f"Demo log: {short_path(log)}", quiet_too=True)
+    out.print(
+        f"The service keeps running: {SERVICE}/docs (OpenAPI), metrics at {SERVICE}/metrics; Ray dashboard: "
+        f"{address}. Stop the service: recsys serve --stop "
+        f"(Ray too: cluster/local/stop.sh --port {DEMO_PORT}). "
+        f"Demo log: {short_path(log)}",
+        quiet_too=True,
+    )
     return 0

@@ -32,7 +32,9 @@ def _bad_feedback(tmp_path: Path) -> Path:
 
 def test_mode_flags_env_and_reason(monkeypatch):
     monkeypatch.delenv("RECSYS_CONSOLE", raising=False)
-    assert mode_from() == "normal" and mode_from(quiet=True) == "quiet" and mode_from(verbose=True) == "verbose"
+    assert (
+        mode_from() == "normal" and mode_from(quiet=True) == "quiet" and mode_from(verbose=True) == "verbose"
+    )
     monkeypatch.setenv("RECSYS_CONSOLE", "quiet")
     assert mode_from() == "quiet" and mode_from(verbose=True) == "verbose"
     with pytest.raises(ValueError, match="exclude each other"):
@@ -43,18 +45,44 @@ def test_mode_flags_env_and_reason(monkeypatch):
 
 def test_quiet_validation_error_prints_the_field(tmp_path: Path):
     fb = _bad_feedback(tmp_path)
-    proc = subprocess.run([sys.executable, "-m", "jobs.ab_report", "--config", "tiny", "--quiet", f"feedback.path={fb}",
-                           "alpha=2"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jobs.ab_report",
+            "--config",
+            "tiny",
+            "--quiet",
+            f"feedback.path={fb}",
+            "alpha=2",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert proc.returncode == 1
     assert "alpha:" in proc.stderr and "less than 1" in proc.stderr
-    result = runner.invoke(app, ["run", "ab_report", "--config", "tiny", "--quiet", f"feedback.path={fb}", "alpha=2"])
+    result = runner.invoke(
+        app, ["run", "ab_report", "--config", "tiny", "--quiet", f"feedback.path={fb}", "alpha=2"]
+    )
     assert result.exit_code == 1 and "alpha:" in result.output
 
 
 def test_quiet_runtime_failure_prints_stage_reason_report_and_logs_traceback(tmp_path: Path):
     out = tmp_path / "run"
-    result = runner.invoke(app, ["run", "ab_report", "--config", "tiny", "--quiet",
-                                 f"feedback.path={_bad_feedback(tmp_path)}", f"output_dir={out}"])
+    result = runner.invoke(
+        app,
+        [
+            "run",
+            "ab_report",
+            "--config",
+            "tiny",
+            "--quiet",
+            f"feedback.path={_bad_feedback(tmp_path)}",
+            f"output_dir={out}",
+        ],
+    )
     assert result.exit_code == 1
     lines = [ln for ln in result.output.splitlines() if ln.strip()]
     assert lines[0].startswith("✗ read failed: ArrowInvalid: ")  # the stage, then the reason
@@ -65,18 +93,34 @@ def test_quiet_runtime_failure_prints_stage_reason_report_and_logs_traceback(tmp
     report = json.loads((out / "report.json").read_text())
     assert report["status"] == "failed" and report["error"].startswith("ArrowInvalid")
     summary = [ln.split() for ln in lines if ln.split()[:1] in (["read"], ["ab_report"])]
-    assert [row[:2] for row in summary[-2:]] == [["read", "FAILED"], ["ab_report", "FAILED"]]  # the summary table
+    assert [row[:2] for row in summary[-2:]] == [
+        ["read", "FAILED"],
+        ["ab_report", "FAILED"],
+    ]  # the summary table
     assert get_console().mode is None  # the command turned the console off again
 
 
 def test_verbose_shows_info_lines_default_does_not(tmp_path: Path):
     fb = _bad_feedback(tmp_path)
-    verbose = runner.invoke(app, ["run", "ab_report", "--config", "tiny", "--verbose", f"feedback.path={fb}",
-                                  f"output_dir={tmp_path / 'v'}"])
+    verbose = runner.invoke(
+        app,
+        [
+            "run",
+            "ab_report",
+            "--config",
+            "tiny",
+            "--verbose",
+            f"feedback.path={fb}",
+            f"output_dir={tmp_path / 'v'}",
+        ],
+    )
     assert verbose.exit_code == 1
-    assert "INFO recsys: [ab_report] read ..." in verbose.output and "Traceback (most recent" in verbose.output
-    default = runner.invoke(app, ["run", "ab_report", "--config", "tiny", f"feedback.path={fb}",
-                                  f"output_dir={tmp_path / 'd'}"])
+    assert (
+        "INFO recsys: [ab_report] read ..." in verbose.output and "Traceback (most recent" in verbose.output
+    )
+    default = runner.invoke(
+        app, ["run", "ab_report", "--config", "tiny", f"feedback.path={fb}", f"output_dir={tmp_path / 'd'}"]
+    )
     assert default.exit_code == 1
     assert "▶ read ..." in default.output and "✗ read: failed in" in default.output
     assert "INFO" not in default.output and "Traceback" not in default.output
@@ -92,21 +136,39 @@ def test_stage_rows_nesting_and_progress_counts():
         top.done(metric="rows=5")
     with pytest.raises(KeyError), console.stage("features"), console.stage("splits"):
         raise KeyError("user_id")
-    assert [(r.name, r.status, r.metric) for r in console.rows] == [("clean", "succeeded", "rows=5"),
-                                                                    ("features", "failed", "")]
+    assert [(r.name, r.status, r.metric) for r in console.rows] == [
+        ("clean", "succeeded", "rows=5"),
+        ("features", "failed", ""),
+    ]
     assert console.pop_failed_stage() == "features › splits" and console.pop_failed_stage() is None
     assert RunConsole._count(top) == "2/3 tables"
 
 
 def test_default_mode_keeps_ray_data_info_in_the_log_file(tmp_path: Path):
-    """A tiny Ray Data job (its own local Ray): a few lines on the console, Ray Data's INFO lines in job.log."""
+    """A tiny Ray Data job (its own local Ray): a few console lines, Ray Data's INFO lines in job.log."""
     out = tmp_path / "clean"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1"}
     env.pop("RECSYS_CONSOLE", None)
     env.pop("RAY_ADDRESS", None)
-    proc = subprocess.run([sys.executable, "-m", "recsys.cli.main", "run", "clean", "--config", "configs/clean/tiny.yaml",
-                           f"output_dir={out}", "limit=500", "ray.include_dashboard=false"],
-                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "recsys.cli.main",
+            "run",
+            "clean",
+            "--config",
+            "configs/clean/tiny.yaml",
+            f"output_dir={out}",
+            "limit=500",
+            "ray.include_dashboard=false",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=600,
+    )
     console = (proc.stdout + proc.stderr).splitlines()
     assert proc.returncode == 0, "\n".join(console)
     assert len(console) <= 20, "\n".join(console)
@@ -117,8 +179,10 @@ def test_default_mode_keeps_ray_data_info_in_the_log_file(tmp_path: Path):
 
 
 def _sleeper(pid_path: Path) -> subprocess.Popen:
-    code = ("import sys, time\nopen(sys.argv[1], 'w').write(f'{__import__(\"os\").getpid()} http://127.0.0.1:1\\n')\n"
-            "try:\n    time.sleep(120)\nexcept KeyboardInterrupt:\n    sys.exit(0)\n")
+    code = (
+        "import sys, time\nopen(sys.argv[1], 'w').write(f'{__import__(\"os\").getpid()} http://127.0.0.1:1\\n')\n"
+        "try:\n    time.sleep(120)\nexcept KeyboardInterrupt:\n    sys.exit(0)\n"
+    )
     pid_path.parent.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen([sys.executable, "-c", code, str(pid_path)])
     deadline = time.monotonic() + 30
@@ -171,8 +235,13 @@ def test_second_demo_replaces_its_service_or_names_the_port_clash(monkeypatch, c
     out = RunConsole("normal")
     monkeypatch.setattr(demo.launch, "stop_foreground", lambda: None)
     monkeypatch.setattr(demo.launch, "serve_apps", lambda client: ["recsys"])
-    demo.prepare_service_port(out, "http://127.0.0.1:1")  # the last demo's app: updated in place by the deploy
-    assert "the last demo's service (recsys) is running: this run replaces it in place" in capsys.readouterr().out
+    demo.prepare_service_port(
+        out, "http://127.0.0.1:1"
+    )  # the last demo's app: updated in place by the deploy
+    assert (
+        "the last demo's service (recsys) is running: this run replaces it in place"
+        in capsys.readouterr().out
+    )
     monkeypatch.setattr(demo.launch, "serve_apps", lambda client: [])
     monkeypatch.setattr(demo, "port_busy", lambda port: port == 8000)
     with pytest.raises(demo.DemoError, match="port 8000 is taken by another process"):

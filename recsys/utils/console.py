@@ -153,7 +153,9 @@ class Stage:
         self.completed += n
         self.console._refresh(self)
 
-    def done(self, metric: str | None = None, report: str | Path | None = None, status: str | None = None) -> None:
+    def done(
+        self, metric: str | None = None, report: str | Path | None = None, status: str | None = None
+    ) -> None:
         """Record the stage's key metric, report path and status (default: succeeded when it ends)."""
         if metric is not None:
             self.row.metric = metric
@@ -250,12 +252,14 @@ class RunConsole:
         self._saved["levels"]["root"] = root.level
         if root.level > logging.INFO or root.level == logging.NOTSET:
             root.setLevel(logging.INFO)
-        # recsys's own lines: into the sink (the file; the terminal too when verbose), whatever handlers it had
+        # recsys's own lines: into the sink (the file; the terminal too when verbose), whatever its handlers
         ours = logging.getLogger("recsys")
         self._saved["recsys"] = (ours.handlers[:], ours.propagate, ours.level)
         to_file = logging.StreamHandler(self._sink)
         to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
-        ours.handlers = [to_file] + ([_ConsoleWarnings(self)] if self.mode == "normal" else [])  # warnings: visible
+        ours.handlers = [to_file] + (
+            [_ConsoleWarnings(self)] if self.mode == "normal" else []
+        )  # warnings: visible
         ours.propagate = False
         ours.setLevel(logging.INFO)
 
@@ -333,10 +337,18 @@ class RunConsole:
             return
         if self.live:
             if self._progress is None:
-                self._progress = Progress(SpinnerColumn(finished_text=""), TextColumn("{task.description}"),
-                                          BarColumn(), TextColumn("{task.fields[count]}"), TimeElapsedColumn(),
-                                          TextColumn("ETA"), TimeRemainingColumn(), console=self._out,
-                                          redirect_stdout=False, redirect_stderr=False)  # stdout is the log's
+                self._progress = Progress(
+                    SpinnerColumn(finished_text=""),
+                    TextColumn("{task.description}"),
+                    BarColumn(),
+                    TextColumn("{task.fields[count]}"),
+                    TimeElapsedColumn(),
+                    TextColumn("ETA"),
+                    TimeRemainingColumn(),
+                    console=self._out,
+                    redirect_stdout=False,
+                    redirect_stderr=False,
+                )  # stdout is the log's
                 self._progress.start()
             st.task = self._progress.add_task(escape(st.row.name), total=st.total, count=self._count(st))
         else:
@@ -349,9 +361,13 @@ class RunConsole:
             return
         desc = escape(f"{top.row.name} · {top.note}" if top.note else top.row.name)
         if st.top is None:
-            self._progress.update(top.task, description=desc, total=st.total, completed=st.completed, count=self._count(st))
+            self._progress.update(
+                top.task, description=desc, total=st.total, completed=st.completed, count=self._count(st)
+            )
         else:  # a sub-step with a total shows its own count on the top-level line
-            self._progress.update(top.task, description=desc, count=self._count(st) if st.total else self._count(top))
+            self._progress.update(
+                top.task, description=desc, count=self._count(st) if st.total else self._count(top)
+            )
 
     @staticmethod
     def _count(st: Stage) -> str:
@@ -366,7 +382,9 @@ class RunConsole:
         mark = {"succeeded": "✓", "failed": "✗", "gate failed": "✗", "reused": "↺"}.get(r.status, "•")
         if self._progress is not None and st.task is not None:
             color = "red" if r.status in ("failed", "gate failed") else "green"
-            desc = f"[{color}]{mark}[/{color}] {escape(r.name)}" + (f" [dim]{escape(r.metric)}[/dim]" if r.metric else "")
+            desc = f"[{color}]{mark}[/{color}] {escape(r.name)}" + (
+                f" [dim]{escape(r.metric)}[/dim]" if r.metric else ""
+            )
             self._progress.update(st.task, total=st.total or 1, completed=st.total or 1, description=desc)
             self._progress.stop_task(st.task)
         else:
@@ -414,8 +432,11 @@ class RunConsole:
         for line in self.notes:
             self._out.print(line, soft_wrap=True, markup=False)
         if self.service_url:
-            self._out.print(f"[bold]service running:[/bold] {self.service_url}  (API docs: {self.service_url}/docs; "
-                            "stop it: recsys serve --stop)", soft_wrap=True)
+            self._out.print(
+                f"[bold]service running:[/bold] {self.service_url}  (API docs: {self.service_url}/docs; "
+                "stop it: recsys serve --stop)",
+                soft_wrap=True,
+            )
         if self.log_path:
             self._out.print(f"full log: {short_path(self.log_path)}", soft_wrap=True, markup=False)
 
@@ -459,13 +480,22 @@ class _ConsoleWarnings(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         with contextlib.suppress(Exception):
             self.console._consoles()
-            self.console._err.print(f"[yellow]warning:[/yellow] {escape(record.getMessage())}", soft_wrap=True)
+            self.console._err.print(
+                f"[yellow]warning:[/yellow] {escape(record.getMessage())}", soft_wrap=True
+            )
 
 
 def _stream_handlers() -> list[logging.StreamHandler]:
-    loggers = [logging.getLogger(), *(lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger))]
-    return [h for lg in loggers for h in lg.handlers
-            if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
+    loggers = [
+        logging.getLogger(),
+        *(lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)),
+    ]
+    return [
+        h
+        for lg in loggers
+        for h in lg.handlers
+        if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+    ]
 
 
 def _isatty(f: Any) -> bool:

@@ -250,3 +250,43 @@ def test_second_demo_replaces_its_service_or_names_the_port_clash(monkeypatch, c
     monkeypatch.setattr(demo, "port_busy", lambda port: False)
     demo.prepare_service_port(out, "http://127.0.0.1:1")
     assert "stopped the foreground `recsys serve` (pid 4242)" in capsys.readouterr().out
+
+
+def test_summary_rows_key_metric_and_pipeline_lines():
+    from recsys.pipeline.runner import _row_status
+    from recsys.pipeline.summary import service_url, summary_lines
+    from recsys.runtime import key_metric
+
+    assert (
+        key_metric({"metrics": {"ndcg@10": 0.61234, "nested": {}}, "counts": {"rows": 5}}) == "ndcg@10=0.6123"
+    )
+    assert key_metric({"metrics": {}, "counts": {"rows_in": 10000, "rows_clean": 8738, "x": 1}}) == (
+        "rows_in=10,000 rows_clean=8,738"
+    )
+    assert key_metric({}) == ""
+    ok, bad = {"status": "succeeded"}, {"status": "failed"}
+    assert [_row_status(ok, True, False), _row_status(ok, False, False), _row_status(ok, True, True)] == [
+        None,
+        "reused",
+        "gate failed",
+    ]
+    assert _row_status(bad, True, True) == "failed"
+    summary = {
+        "gates": [
+            {"gate": "contract", "stage": "inventory", "passed": True, "reason": "ok"},
+            {"gate": "floor", "stage": "evaluate", "passed": False, "reason": "ndcg@10 0.4 < 0.55"},
+        ],
+        "deployment": {
+            "model_name": "games",
+            "version": "3",
+            "promoted": True,
+            "production_after": "3",
+            "service": {"url": "http://127.0.0.1:8000"},
+        },
+    }
+    assert summary_lines(summary) == [
+        "quality gates passed: contract",
+        "gate floor after evaluate: FAIL — ndcg@10 0.4 < 0.55",
+        "registry 'games': version 3 (promoted to production)",
+    ]
+    assert service_url(summary) == "http://127.0.0.1:8000" and service_url({"deployment": None}) is None

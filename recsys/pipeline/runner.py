@@ -151,7 +151,7 @@ class PipelineRunner:
                     f"cannot resume from {cfg.from_stage!r}: stage {s.name!r} has no finished output for its current "
                     f"config and inputs (key {st.key[:12]}); run the pipeline without from_stage")
             t0 = time.perf_counter()
-            with get_console().stage(s.name) as shown:  # one progress display per stage
+            with get_console().stage(s.name, step=f"{i + 1}/{len(stages)}") as shown:  # one display per stage
                 if rerun:
                     self.log.info("[pipeline] stage %s (%s) -> %s", s.name, s.job, st.output_dir)
                     report = execute(st)

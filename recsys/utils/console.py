@@ -141,7 +141,13 @@ class Stage:
     unit: str = ""
     completed: float = 0.0
     note: str = ""  # the sub-step now running (shown after the stage's name)
+    step: str = ""  # where the stage stands among its siblings, e.g. "3/7" (shown before its name)
     t0: float = field(default_factory=time.perf_counter)
+
+    @property
+    def label(self) -> str:
+        """The name shown on the console: ``[3/7] features``."""
+        return f"[{self.step}] {self.row.name}" if self.step else self.row.name
 
     def set_total(self, total: float | None, unit: str | None = None) -> Stage:
         self.total = total
@@ -292,12 +298,12 @@ class RunConsole:
 
     # ---- stages -----------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def stage(self, name: str, total: float | None = None, unit: str = "") -> Iterator[Stage]:
+    def stage(self, name: str, total: float | None = None, unit: str = "", step: str = "") -> Iterator[Stage]:
         """One stage. A stage opened inside another is a sub-step: it names itself in the top-level
         stage's display and adds no row to the summary. An exception marks the stage failed."""
         top = self._stack[0] if self._stack else None
         row = StageRow(name)
-        st = Stage(self, row, top=top, total=total, unit=unit)
+        st = Stage(self, row, top=top, total=total, unit=unit, step=step)
         if top is None:
             self.rows.append(row)
             self._begin(st)
@@ -350,16 +356,16 @@ class RunConsole:
                     redirect_stderr=False,
                 )  # stdout is the log's
                 self._progress.start()
-            st.task = self._progress.add_task(escape(st.row.name), total=st.total, count=self._count(st))
+            st.task = self._progress.add_task(escape(st.label), total=st.total, count=self._count(st))
         else:
             total = f" ({_num(st.total)} {st.unit})" if st.total else ""
-            self._out.print(f"▶ {st.row.name}{total} ...", markup=False)
+            self._out.print(f"▶ {st.label}{total} ...", markup=False)
 
     def _refresh(self, st: Stage) -> None:
         top = st.top or st
         if self._progress is None or top.task is None:
             return
-        desc = escape(f"{top.row.name} · {top.note}" if top.note else top.row.name)
+        desc = escape(f"{top.label} · {top.note}" if top.note else top.label)
         if st.top is None:
             self._progress.update(
                 top.task, description=desc, total=st.total, completed=st.completed, count=self._count(st)
@@ -382,14 +388,16 @@ class RunConsole:
         mark = {"succeeded": "✓", "failed": "✗", "gate failed": "✗", "reused": "↺"}.get(r.status, "•")
         if self._progress is not None and st.task is not None:
             color = "red" if r.status in ("failed", "gate failed") else "green"
-            desc = f"[{color}]{mark}[/{color}] {escape(r.name)}" + (
+            desc = f"[{color}]{mark}[/{color}] {escape(st.label)}" + (
                 f" [dim]{escape(r.metric)}[/dim]" if r.metric else ""
             )
             self._progress.update(st.task, total=st.total or 1, completed=st.total or 1, description=desc)
             self._progress.stop_task(st.task)
         else:
             took = "reused (unchanged)" if r.status == "reused" else f"{r.status} in {_secs(r.seconds)}"
-            self._out.print(f"{mark} {r.name}: {took}" + (f" · {r.metric}" if r.metric else ""), markup=False)
+            self._out.print(
+                f"{mark} {st.label}: {took}" + (f" · {r.metric}" if r.metric else ""), markup=False
+            )
 
     def stop_live(self) -> None:
         if self._progress is not None:

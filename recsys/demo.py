@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -29,6 +32,12 @@ from recsys.utils.net import free_port
 
 DEMO_PORT, DEMO_DASHBOARD, SERVICE_PORT = 6390, 8265, 8000
 SERVICE = f"http://127.0.0.1:{SERVICE_PORT}"
+
+
+# Ray's own lines in a job's log (its job manager's, timestamped; the entrypoint it runs): the demo's log file
+RAY_JOB_LINE = re.compile(
+    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\s+[A-Z]+ \S+\.py:\d+ -- |Running entrypoint for job )"
+)
 
 
 class DemoError(RuntimeError):
@@ -108,6 +117,20 @@ def prepare_service_port(out: RunConsole, dashboard: str) -> None:
         )
 
 
+def job_console(out: RunConsole) -> Callable[[str], None]:
+    """Where the submitted job's log goes: its console (stage lines, summary) to the terminal, Ray's
+    lines about the job to the demo's log."""
+
+    def write(text: str) -> None:
+        for line in text.splitlines(keepends=True):
+            if RAY_JOB_LINE.match(line):
+                sys.stdout.write(line)  # captured: the demo's log
+            else:
+                out.raw(line)
+
+    return write
+
+
 def _show_examples(out: RunConsole) -> None:
     with httpx.Client(base_url=SERVICE, timeout=30) as http:
         search = http.post("/search", json={"query": "zelda", "k": 5}).json()
@@ -146,7 +169,7 @@ def run_demo(scale: str, out: RunConsole) -> int:
             address,
             {CONSOLE_ENV: out.mode or "normal"},
         )
-        final = sub.follow(sid, address, write=out.raw)
+        final = sub.follow(sid, address, write=job_console(out))
         if final != "SUCCEEDED":
             out.error(
                 "demo",

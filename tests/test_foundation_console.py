@@ -290,3 +290,20 @@ def test_summary_rows_key_metric_and_pipeline_lines():
         "registry 'games': version 3 (promoted to production)",
     ]
     assert service_url(summary) == "http://127.0.0.1:8000" and service_url({"deployment": None}) is None
+
+
+def test_demo_keeps_rays_job_lines_off_the_console(tmp_path: Path, capsys):
+    from recsys import demo
+
+    out = RunConsole("normal")
+    with out.capture(tmp_path / "demo.log"):
+        demo.job_console(out)(
+            "2026-12-07 12:41:22,668\tINFO job_manager.py:581 -- Runtime env is setting up.\n"
+            "Running entrypoint for job raysubmit_X: python -m jobs.pipeline --config c.yaml\n"
+            "▶ [1/7] inventory ...\n"
+        )
+    assert capsys.readouterr().out == "▶ [1/7] inventory ...\n"
+    assert (tmp_path / "demo.log").read_text().splitlines() == [
+        "2026-12-07 12:41:22,668\tINFO job_manager.py:581 -- Runtime env is setting up.",
+        "Running entrypoint for job raysubmit_X: python -m jobs.pipeline --config c.yaml",
+    ]

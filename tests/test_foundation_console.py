@@ -179,14 +179,16 @@ def test_default_mode_keeps_ray_data_info_in_the_log_file(tmp_path: Path):
 
 
 def _sleeper(pid_path: Path) -> subprocess.Popen:
-    code = (
-        "import sys, time\nopen(sys.argv[1], 'w').write(f'{__import__(\"os\").getpid()} http://127.0.0.1:1\\n')\n"
-        "try:\n    time.sleep(120)\nexcept KeyboardInterrupt:\n    sys.exit(0)\n"
+    code = (  # like serve_forever: Ctrl-C (SIGINT) handled from before the pid file exists
+        "import os, signal, sys, time\n"
+        "signal.signal(signal.SIGINT, lambda *_: sys.exit(0))\n"
+        "open(sys.argv[1], 'w').write(f'{os.getpid()} http://127.0.0.1:1\\n')\n"
+        "time.sleep(120)\n"
     )
     pid_path.parent.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen([sys.executable, "-c", code, str(pid_path)])
     deadline = time.monotonic() + 30
-    while not pid_path.is_file() and time.monotonic() < deadline:
+    while not (pid_path.is_file() and pid_path.read_text().endswith("\n")) and time.monotonic() < deadline:
         time.sleep(0.1)
     return proc
 

@@ -80,8 +80,8 @@ def serve_forever(names: list[str], url: str, pid_path: Path | None = None) -> N
 
     pid_path = pid_path or pid_file()
     pid_path.parent.mkdir(parents=True, exist_ok=True)
-    pid_path.write_text(f"{os.getpid()} {url}\n", encoding="utf-8")
-    try:
+    try:  # the pid file inside: a --stop that comes at once still finds the handler below
+        pid_path.write_text(f"{os.getpid()} {url}\n", encoding="utf-8")
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:

@@ -180,7 +180,9 @@ class RunConsole:
         self.notes: list[str] = []
         self.service_url: str | None = None
         self._stack: list[Stage] = []
-        self._sink: _Sink | None = None
+        # one sink for the process: a handler made during a run keeps writing to the run that is captured now
+        self._sink = _Sink(sys.stderr)
+        self._capturing = False
         self._saved: dict[str, Any] = {}
         self._out: Any = None  # rich Console on the real stdout, made when a capture starts
         self._err: Any = None
@@ -196,7 +198,7 @@ class RunConsole:
 
     @property
     def captured(self) -> bool:
-        return self._sink is not None and bool(self._sink.targets)
+        return self._capturing
 
     def _consoles(self) -> None:
         if self._out is None:
@@ -222,11 +224,10 @@ class RunConsole:
             yield path
             return
         fh = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 - closed in finally
-        outer = self._sink is None
+        outer = not self._capturing
         if outer:
             self._start_capture()
             self.log_path = path
-        assert self._sink is not None
         self._sink.targets.append(fh)
         try:
             yield path
@@ -240,7 +241,8 @@ class RunConsole:
         self._saved = {"stdout": sys.stdout, "stderr": sys.stderr, "handlers": [], "levels": {}}
         self._out = self._err = None  # drawn on this run's stdout / stderr
         self._consoles()
-        self._sink = _Sink(self._saved["stderr"])
+        self._capturing = True
+        self._sink.fallback = self._saved["stderr"]
         self._sink.echo = self.mode == "verbose"
         real = {id(s) for s in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)}
         for handler in _stream_handlers():
@@ -271,7 +273,6 @@ class RunConsole:
 
     def _stop_capture(self) -> None:
         self.stop_live()
-        assert self._sink is not None
         self._sink.flush()
         sys.stdout, sys.stderr = self._saved["stdout"], self._saved["stderr"]
         for handler, stream in self._saved["handlers"]:
@@ -286,12 +287,13 @@ class RunConsole:
         ours.setLevel(level)
         logging.captureWarnings(False)
         self._sink.targets.clear()
-        self._sink = None
+        self._sink.echo = False
+        self._capturing = False
 
     def to_log(self, text: str) -> None:
         """Write ``text`` to the open log files (a traceback; the terminal too when verbose); to stderr when
         not captured."""
-        if self._sink is not None and self._sink.targets:
+        if self._sink.targets:
             self._sink.write(text if text.endswith("\n") else text + "\n")  # echoed when verbose
         else:
             sys.stderr.write(text if text.endswith("\n") else text + "\n")

@@ -87,7 +87,8 @@ def _cluster_address(out: RunConsole, log: Path) -> str:
         "--dashboard-port",
         str(dashboard),
     ]
-    proc = subprocess.run([str(start), *args], capture_output=True, text=True)
+    # its own session: Ctrl-C on (or a timeout of) the demo must not signal the cluster that keeps the service
+    proc = subprocess.run([str(start), *args], capture_output=True, text=True, start_new_session=True)
     with open(log, "a", encoding="utf-8") as fh:  # start.sh's output: the demo's log
         fh.write(proc.stdout + proc.stderr)
     if proc.returncode != 0:

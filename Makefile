@@ -25,8 +25,9 @@ $(STAMP): pyproject.toml constraints.txt
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# make demo DEMO_ARGS=--verbose (every log line too) | --quiet (only the summary and errors)
 demo: install
-	$(VENV)/bin/recsys demo
+	$(VENV)/bin/recsys demo $(DEMO_ARGS)
 
 # ruff, the layer contracts of pyproject.toml ([tool.importlinter]) and mypy ([tool.mypy]); CI runs it.
 lint: install

@@ -19,9 +19,10 @@ def run(cfg: CleanConfig, ctx) -> dict:
     sources += [open_source(extra, t) for extra in cfg.more_inputs for t in tables_of(extra)]
     per_table, totals, reasons = {}, {"rows_in": 0, "rows_clean": 0, "rows_quarantined": 0, "rows_duplicate": 0}, {}
     for src in sources:
-        with ctx.timer(f"clean_{src.table}"):
+        with ctx.progress(f"clean_{src.table}") as shown:
             res = clean_table(src, opts, out, cfg.partitions, cfg.limit, engine=cfg.exchange.engine,
                               partition_mb=cfg.exchange.partition_mb)
+            shown.done(metric=f"rows_clean={res['rows_clean']:,} of {res['rows_in']:,}")
         per_table[src.table] = res
         for k in totals:
             totals[k] += res[k]

@@ -39,8 +39,8 @@ class JobSpec:
 
 def job_names() -> list[str]:
     # by name, like every job module: jobs are plugins found at run time, not a layer below this one
-    jobs = importlib.import_module("jobs")
-    return sorted(m.name for m in pkgutil.iter_modules(jobs.__path__) if not m.name.startswith("_"))
+    package = importlib.import_module("jobs")
+    return sorted(m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_"))
 
 
 def get_job(name: str) -> JobSpec:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from recsys.cli.submit import build_submission
+from recsys.ops.submit import build_submission
 
 ROOT = Path(__file__).resolve().parents[1]
 RECSYS = [sys.executable, "-m", "recsys.cli.main"]

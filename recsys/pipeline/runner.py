@@ -9,8 +9,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from recsys.pipeline import deploy as D
 from recsys.pipeline import gates as G
+from recsys.pipeline.lineage import export_gauges
 from recsys.pipeline.stages import ResolvedStage, execute, resolve, stage_data
+from recsys.registry import ModelRegistry
+from recsys.runtime import git_sha, key_metric, write_json
+from recsys.utils.console import get_console
 
 CHAMPION = "production"  # name of the champion in the evaluate stage's leaderboard
 
@@ -21,6 +26,15 @@ class PipelineStopped(RuntimeError):
 
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat()
+
+
+def _row_status(report: dict[str, Any], rerun: bool, gate_failed: bool) -> str | None:
+    """A stage's status in the run's summary (None: succeeded)."""
+    if report.get("status") != "succeeded":
+        return "failed"
+    if gate_failed:
+        return "gate failed"
+    return None if rerun else "reused"
 
 
 def _without_name(spec: dict[str, Any]) -> dict[str, Any]:
@@ -40,8 +54,6 @@ class PipelineRunner:
     @property
     def registry(self):
         if self._registry is None:
-            from recsys.registry import ModelRegistry
-
             self._registry = ModelRegistry.from_config(self.cfg.registry)
         return self._registry
 
@@ -52,8 +64,6 @@ class PipelineRunner:
     def _champion_injection(self, stage_name: str, data: dict[str, Any]) -> dict[str, Any] | None:
         """Before an evaluate stage with a champion_challenger gate: add the production model's spec
         (as recorded at its promotion) as model ``production`` and make it the paired-test reference."""
-        from recsys.pipeline.deploy import champion_spec
-
         gate = next((g for g in self.cfg.gates if g.kind == "champion_challenger" and g.stage == stage_name), None)
         if gate is None:
             return None
@@ -61,7 +71,7 @@ class PipelineRunner:
         if challenger is None:
             raise PipelineStopped(f"gate {gate.name!r}: challenger {gate.model!r} is not among the models of stage "
                                   f"{stage_name!r} ({[m.get('name') for m in data.get('models', [])]})")
-        version, spec = champion_spec(self.registry)
+        version, spec = D.champion_spec(self.registry)
         info = {"gate": gate.name, "challenger": gate.model, "challenger_spec": challenger, "production_version": version}
         if spec is not None and _without_name(spec) == _without_name(challenger):
             # production's own model refit on today's data: comparing it with itself proves nothing
@@ -141,18 +151,22 @@ class PipelineRunner:
                     f"cannot resume from {cfg.from_stage!r}: stage {s.name!r} has no finished output for its current "
                     f"config and inputs (key {st.key[:12]}); run the pipeline without from_stage")
             t0 = time.perf_counter()
-            if rerun:
-                self.log.info("[pipeline] stage %s (%s) -> %s", s.name, s.job, st.output_dir)
-                report = execute(st)
-            else:
-                self.log.info("[pipeline] stage %s (%s): inputs and config unchanged, reusing %s", s.name, s.job, st.output_dir)
-                report = cached
-            self.reports[s.name] = report
-            self._record(st, report, "ran" if rerun else "cached", time.perf_counter() - t0)
-            if rerun and report.get("status") == "succeeded":
-                self._track(st, report)
-            verdicts = self._gates_after(s.name, report, champion)
-            failed = [v for v in verdicts if not v.passed]
+            with get_console().stage(s.name, step=f"{i + 1}/{len(stages)}") as shown:  # one display per stage
+                if rerun:
+                    self.log.info("[pipeline] stage %s (%s) -> %s", s.name, s.job, st.output_dir)
+                    report = execute(st)
+                else:
+                    self.log.info("[pipeline] stage %s (%s): inputs and config unchanged, reusing %s", s.name, s.job,
+                                  st.output_dir)
+                    report = cached
+                self.reports[s.name] = report
+                self._record(st, report, "ran" if rerun else "cached", time.perf_counter() - t0)
+                if rerun and report.get("status") == "succeeded":
+                    self._track(st, report)
+                verdicts = self._gates_after(s.name, report, champion)
+                failed = [v for v in verdicts if not v.passed]
+                shown.done(metric=key_metric(report), report=st.output_dir / "report.json",
+                           status=_row_status(report, rerun, bool(failed)))
             if report.get("status") != "succeeded":
                 gate = next((v.gate for v in failed), None)
                 raise PipelineStopped(f"stage {s.name!r} ({s.job}) failed{f' (gate {gate})' if gate else ''}: "
@@ -175,11 +189,17 @@ class PipelineRunner:
 
     # ---- deploy ---------------------------------------------------------------------------------
     def deploy(self, champion_info: dict[str, Any] | None) -> dict[str, Any] | None:
-        from recsys.pipeline import deploy as D
-
-        d = self.cfg.deploy
-        if d is None:
+        if self.cfg.deploy is None:
             return None
+        with get_console().stage("deploy") as shown:
+            out = self._deploy(champion_info)
+            state = "promoted" if out["promoted"] else f"(production: {out['production_after']})"
+            shown.done(metric=f"version {out['version']} {state}", report=self.root / "lineage.json")
+        return out
+
+    def _deploy(self, champion_info: dict[str, Any] | None) -> dict[str, Any]:
+        d = self.cfg.deploy
+        assert d is not None
         index_report = self.reports[d.index_stage]
         model_report = self.reports.get(d.model_stage) if d.model_stage else None
         stage_keys = {e["name"]: e["key"] for e in self.lineage["stages"]}
@@ -242,9 +262,6 @@ class PipelineRunner:
         }
 
     def _write_outputs(self) -> None:
-        from recsys.pipeline.lineage import export_gauges
-        from recsys.runtime import git_sha, write_json
-
         self.lineage["git_sha"] = git_sha()
         self.lineage["config"] = self.cfg.model_dump(mode="json")
         write_json(self.root / "lineage.json", self.lineage)

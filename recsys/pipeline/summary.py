@@ -1,33 +1,24 @@
-"""A newcomer-readable summary of a pipeline run: one row per stage, the gates, the deployment."""
+"""What a pipeline run adds under the run's summary table (one row per stage, drawn by the console):
+the quality gates, the registry version, the service's URL."""
 
 from __future__ import annotations
 
 from typing import Any
 
 
-def print_summary(summary: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    stages = Table(title="pipeline stages")
-    for col in ("stage", "job", "status", "time", "output"):
-        stages.add_column(col)
-    for s in summary["stages"]:
-        took = "reused (unchanged)" if s["action"] == "cached" else f"{s['seconds']:.1f}s"
-        stages.add_row(s["name"], s["job"], str(s["status"]), took, s["output_dir"])
-    console.print(stages)
-    if summary.get("gates"):
-        gates = Table(title="quality gates")
-        for col in ("gate", "after", "result", "why"):
-            gates.add_column(col)
-        for g in summary["gates"]:
-            gates.add_row(g["gate"], g["stage"], "[green]pass[/green]" if g["passed"] else "[red]FAIL[/red]", g["reason"])
-        console.print(gates)
+def summary_lines(summary: dict[str, Any]) -> list[str]:
+    """Passed gates on one line, each failed gate with its reason, then the registry version."""
+    gates = summary.get("gates") or []
+    passed = [g["gate"] for g in gates if g["passed"]]
+    lines = [f"quality gates passed: {', '.join(passed)}"] if passed else []
+    lines += [f"gate {g['gate']} after {g['stage']}: FAIL — {g['reason']}" for g in gates if not g["passed"]]
     dep = summary.get("deployment")
     if dep:
-        console.print(f"registry {dep['model_name']!r}: version {dep['version']} "
-                      f"({'promoted to production' if dep['promoted'] else 'production is ' + str(dep['production_after'])})")
-        svc = dep.get("service")
-        if svc:
-            console.print(f"service: {svc['url']}  (API docs: {svc['url']}/docs)")
+        state = "promoted to production" if dep["promoted"] else f"production is {dep['production_after']}"
+        lines.append(f"registry {dep['model_name']!r}: version {dep['version']} ({state})")
+    return lines
+
+
+def service_url(summary: dict[str, Any]) -> str | None:
+    """The URL of the service the pipeline deployed, if it did."""
+    return ((summary.get("deployment") or {}).get("service") or {}).get("url")

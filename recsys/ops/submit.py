@@ -12,6 +12,7 @@ import os
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -78,14 +79,17 @@ def stop(submission_id: str, address: str) -> bool:
     return _client(address).stop_job(submission_id)
 
 
-def follow(submission_id: str, address: str, poll_s: float = 1.0) -> str:
-    """Stream logs until the job ends; return its final status."""
+def follow(submission_id: str, address: str, poll_s: float = 1.0, write: Callable[[str], None] | None = None) -> str:
+    """Stream logs (to ``write``, default stdout) until the job ends; return its final status."""
     client = _client(address)
+
+    def _stdout(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
 
     async def _tail() -> None:
         async for lines in client.tail_job_logs(submission_id):
-            sys.stdout.write(lines)
-            sys.stdout.flush()
+            (write or _stdout)(lines)
 
     try:
         asyncio.run(_tail())

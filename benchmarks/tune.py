@@ -67,6 +67,7 @@ def test_metrics(cfg, models: dict[str, str], out: Path, eval_config: Path) -> d
 
     from recsys.config.loader import load_config
     from recsys.jobs_registry import get_job
+    from recsys.registry.tracking import track_job
     from recsys.runtime import run_job
 
     spec = get_job("evaluate")
@@ -74,7 +75,7 @@ def test_metrics(cfg, models: dict[str, str], out: Path, eval_config: Path) -> d
     data.update(output_dir=str(out), results_json=None, ensembles=[], published={}, bootstrap=0,
                 models=[{"name": n, "kind": "model", "path": p} for n, p in models.items()], reference="default")
     ecfg = load_config(spec.config_cls, None, data=data)
-    report = run_job(spec.name, ecfg, spec.module.run, needs_ray=True)
+    report = run_job(spec.name, ecfg, spec.module.run, needs_ray=True, track=track_job)
     return report.get("metrics") or report.get("leaderboard") or report
 
 

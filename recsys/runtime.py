@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import logging
 import os
 import platform
 import socket
@@ -228,18 +229,24 @@ def write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=2, default=str, sort_keys=False) + "\n", encoding="utf-8")
 
 
+# (report, cfg.tracking, logger) -> a reference to the logged run for report.json, or None. A hook rather
+# than an import: tracking (recsys.registry, MLflow) sits layers above the runtime.
+Tracker = Callable[[dict[str, Any], Any, logging.Logger], "dict[str, Any] | None"]
+
+
 def run_job(
     job: str,
     cfg: JobConfig,
     run: Callable[[Any, JobContext], dict[str, Any] | None],
     *,
     needs_ray: bool = True,
-    track: bool = True,
+    track: Tracker | None = None,
 ) -> dict[str, Any]:
     """setup -> run -> cleanup. Always writes report.json (status failed + error on exceptions).
 
-    With ``track`` (a pipeline passes False: it logs its stages itself) the finished run is logged
-    to MLflow per ``cfg.tracking`` (off without a tracking URI; never changes the job's status)."""
+    ``track`` (the CLI passes ``recsys.registry.tracking.track_job``; a pipeline passes none: it logs its
+    stages itself) logs the finished run, e.g. to MLflow per ``cfg.tracking``; it returns the run's
+    reference for report.json, or None, and never changes the job's status."""
     for k, v in JOB_ENV.items():
         os.environ.setdefault(k, v)
     seed_everything(cfg.seed)
@@ -286,8 +293,8 @@ def run_job(
                 import ray  # heavy: imported (and started) above only when the job needs Ray
 
                 ray.shutdown()
-            if track and not interrupted:
-                _track(report, cfg, ctx, out)
+            if track is not None and not interrupted:
+                _track(track, report, cfg, ctx, out)
             _show_result(console, job, report, failure, outer)
     return report
 
@@ -303,11 +310,9 @@ def _show_result(console: RunConsole, job: str, report: dict[str, Any], failure:
             job, report["status"], key_metric(report), report["timings"]["total"], short_path(path)))
 
 
-def _track(report: dict[str, Any], cfg: JobConfig, ctx: JobContext, out: Path) -> None:
-    """Log the finished run to MLflow; its run id goes into report.json (rewritten) when it worked."""
-    from recsys.registry.tracking import track_job  # imports mlflow only when a URI is set
-
-    tracked = track_job(report, cfg.tracking, ctx.log)
+def _track(track: Tracker, report: dict[str, Any], cfg: JobConfig, ctx: JobContext, out: Path) -> None:
+    """Log the finished run; its reference goes into report.json (rewritten) when it worked."""
+    tracked = track(report, cfg.tracking, ctx.log)
     if tracked:
         report["tracking"] = tracked
         write_json(out / "report.json", report)

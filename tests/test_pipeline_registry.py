@@ -8,6 +8,8 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from recsys.registry.tracking import track_job
+
 
 @pytest.fixture(scope="module")
 def registry_env(tmp_path_factory):
@@ -110,7 +112,7 @@ def test_run_job_tracks_params_metrics_artifacts(tmp_path, monkeypatch):
     Toy, run = _toy_job(tmp_path)
     cfg = Toy.model_validate({"output_dir": str(tmp_path / "out"), "tracking": {"uri": uri, "experiment": "jobs",
                                                                                "max_artifact_mb": 1}})
-    report = run_job("toy", cfg, run, needs_ray=False)
+    report = run_job("toy", cfg, run, needs_ray=False, track=track_job)
     assert report["status"] == "succeeded"
     assert report["tracking"]["experiment"] == "jobs" and report["tracking"]["uri"] == uri
     on_disk = json.loads((tmp_path / "out" / "report.json").read_text())
@@ -142,17 +144,17 @@ def test_run_job_tracking_env_default_failed_job_and_off(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     Toy, failing = _toy_job(tmp_path, fail=True)
     with pytest.raises(ValueError, match="boom"):
-        run_job("toy", Toy(output_dir=str(tmp_path / "failed")), failing, needs_ray=False)
+        run_job("toy", Toy(output_dir=str(tmp_path / "failed")), failing, needs_ray=False, track=track_job)
     reg = ModelRegistry(tracking_uri=uri)  # experiment "recsys": the default
     (only,) = reg.client.search_runs([reg.experiment_id])
     assert only.info.status == "FAILED" and only.data.tags["recsys.status"] == "failed"
     assert json.loads((tmp_path / "failed" / "report.json").read_text())["tracking"]["run_id"] == only.info.run_id
 
     _, ok = _toy_job(tmp_path)
-    report = run_job("toy", Toy(output_dir=str(tmp_path / "off"), tracking={"enabled": False}), ok, needs_ray=False)
+    report = run_job("toy", Toy(output_dir=str(tmp_path / "off"), tracking={"enabled": False}), ok, needs_ray=False, track=track_job)
     assert "tracking" not in report and len(reg.client.search_runs([reg.experiment_id])) == 1
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
-    report = run_job("toy", Toy(output_dir=str(tmp_path / "nouri")), ok, needs_ray=False)
+    report = run_job("toy", Toy(output_dir=str(tmp_path / "nouri")), ok, needs_ray=False, track=track_job)
     assert "tracking" not in report and report["status"] == "succeeded"
 
 
@@ -166,7 +168,7 @@ def test_run_job_unreachable_tracking_server_warns(tmp_path, monkeypatch, caplog
         port = s.getsockname()[1]
     Toy, run = _toy_job(tmp_path)
     cfg = Toy(output_dir=str(tmp_path / "out"), tracking={"uri": f"http://127.0.0.1:{port}", "timeout_s": 2})
-    report = run_job("toy", cfg, run, needs_ray=False)
+    report = run_job("toy", cfg, run, needs_ray=False, track=track_job)
     assert report["status"] == "succeeded" and "tracking" not in report
     assert json.loads((tmp_path / "out" / "report.json").read_text())["status"] == "succeeded"
     assert f"MLflow tracking skipped: http://127.0.0.1:{port} did not answer" in caplog.text

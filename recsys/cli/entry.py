@@ -15,6 +15,7 @@ import yaml
 
 from recsys.config.loader import ConfigError, load_config
 from recsys.jobs_registry import get_job, resolve_config_path
+from recsys.registry.tracking import track_job
 from recsys.runtime import run_job
 from recsys.utils.console import RunConsole, mode_from, set_mode
 
@@ -33,7 +34,7 @@ def parse_job(job: str, config: str | None, overrides: list[str], *, check_paths
 
 
 def run_parsed(spec, cfg) -> dict:
-    return run_job(spec.name, cfg, spec.module.run, needs_ray=spec.needs_ray)
+    return run_job(spec.name, cfg, spec.module.run, needs_ray=spec.needs_ray, track=track_job)
 
 
 @contextlib.contextmanager

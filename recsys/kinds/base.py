@@ -19,6 +19,7 @@ import importlib
 import pkgutil
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -129,9 +130,7 @@ def load() -> None:
     if _loaded:
         return
     _loaded = True  # first, so that a module importing the registry while it loads does not recurse
-    import recsys.kinds as pkg
-
-    for mod in pkgutil.iter_modules(pkg.__path__):
+    for mod in pkgutil.iter_modules([str(Path(__file__).parent)]):  # this package's modules
         if not mod.name.startswith("_"):
             importlib.import_module(f"recsys.kinds.{mod.name}")
 

@@ -94,7 +94,7 @@ def execute(stage: ResolvedStage) -> dict[str, Any]:
     stage.output_dir.mkdir(parents=True)
     try:
         # track=False: the runner logs each stage itself, tagged with the pipeline and stage key
-        report = run_job(spec.name, stage.cfg, spec.module.run, needs_ray=spec.needs_ray, track=False)
+        report = run_job(spec.name, stage.cfg, spec.module.run, needs_ray=spec.needs_ray)
     except Exception:  # noqa: BLE001 - run_job wrote report.json with the error
         report = json.loads((stage.output_dir / "report.json").read_text(encoding="utf-8"))
     if report.get("status") == "succeeded":

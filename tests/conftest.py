@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from recsys.utils.net import free_port
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -30,14 +32,6 @@ def shared_data() -> Path:
     return DATA
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def ray_session():
     """One local Ray for every test that needs it (2 CPUs, like CI)."""
@@ -49,7 +43,7 @@ def ray_session():
         # dashboard on (Ray Train frees a stopped trial's placement group through its State API), on
         # a free port rather than 8265, with its address given to the workers (several Rays per machine)
         start_local_ray(num_cpus=2, env={"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"},
-                        log_to_driver=False, dashboard_port=_free_port())
+                        log_to_driver=False, dashboard_port=free_port())
     yield ray
     ray.shutdown()
 
@@ -83,9 +77,9 @@ def local_cluster(tmp_path_factory):
     """
     import subprocess
 
-    # Overridable so that two test runs on one machine (developers, CI) do not collide.
-    port = int(os.environ.get("RECSYS_TEST_RAY_PORT", "6421"))
-    dash = int(os.environ.get("RECSYS_TEST_DASHBOARD_PORT", "8321"))
+    # Free ports by default, so that two test runs on one machine (developers, CI) do not collide.
+    port = int(os.environ.get("RECSYS_TEST_RAY_PORT") or free_port())
+    dash = int(os.environ.get("RECSYS_TEST_DASHBOARD_PORT") or free_port())
     state = tmp_path_factory.mktemp("cluster")
     env = {**os.environ, "RECSYS_CLUSTER_DIR": str(state), "RECSYS_RUNS_ROOT": str(state / "runs")}
     start = subprocess.run(

@@ -4,17 +4,12 @@
 from __future__ import annotations
 
 import json
-import socket
 
 import httpx
 import pytest
 from typer.testing import CliRunner
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from recsys.utils.net import free_port
 
 
 @pytest.mark.slow
@@ -28,7 +23,7 @@ def test_submit_tiny_pipeline_to_two_node_cluster(local_cluster, monkeypatch):
     for k, v in local_cluster["env"].items():
         if k.startswith(("RECSYS_", "RAY_AUTH")):
             monkeypatch.setenv(k, v)
-    port = _free_port()
+    port = free_port()
     out = local_cluster["runs"] / "pipeline" / "tiny"
     result = CliRunner().invoke(app, [
         "submit", "pipeline", "--config", "tiny", "--address", local_cluster["address"], "--submission-id", "pipeline-2node",

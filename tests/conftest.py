@@ -77,9 +77,9 @@ def local_cluster(tmp_path_factory):
     """
     import subprocess
 
-    # Free ports by default, so that two test runs on one machine (developers, CI) do not collide.
-    port = int(os.environ.get("RECSYS_TEST_RAY_PORT") or free_port())
-    dash = int(os.environ.get("RECSYS_TEST_DASHBOARD_PORT") or free_port())
+    # Overridable so that two test runs on one machine (developers, CI) do not collide.
+    port = int(os.environ.get("RECSYS_TEST_RAY_PORT", "6421"))
+    dash = int(os.environ.get("RECSYS_TEST_DASHBOARD_PORT", "8321"))
     state = tmp_path_factory.mktemp("cluster")
     env = {**os.environ, "RECSYS_CLUSTER_DIR": str(state), "RECSYS_RUNS_ROOT": str(state / "runs")}
     start = subprocess.run(

@@ -32,6 +32,7 @@ def test_submit_tiny_pipeline_to_two_node_cluster(local_cluster, monkeypatch):
     client = JobSubmissionClient(local_cluster["address"])
     assert result.exit_code == 0, result.output[-3000:] + client.get_job_logs("pipeline-2node")[-3000:]
     assert str(client.get_job_status("pipeline-2node").value) == "SUCCEEDED"
+    assert "SUCCEEDED" in result.output  # a waiting submit prints the final status and exits 0
 
     report = json.loads((out / "report.json").read_text())
     assert report["status"] == "succeeded" and report["deployment"]["promoted"]

@@ -12,8 +12,6 @@ from recsys.utils.net import free_port
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-# A busy 2-core machine can take longer than Ray's default 30 s to start a raylet.
-os.environ.setdefault("RAY_raylet_start_wait_time_s", "300")
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("RECSYS_DATA_ROOT", ROOT.parent / "shared" / "data")).resolve()
@@ -40,10 +38,19 @@ def ray_session():
     if not ray.is_initialized():
         from recsys.runtime import start_local_ray
 
-        # dashboard on (Ray Train frees a stopped trial's placement group through its State API), on
-        # a free port rather than 8265, with its address given to the workers (several Rays per machine)
-        start_local_ray(num_cpus=2, env={"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"},
-                        log_to_driver=False, dashboard_port=free_port())
+        # Ray 2.60 gives a raylet a fixed 30 s to register (ray/_private/node.py; no setting): on a
+        # machine loaded by other Rays it can miss that, so the session's one start is tried 3 times.
+        for attempt in range(3):
+            try:
+                # dashboard on (Ray Train frees a stopped trial's placement group through its State API), on
+                # a free port rather than 8265, with its address given to the workers (several Rays per machine)
+                start_local_ray(num_cpus=2, env={"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"},
+                                log_to_driver=False, dashboard_port=free_port())
+                break
+            except Exception as exc:  # noqa: BLE001 - Ray raises a bare Exception for this
+                if "timed out during startup" not in str(exc) or attempt == 2:
+                    raise
+                ray.shutdown()
     yield ray
     ray.shutdown()
 

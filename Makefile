@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: install test demo lint clean
+.PHONY: install test test-fast demo lint clean
 
 install: $(STAMP)
 
@@ -24,6 +24,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The edit loop: everything but the tests marked slow (end-to-end jobs, sweeps, clusters), <= 5 min.
+test-fast: install
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # make demo DEMO_ARGS=--verbose (every log line too) | --quiet (only the summary and errors)
 demo: install

@@ -63,6 +63,7 @@ def test_games_candidates_and_ditto_pairs(shared_data):
     assert set(pairs["split"].to_pylist()) == {"train", "valid", "test"}
 
 
+@pytest.mark.slow
 def test_online_retail_excel(ray_session, shared_data):
     cfg = InputConfig(path=str(shared_data / "online-retail"), preset="uci")
     assert tables_of(cfg) == ["events", "items", "users"]

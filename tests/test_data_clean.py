@@ -115,6 +115,7 @@ def test_clean_rows_normalized_sessionized(cleaned):
     assert "u1" not in set(ev["user_id"])  # hashed
 
 
+@pytest.mark.slow
 def test_clean_files_partitioned_by_user_and_features_need_no_exchange(cleaned, ray_session):
     """Each partition of the exchange writes one file: no user is in two files of events/, the layout is
     recorded, and timelines per file equal timelines through an exchange. A changed folder voids the record."""
@@ -140,6 +141,7 @@ def test_clean_files_partitioned_by_user_and_features_need_no_exchange(cleaned, 
     assert partitioned_by(str(copy)) is None
 
 
+@pytest.mark.slow
 def test_exchange_engines_write_the_same_rows(cleaned, tmp_path):
     """exchange.engine=ray_data (Ray Data's hash shuffle) and the default tasks exchange put users into different
     partitions, but every output (clean, quarantined, duplicates) holds exactly the same rows."""

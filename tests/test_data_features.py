@@ -186,6 +186,7 @@ def test_features_job_tiny(ray_session, tmp_path, tiny_bert_dir):
     assert set(pairs["label"]) == {0, 1}
 
 
+@pytest.mark.slow
 def test_features_job_pairs_only_set(ray_session, tmp_path, shared_data):
     """A matching set (abt-buy: pairs, no events) chains clean -> features by its shipped configs."""
     from recsys.cli.entry import parse_job, run_parsed

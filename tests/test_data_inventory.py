@@ -59,6 +59,7 @@ def test_contract_names_every_violation():
     assert res[4]["why"] == "table/column not found"
 
 
+@pytest.mark.slow
 def test_inventory_job_contract_failure_and_adapter(ray_session, tmp_path):
     """Unknown file: roles inferred, adapter.yaml written; a violated contract fails the job naming the rule."""
     from recsys.cli.entry import parse_job, run_parsed

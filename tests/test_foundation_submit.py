@@ -60,10 +60,9 @@ def test_submit_no_wait_then_status_and_logs(local_cluster):
 
 @pytest.mark.slow
 def test_submit_waits_and_exits_with_job_status(local_cluster):
+    """Waiting submit exits with the job's status: 1 and FAILED here (exit 0 and SUCCEEDED: the two-node
+    pipeline submit in tests/test_pipeline_cluster.py, which waits the same way)."""
     addr, env = local_cluster["address"], local_cluster["env"]
-    ok = subprocess.run([*RECSYS, "submit", "doctor", "--config", "tiny", "--address", addr],
-                        capture_output=True, text=True, cwd=ROOT, env=env, timeout=240)
-    assert ok.returncode == 0 and "SUCCEEDED" in ok.stdout, ok.stdout + ok.stderr
     # an invalid config is refused before anything is submitted
     bad = subprocess.run([*RECSYS, "submit", "doctor", "--config", "tiny", "--address", addr, "cpus_per_probe=0"],
                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)

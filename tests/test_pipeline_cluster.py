@@ -4,17 +4,12 @@
 from __future__ import annotations
 
 import json
-import socket
 
 import httpx
 import pytest
 from typer.testing import CliRunner
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from recsys.utils.net import free_port
 
 
 @pytest.mark.slow
@@ -28,7 +23,7 @@ def test_submit_tiny_pipeline_to_two_node_cluster(local_cluster, monkeypatch):
     for k, v in local_cluster["env"].items():
         if k.startswith(("RECSYS_", "RAY_AUTH")):
             monkeypatch.setenv(k, v)
-    port = _free_port()
+    port = free_port()
     out = local_cluster["runs"] / "pipeline" / "tiny"
     result = CliRunner().invoke(app, [
         "submit", "pipeline", "--config", "tiny", "--address", local_cluster["address"], "--submission-id", "pipeline-2node",
@@ -37,6 +32,7 @@ def test_submit_tiny_pipeline_to_two_node_cluster(local_cluster, monkeypatch):
     client = JobSubmissionClient(local_cluster["address"])
     assert result.exit_code == 0, result.output[-3000:] + client.get_job_logs("pipeline-2node")[-3000:]
     assert str(client.get_job_status("pipeline-2node").value) == "SUCCEEDED"
+    assert "SUCCEEDED" in result.output  # a waiting submit prints the final status and exits 0
 
     report = json.loads((out / "report.json").read_text())
     assert report["status"] == "succeeded" and report["deployment"]["promoted"]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import threading
 from pathlib import Path
 
@@ -16,15 +15,10 @@ import pytest
 import yaml
 
 from recsys.cli.entry import parse_job, run_parsed
+from recsys.utils.net import free_port
 
 SECRETS = {"RECSYS_PII_SALT": "pii-salt-5f1c9e0b77", "MLFLOW_TRACKING_PASSWORD": "mlflow-pw-a83bd10c42",
            "RECSYS_API_KEY": "api-key-0c6e2d9f31"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _scan_for_secrets(root: Path) -> list[str]:
@@ -47,7 +41,7 @@ def test_tiny_pipeline_end_to_end(ray_session, tmp_path, monkeypatch, project_ro
     for k, v in SECRETS.items():
         monkeypatch.setenv(k, v)
     monkeypatch.setenv("RECSYS_RUNS_ROOT", str(tmp_path / "runs"))
-    port = _free_port()
+    port = free_port()
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     common = [f"output_dir={tmp_path / 'pipe'}", f"registry.tracking_uri={uri}",
               f"registry.artifact_location={tmp_path / 'artifacts'}", f"deploy.serve.port={port}"]

@@ -106,6 +106,7 @@ def test_pipeline_cache_rerun_stop_and_resume(ray_session, drift_setup, tmp_path
     assert "recsys_pipeline_last_run_success{pipeline=\"pipe\"} 1.0" in (tmp_path / "pipe" / "pipeline.prom").read_text()
 
 
+@pytest.mark.slow
 def test_corrupted_logs_stop_at_inventory_with_the_violated_rule(ray_session, tmp_path, monkeypatch):
     monkeypatch.setenv("RECSYS_RUNS_ROOT", str(tmp_path / "runs"))
     rng = np.random.default_rng(0)

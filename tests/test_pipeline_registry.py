@@ -186,6 +186,7 @@ def test_tracking_config_rejects_credentials_and_redacts():
     assert redact("sqlite:////tmp/a.db") == "sqlite:////tmp/a.db"
 
 
+@pytest.mark.slow
 def test_recsys_run_doctor_is_tracked(ray_session, tmp_path, monkeypatch):
     """A real job through the CLI path (parse_job -> run_job): `recsys run doctor --config tiny tracking.uri=...`."""
     from recsys.cli.entry import parse_job, run_parsed

@@ -188,6 +188,7 @@ def test_plan_arms_sets_the_promoted_model_for_recommend_on_the_arms_that_move(t
     assert "recommend" not in plan_arms(arms, "/idx/new", "v7", None, recommend=app)[0]  # no model: unchanged
 
 
+@pytest.mark.slow
 def test_registry_arm_serves_the_versions_trained_model(tmp_path, monkeypatch):
     from recsys.registry import ModelRegistry
     from recsys.serving.config import ServeArgs

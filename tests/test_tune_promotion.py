@@ -1,5 +1,5 @@
-"""PromotionASHA (scheduler.name: asha_promote): the paper's ASHA rule, decision by decision, and a
-tiny sweep in which paused trials are promoted and resume from their rung's checkpoint."""
+"""PromotionASHA (scheduler.name: asha_promote): the paper's ASHA rule, decision by decision, and two-trial
+sweeps in which paused trials are promoted and resume from their rung's checkpoint."""
 
 from __future__ import annotations
 
@@ -183,11 +183,11 @@ def test_gates_survive_a_state_round_trip():
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_tiny_sweep_pauses_promotes_and_resumes_from_the_rung(ray_session, shared_data, tmp_path, monkeypatch):
-    """The tiny 2x2 grid under asha_promote, with scores fixed by arrival order (the first trial to
-    report is the best at every rung), so the outcome is exact: it waits at rungs 2 and 4 and is
-    promoted each time (two restarts from its checkpoints) and completes 6 steps; the second trial to
-    report is promoted from rung 2 and stops at rung 4; the other two stop at rung 2."""
-    from recsys.cli.entry import parse_job
+    """Two trials of the tiny sweep under asha_promote, with scores fixed by arrival order (the first trial
+    to report is the best at every rung), so the outcome is exact: it waits at rungs 2 and 4 and is
+    promoted each time (two restarts from its checkpoints: at rung 2 when the second trial loses to it,
+    at rung 4 by the end-of-sweep rule) and completes 6 steps; the second trial waits at rung 2 and is
+    stopped there."""
     from recsys.tuning.run import run_tuning
 
     seen: list[str] = []
@@ -198,18 +198,35 @@ def test_tiny_sweep_pauses_promotes_and_resumes_from_the_rung(ray_session, share
         return -float(seen.index(result["trial_id"]))
 
     monkeypatch.setattr(PromotionASHA, "_score", by_arrival)
-    _, cfg = parse_job("tune", "tiny", [f"output_dir={tmp_path}", "scheduler.name=asha_promote"])
-    report = run_tuning(cfg, tmp_path)
+    _, cfg, out = _two_trial_tune(tmp_path)
+    report = run_tuning(cfg, out)
     assert not report["interrupted"], report
-    table = pd.read_parquet(tmp_path / "trials.parquet").set_index("trial_id")
-    assert len(seen) == 4 and (table.error.isna()).all(), table.error.to_dict()
-    assert table.loc[seen, "steps"].tolist() == [6, 4, 2, 2]
-    assert table.loc[seen, "status"].tolist() == ["completed", "stopped_early", "stopped_early", "stopped_early"]
-    assert table.loc[seen, "validations"].tolist() == [3, 2, 1, 1]  # resumed runs do not validate a step twice
-    runs = Path(tmp_path) / "sweep" / "train_runs"
+    table = pd.read_parquet(out / "trials.parquet").set_index("trial_id")
+    assert len(seen) == 2 and (table.error.isna()).all(), table.error.to_dict()
+    assert table.loc[seen, "steps"].tolist() == [6, 2]
+    assert table.loc[seen, "status"].tolist() == ["completed", "stopped_early"]
+    assert table.loc[seen, "validations"].tolist() == [3, 1]  # resumed runs do not validate a step twice
+    runs = out / "sweep" / "train_runs"
     resumed = sorted(p.name for p in runs.iterdir() if p.name.startswith(f"train-{seen[0]}-from-"))
     assert len(resumed) == 2, sorted(p.name for p in runs.iterdir())  # promoted at rung 2, then at rung 4
-    assert len([p for p in runs.iterdir() if p.name.startswith(f"train-{seen[1]}-from-")]) == 1
+    assert not [p for p in runs.iterdir() if p.name.startswith(f"train-{seen[1]}-from-")]
+
+
+def _two_trial_tune(tmp_path: Path, *overrides: str):
+    """The tiny sweep on the lr half of its grid (2 trials, 6 steps, rungs at 2 and 4): every promotion
+    branch a sweep takes (a pause, a restart from a rung's checkpoint, the end-of-sweep promotion, a
+    waiting trial stopped) at half the trial starts of the 2x2 grid; the rule itself is tested above."""
+    import yaml
+
+    from recsys.cli.entry import parse_job
+
+    data = yaml.safe_load((Path(__file__).parents[1] / "configs/tune/tiny.yaml").read_text())
+    del data["space"]["model.sequential.hidden_size"]
+    path = tmp_path / "tune.yaml"
+    path.write_text(yaml.safe_dump(data))
+    out = tmp_path / "out"
+    spec, cfg = parse_job("tune", str(path), [f"output_dir={out}", "scheduler.name=asha_promote", *overrides])
+    return spec, cfg, out
 
 
 class InterruptAtFirstPause(Callback):
@@ -229,19 +246,19 @@ class InterruptAtFirstPause(Callback):
 def test_an_interrupted_promotion_sweep_resumes_paused_trials(ray_session, shared_data, tmp_path):
     """Interrupted while a trial waits at a rung, the same command resumes the sweep: the paused trial
     restarts from its checkpoint (not from step 0) and every grid point finishes without error."""
-    from recsys.cli.entry import parse_job, run_parsed
+    from recsys.cli.entry import run_parsed
     from recsys.tuning.run import run_tuning
 
-    spec, cfg = parse_job("tune", "tiny", [f"output_dir={tmp_path}", "scheduler.name=asha_promote"])
-    first = run_tuning(cfg, tmp_path, callbacks=[InterruptAtFirstPause()])
+    spec, cfg, out = _two_trial_tune(tmp_path)
+    first = run_tuning(cfg, out, callbacks=[InterruptAtFirstPause()])
     assert first["interrupted"]
-    paused = pd.read_parquet(tmp_path / "trials.parquet")
+    paused = pd.read_parquet(out / "trials.parquet")
     paused = paused[paused.status == "unfinished"].set_index("trial_id")
     second = run_parsed(spec, cfg)
     assert second["resumed"] and not second["interrupted"]
-    table = pd.read_parquet(tmp_path / "trials.parquet").set_index("trial_id")
-    assert len(table) == 4 and table.status.isin(["completed", "stopped_early"]).all(), table.status.to_dict()
-    runs = Path(tmp_path) / "sweep" / "train_runs"
+    table = pd.read_parquet(out / "trials.parquet").set_index("trial_id")
+    assert len(table) == 2 and table.status.isin(["completed", "stopped_early"]).all(), table.status.to_dict()
+    runs = Path(out) / "sweep" / "train_runs"
     reported = paused[paused.steps.notna()]  # an interruption can also catch a trial before its first report
     assert len(reported) >= 1
     for tid, row in reported.iterrows():  # each resumed from its Tune checkpoint: a "-from-" run, steps go on

@@ -59,6 +59,7 @@ def _ditto(path, n):
     return [ditto_text(r[0]) for r in rows], [ditto_text(r[1]) for r in rows], np.array([int(r[2]) for r in rows])
 
 
+@pytest.mark.slow
 def test_pair_feature_matcher_learns_abt_buy_slice(shared_data):
     from recsys.evaluation.classification import best_threshold
 
@@ -97,6 +98,7 @@ def test_stacked_matcher_beats_its_members_and_needs_both_labels():
         StackedMatcher(folds=5).fit(np.ones((10, 2)), np.array([1, 1, 0, 0, 0, 0, 0, 0, 0, 0]))
 
 
+@pytest.mark.slow
 def test_matching_job_with_pair_features_and_learned_fusion(ray_session, tmp_path, shared_data, tiny_bert_dir):
     from recsys.cli.entry import run_parsed
     from recsys.data.presets import ditto_text

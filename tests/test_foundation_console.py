@@ -144,6 +144,7 @@ def test_stage_rows_nesting_and_progress_counts():
     assert RunConsole._count(top) == "2/3 tables"
 
 
+@pytest.mark.slow
 def test_default_mode_keeps_ray_data_info_in_the_log_file(tmp_path: Path):
     """A tiny Ray Data job (its own local Ray): a few console lines, Ray Data's INFO lines in job.log."""
     out = tmp_path / "clean"

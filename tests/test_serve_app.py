@@ -14,6 +14,8 @@ import pytest
 
 from recsys.utils.net import free_port
 
+pytestmark = pytest.mark.slow  # one Serve app on the tiny index for the whole module (~5 min on 2 cores)
+
 API_KEY = "test-key-123"
 
 

@@ -264,6 +264,7 @@ def test_adamw_fused_only_for_cuda_modules():
     assert on_cuda(torch.nn.Linear(2, 2)) is None  # torch's default (foreach) on CPU
 
 
+@pytest.mark.slow
 def test_hard_negative_rows_from_split_files(ray_session, tmp_path):
     """A pairs set of one file per split: filtering to ``train`` empties the valid/test blocks, and the
     hard-negative groupby must still run (Ray Data passes emptied blocks on without columns unless the
@@ -308,6 +309,7 @@ def test_grouped_events_follow_the_evaluations_time_order():
     assert one == [{"user_id": "u", "items": ["a", "b", "c"], "segment": None}]
 
 
+@pytest.mark.slow
 def test_a_capped_sequence_load_keeps_the_same_users_every_run(ray_session, shared_data):
     """max_train_rows over grouped events keeps the users first in id order, not whichever the groupby's
     shuffle delivers first: a resumed trial rebuilds the same item vocabulary as its checkpoint."""

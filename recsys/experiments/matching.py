@@ -23,6 +23,8 @@ from recsys.experiments.scorers import Pairs, pair_scorer
 
 
 def run_matching(cfg: EvaluateConfig, ctx) -> dict[str, Any]:
+    if cfg.data.pairs is None:
+        raise ValueError("protocol.task matching needs data.pairs")
     df = load_pairs(cfg.data.pairs)
 
     def part(name: str) -> Pairs:

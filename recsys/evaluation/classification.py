@@ -24,7 +24,7 @@ def best_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float
     return float(t[i]), float(f1[i])
 
 
-def classification_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
+def classification_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, Any]:
     from sklearn.metrics import (  # lazy: scikit-learn is slow to import (~1 s)
         average_precision_score,
         precision_recall_fscore_support,
@@ -51,8 +51,8 @@ class PairClassificationEvaluator:
     The threshold maximises F1 on validation and is applied once to test.
     """
 
-    def __init__(self, valid: tuple[Sequence[str], Sequence[str], Sequence[int]],
-                 test: tuple[Sequence[str], Sequence[str], Sequence[int]], primary_metric: str = "f1"):
+    def __init__(self, valid: tuple[Sequence[str], Sequence[str], Sequence[int] | np.ndarray],
+                 test: tuple[Sequence[str], Sequence[str], Sequence[int] | np.ndarray], primary_metric: str = "f1"):
         self.valid, self.test, self.primary_metric = valid, test, primary_metric
 
     def evaluate(self, pair_scorer: Callable[[Sequence[str], Sequence[str]], np.ndarray]) -> dict[str, Any]:

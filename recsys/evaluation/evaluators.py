@@ -20,7 +20,7 @@ query shards are scored in parallel Ray tasks (the scorer is shipped once via th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -70,6 +70,7 @@ def _target_columns(items: np.ndarray, es: EvalSet, rows: np.ndarray) -> tuple[n
             continue
         g = es.gains[q] if es.gains is not None else [1.0] * len(tgt)
         if shared:
+            assert index is not None  # built above when shared
             c = index.get_indexer(np.asarray(tgt, dtype=object))
         else:
             row_index = pd.Index(items[b if items.shape[0] > 1 else 0])
@@ -121,7 +122,7 @@ def score_shard(
             histories=[es.histories[i] for i in rows],
             texts=[es.texts[i] for i in rows] if es.texts is not None else None,
         )
-        items = catalog_items if full else es.candidates[rows]
+        items = catalog_items if catalog_items is not None else cast(np.ndarray, es.candidates)[rows]  # None iff full
         scores = np.asarray(scorer.score(batch, items), dtype=np.float64)
         expected = (len(rows), items.shape[1])
         if scores.shape != expected:
@@ -195,7 +196,7 @@ class RankingEvaluator:
         return [s for s in np.array_split(np.arange(n), min(n, self.num_workers * 2)) if len(s)]
 
     def _score(self, scorer: Scorer) -> tuple[M.TargetRanks, np.ndarray | None]:
-        kw = dict(batch_size=self.batch_size, block_size=self.block_size, ties=self.ties, keep_topk=self.keep_topk)
+        kw: dict[str, Any] = dict(batch_size=self.batch_size, block_size=self.block_size, ties=self.ties, keep_topk=self.keep_topk)
         if self.num_workers > 1 and len(self.eval_set) > 1:
             import ray  # lazy: Ray only when scoring in parallel tasks
 

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Callable
+from typing import Literal, cast
 
 import numpy as np
 
@@ -144,7 +145,7 @@ def _in_top(tr: TargetRanks, k: int | None) -> np.ndarray:
 
 
 def hit_rate(tr: TargetRanks, k: int) -> np.ndarray:
-    return _in_top(tr, k).any(1).astype(np.float64)
+    return cast(np.ndarray, _in_top(tr, k).any(1).astype(np.float64))  # numpy stubs: any(axis) may be a scalar
 
 
 def recall(tr: TargetRanks, k: int) -> np.ndarray:
@@ -202,7 +203,7 @@ def auc(tr: TargetRanks) -> np.ndarray:
     return np.divide(total - bad, total, out=np.full(len(tr), np.nan), where=total > 0)
 
 
-_FUNCS = {
+_FUNCS: dict[str, Callable[..., np.ndarray]] = {  # k: int, or None where the metric allows it
     "hit_rate": hit_rate, "recall": recall, "precision": precision, "ndcg": ndcg,
     "ndcg_burges": ndcg_burges, "mrr": mrr, "map": average_precision,
 }

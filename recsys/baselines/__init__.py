@@ -9,7 +9,7 @@ The SASRec baseline is the sequential model trained in pure-ID mode by ``recsys 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, cast
 
 from recsys.evaluation.train_data import TrainData
 
@@ -37,7 +37,7 @@ def build_baseline(kind: str, params: dict[str, Any] | None = None, *, seed: int
             from recsys.baselines.mf import MFScorer
 
             p.setdefault("seed", seed)
-            return MFScorer(kind, **p)
+            return MFScorer(cast(Literal["als", "bpr"], kind), **p)  # narrowed by the `in` above
         if kind == "bm25" and _choice(kind, p, "variant", ("standard", "llmrank"), "llmrank: LLMRank's published "
                                       "row, character query included; see recsys/baselines/bm25_llmrank.py") == "llmrank":
             from recsys.baselines.bm25_llmrank import LLMRankBM25Scorer

@@ -175,6 +175,8 @@ def fit_rerank_weight(first, second, top_n: int, objective: Callable[[object], f
         value = objective(RerankScorer(first, second, top_n, w))
         if best is None or value > best[1] + 1e-12:
             best = (w, value)
+    if best is None:
+        raise ValueError("fit_rerank_weight needs a non-empty grid")
     return best
 
 
@@ -215,8 +217,7 @@ class LearnedFusionScorer:
             ok = ~(items == None)  # noqa: E711 - element-wise on an object array
             X.append(f[ok])
             y.append(lab[ok])
-        X, y = np.concatenate(X), np.concatenate(y)
-        self._model = LogisticRegression(C=self.C, max_iter=1000, class_weight="balanced").fit(X, y)
+        self._model = LogisticRegression(C=self.C, max_iter=1000, class_weight="balanced").fit(np.concatenate(X), np.concatenate(y))
         return self
 
     @property

@@ -10,6 +10,8 @@ weights used on test are then refit on all validation pairs.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from recsys.evaluation.classification import best_threshold
@@ -33,7 +35,7 @@ class StackedMatcher:
             raise ValueError(f"stacking needs folds >= 2, got {folds}")
         self.folds, self.C, self.seed = folds, C, seed
         self.threshold = self.valid_f1 = float("nan")
-        self._clf = None
+        self._clf: Any = None  # a fitted sklearn Pipeline
 
     def _new(self):
         from sklearn.linear_model import LogisticRegression  # lazy: scikit-learn is slow to import

@@ -17,6 +17,7 @@ def build_index(emb: np.ndarray, kind: AnnKind, *, nlist: int = 256, nprobe: int
 
     emb = np.ascontiguousarray(emb, dtype=np.float32)  # [N, D]
     n, dim = emb.shape
+    index: faiss.Index  # each branch narrows it to its own index class
     if kind == "exact":
         index = faiss.IndexFlatIP(dim)
     elif kind == "ivf":
@@ -54,12 +55,13 @@ def search(index, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
     if vectors is not None and len(allowed) <= EXACT_FILTER_MAX:
         return _exact_subset(queries, np.asarray(vectors), np.asarray(allowed, dtype=np.int64), k)
     sel = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
+    params: faiss.SearchParameters
     if isinstance(index, faiss.IndexIVF):
-        params = faiss.SearchParametersIVF(sel=sel, nprobe=index.nprobe)
+        params = faiss.SearchParametersIVF(sel=sel, nprobe=index.nprobe)  # type: ignore[call-arg]  # faiss stubs: swig constructors take fields as kwargs
     elif isinstance(index, faiss.IndexHNSW):
-        params = faiss.SearchParametersHNSW(sel=sel, efSearch=max(index.hnsw.efSearch, k))
+        params = faiss.SearchParametersHNSW(sel=sel, efSearch=max(index.hnsw.efSearch, k))  # type: ignore[attr-defined]  # faiss stubs omit it
     else:
-        params = faiss.SearchParameters(sel=sel)
+        params = faiss.SearchParameters(sel=sel)  # type: ignore[call-arg]  # faiss stubs: swig constructors take fields as kwargs
     scores, rows = index.search(queries, k, params=params)
     if vectors is not None and (rows < 0).any():  # too few hits under the filter: scan it exactly
         return _exact_subset(queries, np.asarray(vectors), np.asarray(allowed, dtype=np.int64), k)

@@ -133,6 +133,7 @@ class Autocomplete:
             ids = found if ids is None else np.intersect1d(ids, found, assume_unique=True)
             if ids.size == 0:
                 return []
+        assert ids is not None  # text is non-empty, so it has a token and the loop set ids
         scores = self.weights[ids] * (TYPO_PENALTY if corrected else 1.0)
         starts = np.fromiter((self.norm[i].startswith(text) for i in ids), dtype=bool, count=ids.size)
         scores = np.where(starts, scores * PREFIX_BONUS, scores)

@@ -23,8 +23,8 @@ is the opposite bound.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal, cast
 
 import numpy as np

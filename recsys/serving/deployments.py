@@ -266,4 +266,4 @@ class FeedbackSink:
 
 
 # One arm's deployments, by the stage name the Ingress calls them with (both topologies build from this).
-ARM_DEPLOYMENTS = {"retriever": Retriever, "reranker": Reranker, "personalizer": Personalizer, "recommender": Recommender}
+ARM_DEPLOYMENTS: dict[str, Any] = {"retriever": Retriever, "reranker": Reranker, "personalizer": Personalizer, "recommender": Recommender}

@@ -67,6 +67,11 @@ def build_encoder(name_or_path: str | None = None, hf_config_dir: str | Path | N
     return AutoModel.from_pretrained(resolve_model_path(name_or_path or "all-MiniLM-L6-v2"))
 
 
+def hf_config(encoder: nn.Module) -> Any:
+    """A Hugging Face encoder's ``config`` (a PretrainedConfig; nn.Module's ``__getattr__`` types it Tensor | Module)."""
+    return encoder.config
+
+
 def load_tokenizer(path: str | Path):
     """Tokenizer of a saved recsys model dir, an HF dir/alias (``random-bert-tiny``: MiniLM's)."""
     from transformers import AutoTokenizer
@@ -116,7 +121,7 @@ class SavableModel(nn.Module):
         meta = {"model_type": self.model_type, "format_version": FORMAT_VERSION, "config": self.config()}
         (out / MODEL_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         for sub, enc in self.hf_encoders().items():
-            enc.config.save_pretrained(str(out / sub))
+            hf_config(enc).save_pretrained(str(out / sub))
         if state_dict is not None:  # written as given (fp32 copies), the live model is not touched
             from safetensors.torch import save_file
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from recsys.models.base import SavableModel, build_encoder, device_of, load_tokenizer
+from recsys.models.base import SavableModel, build_encoder, device_of, hf_config, load_tokenizer
 from recsys.models.pooling import POOLINGS, pool
 
 
@@ -56,7 +56,7 @@ class CrossEncoder(SavableModel):
         self.dropout_p = dropout
         self.max_length = max_length
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(encoder.config.hidden_size, num_labels)
+        self.head = nn.Linear(hf_config(encoder).hidden_size, num_labels)
 
     @classmethod
     def from_encoder(cls, name_or_path: str = "all-MiniLM-L6-v2", **kwargs: Any) -> CrossEncoder:

@@ -26,7 +26,7 @@ import signal
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -39,6 +39,9 @@ from recsys.training.specs import FaultSpec, WorkerExtras, WorkerSpec
 from recsys.training.strategy import StrategySpec, build_strategy
 from recsys.training.validation import validate
 from recsys.utils.log import get_logger
+
+if TYPE_CHECKING:
+    from recsys.models.base import SavableModel
 
 STATE_FILE = "train_state.json"
 MODEL_DIR = "model"
@@ -59,7 +62,7 @@ def strategy_spec(cfg: TrainConfig, total_steps: int) -> StrategySpec:
     """The strategy's plain values from the validated config (its defaults live there)."""
     o, st, ds = cfg.optim, cfg.strategy, cfg.strategy.deepspeed
     return StrategySpec(
-        name=st.name, precision=st.precision, lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas), eps=o.eps,
+        name=st.name, precision=st.precision, lr=o.lr, weight_decay=o.weight_decay, betas=o.betas, eps=o.eps,
         scheduler=o.scheduler, total_steps=total_steps, warmup=int(o.warmup_ratio * total_steps), grad_accum=o.grad_accum,
         max_grad_norm=o.max_grad_norm, micro_batch=cfg.train.batch_size, find_unused=st.find_unused_parameters,
         zero_stage=ds.zero_stage, offload_optimizer=ds.offload_optimizer, offload_params=ds.offload_params,
@@ -111,7 +114,7 @@ def export_model(model, strategy, path: Path, lora_export: str | None) -> None:
     if lora_export is not None:
         from recsys.training.lora import merged_copy
 
-        merged = merged_copy(model, path / "adapter" if lora_export == "adapter" else None)
+        merged = cast("SavableModel", merged_copy(model, path / "adapter" if lora_export == "adapter" else None))
         merged.save_pretrained(path, state_dict={k: v.float() for k, v in merged.state_dict().items()})
         return
     prefix = "model."

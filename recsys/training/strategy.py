@@ -45,7 +45,8 @@ class StrategySpec:
 
 def param_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """AdamW groups: no weight decay on biases, norms and embeddings' padding-free 1-D params."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for name, p in module.named_parameters():
         if not p.requires_grad:
             continue
@@ -114,7 +115,7 @@ class DDPStrategy(Strategy):
             if distributed else self.module
         )
         self.optimizer = torch.optim.AdamW(param_groups(self.module, spec.weight_decay), lr=spec.lr,
-                                           betas=tuple(spec.betas), eps=spec.eps, fused=on_cuda(self.module))
+                                           betas=spec.betas, eps=spec.eps, fused=on_cuda(self.module))
         self.scheduler = build_scheduler(self.optimizer, spec.scheduler, spec.warmup, spec.total_steps)
         self.precision, self.grad_accum, self.max_grad_norm = spec.precision, spec.grad_accum, spec.max_grad_norm
         self.scaler = torch.amp.GradScaler("cuda") if spec.precision == "fp16" else None
@@ -200,9 +201,9 @@ class DeepSpeedStrategy(Strategy):
         if spec.offload_optimizer:
             from deepspeed.ops.adam import DeepSpeedCPUAdam
 
-            optimizer = DeepSpeedCPUAdam(groups, lr=spec.lr, betas=tuple(spec.betas), eps=spec.eps)
+            optimizer = DeepSpeedCPUAdam(groups, lr=spec.lr, betas=spec.betas, eps=spec.eps)
         else:
-            optimizer = torch.optim.AdamW(groups, lr=spec.lr, betas=tuple(spec.betas), eps=spec.eps,
+            optimizer = torch.optim.AdamW(groups, lr=spec.lr, betas=spec.betas, eps=spec.eps,
                                           fused=on_cuda(module))
         scheduler = build_scheduler(optimizer, spec.scheduler, spec.warmup, spec.total_steps)
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(

@@ -78,6 +78,8 @@ class PrepareView:
         key = self._prefix + name
         attr = getattr(type(self._obj), name, None)
         if isinstance(attr, property):
+            if attr.fget is None:
+                raise AttributeError(f"{key} is a property without a getter")
             return attr.fget(self)
         if any(_within(key, k) for k in PREPARE_KEYS):
             return getattr(self._obj, name)

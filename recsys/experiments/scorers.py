@@ -30,6 +30,7 @@ from recsys.evaluation.train_data import TrainData
 log = logging.getLogger("recsys.evaluate")
 
 Pairs = tuple[list[str], list[str], np.ndarray]  # (lefts, rights, labels)
+PairScorer = Callable[[Sequence[str], Sequence[str]], np.ndarray]  # (lefts, rights) -> (N,) scores
 
 
 def check_model_paths(cfg: EvaluateConfig) -> None:
@@ -42,7 +43,7 @@ def check_model_paths(cfg: EvaluateConfig) -> None:
             + ". Train them first (the evaluate config's header names the train command), or fix models[].path")
 
 
-def load_model_scorer(spec: ModelSpec, train: TrainData):
+def load_model_scorer(spec: ModelSpec, train: TrainData) -> Any:
     """A trained model directory as a ranking Scorer (item texts from ``train.items`` when it has titles)."""
     from recsys.models import load_model  # lazy: torch + transformers
 
@@ -53,7 +54,7 @@ def load_model_scorer(spec: ModelSpec, train: TrainData):
     return scorer_for_model(load_model(spec.path), item_texts=texts, catalog=train.catalog, **spec.params)
 
 
-def build_scorer(spec: ModelSpec, train: TrainData, valid_eval: RankingEvaluator | None, seed: int) -> tuple[Any, dict]:
+def build_scorer(spec: ModelSpec, train: TrainData, valid_eval: RankingEvaluator | None, seed: int) -> tuple[Any, dict[str, Any]]:
     """Fit a baseline (grid over ``spec.tune`` on validation) or load a trained model; returns (scorer, info)."""
     if spec.kind == "model":
         return load_model_scorer(spec, train), {"path": spec.path}
@@ -83,7 +84,7 @@ def build_scorer(spec: ModelSpec, train: TrainData, valid_eval: RankingEvaluator
                      **_fit_info(best[2])}
 
 
-def _pair_feature_scorer(spec: ModelSpec, train: TrainData, seed: int):
+def _pair_feature_scorer(spec: ModelSpec, train: TrainData, seed: int) -> CrossEncoderScorer:
     """The pair-feature matcher, fit on the set's labelled train pairs, ranking item texts by query text
     (through the cross-encoder adapter; features are cheap enough for a full catalog of a few thousand)."""
     pairs = train.pairs if train.pairs is not None else pd.DataFrame(columns=["left", "right", "label"])
@@ -95,13 +96,13 @@ def _pair_feature_scorer(spec: ModelSpec, train: TrainData, seed: int):
     return CrossEncoderScorer(PairsInterface(matcher), texts, max_cells=10_000_000)
 
 
-def _fit_info(scorer: Any) -> dict:
+def _fit_info(scorer: Any) -> dict[str, Any]:
     """What a baseline reports about its own fit (early stopping: the epoch kept), if it reports anything."""
     return {"fit": scorer.info()} if callable(getattr(scorer, "info", None)) else {}
 
 
 def build_ensemble(spec: EnsembleSpec, scorers: dict[str, Any], cfg: EvaluateConfig, prep: Prepared,
-                   valid_eval: RankingEvaluator | None) -> tuple[Any, dict]:
+                   valid_eval: RankingEvaluator | None) -> tuple[Any, dict[str, Any]]:
     """A fusion of already built ``scorers`` (rrf, rerank, weighted, learned); weights fit on validation."""
     members = [scorers[m] for m in spec.members]
     if spec.method == "rrf":
@@ -138,7 +139,7 @@ def fit_pair_matcher(spec: ModelSpec, seed: int, train: Pairs | None) -> PairFea
     return matcher.fit(*train)
 
 
-def pair_scorer(spec: ModelSpec, seed: int, train: Pairs | None = None) -> Callable[[Sequence[str], Sequence[str]], np.ndarray]:
+def pair_scorer(spec: ModelSpec, seed: int, train: Pairs | None = None) -> PairScorer:
     """(lefts, rights) -> scores for a matching model: a trained cross-/bi-encoder, zero-shot cosine, or the
     pair-feature matcher (fit here on the train pairs)."""
     if spec.kind == "pair_features":
@@ -152,13 +153,13 @@ def pair_scorer(spec: ModelSpec, seed: int, train: Pairs | None = None) -> Calla
         if mk.pair_scorer is None:
             raise ValueError(f"model {spec.name!r}: matching needs a kind with a pair scorer "
                              f"({[k.name for k in kinds.kinds() if k.pair_scorer]}), got {mk.name!r}")
-        return mk.pair_scorer(model, batch_size=spec.params.get("batch_size", 64))
+        return cast(PairScorer, mk.pair_scorer(model, batch_size=spec.params.get("batch_size", 64)))
     if spec.kind == "zeroshot":
         from recsys.models import BiEncoder  # lazy: torch + transformers
 
         encoder = BiEncoder.from_encoder(spec.params.get("model", "all-MiniLM-L6-v2"), max_length=spec.params.get("max_length", 128))
         cosine = kinds.get("bi_encoder").pair_scorer
         assert cosine is not None  # recsys.kinds.bi_encoder registers one
-        return cosine(encoder)  # cosine of the two towers
+        return cast(PairScorer, cosine(encoder))  # cosine of the two towers
     raise ValueError(f"model {spec.name!r}: matching supports kind model (cross/bi-encoder), zeroshot or "
                      f"pair_features, not {spec.kind!r}")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -27,6 +27,9 @@ from recsys.evaluation import metrics as M
 from recsys.evaluation.config import EvaluateConfig, SearchProtocolConfig
 from recsys.evaluation.evaluators import RankingResult
 from recsys.search.pipeline import SearchPipeline, SearchRejected, SearchRequest, SearchResult
+
+if TYPE_CHECKING:
+    from recsys.runtime import JobContext
 
 
 @dataclass(frozen=True)
@@ -134,7 +137,7 @@ def target_ranks(queries: list[JudgedQuery], rankings: list[list[tuple[str, floa
     return M.TargetRanks(ranks=ranks, gains=gains, n_candidates=np.asarray([len(r) for r in rankings]))
 
 
-def run(cfg: EvaluateConfig, ctx) -> dict[str, Any]:
+def run(cfg: EvaluateConfig, ctx: JobContext) -> dict[str, Any]:
     sc = cfg.search
     if sc is None:
         raise ValueError("protocol.task search needs the search section")

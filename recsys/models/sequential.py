@@ -179,7 +179,7 @@ class SequentialRecommender(SavableModel):
         allowed = (causal & ~pad.unsqueeze(1)) | eye  # [B, S, S]
         mask = torch.zeros(allowed.shape, dtype=x.dtype, device=items.device).masked_fill(~allowed, float("-inf"))
         mask = mask.repeat_interleave(self.hp["num_heads"], dim=0)  # [B*heads, S, S]
-        h = self.final_norm(self.encoder(x, mask=mask))  # [B, S, H]
+        h: torch.Tensor = self.final_norm(self.encoder(x, mask=mask))  # [B, S, H]
         return h[:, n_user:]  # [B, L, H]
 
     trim_padding = staticmethod(trim_padding)  # model.trim_padding(items): the module function

@@ -13,6 +13,7 @@ import bisect
 import re
 import unicodedata
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -112,7 +113,7 @@ class Autocomplete:
         arrays = [self.postings[t] for t in tokens]
         return np.unique(np.concatenate(arrays)) if arrays else np.empty(0, dtype=np.int64)
 
-    def suggest(self, prefix: str, k: int = 10) -> list[dict]:
+    def suggest(self, prefix: str, k: int = 10) -> list[dict[str, Any]]:
         """Up to ``k`` completions ``{"text", "score", "corrected"}``, best first."""
         text = normalize(prefix)
         if not text:

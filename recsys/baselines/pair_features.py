@@ -70,7 +70,7 @@ def _is_code(word: str) -> bool:
     return len(word) >= 4 and bool(_DIGIT.search(word)) and bool(_ALPHA.search(word))
 
 
-def _jaccard(a: set, b: set) -> float:
+def _jaccard(a: set[str], b: set[str]) -> float:
     return len(a & b) / len(a | b) if a or b else 0.0
 
 
@@ -166,7 +166,7 @@ class PairFeatureMatcher:
         self._clf = self._new_classifier().fit(x, y)
         return self
 
-    def _new_classifier(self):
+    def _new_classifier(self) -> Any:  # an unfitted sklearn classifier
         if self.model_name == "gbm":
             from sklearn.ensemble import HistGradientBoostingClassifier  # lazy: slow import
 

@@ -187,7 +187,7 @@ class RankingEvaluator:
         self.batch_size, self.block_size, self.ties = batch_size, block_size, ties
         self.num_workers, self.keep_topk, self.cpus_per_worker = num_workers, keep_topk, cpus_per_worker
 
-    def __call__(self, scorer) -> dict[str, Any]:
+    def __call__(self, scorer: Any) -> dict[str, Any]:
         """Mean of every metric plus ``primary_metric`` (its name) and ``n_queries``."""
         return self.evaluate(scorer).to_dict()
 
@@ -209,7 +209,7 @@ class RankingEvaluator:
                 return M.TargetRanks.concat([o[0] for o in outs]), (np.concatenate(tops) if tops[0] is not None else None)
         return score_shard(scorer, self.eval_set, **kw)
 
-    def evaluate(self, scorer) -> RankingResult:
+    def evaluate(self, scorer: Any) -> RankingResult:
         scorer = as_scorer(scorer)
         tr, top = self._score(scorer)
         es = self.eval_set

@@ -75,7 +75,7 @@ class TargetRanks:
     def concat(cls, parts: list[TargetRanks]) -> TargetRanks:
         width = max((p.ranks.shape[1] for p in parts), default=1)
 
-        def pad(a: np.ndarray, fill) -> np.ndarray:
+        def pad(a: np.ndarray, fill: float) -> np.ndarray:
             return np.pad(a, ((0, 0), (0, width - a.shape[1])), constant_values=fill)
 
         return cls(
@@ -156,7 +156,7 @@ def precision(tr: TargetRanks, k: int) -> np.ndarray:
     return _in_top(tr, k).sum(1) / float(k)
 
 
-def _ndcg(tr: TargetRanks, k: int, gain_fn) -> np.ndarray:
+def _ndcg(tr: TargetRanks, k: int, gain_fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
     hit = _in_top(tr, k)
     disc = 1.0 / np.log2(np.where(hit, tr.ranks, 0) + 2.0)  # (Q, T)
     dcg = (np.where(hit, gain_fn(tr.gains), 0.0) * disc).sum(1)

@@ -36,7 +36,7 @@ from recsys.losses import registry as losses
 from recsys.training.adversarial import EmbeddingAttack
 from recsys.training.config import TrainConfig
 from recsys.training.specs import FaultSpec, WorkerExtras, WorkerSpec
-from recsys.training.strategy import StrategySpec, build_strategy
+from recsys.training.strategy import Strategy, StrategySpec, build_strategy
 from recsys.training.validation import validate
 from recsys.utils.log import get_logger
 
@@ -70,12 +70,12 @@ def strategy_spec(cfg: TrainConfig, total_steps: int) -> StrategySpec:
     )
 
 
-def build_components(cfg: TrainConfig, extras: WorkerExtras, device: torch.device):
+def build_components(cfg: TrainConfig, extras: WorkerExtras, device: torch.device) -> tuple[SavableModel, Any, Strategy]:
     """Model -> (LoRA) -> training task -> strategy, from the config and driver-computed extras (no Ray
     calls of its own: the golden-loss test builds a run in-process with it)."""
     kind = kinds.get(cfg.model.kind)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-    model = kind.build_model(cfg.model, extras.model_inputs)
+    model = cast("SavableModel", kind.build_model(cfg.model, extras.model_inputs))  # every kind builds one
     if cfg.lora.enabled:
         from recsys.training.lora import apply_lora
 
@@ -86,25 +86,25 @@ def build_components(cfg: TrainConfig, extras: WorkerExtras, device: torch.devic
     return model, task, build_strategy(strategy_spec(cfg, extras.total_steps), task, device)
 
 
-def build_attack(cfg: TrainConfig, task: torch.nn.Module):
+def build_attack(cfg: TrainConfig, task: torch.nn.Module) -> EmbeddingAttack | None:
     """The FGM / PGD attack of ``cfg.adversarial`` on ``task`` (None = no adversarial training)."""
     a = cfg.adversarial
     return None if a.method == "none" else EmbeddingAttack(task, a.method, a.epsilon, a.alpha, a.steps, a.emb_name)
 
 
-def train_step(strategy, task: torch.nn.Module, batch: dict[str, torch.Tensor], adv=None) -> torch.Tensor:
+def train_step(strategy: Strategy, task: torch.nn.Module, batch: dict[str, torch.Tensor], adv: EmbeddingAttack | None = None) -> torch.Tensor:
     """Forward + backward of one micro-batch (plus the adversarial pass); the caller calls
     ``strategy.step()``. Returns the clean loss."""
     loss = strategy.forward(batch)
     strategy.backward(loss)
     if adv:
-        adv.run(strategy.param_grads(adv.tensors), lambda b=batch: task(b))
+        adv.run(strategy.param_grads(adv.tensors), lambda: task(batch))
         strategy.backward(strategy.forward(batch))
         adv.restore()
     return loss
 
 
-def export_model(model, strategy, path: Path, lora_export: str | None) -> None:
+def export_model(model: SavableModel, strategy: Strategy, path: Path, lora_export: str | None) -> None:
     """Write ``model`` the save_pretrained way (LoRA merged; fp32 weights) -- collective under ZeRO-3."""
     full = strategy.full_state_dict()  # every rank takes part (ZeRO-3 gathers)
     import ray.train
@@ -121,7 +121,7 @@ def export_model(model, strategy, path: Path, lora_export: str | None) -> None:
     model.save_pretrained(path, state_dict={k[len(prefix):]: v for k, v in full.items() if k.startswith(prefix)})
 
 
-def _save_and_report(cfg, model, strategy, state: dict, metrics: dict[str, float]) -> None:
+def _save_and_report(cfg: TrainConfig, model: SavableModel, strategy: Strategy, state: dict[str, Any], metrics: dict[str, float]) -> None:
     import ray.train
 
     rank = ray.train.get_context().get_world_rank()
@@ -146,7 +146,7 @@ def _maybe_fault(fault: FaultSpec | None, rank: int, step: int) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _restore(strategy, resume_from: str | None) -> dict[str, Any] | None:
+def _restore(strategy: Strategy, resume_from: str | None) -> dict[str, Any] | None:
     import ray.train
 
     ckpt = ray.train.get_checkpoint()
@@ -157,7 +157,7 @@ def _restore(strategy, resume_from: str | None) -> dict[str, Any] | None:
     rank = ray.train.get_context().get_world_rank()
     with ckpt.as_directory() as d:
         strategy.load(Path(d), rank)
-        return json.loads((Path(d) / STATE_FILE).read_text())
+        return cast(dict[str, Any], json.loads((Path(d) / STATE_FILE).read_text()))
 
 
 def _tokens(batch: dict[str, torch.Tensor]) -> int:

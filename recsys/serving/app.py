@@ -21,6 +21,7 @@ from ray.serve.handle import DeploymentHandle
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from recsys.search.pipeline import SearchRejected
 from recsys.serving import schemas as S
@@ -34,7 +35,7 @@ from recsys.serving.specs import ArmSpec, IngressSettings
 RETRIES = 3  # a request whose replica died is re-sent (Serve routes it to a live / restarted replica)
 
 
-async def call(method, *args):
+async def call(method: Any, *args: Any) -> Any:
     """``await handle.method.remote(*args)`` that survives a replica dying under it."""
     import asyncio
 
@@ -58,7 +59,7 @@ api = FastAPI(
 )
 
 
-def _error(status: int, error: str, message: str, field: str | None = None, errors: list | None = None) -> JSONResponse:
+def _error(status: int, error: str, message: str, field: str | None = None, errors: list[Any] | None = None) -> JSONResponse:
     body: dict[str, Any] = {"error": error, "field": field, "message": message}
     if errors is not None:
         body["errors"] = errors
@@ -95,10 +96,10 @@ class Guard:
     header on the answer. Pure ASGI rather than ``@app.middleware("http")``: Starlette's
     BaseHTTPMiddleware runs every request through an extra task and a memory stream."""
 
-    def __init__(self, app):
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         from recsys.serving.guard import SETTINGS as settings
@@ -118,7 +119,7 @@ class Guard:
             return await rejected(scope, receive, send)
         t0 = time.perf_counter()
 
-        async def timed_send(message) -> None:
+        async def timed_send(message: Message) -> None:
             # time spent in this replica up to the answer's headers (parsing, the handler, serialisation): a
             # client subtracts it from its own latency to see what the proxy and the network add
             if message["type"] == "http.response.start":

@@ -285,7 +285,7 @@ class ServeArgs(StrictModel):
     def deployment(self, name: str) -> DeploymentArgs:
         return self.deployments.get(name, DeploymentArgs())
 
-    def for_arm(self, arm: ArmArgs, section: str):
+    def for_arm(self, arm: ArmArgs, section: str) -> Any:
         return getattr(arm, section) or getattr(self, section)
 
     def arm_spec(self, arm: ArmArgs, registry: dict[str, Any] | None = None) -> ArmSpec:

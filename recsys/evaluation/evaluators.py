@@ -107,7 +107,7 @@ def _topk_items(scores: np.ndarray, items: np.ndarray, k: int) -> np.ndarray:
 
 
 def score_shard(
-    scorer: Scorer, es: EvalSet, *, batch_size: int, block_size: int, ties: str, keep_topk: int
+    scorer: Scorer, es: EvalSet, *, batch_size: int, block_size: int, ties: M.Ties, keep_topk: int
 ) -> tuple[M.TargetRanks, np.ndarray | None]:
     """Score every query of ``es`` in batches; return the targets' ranks and the top-k items."""
     full = es.candidates is None
@@ -138,7 +138,7 @@ def score_shard(
         else:
             scores[pd.isna(items)] = -np.inf  # padding of ragged candidate lists
         cols, gains = _target_columns(items, es, rows)
-        parts.append(M.ranks_from_scores(scores, cols, gains, ties=ties))  # type: ignore[arg-type]
+        parts.append(M.ranks_from_scores(scores, cols, gains, ties=ties))
         if keep_topk:
             tops.append(_topk_items(scores, items, keep_topk))
     top = np.concatenate(tops) if tops else None

@@ -9,14 +9,14 @@ The SASRec baseline is the sequential model trained in pure-ID mode by ``recsys 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, cast
 
 from recsys.evaluation.train_data import TrainData
 
 BASELINES = ("popularity", "itemknn", "als", "bpr", "bm25", "zeroshot")
 
 
-def build_baseline(kind: str, params: dict[str, Any] | None = None, *, seed: int = 0):
+def build_baseline(kind: str, params: dict[str, Any] | None = None, *, seed: int = 0) -> Any:
     """A fresh (unfitted) baseline scorer; ``params`` are its constructor arguments."""
     p = dict(params or {})
     try:  # imports per kind: each baseline's library (torch, implicit, bm25s, a text encoder) loads only when built
@@ -37,7 +37,7 @@ def build_baseline(kind: str, params: dict[str, Any] | None = None, *, seed: int
             from recsys.baselines.mf import MFScorer
 
             p.setdefault("seed", seed)
-            return MFScorer(kind, **p)
+            return MFScorer(cast(Literal["als", "bpr"], kind), **p)  # narrowed by the `in` above
         if kind == "bm25" and _choice(kind, p, "variant", ("standard", "llmrank"), "llmrank: LLMRank's published "
                                       "row, character query included; see recsys/baselines/bm25_llmrank.py") == "llmrank":
             from recsys.baselines.bm25_llmrank import LLMRankBM25Scorer
@@ -61,7 +61,7 @@ def _choice(kind: str, params: dict[str, Any], key: str, allowed: tuple[str, ...
     value = params.pop(key, allowed[0])
     if value not in allowed:
         raise ValueError(f"baseline {kind!r}: {key} must be {' or '.join(map(repr, allowed))} ({hint}), got {value!r}")
-    return value
+    return cast(str, value)  # one of `allowed`
 
 
 __all__ = ["BASELINES", "TrainData", "build_baseline"]

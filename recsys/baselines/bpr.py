@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -135,7 +136,7 @@ class BPRAdamScorer(FactorScorer):
                 if self.regularization:
                     loss = loss + self.regularization * (eu.pow(2).sum() + ei.pow(2).sum() + ej.pow(2).sum()) / len(b)
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
                 opt.step()
             if len(probe_u) and (epoch % self.eval_every == 0 or epoch == self.epochs):
                 with torch.no_grad():
@@ -155,6 +156,6 @@ class BPRAdamScorer(FactorScorer):
         self._user_f = best_state[0].numpy()  # (U, F)
         self._item_f = best_state[1].numpy()  # (N, F)
 
-    def info(self) -> dict:
+    def info(self) -> dict[str, Any]:
         """Reported beside the model in the evaluate job's results."""
         return {"best_epoch": self.best_epoch, "probe_ndcg@10": [[e, round(v, 5)] for e, v in self.history]}

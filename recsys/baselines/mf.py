@@ -7,7 +7,7 @@ users) is folded in from their history: ALS solves its least-squares step exactl
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 import scipy.sparse as sp
@@ -26,7 +26,7 @@ class FactorScorer:
     _item_f: np.ndarray
 
     def _fold_in(self, hist: np.ndarray) -> np.ndarray:
-        return self._item_f[hist].mean(0)
+        return cast(np.ndarray, self._item_f[hist].mean(0))
 
     def _user_vectors(self, batch: QueryBatch) -> np.ndarray:
         rows = self._users.lookup(np.asarray(batch.query_ids, dtype=object))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -69,7 +70,7 @@ def _is_code(word: str) -> bool:
     return len(word) >= 4 and bool(_DIGIT.search(word)) and bool(_ALPHA.search(word))
 
 
-def _jaccard(a: set, b: set) -> float:
+def _jaccard(a: set[str], b: set[str]) -> float:
     return len(a & b) / len(a | b) if a or b else 0.0
 
 
@@ -111,9 +112,9 @@ def _pair_row(a: _Side, b: _Side) -> list[float]:
 class PairFeaturizer:
     """``PairFeaturizer().fit(texts).transform(lefts, rights) -> (N, len(FEATURE_NAMES))`` float array."""
 
-    def __init__(self, ngram_range: tuple[int, int] = (2, 4)):
+    def __init__(self, ngram_range: tuple[int, ...] = (2, 4)):
         self.ngram_range = tuple(ngram_range)
-        self._tfidf = None
+        self._tfidf: Any = None  # a fitted sklearn TfidfVectorizer
 
     def fit(self, texts: Sequence[str]) -> PairFeaturizer:
         from sklearn.feature_extraction.text import TfidfVectorizer  # lazy: scikit-learn is slow to import
@@ -156,7 +157,7 @@ class PairFeatureMatcher:
         self.featurizer = PairFeaturizer(tuple(ngram_range))
         self._clf = None
 
-    def fit(self, lefts: Sequence[str], rights: Sequence[str], labels: Sequence[int]) -> PairFeatureMatcher:
+    def fit(self, lefts: Sequence[str], rights: Sequence[str], labels: Sequence[int] | np.ndarray) -> PairFeatureMatcher:
         y = np.asarray(labels).astype(int)
         if len(np.unique(y)) < 2:
             raise ValueError("pair_features needs train pairs with both labels (0 and 1)")
@@ -165,7 +166,7 @@ class PairFeatureMatcher:
         self._clf = self._new_classifier().fit(x, y)
         return self
 
-    def _new_classifier(self):
+    def _new_classifier(self) -> Any:  # an unfitted sklearn classifier
         if self.model_name == "gbm":
             from sklearn.ensemble import HistGradientBoostingClassifier  # lazy: slow import
 

@@ -5,11 +5,16 @@ last ``history_len`` items); for search / matching it is the query text itself."
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from recsys.evaluation.scorer import ItemIndex, QueryBatch, gather_scores
 from recsys.evaluation.train_data import TrainData
+
+if TYPE_CHECKING:
+    from recsys.models.bi_encoder import BiEncoder
 
 
 def history_text(history: list[str], texts: dict[str, str], history_len: int) -> str:
@@ -64,7 +69,7 @@ class BM25Scorer:
         texts = data.item_texts(self.text_fields) if data.items is not None else {}
         return self.fit_texts(data.catalog, texts)
 
-    def fit_texts(self, item_ids, texts: dict[str, str]) -> BM25Scorer:
+    def fit_texts(self, item_ids: Sequence[str] | np.ndarray, texts: dict[str, str]) -> BM25Scorer:
         import bm25s  # lazy: bm25s only for the BM25 baselines
 
         self._index = ItemIndex(item_ids)
@@ -110,9 +115,9 @@ class ZeroShotScorer:
             raise ValueError(f"zero-shot query must be 'mean_items' or 'text', got {query!r}")
         self.model_name, self.text_fields, self.history_len = model, text_fields or ["title"], history_len
         self.query, self.batch_size, self.max_length = query, batch_size, max_length
-        self._encoder = None
+        self._encoder: BiEncoder | None = None
 
-    def encoder(self):
+    def encoder(self) -> BiEncoder:
         if self._encoder is None:
             from recsys.models import BiEncoder  # lazy: torch + transformers
 
@@ -122,7 +127,7 @@ class ZeroShotScorer:
     def fit(self, data: TrainData) -> ZeroShotScorer:
         return self.fit_texts(data.catalog, data.item_texts(self.text_fields))
 
-    def fit_texts(self, item_ids, texts: dict[str, str]) -> ZeroShotScorer:
+    def fit_texts(self, item_ids: Sequence[str] | np.ndarray, texts: dict[str, str]) -> ZeroShotScorer:
         self._index = ItemIndex(item_ids)
         self._texts = texts
         self.item_vectors = self.encoder().encode(
@@ -145,7 +150,7 @@ class ZeroShotScorer:
         table = self._query_vectors(batch) @ self.item_vectors.T  # (B, N)
         return gather_scores(table, self._index.lookup(item_ids), fill=-np.inf)
 
-    def __getstate__(self):  # ship vectors to Ray workers, not the torch model (re-loaded lazily)
+    def __getstate__(self) -> dict[str, Any]:  # ship vectors to Ray workers, not the torch model (re-loaded lazily)
         state = dict(self.__dict__)
         if self.query == "mean_items":
             state["_encoder"] = None

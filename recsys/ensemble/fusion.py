@@ -10,20 +10,24 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from recsys.evaluation.scorer import QueryBatch, as_scorer
 from recsys.retrieval.fusion import average_ranks, rrf_scores
 
+if TYPE_CHECKING:
+    from recsys.evaluation.protocols import EvalSet
+
 
 class CachedScorer:
     """Memoises a member's scores per (query ids, item matrix shape): fitting fusion weights
     re-scores the same validation batches many times. Valid for one EvalSet at a time."""
 
-    def __init__(self, scorer, max_entries: int = 4096):
+    def __init__(self, scorer: Any, max_entries: int = 4096):
         self.scorer, self.max_entries = as_scorer(scorer), max_entries
-        self._cache: dict[tuple, np.ndarray] = {}
+        self._cache: dict[tuple[Any, ...], np.ndarray] = {}
 
     def score(self, batch: QueryBatch, item_ids: np.ndarray) -> np.ndarray:
         key = (tuple(batch.query_ids), item_ids.shape, tuple(item_ids[0, :3].tolist()))
@@ -58,7 +62,7 @@ def zscore(scores: np.ndarray) -> np.ndarray:
     return np.where(finite, z, -np.inf)
 
 
-def _member_scores(members: Sequence, batch: QueryBatch, item_ids: np.ndarray) -> list[np.ndarray]:
+def _member_scores(members: Sequence[Any], batch: QueryBatch, item_ids: np.ndarray) -> list[np.ndarray]:
     return [np.asarray(m.score(batch, item_ids), dtype=np.float64) for m in members]
 
 
@@ -67,7 +71,7 @@ class RRFScorer:
     ranks are :func:`row_ranks` (ties share their average rank; a cell a member cannot score ranks
     last, C + 1); a cell no member can score stays -inf."""
 
-    def __init__(self, members: Sequence, k: float = 60.0, weights: Sequence[float] | None = None):
+    def __init__(self, members: Sequence[Any], k: float = 60.0, weights: Sequence[float] | None = None):
         self.members, self.k = [as_scorer(m) for m in members], k
         self.weights = np.asarray(weights if weights is not None else [1.0] * len(self.members), dtype=np.float64)
 
@@ -81,7 +85,7 @@ class RRFScorer:
 class WeightedScorer:
     """sum_m w_m * zscore(scores_m); a member's -inf cell counts as its row minimum."""
 
-    def __init__(self, members: Sequence, weights: Sequence[float]):
+    def __init__(self, members: Sequence[Any], weights: Sequence[float]):
         self.members, self.weights = [as_scorer(m) for m in members], np.asarray(weights, dtype=np.float64)
 
     def score(self, batch: QueryBatch, item_ids: np.ndarray) -> np.ndarray:
@@ -94,7 +98,7 @@ class WeightedScorer:
         return np.where(dead, -np.inf, out)
 
 
-def fit_weights(members: Sequence, objective: Callable[[object], float], grid: Sequence[float] = (0.0, 0.25, 0.5, 1.0, 2.0),
+def fit_weights(members: Sequence[Any], objective: Callable[[object], float], grid: Sequence[float] = (0.0, 0.25, 0.5, 1.0, 2.0),
                 rounds: int = 2) -> tuple[list[float], float]:
     """Coordinate ascent of the weights on ``objective(scorer)`` (a validation metric); member 0
     is fixed at 1 (scale invariance). Returns (weights, best objective)."""
@@ -120,7 +124,7 @@ class RerankScorer:
     (z-scores within the row's top cells) and placed above every other cell, which keep the first
     stage's order. So ``second`` scores B x top_n pairs, never the whole catalog."""
 
-    def __init__(self, first, second, top_n: int = 20, weight: float = 1.0):
+    def __init__(self, first: Any, second: Any, top_n: int = 20, weight: float = 1.0):
         if top_n < 1 or not 0.0 <= weight <= 1.0:
             raise ValueError(f"RerankScorer: top_n >= 1 and 0 <= weight <= 1 (got {top_n}, {weight})")
         self.first, self.second = as_scorer(first), as_scorer(second)
@@ -158,14 +162,14 @@ def _blend(z_second: np.ndarray, z_first: np.ndarray, weight: float) -> np.ndarr
     return np.where(~fin, -np.inf, np.where(ok, mixed, sunk))
 
 
-def _row_extreme(x: np.ndarray, mask: np.ndarray, fn) -> np.ndarray:
+def _row_extreme(x: np.ndarray, mask: np.ndarray, fn: Callable[..., np.ndarray]) -> np.ndarray:
     """(B, 1) row min / max (``fn``) over the masked cells; 0 for a row with none."""
     fill = np.inf if fn is np.min else -np.inf
     out = fn(np.where(mask, x, fill), axis=1, keepdims=True)
     return np.where(np.isfinite(out), out, 0.0)
 
 
-def fit_rerank_weight(first, second, top_n: int, objective: Callable[[object], float],
+def fit_rerank_weight(first: Any, second: Any, top_n: int, objective: Callable[[object], float],
                       grid: Sequence[float] = (1.0, 0.75, 0.5, 0.25, 0.0)) -> tuple[float, float]:
     """The re-ranker's share (``weight``) that maximises ``objective(scorer)`` (a validation metric);
     both stages are scored once (cached). Ties keep the earlier grid value. Returns (weight, best)."""
@@ -175,6 +179,8 @@ def fit_rerank_weight(first, second, top_n: int, objective: Callable[[object], f
         value = objective(RerankScorer(first, second, top_n, w))
         if best is None or value > best[1] + 1e-12:
             best = (w, value)
+    if best is None:
+        raise ValueError("fit_rerank_weight needs a non-empty grid")
     return best
 
 
@@ -184,9 +190,9 @@ class LearnedFusionScorer:
     Fit with :meth:`fit` on a validation EvalSet that has candidates (the label is 1 for targets).
     """
 
-    def __init__(self, members: Sequence, C: float = 1.0):
+    def __init__(self, members: Sequence[Any], C: float = 1.0):
         self.members, self.C = [as_scorer(m) for m in members], C
-        self._model = None
+        self._model: Any = None  # a fitted sklearn LogisticRegression
 
     def _features(self, batch: QueryBatch, item_ids: np.ndarray) -> np.ndarray:
         parts = _member_scores(self.members, batch, item_ids)
@@ -199,7 +205,7 @@ class LearnedFusionScorer:
         feats.append(hist)
         return np.stack(feats, axis=-1)  # (B, C, F)
 
-    def fit(self, eval_set, batch_size: int = 256) -> LearnedFusionScorer:
+    def fit(self, eval_set: EvalSet, batch_size: int = 256) -> LearnedFusionScorer:
         from sklearn.linear_model import LogisticRegression
 
         if eval_set.candidates is None:
@@ -215,8 +221,7 @@ class LearnedFusionScorer:
             ok = ~(items == None)  # noqa: E711 - element-wise on an object array
             X.append(f[ok])
             y.append(lab[ok])
-        X, y = np.concatenate(X), np.concatenate(y)
-        self._model = LogisticRegression(C=self.C, max_iter=1000, class_weight="balanced").fit(X, y)
+        self._model = LogisticRegression(C=self.C, max_iter=1000, class_weight="balanced").fit(np.concatenate(X), np.concatenate(y))
         return self
 
     @property

@@ -10,6 +10,8 @@ weights used on test are then refit on all validation pairs.
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import numpy as np
 
 from recsys.evaluation.classification import best_threshold
@@ -33,9 +35,9 @@ class StackedMatcher:
             raise ValueError(f"stacking needs folds >= 2, got {folds}")
         self.folds, self.C, self.seed = folds, C, seed
         self.threshold = self.valid_f1 = float("nan")
-        self._clf = None
+        self._clf: Any = None  # a fitted sklearn Pipeline
 
-    def _new(self):
+    def _new(self) -> Any:  # an unfitted sklearn Pipeline
         from sklearn.linear_model import LogisticRegression  # lazy: scikit-learn is slow to import
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
@@ -65,4 +67,4 @@ class StackedMatcher:
     def score(self, scores: np.ndarray) -> np.ndarray:
         if self._clf is None:
             raise RuntimeError("StackedMatcher.score before fit")
-        return self._clf.decision_function(_log_odds(np.atleast_2d(scores)))
+        return cast(np.ndarray, self._clf.decision_function(_log_odds(np.atleast_2d(scores))))

@@ -20,7 +20,7 @@ importing ``recsys.evaluation.config`` (every job listing does) does not import 
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the lazy names below, for type checkers and readers
     from recsys.evaluation.classification import PairClassificationEvaluator
@@ -52,7 +52,7 @@ __all__ = [  # = sorted(_EXPORTS), written out for linters
 ]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(importlib.import_module(f"recsys.evaluation.{_EXPORTS[name]}"), name)
     raise AttributeError(f"module 'recsys.evaluation' has no attribute {name!r}")

@@ -7,7 +7,7 @@ Expected input: per pair a score (higher = more likely a match) and a 0/1 label.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -24,7 +24,7 @@ def best_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float
     return float(t[i]), float(f1[i])
 
 
-def classification_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
+def classification_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, Any]:
     from sklearn.metrics import (  # lazy: scikit-learn is slow to import (~1 s)
         average_precision_score,
         precision_recall_fscore_support,
@@ -51,8 +51,8 @@ class PairClassificationEvaluator:
     The threshold maximises F1 on validation and is applied once to test.
     """
 
-    def __init__(self, valid: tuple[Sequence[str], Sequence[str], Sequence[int]],
-                 test: tuple[Sequence[str], Sequence[str], Sequence[int]], primary_metric: str = "f1"):
+    def __init__(self, valid: tuple[Sequence[str], Sequence[str], Sequence[int] | np.ndarray],
+                 test: tuple[Sequence[str], Sequence[str], Sequence[int] | np.ndarray], primary_metric: str = "f1"):
         self.valid, self.test, self.primary_metric = valid, test, primary_metric
 
     def evaluate(self, pair_scorer: Callable[[Sequence[str], Sequence[str]], np.ndarray]) -> dict[str, Any]:
@@ -64,7 +64,7 @@ class PairClassificationEvaluator:
         out["_test_scores"], out["_valid_scores"] = ts, vs
         return out
 
-    def __call__(self, pair_scorer) -> dict[str, Any]:
+    def __call__(self, pair_scorer: Callable[[Sequence[str], Sequence[str]], np.ndarray]) -> dict[str, Any]:
         out = self.evaluate(pair_scorer)
         out.pop("_test_scores"), out.pop("_valid_scores")
         return out
@@ -72,7 +72,7 @@ class PairClassificationEvaluator:
 
 def per_pair_correct(scores: np.ndarray, labels: np.ndarray, threshold: float) -> np.ndarray:
     """1/0 per test pair (for paired significance of two matchers)."""
-    return ((np.asarray(scores) >= threshold).astype(int) == np.asarray(labels).astype(int)).astype(float)
+    return cast(np.ndarray, ((np.asarray(scores) >= threshold).astype(int) == np.asarray(labels).astype(int)).astype(float))
 
 
 def f1_bootstrap_ci(scores: np.ndarray, labels: np.ndarray, threshold: float, n_resamples: int,

@@ -20,7 +20,7 @@ query shards are scored in parallel Ray tasks (the scorer is shipped once via th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -70,6 +70,7 @@ def _target_columns(items: np.ndarray, es: EvalSet, rows: np.ndarray) -> tuple[n
             continue
         g = es.gains[q] if es.gains is not None else [1.0] * len(tgt)
         if shared:
+            assert index is not None  # built above when shared
             c = index.get_indexer(np.asarray(tgt, dtype=object))
         else:
             row_index = pd.Index(items[b if items.shape[0] > 1 else 0])
@@ -106,7 +107,7 @@ def _topk_items(scores: np.ndarray, items: np.ndarray, k: int) -> np.ndarray:
 
 
 def score_shard(
-    scorer: Scorer, es: EvalSet, *, batch_size: int, block_size: int, ties: str, keep_topk: int
+    scorer: Scorer, es: EvalSet, *, batch_size: int, block_size: int, ties: M.Ties, keep_topk: int
 ) -> tuple[M.TargetRanks, np.ndarray | None]:
     """Score every query of ``es`` in batches; return the targets' ranks and the top-k items."""
     full = es.candidates is None
@@ -121,7 +122,7 @@ def score_shard(
             histories=[es.histories[i] for i in rows],
             texts=[es.texts[i] for i in rows] if es.texts is not None else None,
         )
-        items = catalog_items if full else es.candidates[rows]
+        items = catalog_items if catalog_items is not None else cast(np.ndarray, es.candidates)[rows]  # None iff full
         scores = np.asarray(scorer.score(batch, items), dtype=np.float64)
         expected = (len(rows), items.shape[1])
         if scores.shape != expected:
@@ -137,7 +138,7 @@ def score_shard(
         else:
             scores[pd.isna(items)] = -np.inf  # padding of ragged candidate lists
         cols, gains = _target_columns(items, es, rows)
-        parts.append(M.ranks_from_scores(scores, cols, gains, ties=ties))  # type: ignore[arg-type]
+        parts.append(M.ranks_from_scores(scores, cols, gains, ties=ties))
         if keep_topk:
             tops.append(_topk_items(scores, items, keep_topk))
     top = np.concatenate(tops) if tops else None
@@ -186,7 +187,7 @@ class RankingEvaluator:
         self.batch_size, self.block_size, self.ties = batch_size, block_size, ties
         self.num_workers, self.keep_topk, self.cpus_per_worker = num_workers, keep_topk, cpus_per_worker
 
-    def __call__(self, scorer) -> dict[str, Any]:
+    def __call__(self, scorer: Any) -> dict[str, Any]:
         """Mean of every metric plus ``primary_metric`` (its name) and ``n_queries``."""
         return self.evaluate(scorer).to_dict()
 
@@ -195,7 +196,7 @@ class RankingEvaluator:
         return [s for s in np.array_split(np.arange(n), min(n, self.num_workers * 2)) if len(s)]
 
     def _score(self, scorer: Scorer) -> tuple[M.TargetRanks, np.ndarray | None]:
-        kw = dict(batch_size=self.batch_size, block_size=self.block_size, ties=self.ties, keep_topk=self.keep_topk)
+        kw: dict[str, Any] = dict(batch_size=self.batch_size, block_size=self.block_size, ties=self.ties, keep_topk=self.keep_topk)
         if self.num_workers > 1 and len(self.eval_set) > 1:
             import ray  # lazy: Ray only when scoring in parallel tasks
 
@@ -208,7 +209,7 @@ class RankingEvaluator:
                 return M.TargetRanks.concat([o[0] for o in outs]), (np.concatenate(tops) if tops[0] is not None else None)
         return score_shard(scorer, self.eval_set, **kw)
 
-    def evaluate(self, scorer) -> RankingResult:
+    def evaluate(self, scorer: Any) -> RankingResult:
         scorer = as_scorer(scorer)
         tr, top = self._score(scorer)
         es = self.eval_set

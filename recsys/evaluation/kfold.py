@@ -5,7 +5,8 @@ histories. For small data and for model selection without touching the test spli
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -13,7 +14,7 @@ import pandas as pd
 from recsys.evaluation.protocols import EvalSet
 
 
-def user_folds(user_ids, k: int, seed: int = 0) -> np.ndarray:
+def user_folds(user_ids: Iterable[Any], k: int, seed: int = 0) -> np.ndarray:
     """Fold number (0..k-1) of each user, fixed by (seed, user id) — stable under reordering."""
     if k < 2:
         raise ValueError("k-fold needs k >= 2")

@@ -23,8 +23,9 @@ is the opposite bound.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 
@@ -74,7 +75,7 @@ class TargetRanks:
     def concat(cls, parts: list[TargetRanks]) -> TargetRanks:
         width = max((p.ranks.shape[1] for p in parts), default=1)
 
-        def pad(a: np.ndarray, fill) -> np.ndarray:
+        def pad(a: np.ndarray, fill: float) -> np.ndarray:
             return np.pad(a, ((0, 0), (0, width - a.shape[1])), constant_values=fill)
 
         return cls(
@@ -144,7 +145,7 @@ def _in_top(tr: TargetRanks, k: int | None) -> np.ndarray:
 
 
 def hit_rate(tr: TargetRanks, k: int) -> np.ndarray:
-    return _in_top(tr, k).any(1).astype(np.float64)
+    return cast(np.ndarray, _in_top(tr, k).any(1).astype(np.float64))  # numpy stubs: any(axis) may be a scalar
 
 
 def recall(tr: TargetRanks, k: int) -> np.ndarray:
@@ -155,7 +156,7 @@ def precision(tr: TargetRanks, k: int) -> np.ndarray:
     return _in_top(tr, k).sum(1) / float(k)
 
 
-def _ndcg(tr: TargetRanks, k: int, gain_fn) -> np.ndarray:
+def _ndcg(tr: TargetRanks, k: int, gain_fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
     hit = _in_top(tr, k)
     disc = 1.0 / np.log2(np.where(hit, tr.ranks, 0) + 2.0)  # (Q, T)
     dcg = (np.where(hit, gain_fn(tr.gains), 0.0) * disc).sum(1)
@@ -202,7 +203,7 @@ def auc(tr: TargetRanks) -> np.ndarray:
     return np.divide(total - bad, total, out=np.full(len(tr), np.nan), where=total > 0)
 
 
-_FUNCS = {
+_FUNCS: dict[str, Callable[..., np.ndarray]] = {  # k: int, or None where the metric allows it
     "hit_rate": hit_rate, "recall": recall, "precision": precision, "ndcg": ndcg,
     "ndcg_burges": ndcg_burges, "mrr": mrr, "map": average_precision,
 }

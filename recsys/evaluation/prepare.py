@@ -53,11 +53,15 @@ def _apply_candidates(pc: ProtocolConfig, es: P.EvalSet, cands: dict[str, list[s
                       max_queries: int | None, subsample_seed: int) -> P.EvalSet:
     """Restrict users, subsample (seeded), then attach the protocol's candidates."""
     if pc.users == "with_candidates":
+        if cands is None:
+            raise ValueError("protocol.users=with_candidates needs data.candidates")
         es = es.subset([i for i, q in enumerate(es.query_ids) if str(q) in cands])
     es = subsample(es, max_queries, subsample_seed)
     if pc.candidates == "sampled":
         return P.sample_negatives(es, pc.n_negatives, seed=seed, exclude_history=pc.exclude_history)
     if pc.candidates == "file":
+        if cands is None:
+            raise ValueError("protocol.candidates=file needs data.candidates")
         return P.with_candidates(es, cands)
     if not pc.exclude_history:
         es.exclude = None
@@ -76,6 +80,8 @@ def _add_user_segments(users_cfg: InputConfig, es: P.EvalSet, max_values: int = 
 
 def prepare_recommendation(cfg: EvaluateConfig) -> Prepared:
     pc = cfg.protocol
+    if cfg.data.events is None:
+        raise ValueError("protocol.task=recommendation needs data.events (events or sequences table)")
     seqs = load_sequences(cfg.data.events)
     items = _items_frame(cfg.data.items)
     seen = {i for s in seqs["items"] for i in s}
@@ -105,6 +111,8 @@ def prepare_recommendation(cfg: EvaluateConfig) -> Prepared:
 
 def prepare_retrieval(cfg: EvaluateConfig) -> Prepared:
     """Each left offer with a positive pair -> its matching right products, among all right products."""
+    if cfg.data.pairs is None:
+        raise ValueError("protocol.task=retrieval needs data.pairs (a labelled pairs table with a split column)")
     df = load_pairs(cfg.data.pairs)
     right = df.drop_duplicates("right_id")
     catalog = right["right_id"].astype(str).to_numpy(dtype=object)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -59,7 +59,7 @@ class EvalSet:
         """The queries at positions ``idx`` (for sharding, k-fold and slicing)."""
         idx = np.asarray(idx, dtype=np.int64)
 
-        def pick(v):
+        def pick(v: Any) -> Any:  # a per-query list (or None) -> its rows at idx
             return None if v is None else [v[i] for i in idx]
 
         return replace(

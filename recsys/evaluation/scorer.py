@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -62,7 +62,7 @@ class _FnScorer:
         return self.fn(batch, item_ids)
 
 
-def as_scorer(obj) -> Scorer:
+def as_scorer(obj: Any) -> Scorer:
     """A Scorer, or a plain function wrapped as one; a clear error otherwise."""
     if isinstance(obj, Scorer):
         return obj

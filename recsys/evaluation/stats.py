@@ -6,6 +6,8 @@ metrics Parquet). Paired tests need both models evaluated on the same queries in
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import numpy as np
 
 
@@ -34,7 +36,7 @@ def _paired(a: np.ndarray, b: np.ndarray) -> np.ndarray:
             "evaluate both on the same EvalSet"
         )
     d = a - b
-    return d[~np.isnan(d)]
+    return cast(np.ndarray, d[~np.isnan(d)])
 
 
 def paired_ttest(a: np.ndarray, b: np.ndarray) -> float:
@@ -92,7 +94,7 @@ def compare(a: np.ndarray, b: np.ndarray, *, n_resamples: int = 10000, seed: int
 
 
 def paired_tests(per_query: dict[str, np.ndarray], reference: str, metric: str, *, n_resamples: int = 10000,
-                 seed: int = 0) -> list[dict]:
+                 seed: int = 0) -> list[dict[str, Any]]:
     """:func:`compare` of every model's per-query ``metric`` values against ``reference``'s, one row each."""
     out = []
     for name, values in per_query.items():

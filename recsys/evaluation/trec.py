@@ -9,6 +9,7 @@ the run scores 0 (as ``trec_eval -c``); run queries without judgements are ignor
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from recsys.evaluation import metrics as M
 DEFAULT_METRICS = ["ndcg@10", "ndcg@100", "recall@10", "recall@100", "precision@10", "hit_rate@10", "mrr", "map", "map@100"]
 
 
-def _lines(path: str | Path, n_fields: int, what: str):
+def _lines(path: str | Path, n_fields: int, what: str) -> Iterator[tuple[int, list[str]]]:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"{what} file not found: {str(p)!r}")

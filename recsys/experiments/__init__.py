@@ -15,13 +15,16 @@ added to ``ProtocolConfig.task`` in ``recsys/evaluation/config.py``).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from recsys.evaluation.config import EvaluateConfig
 from recsys.experiments.matching import run_matching
 from recsys.experiments.ranking import run_ranking
 from recsys.experiments.scorers import check_model_paths
 from recsys.experiments.search import run as run_search
+
+if TYPE_CHECKING:
+    from recsys.runtime import JobContext
 
 Runner = Callable[[EvaluateConfig, Any], dict[str, Any]]
 
@@ -33,7 +36,7 @@ RUNNERS: dict[str, Runner] = {  # protocol.task -> the function that runs it
 }
 
 
-def run(cfg: EvaluateConfig, ctx) -> dict[str, Any]:
+def run(cfg: EvaluateConfig, ctx: JobContext) -> dict[str, Any]:
     """Run the evaluate job: trained-model paths checked first, then the protocol's runner."""
     check_model_paths(cfg)
     return RUNNERS[cfg.protocol.task](cfg, ctx)

@@ -8,7 +8,7 @@ import pandas as pd
 
 from recsys.baselines import build_baseline
 from recsys.evaluation import protocols as P
-from recsys.evaluation.config import EvaluateConfig
+from recsys.evaluation.config import EvaluateConfig, ModelSpec
 from recsys.evaluation.kfold import cross_validate
 from recsys.evaluation.prepare import Prepared, make_evaluator
 from recsys.evaluation.train_data import TrainData
@@ -26,10 +26,13 @@ def kfold_baselines(cfg: EvaluateConfig, prep: Prepared) -> dict[str, Any]:
     for spec in cfg.models:
         if spec.kind == "model":
             continue
+
+        def fit(tr: pd.DataFrame, s: ModelSpec = spec) -> object:
+            return build_baseline(s.kind, s.params, seed=cfg.seed).fit(TrainData(tr, prep.train.catalog, prep.train.items))
+
         out[spec.name] = cross_validate(
             seqs, cfg.protocol.kfold,
-            fit=lambda tr, s=spec: build_baseline(s.kind, s.params, seed=cfg.seed).fit(
-                TrainData(tr, prep.train.catalog, prep.train.items)),
+            fit=fit,
             evaluate=lambda scorer, es: make_evaluator(cfg, es)(scorer),
             make_eval_set=make_es, seed=cfg.seed,
         )

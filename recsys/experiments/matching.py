@@ -4,7 +4,7 @@ ensembles, paired tests on per-pair correctness, HTML report and results JSON.""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,8 +21,13 @@ from recsys.evaluation.report import write_html, write_results_json
 from recsys.evaluation.stats import paired_tests
 from recsys.experiments.scorers import Pairs, pair_scorer
 
+if TYPE_CHECKING:
+    from recsys.runtime import JobContext
 
-def run_matching(cfg: EvaluateConfig, ctx) -> dict[str, Any]:
+
+def run_matching(cfg: EvaluateConfig, ctx: JobContext) -> dict[str, Any]:
+    if cfg.data.pairs is None:
+        raise ValueError("protocol.task matching needs data.pairs")
     df = load_pairs(cfg.data.pairs)
 
     def part(name: str) -> Pairs:

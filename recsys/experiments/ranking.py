@@ -4,7 +4,7 @@ the reference, optional k-fold, per-query Parquet, HTML report and results JSON.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -17,6 +17,9 @@ from recsys.evaluation.stats import paired_tests
 from recsys.experiments.kfold import kfold_baselines
 from recsys.experiments.scorers import build_ensemble, build_scorer
 
+if TYPE_CHECKING:
+    from recsys.runtime import JobContext
+
 
 def _item_vectors(scorers: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
     """(item ids, vectors) of the first scorer that embeds items (for intra-list diversity)."""
@@ -27,7 +30,7 @@ def _item_vectors(scorers: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | No
     return None
 
 
-def run_ranking(cfg: EvaluateConfig, ctx) -> dict[str, Any]:
+def run_ranking(cfg: EvaluateConfig, ctx: JobContext) -> dict[str, Any]:
     with ctx.timer("prepare"):
         prep = prepare(cfg)
     valid_eval = make_evaluator(cfg, prep.valid) if len(prep.valid) else None

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -27,6 +27,9 @@ from recsys.evaluation import metrics as M
 from recsys.evaluation.config import EvaluateConfig, SearchProtocolConfig
 from recsys.evaluation.evaluators import RankingResult
 from recsys.search.pipeline import SearchPipeline, SearchRejected, SearchRequest, SearchResult
+
+if TYPE_CHECKING:
+    from recsys.runtime import JobContext
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,10 @@ def load_trec(queries_path: str, qrels_path: str) -> list[JudgedQuery]:
 
 
 def load_judged(sc: SearchProtocolConfig) -> list[JudgedQuery]:
-    return load_judgments(sc.judgments) if sc.judgments else load_trec(sc.queries, sc.qrels)
+    if sc.judgments:
+        return load_judgments(sc.judgments)
+    assert sc.queries is not None and sc.qrels is not None  # SearchProtocolConfig._source: they go together
+    return load_trec(sc.queries, sc.qrels)
 
 
 def serve_pipeline(sc: SearchProtocolConfig) -> tuple[str, SearchPipeline, dict[str, Any]]:
@@ -99,6 +105,7 @@ def serve_pipeline(sc: SearchProtocolConfig) -> tuple[str, SearchPipeline, dict[
             if a.get("name") == arm else a for a in raw_arms]
     args = validate_args({**app, "args": {**app["args"], "arms": arms}}, str(sc.serve_config))
     served = next(a for a in args.arms if a.name == arm)
+    arm = served.name  # the same name, as the validated str
     return arm, local_pipelines(args, [arm])[arm], {"artifacts": str(served.artifacts), "version": served.version}
 
 
@@ -127,11 +134,13 @@ def target_ranks(queries: list[JudgedQuery], rankings: list[list[tuple[str, floa
         pos = {item: r for r, (item, _) in enumerate(ranked)}
         for j, (item, g) in enumerate((d, g) for d, g in q.relevance.items() if g > 0):
             ranks[i, j], gains[i, j] = pos.get(item, M.NOT_RANKED), g
-    return M.TargetRanks(ranks=ranks, gains=gains, n_candidates=[len(r) for r in rankings])
+    return M.TargetRanks(ranks=ranks, gains=gains, n_candidates=np.asarray([len(r) for r in rankings]))
 
 
-def run(cfg: EvaluateConfig, ctx) -> dict[str, Any]:
+def run(cfg: EvaluateConfig, ctx: JobContext) -> dict[str, Any]:
     sc = cfg.search
+    if sc is None:
+        raise ValueError("protocol.task search needs the search section")
     judged = load_judged(sc)
     queries = [q for q in judged if any(g > 0 for g in q.relevance.values())]
     if not queries:

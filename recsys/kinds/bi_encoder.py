@@ -8,7 +8,7 @@ distinct validation item); evaluates as a scorer of query texts or users' recent
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -17,11 +17,14 @@ from torch import nn
 
 from recsys.config.base import StrictModel
 from recsys.kinds import data as D
-from recsys.kinds.base import ModelKind, RankingScores, dot_blocks, register
+from recsys.kinds.base import KindData, ModelKind, RankingScores, dot_blocks, register
 from recsys.kinds.text import finish_encoders, query_texts, require_texts
 from recsys.losses import registry as losses
 from recsys.losses.registry import Contrastive, LossParams, Pairwise
 from recsys.utils.items import ItemIndex, gather_scores
+
+if TYPE_CHECKING:
+    from ray.data import Dataset
 
 METRICS = ("mrr", "recall@1", "recall@10", "hit_rate@10", "ndcg@10")
 
@@ -113,11 +116,11 @@ def build_task(model: nn.Module, loss: str, params: LossParams, model_cfg: Any) 
     return BiEncoderTask(model, loss, params)
 
 
-def prepare(cfg: Any):
+def prepare(cfg: Any) -> KindData:
     """Pairs -> (query, positive[, mined negative]) rows, tokenized (``tokenize_bi``)."""
     d = cfg.data
 
-    def rows(train, valid):
+    def rows(train: Dataset, valid: Dataset) -> tuple[Dataset, Dataset]:
         return D.bi_encoder_rows(train, d.hard_negatives, cfg.seed), D.bi_encoder_rows(valid, False, cfg.seed)
 
     return D.pairs_data(cfg, rows, D.tokenize_bi, grouped=False)
@@ -157,7 +160,8 @@ def pair_scorer(model: Any, batch_size: int = 64) -> Any:
     def cosine(lefts: list[str], rights: list[str]) -> np.ndarray:
         a = model.encode(list(lefts), tower="query")
         b = model.encode(list(rights), tower="item")
-        return (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+        cos: np.ndarray = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+        return cos
 
     return cosine
 

@@ -8,7 +8,7 @@ loss's fixed threshold; evaluates as a re-ranker of candidates.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -17,10 +17,13 @@ from torch import nn
 
 from recsys.config.base import StrictModel
 from recsys.kinds import data as D
-from recsys.kinds.base import ModelKind, PairScores, register
+from recsys.kinds.base import KindData, ModelKind, PairScores, register
 from recsys.kinds.text import finish_encoders, query_texts, require_texts
 from recsys.losses import registry as losses
 from recsys.losses.registry import LossParams, Pairwise, Pointwise
+
+if TYPE_CHECKING:
+    from ray.data import Dataset
 
 
 class CrossEncoderOptions(StrictModel):
@@ -54,7 +57,7 @@ class CrossEncoderTask(nn.Module):
         self.params = params if params is not None else self.loss.params()
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        logits = self.model(D.text_inputs(batch, "")).float()  # [B]
+        logits: torch.Tensor = self.model(D.text_inputs(batch, "")).float()  # [B]
         label = batch["label"].float()  # [B]
         if self.loss.inputs is Pointwise:
             return self.loss.compute(Pointwise(logits, label), self.params)
@@ -88,11 +91,11 @@ def build_task(model: nn.Module, loss: str, params: LossParams, model_cfg: Any) 
     return CrossEncoderTask(model, loss, params)
 
 
-def prepare(cfg: Any):
+def prepare(cfg: Any) -> KindData:
     """Pairs tokenized together (``tokenize_cross``); a grouped loss gets each query's rows as one list."""
     spec = losses.get(cfg.loss_name)
 
-    def rows(train, valid):
+    def rows(train: Dataset, valid: Dataset) -> tuple[Dataset, Dataset]:
         if spec.group_size is not None:
             train = D.listwise_groups(train, getattr(cfg.loss, spec.group_size), cfg.seed)
         return train, valid

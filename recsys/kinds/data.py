@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -25,11 +25,14 @@ from recsys.config.base import InputConfig
 from recsys.data.io import head
 from recsys.kinds.base import KindData
 
+if TYPE_CHECKING:
+    from ray.data import Dataset
+
 TEXT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 # -- reading ---------------------------------------------------------------------------------------
-def read_table(inp: InputConfig, table: str):
+def read_table(inp: InputConfig, table: str) -> Dataset:
     """Canonical ``table`` of ``inp`` as a Ray Dataset (through the data adapters / presets)."""
     from recsys.data.adapters import read_input
 
@@ -40,7 +43,7 @@ def read_table(inp: InputConfig, table: str):
     return read_input(inp, table if inp.preset else inp.table)
 
 
-def _partitions(ds) -> int:
+def _partitions(ds: Dataset) -> int:
     """Shuffle partitions for a group-by: Ray's default (200) is far too many for training tables."""
     import ray
 
@@ -78,7 +81,7 @@ def _pair_labels(batch: pd.DataFrame, gains: dict[str, float] | None, split: str
                      "right": batch["right"].fillna("").astype(str).tolist(), "label": label}, schema=PAIR_SCHEMA)
 
 
-def load_pairs(inp: InputConfig, split: str | None, max_rows: int | None, gains: dict[str, float] | None):
+def load_pairs(inp: InputConfig, split: str | None, max_rows: int | None, gains: dict[str, float] | None) -> Dataset:
     ds = read_table(inp, "pairs").map_batches(_pair_labels, batch_format="pandas",
                                              fn_kwargs={"gains": gains, "split": split})
     return head(ds, max_rows) if max_rows else ds
@@ -102,20 +105,20 @@ def pairs_data(cfg: Any, rows: Any, tokenize: Any, grouped: bool) -> KindData:
 
 # -- tokenization ----------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=4)
-def _tokenizer(name_or_path: str):
+def _tokenizer(name_or_path: str) -> Any:  # a Hugging Face tokenizer
     from recsys.models.base import load_tokenizer
 
     return load_tokenizer(name_or_path)
 
 
-def _tok(texts: list[str], tokenizer_path: str, max_length: int, prefix: str, pair: list[str] | None = None) -> dict:
+def _tok(texts: list[str], tokenizer_path: str, max_length: int, prefix: str, pair: list[str] | None = None) -> dict[str, np.ndarray]:
     tok = _tokenizer(tokenizer_path)
     enc = tok(texts, pair, padding="max_length", truncation=True if pair is None else "longest_first",
               max_length=max_length, return_tensors="np")
     return {f"{prefix}{k}": enc[k].astype(np.int64) for k in TEXT_KEYS if k in enc}
 
 
-def tokenize_bi(batch: pd.DataFrame, tokenizer_path: str, max_length: int) -> dict:
+def tokenize_bi(batch: pd.DataFrame, tokenizer_path: str, max_length: int) -> dict[str, np.ndarray]:
     """``left`` (query) / ``right`` (positive) [/ ``negative``] -> ``q_*``, ``p_*`` [, ``n_*``] token arrays."""
     out = _tok(batch["left"].tolist(), tokenizer_path, max_length, "q_")
     out.update(_tok(batch["right"].tolist(), tokenizer_path, max_length, "p_"))
@@ -125,7 +128,7 @@ def tokenize_bi(batch: pd.DataFrame, tokenizer_path: str, max_length: int) -> di
     return out
 
 
-def tokenize_cross(batch: pd.DataFrame, tokenizer_path: str, max_length: int) -> dict:
+def tokenize_cross(batch: pd.DataFrame, tokenizer_path: str, max_length: int) -> dict[str, np.ndarray]:
     """``left``, ``right``, ``label`` -> ``input_ids``, ``attention_mask``[, ``token_type_ids``], ``label``."""
     out = _tok(batch["left"].tolist(), tokenizer_path, max_length, "", batch["right"].tolist())
     out["label"] = batch["label"].to_numpy(np.float32)
@@ -148,7 +151,7 @@ def _mine_negatives(group: pd.DataFrame, seed: int) -> pd.DataFrame:
     return pos.assign(negative=neg["right"].to_numpy()[rng.integers(0, len(neg), len(pos))])
 
 
-def bi_encoder_rows(ds, hard_negatives: bool, seed: int):
+def bi_encoder_rows(ds: Dataset, hard_negatives: bool, seed: int) -> Dataset:
     """Pairs -> (query, positive[, negative]) rows for in-batch-negative training."""
     if hard_negatives:
         return ds.groupby("left", num_partitions=_partitions(ds)).map_groups(_mine_negatives, batch_format="pandas", fn_kwargs={"seed": seed})
@@ -164,7 +167,7 @@ def _list_group(group: pd.DataFrame, size: int, seed: int) -> pd.DataFrame:
     return group.iloc[np.sort(pick)]
 
 
-def listwise_groups(ds, size: int, seed: int):
+def listwise_groups(ds: Dataset, size: int, seed: int) -> Dataset:
     """Pairs -> consecutive lists of ``size`` rows per query (``left``) for the listwise loss."""
     return ds.groupby("left", num_partitions=_partitions(ds)).map_groups(_list_group, batch_format="pandas", fn_kwargs={"size": size, "seed": seed})
 
@@ -199,7 +202,7 @@ def _as_str(block: pa.Table, col: str, n: int) -> pa.Array:
     return pc.cast(block[col].combine_chunks(), pa.string())
 
 
-def load_sequences(inp: InputConfig, feature_cols: list[str], max_rows: int | None):
+def load_sequences(inp: InputConfig, feature_cols: list[str], max_rows: int | None) -> Dataset:
     """Sequences table, or events grouped per user (time-ordered) -> ``user_id, items`` (+ features)."""
     from recsys.data.shuffle import by_key_tasks
 
@@ -248,7 +251,7 @@ def _collect_vocab(batch: pd.DataFrame, feature_cols: list[str]) -> pd.DataFrame
     return pd.concat(out)
 
 
-def build_vocab(ds, feature_cols: list[str], extra_items: list[str] | None = None) -> SequenceVocab:
+def build_vocab(ds: Dataset, feature_cols: list[str], extra_items: list[str] | None = None) -> SequenceVocab:
     """Scan the sequences once (Ray Data) for item ids and user-feature values, sorted for determinism."""
     df = ds.map_batches(_collect_vocab, batch_format="pandas", fn_kwargs={"feature_cols": feature_cols}).to_pandas()
     df = df.drop_duplicates()
@@ -265,7 +268,7 @@ def _pad_left(idx: list[int], length: int) -> np.ndarray:
 
 
 def encode_sequences(batch: pd.DataFrame, item_index: dict[str, int], feature_index: dict[str, dict[str, int]],
-                     max_len: int, holdout: int, mode: str) -> dict:
+                     max_len: int, holdout: int, mode: str) -> dict[str, np.ndarray]:
     """``items`` lists -> training windows ``items`` [B, max_len+1] (mode 'train': positions predict the
     next) or ``history`` [B, max_len] + ``target`` [B] (mode 'valid': the item at -holdout, or the
     last item when holdout == 0); ``user`` [B, F] feature indices. Users too short are skipped."""
@@ -297,7 +300,7 @@ def encode_sequences(batch: pd.DataFrame, item_index: dict[str, int], feature_in
     return out
 
 
-def item_texts(items_ds, item_ids: list[str]) -> list[str]:
+def item_texts(items_ds: Dataset, item_ids: list[str]) -> list[str]:
     """Titles (else descriptions) of ``item_ids`` in order; '' for items without text."""
     df = items_ds.to_pandas()
     text = df["title"].fillna("") if "title" in df.columns else pd.Series([""] * len(df))

@@ -17,6 +17,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from recsys.config.base import StrictModel
+from recsys.data.io import head
 from recsys.kinds import data as D
 from recsys.kinds.base import KindData, ModelKind, RankingScores, register
 from recsys.losses import registry as losses
@@ -173,7 +174,7 @@ def prepare(cfg: Any) -> KindData:
     valid = valid_src.map_batches(D.encode_sequences, batch_format="pandas",
                                   fn_kwargs={**kw, "holdout": holdout, "mode": "valid"})
     if d.max_valid_rows:
-        valid = D.head(valid, d.max_valid_rows)
+        valid = head(valid, d.max_valid_rows)
     train = train.randomize_block_order(seed=cfg.seed)
     train, valid = (train.materialize() if d.cache else train), valid.materialize()
     text_ref = ray.put(_text_embeddings(cfg, vocab.item_ids)) if o.use_text else None

@@ -14,7 +14,7 @@ MODEL_CLASSES = {
 }
 
 
-def model_class(model_type: str):
+def model_class(model_type: str) -> Any:  # a SavableModel subclass
     import importlib
 
     if model_type not in MODEL_CLASSES:
@@ -34,7 +34,7 @@ def load_model(path: str | Path, device: str = "cpu") -> Any:
     return model_class(read_model_meta(path)["model_type"]).from_pretrained(path, device=device)
 
 
-def __getattr__(name: str):  # lazy: `from recsys.models import BiEncoder`
+def __getattr__(name: str) -> Any:  # lazy: `from recsys.models import BiEncoder`
     for model_type, (_, cls_name) in MODEL_CLASSES.items():
         if name == cls_name:
             return model_class(model_type)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import nn
@@ -34,7 +34,7 @@ def read_model_meta(path: str | Path) -> dict[str, Any]:
             f"{str(path)!r} is not a saved recsys model (no {MODEL_FILE}); pass a directory written by "
             "save_pretrained(), e.g. runs/train/<scale>/model"
         )
-    return json.loads(meta_path.read_text(encoding="utf-8"))
+    return cast(dict[str, Any], json.loads(meta_path.read_text(encoding="utf-8")))
 
 
 RANDOM_TINY_BERT = "random-bert-tiny"
@@ -59,15 +59,20 @@ def build_encoder(name_or_path: str | None = None, hf_config_dir: str | Path | N
     from transformers import AutoConfig, AutoModel
 
     if hf_config_dir is not None:
-        return AutoModel.from_config(AutoConfig.from_pretrained(str(hf_config_dir)))
+        return cast(nn.Module, AutoModel.from_config(AutoConfig.from_pretrained(str(hf_config_dir))))  # type: ignore[no-untyped-call]  # transformers leaves from_config unannotated
     if name_or_path == RANDOM_TINY_BERT:
         return _tiny_bert()
     from recsys.models.hub import resolve_model_path
 
-    return AutoModel.from_pretrained(resolve_model_path(name_or_path or "all-MiniLM-L6-v2"))
+    return cast(nn.Module, AutoModel.from_pretrained(resolve_model_path(name_or_path or "all-MiniLM-L6-v2")))
 
 
-def load_tokenizer(path: str | Path):
+def hf_config(encoder: nn.Module) -> Any:
+    """A Hugging Face encoder's ``config`` (a PretrainedConfig; nn.Module's ``__getattr__`` types it Tensor | Module)."""
+    return encoder.config
+
+
+def load_tokenizer(path: str | Path) -> Any:  # a Hugging Face tokenizer
     """Tokenizer of a saved recsys model dir, an HF dir/alias (``random-bert-tiny``: MiniLM's)."""
     from transformers import AutoTokenizer
 
@@ -116,7 +121,7 @@ class SavableModel(nn.Module):
         meta = {"model_type": self.model_type, "format_version": FORMAT_VERSION, "config": self.config()}
         (out / MODEL_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         for sub, enc in self.hf_encoders().items():
-            enc.config.save_pretrained(str(out / sub))
+            hf_config(enc).save_pretrained(str(out / sub))
         if state_dict is not None:  # written as given (fp32 copies), the live model is not touched
             from safetensors.torch import save_file
 

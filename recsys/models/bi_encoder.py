@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recsys.models.base import SavableModel, build_encoder, device_of, load_tokenizer
+from recsys.models.base import SavableModel, build_encoder, device_of, hf_config, load_tokenizer
 from recsys.models.pooling import POOLINGS, pool
 
 TOWERS = ("query", "item")
@@ -59,7 +59,7 @@ class BiEncoder(SavableModel):
         self.normalize = normalize
         self.max_length = max_length
         self.projection_dim = projection_dim
-        hidden = encoder.config.hidden_size
+        hidden = hf_config(encoder).hidden_size
         self.projection = nn.Linear(hidden, projection_dim) if projection_dim else None
         self.item_projection = (
             nn.Linear(hidden, projection_dim) if projection_dim and item_encoder is not None else None
@@ -99,14 +99,14 @@ class BiEncoder(SavableModel):
     # -- forward -----------------------------------------------------------------------------------
     @property
     def embedding_dim(self) -> int:
-        return self.projection_dim or self.encoder.config.hidden_size
+        return self.projection_dim or hf_config(self.encoder).hidden_size
 
     def embed(self, inputs: dict[str, torch.Tensor], tower: str = "query") -> torch.Tensor:
         """Tokenized ``inputs`` (input_ids, attention_mask[, token_type_ids]) [B, T] -> [B, D]."""
         if tower not in TOWERS:
             raise ValueError(f"tower={tower!r}; use 'query' or 'item'")
         item_side = tower == "item" and self.item_encoder is not None
-        encoder = self.item_encoder if item_side else self.encoder
+        encoder = self.item_encoder if item_side and self.item_encoder is not None else self.encoder
         out = encoder(**{k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask", "token_type_ids")})
         vec = pool(out.last_hidden_state, inputs["attention_mask"], self.pooling)  # [B, H]
         proj = self.item_projection if item_side else self.projection

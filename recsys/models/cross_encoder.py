@@ -19,13 +19,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 from torch import nn
 
-from recsys.models.base import SavableModel, build_encoder, device_of, load_tokenizer
+from recsys.models.base import SavableModel, build_encoder, device_of, hf_config, load_tokenizer
 from recsys.models.pooling import POOLINGS, pool
 
 
@@ -56,7 +56,7 @@ class CrossEncoder(SavableModel):
         self.dropout_p = dropout
         self.max_length = max_length
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(encoder.config.hidden_size, num_labels)
+        self.head = nn.Linear(hf_config(encoder).hidden_size, num_labels)
 
     @classmethod
     def from_encoder(cls, name_or_path: str = "all-MiniLM-L6-v2", **kwargs: Any) -> CrossEncoder:
@@ -81,7 +81,7 @@ class CrossEncoder(SavableModel):
         """Tokenized pairs [B, T] -> logits [B] (num_labels == 1) or [B, num_labels]."""
         out = self.encoder(**{k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask", "token_type_ids")})
         vec = pool(out.last_hidden_state, inputs["attention_mask"], self.pooling)  # [B, H]
-        logits = self.head(self.dropout(vec))  # [B, num_labels]
+        logits: torch.Tensor = self.head(self.dropout(vec))  # [B, num_labels]
         return logits.squeeze(-1) if self.num_labels == 1 else logits
 
     @torch.inference_mode()
@@ -111,7 +111,7 @@ class CrossEncoder(SavableModel):
         logits = self.predict(pairs, batch_size)
         s = logits if self.num_labels == 1 else logits[:, -1]
         if activation == "sigmoid":
-            return (1.0 / (1.0 + np.exp(-s))).astype(np.float32)
+            return cast(np.ndarray, (1.0 / (1.0 + np.exp(-s))).astype(np.float32))  # numpy stubs: Any here
         if activation != "none":
             raise ValueError(f"activation={activation!r}; use 'none' or 'sigmoid'")
         return s

@@ -66,7 +66,7 @@ def resolve_model_path(name_or_path: str) -> str:
     )
 
 
-def load_pretrained(name_or_path: str, *, with_tokenizer: bool = True, **kwargs: Any):
+def load_pretrained(name_or_path: str, *, with_tokenizer: bool = True, **kwargs: Any) -> tuple[Any, Any]:
     """Load ``(AutoModel, AutoTokenizer | None)`` from a resolved local directory."""
     from transformers import AutoModel, AutoTokenizer
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -77,7 +77,7 @@ class SequentialRecommender(SavableModel):
         self.item_index = {item: i + 1 for i, item in enumerate(self.item_ids)}
         self.user_features = {k: [str(v) for v in vals] for k, vals in (user_features or {}).items()}
         self.user_index = {k: {v: i + 1 for i, v in enumerate(vals)} for k, vals in self.user_features.items()}
-        self.hp = {
+        self.hp: dict[str, Any] = {
             "hidden_size": hidden_size, "num_layers": num_layers, "num_heads": num_heads, "max_len": max_len,
             "dropout": dropout, "ffn_size": ffn_size, "use_id_embeddings": use_id_embeddings,
             "text_dim": text_dim, "text_trainable": text_trainable,
@@ -85,8 +85,8 @@ class SequentialRecommender(SavableModel):
         self.max_len = max_len
         n = len(self.item_ids) + 1
         self.id_emb = nn.Embedding(n, hidden_size, padding_idx=0) if use_id_embeddings else None
-        self.text_emb = None
-        self.text_proj = None
+        self.text_emb: nn.Embedding | None = None
+        self.text_proj: nn.Linear | None = None
         if text_dim > 0:
             self.text_emb = nn.Embedding(n, text_dim, padding_idx=0)
             if text_embeddings is not None:
@@ -109,7 +109,7 @@ class SequentialRecommender(SavableModel):
     def _init_weights(self) -> None:
         for emb in [self.id_emb, self.pos_emb, *self.user_emb.values()]:
             if emb is not None:
-                nn.init.normal_(emb.weight, std=0.02)
+                nn.init.normal_(cast(torch.Tensor, emb.weight), std=0.02)
         if self.id_emb is not None:
             with torch.no_grad():
                 self.id_emb.weight[0].zero_()
@@ -143,9 +143,9 @@ class SequentialRecommender(SavableModel):
     def item_repr(self, idx: torch.Tensor) -> torch.Tensor:
         """Item indices [...] -> representations [..., H]."""
         out = self.id_emb(idx) if self.id_emb is not None else 0.0
-        if self.text_emb is not None:
+        if self.text_emb is not None and self.text_proj is not None:  # set together in __init__
             out = out + self.text_proj(self.text_emb(idx))
-        return out
+        return cast(torch.Tensor, out)  # __init__ requires id or text embeddings, so never the 0.0
 
     def all_item_repr(self) -> torch.Tensor:
         """[num_items + 1, H]; row 0 is padding."""
@@ -179,7 +179,7 @@ class SequentialRecommender(SavableModel):
         allowed = (causal & ~pad.unsqueeze(1)) | eye  # [B, S, S]
         mask = torch.zeros(allowed.shape, dtype=x.dtype, device=items.device).masked_fill(~allowed, float("-inf"))
         mask = mask.repeat_interleave(self.hp["num_heads"], dim=0)  # [B*heads, S, S]
-        h = self.final_norm(self.encoder(x, mask=mask))  # [B, S, H]
+        h: torch.Tensor = self.final_norm(self.encoder(x, mask=mask))  # [B, S, H]
         return h[:, n_user:]  # [B, L, H]
 
     trim_padding = staticmethod(trim_padding)  # model.trim_padding(items): the module function

@@ -3,20 +3,24 @@ with recall@k of the approximate index measured against exact search."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import faiss
 
 AnnKind = Literal["exact", "ivf", "hnsw"]
 
 
 def build_index(emb: np.ndarray, kind: AnnKind, *, nlist: int = 256, nprobe: int = 16,
-                hnsw_m: int = 32, ef_construction: int = 80, ef_search: int = 64, seed: int = 0):
+                hnsw_m: int = 32, ef_construction: int = 80, ef_search: int = 64, seed: int = 0) -> faiss.Index:
     """``emb`` [N, D] float32, rows L2-normalised -> a trained, filled faiss index (inner product)."""
     import faiss
 
     emb = np.ascontiguousarray(emb, dtype=np.float32)  # [N, D]
     n, dim = emb.shape
+    index: faiss.Index  # each branch narrows it to its own index class
     if kind == "exact":
         index = faiss.IndexFlatIP(dim)
     elif kind == "ivf":
@@ -39,7 +43,7 @@ def build_index(emb: np.ndarray, kind: AnnKind, *, nlist: int = 256, nprobe: int
 EXACT_FILTER_MAX = 50_000  # filtered sets up to this size are scanned exactly (a few ms, full recall)
 
 
-def search(index, queries: np.ndarray, k: int, allowed: np.ndarray | None = None,
+def search(index: faiss.Index, queries: np.ndarray, k: int, allowed: np.ndarray | None = None,
            vectors: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` (scores [Q, k], rows [Q, k]; -1 = none) of ``queries`` [Q, D], restricted to the row
     ids in ``allowed`` (filters applied inside the search, before truncation). With the index's
@@ -54,12 +58,13 @@ def search(index, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
     if vectors is not None and len(allowed) <= EXACT_FILTER_MAX:
         return _exact_subset(queries, np.asarray(vectors), np.asarray(allowed, dtype=np.int64), k)
     sel = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
+    params: faiss.SearchParameters
     if isinstance(index, faiss.IndexIVF):
-        params = faiss.SearchParametersIVF(sel=sel, nprobe=index.nprobe)
+        params = faiss.SearchParametersIVF(sel=sel, nprobe=index.nprobe)  # type: ignore[call-arg]  # faiss stubs: swig constructors take fields as kwargs
     elif isinstance(index, faiss.IndexHNSW):
-        params = faiss.SearchParametersHNSW(sel=sel, efSearch=max(index.hnsw.efSearch, k))
+        params = faiss.SearchParametersHNSW(sel=sel, efSearch=max(index.hnsw.efSearch, k))  # type: ignore[attr-defined]  # faiss stubs omit it
     else:
-        params = faiss.SearchParameters(sel=sel)
+        params = faiss.SearchParameters(sel=sel)  # type: ignore[call-arg]  # faiss stubs: swig constructors take fields as kwargs
     scores, rows = index.search(queries, k, params=params)
     if vectors is not None and (rows < 0).any():  # too few hits under the filter: scan it exactly
         return _exact_subset(queries, np.asarray(vectors), np.asarray(allowed, dtype=np.int64), k)
@@ -76,7 +81,7 @@ def _exact_subset(queries: np.ndarray, vectors: np.ndarray, allowed: np.ndarray,
     return scores, rows
 
 
-def recall_at_k(index, emb: np.ndarray, queries: np.ndarray, k: int = 10) -> float:
+def recall_at_k(index: faiss.Index, emb: np.ndarray, queries: np.ndarray, k: int = 10) -> float:
     """Mean overlap of the index's top-k with exact top-k (brute force over ``emb`` [N, D])."""
     exact = np.argsort(-(queries @ emb.T), axis=1)[:, :k]  # [Q, k]
     _, approx = search(index, queries, k)  # [Q, k]
@@ -84,13 +89,13 @@ def recall_at_k(index, emb: np.ndarray, queries: np.ndarray, k: int = 10) -> flo
     return float(np.mean(hits) / k)
 
 
-def save_index(index, path: str) -> None:
+def save_index(index: faiss.Index, path: str) -> None:
     import faiss
 
     faiss.write_index(index, path)
 
 
-def load_index(path: str, *, nprobe: int | None = None, ef_search: int | None = None):
+def load_index(path: str, *, nprobe: int | None = None, ef_search: int | None = None) -> faiss.Index:
     import faiss
 
     index = faiss.read_index(path)

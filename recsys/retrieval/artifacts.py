@@ -24,7 +24,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -83,7 +83,7 @@ class IndexArtifacts:
 
     @property
     def version(self) -> str:
-        return self.manifest["version"]
+        return cast(str, self.manifest["version"])
 
     @classmethod
     def load(cls, root: str | Path, version: str = LATEST, *, nprobe: int | None = None,
@@ -141,7 +141,7 @@ class IndexArtifacts:
 
     def item_records(self, rows: list[int]) -> list[dict[str, Any]]:
         cols = [c for c in ("item_id", "title", "category", "brand", "price") if c in self.items.columns]
-        recs = self.items.iloc[rows][cols].to_dict("records")
+        recs: list[dict[str, Any]] = self.items.iloc[rows][cols].to_dict("records")
         for r in recs:  # JSON-safe: NaN / NA -> None
             for k, v in list(r.items()):
                 if v is pd.NA or (isinstance(v, float) and np.isnan(v)):

@@ -13,6 +13,7 @@ import bisect
 import re
 import unicodedata
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -112,7 +113,7 @@ class Autocomplete:
         arrays = [self.postings[t] for t in tokens]
         return np.unique(np.concatenate(arrays)) if arrays else np.empty(0, dtype=np.int64)
 
-    def suggest(self, prefix: str, k: int = 10) -> list[dict]:
+    def suggest(self, prefix: str, k: int = 10) -> list[dict[str, Any]]:
         """Up to ``k`` completions ``{"text", "score", "corrected"}``, best first."""
         text = normalize(prefix)
         if not text:
@@ -133,6 +134,7 @@ class Autocomplete:
             ids = found if ids is None else np.intersect1d(ids, found, assume_unique=True)
             if ids.size == 0:
                 return []
+        assert ids is not None  # text is non-empty, so it has a token and the loop set ids
         scores = self.weights[ids] * (TYPO_PENALTY if corrected else 1.0)
         starts = np.fromiter((self.norm[i].startswith(text) for i in ids), dtype=bool, count=ids.size)
         scores = np.where(starts, scores * PREFIX_BONUS, scores)

@@ -10,20 +10,27 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
 
 from recsys.retrieval.artifacts import MANIFEST, publish
 
+if TYPE_CHECKING:
+    import faiss
+
+    from recsys.retrieval.autocomplete import Autocomplete
+    from recsys.retrieval.lexical import BM25Index
+
 
 def item_text(items: pd.DataFrame, fields: list[str]) -> list[str]:
     """Join the non-empty ``fields`` of each item with ' | ' (the text that is embedded / indexed)."""
     cols = [items[f].astype("string").fillna("") for f in fields if f in items.columns]
     if not cols:
-        return items["title"].astype(str).tolist()
+        return cast(list[str], items["title"].astype(str).tolist())
     out = []
     for parts in zip(*cols):
         out.append(" | ".join(p for p in parts if p))
@@ -70,8 +77,8 @@ def snapshot(path: str | None) -> dict[str, Any] | None:
             "newest_mtime": dt.datetime.fromtimestamp(newest, dt.timezone.utc).isoformat() if newest else None}
 
 
-def write_version(root: Path, version: str, *, items: pd.DataFrame, embeddings: np.ndarray, ann, bm25,
-                  autocomplete, users: pd.DataFrame, popular: pd.DataFrame, manifest: dict[str, Any]) -> Path:
+def write_version(root: Path, version: str, *, items: pd.DataFrame, embeddings: np.ndarray, ann: faiss.Index, bm25: BM25Index,
+                  autocomplete: Autocomplete, users: pd.DataFrame, popular: pd.DataFrame, manifest: dict[str, Any]) -> Path:
     """Write every file into ``root/.<version>.tmp`` then publish it as ``root/<version>``."""
     from recsys.retrieval.ann import save_index
 
@@ -95,7 +102,7 @@ def default_version() -> str:
     return "v" + dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
 
 
-def timed(fn, *args, **kwargs) -> tuple[Any, float]:
+def timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, float]:
     t0 = time.perf_counter()
     out = fn(*args, **kwargs)
     return out, time.perf_counter() - t0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -59,7 +60,7 @@ class TextEncoder:
 
         if self.bi_encoder is not None:
             out = self.bi_encoder.encode(list(texts), batch_size=batch_size, tower=kind)  # [N, D]
-            return out / np.clip(np.linalg.norm(out, axis=1, keepdims=True), 1e-12, None)
+            return cast(np.ndarray, out / np.clip(np.linalg.norm(out, axis=1, keepdims=True), 1e-12, None))
         chunks = []
         with torch.inference_mode():
             for start in range(0, len(texts), batch_size):

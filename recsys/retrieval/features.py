@@ -5,6 +5,7 @@ category affinity and price band, and past-query statistics for autocomplete."""
 from __future__ import annotations
 
 import json
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -16,7 +17,7 @@ def item_popularity(items: pd.DataFrame, events: pd.DataFrame | None, event_weig
         return np.zeros(len(items))
     w = events["event_type"].map(event_weights).fillna(1.0)
     pop = w.groupby(events["item_id"]).sum()
-    return items["item_id"].map(pop).fillna(0.0).to_numpy(dtype=np.float64)
+    return cast(np.ndarray, items["item_id"].map(pop).fillna(0.0).to_numpy(dtype=np.float64))
 
 
 def popular_lists(items: pd.DataFrame, events: pd.DataFrame | None, popularity: np.ndarray,

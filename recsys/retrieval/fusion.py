@@ -19,6 +19,7 @@ Tie rule (one rule, both callers):
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 
@@ -27,10 +28,10 @@ def average_ranks(scores: np.ndarray) -> np.ndarray:
     """(B, C) 1-based rank of each cell within its row (best = 1); tied scores share their average rank."""
     from scipy.stats import rankdata
 
-    return rankdata(-np.asarray(scores, dtype=np.float64), method="average", axis=1)
+    return cast(np.ndarray, rankdata(-np.asarray(scores, dtype=np.float64), method="average", axis=1))
 
 
-def rrf_scores(ranks: Sequence[np.ndarray], weights: Sequence[float] | None = None, k: float = 60.0) -> np.ndarray:
+def rrf_scores(ranks: Sequence[np.ndarray], weights: Sequence[float] | np.ndarray | None = None, k: float = 60.0) -> np.ndarray:
     """``sum_m w_m / (k + ranks[m])`` element-wise; a rank of ``inf`` (unranked) contributes 0.
 
     Summed member by member from 0, in the order given (the float result is reproducible).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -10,7 +11,7 @@ import numpy as np
 class BM25Index:
     """Row-aligned with the catalog: row ``i`` of the index is item row ``i``."""
 
-    def __init__(self, retriever, n_docs: int):
+    def __init__(self, retriever: Any, n_docs: int):  # a bm25s.BM25
         self.retriever = retriever
         self.n_docs = n_docs
 

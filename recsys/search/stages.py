@@ -7,7 +7,7 @@ in-process). Candidates travel as dicts with the columns
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -20,7 +20,7 @@ from recsys.search.settings import PersonalizeWeights, RetrievalSettings
 class RetrieverCore:
     """Hybrid retrieval (dense ANN + BM25, weighted RRF) with filters inside both searches."""
 
-    def __init__(self, artifacts: IndexArtifacts, encoder, *, ann_top_n: int, bm25_top_n: int, ann_weight: float,
+    def __init__(self, artifacts: IndexArtifacts, encoder: Any, *, ann_top_n: int, bm25_top_n: int, ann_weight: float,
                  bm25_weight: float, rrf_k: float):
         self.a, self.encoder = artifacts, encoder
         self.ann_top_n, self.bm25_top_n = ann_top_n, bm25_top_n
@@ -49,7 +49,7 @@ class RetrieverCore:
                  "ann_rank": ann_rank.get(int(r)), "bm25_rank": bm25_rank.get(int(r))} for r, s in fused]
 
     def suggest(self, q: str, k: int) -> list[dict[str, Any]]:
-        return self.a.autocomplete.suggest(q, k)
+        return cast(list[dict[str, Any]], self.a.autocomplete.suggest(q, k))
 
 
 def pick_device(device: str = "auto") -> str:
@@ -88,7 +88,7 @@ class RerankerCore:
             self.encoder = TextEncoder(encoder_path, max_length=max_length, device=self.device)
             self.kind = "bi_encoder"
 
-    def score_many(self, requests: list[tuple]) -> list[np.ndarray]:
+    def score_many(self, requests: list[tuple[Any, ...]]) -> list[np.ndarray]:
         """Requests ``(query, texts)`` or ``(query, texts, rows)`` (rows: the candidates' index rows,
         used by the fallback when the index's embeddings are loaded) -> per request float32 [len(texts)]."""
         pairs = [(r[0], t) for r in requests for t in r[1]]
@@ -106,7 +106,7 @@ class RerankerCore:
             start += len(r[1])
         return out
 
-    def _item_vectors(self, requests: list[tuple]) -> np.ndarray:
+    def _item_vectors(self, requests: list[tuple[Any, ...]]) -> np.ndarray:
         """[P, D] candidate vectors: stored rows where every request gave them, else encoded text."""
         if self.embeddings is not None and all(len(r) > 2 and r[2] is not None for r in requests):
             rows = np.fromiter((row for r in requests for row in r[2]), dtype=np.int64)  # [P]
@@ -118,7 +118,7 @@ class PersonalizerCore:
     """Final score = relevance blended with the user's features; unknown users / items get the
     feature-free parts (relevance, popularity, country) so they never fail."""
 
-    def __init__(self, artifacts: IndexArtifacts, weights: PersonalizeWeights, sequential=None):
+    def __init__(self, artifacts: IndexArtifacts, weights: PersonalizeWeights, sequential: Any = None):
         self.a, self.w, self.seq = artifacts, weights, sequential
         pop = artifacts.items["popularity"].to_numpy(dtype=np.float64) if "popularity" in artifacts.items else np.zeros(len(artifacts.items))
         self.pop = minmax(np.log1p(pop))
@@ -139,12 +139,12 @@ class PersonalizerCore:
         if self.seq is not None:
             s = self.seq.score([ctx["history"]], candidates=[ids])[0]  # [C]
             s = np.where(np.isfinite(s), s, np.nan)
-            return np.nan_to_num(minmax(np.nan_to_num(s, nan=np.nanmin(s) if np.isfinite(s).any() else 0.0)))
+            return cast(np.ndarray, np.nan_to_num(minmax(np.nan_to_num(s, nan=np.nanmin(s) if np.isfinite(s).any() else 0.0))))
         hist_rows = [self.a.row_of[i] for i in ctx["history"][-20:] if i in self.a.row_of]
         if not hist_rows:
             return np.zeros(len(rows))
         profile = np.asarray(self.a.embeddings[hist_rows]).mean(axis=0)  # [D]
-        return np.clip(np.asarray(self.a.embeddings[rows]) @ profile, 0, None)  # [C]
+        return cast(np.ndarray, np.clip(np.asarray(self.a.embeddings[rows]) @ profile, 0, None))  # [C]
 
     def personalize(self, candidates: list[dict[str, Any]], user_id: str | None, country: str | None) -> tuple[list[dict[str, Any]], bool]:
         """Candidates sorted by final ``score``; also whether the user was cold (no features)."""

@@ -21,6 +21,7 @@ from ray.serve.handle import DeploymentHandle
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from recsys.search.pipeline import SearchRejected
 from recsys.serving import schemas as S
@@ -34,7 +35,7 @@ from recsys.serving.specs import ArmSpec, IngressSettings
 RETRIES = 3  # a request whose replica died is re-sent (Serve routes it to a live / restarted replica)
 
 
-async def call(method, *args):
+async def call(method: Any, *args: Any) -> Any:
     """``await handle.method.remote(*args)`` that survives a replica dying under it."""
     import asyncio
 
@@ -58,8 +59,8 @@ api = FastAPI(
 )
 
 
-def _error(status: int, error: str, message: str, field: str | None = None, errors: list | None = None) -> JSONResponse:
-    body = {"error": error, "field": field, "message": message}
+def _error(status: int, error: str, message: str, field: str | None = None, errors: list[Any] | None = None) -> JSONResponse:
+    body: dict[str, Any] = {"error": error, "field": field, "message": message}
     if errors is not None:
         body["errors"] = errors
     return JSONResponse(status_code=status, content=body)
@@ -95,10 +96,10 @@ class Guard:
     header on the answer. Pure ASGI rather than ``@app.middleware("http")``: Starlette's
     BaseHTTPMiddleware runs every request through an extra task and a memory stream."""
 
-    def __init__(self, app):
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         from recsys.serving.guard import SETTINGS as settings
@@ -118,7 +119,7 @@ class Guard:
             return await rejected(scope, receive, send)
         t0 = time.perf_counter()
 
-        async def timed_send(message) -> None:
+        async def timed_send(message: Message) -> None:
             # time spent in this replica up to the answer's headers (parsing, the handler, serialisation): a
             # client subtracts it from its own latency to see what the proxy and the network add
             if message["type"] == "http.response.start":
@@ -146,7 +147,7 @@ class Ingress:
         from recsys.serving import guard
 
         guard.SETTINGS.update(api_key_sha256=sha, max_body_bytes=settings.max_body_bytes)
-        self.metrics = ServeMetrics()
+        self.serve_metrics = ServeMetrics()  # not `metrics`: that is the /metrics route method
         self.app_name = serve.get_replica_context().app_name
         self.reconfigure({"weights": settings.weights, "salt": settings.salt})
 
@@ -156,8 +157,8 @@ class Ingress:
         self.router = ABRouter(weights, config.get("salt") or self.settings.salt)
 
     def _observe(self, endpoint: str, arm: str, status: int, t0: float) -> None:
-        self.metrics.requests.labels(endpoint, arm, str(status)).inc()
-        self.metrics.latency.labels(endpoint, arm).observe(time.perf_counter() - t0)
+        self.serve_metrics.requests.labels(endpoint, arm, str(status)).inc()
+        self.serve_metrics.latency.labels(endpoint, arm).observe(time.perf_counter() - t0)
 
     @api.post("/search", response_model=S.SearchResponse, summary="Personalised hybrid search")
     async def search(self, req: S.SearchRequest) -> Any:
@@ -168,9 +169,9 @@ class Ingress:
             self._observe("search", arm, 422, t0)
             return _error(422, "invalid_request", res.message, res.field)
         if res.rerank_batch_size is not None:
-            self.metrics.batch_size.labels(arm).observe(res.rerank_batch_size)
+            self.serve_metrics.batch_size.labels(arm).observe(res.rerank_batch_size)
         if res.cold_start:
-            self.metrics.cold.labels("search", arm).inc()
+            self.serve_metrics.cold.labels("search", arm).inc()
         self._observe("search", arm, 200, t0)
         return {"request_id": uuid.uuid4().hex, "arm": arm, "version": res.version, "query": req.query,
                 "page": req.page, "k": req.k, "cold_start": res.cold_start, "items": res.items}
@@ -182,7 +183,7 @@ class Ingress:
         res = await call(self.arms[arm]["recommender"].recommend, req.user_id, req.item_ids, req.k,
                          req.exclude_purchased, req.country)
         if res["cold_start"]:
-            self.metrics.cold.labels("recommend", arm).inc()
+            self.serve_metrics.cold.labels("recommend", arm).inc()
         self._observe("recommend", arm, 200, t0)
         return {"request_id": uuid.uuid4().hex, "arm": arm, **res}
 
@@ -208,7 +209,7 @@ class Ingress:
         rows = to_events(req.model_dump(), arm)
         await call(self.sink.append, rows)
         for ev in req.events:
-            self.metrics.feedback.labels(arm, ev.event_type).inc()
+            self.serve_metrics.feedback.labels(arm, ev.event_type).inc()
         self._observe("feedback", arm, 200, t0)
         return {"accepted": len(rows), "arm": arm}
 
@@ -227,8 +228,8 @@ class Ingress:
     async def metrics(self) -> Response:
         import asyncio
 
-        await asyncio.to_thread(self.metrics.refresh_replicas, self.app_name)
-        return Response(self.metrics.render(), media_type="text/plain; version=0.0.4")
+        await asyncio.to_thread(self.serve_metrics.refresh_replicas, self.app_name)
+        return Response(self.serve_metrics.render(), media_type="text/plain; version=0.0.4")
 
 
 def build_app(args: ServeArgs) -> serve.Application:
@@ -245,6 +246,6 @@ def build_app(args: ServeArgs) -> serve.Application:
                                  **args.deployment(d.name).options()).bind(*stage_args(spec)[stage][0])
                 for stage, d in ARM_DEPLOYMENTS.items()
             }
-    sink = FeedbackSink.options(**args.deployment("FeedbackSink").options()).bind(
+    sink = FeedbackSink.options(**args.deployment("FeedbackSink").options()).bind(  # type: ignore[attr-defined]  # Ray: @serve.deployment returns a Deployment, mypy keeps the class type
         args.feedback_dir, args.feedback_flush_events, args.feedback_flush_s)
-    return Ingress.options(**args.deployment("Ingress").options()).bind(specs, handles, sink, args.ingress_settings())
+    return Ingress.options(**args.deployment("Ingress").options()).bind(specs, handles, sink, args.ingress_settings())  # type: ignore[attr-defined]  # Ray: @serve.deployment returns a Deployment, mypy keeps the class type

@@ -7,7 +7,7 @@ fails at deploy time with the field named, never inside a replica.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 from pydantic import Field, field_validator, model_validator
 
@@ -17,6 +17,10 @@ from recsys.search.settings import PersonalizeSettings, PersonalizeWeights, Rera
 from recsys.serving.specs import ArmSpec, BatchingSettings, IngressSettings, RecommendSettings, StageThreads
 
 
+@overload
+def project_path(value: str) -> str: ...
+@overload
+def project_path(value: None) -> None: ...
 def project_path(value: str | None) -> str | None:
     """Expand ${VARS}, put ``runs/...`` under RECSYS_RUNS_ROOT like job configs do, and anchor other
     relative paths at the project root (replicas may run in another working directory than the one
@@ -281,7 +285,7 @@ class ServeArgs(StrictModel):
     def deployment(self, name: str) -> DeploymentArgs:
         return self.deployments.get(name, DeploymentArgs())
 
-    def for_arm(self, arm: ArmArgs, section: str):
+    def for_arm(self, arm: ArmArgs, section: str) -> Any:
         return getattr(arm, section) or getattr(self, section)
 
     def arm_spec(self, arm: ArmArgs, registry: dict[str, Any] | None = None) -> ArmSpec:

@@ -16,7 +16,7 @@ class RecommenderCore:
     the recent items' embeddings; cold users get popularity by country / category. Post-processing:
     de-dup, exclude history / purchased, per-category cap, MMR diversity."""
 
-    def __init__(self, artifacts: IndexArtifacts, personalizer: PersonalizerCore, sequential=None, *,
+    def __init__(self, artifacts: IndexArtifacts, personalizer: PersonalizerCore, sequential: Any = None, *,
                  candidates: int, diversity: float, max_per_category: int | None, history_items: int):
         self.a, self.p, self.seq = artifacts, personalizer, sequential
         self.n, self.diversity, self.cap, self.history_items = candidates, diversity, max_per_category, history_items

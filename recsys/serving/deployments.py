@@ -10,7 +10,7 @@ import contextlib
 import dataclasses
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from ray import serve
@@ -18,6 +18,11 @@ from ray import serve
 from recsys.retrieval.artifacts import IndexArtifacts, resolve_version
 from recsys.search.settings import PersonalizeSettings, PersonalizeWeights, RerankSettings, RetrievalSettings
 from recsys.serving.specs import BatchingSettings, RecommendSettings
+
+if TYPE_CHECKING:
+    from recsys.models.base import SavableModel
+    from recsys.search.stages import PersonalizerCore, RerankerCore, RetrieverCore
+    from recsys.serving.core import RecommenderCore
 
 
 def set_torch_threads(threads: int | None = None) -> None:
@@ -71,7 +76,7 @@ class Retriever(_Versioned):
         set_torch_threads(threads)
         self.root, self.settings = artifacts, settings
 
-    def _load(self, version: str):
+    def _load(self, version: str) -> RetrieverCore:
         from recsys.search.stages import load_retriever
 
         return load_retriever(self.root, version, self.settings)
@@ -112,11 +117,11 @@ class Reranker(_Versioned):
 
         self.set_batching(RerankArgs().batching_settings())  # the config's defaults until user_config says more
 
-    def _load(self, version: str):
+    def _load(self, version: str) -> RerankerCore:
         from recsys.search.stages import RerankerCore
 
         if self.model:  # a cross-encoder does not depend on the index version
-            return self.state if self.state is not None else RerankerCore(self.model, "", self.max_length)
+            return cast(RerankerCore, self.state) if self.state is not None else RerankerCore(self.model, "", self.max_length)
         path = resolve_version(self.root, version)
         vectors = np.load(path / "embeddings.npy", mmap_mode="r")  # the fallback reads candidates' vectors
         return RerankerCore(None, manifest_model_path(self.root, version), self.max_length, embeddings=vectors)
@@ -144,7 +149,7 @@ class Reranker(_Versioned):
         self._in_flight += 1
         try:
             if self.batching and not (self.eager_when_idle and self._in_flight == 1):
-                return await self._batched((query, texts, rows))
+                return cast(dict[str, Any], await self._batched((query, texts, rows)))  # @serve.batch is untyped
             # alone: batching off scores one request at a time; an idle batching replica scores now
             # (later arrivals batch meanwhile)
             async with self._serial if not self.batching else contextlib.nullcontext():
@@ -153,7 +158,7 @@ class Reranker(_Versioned):
         finally:
             self._in_flight -= 1
 
-    async def _score_batch(self, requests: list[tuple]) -> list[dict[str, Any]]:
+    async def _score_batch(self, requests: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
         scores = await asyncio.to_thread(self.state.score_many, requests)
         return [{"scores": s.tolist(), "batch_size": len(requests)} for s in scores]
 
@@ -165,16 +170,16 @@ def manifest_model_path(root: str, version: str) -> str:
     """The encoder path recorded in a version's manifest."""
     import json
 
-    return json.loads((resolve_version(root, version) / "manifest.json").read_text())["model"]["path"]
+    return cast(str, json.loads((resolve_version(root, version) / "manifest.json").read_text())["model"]["path"])
 
 
-def _sequential(path: str | None, threads: int | None = None):
+def _sequential(path: str | None, threads: int | None = None) -> SavableModel | None:
     if not path:
         return None
     set_torch_threads(threads)
     from recsys.models import SequentialRecommender
 
-    return SequentialRecommender.from_pretrained(path)
+    return cast("SavableModel", SequentialRecommender.from_pretrained(path))  # recsys.models' lazy names are Any
 
 
 @serve.deployment
@@ -182,7 +187,7 @@ class Personalizer(_Versioned):
     def __init__(self, artifacts: str, settings: PersonalizeSettings, threads: int | None = None):
         self.root, self.settings, self.threads = artifacts, settings, threads
 
-    def _load(self, version: str):
+    def _load(self, version: str) -> PersonalizerCore:
         from recsys.search.stages import PersonalizerCore
 
         seq = _sequential(self.settings.sequential_model, self.threads)
@@ -202,7 +207,7 @@ class Recommender(_Versioned):
     def __init__(self, artifacts: str, settings: RecommendSettings, weights: PersonalizeWeights, threads: int | None = None):
         self.root, self.settings, self.weights, self.threads = artifacts, settings, weights, threads
 
-    def _load(self, version: str):
+    def _load(self, version: str) -> RecommenderCore:
         from recsys.search.stages import PersonalizerCore
         from recsys.serving.core import RecommenderCore
 
@@ -230,7 +235,7 @@ class FeedbackSink:
         self.buffer: list[dict[str, Any]] = []
         self.lock = asyncio.Lock()
         self.last_flush = time.monotonic()
-        self._ticker: asyncio.Task | None = None
+        self._ticker: asyncio.Task[None] | None = None
         self.written = 0
 
     async def _tick(self) -> None:
@@ -257,7 +262,7 @@ class FeedbackSink:
             self.last_flush = time.monotonic()
         return {"events": len(rows), "files": files, "total": self.written}
 
-    def __del__(self):  # graceful shutdown: never lose buffered events
+    def __del__(self) -> None:  # graceful shutdown: never lose buffered events
         if getattr(self, "buffer", None):
             from recsys.serving.feedback import write_partitioned
 
@@ -266,4 +271,4 @@ class FeedbackSink:
 
 
 # One arm's deployments, by the stage name the Ingress calls them with (both topologies build from this).
-ARM_DEPLOYMENTS = {"retriever": Retriever, "reranker": Reranker, "personalizer": Personalizer, "recommender": Recommender}
+ARM_DEPLOYMENTS: dict[str, Any] = {"retriever": Retriever, "reranker": Reranker, "personalizer": Personalizer, "recommender": Recommender}

@@ -12,7 +12,7 @@ LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
 
 
 class ServeMetrics:
-    def __init__(self):
+    def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter("recsys_requests_total", "Requests by endpoint, arm and HTTP status.",
                                 ["endpoint", "arm", "status"], registry=self.registry)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -146,4 +146,4 @@ class ErrorResponse(BaseModel):
     error: str
     field: str | None = None
     message: str
-    errors: list[dict] | None = None
+    errors: list[dict[str, Any]] | None = None

@@ -121,7 +121,7 @@ class DeepSpeedOptions(StrictModel):
     zero_stage: int = Field(2, ge=0, le=3, description="ZeRO stage: 0 none, 1 optimizer, 2 +gradients, 3 +parameters.")
     offload_optimizer: bool = Field(False, description="ZeRO-Offload: optimizer states on CPU (stage >= 1; GPUs only).")
     offload_params: bool = Field(False, description="Offload parameters to CPU (stage 3; GPUs only).")
-    extra: dict = Field(default_factory=dict, description="Merged into the generated DeepSpeed config (advanced).")
+    extra: dict[str, Any] = Field(default_factory=dict, description="Merged into the generated DeepSpeed config (advanced).")
 
 
 class StrategyConfig(StrictModel):

@@ -26,7 +26,7 @@ import signal
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -36,9 +36,12 @@ from recsys.losses import registry as losses
 from recsys.training.adversarial import EmbeddingAttack
 from recsys.training.config import TrainConfig
 from recsys.training.specs import FaultSpec, WorkerExtras, WorkerSpec
-from recsys.training.strategy import StrategySpec, build_strategy
+from recsys.training.strategy import Strategy, StrategySpec, build_strategy
 from recsys.training.validation import validate
 from recsys.utils.log import get_logger
+
+if TYPE_CHECKING:
+    from recsys.models.base import SavableModel
 
 STATE_FILE = "train_state.json"
 MODEL_DIR = "model"
@@ -59,7 +62,7 @@ def strategy_spec(cfg: TrainConfig, total_steps: int) -> StrategySpec:
     """The strategy's plain values from the validated config (its defaults live there)."""
     o, st, ds = cfg.optim, cfg.strategy, cfg.strategy.deepspeed
     return StrategySpec(
-        name=st.name, precision=st.precision, lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas), eps=o.eps,
+        name=st.name, precision=st.precision, lr=o.lr, weight_decay=o.weight_decay, betas=o.betas, eps=o.eps,
         scheduler=o.scheduler, total_steps=total_steps, warmup=int(o.warmup_ratio * total_steps), grad_accum=o.grad_accum,
         max_grad_norm=o.max_grad_norm, micro_batch=cfg.train.batch_size, find_unused=st.find_unused_parameters,
         zero_stage=ds.zero_stage, offload_optimizer=ds.offload_optimizer, offload_params=ds.offload_params,
@@ -67,12 +70,12 @@ def strategy_spec(cfg: TrainConfig, total_steps: int) -> StrategySpec:
     )
 
 
-def build_components(cfg: TrainConfig, extras: WorkerExtras, device: torch.device):
+def build_components(cfg: TrainConfig, extras: WorkerExtras, device: torch.device) -> tuple[SavableModel, Any, Strategy]:
     """Model -> (LoRA) -> training task -> strategy, from the config and driver-computed extras (no Ray
     calls of its own: the golden-loss test builds a run in-process with it)."""
     kind = kinds.get(cfg.model.kind)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-    model = kind.build_model(cfg.model, extras.model_inputs)
+    model = cast("SavableModel", kind.build_model(cfg.model, extras.model_inputs))  # every kind builds one
     if cfg.lora.enabled:
         from recsys.training.lora import apply_lora
 
@@ -83,25 +86,25 @@ def build_components(cfg: TrainConfig, extras: WorkerExtras, device: torch.devic
     return model, task, build_strategy(strategy_spec(cfg, extras.total_steps), task, device)
 
 
-def build_attack(cfg: TrainConfig, task: torch.nn.Module):
+def build_attack(cfg: TrainConfig, task: torch.nn.Module) -> EmbeddingAttack | None:
     """The FGM / PGD attack of ``cfg.adversarial`` on ``task`` (None = no adversarial training)."""
     a = cfg.adversarial
     return None if a.method == "none" else EmbeddingAttack(task, a.method, a.epsilon, a.alpha, a.steps, a.emb_name)
 
 
-def train_step(strategy, task: torch.nn.Module, batch: dict[str, torch.Tensor], adv=None) -> torch.Tensor:
+def train_step(strategy: Strategy, task: torch.nn.Module, batch: dict[str, torch.Tensor], adv: EmbeddingAttack | None = None) -> torch.Tensor:
     """Forward + backward of one micro-batch (plus the adversarial pass); the caller calls
     ``strategy.step()``. Returns the clean loss."""
     loss = strategy.forward(batch)
     strategy.backward(loss)
     if adv:
-        adv.run(strategy.param_grads(adv.tensors), lambda b=batch: task(b))
+        adv.run(strategy.param_grads(adv.tensors), lambda: task(batch))
         strategy.backward(strategy.forward(batch))
         adv.restore()
     return loss
 
 
-def export_model(model, strategy, path: Path, lora_export: str | None) -> None:
+def export_model(model: SavableModel, strategy: Strategy, path: Path, lora_export: str | None) -> None:
     """Write ``model`` the save_pretrained way (LoRA merged; fp32 weights) -- collective under ZeRO-3."""
     full = strategy.full_state_dict()  # every rank takes part (ZeRO-3 gathers)
     import ray.train
@@ -111,14 +114,14 @@ def export_model(model, strategy, path: Path, lora_export: str | None) -> None:
     if lora_export is not None:
         from recsys.training.lora import merged_copy
 
-        merged = merged_copy(model, path / "adapter" if lora_export == "adapter" else None)
+        merged = cast("SavableModel", merged_copy(model, path / "adapter" if lora_export == "adapter" else None))
         merged.save_pretrained(path, state_dict={k: v.float() for k, v in merged.state_dict().items()})
         return
     prefix = "model."
     model.save_pretrained(path, state_dict={k[len(prefix):]: v for k, v in full.items() if k.startswith(prefix)})
 
 
-def _save_and_report(cfg, model, strategy, state: dict, metrics: dict[str, float]) -> None:
+def _save_and_report(cfg: TrainConfig, model: SavableModel, strategy: Strategy, state: dict[str, Any], metrics: dict[str, float]) -> None:
     import ray.train
 
     rank = ray.train.get_context().get_world_rank()
@@ -143,7 +146,7 @@ def _maybe_fault(fault: FaultSpec | None, rank: int, step: int) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _restore(strategy, resume_from: str | None) -> dict[str, Any] | None:
+def _restore(strategy: Strategy, resume_from: str | None) -> dict[str, Any] | None:
     import ray.train
 
     ckpt = ray.train.get_checkpoint()
@@ -154,7 +157,7 @@ def _restore(strategy, resume_from: str | None) -> dict[str, Any] | None:
     rank = ray.train.get_context().get_world_rank()
     with ckpt.as_directory() as d:
         strategy.load(Path(d), rank)
-        return json.loads((Path(d) / STATE_FILE).read_text())
+        return cast(dict[str, Any], json.loads((Path(d) / STATE_FILE).read_text()))
 
 
 def _tokens(batch: dict[str, torch.Tensor]) -> int:

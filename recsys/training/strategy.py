@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -45,7 +45,8 @@ class StrategySpec:
 
 def param_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """AdamW groups: no weight decay on biases, norms and embeddings' padding-free 1-D params."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for name, p in module.named_parameters():
         if not p.requires_grad:
             continue
@@ -58,7 +59,7 @@ def on_cuda(module: nn.Module) -> bool | None:
     return True if next(module.parameters()).is_cuda else None
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, name: str, warmup: int, total: int):
+def build_scheduler(optimizer: torch.optim.Optimizer, name: str, warmup: int, total: int) -> Any:  # an LR scheduler
     from transformers import get_scheduler
 
     name = {"constant": "constant_with_warmup"}.get(name, name)
@@ -114,12 +115,12 @@ class DDPStrategy(Strategy):
             if distributed else self.module
         )
         self.optimizer = torch.optim.AdamW(param_groups(self.module, spec.weight_decay), lr=spec.lr,
-                                           betas=tuple(spec.betas), eps=spec.eps, fused=on_cuda(self.module))
+                                           betas=spec.betas, eps=spec.eps, fused=on_cuda(self.module))
         self.scheduler = build_scheduler(self.optimizer, spec.scheduler, spec.warmup, spec.total_steps)
         self.precision, self.grad_accum, self.max_grad_norm = spec.precision, spec.grad_accum, spec.max_grad_norm
         self.scaler = torch.amp.GradScaler("cuda") if spec.precision == "fp16" else None
 
-    def _autocast(self):
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.precision == "fp32":
             return contextlib.nullcontext()
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
@@ -130,7 +131,7 @@ class DDPStrategy(Strategy):
         ctx = self.wrapped.no_sync() if (not sync and isinstance(self.wrapped, nn.parallel.DistributedDataParallel)) \
             else contextlib.nullcontext()
         with ctx, self._autocast():
-            return self.wrapped(batch)
+            return cast(torch.Tensor, self.wrapped(batch))
 
     def backward(self, loss: torch.Tensor) -> None:
         sync = (self.micro + 1) % self.grad_accum == 0
@@ -138,7 +139,7 @@ class DDPStrategy(Strategy):
             else contextlib.nullcontext()
         loss = loss / self.grad_accum
         with ctx:
-            (self.scaler.scale(loss) if self.scaler else loss).backward()
+            (self.scaler.scale(loss) if self.scaler else loss).backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
 
     def step(self) -> bool:
         self.micro += 1
@@ -200,9 +201,9 @@ class DeepSpeedStrategy(Strategy):
         if spec.offload_optimizer:
             from deepspeed.ops.adam import DeepSpeedCPUAdam
 
-            optimizer = DeepSpeedCPUAdam(groups, lr=spec.lr, betas=tuple(spec.betas), eps=spec.eps)
+            optimizer = DeepSpeedCPUAdam(groups, lr=spec.lr, betas=spec.betas, eps=spec.eps)
         else:
-            optimizer = torch.optim.AdamW(groups, lr=spec.lr, betas=tuple(spec.betas), eps=spec.eps,
+            optimizer = torch.optim.AdamW(groups, lr=spec.lr, betas=spec.betas, eps=spec.eps,
                                           fused=on_cuda(module))
         scheduler = build_scheduler(optimizer, spec.scheduler, spec.warmup, spec.total_steps)
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
@@ -212,7 +213,7 @@ class DeepSpeedStrategy(Strategy):
         self.zero_stage = spec.zero_stage
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.engine(batch)
+        return cast(torch.Tensor, self.engine(batch))
 
     def backward(self, loss: torch.Tensor) -> None:
         self.engine.backward(loss)
@@ -245,7 +246,7 @@ class DeepSpeedStrategy(Strategy):
         return super().full_state_dict()
 
 
-def _deep_update(base: dict, extra: dict) -> None:
+def _deep_update(base: dict[str, Any], extra: dict[str, Any]) -> None:
     for k, v in extra.items():
         if isinstance(v, dict) and isinstance(base.get(k), dict):
             _deep_update(base[k], v)

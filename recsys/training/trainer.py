@@ -18,13 +18,17 @@ import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from recsys import kinds
 from recsys.losses import registry as losses
 from recsys.training.config import TrainConfig
 from recsys.training.specs import FaultSpec, WorkerExtras, WorkerSpec
 from recsys.utils.log import get_logger
+
+if TYPE_CHECKING:
+    from ray.train import Checkpoint, Result, RunConfig
+    from ray.train.torch import TorchTrainer
 
 RUN_NAME = "ray_train"
 log = get_logger("recsys.train")
@@ -78,6 +82,8 @@ class PrepareView:
         key = self._prefix + name
         attr = getattr(type(self._obj), name, None)
         if isinstance(attr, property):
+            if attr.fget is None:
+                raise AttributeError(f"{key} is a property without a getter")
             return attr.fget(self)
         if any(_within(key, k) for k in PREPARE_KEYS):
             return getattr(self._obj, name)
@@ -114,7 +120,7 @@ def prepare(cfg: TrainConfig) -> Prepared:
 
 
 # -- trainer ---------------------------------------------------------------------------------------
-def build_run_config(cfg: TrainConfig, storage_path: str | Path, name: str = RUN_NAME):
+def build_run_config(cfg: TrainConfig, storage_path: str | Path, name: str = RUN_NAME) -> RunConfig:
     """Checkpoints (keep the best ``num_to_keep`` by the metric) and worker-failure restarts."""
     import ray.train
 
@@ -132,8 +138,8 @@ def _fault(fault: FaultSpec | Mapping[str, Any] | None) -> FaultSpec | None:
     return FaultSpec(**fault) if isinstance(fault, Mapping) else fault
 
 
-def build_trainer(cfg: TrainConfig, datasets: dict[str, Any], run_config, extras: WorkerExtras,
-                  resume_from: str | None = None, fault: FaultSpec | Mapping[str, Any] | None = None):
+def build_trainer(cfg: TrainConfig, datasets: dict[str, Any], run_config: RunConfig, extras: WorkerExtras,
+                  resume_from: str | None = None, fault: FaultSpec | Mapping[str, Any] | None = None) -> TorchTrainer:
     """The ``TorchTrainer`` running ``recsys.training.loop.train_loop`` for ``cfg`` (usable in a Tune trial)."""
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -156,7 +162,7 @@ def build_trainer(cfg: TrainConfig, datasets: dict[str, Any], run_config, extras
 
 
 # -- export ----------------------------------------------------------------------------------------
-def best_checkpoint(result, metric: str, mode: str):
+def best_checkpoint(result: Result, metric: str, mode: str) -> tuple[Checkpoint, dict[str, Any]]:
     """(checkpoint, metrics) with the best ``metric`` among the kept checkpoints."""
     cands = [(c, m) for c, m in (result.best_checkpoints or []) if metric in m]
     if not cands:
@@ -195,7 +201,7 @@ def write_model_card(path: Path, cfg: TrainConfig, metrics: dict[str, Any], coun
     (path / "README.md").write_text("\n".join(lines), encoding="utf-8")
 
 
-def export_best(result, cfg: TrainConfig, output_dir: Path, counts: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
+def export_best(result: Result, cfg: TrainConfig, output_dir: Path, counts: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
     """Copy the best checkpoint's ``model/`` to ``output_dir/model`` and write its model card."""
     from recsys.training.loop import MODEL_DIR
 
@@ -209,7 +215,7 @@ def export_best(result, cfg: TrainConfig, output_dir: Path, counts: dict[str, An
     return dest, metrics
 
 
-def read_history(checkpoint) -> list[dict[str, Any]]:
+def read_history(checkpoint: Checkpoint) -> list[dict[str, Any]]:
     """Every validation's metrics of the run (kept in each checkpoint's train state, restarts included)."""
     from recsys.training.loop import STATE_FILE
 

@@ -30,7 +30,7 @@ class ItemIndex:
         arr = np.asarray(ids, dtype=object)
         if self._cache is not None and self._cache[0] is ids:
             return self._cache[1]
-        rows = self._index.get_indexer(arr.reshape(-1)).reshape(arr.shape).astype(np.int64)
+        rows: np.ndarray = self._index.get_indexer(arr.reshape(-1)).reshape(arr.shape).astype(np.int64)
         if arr.ndim == 2 and arr.shape[0] == 1:
             self._cache = (ids, rows)  # holds the array, so identity cannot be reused
         return rows

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -176,8 +176,8 @@ def worker_env(retain_memory: bool, submitted: bool, environ: dict[str, str] | N
     submitted job (which carries JOB_ENV already, see ``recsys submit``) passes only keys its environment lacks."""
     env = {**JOB_ENV, **(WORKER_MEMORY_ENV if retain_memory else {})}
     if submitted:
-        environ = os.environ if environ is None else environ
-        env = {k: v for k, v in env.items() if k not in environ}
+        present: Mapping[str, str] = os.environ if environ is None else environ
+        env = {k: v for k, v in env.items() if k not in present}
     return env
 
 

@@ -152,7 +152,7 @@ class PipelineRunner:
                     f"config and inputs (key {st.key[:12]}); run the pipeline without from_stage")
             t0 = time.perf_counter()
             with get_console().stage(s.name, step=f"{i + 1}/{len(stages)}") as shown:  # one display per stage
-                if rerun:
+                if rerun or cached is None:  # (cached is None implies rerun; spelled out for the type checker)
                     self.log.info("[pipeline] stage %s (%s) -> %s", s.name, s.job, st.output_dir)
                     report = execute(st)
                 else:

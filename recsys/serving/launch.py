@@ -32,7 +32,7 @@ def read_serve_config(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def validate_args(app: dict[str, Any], source: str):
+def validate_args(app: dict[str, Any], source: str) -> ServeArgs:
     """The application's ``args`` as ServeArgs, or a ConfigError listing every problem."""
     try:
         return ServeArgs.model_validate(app.get("args") or {})

@@ -203,9 +203,9 @@ class RunConsole:
     def _consoles(self) -> None:
         if self._out is None:
             out, err = self._saved.get("stdout", sys.stdout), self._saved.get("stderr", sys.stderr)
-            wide = {} if _isatty(out) else {"width": 200}  # never wrap a report path in a log
-            self._out = Console(file=out, highlight=False, **wide)
-            self._err = Console(file=err, highlight=False, **({} if _isatty(err) else {"width": 200}))
+            # a terminal's own width; a log never wraps a report path
+            self._out = Console(file=out, highlight=False, width=None if _isatty(out) else 200)
+            self._err = Console(file=err, highlight=False, width=None if _isatty(err) else 200)
 
     @property
     def live(self) -> bool:
@@ -249,7 +249,7 @@ class RunConsole:
             if id(handler.stream) in real:
                 with contextlib.suppress(AttributeError):  # a handler that looks sys.stderr up itself
                     self._saved["handlers"].append((handler, handler.setStream(self._sink)))
-        sys.stdout = sys.stderr = self._sink  # type: ignore[assignment]
+        sys.stdout = sys.stderr = self._sink
         logging.captureWarnings(True)
         root = logging.getLogger()
         if not root.handlers:  # libraries that log without a handler of their own: into the file too
@@ -495,7 +495,7 @@ class _ConsoleWarnings(logging.Handler):
             )
 
 
-def _stream_handlers() -> list[logging.StreamHandler]:
+def _stream_handlers() -> list[logging.StreamHandler[Any]]:
     loggers = [
         logging.getLogger(),
         *(lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)),

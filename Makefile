@@ -33,9 +33,10 @@ test-fast: install
 demo: install
 	$(VENV)/bin/recsys demo $(DEMO_ARGS)
 
-# ruff, the layer contracts of pyproject.toml ([tool.importlinter]) and mypy ([tool.mypy]); CI runs it.
+# ruff (lint + format), the layer contracts of pyproject.toml ([tool.importlinter]) and mypy ([tool.mypy]); CI runs it.
 lint: install
 	$(VENV)/bin/ruff check recsys jobs tests benchmarks
+	$(VENV)/bin/ruff format --check recsys jobs tests benchmarks
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 

@@ -38,8 +38,10 @@ def check_chain(name: str) -> str | None:
     clean = yaml.safe_load(config_path("clean", name).read_text())
     feats = yaml.safe_load(config_path("features", name).read_text())
     if feats.get("data") != clean.get("output_dir"):
-        return (f"configs/features/{name}.yaml data={feats.get('data')!r} does not name configs/clean/{name}.yaml "
-                f"output_dir={clean.get('output_dir')!r}")
+        return (
+            f"configs/features/{name}.yaml data={feats.get('data')!r} does not name configs/clean/{name}.yaml "
+            f"output_dir={clean.get('output_dir')!r}"
+        )
     return None
 
 
@@ -75,25 +77,36 @@ def summarize(job: str, report: dict, out_dir: Path) -> dict:
         if not inv.exists():  # failed before profiling: nothing was checked
             return {"tables": counts, "contract": [], "contract_ok": None}
         contract = json.loads(inv.read_text()).get("contract", [])
-        return {"tables": counts, "contract": [f"{r['label']}: {'ok' if r['ok'] else 'VIOLATED'} ({r['value']})"
-                                              for r in contract],
-                "contract_ok": all(r["ok"] for r in contract) and not report.get("contract_violations")}
+        return {
+            "tables": counts,
+            "contract": [f"{r['label']}: {'ok' if r['ok'] else 'VIOLATED'} ({r['value']})" for r in contract],
+            "contract_ok": all(r["ok"] for r in contract) and not report.get("contract_violations"),
+        }
     if job == "clean":
         keys = ("rows_in", "rows_clean", "rows_quarantined", "rows_duplicate")
         exact = bool(counts) and counts["rows_in"] == sum(counts[k] for k in keys[1:])
-        per_table_exact = all(t["rows_in"] == t["rows_clean"] + t["rows_quarantined"] + t["rows_duplicate"]
-                              for t in report.get("tables", {}).values())
+        per_table_exact = all(
+            t["rows_in"] == t["rows_clean"] + t["rows_quarantined"] + t["rows_duplicate"]
+            for t in report.get("tables", {}).values()
+        )
         return {k: counts.get(k) for k in keys} | {
             "reconciled": bool(report.get("reconciled")) and exact and per_table_exact,
             "reasons": report.get("reasons", {}),
-            "per_table": {t: {k: v[k] for k in keys} for t, v in report.get("tables", {}).items()}}
+            "per_table": {t: {k: v[k] for k in keys} for t, v in report.get("tables", {}).items()},
+        }
     return {"tables": tables_under(out_dir), "counts": counts, "cutoffs": report.get("cutoffs")}
 
 
 def run_one(job: str, name: str) -> dict:
     out_dir = ROOT / OUT / name / job
-    cmd = [str(ROOT / ".venv/bin/recsys"), "run", job, "--config", str(config_path(job, name).relative_to(ROOT)),
-           *overrides(job, name)]
+    cmd = [
+        str(ROOT / ".venv/bin/recsys"),
+        "run",
+        job,
+        "--config",
+        str(config_path(job, name).relative_to(ROOT)),
+        *overrides(job, name),
+    ]
     log = ROOT / OUT / name / f"{job}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -102,9 +115,19 @@ def run_one(job: str, name: str) -> dict:
     wall = round(time.perf_counter() - t0, 1)
     rep_path = out_dir / "report.json"
     report = json.loads(rep_path.read_text()) if rep_path.exists() else {}
-    row = {"set": name, "job": job, "command": " ".join(cmd[1:]), "exit_code": rc, "wall_s": wall,
-           "status": report.get("status"), "error": report.get("error"), "log": str(log.relative_to(ROOT))}
-    if report.get("status") == "succeeded" or job == "inventory":  # a contract failure still writes the profile
+    row = {
+        "set": name,
+        "job": job,
+        "command": " ".join(cmd[1:]),
+        "exit_code": rc,
+        "wall_s": wall,
+        "status": report.get("status"),
+        "error": report.get("error"),
+        "log": str(log.relative_to(ROOT)),
+    }
+    if (
+        report.get("status") == "succeeded" or job == "inventory"
+    ):  # a contract failure still writes the profile
         row["summary"] = summarize(job, report, out_dir)
     return row
 
@@ -115,11 +138,25 @@ def cell(row: dict) -> str:
         tables = ", ".join(f"{t} {n:,}" for t, n in s["tables"].items())
         return f"{tables}; contract {'ok' if s['contract_ok'] else 'VIOLATED'}"
     if row["job"] == "clean" and s:
-        return (f"in {s['rows_in']:,} = clean {s['rows_clean']:,} + quarantined {s['rows_quarantined']:,} + "
-                f"duplicate {s['rows_duplicate']:,} ({'exact' if s['reconciled'] else 'NOT RECONCILED'})")
+        return (
+            f"in {s['rows_in']:,} = clean {s['rows_clean']:,} + quarantined {s['rows_quarantined']:,} + "
+            f"duplicate {s['rows_duplicate']:,} ({'exact' if s['reconciled'] else 'NOT RECONCILED'})"
+        )
     if row["job"] == "features" and s:
-        keep = ("items", "sequences", "splits/loo/train", "splits/loo/test", "splits/time/train", "splits/time/test",
-                "pairs", "candidates", "user_features", "item_features", "text_features", "query_features")
+        keep = (
+            "items",
+            "sequences",
+            "splits/loo/train",
+            "splits/loo/test",
+            "splits/time/train",
+            "splits/time/test",
+            "pairs",
+            "candidates",
+            "user_features",
+            "item_features",
+            "text_features",
+            "query_features",
+        )
         return ", ".join(f"{t} {s['tables'][t]:,}" for t in keep if s["tables"].get(t) is not None)
     error = re.sub(r"\x1b\[[0-9;]*m", "", row.get("error") or "")  # Ray colours task names
     return " ".join(error.split())[:120].replace("|", "/")
@@ -133,36 +170,69 @@ def markdown(rows: list[dict]) -> str:
 
 
 def write_summary(path: Path, rows: list[dict], problems: list[str]) -> list[dict]:
-    previous = json.loads(path.read_text())["runs"] if path.exists() else []  # re-read: another run may have written
+    previous = (
+        json.loads(path.read_text())["runs"] if path.exists() else []
+    )  # re-read: another run may have written
     done = {(r["set"], r["job"]) for r in rows}
     merged = [r for r in previous if (r["set"], r["job"]) not in done] + rows
     merged.sort(key=lambda r: (SETS.index(r["set"]), JOBS.index(r["job"])))
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                "chain_problems": problems, "runs": merged}, indent=2, default=str))
+    path.write_text(
+        json.dumps(
+            {
+                "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "chain_problems": problems,
+                "runs": merged,
+            },
+            indent=2,
+            default=str,
+        )
+    )
     return merged
 
 
 def per_set(rows: list[dict]) -> str:
     """One line per set (the table in docs/DATA.md)."""
-    keep = [("sequences", "sequences"), ("splits/loo/test", "loo test"), ("splits/time/test", "time test"),
-            ("pairs", "pairs"), ("candidates", "candidates"), ("user_features", "user_features"),
-            ("item_features", "item_features"), ("text_features", "text_features")]
+    keep = [
+        ("sequences", "sequences"),
+        ("splits/loo/test", "loo test"),
+        ("splits/time/test", "time test"),
+        ("pairs", "pairs"),
+        ("candidates", "candidates"),
+        ("user_features", "user_features"),
+        ("item_features", "item_features"),
+        ("text_features", "text_features"),
+    ]
     by: dict[str, dict[str, dict]] = {}
     for r in rows:
         by.setdefault(r["set"], {})[r["job"]] = r
-    lines = ["| set | inventory: rows (contract) | clean: in = clean + quarantined + duplicate | features: rows of the main tables "
-             "| wall s (inventory / clean / features) |", "|---|---|---|---|---|"]
+    lines = [
+        "| set | inventory: rows (contract) | clean: in = clean + quarantined + duplicate | features: rows of the main tables "
+        "| wall s (inventory / clean / features) |",
+        "|---|---|---|---|---|",
+    ]
     for name, jobs in by.items():
         inv, cln, fts = (jobs.get(j, {}).get("summary") or {} for j in JOBS)
-        i = ", ".join(f"{t} {n:,}" for t, n in inv.get("tables", {}).items()) + \
-            {True: " (ok)", False: " (VIOLATED)"}.get(inv.get("contract_ok"), " (-)")
-        c = (f"{cln['rows_in']:,} = {cln['rows_clean']:,} + {cln['rows_quarantined']:,} + {cln['rows_duplicate']:,} "
-             + ("exact" if cln["reconciled"] else "NOT RECONCILED")) if cln else "-"
-        f = ", ".join(f"{label} {fts['tables'][k]:,}" for k, label in keep if fts.get("tables", {}).get(k) is not None)
+        i = ", ".join(f"{t} {n:,}" for t, n in inv.get("tables", {}).items()) + {
+            True: " (ok)",
+            False: " (VIOLATED)",
+        }.get(inv.get("contract_ok"), " (-)")
+        c = (
+            (
+                f"{cln['rows_in']:,} = {cln['rows_clean']:,} + {cln['rows_quarantined']:,} + {cln['rows_duplicate']:,} "
+                + ("exact" if cln["reconciled"] else "NOT RECONCILED")
+            )
+            if cln
+            else "-"
+        )
+        f = ", ".join(
+            f"{label} {fts['tables'][k]:,}" for k, label in keep if fts.get("tables", {}).get(k) is not None
+        )
         failed = [j for j in JOBS if j in jobs and jobs[j]["exit_code"] != 0]
         wall = " / ".join(str(jobs[j]["wall_s"]) if j in jobs else "-" for j in JOBS)
-        lines.append(f"| {name} | {i} | {c} | {f or '-'} | {wall}{' (failed: ' + ', '.join(failed) + ')' if failed else ''} |")
+        lines.append(
+            f"| {name} | {i} | {c} | {f or '-'} | {wall}{' (failed: ' + ', '.join(failed) + ')' if failed else ''} |"
+        )
     return "\n".join(lines)
 
 
@@ -170,7 +240,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sets", nargs="+", default=SETS, choices=SETS)
     ap.add_argument("--jobs", nargs="+", default=JOBS, choices=JOBS)
-    ap.add_argument("--table", action="store_true", help="Only print the table of runs/data-sets/summary.json.")
+    ap.add_argument(
+        "--table", action="store_true", help="Only print the table of runs/data-sets/summary.json."
+    )
     args = ap.parse_args()
     summary_path = ROOT / OUT / "summary.json"
     if args.table:
@@ -185,7 +257,9 @@ def main() -> int:
             row = run_one(job, name)
             rows.append(row)
             print(f"{name} {job}: exit {row['exit_code']} in {row['wall_s']} s  {cell(row)}", flush=True)
-            merged = write_summary(summary_path, rows, problems)  # after each job: a cut-off run keeps its rows
+            merged = write_summary(
+                summary_path, rows, problems
+            )  # after each job: a cut-off run keeps its rows
     print(markdown(merged) + "\n\n" + per_set(merged))
     return 0 if not problems and all(r["exit_code"] == 0 for r in rows) else 1
 

@@ -34,7 +34,9 @@ class RandomFactors:
         self.seed = seed
 
     def user_f(self, query_ids):
-        return np.stack([np.random.default_rng([self.seed, int(q)]).normal(size=self.item_f.shape[1]) for q in query_ids])
+        return np.stack(
+            [np.random.default_rng([self.seed, int(q)]).normal(size=self.item_f.shape[1]) for q in query_ids]
+        )
 
     def score(self, batch, item_ids):
         table = self.user_f(batch.query_ids) @ self.item_f.T  # (B, N)
@@ -58,7 +60,9 @@ def baseline_ranx(es, scorer, block: int = 512) -> float:
             q = f"q{i:06d}"
             run[q] = {str(cat[j]): float(s[b, j]) for j in top[b]}
             qrels[q] = {t: 1 for t in es.targets[i]}
-    return float(evaluate(Qrels(qrels), Run(run), ["ndcg@10", "hit_rate@10", "recall@20", "mrr@100"])["hit_rate@10"])
+    return float(
+        evaluate(Qrels(qrels), Run(run), ["ndcg@10", "hit_rate@10", "recall@20", "mrr@100"])["hit_rate@10"]
+    )
 
 
 def main() -> None:
@@ -80,7 +84,9 @@ def main() -> None:
     t = time.perf_counter()
     ours = RankingEvaluator(es, metrics)(scorer)["hit_rate@10"]
     t_ours = time.perf_counter() - t
-    print(f"users={len(es)} items={len(es.catalog)} hit_rate@10 baseline={ref:.6f} recsys={ours:.6f} (must match)")
+    print(
+        f"users={len(es)} items={len(es.catalog)} hit_rate@10 baseline={ref:.6f} recsys={ours:.6f} (must match)"
+    )
     print(f"baseline (top-100 + ranx): {t_base:.2f}s")
     print(f"recsys RankingEvaluator:   {t_ours:.2f}s  speed-up x{t_base / t_ours:.2f}", flush=True)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)

@@ -24,9 +24,16 @@ sys.path.insert(0, str(ROOT))
 def run_once(config: str, out: Path, extra: list[str]) -> tuple[float, dict]:
     from recsys.cli.entry import parse_job, run_parsed
 
-    spec, cfg = parse_job("pipeline", config, [f"output_dir={out / 'pipeline'}",
-                                               f"registry.tracking_uri=sqlite:///{(out / 'mlflow.db').resolve()}",
-                                               f"registry.artifact_location={(out / 'artifacts').resolve()}", *extra])
+    spec, cfg = parse_job(
+        "pipeline",
+        config,
+        [
+            f"output_dir={out / 'pipeline'}",
+            f"registry.tracking_uri=sqlite:///{(out / 'mlflow.db').resolve()}",
+            f"registry.artifact_location={(out / 'artifacts').resolve()}",
+            *extra,
+        ],
+    )
     t0 = time.perf_counter()
     report = run_parsed(spec, cfg)
     return time.perf_counter() - t0, report
@@ -46,10 +53,15 @@ def main() -> None:
     stages = {s["name"]: {"cold_s": s["seconds"], "rerun": s["action"]} for s in cold["stages"]}
     for s in warm["stages"]:
         stages[s["name"]]["rerun_s"] = s["seconds"]
-    result = {"config": args.config, "cold_s": round(cold_s, 1), "rerun_s": round(warm_s, 1),
-              "ratio_rerun_vs_cold": round(warm_s / cold_s, 4), "stages": stages,
-              "rerun_actions": [s["action"] for s in warm["stages"]],
-              "production": (cold.get("deployment") or {}).get("production_after")}
+    result = {
+        "config": args.config,
+        "cold_s": round(cold_s, 1),
+        "rerun_s": round(warm_s, 1),
+        "ratio_rerun_vs_cold": round(warm_s / cold_s, 4),
+        "stages": stages,
+        "rerun_actions": [s["action"] for s in warm["stages"]],
+        "production": (cold.get("deployment") or {}).get("production_after"),
+    }
     print(json.dumps(result, indent=2))
     (out / "result.json").write_text(json.dumps(result, indent=2))
 

@@ -26,8 +26,14 @@ def make_random_encoder(arch: str, tokenizer: str, out: str, seed: int = 0) -> s
     hidden, layers, heads, inter = ARCHS[arch]
     tok = AutoTokenizer.from_pretrained(tokenizer)
     torch.manual_seed(seed)
-    cfg = BertConfig(vocab_size=len(tok), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                     intermediate_size=inter, max_position_embeddings=512)
+    cfg = BertConfig(
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=inter,
+        max_position_embeddings=512,
+    )
     BertModel(cfg).save_pretrained(out)
     tok.save_pretrained(out)
     return out
@@ -36,7 +42,9 @@ def make_random_encoder(arch: str, tokenizer: str, out: str, seed: int = 0) -> s
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arch", choices=sorted(ARCHS), default="bert-base")
-    ap.add_argument("--tokenizer", required=True, help="a directory (or hub id in the cache) holding a BERT tokenizer")
+    ap.add_argument(
+        "--tokenizer", required=True, help="a directory (or hub id in the cache) holding a BERT tokenizer"
+    )
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     print(make_random_encoder(args.arch, args.tokenizer, args.out))

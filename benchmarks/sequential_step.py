@@ -25,9 +25,15 @@ def windows(max_len: int) -> tuple[list[str], object]:
     from recsys.data.adapters import read_input
     from recsys.kinds.data import _group_events, encode_sequences
 
-    root = os.environ.get("RECSYS_DATA_ROOT", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
-    events = read_input(InputConfig(path=f"{root}/amazon-games-6k", preset="amazon-games-6k"), "events").to_pandas()
-    seqs = _group_events(events, []).sort_by("user_id").to_pandas()  # one row per user, in user id order (as before)
+    root = os.environ.get(
+        "RECSYS_DATA_ROOT", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
+    )
+    events = read_input(
+        InputConfig(path=f"{root}/amazon-games-6k", preset="amazon-games-6k"), "events"
+    ).to_pandas()
+    seqs = (
+        _group_events(events, []).sort_by("user_id").to_pandas()
+    )  # one row per user, in user id order (as before)
     items = sorted({i for s in seqs["items"] for i in s})
     index = {item: i + 1 for i, item in enumerate(items)}
     out = encode_sequences(seqs, index, {}, max_len=max_len, holdout=2, mode="train")
@@ -53,12 +59,16 @@ def run(variant: str, items, data, args) -> dict:
     from recsys.models.sequential import SequentialRecommender
 
     torch.manual_seed(0)
-    model = SequentialRecommender(items, hidden_size=64, num_layers=2, num_heads=2, max_len=args.max_len, dropout=0.5)
+    model = SequentialRecommender(
+        items, hidden_size=64, num_layers=2, num_heads=2, max_len=args.max_len, dropout=0.5
+    )
     task = SequentialTask(model, "full_softmax")
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     rng = np.random.default_rng(0)
-    batches = [torch.from_numpy(data[rng.choice(len(data), args.batch_size, replace=False)])
-               for _ in range(args.steps + args.warmup)]
+    batches = [
+        torch.from_numpy(data[rng.choice(len(data), args.batch_size, replace=False)])
+        for _ in range(args.steps + args.warmup)
+    ]
     times = []
     for i, b in enumerate(batches):
         t0 = time.perf_counter()
@@ -72,9 +82,14 @@ def run(variant: str, items, data, args) -> dict:
     with torch.no_grad():  # same numbers: the two losses agree on every batch
         diff = max(abs(float(old_loss(model, b)) - float(task({"items": b}))) for b in batches[:5])
     real = float(np.mean([(b[:, 1:] != 0).sum().item() / b[:, 1:].numel() for b in batches]))
-    return {"variant": variant, "steps": len(times), "s_per_step": float(np.mean(times)),
-            "samples_per_s": args.batch_size / float(np.mean(times)), "max_loss_diff": diff,
-            "real_position_share": real}
+    return {
+        "variant": variant,
+        "steps": len(times),
+        "s_per_step": float(np.mean(times)),
+        "samples_per_s": args.batch_size / float(np.mean(times)),
+        "max_loss_diff": diff,
+        "real_position_share": real,
+    }
 
 
 def main() -> None:
@@ -88,8 +103,16 @@ def main() -> None:
     rows = [run(v, items, data, args) for v in ("a", "b")]
     for r in rows:
         print(json.dumps(r))
-    print(json.dumps({"speedup_b_over_a": rows[0]["s_per_step"] / rows[1]["s_per_step"],
-                      "users": int(len(data)), "items": len(items), "max_len": args.max_len}))
+    print(
+        json.dumps(
+            {
+                "speedup_b_over_a": rows[0]["s_per_step"] / rows[1]["s_per_step"],
+                "users": int(len(data)),
+                "items": len(items),
+                "max_len": args.max_len,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -44,21 +44,35 @@ class Workload:
         titles = pd.read_parquet(path / "items.parquet", columns=["title"])["title"].tolist()
         users = pd.read_parquet(path / "users.parquet", columns=["user_id"])["user_id"].tolist()
         self.rng = random.Random(seed)
-        self.queries = [" ".join(t.split()[: self.rng.randint(1, 3)]) for t in self.rng.sample(titles, min(2000, len(titles)))]
+        self.queries = [
+            " ".join(t.split()[: self.rng.randint(1, 3)])
+            for t in self.rng.sample(titles, min(2000, len(titles)))
+        ]
         self.users = self.rng.sample(users, min(2000, len(users))) + [f"new-user-{i}" for i in range(200)]
 
     def request(self, endpoint: str) -> tuple[str, str, dict]:
         user = self.rng.choice(self.users)
         if endpoint == "search":
-            return "POST", "/search", {"json": {"query": self.rng.choice(self.queries), "user_id": user, "k": 10}}
+            return (
+                "POST",
+                "/search",
+                {"json": {"query": self.rng.choice(self.queries), "user_id": user, "k": 10}},
+            )
         if endpoint == "recommend":
             return "POST", "/recommend", {"json": {"user_id": user, "k": 10}}
         q = self.rng.choice(self.queries)
         return "GET", "/suggest", {"params": {"q": q[: self.rng.randint(2, max(2, len(q)))], "k": 8}}
 
 
-async def drive(url: str, work: Workload, endpoint: str, concurrency: int, duration_s: float,
-                rate: float | None = None, headers: dict | None = None) -> dict:
+async def drive(
+    url: str,
+    work: Workload,
+    endpoint: str,
+    concurrency: int,
+    duration_s: float,
+    rate: float | None = None,
+    headers: dict | None = None,
+) -> dict:
     """Closed loop with ``concurrency`` workers (or open loop at ``rate`` req/s) for ``duration_s``."""
     lat, errors, codes = [], 0, {}
     limits = httpx.Limits(max_connections=concurrency + 8, max_keepalive_connections=concurrency + 8)
@@ -94,9 +108,17 @@ async def drive(url: str, work: Workload, endpoint: str, concurrency: int, durat
                 await asyncio.sleep(1.0 / rate)
             await asyncio.gather(*tasks)
         wall = time.perf_counter() - t0
-    return {"endpoint": endpoint, "concurrency": concurrency, "requests": len(lat) + errors, "errors": errors,
-            "codes": {str(k): v for k, v in codes.items()}, "p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95),
-            "p99_ms": pct(lat, 99), "rps": len(lat) / wall}
+    return {
+        "endpoint": endpoint,
+        "concurrency": concurrency,
+        "requests": len(lat) + errors,
+        "errors": errors,
+        "codes": {str(k): v for k, v in codes.items()},
+        "p50_ms": pct(lat, 50),
+        "p95_ms": pct(lat, 95),
+        "p99_ms": pct(lat, 99),
+        "rps": len(lat) / wall,
+    }
 
 
 def replicas(app: str = "recsys") -> dict[str, int]:
@@ -200,36 +222,65 @@ def section_overhead(url: str, work: Workload, artifacts: str, args, n: int = 60
     # where the overhead sits: inside the Ingress replica (its Server-Timing header: FastAPI parsing,
     # the pipeline, serialisation) or outside it (HTTP proxy, the proxy -> replica call, the client)
     outside = [h - i for h, i in zip(http_lat, in_replica)]
-    return {"http_p50_ms": p_http, "inprocess_p50_ms": p_in, "overhead_ms": p_http - p_in, "torch_threads": threads,
-            "serve_floor_p50_ms": floor, "overhead_above_floor_ms": p_http - p_in - floor,
-            "in_replica_p50_ms": statistics.median(in_replica) * 1000, "outside_replica_p50_ms": statistics.median(outside) * 1000,
-            "reranker": {arm.name: "cross_encoder" if args.for_arm(arm, "rerank").model else "bi_encoder fallback (stored vectors)"
-                         for arm in args.arms}}
+    return {
+        "http_p50_ms": p_http,
+        "inprocess_p50_ms": p_in,
+        "overhead_ms": p_http - p_in,
+        "torch_threads": threads,
+        "serve_floor_p50_ms": floor,
+        "overhead_above_floor_ms": p_http - p_in - floor,
+        "in_replica_p50_ms": statistics.median(in_replica) * 1000,
+        "outside_replica_p50_ms": statistics.median(outside) * 1000,
+        "reranker": {
+            arm.name: "cross_encoder"
+            if args.for_arm(arm, "rerank").model
+            else "bi_encoder fallback (stored vectors)"
+            for arm in args.arms
+        },
+    }
 
 
-async def section_batching(work: Workload, concurrency: int, duration_s: float, top_n: int, artifacts: str,
-                           rerank_args) -> dict:
+async def section_batching(
+    work: Workload, concurrency: int, duration_s: float, top_n: int, artifacts: str, rerank_args
+) -> dict:
     """One Reranker replica (its own app, fixed at 1 replica so autoscaling cannot blur the
     comparison) called through its DeploymentHandle at ``concurrency``: batching on vs off."""
     from ray import serve
 
     from recsys.serving.deployments import Reranker
 
-    app = Reranker.options(name="RerankerBench", num_replicas=1, max_ongoing_requests=concurrency * 2,
-                           ray_actor_options={"num_cpus": 0.25}, user_config={"version": "latest"}).bind(
-        artifacts, rerank_args.settings())
+    app = Reranker.options(
+        name="RerankerBench",
+        num_replicas=1,
+        max_ongoing_requests=concurrency * 2,
+        ray_actor_options={"num_cpus": 0.25},
+        user_config={"version": "latest"},
+    ).bind(artifacts, rerank_args.settings())
     handle = serve.run(app, name="bench-rerank", route_prefix=None)
     texts = [q + " - " + q for q in work.queries]
 
     async def run(batching: bool) -> dict:
-        await handle.reconfigure.remote({"version": "latest", "batching": batching, "max_batch_size": 32,
-                                         "batch_wait_timeout_s": 0.01, "eager_when_idle": True})
+        await handle.reconfigure.remote(
+            {
+                "version": "latest",
+                "batching": batching,
+                "max_batch_size": 32,
+                "batch_wait_timeout_s": 0.01,
+                "eager_when_idle": True,
+            }
+        )
         return await closed_loop(handle, work.queries, texts, concurrency, duration_s, top_n, work.rng)
 
     off = await run(False)
     on = await run(True)
     serve.delete("bench-rerank")
-    return {"concurrency": concurrency, "candidates": top_n, "on": on, "off": off, "ratio": on["rps"] / max(off["rps"], 1e-9)}
+    return {
+        "concurrency": concurrency,
+        "candidates": top_n,
+        "on": on,
+        "off": off,
+        "ratio": on["rps"] / max(off["rps"], 1e-9),
+    }
 
 
 async def section_autoscale(url: str, work: Workload, concurrency: int, load_s: float, idle_s: float) -> dict:
@@ -252,10 +303,19 @@ async def section_autoscale(url: str, work: Workload, concurrency: int, load_s: 
     # over the whole timeline: a replica started under load may come up a few seconds after it ends
     peak_t = next((t for t, r in timeline if r >= 2), None)
     down_t = next((t for t, r in timeline if peak_t is not None and t > peak_t and r == 1), None)
-    return {"load_s": load_s, "start_replicas": timeline[0][1] if timeline else None, "max_replicas": max(r for _, r in timeline),
-            "reached_2_at_s": peak_t, "back_to_1_at_s": down_t, "requests": load["requests"], "errors": load["errors"],
-            "max_replicas_by_deployment": {n: max(e.get(n, 0) for e in every) for n in sorted({k for e in every for k in e})},
-            "timeline": timeline}
+    return {
+        "load_s": load_s,
+        "start_replicas": timeline[0][1] if timeline else None,
+        "max_replicas": max(r for _, r in timeline),
+        "reached_2_at_s": peak_t,
+        "back_to_1_at_s": down_t,
+        "requests": load["requests"],
+        "errors": load["errors"],
+        "max_replicas_by_deployment": {
+            n: max(e.get(n, 0) for e in every) for n in sorted({k for e in every for k in e})
+        },
+        "timeline": timeline,
+    }
 
 
 async def section_kill(url: str, work: Workload, concurrency: int, duration_s: float) -> dict:
@@ -263,8 +323,11 @@ async def section_kill(url: str, work: Workload, concurrency: int, duration_s: f
 
     async def killer():
         await asyncio.sleep(duration_s / 3)
-        victims = [a for a in ray.util.list_named_actors(all_namespaces=True)
-                   if "Reranker_A" in a["name"] and a["name"].startswith("SERVE_REPLICA")]
+        victims = [
+            a
+            for a in ray.util.list_named_actors(all_namespaces=True)
+            if "Reranker_A" in a["name"] and a["name"].startswith("SERVE_REPLICA")
+        ]
         if victims:
             ray.kill(ray.get_actor(victims[0]["name"], namespace=victims[0]["namespace"]), no_restart=True)
         return len(victims)
@@ -273,16 +336,24 @@ async def section_kill(url: str, work: Workload, concurrency: int, duration_s: f
     load = await drive(url, work, "search", concurrency, duration_s)
     killed = await kill_task
     ok = load["requests"] - load["errors"]
-    return {"replicas_before": killed, "requests": load["requests"], "errors": load["errors"],
-            "success_rate": ok / max(load["requests"], 1), "codes": load["codes"]}
+    return {
+        "replicas_before": killed,
+        "requests": load["requests"],
+        "errors": load["errors"],
+        "success_rate": ok / max(load["requests"], 1),
+        "codes": load["codes"],
+    }
 
 
 async def section_soak(url: str, work: Workload, rate: float, duration_s: float) -> dict:
     import psutil
 
     mine = {c.pid for c in psutil.Process(os.getpid()).children(recursive=True)}  # this run's Ray only
-    pids = [p.pid for p in psutil.process_iter(["cmdline"])
-            if "ServeReplica:recsys" in " ".join(p.info["cmdline"] or []) and p.pid in mine]
+    pids = [
+        p.pid
+        for p in psutil.process_iter(["cmdline"])
+        if "ServeReplica:recsys" in " ".join(p.info["cmdline"] or []) and p.pid in mine
+    ]
     mem = []
     start = time.perf_counter()
 
@@ -304,10 +375,17 @@ async def section_soak(url: str, work: Workload, rate: float, duration_s: float)
     stop.set()
     await sampler
     first = np.mean([m for t, m in mem[: max(1, len(mem) // 5)]])
-    last = np.mean([m for t, m in mem[-max(1, len(mem) // 5):]])
-    return {"rate_rps": rate, "duration_s": duration_s, "requests": sum(p["requests"] for p in per),
-            "errors": sum(p["errors"] for p in per), "rss_mib_first": float(first), "rss_mib_last": float(last),
-            "rss_growth_pct": float(100 * (last - first) / max(first, 1)), "p99_ms": {p["endpoint"]: p["p99_ms"] for p in per}}
+    last = np.mean([m for t, m in mem[-max(1, len(mem) // 5) :]])
+    return {
+        "rate_rps": rate,
+        "duration_s": duration_s,
+        "requests": sum(p["requests"] for p in per),
+        "errors": sum(p["errors"] for p in per),
+        "rss_mib_first": float(first),
+        "rss_mib_last": float(last),
+        "rss_growth_pct": float(100 * (last - first) / max(first, 1)),
+        "p99_ms": {p["endpoint"]: p["p99_ms"] for p in per},
+    }
 
 
 async def main_async(ns, url: str, work: Workload, args) -> dict:
@@ -330,11 +408,16 @@ async def main_async(ns, url: str, work: Workload, args) -> dict:
                 ex[f"suggest:{q}"] = [x["text"] for x in r["suggestions"]]
             for body in ({"user_id": "0", "k": 5}, {"user_id": "someone-new", "k": 5}):
                 r = (await c.post("/recommend", json=body)).json()
-                ex[f"recommend:{body['user_id']}"] = {"strategy": r["strategy"], "titles": [i["title"] for i in r["items"]]}
+                ex[f"recommend:{body['user_id']}"] = {
+                    "strategy": r["strategy"],
+                    "titles": [i["title"] for i in r["items"]],
+                }
         out["examples"] = ex
         print(json.dumps(ex, indent=1), flush=True)
     if "batching" in secs:
-        out["batching"] = await section_batching(work, 32, ns.batching_s, args.rerank.top_n, artifacts, args.rerank)
+        out["batching"] = await section_batching(
+            work, 32, ns.batching_s, args.rerank.top_n, artifacts, args.rerank
+        )
         print("  batching", out["batching"], flush=True)
     if "latency" in secs:
         out["latency"] = []
@@ -342,8 +425,11 @@ async def main_async(ns, url: str, work: Workload, args) -> dict:
             for conc in (1, 8, 32):
                 res = await drive(url, work, ep, conc, ns.latency_s)
                 out["latency"].append(res)
-                print(f"  {ep:9s} c={conc:2d}: p50 {res['p50_ms']:7.1f} p95 {res['p95_ms']:7.1f} p99 {res['p99_ms']:7.1f} ms "
-                      f"{res['rps']:6.1f} req/s errors {res['errors']}", flush=True)
+                print(
+                    f"  {ep:9s} c={conc:2d}: p50 {res['p50_ms']:7.1f} p95 {res['p95_ms']:7.1f} p99 {res['p99_ms']:7.1f} ms "
+                    f"{res['rps']:6.1f} req/s errors {res['errors']}",
+                    flush=True,
+                )
     if "overhead" in secs:
         out["overhead"] = await asyncio.to_thread(section_overhead, url, work, artifacts, args)
         print("  overhead", out["overhead"], flush=True)
@@ -371,13 +457,23 @@ def main() -> None:
     p.add_argument("--kill-s", type=float, default=45)
     p.add_argument("--soak-s", type=float, default=300)
     p.add_argument("--soak-rate", type=float, default=6.0)
-    p.add_argument("--rerank-model", default=None,
-                   help="a cross-encoder directory (recsys run train --config local) served as every arm's reranker; "
-                   "default: the config's rerank.model (none in local.yaml: the bi-encoder fallback)")
-    p.add_argument("--topology", choices=["split", "fused"], default=None,
-                   help="override the config's topology (fused: no autoscale/kill/batching sections, they target Reranker_A)")
-    p.add_argument("--fast-ingress", action="store_true",
-                   help="start Ray with Serve's HAProxy ingress + throughput-optimized mode (as `recsys serve --fast-ingress`)")
+    p.add_argument(
+        "--rerank-model",
+        default=None,
+        help="a cross-encoder directory (recsys run train --config local) served as every arm's reranker; "
+        "default: the config's rerank.model (none in local.yaml: the bi-encoder fallback)",
+    )
+    p.add_argument(
+        "--topology",
+        choices=["split", "fused"],
+        default=None,
+        help="override the config's topology (fused: no autoscale/kill/batching sections, they target Reranker_A)",
+    )
+    p.add_argument(
+        "--fast-ingress",
+        action="store_true",
+        help="start Ray with Serve's HAProxy ingress + throughput-optimized mode (as `recsys serve --fast-ingress`)",
+    )
     p.add_argument("--out", default="runs/bench/serve.json")
     ns = p.parse_args()
     os.chdir(ROOT)
@@ -392,7 +488,12 @@ def main() -> None:
         os.environ.update(FAST_INGRESS_ENV)
     for attempt in range(3):  # a loaded machine can miss Ray's fixed 30 s node-startup window
         try:
-            ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": dict(JOB_ENV)}, log_to_driver=False)
+            ray.init(
+                num_cpus=2,
+                include_dashboard=False,
+                runtime_env={"env_vars": dict(JOB_ENV)},
+                log_to_driver=False,
+            )
             break
         except Exception as exc:  # noqa: BLE001
             print(f"ray.init failed ({exc}); retry {attempt + 1}/3", flush=True)
@@ -405,7 +506,10 @@ def main() -> None:
     if ns.topology:
         overrides["topology"] = ns.topology
     if ns.rerank_model:
-        overrides["rerank"] = {**app_cfg["args"].get("rerank", {}), "model": str(Path(ns.rerank_model).resolve())}
+        overrides["rerank"] = {
+            **app_cfg["args"].get("rerank", {}),
+            "model": str(Path(ns.rerank_model).resolve()),
+        }
     args = validate_args({**app_cfg, "args": {**app_cfg["args"], **overrides}}, ns.config)
     t0 = time.perf_counter()
     info = start(ns.config, port=ns.port, host="127.0.0.1", overrides=overrides)

@@ -15,8 +15,17 @@ def pct(xs: list[float], q: float) -> float:
     return float(np.percentile(xs, q)) * 1000 if xs else float("nan")
 
 
-async def open_loop(handle, queries, texts, rate: float, duration: float, k: int, rng: random.Random,
-                    max_inflight: int = 1000, drain_s: float = 30.0) -> dict:
+async def open_loop(
+    handle,
+    queries,
+    texts,
+    rate: float,
+    duration: float,
+    k: int,
+    rng: random.Random,
+    max_inflight: int = 1000,
+    drain_s: float = 30.0,
+) -> dict:
     """Requests sent on a fixed schedule whatever the replies; past ``max_inflight`` outstanding
     requests new ones are shed (counted), so an overloaded replica ends the run instead of queueing
     without bound. Requests still open ``drain_s`` after the last send count as errors."""
@@ -48,12 +57,22 @@ async def open_loop(handle, queries, texts, rate: float, duration: float, k: int
         t.cancel()
     errors += len(pending)
     wall = time.perf_counter() - start
-    return {"offered_rps": rate, "achieved_rps": len(lat) / wall, "requests": i, "errors": errors, "shed": shed,
-            "p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95), "p99_ms": pct(lat, 99),
-            "mean_batch": float(np.mean(sizes)) if sizes else 0.0}
+    return {
+        "offered_rps": rate,
+        "achieved_rps": len(lat) / wall,
+        "requests": i,
+        "errors": errors,
+        "shed": shed,
+        "p50_ms": pct(lat, 50),
+        "p95_ms": pct(lat, 95),
+        "p99_ms": pct(lat, 99),
+        "mean_batch": float(np.mean(sizes)) if sizes else 0.0,
+    }
 
 
-async def closed_loop(handle, queries, texts, concurrency: int, duration: float, k: int, rng: random.Random) -> dict:
+async def closed_loop(
+    handle, queries, texts, concurrency: int, duration: float, k: int, rng: random.Random
+) -> dict:
     done, lat, sizes = 0, [], []
     end = time.perf_counter() + duration
 
@@ -68,5 +87,9 @@ async def closed_loop(handle, queries, texts, concurrency: int, duration: float,
 
     t0 = time.perf_counter()
     await asyncio.gather(*[worker() for _ in range(concurrency)])
-    return {"rps": done / (time.perf_counter() - t0), "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99),
-            "mean_batch": float(np.mean(sizes))}
+    return {
+        "rps": done / (time.perf_counter() - t0),
+        "p50_ms": pct(lat, 50),
+        "p99_ms": pct(lat, 99),
+        "mean_batch": float(np.mean(sizes)),
+    }

@@ -70,31 +70,59 @@ async def run(args, handle, queries, texts) -> dict:
     rng = random.Random(0)
     from recsys.serving.specs import BatchingSettings
 
-    batching = {"version": "latest", **asdict(BatchingSettings(
-        batching=True, max_batch_size=args.max_batch_size, batch_wait_timeout_s=args.batch_wait_s, eager_when_idle=True))}
+    batching = {
+        "version": "latest",
+        **asdict(
+            BatchingSettings(
+                batching=True,
+                max_batch_size=args.max_batch_size,
+                batch_wait_timeout_s=args.batch_wait_s,
+                eager_when_idle=True,
+            )
+        ),
+    }
     await handle.reconfigure.remote(batching)
-    await closed_loop(handle, queries, texts, 8, 3.0, args.candidates, rng)  # warm-up (CUDA kernels, allocator)
-    out = {"rate": [await open_loop(handle, queries, texts, r, args.duration, args.candidates, rng) for r in args.rate]}
+    await closed_loop(
+        handle, queries, texts, 8, 3.0, args.candidates, rng
+    )  # warm-up (CUDA kernels, allocator)
+    out = {
+        "rate": [
+            await open_loop(handle, queries, texts, r, args.duration, args.candidates, rng) for r in args.rate
+        ]
+    }
     await handle.reconfigure.remote({**batching, "batching": False})
     off = await closed_loop(handle, queries, texts, args.concurrency, args.duration, args.candidates, rng)
     await handle.reconfigure.remote(batching)
     on = await closed_loop(handle, queries, texts, args.concurrency, args.duration, args.candidates, rng)
-    out["batching"] = {"concurrency": args.concurrency, "off": off, "on": on, "ratio": on["rps"] / max(off["rps"], 1e-9)}
+    out["batching"] = {
+        "concurrency": args.concurrency,
+        "off": off,
+        "on": on,
+        "ratio": on["rps"] / max(off["rps"], 1e-9),
+    }
     return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=os.path.join(os.environ.get("RECSYS_DATA_ROOT", "../shared/data"),
-                                                   "product-matching/abt-buy"))
+    ap.add_argument(
+        "--data",
+        default=os.path.join(
+            os.environ.get("RECSYS_DATA_ROOT", "../shared/data"), "product-matching/abt-buy"
+        ),
+    )
     ap.add_argument("--model", default=None, help="a trained CrossEncoder directory")
     ap.add_argument("--arch", default="minilm-l6", help="random cross-encoder size when no --model")
-    ap.add_argument("--tokenizer", default=None, help="tokenizer directory for --arch (default: the packaged MiniLM)")
+    ap.add_argument(
+        "--tokenizer", default=None, help="tokenizer directory for --arch (default: the packaged MiniLM)"
+    )
     ap.add_argument("--max-length", type=int, default=96)
     ap.add_argument("--num-gpus", type=float, default=0.0)
     ap.add_argument("--num-cpus", type=float, default=1.0)
     ap.add_argument("--candidates", type=int, default=50)
-    ap.add_argument("--rate", type=float, nargs="+", default=[500.0], help="open-loop requests/s (one run each)")
+    ap.add_argument(
+        "--rate", type=float, nargs="+", default=[500.0], help="open-loop requests/s (one run each)"
+    )
     ap.add_argument("--duration", type=float, default=20.0)
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--max-batch-size", type=int, default=32)
@@ -116,17 +144,28 @@ def main() -> None:
         model = build_model(args, tmp)
         start_local_ray(env={"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}, log_to_driver=False)
         app = Reranker.options(
-            name="RerankerBench", num_replicas=1, max_ongoing_requests=max(args.concurrency * 2, 256),
+            name="RerankerBench",
+            num_replicas=1,
+            max_ongoing_requests=max(args.concurrency * 2, 256),
             ray_actor_options={"num_cpus": args.num_cpus, "num_gpus": args.num_gpus},
-            user_config={"version": "latest"}).bind(
-            stub_artifacts(tmp), RerankSettings(model=model, max_length=args.max_length, top_n=args.candidates, weight=1.0))
+            user_config={"version": "latest"},
+        ).bind(
+            stub_artifacts(tmp),
+            RerankSettings(model=model, max_length=args.max_length, top_n=args.candidates, weight=1.0),
+        )
         handle = serve.run(app, name="bench-rerank", route_prefix=None)
         info = handle.info.remote().result()
         res = asyncio.run(run(args, handle, queries, texts))
         serve.shutdown()
         ray.shutdown()
-    res["setup"] = {"model": args.model or f"random {args.arch}", "num_gpus": args.num_gpus, "candidates": args.candidates,
-                    "max_length": args.max_length, "max_batch_size": args.max_batch_size, "replica": info}
+    res["setup"] = {
+        "model": args.model or f"random {args.arch}",
+        "num_gpus": args.num_gpus,
+        "candidates": args.candidates,
+        "max_length": args.max_length,
+        "max_batch_size": args.max_batch_size,
+        "replica": info,
+    }
     if args.num_gpus:
         import torch
 

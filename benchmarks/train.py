@@ -65,8 +65,17 @@ def add_mfu(r: dict, model: str, peak_tflops: float) -> dict:
     return r
 
 
-def plain_loop(pairs, steps: int, batch: int, max_length: int, warmup: int, threads: int,
-               model_name: str = "all-MiniLM-L6-v2", device: str = "cpu", precision: str = "fp32") -> dict:
+def plain_loop(
+    pairs,
+    steps: int,
+    batch: int,
+    max_length: int,
+    warmup: int,
+    threads: int,
+    model_name: str = "all-MiniLM-L6-v2",
+    device: str = "cpu",
+    precision: str = "fp32",
+) -> dict:
     """(a): BiEncoderTask + AdamW on pre-tokenized batches, one process."""
     import contextlib
 
@@ -80,16 +89,30 @@ def plain_loop(pairs, steps: int, batch: int, max_length: int, warmup: int, thre
     torch.manual_seed(0)
     model = BiEncoder.from_encoder(model_name, max_length=max_length)
     task = BiEncoderTask(model).to(device).train()
-    opt = torch.optim.AdamW([p for p in task.parameters() if p.requires_grad], lr=2e-5,
-                            fused=True if device == "cuda" else None)
-    autocast = (torch.autocast(device, dtype=torch.bfloat16) if precision == "bf16"
-                else contextlib.nullcontext())
+    opt = torch.optim.AdamW(
+        [p for p in task.parameters() if p.requires_grad], lr=2e-5, fused=True if device == "cuda" else None
+    )
+    autocast = (
+        torch.autocast(device, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+    )
     tok = model.tokenizer
 
     def batch_at(i):
         rows = [pairs[(i * batch + j) % len(pairs)] for j in range(batch)]
-        q = tok([r[0] for r in rows], padding="max_length", truncation=True, max_length=max_length, return_tensors="pt")
-        p = tok([r[1] for r in rows], padding="max_length", truncation=True, max_length=max_length, return_tensors="pt")
+        q = tok(
+            [r[0] for r in rows],
+            padding="max_length",
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+        )
+        p = tok(
+            [r[1] for r in rows],
+            padding="max_length",
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+        )
         b = {f"q_{k}": v for k, v in q.items()} | {f"p_{k}": v for k, v in p.items()}
         return trim_batch(b, ("q_", "p_"))
 
@@ -108,8 +131,13 @@ def plain_loop(pairs, steps: int, batch: int, max_length: int, warmup: int, thre
         opt.zero_grad()
     sync(device)
     dt = time.perf_counter() - t0
-    return {"variant": "a_plain_pytorch", "samples_per_s": (steps - warmup) * batch / dt, "tokens_per_s": tokens / dt,
-            "sequences_per_sample": 2, **gpu_memory(device)}
+    return {
+        "variant": "a_plain_pytorch",
+        "samples_per_s": (steps - warmup) * batch / dt,
+        "tokens_per_s": tokens / dt,
+        "sequences_per_sample": 2,
+        **gpu_memory(device),
+    }
 
 
 def sync(device: str) -> None:
@@ -129,38 +157,74 @@ def gpu_memory(device: str) -> dict:
     return out
 
 
-def ray_train(path: str, n: int, steps: int, batch: int, max_length: int, workers: int, strategy: str,
-              cpus: float, model_name: str = "all-MiniLM-L6-v2", use_gpu: bool = False, precision: str = "fp32",
-              warmup: int = 0) -> dict:
+def ray_train(
+    path: str,
+    n: int,
+    steps: int,
+    batch: int,
+    max_length: int,
+    workers: int,
+    strategy: str,
+    cpus: float,
+    model_name: str = "all-MiniLM-L6-v2",
+    use_gpu: bool = False,
+    precision: str = "fp32",
+    warmup: int = 0,
+) -> dict:
     """(b)/(c): the project's train loop through TorchTrainer; samples/s as reported by rank 0.
     With ``warmup`` > 0 the loop validates (a 32-row pass) after ``warmup`` steps, so its last
     report's window holds only the steps after it, as (a) and (d) exclude their first steps."""
     from recsys.training.config import TrainConfig
     from recsys.training.trainer import run_training
 
-    cfg = TrainConfig.model_validate({
-        "model": {"kind": "bi_encoder", "name_or_path": model_name, "max_length": max_length},
-        "data": {"train": {"path": path, "preset": "product-matching"}, "max_train_rows": n * 8,
-                 "max_valid_rows": 32},
-        "optim": {"lr": 2e-5, "warmup_ratio": 0.0, "scheduler": "constant"},
-        "strategy": {"name": strategy, "precision": precision, "deepspeed": {"zero_stage": 2}},
-        "train": {"batch_size": batch, "max_steps": steps, "eval_every": warmup or steps, "eval_batch_size": 32,
-                  "num_to_keep": 1, "resume": False},
-        "scaling": {"num_workers": workers, "cpus_per_worker": cpus, "use_gpu": use_gpu},
-    })
+    cfg = TrainConfig.model_validate(
+        {
+            "model": {"kind": "bi_encoder", "name_or_path": model_name, "max_length": max_length},
+            "data": {
+                "train": {"path": path, "preset": "product-matching"},
+                "max_train_rows": n * 8,
+                "max_valid_rows": 32,
+            },
+            "optim": {"lr": 2e-5, "warmup_ratio": 0.0, "scheduler": "constant"},
+            "strategy": {"name": strategy, "precision": precision, "deepspeed": {"zero_stage": 2}},
+            "train": {
+                "batch_size": batch,
+                "max_steps": steps,
+                "eval_every": warmup or steps,
+                "eval_batch_size": 32,
+                "num_to_keep": 1,
+                "resume": False,
+            },
+            "scaling": {"num_workers": workers, "cpus_per_worker": cpus, "use_gpu": use_gpu},
+        }
+    )
     with tempfile.TemporaryDirectory() as out:
         t = time.perf_counter()
         res = run_training(cfg, out)
         wall = time.perf_counter() - t
     m = res["final_metrics"]
-    out = {"variant": f"{'b' if strategy == 'ddp' else 'c'}_ray_{strategy}_{workers}w",
-           "samples_per_s": m["samples_per_s"], "tokens_per_s": m.get("tokens_per_s"), "sequences_per_sample": 2,
-           "wall_s_incl_startup": round(wall, 1), "steps": m["step"]}
+    out = {
+        "variant": f"{'b' if strategy == 'ddp' else 'c'}_ray_{strategy}_{workers}w",
+        "samples_per_s": m["samples_per_s"],
+        "tokens_per_s": m.get("tokens_per_s"),
+        "sequences_per_sample": 2,
+        "wall_s_incl_startup": round(wall, 1),
+        "steps": m["step"],
+    }
     return out | ({"gpu_mem_gb": round(m["gpu_mem_gb"], 2)} if "gpu_mem_gb" in m else {})
 
 
-def st_trainer(pairs, steps: int, batch: int, max_length: int, warmup: int, threads: int,
-               model_name: str = "all-MiniLM-L6-v2", device: str = "cpu", precision: str = "fp32") -> dict:
+def st_trainer(
+    pairs,
+    steps: int,
+    batch: int,
+    max_length: int,
+    warmup: int,
+    threads: int,
+    model_name: str = "all-MiniLM-L6-v2",
+    device: str = "cpu",
+    precision: str = "fp32",
+) -> dict:
     """(d): SentenceTransformerTrainer + MultipleNegativesRankingLoss, same model / batch / steps."""
     import torch
     from datasets import Dataset
@@ -187,11 +251,27 @@ def st_trainer(pairs, steps: int, batch: int, max_length: int, warmup: int, thre
 
     with tempfile.TemporaryDirectory() as out:
         args = SentenceTransformerTrainingArguments(
-            output_dir=out, per_device_train_batch_size=batch, max_steps=steps, learning_rate=2e-5,
-            warmup_steps=0, logging_steps=10**6, save_strategy="no", report_to=[], dataloader_drop_last=True,
-            use_cpu=device == "cpu", bf16=precision == "bf16", seed=0, max_grad_norm=1.0)
-        trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=ds,
-                                             loss=MultipleNegativesRankingLoss(model), callbacks=[Clock()])
+            output_dir=out,
+            per_device_train_batch_size=batch,
+            max_steps=steps,
+            learning_rate=2e-5,
+            warmup_steps=0,
+            logging_steps=10**6,
+            save_strategy="no",
+            report_to=[],
+            dataloader_drop_last=True,
+            use_cpu=device == "cpu",
+            bf16=precision == "bf16",
+            seed=0,
+            max_grad_norm=1.0,
+        )
+        trainer = SentenceTransformerTrainer(
+            model=model,
+            args=args,
+            train_dataset=ds,
+            loss=MultipleNegativesRankingLoss(model),
+            callbacks=[Clock()],
+        )
         trainer.train()
     dt = marks[steps] - marks[warmup]  # the trainer syncs the GPU each step (loss logging), so marks are real
     return {"variant": "d_sentence_transformers", "samples_per_s": (steps - warmup) * batch / dt}
@@ -207,19 +287,35 @@ def from_report(path: str, model: str, peak_tflops: float) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=os.path.join(os.environ.get("RECSYS_DATA_ROOT", "../shared/data"),
-                                                   "product-matching/amazon-google"))
+    ap.add_argument(
+        "--data",
+        default=os.path.join(
+            os.environ.get("RECSYS_DATA_ROOT", "../shared/data"), "product-matching/amazon-google"
+        ),
+    )
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--max-length", type=int, default=48)
     ap.add_argument("--only", nargs="*", default=["a", "b1", "b2", "c", "d"])
-    ap.add_argument("--model", default="all-MiniLM-L6-v2", help="encoder alias or save_pretrained() directory")
-    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
-                    help="cuda: one GPU; Ray Train variants use 1 worker holding it (b2 is skipped)")
-    ap.add_argument("--precision", choices=["fp32", "bf16"], default=None, help="default: bf16 on cuda, fp32 on cpu")
-    ap.add_argument("--peak-tflops", type=float, default=989.0, help="bf16 dense peak for MFU (H100 SXM: 989)")
-    ap.add_argument("--report", default=None, help="print per-window throughput and MFU of a train job's report.json")
+    ap.add_argument(
+        "--model", default="all-MiniLM-L6-v2", help="encoder alias or save_pretrained() directory"
+    )
+    ap.add_argument(
+        "--device",
+        choices=["cpu", "cuda"],
+        default="cpu",
+        help="cuda: one GPU; Ray Train variants use 1 worker holding it (b2 is skipped)",
+    )
+    ap.add_argument(
+        "--precision", choices=["fp32", "bf16"], default=None, help="default: bf16 on cuda, fp32 on cpu"
+    )
+    ap.add_argument(
+        "--peak-tflops", type=float, default=989.0, help="bf16 dense peak for MFU (H100 SXM: 989)"
+    )
+    ap.add_argument(
+        "--report", default=None, help="print per-window throughput and MFU of a train job's report.json"
+    )
     args = ap.parse_args()
     if args.report:
         from_report(args.report, args.model, args.peak_tflops)
@@ -231,22 +327,61 @@ def main() -> None:
     gpu = args.device == "cuda"
     prec = args.precision or ("bf16" if gpu else "fp32")
     cpus = os.cpu_count() if gpu else 2
-    start_local_ray(num_cpus=cpus, env={"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}, log_to_driver=False)
+    start_local_ray(
+        num_cpus=cpus, env={"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}, log_to_driver=False
+    )
     pairs = load_pairs(args.data, args.steps * args.batch_size)
     results = []
     common = dict(model_name=args.model, use_gpu=gpu, precision=prec, warmup=args.warmup if gpu else 0)
     threads = max(1, cpus // 2) if gpu else 1
     runs = {
-        "a": lambda: plain_loop(pairs, args.steps, args.batch_size, args.max_length, args.warmup, threads,
-                                args.model, args.device, prec),
-        "b1": lambda: ray_train(args.data, len(pairs), args.steps, args.batch_size, args.max_length, 1, "ddp",
-                                threads if gpu else 1.0, **common),
-        "b2": lambda: ray_train(args.data, len(pairs), args.steps, args.batch_size, args.max_length, 2, "ddp", 0.5,
-                                **common),
-        "c": lambda: ray_train(args.data, len(pairs), args.steps, args.batch_size, args.max_length, 1 if gpu else 2,
-                               "deepspeed", threads if gpu else 0.5, **common),
-        "d": lambda: st_trainer(pairs, args.steps, args.batch_size, args.max_length, args.warmup, threads,
-                                args.model, args.device, prec),
+        "a": lambda: plain_loop(
+            pairs,
+            args.steps,
+            args.batch_size,
+            args.max_length,
+            args.warmup,
+            threads,
+            args.model,
+            args.device,
+            prec,
+        ),
+        "b1": lambda: ray_train(
+            args.data,
+            len(pairs),
+            args.steps,
+            args.batch_size,
+            args.max_length,
+            1,
+            "ddp",
+            threads if gpu else 1.0,
+            **common,
+        ),
+        "b2": lambda: ray_train(
+            args.data, len(pairs), args.steps, args.batch_size, args.max_length, 2, "ddp", 0.5, **common
+        ),
+        "c": lambda: ray_train(
+            args.data,
+            len(pairs),
+            args.steps,
+            args.batch_size,
+            args.max_length,
+            1 if gpu else 2,
+            "deepspeed",
+            threads if gpu else 0.5,
+            **common,
+        ),
+        "d": lambda: st_trainer(
+            pairs,
+            args.steps,
+            args.batch_size,
+            args.max_length,
+            args.warmup,
+            threads,
+            args.model,
+            args.device,
+            prec,
+        ),
     }
     for key in args.only:
         if gpu and key == "b2":

@@ -31,8 +31,14 @@ sys.path.insert(0, str(ROOT))
 def sweep(cfg, scheduler: str, out: Path, prepared=None) -> dict:
     from recsys.tuning.run import run_tuning
 
-    run_cfg = cfg.model_copy(update={"scheduler": cfg.scheduler.model_copy(update={"name": scheduler}),
-                                     "output_dir": str(out), "name": f"bench-{scheduler}", "resume": False})
+    run_cfg = cfg.model_copy(
+        update={
+            "scheduler": cfg.scheduler.model_copy(update={"name": scheduler}),
+            "output_dir": str(out),
+            "name": f"bench-{scheduler}",
+            "resume": False,
+        }
+    )
     t0 = time.perf_counter()
     report = run_tuning(run_cfg, out, prepared=prepared)
     wall = time.perf_counter() - t0
@@ -41,11 +47,15 @@ def sweep(cfg, scheduler: str, out: Path, prepared=None) -> dict:
     table = pd.read_parquet(out / "trials.parquet")
     metric = report["objective"]["metric"]
     return {
-        "wall_s": round(wall, 1), "trial_time_s": round(float(table["time_s"].fillna(0).sum()), 1),
-        "steps": int(table["steps"].fillna(0).sum()), "trials": len(table),
+        "wall_s": round(wall, 1),
+        "trial_time_s": round(float(table["time_s"].fillna(0).sum()), 1),
+        "steps": int(table["steps"].fillna(0).sum()),
+        "trials": len(table),
         "stopped_early": int((table["status"] == "stopped_early").sum()),
-        "best": report.get("best", {}).get(metric), "best_params": report.get("best", {}).get("params"),
-        "model": report["artifacts"].get("model"), "metric": metric,
+        "best": report.get("best", {}).get(metric),
+        "best_params": report.get("best", {}).get("params"),
+        "model": report["artifacts"].get("model"),
+        "metric": metric,
     }
 
 
@@ -72,8 +82,15 @@ def test_metrics(cfg, models: dict[str, str], out: Path, eval_config: Path) -> d
 
     spec = get_job("evaluate")
     data = yaml.safe_load(eval_config.read_text())
-    data.update(output_dir=str(out), results_json=None, ensembles=[], published={}, bootstrap=0,
-                models=[{"name": n, "kind": "model", "path": p} for n, p in models.items()], reference="default")
+    data.update(
+        output_dir=str(out),
+        results_json=None,
+        ensembles=[],
+        published={},
+        bootstrap=0,
+        models=[{"name": n, "kind": "model", "path": p} for n, p in models.items()],
+        reference="default",
+    )
     ecfg = load_config(spec.config_cls, None, data=data)
     report = run_job(spec.name, ecfg, spec.module.run, needs_ray=True, track=track_job)
     return report.get("metrics") or report.get("leaderboard") or report
@@ -95,15 +112,26 @@ def main() -> None:
     ap.add_argument("--config", default=str(ROOT / "configs/tune/local.yaml"))
     ap.add_argument("--out", default=str(ROOT / "runs/bench/tune"))
     ap.add_argument("--eval-config", default=str(ROOT / "configs/evaluate/local.yaml"))
-    ap.add_argument("--no-test", action="store_true", help="skip training the default and the test-set comparison")
-    ap.add_argument("--schedulers", nargs="+", default=["asha", "asha_promote", "fifo"],
-                    choices=["asha", "asha_promote", "fifo"],
-                    help="sweeps to run (default all three, in one run: the comparison the target is about): asha = "
-                    "Ray's stopping ASHA, asha_promote = the ASHA paper's promotion rule (recsys.tuning.promotion)")
-    ap.add_argument("--full-results", help="results.json of an earlier run whose FIFO sweep to compare with "
-                    "(with --schedulers asha: the trials are the same when the sampler is seeded; steps and best "
-                    "metric compare across runs, wall times do not)")
-    ap.add_argument("overrides", nargs="*", help="dotted overrides of the tune config, e.g. overrides.train.max_steps=40")
+    ap.add_argument(
+        "--no-test", action="store_true", help="skip training the default and the test-set comparison"
+    )
+    ap.add_argument(
+        "--schedulers",
+        nargs="+",
+        default=["asha", "asha_promote", "fifo"],
+        choices=["asha", "asha_promote", "fifo"],
+        help="sweeps to run (default all three, in one run: the comparison the target is about): asha = "
+        "Ray's stopping ASHA, asha_promote = the ASHA paper's promotion rule (recsys.tuning.promotion)",
+    )
+    ap.add_argument(
+        "--full-results",
+        help="results.json of an earlier run whose FIFO sweep to compare with "
+        "(with --schedulers asha: the trials are the same when the sampler is seeded; steps and best "
+        "metric compare across runs, wall times do not)",
+    )
+    ap.add_argument(
+        "overrides", nargs="*", help="dotted overrides of the tune config, e.g. overrides.train.max_steps=40"
+    )
     args = ap.parse_args()
 
     import ray
@@ -115,8 +143,12 @@ def main() -> None:
     cfg = load_config(TuneJobConfig, args.config, args.overrides)
     out = Path(args.out).resolve()
     start_local_ray(num_cpus=cfg.ray.num_cpus or 2, env=dict(JOB_ENV), log_to_driver=False)
-    results: dict = {"config": args.config, "overrides": args.overrides, "num_samples": cfg.search.num_samples,
-                     "search": cfg.search.algorithm}
+    results: dict = {
+        "config": args.config,
+        "overrides": args.overrides,
+        "num_samples": cfg.search.num_samples,
+        "search": cfg.search.algorithm,
+    }
     try:
         prepared = shared_data(cfg)  # both sweeps train on the same prepared data (not timed)
         for sched in args.schedulers:
@@ -127,12 +159,19 @@ def main() -> None:
             results["fifo_from"] = args.full_results
         f, early = results["fifo"], [s for s in args.schedulers if s != "fifo"]
         sign = 1.0 if cfg.objective.mode == "max" else -1.0
-        results["ratios"] = {s: {
-            "vs_full_trial_time": round(results[s]["trial_time_s"] / f["trial_time_s"], 3),
-            "vs_full_steps": round(results[s]["steps"] / f["steps"], 3),
-            "vs_full_wall": round(results[s]["wall_s"] / f["wall_s"], 3) if "fifo" in args.schedulers else None,
-            "best_gap_rel": round(sign * (f["best"] - results[s]["best"]) / abs(f["best"]), 4) if f["best"] else None,
-        } for s in early}
+        results["ratios"] = {
+            s: {
+                "vs_full_trial_time": round(results[s]["trial_time_s"] / f["trial_time_s"], 3),
+                "vs_full_steps": round(results[s]["steps"] / f["steps"], 3),
+                "vs_full_wall": round(results[s]["wall_s"] / f["wall_s"], 3)
+                if "fifo" in args.schedulers
+                else None,
+                "best_gap_rel": round(sign * (f["best"] - results[s]["best"]) / abs(f["best"]), 4)
+                if f["best"]
+                else None,
+            }
+            for s in early
+        }
         if not args.no_test:
             models = {"default": train_default(cfg, out / "default_train")}
             models.update({f"tuned_{s}": results[s]["model"] for s in early if results[s]["model"]})

@@ -13,26 +13,54 @@ def run(cfg: CleanConfig, ctx) -> dict:
 
     salt = salt_from_env(cfg.pii.salt_env, required=bool(cfg.pii.hash_columns))
     opts = clean_options(cfg, salt)
-    configure_exchange(cfg.exchange.input_batch_mb, cfg.exchange.compression, cfg.exchange.reserve_per_operator)
+    configure_exchange(
+        cfg.exchange.input_batch_mb, cfg.exchange.compression, cfg.exchange.reserve_per_operator
+    )
     out = str(ctx.output_dir)
     sources = [open_source(cfg.input, t) for t in tables_of(cfg.input)]
     sources += [open_source(extra, t) for extra in cfg.more_inputs for t in tables_of(extra)]
-    per_table, totals, reasons = {}, {"rows_in": 0, "rows_clean": 0, "rows_quarantined": 0, "rows_duplicate": 0}, {}
+    per_table, totals, reasons = (
+        {},
+        {"rows_in": 0, "rows_clean": 0, "rows_quarantined": 0, "rows_duplicate": 0},
+        {},
+    )
     for src in sources:
         with ctx.progress(f"clean_{src.table}") as shown:
-            res = clean_table(src, opts, out, cfg.partitions, cfg.limit, engine=cfg.exchange.engine,
-                              partition_mb=cfg.exchange.partition_mb)
+            res = clean_table(
+                src,
+                opts,
+                out,
+                cfg.partitions,
+                cfg.limit,
+                engine=cfg.exchange.engine,
+                partition_mb=cfg.exchange.partition_mb,
+            )
             shown.done(metric=f"rows_clean={res['rows_clean']:,} of {res['rows_in']:,}")
         per_table[src.table] = res
         for k in totals:
             totals[k] += res[k]
         for r, n in res["reasons"].items():
             reasons[r] = reasons.get(r, 0) + n
-        ctx.log.info("%s: in %d, clean %d, quarantined %d, duplicate %d", src.table, res["rows_in"],
-                     res["rows_clean"], res["rows_quarantined"], res["rows_duplicate"])
-    artifacts = {t: f"{out}/{t}" for t in per_table} | {"quarantine": f"{out}/quarantine", "duplicates": f"{out}/duplicates"}
-    return {"counts": totals, "reasons": reasons, "tables": per_table, "artifacts": artifacts,
-            "reconciled": True, "pii_salt_env": cfg.pii.salt_env if salt else None}
+        ctx.log.info(
+            "%s: in %d, clean %d, quarantined %d, duplicate %d",
+            src.table,
+            res["rows_in"],
+            res["rows_clean"],
+            res["rows_quarantined"],
+            res["rows_duplicate"],
+        )
+    artifacts = {t: f"{out}/{t}" for t in per_table} | {
+        "quarantine": f"{out}/quarantine",
+        "duplicates": f"{out}/duplicates",
+    }
+    return {
+        "counts": totals,
+        "reasons": reasons,
+        "tables": per_table,
+        "artifacts": artifacts,
+        "reconciled": True,
+        "pii_salt_env": cfg.pii.salt_env if salt else None,
+    }
 
 
 if __name__ == "__main__":

@@ -14,7 +14,9 @@ class DoctorConfig(JobConfig):
         default_factory=ModelConfig, description="Model every node must load offline (null = skip)."
     )
     texts: list[str] = Field(
-        default_factory=lambda: ["wireless gaming mouse"], min_length=1, description="Sentences encoded on each node."
+        default_factory=lambda: ["wireless gaming mouse"],
+        min_length=1,
+        description="Sentences encoded on each node.",
     )
     cpus_per_probe: float = Field(0.1, gt=0, description="CPUs reserved by each node's probe task.")
 

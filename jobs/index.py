@@ -30,13 +30,31 @@ def run(cfg: IndexJobConfig, ctx) -> dict:
         users_in = sources.read_users(cfg.users) if cfg.users else None
     model_path = resolve_model_path(cfg.embed.model.name_or_path)
     with ctx.timer("embed"):
-        emb = build.embed_catalog(build.item_text(items, ["title", "brand", "category"]), model_path,
-                                  cfg.embed.model.max_length, cfg.embed.batch_size, cfg.embed.concurrency,
-                                  cfg.embed.num_cpus, cfg.embed.num_gpus)
-    kind = cfg.ann.kind if cfg.ann.kind != "auto" else ("exact" if len(items) <= cfg.ann.exact_max_items else "hnsw")
+        emb = build.embed_catalog(
+            build.item_text(items, ["title", "brand", "category"]),
+            model_path,
+            cfg.embed.model.max_length,
+            cfg.embed.batch_size,
+            cfg.embed.concurrency,
+            cfg.embed.num_cpus,
+            cfg.embed.num_gpus,
+        )
+    kind = (
+        cfg.ann.kind
+        if cfg.ann.kind != "auto"
+        else ("exact" if len(items) <= cfg.ann.exact_max_items else "hnsw")
+    )
     with ctx.timer("ann"):
-        index = ann_lib.build_index(emb, kind, nlist=cfg.ann.nlist, nprobe=cfg.ann.nprobe, hnsw_m=cfg.ann.hnsw_m,
-                                    ef_construction=cfg.ann.ef_construction, ef_search=cfg.ann.ef_search, seed=cfg.seed)
+        index = ann_lib.build_index(
+            emb,
+            kind,
+            nlist=cfg.ann.nlist,
+            nprobe=cfg.ann.nprobe,
+            hnsw_m=cfg.ann.hnsw_m,
+            ef_construction=cfg.ann.ef_construction,
+            ef_search=cfg.ann.ef_search,
+            seed=cfg.seed,
+        )
         rng = np.random.default_rng(cfg.seed)
         qrows = rng.choice(len(items), size=min(cfg.ann.recall_queries, len(items)), replace=False)
         recall = ann_lib.recall_at_k(index, emb, emb[qrows], k=min(cfg.ann.recall_k, len(items)))
@@ -51,29 +69,76 @@ def run(cfg: IndexJobConfig, ctx) -> dict:
         queries = features.query_stats(events, fc.purchase_events + ["cart"])
     with ctx.timer("autocomplete"):
         ac = Autocomplete.from_sources(
-            items["title"].tolist() if cfg.autocomplete.include_titles else [], pop if cfg.autocomplete.include_titles else [],
-            queries["query"].tolist(), queries["count"].to_numpy(), queries["conversions"].to_numpy(),
-            title_weight=cfg.autocomplete.title_weight, conversion_weight=cfg.autocomplete.conversion_weight)
-    counts = {"items": len(items), "users": len(users), "events": 0 if events is None else len(events),
-              "queries": len(queries), "phrases": len(ac), "popular_lists": len(popular), "embedding_dim": int(emb.shape[1])}
+            items["title"].tolist() if cfg.autocomplete.include_titles else [],
+            pop if cfg.autocomplete.include_titles else [],
+            queries["query"].tolist(),
+            queries["count"].to_numpy(),
+            queries["conversions"].to_numpy(),
+            title_weight=cfg.autocomplete.title_weight,
+            conversion_weight=cfg.autocomplete.conversion_weight,
+        )
+    counts = {
+        "items": len(items),
+        "users": len(users),
+        "events": 0 if events is None else len(events),
+        "queries": len(queries),
+        "phrases": len(ac),
+        "popular_lists": len(popular),
+        "embedding_dim": int(emb.shape[1]),
+    }
     metrics = {f"ann_recall@{cfg.ann.recall_k}": round(recall, 4)}
     manifest = {
-        "version": version, "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
-        "model": {"name_or_path": cfg.embed.model.name_or_path, "path": model_path, "sha256": model_fingerprint(model_path),
-                  "max_length": cfg.embed.model.max_length, "dim": int(emb.shape[1])},
-        "data": {"items": build.snapshot(cfg.items.path), "history": build.snapshot(cfg.history.path) if cfg.history else None,
-                 "users": build.snapshot(cfg.users.path) if cfg.users else None},
-        "ann": {"kind": kind, **cfg.ann.model_dump()}, "bm25": cfg.bm25.model_dump(),
-        "filters": [c for c in ("category", "brand") if c in items.columns] + (["price_min", "price_max"] if "price" in items.columns else []),
-        "counts": counts, "metrics": metrics, "build_seconds": dict(ctx.timings),
+        "version": version,
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "model": {
+            "name_or_path": cfg.embed.model.name_or_path,
+            "path": model_path,
+            "sha256": model_fingerprint(model_path),
+            "max_length": cfg.embed.model.max_length,
+            "dim": int(emb.shape[1]),
+        },
+        "data": {
+            "items": build.snapshot(cfg.items.path),
+            "history": build.snapshot(cfg.history.path) if cfg.history else None,
+            "users": build.snapshot(cfg.users.path) if cfg.users else None,
+        },
+        "ann": {"kind": kind, **cfg.ann.model_dump()},
+        "bm25": cfg.bm25.model_dump(),
+        "filters": [c for c in ("category", "brand") if c in items.columns]
+        + (["price_min", "price_max"] if "price" in items.columns else []),
+        "counts": counts,
+        "metrics": metrics,
+        "build_seconds": dict(ctx.timings),
     }
     with ctx.timer("write"):
-        path = build.write_version(ctx.output_dir, version, items=items, embeddings=emb, ann=index, bm25=bm25,
-                                   autocomplete=ac, users=users, popular=popular, manifest=manifest)
-    ctx.log.info("[index] version %s: %d items, %s=%.4f (%s) -> %s", version, len(items),
-                 f"recall@{cfg.ann.recall_k}", recall, kind, path)
-    return {"counts": counts, "metrics": metrics, "version": version, "ann_kind": kind,
-            "artifacts": {"index": str(path), "latest": str(ctx.output_dir / "latest")}}
+        path = build.write_version(
+            ctx.output_dir,
+            version,
+            items=items,
+            embeddings=emb,
+            ann=index,
+            bm25=bm25,
+            autocomplete=ac,
+            users=users,
+            popular=popular,
+            manifest=manifest,
+        )
+    ctx.log.info(
+        "[index] version %s: %d items, %s=%.4f (%s) -> %s",
+        version,
+        len(items),
+        f"recall@{cfg.ann.recall_k}",
+        recall,
+        kind,
+        path,
+    )
+    return {
+        "counts": counts,
+        "metrics": metrics,
+        "version": version,
+        "ann_kind": kind,
+        "artifacts": {"index": str(path), "latest": str(ctx.output_dir / "latest")},
+    }
 
 
 if __name__ == "__main__":

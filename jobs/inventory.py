@@ -22,23 +22,36 @@ def run(cfg: InventoryConfig, ctx) -> dict:
             proposed, roles = infer_adapter(cfg.input, cfg.sample_rows)
         ctx.path("adapter.yaml").write_text(
             "# Proposed by `recsys run inventory` (column role inference); use as the clean job's input: section\n"
-            + yaml.safe_dump({"input": proposed}, sort_keys=False))
+            + yaml.safe_dump({"input": proposed}, sort_keys=False)
+        )
         inputs = [type(cfg.input).model_validate(proposed)]
     with ctx.timer("profile"):
         profiles = profile_inputs(inputs + list(cfg.more_inputs), cfg.top_k, cfg.bins, now, cfg.limit)
     rules = [dict(r.model_dump(), label=r.label()) for r in cfg.contract]
     contract = check_contract(profiles, rules)
-    inventory = {"generated_at": now.isoformat(), "input": cfg.input.path, "roles": roles, "tables": profiles,
-                 "contract": contract}
+    inventory = {
+        "generated_at": now.isoformat(),
+        "input": cfg.input.path,
+        "roles": roles,
+        "tables": profiles,
+        "contract": contract,
+    }
     ctx.path("inventory.json").write_text(json.dumps(inventory, indent=2, default=str))
     with ctx.timer("html"):
         charts = ctx.output_dir / "charts"
         charts.mkdir(exist_ok=True)
         ctx.path("inventory.html").write_text(render(inventory, charts), encoding="utf-8")
     failed = [r["label"] + f" (got {r['value']})" for r in contract if not r["ok"]]
-    result = {"counts": {t: p["rows"] for t, p in profiles.items()}, "contract_violations": failed,
-              "artifacts": {"inventory": str(ctx.output_dir / "inventory.json"), "html": str(ctx.output_dir / "inventory.html"),
-                            "charts": str(charts)} | ({"adapter": str(ctx.output_dir / "adapter.yaml")} if roles else {})}
+    result = {
+        "counts": {t: p["rows"] for t, p in profiles.items()},
+        "contract_violations": failed,
+        "artifacts": {
+            "inventory": str(ctx.output_dir / "inventory.json"),
+            "html": str(ctx.output_dir / "inventory.html"),
+            "charts": str(charts),
+        }
+        | ({"adapter": str(ctx.output_dir / "adapter.yaml")} if roles else {}),
+    }
     if failed:
         raise RuntimeError(f"quality contract violated ({len(failed)} rule(s)): " + "; ".join(failed))
     return result

@@ -23,17 +23,29 @@ def run(cfg: SynthConfig, ctx) -> dict:
     )
 
     with ctx.timer("catalog"):
-        items = pa.Table.from_pylist(read_input(cfg.catalog, "items").take_all())  # a catalog: small by nature
+        items = pa.Table.from_pylist(
+            read_input(cfg.catalog, "items").take_all()
+        )  # a catalog: small by nature
         catalog = catalog_arrays(items, cfg.zipf_a, cfg.seed)
     shards = cfg.shards or 4 * cluster_cpus()
-    params = {"seed": cfg.seed, "shards": shards, "events_per_shard": -(-cfg.events // shards), "users": cfg.users,
-              "page_size": cfg.page_size, "decay": cfg.examination_decay, "cart_rate": cfg.cart_rate,
-              "buy_rate": cfg.buy_rate, "dirty_share": cfg.dirty_share,
-              "start_us": int(cfg.start.timestamp() * 1e6), "span_us": int(cfg.days * 86400e6)}
+    params = {
+        "seed": cfg.seed,
+        "shards": shards,
+        "events_per_shard": -(-cfg.events // shards),
+        "users": cfg.users,
+        "page_size": cfg.page_size,
+        "decay": cfg.examination_decay,
+        "cart_rate": cfg.cart_rate,
+        "buy_rate": cfg.buy_rate,
+        "dirty_share": cfg.dirty_share,
+        "start_us": int(cfg.start.timestamp() * 1e6),
+        "span_us": int(cfg.days * 86400e6),
+    }
     out = str(ctx.output_dir)
     with ctx.timer("generate_write"):
         ds = ray.data.range(shards, override_num_blocks=shards).map_batches(
-            generate_shard, batch_size=1, batch_format="numpy", fn_kwargs={"catalog": catalog, "p": params})
+            generate_shard, batch_size=1, batch_format="numpy", fn_kwargs={"catalog": catalog, "p": params}
+        )
         ds.write_parquet(f"{out}/events")
     cat = pa.table({"item_id": catalog["item_id"], "title": catalog["title"], "price": catalog["price"]})
     import pyarrow.parquet as pq
@@ -43,14 +55,24 @@ def run(cfg: SynthConfig, ctx) -> dict:
     import pyarrow.dataset as pads
 
     n = pads.dataset(f"{out}/events", format="parquet").count_rows()
-    truth = {"examination": examination(cfg.page_size, cfg.examination_decay),
-             "relevance": {"target": RELEVANCE_TARGET, "other": RELEVANCE_OTHER},
-             "click_model": "P(click at p) = examination[p] * relevance; P(cart|click), P(buy|cart)",
-             "cart_rate": cfg.cart_rate, "buy_rate": cfg.buy_rate, "dirt_kinds": list(DIRT_KINDS),
-             "dirty_share": cfg.dirty_share}
+    truth = {
+        "examination": examination(cfg.page_size, cfg.examination_decay),
+        "relevance": {"target": RELEVANCE_TARGET, "other": RELEVANCE_OTHER},
+        "click_model": "P(click at p) = examination[p] * relevance; P(cart|click), P(buy|cart)",
+        "cart_rate": cfg.cart_rate,
+        "buy_rate": cfg.buy_rate,
+        "dirt_kinds": list(DIRT_KINDS),
+        "dirty_share": cfg.dirty_share,
+    }
     ctx.path("examination.json").write_text(json.dumps(truth, indent=2))
-    return {"counts": {"events": n, "items": cat.num_rows, "users": cfg.users, "shards": shards},
-            "artifacts": {"events": f"{out}/events", "items": f"{out}/items", "examination": f"{out}/examination.json"}}
+    return {
+        "counts": {"events": n, "items": cat.num_rows, "users": cfg.users, "shards": shards},
+        "artifacts": {
+            "events": f"{out}/events",
+            "items": f"{out}/items",
+            "examination": f"{out}/examination.json",
+        },
+    }
 
 
 if __name__ == "__main__":

@@ -12,8 +12,12 @@ def run(cfg: TrainConfig, ctx) -> dict:
 
     with ctx.timer("train"):
         result = run_training(cfg, ctx.output_dir)
-    ctx.log.info("best %s = %s; model: %s", cfg.metric_name, result["metrics"].get(cfg.metric_name),
-                 result["artifacts"]["model"])
+    ctx.log.info(
+        "best %s = %s; model: %s",
+        cfg.metric_name,
+        result["metrics"].get(cfg.metric_name),
+        result["artifacts"]["model"],
+    )
     return result
 
 

@@ -41,8 +41,11 @@ JOB_ENV = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "RAY_USAGE_
 # Allocator settings of a job's Ray workers when `ray.retain_worker_memory` (the default): freed memory stays in the
 # process for its next task. Arrow's pool is mimalloc (purge delay -1: never return pages); numpy and pandas use glibc
 # malloc (no separate mmap for large blocks, no trim). Measured in docs/BENCHMARKS.md (ETL, 2026-12-03 23:00 UTC).
-WORKER_MEMORY_ENV = {"MIMALLOC_PURGE_DELAY": "-1", "MALLOC_MMAP_THRESHOLD_": "4294967296",
-                     "MALLOC_TRIM_THRESHOLD_": "68719476736"}
+WORKER_MEMORY_ENV = {
+    "MIMALLOC_PURGE_DELAY": "-1",
+    "MALLOC_MMAP_THRESHOLD_": "4294967296",
+    "MALLOC_TRIM_THRESHOLD_": "68719476736",
+}
 # Ray Serve's HAProxy ingress + throughput-optimized mode (direct ingress, gRPC between replicas), read by the
 # Serve controller, proxies and replicas when a cluster's nodes start (`recsys serve --fast-ingress` sets them for
 # a local Ray). The mode also moves user code and the router onto each replica's main event loop; the last two
@@ -52,8 +55,12 @@ WORKER_MEMORY_ENV = {"MIMALLOC_PURGE_DELAY": "-1", "MALLOC_MMAP_THRESHOLD_": "42
 LOG_FILE = "job.log"
 # Ray Data's own progress bars repeat what the console shows; captured runs (not --verbose) turn them off.
 QUIET_RAY_DATA_ENV = {"RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
-FAST_INGRESS_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
-                    "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "1", "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "1"}
+FAST_INGRESS_ENV = {
+    "RAY_SERVE_ENABLE_HA_PROXY": "1",
+    "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+    "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "1",
+    "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "1",
+}
 
 
 def versions() -> dict[str, str]:
@@ -66,9 +73,16 @@ def versions() -> dict[str, str]:
 
 def git_sha() -> str | None:
     with contextlib.suppress(Exception):
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
-        ).stdout.strip() or None
+        return (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                cwd=Path(__file__).parent,
+            ).stdout.strip()
+            or None
+        )
     return None
 
 
@@ -139,8 +153,13 @@ def init_ray(cfg: JobConfig) -> bool:
     if address:
         ray.init(address=address, **kwargs)
     else:
-        start_local_ray(num_cpus=cfg.ray.num_cpus, num_gpus=cfg.ray.num_gpus, include_dashboard=cfg.ray.include_dashboard,
-                        object_store_memory=cfg.ray.object_store_memory, env=kwargs.get("runtime_env", {}).get("env_vars"))
+        start_local_ray(
+            num_cpus=cfg.ray.num_cpus,
+            num_gpus=cfg.ray.num_gpus,
+            include_dashboard=cfg.ray.include_dashboard,
+            object_store_memory=cfg.ray.object_store_memory,
+            env=kwargs.get("runtime_env", {}).get("env_vars"),
+        )
     return True
 
 
@@ -191,9 +210,15 @@ def _dashboard_port(preferred: int = 8265) -> int:
         return sock.getsockname()[1]
 
 
-def start_local_ray(num_cpus: float | None = None, num_gpus: int | None = None, include_dashboard: bool = True,
-                    object_store_memory: int | None = None, env: dict[str, str] | None = None,
-                    log_to_driver: bool = True, dashboard_port: int | None = None) -> None:
+def start_local_ray(
+    num_cpus: float | None = None,
+    num_gpus: int | None = None,
+    include_dashboard: bool = True,
+    object_store_memory: int | None = None,
+    env: dict[str, str] | None = None,
+    log_to_driver: bool = True,
+    dashboard_port: int | None = None,
+) -> None:
     """Start a local Ray whose workers can reach its State API even when other Rays run on this machine.
 
     Ray Train's PlacementGroupCleaner (a worker) calls the State API without an address, so it
@@ -214,9 +239,15 @@ def start_local_ray(num_cpus: float | None = None, num_gpus: int | None = None, 
             kwargs.update(dashboard_host="127.0.0.1", dashboard_port=port)
             env_vars.setdefault("RAY_API_SERVER_ADDRESS", f"http://127.0.0.1:{port}")
         try:
-            ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=include_dashboard,
-                     object_store_memory=object_store_memory, log_to_driver=log_to_driver,
-                     runtime_env={"env_vars": env_vars} if env_vars else None, **kwargs)
+            ray.init(
+                num_cpus=num_cpus,
+                num_gpus=num_gpus,
+                include_dashboard=include_dashboard,
+                object_store_memory=object_store_memory,
+                log_to_driver=log_to_driver,
+                runtime_env={"env_vars": env_vars} if env_vars else None,
+                **kwargs,
+            )
             return
         except Exception:  # noqa: BLE001 - port race or a slow start: a fresh try on another port
             ray.shutdown()
@@ -299,15 +330,20 @@ def run_job(
     return report
 
 
-def _show_result(console: RunConsole, job: str, report: dict[str, Any], failure: BaseException | None,
-                 outer: bool) -> None:
+def _show_result(
+    console: RunConsole, job: str, report: dict[str, Any], failure: BaseException | None, outer: bool
+) -> None:
     """A failure in two lines (the stage, the reason, the report); the summary table after the outer run."""
     path = Path(report["output_dir"]) / "report.json"
     if failure is not None:
         console.error(console.pop_failed_stage() or job, reason(failure), path)
     if outer:
-        console.summary(f"{job}: {report['status']}", final=StageRow(
-            job, report["status"], key_metric(report), report["timings"]["total"], short_path(path)))
+        console.summary(
+            f"{job}: {report['status']}",
+            final=StageRow(
+                job, report["status"], key_metric(report), report["timings"]["total"], short_path(path)
+            ),
+        )
 
 
 def _track(track: Tracker, report: dict[str, Any], cfg: JobConfig, ctx: JobContext, out: Path) -> None:

@@ -44,8 +44,12 @@ def ray_session():
             try:
                 # dashboard on (Ray Train frees a stopped trial's placement group through its State API), on
                 # a free port rather than 8265, with its address given to the workers (several Rays per machine)
-                start_local_ray(num_cpus=2, env={"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"},
-                                log_to_driver=False, dashboard_port=free_port())
+                start_local_ray(
+                    num_cpus=2,
+                    env={"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"},
+                    log_to_driver=False,
+                    dashboard_port=free_port(),
+                )
                 break
             except Exception as exc:  # noqa: BLE001 - Ray raises a bare Exception for this
                 if "timed out during startup" not in str(exc) or attempt == 2:
@@ -65,8 +69,12 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny-bert")
     tok = AutoTokenizer.from_pretrained(resolve_model_path("all-MiniLM-L6-v2"))
     cfg = BertConfig(
-        vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=128,
+        vocab_size=tok.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
     )
     import torch
 
@@ -91,13 +99,29 @@ def local_cluster(tmp_path_factory):
     env = {**os.environ, "RECSYS_CLUSTER_DIR": str(state), "RECSYS_RUNS_ROOT": str(state / "runs")}
     for attempt in range(3):  # a raylet that misses Ray's fixed 30 s registration (loaded machine): again
         start = subprocess.run(
-            [str(ROOT / "cluster/local/start.sh"), "--workers", "1", "--port", str(port), "--dashboard-port", str(dash)],
-            capture_output=True, text=True, env=env, timeout=180,
+            [
+                str(ROOT / "cluster/local/start.sh"),
+                "--workers",
+                "1",
+                "--port",
+                str(port),
+                "--dashboard-port",
+                str(dash),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=180,
         )
         if start.returncode == 0:
             break
         subprocess.run([str(ROOT / "cluster/local/stop.sh"), "--port", str(port)], env=env)
         if "timed out during startup" not in start.stdout + start.stderr or attempt == 2:
             pytest.fail(f"local cluster did not start:\n{start.stdout}\n{start.stderr}")
-    yield {"address": f"http://127.0.0.1:{dash}", "ray_address": f"127.0.0.1:{port}", "runs": state / "runs", "env": env}
+    yield {
+        "address": f"http://127.0.0.1:{dash}",
+        "ray_address": f"127.0.0.1:{port}",
+        "runs": state / "runs",
+        "env": env,
+    }
     subprocess.run([str(ROOT / "cluster/local/stop.sh"), "--port", str(port)], env=env, timeout=60)

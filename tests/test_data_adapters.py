@@ -25,9 +25,19 @@ def _slice(src, lines: int) -> pa.Table:
 
 
 CASES = [
-    ("taobao", "taobao-user-behavior", "events", {"user_id": "1", "item_id": "2268318", "event_type": "view"}),
+    (
+        "taobao",
+        "taobao-user-behavior",
+        "events",
+        {"user_id": "1", "item_id": "2268318", "event_type": "view"},
+    ),
     ("amazon-games-6k", "amazon-games-6k", "events", {"user_id": "0", "item_id": "0", "event_type": "rate"}),
-    ("amazon-games-6k", "amazon-games-6k", "items", {"item_id": "0", "title": "Fire Emblem: The Sacred Stones"}),
+    (
+        "amazon-games-6k",
+        "amazon-games-6k",
+        "items",
+        {"item_id": "0", "title": "Fire Emblem: The Sacred Stones"},
+    ),
     ("amazon-video-games", "amazon-video-games", "events", {"user_id": "1", "item_id": "6393"}),
     ("amazon-beauty", "amazon-beauty", "events", {"user_id": "1", "item_id": "1"}),
 ]
@@ -49,15 +59,22 @@ def test_sequence_presets_keep_order(shared_data):
     out = _slice(src, 1).to_pylist()  # "1 1 2 3 4 5"
     assert [r["item_id"] for r in out] == ["1", "2", "3", "4", "5"]
     assert [r["timestamp"].timestamp() for r in out] == [0, 1, 2, 3, 4]
-    g = _slice(open_source(InputConfig(path=str(shared_data / "amazon-games-6k"), preset="games-6k")), 2).to_pylist()
+    g = _slice(
+        open_source(InputConfig(path=str(shared_data / "amazon-games-6k"), preset="games-6k")), 2
+    ).to_pylist()
     assert [r["item_id"] for r in g] == [str(i) for i in range(15)]  # 14 history items + the test target
 
 
 def test_games_candidates_and_ditto_pairs(shared_data):
-    cand = _slice(open_source(InputConfig(path=str(shared_data / "amazon-games-6k"), preset="games-6k"), "candidates"), 3)
+    cand = _slice(
+        open_source(InputConfig(path=str(shared_data / "amazon-games-6k"), preset="games-6k"), "candidates"),
+        3,
+    )
     assert set(cand["source"].to_pylist()) == {"pop", "bpr", "sasrec"}
     assert all(len(x) == 100 for x in cand["items"].to_pylist())
-    pairs = _slice(open_source(InputConfig(path=str(shared_data / "product-matching/abt-buy"), preset="ditto")), 5)
+    pairs = _slice(
+        open_source(InputConfig(path=str(shared_data / "product-matching/abt-buy"), preset="ditto")), 5
+    )
     row = pairs.to_pylist()[0]
     assert row["left"].startswith("name: ") and "COL" not in row["left"] and row["label"] in (0, 1)
     assert set(pairs["split"].to_pylist()) == {"train", "valid", "test"}
@@ -71,17 +88,28 @@ def test_online_retail_excel(ray_session, shared_data):
     assert ev["event_type"].eq("buy").all() and ev["_error"].isna().all()
     cancelled = ev[ev["order_id"].str.startswith("C")]
     assert (cancelled["quantity"] < 0).all()
-    assert str(ev["timestamp"].dt.tz) == "UTC" and ev["user_id"].dropna().str.fullmatch(r"\d+").all()  # no "17850.0"
+    assert (
+        str(ev["timestamp"].dt.tz) == "UTC" and ev["user_id"].dropna().str.fullmatch(r"\d+").all()
+    )  # no "17850.0"
 
 
 def test_generic_csv_mapping_glob_and_errors(ray_session, tmp_path):
     for i in range(2):
         (tmp_path / f"log{i}.csv").write_text(
-            "uid,sku,act,t\n" f"a{i},x,PV,1700000000000\n" f"b{i},y,addtocart,1700000060000\n")
-    cfg = InputConfig(path=str(tmp_path / "log*.csv"), columns={"uid": "user_id", "sku": "item_id", "act": "event_type", "t": "timestamp"},
-                      event_map={"pv": "view", "addtocart": "cart"})
+            f"uid,sku,act,t\na{i},x,PV,1700000000000\nb{i},y,addtocart,1700000060000\n"
+        )
+    cfg = InputConfig(
+        path=str(tmp_path / "log*.csv"),
+        columns={"uid": "user_id", "sku": "item_id", "act": "event_type", "t": "timestamp"},
+        event_map={"pv": "view", "addtocart": "cart"},
+    )
     rows = sorted(read_input(cfg).take_all(), key=lambda r: r["user_id"])
-    assert [(r["user_id"], r["event_type"]) for r in rows] == [("a0", "view"), ("a1", "view"), ("b0", "cart"), ("b1", "cart")]
+    assert [(r["user_id"], r["event_type"]) for r in rows] == [
+        ("a0", "view"),
+        ("a1", "view"),
+        ("b0", "cart"),
+        ("b1", "cart"),
+    ]
     assert rows[0]["timestamp"].isoformat() == "2023-11-14T22:13:20+00:00"  # ms epoch inferred
     (tmp_path / "bad.csv").write_text("uid,sku,act,t\na,x,pv,yesterday-ish\n")
     bad = InputConfig(path=str(tmp_path / "bad.csv"), columns=cfg.columns)
@@ -106,13 +134,21 @@ def test_parquet_reads_split_for_the_cluster(tmp_path, monkeypatch):
     from recsys.data import adapters
 
     for i in range(4):
-        pq.write_table(pa.table({"user_id": [f"u{i}"] * 10, "item_id": ["a"] * 10}), tmp_path / f"p{i}.parquet")
+        pq.write_table(
+            pa.table({"user_id": [f"u{i}"] * 10, "item_id": ["a"] * 10}), tmp_path / f"p{i}.parquet"
+        )
     files = sorted(str(p) for p in tmp_path.glob("*.parquet"))
     assert adapters._parquet_read_unit(files, None) == 16 * 2**20  # small input: the floor
     seen = []
-    monkeypatch.setattr("ray.data.read_parquet", lambda *a, **k: seen.append(os.environ.get(adapters._read_unit_bytes.VAR)))
+    monkeypatch.setattr(
+        "ray.data.read_parquet", lambda *a, **k: seen.append(os.environ.get(adapters._read_unit_bytes.VAR))
+    )
     monkeypatch.delenv(adapters._read_unit_bytes.VAR, raising=False)
-    src = open_source(InputConfig(path=str(tmp_path), format="parquet", columns={"user_id": "user_id", "item_id": "item_id"}))
+    src = open_source(
+        InputConfig(
+            path=str(tmp_path), format="parquet", columns={"user_id": "user_id", "item_id": "item_id"}
+        )
+    )
     src.read_raw()
     assert seen == [str(16 * 2**20)] and adapters._read_unit_bytes.VAR not in os.environ
     monkeypatch.setenv(adapters._read_unit_bytes.VAR, "1234")
@@ -139,7 +175,12 @@ def test_configure_exchange_sets_ray_data_shuffle():
         # the features job shares the cluster between its operators by default
         from recsys.data.config import FeaturesConfig
 
-        assert FeaturesConfig.model_fields["exchange"].get_default(call_default_factory=True).reserve_per_operator is False
+        assert (
+            FeaturesConfig.model_fields["exchange"]
+            .get_default(call_default_factory=True)
+            .reserve_per_operator
+            is False
+        )
         configure_exchange(None, None, False)
         assert ctx.op_resource_reservation_enabled is False
     finally:

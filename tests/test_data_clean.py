@@ -18,30 +18,42 @@ def hostile_csv(path: Path) -> dict[str, int]:
     rows = [
         "u1,i1,click,2024-01-01T10:00:00Z,9.99,1,red shoes",
         "u2,i2,view,2024-01-01T10:00:00+02:00,5,1,blue hat",
-        "u1,i1,click,2024-01-01T10:00:00Z,9.99,1,red shoes",            # exact duplicate
-        "u1,i1,click,2024-01-01T10:00:00.500Z,9.99,1,red shoes ",       # near duplicate (0.5 s)
-        "u1,i3,view,2024-01-01T11:00:00Z,3,1,<b>red</b> &amp; blue",    # new session (60 min gap), HTML
-        ",i1,view,2024-01-01T10:00:00Z,1,1,x",                          # missing user
-        "u3,i1,view,2024-01-01T10:00:00Z,abc,1,x",                      # bad type
-        "u3,i1,view,not-a-date,1,1,x",                                  # unparsable timestamp
-        "u3,i1,view,1999-01-01T00:00:00Z,1,1,x",                        # out of range
-        "u3,i1,buy,2024-01-02T00:00:00Z,-4,1,x",                        # negative price
-        "u3,i2,buy,2024-01-02T00:00:00Z,4,10000000,x",                  # absurd quantity
-        "u3,i3,clickk,2024-01-02T00:00:00Z,4,1,x",                      # unknown event type
-        "u4,i1,view,2024-01-02T00:00:00Z,4,1," + "y" * 1_000_000,      # 1 MB field
-        'u4,i2,view,2024-01-02T00:01:00Z,4,1,"two\nlines"',              # embedded newline: fine
-        "u4,i3,view,2024-01-02T00:02:00Z,4,1,x,EXTRA",                  # extra column
-        "u4,i4,view,2024-01-02T00:03:00Z",                              # missing columns
+        "u1,i1,click,2024-01-01T10:00:00Z,9.99,1,red shoes",  # exact duplicate
+        "u1,i1,click,2024-01-01T10:00:00.500Z,9.99,1,red shoes ",  # near duplicate (0.5 s)
+        "u1,i3,view,2024-01-01T11:00:00Z,3,1,<b>red</b> &amp; blue",  # new session (60 min gap), HTML
+        ",i1,view,2024-01-01T10:00:00Z,1,1,x",  # missing user
+        "u3,i1,view,2024-01-01T10:00:00Z,abc,1,x",  # bad type
+        "u3,i1,view,not-a-date,1,1,x",  # unparsable timestamp
+        "u3,i1,view,1999-01-01T00:00:00Z,1,1,x",  # out of range
+        "u3,i1,buy,2024-01-02T00:00:00Z,-4,1,x",  # negative price
+        "u3,i2,buy,2024-01-02T00:00:00Z,4,10000000,x",  # absurd quantity
+        "u3,i3,clickk,2024-01-02T00:00:00Z,4,1,x",  # unknown event type
+        "u4,i1,view,2024-01-02T00:00:00Z,4,1," + "y" * 1_000_000,  # 1 MB field
+        'u4,i2,view,2024-01-02T00:01:00Z,4,1,"two\nlines"',  # embedded newline: fine
+        "u4,i3,view,2024-01-02T00:02:00Z,4,1,x,EXTRA",  # extra column
+        "u4,i4,view,2024-01-02T00:03:00Z",  # missing columns
         f"u5,i1,view,2024-01-02T00:00:00Z,4,1,mail me {EMAIL} or call +1 {PHONE}",  # PII in free text
     ]
     rows += [f"bot,b{i},click,2024-01-03T00:00:{i:02d}Z,1,1,x" for i in range(25)]  # 25 events in one minute
     data = ("\ufeff" + HEADER + "\n".join(rows) + "\n").encode("utf-8")
     data += b"u6,i1,view,2024-01-02T00:00:00Z,4,1,caf" + b"\xe9 latin-1\n"  # invalid UTF-8
     path.write_bytes(data)
-    return {"exact_duplicate": 1, "near_duplicate": 1, "missing_key:user_id": 1, "bad_type:price": 1, "bad_timestamp": 1,
-            "timestamp_out_of_range": 1, "negative_price": 1, "absurd_quantity": 1, "unknown_event_type": 1,
-            "oversized_field:query": 1, "malformed_row: expected 7 fields, got 8": 1,
-            "malformed_row: expected 7 fields, got 4": 1, "bot_burst": 25, "invalid_encoding": 1}
+    return {
+        "exact_duplicate": 1,
+        "near_duplicate": 1,
+        "missing_key:user_id": 1,
+        "bad_type:price": 1,
+        "bad_timestamp": 1,
+        "timestamp_out_of_range": 1,
+        "negative_price": 1,
+        "absurd_quantity": 1,
+        "unknown_event_type": 1,
+        "oversized_field:query": 1,
+        "malformed_row: expected 7 fields, got 8": 1,
+        "malformed_row: expected 7 fields, got 4": 1,
+        "bot_burst": 25,
+        "invalid_encoding": 1,
+    }
 
 
 def _strings(root: Path) -> str:
@@ -65,11 +77,22 @@ def cleaned(ray_session, tmp_path_factory, monkeypatch_module):
     tmp = tmp_path_factory.mktemp("clean")
     expected = hostile_csv(tmp / "hostile.csv")
     monkeypatch_module.setenv("RECSYS_PII_SALT", "pytest-salt")
-    spec, cfg = parse_job("clean", "tiny", [
-        f"input.path={tmp / 'hostile.csv'}", "input.preset=null", "input.format=csv", "limit=null",
-        "input.columns={uid: user_id, sku: item_id, action: event_type, when: timestamp, amount: price, qty: quantity, search: query}",
-        "rules.min_timestamp=2020-01-01T00:00:00Z", "rules.max_timestamp=2030-01-01T00:00:00Z",
-        "rules.bot_events_per_minute=20", "pii.hash_columns=[user_id]", f"output_dir={tmp / 'out'}"])
+    spec, cfg = parse_job(
+        "clean",
+        "tiny",
+        [
+            f"input.path={tmp / 'hostile.csv'}",
+            "input.preset=null",
+            "input.format=csv",
+            "limit=null",
+            "input.columns={uid: user_id, sku: item_id, action: event_type, when: timestamp, amount: price, qty: quantity, search: query}",
+            "rules.min_timestamp=2020-01-01T00:00:00Z",
+            "rules.max_timestamp=2030-01-01T00:00:00Z",
+            "rules.bot_events_per_minute=20",
+            "pii.hash_columns=[user_id]",
+            f"output_dir={tmp / 'out'}",
+        ],
+    )
     report = run_parsed(spec, cfg)
     return report, expected, tmp / "out"
 
@@ -108,7 +131,9 @@ def test_clean_rows_normalized_sessionized(cleaned):
     _, _, out = cleaned
     ev = pads.dataset(str(out / "events")).to_table().to_pandas()
     assert set(ev["query"]) >= {"red shoes", "red & blue", "two lines"}
-    u1 = ev[ev["item_id"].isin(["i1", "i3"]) & ev["query"].isin(["red shoes", "red & blue"])].sort_values("timestamp")
+    u1 = ev[ev["item_id"].isin(["i1", "i3"]) & ev["query"].isin(["red shoes", "red & blue"])].sort_values(
+        "timestamp"
+    )
     assert u1["session_id"].str.endswith(":1").tolist() == [True, False]  # 60 min gap -> a second session
     assert str(ev["timestamp"].dt.tz) == "UTC"
     assert (ev["timestamp"] == "2024-01-01T08:00:00Z").sum() == 1  # +02:00 converted to UTC
@@ -149,16 +174,33 @@ def test_exchange_engines_write_the_same_rows(cleaned, tmp_path):
 
     report, _, out = cleaned
     src = out.parent / "hostile.csv"
-    spec, cfg = parse_job("clean", "tiny", [
-        f"input.path={src}", "input.preset=null", "input.format=csv", "limit=null", "exchange.engine=ray_data",
-        "input.columns={uid: user_id, sku: item_id, action: event_type, when: timestamp, amount: price, qty: quantity, search: query}",
-        "rules.min_timestamp=2020-01-01T00:00:00Z", "rules.max_timestamp=2030-01-01T00:00:00Z",
-        "rules.bot_events_per_minute=20", "pii.hash_columns=[user_id]", f"output_dir={tmp_path / 'out'}"])
+    spec, cfg = parse_job(
+        "clean",
+        "tiny",
+        [
+            f"input.path={src}",
+            "input.preset=null",
+            "input.format=csv",
+            "limit=null",
+            "exchange.engine=ray_data",
+            "input.columns={uid: user_id, sku: item_id, action: event_type, when: timestamp, amount: price, qty: quantity, search: query}",
+            "rules.min_timestamp=2020-01-01T00:00:00Z",
+            "rules.max_timestamp=2030-01-01T00:00:00Z",
+            "rules.bot_events_per_minute=20",
+            "pii.hash_columns=[user_id]",
+            f"output_dir={tmp_path / 'out'}",
+        ],
+    )
     other = run_parsed(spec, cfg)
     assert other["counts"] == report["counts"] and other["reasons"] == report["reasons"]
     for sub in ("events", "quarantine/events", "duplicates/events"):
-        rows = [sorted(json.dumps(r, default=str, sort_keys=True) for r in pads.dataset(str(root / sub)).to_table().to_pylist())
-                for root in (out, tmp_path / "out")]
+        rows = [
+            sorted(
+                json.dumps(r, default=str, sort_keys=True)
+                for r in pads.dataset(str(root / sub)).to_table().to_pylist()
+            )
+            for root in (out, tmp_path / "out")
+        ]
         assert rows[0] == rows[1] and rows[0], sub
 
 
@@ -174,12 +216,24 @@ def test_pairs_dedup_within_split():
     a second copy within one split, or a conflicting label within it, is a duplicate."""
     from recsys.data.clean import DEDUP_KEYS, DEDUP_SCOPE, REASON, STATUS, keyed_table
 
-    rows = [("a", "b", 1, "train"), ("a", "b", 1, "test"), ("a", "b", 1, "train"), ("a", "b", 0, "test"),
-            ("c", "d", 0, "valid")]
-    block = pa.table({"left": [r[0] for r in rows], "right": [r[1] for r in rows],
-                      "label": pa.array([r[2] for r in rows], pa.int32()), "split": [r[3] for r in rows],
-                      "source_row": pa.array(range(len(rows)), pa.int64()),
-                      STATUS: ["ok"] * len(rows), REASON: pa.array([None] * len(rows), pa.string())})
+    rows = [
+        ("a", "b", 1, "train"),
+        ("a", "b", 1, "test"),
+        ("a", "b", 1, "train"),
+        ("a", "b", 0, "test"),
+        ("c", "d", 0, "valid"),
+    ]
+    block = pa.table(
+        {
+            "left": [r[0] for r in rows],
+            "right": [r[1] for r in rows],
+            "label": pa.array([r[2] for r in rows], pa.int32()),
+            "split": [r[3] for r in rows],
+            "source_row": pa.array(range(len(rows)), pa.int64()),
+            STATUS: ["ok"] * len(rows),
+            REASON: pa.array([None] * len(rows), pa.string()),
+        }
+    )
     out = keyed_table(block, DEDUP_KEYS["pairs"], DEDUP_SCOPE["pairs"]).sort_by("source_row")
     assert out[STATUS].to_pylist() == ["ok", "ok", "duplicate", "duplicate", "ok"]
     assert out[REASON].to_pylist() == [None, None, "exact_duplicate", "duplicate_key", None]
@@ -191,11 +245,23 @@ def test_candidates_dedup_per_source():
     """Games-6k has a pop, a bpr and a sasrec list per user: three rows, not one and two duplicates."""
     from recsys.data.clean import DEDUP_KEYS, DEDUP_SCOPE, REASON, STATUS, keyed_table
 
-    rows = [("u1", ["a", "b"], "pop"), ("u1", ["b", "a"], "bpr"), ("u1", ["c"], "sasrec"), ("u1", ["a", "b"], "pop"),
-            ("u2", ["a"], "pop")]
-    block = pa.table({"user_id": [r[0] for r in rows], "items": pa.array([r[1] for r in rows], pa.list_(pa.string())),
-                      "source": [r[2] for r in rows], "source_row": pa.array(range(len(rows)), pa.int64()),
-                      STATUS: ["ok"] * len(rows), REASON: pa.array([None] * len(rows), pa.string())})
+    rows = [
+        ("u1", ["a", "b"], "pop"),
+        ("u1", ["b", "a"], "bpr"),
+        ("u1", ["c"], "sasrec"),
+        ("u1", ["a", "b"], "pop"),
+        ("u2", ["a"], "pop"),
+    ]
+    block = pa.table(
+        {
+            "user_id": [r[0] for r in rows],
+            "items": pa.array([r[1] for r in rows], pa.list_(pa.string())),
+            "source": [r[2] for r in rows],
+            "source_row": pa.array(range(len(rows)), pa.int64()),
+            STATUS: ["ok"] * len(rows),
+            REASON: pa.array([None] * len(rows), pa.string()),
+        }
+    )
     out = keyed_table(block, DEDUP_KEYS["candidates"], DEDUP_SCOPE["candidates"]).sort_by("source_row")
     assert out[STATUS].to_pylist() == ["ok", "ok", "ok", "duplicate", "ok"]
     assert out[REASON].to_pylist() == [None, None, None, "exact_duplicate", None]
@@ -211,7 +277,11 @@ def test_clear_dirs_replaces_only_named_tables(tmp_path):
     (tmp_path / "report.json").write_text("{}")
     clear_dirs([str(tmp_path / "events"), str(tmp_path / "quarantine" / "events"), str(tmp_path / "missing")])
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
-        "keep", "keep/part-0.parquet", "quarantine", "report.json"]
+        "keep",
+        "keep/part-0.parquet",
+        "quarantine",
+        "report.json",
+    ]
 
 
 def test_head_takes_the_first_rows_even_when_later_blocks_finish_first(ray_session):
@@ -230,7 +300,9 @@ def test_head_takes_the_first_rows_even_when_later_blocks_finish_first(ray_sessi
         return batch
 
     # the filter keeps Ray from pushing the limit into the read (it would then read block 0 only)
-    ds = ray.data.range(4000, override_num_blocks=4).map_batches(_slow_first_block, batch_format="pandas", batch_size=None)
+    ds = ray.data.range(4000, override_num_blocks=4).map_batches(
+        _slow_first_block, batch_format="pandas", batch_size=None
+    )
     ds = ds.filter(lambda r: r["id"] >= 0)
     assert sorted(r["id"] for r in head(ds, 1000).take_all()) == list(range(1000))
 
@@ -241,9 +313,19 @@ def test_header_only_input_cleans_to_zero_rows(ray_session, tmp_path, engine):
     from recsys.cli.entry import parse_job, run_parsed
 
     (tmp_path / "e.csv").write_text("uid,sku,action,when\n")
-    spec, cfg = parse_job("clean", "tiny", [
-        f"input.path={tmp_path / 'e.csv'}", "input.preset=null", "input.format=csv", "limit=null", f"exchange.engine={engine}",
-        "input.columns={uid: user_id, sku: item_id, action: event_type, when: timestamp}", f"output_dir={tmp_path / 'out'}"])
+    spec, cfg = parse_job(
+        "clean",
+        "tiny",
+        [
+            f"input.path={tmp_path / 'e.csv'}",
+            "input.preset=null",
+            "input.format=csv",
+            "limit=null",
+            f"exchange.engine={engine}",
+            "input.columns={uid: user_id, sku: item_id, action: event_type, when: timestamp}",
+            f"output_dir={tmp_path / 'out'}",
+        ],
+    )
     report = run_parsed(spec, cfg)
     assert report["status"] == "succeeded"
     assert report["counts"] == {"rows_in": 0, "rows_clean": 0, "rows_quarantined": 0, "rows_duplicate": 0}
@@ -257,22 +339,71 @@ def test_event_dedup_exact_and_near():
     from recsys.data.clean import RAW, REASON, STATUS, CleanOptions, keyed_events
 
     t0 = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
-    rows = [("u1", "i1", 0.0, 1.0), ("u1", "i2", 0.0, 1.0), ("u1", "i1", 0.0, 1.0), ("u1", "i1", 0.0, 2.0),
-            ("u1", "i1", 0.5, 2.0), ("u1", "i1", 5.0, 2.0), ("u2", "i1", 0.0, 1.0), (None, "i1", 0.0, 1.0)]
+    rows = [
+        ("u1", "i1", 0.0, 1.0),
+        ("u1", "i2", 0.0, 1.0),
+        ("u1", "i1", 0.0, 1.0),
+        ("u1", "i1", 0.0, 2.0),
+        ("u1", "i1", 0.5, 2.0),
+        ("u1", "i1", 5.0, 2.0),
+        ("u2", "i1", 0.0, 1.0),
+        (None, "i1", 0.0, 1.0),
+    ]
     n = len(rows)
-    block = pa.table({"user_id": [r[0] for r in rows], "item_id": [r[1] for r in rows], "event_type": ["view"] * n,
-                      "timestamp": pa.array([t0 + dt.timedelta(seconds=r[2]) for r in rows], pa.timestamp("us", "UTC")),
-                      "price": [r[3] for r in rows], "session_id": pa.array([None] * n, pa.string()),
-                      "source_row": pa.array(range(n), pa.int64()),
-                      "source_file": pa.array([None] * n, pa.string()), RAW: pa.array([None] * n, pa.string()),
-                      "_return": [False] * n, STATUS: ["ok"] * (n - 1) + ["quarantine"],
-                      REASON: pa.array([None] * (n - 1) + ["missing_key:user_id"], pa.string())})
-    opts = CleanOptions(event_types=["view"], min_ts_us=None, max_ts_us=2**62, max_price=1e6, max_quantity=1000,
-                        allow_negative_quantity=False, max_field_chars=10_000, bot_per_minute=0, near_us=1_000_000,
-                        gap_us=30 * 60 * 1_000_000, lowercase_queries=False, hash_columns=[], scrub_text=False,
-                        salt=None, return_prefix=None, return_mode="keep", link_returns=False)
+    block = pa.table(
+        {
+            "user_id": [r[0] for r in rows],
+            "item_id": [r[1] for r in rows],
+            "event_type": ["view"] * n,
+            "timestamp": pa.array([t0 + dt.timedelta(seconds=r[2]) for r in rows], pa.timestamp("us", "UTC")),
+            "price": [r[3] for r in rows],
+            "session_id": pa.array([None] * n, pa.string()),
+            "source_row": pa.array(range(n), pa.int64()),
+            "source_file": pa.array([None] * n, pa.string()),
+            RAW: pa.array([None] * n, pa.string()),
+            "_return": [False] * n,
+            STATUS: ["ok"] * (n - 1) + ["quarantine"],
+            REASON: pa.array([None] * (n - 1) + ["missing_key:user_id"], pa.string()),
+        }
+    )
+    opts = CleanOptions(
+        event_types=["view"],
+        min_ts_us=None,
+        max_ts_us=2**62,
+        max_price=1e6,
+        max_quantity=1000,
+        allow_negative_quantity=False,
+        max_field_chars=10_000,
+        bot_per_minute=0,
+        near_us=1_000_000,
+        gap_us=30 * 60 * 1_000_000,
+        lowercase_queries=False,
+        hash_columns=[],
+        scrub_text=False,
+        salt=None,
+        return_prefix=None,
+        return_mode="keep",
+        link_returns=False,
+    )
     out = keyed_events(block, opts).sort_by("source_row")
-    assert out[REASON].to_pylist() == [None, None, "exact_duplicate", "near_duplicate", "near_duplicate", None, None,
-                                       "missing_key:user_id"]
-    assert out[STATUS].to_pylist() == ["ok", "ok", "duplicate", "duplicate", "duplicate", "ok", "ok", "quarantine"]
+    assert out[REASON].to_pylist() == [
+        None,
+        None,
+        "exact_duplicate",
+        "near_duplicate",
+        "near_duplicate",
+        None,
+        None,
+        "missing_key:user_id",
+    ]
+    assert out[STATUS].to_pylist() == [
+        "ok",
+        "ok",
+        "duplicate",
+        "duplicate",
+        "duplicate",
+        "ok",
+        "ok",
+        "quarantine",
+    ]
     assert out["session_id"].to_pylist() == ["u1:1", "u1:1", None, None, None, "u1:1", "u2:1", None]

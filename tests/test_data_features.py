@@ -16,25 +16,51 @@ T0 = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
 
 def _events() -> pa.Table:
     """u1: a,b,c,d bought at day 0..3; u2: a,e at day 1,2 (too short for LOO); plus impressions."""
-    rows = [("u1", "a", "view", 0), ("u1", "b", "click", 1), ("u1", "c", "buy", 2), ("u1", "d", "buy", 3),
-            ("u1", "z", "impression", 3), ("u2", "a", "click", 1), ("u2", "e", "buy", 2)]
-    return pa.table({
-        "user_id": [r[0] for r in rows], "item_id": [r[1] for r in rows], "event_type": [r[2] for r in rows],
-        "timestamp": pa.array([T0 + dt.timedelta(days=r[3]) for r in rows], TS),
-        "price": [1.0, 2.0, 30.0, 40.0, 5.0, 2.0, 8.0], "source_row": list(range(len(rows)))})
+    rows = [
+        ("u1", "a", "view", 0),
+        ("u1", "b", "click", 1),
+        ("u1", "c", "buy", 2),
+        ("u1", "d", "buy", 3),
+        ("u1", "z", "impression", 3),
+        ("u2", "a", "click", 1),
+        ("u2", "e", "buy", 2),
+    ]
+    return pa.table(
+        {
+            "user_id": [r[0] for r in rows],
+            "item_id": [r[1] for r in rows],
+            "event_type": [r[2] for r in rows],
+            "timestamp": pa.array([T0 + dt.timedelta(days=r[3]) for r in rows], TS),
+            "price": [1.0, 2.0, 30.0, 40.0, 5.0, 2.0, 8.0],
+            "source_row": list(range(len(rows))),
+        }
+    )
 
 
 def _params(protocol="loo", t1=None) -> F.FeatureParams:
-    return F.FeatureParams(protocol=protocol, t1_us=t1 or 0, seq_types=None, min_len=3,
-                           ref_us=int((T0 + dt.timedelta(days=4)).timestamp() * 1e6),
-                           event_types=["buy", "click", "impression", "view"], last_n=2, half_life_days=14.0,
-                           price_bands=(0, 10, 25, 50, np.inf), max_pairs=5, item_category=None, titles={})
+    return F.FeatureParams(
+        protocol=protocol,
+        t1_us=t1 or 0,
+        seq_types=None,
+        min_len=3,
+        ref_us=int((T0 + dt.timedelta(days=4)).timestamp() * 1e6),
+        event_types=["buy", "click", "impression", "view"],
+        last_n=2,
+        half_life_days=14.0,
+        price_bands=(0, 10, 25, 50, np.inf),
+        max_pairs=5,
+        item_category=None,
+        titles={},
+    )
 
 
 def test_sequences_and_loo_exact():
     tl = F.timelines(_events())
     seq = F.sequences(tl, None).to_pylist()
-    assert {r["user_id"]: r["items"] for r in seq} == {"u1": ["a", "b", "c", "d"], "u2": ["a", "e"]}  # no impression
+    assert {r["user_id"]: r["items"] for r in seq} == {
+        "u1": ["a", "b", "c", "d"],
+        "u2": ["a", "e"],
+    }  # no impression
     s = pa.Table.from_pylist(seq, schema=F.sequences(tl, None).schema)
     assert F.loo_split(s, "train", 3).to_pylist()[0]["items"] == ["a", "b"]
     valid, test = F.loo_split(s, "valid", 3).to_pylist(), F.loo_split(s, "test", 3).to_pylist()
@@ -51,7 +77,12 @@ def test_no_leakage_loo():
     assert uf["u1"]["last_items"] == ["a", "b"] and uf["u1"]["monetary"] == 0
     assert uf["u2"]["n_events"] == 2  # short users: everything is training
     te = F.training_events(tl, _params())
-    assert set(zip(te["user_id"].to_pylist(), te["item_id"].to_pylist())) == {("u1", "a"), ("u1", "b"), ("u2", "a"), ("u2", "e")}
+    assert set(zip(te["user_id"].to_pylist(), te["item_id"].to_pylist())) == {
+        ("u1", "a"),
+        ("u1", "b"),
+        ("u2", "a"),
+        ("u2", "e"),
+    }
     ic = {r["item_id"]: r for r in F.item_counts(te, ["buy", "click", "view"]).to_pylist()}
     assert "c" not in ic and "d" not in ic and ic["a"]["n_users"] == 2
 
@@ -61,19 +92,33 @@ def _partials_case() -> tuple[pa.Table, pa.Table, list[str]]:
     rng = np.random.default_rng(0)
     n = 4000
     price = rng.uniform(1, 100, n)
-    t = pa.table({"user_id": [f"u{i}" for i in rng.integers(0, 200, n)], "item_id": [f"i{i}" for i in rng.integers(0, 40, n)],
-                  "event_type": rng.choice(["view", "click", "buy"], n), "price": pa.array(price, mask=rng.random(n) < 0.2)})
+    t = pa.table(
+        {
+            "user_id": [f"u{i}" for i in rng.integers(0, 200, n)],
+            "item_id": [f"i{i}" for i in rng.integers(0, 40, n)],
+            "event_type": rng.choice(["view", "click", "buy"], n),
+            "price": pa.array(price, mask=rng.random(n) < 0.2),
+        }
+    )
     types = ["buy", "click", "view"]
     block = np.array([int(u[1:]) % 3 for u in t["user_id"].to_pylist()])
-    return t, pa.concat_tables([F.item_partials(t.filter(pa.array(block == k)), types) for k in range(3)]), types
+    return (
+        t,
+        pa.concat_tables([F.item_partials(t.filter(pa.array(block == k)), types) for k in range(3)]),
+        types,
+    )
 
 
 def test_item_partials_combine_exactly_across_user_blocks():
     """Map-side combine: per-block partials of user-disjoint blocks, summed by item_totals, equal item_counts
     of the whole table and pyarrow's direct aggregates (counts exactly; price mean / population std to 1e-9)."""
     t, parts, types = _partials_case()
-    ref = {r["item_id"]: r for r in t.group_by("item_id").aggregate(
-        [("user_id", "count_distinct"), ([], "count_all"), ("price", "mean"), ("price", "stddev")]).to_pylist()}
+    ref = {
+        r["item_id"]: r
+        for r in t.group_by("item_id")
+        .aggregate([("user_id", "count_distinct"), ([], "count_all"), ("price", "mean"), ("price", "stddev")])
+        .to_pylist()
+    }
     assert parts.num_rows > len(ref)  # items seen in several blocks
     whole = {r["item_id"]: r for r in F.item_counts(t, types).to_pylist()}
     for got in ({r["item_id"]: r for r in F.item_totals(parts, types).to_pylist()}, whole):
@@ -87,7 +132,10 @@ def test_item_partials_combine_exactly_across_user_blocks():
     # one schema whatever the block: empty, or without prices (moments null)
     assert F.item_partials(pa.table({}), types).schema == F.item_partials(t, types).schema
     no_price = F.item_counts(t.drop_columns(["price"]), types)
-    assert no_price["price_mean"].null_count == no_price.num_rows and no_price.schema == F.item_totals(pa.table({}), types).schema
+    assert (
+        no_price["price_mean"].null_count == no_price.num_rows
+        and no_price.schema == F.item_totals(pa.table({}), types).schema
+    )
 
 
 def test_item_totals_do_not_depend_on_the_order_of_the_partials():
@@ -96,7 +144,10 @@ def test_item_totals_do_not_depend_on_the_order_of_the_partials():
     want = F.item_totals(parts, types).sort_by("item_id").to_pylist()
     rng = np.random.default_rng(1)
     for _ in range(5):
-        assert F.item_totals(parts.take(rng.permutation(parts.num_rows)), types).sort_by("item_id").to_pylist() == want
+        assert (
+            F.item_totals(parts.take(rng.permutation(parts.num_rows)), types).sort_by("item_id").to_pylist()
+            == want
+        )
 
 
 def test_task_exchange_combines_partials_like_the_ray_data_exchange(ray_session):
@@ -117,13 +168,18 @@ def test_task_exchange_combines_partials_like_the_ray_data_exchange(ray_session)
     # data-sized partitions (a tiny target: one per bucket that has rows): still every key in exactly one
     out = by_key_tasks(ds, "item_id", F.item_totals, partition_mb=1e-6, fn_kwargs={"event_types": types})
     blocks = [ray.get(r) for r in out.to_arrow_refs()]
-    assert len(blocks) > 3 and sorted((r for b in blocks for r in b.to_pylist()), key=lambda r: r["item_id"]) == want
+    assert (
+        len(blocks) > 3
+        and sorted((r for b in blocks for r in b.to_pylist()), key=lambda r: r["item_id"]) == want
+    )
     # the split is a function of the key alone (the same bucket in every block and process)
     a, b = _bucket_split(parts.slice(0, 60), ["item_id"], 4), _bucket_split(parts.slice(60), ["item_id"], 4)
     buckets = [{k for part in (a[i], b[i]) for k in part["item_id"].to_pylist()} for i in range(4)]
     assert sum(len(x) for x in buckets) == len({k for x in buckets for k in x})
     assert [sum(p.num_rows for p in a[:4]), sum(p.num_rows for p in b[:4])] == [60, parts.num_rows - 60]
-    assert list(a[4]) == [p.num_rows * parts.slice(0, 60).nbytes // 60 for p in a[:4]]  # sizes: rows x mean row bytes
+    assert list(a[4]) == [
+        p.num_rows * parts.slice(0, 60).nbytes // 60 for p in a[:4]
+    ]  # sizes: rows x mean row bytes
 
 
 def test_coalesce_groups_consecutive_buckets_by_size():
@@ -132,7 +188,14 @@ def test_coalesce_groups_consecutive_buckets_by_size():
     sizes = np.array([10, 10, 10, 10, 40, 0, 20, 0])
     assert coalesce(sizes, 25, 1) == [[0, 1], [2, 3], [4, 5], [6, 7]]  # empty buckets join the current one
     assert coalesce(sizes, 1000, 2) == [[0, 1, 2, 3], [4, 5], [6, 7]]  # 2 partitions minimum: target 50
-    assert coalesce(sizes, 1, 1) == [[0], [1], [2], [3], [4, 5], [6, 7]]  # tiny target: one per non-empty bucket
+    assert coalesce(sizes, 1, 1) == [
+        [0],
+        [1],
+        [2],
+        [3],
+        [4, 5],
+        [6, 7],
+    ]  # tiny target: one per non-empty bucket
     assert coalesce(np.zeros(3), 10, 2) == [[0, 1, 2]]  # no bytes: one partition
     rng = np.random.default_rng(0)
     sizes = rng.integers(0, 100, 64)
@@ -148,11 +211,16 @@ def test_no_leakage_time_split():
     uf = {r["user_id"]: r for r in F.user_features(tl, _params("time", t1)).to_pylist()}
     assert uf["u1"]["n_events"] == 2 and uf["u2"]["n_events"] == 1
     tt = F.time_targets(tl, t1, 2**62, None).to_pylist()
-    assert {r["user_id"]: (r["history"], r["targets"]) for r in tt} == {"u1": (["a", "b"], ["c", "d"]), "u2": (["a"], ["e"])}
+    assert {r["user_id"]: (r["history"], r["targets"]) for r in tt} == {
+        "u1": (["a", "b"], ["c", "d"]),
+        "u2": (["a"], ["e"]),
+    }
 
 
 def test_smoothed_rates():
-    counts = pa.table({"item_id": ["x"], "n_impression": [10], "n_click": [5], "n_view": [0], "n_cart": [1], "n_buy": [0]})
+    counts = pa.table(
+        {"item_id": ["x"], "n_impression": [10], "n_click": [5], "n_view": [0], "n_cart": [1], "n_buy": [0]}
+    )
     r = F.smooth_rates(counts, 10.0, {"ctr": 0.1, "cart_rate": 0.2, "conversion_rate": 0.05}).to_pylist()[0]
     assert r["ctr"] == pytest.approx((5 + 10 * 0.1) / (10 + 10))
     assert r["cart_rate"] == pytest.approx((1 + 2.0) / (5 + 10))
@@ -166,19 +234,35 @@ def test_features_job_tiny(ray_session, tmp_path, tiny_bert_dir):
 
     spec, cfg = parse_job("synth", "tiny", [f"output_dir={tmp_path}/synth", "events=3000", "users=60"])
     assert run_parsed(spec, cfg)["status"] == "succeeded"
-    spec, cfg = parse_job("clean", "configs/clean/synth-tiny.yaml", [
-        f"input.path={tmp_path}/synth/events", f"output_dir={tmp_path}/clean",
-        f"more_inputs=[{{path: {tmp_path}/synth/items, format: parquet, table: items}}]"])
+    spec, cfg = parse_job(
+        "clean",
+        "configs/clean/synth-tiny.yaml",
+        [
+            f"input.path={tmp_path}/synth/events",
+            f"output_dir={tmp_path}/clean",
+            f"more_inputs=[{{path: {tmp_path}/synth/items, format: parquet, table: items}}]",
+        ],
+    )
     assert run_parsed(spec, cfg)["status"] == "succeeded"
-    spec, cfg = parse_job("features", "tiny", [f"data={tmp_path}/clean", f"output_dir={tmp_path}/features",
-                                               f"embeddings.model.name_or_path={tiny_bert_dir}", "embeddings.max_items=16"])
+    spec, cfg = parse_job(
+        "features",
+        "tiny",
+        [
+            f"data={tmp_path}/clean",
+            f"output_dir={tmp_path}/features",
+            f"embeddings.model.name_or_path={tiny_bert_dir}",
+            "embeddings.max_items=16",
+        ],
+    )
     report = run_parsed(spec, cfg)
     assert report["status"] == "succeeded"
     out = tmp_path / "features"
     seq = read_pandas(out, FEATURES.sequences)
     test = read_pandas(out, FEATURES.loo_test)
-    assert len(test) > 0 and all(len(h) + 1 == len(s) for h, s in zip(test.merge(seq, on="user_id")["history"],
-                                                                      test.merge(seq, on="user_id")["items"]))
+    assert len(test) > 0 and all(
+        len(h) + 1 == len(s)
+        for h, s in zip(test.merge(seq, on="user_id")["history"], test.merge(seq, on="user_id")["items"])
+    )
     uf = read_pandas(out, FEATURES.user_features)
     assert {"segment", "pca_0", "recency_days", "last_items"} <= set(uf.columns)
     assert (out / FEATURES.manifest).exists() and (out / FEATURES.selection).exists()
@@ -192,10 +276,15 @@ def test_features_job_pairs_only_set(ray_session, tmp_path, shared_data):
     from recsys.cli.entry import parse_job, run_parsed
     from recsys.data.layout import FEATURES, read_pandas
 
-    spec, cfg = parse_job("clean", "configs/clean/abt-buy.yaml", [f"output_dir={tmp_path}/clean", "limit=300"])
+    spec, cfg = parse_job(
+        "clean", "configs/clean/abt-buy.yaml", [f"output_dir={tmp_path}/clean", "limit=300"]
+    )
     assert run_parsed(spec, cfg)["status"] == "succeeded"
-    spec, cfg = parse_job("features", "configs/features/abt-buy.yaml", [f"data={tmp_path}/clean",
-                                                                        f"output_dir={tmp_path}/features"])
+    spec, cfg = parse_job(
+        "features",
+        "configs/features/abt-buy.yaml",
+        [f"data={tmp_path}/clean", f"output_dir={tmp_path}/features"],
+    )
     report = run_parsed(spec, cfg)
     assert report["status"] == "succeeded", report.get("error")
     pairs = read_pandas(tmp_path / "features", FEATURES.pairs)
@@ -221,8 +310,14 @@ def test_bucket_of_hashes_distinct_values_like_every_row():
 
     from recsys.data.shuffle import _bucket_of
 
-    t = pa.table({"user_id": pa.chunked_array([["u1", None, "u2"], ["u2", "u3", None, "u1"]]), "x": list(range(7))})
+    t = pa.table(
+        {"user_id": pa.chunked_array([["u1", None, "u2"], ["u2", "u3", None, "u1"]]), "x": list(range(7))}
+    )
     want = pd.util.hash_pandas_object(t.select(["user_id"]).to_pandas(), index=False).to_numpy() % 5
     assert _bucket_of(t, ["user_id"], 5).tolist() == want.tolist()
-    assert _bucket_of(t, ["user_id", "x"], 5).tolist() == (
-        pd.util.hash_pandas_object(t.select(["user_id", "x"]).to_pandas(), index=False).to_numpy() % 5).tolist()
+    assert (
+        _bucket_of(t, ["user_id", "x"], 5).tolist()
+        == (
+            pd.util.hash_pandas_object(t.select(["user_id", "x"]).to_pandas(), index=False).to_numpy() % 5
+        ).tolist()
+    )

@@ -16,14 +16,16 @@ NOW = dt.datetime(2024, 1, 11, tzinfo=dt.timezone.utc)
 
 def _events() -> pa.Table:
     t = [dt.datetime(2024, 1, d, tzinfo=dt.timezone.utc) for d in (1, 1, 2, 3, 3, 10)]
-    return pa.table({
-        "user_id": ["u1", "u1", "u2", None, "u3", "u1"],
-        "item_id": ["a", "a", "b", "c", "zz", "a"],
-        "event_type": ["view", "view", "buy", "view", "cart", "view"],
-        "timestamp": pa.array([t[0], t[0], t[2], t[3], t[4], t[5]], TS),
-        "price": [1.0, 1.0, 3.0, 5.0, 7.0, 100.0],
-        "query": ["red shoes", "red shoes", "mail bob@example.com", None, "x", "y"],
-    })
+    return pa.table(
+        {
+            "user_id": ["u1", "u1", "u2", None, "u3", "u1"],
+            "item_id": ["a", "a", "b", "c", "zz", "a"],
+            "event_type": ["view", "view", "buy", "view", "cart", "view"],
+            "timestamp": pa.array([t[0], t[0], t[2], t[3], t[4], t[5]], TS),
+            "price": [1.0, 1.0, 3.0, 5.0, 7.0, 100.0],
+            "query": ["red shoes", "red shoes", "mail bob@example.com", None, "x", "y"],
+        }
+    )
 
 
 def test_profile_matches_hand_computation(ray_session):
@@ -47,13 +49,21 @@ def test_profile_matches_hand_computation(ray_session):
 
 
 def test_contract_names_every_violation():
-    prof = {"events": {"rows": 6, "duplicate_rate": 1 / 6, "referential_integrity": {},
-                       "columns": {"user_id": {"null_rate": 1 / 6, "distinct": 3}, "timestamp": {"freshness_days": 3.0}}}}
-    rules = [{"metric": "null_rate", "table": "events", "column": "user_id", "max": 0.01, "min": None},
-             {"metric": "duplicate_rate", "table": "events", "max": 0.05, "min": None, "column": None},
-             {"metric": "freshness_days", "table": "events", "max": 2, "min": None, "column": None},
-             {"metric": "min_rows", "table": "events", "min": 5, "max": None, "column": None},
-             {"metric": "null_rate", "table": "events", "column": "nope", "max": 0.1, "min": None}]
+    prof = {
+        "events": {
+            "rows": 6,
+            "duplicate_rate": 1 / 6,
+            "referential_integrity": {},
+            "columns": {"user_id": {"null_rate": 1 / 6, "distinct": 3}, "timestamp": {"freshness_days": 3.0}},
+        }
+    }
+    rules = [
+        {"metric": "null_rate", "table": "events", "column": "user_id", "max": 0.01, "min": None},
+        {"metric": "duplicate_rate", "table": "events", "max": 0.05, "min": None, "column": None},
+        {"metric": "freshness_days", "table": "events", "max": 2, "min": None, "column": None},
+        {"metric": "min_rows", "table": "events", "min": 5, "max": None, "column": None},
+        {"metric": "null_rate", "table": "events", "column": "nope", "max": 0.1, "min": None},
+    ]
     res = check_contract(prof, rules)
     assert [r["ok"] for r in res] == [False, False, False, True, False]
     assert res[4]["why"] == "table/column not found"
@@ -64,18 +74,37 @@ def test_inventory_job_contract_failure_and_adapter(ray_session, tmp_path):
     """Unknown file: roles inferred, adapter.yaml written; a violated contract fails the job naming the rule."""
     from recsys.cli.entry import parse_job, run_parsed
 
-    (tmp_path / "log.csv").write_text("customer,product,behavior,ts,amount\n" + "\n".join(
-        f"c{i % 7},p{i % 11},{'pv' if i % 3 else 'buy'},{1700000000 + 60 * i},{i % 5 + 0.5}" for i in range(300)) + "\n,p1,pv,1700000000,1\n")
-    spec, cfg = parse_job("inventory", "tiny", [
-        f"input.path={tmp_path / 'log.csv'}", "input.preset=null", "limit=null", f"output_dir={tmp_path / 'inv'}",
-        "contract=[{metric: null_rate, table: events, column: user_id, max: 0.0}, {metric: min_rows, table: events, min: 100}]"])
+    (tmp_path / "log.csv").write_text(
+        "customer,product,behavior,ts,amount\n"
+        + "\n".join(
+            f"c{i % 7},p{i % 11},{'pv' if i % 3 else 'buy'},{1700000000 + 60 * i},{i % 5 + 0.5}"
+            for i in range(300)
+        )
+        + "\n,p1,pv,1700000000,1\n"
+    )
+    spec, cfg = parse_job(
+        "inventory",
+        "tiny",
+        [
+            f"input.path={tmp_path / 'log.csv'}",
+            "input.preset=null",
+            "limit=null",
+            f"output_dir={tmp_path / 'inv'}",
+            "contract=[{metric: null_rate, table: events, column: user_id, max: 0.0}, {metric: min_rows, table: events, min: 100}]",
+        ],
+    )
     with pytest.raises(RuntimeError, match=r"null_rate\(events.user_id\) <= 0.0"):
         run_parsed(spec, cfg)
     report = json.loads((tmp_path / "inv" / "report.json").read_text())
     assert report["status"] == "failed"
     inv = json.loads((tmp_path / "inv" / "inventory.json").read_text())
     assert {r["column"]: r["role"] for r in inv["roles"]} == {
-        "customer": "user_id", "product": "item_id", "behavior": "event_type", "ts": "timestamp", "amount": "price"}
+        "customer": "user_id",
+        "product": "item_id",
+        "behavior": "event_type",
+        "ts": "timestamp",
+        "amount": "price",
+    }
     adapter = (tmp_path / "inv" / "adapter.yaml").read_text()
     assert "pv: view" in adapter and "timestamp_unit: s" in adapter
     html = (tmp_path / "inv" / "inventory.html").read_text()
@@ -99,9 +128,18 @@ def test_daily_counts_skip_null_timestamps():
     """Taobao rows with an unparsable time are null: they must not turn the day keys into floats."""
     from recsys.data.inventory import PassSpec, partial_pass
 
-    ts = pa.array([dt.datetime(2017, 11, 25, 1, tzinfo=dt.timezone.utc), None,
-                   dt.datetime(2017, 11, 25, 9, tzinfo=dt.timezone.utc), dt.datetime(2017, 11, 26, tzinfo=dt.timezone.utc)], TS)
+    ts = pa.array(
+        [
+            dt.datetime(2017, 11, 25, 1, tzinfo=dt.timezone.utc),
+            None,
+            dt.datetime(2017, 11, 25, 9, tzinfo=dt.timezone.utc),
+            dt.datetime(2017, 11, 26, tzinfo=dt.timezone.utc),
+        ],
+        TS,
+    )
     block = pa.table({"timestamp": ts})
-    p = PassSpec(bins={}, fences={}, time_col="timestamp", text_cols=[], dup_cols=[], funnel_col=None, refs={})
+    p = PassSpec(
+        bins={}, fences={}, time_col="timestamp", text_cols=[], dup_cols=[], funnel_col=None, refs={}
+    )
     out = json.loads(partial_pass(block, p)["json"][0].as_py())
     assert out["daily"] == {"17495": 2, "17496": 1}

@@ -11,13 +11,26 @@ from recsys.data.synth import catalog_arrays, examination, generate_shard, query
 
 
 def _params(**kw):
-    p = {"seed": 0, "shards": 2, "events_per_shard": 20_000, "users": 300, "page_size": 10, "decay": 1.0,
-         "cart_rate": 0.3, "buy_rate": 0.5, "dirty_share": 0.0, "start_us": 1_700_000_000_000_000, "span_us": 86400 * 10**6}
+    p = {
+        "seed": 0,
+        "shards": 2,
+        "events_per_shard": 20_000,
+        "users": 300,
+        "page_size": 10,
+        "decay": 1.0,
+        "cart_rate": 0.3,
+        "buy_rate": 0.5,
+        "dirty_share": 0.0,
+        "start_us": 1_700_000_000_000_000,
+        "span_us": 86400 * 10**6,
+    }
     return p | kw
 
 
 def _catalog():
-    items = pa.table({"item_id": [str(i) for i in range(200)], "title": [f"Game {i} Deluxe Edition" for i in range(200)]})
+    items = pa.table(
+        {"item_id": [str(i) for i in range(200)], "title": [f"Game {i} Deluxe Edition" for i in range(200)]}
+    )
     return catalog_arrays(items, 1.1, 0)
 
 

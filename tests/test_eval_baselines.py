@@ -11,20 +11,33 @@ from recsys.baselines.text import okapi_scores
 from recsys.evaluation import QueryBatch
 
 CATALOG = np.array([f"i{k}" for k in range(12)], dtype=object)
-SEQS = pd.DataFrame({"user_id": ["a", "b", "c", "d"],
-                     "items": [["i0", "i1", "i2"], ["i1", "i2", "i3"], ["i1", "i4"], ["i5", "i1", "i2"]]})
-ITEMS = pd.DataFrame({"item_id": CATALOG, "title": [f"game {k} {'mario' if k % 2 else 'zelda'}" for k in range(12)]})
+SEQS = pd.DataFrame(
+    {
+        "user_id": ["a", "b", "c", "d"],
+        "items": [["i0", "i1", "i2"], ["i1", "i2", "i3"], ["i1", "i4"], ["i5", "i1", "i2"]],
+    }
+)
+ITEMS = pd.DataFrame(
+    {"item_id": CATALOG, "title": [f"game {k} {'mario' if k % 2 else 'zelda'}" for k in range(12)]}
+)
 DATA = TrainData(SEQS, CATALOG, ITEMS)
 BATCH = QueryBatch(["a", "zz"], [["i0", "i1"], ["i3"]])
 CANDS = np.array([["i2", "i1", "i7", None], ["i4", "i9", "i11", "unknown"]], dtype=object)
 
 
-@pytest.mark.parametrize("kind,params", [
-    ("popularity", {}), ("popularity", {"half_life": 1.0}), ("itemknn", {"neighbors": 5}),
-    ("als", {"factors": 4, "iterations": 3}), ("bpr", {"factors": 4, "iterations": 3}), ("bm25", {}),
-    ("bpr", {"optimizer": "adam", "factors": 4, "epochs": 3, "valid_users": 2, "eval_every": 1}),
-    ("bm25", {"corpus": "candidates"}),
-])
+@pytest.mark.parametrize(
+    "kind,params",
+    [
+        ("popularity", {}),
+        ("popularity", {"half_life": 1.0}),
+        ("itemknn", {"neighbors": 5}),
+        ("als", {"factors": 4, "iterations": 3}),
+        ("bpr", {"factors": 4, "iterations": 3}),
+        ("bm25", {}),
+        ("bpr", {"optimizer": "adam", "factors": 4, "epochs": 3, "valid_users": 2, "eval_every": 1}),
+        ("bm25", {"corpus": "candidates"}),
+    ],
+)
 def test_baseline_shapes(kind, params):
     s = build_baseline(kind, params).fit(DATA)
     cand = s.score(BATCH, CANDS)
@@ -67,8 +80,16 @@ def _two_tastes(n_users: int = 40) -> TrainData:
 
 def test_bpr_adam_learns_tastes_stops_early_and_is_deterministic():
     data = _two_tastes()
-    params = {"optimizer": "adam", "factors": 8, "epochs": 200, "learning_rate": 0.05, "batch_size": 32,
-              "valid_users": 10, "eval_every": 2, "patience": 3}
+    params = {
+        "optimizer": "adam",
+        "factors": 8,
+        "epochs": 200,
+        "learning_rate": 0.05,
+        "batch_size": 32,
+        "valid_users": 10,
+        "eval_every": 2,
+        "patience": 3,
+    }
     s = build_baseline("bpr", params).fit(data)
     full = s.score(QueryBatch(["u0", "u1"], [[], []]), CATALOG[None, :])  # (2, 12)
     assert full[0, :6].mean() > full[0, 6:].mean() and full[1, 6:].mean() > full[1, :6].mean()
@@ -76,7 +97,9 @@ def test_bpr_adam_learns_tastes_stops_early_and_is_deterministic():
     assert info["best_epoch"] % 2 == 0 and info["best_epoch"] in [e for e, _ in info["probe_ndcg@10"]]
     assert len(info["probe_ndcg@10"]) < 100  # the probe stopped it before epoch 200
     again = build_baseline("bpr", params).fit(data).score(QueryBatch(["u0"], [[]]), CATALOG[None, :])
-    np.testing.assert_allclose(again[0], full[0], rtol=1e-5)  # same weights; BLAS rounds (1, F) and (2, F) alike to 1e-7
+    np.testing.assert_allclose(
+        again[0], full[0], rtol=1e-5
+    )  # same weights; BLAS rounds (1, F) and (2, F) alike to 1e-7
     cold = s.score(QueryBatch(["new"], [["i7", "i8"]]), CATALOG[None, :])  # folded in from its history
     assert cold[0, 6:].mean() > cold[0, :6].mean()
 
@@ -111,7 +134,9 @@ def test_llmrank_bm25_matches_its_character_query_by_hand():
     # 4 documents (3 titles + RecBole's [PAD]), 10 tokens: avgdl 2.5; length norm uses N / avgdl = 1.6
     idf_2 = np.log(4 - 1 + 0.5) - np.log(1 + 0.5)
     one = idf_2 * 2.5 / (1 + 1.5 * (1 - 0.75 + 0.75 * 4 / 2.5))
-    out = s.score(QueryBatch(["u", "v"], [["h"], ["h", "m"]]), catalog[None, :])  # "Halo" has no digit; "Mario Kart 2" one
+    out = s.score(
+        QueryBatch(["u", "v"], [["h"], ["h", "m"]]), catalog[None, :]
+    )  # "Halo" has no digit; "Mario Kart 2" one
     np.testing.assert_allclose(out, [[0, 0, 0], [one, 0, 0]], atol=1e-8)
     two = s.score(QueryBatch(["w"], [["m", "m"]]), catalog[None, :])  # '2' twice in the query: counted twice
     np.testing.assert_allclose(two[0, 0], 2 * one, atol=1e-8)

@@ -60,13 +60,28 @@ def test_rerank_reorders_only_the_first_stage_top_n():
     batch = QueryBatch(["u", "v"], [[], []])
     out = RerankScorer(first, second, top_n=3, weight=1.0).score(batch, items)  # items (1, 5): full ranking
     assert [sorted(map(str, row)) for row in second.calls[0]] == [["a", "b", "c"], ["c", "d", "e"]]
-    assert np.argsort(-out[0]).tolist()[:4] == [1, 2, 0, 3]  # b > c > a re-ranked, then d (first stage), e unrankable
+    assert np.argsort(-out[0]).tolist()[:4] == [
+        1,
+        2,
+        0,
+        3,
+    ]  # b > c > a re-ranked, then d (first stage), e unrankable
     assert out[0, 4] == -np.inf
     assert np.argsort(-out[1]).tolist() == [4, 3, 2, 1, 0]  # e 8 > d 7 > c 1, then b, a in first-stage order
-    assert np.argsort(-RerankScorer(first, second, top_n=3, weight=0.0).score(batch, items)[1]).tolist() == [4, 3, 2, 1, 0]
+    assert np.argsort(-RerankScorer(first, second, top_n=3, weight=0.0).score(batch, items)[1]).tolist() == [
+        4,
+        3,
+        2,
+        1,
+        0,
+    ]
     # a row with fewer rankable cells than top_n: the re-ranker is never asked about the -inf cell
     one = RerankScorer(Fixed([[1.0, -np.inf, -np.inf]]), second, top_n=2).score(BATCH, ITEMS)
-    assert np.isfinite(one[0, 0]) and np.isinf(one[0, 1:]).all() and second.calls[-1].tolist()[0].count(None) == 1
+    assert (
+        np.isfinite(one[0, 0])
+        and np.isinf(one[0, 1:]).all()
+        and second.calls[-1].tolist()[0].count(None) == 1
+    )
 
 
 def test_fit_rerank_weight_trusts_a_good_reranker_and_ignores_a_bad_one():
@@ -76,11 +91,14 @@ def test_fit_rerank_weight_trusts_a_good_reranker_and_ignores_a_bad_one():
     tgt = {q: t[0] for q, t in zip(es.query_ids, es.targets)}
 
     def judge(sign):
-        return lambda b, items: np.array([[sign * (i == tgt[q]) for i in row] for q, row in zip(b.query_ids, items)], float)
+        return lambda b, items: np.array(
+            [[sign * (i == tgt[q]) for i in row] for q, row in zip(b.query_ids, items)], float
+        )
 
     def noisy(b, items):  # a weak first stage: the target is usually in its top 8, rarely first
         return np.random.default_rng(len(b)).normal(size=items.shape) + np.array(
-            [[0.8 * (i == tgt[q]) for i in row] for q, row in zip(b.query_ids, items)])
+            [[0.8 * (i == tgt[q]) for i in row] for q, row in zip(b.query_ids, items)]
+        )
 
     w_good, best_good = fit_rerank_weight(noisy, judge(1.0), 8, lambda s: ev(s)["ndcg@5"])
     w_bad, best_bad = fit_rerank_weight(noisy, judge(-1.0), 8, lambda s: ev(s)["ndcg@5"])
@@ -103,7 +121,9 @@ def test_fit_weights_finds_the_useful_member():
     class Oracle:  # knows the target
         def score(self, batch, item_ids):
             tgt = {q: t[0] for q, t in zip(es.query_ids, es.targets)}
-            return np.array([[1.0 if i == tgt[q] else 0.0 for i in row] for q, row in zip(batch.query_ids, item_ids)])
+            return np.array(
+                [[1.0 if i == tgt[q] else 0.0 for i in row] for q, row in zip(batch.query_ids, item_ids)]
+            )
 
     class Noise:
         def score(self, batch, item_ids):

@@ -27,11 +27,14 @@ def beauty_slice(shared_data, tmp_path_factory):
     lines = (shared_data / "amazon-beauty" / "Beauty.txt").read_text().splitlines()[:400]
     rows = [ln.split() for ln in lines]
     d = tmp_path_factory.mktemp("beauty")
-    pd.DataFrame({"user_id": [r[0] for r in rows], "items": [r[1:] for r in rows]}).to_parquet(d / "sequences.parquet")
+    pd.DataFrame({"user_id": [r[0] for r in rows], "items": [r[1:] for r in rows]}).to_parquet(
+        d / "sequences.parquet"
+    )
     cands = {r[0]: [str(int(r[-1]) + k) for k in range(1, 30)] for r in rows[:100] if len(r) > 4}
     pd.DataFrame({"user_id": list(cands), "items": list(cands.values())}).to_parquet(d / "candidates.parquet")
-    pd.DataFrame({"user_id": [r[0] for r in rows], "country": ["DE" if i % 3 else "FR" for i in range(len(rows))]}
-                 ).to_parquet(d / "users.parquet")
+    pd.DataFrame(
+        {"user_id": [r[0] for r in rows], "country": ["DE" if i % 3 else "FR" for i in range(len(rows))]}
+    ).to_parquet(d / "users.parquet")
     return d
 
 
@@ -41,9 +44,13 @@ def pairs_slice(shared_data, tmp_path_factory):
 
     rows = []
     for split in ("valid", "test"):
-        for ln in (shared_data / "product-matching" / "abt-buy" / f"{split}.txt").read_text().splitlines()[:250]:
+        for ln in (
+            (shared_data / "product-matching" / "abt-buy" / f"{split}.txt").read_text().splitlines()[:250]
+        ):
             left, right, label = ln.split("\t")
-            rows.append({"left": ditto_text(left), "right": ditto_text(right), "label": int(label), "split": split})
+            rows.append(
+                {"left": ditto_text(left), "right": ditto_text(right), "label": int(label), "split": split}
+            )
     df = pd.DataFrame(rows)
     df["left_id"], df["right_id"] = df["left"], df["right"]
     d = tmp_path_factory.mktemp("pairs")
@@ -52,7 +59,9 @@ def pairs_slice(shared_data, tmp_path_factory):
 
 
 def test_tiny_config_full_ranking_time_split(ray_session, tmp_path):
-    spec, cfg = parse_job("evaluate", "tiny", [f"output_dir={tmp_path}", "protocol.max_queries=60", "bootstrap=50"])
+    spec, cfg = parse_job(
+        "evaluate", "tiny", [f"output_dir={tmp_path}", "protocol.max_queries=60", "bootstrap=50"]
+    )
     report = run_parsed(spec, cfg)
     assert report["status"] == "succeeded" and report["summary"]["protocol"] == "full"
     lb = {r["model"]: r for r in report["leaderboard"]}
@@ -65,30 +74,63 @@ def test_tiny_config_full_ranking_time_split(ray_session, tmp_path):
 
 
 def test_sampled_and_file_candidates_with_tuning_ensembles_kfold(ray_session, tmp_path, beauty_slice):
-    base = {"data": {"events": {"path": str(beauty_slice / "sequences.parquet")},
-                     "users": {"path": str(beauty_slice / "users.parquet")}},
-            "metrics": ["ndcg@10", "hit_rate@10", "auc"], "bootstrap": 100, "significance_resamples": 200}
+    base = {
+        "data": {
+            "events": {"path": str(beauty_slice / "sequences.parquet")},
+            "users": {"path": str(beauty_slice / "users.parquet")},
+        },
+        "metrics": ["ndcg@10", "hit_rate@10", "auc"],
+        "bootstrap": 100,
+        "significance_resamples": 200,
+    }
     models = [
         {"name": "pop", "kind": "popularity"},
         {"name": "bpr", "kind": "bpr", "params": {"iterations": 10}, "tune": {"factors": [8, 16]}},
         {"name": "knn", "kind": "itemknn"},
     ]
-    report = _run({**base, "protocol": {"n_negatives": 50, "kfold": 2}, "models": models, "reference": "pop",
-                   "results_json": str(tmp_path / "res.json"),
-                   "ensembles": [{"name": "w", "members": ["pop", "knn"], "method": "weighted"},
-                                 {"name": "lr", "members": ["pop", "knn", "bpr"], "method": "learned"}]}, tmp_path / "a")
+    report = _run(
+        {
+            **base,
+            "protocol": {"n_negatives": 50, "kfold": 2},
+            "models": models,
+            "reference": "pop",
+            "results_json": str(tmp_path / "res.json"),
+            "ensembles": [
+                {"name": "w", "members": ["pop", "knn"], "method": "weighted"},
+                {"name": "lr", "members": ["pop", "knn", "bpr"], "method": "learned"},
+            ],
+        },
+        tmp_path / "a",
+    )
     lb = {r["model"]: r for r in report["leaderboard"]}
     assert report["summary"]["protocol"] == "sampled(51 candidates)"
     assert len(lb["bpr"]["info"]["tuning"]) == 2 and "weights" in lb["w"]["info"]
-    assert set(report["kfold"]) == {"pop", "bpr", "knn"} and len(report["kfold"]["pop"]["ndcg@10"]["folds"]) == 2
-    assert {s["vs"] for s in report["significance"]} == {"pop"} and all(0 < s["p_permutation"] <= 1 for s in report["significance"])
+    assert (
+        set(report["kfold"]) == {"pop", "bpr", "knn"} and len(report["kfold"]["pop"]["ndcg@10"]["folds"]) == 2
+    )
+    assert {s["vs"] for s in report["significance"]} == {"pop"} and all(
+        0 < s["p_permutation"] <= 1 for s in report["significance"]
+    )
     per = pd.read_parquet(tmp_path / "a" / "out" / "per_query.parquet")
     assert set(per["country"]) == {"DE", "FR"}
     assert "country=FR" in (tmp_path / "a" / "out" / "report.html").read_text()
-    assert json.loads((tmp_path / "res.json").read_text())["leaderboard"][0]["model"] == report["leaderboard"][0]["model"]
-    file_report = _run({**base, "data": {**base["data"], "candidates": {"path": str(beauty_slice / "candidates.parquet")}},
-                        "protocol": {"candidates": "file", "users": "with_candidates"}, "models": models[:1]}, tmp_path / "b")
-    assert file_report["summary"]["protocol"].startswith("sampled(") and file_report["counts"]["test_queries"] <= 100
+    assert (
+        json.loads((tmp_path / "res.json").read_text())["leaderboard"][0]["model"]
+        == report["leaderboard"][0]["model"]
+    )
+    file_report = _run(
+        {
+            **base,
+            "data": {**base["data"], "candidates": {"path": str(beauty_slice / "candidates.parquet")}},
+            "protocol": {"candidates": "file", "users": "with_candidates"},
+            "models": models[:1],
+        },
+        tmp_path / "b",
+    )
+    assert (
+        file_report["summary"]["protocol"].startswith("sampled(")
+        and file_report["counts"]["test_queries"] <= 100
+    )
 
 
 def test_retrieval_and_matching_on_pairs(ray_session, tmp_path, pairs_slice, tiny_bert_dir):
@@ -97,21 +139,42 @@ def test_retrieval_and_matching_on_pairs(ray_session, tmp_path, pairs_slice, tin
     CrossEncoder.from_encoder(str(tiny_bert_dir), max_length=32).save_pretrained(tmp_path / "ce")
     zs = {"name": "zeroshot", "kind": "zeroshot", "params": {"model": str(tiny_bert_dir)}}
     ce = {"name": "ce", "kind": "model", "path": str(tmp_path / "ce"), "standalone": False}
-    report = _run({"data": {"pairs": {"path": str(pairs_slice)}}, "bootstrap": 50, "significance_resamples": 200,
-                   "protocol": {"task": "retrieval", "candidates": "full"}, "metrics": ["recall@10", "mrr"],
-                   "models": [{"name": "bm25", "kind": "bm25"}, zs, ce],
-                   "ensembles": [{"name": "hybrid", "members": ["bm25", "zeroshot"]},
-                                 {"name": "hybrid+ce", "members": ["hybrid", "ce"], "method": "rerank", "top_n": 5}]},
-                  tmp_path / "r")
+    report = _run(
+        {
+            "data": {"pairs": {"path": str(pairs_slice)}},
+            "bootstrap": 50,
+            "significance_resamples": 200,
+            "protocol": {"task": "retrieval", "candidates": "full"},
+            "metrics": ["recall@10", "mrr"],
+            "models": [{"name": "bm25", "kind": "bm25"}, zs, ce],
+            "ensembles": [
+                {"name": "hybrid", "members": ["bm25", "zeroshot"]},
+                {"name": "hybrid+ce", "members": ["hybrid", "ce"], "method": "rerank", "top_n": 5},
+            ],
+        },
+        tmp_path / "r",
+    )
     lb = {r["model"]: r for r in report["leaderboard"]}
     assert lb["bm25"]["recall@10"] > 0.5  # names share model numbers: lexical retrieval is strong here
     assert set(lb) == {"bm25", "zeroshot", "hybrid", "hybrid+ce"}  # the re-ranker alone is not ranked
     info = lb["hybrid+ce"]["info"]
-    assert info["top_n"] == 5 and info["rerank_weight"] in (0.0, 0.25, 0.5, 0.75, 1.0) and "valid_recall@10" in info  # primary = the first metric
+    assert (
+        info["top_n"] == 5
+        and info["rerank_weight"] in (0.0, 0.25, 0.5, 0.75, 1.0)
+        and "valid_recall@10" in info
+    )  # primary = the first metric
     # re-ranking permutes each query's top 5 only: recall@10 is the hybrid's
     assert lb["hybrid+ce"]["recall@10"] == pytest.approx(lb["hybrid"]["recall@10"])
-    match = _run({"data": {"pairs": {"path": str(pairs_slice)}}, "protocol": {"task": "matching"}, "bootstrap": 50,
-                  "significance_resamples": 200, "models": [zs]}, tmp_path / "m")
+    match = _run(
+        {
+            "data": {"pairs": {"path": str(pairs_slice)}},
+            "protocol": {"task": "matching"},
+            "bootstrap": 50,
+            "significance_resamples": 200,
+            "models": [zs],
+        },
+        tmp_path / "m",
+    )
     row = match["leaderboard"][0]
     assert 0 <= row["f1"] <= 1 and row["n_pairs"] == 250 and len(row["ci95"]["f1"]) == 2
 
@@ -120,10 +183,20 @@ def test_missing_trained_models_are_named_before_anything_runs(tmp_path):
     from recsys.experiments import run
 
     spec = get_job("evaluate")
-    cfg = load_config(spec.config_cls, None, data={
-        "output_dir": str(tmp_path), "data": {"pairs": {"path": __file__}}, "protocol": {"task": "retrieval"},
-        "models": [{"name": "a", "kind": "bm25"}, {"name": "m1", "kind": "model", "path": str(tmp_path / "x")},
-                   {"name": "m2", "kind": "model", "path": str(tmp_path / "y")}]})
+    cfg = load_config(
+        spec.config_cls,
+        None,
+        data={
+            "output_dir": str(tmp_path),
+            "data": {"pairs": {"path": __file__}},
+            "protocol": {"task": "retrieval"},
+            "models": [
+                {"name": "a", "kind": "bm25"},
+                {"name": "m1", "kind": "model", "path": str(tmp_path / "x")},
+                {"name": "m2", "kind": "model", "path": str(tmp_path / "y")},
+            ],
+        },
+    )
     with pytest.raises(FileNotFoundError, match=r"m1: .*x; m2: .*y\. Train them first"):
         run(cfg, None)
 
@@ -131,16 +204,40 @@ def test_missing_trained_models_are_named_before_anything_runs(tmp_path):
 def test_config_errors_are_collected_and_name_the_fix():
     spec = get_job("evaluate")
     with pytest.raises(ConfigError) as exc:
-        load_config(spec.config_cls, None, data={
-            "data": {}, "metrics": ["ndcg"], "models": [{"name": "m", "kind": "model"}],
-            "ensembles": [{"name": "e", "members": ["m", "x"]}]})
+        load_config(
+            spec.config_cls,
+            None,
+            data={
+                "data": {},
+                "metrics": ["ndcg"],
+                "models": [{"name": "m", "kind": "model"}],
+                "ensembles": [{"name": "e", "members": ["m", "x"]}],
+            },
+        )
     text = exc.value.render()
     assert "needs a cutoff" in text and "kind=model needs path" in text
-    models = [{"name": "a", "kind": "bm25"}, {"name": "ce", "kind": "model", "path": "m", "standalone": False}]
+    models = [
+        {"name": "a", "kind": "bm25"},
+        {"name": "ce", "kind": "model", "path": "m", "standalone": False},
+    ]
     base = {"data": {"pairs": {"path": __file__}}, "protocol": {"task": "retrieval"}}
     with pytest.raises(ConfigError, match=r"method rerank takes members \[first stage, re-ranker\], got 3"):
-        load_config(spec.config_cls, None, data={**base, "models": models, "ensembles": [
-            {"name": "r", "members": ["a", "ce", "a"], "method": "rerank"}]})
+        load_config(
+            spec.config_cls,
+            None,
+            data={
+                **base,
+                "models": models,
+                "ensembles": [{"name": "r", "members": ["a", "ce", "a"], "method": "rerank"}],
+            },
+        )
     with pytest.raises(ConfigError, match=r"models \['b'\] have standalone: false but no ensemble uses them"):
-        load_config(spec.config_cls, None, data={**base, "models": [*models, {"name": "b", "kind": "zeroshot", "standalone": False}],
-                                                 "ensembles": [{"name": "r", "members": ["a", "ce"], "method": "rerank"}]})
+        load_config(
+            spec.config_cls,
+            None,
+            data={
+                **base,
+                "models": [*models, {"name": "b", "kind": "zeroshot", "standalone": False}],
+                "ensembles": [{"name": "r", "members": ["a", "ce"], "method": "rerank"}],
+            },
+        )

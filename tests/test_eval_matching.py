@@ -24,12 +24,24 @@ from recsys.jobs_registry import get_job
 
 def test_attributes_and_product_codes():
     assert attributes("name: sony bravia kdl-40v4100; description: 40' lcd; price: 999.0") == {
-        "name": "sony bravia kdl-40v4100", "description": "40' lcd", "price": "999.0"}
+        "name": "sony bravia kdl-40v4100",
+        "description": "40' lcd",
+        "price": "999.0",
+    }
     assert attributes("plain offer text") == {"text": "plain offer text"}
-    assert attributes("Sony TV: 40 inch") == {"text": "Sony TV: 40 inch"}  # a colon in free text is no attribute
+    assert attributes("Sony TV: 40 inch") == {
+        "text": "Sony TV: 40 inch"
+    }  # a colon in free text is no attribute
     # separators removed, adjacent words joined when that makes a code; pure words and short tokens are not codes
-    assert product_codes("Sony KDL-40V4100 40 inch") == {"kdl40v4100", "sonykdl40v4100", "kdl40v410040", "40inch"}
-    assert {"davis50", "davis50b"} <= product_codes("sony dav-is50 / b") and "davis50" in product_codes("sony dav is50")
+    assert product_codes("Sony KDL-40V4100 40 inch") == {
+        "kdl40v4100",
+        "sonykdl40v4100",
+        "kdl40v410040",
+        "40inch",
+    }
+    assert {"davis50", "davis50b"} <= product_codes("sony dav-is50 / b") and "davis50" in product_codes(
+        "sony dav is50"
+    )
     assert product_codes("black hdtv 42 in") == {"hdtv42"} and product_codes("sony tv 40 in") == set()
 
 
@@ -43,7 +55,9 @@ def test_featurizer_hand_checked_pair():
     row = dict(zip(FEATURE_NAMES, x[0]))
     assert row["code_match_name"] == 1.0 and row["code_conflict"] == 0.0
     # name words: {sony, bravia, 40, lcd, kdl40v4100} vs {sony, kdl-40v4100, bravia, hdtv}: 2 shared of 7
-    assert row["name_token_jaccard"] == pytest.approx(2 / 7) and row["name_token_overlap"] == pytest.approx(2 / 4)
+    assert row["name_token_jaccard"] == pytest.approx(2 / 7) and row["name_token_overlap"] == pytest.approx(
+        2 / 4
+    )
     assert row["price_relative_diff"] == pytest.approx(0.2)
     assert row["left_name_tokens"] == 5 and row["right_name_tokens"] == 4
     mismatch = dict(zip(FEATURE_NAMES, x[1]))
@@ -56,7 +70,11 @@ def _ditto(path, n):
     from recsys.data.presets import ditto_text
 
     rows = [ln.split("\t") for ln in path.read_text().splitlines()[:n]]
-    return [ditto_text(r[0]) for r in rows], [ditto_text(r[1]) for r in rows], np.array([int(r[2]) for r in rows])
+    return (
+        [ditto_text(r[0]) for r in rows],
+        [ditto_text(r[1]) for r in rows],
+        np.array([int(r[2]) for r in rows]),
+    )
 
 
 @pytest.mark.slow
@@ -99,23 +117,41 @@ def test_stacked_matcher_beats_its_members_and_needs_both_labels():
 
 
 @pytest.mark.slow
-def test_matching_job_with_pair_features_and_learned_fusion(ray_session, tmp_path, shared_data, tiny_bert_dir):
+def test_matching_job_with_pair_features_and_learned_fusion(
+    ray_session, tmp_path, shared_data, tiny_bert_dir
+):
     from recsys.cli.entry import run_parsed
     from recsys.data.presets import ditto_text
 
     rows = []
     for split, n in (("train", 1500), ("valid", 400), ("test", 300)):
-        for ln in (shared_data / "product-matching" / "abt-buy" / f"{split}.txt").read_text().splitlines()[:n]:
+        for ln in (
+            (shared_data / "product-matching" / "abt-buy" / f"{split}.txt").read_text().splitlines()[:n]
+        ):
             left, right, label = ln.split("\t")
-            rows.append({"left": ditto_text(left), "right": ditto_text(right), "label": int(label), "split": split})
+            rows.append(
+                {"left": ditto_text(left), "right": ditto_text(right), "label": int(label), "split": split}
+            )
     pd.DataFrame(rows).to_parquet(tmp_path / "pairs.parquet")
     spec = get_job("evaluate")
-    cfg = load_config(spec.config_cls, None, data={
-        "output_dir": str(tmp_path / "out"), "data": {"pairs": {"path": str(tmp_path / "pairs.parquet")}},
-        "protocol": {"task": "matching"}, "bootstrap": 50, "significance_resamples": 200,
-        "models": [{"name": "zeroshot", "kind": "zeroshot", "params": {"model": str(tiny_bert_dir)}},
-                   {"name": "features", "kind": "pair_features", "params": {"max_iter": 100}}],
-        "ensembles": [{"name": "fused", "members": ["zeroshot", "features"], "method": "learned", "folds": 3}]})
+    cfg = load_config(
+        spec.config_cls,
+        None,
+        data={
+            "output_dir": str(tmp_path / "out"),
+            "data": {"pairs": {"path": str(tmp_path / "pairs.parquet")}},
+            "protocol": {"task": "matching"},
+            "bootstrap": 50,
+            "significance_resamples": 200,
+            "models": [
+                {"name": "zeroshot", "kind": "zeroshot", "params": {"model": str(tiny_bert_dir)}},
+                {"name": "features", "kind": "pair_features", "params": {"max_iter": 100}},
+            ],
+            "ensembles": [
+                {"name": "fused", "members": ["zeroshot", "features"], "method": "learned", "folds": 3}
+            ],
+        },
+    )
     report = run_parsed(spec, cfg)
     lb = {r["model"]: r for r in report["leaderboard"]}
     assert set(lb) == {"zeroshot", "features", "fused"}
@@ -123,28 +159,63 @@ def test_matching_job_with_pair_features_and_learned_fusion(ray_session, tmp_pat
     info = lb["fused"]["info"]
     assert info["folds"] == 3 and set(info["weights"]) == {"zeroshot", "features"}
     assert all(r["n_pairs"] == 300 and len(r["ci95"]["f1"]) == 2 for r in lb.values())
-    assert {s["model"] for s in report["significance"]} >= {"zeroshot", "fused"} - {report["summary"]["reference"]}
+    assert {s["model"] for s in report["significance"]} >= {"zeroshot", "fused"} - {
+        report["summary"]["reference"]
+    }
 
     # retrieval on the same pairs: the matcher ranks every right-hand product, alone and as a re-ranker
-    cfg = load_config(spec.config_cls, None, data={
-        "output_dir": str(tmp_path / "r"), "data": {"pairs": {"path": str(tmp_path / "pairs.parquet")}},
-        "protocol": {"task": "retrieval", "candidates": "full"}, "metrics": ["recall@10", "mrr"], "bootstrap": 0,
-        "significance_resamples": 200,
-        "models": [{"name": "bm25", "kind": "bm25"}, {"name": "features", "kind": "pair_features", "params": {"max_iter": 100}}],
-        "ensembles": [{"name": "bm25+features", "members": ["bm25", "features"], "method": "rerank", "top_n": 10}]})
+    cfg = load_config(
+        spec.config_cls,
+        None,
+        data={
+            "output_dir": str(tmp_path / "r"),
+            "data": {"pairs": {"path": str(tmp_path / "pairs.parquet")}},
+            "protocol": {"task": "retrieval", "candidates": "full"},
+            "metrics": ["recall@10", "mrr"],
+            "bootstrap": 0,
+            "significance_resamples": 200,
+            "models": [
+                {"name": "bm25", "kind": "bm25"},
+                {"name": "features", "kind": "pair_features", "params": {"max_iter": 100}},
+            ],
+            "ensembles": [
+                {"name": "bm25+features", "members": ["bm25", "features"], "method": "rerank", "top_n": 10}
+            ],
+        },
+    )
     lb = {r["model"]: r for r in run_parsed(spec, cfg)["leaderboard"]}
     assert lb["features"]["info"]["train_pairs"] == 1500 and lb["features"]["mrr"] > 0.5
-    assert lb["bm25+features"]["recall@10"] == pytest.approx(lb["bm25"]["recall@10"])  # re-ranks the top 10 only
+    assert lb["bm25+features"]["recall@10"] == pytest.approx(
+        lb["bm25"]["recall@10"]
+    )  # re-ranks the top 10 only
 
 
 def test_matching_config_errors_name_the_fix():
     spec = get_job("evaluate")
     pairs = {"pairs": {"path": __file__}}
-    with pytest.raises(ConfigError, match=r"kind pair_features scores offer pairs by their texts; use it with protocol.task: matching or retrieval"):
-        load_config(spec.config_cls, None, data={"data": {"events": {"path": __file__}}, "protocol": {"task": "recommendation"},
-                                                 "models": [{"name": "f", "kind": "pair_features"}]})
-    with pytest.raises(ConfigError, match=r"ensembles \['e'\]: matching fuses pair scores with method: learned"):
-        load_config(spec.config_cls, None, data={
-            "data": pairs, "protocol": {"task": "matching"},
-            "models": [{"name": "f", "kind": "pair_features"}, {"name": "z", "kind": "zeroshot"}],
-            "ensembles": [{"name": "e", "members": ["f", "z"], "method": "rrf"}]})
+    with pytest.raises(
+        ConfigError,
+        match=r"kind pair_features scores offer pairs by their texts; use it with protocol.task: matching or retrieval",
+    ):
+        load_config(
+            spec.config_cls,
+            None,
+            data={
+                "data": {"events": {"path": __file__}},
+                "protocol": {"task": "recommendation"},
+                "models": [{"name": "f", "kind": "pair_features"}],
+            },
+        )
+    with pytest.raises(
+        ConfigError, match=r"ensembles \['e'\]: matching fuses pair scores with method: learned"
+    ):
+        load_config(
+            spec.config_cls,
+            None,
+            data={
+                "data": pairs,
+                "protocol": {"task": "matching"},
+                "models": [{"name": "f", "kind": "pair_features"}, {"name": "z", "kind": "zeroshot"}],
+                "ensembles": [{"name": "e", "members": ["f", "z"], "method": "rrf"}],
+            },
+        )

@@ -11,9 +11,19 @@ from recsys.evaluation.beyond import beyond_accuracy
 from recsys.evaluation.train_data import TrainData
 
 RANX_NAMES = {
-    "hit_rate@1": "hit_rate@1", "hit_rate@5": "hit_rate@5", "recall@5": "recall@5", "recall@20": "recall@20",
-    "precision@3": "precision@3", "precision@10": "precision@10", "ndcg@5": "ndcg@5", "ndcg@10": "ndcg@10",
-    "ndcg_burges@10": "ndcg_burges@10", "mrr": "mrr", "mrr@5": "mrr@5", "map": "map", "map@10": "map@10",
+    "hit_rate@1": "hit_rate@1",
+    "hit_rate@5": "hit_rate@5",
+    "recall@5": "recall@5",
+    "recall@20": "recall@20",
+    "precision@3": "precision@3",
+    "precision@10": "precision@10",
+    "ndcg@5": "ndcg@5",
+    "ndcg@10": "ndcg@10",
+    "ndcg_burges@10": "ndcg_burges@10",
+    "mrr": "mrr",
+    "mrr@5": "mrr@5",
+    "map": "map",
+    "map@10": "map@10",
 }
 
 
@@ -32,7 +42,9 @@ def _random_case(seed: int, graded: bool, n_q: int = 60, n_c: int = 30):
 def _ranx(scores, cols, gains, names):
     from ranx import Qrels, Run, evaluate
 
-    qrels = {f"q{i:04d}": {f"d{c}": int(g) for c, g in zip(cols[i], gains[i]) if g > 0} for i in range(len(scores))}
+    qrels = {
+        f"q{i:04d}": {f"d{c}": int(g) for c, g in zip(cols[i], gains[i]) if g > 0} for i in range(len(scores))
+    }
     run = {f"q{i:04d}": {f"d{j}": float(s) for j, s in enumerate(scores[i])} for i in range(len(scores))}
     out = evaluate(Qrels(qrels), Run(run), list(names), return_mean=False, make_comparable=True)
     return {k: np.asarray(v) for k, v in out.items()}
@@ -73,7 +85,9 @@ def test_excluded_candidates_and_pessimistic_ties():
 
 
 def test_single_target_closed_forms():
-    tr = M.TargetRanks(ranks=np.array([[0], [3], [25]]), gains=np.ones((3, 1)), n_candidates=np.array([21, 21, 101]))
+    tr = M.TargetRanks(
+        ranks=np.array([[0], [3], [25]]), gains=np.ones((3, 1)), n_candidates=np.array([21, 21, 101])
+    )
     np.testing.assert_allclose(M.ndcg(tr, 10), [1.0, 1 / np.log2(5), 0.0])
     np.testing.assert_allclose(M.hit_rate(tr, 5), [1, 1, 0])
     np.testing.assert_allclose(M.mrr(tr), [1, 0.25, 1 / 26])
@@ -87,11 +101,17 @@ def test_bad_metric_names_are_clear(bad):
 
 
 def test_beyond_accuracy_of_top_k_lists():
-    train = TrainData(sequences=pd.DataFrame({"user_id": ["u", "v"], "items": [["a", "b", "a"], ["a"]]}),
-                      catalog=np.array(["a", "b", "c", "d"], dtype=object))
+    train = TrainData(
+        sequences=pd.DataFrame({"user_id": ["u", "v"], "items": [["a", "b", "a"], ["a"]]}),
+        catalog=np.array(["a", "b", "c", "d"], dtype=object),
+    )
     topk = np.array([["a", "b"], ["a", None]], dtype=object)
     vectors = (np.array(["a", "b"], dtype=object), np.array([[1.0, 0.0], [0.0, 2.0]]))
     # popularity = users per item (a: 2, b: 1); novelty of a = -log2(2/2) = 0, of b = -log2(1/2) = 1
     assert beyond_accuracy(topk, train, vectors) == {
-        "coverage@2": 0.5, "novelty@2": 0.25, "popularity_bias@2": 1.75, "diversity@2": 1.0}
+        "coverage@2": 0.5,
+        "novelty@2": 0.25,
+        "popularity_bias@2": 1.75,
+        "diversity@2": 1.0,
+    }
     assert beyond_accuracy(None, train, vectors) == {}

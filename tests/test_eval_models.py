@@ -21,9 +21,15 @@ def test_sequential_model_sampled_and_full(tmp_path):
     torch.manual_seed(0)
     split = leave_one_out(SEQS)
     items = sorted({i for s in SEQS.values() for i in s})
-    SequentialRecommender(items, hidden_size=8, num_layers=1, num_heads=1, max_len=10).save_pretrained(tmp_path / "seq")
-    scorer, info = build_scorer(ModelSpec(name="sasrec", kind="model", path=str(tmp_path / "seq")),
-                                TrainData(split.train, split.test.catalog), None, 0)
+    SequentialRecommender(items, hidden_size=8, num_layers=1, num_heads=1, max_len=10).save_pretrained(
+        tmp_path / "seq"
+    )
+    scorer, info = build_scorer(
+        ModelSpec(name="sasrec", kind="model", path=str(tmp_path / "seq")),
+        TrainData(split.train, split.test.catalog),
+        None,
+        0,
+    )
     sampled = RankingEvaluator(sample_negatives(split.test, 10, seed=0), ["ndcg@10", "auc"])(scorer)
     full = RankingEvaluator(split.test, ["ndcg@10", "auc"], block_size=50)(scorer)
     assert sampled["n_queries"] == full["n_queries"] == 20 and 0 <= full["auc"] <= 1 and info["path"]
@@ -48,10 +54,18 @@ def test_bi_and_cross_encoder(tmp_path, tiny_bert_dir):
     bi, _ = build_scorer(ModelSpec(name="bi", kind="model", path=str(tmp_path / "bi")), train, None, 0)
     from recsys.evaluation import EvalSet
 
-    es = EvalSet("q", np.array(["q1", "q2"], dtype=object), [[], []], [["p1"], ["p4"]], catalog,
-                 texts=["product 1", "camera 4"])
+    es = EvalSet(
+        "q",
+        np.array(["q1", "q2"], dtype=object),
+        [[], []],
+        [["p1"], ["p4"]],
+        catalog,
+        texts=["product 1", "camera 4"],
+    )
     assert RankingEvaluator(es, ["mrr"])(bi)["n_queries"] == 2
     ce, _ = build_scorer(ModelSpec(name="ce", kind="model", path=str(tmp_path / "ce")), train, None, 0)
     assert RankingEvaluator(sample_negatives(es, 3, seed=0), ["mrr"])(ce)["n_queries"] == 2
-    scores = pair_scorer(ModelSpec(name="ce", kind="model", path=str(tmp_path / "ce")), 0)(["a b", "c"], ["a b", "d"])
+    scores = pair_scorer(ModelSpec(name="ce", kind="model", path=str(tmp_path / "ce")), 0)(
+        ["a b", "c"], ["a b", "d"]
+    )
     assert scores.shape == (2,) and np.isfinite(scores).all()

@@ -29,7 +29,9 @@ class HashScorer:
         out = np.empty((len(batch), item_ids.shape[1]))
         for b, q in enumerate(batch.query_ids):
             row = item_ids[b if item_ids.shape[0] > 1 else 0]
-            out[b] = [(zlib.crc32(f"{q}|{i}".encode()) % 10007) / 10007 if i is not None else 0.0 for i in row]
+            out[b] = [
+                (zlib.crc32(f"{q}|{i}".encode()) % 10007) / 10007 if i is not None else 0.0 for i in row
+            ]
         return out
 
 
@@ -96,10 +98,15 @@ def test_file_candidates_and_time_split():
     fc = with_candidates(es, cand)
     assert list(fc.query_ids) == ["u0", "u1"] and es.targets[0][0] in fc.candidates[0]
     assert sorted(fc.candidates[1][:2]) == sorted([es.targets[1][0], "i3"]) and fc.candidates[1][2] is None
-    ev = pd.DataFrame({
-        "user_id": ["a", "a", "a", "b", "b"], "item_id": ["1", "2", "2", "3", "1"],
-        "timestamp": pd.to_datetime(["2020-01-01", "2020-02-01", "2020-02-02", "2020-01-05", "2020-03-01"]),
-    })
+    ev = pd.DataFrame(
+        {
+            "user_id": ["a", "a", "a", "b", "b"],
+            "item_id": ["1", "2", "2", "3", "1"],
+            "timestamp": pd.to_datetime(
+                ["2020-01-01", "2020-02-01", "2020-02-02", "2020-01-05", "2020-03-01"]
+            ),
+        }
+    )
     sp = time_split(ev, test_start="2020-01-15")
     assert list(sp.test.query_ids) == ["a", "b"] and sp.test.targets == [["2"], ["1"]]
     assert sp.test.gains == [[2.0], [1.0]] and sp.test.histories == [["1"], ["3"]]
@@ -113,20 +120,37 @@ def test_pairs_table_checks_and_retrieval_protocol(tmp_path):
     pd.DataFrame({"left": ["a1"], "right": ["b1"], "label": [1]}).to_parquet(path)
     with pytest.raises(ValueError, match="data.pairs has no split column"):
         load_pairs(InputConfig(path=str(path)))
-    pd.DataFrame({"left": ["tv x", "tv x", "cam y", "tv x", "cam y"], "right": ["TV X", "CAM Y", "CAM Y", "TV X", "TV X"],
-                  "label": [1, 0, 1, 1, 0], "split": ["test", "test", "test", "valid", "train"]}).to_parquet(path)
-    cfg = EvaluateConfig.model_validate({"data": {"pairs": {"path": str(path)}}, "models": [{"name": "b", "kind": "bm25"}],
-                                         "protocol": {"task": "retrieval", "candidates": "full"}})
+    pd.DataFrame(
+        {
+            "left": ["tv x", "tv x", "cam y", "tv x", "cam y"],
+            "right": ["TV X", "CAM Y", "CAM Y", "TV X", "TV X"],
+            "label": [1, 0, 1, 1, 0],
+            "split": ["test", "test", "test", "valid", "train"],
+        }
+    ).to_parquet(path)
+    cfg = EvaluateConfig.model_validate(
+        {
+            "data": {"pairs": {"path": str(path)}},
+            "models": [{"name": "b", "kind": "bm25"}],
+            "protocol": {"task": "retrieval", "candidates": "full"},
+        }
+    )
     prep = prepare(cfg)  # each left text with a positive pair -> its right ids (ids default to the texts)
     assert list(prep.test.query_ids) == ["cam y", "tv x"] and prep.test.targets == [["CAM Y"], ["TV X"]]
     assert list(prep.valid.query_ids) == ["tv x"] and sorted(prep.test.catalog) == ["CAM Y", "TV X"]
     assert prep.counts == {"right_products": 2, "test_queries": 2, "valid_queries": 1}
-    assert prep.train.pairs["left"].tolist() == ["cam y"] and prep.train.items["title"].tolist() == ["TV X", "CAM Y"]
+    assert prep.train.pairs["left"].tolist() == ["cam y"] and prep.train.items["title"].tolist() == [
+        "TV X",
+        "CAM Y",
+    ]
 
 
 def test_every_protocol_task_has_a_runner():
     assert set(RUNNERS) == set(get_args(ProtocolConfig.model_fields["task"].annotation))
-    assert RUNNERS["recommendation"] is RUNNERS["retrieval"] is run_ranking and RUNNERS["matching"] is run_matching
+    assert (
+        RUNNERS["recommendation"] is RUNNERS["retrieval"] is run_ranking
+        and RUNNERS["matching"] is run_matching
+    )
 
 
 def test_package_exports_are_listed_and_resolve():

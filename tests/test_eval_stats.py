@@ -57,12 +57,23 @@ def test_user_folds_balanced_and_stable():
 def test_paired_tests_compare_every_model_with_the_reference_only():
     a, b, ref = np.array([1.0, 0.0, 1.0, 1.0]), np.array([0.0, 0.0, 1.0, 0.0]), np.array([0.5, 0.5, 0.5, 0.5])
     rows = paired_tests({"a": a, "ref": ref, "b": b}, "ref", "ndcg@10", n_resamples=200, seed=3)
-    assert [(r["model"], r["vs"], r["metric"]) for r in rows] == [("a", "ref", "ndcg@10"), ("b", "ref", "ndcg@10")]
+    assert [(r["model"], r["vs"], r["metric"]) for r in rows] == [
+        ("a", "ref", "ndcg@10"),
+        ("b", "ref", "ndcg@10"),
+    ]
     assert rows[0]["diff"] == 0.25 and rows[1]["diff"] == -0.25 and rows[0]["n"] == 4
-    assert rows[1] == {"model": "b", "vs": "ref", "metric": "ndcg@10", **compare(b, ref, n_resamples=200, seed=3)}
+    assert rows[1] == {
+        "model": "b",
+        "vs": "ref",
+        "metric": "ndcg@10",
+        **compare(b, ref, n_resamples=200, seed=3),
+    }
 
 
 def test_f1_bootstrap_ci_of_perfect_and_of_wrong_predictions():
     labels = np.array([1, 0, 1, 0, 1])
     assert f1_bootstrap_ci(labels.astype(float), labels, 0.5, 100, 0) == [1.0, 1.0]  # every resample: F1 = 1
-    assert f1_bootstrap_ci(1.0 - labels, labels, 0.5, 100, 0) == [0.0, 0.0]  # no true positive in any resample
+    assert f1_bootstrap_ci(1.0 - labels, labels, 0.5, 100, 0) == [
+        0.0,
+        0.0,
+    ]  # no true positive in any resample

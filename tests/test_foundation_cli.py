@@ -33,7 +33,12 @@ def test_validate_ok_and_errors_exit_1_without_starting_ray(tmp_path: Path):
     assert proc.returncode == 1, proc.stdout + proc.stderr
     out = proc.stdout + proc.stderr
     assert "4 error(s)" in out
-    for needle in ("seeed: unknown key", "cpus_per_probe:", "model.name_or_path: model directory", "ray.num_cpu:"):
+    for needle in (
+        "seeed: unknown key",
+        "cpus_per_probe:",
+        "model.name_or_path: model directory",
+        "ray.num_cpu:",
+    ):
         assert needle in out
     assert "RAY_IMPORTED False" in out  # validation never imports (let alone starts) Ray
 

@@ -70,7 +70,11 @@ def test_kuberay_manifest(path: Path):
             cluster = spec["rayClusterConfig"]
             serve = yaml.safe_load(spec["serveConfigV2"])
             for app in serve["applications"]:
-                module = app["import_path"].rsplit(":", 1)[0] if ":" in app["import_path"] else app["import_path"].rsplit(".", 1)[0]
+                module = (
+                    app["import_path"].rsplit(":", 1)[0]
+                    if ":" in app["import_path"]
+                    else app["import_path"].rsplit(".", 1)[0]
+                )
                 assert (ROOT / (module.replace(".", "/") + ".py")).is_file(), app["import_path"]
         elif kind == "RayCluster":
             cluster = spec

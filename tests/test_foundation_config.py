@@ -72,16 +72,26 @@ def test_missing_input_file_and_check_paths_context(tmp_path: Path):
     assert any(e.startswith("input.path: file not found") for e in exc.value.errors)
     assert any(e.startswith("batch_size: Input should be greater than 0") for e in exc.value.errors)
     # the pipeline validates downstream stages before upstream outputs exist
-    cfg = load_config(_ReadsAFile, None, data={"input": {"path": str(tmp_path / "later.parquet")}}, check_paths=False)
+    cfg = load_config(
+        _ReadsAFile, None, data={"input": {"path": str(tmp_path / "later.parquet")}}, check_paths=False
+    )
     assert cfg.input.path.endswith("later.parquet")
 
 
 def test_overrides_are_typed_by_the_schema(tmp_path: Path):
     (tmp_path / "a.csv").write_text("x\n1\n")
     cfg = load_config(
-        _ReadsAFile, None,
-        [f"input.path={tmp_path}/*.csv", "batch_size=64", "seed=7", "ray.num_cpus=1.5",
-         "input.columns={UserId: user_id}", "input.columns.ts=timestamp", "output_dir=007"],
+        _ReadsAFile,
+        None,
+        [
+            f"input.path={tmp_path}/*.csv",
+            "batch_size=64",
+            "seed=7",
+            "ray.num_cpus=1.5",
+            "input.columns={UserId: user_id}",
+            "input.columns.ts=timestamp",
+            "output_dir=007",
+        ],
     )
     assert cfg.batch_size == 64 and cfg.seed == 7 and cfg.ray.num_cpus == 1.5
     assert cfg.input.columns == {"UserId": "user_id", "ts": "timestamp"}

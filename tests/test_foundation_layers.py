@@ -67,7 +67,10 @@ def describe(graph: grimp.ImportGraph, members: list[str]) -> str:
     for start, end in ((a, b), (b, a)):
         chain = graph.find_shortest_chain(importer=start, imported=end) or ()
         for importer, imported in zip(chain, chain[1:]):
-            where = ", ".join(f"l.{d['line_number']}" for d in graph.get_import_details(importer=importer, imported=imported))
+            where = ", ".join(
+                f"l.{d['line_number']}"
+                for d in graph.get_import_details(importer=importer, imported=imported)
+            )
             lines.append(f"  {importer} -> {imported} ({where})")
     return f"cycle among {members}:\n" + "\n".join(lines)
 
@@ -78,12 +81,15 @@ def test_strongly_connected_finds_exactly_the_cycles():
         g.add_module(m)
     g.add_import(importer="p.a", imported="p.b", line_number=1, line_contents="import p.b")
     g.add_import(importer="p.b", imported="p.c", line_number=2, line_contents="import p.c")
-    g.add_import(importer="p.c", imported="p.a", line_number=3, line_contents="import p.a")  # a -> b -> c -> a
+    g.add_import(
+        importer="p.c", imported="p.a", line_number=3, line_contents="import p.a"
+    )  # a -> b -> c -> a
     g.add_import(importer="p.c", imported="p.d", line_number=4, line_contents="import p.d")  # d: no way back
     cycles = strongly_connected(g)
     assert cycles == [["p.a", "p.b", "p.c"]]
-    assert describe(g, cycles[0]) == ("cycle among ['p.a', 'p.b', 'p.c']:\n  p.a -> p.b (l.1)\n  p.b -> p.c (l.2)\n"
-                                      "  p.c -> p.a (l.3)")
+    assert describe(g, cycles[0]) == (
+        "cycle among ['p.a', 'p.b', 'p.c']:\n  p.a -> p.b (l.1)\n  p.b -> p.c (l.2)\n  p.c -> p.a (l.3)"
+    )
 
 
 @pytest.fixture(scope="module")

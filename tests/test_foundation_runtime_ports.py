@@ -22,7 +22,10 @@ def test_start_local_ray_retries_on_another_dashboard_port(monkeypatch):
     runtime.start_local_ray(num_cpus=1)
     assert len(calls) == 2 and calls[0]["dashboard_port"] != calls[1]["dashboard_port"]
     # the workers are told the port the dashboard really got
-    assert calls[1]["runtime_env"]["env_vars"]["RAY_API_SERVER_ADDRESS"] == f"http://127.0.0.1:{calls[1]['dashboard_port']}"
+    assert (
+        calls[1]["runtime_env"]["env_vars"]["RAY_API_SERVER_ADDRESS"]
+        == f"http://127.0.0.1:{calls[1]['dashboard_port']}"
+    )
 
 
 def test_start_local_ray_explicit_port_is_not_retried(monkeypatch):
@@ -47,7 +50,8 @@ def test_worker_env_retains_memory_and_never_repeats_a_submitted_key():
     # a submitted job's environment holds its runtime env's keys: Ray fails on a key set twice
     submitted = {**JOB_ENV, "MIMALLOC_PURGE_DELAY": "100"}
     assert worker_env(True, submitted=True, environ=submitted) == {
-        k: v for k, v in WORKER_MEMORY_ENV.items() if k != "MIMALLOC_PURGE_DELAY"}
+        k: v for k, v in WORKER_MEMORY_ENV.items() if k != "MIMALLOC_PURGE_DELAY"
+    }
     assert worker_env(False, submitted=True, environ=submitted) == {}
 
 

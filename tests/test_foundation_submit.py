@@ -18,11 +18,15 @@ RECSYS = [sys.executable, "-m", "recsys.cli.main"]
 
 def test_build_submission_is_ray_job_submit_equivalent(monkeypatch, tmp_path: Path):
     monkeypatch.delenv("RECSYS_DATA_ROOT", raising=False)
-    spec = build_submission("doctor", str(ROOT / "configs/doctor/tiny.yaml"), ["seed=3"], "http://127.0.0.1:8265", {})
+    spec = build_submission(
+        "doctor", str(ROOT / "configs/doctor/tiny.yaml"), ["seed=3"], "http://127.0.0.1:8265", {}
+    )
     assert spec["entrypoint"] == "python -m jobs.doctor --config configs/doctor/tiny.yaml seed=3"
     env = spec["runtime_env"]
     assert env["working_dir"] == str(ROOT) and ".venv/" in env["excludes"]
-    assert env["env_vars"]["HF_HUB_OFFLINE"] == "1" and Path(env["env_vars"]["RECSYS_DATA_ROOT"]).is_absolute()
+    assert (
+        env["env_vars"]["HF_HUB_OFFLINE"] == "1" and Path(env["env_vars"]["RECSYS_DATA_ROOT"]).is_absolute()
+    )
     # a remote cluster does not get this machine's paths; a config outside the project travels inline
     outside = tmp_path / "mine.yaml"
     outside.write_text("model: null\n")
@@ -37,20 +41,37 @@ def test_submit_no_wait_then_status_and_logs(local_cluster):
     addr, env = local_cluster["address"], local_cluster["env"]
     out = local_cluster["runs"] / "doctor-submit"
     sub = subprocess.run(
-        [*RECSYS, "submit", "doctor", "--config", "tiny", "--address", addr, "--no-wait", f"output_dir={out}"],
-        capture_output=True, text=True, cwd=ROOT, env=env, timeout=120,
+        [
+            *RECSYS,
+            "submit",
+            "doctor",
+            "--config",
+            "tiny",
+            "--address",
+            addr,
+            "--no-wait",
+            f"output_dir={out}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=120,
     )
     assert sub.returncode == 0, sub.stdout + sub.stderr
     sid = sub.stdout.strip().splitlines()[-1]
     assert sid.startswith("raysubmit_")
     deadline, status = time.time() + 240, ""
     while time.time() < deadline:
-        status = subprocess.run([*RECSYS, "status", sid, "--address", addr], capture_output=True, text=True,
-                                cwd=ROOT, env=env).stdout.strip()
+        status = subprocess.run(
+            [*RECSYS, "status", sid, "--address", addr], capture_output=True, text=True, cwd=ROOT, env=env
+        ).stdout.strip()
         if status in ("SUCCEEDED", "FAILED", "STOPPED"):
             break
         time.sleep(2)
-    logs = subprocess.run([*RECSYS, "logs", sid, "--address", addr], capture_output=True, text=True, cwd=ROOT, env=env).stdout
+    logs = subprocess.run(
+        [*RECSYS, "logs", sid, "--address", addr], capture_output=True, text=True, cwd=ROOT, env=env
+    ).stdout
     assert status == "SUCCEEDED", logs
     assert "[doctor] succeeded" in logs
     report = json.loads((out / "report.json").read_text())
@@ -64,11 +85,31 @@ def test_submit_waits_and_exits_with_job_status(local_cluster):
     pipeline submit in tests/test_pipeline_cluster.py, which waits the same way)."""
     addr, env = local_cluster["address"], local_cluster["env"]
     # an invalid config is refused before anything is submitted
-    bad = subprocess.run([*RECSYS, "submit", "doctor", "--config", "tiny", "--address", addr, "cpus_per_probe=0"],
-                         capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
+    bad = subprocess.run(
+        [*RECSYS, "submit", "doctor", "--config", "tiny", "--address", addr, "cpus_per_probe=0"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=60,
+    )
     assert bad.returncode == 1 and "cpus_per_probe" in bad.stderr and "submitted" not in bad.stdout
     # a job that fails on the cluster (model absent there) makes submit exit non-zero with FAILED
-    fail = subprocess.run([*RECSYS, "submit", "doctor", "--config", "tiny", "--address", addr,
-                           "model.name_or_path=some-org/not-cached"],
-                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=240)
+    fail = subprocess.run(
+        [
+            *RECSYS,
+            "submit",
+            "doctor",
+            "--config",
+            "tiny",
+            "--address",
+            addr,
+            "model.name_or_path=some-org/not-cached",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=240,
+    )
     assert fail.returncode == 1 and "FAILED" in fail.stdout and "ModelNotFoundError" in fail.stdout

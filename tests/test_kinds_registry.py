@@ -24,7 +24,9 @@ PIECES = ("build_model", "build_task", "prepare", "scorer", "check")
 
 
 def _check_contract(kind: kinds.ModelKind) -> None:
-    assert issubclass(kind.options, StrictModel) and kind.options().model_dump() is not None  # defaults suffice
+    assert (
+        issubclass(kind.options, StrictModel) and kind.options().model_dump() is not None
+    )  # defaults suffice
     assert kind.default_loss in losses.for_kind(kind.name), kind.name
     assert isinstance(kind.default_metric, str) and kind.default_metric
     assert kind.table in ("pairs", "sequences")
@@ -42,35 +44,65 @@ def test_every_registered_kind_provides_every_piece():
         _check_contract(kind)
         assert kind.name in TrainModelConfig.model_fields  # its config section is composed into model.*
     assert {(k.name, k.default_loss, k.default_metric) for k in kinds.kinds()} == {
-        ("bi_encoder", "infonce", "mrr"), ("cross_encoder", "bce", "f1"), ("sequential", "full_softmax", "ndcg@10")}
+        ("bi_encoder", "infonce", "mrr"),
+        ("cross_encoder", "bce", "f1"),
+        ("sequential", "full_softmax", "ndcg@10"),
+    }
 
 
 def test_every_loss_is_declared_once_with_its_options():
-    assert sorted(losses.names()) == ["bce", "bpr", "full_softmax", "infonce", "listwise", "margin", "mse",
-                                      "sampled_softmax"]
+    assert sorted(losses.names()) == [
+        "bce",
+        "bpr",
+        "full_softmax",
+        "infonce",
+        "listwise",
+        "margin",
+        "mse",
+        "sampled_softmax",
+    ]
     assert {k: losses.for_kind(k) for k in kinds.names()} == {
-        "bi_encoder": ("bpr", "infonce", "margin"), "cross_encoder": ("bce", "bpr", "listwise", "margin", "mse"),
-        "sequential": ("bpr", "full_softmax", "sampled_softmax")}
+        "bi_encoder": ("bpr", "infonce", "margin"),
+        "cross_encoder": ("bce", "bpr", "listwise", "margin", "mse"),
+        "sequential": ("bpr", "full_softmax", "sampled_softmax"),
+    }
     # the loss section is the union of the losses' options, with the defaults they declare
-    assert LossConfig().model_dump() == {"name": None, "pos_weight": None, "temperature": 0.05, "list_size": 8,
-                                         "margin": 0.2}
+    assert LossConfig().model_dump() == {
+        "name": None,
+        "pos_weight": None,
+        "temperature": 0.05,
+        "list_size": 8,
+        "margin": 0.2,
+    }
     for spec in losses.specs():
         assert set(spec.kinds) <= set(kinds.names()), spec.name
 
 
 def test_unknown_kind_and_loss_name_the_field_and_the_choices():
-    with pytest.raises(ValueError, match=r"model.kind 'mf' is not a model kind; choose from \['bi_encoder', "
-                                         r"'cross_encoder', 'sequential'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"model.kind 'mf' is not a model kind; choose from \['bi_encoder', "
+        r"'cross_encoder', 'sequential'\]",
+    ):
         kinds.get("mf")
     data = {"model": {"kind": "mf"}, "data": {"train": {"path": "/tmp"}}}
-    with pytest.raises(ConfigError, match=r"model.kind.*choose from \['bi_encoder', 'cross_encoder', 'sequential'\]"):
+    with pytest.raises(
+        ConfigError, match=r"model.kind.*choose from \['bi_encoder', 'cross_encoder', 'sequential'\]"
+    ):
         load_config(TrainConfig, None, data=data, check_paths=False)
-    data = {"model": {"kind": "cross_encoder"}, "data": {"train": {"path": "/tmp"}}, "loss": {"name": "focal"}}
+    data = {
+        "model": {"kind": "cross_encoder"},
+        "data": {"train": {"path": "/tmp"}},
+        "loss": {"name": "focal"},
+    }
     with pytest.raises(ConfigError, match=r"loss.name 'focal' is not a loss; choose from \['bce', 'bpr', "):
         load_config(TrainConfig, None, data=data, check_paths=False)
     data["loss"] = {"name": "infonce"}
-    with pytest.raises(ConfigError, match=r"loss.name 'infonce' does not fit model.kind 'cross_encoder'; use one of "
-                                          r"\('bce', 'bpr', 'listwise', 'margin', 'mse'\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"loss.name 'infonce' does not fit model.kind 'cross_encoder'; use one of "
+        r"\('bce', 'bpr', 'listwise', 'margin', 'mse'\)",
+    ):
         load_config(TrainConfig, None, data=data, check_paths=False)
 
 
@@ -148,8 +180,12 @@ def test_a_new_kind_and_loss_register_from_one_module(tmp_path, monkeypatch):
     toy = kinds.get("toy")
     _check_contract(toy)
     assert "toy" in kinds.names() and losses.for_kind("toy") == ("toy_softplus",)
-    cfg = load_config(TrainConfig, None, data={"model": {"kind": "toy"}, "data": {"train": {"path": "/tmp"}}},
-                      check_paths=False)
+    cfg = load_config(
+        TrainConfig,
+        None,
+        data={"model": {"kind": "toy"}, "data": {"train": {"path": "/tmp"}}},
+        check_paths=False,
+    )
     assert (cfg.loss_name, cfg.metric_name) == ("toy_softplus", "mrr")  # the kind's defaults
     torch.manual_seed(0)
     model = toy.build_model(cfg.model, None)
@@ -159,8 +195,16 @@ def test_a_new_kind_and_loss_register_from_one_module(tmp_path, monkeypatch):
     want = math.log1p(math.exp(float(u @ n - u @ p)))
     assert task(batch).item() == pytest.approx(want, rel=1e-6)
     with pytest.raises(ConfigError, match="does not fit model.kind 'cross_encoder'"):
-        load_config(TrainConfig, None, check_paths=False, data={
-            "model": {"kind": "cross_encoder"}, "data": {"train": {"path": "/tmp"}}, "loss": {"name": "toy_softplus"}})
+        load_config(
+            TrainConfig,
+            None,
+            check_paths=False,
+            data={
+                "model": {"kind": "cross_encoder"},
+                "data": {"train": {"path": "/tmp"}},
+                "loss": {"name": "toy_softplus"},
+            },
+        )
     assert toy.scorer(model)(None, np.zeros((2, 3))).shape == (2, 3)
     model.save_pretrained(tmp_path / "toy")  # its saved directory loads like any recsys model
     torch.testing.assert_close(load_model(tmp_path / "toy").emb.weight, model.emb.weight)
@@ -173,9 +217,12 @@ def test_kinds_pair_scorers(tiny_bert_dir):
     lefts, rights = ["usb cable 2m", "ps4 pad"], ["usb-c cable", "dualshock 4 controller"]
     bi = BiEncoder.from_encoder(str(tiny_bert_dir), max_length=16, normalize=False)
     a, b = bi.encode(lefts, tower="query"), bi.encode(rights, tower="item")
-    want = [float(a[i] @ b[i] / np.linalg.norm(a[i]) / np.linalg.norm(b[i])) for i in range(2)]  # cosine per pair
+    want = [
+        float(a[i] @ b[i] / np.linalg.norm(a[i]) / np.linalg.norm(b[i])) for i in range(2)
+    ]  # cosine per pair
     np.testing.assert_allclose(kinds.get("bi_encoder").pair_scorer(bi)(lefts, rights), want, rtol=1e-5)
     ce = CrossEncoder.from_encoder(str(tiny_bert_dir), max_length=32)
-    np.testing.assert_array_equal(kinds.get("cross_encoder").pair_scorer(ce)(lefts, rights),
-                                  ce.score(list(zip(lefts, rights))))
+    np.testing.assert_array_equal(
+        kinds.get("cross_encoder").pair_scorer(ce)(lefts, rights), ce.score(list(zip(lefts, rights)))
+    )
     assert kinds.get("sequential").pair_scorer is None

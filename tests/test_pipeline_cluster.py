@@ -25,10 +25,22 @@ def test_submit_tiny_pipeline_to_two_node_cluster(local_cluster, monkeypatch):
             monkeypatch.setenv(k, v)
     port = free_port()
     out = local_cluster["runs"] / "pipeline" / "tiny"
-    result = CliRunner().invoke(app, [
-        "submit", "pipeline", "--config", "tiny", "--address", local_cluster["address"], "--submission-id", "pipeline-2node",
-        f"output_dir={out}", f"deploy.serve.port={port}", "deploy.serve.config=configs/serve/tiny.yaml",
-    ])
+    result = CliRunner().invoke(
+        app,
+        [
+            "submit",
+            "pipeline",
+            "--config",
+            "tiny",
+            "--address",
+            local_cluster["address"],
+            "--submission-id",
+            "pipeline-2node",
+            f"output_dir={out}",
+            f"deploy.serve.port={port}",
+            "deploy.serve.config=configs/serve/tiny.yaml",
+        ],
+    )
     client = JobSubmissionClient(local_cluster["address"])
     assert result.exit_code == 0, result.output[-3000:] + client.get_job_logs("pipeline-2node")[-3000:]
     assert str(client.get_job_status("pipeline-2node").value) == "SUCCEEDED"
@@ -39,7 +51,12 @@ def test_submit_tiny_pipeline_to_two_node_cluster(local_cluster, monkeypatch):
     assert report["deployment"]["service"]["smoke"]["status"] == 200
 
     job_id = client.get_job_info("pipeline-2node").job_id
-    tasks = list_tasks(address=local_cluster["address"], filters=[("job_id", "=", job_id)], limit=10000, raise_on_missing_output=False)
+    tasks = list_tasks(
+        address=local_cluster["address"],
+        filters=[("job_id", "=", job_id)],
+        limit=10000,
+        raise_on_missing_output=False,
+    )
     nodes = {t.node_id for t in tasks if t.node_id}
     assert len(list_nodes(address=local_cluster["address"])) == 2
     assert len(nodes) == 2, f"tasks ran on {len(nodes)} node(s): {nodes}"

@@ -17,8 +17,11 @@ import yaml
 from recsys.cli.entry import parse_job, run_parsed
 from recsys.utils.net import free_port
 
-SECRETS = {"RECSYS_PII_SALT": "pii-salt-5f1c9e0b77", "MLFLOW_TRACKING_PASSWORD": "mlflow-pw-a83bd10c42",
-           "RECSYS_API_KEY": "api-key-0c6e2d9f31"}
+SECRETS = {
+    "RECSYS_PII_SALT": "pii-salt-5f1c9e0b77",
+    "MLFLOW_TRACKING_PASSWORD": "mlflow-pw-a83bd10c42",
+    "RECSYS_API_KEY": "api-key-0c6e2d9f31",
+}
 
 
 def _scan_for_secrets(root: Path) -> list[str]:
@@ -43,13 +46,24 @@ def test_tiny_pipeline_end_to_end(ray_session, tmp_path, monkeypatch, project_ro
     monkeypatch.setenv("RECSYS_RUNS_ROOT", str(tmp_path / "runs"))
     port = free_port()
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    common = [f"output_dir={tmp_path / 'pipe'}", f"registry.tracking_uri={uri}",
-              f"registry.artifact_location={tmp_path / 'artifacts'}", f"deploy.serve.port={port}"]
+    common = [
+        f"output_dir={tmp_path / 'pipe'}",
+        f"registry.tracking_uri={uri}",
+        f"registry.artifact_location={tmp_path / 'artifacts'}",
+        f"deploy.serve.port={port}",
+    ]
     spec, cfg = parse_job("pipeline", "tiny", common)
     try:
         report = run_parsed(spec, cfg)
         assert report["status"] == "succeeded"
-        assert [s["name"] for s in report["stages"]] == ["logs", "clean", "features", "train", "evaluate", "index"]
+        assert [s["name"] for s in report["stages"]] == [
+            "logs",
+            "clean",
+            "features",
+            "train",
+            "evaluate",
+            "index",
+        ]
         assert all(g["passed"] for g in report["gates"]) and len(report["gates"]) == 3
         floor = next(g for g in report["gates"] if g["gate"] == "ndcg-floor")
         assert floor["details"]["key"] == "metrics.sasrec.ndcg@10"  # the gates are about the trained model
@@ -59,15 +73,32 @@ def test_tiny_pipeline_end_to_end(ray_session, tmp_path, monkeypatch, project_ro
         lineage = json.loads((tmp_path / "pipe" / "lineage.json").read_text())
         assert lineage["git_sha"] and lineage["deployment"]["version"] == "1"
         upstream = {s["name"]: s["upstream"] for s in lineage["stages"]}
-        assert upstream == {"logs": [], "clean": ["logs"], "features": ["clean"], "train": ["features"],
-                            "evaluate": ["features", "train"], "index": ["clean"]}
+        assert upstream == {
+            "logs": [],
+            "clean": ["logs"],
+            "features": ["clean"],
+            "train": ["features"],
+            "evaluate": ["features", "train"],
+            "index": ["clean"],
+        }
         train_dir = Path(next(s["output_dir"] for s in lineage["stages"] if s["name"] == "train"))
         reg = ModelRegistry(tracking_uri=uri, model_name="recsys-tiny")
         prod = reg.get("production")["tags"]
-        assert json.loads(prod["recsys.champion_spec"]) == {"name": "sasrec", "kind": "model", "path": str(train_dir / "model")}
+        assert json.loads(prod["recsys.champion_spec"]) == {
+            "name": "sasrec",
+            "kind": "model",
+            "path": str(train_dir / "model"),
+        }
         assert prod["recsys.model_dir"] == str(train_dir / "model")
         tracked = reg.client.search_runs([reg.experiment_id])
-        assert {r.data.tags["recsys.stage"] for r in tracked} == {"logs", "clean", "features", "train", "evaluate", "index"}
+        assert {r.data.tags["recsys.stage"] for r in tracked} == {
+            "logs",
+            "clean",
+            "features",
+            "train",
+            "evaluate",
+            "index",
+        }
         # the served arm recommends with the registered (trained) model
         url = f"http://127.0.0.1:{port}"
         seen = dep["service"]["smoke"]["first"]["item_id"]
@@ -101,9 +132,13 @@ def test_tiny_pipeline_end_to_end(ray_session, tmp_path, monkeypatch, project_ro
 
         # promote a second version (a copy of the index under a new version) and roll back, live
         target = reg.serving_target("production")
-        shutil.copytree(Path(target["artifacts"]) / target["index_version"], Path(target["artifacts"]) / "v-copy")
-        v2 = reg.register(str(Path(target["artifacts"]) / "v-copy"),
-                          tags={"recsys.index_dir": target["artifacts"], "recsys.index_version": "v-copy"})
+        shutil.copytree(
+            Path(target["artifacts"]) / target["index_version"], Path(target["artifacts"]) / "v-copy"
+        )
+        v2 = reg.register(
+            str(Path(target["artifacts"]) / "v-copy"),
+            tags={"recsys.index_dir": target["artifacts"], "recsys.index_version": "v-copy"},
+        )
         failures, versions, stop = [], set(), threading.Event()
 
         def hammer():
@@ -113,18 +148,32 @@ def test_tiny_pipeline_end_to_end(ray_session, tmp_path, monkeypatch, project_ro
                 except httpx.HTTPError as exc:
                     failures.append(repr(exc))
                     continue
-                (versions.add(r.json()["version"]) if r.status_code == 200 else failures.append(f"{r.status_code}: {r.text[:300]}"))
+                (
+                    versions.add(r.json()["version"])
+                    if r.status_code == 200
+                    else failures.append(f"{r.status_code}: {r.text[:300]}")
+                )
 
         t = threading.Thread(target=hammer)
         t.start()
         try:
             reg.promote(v2)
-            serve_target("configs/serve/tiny.yaml", target["artifacts"], "v-copy", port=port, model=target.get("model"))
+            serve_target(
+                "configs/serve/tiny.yaml", target["artifacts"], "v-copy", port=port, model=target.get("model")
+            )
             reg.rollback()
             back = reg.serving_target("production")
-            serve_target("configs/serve/tiny.yaml", back["artifacts"], back["index_version"], port=port,
-                         model=back.get("model"))
-            assert httpx.post(f"{url}/search", json={"query": "game", "k": 3}, timeout=30).json()["version"] == back["index_version"]
+            serve_target(
+                "configs/serve/tiny.yaml",
+                back["artifacts"],
+                back["index_version"],
+                port=port,
+                model=back.get("model"),
+            )
+            assert (
+                httpx.post(f"{url}/search", json={"query": "game", "k": 3}, timeout=30).json()["version"]
+                == back["index_version"]
+            )
         finally:
             stop.set()
             t.join()

@@ -16,12 +16,21 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 MON = ROOT / "cluster" / "monitoring"
 PROMTOOL = shutil.which("promtool")
-needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (apt-get install prometheus)")
+needs_promtool = pytest.mark.skipif(
+    PROMTOOL is None, reason="promtool not installed (apt-get install prometheus)"
+)
 
 
 @needs_promtool
-@pytest.mark.parametrize("args", [["check", "config", "prometheus.yml"], ["check", "rules", "alerts.yml"],
-                                  ["test", "rules", "alerts_test.yml"]], ids=lambda a: " ".join(a[:2]))
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["check", "config", "prometheus.yml"],
+        ["check", "rules", "alerts.yml"],
+        ["test", "rules", "alerts_test.yml"],
+    ],
+    ids=lambda a: " ".join(a[:2]),
+)
 def test_promtool(args):
     out = subprocess.run([PROMTOOL, *args], cwd=MON, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -31,7 +40,11 @@ def test_promtool(args):
 def _exported_metric_names() -> set[str]:
     """Names our code registers (prometheus_client declarations in serving, drift and pipeline gauges)."""
     names = set()
-    for f in [*(ROOT / "recsys" / "serving").glob("*.py"), ROOT / "recsys/monitoring/gauges.py", ROOT / "recsys/pipeline/lineage.py"]:
+    for f in [
+        *(ROOT / "recsys" / "serving").glob("*.py"),
+        ROOT / "recsys/monitoring/gauges.py",
+        ROOT / "recsys/pipeline/lineage.py",
+    ]:
         names |= set(re.findall(r'(?:Counter|Gauge|Histogram)\(\s*"([a-z_]+)"', f.read_text()))
     return names
 
@@ -46,14 +59,22 @@ def test_alerts_and_dashboard_use_exported_metrics():
     rules = yaml.safe_load((MON / "alerts.yml").read_text())
     exprs = [r["expr"] for g in rules["groups"] for r in g["rules"]]
     names = {r["alert"] for g in rules["groups"] for r in g["rules"]}
-    assert {"RecsysHighP99Latency", "RecsysHighErrorRate", "RecsysReplicaSaturation", "RecsysDataDrift",
-            "RecsysStaleData", "RecsysPipelineFailed"} <= names
+    assert {
+        "RecsysHighP99Latency",
+        "RecsysHighErrorRate",
+        "RecsysReplicaSaturation",
+        "RecsysDataDrift",
+        "RecsysStaleData",
+        "RecsysPipelineFailed",
+    } <= names
     dash = json.loads((MON / "grafana-dashboard.json").read_text())
     exprs += [t["expr"] for p in dash["panels"] for t in p["targets"]]
     for expr in exprs:
         for name in _used_metric_names(expr):
             base = re.sub(r"_(bucket|sum|count)$", "", name)
-            assert base in exported or name.startswith("ray_"), f"{name} in {expr!r} is not exported by recsys"
+            assert base in exported or name.startswith("ray_"), (
+                f"{name} in {expr!r} is not exported by recsys"
+            )
     titles = " ".join(p["title"] for p in dash["panels"]).lower()
     for needed in ("qps", "p99", "error", "replicas", "batch", "ctr", "drift", "freshness", "pipeline"):
         assert needed in titles, f"dashboard lacks a {needed} panel"

@@ -31,13 +31,24 @@ def test_register_promote_rollback(registry_env):
     from recsys.registry import RegistryError
 
     reg, _, dirs, root = registry_env
-    run_id = reg.log_run("evaluate", params={"protocol": {"split": "loo"}, "metrics": ["ndcg@10"]},
-                         metrics={"ndcg@10": 0.61, "not-a-number": "x"}, artifacts={"index": str(dirs[0])})
+    run_id = reg.log_run(
+        "evaluate",
+        params={"protocol": {"split": "loo"}, "metrics": ["ndcg@10"]},
+        metrics={"ndcg@10": 0.61, "not-a-number": "x"},
+        artifacts={"index": str(dirs[0])},
+    )
     run = reg.client.get_run(run_id)
     assert run.data.metrics == {"ndcg_at_10": 0.61}
     assert run.data.params["protocol.split"] == "loo" and run.data.params["metrics"] == '["ndcg@10"]'
-    v1 = reg.register(str(dirs[0]), run_id=run_id, tags={"recsys.index_dir": str(root), "recsys.index_version": "v0",
-                                                          "recsys.metrics": {"gate": {"diff": 0.1}}})
+    v1 = reg.register(
+        str(dirs[0]),
+        run_id=run_id,
+        tags={
+            "recsys.index_dir": str(root),
+            "recsys.index_version": "v0",
+            "recsys.metrics": {"gate": {"diff": 0.1}},
+        },
+    )
     v2 = reg.register(str(dirs[1]), tags={"recsys.index_dir": str(root), "recsys.index_version": "v1"})
     assert (v1, v2) == ("1", "2")
     assert reg.alias_version("staging") == "2"
@@ -78,6 +89,7 @@ def test_models_cli(registry_env):
 
 # ---- tracking of standalone jobs (recsys.runtime.run_job -> recsys.registry.tracking) -------------------------
 
+
 def _toy_job(tmp_path, fail: bool = False):
     """A job config and run() without Ray: nested params, nested metrics, a small and a large artifact."""
     from pydantic import Field
@@ -96,8 +108,11 @@ def _toy_job(tmp_path, fail: bool = False):
             raise ValueError("boom")
         (ctx.output_dir / "small.txt").write_text("hello")
         (ctx.output_dir / "big.bin").write_bytes(b"\0" * 2_000_000)
-        return {"metrics": {"itemknn": {"ndcg@10": 0.25, "note": "text"}, "loss": 1.5}, "counts": {"rows": 7},
-                "artifacts": {"small": str(ctx.output_dir / "small.txt"), "big": str(ctx.output_dir / "big.bin")}}
+        return {
+            "metrics": {"itemknn": {"ndcg@10": 0.25, "note": "text"}, "loss": 1.5},
+            "counts": {"rows": 7},
+            "artifacts": {"small": str(ctx.output_dir / "small.txt"), "big": str(ctx.output_dir / "big.bin")},
+        }
 
     return ToyConfig, run
 
@@ -110,8 +125,12 @@ def test_run_job_tracks_params_metrics_artifacts(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     Toy, run = _toy_job(tmp_path)
-    cfg = Toy.model_validate({"output_dir": str(tmp_path / "out"), "tracking": {"uri": uri, "experiment": "jobs",
-                                                                               "max_artifact_mb": 1}})
+    cfg = Toy.model_validate(
+        {
+            "output_dir": str(tmp_path / "out"),
+            "tracking": {"uri": uri, "experiment": "jobs", "max_artifact_mb": 1},
+        }
+    )
     report = run_job("toy", cfg, run, needs_ray=False, track=track_job)
     assert report["status"] == "succeeded"
     assert report["tracking"]["experiment"] == "jobs" and report["tracking"]["uri"] == uri
@@ -122,16 +141,32 @@ def test_run_job_tracks_params_metrics_artifacts(tmp_path, monkeypatch):
     run_ = reg.client.get_run(report["tracking"]["run_id"])
     assert run_.info.status == "FINISHED" and run_.info.run_name == "toy"
     assert run_.data.params == {
-        "seed": "0", "output_dir": str(tmp_path / "out"), "inner.lr": "0.01", "inner.names": '["a", "b"]',
-        "ray.address": "None", "ray.num_cpus": "None", "ray.num_gpus": "None", "ray.include_dashboard": "True",
-        "ray.object_store_memory": "None", "ray.retain_worker_memory": "True", "tracking.enabled": "True", "tracking.uri": uri,
-        "tracking.experiment": "jobs", "tracking.max_artifact_mb": "1.0", "tracking.timeout_s": "10.0"}
+        "seed": "0",
+        "output_dir": str(tmp_path / "out"),
+        "inner.lr": "0.01",
+        "inner.names": '["a", "b"]',
+        "ray.address": "None",
+        "ray.num_cpus": "None",
+        "ray.num_gpus": "None",
+        "ray.include_dashboard": "True",
+        "ray.object_store_memory": "None",
+        "ray.retain_worker_memory": "True",
+        "tracking.enabled": "True",
+        "tracking.uri": uri,
+        "tracking.experiment": "jobs",
+        "tracking.max_artifact_mb": "1.0",
+        "tracking.timeout_s": "10.0",
+    }
     metrics = dict(run_.data.metrics)
     assert metrics.pop("time.total") >= 0
     assert metrics == {"itemknn.ndcg_at_10": 0.25, "loss": 1.5, "count.rows": 7.0}
     assert run_.data.tags["recsys.job"] == "toy" and run_.data.tags["recsys.status"] == "succeeded"
     assert run_.data.tags["recsys.artifact.big"] == str(tmp_path / "out" / "big.bin")  # over max_artifact_mb
-    logged = sorted(f.path for d in reg.client.list_artifacts(run_.info.run_id) for f in reg.client.list_artifacts(run_.info.run_id, d.path))
+    logged = sorted(
+        f.path
+        for d in reg.client.list_artifacts(run_.info.run_id)
+        for f in reg.client.list_artifacts(run_.info.run_id, d.path)
+    )
     assert logged == ["report/report.json", "small/small.txt"]
 
 
@@ -148,10 +183,19 @@ def test_run_job_tracking_env_default_failed_job_and_off(tmp_path, monkeypatch):
     reg = ModelRegistry(tracking_uri=uri)  # experiment "recsys": the default
     (only,) = reg.client.search_runs([reg.experiment_id])
     assert only.info.status == "FAILED" and only.data.tags["recsys.status"] == "failed"
-    assert json.loads((tmp_path / "failed" / "report.json").read_text())["tracking"]["run_id"] == only.info.run_id
+    assert (
+        json.loads((tmp_path / "failed" / "report.json").read_text())["tracking"]["run_id"]
+        == only.info.run_id
+    )
 
     _, ok = _toy_job(tmp_path)
-    report = run_job("toy", Toy(output_dir=str(tmp_path / "off"), tracking={"enabled": False}), ok, needs_ray=False, track=track_job)
+    report = run_job(
+        "toy",
+        Toy(output_dir=str(tmp_path / "off"), tracking={"enabled": False}),
+        ok,
+        needs_ray=False,
+        track=track_job,
+    )
     assert "tracking" not in report and len(reg.client.search_runs([reg.experiment_id])) == 1
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     report = run_job("toy", Toy(output_dir=str(tmp_path / "nouri")), ok, needs_ray=False, track=track_job)
@@ -195,15 +239,24 @@ def test_recsys_run_doctor_is_tracked(ray_session, tmp_path, monkeypatch):
     monkeypatch.setenv("RECSYS_RUNS_ROOT", str(tmp_path / "runs"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    spec, cfg = parse_job("doctor", "tiny", [f"output_dir={tmp_path / 'doctor'}", f"tracking.uri={uri}",
-                                             "tracking.experiment=doctor"])
+    spec, cfg = parse_job(
+        "doctor",
+        "tiny",
+        [f"output_dir={tmp_path / 'doctor'}", f"tracking.uri={uri}", "tracking.experiment=doctor"],
+    )
     report = run_parsed(spec, cfg)
     assert report["status"] == "succeeded"
     run = ModelRegistry(tracking_uri=uri, experiment="doctor").client.get_run(report["tracking"]["run_id"])
     params = run.data.params
-    assert {k: params[k] for k in ("model", "texts", "cpus_per_probe", "ray.num_cpus", "tracking.experiment")} == {
-        "model": "None", "texts": '["wireless gaming mouse"]', "cpus_per_probe": "0.1", "ray.num_cpus": "2.0",
-        "tracking.experiment": "doctor"}
+    assert {
+        k: params[k] for k in ("model", "texts", "cpus_per_probe", "ray.num_cpus", "tracking.experiment")
+    } == {
+        "model": "None",
+        "texts": '["wireless gaming mouse"]',
+        "cpus_per_probe": "0.1",
+        "ray.num_cpus": "2.0",
+        "tracking.experiment": "doctor",
+    }
     assert len(params) == 16
     metrics = {k: v for k, v in run.data.metrics.items() if not k.startswith("time.")}
     assert metrics == {"count.nodes": 1.0, "count.nodes_ok": 1.0}

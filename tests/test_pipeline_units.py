@@ -24,16 +24,31 @@ def test_psi_categorical_exact_value_and_share_changes():
     cur = pd.Series(["a"] * 80 + ["b"] * 20)
     psi, moved = drift.psi_categorical(ref, cur, top_k=10)
     expected = (0.8 - 0.5) * np.log(0.8 / 0.5) + (0.2 - 0.5) * np.log(0.2 / 0.5)
-    assert psi == pytest.approx(expected, rel=1e-4)  # "<other>" holds 0 on both sides (floored at EPS: 0 contribution)
+    assert psi == pytest.approx(
+        expected, rel=1e-4
+    )  # "<other>" holds 0 on both sides (floored at EPS: 0 contribution)
     assert moved["a"] == pytest.approx(0.3) and moved["b"] == pytest.approx(-0.3)
 
 
 def test_ks_and_compare_report_drift_and_skips():
     rng = np.random.default_rng(1)
-    ref = pd.DataFrame({"price": rng.lognormal(3, 0.5, 2000), "event_type": rng.choice(["view", "click"], 2000, p=[0.9, 0.1])})
-    cur = pd.DataFrame({"price": rng.lognormal(3.6, 0.5, 2000), "event_type": rng.choice(["view", "click"], 2000, p=[0.9, 0.1])})
-    specs = [drift.FeatureSpec("price", "numeric", 0.25, 0.2), drift.FeatureSpec("event_type", "categorical", 0.25, None),
-             drift.FeatureSpec("query", "categorical", 0.25, None)]
+    ref = pd.DataFrame(
+        {
+            "price": rng.lognormal(3, 0.5, 2000),
+            "event_type": rng.choice(["view", "click"], 2000, p=[0.9, 0.1]),
+        }
+    )
+    cur = pd.DataFrame(
+        {
+            "price": rng.lognormal(3.6, 0.5, 2000),
+            "event_type": rng.choice(["view", "click"], 2000, p=[0.9, 0.1]),
+        }
+    )
+    specs = [
+        drift.FeatureSpec("price", "numeric", 0.25, 0.2),
+        drift.FeatureSpec("event_type", "categorical", 0.25, None),
+        drift.FeatureSpec("query", "categorical", 0.25, None),
+    ]
     rows = {r["feature"]: r for r in drift.compare(ref, cur, specs, min_rows=50)}
     assert rows["price"]["drifted"] and rows["price"]["ks"] > 0.4 and rows["price"]["ks_pvalue"] < 1e-6
     assert not rows["event_type"]["drifted"]
@@ -47,8 +62,13 @@ def test_lookup_handles_dotted_model_names():
 
 
 def test_gates_verdicts():
-    ok = {"status": "succeeded", "contract_violations": [], "reconciled": True, "primary_metric": "ndcg@10",
-          "metrics": {"knn": {"ndcg@10": 0.3}}}
+    ok = {
+        "status": "succeeded",
+        "contract_violations": [],
+        "reconciled": True,
+        "primary_metric": "ndcg@10",
+        "metrics": {"knn": {"ndcg@10": 0.3}},
+    }
     assert G.data_contract("c", "inventory", ok, None).passed
     bad = {"status": "failed", "error": "ContractError: events.user_id null_rate 0.4 > max 0.01"}
     v = G.data_contract("c", "inventory", bad, None)
@@ -62,16 +82,34 @@ def test_gates_verdicts():
 
 def test_champion_challenger_needs_a_significant_win():
     def rep(diff, p):
-        return {"primary_metric": "ndcg@10", "significance": [
-            {"model": "new", "vs": "production", "metric": "ndcg@10", "diff": diff, "p_permutation": p, "mean_a": 0.5,
-             "mean_b": 0.5 - diff, "n": 200}]}
+        return {
+            "primary_metric": "ndcg@10",
+            "significance": [
+                {
+                    "model": "new",
+                    "vs": "production",
+                    "metric": "ndcg@10",
+                    "diff": diff,
+                    "p_permutation": p,
+                    "mean_a": 0.5,
+                    "mean_b": 0.5 - diff,
+                    "n": 200,
+                }
+            ],
+        }
 
     first = G.champion_challenger("cc", "evaluate", rep(0, 1), "new", None, None, 0.05, "p_permutation", 0.0)
     assert first.passed and "first champion" in first.reason
-    assert G.champion_challenger("cc", "evaluate", rep(0.05, 0.01), "new", "production", None, 0.05, "p_permutation", 0.0).passed
-    worse = G.champion_challenger("cc", "evaluate", rep(-0.02, 0.01), "new", "production", None, 0.05, "p_permutation", 0.0)
+    assert G.champion_challenger(
+        "cc", "evaluate", rep(0.05, 0.01), "new", "production", None, 0.05, "p_permutation", 0.0
+    ).passed
+    worse = G.champion_challenger(
+        "cc", "evaluate", rep(-0.02, 0.01), "new", "production", None, 0.05, "p_permutation", 0.0
+    )
     assert not worse.passed and "is not better" in worse.reason and "production is unchanged" in worse.reason
-    noise = G.champion_challenger("cc", "evaluate", rep(0.01, 0.3), "new", "production", None, 0.05, "p_permutation", 0.0)
+    noise = G.champion_challenger(
+        "cc", "evaluate", rep(0.01, 0.3), "new", "production", None, 0.05, "p_permutation", 0.0
+    )
     assert not noise.passed and "not significantly better" in noise.reason
 
 
@@ -90,9 +128,14 @@ def test_pipeline_config_errors_name_the_fix(project_root):
     from recsys.config.loader import ConfigError, load_config
     from recsys.pipeline.config import PipelineConfig
 
-    data = {"stages": [{"name": "a", "job": "doctor", "config": "tiny", "overrides": {"x": "@{b}"}},
-                       {"name": "b", "job": "doctor", "config": "tiny"}],
-            "gates": [{"name": "g", "kind": "metric_min", "stage": "b"}], "from_stage": "zzz"}
+    data = {
+        "stages": [
+            {"name": "a", "job": "doctor", "config": "tiny", "overrides": {"x": "@{b}"}},
+            {"name": "b", "job": "doctor", "config": "tiny"},
+        ],
+        "gates": [{"name": "g", "kind": "metric_min", "stage": "b"}],
+        "from_stage": "zzz",
+    }
     with pytest.raises(ConfigError) as exc:
         load_config(PipelineConfig, None, data=data)
     text = exc.value.render()
@@ -107,8 +150,10 @@ def test_registry_config_rejects_credentials_in_uri():
     from recsys.config.loader import ConfigError, load_config
     from recsys.pipeline.config import PipelineConfig
 
-    data = {"stages": [{"name": "a", "job": "doctor", "config": "tiny"}],
-            "registry": {"tracking_uri": "https://bob:secret@mlflow.example.com"}}
+    data = {
+        "stages": [{"name": "a", "job": "doctor", "config": "tiny"}],
+        "registry": {"tracking_uri": "https://bob:secret@mlflow.example.com"},
+    }
     with pytest.raises(ConfigError, match="must not embed credentials; export MLFLOW_TRACKING_USERNAME"):
         load_config(PipelineConfig, None, data=data)
 
@@ -145,14 +190,26 @@ def test_plan_arms_moves_every_arm_or_only_the_named_one(tmp_path, monkeypatch):
 
     monkeypatch.setenv("RECSYS_RUNS_ROOT", str(tmp_path))
     (tmp_path / "index" / "old").mkdir(parents=True)
-    arms = [{"name": "A", "weight": 0.5, "artifacts": "runs/index/old", "version": "latest"},
-            {"name": "B", "weight": 0.5, "artifacts": "runs/index/missing", "version": "latest", "recommend": {"diversity": 0.3}}]
+    arms = [
+        {"name": "A", "weight": 0.5, "artifacts": "runs/index/old", "version": "latest"},
+        {
+            "name": "B",
+            "weight": 0.5,
+            "artifacts": "runs/index/missing",
+            "version": "latest",
+            "recommend": {"diversity": 0.3},
+        },
+    ]
     every = plan_arms(arms, "/idx/new", "v7", None)
     assert [(a["artifacts"], a["version"]) for a in every] == [("/idx/new", "v7"), ("/idx/new", "v7")]
-    assert every[1]["recommend"] == {"diversity": 0.3} and arms[0]["artifacts"] == "runs/index/old"  # input untouched
+    assert (
+        every[1]["recommend"] == {"diversity": 0.3} and arms[0]["artifacts"] == "runs/index/old"
+    )  # input untouched
     with pytest.raises(ValueError, match="arm 'B' serves 'runs/index/missing', which does not exist"):
         plan_arms(arms, "/idx/new", "v7", "A")  # B would keep a missing index
-    only_b = plan_arms(arms, "/idx/new", "v7", "B")  # A keeps runs/index/old, which exists under RECSYS_RUNS_ROOT
+    only_b = plan_arms(
+        arms, "/idx/new", "v7", "B"
+    )  # A keeps runs/index/old, which exists under RECSYS_RUNS_ROOT
     assert [a["artifacts"] for a in only_b] == ["runs/index/old", "/idx/new"]
     with pytest.raises(ValueError, match="'C' is not an arm"):
         plan_arms(arms, "/idx/new", "v7", "C")
@@ -164,10 +221,14 @@ def test_plan_arms_leaves_registry_arms_to_their_alias(tmp_path, monkeypatch):
     from recsys.pipeline.deploy import plan_arms
 
     monkeypatch.setenv("RECSYS_RUNS_ROOT", str(tmp_path))
-    arms = [{"name": "A", "registry": {"alias": "production"}},
-            {"name": "B", "artifacts": "runs/index/old", "version": "latest"}]
-    assert plan_arms(arms, "/idx/new", "v7", None) == [{"name": "A", "registry": {"alias": "production"}},
-                                                       {"name": "B", "artifacts": "/idx/new", "version": "v7"}]
+    arms = [
+        {"name": "A", "registry": {"alias": "production"}},
+        {"name": "B", "artifacts": "runs/index/old", "version": "latest"},
+    ]
+    assert plan_arms(arms, "/idx/new", "v7", None) == [
+        {"name": "A", "registry": {"alias": "production"}},
+        {"name": "B", "artifacts": "/idx/new", "version": "v7"},
+    ]
     assert plan_arms(arms, "/idx/new", "v7", "B")[0] == {"name": "A", "registry": {"alias": "production"}}
 
 
@@ -176,13 +237,17 @@ def test_plan_arms_sets_the_promoted_model_for_recommend_on_the_arms_that_move(t
 
     monkeypatch.setenv("RECSYS_RUNS_ROOT", str(tmp_path))
     (tmp_path / "index" / "old").mkdir(parents=True)
-    arms = [{"name": "A", "artifacts": "runs/index/old", "version": "latest"},
-            {"name": "B", "artifacts": "runs/index/old", "version": "latest", "recommend": {"diversity": 0.3}}]
+    arms = [
+        {"name": "A", "artifacts": "runs/index/old", "version": "latest"},
+        {"name": "B", "artifacts": "runs/index/old", "version": "latest", "recommend": {"diversity": 0.3}},
+    ]
     app = {"candidates": 100, "diversity": 0.2}
     every = plan_arms(arms, "/idx/new", "v7", None, model="/train/model", recommend=app)
     # an arm's recommend replaces the app's section: A takes the app's settings, B keeps its own
-    assert [a["recommend"] for a in every] == [{"candidates": 100, "diversity": 0.2, "model": "/train/model"},
-                                               {"diversity": 0.3, "model": "/train/model"}]
+    assert [a["recommend"] for a in every] == [
+        {"candidates": 100, "diversity": 0.2, "model": "/train/model"},
+        {"diversity": 0.3, "model": "/train/model"},
+    ]
     only_b = plan_arms(arms, "/idx/new", "v7", "B", model="/train/model", recommend=app)
     assert "recommend" not in only_b[0] and only_b[1]["recommend"]["model"] == "/train/model"
     assert "recommend" not in plan_arms(arms, "/idx/new", "v7", None, recommend=app)[0]  # no model: unchanged
@@ -200,12 +265,25 @@ def test_registry_arm_serves_the_versions_trained_model(tmp_path, monkeypatch):
     (tmp_path / "index" / "v1").mkdir(parents=True)
     tags = {"recsys.index_dir": str(tmp_path / "index"), "recsys.index_version": "v1"}
     reg.register(str(tmp_path / "index" / "v1"), tags=tags)  # 1: index only
-    reg.register(str(tmp_path / "index" / "v1"), tags={**tags, "recsys.model_dir": "/train/model"})  # 2: + model
+    reg.register(
+        str(tmp_path / "index" / "v1"), tags={**tags, "recsys.model_dir": "/train/model"}
+    )  # 2: + model
     reg.promote("2")
-    assert reg.serving_target("production")["model"] == "/train/model" and "model" not in reg.serving_target("1")
-    args = ServeArgs.model_validate({"recommend": {"candidates": 50}, "arms": [
-        {"name": "A", "registry": {"alias": "production", "model_name": "games", "tracking_uri": uri}},
-        {"name": "B", "registry": {"alias": "1", "model_name": "games", "tracking_uri": uri}}]})
+    assert reg.serving_target("production")["model"] == "/train/model" and "model" not in reg.serving_target(
+        "1"
+    )
+    args = ServeArgs.model_validate(
+        {
+            "recommend": {"candidates": 50},
+            "arms": [
+                {
+                    "name": "A",
+                    "registry": {"alias": "production", "model_name": "games", "tracking_uri": uri},
+                },
+                {"name": "B", "registry": {"alias": "1", "model_name": "games", "tracking_uri": uri}},
+            ],
+        }
+    )
     built, _ = resolve_arms(args)
     a, b = built.arms
     assert (a.recommend.model, a.recommend.candidates) == ("/train/model", 50) and b.recommend is None

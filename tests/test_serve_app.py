@@ -24,8 +24,11 @@ def index_root(ray_session, tmp_path_factory, tiny_bert_dir, project_root):
     from recsys.cli.entry import parse_job, run_parsed
 
     out = tmp_path_factory.mktemp("index")
-    spec, cfg = parse_job("index", str(project_root / "configs/index/tiny.yaml"), [
-        f"output_dir={out}", f"embed.model.name_or_path={tiny_bert_dir}", "max_items=200", "version=v1"])
+    spec, cfg = parse_job(
+        "index",
+        str(project_root / "configs/index/tiny.yaml"),
+        [f"output_dir={out}", f"embed.model.name_or_path={tiny_bert_dir}", "max_items=200", "version=v1"],
+    )
     report = run_parsed(spec, cfg)
     _publish_subset(out, "v1", "v2", 120)
     return out, {"v1": report}
@@ -49,9 +52,18 @@ def _publish_subset(root, src: str, dst: str, n: int) -> None:
     users = pd.read_parquet(a.path / "users.parquet")
     popular = pd.read_parquet(a.path / "popular.parquet")
     manifest = dict(json.loads((a.path / "manifest.json").read_text()), version=dst)
-    write_version(root, dst, items=items, embeddings=emb, ann=build_index(emb, "exact"),
-                  bm25=BM25Index.build(items["title"].tolist()), autocomplete=a.autocomplete, users=users,
-                  popular=popular, manifest=manifest)
+    write_version(
+        root,
+        dst,
+        items=items,
+        embeddings=emb,
+        ann=build_index(emb, "exact"),
+        bm25=BM25Index.build(items["title"].tolist()),
+        autocomplete=a.autocomplete,
+        users=users,
+        popular=popular,
+        manifest=manifest,
+    )
 
 
 def test_index_job_writes_versioned_artifacts(index_root):
@@ -61,10 +73,26 @@ def test_index_job_writes_versioned_artifacts(index_root):
     assert (root / "latest").read_text().strip() == "v2"
     rep = reports["v1"]
     assert rep["status"] == "succeeded" and rep["counts"]["items"] == 200 and rep["ann_kind"] == "exact"
-    assert rep["metrics"]["ann_recall@10"] == 1.0 and rep["counts"]["users"] > 0 and rep["counts"]["embedding_dim"] == 32
+    assert (
+        rep["metrics"]["ann_recall@10"] == 1.0
+        and rep["counts"]["users"] > 0
+        and rep["counts"]["embedding_dim"] == 32
+    )
     man = json.loads((root / "v1" / "manifest.json").read_text())
-    assert len(man["model"]["sha256"]) == 64 and man["counts"]["items"] == 200 and man["data"]["items"]["files"] >= 1
-    for name in ("items.parquet", "embeddings.npy", "ann.faiss", "bm25", "autocomplete.parquet", "users.parquet", "popular.parquet"):
+    assert (
+        len(man["model"]["sha256"]) == 64
+        and man["counts"]["items"] == 200
+        and man["data"]["items"]["files"] >= 1
+    )
+    for name in (
+        "items.parquet",
+        "embeddings.npy",
+        "ann.faiss",
+        "bm25",
+        "autocomplete.parquet",
+        "users.parquet",
+        "popular.parquet",
+    ):
         assert (root / "v1" / name).exists(), name
 
 
@@ -76,10 +104,22 @@ def app(index_root, tmp_path_factory, project_root):
 
     root, _ = index_root
     feedback = tmp_path_factory.mktemp("feedback")
-    arms = [{"name": "A", "weight": 0.5, "artifacts": str(root), "version": "v1"},
-            {"name": "B", "weight": 0.5, "artifacts": str(root), "version": "v1", "recommend": {"diversity": 0.5}}]
-    overrides = {"arms": arms, "feedback_dir": str(feedback), "api_key_sha256": hashlib.sha256(API_KEY.encode()).hexdigest(),
-                 "feedback_flush_s": 0.5}
+    arms = [
+        {"name": "A", "weight": 0.5, "artifacts": str(root), "version": "v1"},
+        {
+            "name": "B",
+            "weight": 0.5,
+            "artifacts": str(root),
+            "version": "v1",
+            "recommend": {"diversity": 0.5},
+        },
+    ]
+    overrides = {
+        "arms": arms,
+        "feedback_dir": str(feedback),
+        "api_key_sha256": hashlib.sha256(API_KEY.encode()).hexdigest(),
+        "feedback_flush_s": 0.5,
+    }
     info = start(project_root / "configs/serve/tiny.yaml", port=free_port(), overrides=overrides)
     client = httpx.Client(base_url=info["url"], headers={"X-API-Key": API_KEY}, timeout=60)
     deadline = time.time() + 120
@@ -103,8 +143,12 @@ def test_every_endpoint_answers(app):
     assert float(r.headers["server-timing"].removeprefix("app;dur=")) > 0  # ms spent in the replica
     body = r.json()
     assert body["arm"] in ("A", "B") and len(body["items"]) == 5 and body["version"] == "v1"
-    assert [i["position"] for i in body["items"]] == [0, 1, 2, 3, 4] and all(i["title"] for i in body["items"])
-    page2 = c.post("/search", json={"query": "zelda game boy advance", "user_id": "0", "k": 5, "page": 1}).json()
+    assert [i["position"] for i in body["items"]] == [0, 1, 2, 3, 4] and all(
+        i["title"] for i in body["items"]
+    )
+    page2 = c.post(
+        "/search", json={"query": "zelda game boy advance", "user_id": "0", "k": 5, "page": 1}
+    ).json()
     assert not {i["item_id"] for i in page2["items"]} & {i["item_id"] for i in body["items"]}
     rec = c.post("/recommend", json={"user_id": "0", "k": 5}).json()
     assert len(rec["items"]) == 5 and not rec["cold_start"]
@@ -113,7 +157,11 @@ def test_every_endpoint_answers(app):
     assert len(sug["suggestions"]) == 3 and all("mario" in s["text"].lower() for s in sug["suggestions"])
     assert c.get("/suggest", params={"q": "amibo", "k": 3}).json()["suggestions"][0]["corrected"] is True
     m = c.get("/metrics").text
-    assert 'recsys_requests_total{arm=' in m and "recsys_rerank_batch_size_bucket" in m and "recsys_replicas{" in m
+    assert (
+        "recsys_requests_total{arm=" in m
+        and "recsys_rerank_batch_size_bucket" in m
+        and "recsys_replicas{" in m
+    )
     assert c.get("/docs").status_code == 200 and "/search" in c.get("/openapi.json").json()["paths"]
 
 
@@ -136,10 +184,13 @@ def test_fused_topology_answers_like_split(app, project_root):
         body = {"query": "zelda game boy advance", "user_id": "0", "k": 5}
         split, fused = c.post("/search", json=body).json(), c.post("/fused/search", json=body).json()
         assert fused["arm"] == split["arm"] and fused["version"] == "v1"
-        assert [(i["item_id"], i["score"]) for i in fused["items"]] == [(i["item_id"], i["score"]) for i in split["items"]]
+        assert [(i["item_id"], i["score"]) for i in fused["items"]] == [
+            (i["item_id"], i["score"]) for i in split["items"]
+        ]
         rec = {"user_id": "0", "k": 5}
-        assert [i["item_id"] for i in c.post("/fused/recommend", json=rec).json()["items"]] == \
-            [i["item_id"] for i in c.post("/recommend", json=rec).json()["items"]]
+        assert [i["item_id"] for i in c.post("/fused/recommend", json=rec).json()["items"]] == [
+            i["item_id"] for i in c.post("/recommend", json=rec).json()["items"]
+        ]
         sug = {"q": "mari", "k": 3, "user_id": "0"}  # a user: the same arm on both
         assert c.get("/fused/suggest", params=sug).json() == c.get("/suggest", params=sug).json()
     finally:
@@ -159,8 +210,12 @@ def offline_search(app, project_root):
     from recsys.serving.launch import read_serve_config, validate_args
 
     threads = torch.get_num_threads()  # the stages set their replica's share (1 thread); restored after
-    sc = SearchProtocolConfig(serve_config=str(project_root / "configs/serve/tiny.yaml"), artifacts=str(app["root"]),
-                              version="v1", judgments=str(project_root / "tests/fixtures/search/judgments.csv"))
+    sc = SearchProtocolConfig(
+        serve_config=str(project_root / "configs/serve/tiny.yaml"),
+        artifacts=str(app["root"]),
+        version="v1",
+        judgments=str(project_root / "tests/fixtures/search/judgments.csv"),
+    )
     arm, protocol, index = serve_pipeline(sc)
     assert (arm, index) == ("A", {"artifacts": str(app["root"]), "version": "v1"})
     cfg = read_serve_config(project_root / "configs/serve/tiny.yaml")["applications"][0]
@@ -178,10 +233,12 @@ def test_search_ranks_the_same_offline_in_the_benchmark_and_served(app, offline_
     from recsys.experiments.search import JudgedQuery, rank_all, ranking
 
     c = app["client"]
-    for body in ({"query": "zelda game boy advance", "user_id": "0", "k": 10},
-                 {"query": "xbox 360 controller", "k": 7},
-                 {"query": "fire emblem", "user_id": "1", "country": "US", "k": 5, "page": 1},
-                 {"query": "mario", "user_id": "0", "k": 60}):  # past rerank.top_n (20): the fused tail too
+    for body in (
+        {"query": "zelda game boy advance", "user_id": "0", "k": 10},
+        {"query": "xbox 360 controller", "k": 7},
+        {"query": "fire emblem", "user_id": "1", "country": "US", "k": 5, "page": 1},
+        {"query": "mario", "user_id": "0", "k": 60},
+    ):  # past rerank.top_n (20): the fused tail too
         served = c.post("/search", json=body).json()
         live = [(i["item_id"], i["score"]) for i in served["items"]]
         assert len(live) == body["k"] and served["version"] == "v1"
@@ -203,12 +260,25 @@ def test_search_protocol_job_scores_the_served_ranking(app, offline_search, proj
     from recsys.cli.entry import parse_job, run_parsed
     from recsys.experiments.search import load_judgments
 
-    spec, cfg = parse_job("evaluate", str(project_root / "configs/evaluate/search-tiny.yaml"), [
-        f"output_dir={tmp_path}", f"search.artifacts={app['root']}", "search.version=v1", "bootstrap=50",
-        f"search.judgments={offline_search['sc'].judgments}"])
+    spec, cfg = parse_job(
+        "evaluate",
+        str(project_root / "configs/evaluate/search-tiny.yaml"),
+        [
+            f"output_dir={tmp_path}",
+            f"search.artifacts={app['root']}",
+            "search.version=v1",
+            "bootstrap=50",
+            f"search.judgments={offline_search['sc'].judgments}",
+        ],
+    )
     rep = run_parsed(spec, cfg)
     assert rep["status"] == "succeeded", rep.get("error")
-    assert rep["primary_metric"] == "ndcg@10" and set(rep["metrics"]) == {"ndcg@10", "recall@10", "recall@100", "mrr@100"}
+    assert rep["primary_metric"] == "ndcg@10" and set(rep["metrics"]) == {
+        "ndcg@10",
+        "recall@10",
+        "recall@100",
+        "mrr@100",
+    }
     assert rep["counts"] == {"queries": 10, "skipped_no_relevant": 1} and rep["summary"]["arm"] == "A"
     assert rep["summary"]["served_versions"] == ["v1"]
     ranked = pd.read_parquet(tmp_path / "rankings.parquet")
@@ -217,8 +287,12 @@ def test_search_protocol_job_scores_the_served_ranking(app, offline_search, proj
     recall10, rr = [], []
     for qid, g in ranked.groupby("query_id", sort=False):
         q = judged[qid]
-        body = {"query": q.query, "k": 100, **({"user_id": q.user_id} if q.user_id else {}),
-                **({"country": q.country} if q.country else {})}
+        body = {
+            "query": q.query,
+            "k": 100,
+            **({"user_id": q.user_id} if q.user_id else {}),
+            **({"country": q.country} if q.country else {}),
+        }
         served = [(i["item_id"], i["score"]) for i in c.post("/search", json=body).json()["items"]]
         assert list(zip(g["item_id"], g["score"])) == served, qid
         relevant = {i for i, r in q.relevance.items() if r > 0}
@@ -236,7 +310,11 @@ def test_cold_start_users_and_items(app):
     r = c.post("/recommend", json={"user_id": "never-seen-user", "k": 4}).json()
     assert r["cold_start"] and r["strategy"].startswith("popular") and len(r["items"]) == 4
     r = c.post("/recommend", json={"item_ids": ["unknown-item", "0"], "k": 3}).json()
-    assert r["unknown_items"] == ["unknown-item"] and not r["cold_start"] and "0" not in [i["item_id"] for i in r["items"]]
+    assert (
+        r["unknown_items"] == ["unknown-item"]
+        and not r["cold_start"]
+        and "0" not in [i["item_id"] for i in r["items"]]
+    )
     r = c.post("/search", json={"query": "controller", "user_id": "never-seen-user"}).json()
     assert r["cold_start"] and r["items"]
 
@@ -244,9 +322,15 @@ def test_cold_start_users_and_items(app):
 def test_bad_requests_are_4xx_naming_the_field(app):
     c = app["client"]
     cases = [
-        ({"query": "x", "k": 0}, "k"), ({"query": "x", "k": 101}, "k"), ({"query": "x", "k": "ten"}, "k"),
-        ({"query": "x", "filters": {"colour": "red"}}, "filters.colour"), ({"query": "x", "filters": {"brand": "sony"}}, "filters.brand"),
-        ({}, "query"), ({"query": "   "}, "query"), ({"query": "x" * 600}, "query"), ({"query": "x", "page": -1}, "page"),
+        ({"query": "x", "k": 0}, "k"),
+        ({"query": "x", "k": 101}, "k"),
+        ({"query": "x", "k": "ten"}, "k"),
+        ({"query": "x", "filters": {"colour": "red"}}, "filters.colour"),
+        ({"query": "x", "filters": {"brand": "sony"}}, "filters.brand"),
+        ({}, "query"),
+        ({"query": "   "}, "query"),
+        ({"query": "x" * 600}, "query"),
+        ({"query": "x", "page": -1}, "page"),
     ]
     for body, field in cases:
         r = c.post("/search", json=body)
@@ -255,10 +339,21 @@ def test_bad_requests_are_4xx_naming_the_field(app):
     assert r.status_code == 422 and r.json()["field"] == "body"
     r = c.post("/search", content=b"x" * 2_000_000, headers={"content-type": "application/json"})
     assert r.status_code == 413
-    assert c.post("/recommend", json={"item_ids": [""] }).status_code == 422
+    assert c.post("/recommend", json={"item_ids": [""]}).status_code == 422
     assert c.get("/suggest", params={"k": 3}).json()["field"] == "q"
-    assert c.post("/feedback", json={"user_id": "u", "arm": "Z", "events": [{"item_id": "1", "event_type": "click"}]}).json()["field"] == "arm"
-    assert c.post("/feedback", json={"user_id": "u", "events": [{"item_id": "1", "event_type": "like"}]}).json()["field"] == "events.0.event_type"
+    assert (
+        c.post(
+            "/feedback",
+            json={"user_id": "u", "arm": "Z", "events": [{"item_id": "1", "event_type": "click"}]},
+        ).json()["field"]
+        == "arm"
+    )
+    assert (
+        c.post("/feedback", json={"user_id": "u", "events": [{"item_id": "1", "event_type": "like"}]}).json()[
+            "field"
+        ]
+        == "events.0.event_type"
+    )
     noauth = httpx.post(app["url"] + "/search", json={"query": "x"})
     assert noauth.status_code == 401 and noauth.json()["field"] == "X-API-Key"
     assert httpx.get(app["url"] + "/healthz").status_code == 200  # probes need no key
@@ -271,7 +366,9 @@ def test_ab_arms_are_sticky_and_feedback_feeds_the_report(app, project_root, tmp
     c = app["client"]
     router = ABRouter({"A": 0.5, "B": 0.5}, "recsys-ab")
     for u in ("1", "2", "3", "4", "5", "6"):
-        arms = {c.post("/search", json={"query": "mario", "user_id": u, "k": 3}).json()["arm"] for _ in range(2)}
+        arms = {
+            c.post("/search", json={"query": "mario", "user_id": u, "k": 3}).json()["arm"] for _ in range(2)
+        }
         arms |= {c.post("/recommend", json={"user_id": u, "k": 3}).json()["arm"]}
         assert arms == {router.assign(u)}
     for u in range(40):  # arm B converts better by construction
@@ -285,8 +382,11 @@ def test_ab_arms_are_sticky_and_feedback_feeds_the_report(app, project_root, tmp
     while time.time() < deadline and not list(app["feedback"].glob("hour=*/part-*.parquet")):
         time.sleep(0.5)
     time.sleep(1.0)
-    spec, cfg = parse_job("ab_report", str(project_root / "configs/ab_report/tiny.yaml"),
-                          [f"feedback.path={app['feedback']}", f"output_dir={tmp_path}"])
+    spec, cfg = parse_job(
+        "ab_report",
+        str(project_root / "configs/ab_report/tiny.yaml"),
+        [f"feedback.path={app['feedback']}", f"output_dir={tmp_path}"],
+    )
     rep = run_parsed(spec, cfg)
     ab = rep["ab"]
     assert set(ab["arms"]) == {"A", "B"} and ab["arms"]["A"]["impressions"] % 5 == 0
@@ -336,6 +436,7 @@ def test_schemathesis_finds_no_5xx(app):
     from hypothesis import HealthCheck, given, settings
 
     schema = schemathesis.openapi.from_url(app["url"] + "/openapi.json")
+
     def checker(op):
         @given(case=op.as_strategy())
         @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)

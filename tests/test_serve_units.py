@@ -69,8 +69,12 @@ def test_bm25_ranks_and_masks():
 
 def test_autocomplete_prefix_typos_and_weights():
     ac = Autocomplete.from_sources(
-        ["The Legend of Zelda", "Zelda II", "Mario Kart 8", "PlayStation 4 Console"], np.array([5, 50, 10, 3]),
-        queries=["zelda amiibo", "mario"], query_counts=np.array([40, 5]), query_conversions=np.array([30, 0]))
+        ["The Legend of Zelda", "Zelda II", "Mario Kart 8", "PlayStation 4 Console"],
+        np.array([5, 50, 10, 3]),
+        queries=["zelda amiibo", "mario"],
+        query_counts=np.array([40, 5]),
+        query_conversions=np.array([30, 0]),
+    )
     texts = [s["text"] for s in ac.suggest("zel", 10)]
     assert set(texts) == {"The Legend of Zelda", "Zelda II", "zelda amiibo"}
     assert texts.index("zelda amiibo") < texts.index("The Legend of Zelda")  # frequent + converting query
@@ -86,7 +90,9 @@ def test_router_is_sticky_and_follows_weights():
     r = ABRouter({"A": 0.8, "B": 0.2}, salt="s1")
     users = [f"u{i}" for i in range(20000)]
     arms = [r.assign(u) for u in users]
-    assert arms == [ABRouter({"A": 0.8, "B": 0.2}, salt="s1").assign(u) for u in users]  # sticky across replicas
+    assert arms == [
+        ABRouter({"A": 0.8, "B": 0.2}, salt="s1").assign(u) for u in users
+    ]  # sticky across replicas
     assert abs(arms.count("B") / len(arms) - 0.2) < 0.015
     other = [ABRouter({"A": 0.8, "B": 0.2}, salt="s2").assign(u) for u in users[:2000]]
     assert other != arms[:2000]  # a new salt re-randomises
@@ -95,9 +101,23 @@ def test_router_is_sticky_and_follows_weights():
 
 def test_feedback_rows_are_canonical_and_hour_partitioned(tmp_path):
     t0 = dt.datetime(2026, 1, 1, 10, 59, tzinfo=dt.timezone.utc)
-    body = {"user_id": "u1", "query": "zelda", "session_id": "s", "country": "DE", "request_id": "r1", "events": [
-        {"item_id": "1", "event_type": "impression", "position": 0, "timestamp": t0},
-        {"item_id": "1", "event_type": "buy", "price": 9.5, "quantity": 2, "timestamp": t0 + dt.timedelta(minutes=2)}]}
+    body = {
+        "user_id": "u1",
+        "query": "zelda",
+        "session_id": "s",
+        "country": "DE",
+        "request_id": "r1",
+        "events": [
+            {"item_id": "1", "event_type": "impression", "position": 0, "timestamp": t0},
+            {
+                "item_id": "1",
+                "event_type": "buy",
+                "price": 9.5,
+                "quantity": 2,
+                "timestamp": t0 + dt.timedelta(minutes=2),
+            },
+        ],
+    }
     files = write_partitioned(to_events(body, "B"), tmp_path)
     assert sorted(p.split("/")[-2] for p in files) == ["hour=2026-01-01T10", "hour=2026-01-01T11"]
     t = read_feedback(tmp_path).to_pandas().sort_values("timestamp")
@@ -123,15 +143,33 @@ def _synthetic_feedback(n_users: int, ctr: dict[str, float], seed: int = 0) -> p
 
 def test_ab_report_detects_a_known_effect_and_not_a_null_one():
     ev = _synthetic_feedback(3000, {"A": 0.10, "B": 0.13})
-    rep = ab_report(ev, control="A", expected_weights={"A": 0.5, "B": 0.5}, alpha=0.05, srm_alpha=0.001,
-                    method="ztest", n_bootstrap=200, seed=0)
+    rep = ab_report(
+        ev,
+        control="A",
+        expected_weights={"A": 0.5, "B": 0.5},
+        alpha=0.05,
+        srm_alpha=0.001,
+        method="ztest",
+        n_bootstrap=200,
+        seed=0,
+    )
     ctr = rep["comparisons"]["B_vs_A"]["ctr"]
     assert ctr["significant"] and ctr["ci_low"] < 0.03 < ctr["ci_high"]
     assert rep["arms"]["A"]["ctr_ci"][0] < 0.10 < rep["arms"]["A"]["ctr_ci"][1]
     assert not rep["srm"]["mismatch"]
-    null = ab_report(_synthetic_feedback(3000, {"A": 0.1, "B": 0.1}, seed=1), control="A", expected_weights=None,
-                     alpha=0.05, srm_alpha=0.001, method="bootstrap", n_bootstrap=200, seed=0)
-    assert null["comparisons"]["B_vs_A"]["ctr"]["ci_low"] < 0 < null["comparisons"]["B_vs_A"]["ctr"]["ci_high"]
+    null = ab_report(
+        _synthetic_feedback(3000, {"A": 0.1, "B": 0.1}, seed=1),
+        control="A",
+        expected_weights=None,
+        alpha=0.05,
+        srm_alpha=0.001,
+        method="bootstrap",
+        n_bootstrap=200,
+        seed=0,
+    )
+    assert (
+        null["comparisons"]["B_vs_A"]["ctr"]["ci_low"] < 0 < null["comparisons"]["B_vs_A"]["ctr"]["ci_high"]
+    )
 
 
 def test_srm_and_proportion_helpers():
@@ -148,8 +186,14 @@ def test_serve_args_errors_name_the_field(tmp_path):
     from recsys.config.loader import ConfigError
     from recsys.serving.launch import validate_args
 
-    bad = {"name": "x", "args": {"arms": [{"name": "A-1", "artifacts": "runs/x"}, {"name": "B", "artifacts": "r", "weight": -1}],
-                                 "deployments": {"Rerankr": {}}, "rerank": {"max_batch_size": 0}}}
+    bad = {
+        "name": "x",
+        "args": {
+            "arms": [{"name": "A-1", "artifacts": "runs/x"}, {"name": "B", "artifacts": "r", "weight": -1}],
+            "deployments": {"Rerankr": {}},
+            "rerank": {"max_batch_size": 0},
+        },
+    }
     with pytest.raises(ConfigError) as exc:
         validate_args(bad, "test.yaml")
     text = exc.value.render()
@@ -163,7 +207,9 @@ def test_shipped_serve_configs_chain_to_index_outputs(project_root):
     from recsys.serving.launch import read_serve_config, validate_args
 
     for scale in ("tiny", "local"):
-        index_out = yaml.safe_load((project_root / "configs" / "index" / f"{scale}.yaml").read_text())["output_dir"]
+        index_out = yaml.safe_load((project_root / "configs" / "index" / f"{scale}.yaml").read_text())[
+            "output_dir"
+        ]
         serve_cfg = read_serve_config(project_root / "configs" / "serve" / f"{scale}.yaml")
         assert serve_cfg["http_options"]["port"] == 8000
         for app in serve_cfg["applications"]:
@@ -180,7 +226,9 @@ def test_shipped_serve_configs_pass_rays_schema(project_root):
     from ray.serve.schema import ServeDeploySchema
 
     for scale in ("tiny", "local", "cluster"):
-        cfg = ServeDeploySchema.model_validate(yaml.safe_load((project_root / "configs/serve" / f"{scale}.yaml").read_text()))
+        cfg = ServeDeploySchema.model_validate(
+            yaml.safe_load((project_root / "configs/serve" / f"{scale}.yaml").read_text())
+        )
         assert cfg.applications[0].import_path == "recsys.serving.app:build_app"
 
 
@@ -200,22 +248,35 @@ def test_registry_arm_resolves_the_alias_it_names(tmp_path, monkeypatch):
         reg.register(str(index / v), tags={"recsys.index_dir": str(index), "recsys.index_version": v})
     reg.promote("1")
     (tmp_path / "runs" / "index" / "b").mkdir(parents=True)
-    args = ServeArgs.model_validate({"arms": [
-        {"name": "A", "registry": {"alias": "production", "model_name": "games"}},
-        {"name": "B", "artifacts": "runs/index/b", "version": "v9"}]})
+    args = ServeArgs.model_validate(
+        {
+            "arms": [
+                {"name": "A", "registry": {"alias": "production", "model_name": "games"}},
+                {"name": "B", "artifacts": "runs/index/b", "version": "v9"},
+            ]
+        }
+    )
     built, info = resolve_arms(args)
     assert [(a.name, a.artifacts, a.version, a.registry) for a in built.arms] == [
-        ("A", str(index), "v1", None), ("B", str(tmp_path / "runs" / "index" / "b"), "v9", None)]
+        ("A", str(index), "v1", None),
+        ("B", str(tmp_path / "runs" / "index" / "b"), "v9", None),
+    ]
     assert info == {"A": {"model_name": "games", "alias": "production", "version": "1"}}
     assert args.arms[0].artifacts is None  # the validated args are not mutated
     reg.promote("2")  # a redeploy after promote follows the alias
     built, info = resolve_arms(args)
     assert (built.arms[0].version, info["A"]["version"]) == ("v2", "2")
-    pinned = ServeArgs.model_validate({"arms": [{"name": "A", "registry": {"alias": "1", "model_name": "games",
-                                                                              "tracking_uri": uri}}]})
+    pinned = ServeArgs.model_validate(
+        {"arms": [{"name": "A", "registry": {"alias": "1", "model_name": "games", "tracking_uri": uri}}]}
+    )
     assert resolve_arms(pinned)[0].arms[0].version == "v1"
-    staged = ServeArgs.model_validate({"arms": [{"name": "A", "registry": {"alias": "staging", "model_name": "games"}}]})
-    with pytest.raises(ValueError, match=r"arm 'A' \(registry games@staging\): model 'games' has no version or alias 'staging'"):
+    staged = ServeArgs.model_validate(
+        {"arms": [{"name": "A", "registry": {"alias": "staging", "model_name": "games"}}]}
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"arm 'A' \(registry games@staging\): model 'games' has no version or alias 'staging'",
+    ):
         resolve_arms(staged)
 
 
@@ -224,7 +285,9 @@ def test_registry_arm_config_errors():
 
     from recsys.serving.config import ArmArgs
 
-    with pytest.raises(ValidationError, match="arm 'A': give either registry .* or artifacts/version, not both"):
+    with pytest.raises(
+        ValidationError, match="arm 'A': give either registry .* or artifacts/version, not both"
+    ):
         ArmArgs(name="A", artifacts="/x", registry={"alias": "production"})
     with pytest.raises(ValidationError, match="arm 'A': give either registry"):
         ArmArgs(name="A", version="v2", registry={})
@@ -232,8 +295,11 @@ def test_registry_arm_config_errors():
         ArmArgs(name="A")
     with pytest.raises(ValidationError, match="must not embed credentials"):
         ArmArgs(name="A", registry={"tracking_uri": "https://u:p@mlflow.example.com"})
-    assert ArmArgs(name="A", registry={}).registry.model_dump() == {"alias": "production", "model_name": "recsys",
-                                                                    "tracking_uri": None}
+    assert ArmArgs(name="A", registry={}).registry.model_dump() == {
+        "alias": "production",
+        "model_name": "recsys",
+        "tracking_uri": None,
+    }
 
 
 def test_versioned_reconfigure_reports_the_registry_version(tmp_path):
@@ -287,8 +353,10 @@ def test_fallback_reranker_reads_stored_vectors_instead_of_encoding(tiny_bert_di
     vectors = TextEncoder(str(tiny_bert_dir), max_length=16).encode(titles, kind="item")  # [4, D]
     core = RerankerCore(None, str(tiny_bert_dir), 16, embeddings=vectors)
     texts = [titles[2], titles[0], titles[3]]
-    stored, encoded = core.score_many([("zelda", texts, [2, 0, 3]), ("kart", titles[:2], [0, 1])]), \
-        core.score_many([("zelda", texts), ("kart", titles[:2])])
+    stored, encoded = (
+        core.score_many([("zelda", texts, [2, 0, 3]), ("kart", titles[:2], [0, 1])]),
+        core.score_many([("zelda", texts), ("kart", titles[:2])]),
+    )
     for a, b in zip(stored, encoded):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert [len(s) for s in stored] == [3, 2]
@@ -301,7 +369,11 @@ def test_deployment_threads_are_configurable_and_not_a_serve_option():
     from recsys.serving.config import DeploymentArgs
 
     d = DeploymentArgs(num_cpus=0.2, threads=2)
-    assert d.threads == 2 and "threads" not in d.options() and d.options()["ray_actor_options"]["num_cpus"] == 0.2
+    assert (
+        d.threads == 2
+        and "threads" not in d.options()
+        and d.options()["ray_actor_options"]["num_cpus"] == 0.2
+    )
     with pytest.raises(ValueError, match="threads"):
         DeploymentArgs(threads=0)
 
@@ -332,7 +404,9 @@ def test_reranker_skips_the_batch_wait_when_idle_and_batches_under_load(ray_sess
     from recsys.serving.specs import BatchingSettings
 
     # outside a replica there is no context for Serve's max_ongoing_requests warning
-    monkeypatch.setattr(batching._BatchQueue, "_warn_if_max_batch_size_exceeds_max_ongoing_requests", lambda self: None)
+    monkeypatch.setattr(
+        batching._BatchQueue, "_warn_if_max_batch_size_exceeds_max_ongoing_requests", lambda self: None
+    )
 
     class Stub:
         def __init__(self, offset: float):
@@ -346,7 +420,9 @@ def test_reranker_skips_the_batch_wait_when_idle_and_batches_under_load(ray_sess
     def reranker(eager: bool, offset: float = 0.0):
         r = Reranker.func_or_class("unused", RerankSettings(model=None, max_length=32, top_n=10, weight=1.0))
         r.state, r.version = Stub(offset), "v1"
-        r.set_batching(BatchingSettings(batching=True, max_batch_size=4, batch_wait_timeout_s=2.0, eager_when_idle=eager))
+        r.set_batching(
+            BatchingSettings(batching=True, max_batch_size=4, batch_wait_timeout_s=2.0, eager_when_idle=eager)
+        )
         return r
 
     async def lone(r) -> tuple[float, dict]:
@@ -360,7 +436,9 @@ def test_reranker_skips_the_batch_wait_when_idle_and_batches_under_load(ray_sess
         assert lone_s < 1.0 and out == {"scores": [1.0, 1.0], "batch_size": 1}  # 0.05 s of scoring, no wait
         # a burst on both arms at once: each first request finds its replica idle, the other four
         # fill one batch of max_batch_size, scored by its own arm's model
-        outs = await asyncio.gather(*[r.rerank("q" * i, ["a"], None, "v1") for r in (a, b) for i in range(1, 6)])
+        outs = await asyncio.gather(
+            *[r.rerank("q" * i, ["a"], None, "v1") for r in (a, b) for i in range(1, 6)]
+        )
         assert a.state.batches == [1, 1, 4] and b.state.batches == [1, 4]
         assert [o["scores"][0] for o in outs] == [1, 2, 3, 4, 5, 101, 102, 103, 104, 105]
         assert [o["batch_size"] for o in outs] == [1, 4, 4, 4, 4] * 2
@@ -380,12 +458,18 @@ def test_guard_middleware_rejects_before_parsing_and_times_the_answer(monkeypatc
     from recsys.serving import guard
     from recsys.serving.app import api
 
-    monkeypatch.setattr(guard, "SETTINGS", {"api_key_sha256": hashlib.sha256(b"k").hexdigest(), "max_body_bytes": 100})
+    monkeypatch.setattr(
+        guard, "SETTINGS", {"api_key_sha256": hashlib.sha256(b"k").hexdigest(), "max_body_bytes": 100}
+    )
     c = TestClient(api)
     r = c.post("/search", json={"query": "x"})
     assert r.status_code == 401 and r.json()["field"] == "X-API-Key" and "server-timing" not in r.headers
     r = c.post("/search", content=b"x" * 101, headers={"x-api-key": "k", "content-type": "application/json"})
-    assert r.status_code == 413 and r.json() == {"error": "payload_too_large", "field": "body", "message": "body over 100 bytes"}
+    assert r.status_code == 413 and r.json() == {
+        "error": "payload_too_large",
+        "field": "body",
+        "message": "body over 100 bytes",
+    }
     r = c.get("/nope", headers={"authorization": "Bearer k"})
     assert r.status_code == 404 and r.headers["server-timing"].startswith("app;dur=")
     assert c.get("/openapi.json").status_code == 200  # open path: no key needed

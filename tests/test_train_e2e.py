@@ -24,32 +24,62 @@ def seq_tables(tmp_path_factory):
     """200 users over 40 items with a country feature, plus item titles (canonical tables)."""
     d = tmp_path_factory.mktemp("seq")
     rng = random.Random(0)
-    seqs = [{"user_id": f"u{u}", "items": [f"i{(u * 3 + k * 7) % 40}" for k in range(rng.randint(4, 12))],
-             "country": rng.choice(["DE", "UK", "US"])} for u in range(200)]
+    seqs = [
+        {
+            "user_id": f"u{u}",
+            "items": [f"i{(u * 3 + k * 7) % 40}" for k in range(rng.randint(4, 12))],
+            "country": rng.choice(["DE", "UK", "US"]),
+        }
+        for u in range(200)
+    ]
     pq.write_table(pa.Table.from_pylist(seqs), d / "seqs.parquet")
-    pq.write_table(pa.Table.from_pylist([{"item_id": f"i{i}", "title": f"item number {i}"} for i in range(40)]),
-                   d / "items.parquet")
+    pq.write_table(
+        pa.Table.from_pylist([{"item_id": f"i{i}", "title": f"item number {i}"} for i in range(40)]),
+        d / "items.parquet",
+    )
     return d
 
 
 def seq_config(tables, out, strategy: str, max_steps: int, **extra):
     from recsys.training.config import TrainConfig
 
-    return TrainConfig.model_validate({
-        "seed": 0, "output_dir": str(out),
-        "model": {"kind": "sequential", "name_or_path": "random-bert-tiny",
-                  "sequential": {"hidden_size": 16, "num_heads": 2, "max_len": 8, "use_text": True,
-                                 "user_features": ["country"], "num_negatives": 16}},
-        "data": {"train": {"path": str(tables / "seqs.parquet"), "format": "parquet", "table": "sequences"},
-                 "items": {"path": str(tables / "items.parquet"), "format": "parquet", "table": "items"},
-                 "holdout_last": 1},
-        "loss": {"name": "sampled_softmax"},
-        "optim": {"lr": 0.005, "warmup_ratio": 0.0, "scheduler": "constant"},
-        "strategy": {"name": strategy, "deepspeed": {"zero_stage": 2}},
-        "train": {"batch_size": 16, "eval_batch_size": 100, "max_steps": max_steps, "eval_every": 3,
-                  "shuffle_buffer": 0, "num_to_keep": 2, "max_failures": 1, **extra},
-        "scaling": {"num_workers": 2, "cpus_per_worker": 0.5},
-    })
+    return TrainConfig.model_validate(
+        {
+            "seed": 0,
+            "output_dir": str(out),
+            "model": {
+                "kind": "sequential",
+                "name_or_path": "random-bert-tiny",
+                "sequential": {
+                    "hidden_size": 16,
+                    "num_heads": 2,
+                    "max_len": 8,
+                    "use_text": True,
+                    "user_features": ["country"],
+                    "num_negatives": 16,
+                },
+            },
+            "data": {
+                "train": {"path": str(tables / "seqs.parquet"), "format": "parquet", "table": "sequences"},
+                "items": {"path": str(tables / "items.parquet"), "format": "parquet", "table": "items"},
+                "holdout_last": 1,
+            },
+            "loss": {"name": "sampled_softmax"},
+            "optim": {"lr": 0.005, "warmup_ratio": 0.0, "scheduler": "constant"},
+            "strategy": {"name": strategy, "deepspeed": {"zero_stage": 2}},
+            "train": {
+                "batch_size": 16,
+                "eval_batch_size": 100,
+                "max_steps": max_steps,
+                "eval_every": 3,
+                "shuffle_buffer": 0,
+                "num_to_keep": 2,
+                "max_failures": 1,
+                **extra,
+            },
+            "scaling": {"num_workers": 2, "cpus_per_worker": 0.5},
+        }
+    )
 
 
 @pytest.mark.parametrize("strategy", [[], ["strategy.name=ddp"]], ids=["deepspeed-zero2", "ddp"])
@@ -83,7 +113,9 @@ def test_bi_encoder_lora_export_matches_reported_metric(ray_session, tmp_path, s
     RankingEvaluator on the validation rows, reproduces the MRR / NDCG@10 reported in training. (LoRA under
     DeepSpeed runs no code of its own: the DeepSpeed strategy is the cross-encoder's and the sequential
     model's here, LoRA's wrap / freeze / merge this test's; the frozen-parameter filter is shared.)"""
-    spec, cfg = parse_job("train", "tiny-bi-encoder", [f"output_dir={tmp_path}", "train.max_steps=2", "train.eval_every=2"])
+    spec, cfg = parse_job(
+        "train", "tiny-bi-encoder", [f"output_dir={tmp_path}", "train.max_steps=2", "train.eval_every=2"]
+    )
     report = run_parsed(spec, cfg)
     assert report["status"] == "succeeded"
     model = load_model(tmp_path / "model")
@@ -92,16 +124,25 @@ def test_bi_encoder_lora_export_matches_reported_metric(ray_session, tmp_path, s
     from recsys.evaluation import EvalSet, RankingEvaluator
 
     df = read_input(cfg.data.train, "pairs").to_pandas()
-    valid = df[df["split"] == "valid"].head(cfg.data.max_valid_rows)  # the loop's rows: first N, then positives
+    valid = df[df["split"] == "valid"].head(
+        cfg.data.max_valid_rows
+    )  # the loop's rows: first N, then positives
     valid = valid[valid["label"] > 0]
     # the retrieval protocol: one query per distinct left text, all its right texts relevant, every right ranked
     groups = valid.groupby("left", sort=True)["right"].agg(lambda r: sorted(set(r)))
     catalog = np.array(sorted(set(valid["right"])), dtype=object)
-    es = EvalSet(name="valid", query_ids=groups.index.to_numpy(dtype=object), histories=[[] for _ in groups],
-                 targets=list(groups), catalog=catalog)
+    es = EvalSet(
+        name="valid",
+        query_ids=groups.index.to_numpy(dtype=object),
+        histories=[[] for _ in groups],
+        targets=list(groups),
+        catalog=catalog,
+    )
     q = dict(zip(groups.index, model.encode(list(groups.index), tower="query"), strict=True))
     v = model.encode(list(catalog), tower="item")
-    got = RankingEvaluator(es, ["mrr", "ndcg@10"])(lambda batch, items: np.stack([q[t] for t in batch.query_ids]) @ v.T)
+    got = RankingEvaluator(es, ["mrr", "ndcg@10"])(
+        lambda batch, items: np.stack([q[t] for t in batch.query_ids]) @ v.T
+    )
     assert got["n_queries"] == report["metrics"]["n_queries"] and len(catalog) == report["metrics"]["n_items"]
     assert got["mrr"] == pytest.approx(report["metrics"]["mrr"], abs=2e-3)
     assert got["ndcg@10"] == pytest.approx(report["metrics"]["ndcg@10"], abs=2e-3)
@@ -125,13 +166,20 @@ def test_sequential_deepspeed_resumes_and_survives_worker_kill(ray_session, seq_
     assert clean["history"][0] == first["history"][0]
 
     marker = tmp_path / "killed.pid"
-    faulty = run_training(seq_config(seq_tables, tmp_path / "faulty", "deepspeed", 6), tmp_path / "faulty",
-                          fault={"rank": 1, "step": 4, "marker": str(marker)})
+    faulty = run_training(
+        seq_config(seq_tables, tmp_path / "faulty", "deepspeed", 6),
+        tmp_path / "faulty",
+        fault={"rank": 1, "step": 4, "marker": str(marker)},
+    )
     assert marker.is_file()  # the worker really was killed
     assert faulty["final_metrics"]["step"] == 6
     assert [h["step"] for h in faulty["history"]] == [3, 6]
-    assert faulty["final_metrics"]["train_loss"] == pytest.approx(clean["final_metrics"]["train_loss"], rel=0.15)
+    assert faulty["final_metrics"]["train_loss"] == pytest.approx(
+        clean["final_metrics"]["train_loss"], rel=0.15
+    )
     assert faulty["final_metrics"]["ndcg@10"] == pytest.approx(clean["final_metrics"]["ndcg@10"], abs=0.1)
     model = load_model(tmp_path / "faulty" / "model")
     assert model.user_features == {"country": ["DE", "UK", "US"]} and model.num_items == 40
-    assert model.score([["i1", "i8"]], candidates=[["i15", "i22"]], user_features=[{"country": "DE"}]).shape == (1, 2)
+    assert model.score(
+        [["i1", "i8"]], candidates=[["i15", "i22"]], user_features=[{"country": "DE"}]
+    ).shape == (1, 2)

@@ -38,7 +38,9 @@ def test_infonce_hard_negatives_and_temperature():
 
 def test_bce():
     # log(2) for (0, 1); log(1 + e^2) for (2, 0)
-    assert bce_loss(T([0.0, 2.0]), T([1.0, 0.0])).item() == pytest.approx((math.log(2) + math.log(1 + E**2)) / 2, abs=1e-6)
+    assert bce_loss(T([0.0, 2.0]), T([1.0, 0.0])).item() == pytest.approx(
+        (math.log(2) + math.log(1 + E**2)) / 2, abs=1e-6
+    )
     # pos_weight 3 triples the positive term
     assert bce_loss(T([0.0]), T([1.0]), pos_weight=3.0).item() == pytest.approx(3 * math.log(2), abs=1e-6)
 
@@ -50,7 +52,9 @@ def test_mse():
 def test_bpr_and_margin():
     assert bpr_loss(T([1.0]), T([0.0])).item() == pytest.approx(math.log(1 + 1 / E), abs=1e-6)
     # K negatives per positive: mean over [B, K]
-    assert bpr_loss(T([1.0]), T([[0.0, 1.0]])).item() == pytest.approx((math.log(1 + 1 / E) + math.log(2)) / 2, abs=1e-6)
+    assert bpr_loss(T([1.0]), T([[0.0, 1.0]])).item() == pytest.approx(
+        (math.log(1 + 1 / E) + math.log(2)) / 2, abs=1e-6
+    )
     # max(0, .2 - .5 + .4) = .1 ; max(0, .2 - .1 + .5) = .6
     assert margin_loss(T([0.5, 0.1]), T([0.4, 0.5]), margin=0.2).item() == pytest.approx(0.35, abs=1e-6)
 
@@ -81,9 +85,12 @@ def test_sampled_softmax_and_accidental_hits():
     neg = T([[0.0, 0.0]])
     targets = torch.tensor([[3]])
     assert sampled_softmax_loss(hidden, pos, neg, targets, torch.tensor([5])).item() == pytest.approx(
-        math.log(1 + 1 / E), abs=1e-6)
+        math.log(1 + 1 / E), abs=1e-6
+    )
     # the sampled negative is the target itself: masked out, loss ~ 0
-    assert sampled_softmax_loss(hidden, pos, neg, targets, torch.tensor([3])).item() == pytest.approx(0.0, abs=1e-6)
+    assert sampled_softmax_loss(hidden, pos, neg, targets, torch.tensor([3])).item() == pytest.approx(
+        0.0, abs=1e-6
+    )
 
 
 def test_graded_relevance():

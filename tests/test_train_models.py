@@ -55,8 +55,14 @@ def test_cross_encoder_roundtrip(tiny_bert_dir, tmp_path):
 def test_sequential_scores_and_roundtrip(tmp_path):
     torch.manual_seed(0)
     items = [f"i{i}" for i in range(12)]
-    model = SequentialRecommender(items, hidden_size=16, max_len=5, text_dim=4, text_embeddings=np.random.rand(12, 4),
-                                  user_features={"country": ["DE", "UK"]})
+    model = SequentialRecommender(
+        items,
+        hidden_size=16,
+        max_len=5,
+        text_dim=4,
+        text_embeddings=np.random.rand(12, 4),
+        user_features={"country": ["DE", "UK"]},
+    )
     hist = [["i1", "i2", "unknown"], ["i3"]]
     feats = [{"country": "DE"}, {"country": "FR"}]  # FR: the unknown-value embedding
     cand = model.score(hist, candidates=[["i4", "i5", "zz"], ["i1", "i2", "i3"]], user_features=feats)
@@ -88,8 +94,9 @@ def test_sequential_trimmed_padding_changes_nothing():
     from recsys.kinds.sequential import SequentialTask
 
     torch.manual_seed(0)
-    model = SequentialRecommender([f"i{i}" for i in range(9)], hidden_size=8, num_heads=2, max_len=6,
-                                  user_features={"country": ["DE"]}).eval()
+    model = SequentialRecommender(
+        [f"i{i}" for i in range(9)], hidden_size=8, num_heads=2, max_len=6, user_features={"country": ["DE"]}
+    ).eval()
     full = torch.tensor([[0, 0, 0, 1, 2, 3], [0, 0, 0, 0, 4, 5]])
     assert model.trim_padding(full) == 3 and model.trim_padding(full, keep_last=4) == 1
     assert model.trim_padding(torch.zeros(2, 6, dtype=torch.long)) == 5  # one column always stays

@@ -46,8 +46,15 @@ class FakeController:
 
 
 def _sched(max_running=2, mode="max") -> PromotionASHA:
-    return PromotionASHA(time_attr="step", max_t=8, grace_period=2, reduction_factor=2, max_running=max_running,
-                         metric="ndcg@10", mode=mode)
+    return PromotionASHA(
+        time_attr="step",
+        max_t=8,
+        grace_period=2,
+        reduction_factor=2,
+        max_running=max_running,
+        metric="ndcg@10",
+        mode=mode,
+    )
 
 
 def _report(s, tc, trial, step, value):
@@ -182,7 +189,9 @@ def test_gates_survive_a_state_round_trip():
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
-def test_tiny_sweep_pauses_promotes_and_resumes_from_the_rung(ray_session, shared_data, tmp_path, monkeypatch):
+def test_tiny_sweep_pauses_promotes_and_resumes_from_the_rung(
+    ray_session, shared_data, tmp_path, monkeypatch
+):
     """Two trials of the tiny sweep under asha_promote, with scores fixed by arrival order (the first trial
     to report is the best at every rung), so the outcome is exact: it waits at rungs 2 and 4 and is
     promoted each time (two restarts from its checkpoints: at rung 2 when the second trial loses to it,

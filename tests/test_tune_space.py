@@ -41,9 +41,11 @@ def test_unknown_space_key_is_named_with_a_suggestion(tiny_data):
 
 def test_space_values_are_checked_against_the_train_schema(tiny_data):
     data = copy.deepcopy(tiny_data)
-    data["space"] = {"train.batch_size": {"type": "grid", "values": [16, 0]},
-                     "model.sequential.num_heads": {"type": "grid", "values": [1, 3]},
-                     "optim": {"type": "grid", "values": [1]}}
+    data["space"] = {
+        "train.batch_size": {"type": "grid", "values": [16, 0]},
+        "model.sequential.num_heads": {"type": "grid", "values": [1, 3]},
+        "optim": {"type": "grid", "values": [1]},
+    }
     with pytest.raises(ConfigError) as exc:
         _load(data)
     text = str(exc.value)
@@ -58,7 +60,10 @@ def test_distribution_and_algorithm_checks(tiny_data):
         ({"optim.lr": {"type": "loguniform", "low": 0, "high": 1e-2}}, "loguniform needs low > 0"),
         ({"optim.lr": {"type": "uniform", "low": 1e-2, "high": 1e-3}}, "must be smaller than high"),
         ({"optim.lr": {"type": "choice"}}, "needs a non-empty 'values'"),
-        ({"optim.lr": {"type": "uniform", "low": 1e-4, "high": 1e-3}}, "search.algorithm grid needs every space key"),
+        (
+            {"optim.lr": {"type": "uniform", "low": 1e-4, "high": 1e-3}},
+            "search.algorithm grid needs every space key",
+        ),
     ]
     for space, message in bad:
         data = copy.deepcopy(tiny_data)
@@ -82,7 +87,9 @@ def test_base_from_a_path_and_env_refs_kept_in_best_yaml(tmp_path, tiny_data):
     data = {**copy.deepcopy(tiny_data), "base": str(base_file)}
     cfg = _load(data)
     raw = load_base(cfg.base)
-    best = best_train_data(raw, {"optim.lr": 0.01, "model.sequential.hidden_size": 8}, "runs/tune/x/best_train")
+    best = best_train_data(
+        raw, {"optim.lr": 0.01, "model.sequential.hidden_size": 8}, "runs/tune/x/best_train"
+    )
     assert best["data"]["train"]["path"] == "${RECSYS_DATA_ROOT}/amazon-games-6k"
     assert best["optim"]["lr"] == 0.01 and best["model"]["sequential"]["hidden_size"] == 8
     assert best["output_dir"] == "runs/tune/x/best_train"
@@ -102,14 +109,24 @@ def test_grid_param_space_and_scheduler_defaults(tiny_data):
     assert space["optim.lr"] == {"grid_search": [0.0001, 0.01]}
     assert grid_size(cfg.space) == 4
     mixed = TuneJobConfig.model_validate(
-        {**tiny_data, "search": {"algorithm": "random"},
-         "space": {"optim.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2},
-                   "loss.name": {"type": "choice", "values": ["sampled_softmax", "full_softmax"]}}},
-        context={"check_paths": False})
+        {
+            **tiny_data,
+            "search": {"algorithm": "random"},
+            "space": {
+                "optim.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2},
+                "loss.name": {"type": "choice", "values": ["sampled_softmax", "full_softmax"]},
+            },
+        },
+        context={"check_paths": False},
+    )
     doms = param_space(mixed.space)
     assert isinstance(doms["optim.lr"], Float) and isinstance(doms["loss.name"], Categorical)
     base = validate_space(dict(tiny_data["base"]), cfg.space, "ndcg@10", "max", check_paths=False)
-    assert scheduler_defaults(cfg.scheduler, base) == {"max_t": 6, "grace_period": 2, "perturbation_interval": 4}
+    assert scheduler_defaults(cfg.scheduler, base) == {
+        "max_t": 6,
+        "grace_period": 2,
+        "perturbation_interval": 4,
+    }
 
 
 def test_schedulers_and_searchers_from_config(tiny_data):
@@ -120,17 +137,30 @@ def test_schedulers_and_searchers_from_config(tiny_data):
     from recsys.tuning.space import validate_space
     from recsys.tuning.sweep import build_scheduler, build_search_alg
 
-    data = {**copy.deepcopy(tiny_data), "search": {"algorithm": "random", "num_samples": 4},
-            "space": {"optim.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2},
-                      "model.sequential.dropout": {"type": "uniform", "low": 0.0, "high": 0.3}}}
-    expected = {"asha": ASHAScheduler, "median": MedianStoppingRule, "pbt": PopulationBasedTraining, "fifo": FIFOScheduler}
+    data = {
+        **copy.deepcopy(tiny_data),
+        "search": {"algorithm": "random", "num_samples": 4},
+        "space": {
+            "optim.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2},
+            "model.sequential.dropout": {"type": "uniform", "low": 0.0, "high": 0.3},
+        },
+    }
+    expected = {
+        "asha": ASHAScheduler,
+        "median": MedianStoppingRule,
+        "pbt": PopulationBasedTraining,
+        "fifo": FIFOScheduler,
+    }
     for name, cls in expected.items():
         cfg = _load({**data, "scheduler": {"name": name}})
         base = validate_space(dict(cfg.base), cfg.space, check_paths=False)
         sched = build_scheduler(cfg, base)
         assert isinstance(sched, cls), name
     asha = build_scheduler(_load({**data, "scheduler": {"name": "asha"}}), base)
-    assert asha._max_t == 6 and sorted(r for r, _ in asha._brackets[0]._rungs) == [2, 6]  # max_steps 6, eval_every 2
+    assert asha._max_t == 6 and sorted(r for r, _ in asha._brackets[0]._rungs) == [
+        2,
+        6,
+    ]  # max_steps 6, eval_every 2
     pbt = build_scheduler(_load({**data, "scheduler": {"name": "pbt"}}), base)
     assert set(pbt._hyperparam_mutations) == {"optim.lr", "model.sequential.dropout"}
     search = _load(data).search
@@ -139,10 +169,16 @@ def test_schedulers_and_searchers_from_config(tiny_data):
     optuna = build_search_alg(search.model_copy(update={"algorithm": "optuna"}), seed=3, concurrency=2)
     assert isinstance(optuna, ConcurrencyLimiter) and optuna.max_concurrent == 2
     promote = build_scheduler(_load({**data, "scheduler": {"name": "asha_promote"}}), base, concurrency=3)
-    assert isinstance(promote, PromotionASHA) and promote.rungs == [2] and promote.max_running == 3  # rf 3: 2 * 3 = max_t
+    assert (
+        isinstance(promote, PromotionASHA) and promote.rungs == [2] and promote.max_running == 3
+    )  # rf 3: 2 * 3 = max_t
     gated = build_search_alg(search, seed=3, concurrency=3, gate=promote)
-    assert isinstance(gated, GatedVariantGenerator) and gated.scheduler is promote and gated.max_concurrent == 0
-    gated = build_search_alg(search.model_copy(update={"algorithm": "optuna"}), seed=3, concurrency=3, gate=promote)
+    assert (
+        isinstance(gated, GatedVariantGenerator) and gated.scheduler is promote and gated.max_concurrent == 0
+    )
+    gated = build_search_alg(
+        search.model_copy(update={"algorithm": "optuna"}), seed=3, concurrency=3, gate=promote
+    )
     assert isinstance(gated, GatedLimiter) and gated.scheduler is promote
 
 
@@ -151,7 +187,9 @@ def test_mlflow_callback_only_with_a_tracking_uri(tiny_data, tmp_path, monkeypat
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert mlflow_callbacks(_load(tiny_data)) == []
-    cfg = _load({**copy.deepcopy(tiny_data), "mlflow": {"tracking_uri": f"file:{tmp_path}/mlruns", "experiment": "t"}})
+    cfg = _load(
+        {**copy.deepcopy(tiny_data), "mlflow": {"tracking_uri": f"file:{tmp_path}/mlruns", "experiment": "t"}}
+    )
     (cb,) = mlflow_callbacks(cfg)
     assert type(cb).__name__ == "MLflowLoggerCallback" and cb.tracking_uri == f"file:{tmp_path}/mlruns"
 
@@ -171,10 +209,22 @@ def test_overrides_set_on_the_base_nested_or_dotted(tiny_data):
 def test_trials_share_prepared_data_only_when_the_space_leaves_it_alone():
     from recsys.tuning.trial import shares_prepared_data
 
-    assert shares_prepared_data(["optim.lr", "model.sequential.hidden_size", "loss.temperature", "strategy.name"])
-    for key in ("data.max_train_rows", "data.train.path", "seed", "model.kind", "model.sequential.max_len",
-                "loss.name", "train.batch_size", "scaling.num_workers", "optim.grad_accum",
-                "model", "model.sequential"):  # the last two: sections that hold prepare keys
+    assert shares_prepared_data(
+        ["optim.lr", "model.sequential.hidden_size", "loss.temperature", "strategy.name"]
+    )
+    for key in (
+        "data.max_train_rows",
+        "data.train.path",
+        "seed",
+        "model.kind",
+        "model.sequential.max_len",
+        "loss.name",
+        "train.batch_size",
+        "scaling.num_workers",
+        "optim.grad_accum",
+        "model",
+        "model.sequential",
+    ):  # the last two: sections that hold prepare keys
         assert not shares_prepared_data(["optim.lr", key]), key
 
 
@@ -186,11 +236,19 @@ def test_prepare_view_lets_prepare_read_only_prepare_keys(tiny_data):
     cfg = _load(tiny_data)
     view = PrepareView(validate_space(dict(cfg.base), cfg.space, check_paths=False))
     assert isinstance(view.data, DataSection) and view.data.max_train_rows == 400  # whole section: as is
-    assert (view.model.kind, view.model.sequential.max_len, view.seed, view.train.max_steps) == ("sequential", 10, 0, 6)
+    assert (view.model.kind, view.model.sequential.max_len, view.seed, view.train.max_steps) == (
+        "sequential",
+        10,
+        0,
+        6,
+    )
     assert view.loss_name == "sampled_softmax"  # a property runs on the view: its reads are checked too
     for read in (lambda: view.optim.lr, lambda: view.model.sequential.hidden_size, lambda: view.metric_name):
-        with pytest.raises(AttributeError, match=r"prepare\(\) read the train-config key '(optim.lr|model.sequential"
-                                                 r".hidden_size|train.metric)', which is not in .*PREPARE_KEYS"):
+        with pytest.raises(
+            AttributeError,
+            match=r"prepare\(\) read the train-config key '(optim.lr|model.sequential"
+            r".hidden_size|train.metric)', which is not in .*PREPARE_KEYS",
+        ):
             read()
 
 
@@ -237,15 +295,27 @@ def test_prepare_reads_nothing_beyond_prepare_keys_for_every_model_kind(project_
         monkeypatch.setattr(D, name, lambda *a, **k: _FakeDataset())
     for name in ("bi_encoder_rows", "listwise_groups"):
         monkeypatch.setattr(D, name, lambda ds, *a, **k: ds)
-    monkeypatch.setattr(D, "build_vocab", lambda ds, feats, extra=None: D.SequenceVocab(["i1", "i2"], {f: ["a"] for f in feats}))
+    monkeypatch.setattr(
+        D,
+        "build_vocab",
+        lambda ds, feats, extra=None: D.SequenceVocab(["i1", "i2"], {f: ["a"] for f in feats}),
+    )
     monkeypatch.setattr(D, "item_texts", lambda ds, ids: ["t"] * len(ids))
     encoder = type("Enc", (), {"encode": lambda self, texts, batch_size, tower: np.zeros((len(texts), 4))})()
     monkeypatch.setattr(BiEncoder, "from_encoder", classmethod(lambda cls, *a, **k: encoder))
     monkeypatch.setattr(ray, "put", lambda value: value)
-    seq_text = {"model.sequential.use_text": True, "model.sequential.user_features": ["country"],
-                "data.items": {"path": "items.parquet", "preset": "amazon-games-6k"}}
-    cases = [("tiny.yaml", {}), ("tiny.yaml", {"loss.name": "listwise"}), ("tiny-bi-encoder.yaml", {}),
-             ("tiny-sequential.yaml", {}), ("tiny-sequential.yaml", seq_text)]
+    seq_text = {
+        "model.sequential.use_text": True,
+        "model.sequential.user_features": ["country"],
+        "data.items": {"path": "items.parquet", "preset": "amazon-games-6k"},
+    }
+    cases = [
+        ("tiny.yaml", {}),
+        ("tiny.yaml", {"loss.name": "listwise"}),
+        ("tiny-bi-encoder.yaml", {}),
+        ("tiny-sequential.yaml", {}),
+        ("tiny-sequential.yaml", seq_text),
+    ]
     for file, overrides in cases:
         data = yaml.safe_load((project_root / "configs/train" / file).read_text())
         for key, value in overrides.items():
@@ -257,9 +327,14 @@ def test_prepare_reads_nothing_beyond_prepare_keys_for_every_model_kind(project_
         cfg = TrainConfig.model_validate(data, context={"check_paths": False})
         prep = prepare(cfg)
         per_worker = 64 // cfg.scaling.num_workers // cfg.train.batch_size
-        assert prep.extras.total_steps == cfg.train.max_steps and prep.counts["train_rows"] == 64, (file, overrides)
+        assert prep.extras.total_steps == cfg.train.max_steps and prep.counts["train_rows"] == 64, (
+            file,
+            overrides,
+        )
         assert prep.extras.steps_per_epoch == max(1, per_worker // cfg.optim.grad_accum), (file, overrides)
-        assert (getattr(prep.extras.model_inputs, "text_embeddings_ref", None) is not None) == bool(overrides.get("model.sequential.use_text"))
+        assert (getattr(prep.extras.model_inputs, "text_embeddings_ref", None) is not None) == bool(
+            overrides.get("model.sequential.use_text")
+        )
 
 
 def test_collect_keeps_a_trial_interrupted_before_its_first_report():
@@ -269,7 +344,12 @@ def test_collect_keeps_a_trial_interrupted_before_its_first_report():
 
     from recsys.tuning.results import collect
 
-    empty = SimpleNamespace(metrics_dataframe=None, metrics=None, config=None, error=None,
-                            path="/x/sweep/train_trial_53874_00001_1_model_sequential_hidden_size=16_2026-11-25_05-37-51")
+    empty = SimpleNamespace(
+        metrics_dataframe=None,
+        metrics=None,
+        config=None,
+        error=None,
+        path="/x/sweep/train_trial_53874_00001_1_model_sequential_hidden_size=16_2026-11-25_05-37-51",
+    )
     [rec] = collect([empty], ["optim.lr"], {"53874_00000": "TERMINATED", "53874_00001": "UNFINISHED"})
     assert (rec.trial_id, rec.status, rec.params, len(rec.history)) == ("53874_00001", "unfinished", {}, 0)

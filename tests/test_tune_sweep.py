@@ -43,7 +43,13 @@ def resumed_sweep(ray_session, shared_data, tmp_path_factory):
     runs = out / "sweep" / "train_runs"
     first_files = {p: p.stat().st_mtime_ns for p in runs.rglob("*") if p.is_file()}
     second = run_parsed(spec, cfg)  # `recsys run tune --config tiny` again: resumes
-    return {"out": out, "first": first, "first_table": first_table, "first_files": first_files, "second": second}
+    return {
+        "out": out,
+        "first": first,
+        "first_table": first_table,
+        "first_files": first_files,
+        "second": second,
+    }
 
 
 def test_a_resumed_sweep_reports_to_this_runs_callbacks(ray_session, tmp_path):

@@ -54,15 +54,21 @@ def main() -> None:
 
         dt = timed(step)
         flops = b * s * flops_per_token(args.model, s)
-        print(f"bare encoder fwd+bwd+adam b={b} s={s}: {dt * 1000:.1f} ms/step, {flops / dt / 1e12:.0f} TFLOP/s, "
-              f"MFU {flops / dt / 989e12:.1%}")
+        print(
+            f"bare encoder fwd+bwd+adam b={b} s={s}: {dt * 1000:.1f} ms/step, {flops / dt / 1e12:.0f} TFLOP/s, "
+            f"MFU {flops / dt / 989e12:.1%}"
+        )
 
     model = BiEncoder.from_encoder(args.model, max_length=64)
     task = BiEncoderTask(model).to(dev).train()
     opt2 = torch.optim.AdamW(task.parameters(), lr=1e-5, fused=True)
-    b = {f"{p}_{k}": torch.randint(1000, 2000, (128, 45), device=dev) if k == "input_ids"
-         else torch.ones(128, 45, dtype=torch.long, device=dev) for p in ("q", "p")
-         for k in ("input_ids", "attention_mask", "token_type_ids")}
+    b = {
+        f"{p}_{k}": torch.randint(1000, 2000, (128, 45), device=dev)
+        if k == "input_ids"
+        else torch.ones(128, 45, dtype=torch.long, device=dev)
+        for p in ("q", "p")
+        for k in ("input_ids", "attention_mask", "token_type_ids")
+    }
 
     def task_step():
         with torch.autocast("cuda", dtype=torch.bfloat16):

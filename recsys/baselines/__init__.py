@@ -28,7 +28,11 @@ def build_baseline(kind: str, params: dict[str, Any] | None = None, *, seed: int
             from recsys.baselines.itemknn import ItemKNNScorer
 
             return ItemKNNScorer(**p)
-        if kind == "bpr" and _choice(kind, p, "optimizer", ("sgd", "adam"), "sgd: implicit; adam: RecBole's recipe") == "adam":
+        if (
+            kind == "bpr"
+            and _choice(kind, p, "optimizer", ("sgd", "adam"), "sgd: implicit; adam: RecBole's recipe")
+            == "adam"
+        ):
             from recsys.baselines.bpr import BPRAdamScorer
 
             p.setdefault("seed", seed)
@@ -38,8 +42,18 @@ def build_baseline(kind: str, params: dict[str, Any] | None = None, *, seed: int
 
             p.setdefault("seed", seed)
             return MFScorer(cast(Literal["als", "bpr"], kind), **p)  # narrowed by the `in` above
-        if kind == "bm25" and _choice(kind, p, "variant", ("standard", "llmrank"), "llmrank: LLMRank's published "
-                                      "row, character query included; see recsys/baselines/bm25_llmrank.py") == "llmrank":
+        if (
+            kind == "bm25"
+            and _choice(
+                kind,
+                p,
+                "variant",
+                ("standard", "llmrank"),
+                "llmrank: LLMRank's published "
+                "row, character query included; see recsys/baselines/bm25_llmrank.py",
+            )
+            == "llmrank"
+        ):
             from recsys.baselines.bm25_llmrank import LLMRankBM25Scorer
 
             return LLMRankBM25Scorer(**p)
@@ -60,7 +74,9 @@ def _choice(kind: str, params: dict[str, Any], key: str, allowed: tuple[str, ...
     """Pop an option that picks the implementation (first of ``allowed`` by default); a bad value is named."""
     value = params.pop(key, allowed[0])
     if value not in allowed:
-        raise ValueError(f"baseline {kind!r}: {key} must be {' or '.join(map(repr, allowed))} ({hint}), got {value!r}")
+        raise ValueError(
+            f"baseline {kind!r}: {key} must be {' or '.join(map(repr, allowed))} ({hint}), got {value!r}"
+        )
     return cast(str, value)  # one of `allowed`
 
 

@@ -29,7 +29,9 @@ from recsys.evaluation.train_data import TrainData
 log = logging.getLogger(__name__)
 
 
-def sample_negatives(rng: np.random.Generator, users: np.ndarray, n_items: int, seen: sp.csr_matrix) -> np.ndarray:
+def sample_negatives(
+    rng: np.random.Generator, users: np.ndarray, n_items: int, seen: sp.csr_matrix
+) -> np.ndarray:
     """One item per user, uniform over the catalog, re-drawn until it is not in the user's ``seen`` row."""
     neg = rng.integers(0, n_items, size=len(users))
     for _ in range(100):  # each redraw hits a seen item with probability (row length / catalog size)
@@ -57,16 +59,19 @@ def holdout_last(data: TrainData, n_users: int, rng: np.random.Generator) -> tup
     return arr[:, 0], arr[:, 1]
 
 
-def ndcg_at_10(user_f: torch.Tensor, item_f: torch.Tensor, users: np.ndarray, targets: np.ndarray,
-               seen: sp.csr_matrix) -> float:
+def ndcg_at_10(
+    user_f: torch.Tensor, item_f: torch.Tensor, users: np.ndarray, targets: np.ndarray, seen: sp.csr_matrix
+) -> float:
     """Full-catalog NDCG@10 of ``targets`` (one per user), the users' other training items excluded."""
     total = 0.0
     for s in range(0, len(users), 1024):
-        u, t = users[s:s + 1024], targets[s:s + 1024]
+        u, t = users[s : s + 1024], targets[s : s + 1024]
         scores = (user_f[u] @ item_f.T).numpy()  # (B, N)
         mask = seen[u].tocoo()
         scores[mask.row, mask.col] = -np.inf
-        ranks = metrics.ranks_from_scores(scores, t[:, None], np.ones((len(u), 1)), ties="optimistic")  # as RecBole
+        ranks = metrics.ranks_from_scores(
+            scores, t[:, None], np.ones((len(u), 1)), ties="optimistic"
+        )  # as RecBole
         total += float(metrics.ndcg(ranks, 10).sum())
     return total / max(len(users), 1)
 
@@ -76,18 +81,44 @@ class BPRAdamScorer(FactorScorer):
     valid_users / eval_every / patience (early stopping), seed, num_threads (torch; 0 = torch's default)."""
 
     def __init__(
-        self, *, factors: int = 64, epochs: int = 300, learning_rate: float = 1e-3, batch_size: int = 2048,
-        regularization: float = 0.0, valid_users: int = 3000, eval_every: int = 5, patience: int = 4,
-        seed: int = 0, num_threads: int = 0,
+        self,
+        *,
+        factors: int = 64,
+        epochs: int = 300,
+        learning_rate: float = 1e-3,
+        batch_size: int = 2048,
+        regularization: float = 0.0,
+        valid_users: int = 3000,
+        eval_every: int = 5,
+        patience: int = 4,
+        seed: int = 0,
+        num_threads: int = 0,
     ):
-        for name, value in (("factors", factors), ("epochs", epochs), ("batch_size", batch_size),
-                            ("eval_every", eval_every), ("patience", patience)):
+        for name, value in (
+            ("factors", factors),
+            ("epochs", epochs),
+            ("batch_size", batch_size),
+            ("eval_every", eval_every),
+            ("patience", patience),
+        ):
             if value < 1:
                 raise ValueError(f"bpr (optimizer: adam): {name} must be >= 1, got {value}")
         if learning_rate <= 0 or regularization < 0 or valid_users < 0:
-            raise ValueError("bpr (optimizer: adam): learning_rate must be > 0, regularization and valid_users >= 0")
-        self.factors, self.epochs, self.learning_rate, self.batch_size = factors, epochs, learning_rate, batch_size
-        self.regularization, self.valid_users, self.eval_every, self.patience = regularization, valid_users, eval_every, patience
+            raise ValueError(
+                "bpr (optimizer: adam): learning_rate must be > 0, regularization and valid_users >= 0"
+            )
+        self.factors, self.epochs, self.learning_rate, self.batch_size = (
+            factors,
+            epochs,
+            learning_rate,
+            batch_size,
+        )
+        self.regularization, self.valid_users, self.eval_every, self.patience = (
+            regularization,
+            valid_users,
+            eval_every,
+            patience,
+        )
         self.seed, self.num_threads = seed, num_threads
         self.history: list[tuple[int, float]] = []  # (epoch, probe NDCG@10)
         self.best_epoch = 0
@@ -126,15 +157,17 @@ class BPRAdamScorer(FactorScorer):
             order = rng.permutation(len(users))
             neg_all = sample_negatives(rng, users[order], n_items, seen)
             for s in range(0, len(order), self.batch_size):
-                b = order[s:s + self.batch_size]
+                b = order[s : s + self.batch_size]
                 u = torch.from_numpy(users[b])
                 i = torch.from_numpy(items[b])
-                j = torch.from_numpy(neg_all[s:s + self.batch_size])
+                j = torch.from_numpy(neg_all[s : s + self.batch_size])
                 eu, ei, ej = user_emb(u), item_emb(i), item_emb(j)  # (B, F) each
                 diff = (eu * (ei - ej)).sum(-1)  # (B,) s_pos - s_neg
                 loss = -torch.nn.functional.logsigmoid(diff).mean()
                 if self.regularization:
-                    loss = loss + self.regularization * (eu.pow(2).sum() + ei.pow(2).sum() + ej.pow(2).sum()) / len(b)
+                    loss = loss + self.regularization * (
+                        eu.pow(2).sum() + ei.pow(2).sum() + ej.pow(2).sum()
+                    ) / len(b)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
                 opt.step()
@@ -142,7 +175,9 @@ class BPRAdamScorer(FactorScorer):
                 with torch.no_grad():
                     score = ndcg_at_10(user_emb.weight, item_emb.weight, probe_u, probe_i, train)
                 self.history.append((epoch, score))
-                log.info("bpr-adam epoch %d: probe ndcg@10 %.4f (%.0f s)", epoch, score, time.perf_counter() - t0)
+                log.info(
+                    "bpr-adam epoch %d: probe ndcg@10 %.4f (%.0f s)", epoch, score, time.perf_counter() - t0
+                )
                 if score > best:
                     best, bad, self.best_epoch = score, 0, epoch
                     best_state = [p.detach().clone() for p in params]

@@ -48,14 +48,26 @@ class MFScorer(FactorScorer):
     alpha (ALS confidence scale); seed fixes the initialisation."""
 
     def __init__(
-        self, algorithm: Literal["als", "bpr"] = "bpr", *, factors: int = 64, iterations: int = 100,
-        regularization: float = 0.01, learning_rate: float = 0.05, alpha: float = 1.0, seed: int = 0,
+        self,
+        algorithm: Literal["als", "bpr"] = "bpr",
+        *,
+        factors: int = 64,
+        iterations: int = 100,
+        regularization: float = 0.01,
+        learning_rate: float = 0.05,
+        alpha: float = 1.0,
+        seed: int = 0,
         num_threads: int = 0,
     ):
         if algorithm not in ("als", "bpr"):
             raise ValueError(f"algorithm must be 'als' or 'bpr', got {algorithm!r}")
         self.algorithm, self.factors, self.iterations = algorithm, factors, iterations
-        self.regularization, self.learning_rate, self.alpha, self.seed = regularization, learning_rate, alpha, seed
+        self.regularization, self.learning_rate, self.alpha, self.seed = (
+            regularization,
+            learning_rate,
+            alpha,
+            seed,
+        )
         self.num_threads = num_threads
 
     def fit(self, data: TrainData) -> MFScorer:
@@ -66,13 +78,21 @@ class MFScorer(FactorScorer):
         m = data.matrix()
         if self.algorithm == "als":
             self._model = AlternatingLeastSquares(
-                factors=self.factors, iterations=self.iterations, regularization=self.regularization,
-                alpha=self.alpha, random_state=self.seed, num_threads=self.num_threads,
+                factors=self.factors,
+                iterations=self.iterations,
+                regularization=self.regularization,
+                alpha=self.alpha,
+                random_state=self.seed,
+                num_threads=self.num_threads,
             )
         else:
             self._model = BayesianPersonalizedRanking(
-                factors=self.factors, iterations=self.iterations, regularization=self.regularization,
-                learning_rate=self.learning_rate, random_state=self.seed, num_threads=self.num_threads,
+                factors=self.factors,
+                iterations=self.iterations,
+                regularization=self.regularization,
+                learning_rate=self.learning_rate,
+                random_state=self.seed,
+                num_threads=self.num_threads,
             )
         from threadpoolctl import threadpool_limits  # lazy: only around implicit's fit
 
@@ -85,5 +105,7 @@ class MFScorer(FactorScorer):
     def _fold_in(self, hist: np.ndarray) -> np.ndarray:
         if self.algorithm != "als":
             return super()._fold_in(hist)
-        user_items = sp.csr_matrix((np.ones(len(hist)), (np.zeros(len(hist)), hist)), shape=(1, len(self._items)))
+        user_items = sp.csr_matrix(
+            (np.ones(len(hist)), (np.zeros(len(hist)), hist)), shape=(1, len(self._items))
+        )
         return np.asarray(self._model.recalculate_user(0, user_items)).reshape(-1)

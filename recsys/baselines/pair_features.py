@@ -47,7 +47,7 @@ def attributes(text: str) -> dict[str, str]:
         return {"text": text}
     out = {}
     for m, nxt in zip(marks, [*marks[1:], None]):
-        out[m.group(1).strip().lower()] = text[m.end(): nxt.start() if nxt else len(text)].strip()
+        out[m.group(1).strip().lower()] = text[m.end() : nxt.start() if nxt else len(text)].strip()
     return out
 
 
@@ -100,12 +100,19 @@ def _pair_row(a: _Side, b: _Side) -> list[float]:
     shorter = max(1, min(len(a.name_words), len(b.name_words)))
     price = abs(a.price - b.price) / max(a.price, b.price)  # NaN when either is missing
     return [
-        float(match), _jaccard(a.codes, b.codes), float(bool(a.name_codes and b.name_codes and not a.codes & b.codes)),
-        _jaccard(a.words, b.words), _jaccard(a.name_words, b.name_words),
-        len(a.name_words & b.name_words) / shorter, _jaccard(a.numbers, b.numbers),
-        0.0, 0.0,  # TF-IDF cosines, filled in batch
+        float(match),
+        _jaccard(a.codes, b.codes),
+        float(bool(a.name_codes and b.name_codes and not a.codes & b.codes)),
+        _jaccard(a.words, b.words),
+        _jaccard(a.name_words, b.name_words),
+        len(a.name_words & b.name_words) / shorter,
+        _jaccard(a.numbers, b.numbers),
+        0.0,
+        0.0,  # TF-IDF cosines, filled in batch
         min(len(a.name), len(b.name)) / max(1, len(a.name), len(b.name)),
-        float(len(a.name_words)), float(len(b.name_words)), price,
+        float(len(a.name_words)),
+        float(len(b.name_words)),
+        price,
     ]
 
 
@@ -131,7 +138,7 @@ class PairFeaturizer:
         # each distinct text is parsed and vectorised once (a ranking scores one query against many items)
         texts, code = np.unique(np.asarray([*lefts, *rights], dtype=object).astype(str), return_inverse=True)
         sides = [_Side(t) for t in texts]
-        li, ri = code[: len(lefts)], code[len(lefts):]
+        li, ri = code[: len(lefts)], code[len(lefts) :]
         x = np.array([_pair_row(sides[i], sides[j]) for i, j in zip(li, ri)], dtype=np.float64)
         x = x.reshape(len(li), len(FEATURE_NAMES))
         if len(li):
@@ -149,15 +156,23 @@ class PairFeatureMatcher:
     probabilities; the evaluate job picks the F1 threshold on validation.
     """
 
-    def __init__(self, model: str = "gbm", max_iter: int = 300, learning_rate: float = 0.05,
-                 ngram_range: Sequence[int] = (2, 4), seed: int = 0):
+    def __init__(
+        self,
+        model: str = "gbm",
+        max_iter: int = 300,
+        learning_rate: float = 0.05,
+        ngram_range: Sequence[int] = (2, 4),
+        seed: int = 0,
+    ):
         if model not in ("gbm", "logistic"):
             raise ValueError(f"pair_features: model {model!r} is unknown; use gbm or logistic")
         self.model_name, self.max_iter, self.learning_rate, self.seed = model, max_iter, learning_rate, seed
         self.featurizer = PairFeaturizer(tuple(ngram_range))
         self._clf = None
 
-    def fit(self, lefts: Sequence[str], rights: Sequence[str], labels: Sequence[int] | np.ndarray) -> PairFeatureMatcher:
+    def fit(
+        self, lefts: Sequence[str], rights: Sequence[str], labels: Sequence[int] | np.ndarray
+    ) -> PairFeatureMatcher:
         y = np.asarray(labels).astype(int)
         if len(np.unique(y)) < 2:
             raise ValueError("pair_features needs train pairs with both labels (0 and 1)")
@@ -170,21 +185,24 @@ class PairFeatureMatcher:
         if self.model_name == "gbm":
             from sklearn.ensemble import HistGradientBoostingClassifier  # lazy: slow import
 
-            return HistGradientBoostingClassifier(max_iter=self.max_iter, learning_rate=self.learning_rate,
-                                                  random_state=self.seed)
+            return HistGradientBoostingClassifier(
+                max_iter=self.max_iter, learning_rate=self.learning_rate, random_state=self.seed
+            )
         from sklearn.impute import SimpleImputer  # lazy: scikit-learn is slow to import
         from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
 
-        return make_pipeline(SimpleImputer(strategy="median", add_indicator=True), StandardScaler(),
-                             LogisticRegression(max_iter=2000))
+        return make_pipeline(
+            SimpleImputer(strategy="median", add_indicator=True),
+            StandardScaler(),
+            LogisticRegression(max_iter=2000),
+        )
 
     def score(self, lefts: Sequence[str], rights: Sequence[str]) -> np.ndarray:
         if self._clf is None:
             raise RuntimeError("PairFeatureMatcher.score before fit")
         return self._clf.predict_proba(self.featurizer.transform(lefts, rights))[:, 1]
-
 
 
 class PairsInterface:

@@ -25,7 +25,9 @@ def history_text(history: list[str], texts: dict[str, str], history_len: int) ->
 _TOKEN = re.compile(r"\w+")
 
 
-def okapi_scores(query: str, docs: list[str], k1: float = 1.5, b: float = 0.75, epsilon: float = 0.25) -> np.ndarray:
+def okapi_scores(
+    query: str, docs: list[str], k1: float = 1.5, b: float = 0.75, epsilon: float = 0.25
+) -> np.ndarray:
     """BM25Okapi (``rank_bm25``'s formula: negative IDFs floored at epsilon x mean IDF) of ``query``
     against a small corpus ``docs`` whose statistics come from those docs alone."""
     toks = [_TOKEN.findall(d.lower()) for d in docs]
@@ -58,8 +60,14 @@ class BM25Scorer:
     LLMRank zero-shot BM25 setting; only meaningful with candidate protocols).
     """
 
-    def __init__(self, text_fields: list[str] | None = None, k1: float = 1.5, b: float = 0.75, history_len: int = 10,
-                 corpus: str = "catalog"):
+    def __init__(
+        self,
+        text_fields: list[str] | None = None,
+        k1: float = 1.5,
+        b: float = 0.75,
+        history_len: int = 10,
+        corpus: str = "catalog",
+    ):
         if corpus not in ("catalog", "candidates"):
             raise ValueError(f"bm25 corpus must be 'catalog' or 'candidates', got {corpus!r}")
         self.text_fields = text_fields or ["title"]
@@ -76,7 +84,9 @@ class BM25Scorer:
         self._texts = texts
         corpus = [texts.get(i, "") or "" for i in self._index.item_ids]
         self._retriever = bm25s.BM25(k1=self.k1, b=self.b)
-        self._retriever.index(bm25s.tokenize(corpus, stopwords="en", show_progress=False), show_progress=False)
+        self._retriever.index(
+            bm25s.tokenize(corpus, stopwords="en", show_progress=False), show_progress=False
+        )
         return self
 
     def _queries(self, batch: QueryBatch) -> list[str]:
@@ -93,12 +103,14 @@ class BM25Scorer:
             out = np.full(grid.shape, -np.inf)
             for b, row in enumerate(grid):
                 ok = np.array([i is not None for i in row])
-                out[b, ok] = okapi_scores(queries[b], [self._texts.get(i, "") for i in row[ok]], self.k1, self.b)
+                out[b, ok] = okapi_scores(
+                    queries[b], [self._texts.get(i, "") for i in row[ok]], self.k1, self.b
+                )
             return out
         tokens = bm25s.tokenize(self._queries(batch), stopwords="en", show_progress=False, return_ids=False)
-        table = np.stack([
-            self._retriever.get_scores(q) if q else np.zeros(len(self._index)) for q in tokens
-        ]).astype(np.float64)  # (B, N)
+        table = np.stack(
+            [self._retriever.get_scores(q) if q else np.zeros(len(self._index)) for q in tokens]
+        ).astype(np.float64)  # (B, N)
         return gather_scores(table, self._index.lookup(item_ids), fill=-np.inf)
 
 
@@ -109,8 +121,15 @@ class ZeroShotScorer:
     'text' = embed the concatenated history titles. Search queries always embed batch.texts.
     """
 
-    def __init__(self, model: str = "all-MiniLM-L6-v2", text_fields: list[str] | None = None, history_len: int = 10,
-                 query: str = "mean_items", batch_size: int = 128, max_length: int = 64):
+    def __init__(
+        self,
+        model: str = "all-MiniLM-L6-v2",
+        text_fields: list[str] | None = None,
+        history_len: int = 10,
+        query: str = "mean_items",
+        batch_size: int = 128,
+        max_length: int = 64,
+    ):
         if query not in ("mean_items", "text"):
             raise ValueError(f"zero-shot query must be 'mean_items' or 'text', got {query!r}")
         self.model_name, self.text_fields, self.history_len = model, text_fields or ["title"], history_len
@@ -131,26 +150,32 @@ class ZeroShotScorer:
         self._index = ItemIndex(item_ids)
         self._texts = texts
         self.item_vectors = self.encoder().encode(
-            [texts.get(i, "") for i in self._index.item_ids], batch_size=self.batch_size, tower="item")  # (N, D)
+            [texts.get(i, "") for i in self._index.item_ids], batch_size=self.batch_size, tower="item"
+        )  # (N, D)
         return self
 
     def _query_vectors(self, batch: QueryBatch) -> np.ndarray:
         if batch.texts is not None:
             return self.encoder().encode(batch.texts, batch_size=self.batch_size, tower="query")
         if self.query == "text":
-            return self.encoder().encode([history_text(h, self._texts, self.history_len) for h in batch.histories],
-                                         batch_size=self.batch_size, tower="query")
+            return self.encoder().encode(
+                [history_text(h, self._texts, self.history_len) for h in batch.histories],
+                batch_size=self.batch_size,
+                tower="query",
+            )
         out = np.zeros((len(batch), self.item_vectors.shape[1]), dtype=np.float32)  # (B, D)
         for b, hist in enumerate(self._index.histories(batch.histories)):
             if len(hist):
-                out[b] = self.item_vectors[hist[-self.history_len:]].mean(0)
+                out[b] = self.item_vectors[hist[-self.history_len :]].mean(0)
         return out
 
     def score(self, batch: QueryBatch, item_ids: np.ndarray) -> np.ndarray:
         table = self._query_vectors(batch) @ self.item_vectors.T  # (B, N)
         return gather_scores(table, self._index.lookup(item_ids), fill=-np.inf)
 
-    def __getstate__(self) -> dict[str, Any]:  # ship vectors to Ray workers, not the torch model (re-loaded lazily)
+    def __getstate__(
+        self,
+    ) -> dict[str, Any]:  # ship vectors to Ray workers, not the torch model (re-loaded lazily)
         state = dict(self.__dict__)
         if self.query == "mean_items":
             state["_encoder"] = None

@@ -67,7 +67,9 @@ def job_main(module_name: str, argv: list[str] | None = None) -> None:
         module_name = spec.name if spec else sys.argv[0]
     job = module_name.rsplit(".", 1)[-1].removesuffix(".py")
     parser = argparse.ArgumentParser(prog=f"python -m jobs.{job}", description=f"Run the {job} job.")
-    parser.add_argument("--config", "-c", required=True, help="YAML config path or scale (tiny/local/cluster)")
+    parser.add_argument(
+        "--config", "-c", required=True, help="YAML config path or scale (tiny/local/cluster)"
+    )
     parser.add_argument("--validate", action="store_true", help="only parse and check the config")
     parser.add_argument("--quiet", "-q", action="store_true", help=QUIET_HELP)
     parser.add_argument("--verbose", "-v", action="store_true", help=VERBOSE_HELP)

@@ -38,15 +38,22 @@ app = typer.Typer(
 console = Console(stderr=False)
 err = Console(stderr=True)
 
-ConfigOpt = Annotated[str, typer.Option("--config", "-c", help="YAML path, or a scale: tiny | local | cluster.")]
-Overrides = Annotated[list[str] | None, typer.Argument(help="Dotted overrides, e.g. train.lr=3e-5 scaling.num_workers=4")]
+ConfigOpt = Annotated[
+    str, typer.Option("--config", "-c", help="YAML path, or a scale: tiny | local | cluster.")
+]
+Overrides = Annotated[
+    list[str] | None, typer.Argument(help="Dotted overrides, e.g. train.lr=3e-5 scaling.num_workers=4")
+]
 FromOpt = Annotated[
     str | None, typer.Option("--from", help="pipeline: resume from this stage (same as from_stage=STAGE).")
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help=QUIET_HELP)]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help=VERBOSE_HELP)]
 AddressOpt = Annotated[
-    str, typer.Option("--address", envvar="RAY_API_SERVER_ADDRESS", help="Ray dashboard address, e.g. http://127.0.0.1:8265")
+    str,
+    typer.Option(
+        "--address", envvar="RAY_API_SERVER_ADDRESS", help="Ray dashboard address, e.g. http://127.0.0.1:8265"
+    ),
 ]
 
 
@@ -88,8 +95,14 @@ def _mode_flags(quiet: bool, verbose: bool) -> None:
 
 
 @app.command()
-def run(job: str, config: ConfigOpt, overrides: Overrides = None, from_stage: FromOpt = None,
-        quiet: QuietOpt = False, verbose: VerboseOpt = False) -> None:
+def run(
+    job: str,
+    config: ConfigOpt,
+    overrides: Overrides = None,
+    from_stage: FromOpt = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
     """Run a job in this process (against RAY_ADDRESS if set, else a local Ray): one progress line per
     stage and a summary; logs and Ray output in <output_dir>/job.log."""
     _mode_flags(quiet, verbose)
@@ -105,7 +118,9 @@ def submit(
     address: AddressOpt = "http://127.0.0.1:8265",
     overrides: Overrides = None,
     no_wait: Annotated[bool, typer.Option("--no-wait", help="Print the submission id and return.")] = False,
-    env: Annotated[list[str] | None, typer.Option("--env", help="KEY=VALUE for the job's environment.")] = None,
+    env: Annotated[
+        list[str] | None, typer.Option("--env", help="KEY=VALUE for the job's environment.")
+    ] = None,
     submission_id: Annotated[str | None, typer.Option("--submission-id")] = None,
     from_stage: FromOpt = None,
     quiet: QuietOpt = False,
@@ -154,21 +169,43 @@ def stop(submission_id: str, address: AddressOpt = "http://127.0.0.1:8265") -> N
 
 @app.command("serve")
 def serve_cmd(
-    config: Annotated[str | None, typer.Option(
-        "--config", "-c", help="Serve config YAML, or a scale: tiny | local | cluster.")] = None,
-    port: Annotated[int | None, typer.Option(help="HTTP port (default: the config's http_options.port).")] = None,
+    config: Annotated[
+        str | None,
+        typer.Option("--config", "-c", help="Serve config YAML, or a scale: tiny | local | cluster."),
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="HTTP port (default: the config's http_options.port).")
+    ] = None,
     host: Annotated[str | None, typer.Option(help="HTTP host (default: the config's).")] = None,
-    check: Annotated[bool, typer.Option("--check", help="Only validate the config's args, start nothing.")] = False,
-    stop: Annotated[bool, typer.Option(
-        "--stop", help="Stop the running service: a foreground `recsys serve` (Ctrl-C does the same) and the "
-        "Serve apps of the cluster at --address (default: the `make demo` cluster).")] = False,
-    address: Annotated[str | None, typer.Option(
-        "--address", envvar="RAY_API_SERVER_ADDRESS", help="--stop: the Ray dashboard of the cluster serving.")] = None,
-    fast_ingress: Annotated[bool, typer.Option(
-        "--fast-ingress", help="Start the local Ray with Ray Serve's HAProxy ingress and throughput-optimized mode "
-        "(RAY_SERVE_ENABLE_HA_PROXY=1, RAY_SERVE_THROUGHPUT_OPTIMIZED=1, user code and router kept off the replicas' "
-        "main loop): lower per-request overhead. On an existing cluster (RAY_ADDRESS), set those variables "
-        "(recsys.runtime.FAST_INGRESS_ENV) where its nodes start instead.")] = False,
+    check: Annotated[
+        bool, typer.Option("--check", help="Only validate the config's args, start nothing.")
+    ] = False,
+    stop: Annotated[
+        bool,
+        typer.Option(
+            "--stop",
+            help="Stop the running service: a foreground `recsys serve` (Ctrl-C does the same) and the "
+            "Serve apps of the cluster at --address (default: the `make demo` cluster).",
+        ),
+    ] = False,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            "--address",
+            envvar="RAY_API_SERVER_ADDRESS",
+            help="--stop: the Ray dashboard of the cluster serving.",
+        ),
+    ] = None,
+    fast_ingress: Annotated[
+        bool,
+        typer.Option(
+            "--fast-ingress",
+            help="Start the local Ray with Ray Serve's HAProxy ingress and throughput-optimized mode "
+            "(RAY_SERVE_ENABLE_HA_PROXY=1, RAY_SERVE_THROUGHPUT_OPTIMIZED=1, user code and router kept off the replicas' "
+            "main loop): lower per-request overhead. On an existing cluster (RAY_ADDRESS), set those variables "
+            "(recsys.runtime.FAST_INGRESS_ENV) where its nodes start instead.",
+        ),
+    ] = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -195,7 +232,9 @@ def serve_cmd(
         _serve_foreground(path, port, host, fast_ingress, out)
 
 
-def _serve_foreground(path: str, port: int | None, host: str | None, fast_ingress: bool, out) -> None:  # pragma: no cover
+def _serve_foreground(
+    path: str, port: int | None, host: str | None, fast_ingress: bool, out
+) -> None:  # pragma: no cover
     import ray  # heavy: only when serving
 
     for k, v in JOB_ENV.items():
@@ -203,14 +242,24 @@ def _serve_foreground(path: str, port: int | None, host: str | None, fast_ingres
     ray_address = os.environ.get("RAY_ADDRESS")
     if fast_ingress:
         if ray_address:  # the Serve controller and proxies read these when the cluster's nodes start
-            out.print("[yellow]--fast-ingress: a running cluster keeps its ingress; start its nodes with "
-                      f"{' '.join(f'{k}={v}' for k, v in FAST_INGRESS_ENV.items())}[/yellow]", quiet_too=True, markup=True)
+            out.print(
+                "[yellow]--fast-ingress: a running cluster keeps its ingress; start its nodes with "
+                f"{' '.join(f'{k}={v}' for k, v in FAST_INGRESS_ENV.items())}[/yellow]",
+                quiet_too=True,
+                markup=True,
+            )
         os.environ.update(FAST_INGRESS_ENV)
-    ray.init(address=ray_address, runtime_env={"env_vars": dict(JOB_ENV)},
-             **({} if ray_address else {"include_dashboard": False}))
+    ray.init(
+        address=ray_address,
+        runtime_env={"env_vars": dict(JOB_ENV)},
+        **({} if ray_address else {"include_dashboard": False}),
+    )
     served = launch.start(path, port=port, host=host)
-    out.print(f"recsys serving {served['apps']} at {served['url']} (API docs: {served['url']}/docs); stop: Ctrl-C or "
-              f"`recsys serve --stop`; log: {out.log_path}", quiet_too=True)
+    out.print(
+        f"recsys serving {served['apps']} at {served['url']} (API docs: {served['url']}/docs); stop: Ctrl-C or "
+        f"`recsys serve --stop`; log: {out.log_path}",
+        quiet_too=True,
+    )
     launch.serve_forever(served["apps"], served["url"])
 
 
@@ -230,8 +279,10 @@ def _stop_service(address: str | None) -> int:
             err.print(f"[red]could not reach the Ray dashboard at {dashboard}: {exc}[/red]")
             return 1
         if names:
-            console.print(f"stopped Serve apps {names} on {dashboard} (Ray keeps running; "
-                          f"stop it too: cluster/local/stop.sh --port {demo_lib.DEMO_PORT})")
+            console.print(
+                f"stopped Serve apps {names} on {dashboard} (Ray keeps running; "
+                f"stop it too: cluster/local/stop.sh --port {demo_lib.DEMO_PORT})"
+            )
             stopped = True
     if not stopped:
         console.print("no service running")
@@ -242,7 +293,9 @@ def _stop_service(address: str | None) -> int:
 def evaluate_run_cmd(
     run_file: Annotated[str, typer.Option("--run", help="TREC run: qid Q0 docid rank score tag.")],
     qrels: Annotated[str, typer.Option("--qrels", help="TREC qrels: qid 0 docid relevance.")],
-    metric: Annotated[list[str] | None, typer.Option("--metric", "-m", help="Metric (repeatable), e.g. ndcg@10.")] = None,
+    metric: Annotated[
+        list[str] | None, typer.Option("--metric", "-m", help="Metric (repeatable), e.g. ndcg@10.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Score a TREC run file against TREC qrels (ndcg@k, recall@k, mrr, map, ...)."""
@@ -257,8 +310,11 @@ app.add_typer(models_app, name="models")
 
 
 @app.command()
-def demo(scale: Annotated[str, typer.Option(help="Config scale to run.")] = "local",
-         quiet: QuietOpt = False, verbose: VerboseOpt = False) -> None:
+def demo(
+    scale: Annotated[str, typer.Option(help="Config scale to run.")] = "local",
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
     """Run the pipeline on the shared data (local config), deploy the service, print example answers;
     the service stays up (stop it: recsys serve --stop)."""
     _mode_flags(quiet, verbose)

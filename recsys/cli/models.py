@@ -18,15 +18,35 @@ from rich.table import Table
 from recsys.pipeline.deploy import serve_target
 from recsys.registry import ModelRegistry, RegistryError
 
-models_app = typer.Typer(help="Model registry (MLflow): list versions, promote, roll back.", no_args_is_help=True)
+models_app = typer.Typer(
+    help="Model registry (MLflow): list versions, promote, roll back.", no_args_is_help=True
+)
 console = Console()
 
-TrackingOpt = Annotated[str | None, typer.Option("--tracking-uri", envvar="MLFLOW_TRACKING_URI",
-                                                 help="MLflow tracking URI (default: embedded sqlite under runs/mlflow).")]
+TrackingOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--tracking-uri",
+        envvar="MLFLOW_TRACKING_URI",
+        help="MLflow tracking URI (default: embedded sqlite under runs/mlflow).",
+    ),
+]
 NameOpt = Annotated[str, typer.Option("--name", help="Registered model name.")]
-ServeOpt = Annotated[str | None, typer.Option("--serve", help="Serve config of the live service to move to the new production version.")]
-ArmOpt = Annotated[str | None, typer.Option("--arm", help="Only this arm moves to production (default: every arm; arms with `registry:` follow their alias).")]
-RayOpt = Annotated[str | None, typer.Option("--ray-address", envvar="RAY_ADDRESS", help="Ray cluster running the service (host:port).")]
+ServeOpt = Annotated[
+    str | None,
+    typer.Option("--serve", help="Serve config of the live service to move to the new production version."),
+]
+ArmOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--arm",
+        help="Only this arm moves to production (default: every arm; arms with `registry:` follow their alias).",
+    ),
+]
+RayOpt = Annotated[
+    str | None,
+    typer.Option("--ray-address", envvar="RAY_ADDRESS", help="Ray cluster running the service (host:port)."),
+]
 
 
 def _registry(tracking_uri: str | None, name: str) -> ModelRegistry:
@@ -46,15 +66,22 @@ def _move_service(reg, serve: str | None, arm: str | None, ray_address: str | No
     target = reg.serving_target("production")
     ray.init(address=ray_address or "auto", log_to_driver=False)
     try:
-        out = serve_target(serve, target["artifacts"], target["index_version"], arm, model=target.get("model"))
+        out = serve_target(
+            serve, target["artifacts"], target["index_version"], arm, model=target.get("model")
+        )
     finally:
         ray.shutdown()
-    console.print(f"service at {out['url']} now serves version {target['version']} (index {target['index_version']})")
+    console.print(
+        f"service at {out['url']} now serves version {target['version']} (index {target['index_version']})"
+    )
 
 
 @models_app.command("ls")
-def ls(tracking_uri: TrackingOpt = None, name: NameOpt = "recsys",
-       as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+def ls(
+    tracking_uri: TrackingOpt = None,
+    name: NameOpt = "recsys",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
     """List registered versions, newest first, with aliases (staging / production / previous)."""
     rows = _registry(tracking_uri, name).versions()
     if as_json:
@@ -64,16 +91,32 @@ def ls(tracking_uri: TrackingOpt = None, name: NameOpt = "recsys",
     for col in ("version", "aliases", "created", "index", "gates", "source"):
         table.add_column(col)
     for r in rows:
-        created = dt.datetime.fromtimestamp(r["created"] / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M") if r["created"] else ""
+        created = (
+            dt.datetime.fromtimestamp(r["created"] / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
+            if r["created"]
+            else ""
+        )
         tags = r["tags"]
-        table.add_row(r["version"], ", ".join(r["aliases"]), created, tags.get("recsys.index_version", ""),
-                      ", ".join(json.loads(tags.get("recsys.metrics", "{}"))), r["source"])
+        table.add_row(
+            r["version"],
+            ", ".join(r["aliases"]),
+            created,
+            tags.get("recsys.index_version", ""),
+            ", ".join(json.loads(tags.get("recsys.metrics", "{}"))),
+            r["source"],
+        )
     console.print(table if rows else f"no versions of {name!r} yet: run `recsys run pipeline --config tiny`")
 
 
 @models_app.command()
-def promote(version: str, tracking_uri: TrackingOpt = None, name: NameOpt = "recsys", serve: ServeOpt = None,
-            arm: ArmOpt = None, ray_address: RayOpt = None) -> None:
+def promote(
+    version: str,
+    tracking_uri: TrackingOpt = None,
+    name: NameOpt = "recsys",
+    serve: ServeOpt = None,
+    arm: ArmOpt = None,
+    ray_address: RayOpt = None,
+) -> None:
     """Make VERSION production (the old production becomes `previous`); --serve moves the live service."""
     reg = _registry(tracking_uri, name)
     try:
@@ -85,8 +128,13 @@ def promote(version: str, tracking_uri: TrackingOpt = None, name: NameOpt = "rec
 
 
 @models_app.command()
-def rollback(tracking_uri: TrackingOpt = None, name: NameOpt = "recsys", serve: ServeOpt = None,
-             arm: ArmOpt = None, ray_address: RayOpt = None) -> None:
+def rollback(
+    tracking_uri: TrackingOpt = None,
+    name: NameOpt = "recsys",
+    serve: ServeOpt = None,
+    arm: ArmOpt = None,
+    ray_address: RayOpt = None,
+) -> None:
     """Restore the production version before the current one; --serve moves the live service."""
     reg = _registry(tracking_uri, name)
     try:

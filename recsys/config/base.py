@@ -29,21 +29,29 @@ class RayConfig(StrictModel):
         None,
         description="Ray address ('auto', 'ray://host:10001'); None = RAY_ADDRESS if set, else start a local Ray.",
     )
-    num_cpus: float | None = Field(None, gt=0, description="CPUs of a local Ray started by the job (None = all).")
-    num_gpus: int | None = Field(None, ge=0, description="GPUs of a local Ray started by the job (None = detect).")
+    num_cpus: float | None = Field(
+        None, gt=0, description="CPUs of a local Ray started by the job (None = all)."
+    )
+    num_gpus: int | None = Field(
+        None, ge=0, description="GPUs of a local Ray started by the job (None = detect)."
+    )
     include_dashboard: bool = Field(
-        True, description="Start the dashboard with a local Ray (port 8265, or the next free one). Ray Train's "
-        "cleanup of stopped runs and `ray list` use the State API it serves; tune requires it.")
+        True,
+        description="Start the dashboard with a local Ray (port 8265, or the next free one). Ray Train's "
+        "cleanup of stopped runs and `ray list` use the State API it serves; tune requires it.",
+    )
     object_store_memory: int | None = Field(
         None, gt=0, description="Object store bytes of a local Ray (None = Ray's default)."
     )
     retain_worker_memory: bool = Field(
-        True, description="The job's Ray workers keep freed heap memory for their next tasks instead of returning it "
+        True,
+        description="The job's Ray workers keep freed heap memory for their next tasks instead of returning it "
         "to the OS (recsys.runtime.WORKER_MEMORY_ENV: Arrow's mimalloc never purges, glibc malloc neither trims nor "
         "maps large blocks separately). Data tasks allocate and free GBs per task, and faulting freed pages in "
         "again made the ETL benchmark 7-11 % slower (20-30 % on a VM that hands freed pages back to its host); "
         "the cost is ~1 GB more peak RSS there. false: the allocators' defaults (a worker's RSS falls back after "
-        "its peak).")
+        "its peak).",
+    )
 
 
 class ScalingConfig(StrictModel):
@@ -115,45 +123,62 @@ class InputConfig(StrictModel):
     table: Literal["events", "items", "users", "pairs", "candidates", "sequences"] = Field(
         "events", description="Canonical table the file holds (generic readers; presets know their tables)."
     )
-    delimiter: str | None = Field(None, description="Field separator of csv/tsv/text (default ',' / tab / space).")
+    delimiter: str | None = Field(
+        None, description="Field separator of csv/tsv/text (default ',' / tab / space)."
+    )
     header: bool = Field(True, description="Delimited files start with a header line.")
     column_names: list[str] | None = Field(
         None, description="Names of the source columns of a header-less file (or to replace its header)."
     )
-    encoding: str = Field("utf-8", description="Text encoding of delimited / JSONL files (rows that do not decode are quarantined).")
+    encoding: str = Field(
+        "utf-8",
+        description="Text encoding of delimited / JSONL files (rows that do not decode are quarantined).",
+    )
     sheet: str | int | None = Field(None, description="Excel sheet name or index (default: the first).")
     timestamp_format: str | None = Field(
-        None, description="strptime format of the timestamp column, e.g. '%d/%m/%Y %H:%M'; None = ISO 8601 / epoch numbers."
+        None,
+        description="strptime format of the timestamp column, e.g. '%d/%m/%Y %H:%M'; None = ISO 8601 / epoch numbers.",
     )
     timestamp_unit: Literal["s", "ms", "us", "ns"] | None = Field(
         None, description="Unit of numeric epoch timestamps; None = inferred from their magnitude."
     )
-    timezone: str = Field("UTC", description="Time zone of timestamps that carry no offset (converted to UTC).")
+    timezone: str = Field(
+        "UTC", description="Time zone of timestamps that carry no offset (converted to UTC)."
+    )
     event_map: dict[str, str] = Field(
         default_factory=dict, description="Source event name -> canonical event type, e.g. {pv: view}."
     )
     defaults: dict[str, str | int | float] = Field(
-        default_factory=dict, description="Constant for a canonical column the source lacks, e.g. {event_type: buy}."
+        default_factory=dict,
+        description="Constant for a canonical column the source lacks, e.g. {event_type: buy}.",
     )
-    keep_extra: bool = Field(False, description="Keep unmapped source columns (as strings) next to the canonical ones.")
+    keep_extra: bool = Field(
+        False, description="Keep unmapped source columns (as strings) next to the canonical ones."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> InputConfig:
         if self.delimiter is not None and len(self.delimiter) != 1:
-            raise ValueError(f"input.delimiter must be one character, got {self.delimiter!r}; use '\\t' for tabs")
+            raise ValueError(
+                f"input.delimiter must be one character, got {self.delimiter!r}; use '\\t' for tabs"
+            )
         if self.timezone != "UTC":
             try:
                 zoneinfo.ZoneInfo(self.timezone)
             except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-                raise ValueError(f"input.timezone {self.timezone!r} is not an IANA zone; use e.g. 'Europe/London'") from None
+                raise ValueError(
+                    f"input.timezone {self.timezone!r} is not an IANA zone; use e.g. 'Europe/London'"
+                ) from None
         return self
 
 
 def reject_uri_credentials(uri: str | None, field: str, where: str = "or a Kubernetes secret") -> str | None:
     """Validator body for MLflow URIs: credentials come from the environment, never from a config."""
     if uri and re.match(r"^[a-z+]+://[^/@]+:[^/@]+@", uri):
-        raise ValueError(f"{field} must not embed credentials; export MLFLOW_TRACKING_USERNAME / "
-                         f"MLFLOW_TRACKING_PASSWORD ({where}) and give the bare URI")
+        raise ValueError(
+            f"{field} must not embed credentials; export MLFLOW_TRACKING_USERNAME / "
+            f"MLFLOW_TRACKING_PASSWORD ({where}) and give the bare URI"
+        )
     return uri
 
 
@@ -165,14 +190,23 @@ class TrackingConfig(StrictModel):
 
     enabled: bool = Field(True, description="Log the run when a tracking URI is known (false = never).")
     uri: str | None = Field(
-        None, description="MLflow tracking URI (http(s)://server, sqlite:///path.db, file:///dir); None = "
-        "MLFLOW_TRACKING_URI when set, else no tracking.")
+        None,
+        description="MLflow tracking URI (http(s)://server, sqlite:///path.db, file:///dir); None = "
+        "MLFLOW_TRACKING_URI when set, else no tracking.",
+    )
     experiment: str = Field("recsys", min_length=1, description="MLflow experiment the run is logged to.")
     max_artifact_mb: float = Field(
-        100.0, ge=0, description="Upload each of the job's artifacts up to this size (a larger one is recorded as a "
-        "path tag only); report.json is always uploaded.")
-    timeout_s: float = Field(10.0, gt=0, description="A tracking server that does not answer within this is skipped "
-                             "with a warning (the job's status is never changed by tracking).")
+        100.0,
+        ge=0,
+        description="Upload each of the job's artifacts up to this size (a larger one is recorded as a "
+        "path tag only); report.json is always uploaded.",
+    )
+    timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="A tracking server that does not answer within this is skipped "
+        "with a warning (the job's status is never changed by tracking).",
+    )
 
     @field_validator("uri")
     @classmethod
@@ -188,4 +222,6 @@ class JobConfig(StrictModel):
         None, description="Where outputs go; default ${RECSYS_RUNS_ROOT}/<job>/<timestamp>."
     )
     ray: RayConfig = Field(default_factory=RayConfig, description="How to reach Ray.")
-    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow run tracking (off without a URI).")
+    tracking: TrackingConfig = Field(
+        default_factory=TrackingConfig, description="MLflow run tracking (off without a URI)."
+    )

@@ -97,7 +97,9 @@ def expand_values(obj: Any, errors: list[str] | None = None, path: str = "") -> 
         try:
             obj = expand_env(obj)
         except KeyError as exc:
-            errors.append(f"{path}: environment variable {exc.args[0]} is not set; export it or write ${{{exc.args[0]}:-default}}")
+            errors.append(
+                f"{path}: environment variable {exc.args[0]} is not set; export it or write ${{{exc.args[0]}:-default}}"
+            )
     if isinstance(obj, str):
         obj = anchor_runs(obj)
     return obj

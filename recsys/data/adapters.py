@@ -33,8 +33,21 @@ from recsys.data.shuffle import by_key, cluster_cpus, first_per_key
 if TYPE_CHECKING:
     from ray.data import Dataset
 
-SPEC_FIELDS = ("format", "columns", "delimiter", "header", "column_names", "encoding", "sheet",
-               "timestamp_format", "timestamp_unit", "timezone", "event_map", "defaults", "keep_extra")
+SPEC_FIELDS = (
+    "format",
+    "columns",
+    "delimiter",
+    "header",
+    "column_names",
+    "encoding",
+    "sheet",
+    "timestamp_format",
+    "timestamp_unit",
+    "timezone",
+    "event_map",
+    "defaults",
+    "keep_extra",
+)
 DEFAULT_DELIMITER = {"csv": ",", "tsv": "\t", "text": " "}
 
 
@@ -69,8 +82,12 @@ class Source:
             with _read_unit_bytes(_parquet_read_unit(self.files, self.filesystem)):
                 return ray.data.read_parquet(self.files, filesystem=self.filesystem)
         ds = ray.data.read_binary_files(self.files, include_paths=True, filesystem=self.filesystem)
-        return ds.map_batches(_parse, batch_format="pyarrow", batch_size=1,
-                              fn_kwargs={"fmt": self.fmt, "opts": self.spec, "post": self.post})
+        return ds.map_batches(
+            _parse,
+            batch_format="pyarrow",
+            batch_size=1,
+            fn_kwargs={"fmt": self.fmt, "opts": self.spec, "post": self.post},
+        )
 
 
 def _parquet_read_unit(files: list[str], filesystem: Any) -> int:
@@ -123,7 +140,9 @@ def open_source(cfg: InputConfig, table: str | None = None) -> Source:
         preset = P.get_preset(cfg.preset)
         table = table or next(iter(preset.tables))
         if table not in preset.tables:
-            raise ValueError(f"preset {preset.name!r} has no {table!r} table; it provides {', '.join(preset.tables)}")
+            raise ValueError(
+                f"preset {preset.name!r} has no {table!r} table; it provides {', '.join(preset.tables)}"
+            )
         source = preset.tables[table]
         spec.update(source.options)
     table = table or cfg.table
@@ -136,8 +155,16 @@ def open_source(cfg: InputConfig, table: str | None = None) -> Source:
     fmt = spec["format"] if spec["format"] != "auto" else infer_format(files)
     spec["format"] = fmt
     spec["delimiter"] = spec.get("delimiter") or DEFAULT_DELIMITER.get(fmt, ",")
-    return Source(table, files, fs, fmt, spec, source.post if source else None,
-                  source.distinct if source else None, dict(source.aggregate) if source else None)
+    return Source(
+        table,
+        files,
+        fs,
+        fmt,
+        spec,
+        source.post if source else None,
+        source.distinct if source else None,
+        dict(source.aggregate) if source else None,
+    )
 
 
 def _preset_files(files: list[str], path: str, globs: tuple[str, ...], preset: str, table: str) -> list[str]:
@@ -145,12 +172,18 @@ def _preset_files(files: list[str], path: str, globs: tuple[str, ...], preset: s
     if not picked:
         raise FileNotFoundError(
             f"preset {preset!r} reads its {table!r} table from {' / '.join(globs)} but input.path {path!r} has "
-            "no such file; point input.path at the data set's folder")
+            "no such file; point input.path at the data set's folder"
+        )
     return picked
 
 
-def read_input(cfg: InputConfig, table: str | None = None, *, on_error: Literal["raise", "mark"] = "raise",
-               keep_meta: bool = False) -> Dataset:
+def read_input(
+    cfg: InputConfig,
+    table: str | None = None,
+    *,
+    on_error: Literal["raise", "mark"] = "raise",
+    keep_meta: bool = False,
+) -> Dataset:
     """The canonical ``table`` of ``cfg`` as a Ray Dataset (typed as in docs/DATA.md).
 
     on_error='raise' fails on the first row that does not convert, naming the column, the source
@@ -158,8 +191,11 @@ def read_input(cfg: InputConfig, table: str | None = None, *, on_error: Literal[
     keep_meta keeps ``source_file``, ``_error`` and ``_raw`` next to the canonical columns.
     """
     src = open_source(cfg, table)
-    ds = src.read_raw().map_batches(_convert, batch_format="pyarrow",
-                                    fn_kwargs={"spec": src.spec, "on_error": on_error, "keep_meta": keep_meta})
+    ds = src.read_raw().map_batches(
+        _convert,
+        batch_format="pyarrow",
+        fn_kwargs={"spec": src.spec, "on_error": on_error, "keep_meta": keep_meta},
+    )
     if src.distinct:
         ds = by_key(ds, src.distinct, _distinct, fn_kwargs={"key": src.distinct, "how": src.aggregate or {}})
     return ds
@@ -167,7 +203,9 @@ def read_input(cfg: InputConfig, table: str | None = None, *, on_error: Literal[
 
 def _distinct(table: pa.Table, key: str, how: dict[str, str]) -> pa.Table:
     table = table.filter(pc.is_valid(table[key]))
-    return first_per_key(table.drop_columns([c for c in ("source_row",) if c in table.column_names]), key, how)
+    return first_per_key(
+        table.drop_columns([c for c in ("source_row",) if c in table.column_names]), key, how
+    )
 
 
 def _convert(batch: pa.Table, spec: dict[str, Any], on_error: str, keep_meta: bool) -> pa.Table:
@@ -176,7 +214,8 @@ def _convert(batch: pa.Table, spec: dict[str, Any], on_error: str, keep_meta: bo
     if missing and out.num_rows:
         raise DataError(
             f"{spec['table']} needs column(s) {missing} but the source has {[c for c in batch.column_names if not c.startswith('_') and c not in ('source_file', 'source_row')]}; "
-            f"map them with input.columns (e.g. input.columns.{{SOURCE}}={missing[0]}) or input.defaults")
+            f"map them with input.columns (e.g. input.columns.{{SOURCE}}={missing[0]}) or input.defaults"
+        )
     if on_error == "raise":
         bad = pc.is_valid(out["_error"])
         if pc.any(bad).as_py():
@@ -185,7 +224,8 @@ def _convert(batch: pa.Table, spec: dict[str, Any], on_error: str, keep_meta: bo
             raise DataError(
                 f"{n} row(s) of {row['source_file']} do not convert, first: source_row {row['source_row']}: "
                 f"{row['_error']}; fix input.columns / timestamp_format / timestamp_unit, or run "
-                f"`recsys run clean` to quarantine bad rows")
+                f"`recsys run clean` to quarantine bad rows"
+            )
     if not keep_meta:
         out = out.drop_columns(["source_file", "_error", "_raw"])
     return out

@@ -37,8 +37,14 @@ if TYPE_CHECKING:
 
 TEXT_COLUMNS = {"query", "title", "description", "left", "right", "brand", "category", "country"}
 FREE_TEXT = {"query", "title", "description", "left", "right"}
-DEDUP_KEYS = {"events": ["user_id"], "items": ["item_id"], "users": ["user_id"], "pairs": ["left", "right"],
-              "candidates": ["user_id"], "sequences": ["user_id"]}
+DEDUP_KEYS = {
+    "events": ["user_id"],
+    "items": ["item_id"],
+    "users": ["user_id"],
+    "pairs": ["left", "right"],
+    "candidates": ["user_id"],
+    "sequences": ["user_id"],
+}
 # Columns that, when present, scope a duplicate: the same Ditto pair in train and in test is two rows of
 # the published benchmark (dropping one would shrink its test split); within one split it is a duplicate.
 # A user has one candidate list per retriever (Games-6k: pop, bpr, sasrec), not one in all.
@@ -107,8 +113,11 @@ def row_stage(batch: pa.Table, spec: dict[str, Any], opts: CleanOptions) -> pa.T
     n = canon.num_rows
     reason = canon["_error"]
     reason = reason.combine_chunks() if isinstance(reason, pa.ChunkedArray) else reason
-    cols = {c: (canon[c].combine_chunks() if isinstance(canon[c], pa.ChunkedArray) else canon[c])
-            for c in canon.column_names if c not in META}
+    cols = {
+        c: (canon[c].combine_chunks() if isinstance(canon[c], pa.ChunkedArray) else canon[c])
+        for c in canon.column_names
+        if c not in META
+    }
     for field in table_schema(table):  # every canonical column, so all blocks share one schema
         if field.name not in cols and field.name != "source_row":
             cols[field.name] = pa.nulls(n, field.type)
@@ -116,7 +125,9 @@ def row_stage(batch: pa.Table, spec: dict[str, Any], opts: CleanOptions) -> pa.T
         reason = _flag(reason, pc.is_null(cols[key]), f"missing_key:{key}")
     for name, arr in cols.items():
         if pa.types.is_string(arr.type):
-            reason = _flag(reason, pc.greater(pc.utf8_length(arr), opts.max_field_chars), f"oversized_field:{name}")
+            reason = _flag(
+                reason, pc.greater(pc.utf8_length(arr), opts.max_field_chars), f"oversized_field:{name}"
+            )
     is_return = pa.array(np.zeros(n, bool))
     if table == "events":
         reason, is_return = _event_rules(cols, reason, opts)
@@ -142,8 +153,9 @@ def row_stage(batch: pa.Table, spec: dict[str, Any], opts: CleanOptions) -> pa.T
     if pc.any(bad).as_py():
         idx = pc.indices_nonzero(bad).to_numpy()
         raw_rows = _safe_raw(raw_json(batch, idx), spec, opts)
-        raw = pc.take(pa.array(raw_rows.to_pylist() + [None], pa.string()),
-                      pa.array(_scatter(n, idx), pa.int64()))
+        raw = pc.take(
+            pa.array(raw_rows.to_pylist() + [None], pa.string()), pa.array(_scatter(n, idx), pa.int64())
+        )
     out = dict(cols)
     out["source_row"] = canon["source_row"]
     out["source_file"] = pc.if_else(bad, canon["source_file"], pa.scalar(None, pa.string()))
@@ -168,7 +180,10 @@ def _safe_raw(raw: pa.Array, spec: dict[str, Any], opts: CleanOptions) -> pa.Arr
         for text in raw.to_pylist():
             try:
                 obj = json.loads(text)
-                obj = {k: (keyed_hash(str(v), salt) if k in hashed and v is not None else v) for k, v in obj.items()}
+                obj = {
+                    k: (keyed_hash(str(v), salt) if k in hashed and v is not None else v)
+                    for k, v in obj.items()
+                }
                 rows.append(json.dumps(obj, ensure_ascii=False))
             except (ValueError, AttributeError):
                 rows.append(text)
@@ -176,9 +191,13 @@ def _safe_raw(raw: pa.Array, spec: dict[str, Any], opts: CleanOptions) -> pa.Arr
     return scrub_text(raw, salt) if opts.scrub_text or hashed else raw
 
 
-def _event_rules(cols: dict[str, pa.Array], reason: pa.Array, opts: CleanOptions) -> tuple[pa.Array, pa.Array]:
+def _event_rules(
+    cols: dict[str, pa.Array], reason: pa.Array, opts: CleanOptions
+) -> tuple[pa.Array, pa.Array]:
     n = len(reason)
-    reason = _flag(reason, pc.invert(pc.is_in(cols["event_type"], pa.array(opts.event_types))), "unknown_event_type")
+    reason = _flag(
+        reason, pc.invert(pc.is_in(cols["event_type"], pa.array(opts.event_types))), "unknown_event_type"
+    )
     ts = cols["timestamp"]
     if opts.min_ts_us is not None:
         reason = _flag(reason, pc.less(pc.cast(ts, pa.int64()), opts.min_ts_us), "timestamp_out_of_range")
@@ -186,7 +205,9 @@ def _event_rules(cols: dict[str, pa.Array], reason: pa.Array, opts: CleanOptions
     is_return = pa.array(np.zeros(n, bool))
     if "quantity" in cols:
         q = cols["quantity"]
-        reason = _flag(reason, pc.greater(pc.abs(pc.cast(q, pa.int64())), opts.max_quantity), "absurd_quantity")
+        reason = _flag(
+            reason, pc.greater(pc.abs(pc.cast(q, pa.int64())), opts.max_quantity), "absurd_quantity"
+        )
         neg = pc.fill_null(pc.less(q, 0), False)
         prefix = opts.return_prefix
         if prefix and "order_id" in cols:
@@ -234,8 +255,14 @@ def keyed_events(block: pa.Table, opts: CleanOptions) -> pa.Table:
     # bots: > K events by one user within one calendar minute
     if opts.bot_per_minute > 0:
         minute = pa.array(ts // 60_000_000)
-        counts = pa.table({"u": ok["user_id"], "m": minute}).group_by(["u", "m"], use_threads=False).aggregate([("m", "count")])
-        joined = pa.table({"u": ok["user_id"], "m": minute, "i": np.arange(ok.num_rows)}).join(counts, ["u", "m"])
+        counts = (
+            pa.table({"u": ok["user_id"], "m": minute})
+            .group_by(["u", "m"], use_threads=False)
+            .aggregate([("m", "count")])
+        )
+        joined = pa.table({"u": ok["user_id"], "m": minute, "i": np.arange(ok.num_rows)}).join(
+            counts, ["u", "m"]
+        )
         over = joined.filter(pc.greater(joined["m_count"], opts.bot_per_minute))["i"].to_numpy()
         status[over], reason[over] = "quarantine", "bot_burst"
     # duplicates: sort by (user, item, type, time); compare with the previous row. Only the key columns are
@@ -272,8 +299,14 @@ def _link_returns(ok: pa.Table, status: np.ndarray, reason: np.ndarray) -> None:
     buys = ok.filter(pc.and_(pc.equal(ok["event_type"], "buy"), pc.invert(ok["_return"])))
     first = buys.group_by(["user_id", "item_id"], use_threads=False).aggregate([("timestamp", "min")])
     idx = np.nonzero(ret)[0]
-    r = pa.table({"user_id": ok["user_id"].take(idx), "item_id": ok["item_id"].take(idx),
-                  "ts": ok["timestamp"].take(idx), "i": idx})
+    r = pa.table(
+        {
+            "user_id": ok["user_id"].take(idx),
+            "item_id": ok["item_id"].take(idx),
+            "ts": ok["timestamp"].take(idx),
+            "i": idx,
+        }
+    )
     j = r.join(first, ["user_id", "item_id"], join_type="left outer")
     matched = pc.fill_null(pc.less_equal(j["timestamp_min"], j["ts"]), False).to_numpy(zero_copy_only=False)
     rows = j["i"].to_numpy()
@@ -298,7 +331,9 @@ def _sessionize(ok: pa.Table, gap_us: int) -> pa.Table:
         start = np.maximum.accumulate(np.where(user_new, np.arange(len(kept_idx)), 0))
         sid[kept_idx] = csum - csum[start] + 1
     # a given session_id wins; kept rows get "user:n"; rejected rows none (vectorised: 10M rows per job)
-    made = pc.binary_join_element_wise(pc.cast(srt["user_id"], pa.string()), pc.cast(pa.array(sid), pa.string()), ":")
+    made = pc.binary_join_element_wise(
+        pc.cast(srt["user_id"], pa.string()), pc.cast(pa.array(sid), pa.string()), ":"
+    )
     made = pc.if_else(pa.array(kept), made, pa.scalar(None, pa.string()))
     if "session_id" in srt.column_names:
         made = pc.coalesce(pc.cast(srt["session_id"], pa.string()), made)
@@ -336,13 +371,23 @@ def keyed_table(block: pa.Table, keys: list[str], scope: list[str] | None = None
 def status_counts(block: pa.Table) -> pa.Table:
     """(status, reason, n) of one block: the reconciliation's raw numbers."""
     t = pa.table({"status": block[STATUS], "reason": pc.fill_null(block[REASON], "")})
-    return t.group_by(["status", "reason"], use_threads=False).aggregate([("status", "count")]).rename_columns(
-        ["status", "reason", "n"])
+    return (
+        t.group_by(["status", "reason"], use_threads=False)
+        .aggregate([("status", "count")])
+        .rename_columns(["status", "reason", "n"])
+    )
 
 
 # --------------------------------------------------------------------------- orchestration
-def clean_table(src: Source, opts: CleanOptions, out_dir: str, partitions: int | None, limit: int | None = None,
-                engine: str = "tasks", partition_mb: float | None = None) -> dict[str, Any]:
+def clean_table(
+    src: Source,
+    opts: CleanOptions,
+    out_dir: str,
+    partitions: int | None,
+    limit: int | None = None,
+    engine: str = "tasks",
+    partition_mb: float | None = None,
+) -> dict[str, Any]:
     """Clean one canonical table of ``src`` (an adapters.Source) into ``out_dir``; return its counts.
 
     One pass: read -> row rules -> exchange by the table's key -> per partition, keyed rules and the
@@ -368,9 +413,17 @@ def clean_table(src: Source, opts: CleanOptions, out_dir: str, partitions: int |
     }
     clear_dirs([path for path, _ in outputs.values()])  # a re-run replaces, never appends
     keys = DEDUP_KEYS[table]
-    kwargs = {"table": table, "opts": opts, "keys": keys, "scope": DEDUP_SCOPE.get(table, []), "outputs": outputs}
+    kwargs = {
+        "table": table,
+        "opts": opts,
+        "keys": keys,
+        "scope": DEDUP_SCOPE.get(table, []),
+        "outputs": outputs,
+    }
     if engine == "tasks":
-        parts = by_key_streaming(rows, keys, keyed_write, partitions=partitions, fn_kwargs=kwargs, partition_mb=partition_mb)
+        parts = by_key_streaming(
+            rows, keys, keyed_write, partitions=partitions, fn_kwargs=kwargs, partition_mb=partition_mb
+        )
         done = [row for part in parts for row in part.to_pylist()]
     else:
         done = by_key(rows, keys, keyed_write, partitions=partitions, fn_kwargs=kwargs).take_all()
@@ -380,25 +433,45 @@ def clean_table(src: Source, opts: CleanOptions, out_dir: str, partitions: int |
             reasons[row["reason"]] = reasons.get(row["reason"], 0) + int(row["n"])
     written = {status: _count_parquet(path) for status, (path, _) in outputs.items()}
     mark_partitioned(outputs["ok"][0], keys)
-    counts = {"rows_in": rows_in, "rows_clean": written["ok"], "rows_quarantined": written["quarantine"],
-              "rows_duplicate": written["duplicate"]}
+    counts = {
+        "rows_in": rows_in,
+        "rows_clean": written["ok"],
+        "rows_quarantined": written["quarantine"],
+        "rows_duplicate": written["duplicate"],
+    }
     total = counts["rows_clean"] + counts["rows_quarantined"] + counts["rows_duplicate"]
     if total != rows_in:
-        raise RuntimeError(f"reconciliation failed for {table}: rows_in {rows_in} != clean {counts['rows_clean']} + "
-                           f"quarantined {counts['rows_quarantined']} + duplicate {counts['rows_duplicate']} = {total}")
+        raise RuntimeError(
+            f"reconciliation failed for {table}: rows_in {rows_in} != clean {counts['rows_clean']} + "
+            f"quarantined {counts['rows_quarantined']} + duplicate {counts['rows_duplicate']} = {total}"
+        )
     return {**counts, "reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1]))}
 
 
-def keyed_write(block: pa.Table, table: str, opts: CleanOptions, keys: list[str], scope: list[str],
-                outputs: dict[str, tuple[str, list[str]]]) -> pa.Table:
+def keyed_write(
+    block: pa.Table,
+    table: str,
+    opts: CleanOptions,
+    keys: list[str],
+    scope: list[str],
+    outputs: dict[str, tuple[str, list[str]]],
+) -> pa.Table:
     """Reduce side of clean's exchange: ``block`` holds all rows of its keys. Applies the keyed rules,
     writes each status' rows (``outputs[status] = (folder, columns)``) as one Parquet file, and returns
     the block's (status, reason, n). File names derive from the block's smallest key, so a retried task
     overwrites its own files instead of adding rows."""
     if block.num_rows == 0:
-        return pa.table({"status": pa.array([], pa.string()), "reason": pa.array([], pa.string()), "n": pa.array([], pa.int64())})
+        return pa.table(
+            {
+                "status": pa.array([], pa.string()),
+                "reason": pa.array([], pa.string()),
+                "n": pa.array([], pa.int64()),
+            }
+        )
     done = keyed_events(block, opts) if table == "events" else keyed_table(block, keys, scope)
-    key = pc.binary_join_element_wise(*[pc.fill_null(pc.cast(block[k], pa.string()), "") for k in keys], "\x1f")
+    key = pc.binary_join_element_wise(
+        *[pc.fill_null(pc.cast(block[k], pa.string()), "") for k in keys], "\x1f"
+    )
     name = f"part-{hashlib.sha1(pc.min(key).as_py().encode()).hexdigest()[:20]}.parquet"  # partitions share no key
     for status, (path, columns) in outputs.items():
         part = _pick(done, status, columns)
@@ -428,15 +501,25 @@ def clean_options(cfg: CleanConfig, salt: str | None) -> CleanOptions:
         return int((t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)).timestamp() * 1e6)
 
     now = dt.datetime.now(dt.timezone.utc)
-    max_ts = us(rules.max_timestamp) if rules.max_timestamp else us(now + dt.timedelta(seconds=rules.max_future_s))
+    max_ts = (
+        us(rules.max_timestamp) if rules.max_timestamp else us(now + dt.timedelta(seconds=rules.max_future_s))
+    )
     return CleanOptions(
-        event_types=list(rules.event_types), max_ts_us=max_ts,
+        event_types=list(rules.event_types),
+        max_ts_us=max_ts,
         min_ts_us=us(rules.min_timestamp) if rules.min_timestamp is not None else None,
-        max_price=rules.max_price, max_quantity=rules.max_quantity,
-        allow_negative_quantity=rules.allow_negative_quantity, max_field_chars=rules.max_field_chars,
-        bot_per_minute=rules.bot_events_per_minute, near_us=int(rules.near_duplicate_s * 1e6),
-        gap_us=int(cfg.session_gap_minutes * 60e6), lowercase_queries=cfg.lowercase_queries,
-        hash_columns=list(cfg.pii.hash_columns), scrub_text=cfg.pii.scrub_text, salt=salt,
-        return_prefix=cfg.returns.order_id_prefix, return_mode=cfg.returns.mode,
+        max_price=rules.max_price,
+        max_quantity=rules.max_quantity,
+        allow_negative_quantity=rules.allow_negative_quantity,
+        max_field_chars=rules.max_field_chars,
+        bot_per_minute=rules.bot_events_per_minute,
+        near_us=int(rules.near_duplicate_s * 1e6),
+        gap_us=int(cfg.session_gap_minutes * 60e6),
+        lowercase_queries=cfg.lowercase_queries,
+        hash_columns=list(cfg.pii.hash_columns),
+        scrub_text=cfg.pii.scrub_text,
+        salt=salt,
+        return_prefix=cfg.returns.order_id_prefix,
+        return_mode=cfg.returns.mode,
         link_returns=cfg.returns.mode == "link" and cfg.returns.order_id_prefix is not None,
     )

@@ -54,8 +54,10 @@ def to_number(arr: pa.Array, target: pa.DataType) -> tuple[pa.Array, pa.Array]:
     bad = pc.and_(pc.is_valid(arr), pc.is_null(as_float, nan_is_null=True))
     if pa.types.is_integer(target):
         info = np.iinfo(target.to_pandas_dtype())
-        ok = pc.and_kleene(pc.equal(pc.floor(as_float), as_float),
-                           pc.and_kleene(pc.greater_equal(as_float, info.min), pc.less_equal(as_float, info.max)))
+        ok = pc.and_kleene(
+            pc.equal(pc.floor(as_float), as_float),
+            pc.and_kleene(pc.greater_equal(as_float, info.min), pc.less_equal(as_float, info.max)),
+        )
         ok = pc.fill_null(ok, False)
         bad = pc.or_(bad, pc.and_(pc.is_valid(as_float), pc.invert(ok)))
         return pc.cast(pc.if_else(ok, as_float, None), target, safe=False), bad
@@ -121,10 +123,16 @@ def _parse_text_ts(arr: pa.Array, tz: str) -> pa.Array:
         left = parsed.isna()
         if left.any():  # e.g. "12/1/2010 8:26", "1 Dec 2010": pandas' per-value parser
             parsed = parsed.astype(object)
-            parsed[left] = pd.to_datetime(part[left], errors="coerce", format="mixed", utc=bool(mask is has_offset))
+            parsed[left] = pd.to_datetime(
+                part[left], errors="coerce", format="mixed", utc=bool(mask is has_offset)
+            )
             parsed = pd.to_datetime(parsed, utc=bool(mask is has_offset))
         if mask is not has_offset:
-            parsed = parsed.dt.tz_localize(tz, ambiguous="NaT", nonexistent="NaT") if parsed.dt.tz is None else parsed
+            parsed = (
+                parsed.dt.tz_localize(tz, ambiguous="NaT", nonexistent="NaT")
+                if parsed.dt.tz is None
+                else parsed
+            )
         out[mask & s.notna()] = parsed.dt.tz_convert("UTC").astype("datetime64[us, UTC]")
     return pa.array(out, type=TS, from_pandas=True)
 
@@ -153,7 +161,10 @@ def to_canonical(batch: pa.Table, spec: dict[str, Any]) -> pa.Table:
         if target in schema.names and target not in cols:
             cols[target] = batch[name]
         elif spec.get("keep_extra") and target not in cols:
-            cols[target] = to_string(batch[name].combine_chunks() if isinstance(batch[name], pa.ChunkedArray) else batch[name], False)
+            cols[target] = to_string(
+                batch[name].combine_chunks() if isinstance(batch[name], pa.ChunkedArray) else batch[name],
+                False,
+            )
     for name, value in (spec.get("defaults") or {}).items():
         if name not in cols:
             typ = schema.field(name).type if name in schema.names else pa.string()
@@ -174,7 +185,9 @@ def to_canonical(batch: pa.Table, spec: dict[str, Any]) -> pa.Table:
             if field.name == "event_type":
                 conv = _map_events(conv, spec.get("event_map") or {})
         elif pa.types.is_timestamp(field.type):
-            conv, bad = to_timestamp(arr, spec.get("timestamp_format"), spec.get("timestamp_unit"), spec.get("timezone", "UTC"))
+            conv, bad = to_timestamp(
+                arr, spec.get("timestamp_format"), spec.get("timestamp_unit"), spec.get("timezone", "UTC")
+            )
         elif pa.types.is_list(field.type):
             conv = to_list(arr)
             if pa.types.is_timestamp(field.type.value_type):
@@ -218,5 +231,7 @@ def raw_json(batch: pa.Table, indices: np.ndarray) -> pa.Array:
     names = [c for c in sub.column_names if c not in META]
     rows = sub.select(names).to_pylist()
     kept = sub["_raw"].to_pylist() if "_raw" in sub.column_names else [None] * len(rows)
-    return pa.array([k if k is not None else json.dumps(r, ensure_ascii=False, default=str)
-                     for r, k in zip(rows, kept)], pa.string())
+    return pa.array(
+        [k if k is not None else json.dumps(r, ensure_ascii=False, default=str) for r, k in zip(rows, kept)],
+        pa.string(),
+    )

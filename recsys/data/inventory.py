@@ -57,12 +57,16 @@ def aggregate_pass(ds: Dataset, schema: pa.Schema, top_k: int) -> dict[str, Any]
     for f in schema:
         if f.name in SKIP or _kind(f.type) == "other":
             continue
-        aggs += [Count(f.name, ignore_nulls=True, alias_name=f"{f.name}|count"),
-                 CountDistinct(f.name, alias_name=f"{f.name}|distinct")]
+        aggs += [
+            Count(f.name, ignore_nulls=True, alias_name=f"{f.name}|count"),
+            CountDistinct(f.name, alias_name=f"{f.name}|distinct"),
+        ]
         if _kind(f.type) in ("number", "time"):
             aggs += [Min(f.name, alias_name=f"{f.name}|min"), Max(f.name, alias_name=f"{f.name}|max")]
         if _kind(f.type) == "number":
-            aggs.append(ApproximateQuantile(f.name, [0.01, 0.25, 0.5, 0.75, 0.99], alias_name=f"{f.name}|quantiles"))
+            aggs.append(
+                ApproximateQuantile(f.name, [0.01, 0.25, 0.5, 0.75, 0.99], alias_name=f"{f.name}|quantiles")
+            )
         if _kind(f.type) == "text":
             aggs.append(ApproximateTopK(f.name, top_k, alias_name=f"{f.name}|top"))
     out: dict[str, Any] = ds.aggregate(*aggs)
@@ -74,8 +78,11 @@ def partial_pass(block: pa.Table, p: PassSpec) -> pa.Table:
     out: dict[str, Any] = {"rows": block.num_rows}
     for name, bins in p.bins.items():
         col = block[name]
-        vals = pc.cast(col, pa.int64()).to_numpy(zero_copy_only=False) if pa.types.is_timestamp(col.type) else \
-            col.to_numpy(zero_copy_only=False)
+        vals = (
+            pc.cast(col, pa.int64()).to_numpy(zero_copy_only=False)
+            if pa.types.is_timestamp(col.type)
+            else col.to_numpy(zero_copy_only=False)
+        )
         vals = np.asarray(vals, float)
         vals = vals[~np.isnan(vals)]
         out[f"hist|{name}"] = np.histogram(vals, bins=np.asarray(bins))[0].tolist()
@@ -86,29 +93,47 @@ def partial_pass(block: pa.Table, p: PassSpec) -> pa.Table:
         # nulls first: with them to_numpy gives float64 (NaN) and the day keys read "17420.0"
         ts = pc.drop_null(block[p.time_col])
         day = pc.cast(ts, pa.int64()).to_numpy(zero_copy_only=False) // 86_400_000_000
-        day = day[day > -10**12]
+        day = day[day > -(10**12)]
         days, counts = np.unique(day, return_counts=True)
         out["daily"] = dict(zip(map(str, days.tolist()), counts.tolist()))
     if p.funnel_col:
-        ut = block.group_by(p.funnel_col, use_threads=False).aggregate([("user_id", "count_distinct")]) \
-            if "user_id" in block.column_names else None
-        out["funnel_users"] = {str(k): v for k, v in zip(ut[p.funnel_col].to_pylist(), ut["user_id_count_distinct"].to_pylist())} if ut else {}
+        ut = (
+            block.group_by(p.funnel_col, use_threads=False).aggregate([("user_id", "count_distinct")])
+            if "user_id" in block.column_names
+            else None
+        )
+        out["funnel_users"] = (
+            {
+                str(k): v
+                for k, v in zip(ut[p.funnel_col].to_pylist(), ut["user_id_count_distinct"].to_pylist())
+            }
+            if ut
+            else {}
+        )
     for name in p.text_cols:
         col = block[name]
         ln = pc.utf8_length(col)
-        out[f"text|{name}"] = {"chars": pc.sum(ln).as_py() or 0, "max": pc.max(ln).as_py() or 0,
-                               "words": pc.sum(pc.list_value_length(pc.utf8_split_whitespace(col))).as_py() or 0,
-                               "n": len(col) - col.null_count,
-                               "html": pc.sum(pc.fill_null(pc.match_substring_regex(col, r"<[a-zA-Z/][^>]*>"), False)).as_py() or 0}
-        out[f"pii|{name}"] = {k: pc.sum(pc.fill_null(pc.match_substring_regex(col, pat), False)).as_py() or 0
-                              for k, pat in PATTERNS.items()}
+        out[f"text|{name}"] = {
+            "chars": pc.sum(ln).as_py() or 0,
+            "max": pc.max(ln).as_py() or 0,
+            "words": pc.sum(pc.list_value_length(pc.utf8_split_whitespace(col))).as_py() or 0,
+            "n": len(col) - col.null_count,
+            "html": pc.sum(pc.fill_null(pc.match_substring_regex(col, r"<[a-zA-Z/][^>]*>"), False)).as_py()
+            or 0,
+        }
+        out[f"pii|{name}"] = {
+            k: pc.sum(pc.fill_null(pc.match_substring_regex(col, pat), False)).as_py() or 0
+            for k, pat in PATTERNS.items()
+        }
     if p.dup_cols:
         sub = block.select(p.dup_cols)
         out["hashes"] = pd_hash(sub)
     for ref, (col, ids) in p.refs.items():
         if col in block.column_names:
             vals = block[col]
-            out[f"orphans|{ref}"] = int(pc.sum(pc.and_(pc.is_valid(vals), pc.invert(pc.is_in(vals, ids)))).as_py() or 0)
+            out[f"orphans|{ref}"] = int(
+                pc.sum(pc.and_(pc.is_valid(vals), pc.invert(pc.is_in(vals, ids)))).as_py() or 0
+            )
     return pa.table({"json": [json.dumps(out)]})
 
 
@@ -117,7 +142,9 @@ def pd_hash(t: pa.Table) -> list[int]:
     return hashes
 
 
-def profile_table(ds: Dataset, name: str, top_k: int, nbins: int, now: dt.datetime, refs: dict[str, tuple[str, pa.Array]]) -> dict[str, Any]:
+def profile_table(
+    ds: Dataset, name: str, top_k: int, nbins: int, now: dt.datetime, refs: dict[str, tuple[str, pa.Array]]
+) -> dict[str, Any]:
     schema = ds.schema().base_schema if hasattr(ds.schema(), "base_schema") else ds.schema()
     agg = aggregate_pass(ds, schema, top_k)
     rows = int(agg["rows"])
@@ -129,8 +156,13 @@ def profile_table(ds: Dataset, name: str, top_k: int, nbins: int, now: dt.dateti
             continue
         kind = _kind(f.type)
         n = int(agg[f"{f.name}|count"])
-        c: dict[str, Any] = {"type": str(f.type), "kind": kind, "non_null": n, "null_rate": 1 - n / rows if rows else 0.0,
-                             "distinct": int(agg[f"{f.name}|distinct"])}
+        c: dict[str, Any] = {
+            "type": str(f.type),
+            "kind": kind,
+            "non_null": n,
+            "null_rate": 1 - n / rows if rows else 0.0,
+            "distinct": int(agg[f"{f.name}|distinct"]),
+        }
         if kind in ("number", "time") and n:
             lo, hi = agg[f"{f.name}|min"], agg[f"{f.name}|max"]
             c["min"], c["max"] = (str(lo), str(hi)) if kind == "time" else (float(lo), float(hi))
@@ -139,23 +171,43 @@ def profile_table(ds: Dataset, name: str, top_k: int, nbins: int, now: dt.dateti
                 c["quantiles"] = dict(zip(["p01", "p25", "p50", "p75", "p99"], q))
                 iqr = q[3] - q[1]
                 fences[f.name] = (q[1] - 3 * iqr, q[3] + 3 * iqr)
-                bins[f.name] = np.linspace(q[0], q[4], nbins + 1).tolist() if q[4] > q[0] else [float(lo), float(hi) + 1]
+                bins[f.name] = (
+                    np.linspace(q[0], q[4], nbins + 1).tolist() if q[4] > q[0] else [float(lo), float(hi) + 1]
+                )
             else:
                 lo_us, hi_us = (int(pd_ts(x)) for x in (lo, hi))
                 bins[f.name] = np.linspace(lo_us, hi_us + 1, nbins + 1).tolist()
                 c["coverage_days"] = (hi_us - lo_us) / 86400e6
                 c["freshness_days"] = (now.timestamp() * 1e6 - hi_us) / 86400e6
         if kind == "text":
-            c["top"] = [{"value": t.get(f.name), "count": t.get("count")} for t in (agg[f"{f.name}|top"] or [])][:top_k]
+            c["top"] = [
+                {"value": t.get(f.name), "count": t.get("count")} for t in (agg[f"{f.name}|top"] or [])
+            ][:top_k]
         cols[f.name] = c
     text_cols = [f.name for f in schema if _kind(f.type) == "text" and f.name not in SKIP]
-    time_col = "timestamp" if "timestamp" in cols else next((k for k, v in cols.items() if v["kind"] == "time"), None)
+    time_col = (
+        "timestamp"
+        if "timestamp" in cols
+        else next((k for k, v in cols.items() if v["kind"] == "time"), None)
+    )
     dup_cols = [f.name for f in schema if f.name not in SKIP and _kind(f.type) != "other"]
-    p = PassSpec(bins=bins, fences=fences, time_col=time_col, text_cols=text_cols, dup_cols=dup_cols,
-                 funnel_col="event_type" if "event_type" in cols else None, refs=refs)
-    parts = [json.loads(r["json"]) for r in ds.map_batches(partial_pass, batch_format="pyarrow", fn_kwargs={"p": p}).take_all()]
+    p = PassSpec(
+        bins=bins,
+        fences=fences,
+        time_col=time_col,
+        text_cols=text_cols,
+        dup_cols=dup_cols,
+        funnel_col="event_type" if "event_type" in cols else None,
+        refs=refs,
+    )
+    parts = [
+        json.loads(r["json"])
+        for r in ds.map_batches(partial_pass, batch_format="pyarrow", fn_kwargs={"p": p}).take_all()
+    ]
     _merge(parts, cols, bins, rows, name)
-    hashes = np.concatenate([np.asarray(x.get("hashes", []), np.int64) for x in parts]) if parts else np.zeros(0)
+    hashes = (
+        np.concatenate([np.asarray(x.get("hashes", []), np.int64) for x in parts]) if parts else np.zeros(0)
+    )
     dup_rate = 1 - len(np.unique(hashes)) / len(hashes) if len(hashes) else 0.0
     daily: dict[str, int] = {}
     funnel_users: dict[str, int] = {}
@@ -165,9 +217,19 @@ def profile_table(ds: Dataset, name: str, top_k: int, nbins: int, now: dt.dateti
         for k, v in (x.get("funnel_users") or {}).items():
             funnel_users[k] = funnel_users.get(k, 0) + v  # users are split across blocks: an upper bound
     orphans = {ref: sum(x.get(f"orphans|{ref}", 0) for x in parts) for ref in refs}
-    out = {"table": name, "rows": rows, "columns": cols, "duplicate_rate": dup_rate,
-           "daily_events": {str(dt.date(1970, 1, 1) + dt.timedelta(days=int(k))): v for k, v in sorted(daily.items(), key=lambda kv: int(kv[0]))},
-           "referential_integrity": {ref: {"orphans": n, "orphan_rate": n / rows if rows else 0.0} for ref, n in orphans.items()}}
+    out = {
+        "table": name,
+        "rows": rows,
+        "columns": cols,
+        "duplicate_rate": dup_rate,
+        "daily_events": {
+            str(dt.date(1970, 1, 1) + dt.timedelta(days=int(k))): v
+            for k, v in sorted(daily.items(), key=lambda kv: int(kv[0]))
+        },
+        "referential_integrity": {
+            ref: {"orphans": n, "orphan_rate": n / rows if rows else 0.0} for ref, n in orphans.items()
+        },
+    }
     if "event_type" in cols:
         out["funnel"] = {t["value"]: t["count"] for t in cols["event_type"].get("top", [])}
     return out
@@ -177,7 +239,9 @@ def pd_ts(x: Any) -> float:
     return float(pd.Timestamp(x).value / 1e3)
 
 
-def _merge(parts: list[dict[str, Any]], cols: dict[str, Any], bins: dict[str, list[float]], rows: int, name: str) -> None:
+def _merge(
+    parts: list[dict[str, Any]], cols: dict[str, Any], bins: dict[str, list[float]], rows: int, name: str
+) -> None:
     for col, b in bins.items():
         counts = np.sum([x[f"hist|{col}"] for x in parts if f"hist|{col}" in x], axis=0)
         cols[col]["histogram"] = {"edges": b, "counts": np.asarray(counts).tolist()}
@@ -189,8 +253,12 @@ def _merge(parts: list[dict[str, Any]], cols: dict[str, Any], bins: dict[str, li
             continue
         agg = [x[f"text|{col}"] for x in parts if f"text|{col}" in x]
         n = sum(a["n"] for a in agg)
-        c["text"] = {"mean_chars": sum(a["chars"] for a in agg) / n if n else 0, "max_chars": max([a["max"] for a in agg] or [0]),
-                     "mean_words": sum(a["words"] for a in agg) / n if n else 0, "html_rows": sum(a["html"] for a in agg)}
+        c["text"] = {
+            "mean_chars": sum(a["chars"] for a in agg) / n if n else 0,
+            "max_chars": max([a["max"] for a in agg] or [0]),
+            "mean_words": sum(a["words"] for a in agg) / n if n else 0,
+            "html_rows": sum(a["html"] for a in agg),
+        }
         pii = {k: sum(x[f"pii|{col}"][k] for x in parts if f"pii|{col}" in x) for k in PATTERNS}
         c["pii"] = {k: {"rows": v, "rate": v / rows if rows else 0.0} for k, v in pii.items()}
 
@@ -223,7 +291,19 @@ def check_contract(profiles: dict[str, dict[str, Any]], rules: list[dict[str, An
                 value = col["distinct"]
             else:  # pii_rate
                 value = max((v["rate"] for v in col.get("pii", {}).values()), default=0.0)
-        ok = value is not None and (r.get("max") is None or value <= r["max"]) and (r.get("min") is None or value >= r["min"])
-        results.append({**r, "value": value, "ok": ok,
-                        "why": None if ok else ("table/column not found" if value is None else f"value {value:.6g} out of bounds")})
+        ok = (
+            value is not None
+            and (r.get("max") is None or value <= r["max"])
+            and (r.get("min") is None or value >= r["min"])
+        )
+        results.append(
+            {
+                **r,
+                "value": value,
+                "ok": ok,
+                "why": None
+                if ok
+                else ("table/column not found" if value is None else f"value {value:.6g} out of bounds"),
+            }
+        )
     return results

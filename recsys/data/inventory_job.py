@@ -31,7 +31,9 @@ def infer_adapter(input_cfg: InputConfig, sample_rows: int) -> tuple[dict[str, A
     return propose_input(roles, df, base), [{k: v for k, v in r.items()} for r in roles]
 
 
-def profile_inputs(inputs: list[InputConfig], top_k: int, bins: int, now: dt.datetime, limit: int | None) -> dict[str, Any]:
+def profile_inputs(
+    inputs: list[InputConfig], top_k: int, bins: int, now: dt.datetime, limit: int | None
+) -> dict[str, Any]:
     datasets: dict[str, Any] = {}
     for cfg in inputs:
         for t in tables_of(cfg):
@@ -41,6 +43,14 @@ def profile_inputs(inputs: list[InputConfig], top_k: int, bins: int, now: dt.dat
     refs: dict[str, tuple[str, pa.Array]] = {}
     for dim, key in (("items", "item_id"), ("users", "user_id")):
         if dim in datasets and "events" in datasets:
-            ids = pa.array(sorted({r[key] for r in datasets[dim].select_columns([key]).take_all() if r[key] is not None}), pa.string())
+            ids = pa.array(
+                sorted(
+                    {r[key] for r in datasets[dim].select_columns([key]).take_all() if r[key] is not None}
+                ),
+                pa.string(),
+            )
             refs[f"events.{key} -> {dim}"] = (key, ids)
-    return {name: profile_table(ds, name, top_k, bins, now, refs if name == "events" else {}) for name, ds in datasets.items()}
+    return {
+        name: profile_table(ds, name, top_k, bins, now, refs if name == "events" else {})
+        for name, ds in datasets.items()
+    }

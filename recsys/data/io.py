@@ -21,8 +21,9 @@ GLOB_CHARS = "*?["
 def filesystem(path: str) -> tuple[pafs.FileSystem, str]:
     """The pyarrow filesystem of ``path`` and the path inside it (local paths are made absolute)."""
     if is_uri(path):
-        return pafs.FileSystem.from_uri(path.split("*")[0].split("?")[0] if "://" in path else path)[0], \
-            path.split("://", 1)[1]
+        return pafs.FileSystem.from_uri(path.split("*")[0].split("?")[0] if "://" in path else path)[
+            0
+        ], path.split("://", 1)[1]
     return pafs.LocalFileSystem(), os.path.abspath(path)
 
 
@@ -43,7 +44,9 @@ def expand_paths(path: str, suffixes: tuple[str, ...] = ()) -> tuple[list[str], 
     if suffixes and any(not any(f.endswith(s) for s in suffixes) for f in files):
         files = [f for f in files if any(f.endswith(s) for s in suffixes)] or files
     if not files:
-        raise FileNotFoundError(f"input.path {path!r} matches no file; give an existing file, directory, glob or URI")
+        raise FileNotFoundError(
+            f"input.path {path!r} matches no file; give an existing file, directory, glob or URI"
+        )
     return files, fs
 
 
@@ -58,11 +61,19 @@ def _expand_remote(fs: pafs.FileSystem, inner: str) -> list[str]:
             return [inner]
         if info.type == pafs.FileType.Directory:
             sel = pafs.FileSelector(inner, recursive=True)
-            return sorted(i.path for i in fs.get_file_info(sel) if i.type == pafs.FileType.File and not _hidden(i.base_name))
+            return sorted(
+                i.path
+                for i in fs.get_file_info(sel)
+                if i.type == pafs.FileType.File and not _hidden(i.base_name)
+            )
         return []
     base = inner[: min(inner.index(c) for c in GLOB_CHARS if c in inner)].rsplit("/", 1)[0]
     sel = pafs.FileSelector(base, recursive=True, allow_not_found=True)
-    return sorted(i.path for i in fs.get_file_info(sel) if i.type == pafs.FileType.File and fnmatch.fnmatch(i.path, inner))
+    return sorted(
+        i.path
+        for i in fs.get_file_info(sel)
+        if i.type == pafs.FileType.File and fnmatch.fnmatch(i.path, inner)
+    )
 
 
 def infer_format(files: list[str]) -> str:
@@ -71,12 +82,28 @@ def infer_format(files: list[str]) -> str:
     for suffix in (".gz", ".bz2", ".zst", ".lz4"):
         name = name.removesuffix(suffix)
     ext = name.rsplit(".", 1)[-1] if "." in name.rsplit("/", 1)[-1] else ""
-    formats = {"csv": "csv", "tsv": "tsv", "tab": "tsv", "jsonl": "jsonl", "json": "jsonl", "ndjson": "jsonl",
-               "parquet": "parquet", "pq": "parquet", "xlsx": "excel", "xlsm": "excel", "xls": "excel",
-               "txt": "text", "inter": "tsv", "item": "tsv", "user": "tsv"}
+    formats = {
+        "csv": "csv",
+        "tsv": "tsv",
+        "tab": "tsv",
+        "jsonl": "jsonl",
+        "json": "jsonl",
+        "ndjson": "jsonl",
+        "parquet": "parquet",
+        "pq": "parquet",
+        "xlsx": "excel",
+        "xlsm": "excel",
+        "xls": "excel",
+        "txt": "text",
+        "inter": "tsv",
+        "item": "tsv",
+        "user": "tsv",
+    }
     if ext not in formats:
-        raise ValueError(f"cannot tell the format of {files[0]!r} from its extension; set input.format "
-                         "(csv, tsv, jsonl, parquet, excel, text)")
+        raise ValueError(
+            f"cannot tell the format of {files[0]!r} from its extension; set input.format "
+            "(csv, tsv, jsonl, parquet, excel, text)"
+        )
     return formats[ext]
 
 

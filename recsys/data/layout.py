@@ -1,8 +1,8 @@
 """On-disk layout of the data jobs' outputs (docs/DATA.md), for the stages that read them.
 
-    from recsys.data.layout import FEATURES, table_path, read_table
-    seqs = read_table("runs/features/local", FEATURES.loo_train)       # Ray Dataset
-    items = read_table("runs/features/local", "items").to_pandas()     # small tables: pandas
+from recsys.data.layout import FEATURES, table_path, read_table
+seqs = read_table("runs/features/local", FEATURES.loo_train)       # Ray Dataset
+items = read_table("runs/features/local", "items").to_pandas()     # small tables: pandas
 """
 
 from __future__ import annotations
@@ -20,18 +20,33 @@ if TYPE_CHECKING:
     from ray.data import Dataset
 
 CLEAN = SimpleNamespace(
-    events="events", items="items", users="users", pairs="pairs", candidates="candidates",
-    quarantine="quarantine", duplicates="duplicates",
+    events="events",
+    items="items",
+    users="users",
+    pairs="pairs",
+    candidates="candidates",
+    quarantine="quarantine",
+    duplicates="duplicates",
 )
 FEATURES = SimpleNamespace(
     items="items",
     sequences="sequences",
-    loo_train="splits/loo/train", loo_valid="splits/loo/valid", loo_test="splits/loo/test",
-    time_train="splits/time/train", time_valid="splits/time/valid", time_test="splits/time/test",
-    time_valid_targets="splits/time/valid_targets", time_test_targets="splits/time/test_targets",
-    pairs="pairs", candidates="candidates", queries="query_features",
-    user_features="user_features", item_features="item_features", text_features="text_features",
-    manifest="feature_manifest.json", selection="feature_selection.json",
+    loo_train="splits/loo/train",
+    loo_valid="splits/loo/valid",
+    loo_test="splits/loo/test",
+    time_train="splits/time/train",
+    time_valid="splits/time/valid",
+    time_test="splits/time/test",
+    time_valid_targets="splits/time/valid_targets",
+    time_test_targets="splits/time/test_targets",
+    pairs="pairs",
+    candidates="candidates",
+    queries="query_features",
+    user_features="user_features",
+    item_features="item_features",
+    text_features="text_features",
+    manifest="feature_manifest.json",
+    selection="feature_selection.json",
 )
 
 
@@ -58,5 +73,7 @@ def read_table(root: str, name: str, columns: list[str] | None = None) -> Datase
 def read_pandas(root: str, name: str, columns: list[str] | None = None) -> pd.DataFrame:
     """A small table (items, candidates, a split) straight into pandas, without Ray."""
     fs, inner = filesystem(table_path(root, name))
-    df: pd.DataFrame = pads.dataset(inner, filesystem=fs, format="parquet").to_table(columns=columns).to_pandas()
+    df: pd.DataFrame = (
+        pads.dataset(inner, filesystem=fs, format="parquet").to_table(columns=columns).to_pandas()
+    )
     return df

@@ -20,9 +20,11 @@ EMAIL = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"
 PHONE = r"(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?|\d{2,4}[\s.-])\d{3,4}[\s.-]?\d{3,4}\b"
 CARD = r"\b(?:\d[ -]?){13,19}\b"
 # A person's name introduced in free text, or a common first name followed by a capitalized word.
-FIRST_NAMES = ("james|john|robert|michael|william|david|richard|joseph|thomas|charles|mary|patricia|"
-               "jennifer|linda|elizabeth|barbara|susan|jessica|sarah|karen|emma|olivia|anna|maria|"
-               "peter|paul|mark|laura|julia|lucas|noah|liam|sophie|alice|daniel|george|oliver|jack")
+FIRST_NAMES = (
+    "james|john|robert|michael|william|david|richard|joseph|thomas|charles|mary|patricia|"
+    "jennifer|linda|elizabeth|barbara|susan|jessica|sarah|karen|emma|olivia|anna|maria|"
+    "peter|paul|mark|laura|julia|lucas|noah|liam|sophie|alice|daniel|george|oliver|jack"
+)
 NAME = rf"(?:(?i:my name is|i am|this is|contact|ask for)\s+[A-Z][a-z]+(?:\s+[A-Z][a-z]+)?|\b(?i:{FIRST_NAMES})\s+[A-Z][a-z]{{2,}})"
 PATTERNS = {"email": EMAIL, "phone": PHONE, "card": CARD, "name": NAME}
 
@@ -32,7 +34,8 @@ def salt_from_env(var: str = "RECSYS_PII_SALT", required: bool = True) -> str | 
     if required and not salt:
         raise RuntimeError(
             f"PII hashing needs a secret salt in the environment variable {var} (never in a config file): "
-            f"export {var}=$(openssl rand -hex 32), or mount it from your secret store")
+            f"export {var}=$(openssl rand -hex 32), or mount it from your secret store"
+        )
     return salt
 
 
@@ -44,7 +47,9 @@ def hash_array(arr: pa.Array, salt: str) -> pa.Array:
     """HMAC every non-null value (dictionary-encoded first: each distinct value hashed once)."""
     arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
     enc = pc.dictionary_encode(arr)
-    hashed = pa.array([keyed_hash(v, salt) if v is not None else None for v in enc.dictionary.to_pylist()], pa.string())
+    hashed = pa.array(
+        [keyed_hash(v, salt) if v is not None else None for v in enc.dictionary.to_pylist()], pa.string()
+    )
     return pc.take(hashed, enc.indices)
 
 
@@ -67,6 +72,7 @@ def scrub_text(arr: pa.Array, salt: str | None) -> pa.Array:
 
 def _scrub_one(text: str, salt: str | None) -> str:
     for kind in ("email", "card", "phone", "name"):
+
         def token(m: re.Match[str], k: str = kind) -> str:
             return f"<{k}:{keyed_hash(m.group(0), salt, 8)}>" if salt else f"<{k}>"
 

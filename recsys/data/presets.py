@@ -21,7 +21,9 @@ import pyarrow.compute as pc
 
 from recsys.data.readers import META
 
-ORDINAL_NOTE = "no timestamps in the source: timestamp = 1970-01-01T00:00:00Z + k s, k = position in the user's history"
+ORDINAL_NOTE = (
+    "no timestamps in the source: timestamp = 1970-01-01T00:00:00Z + k s, k = position in the user's history"
+)
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,9 @@ def ditto_pairs(table: pa.Table) -> pa.Table:
     for side in ("left", "right"):
         texts = [ditto_text(t) for t in table[side].to_pylist()]
         out[side] = pa.array(texts, pa.string())
-        out[f"{side}_id"] = pa.array([hashlib.sha1(t.encode()).hexdigest()[:16] if t else None for t in texts], pa.string())
+        out[f"{side}_id"] = pa.array(
+            [hashlib.sha1(t.encode()).hexdigest()[:16] if t else None for t in texts], pa.string()
+        )
     out["label"] = table["label"]
     out["split"] = pc.struct_field(pc.extract_regex(table["source_file"], r"(?P<s>[^/]+)\.txt$"), "s")
     for m in META:
@@ -128,91 +132,180 @@ def register(preset: Preset) -> Preset:
     return preset
 
 
-register(Preset(
-    "taobao-user-behavior",
-    "Alibaba UserBehavior.csv: user,item,category,behavior(pv/cart/fav/buy),unix seconds; no header.",
-    {
-        "events": TableSource(("UserBehavior*.csv",), {
-            "format": "csv", "header": False,
-            "column_names": ["user_id", "item_id", "category_id", "behavior", "timestamp"],
-            "columns": {"category_id": "category", "behavior": "event_type"},
-            "event_map": {"pv": "view", "cart": "cart", "fav": "fav", "buy": "buy"}, "timestamp_unit": "s"}),
-        "items": TableSource(("UserBehavior*.csv",), {
-            "format": "csv", "header": False,
-            "column_names": ["user_id", "item_id", "category", "behavior", "timestamp"]},
-            distinct="item_id"),
-    },
-    aliases=("taobao", "userbehavior"),
-))
+register(
+    Preset(
+        "taobao-user-behavior",
+        "Alibaba UserBehavior.csv: user,item,category,behavior(pv/cart/fav/buy),unix seconds; no header.",
+        {
+            "events": TableSource(
+                ("UserBehavior*.csv",),
+                {
+                    "format": "csv",
+                    "header": False,
+                    "column_names": ["user_id", "item_id", "category_id", "behavior", "timestamp"],
+                    "columns": {"category_id": "category", "behavior": "event_type"},
+                    "event_map": {"pv": "view", "cart": "cart", "fav": "fav", "buy": "buy"},
+                    "timestamp_unit": "s",
+                },
+            ),
+            "items": TableSource(
+                ("UserBehavior*.csv",),
+                {
+                    "format": "csv",
+                    "header": False,
+                    "column_names": ["user_id", "item_id", "category", "behavior", "timestamp"],
+                },
+                distinct="item_id",
+            ),
+        },
+        aliases=("taobao", "userbehavior"),
+    )
+)
 
-register(Preset(
-    "online-retail",
-    "UCI Online Retail (xlsx): InvoiceNo, StockCode, Description, Quantity, InvoiceDate, UnitPrice, CustomerID, Country.",
-    {
-        "events": TableSource(("*.xlsx",), {
-            "format": "excel",
-            "columns": {"InvoiceNo": "order_id", "StockCode": "item_id", "Quantity": "quantity",
-                        "InvoiceDate": "timestamp", "UnitPrice": "price", "CustomerID": "user_id", "Country": "country"},
-            "defaults": {"event_type": "buy"}, "timezone": "Europe/London"}),
-        "items": TableSource(("*.xlsx",), {
-            "format": "excel", "columns": {"StockCode": "item_id", "Description": "title", "UnitPrice": "price"}},
-            distinct="item_id", aggregate={"price": "approximate_median"}),
-        "users": TableSource(("*.xlsx",), {
-            "format": "excel", "columns": {"CustomerID": "user_id", "Country": "country"}}, distinct="user_id"),
-    },
-    aliases=("uci-online-retail", "uci"),
-    notes="C-prefixed InvoiceNo rows are cancellations (negative Quantity): the clean job links or quarantines them.",
-))
+register(
+    Preset(
+        "online-retail",
+        "UCI Online Retail (xlsx): InvoiceNo, StockCode, Description, Quantity, InvoiceDate, UnitPrice, CustomerID, Country.",
+        {
+            "events": TableSource(
+                ("*.xlsx",),
+                {
+                    "format": "excel",
+                    "columns": {
+                        "InvoiceNo": "order_id",
+                        "StockCode": "item_id",
+                        "Quantity": "quantity",
+                        "InvoiceDate": "timestamp",
+                        "UnitPrice": "price",
+                        "CustomerID": "user_id",
+                        "Country": "country",
+                    },
+                    "defaults": {"event_type": "buy"},
+                    "timezone": "Europe/London",
+                },
+            ),
+            "items": TableSource(
+                ("*.xlsx",),
+                {
+                    "format": "excel",
+                    "columns": {"StockCode": "item_id", "Description": "title", "UnitPrice": "price"},
+                },
+                distinct="item_id",
+                aggregate={"price": "approximate_median"},
+            ),
+            "users": TableSource(
+                ("*.xlsx",),
+                {"format": "excel", "columns": {"CustomerID": "user_id", "Country": "country"}},
+                distinct="user_id",
+            ),
+        },
+        aliases=("uci-online-retail", "uci"),
+        notes="C-prefixed InvoiceNo rows are cancellations (negative Quantity): the clean job links or quarantines them.",
+    )
+)
 
-register(Preset(
-    "amazon-games-6k",
-    "LLMRank Games-6k RecBole atomic files: .test.inter histories, .item titles, .pop/.bpr/.sasrec candidates.",
-    {
-        "events": TableSource(("*.test.inter",), {
-            "format": "tsv", "column_names": ["user_id", "history", "item_id"], "quote_char": "", **SEQ_EVENTS},
-            post="recbole_history"),
-        "items": TableSource(("*.item",), {"format": "tsv", "column_names": ["item_id", "title"], "quote_char": ""}),
-        "candidates": TableSource(("*.pop", "*.bpr", "*.sasrec"), {
-            "format": "tsv", "header": False, "column_names": ["user_id", "items"], "quote_char": ""},
-            post="candidate_lists"),
-    },
-    aliases=("games-6k", "llmrank-games-6k"),
-    notes=ORDINAL_NOTE + ". events = test.inter history + its target (valid.inter is the same history minus one).",
-))
+register(
+    Preset(
+        "amazon-games-6k",
+        "LLMRank Games-6k RecBole atomic files: .test.inter histories, .item titles, .pop/.bpr/.sasrec candidates.",
+        {
+            "events": TableSource(
+                ("*.test.inter",),
+                {
+                    "format": "tsv",
+                    "column_names": ["user_id", "history", "item_id"],
+                    "quote_char": "",
+                    **SEQ_EVENTS,
+                },
+                post="recbole_history",
+            ),
+            "items": TableSource(
+                ("*.item",), {"format": "tsv", "column_names": ["item_id", "title"], "quote_char": ""}
+            ),
+            "candidates": TableSource(
+                ("*.pop", "*.bpr", "*.sasrec"),
+                {"format": "tsv", "header": False, "column_names": ["user_id", "items"], "quote_char": ""},
+                post="candidate_lists",
+            ),
+        },
+        aliases=("games-6k", "llmrank-games-6k"),
+        notes=ORDINAL_NOTE
+        + ". events = test.inter history + its target (valid.inter is the same history minus one).",
+    )
+)
 
-register(Preset(
-    "amazon-video-games",
-    "SASRec Video.txt: 'user item' lines in time order (ids only).",
-    {"events": TableSource(("*.txt",), {
-        "format": "text", "delimiter": " ", "header": False, "column_names": ["user_id", "item_id"],
-        "quote_char": "", **SEQ_EVENTS}, post="user_item_lines")},
-    aliases=("sasrec-video", "video"),
-    notes=ORDINAL_NOTE,
-))
+register(
+    Preset(
+        "amazon-video-games",
+        "SASRec Video.txt: 'user item' lines in time order (ids only).",
+        {
+            "events": TableSource(
+                ("*.txt",),
+                {
+                    "format": "text",
+                    "delimiter": " ",
+                    "header": False,
+                    "column_names": ["user_id", "item_id"],
+                    "quote_char": "",
+                    **SEQ_EVENTS,
+                },
+                post="user_item_lines",
+            )
+        },
+        aliases=("sasrec-video", "video"),
+        notes=ORDINAL_NOTE,
+    )
+)
 
-register(Preset(
-    "amazon-beauty",
-    "ICLRec Beauty.txt: one line per user, 'user item1 item2 ...' in time order (ids only).",
-    {"events": TableSource(("*.txt",), {
-        "format": "text", "delimiter": "\t", "header": False, "column_names": ["line"], "quote_char": "",
-        **SEQ_EVENTS}, post="user_sequence_lines")},
-    aliases=("iclrec-beauty", "beauty"),
-    notes=ORDINAL_NOTE,
-))
+register(
+    Preset(
+        "amazon-beauty",
+        "ICLRec Beauty.txt: one line per user, 'user item1 item2 ...' in time order (ids only).",
+        {
+            "events": TableSource(
+                ("*.txt",),
+                {
+                    "format": "text",
+                    "delimiter": "\t",
+                    "header": False,
+                    "column_names": ["line"],
+                    "quote_char": "",
+                    **SEQ_EVENTS,
+                },
+                post="user_sequence_lines",
+            )
+        },
+        aliases=("iclrec-beauty", "beauty"),
+        notes=ORDINAL_NOTE,
+    )
+)
 
-register(Preset(
-    "product-matching",
-    "Ditto entity-matching pairs (abt-buy, amazon-google): 'COL a VAL x ... \\t COL a VAL y ... \\t 0/1'.",
-    {"pairs": TableSource(("*.txt",), {
-        "format": "tsv", "header": False, "column_names": ["left", "right", "label"], "quote_char": ""},
-        post="ditto_pairs")},
-    aliases=("ditto", "abt-buy", "amazon-google"),
-))
+register(
+    Preset(
+        "product-matching",
+        "Ditto entity-matching pairs (abt-buy, amazon-google): 'COL a VAL x ... \\t COL a VAL y ... \\t 0/1'.",
+        {
+            "pairs": TableSource(
+                ("*.txt",),
+                {
+                    "format": "tsv",
+                    "header": False,
+                    "column_names": ["left", "right", "label"],
+                    "quote_char": "",
+                },
+                post="ditto_pairs",
+            )
+        },
+        aliases=("ditto", "abt-buy", "amazon-google"),
+    )
+)
 
 
 def get_preset(name: str) -> Preset:
     if name not in PRESETS:
         close = difflib.get_close_matches(name, list(PRESETS), n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""
-        raise ValueError(f"input.preset {name!r} is unknown; {hint}presets: {', '.join(sorted({p.name for p in PRESETS.values()}))}")
+        raise ValueError(
+            f"input.preset {name!r} is unknown; {hint}presets: {', '.join(sorted({p.name for p in PRESETS.values()}))}"
+        )
     return PRESETS[name]

@@ -27,7 +27,7 @@ BOM = b"\xef\xbb\xbf"
 def _decode(data: bytes, encoding: str) -> tuple[str, bool]:
     """Text of a file and whether some bytes did not decode (they become U+FFFD, the rows are flagged)."""
     if data.startswith(BOM):
-        data = data[len(BOM):]
+        data = data[len(BOM) :]
     try:
         return data.decode(encoding), False
     except UnicodeDecodeError:
@@ -80,22 +80,35 @@ def parse_delimited(data: bytes, path: str, opts: dict[str, Any]) -> pa.Table:
     bad: list[tuple[int, str, str]] = []
 
     def on_invalid(row: pacsv.InvalidRow) -> str:
-        bad.append((row.number, f"malformed_row: expected {row.expected_columns} fields, got {row.actual_columns}", row.text))
+        bad.append(
+            (
+                row.number,
+                f"malformed_row: expected {row.expected_columns} fields, got {row.actual_columns}",
+                row.text,
+            )
+        )
         return "skip"
 
     quote = opts.get("quote_char", '"')
     table = pacsv.read_csv(
         io.BytesIO(text.encode("utf-8")),
         read_options=pacsv.ReadOptions(
-            column_names=names, skip_rows=1 if opts.get("header", True) else 0, use_threads=False,
+            column_names=names,
+            skip_rows=1 if opts.get("header", True) else 0,
+            use_threads=False,
             block_size=max(1 << 20, len(data) + 1),
         ),
         parse_options=pacsv.ParseOptions(
-            delimiter=delimiter, quote_char=quote if quote else False, newlines_in_values=bool(quote),
-            invalid_row_handler=on_invalid, ignore_empty_lines=True,
+            delimiter=delimiter,
+            quote_char=quote if quote else False,
+            newlines_in_values=bool(quote),
+            invalid_row_handler=on_invalid,
+            ignore_empty_lines=True,
         ),
         convert_options=pacsv.ConvertOptions(
-            column_types={n: pa.string() for n in names}, strings_can_be_null=True, null_values=[""],
+            column_types={n: pa.string() for n in names},
+            strings_can_be_null=True,
+            null_values=[""],
             quoted_strings_can_be_null=True,
         ),
     )
@@ -122,8 +135,11 @@ def parse_jsonl(data: bytes, path: str, opts: dict[str, Any]) -> pa.Table:
         records.append({k: _to_str(v) for k, v in obj.items()})
         rows.append(i)
     names = _unique(list(dict.fromkeys(k for r in records for k in r)))
-    table = pa.table({n: pa.array([r.get(n) for r in records], pa.string()) for n in names}) if names \
+    table = (
+        pa.table({n: pa.array([r.get(n) for r in records], pa.string()) for n in names})
+        if names
         else pa.table({})
+    )
     table = _with_meta(table, path, rows)
     if bad:
         table = pa.concat_tables([table, _malformed(names, path, bad).select(table.column_names)])
@@ -134,11 +150,18 @@ def parse_excel(data: bytes, path: str, opts: dict[str, Any]) -> pa.Table:
     """A sheet of an xlsx file -> string columns (datetimes as ISO 8601, integral floats without .0)."""
     sheet = opts.get("sheet")
     header = 0 if opts.get("header", True) else None
-    df = pd.read_excel(io.BytesIO(data), sheet_name=0 if sheet is None else sheet, dtype=object, header=header,
-                       nrows=opts.get("nrows"))
+    df = pd.read_excel(
+        io.BytesIO(data),
+        sheet_name=0 if sheet is None else sheet,
+        dtype=object,
+        header=header,
+        nrows=opts.get("nrows"),
+    )
     names = opts.get("column_names") or [str(c).strip() for c in df.columns]
     names = _unique(names)
-    cols = {n: pa.array([_to_str(v) for v in df.iloc[:, j].tolist()], pa.string()) for j, n in enumerate(names)}
+    cols = {
+        n: pa.array([_to_str(v) for v in df.iloc[:, j].tolist()], pa.string()) for j, n in enumerate(names)
+    }
     return _with_meta(pa.table(cols), path)
 
 
@@ -171,12 +194,21 @@ def _unique(names: list[str]) -> list[str]:
     return out
 
 
-PARSERS = {"csv": parse_delimited, "tsv": parse_delimited, "text": parse_delimited, "jsonl": parse_jsonl,
-           "excel": parse_excel}
+PARSERS = {
+    "csv": parse_delimited,
+    "tsv": parse_delimited,
+    "text": parse_delimited,
+    "jsonl": parse_jsonl,
+    "excel": parse_excel,
+}
 
 
 def parse_files(batch: pa.Table, fmt: str, opts: dict[str, Any]) -> pa.Table:
     """``map_batches`` body over ``read_binary_files(include_paths=True)`` rows."""
     parser = PARSERS[fmt]
-    tables = [parser(data, path, opts) for data, path in zip(batch["bytes"].to_pylist(), batch["path"].to_pylist())]
-    return pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({m: [] for m in META})
+    tables = [
+        parser(data, path, opts) for data, path in zip(batch["bytes"].to_pylist(), batch["path"].to_pylist())
+    ]
+    return (
+        pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({m: [] for m in META})
+    )

@@ -47,13 +47,22 @@ def charts(prof: dict[str, Any], png_dir: Path | None = None) -> list[tuple[str,
         ax.set_title(f"{prof['table']}: funnel (events per type, log scale)")
         ax.tick_params(axis="x", rotation=30, labelsize=8)
         out.append(("funnel", _png(fig)))
-    hists = [(c, v["histogram"]) for c, v in prof["columns"].items() if "histogram" in v and v["kind"] == "number"][:6]
+    hists = [
+        (c, v["histogram"]) for c, v in prof["columns"].items() if "histogram" in v and v["kind"] == "number"
+    ][:6]
     if hists:
-        fig, axes = plt.subplots(1, len(hists), figsize=(3.2 * len(hists), 2.6), squeeze=False,
-                                 layout="constrained")  # keeps the suptitle clear of the panel titles
+        fig, axes = plt.subplots(
+            1, len(hists), figsize=(3.2 * len(hists), 2.6), squeeze=False, layout="constrained"
+        )  # keeps the suptitle clear of the panel titles
         for ax, (c, h) in zip(axes[0], hists):
             e = h["edges"]
-            ax.bar(e[:-1], h["counts"], width=[b - a for a, b in zip(e[:-1], e[1:])], align="edge", color="#f57900")
+            ax.bar(
+                e[:-1],
+                h["counts"],
+                width=[b - a for a, b in zip(e[:-1], e[1:])],
+                align="edge",
+                color="#f57900",
+            )
             ax.set_title(c, fontsize=9)
             ax.tick_params(labelsize=7)
         fig.suptitle(f"{prof['table']}: distributions (p01..p99)", fontsize=10)
@@ -76,44 +85,72 @@ def charts(prof: dict[str, Any], png_dir: Path | None = None) -> list[tuple[str,
 
 def render(inventory: dict[str, Any], png_dir: Path | None = None) -> str:
     e = html.escape
-    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>Data inventory</title><style>",
-             "body{font-family:sans-serif;margin:24px;max-width:1200px}table{border-collapse:collapse;font-size:13px}"
-             "td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}th{background:#eee}.bad{color:#c00;font-weight:bold}"
-             ".ok{color:#080}img{margin:6px 0;border:1px solid #ddd}</style></head><body>",
-             f"<h1>Data inventory</h1><p>Generated {e(inventory['generated_at'])} from <code>{e(inventory['input'])}</code></p>"]
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>Data inventory</title><style>",
+        "body{font-family:sans-serif;margin:24px;max-width:1200px}table{border-collapse:collapse;font-size:13px}"
+        "td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}th{background:#eee}.bad{color:#c00;font-weight:bold}"
+        ".ok{color:#080}img{margin:6px 0;border:1px solid #ddd}</style></head><body>",
+        f"<h1>Data inventory</h1><p>Generated {e(inventory['generated_at'])} from <code>{e(inventory['input'])}</code></p>",
+    ]
     contract = inventory.get("contract") or []
     if contract:
         parts.append("<h2>Quality contract</h2><table><tr><th>rule</th><th>value</th><th>result</th></tr>")
         for r in contract:
             cls = "ok" if r["ok"] else "bad"
-            parts.append(f"<tr><td>{e(r['label'])}</td><td>{e(str(r['value']))}</td><td class='{cls}'>{'pass' if r['ok'] else 'FAIL: ' + e(r['why'] or '')}</td></tr>")
+            parts.append(
+                f"<tr><td>{e(r['label'])}</td><td>{e(str(r['value']))}</td><td class='{cls}'>{'pass' if r['ok'] else 'FAIL: ' + e(r['why'] or '')}</td></tr>"
+            )
         parts.append("</table>")
     if inventory.get("roles"):
-        parts.append("<h2>Inferred column roles</h2><table><tr><th>column</th><th>role</th><th>confidence</th><th>candidates</th></tr>")
+        parts.append(
+            "<h2>Inferred column roles</h2><table><tr><th>column</th><th>role</th><th>confidence</th><th>candidates</th></tr>"
+        )
         for r in inventory["roles"]:
-            parts.append(f"<tr><td>{e(r['column'])}</td><td>{e(str(r['role']))}</td><td>{r['confidence']}</td><td>{e(str(r.get('candidates')))}</td></tr>")
-        parts.append("</table><p>Proposed adapter: <code>adapter.yaml</code> (accepted by <code>recsys run clean</code>).</p>")
+            parts.append(
+                f"<tr><td>{e(r['column'])}</td><td>{e(str(r['role']))}</td><td>{r['confidence']}</td><td>{e(str(r.get('candidates')))}</td></tr>"
+            )
+        parts.append(
+            "</table><p>Proposed adapter: <code>adapter.yaml</code> (accepted by <code>recsys run clean</code>).</p>"
+        )
     for prof in inventory["tables"].values():
-        parts.append(f"<h2>Table <code>{e(prof['table'])}</code>: {prof['rows']:,} rows, duplicate rate {prof['duplicate_rate']:.4f}</h2>")
+        parts.append(
+            f"<h2>Table <code>{e(prof['table'])}</code>: {prof['rows']:,} rows, duplicate rate {prof['duplicate_rate']:.4f}</h2>"
+        )
         ri = prof.get("referential_integrity") or {}
         if ri:
-            parts.append("<p>Referential integrity: " + "; ".join(f"{e(k)}: {v['orphans']:,} orphans ({v['orphan_rate']:.2%})" for k, v in ri.items()) + "</p>")
-        parts.append("<table><tr><th>column</th><th>type</th><th>null rate</th><th>distinct</th><th>min</th><th>max</th>"
-                     "<th>p50</th><th>outliers</th><th>top values</th><th>text</th><th>PII rows</th></tr>")
+            parts.append(
+                "<p>Referential integrity: "
+                + "; ".join(
+                    f"{e(k)}: {v['orphans']:,} orphans ({v['orphan_rate']:.2%})" for k, v in ri.items()
+                )
+                + "</p>"
+            )
+        parts.append(
+            "<table><tr><th>column</th><th>type</th><th>null rate</th><th>distinct</th><th>min</th><th>max</th>"
+            "<th>p50</th><th>outliers</th><th>top values</th><th>text</th><th>PII rows</th></tr>"
+        )
         for c, v in prof["columns"].items():
             top = ", ".join(f"{e(str(t['value']))[:30]} ({t['count']})" for t in v.get("top", [])[:5])
             pii = ", ".join(f"{k}: {x['rows']}" for k, x in (v.get("pii") or {}).items() if x["rows"])
-            text = f"{v['text']['mean_chars']:.0f} chars / {v['text']['mean_words']:.1f} words" if "text" in v else ""
-            parts.append(f"<tr><td>{e(c)}</td><td>{e(v['type'])}</td><td>{v['null_rate']:.4f}</td><td>{v['distinct']:,}</td>"
-                         f"<td>{e(str(v.get('min', '')))}</td><td>{e(str(v.get('max', '')))}</td>"
-                         f"<td>{e(str(round(v['quantiles']['p50'], 4)) if 'quantiles' in v else '')}</td>"
-                         f"<td>{v.get('outliers', {}).get('count', '')}</td><td>{top}</td><td>{text}</td>"
-                         f"<td class='{'bad' if pii else ''}'>{e(pii)}</td></tr>")
+            text = (
+                f"{v['text']['mean_chars']:.0f} chars / {v['text']['mean_words']:.1f} words"
+                if "text" in v
+                else ""
+            )
+            parts.append(
+                f"<tr><td>{e(c)}</td><td>{e(v['type'])}</td><td>{v['null_rate']:.4f}</td><td>{v['distinct']:,}</td>"
+                f"<td>{e(str(v.get('min', '')))}</td><td>{e(str(v.get('max', '')))}</td>"
+                f"<td>{e(str(round(v['quantiles']['p50'], 4)) if 'quantiles' in v else '')}</td>"
+                f"<td>{v.get('outliers', {}).get('count', '')}</td><td>{top}</td><td>{text}</td>"
+                f"<td class='{'bad' if pii else ''}'>{e(pii)}</td></tr>"
+            )
         parts.append("</table>")
         ts = prof["columns"].get("timestamp")
         if ts and "coverage_days" in ts:
-            parts.append(f"<p>Time coverage {e(ts['min'])} .. {e(ts['max'])} ({ts['coverage_days']:.1f} days); "
-                         f"freshness {ts['freshness_days']:.1f} days.</p>")
+            parts.append(
+                f"<p>Time coverage {e(ts['min'])} .. {e(ts['max'])} ({ts['coverage_days']:.1f} days); "
+                f"freshness {ts['freshness_days']:.1f} days.</p>"
+            )
         for title, data in charts(prof, png_dir):
             parts.append(f"<h3>{e(title)}</h3><img alt='{e(title)}' src='data:image/png;base64,{data}'>")
     parts.append("</body></html>")

@@ -35,13 +35,34 @@ NAME_PATTERNS: dict[str, str] = {
     "email": r"(e_?mail)",
     "phone": r"(phone|mobile|tel)",
 }
-EVENT_WORDS = {"pv": "view", "view": "view", "views": "view", "page_view": "view", "click": "click", "clicks": "click",
-               "cart": "cart", "addtocart": "cart", "add_to_cart": "cart", "fav": "fav", "favorite": "fav", "wishlist": "fav",
-               "buy": "buy", "purchase": "buy", "order": "buy", "transaction": "buy", "return": "return",
-               "impression": "impression", "search": "search", "rate": "rate", "review": "rate"}
-COUNTRY_HINT = re.compile(r"^(united|germany|france|spain|italy|japan|china|usa?|uk|gb|de|fr|jp|eire|netherlands|"
-                          r"australia|belgium|switzerland|portugal|norway|sweden|finland|denmark|poland|austria|canada)",
-                          re.I)
+EVENT_WORDS = {
+    "pv": "view",
+    "view": "view",
+    "views": "view",
+    "page_view": "view",
+    "click": "click",
+    "clicks": "click",
+    "cart": "cart",
+    "addtocart": "cart",
+    "add_to_cart": "cart",
+    "fav": "fav",
+    "favorite": "fav",
+    "wishlist": "fav",
+    "buy": "buy",
+    "purchase": "buy",
+    "order": "buy",
+    "transaction": "buy",
+    "return": "return",
+    "impression": "impression",
+    "search": "search",
+    "rate": "rate",
+    "review": "rate",
+}
+COUNTRY_HINT = re.compile(
+    r"^(united|germany|france|spain|italy|japan|china|usa?|uk|gb|de|fr|jp|eire|netherlands|"
+    r"australia|belgium|switzerland|portugal|norway|sweden|finland|denmark|poland|austria|canada)",
+    re.I,
+)
 
 
 def _ts_rate(s: pd.Series) -> tuple[float, str | None]:
@@ -69,12 +90,19 @@ def column_profile(name: str, s: pd.Series) -> dict[str, Any]:
     num = pd.to_numeric(s, errors="coerce")
     numeric = float(num.notna().mean())
     return {
-        "name": name, "n": n, "distinct": int(s.nunique()), "distinct_ratio": s.nunique() / n, "numeric": numeric,
+        "name": name,
+        "n": n,
+        "distinct": int(s.nunique()),
+        "distinct_ratio": s.nunique() / n,
+        "numeric": numeric,
         "integer": float((num.dropna() % 1 == 0).mean()) if numeric > 0 else 0.0,
         "negative": float((num < 0).mean()) if numeric > 0 else 0.0,
-        "mean_len": float(s.str.len().mean()), "spaces": float(s.str.contains(" ").mean()),
-        "email": float(s.str.contains(EMAIL, regex=True).mean()), "phone": float(s.str.contains(PHONE, regex=True).mean()),
-        "values": s.value_counts().head(30).index.tolist(), "series": s,
+        "mean_len": float(s.str.len().mean()),
+        "spaces": float(s.str.contains(" ").mean()),
+        "email": float(s.str.contains(EMAIL, regex=True).mean()),
+        "phone": float(s.str.contains(PHONE, regex=True).mean()),
+        "values": s.value_counts().head(30).index.tolist(),
+        "series": s,
     }
 
 
@@ -105,11 +133,19 @@ def score_roles(p: dict[str, Any]) -> dict[str, float]:
         scores["phone"] = scores.get("phone", 0) + 0.5
     if p["numeric"] > 0.95 and p["integer"] < 0.9 and ts_rate < 0.5:
         scores["price"] = scores.get("price", 0) + 0.4
-    if p["numeric"] > 0.95 and p["integer"] > 0.99 and p["distinct"] <= 200 and ts_rate < 0.5 and p["distinct_ratio"] < 0.05:
+    if (
+        p["numeric"] > 0.95
+        and p["integer"] > 0.99
+        and p["distinct"] <= 200
+        and ts_rate < 0.5
+        and p["distinct_ratio"] < 0.05
+    ):
         scores["quantity"] = scores.get("quantity", 0) + 0.25
     if p["mean_len"] > 15 and p["spaces"] > 0.5:
         scores["title"] = scores.get("title", 0) + 0.5
-    if (p["numeric"] > 0.95 and p["integer"] > 0.99 and ts_rate < 0.5) or (p["spaces"] < 0.05 and p["mean_len"] < 20):
+    if (p["numeric"] > 0.95 and p["integer"] > 0.99 and ts_rate < 0.5) or (
+        p["spaces"] < 0.05 and p["mean_len"] < 20
+    ):
         scores["_id"] = 0.35  # an identifier of some kind: user, item, category, order
     return scores
 
@@ -121,7 +157,9 @@ def infer_roles(df: pd.DataFrame) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = [{"column": p["name"], "role": None, "confidence": 0.0} for p in profiles]
     taken: set[str] = set()
     # named / value-evident roles first, highest score first; each role used once
-    pairs = sorted(((sc, i, r) for i, s in enumerate(scored) for r, sc in s.items() if r != "_id"), reverse=True)
+    pairs = sorted(
+        ((sc, i, r) for i, s in enumerate(scored) for r, sc in s.items() if r != "_id"), reverse=True
+    )
     for sc, i, role in pairs:
         if out[i]["role"] is None and role not in taken and sc >= 0.4:
             out[i].update(role=role, confidence=round(min(sc, 1.0), 2))
@@ -154,23 +192,43 @@ def propose_input(roles: list[dict[str, Any]], df: pd.DataFrame, base: dict[str,
                 cfg["timestamp_unit"] = unit
         if role == "event_type":
             vals = df[r["column"]].dropna().astype(str).str.strip().unique()[:50]
-            cfg["event_map"] = {v: EVENT_WORDS[v.lower()] for v in vals if v.lower() in EVENT_WORDS and EVENT_WORDS[v.lower()] != v}
+            cfg["event_map"] = {
+                v: EVENT_WORDS[v.lower()]
+                for v in vals
+                if v.lower() in EVENT_WORDS and EVENT_WORDS[v.lower()] != v
+            }
     cfg["columns"] = columns
     if "event_type" not in columns.values() and "user_id" in columns.values():
         cfg["defaults"] = {"event_type": "buy"}
-    cfg["table"] = "events" if {"user_id", "item_id"} <= set(columns.values()) else (
-        "items" if "item_id" in columns.values() else "events")
+    cfg["table"] = (
+        "events"
+        if {"user_id", "item_id"} <= set(columns.values())
+        else ("items" if "item_id" in columns.values() else "events")
+    )
     return cfg
 
 
 # Ground truth for the evaluation on the shared sets: file (relative), reader options, true roles.
 SHARED_TRUTH: list[dict[str, Any]] = [
-    {"file": "taobao-user-behavior/UserBehavior.csv", "format": "csv", "header": False,
-     "truth": ["user_id", "item_id", "category", "event_type", "timestamp"]},
-    {"file": "online-retail/online_retail_sample.xlsx", "format": "excel", "header": True,
-     "truth": ["order_id", "item_id", "title", "quantity", "timestamp", "price", "user_id", "country"]},
+    {
+        "file": "taobao-user-behavior/UserBehavior.csv",
+        "format": "csv",
+        "header": False,
+        "truth": ["user_id", "item_id", "category", "event_type", "timestamp"],
+    },
+    {
+        "file": "online-retail/online_retail_sample.xlsx",
+        "format": "excel",
+        "header": True,
+        "truth": ["order_id", "item_id", "title", "quantity", "timestamp", "price", "user_id", "country"],
+    },
     {"file": "amazon-games-6k/Games-6k.item", "format": "tsv", "header": True, "truth": ["item_id", "title"]},
-    {"file": "amazon-video-games/Video.txt", "format": "text", "header": False, "truth": ["user_id", "item_id"]},
+    {
+        "file": "amazon-video-games/Video.txt",
+        "format": "text",
+        "header": False,
+        "truth": ["user_id", "item_id"],
+    },
 ]
 
 
@@ -180,7 +238,11 @@ def evaluate_shared(data_root: str, rows: int = 5000) -> dict[str, Any]:
     for case in SHARED_TRUTH:
         path = Path(data_root) / case["file"]
         data = path.read_bytes()
-        opts = {"header": case["header"], "nrows": rows, "delimiter": {"csv": ",", "tsv": "\t", "text": " "}.get(case["format"], ",")}
+        opts = {
+            "header": case["header"],
+            "nrows": rows,
+            "delimiter": {"csv": ",", "tsv": "\t", "text": " "}.get(case["format"], ","),
+        }
         if not case["header"]:
             opts["column_names"] = [f"col{i}" for i in range(len(case["truth"]))]
         if case["format"] == "excel":
@@ -193,7 +255,12 @@ def evaluate_shared(data_root: str, rows: int = 5000) -> dict[str, Any]:
         roles = infer_roles(df)
         got = [r["role"] for r in roles]
         ok = sum(g == t for g, t in zip(got, case["truth"]))
-        per[case["file"]] = {"right": ok, "columns": len(case["truth"]), "proposed": got, "truth": case["truth"]}
+        per[case["file"]] = {
+            "right": ok,
+            "columns": len(case["truth"]),
+            "proposed": got,
+            "truth": case["truth"],
+        }
         right += ok
         total += len(case["truth"])
     return {"right": right, "columns": total, "accuracy": round(right / total, 3), "per_file": per}

@@ -53,7 +53,9 @@ PAIRS = pa.schema(
     ]
 )
 CANDIDATES = pa.schema([("user_id", pa.string()), ("items", pa.list_(pa.string())), ("source", pa.string())])
-SEQUENCES = pa.schema([("user_id", pa.string()), ("items", pa.list_(pa.string())), ("timestamps", pa.list_(TS))])
+SEQUENCES = pa.schema(
+    [("user_id", pa.string()), ("items", pa.list_(pa.string())), ("timestamps", pa.list_(TS))]
+)
 
 TABLES: dict[str, pa.Schema] = {
     "events": EVENTS,

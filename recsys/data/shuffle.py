@@ -37,8 +37,11 @@ def num_partitions(per_cpu: int = 2, override: int | None = None) -> int:
     return override or per_cpu * cluster_cpus()
 
 
-def configure_exchange(input_batch_mb: int | None = None, compression: str | None = None,
-                       reserve_per_operator: bool | None = None) -> None:
+def configure_exchange(
+    input_batch_mb: int | None = None,
+    compression: str | None = None,
+    reserve_per_operator: bool | None = None,
+) -> None:
     """Shuffle settings for the datasets this process creates next (Ray Data reads ``DataContext`` then).
 
     ``input_batch_mb``: input one shuffle-map task partitions (Ray's default 1 GiB serialises a small
@@ -57,20 +60,42 @@ def configure_exchange(input_batch_mb: int | None = None, compression: str | Non
         ctx.op_resource_reservation_enabled = reserve_per_operator
 
 
-def by_key(ds: Dataset, key: str | list[str], fn: Callable[..., pa.Table], *, partitions: int | None = None,
-           fn_kwargs: dict[str, Any] | None = None, **ray_args: Any) -> Dataset:
+def by_key(
+    ds: Dataset,
+    key: str | list[str],
+    fn: Callable[..., pa.Table],
+    *,
+    partitions: int | None = None,
+    fn_kwargs: dict[str, Any] | None = None,
+    **ray_args: Any,
+) -> Dataset:
     """Hash-partition ``ds`` by ``key`` and apply ``fn(table, **fn_kwargs)`` to each whole block."""
     keys = [key] if isinstance(key, str) else list(key)
     parted = ds.repartition(num_partitions(override=partitions), keys=keys)
-    return parted.map_batches(fn, batch_format="pyarrow", batch_size=None, zero_copy_batch=True,
-                              fn_kwargs=fn_kwargs or {}, **ray_args)
+    return parted.map_batches(
+        fn,
+        batch_format="pyarrow",
+        batch_size=None,
+        zero_copy_batch=True,
+        fn_kwargs=fn_kwargs or {},
+        **ray_args,
+    )
 
 
-PARTITION_MB = 128  # default in-memory size of one reduce partition of the tasks exchanges (exchange.partition_mb)
+PARTITION_MB = (
+    128  # default in-memory size of one reduce partition of the tasks exchanges (exchange.partition_mb)
+)
 
 
-def by_key_tasks(ds: Dataset, key: str | list[str], fn: Callable[..., pa.Table], *, partitions: int | None = None,
-                 fn_kwargs: dict[str, Any] | None = None, partition_mb: float | None = None) -> Dataset:
+def by_key_tasks(
+    ds: Dataset,
+    key: str | list[str],
+    fn: Callable[..., pa.Table],
+    *,
+    partitions: int | None = None,
+    fn_kwargs: dict[str, Any] | None = None,
+    partition_mb: float | None = None,
+) -> Dataset:
     """``by_key`` with plain Ray tasks (``exchange_refs``): the same contract (every output block holds all rows
     of its keys), for small inputs such as map-side partial aggregates. Ray Data's shuffle operator has a fixed
     start-up of 3-4 s on 2 CPUs (measured on 133k partial rows; its tasks ran 0.15 s), more than the work
@@ -81,20 +106,35 @@ def by_key_tasks(ds: Dataset, key: str | list[str], fn: Callable[..., pa.Table],
     return ray.data.from_arrow_refs(refs) if refs else ds.materialize()
 
 
-def by_key_streaming(ds: Dataset, key: str | list[str], fn: Callable[..., pa.Table], *, partitions: int | None = None,
-                     fn_kwargs: dict[str, Any] | None = None, partition_mb: float | None = None) -> list[pa.Table]:
+def by_key_streaming(
+    ds: Dataset,
+    key: str | list[str],
+    fn: Callable[..., pa.Table],
+    *,
+    partitions: int | None = None,
+    fn_kwargs: dict[str, Any] | None = None,
+    partition_mb: float | None = None,
+) -> list[pa.Table]:
     """``by_key`` for large inputs, without Ray Data's shuffle operator (``exchange_refs``). Returns ``fn``'s
     outputs, fetched to the driver in partition order: ``fn`` should return a small summary (the clean job's
     reduce writes its rows and returns counts)."""
     import ray  # lazy: Ray costs seconds of import; the block functions here also run without it
 
-    out: list[pa.Table] = ray.get(exchange_refs(ds, key, fn, partitions=partitions, fn_kwargs=fn_kwargs,
-                                                partition_mb=partition_mb))
+    out: list[pa.Table] = ray.get(
+        exchange_refs(ds, key, fn, partitions=partitions, fn_kwargs=fn_kwargs, partition_mb=partition_mb)
+    )
     return out
 
 
-def exchange_refs(ds: Dataset, key: str | list[str], fn: Callable[..., pa.Table], *, partitions: int | None = None,
-                  fn_kwargs: dict[str, Any] | None = None, partition_mb: float | None = None) -> list[ObjectRef[pa.Table]]:
+def exchange_refs(
+    ds: Dataset,
+    key: str | list[str],
+    fn: Callable[..., pa.Table],
+    *,
+    partitions: int | None = None,
+    fn_kwargs: dict[str, Any] | None = None,
+    partition_mb: float | None = None,
+) -> list[ObjectRef[pa.Table]]:
     """A keyed exchange of plain Ray tasks: each block ``ds`` produces is split by a stable hash of ``key`` in one
     task, submitted as soon as the block exists (the splits overlap the read and map stages instead of waiting
     for them), then one task per partition concatenates its shards and applies ``fn``. Only object refs and
@@ -175,7 +215,9 @@ def _bucket_of(table: pa.Table, keys: list[str], n: int) -> np.ndarray:
     if len(keys) == 1 and (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
         enc = pc.dictionary_encode(col).combine_chunks()
         values = pa.concat_arrays([enc.dictionary, pa.nulls(1, enc.dictionary.type)])  # nulls: the last value
-        hashed = pd.util.hash_pandas_object(pa.table({keys[0]: values}).to_pandas(), index=False).to_numpy() % n
+        hashed = (
+            pd.util.hash_pandas_object(pa.table({keys[0]: values}).to_pandas(), index=False).to_numpy() % n
+        )
         out: np.ndarray = hashed[pc.fill_null(enc.indices, len(enc.dictionary)).to_numpy()]  # [rows]
         return out
     return np.asarray(pd.util.hash_pandas_object(table.select(keys).to_pandas(), index=False).to_numpy() % n)
@@ -211,7 +253,9 @@ def mark_partitioned(path: str, keys: list[str]) -> None:
     if not files:
         return
     with fs.open_output_stream(f"{inner}/{LAYOUT_FILE}") as fh:
-        fh.write(json.dumps({"keys": list(keys), "files": sorted(f.rsplit("/", 1)[-1] for f in files)}).encode())
+        fh.write(
+            json.dumps({"keys": list(keys), "files": sorted(f.rsplit("/", 1)[-1] for f in files)}).encode()
+        )
 
 
 def partitioned_by(path: str) -> list[str] | None:
@@ -221,22 +265,34 @@ def partitioned_by(path: str) -> list[str] | None:
         return None
     with fs.open_input_stream(f"{inner}/{LAYOUT_FILE}") as fh:
         layout = json.loads(fh.read())
-    return layout["keys"] if sorted(f.rsplit("/", 1)[-1] for f in _parquet_files(path)) == layout["files"] else None
+    return (
+        layout["keys"]
+        if sorted(f.rsplit("/", 1)[-1] for f in _parquet_files(path)) == layout["files"]
+        else None
+    )
 
 
-def per_file(path: str, fn: Callable[..., pa.Table], fn_kwargs: dict[str, Any] | None = None,
-             **ray_args: Any) -> Dataset:
+def per_file(
+    path: str, fn: Callable[..., pa.Table], fn_kwargs: dict[str, Any] | None = None, **ray_args: Any
+) -> Dataset:
     """``fn(file's table, **fn_kwargs)`` on each Parquet file of ``path``, one Ray Data task per file: the
     exchange-free ``by_key`` for a folder whose files are partitioned by the key (``partitioned_by``)."""
     import ray  # lazy: Ray costs seconds of import; the block functions here also run without it
 
     files = _parquet_files(path)
     ds = ray.data.from_items([{"path": f} for f in files], override_num_blocks=len(files))
-    return ds.map_batches(_apply_to_file, batch_size=1, batch_format="pyarrow",
-                          fn_kwargs={"fn": fn, "fn_kwargs": fn_kwargs or {}, "root": path}, **ray_args)
+    return ds.map_batches(
+        _apply_to_file,
+        batch_size=1,
+        batch_format="pyarrow",
+        fn_kwargs={"fn": fn, "fn_kwargs": fn_kwargs or {}, "root": path},
+        **ray_args,
+    )
 
 
-def _apply_to_file(batch: pa.Table, fn: Callable[..., pa.Table], fn_kwargs: dict[str, Any], root: str) -> pa.Table:
+def _apply_to_file(
+    batch: pa.Table, fn: Callable[..., pa.Table], fn_kwargs: dict[str, Any], root: str
+) -> pa.Table:
     fs, _ = filesystem(root)
     return fn(pq.read_table(batch["path"][0].as_py(), filesystem=fs), **fn_kwargs)
 

@@ -32,7 +32,11 @@ def query_variants(title: str | None, n: int = 3) -> list[str]:
     if not words:
         return ["gift"] * n
     longest = sorted(words, key=len, reverse=True)
-    out = [" ".join(words[:3]), " ".join(longest[:2]), " ".join(words[len(words) // 2: len(words) // 2 + 2]) or words[0]]
+    out = [
+        " ".join(words[:3]),
+        " ".join(longest[:2]),
+        " ".join(words[len(words) // 2 : len(words) // 2 + 2]) or words[0],
+    ]
     return out[:n]
 
 
@@ -71,9 +75,20 @@ def generate_shard(batch: dict[str, np.ndarray], catalog: dict[str, Any], p: dic
         else:
             s_idx, pos = np.nonzero(mask)
             items = page[s_idx, pos]
-        ts = s_time[s_idx] + int(delay_s * 1e6) + (0 if pos is None else pos * 1000 + (delay_s > 0) * pos * 3_000_000)
-        parts.append({"s": s_idx, "item": items, "ts": ts, "etype": etype,
-                      "pos": pos if pos is not None else np.full(len(s_idx), -1)})
+        ts = (
+            s_time[s_idx]
+            + int(delay_s * 1e6)
+            + (0 if pos is None else pos * 1000 + (delay_s > 0) * pos * 3_000_000)
+        )
+        parts.append(
+            {
+                "s": s_idx,
+                "item": items,
+                "ts": ts,
+                "etype": etype,
+                "pos": pos if pos is not None else np.full(len(s_idx), -1),
+            }
+        )
 
     emit(None, "search", 0)
     emit(np.ones((sessions, k), bool), "impression", 0.5)
@@ -125,7 +140,10 @@ def _dirty(t: dict[str, np.ndarray], rng: np.random.Generator, share: float, sha
         t["user_id"][bot] = f"bot{shard}"
         t["timestamp"][bot] = t["timestamp"][bot[0]] + np.arange(len(bot)) * 50_000  # 20 events/s
         t["event_type"][bot] = "click"
-    emails = np.array([f"my email is jane.doe{i}@example.com call +1 415-555-{i % 10000:04d}" for i in range(len(pii))], dtype=object)
+    emails = np.array(
+        [f"my email is jane.doe{i}@example.com call +1 415-555-{i % 10000:04d}" for i in range(len(pii))],
+        dtype=object,
+    )
     t["query"][pii] = emails
     t["timestamp"][skew] = t["timestamp"][skew] + int(3 * 365 * 86400 * 1e6)  # a clock years ahead
     t["price"][price] = -np.abs(t["price"][price]) - 1
@@ -156,6 +174,12 @@ def catalog_arrays(items: pa.Table, zipf_a: float, seed: int) -> dict[str, Any]:
     gen = np.round(np.exp(rng.normal(3.0, 0.8, len(ids))), 2)
     price = [p if p is not None and p > 0 else float(g) for p, g in zip(price, gen)]
     rank = rng.permutation(len(ids)) + 1
-    pop = 1.0 / rank ** zipf_a
+    pop = 1.0 / rank**zipf_a
     queries = [q for t in titles for q in query_variants(t)]
-    return {"item_id": ids, "title": titles, "price": price, "popularity": pop / pop.sum(), "queries": queries}
+    return {
+        "item_id": ids,
+        "title": titles,
+        "price": price,
+        "popularity": pop / pop.sum(),
+        "queries": queries,
+    }

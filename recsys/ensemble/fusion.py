@@ -73,7 +73,9 @@ class RRFScorer:
 
     def __init__(self, members: Sequence[Any], k: float = 60.0, weights: Sequence[float] | None = None):
         self.members, self.k = [as_scorer(m) for m in members], k
-        self.weights = np.asarray(weights if weights is not None else [1.0] * len(self.members), dtype=np.float64)
+        self.weights = np.asarray(
+            weights if weights is not None else [1.0] * len(self.members), dtype=np.float64
+        )
 
     def score(self, batch: QueryBatch, item_ids: np.ndarray) -> np.ndarray:
         parts = _member_scores(self.members, batch, item_ids)
@@ -98,8 +100,12 @@ class WeightedScorer:
         return np.where(dead, -np.inf, out)
 
 
-def fit_weights(members: Sequence[Any], objective: Callable[[object], float], grid: Sequence[float] = (0.0, 0.25, 0.5, 1.0, 2.0),
-                rounds: int = 2) -> tuple[list[float], float]:
+def fit_weights(
+    members: Sequence[Any],
+    objective: Callable[[object], float],
+    grid: Sequence[float] = (0.0, 0.25, 0.5, 1.0, 2.0),
+    rounds: int = 2,
+) -> tuple[list[float], float]:
     """Coordinate ascent of the weights on ``objective(scorer)`` (a validation metric); member 0
     is fixed at 1 (scale invariance). Returns (weights, best objective)."""
     cached = [m if isinstance(m, CachedScorer) else CachedScorer(m) for m in members]
@@ -136,7 +142,9 @@ class RerankScorer:
         top = np.argpartition(-base, n - 1, axis=1)[:, :n]  # (B, n) columns of each row's n best cells
         top_base = np.take_along_axis(base, top, axis=1)  # (B, n)
         live = np.isfinite(top_base)
-        sub = np.take_along_axis(np.broadcast_to(item_ids, base.shape), top, axis=1).astype(object)  # (B, n) item ids
+        sub = np.take_along_axis(np.broadcast_to(item_ids, base.shape), top, axis=1).astype(
+            object
+        )  # (B, n) item ids
         sub[~live] = None  # fewer than n rankable cells: the re-ranker skips the rest
         second = np.asarray(self.second.score(batch, sub), dtype=np.float64)  # (B, n)
         fused = _blend(zscore(np.where(live, second, -np.inf)), zscore(top_base), self.weight)  # (B, n)
@@ -169,8 +177,13 @@ def _row_extreme(x: np.ndarray, mask: np.ndarray, fn: Callable[..., np.ndarray])
     return np.where(np.isfinite(out), out, 0.0)
 
 
-def fit_rerank_weight(first: Any, second: Any, top_n: int, objective: Callable[[object], float],
-                      grid: Sequence[float] = (1.0, 0.75, 0.5, 0.25, 0.0)) -> tuple[float, float]:
+def fit_rerank_weight(
+    first: Any,
+    second: Any,
+    top_n: int,
+    objective: Callable[[object], float],
+    grid: Sequence[float] = (1.0, 0.75, 0.5, 0.25, 0.0),
+) -> tuple[float, float]:
     """The re-ranker's share (``weight``) that maximises ``objective(scorer)`` (a validation metric);
     both stages are scored once (cached). Ties keep the earlier grid value. Returns (weight, best)."""
     first, second = CachedScorer(first), CachedScorer(second)
@@ -209,19 +222,26 @@ class LearnedFusionScorer:
         from sklearn.linear_model import LogisticRegression
 
         if eval_set.candidates is None:
-            raise ValueError("learned fusion is fit on a candidate EvalSet; sample negatives for validation first")
+            raise ValueError(
+                "learned fusion is fit on a candidate EvalSet; sample negatives for validation first"
+            )
         X, y = [], []
         for start in range(0, len(eval_set), batch_size):
             rows = np.arange(start, min(start + batch_size, len(eval_set)))
             items = eval_set.candidates[rows]
-            batch = QueryBatch([str(q) for q in eval_set.query_ids[rows]], [eval_set.histories[i] for i in rows],
-                               [eval_set.texts[i] for i in rows] if eval_set.texts is not None else None)
+            batch = QueryBatch(
+                [str(q) for q in eval_set.query_ids[rows]],
+                [eval_set.histories[i] for i in rows],
+                [eval_set.texts[i] for i in rows] if eval_set.texts is not None else None,
+            )
             f = self._features(batch, items)  # (B, C, F)
             lab = np.array([[it in set(eval_set.targets[r]) for it in items[b]] for b, r in enumerate(rows)])
             ok = ~(items == None)  # noqa: E711 - element-wise on an object array
             X.append(f[ok])
             y.append(lab[ok])
-        self._model = LogisticRegression(C=self.C, max_iter=1000, class_weight="balanced").fit(np.concatenate(X), np.concatenate(y))
+        self._model = LogisticRegression(C=self.C, max_iter=1000, class_weight="balanced").fit(
+            np.concatenate(X), np.concatenate(y)
+        )
         return self
 
     @property

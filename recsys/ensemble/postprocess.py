@@ -25,7 +25,9 @@ def filter_seen(items: Iterable[str], seen: Iterable[str]) -> list[str]:
     return [i for i in items if i not in s]
 
 
-def mmr(items: Sequence[str], scores: Sequence[float], vectors: np.ndarray, *, k: int = 10, lam: float = 0.7) -> list[str]:
+def mmr(
+    items: Sequence[str], scores: Sequence[float], vectors: np.ndarray, *, k: int = 10, lam: float = 0.7
+) -> list[str]:
     """Maximal marginal relevance: greedily pick argmax lam * rel - (1 - lam) * max cos-sim to picked.
 
     items/scores: candidates and relevance (N,); vectors: (N, D) embeddings aligned with items.

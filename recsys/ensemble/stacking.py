@@ -50,8 +50,10 @@ class StackedMatcher:
         x, y = _log_odds(np.atleast_2d(scores)), np.asarray(labels).astype(int)
         n_pos = int(y.sum())
         if min(n_pos, len(y) - n_pos) < self.folds:
-            raise ValueError(f"stacking needs >= {self.folds} pairs of each label on validation (has {n_pos} "
-                             f"positive of {len(y)}); lower the ensemble's folds or use more validation pairs")
+            raise ValueError(
+                f"stacking needs >= {self.folds} pairs of each label on validation (has {n_pos} "
+                f"positive of {len(y)}); lower the ensemble's folds or use more validation pairs"
+            )
         oof = np.zeros(len(y))
         for fit_rows, held in StratifiedKFold(self.folds, shuffle=True, random_state=self.seed).split(x, y):
             oof[held] = self._new().fit(x[fit_rows], y[fit_rows]).decision_function(x[held])

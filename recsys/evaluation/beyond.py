@@ -44,7 +44,9 @@ def popularity_bias(topk: np.ndarray, popularity: dict[str, float]) -> np.ndarra
     return out
 
 
-def intra_list_diversity(topk: np.ndarray, embeddings: dict[str, np.ndarray] | tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+def intra_list_diversity(
+    topk: np.ndarray, embeddings: dict[str, np.ndarray] | tuple[np.ndarray, np.ndarray]
+) -> np.ndarray:
     """Per query: mean pairwise cosine distance between the recommended items' embeddings.
 
     embeddings: (item_ids (N,), vectors (N, D)); items without a vector are skipped.
@@ -65,8 +67,9 @@ def intra_list_diversity(topk: np.ndarray, embeddings: dict[str, np.ndarray] | t
     return out
 
 
-def beyond_accuracy(topk: np.ndarray | None, train: TrainData,
-                    vectors: tuple[np.ndarray, np.ndarray] | None) -> dict[str, float]:
+def beyond_accuracy(
+    topk: np.ndarray | None, train: TrainData, vectors: tuple[np.ndarray, np.ndarray] | None
+) -> dict[str, float]:
     """Coverage / novelty / popularity bias (/ diversity, given item vectors) of (Q, K) top-k lists;
     popularity = users per item in ``train.sequences``."""
     if topk is None:

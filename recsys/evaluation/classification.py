@@ -36,10 +36,14 @@ def classification_metrics(scores: np.ndarray, labels: np.ndarray, threshold: fl
     p, r, f, _ = precision_recall_fscore_support(y, pred, average="binary", zero_division=0)
     both = len(np.unique(y)) == 2
     return {
-        "precision": float(p), "recall": float(r), "f1": float(f), "threshold": float(threshold),
+        "precision": float(p),
+        "recall": float(r),
+        "f1": float(f),
+        "threshold": float(threshold),
         "pr_auc": float(average_precision_score(y, scores)) if both else float("nan"),
         "roc_auc": float(roc_auc_score(y, scores)) if both else float("nan"),
-        "n_pairs": int(len(y)), "n_positive": int(y.sum()),
+        "n_pairs": int(len(y)),
+        "n_positive": int(y.sum()),
     }
 
 
@@ -51,8 +55,12 @@ class PairClassificationEvaluator:
     The threshold maximises F1 on validation and is applied once to test.
     """
 
-    def __init__(self, valid: tuple[Sequence[str], Sequence[str], Sequence[int] | np.ndarray],
-                 test: tuple[Sequence[str], Sequence[str], Sequence[int] | np.ndarray], primary_metric: str = "f1"):
+    def __init__(
+        self,
+        valid: tuple[Sequence[str], Sequence[str], Sequence[int] | np.ndarray],
+        test: tuple[Sequence[str], Sequence[str], Sequence[int] | np.ndarray],
+        primary_metric: str = "f1",
+    ):
         self.valid, self.test, self.primary_metric = valid, test, primary_metric
 
     def evaluate(self, pair_scorer: Callable[[Sequence[str], Sequence[str]], np.ndarray]) -> dict[str, Any]:
@@ -72,11 +80,15 @@ class PairClassificationEvaluator:
 
 def per_pair_correct(scores: np.ndarray, labels: np.ndarray, threshold: float) -> np.ndarray:
     """1/0 per test pair (for paired significance of two matchers)."""
-    return cast(np.ndarray, ((np.asarray(scores) >= threshold).astype(int) == np.asarray(labels).astype(int)).astype(float))
+    return cast(
+        np.ndarray,
+        ((np.asarray(scores) >= threshold).astype(int) == np.asarray(labels).astype(int)).astype(float),
+    )
 
 
-def f1_bootstrap_ci(scores: np.ndarray, labels: np.ndarray, threshold: float, n_resamples: int,
-                    seed: int) -> list[float]:
+def f1_bootstrap_ci(
+    scores: np.ndarray, labels: np.ndarray, threshold: float, n_resamples: int, seed: int
+) -> list[float]:
     """95% percentile bootstrap CI of test F1 at a fixed threshold (pairs resampled with replacement)."""
     pred = scores >= threshold
     y = labels.astype(bool)

@@ -18,9 +18,19 @@ log = logging.getLogger("recsys.evaluate")
 
 def _is_parquet(cfg: InputConfig) -> bool:
     p = str(cfg.path)
-    return cfg.preset is None and not cfg.columns and (cfg.format == "parquet" or p.endswith(".parquet") or (
-        cfg.format == "auto" and not any(p.endswith(s) for s in (".csv", ".tsv", ".txt", ".jsonl", ".json", ".xlsx"))
-        and _dir_has_parquet(p)))
+    return (
+        cfg.preset is None
+        and not cfg.columns
+        and (
+            cfg.format == "parquet"
+            or p.endswith(".parquet")
+            or (
+                cfg.format == "auto"
+                and not any(p.endswith(s) for s in (".csv", ".tsv", ".txt", ".jsonl", ".json", ".xlsx"))
+                and _dir_has_parquet(p)
+            )
+        )
+    )
 
 
 def _dir_has_parquet(p: str) -> bool:
@@ -37,8 +47,14 @@ def load_table(cfg: InputConfig, table: str | None = None) -> pd.DataFrame:
     bad = df["_error"].notna() if "_error" in df.columns else pd.Series(False, index=df.index)
     if bad.any():  # reported, never silent: the clean job quarantines such rows for inspection
         first = df.loc[bad].iloc[0]
-        log.warning("%s: skipped %d row(s) that do not convert (first: source_row %s: %s); run `recsys run clean` "
-                    "to quarantine them", cfg.path, int(bad.sum()), first.get("source_row"), first["_error"])
+        log.warning(
+            "%s: skipped %d row(s) that do not convert (first: source_row %s: %s); run `recsys run clean` "
+            "to quarantine them",
+            cfg.path,
+            int(bad.sum()),
+            first.get("source_row"),
+            first["_error"],
+        )
     meta = [c for c in ("_error", "_raw", "source_file") if c in df.columns]
     out = df.loc[~bad].drop(columns=meta).reset_index(drop=True)
     out.attrs["skipped_rows"] = int(bad.sum())
@@ -93,9 +109,13 @@ def load_pairs(cfg: InputConfig) -> pd.DataFrame:
     df = load_table(cfg, "pairs")
     need = {"left", "right", "label"} - set(df.columns)
     if need:
-        raise ValueError(f"data.pairs lacks {sorted(need)}; expected the canonical pairs table (docs/DATA.md)")
+        raise ValueError(
+            f"data.pairs lacks {sorted(need)}; expected the canonical pairs table (docs/DATA.md)"
+        )
     if "split" not in df.columns:
-        raise ValueError("data.pairs has no split column (train/valid/test); use the product-matching preset or add one")
+        raise ValueError(
+            "data.pairs has no split column (train/valid/test); use the product-matching preset or add one"
+        )
     for side in ("left", "right"):
         if f"{side}_id" not in df.columns:
             df[f"{side}_id"] = df[side].astype(str)

@@ -45,15 +45,21 @@ class RankingResult:
     extra: dict[str, float] = field(default_factory=dict)  # corpus-level metrics (coverage)
 
     def means(self) -> dict[str, float]:
-        return {m: float(np.nanmean(self.per_query[m])) if len(self.per_query) else float("nan") for m in self.metrics}
+        return {
+            m: float(np.nanmean(self.per_query[m])) if len(self.per_query) else float("nan")
+            for m in self.metrics
+        }
 
     def to_dict(self, *, ci: bool = False, n_resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
         out: dict[str, Any] = {**self.means(), **self.extra}
         out["primary_metric"] = self.primary_metric
         out["n_queries"] = int(len(self.per_query))
         if ci:
-            out["ci95"] = {m: list(bootstrap_ci(self.per_query[m].to_numpy(), n_resamples=n_resamples, seed=seed))
-                           for m in self.metrics if m in self.per_query}
+            out["ci95"] = {
+                m: list(bootstrap_ci(self.per_query[m].to_numpy(), n_resamples=n_resamples, seed=seed))
+                for m in self.metrics
+                if m in self.per_query
+            }
         return out
 
 
@@ -74,8 +80,13 @@ def _target_columns(items: np.ndarray, es: EvalSet, rows: np.ndarray) -> tuple[n
             c = index.get_indexer(np.asarray(tgt, dtype=object))
         else:
             row_index = pd.Index(items[b if items.shape[0] > 1 else 0])
-            c = row_index.get_indexer(np.asarray(tgt, dtype=object)) if row_index.is_unique else np.array(
-                [int(np.flatnonzero(items[b] == t)[0]) if (items[b] == t).any() else -1 for t in tgt])
+            c = (
+                row_index.get_indexer(np.asarray(tgt, dtype=object))
+                if row_index.is_unique
+                else np.array(
+                    [int(np.flatnonzero(items[b] == t)[0]) if (items[b] == t).any() else -1 for t in tgt]
+                )
+            )
         cols[b, : len(tgt)] = c
         gains[b, : len(tgt)] = g
     return cols, gains
@@ -122,7 +133,9 @@ def score_shard(
             histories=[es.histories[i] for i in rows],
             texts=[es.texts[i] for i in rows] if es.texts is not None else None,
         )
-        items = catalog_items if catalog_items is not None else cast(np.ndarray, es.candidates)[rows]  # None iff full
+        items = (
+            catalog_items if catalog_items is not None else cast(np.ndarray, es.candidates)[rows]
+        )  # None iff full
         scores = np.asarray(scorer.score(batch, items), dtype=np.float64)
         expected = (len(rows), items.shape[1])
         if scores.shape != expected:
@@ -131,7 +144,9 @@ def score_shard(
                 "(one score per query and item; item_ids (1, N) means every query ranks the same N items)"
             )
         if np.isnan(scores).any():
-            raise ValueError(f"{type(scorer).__name__}.score returned NaN scores; return -inf for items it cannot score")
+            raise ValueError(
+                f"{type(scorer).__name__}.score returned NaN scores; return -inf for items it cannot score"
+            )
         scores = scores.copy()
         if full:
             scores[_exclude_mask(es, rows, catalog_index, len(es.catalog))] = -np.inf
@@ -196,7 +211,9 @@ class RankingEvaluator:
         return [s for s in np.array_split(np.arange(n), min(n, self.num_workers * 2)) if len(s)]
 
     def _score(self, scorer: Scorer) -> tuple[M.TargetRanks, np.ndarray | None]:
-        kw: dict[str, Any] = dict(batch_size=self.batch_size, block_size=self.block_size, ties=self.ties, keep_topk=self.keep_topk)
+        kw: dict[str, Any] = dict(
+            batch_size=self.batch_size, block_size=self.block_size, ties=self.ties, keep_topk=self.keep_topk
+        )
         if self.num_workers > 1 and len(self.eval_set) > 1:
             import ray  # lazy: Ray only when scoring in parallel tasks
 
@@ -206,7 +223,9 @@ class RankingEvaluator:
                 futures = [remote.remote(ref, self.eval_set.subset(s), **kw) for s in self._shards()]
                 outs = ray.get(futures)
                 tops = [o[1] for o in outs]
-                return M.TargetRanks.concat([o[0] for o in outs]), (np.concatenate(tops) if tops[0] is not None else None)
+                return M.TargetRanks.concat([o[0] for o in outs]), (
+                    np.concatenate(tops) if tops[0] is not None else None
+                )
         return score_shard(scorer, self.eval_set, **kw)
 
     def evaluate(self, scorer: Any) -> RankingResult:
@@ -223,6 +242,11 @@ class RankingEvaluator:
         if top is not None:
             extra[f"coverage@{top.shape[1]}"] = catalog_coverage(top, len(es.catalog))
         return RankingResult(
-            eval_set=es.name, protocol=es.protocol, metrics=self.metrics, primary_metric=self.primary_metric,
-            per_query=per, topk=top, extra=extra,
+            eval_set=es.name,
+            protocol=es.protocol,
+            metrics=self.metrics,
+            primary_metric=self.primary_metric,
+            per_query=per,
+            topk=top,
+            extra=extra,
         )

@@ -19,8 +19,13 @@ def user_folds(user_ids: Iterable[Any], k: int, seed: int = 0) -> np.ndarray:
     if k < 2:
         raise ValueError("k-fold needs k >= 2")
     ids = [str(u) for u in user_ids]
-    h = np.array([int.from_bytes(hashlib.blake2b(f"{seed}|{u}".encode(), digest_size=8).digest(), "little") for u in ids],
-                 dtype=np.uint64)
+    h = np.array(
+        [
+            int.from_bytes(hashlib.blake2b(f"{seed}|{u}".encode(), digest_size=8).digest(), "little")
+            for u in ids
+        ],
+        dtype=np.uint64,
+    )
     order = np.argsort(h, kind="stable")
     folds = np.empty(len(ids), dtype=np.int64)
     folds[order] = np.arange(len(ids)) % k  # balanced sizes
@@ -49,5 +54,11 @@ def cross_validate(
         out = evaluate(scorer, make_eval_set(held.reset_index(drop=True)))
         per_fold.append({m: float(v) for m, v in out.items() if isinstance(v, float)})
     metrics = per_fold[0].keys() if per_fold else []
-    return {m: {"mean": float(np.mean([p[m] for p in per_fold])), "std": float(np.std([p[m] for p in per_fold], ddof=1)),
-                "folds": [p[m] for p in per_fold]} for m in metrics}
+    return {
+        m: {
+            "mean": float(np.mean([p[m] for p in per_fold])),
+            "std": float(np.std([p[m] for p in per_fold], ddof=1)),
+            "folds": [p[m] for p in per_fold],
+        }
+        for m in metrics
+    }

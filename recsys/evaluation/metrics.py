@@ -34,8 +34,15 @@ NOT_RANKED = np.iinfo(np.int64).max // 4  # rank of a relevant item that the run
 
 # name -> needs k
 RANKING_METRICS = {
-    "hit_rate": True, "hr": True, "recall": True, "precision": True, "ndcg": True,
-    "ndcg_burges": True, "mrr": False, "map": False, "auc": False,
+    "hit_rate": True,
+    "hr": True,
+    "recall": True,
+    "precision": True,
+    "ndcg": True,
+    "ndcg_burges": True,
+    "mrr": False,
+    "map": False,
+    "auc": False,
 }
 _ALIASES = {"hr": "hit_rate", "hits": "hit_rate"}
 _NAME_RE = re.compile(r"^([a-z_]+?)(?:@(\d+))?$")
@@ -115,9 +122,9 @@ def ranks_from_scores(
         tied = scores == s  # (Q, C)
         tied_nonrel = (tied & ~is_target).sum(1)
         # relevant items tied with this one: order them by column (a deterministic, fair rule)
-        tied_rel_before = (
-            tied & is_target & (np.arange(scores.shape[1])[None, :] < cols[:, t : t + 1])
-        ).sum(1)
+        tied_rel_before = (tied & is_target & (np.arange(scores.shape[1])[None, :] < cols[:, t : t + 1])).sum(
+            1
+        )
         r = above + tied_rel_before + (tied_nonrel if ties == "pessimistic" else 0)
         ranks[:, t] = np.where(valid[:, t], r, NOT_RANKED)
     return TargetRanks(ranks=ranks, gains=gains, n_candidates=n_cand)
@@ -145,7 +152,9 @@ def _in_top(tr: TargetRanks, k: int | None) -> np.ndarray:
 
 
 def hit_rate(tr: TargetRanks, k: int) -> np.ndarray:
-    return cast(np.ndarray, _in_top(tr, k).any(1).astype(np.float64))  # numpy stubs: any(axis) may be a scalar
+    return cast(
+        np.ndarray, _in_top(tr, k).any(1).astype(np.float64)
+    )  # numpy stubs: any(axis) may be a scalar
 
 
 def recall(tr: TargetRanks, k: int) -> np.ndarray:
@@ -196,7 +205,9 @@ def auc(tr: TargetRanks) -> np.ndarray:
     # rank - (relevant items above it) = non-relevant items above it
     order = np.argsort(np.where(valid, ranks, NOT_RANKED), axis=1, kind="stable")
     sorted_r = np.take_along_axis(ranks, order, 1)
-    neg_above = np.where(np.take_along_axis(valid, order, 1), sorted_r - np.arange(ranks.shape[1])[None, :], 0)
+    neg_above = np.where(
+        np.take_along_axis(valid, order, 1), sorted_r - np.arange(ranks.shape[1])[None, :], 0
+    )
     neg_above = np.clip(neg_above, 0, n_neg[:, None])
     bad = neg_above.sum(1)
     total = n_rel * n_neg
@@ -204,8 +215,13 @@ def auc(tr: TargetRanks) -> np.ndarray:
 
 
 _FUNCS: dict[str, Callable[..., np.ndarray]] = {  # k: int, or None where the metric allows it
-    "hit_rate": hit_rate, "recall": recall, "precision": precision, "ndcg": ndcg,
-    "ndcg_burges": ndcg_burges, "mrr": mrr, "map": average_precision,
+    "hit_rate": hit_rate,
+    "recall": recall,
+    "precision": precision,
+    "ndcg": ndcg,
+    "ndcg_burges": ndcg_burges,
+    "mrr": mrr,
+    "map": average_precision,
 }
 
 

@@ -20,8 +20,13 @@ from recsys.kinds.sequential import SequentialModelScorer
 __all__ = ["BiEncoderScorer", "CrossEncoderScorer", "SequentialModelScorer", "scorer_for_model"]
 
 
-def scorer_for_model(model: Any, *, item_texts: dict[str, str] | None = None, catalog: np.ndarray | None = None,
-                     history_len: int = 10) -> Any:
+def scorer_for_model(
+    model: Any,
+    *,
+    item_texts: dict[str, str] | None = None,
+    catalog: np.ndarray | None = None,
+    history_len: int = 10,
+) -> Any:
     """The evaluation scorer of a loaded recsys model (see the module docstring)."""
     name = getattr(model, "model_type", type(model).__name__)
     if name not in kinds.names():

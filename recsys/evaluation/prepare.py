@@ -49,8 +49,14 @@ def _items_frame(items_cfg: InputConfig | None) -> pd.DataFrame | None:
     return items.assign(item_id=items["item_id"].astype(str)).drop_duplicates("item_id")
 
 
-def _apply_candidates(pc: ProtocolConfig, es: P.EvalSet, cands: dict[str, list[str]] | None, seed: int,
-                      max_queries: int | None, subsample_seed: int) -> P.EvalSet:
+def _apply_candidates(
+    pc: ProtocolConfig,
+    es: P.EvalSet,
+    cands: dict[str, list[str]] | None,
+    seed: int,
+    max_queries: int | None,
+    subsample_seed: int,
+) -> P.EvalSet:
     """Restrict users, subsample (seeded), then attach the protocol's candidates."""
     if pc.users == "with_candidates":
         if cands is None:
@@ -75,7 +81,9 @@ def _add_user_segments(users_cfg: InputConfig, es: P.EvalSet, max_values: int = 
     for col in users.columns:
         if col.endswith("_id") or col.endswith("_ts") or users[col].nunique() > max_values:
             continue  # not a segment (ids, timestamps, free text)
-        es.segments[col] = users[col].reindex(es.query_ids.astype(str)).astype(object).fillna("unknown").to_numpy()
+        es.segments[col] = (
+            users[col].reindex(es.query_ids.astype(str)).astype(object).fillna("unknown").to_numpy()
+        )
 
 
 def prepare_recommendation(cfg: EvaluateConfig) -> Prepared:
@@ -89,30 +97,46 @@ def prepare_recommendation(cfg: EvaluateConfig) -> Prepared:
     if pc.split == "leave_one_out":
         split = P.leave_one_out(seqs, min_length=pc.min_length, catalog=catalog, name=pc.split)
     else:
-        split = P.time_split(load_table(cfg.data.events, "events"), test_start=pc.test_start, valid_start=pc.valid_start)
+        split = P.time_split(
+            load_table(cfg.data.events, "events"), test_start=pc.test_start, valid_start=pc.valid_start
+        )
         split.test.catalog = split.valid.catalog = catalog
-    cands = load_candidates(cfg.data.candidates, pc.candidate_source) if cfg.data.candidates is not None else None
+    cands = (
+        load_candidates(cfg.data.candidates, pc.candidate_source) if cfg.data.candidates is not None else None
+    )
     test = _apply_candidates(pc, split.test, cands, cfg.seed, pc.max_queries, cfg.seed)
     valid = split.valid
     if pc.candidates == "file":  # validation has no shipped lists: tune on sampled candidates instead
-        valid = P.sample_negatives(subsample(valid, pc.max_valid_queries, cfg.seed), min(pc.n_negatives, 100),
-                                   seed=cfg.seed + 1, exclude_history=pc.exclude_history)
+        valid = P.sample_negatives(
+            subsample(valid, pc.max_valid_queries, cfg.seed),
+            min(pc.n_negatives, 100),
+            seed=cfg.seed + 1,
+            exclude_history=pc.exclude_history,
+        )
     elif len(valid):
-        valid = _apply_candidates(pc.model_copy(update={"users": "all"}), valid, cands, cfg.seed + 1,
-                                  pc.max_valid_queries, cfg.seed)
+        valid = _apply_candidates(
+            pc.model_copy(update={"users": "all"}), valid, cands, cfg.seed + 1, pc.max_valid_queries, cfg.seed
+        )
     if cfg.data.users is not None:
         _add_user_segments(cfg.data.users, test)
     train = TrainData(sequences=split.train, catalog=catalog, items=items)
-    counts = {"users": len(seqs), "items": len(catalog), "interactions": int(sum(len(s) for s in seqs["items"])),
-              "test_queries": len(test), "valid_queries": len(valid),
-              "skipped_input_rows": int(seqs.attrs.get("skipped_rows", 0))}
+    counts = {
+        "users": len(seqs),
+        "items": len(catalog),
+        "interactions": int(sum(len(s) for s in seqs["items"])),
+        "test_queries": len(test),
+        "valid_queries": len(valid),
+        "skipped_input_rows": int(seqs.attrs.get("skipped_rows", 0)),
+    }
     return Prepared(train=train, valid=valid, test=test, counts=counts)
 
 
 def prepare_retrieval(cfg: EvaluateConfig) -> Prepared:
     """Each left offer with a positive pair -> its matching right products, among all right products."""
     if cfg.data.pairs is None:
-        raise ValueError("protocol.task=retrieval needs data.pairs (a labelled pairs table with a split column)")
+        raise ValueError(
+            "protocol.task=retrieval needs data.pairs (a labelled pairs table with a split column)"
+        )
     df = load_pairs(cfg.data.pairs)
     right = df.drop_duplicates("right_id")
     catalog = right["right_id"].astype(str).to_numpy(dtype=object)
@@ -124,8 +148,14 @@ def prepare_retrieval(cfg: EvaluateConfig) -> Prepared:
         qids = list(g.groups)
         texts = [str(g.get_group(q)["left"].iloc[0]) for q in qids]
         targets = [sorted(set(g.get_group(q)["right_id"].astype(str))) for q in qids]
-        return P.EvalSet(name=f"retrieval/{name}", query_ids=np.array(qids, dtype=object), histories=[[] for _ in qids],
-                         targets=targets, catalog=catalog, texts=texts)
+        return P.EvalSet(
+            name=f"retrieval/{name}",
+            query_ids=np.array(qids, dtype=object),
+            histories=[[] for _ in qids],
+            targets=targets,
+            catalog=catalog,
+            texts=texts,
+        )
 
     test, valid = split("test"), split("valid")
     if cfg.protocol.candidates == "sampled":
@@ -149,6 +179,12 @@ def make_evaluator(cfg: EvaluateConfig, es: P.EvalSet, keep_topk: int = 0) -> Ra
     """The RankingEvaluator of ``es`` with the config's metrics and scoring settings."""
     ev = cfg.evaluator
     return RankingEvaluator(
-        es, cfg.metrics, cfg.primary_metric, batch_size=ev.batch_size, block_size=ev.block_size, ties=ev.ties,
-        num_workers=ev.num_workers, keep_topk=keep_topk,
+        es,
+        cfg.metrics,
+        cfg.primary_metric,
+        batch_size=ev.batch_size,
+        block_size=ev.block_size,
+        ties=ev.ties,
+        num_workers=ev.num_workers,
+        keep_topk=keep_topk,
     )

@@ -46,7 +46,9 @@ class EvalSet:
             if val is not None and len(val) != n:
                 raise ValueError(f"EvalSet {self.name!r}: {name} has {len(val)} rows, query_ids has {n}")
         if self.candidates is not None and len(self.candidates) != n:
-            raise ValueError(f"EvalSet {self.name!r}: candidates has {len(self.candidates)} rows, expected {n}")
+            raise ValueError(
+                f"EvalSet {self.name!r}: candidates has {len(self.candidates)} rows, expected {n}"
+            )
 
     def __len__(self) -> int:
         return len(self.query_ids)
@@ -64,8 +66,12 @@ class EvalSet:
 
         return replace(
             self,
-            query_ids=self.query_ids[idx], histories=pick(self.histories), targets=pick(self.targets),
-            gains=pick(self.gains), texts=pick(self.texts), exclude=pick(self.exclude),
+            query_ids=self.query_ids[idx],
+            histories=pick(self.histories),
+            targets=pick(self.targets),
+            gains=pick(self.gains),
+            texts=pick(self.texts),
+            exclude=pick(self.exclude),
             candidates=None if self.candidates is None else self.candidates[idx],
             segments={k: np.asarray(v)[idx] for k, v in self.segments.items()},
         )
@@ -121,15 +127,23 @@ def leave_one_out(
     users = df["user_id"].astype(str).to_numpy(dtype=object)
     long = np.array([len(s) >= min_length for s in items], dtype=bool)
     train_items = [s[:-2] if ok else s for s, ok in zip(items, long)]
-    cat = np.asarray(catalog, dtype=object) if catalog is not None else np.array(
-        sorted({i for s in items for i in s}), dtype=object)
+    cat = (
+        np.asarray(catalog, dtype=object)
+        if catalog is not None
+        else np.array(sorted({i for s in items for i in s}), dtype=object)
+    )
     ev = [s for s, ok in zip(items, long) if ok]
     q = users[long]
 
     def make(split: str, hist: list[list[str]], tgt: list[list[str]]) -> EvalSet:
         return EvalSet(
-            name=f"{name}/{split}", query_ids=q, histories=hist, targets=tgt, catalog=cat,
-            exclude=[list(h) for h in hist], segments={"activity": _activity_segment(hist)},
+            name=f"{name}/{split}",
+            query_ids=q,
+            histories=hist,
+            targets=tgt,
+            catalog=cat,
+            exclude=[list(h) for h in hist],
+            segments={"activity": _activity_segment(hist)},
         )
 
     return Split(
@@ -159,9 +173,20 @@ def time_split(
     ev = events[["user_id", "item_id", "timestamp"]].copy()
     ev["user_id"], ev["item_id"] = ev["user_id"].astype(str), ev["item_id"].astype(str)
     ts = pd.to_datetime(ev["timestamp"], utc=True)
-    t_test = pd.Timestamp(test_start, tz="UTC") if pd.Timestamp(test_start).tzinfo is None else pd.Timestamp(test_start)
-    t_valid = t_test if valid_start is None else (
-        pd.Timestamp(valid_start, tz="UTC") if pd.Timestamp(valid_start).tzinfo is None else pd.Timestamp(valid_start))
+    t_test = (
+        pd.Timestamp(test_start, tz="UTC")
+        if pd.Timestamp(test_start).tzinfo is None
+        else pd.Timestamp(test_start)
+    )
+    t_valid = (
+        t_test
+        if valid_start is None
+        else (
+            pd.Timestamp(valid_start, tz="UTC")
+            if pd.Timestamp(valid_start).tzinfo is None
+            else pd.Timestamp(valid_start)
+        )
+    )
     if t_valid > t_test:
         raise ValueError("time_split: valid_start must be <= test_start")
     ev = ev.assign(timestamp=ts).sort_values(["user_id", "timestamp"], kind="stable")
@@ -185,18 +210,29 @@ def time_split(
         users = [users[i] for i in keep]
         h = [hist[u] for u in users]
         return EvalSet(
-            name=f"{name}/{split}", query_ids=np.array(users, dtype=object), histories=h,
-            targets=[targets[i] for i in keep], gains=[gains[i] for i in keep], catalog=catalog,
-            exclude=[list(x) for x in h], segments={"activity": _activity_segment(h)},
+            name=f"{name}/{split}",
+            query_ids=np.array(users, dtype=object),
+            histories=h,
+            targets=[targets[i] for i in keep],
+            gains=[gains[i] for i in keep],
+            catalog=catalog,
+            exclude=[list(x) for x in h],
+            segments={"activity": _activity_segment(h)},
         )
 
     train_ev = ev[ev["timestamp"] < t_valid]
-    valid = make("valid", train_ev, ev[(ev["timestamp"] >= t_valid) & (ev["timestamp"] < t_test)]) \
-        if valid_start is not None else make("valid", train_ev.iloc[:0], train_ev.iloc[:0])
+    valid = (
+        make("valid", train_ev, ev[(ev["timestamp"] >= t_valid) & (ev["timestamp"] < t_test)])
+        if valid_start is not None
+        else make("valid", train_ev.iloc[:0], train_ev.iloc[:0])
+    )
     test = make("test", ev[ev["timestamp"] < t_test], ev[ev["timestamp"] >= t_test])
     train = seqs(train_ev)
-    return Split(train=pd.DataFrame({"user_id": train.index.to_numpy(dtype=object), "items": list(train)}),
-                 valid=valid, test=test)
+    return Split(
+        train=pd.DataFrame({"user_id": train.index.to_numpy(dtype=object), "items": list(train)}),
+        valid=valid,
+        test=test,
+    )
 
 
 def _query_rng(seed: int, query_id: str) -> np.random.Generator:
@@ -262,7 +298,9 @@ def with_candidates(es: EvalSet, candidates: dict[str, list[str]], *, add_target
     dropped. ``add_targets`` puts a missing target into its list (else it counts as not retrieved)."""
     keep = [i for i, q in enumerate(es.query_ids) if str(q) in candidates]
     if not keep:
-        raise ValueError("with_candidates: no query id of the eval set has a candidate list; check the id mapping")
+        raise ValueError(
+            "with_candidates: no query id of the eval set has a candidate list; check the id mapping"
+        )
     sub = es.subset(keep)
     lists = []
     for q, tgt in zip(sub.query_ids, sub.targets):

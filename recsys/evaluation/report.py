@@ -22,7 +22,9 @@ def _fmt(v: Any) -> str:
 
 def _table(df: pd.DataFrame) -> str:
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
-    rows = "".join("<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in r) + "</tr>" for r in df.itertuples(index=False))
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in r) + "</tr>" for r in df.itertuples(index=False)
+    )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
 
 
@@ -50,26 +52,49 @@ def _chart(leaderboard: list[dict[str, Any]], metric: str) -> str:
     return f'<img alt="{html.escape(metric)}" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}"/>'
 
 
-def write_html(path: Path, title: str, summary: dict[str, Any], leaderboard: list[dict[str, Any]],
-               significance: list[dict[str, Any]], segments: pd.DataFrame | None, primary: str) -> None:
+def write_html(
+    path: Path,
+    title: str,
+    summary: dict[str, Any],
+    leaderboard: list[dict[str, Any]],
+    significance: list[dict[str, Any]],
+    segments: pd.DataFrame | None,
+    primary: str,
+) -> None:
     metric_cols = [k for k in leaderboard[0] if k not in ("model", "ci95", "info")] if leaderboard else []
     lb = pd.DataFrame([{"model": r["model"], **{m: r.get(m) for m in metric_cols}} for r in leaderboard])
-    ci_rows = pd.DataFrame([{"model": r["model"], **{f"{m} 95% CI": f"[{c[0]:.4f}, {c[1]:.4f}]" for m, c in r.get("ci95", {}).items()}}
-                            for r in leaderboard])
+    ci_rows = pd.DataFrame(
+        [
+            {
+                "model": r["model"],
+                **{f"{m} 95% CI": f"[{c[0]:.4f}, {c[1]:.4f}]" for m, c in r.get("ci95", {}).items()},
+            }
+            for r in leaderboard
+        ]
+    )
     parts = [
         f"<h1>{html.escape(title)}</h1>",
-        "<p>" + "; ".join(f"<b>{html.escape(str(k))}</b>: {html.escape(str(v))}" for k, v in summary.items()) + "</p>",
-        "<h2>Leaderboard</h2>", _table(lb), _table(ci_rows) if len(ci_rows.columns) > 1 else "",
+        "<p>"
+        + "; ".join(f"<b>{html.escape(str(k))}</b>: {html.escape(str(v))}" for k, v in summary.items())
+        + "</p>",
+        "<h2>Leaderboard</h2>",
+        _table(lb),
+        _table(ci_rows) if len(ci_rows.columns) > 1 else "",
         _chart(leaderboard, primary) if leaderboard else "",
     ]
     if significance:
         parts += ["<h2>Paired significance</h2>", _table(pd.DataFrame(significance))]
     if segments is not None and len(segments):
         parts += [f"<h2>{html.escape(primary)} by user segment</h2>", _table(segments)]
-    style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
-             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#eee}")
-    path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-                    f"<style>{style}</style></head><body>{''.join(parts)}</body></html>", encoding="utf-8")
+    style = (
+        "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
+        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#eee}"
+    )
+    path.write_text(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{style}</style></head><body>{''.join(parts)}</body></html>",
+        encoding="utf-8",
+    )
 
 
 def segment_table(per_query: pd.DataFrame, primary: str, segment: str) -> pd.DataFrame:

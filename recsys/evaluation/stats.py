@@ -11,7 +11,9 @@ from typing import Any, cast
 import numpy as np
 
 
-def bootstrap_ci(values: np.ndarray, *, n_resamples: int = 1000, confidence: float = 0.95, seed: int = 0) -> tuple[float, float]:
+def bootstrap_ci(
+    values: np.ndarray, *, n_resamples: int = 1000, confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
     """Percentile bootstrap CI of the mean of per-query ``values`` (NaNs ignored)."""
     v = np.asarray(values, dtype=np.float64)
     v = v[~np.isnan(v)]
@@ -85,16 +87,21 @@ def compare(a: np.ndarray, b: np.ndarray, *, n_resamples: int = 10000, seed: int
     d = _paired(a, b)
     lo, hi = bootstrap_ci(d, n_resamples=min(n_resamples, 2000), seed=seed)
     return {
-        "mean_a": float(np.nanmean(a)), "mean_b": float(np.nanmean(b)), "diff": float(d.mean()) if len(d) else 0.0,
-        "diff_ci_low": lo, "diff_ci_high": hi, "n": int(len(d)),
+        "mean_a": float(np.nanmean(a)),
+        "mean_b": float(np.nanmean(b)),
+        "diff": float(d.mean()) if len(d) else 0.0,
+        "diff_ci_low": lo,
+        "diff_ci_high": hi,
+        "n": int(len(d)),
         "p_ttest": paired_ttest(a, b),
         "p_permutation": permutation_test(a, b, n_resamples=n_resamples, seed=seed),
         "p_bootstrap": paired_bootstrap_test(a, b, n_resamples=n_resamples, seed=seed),
     }
 
 
-def paired_tests(per_query: dict[str, np.ndarray], reference: str, metric: str, *, n_resamples: int = 10000,
-                 seed: int = 0) -> list[dict[str, Any]]:
+def paired_tests(
+    per_query: dict[str, np.ndarray], reference: str, metric: str, *, n_resamples: int = 10000, seed: int = 0
+) -> list[dict[str, Any]]:
     """:func:`compare` of every model's per-query ``metric`` values against ``reference``'s, one row each."""
     out = []
     for name, values in per_query.items():

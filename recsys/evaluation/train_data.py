@@ -40,7 +40,9 @@ class TrainData:
             rows.append(np.full(len(c), u))
             cols.append(c)
         r, c = (np.concatenate(rows), np.concatenate(cols)) if rows else (np.zeros(0), np.zeros(0))
-        m = sp.csr_matrix((np.ones(len(r), np.float32), (r, c)), shape=(len(self.sequences), len(self.catalog)))
+        m = sp.csr_matrix(
+            (np.ones(len(r), np.float32), (r, c)), shape=(len(self.sequences), len(self.catalog))
+        )
         return m
 
     def item_texts(self, fields: list[str]) -> dict[str, str]:

@@ -16,7 +16,17 @@ import numpy as np
 
 from recsys.evaluation import metrics as M
 
-DEFAULT_METRICS = ["ndcg@10", "ndcg@100", "recall@10", "recall@100", "precision@10", "hit_rate@10", "mrr", "map", "map@100"]
+DEFAULT_METRICS = [
+    "ndcg@10",
+    "ndcg@100",
+    "recall@10",
+    "recall@100",
+    "precision@10",
+    "hit_rate@10",
+    "mrr",
+    "map",
+    "map@100",
+]
 
 
 def _lines(path: str | Path, n_fields: int, what: str) -> Iterator[tuple[int, list[str]]]:
@@ -28,8 +38,10 @@ def _lines(path: str | Path, n_fields: int, what: str) -> Iterator[tuple[int, li
             continue
         parts = line.split()
         if len(parts) < n_fields:
-            raise ValueError(f"{p}:{no}: a {what} line needs {n_fields} fields "
-                             f"({'qid Q0 docid rank score tag' if what == 'run' else 'qid 0 docid relevance'}), got {line!r}")
+            raise ValueError(
+                f"{p}:{no}: a {what} line needs {n_fields} fields "
+                f"({'qid Q0 docid rank score tag' if what == 'run' else 'qid 0 docid relevance'}), got {line!r}"
+            )
         yield no, parts
 
 
@@ -53,7 +65,9 @@ def read_run(path: str | Path) -> dict[str, dict[str, float]]:
     return out
 
 
-def target_ranks(run: dict[str, dict[str, float]], qrels: dict[str, dict[str, float]]) -> tuple[list[str], M.TargetRanks]:
+def target_ranks(
+    run: dict[str, dict[str, float]], qrels: dict[str, dict[str, float]]
+) -> tuple[list[str], M.TargetRanks]:
     qids = sorted(q for q, docs in qrels.items() if any(r > 0 for r in docs.values()))
     width = max((sum(r > 0 for r in qrels[q].values()) for q in qids), default=1)
     ranks = np.full((len(qids), width), M.NOT_RANKED, dtype=np.int64)
@@ -71,7 +85,9 @@ def target_ranks(run: dict[str, dict[str, float]], qrels: dict[str, dict[str, fl
     return qids, M.TargetRanks(ranks=ranks, gains=gains, n_candidates=n_cand)
 
 
-def evaluate_run(run_path: str | Path, qrels_path: str | Path, metrics: list[str] | None = None) -> dict[str, float]:
+def evaluate_run(
+    run_path: str | Path, qrels_path: str | Path, metrics: list[str] | None = None
+) -> dict[str, float]:
     """Mean of each metric over the judged queries, plus ``n_queries``."""
     qids, tr = target_ranks(read_run(run_path), read_qrels(qrels_path))
     if not qids:

@@ -21,19 +21,27 @@ def kfold_baselines(cfg: EvaluateConfig, prep: Prepared) -> dict[str, Any]:
 
     def make_es(held: pd.DataFrame) -> P.EvalSet:
         es = P.leave_one_out(held, min_length=3, catalog=prep.train.catalog).test
-        return P.sample_negatives(es, cfg.protocol.n_negatives, seed=cfg.seed) if cfg.protocol.candidates != "full" else es
+        return (
+            P.sample_negatives(es, cfg.protocol.n_negatives, seed=cfg.seed)
+            if cfg.protocol.candidates != "full"
+            else es
+        )
 
     for spec in cfg.models:
         if spec.kind == "model":
             continue
 
         def fit(tr: pd.DataFrame, s: ModelSpec = spec) -> object:
-            return build_baseline(s.kind, s.params, seed=cfg.seed).fit(TrainData(tr, prep.train.catalog, prep.train.items))
+            return build_baseline(s.kind, s.params, seed=cfg.seed).fit(
+                TrainData(tr, prep.train.catalog, prep.train.items)
+            )
 
         out[spec.name] = cross_validate(
-            seqs, cfg.protocol.kfold,
+            seqs,
+            cfg.protocol.kfold,
             fit=fit,
             evaluate=lambda scorer, es: make_evaluator(cfg, es)(scorer),
-            make_eval_set=make_es, seed=cfg.seed,
+            make_eval_set=make_es,
+            seed=cfg.seed,
         )
     return out

@@ -36,11 +36,17 @@ def run_matching(cfg: EvaluateConfig, ctx: JobContext) -> dict[str, Any]:
             d = d.iloc[: cfg.protocol.max_queries]
         if cfg.protocol.max_valid_queries and name == "valid":
             d = d.iloc[: cfg.protocol.max_valid_queries]
-        return d["left"].fillna("").astype(str).tolist(), d["right"].fillna("").astype(str).tolist(), d["label"].to_numpy()
+        return (
+            d["left"].fillna("").astype(str).tolist(),
+            d["right"].fillna("").astype(str).tolist(),
+            d["label"].to_numpy(),
+        )
 
     valid, test, train = part("valid"), part("test"), part("train")
     if len(test[2]) == 0 or len(valid[2]) == 0:
-        raise ValueError("data.pairs needs rows with split 'valid' and 'test' (the threshold is chosen on valid)")
+        raise ValueError(
+            "data.pairs needs rows with split 'valid' and 'test' (the threshold is chosen on valid)"
+        )
     ev = PairClassificationEvaluator(valid, test)
     rows, scores = [], {}  # scores: name -> (valid, test)
     for spec in cfg.models:
@@ -59,7 +65,9 @@ def run_matching(cfg: EvaluateConfig, ctx: JobContext) -> dict[str, Any]:
         test_scores = scores[name][1]
         correct[name] = per_pair_correct(test_scores, test[2], out["threshold"])
         if cfg.bootstrap:
-            out["ci95"] = {"f1": f1_bootstrap_ci(test_scores, test[2], out["threshold"], cfg.bootstrap, cfg.seed)}
+            out["ci95"] = {
+                "f1": f1_bootstrap_ci(test_scores, test[2], out["threshold"], cfg.bootstrap, cfg.seed)
+            }
         out.pop("primary_metric", None)
         row = {"model": name, **out}
         if name in cfg.published:
@@ -69,26 +77,52 @@ def run_matching(cfg: EvaluateConfig, ctx: JobContext) -> dict[str, Any]:
     leaderboard.sort(key=lambda r: -r["f1"])
     reference = cfg.reference or leaderboard[0]["model"]
     sig = paired_tests(correct, reference, "accuracy", n_resamples=cfg.significance_resamples, seed=cfg.seed)
-    summary = {"task": "matching", "test_pairs": len(test[2]), "valid_pairs": len(valid[2]), "primary_metric": "f1",
-               "threshold": "max F1 on valid, applied once to test", "reference": reference}
-    write_html(ctx.path("report.html"), "recsys evaluate: pair matching", summary, leaderboard, sig, None, "f1")
+    summary = {
+        "task": "matching",
+        "test_pairs": len(test[2]),
+        "valid_pairs": len(valid[2]),
+        "primary_metric": "f1",
+        "threshold": "max F1 on valid, applied once to test",
+        "reference": reference,
+    }
+    write_html(
+        ctx.path("report.html"), "recsys evaluate: pair matching", summary, leaderboard, sig, None, "f1"
+    )
     payload = {"summary": summary, "leaderboard": leaderboard, "significance": sig}
     if cfg.results_json:
         write_results_json(cfg.results_json, {**payload, "config": cfg.model_dump(mode="json")})
-    return {"counts": {"test_pairs": len(test[2]), "valid_pairs": len(valid[2])}, "primary_metric": "f1",
-            "metrics": {r["model"]: {k: v for k, v in r.items() if isinstance(v, float)} for r in leaderboard},
-            **payload, "artifacts": {"html": str(ctx.output_dir / "report.html")}}
+    return {
+        "counts": {"test_pairs": len(test[2]), "valid_pairs": len(valid[2])},
+        "primary_metric": "f1",
+        "metrics": {r["model"]: {k: v for k, v in r.items() if isinstance(v, float)} for r in leaderboard},
+        **payload,
+        "artifacts": {"html": str(ctx.output_dir / "report.html")},
+    }
 
 
-def _stacked_matcher(ens: EnsembleSpec, scores: dict[str, tuple[np.ndarray, np.ndarray]], valid_labels: np.ndarray,
-                     test_labels: np.ndarray, seed: int) -> dict[str, Any]:
+def _stacked_matcher(
+    ens: EnsembleSpec,
+    scores: dict[str, tuple[np.ndarray, np.ndarray]],
+    valid_labels: np.ndarray,
+    test_labels: np.ndarray,
+    seed: int,
+) -> dict[str, Any]:
     """A learned fusion of matchers: logistic regression over member scores, fit on validation."""
     valid = np.column_stack([scores[m][0] for m in ens.members])  # (N valid, members)
     stack = StackedMatcher(folds=ens.folds, seed=seed).fit(valid, valid_labels)
     test_scores = stack.score(np.column_stack([scores[m][1] for m in ens.members]))
     out = classification_metrics(test_scores, test_labels, stack.threshold)
-    out.update({"valid_f1": stack.valid_f1, "_test_scores": test_scores, "_valid_scores": stack.score(valid),
-                "info": {"method": "learned", "folds": ens.folds,
-                         "weights": dict(zip(ens.members, stack.coefficients)),
-                         "threshold": "max F1 on out-of-fold validation scores"}})
+    out.update(
+        {
+            "valid_f1": stack.valid_f1,
+            "_test_scores": test_scores,
+            "_valid_scores": stack.score(valid),
+            "info": {
+                "method": "learned",
+                "folds": ens.folds,
+                "weights": dict(zip(ens.members, stack.coefficients)),
+                "threshold": "max F1 on out-of-fold validation scores",
+            },
+        }
+    )
     return out

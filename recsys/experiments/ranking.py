@@ -55,7 +55,10 @@ def run_ranking(cfg: EvaluateConfig, ctx: JobContext) -> dict[str, Any]:
     vectors = _item_vectors(scorers) if cfg.beyond_k else None
     leaderboard = []
     for name, res in results.items():
-        row = {"model": name, **res.to_dict(ci=cfg.bootstrap > 0, n_resamples=max(cfg.bootstrap, 1), seed=cfg.seed)}
+        row = {
+            "model": name,
+            **res.to_dict(ci=cfg.bootstrap > 0, n_resamples=max(cfg.bootstrap, 1), seed=cfg.seed),
+        }
         row.update(beyond_accuracy(res.topk, prep.train, vectors) if cfg.beyond_k else {})
         row.pop("primary_metric")
         row["info"] = info[name]
@@ -66,27 +69,53 @@ def run_ranking(cfg: EvaluateConfig, ctx: JobContext) -> dict[str, Any]:
     reference = cfg.reference or leaderboard[0]["model"]
     per_query = pd.concat([r.per_query.assign(model=n) for n, r in results.items()], ignore_index=True)
     with ctx.timer("significance"):
-        sig = paired_tests({n: r.per_query[primary].to_numpy() for n, r in results.items()}, reference, primary,
-                           n_resamples=cfg.significance_resamples, seed=cfg.seed)
+        sig = paired_tests(
+            {n: r.per_query[primary].to_numpy() for n, r in results.items()},
+            reference,
+            primary,
+            n_resamples=cfg.significance_resamples,
+            seed=cfg.seed,
+        )
     kfold = {}
     if cfg.protocol.kfold > 1 and cfg.protocol.task == "recommendation":
         with ctx.timer("kfold"):
             kfold = kfold_baselines(cfg, prep)
     per_query.to_parquet(ctx.path("per_query.parquet"), index=False)
-    summary = {"task": cfg.protocol.task, "protocol": prep.test.protocol,
-               "split": cfg.protocol.split if cfg.protocol.task == "recommendation" else "pairs file splits",
-               "eval_set": prep.test.name, "primary_metric": primary, "reference": reference,
-               "ties": cfg.evaluator.ties, **prep.counts}
+    summary = {
+        "task": cfg.protocol.task,
+        "protocol": prep.test.protocol,
+        "split": cfg.protocol.split if cfg.protocol.task == "recommendation" else "pairs file splits",
+        "eval_set": prep.test.name,
+        "primary_metric": primary,
+        "reference": reference,
+        "ties": cfg.evaluator.ties,
+        **prep.counts,
+    }
     seg_tables = [segment_table(per_query, primary, seg) for seg in prep.test.segments]
-    segments = pd.concat([t.set_index("model") for t in seg_tables if len(t)], axis=1).reset_index() \
-        if any(len(t) for t in seg_tables) else None
-    write_html(ctx.path("report.html"), f"recsys evaluate: {prep.test.name}", summary, leaderboard, sig, segments, primary)
+    segments = (
+        pd.concat([t.set_index("model") for t in seg_tables if len(t)], axis=1).reset_index()
+        if any(len(t) for t in seg_tables)
+        else None
+    )
+    write_html(
+        ctx.path("report.html"),
+        f"recsys evaluate: {prep.test.name}",
+        summary,
+        leaderboard,
+        sig,
+        segments,
+        primary,
+    )
     payload = {"summary": summary, "leaderboard": leaderboard, "significance": sig, "kfold": kfold}
     if cfg.results_json:
         write_results_json(cfg.results_json, {**payload, "config": cfg.model_dump(mode="json")})
     return {
-        "counts": prep.counts, "primary_metric": primary,
+        "counts": prep.counts,
+        "primary_metric": primary,
         "metrics": {r["model"]: {k: v for k, v in r.items() if isinstance(v, float)} for r in leaderboard},
         **payload,
-        "artifacts": {"per_query": str(ctx.output_dir / "per_query.parquet"), "html": str(ctx.output_dir / "report.html")},
+        "artifacts": {
+            "per_query": str(ctx.output_dir / "per_query.parquet"),
+            "html": str(ctx.output_dir / "report.html"),
+        },
     }

@@ -42,11 +42,17 @@ class JudgedQuery:
 
 
 def _read_table(path: str) -> pd.DataFrame:
-    return pd.read_csv(path, dtype=str) if Path(path).suffix.lower() in (".csv", ".tsv") else pd.read_parquet(path)
+    return (
+        pd.read_csv(path, dtype=str)
+        if Path(path).suffix.lower() in (".csv", ".tsv")
+        else pd.read_parquet(path)
+    )
 
 
 def _opt(value: Any) -> str | None:
-    return None if value is None or (isinstance(value, float) and np.isnan(value)) or value == "" else str(value)
+    return (
+        None if value is None or (isinstance(value, float) and np.isnan(value)) or value == "" else str(value)
+    )
 
 
 def load_judgments(path: str) -> list[JudgedQuery]:
@@ -55,13 +61,23 @@ def load_judgments(path: str) -> list[JudgedQuery]:
     missing = sorted({"query", "item_id", "relevance"} - set(df.columns))
     if missing:
         raise ValueError(f"{path}: judgments need columns query, item_id, relevance; missing {missing}")
-    df = df.assign(query_id=df["query_id"].astype(str) if "query_id" in df else df["query"].astype(str),
-                   item_id=df["item_id"].astype(str), relevance=df["relevance"].astype(float))
+    df = df.assign(
+        query_id=df["query_id"].astype(str) if "query_id" in df else df["query"].astype(str),
+        item_id=df["item_id"].astype(str),
+        relevance=df["relevance"].astype(float),
+    )
     out = []
     for qid, g in df.groupby("query_id", sort=False):
         first = g.iloc[0]
-        out.append(JudgedQuery(str(qid), str(first["query"]), _opt(first.get("user_id")), _opt(first.get("country")),
-                               dict(zip(g["item_id"], g["relevance"]))))
+        out.append(
+            JudgedQuery(
+                str(qid),
+                str(first["query"]),
+                _opt(first.get("user_id")),
+                _opt(first.get("country")),
+                dict(zip(g["item_id"], g["relevance"])),
+            )
+        )
     return out
 
 
@@ -76,10 +92,19 @@ def load_trec(queries_path: str, qrels_path: str) -> list[JudgedQuery]:
             continue
         parts = line.split("\t")
         if len(parts) < 2 or not parts[1].strip():
-            raise ValueError(f"{queries_path}:{no}: a queries line is query_id <tab> query [<tab> user_id], got {line!r}")
+            raise ValueError(
+                f"{queries_path}:{no}: a queries line is query_id <tab> query [<tab> user_id], got {line!r}"
+            )
         qid = parts[0].strip()
-        out.append(JudgedQuery(qid, parts[1].strip(), _opt(parts[2].strip()) if len(parts) > 2 else None, None,
-                               qrels.get(qid, {})))
+        out.append(
+            JudgedQuery(
+                qid,
+                parts[1].strip(),
+                _opt(parts[2].strip()) if len(parts) > 2 else None,
+                None,
+                qrels.get(qid, {}),
+            )
+        )
     return out
 
 
@@ -99,21 +124,33 @@ def serve_pipeline(sc: SearchProtocolConfig) -> tuple[str, SearchPipeline, dict[
     raw_arms = (app.get("args") or {}).get("arms") or []
     arm = sc.arm or (raw_arms[0].get("name") if raw_arms else None)
     if arm not in [a.get("name") for a in raw_arms]:
-        raise ValueError(f"search.arm {arm!r} is not an arm of {sc.serve_config} ({[a.get('name') for a in raw_arms]})")
+        raise ValueError(
+            f"search.arm {arm!r} is not an arm of {sc.serve_config} ({[a.get('name') for a in raw_arms]})"
+        )
     override = {k: v for k, v in (("artifacts", sc.artifacts), ("version", sc.version)) if v is not None}
-    arms = [{**{k: v for k, v in a.items() if not (override and k == "registry")}, **override}
-            if a.get("name") == arm else a for a in raw_arms]
+    arms = [
+        {**{k: v for k, v in a.items() if not (override and k == "registry")}, **override}
+        if a.get("name") == arm
+        else a
+        for a in raw_arms
+    ]
     args = validate_args({**app, "args": {**app["args"], "arms": arms}}, str(sc.serve_config))
     served = next(a for a in args.arms if a.name == arm)
     arm = served.name  # the same name, as the validated str
-    return arm, local_pipelines(args, [arm])[arm], {"artifacts": str(served.artifacts), "version": served.version}
+    return (
+        arm,
+        local_pipelines(args, [arm])[arm],
+        {"artifacts": str(served.artifacts), "version": served.version},
+    )
 
 
 async def rank_all(pipeline: SearchPipeline, queries: list[JudgedQuery], depth: int) -> list[SearchResult]:
     """Each query's answer: page 0 with ``k = depth``, as /search would answer it."""
     out = []
     for q in queries:
-        res = await pipeline.search(SearchRequest(query=q.query, user_id=q.user_id, country=q.country, k=depth))
+        res = await pipeline.search(
+            SearchRequest(query=q.query, user_id=q.user_id, country=q.country, k=depth)
+        )
         if isinstance(res, SearchRejected):
             raise ValueError(f"query {q.query_id!r}: the pipeline rejected it ({res.field}: {res.message})")
         out.append(res)
@@ -156,18 +193,33 @@ def run(cfg: EvaluateConfig, ctx: JobContext) -> dict[str, Any]:
     per = pd.DataFrame({"query_id": [q.query_id for q in queries], "query": [q.query for q in queries]})
     for name, values in M.compute(target_ranks(queries, rankings), metrics).items():
         per[name] = values
-    result = RankingResult(eval_set="search", protocol=f"search:{arm}", metrics=metrics, primary_metric=primary,
-                           per_query=per).to_dict(ci=cfg.bootstrap > 0, n_resamples=max(cfg.bootstrap, 1), seed=cfg.seed)
+    result = RankingResult(
+        eval_set="search", protocol=f"search:{arm}", metrics=metrics, primary_metric=primary, per_query=per
+    ).to_dict(ci=cfg.bootstrap > 0, n_resamples=max(cfg.bootstrap, 1), seed=cfg.seed)
     per.to_parquet(ctx.path("per_query.parquet"), index=False)
-    pd.DataFrame([(q.query_id, r, item, s) for q, ranked in zip(queries, rankings) for r, (item, s) in enumerate(ranked)],
-                 columns=["query_id", "position", "item_id", "score"]).to_parquet(ctx.path("rankings.parquet"), index=False)
+    pd.DataFrame(
+        [
+            (q.query_id, r, item, s)
+            for q, ranked in zip(queries, rankings)
+            for r, (item, s) in enumerate(ranked)
+        ],
+        columns=["query_id", "position", "item_id", "score"],
+    ).to_parquet(ctx.path("rankings.parquet"), index=False)
     ctx.log.info("search %s: %s", arm, {m: round(result[m], 4) for m in metrics})
     return {
         "counts": {"queries": len(queries), "skipped_no_relevant": len(judged) - len(queries)},
         "primary_metric": primary,
         "metrics": {m: result[m] for m in metrics},
         "ci95": result.get("ci95", {}),
-        "summary": {"task": "search", "serve_config": str(sc.serve_config), "arm": arm, **index, "depth": sc.depth},
-        "artifacts": {"per_query": str(ctx.output_dir / "per_query.parquet"),
-                      "rankings": str(ctx.output_dir / "rankings.parquet")},
+        "summary": {
+            "task": "search",
+            "serve_config": str(sc.serve_config),
+            "arm": arm,
+            **index,
+            "depth": sc.depth,
+        },
+        "artifacts": {
+            "per_query": str(ctx.output_dir / "per_query.parquet"),
+            "rankings": str(ctx.output_dir / "rankings.parquet"),
+        },
     }

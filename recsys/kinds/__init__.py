@@ -16,4 +16,14 @@ from recsys.kinds.base import (
     register,
 )
 
-__all__ = ["KindData", "ModelKind", "PairScores", "RankingScores", "Task", "get", "kinds", "names", "register"]
+__all__ = [
+    "KindData",
+    "ModelKind",
+    "PairScores",
+    "RankingScores",
+    "Task",
+    "get",
+    "kinds",
+    "names",
+    "register",
+]

@@ -55,7 +55,9 @@ class PairScores:
     extra: Mapping[str, float] = field(default_factory=dict)
 
 
-def dot_blocks(queries: np.ndarray, items: np.ndarray, cols: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def dot_blocks(
+    queries: np.ndarray, items: np.ndarray, cols: np.ndarray
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Dot-product scores of ``queries`` (Q, D) against ``items`` (N, D), at most ``BLOCK_SCORES`` at once."""
     step = max(1, BLOCK_SCORES // max(len(items), 1))
     for a in range(0, len(cols), step):
@@ -101,7 +103,9 @@ class ModelKind:
     prepare: Callable[[Any], KindData]  # (cfg, read through trainer.PrepareView) -> KindData
     scorer: Callable[..., Any]  # (model, item_texts=, catalog=, history_len=) -> evaluation Scorer
     check: Callable[[Any], None] = lambda cfg: None  # cross-field checks on the train config (ValueError)
-    pair_scorer: Callable[..., Any] | None = None  # (model, batch_size=) -> fn(lefts, rights) -> scores [N]; matching
+    pair_scorer: Callable[..., Any] | None = (
+        None  # (model, batch_size=) -> fn(lefts, rights) -> scores [N]; matching
+    )
     prepare_keys: tuple[str, ...] = ()  # ``model.<name>.*`` keys its prepare reads
     hard_negatives: bool = False  # accepts data.hard_negatives
     text: bool = True  # a text encoder (LoRA, adversarial training, freeze_layers apply)

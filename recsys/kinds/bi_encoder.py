@@ -32,9 +32,15 @@ METRICS = ("mrr", "recall@1", "recall@10", "hit_rate@10", "ndcg@10")
 class BiEncoderOptions(StrictModel):
     """Options of the bi-encoder (query/user tower <-> item tower)."""
 
-    pooling: Literal["mean", "cls", "max"] = Field("mean", description="Token pooling (mean for sentence-transformers models).")
-    projection_dim: int | None = Field(None, ge=8, description="Linear projection after pooling (None = encoder width).")
-    shared_towers: bool = Field(True, description="One encoder for queries and items; false = a separate item tower.")
+    pooling: Literal["mean", "cls", "max"] = Field(
+        "mean", description="Token pooling (mean for sentence-transformers models)."
+    )
+    projection_dim: int | None = Field(
+        None, ge=8, description="Linear projection after pooling (None = encoder width)."
+    )
+    shared_towers: bool = Field(
+        True, description="One encoder for queries and items; false = a separate item tower."
+    )
     normalize: bool = Field(True, description="L2-normalize vectors (cosine similarity).")
 
 
@@ -43,8 +49,12 @@ def build_model(model_cfg: Any, inputs: Any = None) -> nn.Module:
 
     o = model_cfg.bi_encoder
     model = BiEncoder.from_encoder(
-        model_cfg.name_or_path, shared=o.shared_towers, pooling=o.pooling, projection_dim=o.projection_dim,
-        normalize=o.normalize, max_length=model_cfg.max_length,
+        model_cfg.name_or_path,
+        shared=o.shared_towers,
+        pooling=o.pooling,
+        projection_dim=o.projection_dim,
+        normalize=o.normalize,
+        max_length=model_cfg.max_length,
     )
     return finish_encoders(model, model_cfg)
 
@@ -68,7 +78,9 @@ class BiEncoderTask(nn.Module):
             return self.loss.compute(Contrastive(q, p, n), self.params)
         if n is None:
             raise ValueError(f"loss {self.loss.name} needs hard negatives: set data.hard_negatives: true")
-        return self.loss.compute(Pairwise((q * p).sum(-1).float(), (q * n).sum(-1).float()), self.params)  # [B], [B]
+        return self.loss.compute(
+            Pairwise((q * p).sum(-1).float(), (q * n).sum(-1).float()), self.params
+        )  # [B], [B]
 
     @torch.no_grad()
     def validation_scores(self, batches: Iterable[dict[str, torch.Tensor]]) -> RankingScores:
@@ -101,8 +113,11 @@ class BiEncoderTask(nn.Module):
         cols = np.full((len(targets), width), -1, dtype=np.int64)  # [Q, T] relevant item rows, -1 = padding
         for i, t in enumerate(targets):
             cols[i, : len(t)] = sorted(t)
-        return RankingScores(dot_blocks(np.stack(q_vecs), np.stack(p_vecs), cols), METRICS,
-                             {"valid_size": float(rows), "n_items": len(items)})
+        return RankingScores(
+            dot_blocks(np.stack(q_vecs), np.stack(p_vecs), cols),
+            METRICS,
+            {"valid_size": float(rows), "n_items": len(items)},
+        )
 
 
 def _row_keys(batch: dict[str, torch.Tensor], prefix: str) -> list[bytes]:
@@ -128,30 +143,51 @@ def prepare(cfg: Any) -> KindData:
 
 def check(cfg: Any) -> None:
     if losses.get(cfg.loss_name).inputs is Pairwise and not cfg.data.hard_negatives:
-        raise ValueError(f"loss {cfg.loss_name} for the bi_encoder needs negatives: set data.hard_negatives: true")
+        raise ValueError(
+            f"loss {cfg.loss_name} for the bi_encoder needs negatives: set data.hard_negatives: true"
+        )
 
 
 class BiEncoderScorer:
     """Cosine of query / item embeddings; the query is the query text (search, matching) or the user's
     recent item titles (recommendation). Item vectors are computed once."""
 
-    def __init__(self, model: Any, item_texts: dict[str, str], catalog: np.ndarray, *, history_len: int = 10,
-                 batch_size: int = 128):
+    def __init__(
+        self,
+        model: Any,
+        item_texts: dict[str, str],
+        catalog: np.ndarray,
+        *,
+        history_len: int = 10,
+        batch_size: int = 128,
+    ):
         self.model, self.texts, self.history_len, self.batch_size = model, item_texts, history_len, batch_size
         self._index = ItemIndex(catalog)
-        self.item_vectors = model.encode([item_texts.get(i, "") for i in self._index.item_ids],
-                                         batch_size=batch_size, tower="item")  # (N, D)
+        self.item_vectors = model.encode(
+            [item_texts.get(i, "") for i in self._index.item_ids], batch_size=batch_size, tower="item"
+        )  # (N, D)
 
     def score(self, batch: Any, item_ids: np.ndarray) -> np.ndarray:
-        q = self.model.encode(query_texts(batch, self.texts, self.history_len), batch_size=self.batch_size)  # (B, D)
+        q = self.model.encode(
+            query_texts(batch, self.texts, self.history_len), batch_size=self.batch_size
+        )  # (B, D)
         return gather_scores(q @ self.item_vectors.T, self._index.lookup(item_ids), fill=-np.inf)
 
 
-def scorer(model: Any, *, item_texts: dict[str, str] | None = None, catalog: np.ndarray | None = None,
-           history_len: int = 10) -> BiEncoderScorer:
+def scorer(
+    model: Any,
+    *,
+    item_texts: dict[str, str] | None = None,
+    catalog: np.ndarray | None = None,
+    history_len: int = 10,
+) -> BiEncoderScorer:
     texts = require_texts("bi_encoder", item_texts)
-    return BiEncoderScorer(model, texts, catalog if catalog is not None else np.array(list(texts), dtype=object),
-                           history_len=history_len)
+    return BiEncoderScorer(
+        model,
+        texts,
+        catalog if catalog is not None else np.array(list(texts), dtype=object),
+        history_len=history_len,
+    )
 
 
 def pair_scorer(model: Any, batch_size: int = 64) -> Any:
@@ -160,15 +196,29 @@ def pair_scorer(model: Any, batch_size: int = 64) -> Any:
     def cosine(lefts: list[str], rights: list[str]) -> np.ndarray:
         a = model.encode(list(lefts), tower="query")
         b = model.encode(list(rights), tower="item")
-        cos: np.ndarray = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+        cos: np.ndarray = (a * b).sum(1) / np.maximum(
+            np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12
+        )
         return cos
 
     return cosine
 
 
-KIND = register(ModelKind(
-    name="bi_encoder", options=BiEncoderOptions, default_loss="infonce", default_metric="mrr", table="pairs",
-    build_model=build_model, build_task=build_task, prepare=prepare, scorer=scorer, check=check,
-    pair_scorer=pair_scorer, hard_negatives=True, loss_inputs=(Contrastive, Pairwise),
-    summary="two towers (query/user, item) -> vectors; retrieval",
-))
+KIND = register(
+    ModelKind(
+        name="bi_encoder",
+        options=BiEncoderOptions,
+        default_loss="infonce",
+        default_metric="mrr",
+        table="pairs",
+        build_model=build_model,
+        build_task=build_task,
+        prepare=prepare,
+        scorer=scorer,
+        check=check,
+        pair_scorer=pair_scorer,
+        hard_negatives=True,
+        loss_inputs=(Contrastive, Pairwise),
+        summary="two towers (query/user, item) -> vectors; retrieval",
+    )
+)

@@ -39,7 +39,10 @@ def build_model(model_cfg: Any, inputs: Any = None) -> nn.Module:
 
     o = model_cfg.cross_encoder
     model = CrossEncoder.from_encoder(
-        model_cfg.name_or_path, num_labels=o.num_labels, pooling=o.pooling, dropout=o.head_dropout,
+        model_cfg.name_or_path,
+        num_labels=o.num_labels,
+        pooling=o.pooling,
+        dropout=o.head_dropout,
         max_length=model_cfg.max_length,
     )
     return finish_encoders(model, model_cfg)
@@ -61,10 +64,16 @@ class CrossEncoderTask(nn.Module):
         label = batch["label"].float()  # [B]
         if self.loss.inputs is Pointwise:
             return self.loss.compute(Pointwise(logits, label), self.params)
-        pos, neg = logits[label > 0], logits[label <= 0]  # pairwise: every positive vs every negative of the batch
+        pos, neg = (
+            logits[label > 0],
+            logits[label <= 0],
+        )  # pairwise: every positive vs every negative of the batch
         if pos.numel() == 0 or neg.numel() == 0:
             return logits.sum() * 0.0
-        pos, neg = pos.unsqueeze(1).expand(-1, neg.numel()), neg.unsqueeze(0).expand(pos.numel(), -1)  # [P, N]
+        pos, neg = (
+            pos.unsqueeze(1).expand(-1, neg.numel()),
+            neg.unsqueeze(0).expand(pos.numel(), -1),
+        )  # [P, N]
         return self.loss.compute(Pairwise(pos, neg), self.params)
 
     @property
@@ -107,8 +116,15 @@ class CrossEncoderScorer:
     """A re-ranker: scores (query text, item text) pairs, so use it with candidate protocols (sampled /
     file) or small catalogs."""
 
-    def __init__(self, model: Any, item_texts: dict[str, str], *, history_len: int = 10, batch_size: int = 64,
-                 max_cells: int = 200_000):
+    def __init__(
+        self,
+        model: Any,
+        item_texts: dict[str, str],
+        *,
+        history_len: int = 10,
+        batch_size: int = 64,
+        max_cells: int = 200_000,
+    ):
         self.model, self.texts, self.history_len = model, item_texts, history_len
         self.batch_size, self.max_cells = batch_size, max_cells
 
@@ -120,15 +136,22 @@ class CrossEncoderScorer:
                 "candidate protocol (protocol.candidates: sampled or file) or as a re-ranker in an ensemble"
             )
         queries = query_texts(batch, self.texts, self.history_len)
-        pairs = [(queries[b], self.texts.get(i, "")) for b in range(len(batch)) for i in grid[b] if i is not None]
+        pairs = [
+            (queries[b], self.texts.get(i, "")) for b in range(len(batch)) for i in grid[b] if i is not None
+        ]
         flat = self.model.score(pairs, batch_size=self.batch_size) if pairs else np.zeros(0)
         out = np.full(grid.shape, -np.inf)
         out[~(grid == None)] = flat  # noqa: E711 - element-wise None test on an object array
         return out
 
 
-def scorer(model: Any, *, item_texts: dict[str, str] | None = None, catalog: np.ndarray | None = None,
-           history_len: int = 10) -> CrossEncoderScorer:
+def scorer(
+    model: Any,
+    *,
+    item_texts: dict[str, str] | None = None,
+    catalog: np.ndarray | None = None,
+    history_len: int = 10,
+) -> CrossEncoderScorer:
     return CrossEncoderScorer(model, require_texts("cross_encoder", item_texts), history_len=history_len)
 
 
@@ -137,8 +160,19 @@ def pair_scorer(model: Any, batch_size: int = 64) -> Any:
     return lambda lefts, rights: model.score(list(zip(lefts, rights)), batch_size=batch_size)
 
 
-KIND = register(ModelKind(
-    name="cross_encoder", options=CrossEncoderOptions, default_loss="bce", default_metric="f1", table="pairs",
-    build_model=build_model, build_task=build_task, prepare=prepare, scorer=scorer, pair_scorer=pair_scorer,
-    loss_inputs=(Pointwise, Pairwise), summary="one encoder over the (query, item) pair -> score; re-ranking, matching",
-))
+KIND = register(
+    ModelKind(
+        name="cross_encoder",
+        options=CrossEncoderOptions,
+        default_loss="bce",
+        default_metric="f1",
+        table="pairs",
+        build_model=build_model,
+        build_task=build_task,
+        prepare=prepare,
+        scorer=scorer,
+        pair_scorer=pair_scorer,
+        loss_inputs=(Pointwise, Pairwise),
+        summary="one encoder over the (query, item) pair -> score; re-ranking, matching",
+    )
+)

@@ -75,15 +75,26 @@ def _pair_labels(batch: pd.DataFrame, gains: dict[str, float] | None, split: str
         label = relevance_labels(batch["event_type"].tolist(), gains, scale=True)
     else:
         if batch["label"].isna().any():
-            raise ValueError(f"pairs table has {int(batch['label'].isna().sum())} rows without label; clean or drop them")
+            raise ValueError(
+                f"pairs table has {int(batch['label'].isna().sum())} rows without label; clean or drop them"
+            )
         label = batch["label"].astype("float32").to_numpy()
-    return pa.table({"left": batch["left"].fillna("").astype(str).tolist(),
-                     "right": batch["right"].fillna("").astype(str).tolist(), "label": label}, schema=PAIR_SCHEMA)
+    return pa.table(
+        {
+            "left": batch["left"].fillna("").astype(str).tolist(),
+            "right": batch["right"].fillna("").astype(str).tolist(),
+            "label": label,
+        },
+        schema=PAIR_SCHEMA,
+    )
 
 
-def load_pairs(inp: InputConfig, split: str | None, max_rows: int | None, gains: dict[str, float] | None) -> Dataset:
-    ds = read_table(inp, "pairs").map_batches(_pair_labels, batch_format="pandas",
-                                             fn_kwargs={"gains": gains, "split": split})
+def load_pairs(
+    inp: InputConfig, split: str | None, max_rows: int | None, gains: dict[str, float] | None
+) -> Dataset:
+    ds = read_table(inp, "pairs").map_batches(
+        _pair_labels, batch_format="pandas", fn_kwargs={"gains": gains, "split": split}
+    )
     return head(ds, max_rows) if max_rows else ds
 
 
@@ -98,9 +109,13 @@ def pairs_data(cfg: Any, rows: Any, tokenize: Any, grouped: bool) -> KindData:
         train = train.randomize_block_order(seed=cfg.seed)
     kw = {"tokenizer_path": cfg.model.name_or_path, "max_length": cfg.model.max_length}
     train = train.map_batches(tokenize, batch_format="pandas", fn_kwargs=kw)
-    valid = valid.map_batches(tokenize, batch_format="pandas", fn_kwargs=kw).materialize()  # read once, every eval reuses it
+    valid = valid.map_batches(
+        tokenize, batch_format="pandas", fn_kwargs=kw
+    ).materialize()  # read once, every eval reuses it
     train = train.materialize() if d.cache else train
-    return KindData({"train": train, "valid": valid}, {"train_rows": train.count(), "valid_rows": valid.count()})
+    return KindData(
+        {"train": train, "valid": valid}, {"train_rows": train.count(), "valid_rows": valid.count()}
+    )
 
 
 # -- tokenization ----------------------------------------------------------------------------------
@@ -111,10 +126,18 @@ def _tokenizer(name_or_path: str) -> Any:  # a Hugging Face tokenizer
     return load_tokenizer(name_or_path)
 
 
-def _tok(texts: list[str], tokenizer_path: str, max_length: int, prefix: str, pair: list[str] | None = None) -> dict[str, np.ndarray]:
+def _tok(
+    texts: list[str], tokenizer_path: str, max_length: int, prefix: str, pair: list[str] | None = None
+) -> dict[str, np.ndarray]:
     tok = _tokenizer(tokenizer_path)
-    enc = tok(texts, pair, padding="max_length", truncation=True if pair is None else "longest_first",
-              max_length=max_length, return_tensors="np")
+    enc = tok(
+        texts,
+        pair,
+        padding="max_length",
+        truncation=True if pair is None else "longest_first",
+        max_length=max_length,
+        return_tensors="np",
+    )
     return {f"{prefix}{k}": enc[k].astype(np.int64) for k in TEXT_KEYS if k in enc}
 
 
@@ -142,8 +165,14 @@ def _positives(batch: pd.DataFrame) -> pd.DataFrame:
 def _mine_negatives(group: pd.DataFrame, seed: int) -> pd.DataFrame:
     """One query's rows -> its positives, each with one label-0 right text of the same query as hard negative."""
     if group.empty or "label" not in group.columns:
-        return pd.DataFrame({"left": pd.Series(dtype=str), "right": pd.Series(dtype=str),
-                             "label": pd.Series(dtype="float32"), "negative": pd.Series(dtype=str)})
+        return pd.DataFrame(
+            {
+                "left": pd.Series(dtype=str),
+                "right": pd.Series(dtype=str),
+                "label": pd.Series(dtype="float32"),
+                "negative": pd.Series(dtype=str),
+            }
+        )
     pos, neg = group[group["label"] > 0], group[group["label"] <= 0]
     if pos.empty or neg.empty:
         return pos.iloc[0:0].assign(negative=pd.Series(dtype=str))
@@ -154,7 +183,9 @@ def _mine_negatives(group: pd.DataFrame, seed: int) -> pd.DataFrame:
 def bi_encoder_rows(ds: Dataset, hard_negatives: bool, seed: int) -> Dataset:
     """Pairs -> (query, positive[, negative]) rows for in-batch-negative training."""
     if hard_negatives:
-        return ds.groupby("left", num_partitions=_partitions(ds)).map_groups(_mine_negatives, batch_format="pandas", fn_kwargs={"seed": seed})
+        return ds.groupby("left", num_partitions=_partitions(ds)).map_groups(
+            _mine_negatives, batch_format="pandas", fn_kwargs={"seed": seed}
+        )
     return ds.map_batches(_positives, batch_format="pandas")
 
 
@@ -169,7 +200,9 @@ def _list_group(group: pd.DataFrame, size: int, seed: int) -> pd.DataFrame:
 
 def listwise_groups(ds: Dataset, size: int, seed: int) -> Dataset:
     """Pairs -> consecutive lists of ``size`` rows per query (``left``) for the listwise loss."""
-    return ds.groupby("left", num_partitions=_partitions(ds)).map_groups(_list_group, batch_format="pandas", fn_kwargs={"size": size, "seed": seed})
+    return ds.groupby("left", num_partitions=_partitions(ds)).map_groups(
+        _list_group, batch_format="pandas", fn_kwargs={"size": size, "seed": seed}
+    )
 
 
 # -- sequences -------------------------------------------------------------------------------------
@@ -185,15 +218,22 @@ def _group_events(block: pa.Table, feature_cols: list[str]) -> pa.Table:
     for c in feature_cols:  # last value of the user's history; a column the events lack is null
         cols[c] = _as_str(block, c, n)
     order = [("user_id", "ascending")]
-    for c in ("timestamp", "source_row"):  # the evaluation's order (sequences_from_events): file order breaks ties
+    for c in (
+        "timestamp",
+        "source_row",
+    ):  # the evaluation's order (sequences_from_events): file order breaks ties
         if c in block.column_names:
             cols[f"_{c}"], order = block[c], order + [(f"_{c}", "ascending")]
     cols["_row"] = pa.array(np.arange(n, dtype=np.int64))  # shape: (events,)
     t = pa.table(cols)
     t = t.take(pc.sort_indices(t, sort_keys=order + [("_row", "ascending")]))
     # use_threads=False: "list" and "last" then follow the sorted row order
-    g = t.group_by("user_id", use_threads=False).aggregate([("item_id", "list")] + [(c, "last") for c in feature_cols])
-    return pa.table({"user_id": g["user_id"], "items": g["item_id_list"], **{c: g[f"{c}_last"] for c in feature_cols}})
+    g = t.group_by("user_id", use_threads=False).aggregate(
+        [("item_id", "list")] + [(c, "last") for c in feature_cols]
+    )
+    return pa.table(
+        {"user_id": g["user_id"], "items": g["item_id_list"], **{c: g[f"{c}_last"] for c in feature_cols}}
+    )
 
 
 def _as_str(block: pa.Table, col: str, n: int) -> pa.Array:
@@ -215,8 +255,13 @@ def load_sequences(inp: InputConfig, feature_cols: list[str], max_rows: int | No
         events = read_table(inp, "events")
         # one keyed exchange of plain tasks (every output block holds all events of its users), then
         # the vectorised grouping per block
-        ds = by_key_tasks(events, "user_id", _group_events, partitions=_partitions(events),
-                          fn_kwargs={"feature_cols": feature_cols})
+        ds = by_key_tasks(
+            events,
+            "user_id",
+            _group_events,
+            partitions=_partitions(events),
+            fn_kwargs={"feature_cols": feature_cols},
+        )
         if max_rows:  # the users first in id order, on every run and cluster size: a resumed trial's
             # checkpoint then fits its model (seen: id_emb 3,055 vs 2,928 rows on a tune resume)
             ds = ds.sort("user_id")
@@ -245,15 +290,19 @@ def _collect_vocab(batch: pd.DataFrame, feature_cols: list[str]) -> pd.DataFrame
     out = [pd.DataFrame({"col": "__item__", "value": items})]
     for c in feature_cols:
         if c not in batch.columns:
-            raise ValueError(f"model.sequential.user_features names {c!r} but the sequences have no such column; "
-                             f"columns: {list(batch.columns)}")
+            raise ValueError(
+                f"model.sequential.user_features names {c!r} but the sequences have no such column; "
+                f"columns: {list(batch.columns)}"
+            )
         out.append(pd.DataFrame({"col": c, "value": batch[c].dropna().astype(str).unique()}))
     return pd.concat(out)
 
 
 def build_vocab(ds: Dataset, feature_cols: list[str], extra_items: list[str] | None = None) -> SequenceVocab:
     """Scan the sequences once (Ray Data) for item ids and user-feature values, sorted for determinism."""
-    df = ds.map_batches(_collect_vocab, batch_format="pandas", fn_kwargs={"feature_cols": feature_cols}).to_pandas()
+    df = ds.map_batches(
+        _collect_vocab, batch_format="pandas", fn_kwargs={"feature_cols": feature_cols}
+    ).to_pandas()
     df = df.drop_duplicates()
     items = set(df.loc[df["col"] == "__item__", "value"]) | set(extra_items or [])
     feats = {c: sorted(df.loc[df["col"] == c, "value"]) for c in feature_cols}
@@ -263,12 +312,18 @@ def build_vocab(ds: Dataset, feature_cols: list[str], extra_items: list[str] | N
 def _pad_left(idx: list[int], length: int) -> np.ndarray:
     out = np.zeros(length, dtype=np.int64)
     if idx:
-        out[-len(idx):] = idx[-length:]
+        out[-len(idx) :] = idx[-length:]
     return out
 
 
-def encode_sequences(batch: pd.DataFrame, item_index: dict[str, int], feature_index: dict[str, dict[str, int]],
-                     max_len: int, holdout: int, mode: str) -> dict[str, np.ndarray]:
+def encode_sequences(
+    batch: pd.DataFrame,
+    item_index: dict[str, int],
+    feature_index: dict[str, dict[str, int]],
+    max_len: int,
+    holdout: int,
+    mode: str,
+) -> dict[str, np.ndarray]:
     """``items`` lists -> training windows ``items`` [B, max_len+1] (mode 'train': positions predict the
     next) or ``history`` [B, max_len] + ``target`` [B] (mode 'valid': the item at -holdout, or the
     last item when holdout == 0); ``user`` [B, F] feature indices. Users too short are skipped."""
@@ -293,8 +348,10 @@ def encode_sequences(batch: pd.DataFrame, item_index: dict[str, int], feature_in
     if mode == "train":
         out = {"items": np.stack(rows_items) if rows_items else np.zeros((0, max_len + 1), np.int64)}
     else:
-        out = {"history": np.stack(rows_hist) if rows_hist else np.zeros((0, max_len), np.int64),
-               "target": np.asarray(rows_tgt, dtype=np.int64)}
+        out = {
+            "history": np.stack(rows_hist) if rows_hist else np.zeros((0, max_len), np.int64),
+            "target": np.asarray(rows_tgt, dtype=np.int64),
+        }
     if user is not None:
         out["user"] = user
     return out

@@ -38,21 +38,34 @@ class SequentialOptions(StrictModel):
     num_heads: int = Field(2, ge=1, description="Attention heads (divide hidden_size).")
     max_len: int = Field(50, ge=2, description="History positions used (the most recent items).")
     dropout: float = Field(0.2, ge=0, lt=1, description="Dropout of embeddings and blocks.")
-    use_id_embeddings: bool = Field(True, description="Learn an embedding per item id (false = text-only, cold-start items).")
-    use_text: bool = Field(False, description="Add item-text embeddings precomputed by model.name_or_path (needs data.items).")
-    text_trainable: bool = Field(False, description="Fine-tune the precomputed text embedding table (false = frozen).")
+    use_id_embeddings: bool = Field(
+        True, description="Learn an embedding per item id (false = text-only, cold-start items)."
+    )
+    use_text: bool = Field(
+        False, description="Add item-text embeddings precomputed by model.name_or_path (needs data.items)."
+    )
+    text_trainable: bool = Field(
+        False, description="Fine-tune the precomputed text embedding table (false = frozen)."
+    )
     text_batch_size: int = Field(128, ge=1, description="Batch size when precomputing item-text embeddings.")
     user_features: list[str] = Field(
-        default_factory=list, description="Columns of the sequences table used as user-feature tokens (country, segment, price_band)."
+        default_factory=list,
+        description="Columns of the sequences table used as user-feature tokens (country, segment, price_band).",
     )
-    num_negatives: int = Field(256, ge=1, description="Sampled negatives per batch (loss: sampled_softmax / bpr).")
+    num_negatives: int = Field(
+        256, ge=1, description="Sampled negatives per batch (loss: sampled_softmax / bpr)."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> SequentialOptions:
         if self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}; change one")
+            raise ValueError(
+                f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}; change one"
+            )
         if not self.use_id_embeddings and not self.use_text:
-            raise ValueError("set use_id_embeddings: true or use_text: true (the model needs item representations)")
+            raise ValueError(
+                "set use_id_embeddings: true or use_text: true (the model needs item representations)"
+            )
         return self
 
 
@@ -78,9 +91,16 @@ def build_model(model_cfg: Any, inputs: SequentialInputs | None) -> nn.Module:
         text = ray.get(inputs.text_embeddings_ref)
     o = model_cfg.sequential
     return SequentialRecommender(
-        list(inputs.item_ids), hidden_size=o.hidden_size, num_layers=o.num_layers, num_heads=o.num_heads,
-        max_len=o.max_len, dropout=o.dropout, use_id_embeddings=o.use_id_embeddings,
-        text_dim=0 if text is None else int(text.shape[1]), text_trainable=o.text_trainable, text_embeddings=text,
+        list(inputs.item_ids),
+        hidden_size=o.hidden_size,
+        num_layers=o.num_layers,
+        num_heads=o.num_heads,
+        max_len=o.max_len,
+        dropout=o.dropout,
+        use_id_embeddings=o.use_id_embeddings,
+        text_dim=0 if text is None else int(text.shape[1]),
+        text_trainable=o.text_trainable,
+        text_embeddings=text,
         user_features={k: list(v) for k, v in inputs.user_features.items()},
     )
 
@@ -90,8 +110,14 @@ class SequentialTask(nn.Module):
 
     prefixes = ()
 
-    def __init__(self, model: nn.Module, loss: str = "full_softmax", params: LossParams | None = None,
-                 num_negatives: int = 256, exclude_history: bool = True):
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: str = "full_softmax",
+        params: LossParams | None = None,
+        num_negatives: int = 256,
+        exclude_history: bool = True,
+    ):
         super().__init__()
         self.model: Any = model  # duck-typed: the kind's model (or a test stub) with the methods used here
         self.loss = losses.get(loss)
@@ -100,14 +126,18 @@ class SequentialTask(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         items = batch["items"]  # [B, L+1]
-        items = items[:, trim_padding(items, keep_last=1):]  # [B, L'+1]: no all-padding columns
+        items = items[:, trim_padding(items, keep_last=1) :]  # [B, L'+1]: no all-padding columns
         inputs, targets = items[:, :-1], items[:, 1:]  # [B, L'], [B, L']
         targets = targets.masked_fill(inputs == 0, 0)  # no prediction from a padded position
         hidden = self.model(inputs, batch.get("user")).float()  # [B, L, H]
         n = self.model.num_items
         if self.loss.inputs is NextItem:
-            return self.loss.compute(NextItem(hidden, targets, self.model.all_item_repr, self.model.item_repr, n,
-                                              self.num_negatives), self.params)
+            return self.loss.compute(
+                NextItem(
+                    hidden, targets, self.model.all_item_repr, self.model.item_repr, n, self.num_negatives
+                ),
+                self.params,
+            )
         # pairwise: one random negative per position. The shared draw of num_negatives ids comes first
         # (unused here) so that the random stream, and so earlier runs, stay as they were
         torch.randint(1, n + 1, (self.num_negatives,), device=items.device)
@@ -128,7 +158,7 @@ class SequentialTask(nn.Module):
     def _blocks(self, batches: Iterable[dict[str, torch.Tensor]]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         table = self.model.all_item_repr().float()  # [V+1, H]
         for b in batches:
-            hist = b["history"][:, trim_padding(b["history"]):]  # [B, L'] no all-padding columns
+            hist = b["history"][:, trim_padding(b["history"]) :]  # [B, L'] no all-padding columns
             h = self.model(hist, b.get("user"))[:, -1].float()  # [B, H]
             s = h @ table.T  # [B, V+1]
             target = b["target"].view(-1, 1)  # [B, 1]
@@ -150,7 +180,9 @@ def _text_embeddings(cfg: Any, item_ids: list[str]) -> np.ndarray:
     texts = D.item_texts(D.read_table(cfg.data.items, "items"), item_ids)
     missing = sum(1 for t in texts if not t)
     if missing:
-        log.info("%d of %d items have no text (their text embedding is the empty string's)", missing, len(texts))
+        log.info(
+            "%d of %d items have no text (their text embedding is the empty string's)", missing, len(texts)
+        )
     encoder = BiEncoder.from_encoder(cfg.model.name_or_path, max_length=cfg.model.max_length)
     return encoder.encode(texts, batch_size=cfg.model.sequential.text_batch_size, tower="item")
 
@@ -164,15 +196,25 @@ def prepare(cfg: Any) -> KindData:
     seqs = D.load_sequences(d.train, feats, d.max_train_rows).materialize()
     extra_items = None
     if o.use_text:
-        extra_items = [str(i) for i in D.read_table(d.items, "items").unique("item_id")]  # cold items get text
+        extra_items = [
+            str(i) for i in D.read_table(d.items, "items").unique("item_id")
+        ]  # cold items get text
     vocab = D.build_vocab(seqs, feats, extra_items)
     holdout = 0 if d.valid is not None else d.holdout_last
-    kw = {"item_index": vocab.item_index(), "max_len": o.max_len,
-          "feature_index": {c: {v: i + 1 for i, v in enumerate(vals)} for c, vals in vocab.user_features.items()}}
-    train = seqs.map_batches(D.encode_sequences, batch_format="pandas", fn_kwargs={**kw, "holdout": holdout, "mode": "train"})
+    kw = {
+        "item_index": vocab.item_index(),
+        "max_len": o.max_len,
+        "feature_index": {
+            c: {v: i + 1 for i, v in enumerate(vals)} for c, vals in vocab.user_features.items()
+        },
+    }
+    train = seqs.map_batches(
+        D.encode_sequences, batch_format="pandas", fn_kwargs={**kw, "holdout": holdout, "mode": "train"}
+    )
     valid_src = D.load_sequences(d.valid, feats, None) if d.valid is not None else seqs
-    valid = valid_src.map_batches(D.encode_sequences, batch_format="pandas",
-                                  fn_kwargs={**kw, "holdout": holdout, "mode": "valid"})
+    valid = valid_src.map_batches(
+        D.encode_sequences, batch_format="pandas", fn_kwargs={**kw, "holdout": holdout, "mode": "valid"}
+    )
     if d.max_valid_rows:
         valid = head(valid, d.max_valid_rows)
     train = train.randomize_block_order(seed=cfg.seed)
@@ -197,21 +239,46 @@ class SequentialModelScorer:
 
     def score(self, batch: Any, item_ids: np.ndarray) -> np.ndarray:
         if item_ids.shape[0] == 1 and len(batch) != 1:  # full ranking: one pass over the vocabulary
-            table = np.asarray(self.model.score(batch.histories, batch_size=self.batch_size), dtype=np.float64)  # (B, V)
+            table = np.asarray(
+                self.model.score(batch.histories, batch_size=self.batch_size), dtype=np.float64
+            )  # (B, V)
             return gather_scores(table, self._index.lookup(item_ids), fill=-np.inf)
         cands = [[str(i) if i is not None else "\x00" for i in row] for row in item_ids]
-        return np.asarray(self.model.score(batch.histories, candidates=cands, batch_size=self.batch_size), dtype=np.float64)
+        return np.asarray(
+            self.model.score(batch.histories, candidates=cands, batch_size=self.batch_size), dtype=np.float64
+        )
 
 
-def scorer(model: Any, *, item_texts: dict[str, str] | None = None, catalog: np.ndarray | None = None,
-           history_len: int = 10) -> SequentialModelScorer:
+def scorer(
+    model: Any,
+    *,
+    item_texts: dict[str, str] | None = None,
+    catalog: np.ndarray | None = None,
+    history_len: int = 10,
+) -> SequentialModelScorer:
     return SequentialModelScorer(model)
 
 
-KIND = register(ModelKind(
-    name="sequential", options=SequentialOptions, default_loss="full_softmax", default_metric="ndcg@10",
-    table="sequences", build_model=build_model, build_task=build_task, prepare=prepare, scorer=scorer, check=check,
-    prepare_keys=("model.sequential.max_len", "model.sequential.user_features", "model.sequential.use_text",
-                  "model.sequential.text_batch_size"),
-    text=False, loss_inputs=(NextItem, Pairwise), summary="SASRec-style next-item model over item histories",
-))
+KIND = register(
+    ModelKind(
+        name="sequential",
+        options=SequentialOptions,
+        default_loss="full_softmax",
+        default_metric="ndcg@10",
+        table="sequences",
+        build_model=build_model,
+        build_task=build_task,
+        prepare=prepare,
+        scorer=scorer,
+        check=check,
+        prepare_keys=(
+            "model.sequential.max_len",
+            "model.sequential.user_features",
+            "model.sequential.use_text",
+            "model.sequential.text_batch_size",
+        ),
+        text=False,
+        loss_inputs=(NextItem, Pairwise),
+        summary="SASRec-style next-item model over item histories",
+    )
+)

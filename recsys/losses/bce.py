@@ -20,11 +20,18 @@ def bce_loss(logits: torch.Tensor, labels: torch.Tensor, pos_weight: float | Non
 
 
 class BCEParams(LossParams):
-    pos_weight: float | None = Field(None, gt=0, description="BCE weight of positives (e.g. 3 for ~25% positives).")
+    pos_weight: float | None = Field(
+        None, gt=0, description="BCE weight of positives (e.g. 3 for ~25% positives)."
+    )
 
 
-SPEC = register(LossSpec(
-    name="bce", kinds=("cross_encoder",), inputs=Pointwise, params=BCEParams,
-    compute=lambda x, p: bce_loss(x.scores, x.labels, p.pos_weight),
-    summary="pointwise binary cross-entropy on 0/1 (or [0, 1] graded) labels",
-))
+SPEC = register(
+    LossSpec(
+        name="bce",
+        kinds=("cross_encoder",),
+        inputs=Pointwise,
+        params=BCEParams,
+        compute=lambda x, p: bce_loss(x.scores, x.labels, p.pos_weight),
+        summary="pointwise binary cross-entropy on 0/1 (or [0, 1] graded) labels",
+    )
+)

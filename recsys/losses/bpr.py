@@ -19,7 +19,12 @@ def bpr_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor
     return -F.logsigmoid(pos_scores - neg_scores).mean()
 
 
-SPEC = register(LossSpec(
-    name="bpr", kinds=("bi_encoder", "cross_encoder", "sequential"), inputs=Pairwise,
-    compute=lambda x, p: bpr_loss(x.pos, x.neg), summary="Bayesian personalized ranking (pairwise)",
-))
+SPEC = register(
+    LossSpec(
+        name="bpr",
+        kinds=("bi_encoder", "cross_encoder", "sequential"),
+        inputs=Pairwise,
+        compute=lambda x, p: bpr_loss(x.pos, x.neg),
+        summary="Bayesian personalized ranking (pairwise)",
+    )
+)

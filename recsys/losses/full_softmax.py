@@ -22,8 +22,12 @@ def full_softmax_loss(hidden: torch.Tensor, item_table: torch.Tensor, targets: t
     return F.cross_entropy(logits, targets[valid])
 
 
-SPEC = register(LossSpec(
-    name="full_softmax", kinds=("sequential",), inputs=NextItem,
-    compute=lambda x, p: full_softmax_loss(x.hidden, x.item_table().float(), x.targets),
-    summary="next-item cross-entropy over every item",
-))
+SPEC = register(
+    LossSpec(
+        name="full_softmax",
+        kinds=("sequential",),
+        inputs=NextItem,
+        compute=lambda x, p: full_softmax_loss(x.hidden, x.item_table().float(), x.targets),
+        summary="next-item cross-entropy over every item",
+    )
+)

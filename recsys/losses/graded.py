@@ -12,8 +12,15 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 
 DEFAULT_GAINS: dict[str, float] = {
-    "impression": 0.0, "view": 1.0, "search": 1.0, "click": 2.0, "fav": 3.0, "cart": 3.0, "buy": 4.0,
-    "return": 0.0, "rate": 2.0,
+    "impression": 0.0,
+    "view": 1.0,
+    "search": 1.0,
+    "click": 2.0,
+    "fav": 3.0,
+    "cart": 3.0,
+    "buy": 4.0,
+    "return": 0.0,
+    "rate": 2.0,
 }
 
 

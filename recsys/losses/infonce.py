@@ -15,7 +15,10 @@ from recsys.losses.registry import Contrastive, LossParams, LossSpec, register
 
 
 def infonce_loss(
-    query: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor | None = None, temperature: float = 0.05
+    query: torch.Tensor,
+    positive: torch.Tensor,
+    negative: torch.Tensor | None = None,
+    temperature: float = 0.05,
 ) -> torch.Tensor:
     """``query`` [B, D], ``positive`` [B, D], ``negative`` [B, D] | None -> scalar.
 
@@ -37,7 +40,13 @@ def _compute(x: Contrastive, p: InfoNCEParams) -> torch.Tensor:
     return infonce_loss(x.query.float(), x.positive.float(), neg, p.temperature)
 
 
-SPEC = register(LossSpec(
-    name="infonce", kinds=("bi_encoder",), inputs=Contrastive, params=InfoNCEParams, compute=_compute,
-    summary="in-batch negatives (+ mined hard negatives) contrastive loss",
-))
+SPEC = register(
+    LossSpec(
+        name="infonce",
+        kinds=("bi_encoder",),
+        inputs=Contrastive,
+        params=InfoNCEParams,
+        compute=_compute,
+        summary="in-batch negatives (+ mined hard negatives) contrastive loss",
+    )
+)

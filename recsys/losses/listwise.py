@@ -14,7 +14,10 @@ from recsys.losses.registry import LossParams, LossSpec, Pointwise, register
 
 
 def listwise_softmax_loss(
-    scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None, label_temperature: float = 1.0
+    scores: torch.Tensor,
+    labels: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    label_temperature: float = 1.0,
 ) -> torch.Tensor:
     """``scores`` [G, K], ``labels`` [G, K] (graded), ``mask`` [G, K] (1 = real) -> scalar.
 
@@ -26,9 +29,13 @@ def listwise_softmax_loss(
     mask = mask.bool()
     neg = torch.finfo(scores.dtype).min
     log_p = torch.log_softmax(scores.masked_fill(~mask, neg), dim=-1)  # [G, K]
-    target = torch.softmax(labels.to(scores.dtype).masked_fill(~mask, neg) / label_temperature, dim=-1)  # [G, K]
+    target = torch.softmax(
+        labels.to(scores.dtype).masked_fill(~mask, neg) / label_temperature, dim=-1
+    )  # [G, K]
     lab = labels.to(scores.dtype)
-    informative = (lab.masked_fill(~mask, float("inf")).amin(-1) < lab.masked_fill(~mask, float("-inf")).amax(-1))  # [G]
+    informative = lab.masked_fill(~mask, float("inf")).amin(-1) < lab.masked_fill(~mask, float("-inf")).amax(
+        -1
+    )  # [G]
     per_group = -(target * log_p.masked_fill(~mask, 0.0)).sum(-1)  # [G]
     if not informative.any():
         return scores.sum() * 0.0
@@ -46,7 +53,14 @@ def _compute(x: Pointwise, p: ListwiseParams) -> torch.Tensor:
     return listwise_softmax_loss(x.scores[: g * k].view(g, k), x.labels[: g * k].view(g, k))
 
 
-SPEC = register(LossSpec(
-    name="listwise", kinds=("cross_encoder",), inputs=Pointwise, params=ListwiseParams, compute=_compute,
-    group_size="list_size", summary="softmax cross-entropy over each query's list (ListNet)",
-))
+SPEC = register(
+    LossSpec(
+        name="listwise",
+        kinds=("cross_encoder",),
+        inputs=Pointwise,
+        params=ListwiseParams,
+        compute=_compute,
+        group_size="list_size",
+        summary="softmax cross-entropy over each query's list (ListNet)",
+    )
+)

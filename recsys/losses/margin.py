@@ -22,7 +22,13 @@ class MarginParams(LossParams):
     margin: float = Field(0.2, ge=0, description="Margin of the margin loss.")
 
 
-SPEC = register(LossSpec(
-    name="margin", kinds=("bi_encoder", "cross_encoder"), inputs=Pairwise, params=MarginParams,
-    compute=lambda x, p: margin_loss(x.pos, x.neg, p.margin), summary="pairwise hinge with a margin",
-))
+SPEC = register(
+    LossSpec(
+        name="margin",
+        kinds=("bi_encoder", "cross_encoder"),
+        inputs=Pairwise,
+        params=MarginParams,
+        compute=lambda x, p: margin_loss(x.pos, x.neg, p.margin),
+        summary="pairwise hinge with a margin",
+    )
+)

@@ -17,8 +17,13 @@ def mse_loss(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(scores, labels.to(scores.dtype))
 
 
-SPEC = register(LossSpec(
-    name="mse", kinds=("cross_encoder",), inputs=Pointwise, compute=lambda x, p: mse_loss(x.scores, x.labels),
-    threshold=0.5,  # the score regresses the label itself: 0.5 decides a match
-    summary="regression of the score onto graded relevance",
-))
+SPEC = register(
+    LossSpec(
+        name="mse",
+        kinds=("cross_encoder",),
+        inputs=Pointwise,
+        compute=lambda x, p: mse_loss(x.scores, x.labels),
+        threshold=0.5,  # the score regresses the label itself: 0.5 decides a match
+        summary="regression of the score onto graded relevance",
+    )
+)

@@ -14,7 +14,10 @@ from recsys.losses.registry import LossSpec, NextItem, register
 
 
 def sampled_softmax_loss(
-    hidden: torch.Tensor, pos_repr: torch.Tensor, neg_repr: torch.Tensor, targets: torch.Tensor,
+    hidden: torch.Tensor,
+    pos_repr: torch.Tensor,
+    neg_repr: torch.Tensor,
+    targets: torch.Tensor,
     neg_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``hidden`` [B, L, H], ``pos_repr`` [B, L, H] (target items), ``neg_repr`` [N, H] (sampled items),
@@ -37,7 +40,12 @@ def _compute(x: NextItem, p: object) -> torch.Tensor:
     return sampled_softmax_loss(x.hidden, pos_repr, x.item_repr(neg_ids).float(), x.targets, neg_ids)
 
 
-SPEC = register(LossSpec(
-    name="sampled_softmax", kinds=("sequential",), inputs=NextItem, compute=_compute,
-    summary="next-item cross-entropy against sampled negatives (large catalogues)",
-))
+SPEC = register(
+    LossSpec(
+        name="sampled_softmax",
+        kinds=("sequential",),
+        inputs=NextItem,
+        compute=_compute,
+        summary="next-item cross-entropy against sampled negatives (large catalogues)",
+    )
+)

@@ -22,7 +22,9 @@ def model_class(model_type: str) -> Any:  # a SavableModel subclass
 
         if model_type in SavableModel.registered:  # defined in a module already imported (a kind's own model)
             return SavableModel.registered[model_type]
-        raise ValueError(f"unknown model_type {model_type!r}; one of {sorted({*MODEL_CLASSES, *SavableModel.registered})}")
+        raise ValueError(
+            f"unknown model_type {model_type!r}; one of {sorted({*MODEL_CLASSES, *SavableModel.registered})}"
+        )
     module, name = MODEL_CLASSES[model_type]
     return getattr(importlib.import_module(module), name)
 

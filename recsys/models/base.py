@@ -47,8 +47,16 @@ def _tiny_bert() -> nn.Module:
 
     state = torch.random.get_rng_state()
     torch.manual_seed(0)
-    model = BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                 intermediate_size=64, max_position_embeddings=512))
+    model = BertModel(
+        BertConfig(
+            vocab_size=30522,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=512,
+        )
+    )
     torch.random.set_rng_state(state)
     return model
 
@@ -81,7 +89,9 @@ def load_tokenizer(path: str | Path) -> Any:  # a Hugging Face tokenizer
     p = Path(path)
     if str(path) == RANDOM_TINY_BERT:
         return AutoTokenizer.from_pretrained(resolve_model_path("all-MiniLM-L6-v2"))
-    return AutoTokenizer.from_pretrained(str(p) if (p / MODEL_FILE).is_file() else resolve_model_path(str(path)))
+    return AutoTokenizer.from_pretrained(
+        str(p) if (p / MODEL_FILE).is_file() else resolve_model_path(str(path))
+    )
 
 
 def device_of(module: nn.Module) -> torch.device:
@@ -97,7 +107,9 @@ class SavableModel(nn.Module):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if cls.model_type:  # a model defined beside its kind (recsys.kinds.<kind>) loads without a table entry
+        if (
+            cls.model_type
+        ):  # a model defined beside its kind (recsys.kinds.<kind>) loads without a table entry
             SavableModel.registered[cls.model_type] = cls
 
     def config(self) -> dict[str, Any]:  # pragma: no cover - abstract
@@ -127,10 +139,14 @@ class SavableModel(nn.Module):
 
             expected = set(self.state_dict())
             if set(state_dict) != expected:
-                raise ValueError(f"state_dict keys differ from the model's: missing {sorted(expected - set(state_dict))[:5]}, "
-                                 f"unexpected {sorted(set(state_dict) - expected)[:5]}")
-            tensors = {k: (v.float() if v.is_floating_point() else v).detach().cpu().contiguous().clone()
-                       for k, v in state_dict.items()}
+                raise ValueError(
+                    f"state_dict keys differ from the model's: missing {sorted(expected - set(state_dict))[:5]}, "
+                    f"unexpected {sorted(set(state_dict) - expected)[:5]}"
+                )
+            tensors = {
+                k: (v.float() if v.is_floating_point() else v).detach().cpu().contiguous().clone()
+                for k, v in state_dict.items()
+            }
             save_file(tensors, str(out / WEIGHTS_FILE), metadata={"format": "pt"})
         else:
             save_model(self, str(out / WEIGHTS_FILE))

@@ -66,7 +66,9 @@ class BiEncoder(SavableModel):
         )
 
     @classmethod
-    def from_encoder(cls, name_or_path: str = "all-MiniLM-L6-v2", *, shared: bool = True, **kwargs: Any) -> BiEncoder:
+    def from_encoder(
+        cls, name_or_path: str = "all-MiniLM-L6-v2", *, shared: bool = True, **kwargs: Any
+    ) -> BiEncoder:
         """A new bi-encoder from a pretrained Hugging Face encoder (alias, local dir or hub id)."""
         encoder = build_encoder(name_or_path)
         item_encoder = None if shared else copy.deepcopy(encoder)
@@ -107,14 +109,18 @@ class BiEncoder(SavableModel):
             raise ValueError(f"tower={tower!r}; use 'query' or 'item'")
         item_side = tower == "item" and self.item_encoder is not None
         encoder = self.item_encoder if item_side and self.item_encoder is not None else self.encoder
-        out = encoder(**{k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask", "token_type_ids")})
+        out = encoder(
+            **{k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        )
         vec = pool(out.last_hidden_state, inputs["attention_mask"], self.pooling)  # [B, H]
         proj = self.item_projection if item_side else self.projection
         if proj is not None:
             vec = proj(vec)  # [B, D]
         return F.normalize(vec, dim=-1) if self.normalize else vec
 
-    def forward(self, query: dict[str, torch.Tensor], item: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, query: dict[str, torch.Tensor], item: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (query vectors [B, D], item vectors [B', D])."""
         return self.embed(query, "query"), self.embed(item, "item")
 
@@ -123,7 +129,9 @@ class BiEncoder(SavableModel):
     def encode(self, texts: Sequence[str], batch_size: int = 64, tower: str = "query") -> np.ndarray:
         """Encode ``texts`` with one tower -> float32 array [N, D] (rows in input order)."""
         if self.tokenizer is None:
-            raise ValueError("this BiEncoder has no tokenizer; build it with from_encoder() or from_pretrained()")
+            raise ValueError(
+                "this BiEncoder has no tokenizer; build it with from_encoder() or from_pretrained()"
+            )
         was_training = self.training
         self.eval()
         texts = [t if isinstance(t, str) else "" for t in texts]
@@ -133,7 +141,11 @@ class BiEncoder(SavableModel):
         for start in range(0, len(texts), batch_size):
             idx = order[start : start + batch_size]
             tok = self.tokenizer(
-                [texts[i] for i in idx], padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+                [texts[i] for i in idx],
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="pt",
             )
             vec = self.embed({k: v.to(dev) for k, v in tok.items()}, tower)  # [b, D]
             out[idx] = vec.float().cpu().numpy()

@@ -10,7 +10,9 @@ from torch import nn
 def prepare_encoder(encoder: nn.Module, freeze_layers: int = 0, dropout: float | None = None) -> None:
     """Freeze the (unused) pooler, optionally the embeddings + first N layers; override dropout."""
     for name, p in encoder.named_parameters():
-        if name.startswith("pooler."):  # our pooling replaces the HF pooler; DDP needs every trainable param used
+        if name.startswith(
+            "pooler."
+        ):  # our pooling replaces the HF pooler; DDP needs every trainable param used
             p.requires_grad_(False)
     if freeze_layers:
         layers = _layers(encoder)

@@ -79,7 +79,9 @@ class CrossEncoder(SavableModel):
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Tokenized pairs [B, T] -> logits [B] (num_labels == 1) or [B, num_labels]."""
-        out = self.encoder(**{k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask", "token_type_ids")})
+        out = self.encoder(
+            **{k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        )
         vec = pool(out.last_hidden_state, inputs["attention_mask"], self.pooling)  # [B, H]
         logits: torch.Tensor = self.head(self.dropout(vec))  # [B, num_labels]
         return logits.squeeze(-1) if self.num_labels == 1 else logits
@@ -88,7 +90,9 @@ class CrossEncoder(SavableModel):
     def predict(self, pairs: Sequence[tuple[str, str]], batch_size: int = 32) -> np.ndarray:
         """Logits for ``(query, item)`` pairs -> float32 [N] (num_labels == 1) or [N, num_labels]."""
         if self.tokenizer is None:
-            raise ValueError("this CrossEncoder has no tokenizer; build it with from_encoder() or from_pretrained()")
+            raise ValueError(
+                "this CrossEncoder has no tokenizer; build it with from_encoder() or from_pretrained()"
+            )
         was_training = self.training
         self.eval()
         pairs = [(str(a or ""), str(b or "")) for a, b in pairs]
@@ -99,14 +103,20 @@ class CrossEncoder(SavableModel):
         for start in range(0, len(pairs), batch_size):
             idx = order[start : start + batch_size]
             tok = self.tokenizer(
-                [pairs[i][0] for i in idx], [pairs[i][1] for i in idx], padding=True,
-                truncation="longest_first", max_length=self.max_length, return_tensors="pt",
+                [pairs[i][0] for i in idx],
+                [pairs[i][1] for i in idx],
+                padding=True,
+                truncation="longest_first",
+                max_length=self.max_length,
+                return_tensors="pt",
             )
             out[idx] = self({k: v.to(dev) for k, v in tok.items()}).float().cpu().numpy()
         self.train(was_training)
         return out
 
-    def score(self, pairs: Sequence[tuple[str, str]], batch_size: int = 32, activation: str = "none") -> np.ndarray:
+    def score(
+        self, pairs: Sequence[tuple[str, str]], batch_size: int = 32, activation: str = "none"
+    ) -> np.ndarray:
         """One relevance score per pair -> float32 [N]; ``activation="sigmoid"`` gives probabilities."""
         logits = self.predict(pairs, batch_size)
         s = logits if self.num_labels == 1 else logits[:, -1]

@@ -76,11 +76,19 @@ class SequentialRecommender(SavableModel):
         self.item_ids = [str(i) for i in item_ids]
         self.item_index = {item: i + 1 for i, item in enumerate(self.item_ids)}
         self.user_features = {k: [str(v) for v in vals] for k, vals in (user_features or {}).items()}
-        self.user_index = {k: {v: i + 1 for i, v in enumerate(vals)} for k, vals in self.user_features.items()}
+        self.user_index = {
+            k: {v: i + 1 for i, v in enumerate(vals)} for k, vals in self.user_features.items()
+        }
         self.hp: dict[str, Any] = {
-            "hidden_size": hidden_size, "num_layers": num_layers, "num_heads": num_heads, "max_len": max_len,
-            "dropout": dropout, "ffn_size": ffn_size, "use_id_embeddings": use_id_embeddings,
-            "text_dim": text_dim, "text_trainable": text_trainable,
+            "hidden_size": hidden_size,
+            "num_layers": num_layers,
+            "num_heads": num_heads,
+            "max_len": max_len,
+            "dropout": dropout,
+            "ffn_size": ffn_size,
+            "use_id_embeddings": use_id_embeddings,
+            "text_dim": text_dim,
+            "text_trainable": text_trainable,
         }
         self.max_len = max_len
         n = len(self.item_ids) + 1
@@ -99,7 +107,12 @@ class SequentialRecommender(SavableModel):
         self.pos_emb = nn.Embedding(max_len + len(self.user_features), hidden_size)
         self.emb_dropout = nn.Dropout(dropout)
         layer = nn.TransformerEncoderLayer(
-            hidden_size, num_heads, ffn_size or hidden_size * 4, dropout, batch_first=True, norm_first=True,
+            hidden_size,
+            num_heads,
+            ffn_size or hidden_size * 4,
+            dropout,
+            batch_first=True,
+            norm_first=True,
             activation="gelu",
         )
         self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
@@ -157,27 +170,35 @@ class SequentialRecommender(SavableModel):
         position t predicting the item after ``items[:, t]``."""
         bsz, length = items.shape
         if length > self.max_len:
-            raise ValueError(f"histories of {length} items exceed the model's max_len {self.max_len}; keep the last {self.max_len}")
+            raise ValueError(
+                f"histories of {length} items exceed the model's max_len {self.max_len}; keep the last {self.max_len}"
+            )
         x = self.item_repr(items) * math.sqrt(self.hp["hidden_size"])  # [B, L, H]
         pad = items == 0  # [B, L]
         n_user = len(self.user_features)
         if n_user:
             if user is None:
                 user = torch.zeros(bsz, n_user, dtype=torch.long, device=items.device)
-            u = torch.stack([emb(user[:, j]) for j, emb in enumerate(self.user_emb.values())], dim=1)  # [B, F, H]
+            u = torch.stack(
+                [emb(user[:, j]) for j, emb in enumerate(self.user_emb.values())], dim=1
+            )  # [B, F, H]
             x = torch.cat([u, x], dim=1)  # [B, F+L, H]
             pad = torch.cat([torch.zeros(bsz, n_user, dtype=torch.bool, device=items.device), pad], dim=1)
         s = x.shape[1]
         # item positions are right-aligned (the newest item is always at max_len - 1), so a batch
         # trimmed of its all-padding columns (``trim_padding``) sees the positions a full window sees
-        pos = torch.cat([torch.arange(n_user), torch.arange(self.max_len - length, self.max_len) + n_user])  # [S]
+        pos = torch.cat(
+            [torch.arange(n_user), torch.arange(self.max_len - length, self.max_len) + n_user]
+        )  # [S]
         x = self.emb_dropout(x + self.pos_emb(pos.to(items.device)))  # [B, S, H]
         x = x * (~pad).unsqueeze(-1)  # padded positions carry nothing
         # a key is visible if it is not in the future and not padding; each position always sees itself
         causal = torch.ones(s, s, dtype=torch.bool, device=items.device).tril()  # [S, S]
         eye = torch.eye(s, dtype=torch.bool, device=items.device)
         allowed = (causal & ~pad.unsqueeze(1)) | eye  # [B, S, S]
-        mask = torch.zeros(allowed.shape, dtype=x.dtype, device=items.device).masked_fill(~allowed, float("-inf"))
+        mask = torch.zeros(allowed.shape, dtype=x.dtype, device=items.device).masked_fill(
+            ~allowed, float("-inf")
+        )
         mask = mask.repeat_interleave(self.hp["num_heads"], dim=0)  # [B*heads, S, S]
         h: torch.Tensor = self.final_norm(self.encoder(x, mask=mask))  # [B, S, H]
         return h[:, n_user:]  # [B, L, H]
@@ -222,13 +243,15 @@ class SequentialRecommender(SavableModel):
                 histories[start : start + batch_size],
                 user_features[start : start + batch_size] if user_features is not None else None,
             )
-            items = items[:, self.trim_padding(items):]  # [b, L'] without all-padding columns
+            items = items[:, self.trim_padding(items) :]  # [b, L'] without all-padding columns
             h = self(items.to(dev), user.to(dev) if user is not None else None)[:, -1]  # [b, H]
             if candidates is None:
                 rows.append((h @ table[1:].T).float().cpu().numpy())  # [b, V]
                 continue
             cand = candidates[start : start + batch_size]
-            cidx = torch.tensor([[self.item_index.get(str(c), 0) for c in cs] for cs in cand], device=dev)  # [b, C]
+            cidx = torch.tensor(
+                [[self.item_index.get(str(c), 0) for c in cs] for cs in cand], device=dev
+            )  # [b, C]
             s = torch.einsum("bh,bch->bc", h, table[cidx])  # [b, C]
             rows.append(s.masked_fill(cidx == 0, float("-inf")).float().cpu().numpy())
         self.train(was_training)
@@ -237,7 +260,10 @@ class SequentialRecommender(SavableModel):
         return np.concatenate(rows).astype(np.float32)
 
     def recommend(
-        self, history: Sequence[str], k: int = 10, user_features: Mapping[str, Any] | None = None,
+        self,
+        history: Sequence[str],
+        k: int = 10,
+        user_features: Mapping[str, Any] | None = None,
         exclude_history: bool = True,
     ) -> list[tuple[str, float]]:
         """Top-``k`` next items for one user as ``(item_id, score)``, best first."""

@@ -39,7 +39,9 @@ def psi_categorical(ref: pd.Series, cur: pd.Series, top_k: int = 50) -> tuple[fl
     keep = list(ref_share.index[:top_k])
     cur_share = cur.value_counts(normalize=True)
     r = np.array([ref_share.get(k, 0.0) for k in keep] + [max(0.0, 1 - ref_share[keep].sum())])
-    c = np.array([cur_share.get(k, 0.0) for k in keep] + [max(0.0, 1 - cur_share.reindex(keep).fillna(0).sum())])
+    c = np.array(
+        [cur_share.get(k, 0.0) for k in keep] + [max(0.0, 1 - cur_share.reindex(keep).fillna(0).sum())]
+    )
     labels = [str(k) for k in keep] + ["<other>"]
     delta = sorted(zip(labels, c - r, strict=True), key=lambda t: -abs(t[1]))[:5]
     return _psi(r, c), {k: round(float(v), 4) for k, v in delta}
@@ -66,7 +68,9 @@ class FeatureSpec:
     normalize: bool = False  # lower-case + strip categorical values (query mix)
 
 
-def compare(ref: pd.DataFrame, cur: pd.DataFrame, specs: list[FeatureSpec], min_rows: int = 50) -> list[dict[str, Any]]:
+def compare(
+    ref: pd.DataFrame, cur: pd.DataFrame, specs: list[FeatureSpec], min_rows: int = 50
+) -> list[dict[str, Any]]:
     """One result row per spec: psi, ks, thresholds, ``drifted`` (or ``skipped`` with the reason)."""
     out = []
     for s in specs:
@@ -77,7 +81,12 @@ def compare(ref: pd.DataFrame, cur: pd.DataFrame, specs: list[FeatureSpec], min_
             continue
         r, c = ref[s.column].dropna(), cur[s.column].dropna()
         if len(r) < min_rows or len(c) < min_rows:
-            out.append({**row, "skipped": f"too few non-null rows (reference {len(r)}, current {len(c)}; need {min_rows})"})
+            out.append(
+                {
+                    **row,
+                    "skipped": f"too few non-null rows (reference {len(r)}, current {len(c)}; need {min_rows})",
+                }
+            )
             continue
         row.update(n_reference=int(len(r)), n_current=int(len(c)))
         if s.kind == "numeric":

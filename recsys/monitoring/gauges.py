@@ -10,9 +10,16 @@ from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, write_t
 
 def drift_registry(results: list[dict], job: str, last_event_ts: float | None):
     reg = CollectorRegistry()
-    psi = Gauge("recsys_drift_psi", "PSI between the training snapshot and recent feedback.", ["feature"], registry=reg)
+    psi = Gauge(
+        "recsys_drift_psi",
+        "PSI between the training snapshot and recent feedback.",
+        ["feature"],
+        registry=reg,
+    )
     ks = Gauge("recsys_drift_ks", "Two-sample KS statistic (numeric features).", ["feature"], registry=reg)
-    thr = Gauge("recsys_drift_psi_threshold", "PSI alert threshold of the feature.", ["feature"], registry=reg)
+    thr = Gauge(
+        "recsys_drift_psi_threshold", "PSI alert threshold of the feature.", ["feature"], registry=reg
+    )
     det = Gauge("recsys_drift_detected", "1 if any feature is above its threshold.", registry=reg)
     ran = Gauge("recsys_drift_last_run_timestamp_seconds", "When the drift job last finished.", registry=reg)
     for r in results:
@@ -24,13 +31,17 @@ def drift_registry(results: list[dict], job: str, last_event_ts: float | None):
     det.set(int(any(r.get("drifted") for r in results)))
     ran.set(time.time())
     if last_event_ts is not None:
-        Gauge("recsys_data_last_event_timestamp_seconds", "Newest event in the recent feedback (data freshness).",
-              registry=reg).set(last_event_ts)
+        Gauge(
+            "recsys_data_last_event_timestamp_seconds",
+            "Newest event in the recent feedback (data freshness).",
+            registry=reg,
+        ).set(last_event_ts)
     return reg
 
 
-def export(results: list[dict], textfile: Path | None, pushgateway: str | None, job: str,
-           last_event_ts: float | None) -> None:
+def export(
+    results: list[dict], textfile: Path | None, pushgateway: str | None, job: str, last_event_ts: float | None
+) -> None:
     reg = drift_registry(results, job, last_event_ts)
     if textfile is not None:
         textfile.parent.mkdir(parents=True, exist_ok=True)

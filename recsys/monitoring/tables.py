@@ -7,8 +7,14 @@ import pandas as pd
 from recsys.evaluation.data import load_table  # Parquet read directly, anything else through recsys.data
 
 
-def load_events(cfg, max_rows: int | None, seed: int, window_days: float | None = None,
-                start: str | None = None, end: str | None = None) -> tuple[pd.DataFrame, int]:
+def load_events(
+    cfg,
+    max_rows: int | None,
+    seed: int,
+    window_days: float | None = None,
+    start: str | None = None,
+    end: str | None = None,
+) -> tuple[pd.DataFrame, int]:
     """The canonical events of ``cfg`` (an InputConfig) as pandas: events in [start, end), the last
     ``window_days`` days of those, then a seeded sample of ``max_rows``. Rows that do not convert are dropped and counted (second
     value): monitoring raw logs must not stop at the first bad line, nor hide how many there were."""

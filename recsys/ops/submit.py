@@ -21,8 +21,18 @@ from recsys.runtime import JOB_ENV
 
 # Never upload these with the working dir (Ray's working_dir limit is a few hundred MB).
 WORKING_DIR_EXCLUDES = [
-    ".venv/", "runs/", ".git/", "**/__pycache__/", "*.egg-info/", ".pytest_cache/", ".ruff_cache/",
-    "mlruns/", "*.parquet", "*.safetensors", "*.bin", "*.pt",
+    ".venv/",
+    "runs/",
+    ".git/",
+    "**/__pycache__/",
+    "*.egg-info/",
+    ".pytest_cache/",
+    ".ruff_cache/",
+    "mlruns/",
+    "*.parquet",
+    "*.safetensors",
+    "*.bin",
+    "*.pt",
 ]
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 
@@ -56,13 +66,21 @@ def build_submission(job: str, config: str, overrides: list[str], address: str, 
     except ValueError:  # config outside the project: ship its text in the environment
         env_vars["RECSYS_CONFIG_YAML"] = cfg_path.read_text(encoding="utf-8")
         cfg_arg = "env:RECSYS_CONFIG_YAML"
-    entrypoint = " ".join(["python", "-m", f"jobs.{job}", "--config", shlex.quote(cfg_arg), *map(shlex.quote, overrides)])
+    entrypoint = " ".join(
+        ["python", "-m", f"jobs.{job}", "--config", shlex.quote(cfg_arg), *map(shlex.quote, overrides)]
+    )
     runtime_env = {"working_dir": str(root), "excludes": WORKING_DIR_EXCLUDES, "env_vars": env_vars}
     return {"entrypoint": entrypoint, "runtime_env": runtime_env, "metadata": {"recsys_job": job}}
 
 
-def submit(job: str, config: str, overrides: list[str], address: str, env: dict[str, str] | None = None,
-           submission_id: str | None = None) -> str:
+def submit(
+    job: str,
+    config: str,
+    overrides: list[str],
+    address: str,
+    env: dict[str, str] | None = None,
+    submission_id: str | None = None,
+) -> str:
     spec = build_submission(job, config, overrides, address, env or {})
     return _client(address).submit_job(submission_id=submission_id, **spec)
 
@@ -79,7 +97,9 @@ def stop(submission_id: str, address: str) -> bool:
     return _client(address).stop_job(submission_id)
 
 
-def follow(submission_id: str, address: str, poll_s: float = 1.0, write: Callable[[str], None] | None = None) -> str:
+def follow(
+    submission_id: str, address: str, poll_s: float = 1.0, write: Callable[[str], None] | None = None
+) -> str:
     """Stream logs (to ``write``, default stdout) until the job ends; return its final status."""
     client = _client(address)
 

@@ -18,14 +18,22 @@ class StageConfig(StrictModel):
     """One stage: the same code as ``recsys run <job> --config <config> <overrides>``."""
 
     name: str = Field(..., description="Stage name (unique; used by --from, gates and @{name} references).")
-    job: str = Field(..., description="Job module in jobs/ (inventory, clean, features, train, tune, evaluate, index, ...).")
-    config: str = Field(..., description="The job's config: a scale (tiny/local/cluster) of its shipped configs, or a YAML path.")
+    job: str = Field(
+        ...,
+        description="Job module in jobs/ (inventory, clean, features, train, tune, evaluate, index, ...).",
+    )
+    config: str = Field(
+        ...,
+        description="The job's config: a scale (tiny/local/cluster) of its shipped configs, or a YAML path.",
+    )
     overrides: dict[str, Any] = Field(
         default_factory=dict,
         description="Dotted key -> value applied on top of the config; strings may hold @{stage} (that stage's output dir), "
         "e.g. {data: '@{clean}'} or {data.events.path: '@{clean}/events'}.",
     )
-    after: list[str] = Field(default_factory=list, description="Extra stages that must run first (refs add theirs).")
+    after: list[str] = Field(
+        default_factory=list, description="Extra stages that must run first (refs add theirs)."
+    )
     enabled: bool = Field(True, description="False skips the stage (and references to it are errors).")
 
     @field_validator("name")
@@ -58,63 +66,102 @@ class GateConfig(StrictModel):
 
     name: str = Field(..., description="Gate name in the report.")
     kind: Literal["data_contract", "reconciliation", "metric_min", "champion_challenger"] = Field(
-        ..., description="data_contract: the stage succeeded and `key` (violations) is empty; reconciliation: `key` is "
+        ...,
+        description="data_contract: the stage succeeded and `key` (violations) is empty; reconciliation: `key` is "
         "true (rows in = clean + quarantined + duplicates); metric_min: a metric >= min; champion_challenger: the challenger "
         "beats production with a significant paired difference.",
     )
     stage: str = Field(..., description="Stage whose report the gate reads (checked right after it runs).")
     key: str | None = Field(
-        None, description="Dotted key in the report (default: contract_violations / reconciled / metrics.<model>.<metric>).")
-    model: str | None = Field(None, description="metric_min / champion_challenger: the model name in an evaluate report.")
+        None,
+        description="Dotted key in the report (default: contract_violations / reconciled / metrics.<model>.<metric>).",
+    )
+    model: str | None = Field(
+        None, description="metric_min / champion_challenger: the model name in an evaluate report."
+    )
     metric: str | None = Field(None, description="Metric name (default: the report's primary_metric).")
     min: float | None = Field(None, description="metric_min: the lowest acceptable value.")
-    alpha: float = Field(0.05, gt=0, lt=1, description="champion_challenger: significance level of the paired test.")
+    alpha: float = Field(
+        0.05, gt=0, lt=1, description="champion_challenger: significance level of the paired test."
+    )
     test: Literal["p_permutation", "p_ttest", "p_bootstrap"] = Field(
-        "p_permutation", description="champion_challenger: which paired p-value of the evaluate report decides.")
-    min_improvement: float = Field(0.0, ge=0, description="champion_challenger: the mean difference must also exceed this.")
+        "p_permutation",
+        description="champion_challenger: which paired p-value of the evaluate report decides.",
+    )
+    min_improvement: float = Field(
+        0.0, ge=0, description="champion_challenger: the mean difference must also exceed this."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> GateConfig:
         if self.kind == "metric_min" and self.min is None:
             raise ValueError(f"gate {self.name!r}: kind metric_min needs min: <lowest acceptable value>")
         if self.kind == "champion_challenger" and not self.model:
-            raise ValueError(f"gate {self.name!r}: champion_challenger needs model: <challenger name in the evaluate config>")
+            raise ValueError(
+                f"gate {self.name!r}: champion_challenger needs model: <challenger name in the evaluate config>"
+            )
         return self
 
 
 class ServeDeployConfig(StrictModel):
     """Bring the promoted version live (Ray Serve, in-place update: no downtime)."""
 
-    config: str = Field(..., description="Serve config (configs/serve/*.yaml) whose arms serve the promoted index.")
+    config: str = Field(
+        ..., description="Serve config (configs/serve/*.yaml) whose arms serve the promoted index."
+    )
     arm: str | None = Field(
-        None, description="Only this arm gets the promoted index; the others keep their artifacts (default: every arm).")
+        None,
+        description="Only this arm gets the promoted index; the others keep their artifacts (default: every arm).",
+    )
     port: int | None = Field(None, ge=1, le=65535, description="HTTP port (default: the serve config's).")
-    smoke_query: str | None = Field("game", description="A /search query sent after deploying (None = no check).")
+    smoke_query: str | None = Field(
+        "game", description="A /search query sent after deploying (None = no check)."
+    )
 
 
 class DeployConfig(StrictModel):
     """Register the index (+ model) as a registry version; promote it when every gate passed; serve it."""
 
     index_stage: str = Field(..., description="Stage whose output is the serving index (the index job).")
-    model_stage: str | None = Field(None, description="Stage that trained the model (its `artifacts.model`), if any.")
+    model_stage: str | None = Field(
+        None, description="Stage that trained the model (its `artifacts.model`), if any."
+    )
     champion_gate: str | None = Field(
-        None, description="champion_challenger gate whose challenger spec is recorded with the version (next run's champion).")
-    promote: bool = Field(True, description="Promote to production when every gate passed (False: staging only).")
-    serve: ServeDeployConfig | None = Field(None, description="Deploy to Ray Serve after promotion (None = registry only).")
+        None,
+        description="champion_challenger gate whose challenger spec is recorded with the version (next run's champion).",
+    )
+    promote: bool = Field(
+        True, description="Promote to production when every gate passed (False: staging only)."
+    )
+    serve: ServeDeployConfig | None = Field(
+        None, description="Deploy to Ray Serve after promotion (None = registry only)."
+    )
 
 
 class PipelineConfig(JobConfig):
     """Raw logs to a promoted, monitored service: stages, quality gates, registry, lineage; resumable."""
 
-    stages: list[StageConfig] = Field(..., min_length=1, description="Stages in run order (each an existing job).")
-    gates: list[GateConfig] = Field(default_factory=list, description="Quality gates checked after their stage.")
-    deploy: DeployConfig | None = Field(None, description="Registry + serving step after the last stage (None = stop there).")
-    registry: RegistryConfig = Field(default_factory=RegistryConfig, description="MLflow tracking and model registry.")
+    stages: list[StageConfig] = Field(
+        ..., min_length=1, description="Stages in run order (each an existing job)."
+    )
+    gates: list[GateConfig] = Field(
+        default_factory=list, description="Quality gates checked after their stage."
+    )
+    deploy: DeployConfig | None = Field(
+        None, description="Registry + serving step after the last stage (None = stop there)."
+    )
+    registry: RegistryConfig = Field(
+        default_factory=RegistryConfig, description="MLflow tracking and model registry."
+    )
     track: bool = Field(True, description="Log every stage's params, metrics and report to MLflow.")
     from_stage: str | None = Field(
-        None, description="Resume: rerun this stage and everything after it; earlier stages come from their cached outputs.")
+        None,
+        description="Resume: rerun this stage and everything after it; earlier stages come from their cached outputs.",
+    )
     force: bool = Field(False, description="Rerun every stage even when its inputs and config are unchanged.")
-    pushgateway: str | None = Field(None, description="Pushgateway (host:9091) for the pipeline gauges (None = textfile only).")
+    pushgateway: str | None = Field(
+        None, description="Pushgateway (host:9091) for the pipeline gauges (None = textfile only)."
+    )
 
     @model_validator(mode="after")
     def _graph(self) -> PipelineConfig:
@@ -128,13 +175,17 @@ class PipelineConfig(JobConfig):
                 continue
             for ref in sorted(s.refs()):
                 if ref not in names[:i]:
-                    raise ValueError(f"stage {s.name!r} reads @{{{ref}}} but no earlier stage is named {ref!r} "
-                                     f"(earlier: {names[:i]}); reorder the stages or fix the name")
+                    raise ValueError(
+                        f"stage {s.name!r} reads @{{{ref}}} but no earlier stage is named {ref!r} "
+                        f"(earlier: {names[:i]}); reorder the stages or fix the name"
+                    )
                 if ref not in enabled:
                     raise ValueError(f"stage {s.name!r} reads @{{{ref}}} but stage {ref!r} is disabled")
         for g in self.gates:
             if g.stage not in enabled:
-                raise ValueError(f"gate {g.name!r}: stage {g.stage!r} is not an enabled stage ({sorted(enabled)})")
+                raise ValueError(
+                    f"gate {g.name!r}: stage {g.stage!r} is not an enabled stage ({sorted(enabled)})"
+                )
         if self.from_stage and self.from_stage not in enabled:
             raise ValueError(f"from_stage {self.from_stage!r} is not an enabled stage; use one of {names}")
         if self.deploy:

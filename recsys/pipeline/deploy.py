@@ -32,8 +32,15 @@ def find_version(registry: ModelRegistry, key: str) -> str | None:
     return None
 
 
-def register(registry: ModelRegistry, index_report: dict[str, Any], model_report: dict[str, Any] | None,
-             champion_spec: dict[str, Any] | None, key: str, lineage: str, metrics: dict[str, Any]) -> tuple[str, bool]:
+def register(
+    registry: ModelRegistry,
+    index_report: dict[str, Any],
+    model_report: dict[str, Any] | None,
+    champion_spec: dict[str, Any] | None,
+    key: str,
+    lineage: str,
+    metrics: dict[str, Any],
+) -> tuple[str, bool]:
     """Register (or find, when the same deployable was registered before); returns (version, is_new)."""
     existing = find_version(registry, key)
     if existing:
@@ -48,7 +55,9 @@ def register(registry: ModelRegistry, index_report: dict[str, Any], model_report
         "recsys.metrics": metrics,
     }
     if model_report:
-        tags["recsys.model_dir"] = str(model_report.get("artifacts", {}).get("model", model_report["output_dir"]))
+        tags["recsys.model_dir"] = str(
+            model_report.get("artifacts", {}).get("model", model_report["output_dir"])
+        )
     if champion_spec:
         tags["recsys.champion_spec"] = champion_spec
     source = arts.get("index") or index_report["output_dir"]
@@ -64,9 +73,15 @@ def champion_spec(registry: ModelRegistry) -> tuple[str | None, dict[str, Any] |
     return version, (json.loads(raw) if raw else None)
 
 
-def plan_arms(arms: list[dict[str, Any]], artifacts: str, index_version: str, arm: str | None,
-              where: str = "serve config", model: str | None = None,
-              recommend: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def plan_arms(
+    arms: list[dict[str, Any]],
+    artifacts: str,
+    index_version: str,
+    arm: str | None,
+    where: str = "serve config",
+    model: str | None = None,
+    recommend: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
     """The serve config's ``arms`` after a promotion. By default every arm serves the promoted index
     (the arms of an A/B test then differ in serving parameters); with ``arm`` only that arm moves and
     the others keep their own artifacts, which must exist (checked before anything is deployed).
@@ -74,7 +89,9 @@ def plan_arms(arms: list[dict[str, Any]], artifacts: str, index_version: str, ar
     that moves; an arm's ``recommend`` replaces the app's whole section, so the arm's own (or else the
     app's, ``recommend``) settings are kept beside it."""
     if not arms:
-        raise ValueError(f"{where}: the first application has no args.arms; add one arm to serve the promoted index")
+        raise ValueError(
+            f"{where}: the first application has no args.arms; add one arm to serve the promoted index"
+        )
     names = [a.get("name") for a in arms]
     if arm is not None and arm not in names:
         raise ValueError(f"deploy.serve.arm {arm!r} is not an arm of {where} ({names})")
@@ -88,20 +105,30 @@ def plan_arms(arms: list[dict[str, Any]], artifacts: str, index_version: str, ar
             if model:
                 a["recommend"] = {**(a.get("recommend") or recommend or {}), "model": model}
         elif not Path(project_path(str(a.get("artifacts", ""))) or "").exists():
-            raise ValueError(f"{where}: arm {a.get('name')!r} serves {a.get('artifacts')!r}, which does not exist; "
-                             "build it (recsys run index) or leave deploy.serve.arm unset so every arm serves the promoted index")
+            raise ValueError(
+                f"{where}: arm {a.get('name')!r} serves {a.get('artifacts')!r}, which does not exist; "
+                "build it (recsys run index) or leave deploy.serve.arm unset so every arm serves the promoted index"
+            )
         out.append(a)
     return out
 
 
-def serve_target(serve_config: str, artifacts: str, index_version: str, arm: str | None = None,
-                 port: int | None = None, model: str | None = None) -> dict[str, Any]:
+def serve_target(
+    serve_config: str,
+    artifacts: str,
+    index_version: str,
+    arm: str | None = None,
+    port: int | None = None,
+    model: str | None = None,
+) -> dict[str, Any]:
     """Deploy ``serve_config`` with the promoted ``artifacts``/``index_version`` (and sequential
     ``model`` for /recommend, when the version has one; see plan_arms) on the connected Ray; an
     already running app is updated in place."""
     cfg = read_serve_config(serve_config)
     args = cfg["applications"][0].get("args") or {}
-    arms = plan_arms(args.get("arms", []), artifacts, index_version, arm, serve_config, model, args.get("recommend"))
+    arms = plan_arms(
+        args.get("arms", []), artifacts, index_version, arm, serve_config, model, args.get("recommend")
+    )
     return start(serve_config, port=port, overrides={"arms": arms})
 
 

@@ -47,11 +47,24 @@ def data_contract(name: str, stage: str, report: dict[str, Any], key: str | None
     """The stage (inventory) succeeded and its violations list is empty."""
     key = key or "contract_violations"
     if report.get("status") != "succeeded":
-        return Verdict(name, "data_contract", stage, False, f"data contract violated: {report.get('error', 'stage failed')}")
+        return Verdict(
+            name,
+            "data_contract",
+            stage,
+            False,
+            f"data contract violated: {report.get('error', 'stage failed')}",
+        )
     found = lookup(report, key)
     violations = [] if found is _MISSING or found in (None, 0, False) else found
     if violations:
-        return Verdict(name, "data_contract", stage, False, f"data contract violated: {violations}", {"violations": violations})
+        return Verdict(
+            name,
+            "data_contract",
+            stage,
+            False,
+            f"data contract violated: {violations}",
+            {"violations": violations},
+        )
     return Verdict(name, "data_contract", stage, True, "every contract rule holds", {"key": key})
 
 
@@ -61,52 +74,137 @@ def reconciliation(name: str, stage: str, report: dict[str, Any], key: str | Non
     counts = report.get("counts", {})
     value = lookup(report, key)
     if value is _MISSING:
-        return Verdict(name, "reconciliation", stage, False,
-                       f"report of stage {stage!r} has no {key!r}; set the gate's key to the field that says rows reconcile",
-                       {"counts": counts})
+        return Verdict(
+            name,
+            "reconciliation",
+            stage,
+            False,
+            f"report of stage {stage!r} has no {key!r}; set the gate's key to the field that says rows reconcile",
+            {"counts": counts},
+        )
     if not value:
-        return Verdict(name, "reconciliation", stage, False,
-                       f"rows do not reconcile ({key} = {value!r}): rows in != clean + quarantined + duplicates", {"counts": counts})
-    return Verdict(name, "reconciliation", stage, True, "every input row is clean, quarantined or a duplicate", {"counts": counts})
+        return Verdict(
+            name,
+            "reconciliation",
+            stage,
+            False,
+            f"rows do not reconcile ({key} = {value!r}): rows in != clean + quarantined + duplicates",
+            {"counts": counts},
+        )
+    return Verdict(
+        name,
+        "reconciliation",
+        stage,
+        True,
+        "every input row is clean, quarantined or a duplicate",
+        {"counts": counts},
+    )
 
 
 def _metric_name(report: dict[str, Any], metric: str | None) -> str | None:
     return metric or report.get("primary_metric")
 
 
-def metric_min(name: str, stage: str, report: dict[str, Any], key: str | None, model: str | None,
-               metric: str | None, minimum: float) -> Verdict:
+def metric_min(
+    name: str,
+    stage: str,
+    report: dict[str, Any],
+    key: str | None,
+    model: str | None,
+    metric: str | None,
+    minimum: float,
+) -> Verdict:
     """A metric of the report (``metrics.<model>.<metric>`` for evaluate, ``metrics.<metric>`` otherwise) >= minimum."""
     m = _metric_name(report, metric)
     key = key or (f"metrics.{model}.{m}" if model else f"metrics.{m}")
     value = lookup(report, key)
     if value is _MISSING or not isinstance(value, int | float):
-        return Verdict(name, "metric_min", stage, False, f"metric {key!r} not found in the report of stage {stage!r}")
+        return Verdict(
+            name, "metric_min", stage, False, f"metric {key!r} not found in the report of stage {stage!r}"
+        )
     ok = value >= minimum
-    return Verdict(name, "metric_min", stage, ok, f"{key} = {value:.4f} {'>=' if ok else '<'} minimum {minimum}",
-                   {"key": key, "value": value, "min": minimum})
+    return Verdict(
+        name,
+        "metric_min",
+        stage,
+        ok,
+        f"{key} = {value:.4f} {'>=' if ok else '<'} minimum {minimum}",
+        {"key": key, "value": value, "min": minimum},
+    )
 
 
-def champion_challenger(name: str, stage: str, report: dict[str, Any], challenger: str, champion: str | None,
-                        metric: str | None, alpha: float, test: str, min_improvement: float) -> Verdict:
+def champion_challenger(
+    name: str,
+    stage: str,
+    report: dict[str, Any],
+    challenger: str,
+    champion: str | None,
+    metric: str | None,
+    alpha: float,
+    test: str,
+    min_improvement: float,
+) -> Verdict:
     """The challenger beats the champion (evaluated on the same queries by the evaluate stage) with a
     significant paired difference. No champion (first deployment): passes."""
     m = _metric_name(report, metric)
     if champion is None:
-        return Verdict(name, "champion_challenger", stage, True, "no production model yet: the challenger is the first champion",
-                       {"challenger": challenger, "metric": m})
-    row = next((r for r in report.get("significance", []) if r.get("model") == challenger and r.get("vs") == champion), None)
+        return Verdict(
+            name,
+            "champion_challenger",
+            stage,
+            True,
+            "no production model yet: the challenger is the first champion",
+            {"challenger": challenger, "metric": m},
+        )
+    row = next(
+        (
+            r
+            for r in report.get("significance", [])
+            if r.get("model") == challenger and r.get("vs") == champion
+        ),
+        None,
+    )
     if row is None:
-        return Verdict(name, "champion_challenger", stage, False,
-                       f"no paired test of {challenger!r} vs {champion!r} in the report of stage {stage!r} "
-                       "(is the challenger in the evaluate config's models?)")
+        return Verdict(
+            name,
+            "champion_challenger",
+            stage,
+            False,
+            f"no paired test of {challenger!r} vs {champion!r} in the report of stage {stage!r} "
+            "(is the challenger in the evaluate config's models?)",
+        )
     p, diff = float(row[test]), float(row["diff"])
-    details = {"challenger": challenger, "champion": champion, "metric": row.get("metric", m), "diff": diff, test: p,
-               "alpha": alpha, "mean_challenger": row.get("mean_a"), "mean_champion": row.get("mean_b"), "n": row.get("n")}
+    details = {
+        "challenger": challenger,
+        "champion": champion,
+        "metric": row.get("metric", m),
+        "diff": diff,
+        test: p,
+        "alpha": alpha,
+        "mean_challenger": row.get("mean_a"),
+        "mean_champion": row.get("mean_b"),
+        "n": row.get("n"),
+    }
     if diff <= min_improvement or p >= alpha:
-        why = "is not better" if diff <= 0 else ("improves too little" if diff <= min_improvement else "is not significantly better")
-        return Verdict(name, "champion_challenger", stage, False,
-                       f"challenger {challenger!r} {why} than production ({row.get('metric', m)} diff {diff:+.4f}, "
-                       f"{test} {p:.4g}, alpha {alpha}); production is unchanged", details)
-    return Verdict(name, "champion_challenger", stage, True,
-                   f"challenger {challenger!r} beats production by {diff:+.4f} ({test} {p:.4g} < {alpha})", details)
+        why = (
+            "is not better"
+            if diff <= 0
+            else ("improves too little" if diff <= min_improvement else "is not significantly better")
+        )
+        return Verdict(
+            name,
+            "champion_challenger",
+            stage,
+            False,
+            f"challenger {challenger!r} {why} than production ({row.get('metric', m)} diff {diff:+.4f}, "
+            f"{test} {p:.4g}, alpha {alpha}); production is unchanged",
+            details,
+        )
+    return Verdict(
+        name,
+        "champion_challenger",
+        stage,
+        True,
+        f"challenger {challenger!r} beats production by {diff:+.4f} ({test} {p:.4g} < {alpha})",
+        details,
+    )

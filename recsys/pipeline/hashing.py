@@ -22,7 +22,9 @@ def fingerprint_path(path: str) -> dict[str, Any] | None:
     if "://" in path or not os.path.exists(path):
         return None
     p = Path(path)
-    files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
+    files = (
+        [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
+    )
     h = hashlib.sha256()
     total = 0
     for f in files[:MAX_FILES]:
@@ -58,5 +60,9 @@ def external_inputs(config: Any, exclude_under: Path) -> dict[str, dict[str, Any
 def stage_key(job: str, config: dict[str, Any], inputs: dict[str, Any]) -> str:
     """sha256 of the job name, its resolved config (output_dir and tracking excluded: neither changes
     what the stage computes) and its input fingerprints."""
-    body = {"job": job, "config": {k: v for k, v in config.items() if k not in ("output_dir", "tracking")}, "inputs": inputs}
+    body = {
+        "job": job,
+        "config": {k: v for k, v in config.items() if k not in ("output_dir", "tracking")},
+        "inputs": inputs,
+    }
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()

@@ -47,8 +47,14 @@ class PipelineRunner:
         self.root = root.resolve()
         self.log = log
         self._registry = registry
-        self.lineage: dict[str, Any] = {"pipeline": cfg.output_dir or str(root), "started_at": _now(), "stages": [],
-                                        "gates": [], "deployment": None, "status": "running"}
+        self.lineage: dict[str, Any] = {
+            "pipeline": cfg.output_dir or str(root),
+            "started_at": _now(),
+            "stages": [],
+            "gates": [],
+            "deployment": None,
+            "status": "running",
+        }
         self.reports: dict[str, dict[str, Any]] = {}
 
     @property
@@ -58,21 +64,34 @@ class PipelineRunner:
         return self._registry
 
     def _needs_registry(self) -> bool:
-        return self.cfg.deploy is not None or self.cfg.track or any(g.kind == "champion_challenger" for g in self.cfg.gates)
+        return (
+            self.cfg.deploy is not None
+            or self.cfg.track
+            or any(g.kind == "champion_challenger" for g in self.cfg.gates)
+        )
 
     # ---- stages ---------------------------------------------------------------------------------
     def _champion_injection(self, stage_name: str, data: dict[str, Any]) -> dict[str, Any] | None:
         """Before an evaluate stage with a champion_challenger gate: add the production model's spec
         (as recorded at its promotion) as model ``production`` and make it the paired-test reference."""
-        gate = next((g for g in self.cfg.gates if g.kind == "champion_challenger" and g.stage == stage_name), None)
+        gate = next(
+            (g for g in self.cfg.gates if g.kind == "champion_challenger" and g.stage == stage_name), None
+        )
         if gate is None:
             return None
         challenger = next((m for m in data.get("models", []) if m.get("name") == gate.model), None)
         if challenger is None:
-            raise PipelineStopped(f"gate {gate.name!r}: challenger {gate.model!r} is not among the models of stage "
-                                  f"{stage_name!r} ({[m.get('name') for m in data.get('models', [])]})")
+            raise PipelineStopped(
+                f"gate {gate.name!r}: challenger {gate.model!r} is not among the models of stage "
+                f"{stage_name!r} ({[m.get('name') for m in data.get('models', [])]})"
+            )
         version, spec = D.champion_spec(self.registry)
-        info = {"gate": gate.name, "challenger": gate.model, "challenger_spec": challenger, "production_version": version}
+        info = {
+            "gate": gate.name,
+            "challenger": gate.model,
+            "challenger_spec": challenger,
+            "production_version": version,
+        }
         if spec is not None and _without_name(spec) == _without_name(challenger):
             # production's own model refit on today's data: comparing it with itself proves nothing
             # (a paired test of identical scores never passes), so this is a refresh, not a challenge
@@ -82,8 +101,11 @@ class PipelineRunner:
             data["reference"] = CHAMPION
             info["champion_spec"] = spec
         elif version is not None:
-            self.log.warning("[pipeline] production version %s has no recorded champion spec; it cannot be re-evaluated, "
-                             "so the challenger is compared with nothing", version)
+            self.log.warning(
+                "[pipeline] production version %s has no recorded champion spec; it cannot be re-evaluated, "
+                "so the challenger is compared with nothing",
+                version,
+            )
         return info
 
     def _resolve(self, s, outputs: dict[str, str]) -> tuple[ResolvedStage, dict[str, Any] | None]:
@@ -91,12 +113,27 @@ class PipelineRunner:
         champion = self._champion_injection(s.name, data) if self.cfg.gates else None
         return resolve(s.name, s.job, data, self.root, sorted(s.refs())), champion
 
-    def _record(self, st: ResolvedStage, report: dict[str, Any], action: str, seconds: float) -> dict[str, Any]:
-        entry = {"name": st.name, "job": st.job, "action": action, "status": report.get("status"), "key": st.key,
-                 "output_dir": str(st.output_dir), "upstream": st.upstream, "inputs": st.inputs,
-                 "git_sha": report.get("git_sha"), "config": st.config, "counts": report.get("counts"),
-                 "metrics": report.get("metrics"), "artifacts": report.get("artifacts"), "seconds": round(seconds, 2),
-                 "timings": report.get("timings"), "error": report.get("error")}
+    def _record(
+        self, st: ResolvedStage, report: dict[str, Any], action: str, seconds: float
+    ) -> dict[str, Any]:
+        entry = {
+            "name": st.name,
+            "job": st.job,
+            "action": action,
+            "status": report.get("status"),
+            "key": st.key,
+            "output_dir": str(st.output_dir),
+            "upstream": st.upstream,
+            "inputs": st.inputs,
+            "git_sha": report.get("git_sha"),
+            "config": st.config,
+            "counts": report.get("counts"),
+            "metrics": report.get("metrics"),
+            "artifacts": report.get("artifacts"),
+            "seconds": round(seconds, 2),
+            "timings": report.get("timings"),
+            "error": report.get("error"),
+        }
         self.lineage["stages"].append(entry)
         return entry
 
@@ -104,13 +141,17 @@ class PipelineRunner:
         if not self.cfg.track:
             return
         try:
-            run_id = self.registry.log_job_report(report, {"recsys.pipeline": str(self.root), "recsys.stage": st.name,
-                                                           "recsys.stage_key": st.key})
+            run_id = self.registry.log_job_report(
+                report,
+                {"recsys.pipeline": str(self.root), "recsys.stage": st.name, "recsys.stage_key": st.key},
+            )
             self.lineage["stages"][-1]["mlflow_run_id"] = run_id
         except Exception as exc:  # noqa: BLE001 - tracking must not fail a pipeline; the lineage keeps everything
             self.log.warning("[pipeline] MLflow tracking of stage %s failed: %s", st.name, exc)
 
-    def _gates_after(self, stage: str, report: dict[str, Any], champion: dict[str, Any] | None) -> list[G.Verdict]:
+    def _gates_after(
+        self, stage: str, report: dict[str, Any], champion: dict[str, Any] | None
+    ) -> list[G.Verdict]:
         out = []
         for g in (g for g in self.cfg.gates if g.stage == stage):
             if g.kind == "data_contract":
@@ -122,15 +163,32 @@ class PipelineRunner:
             elif g.kind == "metric_min":
                 v = G.metric_min(g.name, stage, report, g.key, g.model, g.metric, g.min)
             elif champion and champion.get("same_as_production"):
-                v = G.Verdict(g.name, "champion_challenger", stage, True,
-                              f"challenger {g.model!r} has production's spec (version {champion.get('production_version')}): "
-                              "a refresh on current data, nothing to compare", {"challenger": g.model, "refresh": True})
+                v = G.Verdict(
+                    g.name,
+                    "champion_challenger",
+                    stage,
+                    True,
+                    f"challenger {g.model!r} has production's spec (version {champion.get('production_version')}): "
+                    "a refresh on current data, nothing to compare",
+                    {"challenger": g.model, "refresh": True},
+                )
             else:
                 has_champion = bool(champion and champion.get("champion_spec"))
-                v = G.champion_challenger(g.name, stage, report, g.model, CHAMPION if has_champion else None, g.metric,
-                                          g.alpha, g.test, g.min_improvement)
+                v = G.champion_challenger(
+                    g.name,
+                    stage,
+                    report,
+                    g.model,
+                    CHAMPION if has_champion else None,
+                    g.metric,
+                    g.alpha,
+                    g.test,
+                    g.min_improvement,
+                )
                 v.details["production_version"] = (champion or {}).get("production_version")
-            self.log.info("[pipeline] gate %s (%s): %s — %s", g.name, g.kind, "PASS" if v.passed else "FAIL", v.reason)
+            self.log.info(
+                "[pipeline] gate %s (%s): %s — %s", g.name, g.kind, "PASS" if v.passed else "FAIL", v.reason
+            )
             self.lineage["gates"].append(v.as_dict())
             out.append(v)
         return out
@@ -149,15 +207,22 @@ class PipelineRunner:
             if start is not None and i < start and cached is None:
                 raise PipelineStopped(
                     f"cannot resume from {cfg.from_stage!r}: stage {s.name!r} has no finished output for its current "
-                    f"config and inputs (key {st.key[:12]}); run the pipeline without from_stage")
+                    f"config and inputs (key {st.key[:12]}); run the pipeline without from_stage"
+                )
             t0 = time.perf_counter()
             with get_console().stage(s.name, step=f"{i + 1}/{len(stages)}") as shown:  # one display per stage
-                if rerun or cached is None:  # (cached is None implies rerun; spelled out for the type checker)
+                if (
+                    rerun or cached is None
+                ):  # (cached is None implies rerun; spelled out for the type checker)
                     self.log.info("[pipeline] stage %s (%s) -> %s", s.name, s.job, st.output_dir)
                     report = execute(st)
                 else:
-                    self.log.info("[pipeline] stage %s (%s): inputs and config unchanged, reusing %s", s.name, s.job,
-                                  st.output_dir)
+                    self.log.info(
+                        "[pipeline] stage %s (%s): inputs and config unchanged, reusing %s",
+                        s.name,
+                        s.job,
+                        st.output_dir,
+                    )
                     report = cached
                 self.reports[s.name] = report
                 self._record(st, report, "ran" if rerun else "cached", time.perf_counter() - t0)
@@ -165,13 +230,18 @@ class PipelineRunner:
                     self._track(st, report)
                 verdicts = self._gates_after(s.name, report, champion)
                 failed = [v for v in verdicts if not v.passed]
-                shown.done(metric=key_metric(report), report=st.output_dir / "report.json",
-                           status=_row_status(report, rerun, bool(failed)))
+                shown.done(
+                    metric=key_metric(report),
+                    report=st.output_dir / "report.json",
+                    status=_row_status(report, rerun, bool(failed)),
+                )
             if report.get("status") != "succeeded":
                 gate = next((v.gate for v in failed), None)
-                raise PipelineStopped(f"stage {s.name!r} ({s.job}) failed{f' (gate {gate})' if gate else ''}: "
-                                      f"{report.get('error')}; see {st.output_dir / 'report.json'}; fix it and rerun "
-                                      f"with from_stage={s.name}")
+                raise PipelineStopped(
+                    f"stage {s.name!r} ({s.job}) failed{f' (gate {gate})' if gate else ''}: "
+                    f"{report.get('error')}; see {st.output_dir / 'report.json'}; fix it and rerun "
+                    f"with from_stage={s.name}"
+                )
             if failed:
                 raise PipelineStopped(f"gate {failed[0].gate!r} after stage {s.name!r}: {failed[0].reason}")
             outputs[s.name] = str(st.output_dir)
@@ -210,27 +280,49 @@ class PipelineRunner:
             if spec is None:
                 ev = self.reports.get(gate.stage, {}).get("config", {})
                 spec = next((m for m in ev.get("models", []) if m.get("name") == gate.model), None)
-        key = D.deploy_key({"index": stage_keys[d.index_stage], "model": stage_keys.get(d.model_stage or ""), "spec": spec})
+        key = D.deploy_key(
+            {"index": stage_keys[d.index_stage], "model": stage_keys.get(d.model_stage or ""), "spec": spec}
+        )
         metrics = {v["gate"]: v["details"] for v in self.lineage["gates"]}
-        version, new = D.register(self.registry, index_report, model_report, spec, key, str(self.root / "lineage.json"),
-                                  metrics)
+        version, new = D.register(
+            self.registry, index_report, model_report, spec, key, str(self.root / "lineage.json"), metrics
+        )
         before = self.registry.alias_version("production")
-        out: dict[str, Any] = {"version": version, "registered": new, "production_before": before,
-                               "model_name": self.registry.model_name, "tracking_uri": self.registry.tracking_uri}
+        out: dict[str, Any] = {
+            "version": version,
+            "registered": new,
+            "production_before": before,
+            "model_name": self.registry.model_name,
+            "tracking_uri": self.registry.tracking_uri,
+        }
         if d.promote and before != version:
             self.registry.promote(version)
         out["production_after"] = self.registry.alias_version("production")
         out["promoted"] = out["production_after"] == version and before != version
-        self.log.info("[pipeline] registry %s: version %s %s (production %s -> %s)", self.registry.model_name, version,
-                      "registered" if new else "already registered", before, out["production_after"])
+        self.log.info(
+            "[pipeline] registry %s: version %s %s (production %s -> %s)",
+            self.registry.model_name,
+            version,
+            "registered" if new else "already registered",
+            before,
+            out["production_after"],
+        )
         if d.serve and out["production_after"] == version:
             target = self.registry.serving_target(version)
-            served = D.serve_target(d.serve.config, target["artifacts"], target["index_version"], d.serve.arm, d.serve.port,
-                                    target.get("model"))
+            served = D.serve_target(
+                d.serve.config,
+                target["artifacts"],
+                target["index_version"],
+                d.serve.arm,
+                d.serve.port,
+                target.get("model"),
+            )
             out["service"] = {**served, "version": version, "index_version": target["index_version"]}
             if d.serve.smoke_query:
                 out["service"]["smoke"] = D.smoke(served["url"], d.serve.smoke_query)
-            self.log.info("[pipeline] serving version %s at %s (docs: %s/docs)", version, served["url"], served["url"])
+            self.log.info(
+                "[pipeline] serving version %s at %s (docs: %s/docs)", version, served["url"], served["url"]
+            )
         return out
 
     # ---- all ------------------------------------------------------------------------------------
@@ -254,11 +346,22 @@ class PipelineRunner:
     def summary(self) -> dict[str, Any]:
         stages = self.lineage["stages"]
         return {
-            "counts": {"stages": len(stages), "ran": sum(s["action"] == "ran" for s in stages),
-                       "cached": sum(s["action"] == "cached" for s in stages), "gates": len(self.lineage["gates"])},
-            "stages": [{k: s[k] for k in ("name", "job", "action", "status", "key", "output_dir", "seconds")} for s in stages],
-            "gates": self.lineage["gates"], "deployment": self.lineage["deployment"],
-            "artifacts": {"lineage": str(self.root / "lineage.json"), "gauges": str(self.root / "pipeline.prom")},
+            "counts": {
+                "stages": len(stages),
+                "ran": sum(s["action"] == "ran" for s in stages),
+                "cached": sum(s["action"] == "cached" for s in stages),
+                "gates": len(self.lineage["gates"]),
+            },
+            "stages": [
+                {k: s[k] for k in ("name", "job", "action", "status", "key", "output_dir", "seconds")}
+                for s in stages
+            ],
+            "gates": self.lineage["gates"],
+            "deployment": self.lineage["deployment"],
+            "artifacts": {
+                "lineage": str(self.root / "lineage.json"),
+                "gauges": str(self.root / "pipeline.prom"),
+            },
         }
 
     def _write_outputs(self) -> None:
@@ -266,7 +369,12 @@ class PipelineRunner:
         self.lineage["config"] = self.cfg.model_dump(mode="json")
         write_json(self.root / "lineage.json", self.lineage)
         try:
-            export_gauges(self.lineage, self.root / "pipeline.prom", self.cfg.pushgateway, Path(self.lineage["pipeline"]).name)
+            export_gauges(
+                self.lineage,
+                self.root / "pipeline.prom",
+                self.cfg.pushgateway,
+                Path(self.lineage["pipeline"]).name,
+            )
         except Exception as exc:  # noqa: BLE001 - an unreachable Pushgateway must not hide the pipeline's result
             self.log.warning("[pipeline] exporting gauges failed: %s", exc)
         self.log.info("[pipeline] lineage: %s", self.root / "lineage.json")

@@ -99,5 +99,7 @@ def execute(stage: ResolvedStage) -> dict[str, Any]:
         report = json.loads((stage.output_dir / "report.json").read_text(encoding="utf-8"))
     if report.get("status") == "succeeded":
         (stage.output_dir / STAGE_MARKER).write_text(
-            json.dumps({"key": stage.key, "job": stage.job, "inputs": stage.inputs}, indent=2), encoding="utf-8")
+            json.dumps({"key": stage.key, "job": stage.job, "inputs": stage.inputs}, indent=2),
+            encoding="utf-8",
+        )
     return report

@@ -10,4 +10,12 @@ from recsys.registry.mlflow_registry import (
     mlflow_key,
 )
 
-__all__ = ["PREVIOUS", "PRODUCTION", "STAGING", "ModelRegistry", "RegistryConfig", "RegistryError", "mlflow_key"]
+__all__ = [
+    "PREVIOUS",
+    "PRODUCTION",
+    "STAGING",
+    "ModelRegistry",
+    "RegistryConfig",
+    "RegistryError",
+    "mlflow_key",
+]

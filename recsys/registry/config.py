@@ -19,13 +19,19 @@ class RegistryConfig(StrictModel):
         "if set, else an embedded sqlite:///${RECSYS_RUNS_ROOT}/mlflow/mlflow.db (no server).",
     )
     artifact_location: str | None = Field(
-        None, description="Artifact root of a new experiment (s3://..., a dir); None = ${RECSYS_RUNS_ROOT}/mlflow/artifacts "
+        None,
+        description="Artifact root of a new experiment (s3://..., a dir); None = ${RECSYS_RUNS_ROOT}/mlflow/artifacts "
         "when embedded, the server's default otherwise.",
     )
-    experiment: str = Field("recsys", min_length=1, description="MLflow experiment that stage runs are logged to.")
-    model_name: str = Field("recsys", min_length=1, description="Registered model name (versions + staging/production aliases).")
+    experiment: str = Field(
+        "recsys", min_length=1, description="MLflow experiment that stage runs are logged to."
+    )
+    model_name: str = Field(
+        "recsys", min_length=1, description="Registered model name (versions + staging/production aliases)."
+    )
     copy_artifacts: bool = Field(
-        False, description="Upload the registered directory into the artifact store (needed when the tracking server "
+        False,
+        description="Upload the registered directory into the artifact store (needed when the tracking server "
         "does not share a filesystem with the cluster); False registers its path by reference.",
     )
 

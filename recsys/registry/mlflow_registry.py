@@ -33,7 +33,10 @@ def mlflow_key(name: str) -> str:
 
 
 def default_tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(runs_root()).resolve() / 'mlflow' / 'mlflow.db'}"
+    return (
+        os.environ.get("MLFLOW_TRACKING_URI")
+        or f"sqlite:///{Path(runs_root()).resolve() / 'mlflow' / 'mlflow.db'}"
+    )
 
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
@@ -49,8 +52,14 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
 class ModelRegistry:
     """Thin, typed wrapper over ``mlflow.MlflowClient`` (plain values in, plain dicts out)."""
 
-    def __init__(self, tracking_uri: str | None = None, artifact_location: str | None = None,
-                 experiment: str = "recsys", model_name: str = "recsys", copy_artifacts: bool = False):
+    def __init__(
+        self,
+        tracking_uri: str | None = None,
+        artifact_location: str | None = None,
+        experiment: str = "recsys",
+        model_name: str = "recsys",
+        copy_artifacts: bool = False,
+    ):
         from mlflow import MlflowClient  # lazy: mlflow costs ~2 s of import; only registry calls need it
 
         self.tracking_uri = tracking_uri or default_tracking_uri()
@@ -68,23 +77,39 @@ class ModelRegistry:
     @classmethod
     def from_config(cls, cfg) -> ModelRegistry:
         """Build from a ``RegistryConfig`` (the only place a config object is read)."""
-        return cls(cfg.tracking_uri, cfg.artifact_location, cfg.experiment, cfg.model_name, cfg.copy_artifacts)
+        return cls(
+            cfg.tracking_uri, cfg.artifact_location, cfg.experiment, cfg.model_name, cfg.copy_artifacts
+        )
 
     # ---- tracking -----------------------------------------------------------------------------
     @property
     def experiment_id(self) -> str:
         if self._experiment_id is None:
             exp = self.client.get_experiment_by_name(self.experiment_name)
-            self._experiment_id = exp.experiment_id if exp else self.client.create_experiment(
-                self.experiment_name, artifact_location=self.artifact_location)
+            self._experiment_id = (
+                exp.experiment_id
+                if exp
+                else self.client.create_experiment(
+                    self.experiment_name, artifact_location=self.artifact_location
+                )
+            )
         return self._experiment_id
 
-    def log_run(self, name: str, *, params: dict[str, Any] | None = None, metrics: dict[str, float] | None = None,
-                tags: dict[str, str] | None = None, artifacts: dict[str, str] | None = None,
-                status: str = "FINISHED") -> str:
+    def log_run(
+        self,
+        name: str,
+        *,
+        params: dict[str, Any] | None = None,
+        metrics: dict[str, float] | None = None,
+        tags: dict[str, str] | None = None,
+        artifacts: dict[str, str] | None = None,
+        status: str = "FINISHED",
+    ) -> str:
         """One finished MLflow run (a job / pipeline stage): params, numeric metrics, files or dirs;
         ``status`` is MLflow's run status (FINISHED / FAILED)."""
-        run = self.client.create_run(self.experiment_id, run_name=name, tags={k: str(v) for k, v in (tags or {}).items()})
+        run = self.client.create_run(
+            self.experiment_id, run_name=name, tags={k: str(v) for k, v in (tags or {}).items()}
+        )
         rid = run.info.run_id
         for key, value in sorted(flatten(params or {}).items()):
             with contextlib.suppress(Exception):  # a param over MLflow's length limit is skipped, not fatal
@@ -101,8 +126,12 @@ class ModelRegistry:
         self.client.set_terminated(rid, status)
         return rid
 
-    def log_job_report(self, report: dict[str, Any], extra_tags: dict[str, str] | None = None,
-                       artifacts: dict[str, str] | None = None) -> str:
+    def log_job_report(
+        self,
+        report: dict[str, Any],
+        extra_tags: dict[str, str] | None = None,
+        artifacts: dict[str, str] | None = None,
+    ) -> str:
         """Log a job's ``report.json`` as one run: the config as params, the metrics (nested ones as
         ``model.metric``), counts as ``count.<name>``, timings as ``time.<stage>``, the report itself
         plus ``artifacts``."""
@@ -110,14 +139,24 @@ class ModelRegistry:
         metrics = flatten(report.get("metrics") or {})
         metrics.update({f"count.{k}": v for k, v in flatten(report.get("counts") or {}).items()})
         metrics.update({f"time.{k}": v for k, v in (report.get("timings") or {}).items()})
-        tags = {"recsys.job": report.get("job", "?"), "recsys.status": report.get("status", "?"),
-                "recsys.output_dir": str(out), "mlflow.source.git.commit": report.get("git_sha") or "unknown",
-                **(extra_tags or {})}
+        tags = {
+            "recsys.job": report.get("job", "?"),
+            "recsys.status": report.get("status", "?"),
+            "recsys.output_dir": str(out),
+            "mlflow.source.git.commit": report.get("git_sha") or "unknown",
+            **(extra_tags or {}),
+        }
         arts = {"report": str(out / "report.json")} if (out / "report.json").is_file() else {}
         arts.update(artifacts or {})
         status = "FINISHED" if report.get("status") == "succeeded" else "FAILED"
-        return self.log_run(report.get("job", "job"), params=report.get("config"), metrics=metrics, tags=tags,
-                            artifacts=arts, status=status)
+        return self.log_run(
+            report.get("job", "job"),
+            params=report.get("config"),
+            metrics=metrics,
+            tags=tags,
+            artifacts=arts,
+            status=status,
+        )
 
     # ---- registry -----------------------------------------------------------------------------
     def _ensure_model(self) -> None:
@@ -126,10 +165,18 @@ class ModelRegistry:
         try:
             self.client.get_registered_model(self.model_name)
         except MlflowException:
-            self.client.create_registered_model(self.model_name, description="recsys deployable versions (index + model)")
+            self.client.create_registered_model(
+                self.model_name, description="recsys deployable versions (index + model)"
+            )
 
-    def register(self, source_dir: str, *, run_id: str | None = None, tags: dict[str, Any] | None = None,
-                 alias: str | None = STAGING) -> str:
+    def register(
+        self,
+        source_dir: str,
+        *,
+        run_id: str | None = None,
+        tags: dict[str, Any] | None = None,
+        alias: str | None = STAGING,
+    ) -> str:
         """Register ``source_dir`` as a new version (tagged; aliased ``staging`` by default); returns the version."""
         src = Path(source_dir)
         if not src.exists():
@@ -137,10 +184,14 @@ class ModelRegistry:
         self._ensure_model()
         source = str(src.resolve())
         if self.copy_artifacts:
-            rid = run_id or self.log_run(f"register-{self.model_name}", tags={"recsys.registered_from": source})
+            rid = run_id or self.log_run(
+                f"register-{self.model_name}", tags={"recsys.registered_from": source}
+            )
             self.client.log_artifacts(rid, source, artifact_path="deployable")
             source, run_id = f"{self.client.get_run(rid).info.artifact_uri}/deployable", rid
-        str_tags = {k: v if isinstance(v, str) else json.dumps(v, default=str) for k, v in (tags or {}).items()}
+        str_tags = {
+            k: v if isinstance(v, str) else json.dumps(v, default=str) for k, v in (tags or {}).items()
+        }
         mv = self.client.create_model_version(self.model_name, source, run_id=run_id, tags=str_tags)
         if alias:
             self.client.set_registered_model_alias(self.model_name, alias, mv.version)
@@ -159,17 +210,28 @@ class ModelRegistry:
         from mlflow.exceptions import MlflowException  # lazy: imports mlflow (~2 s)
 
         try:
-            mv = (self.client.get_model_version(self.model_name, ref) if ref.isdigit()
-                  else self.client.get_model_version_by_alias(self.model_name, ref))
+            mv = (
+                self.client.get_model_version(self.model_name, ref)
+                if ref.isdigit()
+                else self.client.get_model_version_by_alias(self.model_name, ref)
+            )
         except MlflowException:
             known = ", ".join(v["version"] for v in self.versions()) or "none"
-            raise RegistryError(f"model {self.model_name!r} has no version or alias {ref!r} (versions: {known}); "
-                                "see `recsys models ls`") from None
+            raise RegistryError(
+                f"model {self.model_name!r} has no version or alias {ref!r} (versions: {known}); "
+                "see `recsys models ls`"
+            ) from None
         return self._as_dict(mv)
 
     def _as_dict(self, mv) -> dict[str, Any]:
-        return {"version": str(mv.version), "aliases": sorted(mv.aliases or []), "source": mv.source,
-                "run_id": mv.run_id, "created": mv.creation_timestamp, "tags": dict(mv.tags or {})}
+        return {
+            "version": str(mv.version),
+            "aliases": sorted(mv.aliases or []),
+            "source": mv.source,
+            "run_id": mv.run_id,
+            "created": mv.creation_timestamp,
+            "tags": dict(mv.tags or {}),
+        }
 
     def versions(self) -> list[dict[str, Any]]:
         """Every version, newest first."""
@@ -217,8 +279,10 @@ class ModelRegistry:
         history = self._history()
         current = self.alias_version(PRODUCTION)
         if not history:
-            raise RegistryError(f"model {self.model_name!r}: no earlier production version to roll back to "
-                                f"(production is {current or 'unset'}); promote a version with `recsys models promote N`")
+            raise RegistryError(
+                f"model {self.model_name!r}: no earlier production version to roll back to "
+                f"(production is {current or 'unset'}); promote a version with `recsys models promote N`"
+            )
         target = history.pop()
         self.client.set_registered_model_alias(self.model_name, PRODUCTION, target)
         if current:
@@ -247,10 +311,15 @@ class ModelRegistry:
         mv = self.get(ref)
         tags = mv["tags"]
         if "recsys.index_dir" not in tags:
-            raise RegistryError(f"version {mv['version']} has no recsys.index_dir tag; register index outputs with "
-                                "the pipeline's deploy stage (or tag it by hand)")
-        target = {"version": mv["version"], "artifacts": tags["recsys.index_dir"],
-                  "index_version": tags.get("recsys.index_version", "latest")}
+            raise RegistryError(
+                f"version {mv['version']} has no recsys.index_dir tag; register index outputs with "
+                "the pipeline's deploy stage (or tag it by hand)"
+            )
+        target = {
+            "version": mv["version"],
+            "artifacts": tags["recsys.index_dir"],
+            "index_version": tags.get("recsys.index_version", "latest"),
+        }
         if tags.get("recsys.model_dir"):  # a pipeline with a train stage: its model serves /recommend
             target["model"] = tags["recsys.model_dir"]
         return target

@@ -34,7 +34,11 @@ def redact(uri: str) -> str:
 
 
 def dir_bytes(path: Path) -> int:
-    return path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return (
+        path.stat().st_size
+        if path.is_file()
+        else sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    )
 
 
 def split_artifacts(artifacts: dict[str, Any], max_mb: float) -> tuple[dict[str, str], dict[str, str]]:
@@ -84,8 +88,12 @@ def track_job(report: dict[str, Any], cfg, log) -> dict[str, Any] | None:
     shown = redact(uri)
     why = reachable(uri, cfg.timeout_s)
     if why:
-        log.warning("[%s] MLflow tracking skipped: %s did not answer (%s); the job's outputs are unaffected",
-                    report.get("job"), shown, why)
+        log.warning(
+            "[%s] MLflow tracking skipped: %s did not answer (%s); the job's outputs are unaffected",
+            report.get("job"),
+            shown,
+            why,
+        )
         return None
     try:
         upload, by_ref = split_artifacts(report.get("artifacts") or {}, cfg.max_artifact_mb)
@@ -93,8 +101,15 @@ def track_job(report: dict[str, Any], cfg, log) -> dict[str, Any] | None:
             reg = ModelRegistry(tracking_uri=uri, experiment=cfg.experiment)
             run_id = reg.log_job_report(report, by_ref, artifacts=upload)
     except Exception as exc:  # noqa: BLE001 - tracking must never fail a job that otherwise succeeded
-        log.warning("[%s] MLflow tracking to %s failed: %s: %s; the job's outputs are unaffected",
-                    report.get("job"), shown, type(exc).__name__, exc)
+        log.warning(
+            "[%s] MLflow tracking to %s failed: %s: %s; the job's outputs are unaffected",
+            report.get("job"),
+            shown,
+            type(exc).__name__,
+            exc,
+        )
         return None
-    log.info("[%s] MLflow run %s logged to %s (experiment %s)", report.get("job"), run_id, shown, cfg.experiment)
+    log.info(
+        "[%s] MLflow run %s logged to %s (experiment %s)", report.get("job"), run_id, shown, cfg.experiment
+    )
     return {"run_id": run_id, "experiment": cfg.experiment, "uri": shown}

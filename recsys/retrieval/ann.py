@@ -13,8 +13,17 @@ if TYPE_CHECKING:
 AnnKind = Literal["exact", "ivf", "hnsw"]
 
 
-def build_index(emb: np.ndarray, kind: AnnKind, *, nlist: int = 256, nprobe: int = 16,
-                hnsw_m: int = 32, ef_construction: int = 80, ef_search: int = 64, seed: int = 0) -> faiss.Index:
+def build_index(
+    emb: np.ndarray,
+    kind: AnnKind,
+    *,
+    nlist: int = 256,
+    nprobe: int = 16,
+    hnsw_m: int = 32,
+    ef_construction: int = 80,
+    ef_search: int = 64,
+    seed: int = 0,
+) -> faiss.Index:
     """``emb`` [N, D] float32, rows L2-normalised -> a trained, filled faiss index (inner product)."""
     import faiss
 
@@ -43,8 +52,13 @@ def build_index(emb: np.ndarray, kind: AnnKind, *, nlist: int = 256, nprobe: int
 EXACT_FILTER_MAX = 50_000  # filtered sets up to this size are scanned exactly (a few ms, full recall)
 
 
-def search(index: faiss.Index, queries: np.ndarray, k: int, allowed: np.ndarray | None = None,
-           vectors: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def search(
+    index: faiss.Index,
+    queries: np.ndarray,
+    k: int,
+    allowed: np.ndarray | None = None,
+    vectors: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` (scores [Q, k], rows [Q, k]; -1 = none) of ``queries`` [Q, D], restricted to the row
     ids in ``allowed`` (filters applied inside the search, before truncation). With the index's
     ``vectors`` [N, D], a small filtered set is scanned exactly: graph / cluster search under a
@@ -71,7 +85,9 @@ def search(index: faiss.Index, queries: np.ndarray, k: int, allowed: np.ndarray 
     return scores, rows
 
 
-def _exact_subset(queries: np.ndarray, vectors: np.ndarray, allowed: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def _exact_subset(
+    queries: np.ndarray, vectors: np.ndarray, allowed: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
     sims = queries @ vectors[allowed].T  # [Q, A]
     top = np.argsort(-sims, axis=1, kind="stable")[:, :k]  # [Q, <=k]
     scores = np.full((len(queries), k), -np.inf, dtype=np.float32)

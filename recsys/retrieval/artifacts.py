@@ -44,13 +44,17 @@ def resolve_version(root: str | Path, version: str = LATEST) -> Path:
     if version == LATEST:
         pointer = root / LATEST
         if not pointer.is_file():
-            raise ArtifactError(f"no index at {str(root)!r} (missing {LATEST!r}); run `recsys run index` with "
-                                f"output_dir={root} first, or point artifacts at an index output directory")
+            raise ArtifactError(
+                f"no index at {str(root)!r} (missing {LATEST!r}); run `recsys run index` with "
+                f"output_dir={root} first, or point artifacts at an index output directory"
+            )
         version = pointer.read_text(encoding="utf-8").strip()
     path = root / version
     if not (path / MANIFEST).is_file():
         have = sorted(p.name for p in root.iterdir() if (p / MANIFEST).is_file()) if root.is_dir() else []
-        raise ArtifactError(f"index version {version!r} not found under {str(root)!r}; available: {have or 'none'}")
+        raise ArtifactError(
+            f"index version {version!r} not found under {str(root)!r}; available: {have or 'none'}"
+        )
     return path
 
 
@@ -58,7 +62,9 @@ def publish(tmp_dir: Path, root: Path, version: str) -> Path:
     """Move a finished build into place and point ``latest`` at it (atomic renames)."""
     final = root / version
     if final.exists():
-        raise FileExistsError(f"index version {version!r} already exists under {root}; choose another version")
+        raise FileExistsError(
+            f"index version {version!r} already exists under {root}; choose another version"
+        )
     os.replace(tmp_dir, final)
     tmp_ptr = root / f".{LATEST}.tmp"
     tmp_ptr.write_text(version + "\n", encoding="utf-8")
@@ -86,8 +92,14 @@ class IndexArtifacts:
         return cast(str, self.manifest["version"])
 
     @classmethod
-    def load(cls, root: str | Path, version: str = LATEST, *, nprobe: int | None = None,
-             ef_search: int | None = None) -> IndexArtifacts:
+    def load(
+        cls,
+        root: str | Path,
+        version: str = LATEST,
+        *,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+    ) -> IndexArtifacts:
         from recsys.retrieval.ann import load_index
         from recsys.retrieval.autocomplete import Autocomplete
         from recsys.retrieval.lexical import BM25Index
@@ -105,12 +117,15 @@ class IndexArtifacts:
         pop = pd.read_parquet(path / "popular.parquet")
         popular = {(t, s): list(i) for t, s, i in zip(pop["segment_type"], pop["segment"], pop["items"])}
         return cls(
-            path=path, manifest=manifest, items=items,
+            path=path,
+            manifest=manifest,
+            items=items,
             embeddings=np.load(path / "embeddings.npy", mmap_mode="r"),
             ann=load_index(str(path / "ann.faiss"), nprobe=nprobe, ef_search=ef_search),
             bm25=BM25Index.load(path / "bm25", len(items)),
             autocomplete=Autocomplete.load(path / "autocomplete.parquet"),
-            users=users, popular=popular,
+            users=users,
+            popular=popular,
             row_of={iid: i for i, iid in enumerate(items["item_id"].tolist())},
         )
 

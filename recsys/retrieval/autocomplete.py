@@ -62,9 +62,16 @@ class Autocomplete:
 
     # --- building -------------------------------------------------------------------------------
     @classmethod
-    def from_sources(cls, titles: list[str], title_popularity: np.ndarray, queries: list[str] | None = None,
-                     query_counts: np.ndarray | None = None, query_conversions: np.ndarray | None = None,
-                     title_weight: float = 1.0, conversion_weight: float = 2.0) -> Autocomplete:
+    def from_sources(
+        cls,
+        titles: list[str],
+        title_popularity: np.ndarray,
+        queries: list[str] | None = None,
+        query_counts: np.ndarray | None = None,
+        query_conversions: np.ndarray | None = None,
+        title_weight: float = 1.0,
+        conversion_weight: float = 2.0,
+    ) -> Autocomplete:
         """Weights: titles ``title_weight * log1p(1 + popularity)``; past queries
         ``log1p(count) * (1 + conversion_weight * conversions / count)``; duplicates add up."""
         table: dict[str, tuple[str, float]] = {}
@@ -79,8 +86,13 @@ class Autocomplete:
         for title, pop in zip(titles, np.asarray(title_popularity, dtype=np.float64)):
             add(title, title_weight * float(np.log1p(1.0 + pop)))
         if queries:
-            counts = np.asarray(query_counts if query_counts is not None else np.ones(len(queries)), dtype=np.float64)
-            conv = np.asarray(query_conversions if query_conversions is not None else np.zeros(len(queries)), dtype=np.float64)
+            counts = np.asarray(
+                query_counts if query_counts is not None else np.ones(len(queries)), dtype=np.float64
+            )
+            conv = np.asarray(
+                query_conversions if query_conversions is not None else np.zeros(len(queries)),
+                dtype=np.float64,
+            )
             for q, c, v in zip(queries, counts, conv):
                 add(q, float(np.log1p(c) * (1.0 + conversion_weight * v / max(c, 1.0))))
         shown = [v[0] for v in table.values()]
@@ -140,7 +152,10 @@ class Autocomplete:
         scores = np.where(starts, scores * PREFIX_BONUS, scores)
         top = ids[np.argsort(-scores, kind="stable")[:k]]
         best = dict(zip(ids.tolist(), scores.tolist()))
-        return [{"text": self.phrases[i], "score": round(float(best[i]), 6), "corrected": corrected} for i in top.tolist()]
+        return [
+            {"text": self.phrases[i], "score": round(float(best[i]), 6), "corrected": corrected}
+            for i in top.tolist()
+        ]
 
     # --- persistence ----------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:

@@ -37,8 +37,15 @@ def item_text(items: pd.DataFrame, fields: list[str]) -> list[str]:
     return out
 
 
-def embed_catalog(texts: list[str], model_path: str, max_length: int, batch_size: int, concurrency: int,
-                  num_cpus: float, num_gpus: float) -> np.ndarray:
+def embed_catalog(
+    texts: list[str],
+    model_path: str,
+    max_length: int,
+    batch_size: int,
+    concurrency: int,
+    num_cpus: float,
+    num_gpus: float,
+) -> np.ndarray:
     """float32 [N, D] embeddings of ``texts`` computed by an actor pool (rows in input order)."""
     import ray
 
@@ -50,9 +57,18 @@ def embed_catalog(texts: list[str], model_path: str, max_length: int, batch_size
     bounds = np.linspace(0, len(df), blocks + 1).astype(int)
     ds = ray.data.from_pandas([df.iloc[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo])
     out = ds.map_batches(
-        EmbedBatch, fn_constructor_kwargs={"model_path": model_path, "max_length": max_length,
-                                           "device": "cuda" if num_gpus > 0 else "cpu", "batch_size": batch_size},
-        batch_size=batch_size, batch_format="numpy", concurrency=concurrency, num_cpus=num_cpus, num_gpus=num_gpus,
+        EmbedBatch,
+        fn_constructor_kwargs={
+            "model_path": model_path,
+            "max_length": max_length,
+            "device": "cuda" if num_gpus > 0 else "cpu",
+            "batch_size": batch_size,
+        },
+        batch_size=batch_size,
+        batch_format="numpy",
+        concurrency=concurrency,
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
     )
     emb: np.ndarray | None = None
     for batch in out.iter_batches(batch_format="numpy", batch_size=4096):
@@ -68,17 +84,38 @@ def snapshot(path: str | None) -> dict[str, Any] | None:
     """What the data looked like: files, bytes, newest mtime and a fingerprint of (name, size, mtime)."""
     if path is None:
         return None
-    files = sorted(glob.glob(path, recursive=True)) if any(c in path for c in "*?[") else (
-        sorted(str(p) for p in Path(path).rglob("*") if p.is_file()) if os.path.isdir(path) else [path])
+    files = (
+        sorted(glob.glob(path, recursive=True))
+        if any(c in path for c in "*?[")
+        else (sorted(str(p) for p in Path(path).rglob("*") if p.is_file()) if os.path.isdir(path) else [path])
+    )
     stats = [(f, os.path.getsize(f), os.path.getmtime(f)) for f in files if os.path.isfile(f)]
-    h = hashlib.sha256(json.dumps([(os.path.basename(f), s, int(m)) for f, s, m in stats]).encode()).hexdigest()
+    h = hashlib.sha256(
+        json.dumps([(os.path.basename(f), s, int(m)) for f, s, m in stats]).encode()
+    ).hexdigest()
     newest = max((m for _, _, m in stats), default=None)
-    return {"path": path, "files": len(stats), "bytes": sum(s for _, s, _ in stats), "fingerprint": h[:16],
-            "newest_mtime": dt.datetime.fromtimestamp(newest, dt.timezone.utc).isoformat() if newest else None}
+    return {
+        "path": path,
+        "files": len(stats),
+        "bytes": sum(s for _, s, _ in stats),
+        "fingerprint": h[:16],
+        "newest_mtime": dt.datetime.fromtimestamp(newest, dt.timezone.utc).isoformat() if newest else None,
+    }
 
 
-def write_version(root: Path, version: str, *, items: pd.DataFrame, embeddings: np.ndarray, ann: faiss.Index, bm25: BM25Index,
-                  autocomplete: Autocomplete, users: pd.DataFrame, popular: pd.DataFrame, manifest: dict[str, Any]) -> Path:
+def write_version(
+    root: Path,
+    version: str,
+    *,
+    items: pd.DataFrame,
+    embeddings: np.ndarray,
+    ann: faiss.Index,
+    bm25: BM25Index,
+    autocomplete: Autocomplete,
+    users: pd.DataFrame,
+    popular: pd.DataFrame,
+    manifest: dict[str, Any],
+) -> Path:
     """Write every file into ``root/.<version>.tmp`` then publish it as ``root/<version>``."""
     from recsys.retrieval.ann import save_index
 

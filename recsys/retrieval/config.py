@@ -12,8 +12,10 @@ from recsys.config import InputConfig, JobConfig, ModelConfig, StrictModel
 class EmbedConfig(StrictModel):
     """Catalog embedding with a Ray Data actor pool."""
 
-    model: ModelConfig = Field(default_factory=lambda: ModelConfig(max_length=64),
-                               description="Bi-encoder: a trained BiEncoder directory (runs/train/.../model) or a pretrained HF encoder.")
+    model: ModelConfig = Field(
+        default_factory=lambda: ModelConfig(max_length=64),
+        description="Bi-encoder: a trained BiEncoder directory (runs/train/.../model) or a pretrained HF encoder.",
+    )
     batch_size: int = Field(128, ge=1, le=8192, description="Titles per map_batches call.")
     concurrency: int = Field(1, ge=1, description="Actors in the embedding pool.")
     num_cpus: float = Field(1.0, gt=0, description="CPUs per embedding actor.")
@@ -24,7 +26,8 @@ class AnnConfig(StrictModel):
     """faiss index over the item embeddings (inner product on normalised vectors = cosine)."""
 
     kind: Literal["auto", "exact", "ivf", "hnsw"] = Field(
-        "auto", description="exact (flat), ivf, hnsw; auto = exact up to exact_max_items, else hnsw.")
+        "auto", description="exact (flat), ivf, hnsw; auto = exact up to exact_max_items, else hnsw."
+    )
     exact_max_items: int = Field(50_000, ge=1, description="auto uses exact search up to this many items.")
     nlist: int = Field(256, ge=1, description="IVF: number of clusters (capped at items/39).")
     nprobe: int = Field(16, ge=1, description="IVF: clusters visited per query.")
@@ -38,8 +41,11 @@ class AnnConfig(StrictModel):
 class Bm25Config(StrictModel):
     """bm25s lexical index over item text."""
 
-    fields: list[str] = Field(["title", "brand", "category", "description"], min_length=1,
-                              description="Item columns concatenated into the indexed text (missing ones skipped).")
+    fields: list[str] = Field(
+        ["title", "brand", "category", "description"],
+        min_length=1,
+        description="Item columns concatenated into the indexed text (missing ones skipped).",
+    )
     k1: float = Field(1.5, gt=0, description="BM25 term-frequency saturation.")
     b: float = Field(0.75, ge=0, le=1, description="BM25 length normalisation.")
 
@@ -56,29 +62,40 @@ class FeaturesConfig(StrictModel):
     """Per-user and per-item lookups that the personalizer and recommender read."""
 
     recent_items: int = Field(20, ge=1, le=1000, description="Most recent items kept per user.")
-    popular_items: int = Field(200, ge=1, description="Items kept per popularity list (global / country / category).")
+    popular_items: int = Field(
+        200, ge=1, description="Items kept per popularity list (global / country / category)."
+    )
     event_weights: dict[str, float] = Field(
         {"view": 1.0, "click": 2.0, "fav": 3.0, "cart": 4.0, "buy": 8.0},
-        description="Popularity weight of each event type (others count 1).")
+        description="Popularity weight of each event type (others count 1).",
+    )
     purchase_events: list[str] = Field(["buy"], description="Event types that mark an item as purchased.")
 
 
 class IndexJobConfig(JobConfig):
     """Config of the index job."""
 
-    items: InputConfig = Field(..., description="The item catalog (item_id, title [, category, brand, price, description]).")
-    history: InputConfig | None = Field(None, description="Events or sequences: popularity, user lookups, queries.")
+    items: InputConfig = Field(
+        ..., description="The item catalog (item_id, title [, category, brand, price, description])."
+    )
+    history: InputConfig | None = Field(
+        None, description="Events or sequences: popularity, user lookups, queries."
+    )
     users: InputConfig | None = Field(None, description="Users table (user_id, country, ...).")
     max_items: int | None = Field(None, ge=1, description="Keep only the first N catalog rows (tiny runs).")
     version: str | None = Field(None, description="Artifact version name; default v<UTC timestamp>.")
     embed: EmbedConfig = Field(default_factory=EmbedConfig, description="Catalog embedding.")
     ann: AnnConfig = Field(default_factory=AnnConfig, description="ANN index.")
     bm25: Bm25Config = Field(default_factory=Bm25Config, description="Lexical index.")
-    autocomplete: AutocompleteConfig = Field(default_factory=AutocompleteConfig, description="Autocomplete index.")
+    autocomplete: AutocompleteConfig = Field(
+        default_factory=AutocompleteConfig, description="Autocomplete index."
+    )
     features: FeaturesConfig = Field(default_factory=FeaturesConfig, description="User / item lookups.")
 
     @model_validator(mode="after")
     def _version(self) -> IndexJobConfig:
-        if self.version is not None and (not self.version or "/" in self.version or self.version in (".", "..", "latest")):
+        if self.version is not None and (
+            not self.version or "/" in self.version or self.version in (".", "..", "latest")
+        ):
             raise ValueError("version must be a plain directory name other than 'latest' (e.g. v3)")
         return self

@@ -28,7 +28,9 @@ class TextEncoder:
     loaded with ``recsys.models.BiEncoder``; anything else resolves through ``recsys.models.hub``
     and uses mean pooling (sentence-transformers semantics)."""
 
-    def __init__(self, name_or_path: str, max_length: int = 64, device: str = "cpu", num_threads: int | None = None):
+    def __init__(
+        self, name_or_path: str, max_length: int = 64, device: str = "cpu", num_threads: int | None = None
+    ):
         import torch
 
         if num_threads:
@@ -64,8 +66,13 @@ class TextEncoder:
         chunks = []
         with torch.inference_mode():
             for start in range(0, len(texts), batch_size):
-                batch = self.tokenizer(list(texts[start:start + batch_size]), padding=True, truncation=True,
-                                       max_length=self.max_length, return_tensors="pt").to(self.device)
+                batch = self.tokenizer(
+                    list(texts[start : start + batch_size]),
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_length,
+                    return_tensors="pt",
+                ).to(self.device)
                 hidden = self.model(**batch).last_hidden_state  # [B, T, H]
                 vec = pool(hidden, batch["attention_mask"], "mean")  # [B, H]
                 chunks.append(torch.nn.functional.normalize(vec, dim=-1).cpu().numpy())

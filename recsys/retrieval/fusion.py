@@ -31,7 +31,9 @@ def average_ranks(scores: np.ndarray) -> np.ndarray:
     return cast(np.ndarray, rankdata(-np.asarray(scores, dtype=np.float64), method="average", axis=1))
 
 
-def rrf_scores(ranks: Sequence[np.ndarray], weights: Sequence[float] | np.ndarray | None = None, k: float = 60.0) -> np.ndarray:
+def rrf_scores(
+    ranks: Sequence[np.ndarray], weights: Sequence[float] | np.ndarray | None = None, k: float = 60.0
+) -> np.ndarray:
     """``sum_m w_m / (k + ranks[m])`` element-wise; a rank of ``inf`` (unranked) contributes 0.
 
     Summed member by member from 0, in the order given (the float result is reproducible).

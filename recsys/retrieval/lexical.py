@@ -36,7 +36,9 @@ class BM25Index:
             mask = np.zeros(self.n_docs, dtype=np.float32)
             mask[allowed] = 1.0
         k = max(1, min(k, self.n_docs))
-        rows, scores = self.retriever.retrieve(tokens, k=k, show_progress=False, weight_mask=mask, n_threads=0)
+        rows, scores = self.retriever.retrieve(
+            tokens, k=k, show_progress=False, weight_mask=mask, n_threads=0
+        )
         rows, scores = rows[0], scores[0]  # [k], [k]
         keep = scores > 0
         return rows[keep].astype(np.int64), scores[keep].astype(np.float32)

@@ -19,8 +19,10 @@ def read_canonical(cfg: InputConfig, table: str) -> pd.DataFrame:
 
 def canonical_items(df: pd.DataFrame, source: str) -> pd.DataFrame:
     if "item_id" not in df.columns or "title" not in df.columns:
-        raise ValueError(f"items from {source!r} need item_id and title columns (got {list(df.columns)}); "
-                         "map them with items.columns: {SOURCE_NAME: item_id, ...} or use a preset")
+        raise ValueError(
+            f"items from {source!r} need item_id and title columns (got {list(df.columns)}); "
+            "map them with items.columns: {SOURCE_NAME: item_id, ...} or use a preset"
+        )
     out = pd.DataFrame({"item_id": df["item_id"].astype(str), "title": df["title"].fillna("").astype(str)})
     for col in ("category", "brand", "description"):
         if col in df.columns and df[col].notna().any():

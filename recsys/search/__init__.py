@@ -3,5 +3,14 @@
 from recsys.search.pipeline import InProcess, SearchPipeline, SearchRejected, SearchRequest, SearchResult
 from recsys.search.settings import PersonalizeSettings, PersonalizeWeights, RerankSettings, RetrievalSettings
 
-__all__ = ["InProcess", "PersonalizeSettings", "PersonalizeWeights", "RerankSettings", "RetrievalSettings",
-           "SearchPipeline", "SearchRejected", "SearchRequest", "SearchResult"]
+__all__ = [
+    "InProcess",
+    "PersonalizeSettings",
+    "PersonalizeWeights",
+    "RerankSettings",
+    "RetrievalSettings",
+    "SearchPipeline",
+    "SearchRejected",
+    "SearchRequest",
+    "SearchResult",
+]

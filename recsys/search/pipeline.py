@@ -70,8 +70,14 @@ class SearchPipeline:
     ``invoke(method, *args)`` calls a stage (the Serve ingress passes one that retries a dead replica).
     """
 
-    def __init__(self, retriever: Any, reranker: Any, personalizer: Any, rerank: RerankSettings,
-                 invoke: Invoke = direct):
+    def __init__(
+        self,
+        retriever: Any,
+        reranker: Any,
+        personalizer: Any,
+        rerank: RerankSettings,
+        invoke: Invoke = direct,
+    ):
         self.retriever, self.reranker, self.personalizer = retriever, reranker, personalizer
         self.rerank, self.invoke = rerank, invoke
 
@@ -85,16 +91,22 @@ class SearchPipeline:
         head, tail = cands[:top_n], cands[top_n:]
         batch_size = None
         if head:
-            out = await self.invoke(self.reranker.rerank, req.query, [c["text"] for c in head],
-                                    [c["row"] for c in head], ret["version"])
+            out = await self.invoke(
+                self.reranker.rerank,
+                req.query,
+                [c["text"] for c in head],
+                [c["row"] for c in head],
+                ret["version"],
+            )
             batch_size = out["batch_size"]
             rel = weight * minmax(out["scores"]) + (1 - weight) * minmax([c["fused"] for c in head])
             for c, r in zip(head, rel):
                 c["relevance"] = float(r)
         for c, r in zip(tail, minmax([c["fused"] for c in tail]) - 1.0):  # below every reranked candidate
             c["relevance"] = float(r)
-        res = await self.invoke(self.personalizer.personalize, cands, req.user_id, req.country,
-                                req.page * req.k, req.k)
+        res = await self.invoke(
+            self.personalizer.personalize, cands, req.user_id, req.country, req.page * req.k, req.k
+        )
         return SearchResult(ret["version"], res["cold_start"], res["items"], batch_size)
 
     def search_sync(self, req: SearchRequest) -> SearchResult | SearchRejected:

@@ -20,8 +20,17 @@ from recsys.search.settings import PersonalizeWeights, RetrievalSettings
 class RetrieverCore:
     """Hybrid retrieval (dense ANN + BM25, weighted RRF) with filters inside both searches."""
 
-    def __init__(self, artifacts: IndexArtifacts, encoder: Any, *, ann_top_n: int, bm25_top_n: int, ann_weight: float,
-                 bm25_weight: float, rrf_k: float):
+    def __init__(
+        self,
+        artifacts: IndexArtifacts,
+        encoder: Any,
+        *,
+        ann_top_n: int,
+        bm25_top_n: int,
+        ann_weight: float,
+        bm25_weight: float,
+        rrf_k: float,
+    ):
         self.a, self.encoder = artifacts, encoder
         self.ann_top_n, self.bm25_top_n = ann_top_n, bm25_top_n
         self.weights, self.rrf_k = (ann_weight, bm25_weight), rrf_k
@@ -40,13 +49,23 @@ class RetrieverCore:
         if self.bm25_top_n > 0:
             rows, _ = self.a.bm25.search(query, max(self.bm25_top_n, n), allowed)
             lex_rows = rows.tolist()
-        fused = reciprocal_rank_fusion([[str(r) for r in dense_rows], [str(r) for r in lex_rows]],
-                                       self.weights, self.rrf_k)[:n]
+        fused = reciprocal_rank_fusion(
+            [[str(r) for r in dense_rows], [str(r) for r in lex_rows]], self.weights, self.rrf_k
+        )[:n]
         ann_rank = {r: i for i, r in enumerate(dense_rows)}
         bm25_rank = {r: i for i, r in enumerate(lex_rows)}
         ids = self.a.items["item_id"]
-        return [{"item_id": ids.iat[int(r)], "row": int(r), "text": self.texts[int(r)], "fused": float(s),
-                 "ann_rank": ann_rank.get(int(r)), "bm25_rank": bm25_rank.get(int(r))} for r, s in fused]
+        return [
+            {
+                "item_id": ids.iat[int(r)],
+                "row": int(r),
+                "text": self.texts[int(r)],
+                "fused": float(s),
+                "ann_rank": ann_rank.get(int(r)),
+                "bm25_rank": bm25_rank.get(int(r)),
+            }
+            for r, s in fused
+        ]
 
     def suggest(self, q: str, k: int) -> list[dict[str, Any]]:
         return cast(list[dict[str, Any]], self.a.autocomplete.suggest(q, k))
@@ -69,8 +88,14 @@ class RerankerCore:
     their text again: the index was built with the same encoder, so the score is the same and a
     request costs one query encoding instead of ``top_n`` title encodings."""
 
-    def __init__(self, model_path: str | None, encoder_path: str, max_length: int,
-                 embeddings: np.ndarray | None = None, device: str = "auto"):
+    def __init__(
+        self,
+        model_path: str | None,
+        encoder_path: str,
+        max_length: int,
+        embeddings: np.ndarray | None = None,
+        device: str = "auto",
+    ):
         self.cross, self.embeddings = None, embeddings
         self.device = pick_device(device)
         # A GPU scores a whole dynamic batch in one pass; on CPU smaller passes keep memory flat.
@@ -102,7 +127,7 @@ class RerankerCore:
             flat = np.einsum("pd,pd->p", queries[owner], self._item_vectors(requests))  # [P]
         out, start = [], 0
         for r in requests:
-            out.append(np.asarray(flat[start:start + len(r[1])], dtype=np.float32))
+            out.append(np.asarray(flat[start : start + len(r[1])], dtype=np.float32))
             start += len(r[1])
         return out
 
@@ -120,18 +145,29 @@ class PersonalizerCore:
 
     def __init__(self, artifacts: IndexArtifacts, weights: PersonalizeWeights, sequential: Any = None):
         self.a, self.w, self.seq = artifacts, weights, sequential
-        pop = artifacts.items["popularity"].to_numpy(dtype=np.float64) if "popularity" in artifacts.items else np.zeros(len(artifacts.items))
+        pop = (
+            artifacts.items["popularity"].to_numpy(dtype=np.float64)
+            if "popularity" in artifacts.items
+            else np.zeros(len(artifacts.items))
+        )
         self.pop = minmax(np.log1p(pop))
         self.has_cat = "category" in artifacts.items.columns
         self.has_price = "price" in artifacts.items.columns
 
-    def user_context(self, user_id: str | None, country: str | None, recent: list[str] | None = None) -> dict[str, Any]:
+    def user_context(
+        self, user_id: str | None, country: str | None, recent: list[str] | None = None
+    ) -> dict[str, Any]:
         u = self.a.users.get(user_id or "", None)
         history = list(u["recent_items"]) if u else []
         history += [i for i in (recent or []) if i in self.a.row_of]
-        return {"known": u is not None, "history": history, "country": country or (u or {}).get("country"),
-                "affinity": (u or {}).get("category_affinity", {}), "mean_price": (u or {}).get("mean_price"),
-                "purchased": (u or {}).get("purchased", set())}
+        return {
+            "known": u is not None,
+            "history": history,
+            "country": country or (u or {}).get("country"),
+            "affinity": (u or {}).get("category_affinity", {}),
+            "mean_price": (u or {}).get("mean_price"),
+            "purchased": (u or {}).get("purchased", set()),
+        }
 
     def _recent_similarity(self, ctx: dict[str, Any], rows: np.ndarray, ids: list[str]) -> np.ndarray:
         if not ctx["history"]:
@@ -139,18 +175,25 @@ class PersonalizerCore:
         if self.seq is not None:
             s = self.seq.score([ctx["history"]], candidates=[ids])[0]  # [C]
             s = np.where(np.isfinite(s), s, np.nan)
-            return cast(np.ndarray, np.nan_to_num(minmax(np.nan_to_num(s, nan=np.nanmin(s) if np.isfinite(s).any() else 0.0))))
+            return cast(
+                np.ndarray,
+                np.nan_to_num(minmax(np.nan_to_num(s, nan=np.nanmin(s) if np.isfinite(s).any() else 0.0))),
+            )
         hist_rows = [self.a.row_of[i] for i in ctx["history"][-20:] if i in self.a.row_of]
         if not hist_rows:
             return np.zeros(len(rows))
         profile = np.asarray(self.a.embeddings[hist_rows]).mean(axis=0)  # [D]
         return cast(np.ndarray, np.clip(np.asarray(self.a.embeddings[rows]) @ profile, 0, None))  # [C]
 
-    def personalize(self, candidates: list[dict[str, Any]], user_id: str | None, country: str | None) -> tuple[list[dict[str, Any]], bool]:
+    def personalize(
+        self, candidates: list[dict[str, Any]], user_id: str | None, country: str | None
+    ) -> tuple[list[dict[str, Any]], bool]:
         """Candidates sorted by final ``score``; also whether the user was cold (no features)."""
         # Rows are re-derived from item ids: during a hot reload the retriever may already serve
         # another index version than this replica; items this version lacks are dropped.
-        candidates = [dict(c, row=self.a.row_of[c["item_id"]]) for c in candidates if c["item_id"] in self.a.row_of]
+        candidates = [
+            dict(c, row=self.a.row_of[c["item_id"]]) for c in candidates if c["item_id"] in self.a.row_of
+        ]
         if not candidates:
             return [], True
         ctx = self.user_context(user_id, country)
@@ -161,13 +204,17 @@ class PersonalizerCore:
         score += w.popularity * self.pop[rows]
         if ctx["country"] is not None and ("country", ctx["country"]) in self.a.popular:
             rank = {iid: r for r, iid in enumerate(self.a.popular[("country", ctx["country"])])}
-            score += w.country_popularity * np.array([1.0 / (1.0 + rank[i]) if i in rank else 0.0 for i in ids])
+            score += w.country_popularity * np.array(
+                [1.0 / (1.0 + rank[i]) if i in rank else 0.0 for i in ids]
+            )
         if ctx["affinity"] and self.has_cat:
             cats = self.a.items["category"].to_numpy()[rows]
             score += w.category_affinity * np.array([ctx["affinity"].get(str(c), 0.0) for c in cats])
         if self.has_price and ctx["mean_price"] is not None and not math.isnan(ctx["mean_price"]):
             price = self.a.items["price"].to_numpy(dtype=np.float64)[rows]
-            closeness = np.exp(-np.abs(np.log1p(np.nan_to_num(price, nan=ctx["mean_price"])) - np.log1p(ctx["mean_price"])))
+            closeness = np.exp(
+                -np.abs(np.log1p(np.nan_to_num(price, nan=ctx["mean_price"])) - np.log1p(ctx["mean_price"]))
+            )
             score += w.price_band * closeness
         score += w.recent_items * self._recent_similarity(ctx, rows, ids)
         order = np.argsort(-score, kind="stable")
@@ -181,6 +228,12 @@ def load_retriever(root: str, version: str, s: RetrievalSettings) -> RetrieverCo
 
     a = IndexArtifacts.load(root, version, nprobe=s.nprobe, ef_search=s.ef_search)
     enc = TextEncoder(s.encoder or a.manifest["model"]["path"], max_length=s.max_length)
-    return RetrieverCore(a, enc, ann_top_n=s.ann_top_n, bm25_top_n=s.bm25_top_n, ann_weight=s.ann_weight,
-                         bm25_weight=s.bm25_weight, rrf_k=s.rrf_k)
-
+    return RetrieverCore(
+        a,
+        enc,
+        ann_top_n=s.ann_top_n,
+        bm25_top_n=s.bm25_top_n,
+        ann_weight=s.ann_weight,
+        bm25_weight=s.bm25_weight,
+        rrf_k=s.rrf_k,
+    )

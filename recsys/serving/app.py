@@ -53,13 +53,21 @@ async def call(method: Any, *args: Any) -> Any:
 OPEN_PATHS = {"/healthz", "/metrics", "/docs", "/openapi.json", "/docs/oauth2-redirect", "/redoc"}
 
 api = FastAPI(
-    title="recsys", version="1", description="Personalised hybrid search, recommendations and autocomplete, "
+    title="recsys",
+    version="1",
+    description="Personalised hybrid search, recommendations and autocomplete, "
     "with sticky A/B arms. Bad requests get 4xx JSON errors naming the field.",
-    responses={401: {"model": S.ErrorResponse}, 413: {"model": S.ErrorResponse}, 422: {"model": S.ErrorResponse}},
+    responses={
+        401: {"model": S.ErrorResponse},
+        413: {"model": S.ErrorResponse},
+        422: {"model": S.ErrorResponse},
+    },
 )
 
 
-def _error(status: int, error: str, message: str, field: str | None = None, errors: list[Any] | None = None) -> JSONResponse:
+def _error(
+    status: int, error: str, message: str, field: str | None = None, errors: list[Any] | None = None
+) -> JSONResponse:
     body: dict[str, Any] = {"error": error, "field": field, "message": message}
     if errors is not None:
         body["errors"] = errors
@@ -87,8 +95,12 @@ async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
 
 
 @api.exception_handler(Exception)
-async def _internal(request: Request, exc: Exception) -> JSONResponse:  # pragma: no cover - a bug, logged by Serve
-    return _error(500, "internal_error", f"{type(exc).__name__}: the server failed to answer; see the replica logs")
+async def _internal(
+    request: Request, exc: Exception
+) -> JSONResponse:  # pragma: no cover - a bug, logged by Serve
+    return _error(
+        500, "internal_error", f"{type(exc).__name__}: the server failed to answer; see the replica logs"
+    )
 
 
 class Guard:
@@ -107,14 +119,27 @@ class Guard:
         conn = HTTPConnection(scope)
         rejected = None
         if conn.url.path not in OPEN_PATHS and settings.get("api_key_sha256"):
-            key = conn.headers.get("x-api-key") or conn.headers.get("authorization", "").removeprefix("Bearer ").strip()
+            key = (
+                conn.headers.get("x-api-key")
+                or conn.headers.get("authorization", "").removeprefix("Bearer ").strip()
+            )
             digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest() if key else ""
             if not hmac.compare_digest(digest, settings["api_key_sha256"]):
-                rejected = _error(401, "unauthorized", "missing or wrong API key; send it in the X-API-Key header", "X-API-Key")
+                rejected = _error(
+                    401,
+                    "unauthorized",
+                    "missing or wrong API key; send it in the X-API-Key header",
+                    "X-API-Key",
+                )
         length = conn.headers.get("content-length")
-        if rejected is None and length is not None and (
-                not length.isdigit() or int(length) > settings.get("max_body_bytes", 1_000_000)):
-            rejected = _error(413, "payload_too_large", f"body over {settings.get('max_body_bytes')} bytes", "body")
+        if (
+            rejected is None
+            and length is not None
+            and (not length.isdigit() or int(length) > settings.get("max_body_bytes", 1_000_000))
+        ):
+            rejected = _error(
+                413, "payload_too_large", f"body over {settings.get('max_body_bytes')} bytes", "body"
+            )
         if rejected is not None:
             return await rejected(scope, receive, send)
         t0 = time.perf_counter()
@@ -123,7 +148,9 @@ class Guard:
             # time spent in this replica up to the answer's headers (parsing, the handler, serialisation): a
             # client subtracts it from its own latency to see what the proxy and the network add
             if message["type"] == "http.response.start":
-                MutableHeaders(scope=message).append("Server-Timing", f"app;dur={(time.perf_counter() - t0) * 1000:.3f}")
+                MutableHeaders(scope=message).append(
+                    "Server-Timing", f"app;dur={(time.perf_counter() - t0) * 1000:.3f}"
+                )
             await send(message)
 
         await self.app(scope, receive, timed_send)
@@ -135,8 +162,13 @@ api.add_middleware(Guard)
 @serve.deployment
 @serve.ingress(api)
 class Ingress:
-    def __init__(self, specs: dict[str, ArmSpec], handles: dict[str, dict[str, DeploymentHandle]],
-                 sink: DeploymentHandle, settings: IngressSettings):
+    def __init__(
+        self,
+        specs: dict[str, ArmSpec],
+        handles: dict[str, dict[str, DeploymentHandle]],
+        sink: DeploymentHandle,
+        settings: IngressSettings,
+    ):
         """``handles[arm][stage]``: the split topology's deployments; an arm without handles (fused)
         gets its stages built here, in this replica."""
         self.arms = {name: handles.get(name) or in_process_stages(spec) for name, spec in specs.items()}
@@ -153,7 +185,9 @@ class Ingress:
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         """user_config ``{weights: {arm: w}, salt}``: re-split traffic without restarting anything."""
-        weights = {a: float(w) for a, w in (config.get("weights") or self.settings.weights).items() if a in self.arms}
+        weights = {
+            a: float(w) for a, w in (config.get("weights") or self.settings.weights).items() if a in self.arms
+        }
         self.router = ABRouter(weights, config.get("salt") or self.settings.salt)
 
     def _observe(self, endpoint: str, arm: str, status: int, t0: float) -> None:
@@ -173,24 +207,45 @@ class Ingress:
         if res.cold_start:
             self.serve_metrics.cold.labels("search", arm).inc()
         self._observe("search", arm, 200, t0)
-        return {"request_id": uuid.uuid4().hex, "arm": arm, "version": res.version, "query": req.query,
-                "page": req.page, "k": req.k, "cold_start": res.cold_start, "items": res.items}
+        return {
+            "request_id": uuid.uuid4().hex,
+            "arm": arm,
+            "version": res.version,
+            "query": req.query,
+            "page": req.page,
+            "k": req.k,
+            "cold_start": res.cold_start,
+            "items": res.items,
+        }
 
-    @api.post("/recommend", response_model=S.RecommendResponse, summary="Next items for a user / recent items")
+    @api.post(
+        "/recommend", response_model=S.RecommendResponse, summary="Next items for a user / recent items"
+    )
     async def recommend(self, req: S.RecommendRequest) -> Any:
         t0 = time.perf_counter()
         arm = self.router.assign(req.user_id)
-        res = await call(self.arms[arm]["recommender"].recommend, req.user_id, req.item_ids, req.k,
-                         req.exclude_purchased, req.country)
+        res = await call(
+            self.arms[arm]["recommender"].recommend,
+            req.user_id,
+            req.item_ids,
+            req.k,
+            req.exclude_purchased,
+            req.country,
+        )
         if res["cold_start"]:
             self.serve_metrics.cold.labels("recommend", arm).inc()
         self._observe("recommend", arm, 200, t0)
         return {"request_id": uuid.uuid4().hex, "arm": arm, **res}
 
     @api.get("/suggest", response_model=S.SuggestResponse, summary="Typo-tolerant query autocomplete")
-    async def suggest(self, q: str = Query(..., min_length=1, max_length=S.MAX_QUERY_CHARS, description="Typed prefix."),
-                      k: int = Query(10, ge=1, le=S.MAX_K, description="Suggestions."),
-                      user_id: str | None = Query(None, min_length=1, max_length=S.MAX_ID_CHARS, description="Picks the arm.")) -> Any:
+    async def suggest(
+        self,
+        q: str = Query(..., min_length=1, max_length=S.MAX_QUERY_CHARS, description="Typed prefix."),
+        k: int = Query(10, ge=1, le=S.MAX_K, description="Suggestions."),
+        user_id: str | None = Query(
+            None, min_length=1, max_length=S.MAX_ID_CHARS, description="Picks the arm."
+        ),
+    ) -> Any:
         t0 = time.perf_counter()
         arm = self.router.assign(user_id)
         res = await call(self.arms[arm]["retriever"].suggest, q, k)
@@ -242,10 +297,16 @@ def build_app(args: ServeArgs) -> serve.Application:
     if args.topology == "split":
         for name, spec in specs.items():
             handles[name] = {
-                stage: d.options(name=f"{d.name}_{name}", user_config=stage_args(spec)[stage][1],
-                                 **args.deployment(d.name).options()).bind(*stage_args(spec)[stage][0])
+                stage: d.options(
+                    name=f"{d.name}_{name}",
+                    user_config=stage_args(spec)[stage][1],
+                    **args.deployment(d.name).options(),
+                ).bind(*stage_args(spec)[stage][0])
                 for stage, d in ARM_DEPLOYMENTS.items()
             }
     sink = FeedbackSink.options(**args.deployment("FeedbackSink").options()).bind(  # type: ignore[attr-defined]  # Ray: @serve.deployment returns a Deployment, mypy keeps the class type
-        args.feedback_dir, args.feedback_flush_events, args.feedback_flush_s)
-    return Ingress.options(**args.deployment("Ingress").options()).bind(specs, handles, sink, args.ingress_settings())  # type: ignore[attr-defined]  # Ray: @serve.deployment returns a Deployment, mypy keeps the class type
+        args.feedback_dir, args.feedback_flush_events, args.feedback_flush_s
+    )
+    return Ingress.options(**args.deployment("Ingress").options()).bind(
+        specs, handles, sink, args.ingress_settings()
+    )  # type: ignore[attr-defined]  # Ray: @serve.deployment returns a Deployment, mypy keeps the class type

@@ -43,7 +43,9 @@ def in_process_stages(spec: ArmSpec) -> dict[str, InProcess]:
 
 def search_pipeline(spec: ArmSpec, stages: dict[str, Any], invoke: Invoke = direct) -> SearchPipeline:
     """The arm's search pipeline over ``stages`` (handles or :class:`InProcess`)."""
-    return SearchPipeline(stages["retriever"], stages["reranker"], stages["personalizer"], spec.rerank, invoke)
+    return SearchPipeline(
+        stages["retriever"], stages["reranker"], stages["personalizer"], spec.rerank, invoke
+    )
 
 
 def arm_specs(args: ServeArgs) -> dict[str, ArmSpec]:

@@ -45,11 +45,19 @@ class AutoscalingArgs(StrictModel):
     """Ray Serve ``autoscaling_config`` of one deployment."""
 
     min_replicas: int = Field(1, ge=0, description="Replicas kept when idle.")
-    initial_replicas: int | None = Field(None, ge=0, description="Replicas at deploy time (default min_replicas).")
+    initial_replicas: int | None = Field(
+        None, ge=0, description="Replicas at deploy time (default min_replicas)."
+    )
     max_replicas: int = Field(2, ge=1, description="Upper bound under load.")
-    target_ongoing_requests: float = Field(2.0, gt=0, description="Requests in flight per replica that autoscaling aims at.")
-    upscale_delay_s: float = Field(5.0, ge=0, description="Load must stay high this long before adding replicas.")
-    downscale_delay_s: float = Field(30.0, ge=0, description="Load must stay low this long before removing replicas.")
+    target_ongoing_requests: float = Field(
+        2.0, gt=0, description="Requests in flight per replica that autoscaling aims at."
+    )
+    upscale_delay_s: float = Field(
+        5.0, ge=0, description="Load must stay high this long before adding replicas."
+    )
+    downscale_delay_s: float = Field(
+        30.0, ge=0, description="Load must stay low this long before removing replicas."
+    )
     metrics_interval_s: float = Field(2.0, gt=0, description="How often replicas report load.")
     look_back_period_s: float = Field(10.0, gt=0, description="Window averaged for decisions.")
 
@@ -66,20 +74,32 @@ class DeploymentArgs(StrictModel):
     num_cpus: float = Field(0.25, ge=0, description="CPUs per replica (fractions share cores).")
     num_gpus: float = Field(0.0, ge=0, description="GPUs per replica (the reranker on a GPU cluster).")
     threads: int | None = Field(
-        None, ge=1, le=256, description="torch intra-op threads per replica; None = the replica's CPU share rounded "
+        None,
+        ge=1,
+        le=256,
+        description="torch intra-op threads per replica; None = the replica's CPU share rounded "
         "(at least 1). Above num_cpus trades throughput under load for latency at low load: a 0.2-CPU reranker on "
         "an idle 2-core node scores a request ~2x faster with threads: 2, while several busy replicas with 2 "
-        "threads each oversubscribe the cores.")
+        "threads each oversubscribe the cores.",
+    )
     max_ongoing_requests: int = Field(32, ge=1, description="Requests one replica takes at once.")
     autoscaling: AutoscalingArgs = Field(default_factory=AutoscalingArgs, description="autoscaling_config.")
     health_check_period_s: float = Field(10.0, gt=0, description="Seconds between health checks.")
-    health_check_timeout_s: float = Field(60.0, gt=0, description="A check slower than this fails (model loads are not checks).")
-    graceful_shutdown_timeout_s: float = Field(20.0, ge=0, description="Time to drain requests when a replica stops.")
+    health_check_timeout_s: float = Field(
+        60.0, gt=0, description="A check slower than this fails (model loads are not checks)."
+    )
+    graceful_shutdown_timeout_s: float = Field(
+        20.0, ge=0, description="Time to drain requests when a replica stops."
+    )
     max_surge_percent: int = Field(
-        50, ge=0, le=100, description="Extra replicas (% of the current count, at least 1) started during a redeploy so "
+        50,
+        ge=0,
+        le=100,
+        description="Extra replicas (% of the current count, at least 1) started during a redeploy so "
         "old replicas serve until their replacements are ready; 0 = Ray's default, stop first (a window with no "
         "replica: requests wait, and those in a stopping replica past graceful_shutdown_timeout_s fail). Use 0 only "
-        "where the resources cannot double, e.g. a GPU pool at its limit.")
+        "where the resources cannot double, e.g. a GPU pool at its limit.",
+    )
 
     def options(self) -> dict[str, Any]:
         auto = self.autoscaling.model_dump(exclude_none=True)
@@ -108,32 +128,56 @@ class RetrievalArgs(StrictModel):
     max_length: int = Field(64, ge=8, le=512, description="Query token limit.")
 
     def settings(self) -> RetrievalSettings:
-        return RetrievalSettings(ann_top_n=self.ann_top_n, bm25_top_n=self.bm25_top_n, ann_weight=self.ann_weight,
-                                 bm25_weight=self.bm25_weight, rrf_k=self.rrf_k, nprobe=self.nprobe,
-                                 ef_search=self.ef_search, encoder=self.encoder, max_length=self.max_length)
+        return RetrievalSettings(
+            ann_top_n=self.ann_top_n,
+            bm25_top_n=self.bm25_top_n,
+            ann_weight=self.ann_weight,
+            bm25_weight=self.bm25_weight,
+            rrf_k=self.rrf_k,
+            nprobe=self.nprobe,
+            ef_search=self.ef_search,
+            encoder=self.encoder,
+            max_length=self.max_length,
+        )
 
 
 class RerankArgs(StrictModel):
     """The reranker over the top fused candidates."""
 
-    model: str | None = Field(None, description="A trained CrossEncoder directory (runs/train/.../model); "
-                              "null = rescore the candidates' full text with the retrieval bi-encoder.")
+    model: str | None = Field(
+        None,
+        description="A trained CrossEncoder directory (runs/train/.../model); "
+        "null = rescore the candidates' full text with the retrieval bi-encoder.",
+    )
     top_n: int = Field(50, ge=1, le=1000, description="Candidates reranked per request.")
-    batching: bool = Field(True, description="@serve.batch dynamic batching (false: one request per forward pass).")
+    batching: bool = Field(
+        True, description="@serve.batch dynamic batching (false: one request per forward pass)."
+    )
     max_batch_size: int = Field(16, ge=1, le=1024, description="Requests per batched forward pass.")
     batch_wait_timeout_s: float = Field(0.01, ge=0, le=5, description="Longest wait for a batch to fill.")
-    eager_when_idle: bool = Field(True, description="A request that finds the replica idle is scored at once "
-                                  "instead of waiting batch_wait_timeout_s for company; requests that arrive "
-                                  "while others are in flight are batched.")
+    eager_when_idle: bool = Field(
+        True,
+        description="A request that finds the replica idle is scored at once "
+        "instead of waiting batch_wait_timeout_s for company; requests that arrive "
+        "while others are in flight are batched.",
+    )
     max_length: int = Field(96, ge=8, le=512, description="Token limit of query + item text.")
-    weight: float = Field(1.0, ge=0, le=1, description="Share of the reranker score in relevance (rest: fused retrieval score).")
+    weight: float = Field(
+        1.0, ge=0, le=1, description="Share of the reranker score in relevance (rest: fused retrieval score)."
+    )
 
     def settings(self) -> RerankSettings:
-        return RerankSettings(model=self.model, max_length=self.max_length, top_n=self.top_n, weight=self.weight)
+        return RerankSettings(
+            model=self.model, max_length=self.max_length, top_n=self.top_n, weight=self.weight
+        )
 
     def batching_settings(self) -> BatchingSettings:
-        return BatchingSettings(batching=self.batching, max_batch_size=self.max_batch_size,
-                                batch_wait_timeout_s=self.batch_wait_timeout_s, eager_when_idle=self.eager_when_idle)
+        return BatchingSettings(
+            batching=self.batching,
+            max_batch_size=self.max_batch_size,
+            batch_wait_timeout_s=self.batch_wait_timeout_s,
+            eager_when_idle=self.eager_when_idle,
+        )
 
     @field_validator("model")
     @classmethod
@@ -145,12 +189,24 @@ class PersonalizeArgs(StrictModel):
     """Weights of the personalised score: relevance blended with the user's features."""
 
     relevance: float = Field(1.0, ge=0, description="Weight of the (min-max normalised) relevance score.")
-    category_affinity: float = Field(0.2, ge=0, description="Weight of the user's share of interactions in the item's category.")
-    price_band: float = Field(0.1, ge=0, description="Weight of closeness of the item's price to the user's mean price.")
-    recent_items: float = Field(0.15, ge=0, description="Weight of similarity to the user's recent items (sequential model or embeddings).")
-    country_popularity: float = Field(0.1, ge=0, description="Weight of the item's rank in the user's country's popular list.")
+    category_affinity: float = Field(
+        0.2, ge=0, description="Weight of the user's share of interactions in the item's category."
+    )
+    price_band: float = Field(
+        0.1, ge=0, description="Weight of closeness of the item's price to the user's mean price."
+    )
+    recent_items: float = Field(
+        0.15,
+        ge=0,
+        description="Weight of similarity to the user's recent items (sequential model or embeddings).",
+    )
+    country_popularity: float = Field(
+        0.1, ge=0, description="Weight of the item's rank in the user's country's popular list."
+    )
     popularity: float = Field(0.05, ge=0, description="Weight of global popularity (log-scaled).")
-    sequential_model: str | None = Field(None, description="SequentialRecommender directory for recent-item scores; null = embeddings.")
+    sequential_model: str | None = Field(
+        None, description="SequentialRecommender directory for recent-item scores; null = embeddings."
+    )
 
     @field_validator("sequential_model")
     @classmethod
@@ -158,18 +214,27 @@ class PersonalizeArgs(StrictModel):
         return project_path(v)
 
     def settings(self) -> PersonalizeSettings:
-        weights = PersonalizeWeights(relevance=self.relevance, category_affinity=self.category_affinity,
-                                     price_band=self.price_band, recent_items=self.recent_items,
-                                     country_popularity=self.country_popularity, popularity=self.popularity)
+        weights = PersonalizeWeights(
+            relevance=self.relevance,
+            category_affinity=self.category_affinity,
+            price_band=self.price_band,
+            recent_items=self.recent_items,
+            country_popularity=self.country_popularity,
+            popularity=self.popularity,
+        )
         return PersonalizeSettings(weights=weights, sequential_model=self.sequential_model)
 
 
 class RecommendArgs(StrictModel):
     """The recommender over a user's recent items."""
 
-    model: str | None = Field(None, description="SequentialRecommender directory; null = similarity to recent items' embeddings.")
+    model: str | None = Field(
+        None, description="SequentialRecommender directory; null = similarity to recent items' embeddings."
+    )
     candidates: int = Field(200, ge=1, le=10_000, description="Candidates scored before post-processing.")
-    diversity: float = Field(0.0, ge=0, le=1, description="MMR trade-off: 0 = pure relevance, 1 = pure novelty.")
+    diversity: float = Field(
+        0.0, ge=0, le=1, description="MMR trade-off: 0 = pure relevance, 1 = pure novelty."
+    )
     max_per_category: int | None = Field(None, ge=1, description="At most this many items per category.")
     history_items: int = Field(50, ge=1, le=1000, description="Most recent history items used.")
 
@@ -179,19 +244,30 @@ class RecommendArgs(StrictModel):
         return project_path(v)
 
     def settings(self) -> RecommendSettings:
-        return RecommendSettings(model=self.model, candidates=self.candidates, diversity=self.diversity,
-                                 max_per_category=self.max_per_category, history_items=self.history_items)
+        return RecommendSettings(
+            model=self.model,
+            candidates=self.candidates,
+            diversity=self.diversity,
+            max_per_category=self.max_per_category,
+            history_items=self.history_items,
+        )
 
 
 class RegistryRef(StrictModel):
     """An arm served from the model registry: the index of the version holding ``alias``, resolved
     when the app is built (deploy, redeploy after `recsys models promote|rollback`)."""
 
-    alias: str = Field("production", min_length=1, description="Alias (production, staging, previous) or a version number.")
-    model_name: str = Field("recsys", min_length=1, description="Registered model name (the pipeline's registry.model_name).")
+    alias: str = Field(
+        "production", min_length=1, description="Alias (production, staging, previous) or a version number."
+    )
+    model_name: str = Field(
+        "recsys", min_length=1, description="Registered model name (the pipeline's registry.model_name)."
+    )
     tracking_uri: str | None = Field(
-        None, description="MLflow tracking URI; None = MLFLOW_TRACKING_URI if set, else the embedded "
-        "sqlite:///${RECSYS_RUNS_ROOT}/mlflow/mlflow.db that the pipeline registers into.")
+        None,
+        description="MLflow tracking URI; None = MLFLOW_TRACKING_URI if set, else the embedded "
+        "sqlite:///${RECSYS_RUNS_ROOT}/mlflow/mlflow.db that the pipeline registers into.",
+    )
 
     @field_validator("tracking_uri")
     @classmethod
@@ -205,11 +281,18 @@ class ArmArgs(StrictModel):
 
     name: str = Field(..., description="Arm label (letters, digits, _ ; returned in responses and metrics).")
     weight: float = Field(1.0, ge=0, description="Share of users (normalised over arms).")
-    artifacts: str | None = Field(None, description="Index output directory (holds `latest` and version dirs).")
-    version: str = Field("latest", description="Index version (a directory under artifacts, or latest). Changing it in args redeploys the arm (rolling, with surge); an in-place reload without restarts is a Serve-config user_config override (docs/OPERATIONS.md).")
+    artifacts: str | None = Field(
+        None, description="Index output directory (holds `latest` and version dirs)."
+    )
+    version: str = Field(
+        "latest",
+        description="Index version (a directory under artifacts, or latest). Changing it in args redeploys the arm (rolling, with surge); an in-place reload without restarts is a Serve-config user_config override (docs/OPERATIONS.md).",
+    )
     registry: RegistryRef | None = Field(
-        None, description="Serve the registry version holding an alias instead of artifacts/version, e.g. "
-        "{alias: production}.")
+        None,
+        description="Serve the registry version holding an alias instead of artifacts/version, e.g. "
+        "{alias: production}.",
+    )
     retrieval: RetrievalArgs | None = Field(None, description="Overrides the app's retrieval args.")
     rerank: RerankArgs | None = Field(None, description="Overrides the app's rerank args.")
     personalize: PersonalizeArgs | None = Field(None, description="Overrides the app's personalize args.")
@@ -223,18 +306,24 @@ class ArmArgs(StrictModel):
     @model_validator(mode="after")
     def _source(self) -> ArmArgs:
         if self.registry is not None and ({"artifacts", "version"} & self.model_fields_set):
-            raise ValueError(f"arm {self.name!r}: give either registry (the alias names the index) or "
-                             "artifacts/version, not both")
+            raise ValueError(
+                f"arm {self.name!r}: give either registry (the alias names the index) or "
+                "artifacts/version, not both"
+            )
         if self.registry is None and self.artifacts is None:
-            raise ValueError(f"arm {self.name!r}: needs artifacts (an index output directory such as runs/index/tiny) "
-                             "or registry: {alias: production}")
+            raise ValueError(
+                f"arm {self.name!r}: needs artifacts (an index output directory such as runs/index/tiny) "
+                "or registry: {alias: production}"
+            )
         return self
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
         if not re.fullmatch(r"[A-Za-z0-9_]{1,32}", v):
-            raise ValueError("arm name must be 1-32 letters, digits or _ (it names deployments and metric labels)")
+            raise ValueError(
+                "arm name must be 1-32 letters, digits or _ (it names deployments and metric labels)"
+            )
         return v
 
 
@@ -242,23 +331,39 @@ class ServeArgs(StrictModel):
     """Everything the app builder needs; shared sections apply to every arm unless the arm overrides."""
 
     arms: list[ArmArgs] = Field(..., min_length=1, description="A/B arms (one arm = no experiment).")
-    ab_salt: str = Field("recsys-ab", min_length=1, description="Salt of the sticky user -> arm hash; change it to re-randomise.")
-    api_key_env: str | None = Field(None, description="Env var holding the API key (read in the replica; never put keys in configs).")
-    api_key_sha256: str | None = Field(None, description="Alternatively the key's sha256 hex digest (safe to commit).")
-    feedback_dir: str = Field("runs/feedback", description="Where feedback events are written (Parquet, partitioned by hour).")
-    feedback_flush_events: int = Field(500, ge=1, description="Flush the feedback buffer at this many events.")
+    ab_salt: str = Field(
+        "recsys-ab",
+        min_length=1,
+        description="Salt of the sticky user -> arm hash; change it to re-randomise.",
+    )
+    api_key_env: str | None = Field(
+        None, description="Env var holding the API key (read in the replica; never put keys in configs)."
+    )
+    api_key_sha256: str | None = Field(
+        None, description="Alternatively the key's sha256 hex digest (safe to commit)."
+    )
+    feedback_dir: str = Field(
+        "runs/feedback", description="Where feedback events are written (Parquet, partitioned by hour)."
+    )
+    feedback_flush_events: int = Field(
+        500, ge=1, description="Flush the feedback buffer at this many events."
+    )
     feedback_flush_s: float = Field(5.0, gt=0, description="... or after this many seconds.")
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Larger request bodies get 413.")
     retrieval: RetrievalArgs = Field(default_factory=RetrievalArgs, description="Hybrid retrieval.")
     rerank: RerankArgs = Field(default_factory=RerankArgs, description="Reranker.")
     personalize: PersonalizeArgs = Field(default_factory=PersonalizeArgs, description="Personalizer.")
     recommend: RecommendArgs = Field(default_factory=RecommendArgs, description="Recommender.")
-    deployments: dict[str, DeploymentArgs] = Field(default_factory=dict, description=f"Per-deployment resources: {', '.join(DEPLOYMENTS)}.")
+    deployments: dict[str, DeploymentArgs] = Field(
+        default_factory=dict, description=f"Per-deployment resources: {', '.join(DEPLOYMENTS)}."
+    )
     topology: Literal["split", "fused"] = Field(
-        "split", description="split: every arm's Retriever, Reranker, Personalizer and Recommender are deployments "
+        "split",
+        description="split: every arm's Retriever, Reranker, Personalizer and Recommender are deployments "
         "of their own, each autoscaled (and the reranker batched) independently; a /search crosses four replicas. "
         "fused: the Ingress replica holds every arm's models and answers in-process (no hops between replicas: the "
-        "lowest latency; scale and size `deployments.Ingress`, the other deployments' settings are unused).")
+        "lowest latency; scale and size `deployments.Ingress`, the other deployments' settings are unused).",
+    )
 
     @field_validator("feedback_dir")
     @classmethod
@@ -292,17 +397,35 @@ class ServeArgs(StrictModel):
         """The typed spec of a resolved arm (``artifacts`` set: see ``targets.resolve_arms``). Fused, every
         stage runs in the Ingress replica and uses its threads setting (torch threads are per process)."""
         if arm.artifacts is None:
-            raise ValueError(f"arm {arm.name!r} names no artifacts; resolve registry arms first (targets.resolve_arms)")
+            raise ValueError(
+                f"arm {arm.name!r} names no artifacts; resolve registry arms first (targets.resolve_arms)"
+            )
         fused = self.topology == "fused"
-        threads = StageThreads(*(self.deployment("Ingress" if fused else d).threads
-                                 for d in ("Retriever", "Reranker", "Personalizer", "Recommender")))
+        threads = StageThreads(
+            *(
+                self.deployment("Ingress" if fused else d).threads
+                for d in ("Retriever", "Reranker", "Personalizer", "Recommender")
+            )
+        )
         rerank = self.for_arm(arm, "rerank")
-        return ArmSpec(name=arm.name, artifacts=arm.artifacts, version=arm.version, registry=registry,
-                       retrieval=self.for_arm(arm, "retrieval").settings(), rerank=rerank.settings(),
-                       batching=rerank.batching_settings(), personalize=self.for_arm(arm, "personalize").settings(),
-                       recommend=self.for_arm(arm, "recommend").settings(), threads=threads)
+        return ArmSpec(
+            name=arm.name,
+            artifacts=arm.artifacts,
+            version=arm.version,
+            registry=registry,
+            retrieval=self.for_arm(arm, "retrieval").settings(),
+            rerank=rerank.settings(),
+            batching=rerank.batching_settings(),
+            personalize=self.for_arm(arm, "personalize").settings(),
+            recommend=self.for_arm(arm, "recommend").settings(),
+            threads=threads,
+        )
 
     def ingress_settings(self) -> IngressSettings:
-        return IngressSettings(weights={a.name: a.weight for a in self.arms}, salt=self.ab_salt,
-                               api_key_env=self.api_key_env, api_key_sha256=self.api_key_sha256,
-                               max_body_bytes=self.max_body_bytes)
+        return IngressSettings(
+            weights={a.name: a.weight for a in self.arms},
+            salt=self.ab_salt,
+            api_key_env=self.api_key_env,
+            api_key_sha256=self.api_key_sha256,
+            max_body_bytes=self.max_body_bytes,
+        )

@@ -16,10 +16,24 @@ class RecommenderCore:
     the recent items' embeddings; cold users get popularity by country / category. Post-processing:
     de-dup, exclude history / purchased, per-category cap, MMR diversity."""
 
-    def __init__(self, artifacts: IndexArtifacts, personalizer: PersonalizerCore, sequential: Any = None, *,
-                 candidates: int, diversity: float, max_per_category: int | None, history_items: int):
+    def __init__(
+        self,
+        artifacts: IndexArtifacts,
+        personalizer: PersonalizerCore,
+        sequential: Any = None,
+        *,
+        candidates: int,
+        diversity: float,
+        max_per_category: int | None,
+        history_items: int,
+    ):
         self.a, self.p, self.seq = artifacts, personalizer, sequential
-        self.n, self.diversity, self.cap, self.history_items = candidates, diversity, max_per_category, history_items
+        self.n, self.diversity, self.cap, self.history_items = (
+            candidates,
+            diversity,
+            max_per_category,
+            history_items,
+        )
         if sequential is not None:  # model column -> catalog row (-1 when the catalog lacks it)
             self.seq_rows = np.array([artifacts.row_of.get(str(i), -1) for i in sequential.item_ids])
 
@@ -28,12 +42,12 @@ class RecommenderCore:
         from recsys.retrieval.ann import search
 
         if self.seq is not None:
-            s = self.seq.score([history[-self.history_items:]])[0]  # [V]
+            s = self.seq.score([history[-self.history_items :]])[0]  # [V]
             keep = (self.seq_rows >= 0) & np.isfinite(s)
             rows, s = self.seq_rows[keep], s[keep]
             top = np.argsort(-s, kind="stable")[: self.n]
             return rows[top], s[top], "sequential"
-        hist_rows = [self.a.row_of[i] for i in history[-self.history_items:]]
+        hist_rows = [self.a.row_of[i] for i in history[-self.history_items :]]
         weights = np.linspace(0.5, 1.0, len(hist_rows))[:, None]  # recent items count more
         profile = (np.asarray(self.a.embeddings[hist_rows]) * weights).sum(axis=0, keepdims=True)  # [1, D]
         profile /= max(float(np.linalg.norm(profile)), 1e-12)
@@ -41,8 +55,9 @@ class RecommenderCore:
         keep = rows[0] >= 0
         return rows[0][keep], scores[0][keep], "embedding"
 
-    def recommend(self, user_id: str | None, item_ids: list[str], k: int, exclude_purchased: bool,
-                  country: str | None) -> dict[str, Any]:
+    def recommend(
+        self, user_id: str | None, item_ids: list[str], k: int, exclude_purchased: bool, country: str | None
+    ) -> dict[str, Any]:
         ctx = self.p.user_context(user_id, country, item_ids)
         unknown = [i for i in item_ids if i not in self.a.row_of]
         history = list(dict.fromkeys(ctx["history"]))
@@ -54,7 +69,10 @@ class RecommenderCore:
             pop_ids = self.a.popular_for(country=ctx["country"])
             rows = np.array([self.a.row_of[i] for i in pop_ids if i in self.a.row_of], dtype=np.int64)
             scores = 1.0 / (1.0 + np.arange(len(rows)))
-            strategy, cold = ("popular_country" if ("country", ctx["country"]) in self.a.popular else "popular"), True
+            strategy, cold = (
+                ("popular_country" if ("country", ctx["country"]) in self.a.popular else "popular"),
+                True,
+            )
         picked = self._postprocess(rows, scores, exclude, k)
         if len(picked) < k:  # top up with popular items so k is met whenever the catalog allows
             seen = {r for r, _ in picked}
@@ -63,10 +81,17 @@ class RecommenderCore:
                 if r is not None and r not in seen and iid not in exclude and len(picked) < k:
                     picked.append((r, 0.0))
                     seen.add(r)
-        return {"rows": [r for r, _ in picked], "scores": [s for _, s in picked], "strategy": strategy,
-                "cold_start": cold, "unknown_items": unknown}
+        return {
+            "rows": [r for r, _ in picked],
+            "scores": [s for _, s in picked],
+            "strategy": strategy,
+            "cold_start": cold,
+            "unknown_items": unknown,
+        }
 
-    def _postprocess(self, rows: np.ndarray, scores: np.ndarray, exclude: set[str], k: int) -> list[tuple[int, float]]:
+    def _postprocess(
+        self, rows: np.ndarray, scores: np.ndarray, exclude: set[str], k: int
+    ) -> list[tuple[int, float]]:
         ids = self.a.items["item_id"].to_numpy()
         cats = self.a.items["category"].to_numpy() if "category" in self.a.items.columns else None
         seen, pool = set(), []

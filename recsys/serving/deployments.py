@@ -86,8 +86,12 @@ class Retriever(_Versioned):
         supported = core.a.filter_columns()
         bad = [k for k, v in filters.items() if v is not None and k not in supported]
         if bad:
-            return {"error": {"field": f"filters.{bad[0]}", "message":
-                              f"this catalog has no {bad[0].split('_')[0]!r} column; supported filters: {supported or 'none'}"}}
+            return {
+                "error": {
+                    "field": f"filters.{bad[0]}",
+                    "message": f"this catalog has no {bad[0].split('_')[0]!r} column; supported filters: {supported or 'none'}",
+                }
+            }
         return {"version": self.version, "candidates": core.retrieve(query, filters, n)}
 
     def suggest(self, q: str, k: int) -> dict[str, Any]:
@@ -115,22 +119,34 @@ class Reranker(_Versioned):
         self._batched = serve.batch(self._score_batch)
         from recsys.serving.config import RerankArgs
 
-        self.set_batching(RerankArgs().batching_settings())  # the config's defaults until user_config says more
+        self.set_batching(
+            RerankArgs().batching_settings()
+        )  # the config's defaults until user_config says more
 
     def _load(self, version: str) -> RerankerCore:
         from recsys.search.stages import RerankerCore
 
         if self.model:  # a cross-encoder does not depend on the index version
-            return cast(RerankerCore, self.state) if self.state is not None else RerankerCore(self.model, "", self.max_length)
+            return (
+                cast(RerankerCore, self.state)
+                if self.state is not None
+                else RerankerCore(self.model, "", self.max_length)
+            )
         path = resolve_version(self.root, version)
         vectors = np.load(path / "embeddings.npy", mmap_mode="r")  # the fallback reads candidates' vectors
-        return RerankerCore(None, manifest_model_path(self.root, version), self.max_length, embeddings=vectors)
+        return RerankerCore(
+            None, manifest_model_path(self.root, version), self.max_length, embeddings=vectors
+        )
 
     async def reconfigure(self, config: dict[str, Any]) -> None:
         """user_config: ``{version[, registry]}`` + :class:`BatchingSettings` fields (ArmSpec.reranker_user_config);
         a field left out (a hand-written user_config override) keeps its current value."""
-        self.set_batching(dataclasses.replace(self.batching_settings, **{
-            k: config[k] for k in BatchingSettings.__dataclass_fields__ if k in config}))
+        self.set_batching(
+            dataclasses.replace(
+                self.batching_settings,
+                **{k: config[k] for k in BatchingSettings.__dataclass_fields__ if k in config},
+            )
+        )
         await super().reconfigure(config)
 
     def set_batching(self, b: BatchingSettings) -> None:
@@ -139,8 +155,9 @@ class Reranker(_Versioned):
         self._batched.set_max_batch_size(b.max_batch_size)
         self._batched.set_batch_wait_timeout_s(b.batch_wait_timeout_s)
 
-    async def rerank(self, query: str, texts: list[str], rows: list[int] | None = None,
-                     version: str | None = None) -> dict[str, Any]:
+    async def rerank(
+        self, query: str, texts: list[str], rows: list[int] | None = None, version: str | None = None
+    ) -> dict[str, Any]:
         """Scores of ``texts`` for ``query``. ``rows`` (their rows in index ``version``) let the
         bi-encoder fallback read stored vectors instead of encoding the texts; during a hot reload the
         retriever may still serve another version than this replica, and then the texts are encoded."""
@@ -149,7 +166,9 @@ class Reranker(_Versioned):
         self._in_flight += 1
         try:
             if self.batching and not (self.eager_when_idle and self._in_flight == 1):
-                return cast(dict[str, Any], await self._batched((query, texts, rows)))  # @serve.batch is untyped
+                return cast(
+                    dict[str, Any], await self._batched((query, texts, rows))
+                )  # @serve.batch is untyped
             # alone: batching off scores one request at a time; an idle batching replica scores now
             # (later arrivals batch meanwhile)
             async with self._serial if not self.batching else contextlib.nullcontext():
@@ -170,7 +189,9 @@ def manifest_model_path(root: str, version: str) -> str:
     """The encoder path recorded in a version's manifest."""
     import json
 
-    return cast(str, json.loads((resolve_version(root, version) / "manifest.json").read_text())["model"]["path"])
+    return cast(
+        str, json.loads((resolve_version(root, version) / "manifest.json").read_text())["model"]["path"]
+    )
 
 
 def _sequential(path: str | None, threads: int | None = None) -> SavableModel | None:
@@ -179,7 +200,9 @@ def _sequential(path: str | None, threads: int | None = None) -> SavableModel | 
     set_torch_threads(threads)
     from recsys.models import SequentialRecommender
 
-    return cast("SavableModel", SequentialRecommender.from_pretrained(path))  # recsys.models' lazy names are Any
+    return cast(
+        "SavableModel", SequentialRecommender.from_pretrained(path)
+    )  # recsys.models' lazy names are Any
 
 
 @serve.deployment
@@ -193,18 +216,28 @@ class Personalizer(_Versioned):
         seq = _sequential(self.settings.sequential_model, self.threads)
         return PersonalizerCore(IndexArtifacts.load(self.root, version), self.settings.weights, seq)
 
-    def personalize(self, candidates: list[dict[str, Any]], user_id: str | None, country: str | None,
-                    offset: int, k: int) -> dict[str, Any]:
+    def personalize(
+        self, candidates: list[dict[str, Any]], user_id: str | None, country: str | None, offset: int, k: int
+    ) -> dict[str, Any]:
         ranked, cold = self.state.personalize(candidates, user_id, country)
-        page = ranked[offset:offset + k]
+        page = ranked[offset : offset + k]
         records = self.state.a.item_records([c["row"] for c in page])
-        items = [dict(r, score=round(c["score"], 6), position=offset + i) for i, (r, c) in enumerate(zip(records, page))]
+        items = [
+            dict(r, score=round(c["score"], 6), position=offset + i)
+            for i, (r, c) in enumerate(zip(records, page))
+        ]
         return {"items": items, "cold_start": cold, "version": self.version}
 
 
 @serve.deployment
 class Recommender(_Versioned):
-    def __init__(self, artifacts: str, settings: RecommendSettings, weights: PersonalizeWeights, threads: int | None = None):
+    def __init__(
+        self,
+        artifacts: str,
+        settings: RecommendSettings,
+        weights: PersonalizeWeights,
+        threads: int | None = None,
+    ):
         self.root, self.settings, self.weights, self.threads = artifacts, settings, weights, threads
 
     def _load(self, version: str) -> RecommenderCore:
@@ -212,18 +245,33 @@ class Recommender(_Versioned):
         from recsys.serving.core import RecommenderCore
 
         a, s = IndexArtifacts.load(self.root, version), self.settings
-        return RecommenderCore(a, PersonalizerCore(a, self.weights), _sequential(s.model, self.threads),
-                               candidates=s.candidates, diversity=s.diversity, max_per_category=s.max_per_category,
-                               history_items=s.history_items)
+        return RecommenderCore(
+            a,
+            PersonalizerCore(a, self.weights),
+            _sequential(s.model, self.threads),
+            candidates=s.candidates,
+            diversity=s.diversity,
+            max_per_category=s.max_per_category,
+            history_items=s.history_items,
+        )
 
-    def recommend(self, user_id: str | None, item_ids: list[str], k: int, exclude_purchased: bool,
-                  country: str | None) -> dict[str, Any]:
+    def recommend(
+        self, user_id: str | None, item_ids: list[str], k: int, exclude_purchased: bool, country: str | None
+    ) -> dict[str, Any]:
         core = self.state
         out = core.recommend(user_id, item_ids, k, exclude_purchased, country)
         records = core.a.item_records(out["rows"])
-        items = [dict(r, score=round(float(s), 6), position=i) for i, (r, s) in enumerate(zip(records, out["scores"]))]
-        return {"items": items, "cold_start": out["cold_start"], "strategy": out["strategy"],
-                "unknown_items": out["unknown_items"], "version": self.version}
+        items = [
+            dict(r, score=round(float(s), 6), position=i)
+            for i, (r, s) in enumerate(zip(records, out["scores"]))
+        ]
+        return {
+            "items": items,
+            "cold_start": out["cold_start"],
+            "strategy": out["strategy"],
+            "unknown_items": out["unknown_items"],
+            "version": self.version,
+        }
 
 
 @serve.deployment
@@ -271,4 +319,9 @@ class FeedbackSink:
 
 
 # One arm's deployments, by the stage name the Ingress calls them with (both topologies build from this).
-ARM_DEPLOYMENTS: dict[str, Any] = {"retriever": Retriever, "reranker": Reranker, "personalizer": Personalizer, "recommender": Recommender}
+ARM_DEPLOYMENTS: dict[str, Any] = {
+    "retriever": Retriever,
+    "reranker": Reranker,
+    "personalizer": Personalizer,
+    "recommender": Recommender,
+}

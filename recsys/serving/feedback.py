@@ -14,11 +14,22 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 TS = pa.timestamp("us", tz="UTC")
-FEEDBACK_SCHEMA = pa.schema([
-    ("user_id", pa.string()), ("item_id", pa.string()), ("event_type", pa.string()), ("timestamp", TS),
-    ("session_id", pa.string()), ("query", pa.string()), ("position", pa.int32()), ("price", pa.float64()),
-    ("quantity", pa.int32()), ("country", pa.string()), ("arm", pa.string()), ("request_id", pa.string()),
-])
+FEEDBACK_SCHEMA = pa.schema(
+    [
+        ("user_id", pa.string()),
+        ("item_id", pa.string()),
+        ("event_type", pa.string()),
+        ("timestamp", TS),
+        ("session_id", pa.string()),
+        ("query", pa.string()),
+        ("position", pa.int32()),
+        ("price", pa.float64()),
+        ("quantity", pa.int32()),
+        ("country", pa.string()),
+        ("arm", pa.string()),
+        ("request_id", pa.string()),
+    ]
+)
 
 
 def to_events(body: dict[str, Any], arm: str, now: dt.datetime | None = None) -> list[dict[str, Any]]:
@@ -31,12 +42,22 @@ def to_events(body: dict[str, Any], arm: str, now: dt.datetime | None = None) ->
             ts = dt.datetime.fromisoformat(ts)
         if ts.tzinfo is None:
             ts = ts.replace(tzinfo=dt.timezone.utc)
-        rows.append({
-            "user_id": body["user_id"], "item_id": ev["item_id"], "event_type": ev["event_type"],
-            "timestamp": ts.astimezone(dt.timezone.utc), "session_id": body.get("session_id"), "query": body.get("query"),
-            "position": ev.get("position"), "price": ev.get("price"), "quantity": ev.get("quantity"),
-            "country": body.get("country"), "arm": arm, "request_id": body.get("request_id"),
-        })
+        rows.append(
+            {
+                "user_id": body["user_id"],
+                "item_id": ev["item_id"],
+                "event_type": ev["event_type"],
+                "timestamp": ts.astimezone(dt.timezone.utc),
+                "session_id": body.get("session_id"),
+                "query": body.get("query"),
+                "position": ev.get("position"),
+                "price": ev.get("price"),
+                "quantity": ev.get("quantity"),
+                "country": body.get("country"),
+                "arm": arm,
+                "request_id": body.get("request_id"),
+            }
+        )
     return rows
 
 
@@ -51,7 +72,9 @@ def write_partitioned(rows: list[dict[str, Any]], root: str | Path) -> list[str]
     for hour, part in sorted(by_hour.items()):
         folder = Path(root) / f"hour={hour}"
         folder.mkdir(parents=True, exist_ok=True)
-        final = folder / f"part-{dt.datetime.now(dt.timezone.utc):%Y%m%d%H%M%S}-{uuid.uuid4().hex[:8]}.parquet"
+        final = (
+            folder / f"part-{dt.datetime.now(dt.timezone.utc):%Y%m%d%H%M%S}-{uuid.uuid4().hex[:8]}.parquet"
+        )
         tmp = folder / f".{final.name}.tmp"
         pq.write_table(pa.Table.from_pylist(part, schema=FEEDBACK_SCHEMA), str(tmp))
         os.replace(tmp, final)  # readers never see a partial file

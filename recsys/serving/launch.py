@@ -25,10 +25,14 @@ SERVE_APPS_API = "/api/serve/applications/"  # the dashboard's Serve REST API (w
 def read_serve_config(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
-        raise ConfigError([f"--config: file not found: {str(p)!r}; pass a Serve config such as configs/serve/tiny.yaml"])
+        raise ConfigError(
+            [f"--config: file not found: {str(p)!r}; pass a Serve config such as configs/serve/tiny.yaml"]
+        )
     data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
     if not isinstance(data, dict) or not data.get("applications"):
-        raise ConfigError([f"{p}: a Serve config needs an `applications:` list (see configs/serve/tiny.yaml)"])
+        raise ConfigError(
+            [f"{p}: a Serve config needs an `applications:` list (see configs/serve/tiny.yaml)"]
+        )
     return data
 
 
@@ -37,12 +41,19 @@ def validate_args(app: dict[str, Any], source: str) -> ServeArgs:
     try:
         return ServeArgs.model_validate(app.get("args") or {})
     except ValidationError as exc:
-        errs = [f"applications[{app.get('name', '?')}].args.{e}" for e in format_validation_error(ServeArgs, exc)]
+        errs = [
+            f"applications[{app.get('name', '?')}].args.{e}" for e in format_validation_error(ServeArgs, exc)
+        ]
         raise ConfigError(errs, source=source) from None
 
 
-def start(path: str | Path, *, port: int | None = None, host: str | None = None,
-          overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+def start(
+    path: str | Path,
+    *,
+    port: int | None = None,
+    host: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Deploy every application of the Serve config at ``path`` with ``serve.run``; returns
     ``{"url", "apps"}``. ``overrides`` are merged into each application's args (tests, benchmarks)."""
     from ray import serve  # heavy: Ray Serve, only when deploying
@@ -74,7 +85,9 @@ def pid_file() -> Path:
     return Path(runs_root()) / "serve" / "serve.pid"
 
 
-def serve_forever(names: list[str], url: str, pid_path: Path | None = None) -> None:  # pragma: no cover - interactive
+def serve_forever(
+    names: list[str], url: str, pid_path: Path | None = None
+) -> None:  # pragma: no cover - interactive
     """Block until Ctrl-C (or `recsys serve --stop`, which sends SIGINT through the pid file), then delete the apps."""
     from ray import serve  # heavy: Ray Serve, only when serving
 
@@ -124,7 +137,9 @@ def stop_foreground(pid_path: Path | None = None, timeout_s: float = 60.0) -> in
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     if _alive(pid):
-        raise TimeoutError(f"recsys serve (pid {pid}) did not stop within {timeout_s:.0f}s; kill it: kill {pid}")
+        raise TimeoutError(
+            f"recsys serve (pid {pid}) did not stop within {timeout_s:.0f}s; kill it: kill {pid}"
+        )
     pid_path.unlink(missing_ok=True)
     return pid
 

@@ -14,17 +14,41 @@ LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
 class ServeMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("recsys_requests_total", "Requests by endpoint, arm and HTTP status.",
-                                ["endpoint", "arm", "status"], registry=self.registry)
-        self.latency = Histogram("recsys_request_latency_seconds", "End-to-end latency inside the ingress.",
-                                 ["endpoint", "arm"], buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.batch_size = Histogram("recsys_rerank_batch_size", "Requests per reranker forward pass.", ["arm"],
-                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=self.registry)
-        self.feedback = Counter("recsys_feedback_events_total", "Feedback events accepted.", ["arm", "event_type"],
-                                registry=self.registry)
-        self.cold = Counter("recsys_cold_start_total", "Requests answered by the cold-start fallback.", ["endpoint", "arm"],
-                            registry=self.registry)
-        self.replicas = Gauge("recsys_replicas", "Running replicas per deployment.", ["deployment"], registry=self.registry)
+        self.requests = Counter(
+            "recsys_requests_total",
+            "Requests by endpoint, arm and HTTP status.",
+            ["endpoint", "arm", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "recsys_request_latency_seconds",
+            "End-to-end latency inside the ingress.",
+            ["endpoint", "arm"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "recsys_rerank_batch_size",
+            "Requests per reranker forward pass.",
+            ["arm"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=self.registry,
+        )
+        self.feedback = Counter(
+            "recsys_feedback_events_total",
+            "Feedback events accepted.",
+            ["arm", "event_type"],
+            registry=self.registry,
+        )
+        self.cold = Counter(
+            "recsys_cold_start_total",
+            "Requests answered by the cold-start fallback.",
+            ["endpoint", "arm"],
+            registry=self.registry,
+        )
+        self.replicas = Gauge(
+            "recsys_replicas", "Running replicas per deployment.", ["deployment"], registry=self.registry
+        )
         self._replicas_at = 0.0
 
     def refresh_replicas(self, app_name: str, max_age_s: float = 5.0) -> None:

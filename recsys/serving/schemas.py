@@ -26,8 +26,12 @@ class Strict(BaseModel):
 class Filters(Strict):
     """Applied before truncation; only filters whose column the catalog has are accepted."""
 
-    category: str | list[str] | None = Field(None, description="Category name (or any of several), case-insensitive.")
-    brand: str | list[str] | None = Field(None, description="Brand name (or any of several), case-insensitive.")
+    category: str | list[str] | None = Field(
+        None, description="Category name (or any of several), case-insensitive."
+    )
+    brand: str | list[str] | None = Field(
+        None, description="Brand name (or any of several), case-insensitive."
+    )
     price_min: float | None = Field(None, ge=0, description="Lowest price, inclusive.")
     price_max: float | None = Field(None, ge=0, description="Highest price, inclusive.")
 
@@ -40,8 +44,12 @@ class Filters(Strict):
 
 class SearchRequest(Strict):
     query: str = Field(..., min_length=1, max_length=MAX_QUERY_CHARS, description="What the shopper typed.")
-    user_id: str | None = Field(None, min_length=1, max_length=MAX_ID_CHARS, description="Personalises and picks the A/B arm.")
-    country: str | None = Field(None, min_length=1, max_length=64, description="Overrides the user's known country.")
+    user_id: str | None = Field(
+        None, min_length=1, max_length=MAX_ID_CHARS, description="Personalises and picks the A/B arm."
+    )
+    country: str | None = Field(
+        None, min_length=1, max_length=64, description="Overrides the user's known country."
+    )
     k: int = Field(10, ge=1, le=MAX_K, description="Results per page.")
     page: int = Field(0, ge=0, le=MAX_PAGE, description="0-based page.")
     filters: Filters = Field(default_factory=Filters, description="Category / brand / price range.")
@@ -55,15 +63,28 @@ class SearchRequest(Strict):
 
     def to_search(self) -> search.SearchRequest:
         """The pipeline's request (``recsys.search``): what the Ingress and the benchmark rank."""
-        return search.SearchRequest(query=self.query, user_id=self.user_id, country=self.country,
-                                    filters=self.filters.model_dump(), page=self.page, k=self.k)
+        return search.SearchRequest(
+            query=self.query,
+            user_id=self.user_id,
+            country=self.country,
+            filters=self.filters.model_dump(),
+            page=self.page,
+            k=self.k,
+        )
 
 
 class RecommendRequest(Strict):
-    user_id: str | None = Field(None, min_length=1, max_length=MAX_ID_CHARS, description="Known user (history, country).")
-    item_ids: list[str] = Field(default_factory=list, max_length=MAX_RECENT_ITEMS,
-                                description="Recent item ids, oldest first (added to the user's history).")
-    country: str | None = Field(None, min_length=1, max_length=64, description="Country for cold-start popularity.")
+    user_id: str | None = Field(
+        None, min_length=1, max_length=MAX_ID_CHARS, description="Known user (history, country)."
+    )
+    item_ids: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_RECENT_ITEMS,
+        description="Recent item ids, oldest first (added to the user's history).",
+    )
+    country: str | None = Field(
+        None, min_length=1, max_length=64, description="Country for cold-start popularity."
+    )
     k: int = Field(10, ge=1, le=MAX_K, description="Number of recommendations.")
     exclude_purchased: bool = Field(True, description="Drop items the user already bought.")
 
@@ -77,7 +98,9 @@ class RecommendRequest(Strict):
 
 class FeedbackEvent(Strict):
     item_id: str = Id
-    event_type: Literal["impression", "click", "cart", "buy"] = Field(..., description="What happened to the item.")
+    event_type: Literal["impression", "click", "cart", "buy"] = Field(
+        ..., description="What happened to the item."
+    )
     position: int | None = Field(None, ge=0, le=10_000, description="0-based rank at which it was shown.")
     price: float | None = Field(None, ge=0, description="Unit price (buys).")
     quantity: int | None = Field(None, ge=1, le=10_000, description="Units (carts / buys).")
@@ -86,10 +109,16 @@ class FeedbackEvent(Strict):
 
 class FeedbackRequest(Strict):
     user_id: str = Id
-    arm: str | None = Field(None, min_length=1, max_length=64, description="A/B arm the results came from (default: the user's).")
+    arm: str | None = Field(
+        None, min_length=1, max_length=64, description="A/B arm the results came from (default: the user's)."
+    )
     session_id: str | None = Field(None, min_length=1, max_length=MAX_ID_CHARS)
-    query: str | None = Field(None, max_length=MAX_QUERY_CHARS, description="The search that produced the results.")
-    request_id: str | None = Field(None, max_length=MAX_ID_CHARS, description="request_id of the search / recommend response.")
+    query: str | None = Field(
+        None, max_length=MAX_QUERY_CHARS, description="The search that produced the results."
+    )
+    request_id: str | None = Field(
+        None, max_length=MAX_ID_CHARS, description="request_id of the search / recommend response."
+    )
     country: str | None = Field(None, min_length=1, max_length=64)
     events: list[FeedbackEvent] = Field(..., min_length=1, max_length=MAX_FEEDBACK_EVENTS)
 

@@ -13,7 +13,9 @@ from typing import Any
 from recsys.serving.config import ArmArgs, RecommendArgs, ServeArgs, project_path
 
 
-def resolve_arm(arm: ArmArgs, recommend: RecommendArgs | None = None) -> tuple[ArmArgs, dict[str, Any] | None]:
+def resolve_arm(
+    arm: ArmArgs, recommend: RecommendArgs | None = None
+) -> tuple[ArmArgs, dict[str, Any] | None]:
     """``(arm with artifacts/version set, {"model_name", "alias", "version"})``; the info is None for
     an arm without ``registry``. A version registered with a trained model (a pipeline with a train
     stage) also sets the arm's ``recommend.model``, keeping the arm's (else ``recommend``, the app's)
@@ -24,12 +26,19 @@ def resolve_arm(arm: ArmArgs, recommend: RecommendArgs | None = None) -> tuple[A
 
     ref = arm.registry
     try:
-        target = ModelRegistry(tracking_uri=ref.tracking_uri, model_name=ref.model_name).serving_target(ref.alias)
+        target = ModelRegistry(tracking_uri=ref.tracking_uri, model_name=ref.model_name).serving_target(
+            ref.alias
+        )
     except RegistryError as exc:
-        raise ValueError(f"arm {arm.name!r} (registry {ref.model_name}@{ref.alias}): {exc}; register and promote a "
-                         "version first (recsys run pipeline, or recsys models promote N)") from None
-    update: dict[str, Any] = {"artifacts": project_path(target["artifacts"]), "version": target["index_version"],
-                              "registry": None}
+        raise ValueError(
+            f"arm {arm.name!r} (registry {ref.model_name}@{ref.alias}): {exc}; register and promote a "
+            "version first (recsys run pipeline, or recsys models promote N)"
+        ) from None
+    update: dict[str, Any] = {
+        "artifacts": project_path(target["artifacts"]),
+        "version": target["index_version"],
+        "registry": None,
+    }
     if target.get("model"):
         base = arm.recommend or recommend or RecommendArgs()
         update["recommend"] = base.model_copy(update={"model": project_path(target["model"])})

@@ -24,12 +24,21 @@ from torch import nn
 class EmbeddingAttack:
     """FGM / PGD perturbation of the parameters whose name contains ``emb_name``."""
 
-    def __init__(self, module: nn.Module, method: str, epsilon: float = 1.0, alpha: float = 0.3,
-                 steps: int = 3, emb_name: str = "word_embeddings"):
+    def __init__(
+        self,
+        module: nn.Module,
+        method: str,
+        epsilon: float = 1.0,
+        alpha: float = 0.3,
+        steps: int = 3,
+        emb_name: str = "word_embeddings",
+    ):
         self.params = [(n, p) for n, p in module.named_parameters() if emb_name in n and p.requires_grad]
         if not self.params:
-            raise ValueError(f"adversarial.emb_name {emb_name!r} matches no trainable parameter; "
-                             "use the embedding's name (e.g. word_embeddings) and do not freeze it")
+            raise ValueError(
+                f"adversarial.emb_name {emb_name!r} matches no trainable parameter; "
+                "use the embedding's name (e.g. word_embeddings) and do not freeze it"
+            )
         if method not in ("fgm", "pgd"):
             raise ValueError(f"adversarial.method {method!r}; use fgm or pgd")
         self.method, self.epsilon, self.alpha = method, epsilon, alpha

@@ -19,16 +19,25 @@ from recsys.losses import registry as losses
 
 def _kind_sections() -> dict[str, Any]:
     """One ``model.<kind>`` section per registered model kind (its options, with their defaults)."""
-    return {k.name: (k.options, Field(default_factory=k.options, description=f"{k.summary} (model.kind: {k.name}).".capitalize()))
-            for k in kinds.kinds()}
+    return {
+        k.name: (
+            k.options,
+            Field(default_factory=k.options, description=f"{k.summary} (model.kind: {k.name}).".capitalize()),
+        )
+        for k in kinds.kinds()
+    }
 
 
 class _ModelBase(ModelConfig):
     """Which model to train, from which pretrained encoder, and its options."""
 
     kind: str = Field(..., description="The model kind: " + " | ".join(kinds.names()) + " (recsys.kinds).")
-    freeze_layers: int = Field(0, ge=0, description="Freeze the embeddings and the first N transformer layers of the encoder.")
-    dropout: float | None = Field(None, ge=0, lt=1, description="Override the encoder's hidden/attention dropout.")
+    freeze_layers: int = Field(
+        0, ge=0, description="Freeze the embeddings and the first N transformer layers of the encoder."
+    )
+    dropout: float | None = Field(
+        None, ge=0, lt=1, description="Override the encoder's hidden/attention dropout."
+    )
 
     @field_validator("kind")
     @classmethod
@@ -40,7 +49,9 @@ class _ModelBase(ModelConfig):
 if TYPE_CHECKING:  # the static view; at run time one section per registered kind is added
     TrainModelConfig = _ModelBase
 else:
-    TrainModelConfig = create_model("TrainModelConfig", __base__=_ModelBase, __module__=__name__, **_kind_sections())
+    TrainModelConfig = create_model(
+        "TrainModelConfig", __base__=_ModelBase, __module__=__name__, **_kind_sections()
+    )
     TrainModelConfig.__doc__ = _ModelBase.__doc__
 
 
@@ -59,31 +70,53 @@ def _loss_params() -> dict[str, Any]:
 class DataSection(StrictModel):
     """Training / validation tables (canonical, see docs/DATA.md) and how to slice them."""
 
-    train: InputConfig = Field(..., description="Pairs (bi/cross-encoder) or sequences/events (sequential) to train on.")
-    train_split: str | None = Field("train", description="Keep rows whose 'split' column has this value (if the column exists).")
-    valid: InputConfig | None = Field(None, description="Validation table (default: data.train rows of valid_split).")
-    valid_split: str | None = Field("valid", description="Validation rows' 'split' value (pairs); sequences hold out the last item.")
-    items: InputConfig | None = Field(None, description="Items table (item_id, title): text for the sequential model.")
+    train: InputConfig = Field(
+        ..., description="Pairs (bi/cross-encoder) or sequences/events (sequential) to train on."
+    )
+    train_split: str | None = Field(
+        "train", description="Keep rows whose 'split' column has this value (if the column exists)."
+    )
+    valid: InputConfig | None = Field(
+        None, description="Validation table (default: data.train rows of valid_split)."
+    )
+    valid_split: str | None = Field(
+        "valid", description="Validation rows' 'split' value (pairs); sequences hold out the last item."
+    )
+    items: InputConfig | None = Field(
+        None, description="Items table (item_id, title): text for the sequential model."
+    )
     holdout_last: int = Field(
-        2, ge=1, le=2,
+        2,
+        ge=1,
+        le=2,
         description="Sequential without data.valid: items at the end held out (2 = last is test, second-last validates; 1 = last validates).",
     )
-    max_train_rows: int | None = Field(None, ge=1, description="Use the first this many training rows (quick runs; the same rows every run).")
-    max_valid_rows: int | None = Field(None, ge=1, description="Use the first this many validation rows (the same rows every run).")
+    max_train_rows: int | None = Field(
+        None, ge=1, description="Use the first this many training rows (quick runs; the same rows every run)."
+    )
+    max_valid_rows: int | None = Field(
+        None, ge=1, description="Use the first this many validation rows (the same rows every run)."
+    )
     cache: bool = Field(
-        True, description="Materialize the tokenized training data in the object store once (fast epochs); false = stream "
+        True,
+        description="Materialize the tokenized training data in the object store once (fast epochs); false = stream "
         "it every epoch (data larger than the object store).",
     )
-    hard_negatives: bool = Field(False, description="Bi-encoder: add each query's label-0 right text as a mined hard negative.")
+    hard_negatives: bool = Field(
+        False, description="Bi-encoder: add each query's label-0 right text as a mined hard negative."
+    )
     relevance_gains: dict[str, float] | None = Field(
-        None, description="Event type -> gain when pairs carry event_type instead of label (default view<click<cart<buy)."
+        None,
+        description="Event type -> gain when pairs carry event_type instead of label (default view<click<cart<buy).",
     )
 
 
 class _LossBase(StrictModel):
     """Training objective (see recsys.losses); each option is declared by the loss that reads it."""
 
-    name: str | None = Field(None, description="Loss: " + " | ".join(losses.names()) + "; None = the kind's default.")
+    name: str | None = Field(
+        None, description="Loss: " + " | ".join(losses.names()) + "; None = the kind's default."
+    )
 
     @field_validator("name")
     @classmethod
@@ -104,11 +137,15 @@ class OptimConfig(StrictModel):
     """AdamW with warmup and a decay schedule, gradient accumulation and clipping."""
 
     lr: float = Field(5e-5, gt=0, description="Peak learning rate.")
-    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not applied to biases and norms).")
+    weight_decay: float = Field(
+        0.01, ge=0, description="AdamW weight decay (not applied to biases and norms)."
+    )
     betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas.")
     eps: float = Field(1e-8, gt=0, description="AdamW epsilon.")
     scheduler: Literal["constant", "linear", "cosine"] = Field("linear", description="Decay after warmup.")
-    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Fraction of the optimizer steps spent warming up.")
+    warmup_ratio: float = Field(
+        0.1, ge=0, lt=1, description="Fraction of the optimizer steps spent warming up."
+    )
     grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
     max_grad_norm: float | None = Field(1.0, gt=0, description="Clip the gradient norm (None = no clipping).")
 
@@ -118,19 +155,31 @@ class DeepSpeedOptions(StrictModel):
 
     # an int in [0, 3], not Literal[0, 1, 2, 3]: a Literal of ints rejects the command-line override
     # strategy.deepspeed.zero_stage=3 (overrides arrive as strings; pydantic coerces '3' only for int fields)
-    zero_stage: int = Field(2, ge=0, le=3, description="ZeRO stage: 0 none, 1 optimizer, 2 +gradients, 3 +parameters.")
-    offload_optimizer: bool = Field(False, description="ZeRO-Offload: optimizer states on CPU (stage >= 1; GPUs only).")
+    zero_stage: int = Field(
+        2, ge=0, le=3, description="ZeRO stage: 0 none, 1 optimizer, 2 +gradients, 3 +parameters."
+    )
+    offload_optimizer: bool = Field(
+        False, description="ZeRO-Offload: optimizer states on CPU (stage >= 1; GPUs only)."
+    )
     offload_params: bool = Field(False, description="Offload parameters to CPU (stage 3; GPUs only).")
-    extra: dict[str, Any] = Field(default_factory=dict, description="Merged into the generated DeepSpeed config (advanced).")
+    extra: dict[str, Any] = Field(
+        default_factory=dict, description="Merged into the generated DeepSpeed config (advanced)."
+    )
 
 
 class StrategyConfig(StrictModel):
     """How gradients are synchronized and in which precision."""
 
-    name: Literal["deepspeed", "ddp"] = Field("ddp", description="deepspeed (ZeRO) or ddp (gloo on CPU, nccl on GPU).")
-    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="Training precision (fp16 needs GPUs).")
+    name: Literal["deepspeed", "ddp"] = Field(
+        "ddp", description="deepspeed (ZeRO) or ddp (gloo on CPU, nccl on GPU)."
+    )
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="Training precision (fp16 needs GPUs)."
+    )
     deepspeed: DeepSpeedOptions = Field(default_factory=DeepSpeedOptions, description="DeepSpeed options.")
-    find_unused_parameters: bool = Field(False, description="DDP: allow parameters without gradients (slower).")
+    find_unused_parameters: bool = Field(
+        False, description="DDP: allow parameters without gradients (slower)."
+    )
 
 
 class LoraConfig(StrictModel):
@@ -141,39 +190,60 @@ class LoraConfig(StrictModel):
     alpha: int = Field(16, ge=1, description="LoRA alpha (scale = alpha / r).")
     dropout: float = Field(0.05, ge=0, lt=1, description="Adapter dropout.")
     target_modules: list[str] = Field(
-        default_factory=lambda: ["query", "key", "value", "dense"], description="Module-name suffixes that get adapters."
+        default_factory=lambda: ["query", "key", "value", "dense"],
+        description="Module-name suffixes that get adapters.",
     )
-    export: Literal["merged", "adapter"] = Field("merged", description="Export merged weights, or the adapter as well.")
+    export: Literal["merged", "adapter"] = Field(
+        "merged", description="Export merged weights, or the adapter as well."
+    )
 
 
 class AdversarialConfig(StrictModel):
     """Adversarial training on the word-embedding layer."""
 
-    method: Literal["none", "fgm", "pgd"] = Field("none", description="fgm (one step) or pgd (k steps) perturbations.")
+    method: Literal["none", "fgm", "pgd"] = Field(
+        "none", description="fgm (one step) or pgd (k steps) perturbations."
+    )
     epsilon: float = Field(1.0, gt=0, description="Perturbation norm bound.")
     alpha: float = Field(0.3, gt=0, description="PGD step size.")
     steps: int = Field(3, ge=1, description="PGD steps.")
-    emb_name: str = Field("word_embeddings", description="Name fragment of the embedding parameter perturbed.")
+    emb_name: str = Field(
+        "word_embeddings", description="Name fragment of the embedding parameter perturbed."
+    )
 
 
 class LoopConfig(StrictModel):
     """Epochs, batches, validation cadence, early stopping, checkpoints, failures."""
 
     epochs: int = Field(1, ge=1, description="Passes over the training data.")
-    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (overrides epochs).")
+    max_steps: int | None = Field(
+        None, ge=1, description="Stop after this many optimizer steps (overrides epochs)."
+    )
     batch_size: int = Field(32, ge=1, description="Micro-batch size per worker.")
     shuffle_buffer: int = Field(
-        2048, ge=0, description="Rows in each worker's shuffle buffer (new order every epoch; 0 = no shuffle)."
+        2048,
+        ge=0,
+        description="Rows in each worker's shuffle buffer (new order every epoch; 0 = no shuffle).",
     )
     eval_batch_size: int = Field(128, ge=1, description="Validation batch size.")
-    eval_every: int = Field(100, ge=1, description="Validate, report and checkpoint every N optimizer steps (and at the end).")
+    eval_every: int = Field(
+        100, ge=1, description="Validate, report and checkpoint every N optimizer steps (and at the end)."
+    )
     log_every: int = Field(10, ge=1, description="Log the training loss every N optimizer steps.")
-    metric: str | None = Field(None, description="Metric for best model / early stopping (default: mrr / f1 / ndcg@10).")
+    metric: str | None = Field(
+        None, description="Metric for best model / early stopping (default: mrr / f1 / ndcg@10)."
+    )
     mode: Literal["max", "min"] = Field("max", description="Whether a larger metric is better.")
-    patience: int | None = Field(None, ge=1, description="Stop after N validations without improvement (None = never).")
+    patience: int | None = Field(
+        None, ge=1, description="Stop after N validations without improvement (None = never)."
+    )
     num_to_keep: int = Field(2, ge=1, description="Checkpoints kept (the best N by metric).")
-    max_failures: int = Field(1, ge=0, description="Restart the workers from the latest checkpoint this many times.")
-    resume: bool = Field(True, description="Resume from the latest checkpoint of a previous run in output_dir.")
+    max_failures: int = Field(
+        1, ge=0, description="Restart the workers from the latest checkpoint this many times."
+    )
+    resume: bool = Field(
+        True, description="Resume from the latest checkpoint of a previous run in output_dir."
+    )
 
 
 class TrainConfig(JobConfig):
@@ -183,11 +253,15 @@ class TrainConfig(JobConfig):
     data: DataSection = Field(..., description="Training / validation tables.")
     loss: LossConfig = Field(default_factory=LossConfig, description="Objective.")
     optim: OptimConfig = Field(default_factory=OptimConfig, description="Optimizer and schedule.")
-    strategy: StrategyConfig = Field(default_factory=StrategyConfig, description="DDP / DeepSpeed and precision.")
+    strategy: StrategyConfig = Field(
+        default_factory=StrategyConfig, description="DDP / DeepSpeed and precision."
+    )
     lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA adapters.")
     adversarial: AdversarialConfig = Field(default_factory=AdversarialConfig, description="FGM / PGD.")
     train: LoopConfig = Field(default_factory=LoopConfig, description="Loop, validation and checkpoints.")
-    scaling: ScalingConfig = Field(default_factory=ScalingConfig, description="Ray Train workers and resources.")
+    scaling: ScalingConfig = Field(
+        default_factory=ScalingConfig, description="Ray Train workers and resources."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
@@ -198,29 +272,49 @@ class TrainConfig(JobConfig):
             raise ValueError(f"loss.name {loss!r} does not fit model.kind {kind.name!r}; use one of {fits}")
         if not kind.text:
             if self.lora.enabled:
-                raise ValueError(f"lora.enabled needs a transformer encoder; the {kind.name} model has none: set lora.enabled: false")
+                raise ValueError(
+                    f"lora.enabled needs a transformer encoder; the {kind.name} model has none: set lora.enabled: false"
+                )
             if self.adversarial.method != "none":
-                raise ValueError("adversarial training perturbs word embeddings of a text encoder: set "
-                                 f"adversarial.method: none for {kind.name}")
+                raise ValueError(
+                    "adversarial training perturbs word embeddings of a text encoder: set "
+                    f"adversarial.method: none for {kind.name}"
+                )
         if self.data.hard_negatives and not kind.hard_negatives:
             takers = " / ".join(k.name for k in kinds.kinds() if k.hard_negatives)
             raise ValueError(f"data.hard_negatives applies to the {takers} only; set it to false")
         kind.check(self)
         group = losses.get(loss).group_size
         if group is not None and self.train.batch_size % getattr(self.loss, group):
-            raise ValueError(f"{loss} loss: train.batch_size ({self.train.batch_size}) must be a multiple of "
-                             f"loss.{group} ({getattr(self.loss, group)})")
-        if self.lora.enabled and self.strategy.name == "deepspeed" and self.strategy.deepspeed.zero_stage == 3:
-            raise ValueError("LoRA export merges adapters on rank 0; use strategy.deepspeed.zero_stage <= 2 with lora.enabled")
+            raise ValueError(
+                f"{loss} loss: train.batch_size ({self.train.batch_size}) must be a multiple of "
+                f"loss.{group} ({getattr(self.loss, group)})"
+            )
+        if (
+            self.lora.enabled
+            and self.strategy.name == "deepspeed"
+            and self.strategy.deepspeed.zero_stage == 3
+        ):
+            raise ValueError(
+                "LoRA export merges adapters on rank 0; use strategy.deepspeed.zero_stage <= 2 with lora.enabled"
+            )
         adv = self.adversarial
-        if adv.method != "none" and "embeddings" in adv.emb_name and (self.lora.enabled or self.model.freeze_layers):
+        if (
+            adv.method != "none"
+            and "embeddings" in adv.emb_name
+            and (self.lora.enabled or self.model.freeze_layers)
+        ):
             # LoRA (peft) and freeze_layers freeze the embedding matrix the attack perturbs: the workers
             # would fail at start-up; say so at validate time
-            raise ValueError(f"adversarial.method {adv.method} perturbs the trainable {adv.emb_name}, which "
-                             f"{'lora.enabled' if self.lora.enabled else 'model.freeze_layers'} freezes: set "
-                             "adversarial.method: none, or lora.enabled: false and model.freeze_layers: 0")
+            raise ValueError(
+                f"adversarial.method {adv.method} perturbs the trainable {adv.emb_name}, which "
+                f"{'lora.enabled' if self.lora.enabled else 'model.freeze_layers'} freezes: set "
+                "adversarial.method: none, or lora.enabled: false and model.freeze_layers: 0"
+            )
         if self.adversarial.method == "pgd" and self.strategy.name == "deepspeed":
-            raise ValueError("adversarial.method pgd needs strategy.name: ddp (DeepSpeed hooks every backward); use fgm with deepspeed")
+            raise ValueError(
+                "adversarial.method pgd needs strategy.name: ddp (DeepSpeed hooks every backward); use fgm with deepspeed"
+            )
         if self.strategy.precision == "fp16" and not self.scaling.use_gpu:
             raise ValueError("strategy.precision fp16 needs GPUs; use bf16 or fp32 on CPU")
         ds = self.strategy.deepspeed

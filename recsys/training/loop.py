@@ -62,15 +62,29 @@ def strategy_spec(cfg: TrainConfig, total_steps: int) -> StrategySpec:
     """The strategy's plain values from the validated config (its defaults live there)."""
     o, st, ds = cfg.optim, cfg.strategy, cfg.strategy.deepspeed
     return StrategySpec(
-        name=st.name, precision=st.precision, lr=o.lr, weight_decay=o.weight_decay, betas=o.betas, eps=o.eps,
-        scheduler=o.scheduler, total_steps=total_steps, warmup=int(o.warmup_ratio * total_steps), grad_accum=o.grad_accum,
-        max_grad_norm=o.max_grad_norm, micro_batch=cfg.train.batch_size, find_unused=st.find_unused_parameters,
-        zero_stage=ds.zero_stage, offload_optimizer=ds.offload_optimizer, offload_params=ds.offload_params,
+        name=st.name,
+        precision=st.precision,
+        lr=o.lr,
+        weight_decay=o.weight_decay,
+        betas=o.betas,
+        eps=o.eps,
+        scheduler=o.scheduler,
+        total_steps=total_steps,
+        warmup=int(o.warmup_ratio * total_steps),
+        grad_accum=o.grad_accum,
+        max_grad_norm=o.max_grad_norm,
+        micro_batch=cfg.train.batch_size,
+        find_unused=st.find_unused_parameters,
+        zero_stage=ds.zero_stage,
+        offload_optimizer=ds.offload_optimizer,
+        offload_params=ds.offload_params,
         deepspeed_extra=dict(ds.extra),
     )
 
 
-def build_components(cfg: TrainConfig, extras: WorkerExtras, device: torch.device) -> tuple[SavableModel, Any, Strategy]:
+def build_components(
+    cfg: TrainConfig, extras: WorkerExtras, device: torch.device
+) -> tuple[SavableModel, Any, Strategy]:
     """Model -> (LoRA) -> training task -> strategy, from the config and driver-computed extras (no Ray
     calls of its own: the golden-loss test builds a run in-process with it)."""
     kind = kinds.get(cfg.model.kind)
@@ -89,10 +103,19 @@ def build_components(cfg: TrainConfig, extras: WorkerExtras, device: torch.devic
 def build_attack(cfg: TrainConfig, task: torch.nn.Module) -> EmbeddingAttack | None:
     """The FGM / PGD attack of ``cfg.adversarial`` on ``task`` (None = no adversarial training)."""
     a = cfg.adversarial
-    return None if a.method == "none" else EmbeddingAttack(task, a.method, a.epsilon, a.alpha, a.steps, a.emb_name)
+    return (
+        None
+        if a.method == "none"
+        else EmbeddingAttack(task, a.method, a.epsilon, a.alpha, a.steps, a.emb_name)
+    )
 
 
-def train_step(strategy: Strategy, task: torch.nn.Module, batch: dict[str, torch.Tensor], adv: EmbeddingAttack | None = None) -> torch.Tensor:
+def train_step(
+    strategy: Strategy,
+    task: torch.nn.Module,
+    batch: dict[str, torch.Tensor],
+    adv: EmbeddingAttack | None = None,
+) -> torch.Tensor:
     """Forward + backward of one micro-batch (plus the adversarial pass); the caller calls
     ``strategy.step()``. Returns the clean loss."""
     loss = strategy.forward(batch)
@@ -114,14 +137,24 @@ def export_model(model: SavableModel, strategy: Strategy, path: Path, lora_expor
     if lora_export is not None:
         from recsys.training.lora import merged_copy
 
-        merged = cast("SavableModel", merged_copy(model, path / "adapter" if lora_export == "adapter" else None))
+        merged = cast(
+            "SavableModel", merged_copy(model, path / "adapter" if lora_export == "adapter" else None)
+        )
         merged.save_pretrained(path, state_dict={k: v.float() for k, v in merged.state_dict().items()})
         return
     prefix = "model."
-    model.save_pretrained(path, state_dict={k[len(prefix):]: v for k, v in full.items() if k.startswith(prefix)})
+    model.save_pretrained(
+        path, state_dict={k[len(prefix) :]: v for k, v in full.items() if k.startswith(prefix)}
+    )
 
 
-def _save_and_report(cfg: TrainConfig, model: SavableModel, strategy: Strategy, state: dict[str, Any], metrics: dict[str, float]) -> None:
+def _save_and_report(
+    cfg: TrainConfig,
+    model: SavableModel,
+    strategy: Strategy,
+    state: dict[str, Any],
+    metrics: dict[str, float],
+) -> None:
     import ray.train
 
     rank = ray.train.get_context().get_world_rank()
@@ -129,7 +162,9 @@ def _save_and_report(cfg: TrainConfig, model: SavableModel, strategy: Strategy, 
         d = Path(tmp)
         strategy.save(d, rank)
         export_model(model, strategy, d / MODEL_DIR, cfg.lora.export if cfg.lora.enabled else None)
-        (d / f"rank_{rank}.json").write_text(json.dumps({"rank": rank, **{k: v for k, v in state.items() if k != "history"}}))
+        (d / f"rank_{rank}.json").write_text(
+            json.dumps({"rank": rank, **{k: v for k, v in state.items() if k != "history"}})
+        )
         if rank == 0:
             (d / STATE_FILE).write_text(json.dumps(state, indent=2))
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(d)))
@@ -181,7 +216,13 @@ def train_loop(config: dict[str, Any]) -> None:
     loop = cfg.train
     total, steps_per_epoch = spec.extras.total_steps, spec.extras.steps_per_epoch
     state = _restore(strategy, spec.resume_from) or {
-        "step": 0, "epoch": 0, "batches_in_epoch": 0, "best": None, "bad_evals": 0, "samples": 0}
+        "step": 0,
+        "epoch": 0,
+        "batches_in_epoch": 0,
+        "best": None,
+        "bad_evals": 0,
+        "samples": 0,
+    }
     if state["step"]:
         log.info("rank %d resumed at step %d (epoch %d)", rank, state["step"], state["epoch"])
     torch.manual_seed(cfg.seed + 1000 * rank + state["step"])  # dropout differs per rank and resume
@@ -198,16 +239,24 @@ def train_loop(config: dict[str, Any]) -> None:
         """Validate, checkpoint, report; True = stop early."""
         nonlocal step_losses, evaluated_at, t_start
         task.eval()
-        batches = (trim_batch(b, task.prefixes) for b in
-                   valid_it.iter_torch_batches(batch_size=loop.eval_batch_size, device=device))
+        batches = (
+            trim_batch(b, task.prefixes)
+            for b in valid_it.iter_torch_batches(batch_size=loop.eval_batch_size, device=device)
+        )
         metrics = validate(task, batches, metric)
         task.train()
         if metric not in metrics:
-            raise ValueError(f"train.metric {metric!r} is not computed for {cfg.model.kind}; choose from {sorted(metrics)}")
+            raise ValueError(
+                f"train.metric {metric!r} is not computed for {cfg.model.kind}; choose from {sorted(metrics)}"
+            )
         elapsed = time.perf_counter() - t_start
-        metrics.update(step=state["step"], epoch=state["epoch"], lr=strategy.lr(),
-                       train_loss=float(torch.stack(step_losses).float().mean()) if step_losses else float("nan"),
-                       samples_per_s=state.pop("_window_samples", 0) / elapsed if elapsed > 0 else 0.0)
+        metrics.update(
+            step=state["step"],
+            epoch=state["epoch"],
+            lr=strategy.lr(),
+            train_loss=float(torch.stack(step_losses).float().mean()) if step_losses else float("nan"),
+            samples_per_s=state.pop("_window_samples", 0) / elapsed if elapsed > 0 else 0.0,
+        )
         tokens = state.pop("_window_tokens", 0)
         if tokens and elapsed > 0:  # text models only: the sequential model's inputs are item ids
             metrics["tokens_per_s"] = tokens / elapsed
@@ -222,8 +271,14 @@ def train_loop(config: dict[str, Any]) -> None:
         stop = bool(_dist_broadcast(loop.patience is not None and state["bad_evals"] >= loop.patience))
         state["history"] = [*state.get("history", []), metrics]  # kept in every checkpoint, survives restarts
         if rank == 0:
-            log.info("step %d: %s", state["step"], {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in metrics.items()})
-        _save_and_report(cfg, model, strategy, {k: v for k, v in state.items() if not k.startswith("_")}, metrics)
+            log.info(
+                "step %d: %s",
+                state["step"],
+                {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in metrics.items()},
+            )
+        _save_and_report(
+            cfg, model, strategy, {k: v for k, v in state.items() if not k.startswith("_")}, metrics
+        )
         step_losses, evaluated_at, t_start = [], state["step"], time.perf_counter()
         return stop
 
@@ -232,9 +287,12 @@ def train_loop(config: dict[str, Any]) -> None:
         skip = state["batches_in_epoch"]
         shuffle = 0 if grouped else loop.shuffle_buffer
         batches = train_it.iter_torch_batches(
-            batch_size=loop.batch_size, drop_last=True, device=device,
+            batch_size=loop.batch_size,
+            drop_last=True,
+            device=device,
             local_shuffle_buffer_size=shuffle or None,
-            local_shuffle_seed=cfg.seed + 7919 * state["epoch"] + rank if shuffle else None)
+            local_shuffle_seed=cfg.seed + 7919 * state["epoch"] + rank if shuffle else None,
+        )
         for i, batch in enumerate(batches):
             if i < skip:  # resumed mid-epoch: these batches were trained on before the checkpoint
                 continue
@@ -251,7 +309,13 @@ def train_loop(config: dict[str, Any]) -> None:
             state["step"] += 1
             _maybe_fault(spec.fault, rank, state["step"])
             if rank == 0 and state["step"] % loop.log_every == 0:
-                log.info("step %d/%d loss %.4f lr %.2e", state["step"], total, float(step_losses[-1]), strategy.lr())
+                log.info(
+                    "step %d/%d loss %.4f lr %.2e",
+                    state["step"],
+                    total,
+                    float(step_losses[-1]),
+                    strategy.lr(),
+                )
             if state["step"] % loop.eval_every == 0 and validate_and_report():
                 stopped = True
                 break
@@ -264,7 +328,9 @@ def train_loop(config: dict[str, Any]) -> None:
             if state["epoch"] >= math.ceil(total / max(steps_per_epoch, 1)) and not loop.max_steps:
                 done = True
         if state["batches_in_epoch"] == 0 and state["samples"] == 0:
-            raise ValueError("this worker got no training batch: lower train.batch_size or scaling.num_workers, "
-                             "or give more training rows")
+            raise ValueError(
+                "this worker got no training batch: lower train.batch_size or scaling.num_workers, "
+                "or give more training rows"
+            )
     if not stopped and evaluated_at != state["step"]:
         validate_and_report()

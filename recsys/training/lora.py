@@ -19,8 +19,10 @@ def apply_lora(model: nn.Module, r: int, alpha: int, dropout: float, target_modu
         names = {n.rsplit(".", 1)[-1] for n, _ in enc.named_modules()}
         targets = [t for t in target_modules if t in names]
         if not targets:
-            raise ValueError(f"lora.target_modules {target_modules} match no module of the encoder; "
-                             f"pick from e.g. {sorted(n for n in names if n)[:12]}")
+            raise ValueError(
+                f"lora.target_modules {target_modules} match no module of the encoder; "
+                f"pick from e.g. {sorted(n for n in names if n)[:12]}"
+            )
         cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none")
         setattr(model, attr, get_peft_model(enc, cfg))
     return model

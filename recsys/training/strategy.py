@@ -59,7 +59,9 @@ def on_cuda(module: nn.Module) -> bool | None:
     return True if next(module.parameters()).is_cuda else None
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, name: str, warmup: int, total: int) -> Any:  # an LR scheduler
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, name: str, warmup: int, total: int
+) -> Any:  # an LR scheduler
     from transformers import get_scheduler
 
     name = {"constant": "constant_with_warmup"}.get(name, name)
@@ -95,8 +97,10 @@ class Strategy:
         return [None if p.grad is None else p.grad.detach().clone() for p in params]
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().float().cpu() if v.is_floating_point() else v.cpu()
-                for k, v in self.module.state_dict().items()}
+        return {
+            k: v.detach().float().cpu() if v.is_floating_point() else v.cpu()
+            for k, v in self.module.state_dict().items()
+        }
 
 
 class DDPStrategy(Strategy):
@@ -110,14 +114,26 @@ class DDPStrategy(Strategy):
         distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
         self.wrapped = (
             nn.parallel.DistributedDataParallel(
-                self.module, device_ids=[device.index] if device.type == "cuda" else None,
-                find_unused_parameters=spec.find_unused)
-            if distributed else self.module
+                self.module,
+                device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=spec.find_unused,
+            )
+            if distributed
+            else self.module
         )
-        self.optimizer = torch.optim.AdamW(param_groups(self.module, spec.weight_decay), lr=spec.lr,
-                                           betas=spec.betas, eps=spec.eps, fused=on_cuda(self.module))
+        self.optimizer = torch.optim.AdamW(
+            param_groups(self.module, spec.weight_decay),
+            lr=spec.lr,
+            betas=spec.betas,
+            eps=spec.eps,
+            fused=on_cuda(self.module),
+        )
         self.scheduler = build_scheduler(self.optimizer, spec.scheduler, spec.warmup, spec.total_steps)
-        self.precision, self.grad_accum, self.max_grad_norm = spec.precision, spec.grad_accum, spec.max_grad_norm
+        self.precision, self.grad_accum, self.max_grad_norm = (
+            spec.precision,
+            spec.grad_accum,
+            spec.max_grad_norm,
+        )
         self.scaler = torch.amp.GradScaler("cuda") if spec.precision == "fp16" else None
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
@@ -128,15 +144,21 @@ class DDPStrategy(Strategy):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         sync = (self.micro + 1) % self.grad_accum == 0
-        ctx = self.wrapped.no_sync() if (not sync and isinstance(self.wrapped, nn.parallel.DistributedDataParallel)) \
+        ctx = (
+            self.wrapped.no_sync()
+            if (not sync and isinstance(self.wrapped, nn.parallel.DistributedDataParallel))
             else contextlib.nullcontext()
+        )
         with ctx, self._autocast():
             return cast(torch.Tensor, self.wrapped(batch))
 
     def backward(self, loss: torch.Tensor) -> None:
         sync = (self.micro + 1) % self.grad_accum == 0
-        ctx = self.wrapped.no_sync() if (not sync and isinstance(self.wrapped, nn.parallel.DistributedDataParallel)) \
+        ctx = (
+            self.wrapped.no_sync()
+            if (not sync and isinstance(self.wrapped, nn.parallel.DistributedDataParallel))
             else contextlib.nullcontext()
+        )
         loss = loss / self.grad_accum
         with ctx:
             (self.scaler.scale(loss) if self.scaler else loss).backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
@@ -149,7 +171,9 @@ class DDPStrategy(Strategy):
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
         if self.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_([p for p in self.module.parameters() if p.requires_grad], self.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(
+                [p for p in self.module.parameters() if p.requires_grad], self.max_grad_norm
+            )
         if self.scaler:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -164,8 +188,14 @@ class DDPStrategy(Strategy):
 
     def save(self, path: Path, rank: int) -> None:
         if rank == 0:  # DDP replicas are identical: rank 0 writes the training state
-            torch.save({"module": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
-                        "scheduler": self.scheduler.state_dict()}, path / "ddp_state.pt")
+            torch.save(
+                {
+                    "module": self.module.state_dict(),
+                    "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(),
+                },
+                path / "ddp_state.pt",
+            )
 
     def load(self, path: Path, rank: int) -> None:
         state = torch.load(path / "ddp_state.pt", map_location=self.device, weights_only=False)
@@ -203,11 +233,13 @@ class DeepSpeedStrategy(Strategy):
 
             optimizer = DeepSpeedCPUAdam(groups, lr=spec.lr, betas=spec.betas, eps=spec.eps)
         else:
-            optimizer = torch.optim.AdamW(groups, lr=spec.lr, betas=spec.betas, eps=spec.eps,
-                                          fused=on_cuda(module))
+            optimizer = torch.optim.AdamW(
+                groups, lr=spec.lr, betas=spec.betas, eps=spec.eps, fused=on_cuda(module)
+            )
         scheduler = build_scheduler(optimizer, spec.scheduler, spec.warmup, spec.total_steps)
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
-            model=module, optimizer=optimizer, lr_scheduler=scheduler, config=config, dist_init_required=False)
+            model=module, optimizer=optimizer, lr_scheduler=scheduler, config=config, dist_init_required=False
+        )
         self.module = self.engine.module
         self.grad_accum = spec.grad_accum
         self.zero_stage = spec.zero_stage

@@ -49,10 +49,21 @@ class Prepared:
 # sees the config only through ``PrepareView``, which refuses every other key, and a sweep whose space
 # sets none of them shares one ``prepare(base)`` across its trials (recsys.tuning.trial).
 # Each model kind adds the ``model.<kind>.*`` keys its ``prepare`` reads; a grouped loss its group size.
-PREPARE_KEYS = ("data", "seed", "model.kind", "model.name_or_path", "model.max_length", "loss.name",
-                "scaling.num_workers", "train.batch_size", "train.max_steps", "train.epochs", "optim.grad_accum",
-                *(key for k in kinds.kinds() for key in k.prepare_keys),
-                *(f"loss.{s.group_size}" for s in losses.specs() if s.group_size))
+PREPARE_KEYS = (
+    "data",
+    "seed",
+    "model.kind",
+    "model.name_or_path",
+    "model.max_length",
+    "loss.name",
+    "scaling.num_workers",
+    "train.batch_size",
+    "train.max_steps",
+    "train.epochs",
+    "optim.grad_accum",
+    *(key for k in kinds.kinds() for key in k.prepare_keys),
+    *(f"loss.{s.group_size}" for s in losses.specs() if s.group_size),
+)
 
 
 def _within(key: str, section: str) -> bool:
@@ -89,9 +100,11 @@ class PrepareView:
             return getattr(self._obj, name)
         if any(_within(k, key) for k in PREPARE_KEYS):
             return PrepareView(getattr(self._obj, name), key + ".")
-        raise AttributeError(f"prepare() read the train-config key {key!r}, which is not in "
-                             "recsys.training.trainer.PREPARE_KEYS: add it there (sweeps use that list to tell "
-                             "whether their trials can share one prepared data set)")
+        raise AttributeError(
+            f"prepare() read the train-config key {key!r}, which is not in "
+            "recsys.training.trainer.PREPARE_KEYS: add it there (sweeps use that list to tell "
+            "whether their trials can share one prepared data set)"
+        )
 
 
 # -- datasets --------------------------------------------------------------------------------------
@@ -106,13 +119,17 @@ def prepare(cfg: TrainConfig) -> Prepared:
     ray.data.DataContext.get_current().enable_progress_bars = is_tty()  # no bar spam in job logs
     prep = kinds.get(cfg.model.kind).prepare(cfg)
     if prep.counts["valid_rows"] == 0:
-        raise ValueError("no validation rows: set data.valid, or data.valid_split to a split the table has "
-                         "(sequences: data.holdout_last >= 1)")
+        raise ValueError(
+            "no validation rows: set data.valid, or data.valid_split to a split the table has "
+            "(sequences: data.holdout_last >= 1)"
+        )
     per_worker = prep.counts["train_rows"] // cfg.scaling.num_workers
     batches = per_worker // cfg.train.batch_size
     if batches == 0:
-        raise ValueError(f"{prep.counts['train_rows']} training rows over {cfg.scaling.num_workers} workers do not fill "
-                         f"one batch of train.batch_size={cfg.train.batch_size}; lower it or add data")
+        raise ValueError(
+            f"{prep.counts['train_rows']} training rows over {cfg.scaling.num_workers} workers do not fill "
+            f"one batch of train.batch_size={cfg.train.batch_size}; lower it or add data"
+        )
     steps_per_epoch = max(1, batches // cfg.optim.grad_accum)
     total = cfg.train.max_steps or steps_per_epoch * cfg.train.epochs
     counts = {**prep.counts, "steps_per_epoch": steps_per_epoch, "total_steps": total}
@@ -126,10 +143,14 @@ def build_run_config(cfg: TrainConfig, storage_path: str | Path, name: str = RUN
 
     return ray.train.RunConfig(
         name=name,
-        storage_path=str(Path(storage_path).resolve()) if "://" not in str(storage_path) else str(storage_path),
+        storage_path=str(Path(storage_path).resolve())
+        if "://" not in str(storage_path)
+        else str(storage_path),
         checkpoint_config=ray.train.CheckpointConfig(
-            num_to_keep=cfg.train.num_to_keep, checkpoint_score_attribute=cfg.metric_name,
-            checkpoint_score_order=cfg.train.mode),
+            num_to_keep=cfg.train.num_to_keep,
+            checkpoint_score_attribute=cfg.metric_name,
+            checkpoint_score_order=cfg.train.mode,
+        ),
         failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
     )
 
@@ -138,8 +159,14 @@ def _fault(fault: FaultSpec | Mapping[str, Any] | None) -> FaultSpec | None:
     return FaultSpec(**fault) if isinstance(fault, Mapping) else fault
 
 
-def build_trainer(cfg: TrainConfig, datasets: dict[str, Any], run_config: RunConfig, extras: WorkerExtras,
-                  resume_from: str | None = None, fault: FaultSpec | Mapping[str, Any] | None = None) -> TorchTrainer:
+def build_trainer(
+    cfg: TrainConfig,
+    datasets: dict[str, Any],
+    run_config: RunConfig,
+    extras: WorkerExtras,
+    resume_from: str | None = None,
+    fault: FaultSpec | Mapping[str, Any] | None = None,
+) -> TorchTrainer:
     """The ``TorchTrainer`` running ``recsys.training.loop.train_loop`` for ``cfg`` (usable in a Tune trial)."""
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -152,8 +179,11 @@ def build_trainer(cfg: TrainConfig, datasets: dict[str, Any], run_config: RunCon
         train_loop,
         train_loop_config={"spec": spec},  # Ray Train hands the worker function a dict: one frozen spec in it
         scaling_config=ray.train.ScalingConfig(
-            num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker=s.resources_per_worker(),
-            placement_strategy=s.placement_strategy),
+            num_workers=s.num_workers,
+            use_gpu=s.use_gpu,
+            resources_per_worker=s.resources_per_worker(),
+            placement_strategy=s.placement_strategy,
+        ),
         torch_config=TorchConfig(backend="nccl" if s.use_gpu else "gloo"),
         run_config=run_config,
         datasets=datasets,
@@ -177,31 +207,53 @@ def write_model_card(path: Path, cfg: TrainConfig, metrics: dict[str, Any], coun
     shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}
     d = cfg.data
     lines = [
-        f"# recsys {cfg.model.kind} model", "",
+        f"# recsys {cfg.model.kind} model",
+        "",
         f"Fine-tuned from `{cfg.model.name_or_path}` with `recsys run train` on "
-        f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC.", "",
-        "## Load", "", "```python", "from recsys.models import load_model",
-        f"model = load_model({str(path)!r})", "```", "",
-        "## Data", "",
+        f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC.",
+        "",
+        "## Load",
+        "",
+        "```python",
+        "from recsys.models import load_model",
+        f"model = load_model({str(path)!r})",
+        "```",
+        "",
+        "## Data",
+        "",
         f"- train: `{d.train.path}` (preset `{d.train.preset}`, split `{d.train_split}`)",
-        f"- valid: `{(d.valid or d.train).path}` (split `{d.valid_split}`)" if kinds.get(cfg.model.kind).table == "pairs"
+        f"- valid: `{(d.valid or d.train).path}` (split `{d.valid_split}`)"
+        if kinds.get(cfg.model.kind).table == "pairs"
         else f"- valid: {'`' + d.valid.path + '`' if d.valid else f'the item at position -{d.holdout_last} of each sequence'}",
-        f"- counts: {json.dumps(counts)}", "",
-        "## Training", "",
+        f"- counts: {json.dumps(counts)}",
+        "",
+        "## Training",
+        "",
         f"- loss `{cfg.loss_name}`, optimizer AdamW lr {cfg.optim.lr} ({cfg.optim.scheduler}, warmup {cfg.optim.warmup_ratio}), "
         f"batch {cfg.train.batch_size} x {cfg.scaling.num_workers} workers x accum {cfg.optim.grad_accum}",
         f"- strategy `{cfg.strategy.name}` (ZeRO {cfg.strategy.deepspeed.zero_stage if cfg.strategy.name == 'deepspeed' else '-'}), "
         f"precision {cfg.strategy.precision}, LoRA {'r=' + str(cfg.lora.r) if cfg.lora.enabled else 'off'}, "
-        f"adversarial {cfg.adversarial.method}", "",
-        "## Validation metrics (best checkpoint)", "",
-        "| metric | value |", "|---|---|",
-        *[f"| {k} | {v} |" for k, v in shown.items()], "",
-        "## Config", "", "```json", json.dumps(cfg.model_dump(mode="json"), indent=2), "```", "",
+        f"adversarial {cfg.adversarial.method}",
+        "",
+        "## Validation metrics (best checkpoint)",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        *[f"| {k} | {v} |" for k, v in shown.items()],
+        "",
+        "## Config",
+        "",
+        "```json",
+        json.dumps(cfg.model_dump(mode="json"), indent=2),
+        "```",
+        "",
     ]
     (path / "README.md").write_text("\n".join(lines), encoding="utf-8")
 
 
-def export_best(result: Result, cfg: TrainConfig, output_dir: Path, counts: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
+def export_best(
+    result: Result, cfg: TrainConfig, output_dir: Path, counts: dict[str, Any]
+) -> tuple[Path, dict[str, Any]]:
     """Copy the best checkpoint's ``model/`` to ``output_dir/model`` and write its model card."""
     from recsys.training.loop import MODEL_DIR
 
@@ -226,8 +278,13 @@ def read_history(checkpoint: Checkpoint) -> list[dict[str, Any]]:
         return json.loads(state_file.read_text()).get("history", []) if state_file.is_file() else []
 
 
-def run_training(cfg: TrainConfig, output_dir: str | Path, *, resume_from: str | None = None,
-                 fault: FaultSpec | Mapping[str, Any] | None = None) -> dict[str, Any]:
+def run_training(
+    cfg: TrainConfig,
+    output_dir: str | Path,
+    *,
+    resume_from: str | None = None,
+    fault: FaultSpec | Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Prepare data, fit, export the best model. Returns counts, metrics, history and artifact paths."""
     out = Path(output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)

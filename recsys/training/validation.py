@@ -59,13 +59,18 @@ def ranking_summary(tr: M.TargetRanks, metrics: Sequence[str], primary_metric: s
     (queries without a relevant item are dropped, as the evaluators do)."""
     keep = tr.n_relevant > 0
     tr = M.TargetRanks(tr.ranks[keep], tr.gains[keep], tr.n_candidates[keep])
-    out: dict[str, Any] = {name: float(np.mean(v)) if len(v) else float("nan") for name, v in M.compute(tr, list(metrics)).items()}
+    out: dict[str, Any] = {
+        name: float(np.mean(v)) if len(v) else float("nan")
+        for name, v in M.compute(tr, list(metrics)).items()
+    }
     out["n_queries"] = int(len(tr))
     out["primary_metric"] = primary_metric
     return out
 
 
-def pair_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float, primary_metric: str) -> dict[str, Any]:
+def pair_metrics(
+    scores: np.ndarray, labels: np.ndarray, threshold: float, primary_metric: str
+) -> dict[str, Any]:
     """Pair classification at a fixed ``threshold`` (predict ``score >= threshold``; labels > 0.5 match):
     precision / recall / f1 / pr_auc / roc_auc as ``classification_metrics`` gives them, ``accuracy``
     from ``per_pair_correct``, and ``valid_f1``: the F1 at the best threshold on these same pairs

@@ -13,17 +13,22 @@ class ParamSpec(StrictModel):
     """One hyperparameter's distribution (Ray Tune search-space primitives)."""
 
     type: Literal["choice", "uniform", "loguniform", "randint", "grid"] = Field(
-        ..., description="choice / grid: pick from values; uniform / loguniform: float in [low, high]; randint: int in [low, high)."
+        ...,
+        description="choice / grid: pick from values; uniform / loguniform: float in [low, high]; randint: int in [low, high).",
     )
     values: list[Any] | None = Field(None, description="Candidates of choice / grid (any YAML values).")
     low: float | None = Field(None, description="Lower bound of uniform / loguniform / randint.")
-    high: float | None = Field(None, description="Upper bound of uniform / loguniform (inclusive) and randint (exclusive).")
+    high: float | None = Field(
+        None, description="Upper bound of uniform / loguniform (inclusive) and randint (exclusive)."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ParamSpec:
         if self.type in ("choice", "grid"):
             if not self.values:
-                raise ValueError(f"type {self.type} needs a non-empty 'values' list, e.g. values: [1e-4, 3e-4]")
+                raise ValueError(
+                    f"type {self.type} needs a non-empty 'values' list, e.g. values: [1e-4, 3e-4]"
+                )
             if self.low is not None or self.high is not None:
                 raise ValueError(f"type {self.type} takes 'values', not low/high")
             return self
@@ -34,7 +39,9 @@ class ParamSpec(StrictModel):
         if self.low >= self.high:
             raise ValueError(f"low ({self.low}) must be smaller than high ({self.high})")
         if self.type == "loguniform" and self.low <= 0:
-            raise ValueError(f"loguniform needs low > 0 (got {self.low}); use uniform for ranges that include 0")
+            raise ValueError(
+                f"loguniform needs low > 0 (got {self.low}); use uniform for ranges that include 0"
+            )
         if self.type == "randint" and (self.low != int(self.low) or self.high != int(self.high)):
             raise ValueError("randint needs integer low and high (high is exclusive)")
         return self

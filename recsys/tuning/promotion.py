@@ -55,19 +55,39 @@ def rung_milestones(grace_period: int, max_t: int, reduction_factor: float) -> l
 class PromotionASHA(FIFOScheduler):
     """Asynchronous successive halving by promotion (see the module docstring)."""
 
-    def __init__(self, *, time_attr: str, max_t: int, grace_period: int, reduction_factor: float, max_running: int,
-                 metric: str | None = None, mode: str | None = None):
+    def __init__(
+        self,
+        *,
+        time_attr: str,
+        max_t: int,
+        grace_period: int,
+        reduction_factor: float,
+        max_running: int,
+        metric: str | None = None,
+        mode: str | None = None,
+    ):
         super().__init__()
-        self._supports_buffered_results = False  # decide at every result: a buffered trial would run past its rung
+        self._supports_buffered_results = (
+            False  # decide at every result: a buffered trial would run past its rung
+        )
         if max_running < 1:
             raise ValueError(f"max_running must be >= 1, got {max_running}")
-        self._time_attr, self._max_t, self._rf, self.max_running = time_attr, max_t, reduction_factor, max_running
+        self._time_attr, self._max_t, self._rf, self.max_running = (
+            time_attr,
+            max_t,
+            reduction_factor,
+            max_running,
+        )
         self._metric, self._mode = metric, mode
         self.rungs = rung_milestones(grace_period, max_t, reduction_factor)
-        self.recorded: dict[int, dict[str, float]] = {m: {} for m in self.rungs}  # rung -> trial id -> score (higher = better)
+        self.recorded: dict[int, dict[str, float]] = {
+            m: {} for m in self.rungs
+        }  # rung -> trial id -> score (higher = better)
         self.promoted: dict[int, set[str]] = {m: set() for m in self.rungs}
         self.waiting: dict[str, int] = {}  # paused trial id -> rung it waits at
-        self.active: set[str] = set()  # trials added or promoted, not paused / finished (pending ones included)
+        self.active: set[str] = (
+            set()
+        )  # trials added or promoted, not paused / finished (pending ones included)
 
     def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
         if self._metric and metric and metric != self._metric or self._mode and mode and mode != self._mode:
@@ -85,8 +105,12 @@ class PromotionASHA(FIFOScheduler):
 
     def promotable(self) -> list[tuple[int, str]]:
         """(rung, trial id) of waiting trials that may now be promoted, highest rung first."""
-        return [(m, tid) for m in reversed(self.rungs) for tid in self.top(m)
-                if self.waiting.get(tid) == m and tid not in self.promoted[m]]
+        return [
+            (m, tid)
+            for m in reversed(self.rungs)
+            for tid in self.top(m)
+            if self.waiting.get(tid) == m and tid not in self.promoted[m]
+        ]
 
     def may_start_new_trial(self) -> bool:
         """For the search algorithm: a slot is free and no waiting trial has a claim on it."""
@@ -148,7 +172,12 @@ class PromotionASHA(FIFOScheduler):
         pending = [t for t in trials.values() if t.status == Trial.PENDING]
         if pending:
             return pending[0]
-        if not self.active and self.waiting and not self.promotable() and tune_controller.search_alg.is_finished():
+        if (
+            not self.active
+            and self.waiting
+            and not self.promotable()
+            and tune_controller.search_alg.is_finished()
+        ):
             return self._end_of_sweep(tune_controller, trials)
         return None
 
@@ -158,12 +187,18 @@ class PromotionASHA(FIFOScheduler):
         sweep always trains its leader to max_t; every other waiting trial lost at its rung."""
         for rung in reversed(self.rungs):
             here = [tid for tid, m in self.waiting.items() if m == rung]
-            if here and not self.promoted[rung] and all(trials[t].status == Trial.PAUSED for t in here if t in trials):
+            if (
+                here
+                and not self.promoted[rung]
+                and all(trials[t].status == Trial.PAUSED for t in here if t in trials)
+            ):
                 best = max(here, key=lambda tid: self.recorded[rung][tid])
                 self.promoted[rung].add(best)
                 self.waiting.pop(best)
                 self.active.add(best)
-                log.info("trial %s promoted from rung %s (end of sweep: no other result to wait for)", best, rung)
+                log.info(
+                    "trial %s promoted from rung %s (end of sweep: no other result to wait for)", best, rung
+                )
                 return trials[best]
         for tid in list(self.waiting):
             if trials.get(tid) is not None and trials[tid].status == Trial.PAUSED:
@@ -172,8 +207,12 @@ class PromotionASHA(FIFOScheduler):
         return None
 
     def debug_string(self) -> str:
-        rungs = ", ".join(f"{m}: {len(self.recorded[m])} recorded / {len(self.promoted[m])} promoted" for m in self.rungs)
-        return f"PromotionASHA (rf {self._rf}): {rungs}; {len(self.waiting)} waiting, {len(self.active)} active"
+        rungs = ", ".join(
+            f"{m}: {len(self.recorded[m])} recorded / {len(self.promoted[m])} promoted" for m in self.rungs
+        )
+        return (
+            f"PromotionASHA (rf {self._rf}): {rungs}; {len(self.waiting)} waiting, {len(self.active)} active"
+        )
 
 
 class _KeepsGate:

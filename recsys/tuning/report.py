@@ -14,7 +14,13 @@ import yaml
 
 from recsys.tuning.results import TrialRecord
 
-STATUS_COLOURS = {"completed": "tab:green", "stopped_early": "tab:orange", "error": "tab:red", "no_report": "tab:gray", "unfinished": "tab:purple"}
+STATUS_COLOURS = {
+    "completed": "tab:green",
+    "stopped_early": "tab:orange",
+    "error": "tab:red",
+    "no_report": "tab:gray",
+    "unfinished": "tab:purple",
+}
 
 
 def _png(fig) -> str:
@@ -80,17 +86,39 @@ def plot_params(table: pd.DataFrame, metric: str, log_keys: set[str]) -> list[tu
     return out
 
 
-def write_report(path: Path, *, title: str, table: pd.DataFrame, records: list[TrialRecord], metric: str, mode: str,
-                 time_attr: str, log_keys: set[str], best: dict[str, Any] | None, summary: dict[str, Any]) -> None:
+def write_report(
+    path: Path,
+    *,
+    title: str,
+    table: pd.DataFrame,
+    records: list[TrialRecord],
+    metric: str,
+    mode: str,
+    time_attr: str,
+    log_keys: set[str],
+    best: dict[str, Any] | None,
+    summary: dict[str, Any],
+) -> None:
     import matplotlib  # lazy: matplotlib costs ~1 s and only a finished sweep draws
 
     matplotlib.use("Agg")
-    imgs = [("Objective per trial", plot_objective(table, metric)), ("Learning curves", plot_curves(records, metric, time_attr))]
+    imgs = [
+        ("Objective per trial", plot_objective(table, metric)),
+        ("Learning curves", plot_curves(records, metric, time_attr)),
+    ]
     imgs += [(f"{name} vs {metric}", png) for name, png in plot_params(table, metric, log_keys)]
-    figs = "\n".join(f'<figure><img src="data:image/png;base64,{png}"><figcaption>{html.escape(cap)}</figcaption></figure>'
-                     for cap, png in imgs)
-    facts = "".join(f"<li><b>{html.escape(str(k))}</b>: {html.escape(str(v))}</li>" for k, v in summary.items())
-    best_html = f"<pre>{html.escape(yaml.safe_dump(best, sort_keys=False))}</pre>" if best else "<p>No trial reported the objective.</p>"
+    figs = "\n".join(
+        f'<figure><img src="data:image/png;base64,{png}"><figcaption>{html.escape(cap)}</figcaption></figure>'
+        for cap, png in imgs
+    )
+    facts = "".join(
+        f"<li><b>{html.escape(str(k))}</b>: {html.escape(str(v))}</li>" for k, v in summary.items()
+    )
+    best_html = (
+        f"<pre>{html.escape(yaml.safe_dump(best, sort_keys=False))}</pre>"
+        if best
+        else "<p>No trial reported the objective.</p>"
+    )
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1200px}} figure{{display:inline-block;margin:.5em}}
 table{{border-collapse:collapse;font-size:12px}} td,th{{border:1px solid #ccc;padding:2px 6px}}</style></head><body>

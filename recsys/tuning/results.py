@@ -18,8 +18,22 @@ from recsys.training.trainer import write_model_card
 from recsys.tuning.space import train_config, trial_data
 from recsys.tuning.trial import CHECKPOINT_KEY, TOTAL_STEPS_KEY
 
-_SKIP = {"config", CHECKPOINT_KEY, "trial_id", "experiment_tag", "date", "hostname", "node_ip", "pid", "timestamp",
-         "done", "should_checkpoint", "time_since_restore", "iterations_since_restore", "time_this_iter_s"}
+_SKIP = {
+    "config",
+    CHECKPOINT_KEY,
+    "trial_id",
+    "experiment_tag",
+    "date",
+    "hostname",
+    "node_ip",
+    "pid",
+    "timestamp",
+    "done",
+    "should_checkpoint",
+    "time_since_restore",
+    "iterations_since_restore",
+    "time_this_iter_s",
+}
 
 
 @dataclass
@@ -46,8 +60,14 @@ def collect(grid, space_keys: list[str], statuses: dict[str, str] | None = None)
     for result in grid:
         hist = result.metrics_dataframe if result.metrics_dataframe is not None else pd.DataFrame()
         last = result.metrics or {}
-        trial_id = str(last.get("trial_id") or (hist["trial_id"].iloc[-1] if "trial_id" in hist and len(hist)
-                                                 else _trial_id_from_path(result.path, statuses)))
+        trial_id = str(
+            last.get("trial_id")
+            or (
+                hist["trial_id"].iloc[-1]
+                if "trial_id" in hist and len(hist)
+                else _trial_id_from_path(result.path, statuses)
+            )
+        )
         config = result.config or {}  # None for a trial interrupted before its first report
         params = {k: config.get(k) for k in space_keys if k in config}
         if result.error is not None:
@@ -60,9 +80,16 @@ def collect(grid, space_keys: list[str], statuses: dict[str, str] | None = None)
             status = "stopped_early"
         else:
             status = "completed"
-        records.append(TrialRecord(trial_id, params, hist, status,
-                                   f"{type(result.error).__name__}: {result.error}" if result.error else None,
-                                   result.path))
+        records.append(
+            TrialRecord(
+                trial_id,
+                params,
+                hist,
+                status,
+                f"{type(result.error).__name__}: {result.error}" if result.error else None,
+                result.path,
+            )
+        )
     return sorted(records, key=lambda r: r.trial_id)
 
 
@@ -87,9 +114,15 @@ def trials_table(records: list[TrialRecord], metric: str, mode: str) -> pd.DataF
         h = rec.history
         last = h.iloc[-1].to_dict() if len(h) else {}
         row: dict[str, Any] = {
-            "trial_id": rec.trial_id, "status": rec.status, f"best_{metric}": best_value(rec, metric, mode),
-            f"last_{metric}": last.get(metric), "steps": last.get("step"), "total_steps": last.get(TOTAL_STEPS_KEY),
-            "validations": len(h), "time_s": last.get("time_total_s"), "error": rec.error,
+            "trial_id": rec.trial_id,
+            "status": rec.status,
+            f"best_{metric}": best_value(rec, metric, mode),
+            f"last_{metric}": last.get(metric),
+            "steps": last.get("step"),
+            "total_steps": last.get(TOTAL_STEPS_KEY),
+            "validations": len(h),
+            "time_s": last.get("time_total_s"),
+            "error": rec.error,
         }
         row.update({f"config/{k}": v for k, v in rec.params.items()})
         for k, v in last.items():
@@ -127,7 +160,9 @@ def write_best_yaml(path: Path, data: dict[str, Any], command_hint: str, comment
     path.write_text(header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
 
 
-def export_best_model(rec: TrialRecord, metric: str, mode: str, dest: Path, train_cfg, counts: dict[str, Any]):
+def export_best_model(
+    rec: TrialRecord, metric: str, mode: str, dest: Path, train_cfg, counts: dict[str, Any]
+):
     """Copy the best kept checkpoint's ``model/`` of ``rec`` to ``dest`` and write its model card.
     Returns (dest, metrics at that checkpoint) or (None, {}) when no checkpoint is left."""
     from recsys.training.loop import MODEL_DIR  # lazy: training.loop imports torch (seconds)
@@ -148,8 +183,11 @@ def export_best_model(rec: TrialRecord, metric: str, mode: str, dest: Path, trai
                 shutil.copytree(src, dest)
         except FileNotFoundError:  # pruned by num_to_keep: try the next best
             continue
-        metrics = {k: v for k, v in row.items() if isinstance(v, (int, float)) and k not in _SKIP
-                   and not (isinstance(v, float) and math.isnan(v))}
+        metrics = {
+            k: v
+            for k, v in row.items()
+            if isinstance(v, (int, float)) and k not in _SKIP and not (isinstance(v, float) and math.isnan(v))
+        }
         write_model_card(dest, train_cfg, metrics, counts)
         return dest, metrics
     return None, {}

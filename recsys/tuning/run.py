@@ -36,7 +36,9 @@ def mlflow_callbacks(cfg: TuneJobConfig) -> list:
     # lazy: imports mlflow (~2 s), only with tracking on
     from ray.air.integrations.mlflow import MLflowLoggerCallback
 
-    return [MLflowLoggerCallback(tracking_uri=uri, experiment_name=cfg.mlflow.experiment, save_artifact=False)]
+    return [
+        MLflowLoggerCallback(tracking_uri=uri, experiment_name=cfg.mlflow.experiment, save_artifact=False)
+    ]
 
 
 def require_dashboard() -> None:
@@ -48,11 +50,13 @@ def require_dashboard() -> None:
         raise RuntimeError(
             "tune needs the Ray dashboard (Ray Train frees a stopped trial's placement group through the "
             "State API it serves): set ray.include_dashboard=true for a local Ray, or start the cluster "
-            "with its dashboard (ray start --head without --include-dashboard=false)")
+            "with its dashboard (ray start --head without --include-dashboard=false)"
+        )
 
 
-def run_tuning(cfg: TuneJobConfig, output_dir: Path, timer=None, callbacks: list | None = None,
-               prepared=None) -> dict[str, Any]:
+def run_tuning(
+    cfg: TuneJobConfig, output_dir: Path, timer=None, callbacks: list | None = None, prepared=None
+) -> dict[str, Any]:
     """Returns the report dict of the tune job (counts, metrics, best params, artifacts).
     ``callbacks``: extra Ray Tune callbacks (progress hooks, custom loggers); ``prepared``: the base
     config's ``recsys.training.trainer.prepare`` result, reused when the space leaves data unchanged."""
@@ -64,8 +68,14 @@ def run_tuning(cfg: TuneJobConfig, output_dir: Path, timer=None, callbacks: list
     base_raw = with_objective(raw, base.metric_name, base.train.mode)
     metric, mode = base.metric_name, base.train.mode
     with timer("sweep"):
-        grid, resumed, statuses = run_sweep(cfg, base_raw, base, out, callbacks=[*mlflow_callbacks(cfg), *(callbacks or [])],
-                                              prepared=prepared)
+        grid, resumed, statuses = run_sweep(
+            cfg,
+            base_raw,
+            base,
+            out,
+            callbacks=[*mlflow_callbacks(cfg), *(callbacks or [])],
+            prepared=prepared,
+        )
     with timer("outputs"):
         records = collect(grid, list(cfg.space), statuses)
         # a stop between two trials leaves none unfinished, only grid points / samples never started
@@ -75,40 +85,74 @@ def run_tuning(cfg: TuneJobConfig, output_dir: Path, timer=None, callbacks: list
         table.to_parquet(out / "trials.parquet", index=False)
         table.to_csv(out / "trials.csv", index=False)
         best = best_record(records, metric, mode)
-        artifacts = {"trials_parquet": str(out / "trials.parquet"), "trials_csv": str(out / "trials.csv"),
-                     "experiment": experiment_path(cfg, out)}
+        artifacts = {
+            "trials_parquet": str(out / "trials.parquet"),
+            "trials_csv": str(out / "trials.csv"),
+            "experiment": experiment_path(cfg, out),
+        }
         result: dict[str, Any] = {}
         if best is not None:
             best_out = str(out / "best_train")
             data = best_train_data(base_raw, best.params, best_out)
-            write_best_yaml(out / "best.yaml", data, f"recsys run train --config {out / 'best.yaml'}",
-                            f"best of {len(records)} trials ({metric} {mode}) of {experiment_path(cfg, out)}: trial {best.trial_id}")
+            write_best_yaml(
+                out / "best.yaml",
+                data,
+                f"recsys run train --config {out / 'best.yaml'}",
+                f"best of {len(records)} trials ({metric} {mode}) of {experiment_path(cfg, out)}: trial {best.trial_id}",
+            )
             artifacts["best_config"] = str(out / "best.yaml")
             if cfg.export_best:
                 best_cfg = train_config(expand_values(data), check_paths=False)
-                model_dir, ckpt_metrics = export_best_model(best, metric, mode, out / "model", best_cfg,
-                                                            {"trial_id": best.trial_id})
+                model_dir, ckpt_metrics = export_best_model(
+                    best, metric, mode, out / "model", best_cfg, {"trial_id": best.trial_id}
+                )
                 if model_dir is not None:
                     artifacts["model"] = str(model_dir)
                     result["best_checkpoint_metrics"] = ckpt_metrics
                 else:
                     log.warning("the best trial left no checkpoint with a model/ directory; nothing exported")
-            result["best"] = {"trial_id": best.trial_id, "params": best.params,
-                              metric: float(table.loc[table.trial_id == best.trial_id, f"best_{metric}"].iloc[0])}
+            result["best"] = {
+                "trial_id": best.trial_id,
+                "params": best.params,
+                metric: float(table.loc[table.trial_id == best.trial_id, f"best_{metric}"].iloc[0]),
+            }
         statuses = table["status"].value_counts().to_dict() if len(table) else {}
-        summary = {"trials": len(records), "interrupted": interrupted, **{f"trials_{k}": v for k, v in statuses.items()},
-                   "resumed": resumed, "trial_time_s": round(float(table["time_s"].fillna(0).sum()), 1) if len(table) else 0.0,
-                   "search": cfg.search.algorithm, "scheduler": cfg.scheduler.name}
+        summary = {
+            "trials": len(records),
+            "interrupted": interrupted,
+            **{f"trials_{k}": v for k, v in statuses.items()},
+            "resumed": resumed,
+            "trial_time_s": round(float(table["time_s"].fillna(0).sum()), 1) if len(table) else 0.0,
+            "search": cfg.search.algorithm,
+            "scheduler": cfg.scheduler.name,
+        }
         log_keys = {k for k, p in cfg.space.items() if p.type == "loguniform"}
-        write_report(out / "report.html", title=f"recsys tune: {cfg.name}", table=table, records=records, metric=metric,
-                     mode=mode, time_attr=cfg.scheduler.time_attr, log_keys=log_keys,
-                     best=result.get("best"), summary=summary)
+        write_report(
+            out / "report.html",
+            title=f"recsys tune: {cfg.name}",
+            table=table,
+            records=records,
+            metric=metric,
+            mode=mode,
+            time_attr=cfg.scheduler.time_attr,
+            log_keys=log_keys,
+            best=result.get("best"),
+            summary=summary,
+        )
         artifacts["report_html"] = str(out / "report.html")
     best_v = result.get("best", {}).get(metric)
     log.info("sweep done: %s; best %s = %s", summary, metric, best_v)
     if interrupted:
-        log.warning("the sweep was interrupted: run the same command again to resume it (finished trials are kept)")
-    return {"counts": {k: v for k, v in summary.items() if isinstance(v, int) and not isinstance(v, bool)},
-            "metrics": {f"best_{metric}": best_v} if best_v is not None else {},
-            "objective": {"metric": metric, "mode": mode}, "resumed": resumed, "interrupted": interrupted,
-            "trial_time_s": summary["trial_time_s"], **result, "artifacts": artifacts}
+        log.warning(
+            "the sweep was interrupted: run the same command again to resume it (finished trials are kept)"
+        )
+    return {
+        "counts": {k: v for k, v in summary.items() if isinstance(v, int) and not isinstance(v, bool)},
+        "metrics": {f"best_{metric}": best_v} if best_v is not None else {},
+        "objective": {"metric": metric, "mode": mode},
+        "resumed": resumed,
+        "interrupted": interrupted,
+        "trial_time_s": summary["trial_time_s"],
+        **result,
+        "artifacts": artifacts,
+    }

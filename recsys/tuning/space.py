@@ -101,8 +101,14 @@ def _schema_error(key: str) -> str | None:
     return None
 
 
-def validate_space(raw: dict[str, Any], space: dict[str, ParamSpec], metric: str | None = None, mode: str | None = None,
-                   *, check_paths: bool = True) -> TrainConfig:
+def validate_space(
+    raw: dict[str, Any],
+    space: dict[str, ParamSpec],
+    metric: str | None = None,
+    mode: str | None = None,
+    *,
+    check_paths: bool = True,
+) -> TrainConfig:
     """Check the base and every space key / candidate value against TrainConfig; raise ConfigError
     listing every problem. Returns the validated base (objective applied)."""
     errors: list[str] = []

@@ -54,8 +54,11 @@ def build_search_alg(search: SearchConfig, seed: int, concurrency: int, gate: Pr
 def scheduler_defaults(sched: SchedulerConfig, base: TrainConfig) -> dict[str, int]:
     """max_t / grace_period / perturbation_interval in ``time_attr`` units, from the base config."""
     per_eval = base.train.eval_every if sched.time_attr == "step" else 1
-    longest = base.train.max_steps if sched.time_attr == "step" else (
-        math.ceil(base.train.max_steps / base.train.eval_every) if base.train.max_steps else None)
+    longest = (
+        base.train.max_steps
+        if sched.time_attr == "step"
+        else (math.ceil(base.train.max_steps / base.train.eval_every) if base.train.max_steps else None)
+    )
     return {
         "max_t": sched.max_t or longest or 100 * per_eval,
         "grace_period": sched.grace_period or per_eval,
@@ -69,19 +72,32 @@ def build_scheduler(cfg: TuneJobConfig, base: TrainConfig, concurrency: int = 1)
     s = cfg.scheduler
     d = scheduler_defaults(s, base)
     if s.name == "asha":
-        return S.ASHAScheduler(time_attr=s.time_attr, max_t=d["max_t"],
-                               grace_period=min(d["grace_period"], d["max_t"]), reduction_factor=s.reduction_factor)
+        return S.ASHAScheduler(
+            time_attr=s.time_attr,
+            max_t=d["max_t"],
+            grace_period=min(d["grace_period"], d["max_t"]),
+            reduction_factor=s.reduction_factor,
+        )
     if s.name == "asha_promote":
-        return PromotionASHA(time_attr=s.time_attr, max_t=d["max_t"], grace_period=min(d["grace_period"], d["max_t"]),
-                             reduction_factor=s.reduction_factor, max_running=concurrency)
+        return PromotionASHA(
+            time_attr=s.time_attr,
+            max_t=d["max_t"],
+            grace_period=min(d["grace_period"], d["max_t"]),
+            reduction_factor=s.reduction_factor,
+            max_running=concurrency,
+        )
     if s.name == "median":
-        return S.MedianStoppingRule(time_attr=s.time_attr,
-                                    grace_period=d["grace_period"], min_samples_required=s.min_samples_required)
+        return S.MedianStoppingRule(
+            time_attr=s.time_attr, grace_period=d["grace_period"], min_samples_required=s.min_samples_required
+        )
     if s.name == "pbt":
         mutations = {k: tune_domain(p) for k, p in cfg.space.items()}
-        return S.PopulationBasedTraining(time_attr=s.time_attr,
-                                         perturbation_interval=d["perturbation_interval"],
-                                         hyperparam_mutations=mutations, quantile_fraction=s.quantile_fraction)
+        return S.PopulationBasedTraining(
+            time_attr=s.time_attr,
+            perturbation_interval=d["perturbation_interval"],
+            hyperparam_mutations=mutations,
+            quantile_fraction=s.quantile_fraction,
+        )
     return S.FIFOScheduler()
 
 
@@ -94,49 +110,82 @@ def default_concurrency(base: TrainConfig) -> int:
     return max(1, int((res.get("CPU", 1) - 1) // (s.num_workers * s.cpus_per_worker)))
 
 
-def build_trainable(cfg: TuneJobConfig, base_raw: dict[str, Any], base: TrainConfig, exp_path: str, prepared=None):
+def build_trainable(
+    cfg: TuneJobConfig, base_raw: dict[str, Any], base: TrainConfig, exp_path: str, prepared=None
+):
     """The trial function with its fixed arguments; data prepared once here when the space allows
     (``prepared``: a ``prepare(base)`` the caller already made, e.g. shared by several sweeps)."""
     if not shares_prepared_data(list(cfg.space)):
         prepared = None
     elif prepared is None:
         prepared = prepare(base)
-        log.info("the space leaves the data unchanged: trials share one prepared data set %s", prepared.counts)
+        log.info(
+            "the space leaves the data unchanged: trials share one prepared data set %s", prepared.counts
+        )
 
-    fn = tune.with_parameters(train_trial, base=base_raw, train_storage=f"{exp_path}/{TRAIN_RUNS}",
-                              report_checkpoints=cfg.scheduler.name in ("pbt", "asha_promote"),  # they pause trials
-                              worker_start_timeout_s=cfg.trial.worker_start_timeout_s, prepared=prepared)
+    fn = tune.with_parameters(
+        train_trial,
+        base=base_raw,
+        train_storage=f"{exp_path}/{TRAIN_RUNS}",
+        report_checkpoints=cfg.scheduler.name in ("pbt", "asha_promote"),  # they pause trials
+        worker_start_timeout_s=cfg.trial.worker_start_timeout_s,
+        prepared=prepared,
+    )
     return tune.with_resources(fn, {"cpu": cfg.trial.driver_cpus})
 
 
-def build_tuner(cfg: TuneJobConfig, base_raw: dict[str, Any], base: TrainConfig, output_dir: Path,
-                callbacks: list | None = None, prepared=None):
+def build_tuner(
+    cfg: TuneJobConfig,
+    base_raw: dict[str, Any],
+    base: TrainConfig,
+    output_dir: Path,
+    callbacks: list | None = None,
+    prepared=None,
+):
     """A fresh ``Tuner``, or the interrupted one at ``storage_path/name`` (``Tuner.restore``)."""
     metric, mode = base.metric_name, base.train.mode
     exp_path = experiment_path(cfg, output_dir)
     trainable = build_trainable(cfg, base_raw, base, exp_path, prepared)
     if cfg.resume and tune.Tuner.can_restore(exp_path):
         log.info("resuming the sweep at %s (finished trials are kept)", exp_path)
-        tuner = tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True, resume_errored=True,
-                                   param_space=param_space(cfg.space))
+        tuner = tune.Tuner.restore(
+            exp_path,
+            trainable=trainable,
+            resume_unfinished=True,
+            resume_errored=True,
+            param_space=param_space(cfg.space),
+        )
         use_callbacks(tuner, callbacks or [])
         return tuner, True
     seed = cfg.search.seed if cfg.search.seed is not None else cfg.seed
     concurrency = cfg.search.max_concurrent_trials or default_concurrency(base)
-    log.info("sweep: %d sample(s), %d at a time, %s search, %s scheduler -> %s", cfg.search.num_samples, concurrency,
-             cfg.search.algorithm, cfg.scheduler.name, exp_path)
+    log.info(
+        "sweep: %d sample(s), %d at a time, %s search, %s scheduler -> %s",
+        cfg.search.num_samples,
+        concurrency,
+        cfg.search.algorithm,
+        cfg.scheduler.name,
+        exp_path,
+    )
     scheduler = build_scheduler(cfg, base, concurrency)
     tuner = tune.Tuner(
         trainable,
         param_space=param_space(cfg.space),
         tune_config=tune.TuneConfig(
-            metric=metric, mode=mode, num_samples=cfg.search.num_samples,
-            search_alg=build_search_alg(cfg.search, seed, concurrency, scheduler if isinstance(scheduler, PromotionASHA) else None),
-            scheduler=scheduler, reuse_actors=False,
+            metric=metric,
+            mode=mode,
+            num_samples=cfg.search.num_samples,
+            search_alg=build_search_alg(
+                cfg.search, seed, concurrency, scheduler if isinstance(scheduler, PromotionASHA) else None
+            ),
+            scheduler=scheduler,
+            reuse_actors=False,
         ),
         run_config=tune.RunConfig(  # callbacks set below, after tuner.pkl is written without them
-            name=cfg.name, storage_path=storage_root(cfg, output_dir),
-            failure_config=tune.FailureConfig(max_failures=cfg.trial.max_failures), verbose=1,
+            name=cfg.name,
+            storage_path=storage_root(cfg, output_dir),
+            failure_config=tune.FailureConfig(max_failures=cfg.trial.max_failures),
+            verbose=1,
         ),
     )
     use_callbacks(tuner, callbacks or [])
@@ -160,8 +209,10 @@ def use_callbacks(tuner, callbacks: list) -> None:
         return
     remote = getattr(tuner, "_remote_tuner", None)  # Ray Client: the internal tuner is an actor
     if remote is None:
-        raise RuntimeError("cannot set the sweep's callbacks on this ray.tune.Tuner (Ray internals changed?); "
-                           "check recsys.tuning.sweep.use_callbacks against the installed Ray")
+        raise RuntimeError(
+            "cannot set the sweep's callbacks on this ray.tune.Tuner (Ray internals changed?); "
+            "check recsys.tuning.sweep.use_callbacks against the installed Ray"
+        )
     run_config = ray.get(remote.get_run_config.remote())
     run_config.callbacks = list(callbacks)
     ray.get(remote.set_run_config_and_remote_string_queue.remote(run_config, None))
@@ -196,8 +247,14 @@ class TrialStatuses(Callback):
         self.statuses = {t.trial_id: self.finished.get(t.trial_id, "UNFINISHED") for t in trials}
 
 
-def run_sweep(cfg: TuneJobConfig, base_raw: dict[str, Any], base: TrainConfig, output_dir: Path,
-              callbacks: list | None = None, prepared=None):
+def run_sweep(
+    cfg: TuneJobConfig,
+    base_raw: dict[str, Any],
+    base: TrainConfig,
+    output_dir: Path,
+    callbacks: list | None = None,
+    prepared=None,
+):
     """Fit (or resume) the sweep; returns (ResultGrid, resumed, {trial_id: Tune status})."""
     statuses = TrialStatuses()
     tuner, resumed = build_tuner(cfg, base_raw, base, output_dir, [*(callbacks or []), statuses], prepared)

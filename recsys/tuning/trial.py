@@ -67,8 +67,14 @@ def shares_prepared_data(space_keys: list[str]) -> bool:
     return not any(changes_prepared_data(k) for k in space_keys)
 
 
-def train_trial(config: dict[str, Any], base: dict[str, Any], train_storage: str, report_checkpoints: bool,
-                worker_start_timeout_s: float = 900.0, prepared=None) -> None:
+def train_trial(
+    config: dict[str, Any],
+    base: dict[str, Any],
+    train_storage: str,
+    report_checkpoints: bool,
+    worker_start_timeout_s: float = 900.0,
+    prepared=None,
+) -> None:
     """Tune function trainable: one distributed Train run with ``config`` (dotted keys) on ``base``.
     ``prepared``: the driver's ``prepare(base)`` when the space cannot change the data (else None)."""
     # Read by the Train controller this driver starts: a trial may wait for workers that other trials hold.
@@ -79,7 +85,10 @@ def train_trial(config: dict[str, Any], base: dict[str, Any], train_storage: str
     resume_from = _tune_checkpoint_source() if report_checkpoints else None
     queue = Queue(maxsize=1, actor_options={"num_cpus": 0})
     run_config = build_run_config(cfg, train_storage, name=_run_name(trial_id, resume_from))
-    run_config.callbacks = [*(run_config.callbacks or []), ForwardToTrial(queue, {TOTAL_STEPS_KEY: prep.extras.total_steps})]
+    run_config.callbacks = [
+        *(run_config.callbacks or []),
+        ForwardToTrial(queue, {TOTAL_STEPS_KEY: prep.extras.total_steps}),
+    ]
     trainer = build_trainer(cfg, prep.datasets, run_config, prep.extras, resume_from=resume_from)
     outcome: dict[str, Any] = {}
 

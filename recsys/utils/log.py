@@ -20,7 +20,9 @@ def get_logger(name: str = "recsys") -> logging.Logger:
             handler.setFormatter(logging.Formatter("%(message)s"))
         else:
             handler = logging.StreamHandler(sys.stderr)
-            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+            handler.setFormatter(
+                logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+            )
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
         logger.propagate = False

@@ -207,7 +207,8 @@ def per_set(rows: list[dict]) -> str:
     for r in rows:
         by.setdefault(r["set"], {})[r["job"]] = r
     lines = [
-        "| set | inventory: rows (contract) | clean: in = clean + quarantined + duplicate | features: rows of the main tables "
+        "| set | inventory: rows (contract) | clean: in = clean + quarantined + duplicate "
+        "| features: rows of the main tables "
         "| wall s (inventory / clean / features) |",
         "|---|---|---|---|---|",
     ]

@@ -1,6 +1,7 @@
 """ETL benchmark: Ray Data clean + features vs a single-process pandas implementation of the same logic.
 
-    .venv/bin/python benchmarks/etl.py --events runs/synth/local/events [--cpus 1 2] [--shards K | --limit N] [--repeat R]
+    .venv/bin/python benchmarks/etl.py --events runs/synth/local/events \\
+        [--cpus 1 2] [--shards K | --limit N] [--repeat R]
 
 Workload on the synth job's events, as the clean and features jobs run it: clean = row validation with
 reasons (pyarrow map_batches), one hash exchange by user_id (bot bursts, exact/near dedup, sessions),
@@ -456,7 +457,10 @@ def _spread(values: list[float], unit: str, digits: int = 2) -> str:
 
     if len(values) == 1:
         return f(values[0]) + unit
-    return f"median {f(statistics.median(values))}{unit} ({f(min(values))}-{f(max(values))}{unit} over {len(values)} repetitions)"
+    return (
+        f"median {f(statistics.median(values))}{unit} "
+        f"({f(min(values))}-{f(max(values))}{unit} over {len(values)} repetitions)"
+    )
 
 
 if __name__ == "__main__":

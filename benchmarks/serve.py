@@ -426,7 +426,8 @@ async def main_async(ns, url: str, work: Workload, args) -> dict:
                 res = await drive(url, work, ep, conc, ns.latency_s)
                 out["latency"].append(res)
                 print(
-                    f"  {ep:9s} c={conc:2d}: p50 {res['p50_ms']:7.1f} p95 {res['p95_ms']:7.1f} p99 {res['p99_ms']:7.1f} ms "
+                    f"  {ep:9s} c={conc:2d}: p50 {res['p50_ms']:7.1f} p95 {res['p95_ms']:7.1f} "
+                    f"p99 {res['p99_ms']:7.1f} ms "
                     f"{res['rps']:6.1f} req/s errors {res['errors']}",
                     flush=True,
                 )

@@ -18,7 +18,8 @@ each variant also reports tokens/s and MFU: training FLOPs per token = 6 * non-e
 (each validation window's samples/s, tokens/s and GPU memory):
 
     python benchmarks/random_encoder.py --arch bert-base --tokenizer TOK --out /tmp/bert-base
-    python benchmarks/train.py --device cuda --model /tmp/bert-base --batch-size 64 --steps 120 --warmup 20 --only a b1 c d
+    python benchmarks/train.py --device cuda --model /tmp/bert-base --batch-size 64 --steps 120 --warmup 20 \\
+        --only a b1 c d
     python benchmarks/train.py --report runs/train/cluster/report.json --model /tmp/bert-base
 """
 

@@ -85,7 +85,8 @@ def cleaned(ray_session, tmp_path_factory, monkeypatch_module):
             "input.preset=null",
             "input.format=csv",
             "limit=null",
-            "input.columns={uid: user_id, sku: item_id, action: event_type, when: timestamp, amount: price, qty: quantity, search: query}",
+            "input.columns={uid: user_id, sku: item_id, action: event_type, when: timestamp, "
+            "amount: price, qty: quantity, search: query}",
             "rules.min_timestamp=2020-01-01T00:00:00Z",
             "rules.max_timestamp=2030-01-01T00:00:00Z",
             "rules.bot_events_per_minute=20",
@@ -183,7 +184,8 @@ def test_exchange_engines_write_the_same_rows(cleaned, tmp_path):
             "input.format=csv",
             "limit=null",
             "exchange.engine=ray_data",
-            "input.columns={uid: user_id, sku: item_id, action: event_type, when: timestamp, amount: price, qty: quantity, search: query}",
+            "input.columns={uid: user_id, sku: item_id, action: event_type, when: timestamp, "
+            "amount: price, qty: quantity, search: query}",
             "rules.min_timestamp=2020-01-01T00:00:00Z",
             "rules.max_timestamp=2030-01-01T00:00:00Z",
             "rules.bot_events_per_minute=20",

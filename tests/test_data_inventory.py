@@ -90,7 +90,8 @@ def test_inventory_job_contract_failure_and_adapter(ray_session, tmp_path):
             "input.preset=null",
             "limit=null",
             f"output_dir={tmp_path / 'inv'}",
-            "contract=[{metric: null_rate, table: events, column: user_id, max: 0.0}, {metric: min_rows, table: events, min: 100}]",
+            "contract=[{metric: null_rate, table: events, column: user_id, max: 0.0}, "
+            "{metric: min_rows, table: events, min: 100}]",
         ],
     )
     with pytest.raises(RuntimeError, match=r"null_rate\(events.user_id\) <= 0.0"):

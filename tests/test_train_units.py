@@ -128,7 +128,8 @@ def test_encode_sequences_windows_and_holdout():
     index = {"a": 1, "b": 2, "c": 3, "d": 4}
     feats = {"country": {"DE": 1, "UK": 2}}
     train = encode_sequences(batch, index, feats, max_len=3, holdout=1, mode="train")
-    # user 1: a b c (d held out) -> [0, 1, 2, 3]; user 2 too short; user 3: unknown x dropped -> b (c held out) too short
+    # user 1: a b c (d held out) -> [0, 1, 2, 3]; user 2 too short;
+    # user 3: unknown x dropped -> b (c held out) too short
     assert train["items"].tolist() == [[0, 1, 2, 3]] and train["user"].tolist() == [[1]]
     valid = encode_sequences(batch, index, feats, max_len=3, holdout=1, mode="valid")
     assert valid["history"].tolist() == [[1, 2, 3], [0, 0, 2]] and valid["target"].tolist() == [4, 3]

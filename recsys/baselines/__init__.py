@@ -3,7 +3,8 @@
 ``build_baseline(kind, params).fit(TrainData)``; kinds: ``popularity`` (global counts; with
 ``half_life``: recent popularity), ``itemknn`` (implicit cosine), ``als`` / ``bpr`` (implicit; ``bpr`` with
 ``optimizer: adam``: RecBole's recipe, mini-batch Adam with early stopping, in torch),
-``bm25`` (bm25s over item text; ``variant: llmrank`` reproduces LLMRank's published row), ``zeroshot`` (pretrained MiniLM, no fine-tuning).
+``bm25`` (bm25s over item text; ``variant: llmrank`` reproduces LLMRank's published row), ``zeroshot``
+(pretrained MiniLM, no fine-tuning).
 The SASRec baseline is the sequential model trained in pure-ID mode by ``recsys run train``.
 """
 

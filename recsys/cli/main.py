@@ -201,7 +201,8 @@ def serve_cmd(
         typer.Option(
             "--fast-ingress",
             help="Start the local Ray with Ray Serve's HAProxy ingress and throughput-optimized mode "
-            "(RAY_SERVE_ENABLE_HA_PROXY=1, RAY_SERVE_THROUGHPUT_OPTIMIZED=1, user code and router kept off the replicas' "
+            "(RAY_SERVE_ENABLE_HA_PROXY=1, RAY_SERVE_THROUGHPUT_OPTIMIZED=1, "
+            "user code and router kept off the replicas' "
             "main loop): lower per-request overhead. On an existing cluster (RAY_ADDRESS), set those variables "
             "(recsys.runtime.FAST_INGRESS_ENV) where its nodes start instead.",
         ),

@@ -213,7 +213,8 @@ def _convert(batch: pa.Table, spec: dict[str, Any], on_error: str, keep_meta: bo
     missing = missing_required(out, spec["table"])
     if missing and out.num_rows:
         raise DataError(
-            f"{spec['table']} needs column(s) {missing} but the source has {[c for c in batch.column_names if not c.startswith('_') and c not in ('source_file', 'source_row')]}; "
+            f"{spec['table']} needs column(s) {missing} but the source has "
+            f"{[c for c in batch.column_names if not c.startswith('_') and c not in ('source_file', 'source_row')]}; "
             f"map them with input.columns (e.g. input.columns.{{SOURCE}}={missing[0]}) or input.defaults"
         )
     if on_error == "raise":

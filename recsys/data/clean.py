@@ -396,8 +396,8 @@ def clean_table(
     which then needs no exchange of its own). ``engine``: how the exchange runs, ``tasks``
     (``shuffle.by_key_streaming``, partitions of ``partition_mb`` MiB unless ``partitions`` fixes their count) or
     ``ray_data`` (Ray Data's hash shuffle, ``shuffle.by_key``). rows_in is
-    counted by an independent read of the source; the other counts are read back from the written Parquet files, so the reconciliation checks what is
-    on disk.
+    counted by an independent read of the source; the other counts are read back from the written Parquet
+    files, so the reconciliation checks what is on disk.
     """
     table = src.table
     raw = src.read_raw()

@@ -108,7 +108,8 @@ class ExchangeConfig(StrictModel):
         True,
         description="Ray Data's per-operator resource reservation (its default). On, each operator is held to "
         "its reserved share while others run: it keeps the clean job's read from starving its shuffle (off, "
-        "the clean part of the 10M benchmark took 42 s instead of 30-38 s), but ran the features job's single-operator passes "
+        "the clean part of the 10M benchmark took 42 s instead of 30-38 s), "
+        "but ran the features job's single-operator passes "
         "one task at a time on 2 CPUs, so the features job defaults to off.",
     )
 
@@ -264,7 +265,8 @@ class FeaturesConfig(JobConfig):
 
 
 class SynthConfig(JobConfig):
-    """Write N synthetic events over a real catalog: Zipf popularity, sessions, queries, position-biased clicks, dirt."""
+    """Write N synthetic events over a real catalog: Zipf popularity, sessions, queries, position-biased
+    clicks, dirt."""
 
     catalog: InputConfig = Field(
         ..., description="Item catalog to draw from (e.g. the Games-6k preset's items)."

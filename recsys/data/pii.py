@@ -25,7 +25,10 @@ FIRST_NAMES = (
     "jennifer|linda|elizabeth|barbara|susan|jessica|sarah|karen|emma|olivia|anna|maria|"
     "peter|paul|mark|laura|julia|lucas|noah|liam|sophie|alice|daniel|george|oliver|jack"
 )
-NAME = rf"(?:(?i:my name is|i am|this is|contact|ask for)\s+[A-Z][a-z]+(?:\s+[A-Z][a-z]+)?|\b(?i:{FIRST_NAMES})\s+[A-Z][a-z]{{2,}})"
+NAME = (
+    r"(?:(?i:my name is|i am|this is|contact|ask for)\s+[A-Z][a-z]+(?:\s+[A-Z][a-z]+)?"
+    rf"|\b(?i:{FIRST_NAMES})\s+[A-Z][a-z]{{2,}})"
+)
 PATTERNS = {"email": EMAIL, "phone": PHONE, "card": CARD, "name": NAME}
 
 

@@ -165,7 +165,8 @@ register(
 register(
     Preset(
         "online-retail",
-        "UCI Online Retail (xlsx): InvoiceNo, StockCode, Description, Quantity, InvoiceDate, UnitPrice, CustomerID, Country.",
+        "UCI Online Retail (xlsx): InvoiceNo, StockCode, Description, Quantity, InvoiceDate, UnitPrice, "
+        "CustomerID, Country.",
         {
             "events": TableSource(
                 ("*.xlsx",),
@@ -200,7 +201,8 @@ register(
             ),
         },
         aliases=("uci-online-retail", "uci"),
-        notes="C-prefixed InvoiceNo rows are cancellations (negative Quantity): the clean job links or quarantines them.",
+        notes="C-prefixed InvoiceNo rows are cancellations (negative Quantity): "
+        "the clean job links or quarantines them.",
     )
 )
 

@@ -88,9 +88,11 @@ def render(inventory: dict[str, Any], png_dir: Path | None = None) -> str:
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>Data inventory</title><style>",
         "body{font-family:sans-serif;margin:24px;max-width:1200px}table{border-collapse:collapse;font-size:13px}"
-        "td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}th{background:#eee}.bad{color:#c00;font-weight:bold}"
+        "td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}th{background:#eee}"
+        ".bad{color:#c00;font-weight:bold}"
         ".ok{color:#080}img{margin:6px 0;border:1px solid #ddd}</style></head><body>",
-        f"<h1>Data inventory</h1><p>Generated {e(inventory['generated_at'])} from <code>{e(inventory['input'])}</code></p>",
+        f"<h1>Data inventory</h1><p>Generated {e(inventory['generated_at'])} "
+        f"from <code>{e(inventory['input'])}</code></p>",
     ]
     contract = inventory.get("contract") or []
     if contract:
@@ -98,12 +100,14 @@ def render(inventory: dict[str, Any], png_dir: Path | None = None) -> str:
         for r in contract:
             cls = "ok" if r["ok"] else "bad"
             parts.append(
-                f"<tr><td>{e(r['label'])}</td><td>{e(str(r['value']))}</td><td class='{cls}'>{'pass' if r['ok'] else 'FAIL: ' + e(r['why'] or '')}</td></tr>"
+                f"<tr><td>{e(r['label'])}</td><td>{e(str(r['value']))}</td>"
+                f"<td class='{cls}'>{'pass' if r['ok'] else 'FAIL: ' + e(r['why'] or '')}</td></tr>"
             )
         parts.append("</table>")
     if inventory.get("roles"):
         parts.append(
-            "<h2>Inferred column roles</h2><table><tr><th>column</th><th>role</th><th>confidence</th><th>candidates</th></tr>"
+            "<h2>Inferred column roles</h2><table>"
+            "<tr><th>column</th><th>role</th><th>confidence</th><th>candidates</th></tr>"
         )
         for r in inventory["roles"]:
             parts.append(
@@ -114,7 +118,8 @@ def render(inventory: dict[str, Any], png_dir: Path | None = None) -> str:
         )
     for prof in inventory["tables"].values():
         parts.append(
-            f"<h2>Table <code>{e(prof['table'])}</code>: {prof['rows']:,} rows, duplicate rate {prof['duplicate_rate']:.4f}</h2>"
+            f"<h2>Table <code>{e(prof['table'])}</code>: {prof['rows']:,} rows, "
+            f"duplicate rate {prof['duplicate_rate']:.4f}</h2>"
         )
         ri = prof.get("referential_integrity") or {}
         if ri:

@@ -19,7 +19,8 @@ from recsys.data.pii import EMAIL, PHONE
 from recsys.data.readers import parse_delimited, parse_excel
 
 NAME_PATTERNS: dict[str, str] = {
-    "user_id": r"^(user|customer|client|visitor|member|buyer|account|uid|cust)(_?id|_?no|_?key)?$|^(user|customer).*id$",
+    "user_id": r"^(user|customer|client|visitor|member|buyer|account|uid|cust)(_?id|_?no|_?key)?$"
+    r"|^(user|customer).*id$",
     "item_id": r"^(item|product|sku|stock_?code|asin|article|iid|pid|prod|offer|listing)(_?id|_?code|_?no|_?key)?$",
     "timestamp": r"(time|date|^ts$|timestamp|created|datetime|when|epoch)",
     "event_type": r"^(event|behaviou?r|action|type|event_?type|activity|interaction)(_?type|_?name)?$",

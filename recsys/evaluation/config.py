@@ -226,7 +226,8 @@ class EvaluateConfig(JobConfig):
     metrics: list[str] = Field(
         default_factory=lambda: ["ndcg@10", "hit_rate@10", "mrr"],
         min_length=1,
-        description="Ranking metrics (ndcg@k, hit_rate@k, recall@k, precision@k, mrr, map@k, auc); matching reports F1 etc.",
+        description="Ranking metrics (ndcg@k, hit_rate@k, recall@k, precision@k, mrr, map@k, auc); "
+        "matching reports F1 etc.",
     )
     primary_metric: str | None = Field(None, description="Metric to select on (default: the first).")
     models: list[ModelSpec] = Field(

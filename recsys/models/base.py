@@ -76,7 +76,8 @@ def build_encoder(name_or_path: str | None = None, hf_config_dir: str | Path | N
 
 
 def hf_config(encoder: nn.Module) -> Any:
-    """A Hugging Face encoder's ``config`` (a PretrainedConfig; nn.Module's ``__getattr__`` types it Tensor | Module)."""
+    """A Hugging Face encoder's ``config`` (a PretrainedConfig; nn.Module's ``__getattr__`` types it
+    Tensor | Module)."""
     return encoder.config
 
 

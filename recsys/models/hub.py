@@ -59,7 +59,8 @@ def resolve_model_path(name_or_path: str) -> str:
             return snapshot_download(name_or_path, local_files_only=offline)
         except Exception as exc:  # noqa: BLE001 - any hub/cache failure becomes one clear error
             looked.append(
-                f"hub id {name_or_path!r} ({'HF cache only, HF_HUB_OFFLINE=1' if offline else 'hub'}: {type(exc).__name__})"
+                f"hub id {name_or_path!r} "
+                f"({'HF cache only, HF_HUB_OFFLINE=1' if offline else 'hub'}: {type(exc).__name__})"
             )
     raise ModelNotFoundError(
         f"model {name_or_path!r} not found; looked for: {'; '.join(looked)}. Fix: set model.name_or_path "

@@ -134,7 +134,8 @@ class SequentialRecommender(SavableModel):
         emb = np.asarray(emb, dtype=np.float32)
         if emb.shape != (len(self.item_ids), self.text_emb.embedding_dim):
             raise ValueError(
-                f"text embeddings have shape {emb.shape}, expected ({len(self.item_ids)}, {self.text_emb.embedding_dim})"
+                f"text embeddings have shape {emb.shape}, "
+                f"expected ({len(self.item_ids)}, {self.text_emb.embedding_dim})"
             )
         with torch.no_grad():
             self.text_emb.weight[1:] = torch.from_numpy(emb)

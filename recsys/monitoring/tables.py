@@ -16,8 +16,9 @@ def load_events(
     end: str | None = None,
 ) -> tuple[pd.DataFrame, int]:
     """The canonical events of ``cfg`` (an InputConfig) as pandas: events in [start, end), the last
-    ``window_days`` days of those, then a seeded sample of ``max_rows``. Rows that do not convert are dropped and counted (second
-    value): monitoring raw logs must not stop at the first bad line, nor hide how many there were."""
+    ``window_days`` days of those, then a seeded sample of ``max_rows``. Rows that do not convert are
+    dropped and counted (second value): monitoring raw logs must not stop at the first bad line, nor
+    hide how many there were."""
     df = load_table(cfg, "events")
     n_bad = int(df.attrs.get("skipped_rows", 0))
     for bound, keep in ((start, lambda ts, b: ts >= b), (end, lambda ts, b: ts < b)):

@@ -28,7 +28,8 @@ class StageConfig(StrictModel):
     )
     overrides: dict[str, Any] = Field(
         default_factory=dict,
-        description="Dotted key -> value applied on top of the config; strings may hold @{stage} (that stage's output dir), "
+        description="Dotted key -> value applied on top of the config; "
+        "strings may hold @{stage} (that stage's output dir), "
         "e.g. {data: '@{clean}'} or {data.events.path: '@{clean}/events'}.",
     )
     after: list[str] = Field(
@@ -68,7 +69,8 @@ class GateConfig(StrictModel):
     kind: Literal["data_contract", "reconciliation", "metric_min", "champion_challenger"] = Field(
         ...,
         description="data_contract: the stage succeeded and `key` (violations) is empty; reconciliation: `key` is "
-        "true (rows in = clean + quarantined + duplicates); metric_min: a metric >= min; champion_challenger: the challenger "
+        "true (rows in = clean + quarantined + duplicates); metric_min: a metric >= min; "
+        "champion_challenger: the challenger "
         "beats production with a significant paired difference.",
     )
     stage: str = Field(..., description="Stage whose report the gate reads (checked right after it runs).")
@@ -128,7 +130,8 @@ class DeployConfig(StrictModel):
     )
     champion_gate: str | None = Field(
         None,
-        description="champion_challenger gate whose challenger spec is recorded with the version (next run's champion).",
+        description="champion_challenger gate whose challenger spec is recorded with the version "
+        "(next run's champion).",
     )
     promote: bool = Field(
         True, description="Promote to production when every gate passed (False: staging only)."

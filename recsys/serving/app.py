@@ -304,9 +304,10 @@ def build_app(args: ServeArgs) -> serve.Application:
                 ).bind(*stage_args(spec)[stage][0])
                 for stage, d in ARM_DEPLOYMENTS.items()
             }
-    sink = FeedbackSink.options(**args.deployment("FeedbackSink").options()).bind(  # type: ignore[attr-defined]  # Ray: @serve.deployment returns a Deployment, mypy keeps the class type
+    # Ray: @serve.deployment returns a Deployment; mypy keeps the class type (hence the ignores)
+    sink = FeedbackSink.options(**args.deployment("FeedbackSink").options()).bind(  # type: ignore[attr-defined]
         args.feedback_dir, args.feedback_flush_events, args.feedback_flush_s
     )
-    return Ingress.options(**args.deployment("Ingress").options()).bind(
+    return Ingress.options(**args.deployment("Ingress").options()).bind(  # type: ignore[attr-defined]
         specs, handles, sink, args.ingress_settings()
-    )  # type: ignore[attr-defined]  # Ray: @serve.deployment returns a Deployment, mypy keeps the class type
+    )

@@ -286,7 +286,9 @@ class ArmArgs(StrictModel):
     )
     version: str = Field(
         "latest",
-        description="Index version (a directory under artifacts, or latest). Changing it in args redeploys the arm (rolling, with surge); an in-place reload without restarts is a Serve-config user_config override (docs/OPERATIONS.md).",
+        description="Index version (a directory under artifacts, or latest). Changing it in args redeploys "
+        "the arm (rolling, with surge); an in-place reload without restarts is a Serve-config user_config "
+        "override (docs/OPERATIONS.md).",
     )
     registry: RegistryRef | None = Field(
         None,

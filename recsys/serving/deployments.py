@@ -89,7 +89,8 @@ class Retriever(_Versioned):
             return {
                 "error": {
                     "field": f"filters.{bad[0]}",
-                    "message": f"this catalog has no {bad[0].split('_')[0]!r} column; supported filters: {supported or 'none'}",
+                    "message": f"this catalog has no {bad[0].split('_')[0]!r} column; "
+                    f"supported filters: {supported or 'none'}",
                 }
             }
         return {"version": self.version, "candidates": core.retrieve(query, filters, n)}

@@ -89,7 +89,8 @@ class DataSection(StrictModel):
         2,
         ge=1,
         le=2,
-        description="Sequential without data.valid: items at the end held out (2 = last is test, second-last validates; 1 = last validates).",
+        description="Sequential without data.valid: items at the end held out "
+        "(2 = last is test, second-last validates; 1 = last validates).",
     )
     max_train_rows: int | None = Field(
         None, ge=1, description="Use the first this many training rows (quick runs; the same rows every run)."
@@ -313,7 +314,8 @@ class TrainConfig(JobConfig):
             )
         if self.adversarial.method == "pgd" and self.strategy.name == "deepspeed":
             raise ValueError(
-                "adversarial.method pgd needs strategy.name: ddp (DeepSpeed hooks every backward); use fgm with deepspeed"
+                "adversarial.method pgd needs strategy.name: ddp (DeepSpeed hooks every backward); "
+                "use fgm with deepspeed"
             )
         if self.strategy.precision == "fp16" and not self.scaling.use_gpu:
             raise ValueError("strategy.precision fp16 needs GPUs; use bf16 or fp32 on CPU")

@@ -224,14 +224,17 @@ def write_model_card(path: Path, cfg: TrainConfig, metrics: dict[str, Any], coun
         f"- train: `{d.train.path}` (preset `{d.train.preset}`, split `{d.train_split}`)",
         f"- valid: `{(d.valid or d.train).path}` (split `{d.valid_split}`)"
         if kinds.get(cfg.model.kind).table == "pairs"
-        else f"- valid: {'`' + d.valid.path + '`' if d.valid else f'the item at position -{d.holdout_last} of each sequence'}",
+        else f"- valid: "
+        f"{'`' + d.valid.path + '`' if d.valid else f'the item at position -{d.holdout_last} of each sequence'}",
         f"- counts: {json.dumps(counts)}",
         "",
         "## Training",
         "",
-        f"- loss `{cfg.loss_name}`, optimizer AdamW lr {cfg.optim.lr} ({cfg.optim.scheduler}, warmup {cfg.optim.warmup_ratio}), "
+        f"- loss `{cfg.loss_name}`, optimizer AdamW lr {cfg.optim.lr} "
+        f"({cfg.optim.scheduler}, warmup {cfg.optim.warmup_ratio}), "
         f"batch {cfg.train.batch_size} x {cfg.scaling.num_workers} workers x accum {cfg.optim.grad_accum}",
-        f"- strategy `{cfg.strategy.name}` (ZeRO {cfg.strategy.deepspeed.zero_stage if cfg.strategy.name == 'deepspeed' else '-'}), "
+        f"- strategy `{cfg.strategy.name}` "
+        f"(ZeRO {cfg.strategy.deepspeed.zero_stage if cfg.strategy.name == 'deepspeed' else '-'}), "
         f"precision {cfg.strategy.precision}, LoRA {'r=' + str(cfg.lora.r) if cfg.lora.enabled else 'off'}, "
         f"adversarial {cfg.adversarial.method}",
         "",

@@ -22,7 +22,8 @@ class ObjectiveConfig(StrictModel):
 
     metric: str | None = Field(
         None,
-        description="Validation metric (e.g. ndcg@10, f1, mrr); None = the base config's train.metric / its kind's default.",
+        description="Validation metric (e.g. ndcg@10, f1, mrr); "
+        "None = the base config's train.metric / its kind's default.",
     )
     mode: Literal["max", "min"] | None = Field(
         None, description="max or min; None = the base config's train.mode."
@@ -64,7 +65,8 @@ class SchedulerConfig(StrictModel):
     max_t: int | None = Field(
         None,
         ge=1,
-        description="ASHA (both): longest trial in time_attr units; None = the base config's train.max_steps (else 100 validations).",
+        description="ASHA (both): longest trial in time_attr units; "
+        "None = the base config's train.max_steps (else 100 validations).",
     )
     grace_period: int | None = Field(
         None,
@@ -124,7 +126,8 @@ class TuneJobConfig(JobConfig):
 
     base: str | dict[str, Any] = Field(
         ...,
-        description="Train config every trial starts from: a YAML path (configs/train/local.yaml) or the config inline.",
+        description="Train config every trial starts from: a YAML path (configs/train/local.yaml) "
+        "or the config inline.",
     )
     overrides: dict[str, Any] = Field(
         default_factory=dict,
@@ -136,7 +139,8 @@ class TuneJobConfig(JobConfig):
     space: dict[str, ParamSpec] = Field(
         ...,
         min_length=1,
-        description="Dotted train-config key -> distribution, e.g. optim.lr: {type: loguniform, low: 1e-5, high: 1e-3}.",
+        description="Dotted train-config key -> distribution, "
+        "e.g. optim.lr: {type: loguniform, low: 1e-5, high: 1e-3}.",
     )
     search: SearchConfig = Field(
         default_factory=SearchConfig, description="Search algorithm, trial count, concurrency."
@@ -149,7 +153,8 @@ class TuneJobConfig(JobConfig):
     )
     storage_path: str | None = Field(
         None,
-        description="Where Tune and the trials' Train runs persist state (local dir or s3://bucket/prefix); None = output_dir.",
+        description="Where Tune and the trials' Train runs persist state (local dir or s3://bucket/prefix); "
+        "None = output_dir.",
     )
     name: str = Field(
         "sweep", description="Experiment name under storage_path (resume = same storage_path + name)."

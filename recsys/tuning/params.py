@@ -14,7 +14,8 @@ class ParamSpec(StrictModel):
 
     type: Literal["choice", "uniform", "loguniform", "randint", "grid"] = Field(
         ...,
-        description="choice / grid: pick from values; uniform / loguniform: float in [low, high]; randint: int in [low, high).",
+        description="choice / grid: pick from values; uniform / loguniform: float in [low, high]; "
+        "randint: int in [low, high).",
     )
     values: list[Any] | None = Field(None, description="Candidates of choice / grid (any YAML values).")
     low: float | None = Field(None, description="Lower bound of uniform / loguniform / randint.")

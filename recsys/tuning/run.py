@@ -98,7 +98,8 @@ def run_tuning(
                 out / "best.yaml",
                 data,
                 f"recsys run train --config {out / 'best.yaml'}",
-                f"best of {len(records)} trials ({metric} {mode}) of {experiment_path(cfg, out)}: trial {best.trial_id}",
+                f"best of {len(records)} trials ({metric} {mode}) of {experiment_path(cfg, out)}: "
+                f"trial {best.trial_id}",
             )
             artifacts["best_config"] = str(out / "best.yaml")
             if cfg.export_best:

@@ -12,6 +12,11 @@ from __future__ import annotations
 
 from typing import Any, Literal, cast
 
+from recsys.baselines.bm25_llmrank import LLMRankBM25Scorer
+from recsys.baselines.itemknn import ItemKNNScorer
+from recsys.baselines.mf import MFScorer
+from recsys.baselines.popularity import PopularityScorer
+from recsys.baselines.text import BM25Scorer, ZeroShotScorer
 from recsys.evaluation.train_data import TrainData
 
 BASELINES = ("popularity", "itemknn", "als", "bpr", "bm25", "zeroshot")
@@ -20,27 +25,21 @@ BASELINES = ("popularity", "itemknn", "als", "bpr", "bm25", "zeroshot")
 def build_baseline(kind: str, params: dict[str, Any] | None = None, *, seed: int = 0) -> Any:
     """A fresh (unfitted) baseline scorer; ``params`` are its constructor arguments."""
     p = dict(params or {})
-    try:  # imports per kind: each baseline's library (torch, implicit, bm25s, a text encoder) loads only when built
+    try:  # each baseline's library (torch, implicit, bm25s, a text encoder) loads only when built or fitted
         if kind == "popularity":
-            from recsys.baselines.popularity import PopularityScorer
-
             return PopularityScorer(**p)
         if kind == "itemknn":
-            from recsys.baselines.itemknn import ItemKNNScorer
-
             return ItemKNNScorer(**p)
         if (
             kind == "bpr"
             and _choice(kind, p, "optimizer", ("sgd", "adam"), "sgd: implicit; adam: RecBole's recipe")
             == "adam"
         ):
-            from recsys.baselines.bpr import BPRAdamScorer
+            from recsys.baselines.bpr import BPRAdamScorer  # lazy: the Adam BPR imports torch
 
             p.setdefault("seed", seed)
             return BPRAdamScorer(**p)
         if kind in ("als", "bpr"):
-            from recsys.baselines.mf import MFScorer
-
             p.setdefault("seed", seed)
             return MFScorer(cast(Literal["als", "bpr"], kind), **p)  # narrowed by the `in` above
         if (
@@ -55,16 +54,10 @@ def build_baseline(kind: str, params: dict[str, Any] | None = None, *, seed: int
             )
             == "llmrank"
         ):
-            from recsys.baselines.bm25_llmrank import LLMRankBM25Scorer
-
             return LLMRankBM25Scorer(**p)
         if kind == "bm25":
-            from recsys.baselines.text import BM25Scorer
-
             return BM25Scorer(**p)
         if kind == "zeroshot":
-            from recsys.baselines.text import ZeroShotScorer
-
             return ZeroShotScorer(**p)
     except TypeError as exc:  # an unknown parameter name
         raise ValueError(f"baseline {kind!r}: bad params {sorted(p)}: {exc}") from None

@@ -72,7 +72,7 @@ class MFScorer(FactorScorer):
 
     def fit(self, data: TrainData) -> MFScorer:
         from implicit.cpu.als import AlternatingLeastSquares  # lazy: implicit loads its native extension
-        from implicit.cpu.bpr import BayesianPersonalizedRanking
+        from implicit.cpu.bpr import BayesianPersonalizedRanking  # lazy: implicit loads its native extension
 
         self._items, self._users = data.item_index(), data.user_index()
         m = data.matrix()

@@ -189,9 +189,9 @@ class PairFeatureMatcher:
                 max_iter=self.max_iter, learning_rate=self.learning_rate, random_state=self.seed
             )
         from sklearn.impute import SimpleImputer  # lazy: scikit-learn is slow to import
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
+        from sklearn.linear_model import LogisticRegression  # lazy: scikit-learn is slow to import
+        from sklearn.pipeline import make_pipeline  # lazy: scikit-learn is slow to import
+        from sklearn.preprocessing import StandardScaler  # lazy: scikit-learn is slow to import
 
         return make_pipeline(
             SimpleImputer(strategy="median", add_indicator=True),

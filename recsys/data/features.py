@@ -566,6 +566,8 @@ class Encoder:
 
     def __init__(self, model_path: str, max_length: int, device: str = "cpu"):
         import torch  # lazy: torch + transformers cost seconds; only the optional embeddings step needs them
+
+        # lazy: transformers costs seconds; only the embeddings step needs it
         from transformers import AutoModel, AutoTokenizer
 
         self.torch = torch
@@ -920,9 +922,9 @@ def segments_and_selection(
     users in parallel; mutual information / chi2 / correlation of features against purchase."""
     # lazy: scikit-learn costs ~1 s on every Ray worker that imports this module for its row functions
     from sklearn.cluster import KMeans
-    from sklearn.decomposition import PCA
-    from sklearn.feature_selection import chi2, mutual_info_classif
-    from sklearn.preprocessing import StandardScaler
+    from sklearn.decomposition import PCA  # lazy: scikit-learn, as above
+    from sklearn.feature_selection import chi2, mutual_info_classif  # lazy: scikit-learn, as above
+    from sklearn.preprocessing import StandardScaler  # lazy: scikit-learn, as above
 
     cols = [c for c in uf.schema().names if c in DENSE or (c.startswith("n_") and c != "n_users")]
     n = uf.count()

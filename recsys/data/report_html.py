@@ -26,7 +26,7 @@ def charts(prof: dict[str, Any], png_dir: Path | None = None) -> list[tuple[str,
     import matplotlib  # lazy: matplotlib costs ~1 s and only the HTML report draws
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: matplotlib costs ~1 s; only the charts need it
 
     out = []
     daily = prof.get("daily_events") or {}

@@ -219,7 +219,7 @@ class LearnedFusionScorer:
         return np.stack(feats, axis=-1)  # (B, C, F)
 
     def fit(self, eval_set: EvalSet, batch_size: int = 256) -> LearnedFusionScorer:
-        from sklearn.linear_model import LogisticRegression
+        from sklearn.linear_model import LogisticRegression  # lazy: scikit-learn is slow to import
 
         if eval_set.candidates is None:
             raise ValueError(

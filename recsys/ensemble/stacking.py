@@ -39,8 +39,8 @@ class StackedMatcher:
 
     def _new(self) -> Any:  # an unfitted sklearn Pipeline
         from sklearn.linear_model import LogisticRegression  # lazy: scikit-learn is slow to import
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
+        from sklearn.pipeline import make_pipeline  # lazy: scikit-learn is slow to import
+        from sklearn.preprocessing import StandardScaler  # lazy: scikit-learn is slow to import
 
         return make_pipeline(StandardScaler(), LogisticRegression(C=self.C, max_iter=2000))
 

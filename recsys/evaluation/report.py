@@ -32,7 +32,7 @@ def _chart(leaderboard: list[dict[str, Any]], metric: str) -> str:
     import matplotlib  # lazy: matplotlib is slow to import and only the HTML chart needs it
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: matplotlib costs ~1 s; only the charts need it
 
     names = [r["model"] for r in leaderboard]
     vals = np.array([r.get(metric, np.nan) for r in leaderboard], dtype=float)

@@ -26,7 +26,10 @@ import pandas as pd
 from recsys.evaluation import metrics as M
 from recsys.evaluation.config import EvaluateConfig, SearchProtocolConfig
 from recsys.evaluation.evaluators import RankingResult
+from recsys.evaluation.trec import read_qrels
 from recsys.search.pipeline import SearchPipeline, SearchRejected, SearchRequest, SearchResult
+from recsys.serving.arms import local_pipelines
+from recsys.serving.launch import read_serve_config, validate_args
 
 if TYPE_CHECKING:
     from recsys.runtime import JobContext
@@ -83,8 +86,6 @@ def load_judgments(path: str) -> list[JudgedQuery]:
 
 def load_trec(queries_path: str, qrels_path: str) -> list[JudgedQuery]:
     """Queries of a TSV (``query_id <tab> query [<tab> user_id]``) judged by TREC qrels."""
-    from recsys.evaluation.trec import read_qrels
-
     qrels = read_qrels(qrels_path)
     out = []
     for no, line in enumerate(Path(queries_path).read_text(encoding="utf-8").splitlines(), 1):
@@ -117,9 +118,6 @@ def load_judged(sc: SearchProtocolConfig) -> list[JudgedQuery]:
 
 def serve_pipeline(sc: SearchProtocolConfig) -> tuple[str, SearchPipeline, dict[str, Any]]:
     """``(arm, its pipeline, {artifacts, version})`` from the serve config, with the config's overrides."""
-    from recsys.serving.arms import local_pipelines
-    from recsys.serving.launch import read_serve_config, validate_args
-
     app = read_serve_config(sc.serve_config)["applications"][0]
     raw_arms = (app.get("args") or {}).get("arms") or []
     arm = sc.arm or (raw_arms[0].get("name") if raw_arms else None)

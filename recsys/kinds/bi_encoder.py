@@ -21,6 +21,7 @@ from recsys.kinds.base import KindData, ModelKind, RankingScores, dot_blocks, re
 from recsys.kinds.text import finish_encoders, query_texts, require_texts
 from recsys.losses import registry as losses
 from recsys.losses.registry import Contrastive, LossParams, Pairwise
+from recsys.models.bi_encoder import BiEncoder
 from recsys.utils.items import ItemIndex, gather_scores
 
 if TYPE_CHECKING:
@@ -45,8 +46,6 @@ class BiEncoderOptions(StrictModel):
 
 
 def build_model(model_cfg: Any, inputs: Any = None) -> nn.Module:
-    from recsys.models.bi_encoder import BiEncoder
-
     o = model_cfg.bi_encoder
     model = BiEncoder.from_encoder(
         model_cfg.name_or_path,

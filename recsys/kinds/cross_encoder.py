@@ -21,6 +21,7 @@ from recsys.kinds.base import KindData, ModelKind, PairScores, register
 from recsys.kinds.text import finish_encoders, query_texts, require_texts
 from recsys.losses import registry as losses
 from recsys.losses.registry import LossParams, Pairwise, Pointwise
+from recsys.models.cross_encoder import CrossEncoder
 
 if TYPE_CHECKING:
     from ray.data import Dataset
@@ -35,8 +36,6 @@ class CrossEncoderOptions(StrictModel):
 
 
 def build_model(model_cfg: Any, inputs: Any = None) -> nn.Module:
-    from recsys.models.cross_encoder import CrossEncoder
-
     o = model_cfg.cross_encoder
     model = CrossEncoder.from_encoder(
         model_cfg.name_or_path,

@@ -22,8 +22,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recsys.config.base import InputConfig
+from recsys.data.adapters import read_input, tables_of
 from recsys.data.io import head
+from recsys.data.shuffle import by_key_tasks
 from recsys.kinds.base import KindData
+from recsys.losses.graded import relevance_labels
 
 if TYPE_CHECKING:
     from ray.data import Dataset
@@ -34,8 +37,6 @@ TEXT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 # -- reading ---------------------------------------------------------------------------------------
 def read_table(inp: InputConfig, table: str) -> Dataset:
     """Canonical ``table`` of ``inp`` as a Ray Dataset (through the data adapters / presets)."""
-    from recsys.data.adapters import read_input
-
     if inp.preset is None and table not in ("pairs", "sequences", "events", "items"):
         raise ValueError(f"unsupported table {table!r}")
     if inp.preset is None and "table" not in inp.model_fields_set:
@@ -45,7 +46,7 @@ def read_table(inp: InputConfig, table: str) -> Dataset:
 
 def _partitions(ds: Dataset) -> int:
     """Shuffle partitions for a group-by: Ray's default (200) is far too many for training tables."""
-    import ray
+    import ray  # lazy: Ray costs ~1 s; job listing imports this module
 
     return int(min(64, max(2, 2 * int(ray.cluster_resources().get("CPU", 2)))))
 
@@ -64,8 +65,6 @@ def _pair_labels(batch: pd.DataFrame, gains: dict[str, float] | None, split: str
     is no label. Always PAIR_SCHEMA, also when the split filter empties a block: Ray Data skips a UDF on
     an empty block and passes it on without columns, and a later hash shuffle (hard-negative mining's
     groupby) cannot concatenate that with typed blocks ("Schema at index 1 was different")."""
-    from recsys.losses.graded import relevance_labels
-
     batch = _keep_split(batch, split)
     if batch.empty:
         return PAIR_SCHEMA.empty_table()
@@ -121,7 +120,7 @@ def pairs_data(cfg: Any, rows: Any, tokenize: Any, grouped: bool) -> KindData:
 # -- tokenization ----------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=4)
 def _tokenizer(name_or_path: str) -> Any:  # a Hugging Face tokenizer
-    from recsys.models.base import load_tokenizer
+    from recsys.models.base import load_tokenizer  # lazy: recsys.models.base imports torch (Ray Data workers)
 
     return load_tokenizer(name_or_path)
 
@@ -244,8 +243,6 @@ def _as_str(block: pa.Table, col: str, n: int) -> pa.Array:
 
 def load_sequences(inp: InputConfig, feature_cols: list[str], max_rows: int | None) -> Dataset:
     """Sequences table, or events grouped per user (time-ordered) -> ``user_id, items`` (+ features)."""
-    from recsys.data.shuffle import by_key_tasks
-
     if feature_cols and not inp.keep_extra:  # user features are columns beyond the canonical schema
         inp = inp.model_copy(update={"keep_extra": True})
     tables = _tables_of(inp)
@@ -269,8 +266,6 @@ def load_sequences(inp: InputConfig, feature_cols: list[str], max_rows: int | No
 
 
 def _tables_of(inp: InputConfig) -> list[str]:
-    from recsys.data.adapters import tables_of
-
     return tables_of(inp)
 
 

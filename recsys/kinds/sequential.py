@@ -22,7 +22,8 @@ from recsys.kinds import data as D
 from recsys.kinds.base import KindData, ModelKind, RankingScores, register
 from recsys.losses import registry as losses
 from recsys.losses.registry import LossParams, NextItem, Pairwise
-from recsys.models.sequential import trim_padding
+from recsys.models.bi_encoder import BiEncoder
+from recsys.models.sequential import SequentialRecommender, trim_padding
 from recsys.utils.items import ItemIndex, gather_scores
 from recsys.utils.log import get_logger
 
@@ -80,8 +81,6 @@ class SequentialInputs:
 
 
 def build_model(model_cfg: Any, inputs: SequentialInputs | None) -> nn.Module:
-    from recsys.models.sequential import SequentialRecommender
-
     if inputs is None or not inputs.item_ids:
         raise ValueError("the sequential model needs item_ids (built from the training sequences)")
     text = None
@@ -175,8 +174,6 @@ def build_task(model: nn.Module, loss: str, params: LossParams, model_cfg: Any) 
 
 def _text_embeddings(cfg: Any, item_ids: list[str]) -> np.ndarray:
     """Item titles encoded once by the pretrained encoder (model.name_or_path) -> [num_items, D]."""
-    from recsys.models.bi_encoder import BiEncoder
-
     texts = D.item_texts(D.read_table(cfg.data.items, "items"), item_ids)
     missing = sum(1 for t in texts if not t)
     if missing:

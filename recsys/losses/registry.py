@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict
 
+import recsys.losses as pkg
+
 
 class LossParams(BaseModel):
     """Base of a loss's options: frozen values handed to the training task (defaults live here)."""
@@ -107,8 +109,6 @@ def load() -> None:
     if _loaded:
         return
     _loaded = True  # first, so that a module importing the registry while it loads does not recurse
-    import recsys.losses as pkg
-
     for mod in pkgutil.iter_modules(pkg.__path__):
         if not mod.name.startswith("_"):
             importlib.import_module(f"recsys.losses.{mod.name}")

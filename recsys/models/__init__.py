@@ -4,6 +4,7 @@ picks the class from a saved directory. Nothing heavy is imported until used."""
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +16,8 @@ MODEL_CLASSES = {
 
 
 def model_class(model_type: str) -> Any:  # a SavableModel subclass
-    import importlib
-
     if model_type not in MODEL_CLASSES:
-        from recsys.models.base import SavableModel
+        from recsys.models.base import SavableModel  # lazy: recsys.models.base imports torch
 
         if model_type in SavableModel.registered:  # defined in a module already imported (a kind's own model)
             return SavableModel.registered[model_type]
@@ -31,7 +30,7 @@ def model_class(model_type: str) -> Any:  # a SavableModel subclass
 
 def load_model(path: str | Path, device: str = "cpu") -> Any:
     """Load any saved recsys model directory (``recsys_model.json`` names its class), in eval mode."""
-    from recsys.models.base import read_model_meta
+    from recsys.models.base import read_model_meta  # lazy: recsys.models.base imports torch
 
     return model_class(read_model_meta(path)["model_type"]).from_pretrained(path, device=device)
 

@@ -19,7 +19,10 @@ from pathlib import Path
 from typing import Any, ClassVar, cast
 
 import torch
+from safetensors.torch import load_model, save_file, save_model
 from torch import nn
+
+from recsys.models.hub import resolve_model_path
 
 MODEL_FILE = "recsys_model.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -43,6 +46,7 @@ tokenizer: smoke tests and ``tiny`` configs anywhere, no weights on disk."""
 
 
 def _tiny_bert() -> nn.Module:
+    # lazy: transformers costs seconds; only building an encoder needs it
     from transformers import BertConfig, BertModel
 
     state = torch.random.get_rng_state()
@@ -64,14 +68,13 @@ def _tiny_bert() -> nn.Module:
 def build_encoder(name_or_path: str | None = None, hf_config_dir: str | Path | None = None) -> nn.Module:
     """A Hugging Face encoder: pretrained weights from ``name_or_path`` (resolved offline), or an
     empty skeleton from a saved ``config.json`` directory (weights come from model.safetensors)."""
+    # lazy: transformers costs seconds; only building an encoder needs it
     from transformers import AutoConfig, AutoModel
 
     if hf_config_dir is not None:
         return cast(nn.Module, AutoModel.from_config(AutoConfig.from_pretrained(str(hf_config_dir))))  # type: ignore[no-untyped-call]  # transformers leaves from_config unannotated
     if name_or_path == RANDOM_TINY_BERT:
         return _tiny_bert()
-    from recsys.models.hub import resolve_model_path
-
     return cast(nn.Module, AutoModel.from_pretrained(resolve_model_path(name_or_path or "all-MiniLM-L6-v2")))
 
 
@@ -83,9 +86,7 @@ def hf_config(encoder: nn.Module) -> Any:
 
 def load_tokenizer(path: str | Path) -> Any:  # a Hugging Face tokenizer
     """Tokenizer of a saved recsys model dir, an HF dir/alias (``random-bert-tiny``: MiniLM's)."""
-    from transformers import AutoTokenizer
-
-    from recsys.models.hub import resolve_model_path
+    from transformers import AutoTokenizer  # lazy: transformers costs seconds; only tokenizers need it
 
     p = Path(path)
     if str(path) == RANDOM_TINY_BERT:
@@ -127,8 +128,6 @@ class SavableModel(nn.Module):
     def save_pretrained(self, path: str | Path, state_dict: dict[str, torch.Tensor] | None = None) -> Path:
         """Write the model to ``path`` (created). ``state_dict`` overrides the live weights (e.g. a
         ZeRO-3 consolidated one)."""
-        from safetensors.torch import save_model
-
         out = Path(path)
         out.mkdir(parents=True, exist_ok=True)
         meta = {"model_type": self.model_type, "format_version": FORMAT_VERSION, "config": self.config()}
@@ -136,8 +135,6 @@ class SavableModel(nn.Module):
         for sub, enc in self.hf_encoders().items():
             hf_config(enc).save_pretrained(str(out / sub))
         if state_dict is not None:  # written as given (fp32 copies), the live model is not touched
-            from safetensors.torch import save_file
-
             expected = set(self.state_dict())
             if set(state_dict) != expected:
                 raise ValueError(
@@ -159,8 +156,6 @@ class SavableModel(nn.Module):
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> SavableModel:
         """Load a directory written by ``save_pretrained`` (weights strict-checked), in eval mode."""
-        from safetensors.torch import load_model
-
         p = Path(path)
         meta = read_model_meta(p)
         if meta.get("model_type") != cls.model_type:

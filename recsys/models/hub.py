@@ -54,7 +54,7 @@ def resolve_model_path(name_or_path: str) -> str:
     looked = [f"installed aliases {sorted(PACKAGED_MODELS)}", f"local directory {str(path)!r}"]
     if "/" in name_or_path and not name_or_path.startswith((".", "/")):
         try:
-            from huggingface_hub import snapshot_download
+            from huggingface_hub import snapshot_download  # lazy: huggingface_hub only for a Hub download
 
             return snapshot_download(name_or_path, local_files_only=offline)
         except Exception as exc:  # noqa: BLE001 - any hub/cache failure becomes one clear error
@@ -71,6 +71,7 @@ def resolve_model_path(name_or_path: str) -> str:
 
 def load_pretrained(name_or_path: str, *, with_tokenizer: bool = True, **kwargs: Any) -> tuple[Any, Any]:
     """Load ``(AutoModel, AutoTokenizer | None)`` from a resolved local directory."""
+    # lazy: transformers costs seconds; hub.py resolves paths without it
     from transformers import AutoModel, AutoTokenizer
 
     path = resolve_model_path(name_or_path)

@@ -38,7 +38,7 @@ TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 
 
 def _client(address: str):
-    from ray.job_submission import JobSubmissionClient
+    from ray.job_submission import JobSubmissionClient  # lazy: Ray costs seconds; the CLI imports this module
 
     return JobSubmissionClient(address)
 

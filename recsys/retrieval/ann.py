@@ -25,7 +25,7 @@ def build_index(
     seed: int = 0,
 ) -> faiss.Index:
     """``emb`` [N, D] float32, rows L2-normalised -> a trained, filled faiss index (inner product)."""
-    import faiss
+    import faiss  # lazy: faiss loads its native library; only index build/search needs it
 
     emb = np.ascontiguousarray(emb, dtype=np.float32)  # [N, D]
     n, dim = emb.shape
@@ -63,7 +63,7 @@ def search(
     ids in ``allowed`` (filters applied inside the search, before truncation). With the index's
     ``vectors`` [N, D], a small filtered set is scanned exactly: graph / cluster search under a
     selective filter can return fewer than k hits."""
-    import faiss
+    import faiss  # lazy: faiss loads its native library; only index build/search needs it
 
     queries = np.ascontiguousarray(queries, dtype=np.float32)  # [Q, D]
     k = max(1, min(k, index.ntotal))
@@ -106,13 +106,13 @@ def recall_at_k(index: faiss.Index, emb: np.ndarray, queries: np.ndarray, k: int
 
 
 def save_index(index: faiss.Index, path: str) -> None:
-    import faiss
+    import faiss  # lazy: faiss loads its native library; only index build/search needs it
 
     faiss.write_index(index, path)
 
 
 def load_index(path: str, *, nprobe: int | None = None, ef_search: int | None = None) -> faiss.Index:
-    import faiss
+    import faiss  # lazy: faiss loads its native library; only index build/search needs it
 
     index = faiss.read_index(path)
     if nprobe is not None and isinstance(index, faiss.IndexIVF):

@@ -29,6 +29,10 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
+from recsys.retrieval.ann import load_index
+from recsys.retrieval.autocomplete import Autocomplete
+from recsys.retrieval.lexical import BM25Index
+
 LATEST = "latest"
 MANIFEST = "manifest.json"
 FILTER_FIELDS = ("category", "brand", "price_min", "price_max")
@@ -100,10 +104,6 @@ class IndexArtifacts:
         nprobe: int | None = None,
         ef_search: int | None = None,
     ) -> IndexArtifacts:
-        from recsys.retrieval.ann import load_index
-        from recsys.retrieval.autocomplete import Autocomplete
-        from recsys.retrieval.lexical import BM25Index
-
         path = resolve_version(root, version)
         manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
         items = pd.read_parquet(path / "items.parquet")

@@ -159,14 +159,14 @@ class Autocomplete:
 
     # --- persistence ----------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        import pyarrow as pa  # lazy: pyarrow only to save/load the table
+        import pyarrow.parquet as pq  # lazy: pyarrow only to save/load the table
 
         pq.write_table(pa.table({"phrase": self.phrases, "weight": self.weights}), str(path))
 
     @classmethod
     def load(cls, path: str | Path) -> Autocomplete:
-        import pyarrow.parquet as pq
+        import pyarrow.parquet as pq  # lazy: pyarrow only to save/load the table
 
         t = pq.read_table(str(path))
         return cls(t.column("phrase").to_pylist(), t.column("weight").to_numpy())

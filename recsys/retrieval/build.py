@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 import pandas as pd
 
+from recsys.retrieval.ann import save_index
 from recsys.retrieval.artifacts import MANIFEST, publish
+from recsys.retrieval.encoder import EmbedBatch
 
 if TYPE_CHECKING:
     import faiss
@@ -47,9 +49,7 @@ def embed_catalog(
     num_gpus: float,
 ) -> np.ndarray:
     """float32 [N, D] embeddings of ``texts`` computed by an actor pool (rows in input order)."""
-    import ray
-
-    from recsys.retrieval.encoder import EmbedBatch
+    import ray  # lazy: Ray only for the embedding actor pool
 
     df = pd.DataFrame({"row": np.arange(len(texts), dtype=np.int64), "text": texts})
     # Blocks made on the driver (no repartition task: the pool may hold every CPU of a small cluster).
@@ -117,8 +117,6 @@ def write_version(
     manifest: dict[str, Any],
 ) -> Path:
     """Write every file into ``root/.<version>.tmp`` then publish it as ``root/<version>``."""
-    from recsys.retrieval.ann import save_index
-
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".{version}.tmp"
     if tmp.exists():

@@ -9,6 +9,8 @@ from typing import cast
 
 import numpy as np
 
+from recsys.models.hub import load_pretrained, resolve_model_path
+
 
 def model_fingerprint(path: str) -> str:
     """sha256 over the model directory's config and weight files (what the manifest records)."""
@@ -31,7 +33,7 @@ class TextEncoder:
     def __init__(
         self, name_or_path: str, max_length: int = 64, device: str = "cpu", num_threads: int | None = None
     ):
-        import torch
+        import torch  # lazy: torch costs seconds; retrieval modules import this one
 
         if num_threads:
             torch.set_num_threads(num_threads)
@@ -39,13 +41,11 @@ class TextEncoder:
         self.device = device
         self.bi_encoder = None
         if (Path(name_or_path) / "recsys_model.json").is_file():
-            from recsys.models import BiEncoder
+            from recsys.models import BiEncoder  # lazy: BiEncoder imports torch
 
             self.bi_encoder = BiEncoder.from_pretrained(name_or_path, device=device)
             self.path = str(name_or_path)
         else:
-            from recsys.models.hub import load_pretrained, resolve_model_path
-
             self.path = resolve_model_path(name_or_path)
             self.model, self.tokenizer = load_pretrained(self.path)
             self.model.to(device).eval()
@@ -56,9 +56,9 @@ class TextEncoder:
 
     def encode(self, texts: list[str], kind: str = "item", batch_size: int = 64) -> np.ndarray:
         """``texts`` -> float32 [len(texts), D], rows L2-normalised. ``kind``: query or item tower."""
-        import torch
+        import torch  # lazy: torch costs seconds; retrieval modules import this one
 
-        from recsys.models.pooling import pool
+        from recsys.models.pooling import pool  # lazy: recsys.models.pooling imports torch
 
         if self.bi_encoder is not None:
             out = self.bi_encoder.encode(list(texts), batch_size=batch_size, tower=kind)  # [N, D]

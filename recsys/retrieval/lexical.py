@@ -17,7 +17,7 @@ class BM25Index:
 
     @classmethod
     def build(cls, texts: list[str], k1: float = 1.5, b: float = 0.75) -> BM25Index:
-        import bm25s
+        import bm25s  # lazy: bm25s only for BM25 indexes
 
         retriever = bm25s.BM25(k1=k1, b=b)
         retriever.index(bm25s.tokenize(texts, stopwords="en", show_progress=False), show_progress=False)
@@ -25,7 +25,7 @@ class BM25Index:
 
     def search(self, query: str, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(rows [<=k], scores [<=k]) of the best BM25 matches with score > 0, within ``allowed`` rows."""
-        import bm25s
+        import bm25s  # lazy: bm25s only for BM25 indexes
 
         tokens = bm25s.tokenize([query], stopwords="en", show_progress=False, return_ids=False)
         tokens = [[t for t in tokens[0] if t in self.retriever.vocab_dict]]
@@ -48,6 +48,6 @@ class BM25Index:
 
     @classmethod
     def load(cls, path: str | Path, n_docs: int) -> BM25Index:
-        import bm25s
+        import bm25s  # lazy: bm25s only for BM25 indexes
 
         return cls(bm25s.BM25.load(str(path), show_progress=False), n_docs)

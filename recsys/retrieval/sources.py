@@ -7,13 +7,12 @@ from __future__ import annotations
 import pandas as pd
 
 from recsys.config import InputConfig
+from recsys.data.adapters import read_input
 
 
 def read_canonical(cfg: InputConfig, table: str) -> pd.DataFrame:
     """The canonical ``table`` (items / events / users) of ``cfg`` as pandas (serving lookups live
     in memory anyway)."""
-    from recsys.data.adapters import read_input
-
     return read_input(cfg, table).to_pandas()
 
 

@@ -11,7 +11,9 @@ from typing import Any, cast
 
 import numpy as np
 
+from recsys.retrieval.ann import search
 from recsys.retrieval.artifacts import IndexArtifacts
+from recsys.retrieval.encoder import TextEncoder
 from recsys.retrieval.fusion import reciprocal_rank_fusion
 from recsys.search.scores import minmax
 from recsys.search.settings import PersonalizeWeights, RetrievalSettings
@@ -37,8 +39,6 @@ class RetrieverCore:
         self.texts = self.a.items["title"].astype(str).tolist()
 
     def retrieve(self, query: str, filters: dict[str, Any], n: int) -> list[dict[str, Any]]:
-        from recsys.retrieval.ann import search
-
         allowed = self.a.allowed_rows(filters)  # KeyError(field) for a filter the catalog lacks
         if allowed is not None and allowed.size == 0:
             return []
@@ -76,7 +76,7 @@ def pick_device(device: str = "auto") -> str:
     hides GPUs from replicas that asked for none), else the CPU."""
     if device != "auto":
         return device
-    import torch
+    import torch  # lazy: torch costs seconds; only device 'auto' needs it
 
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -101,15 +101,13 @@ class RerankerCore:
         # A GPU scores a whole dynamic batch in one pass; on CPU smaller passes keep memory flat.
         self.batch_size = 1024 if self.device.startswith("cuda") else 64
         if model_path:
-            from recsys.models import CrossEncoder
+            from recsys.models import CrossEncoder  # lazy: CrossEncoder imports torch
 
             self.cross = CrossEncoder.from_pretrained(model_path, device=self.device)
             if self.device.startswith("cuda"):
                 self.cross.half()  # inference only: fp16 halves memory traffic, scores agree to ~1e-3
             self.kind = "cross_encoder"
         else:
-            from recsys.retrieval.encoder import TextEncoder
-
             self.encoder = TextEncoder(encoder_path, max_length=max_length, device=self.device)
             self.kind = "bi_encoder"
 
@@ -224,8 +222,6 @@ class PersonalizerCore:
 
 def load_retriever(root: str, version: str, s: RetrievalSettings) -> RetrieverCore:
     """The retriever of index ``version`` under ``root`` with its query encoder."""
-    from recsys.retrieval.encoder import TextEncoder
-
     a = IndexArtifacts.load(root, version, nprobe=s.nprobe, ef_search=s.ef_search)
     enc = TextEncoder(s.encoder or a.manifest["model"]["path"], max_length=s.max_length)
     return RetrieverCore(

@@ -6,6 +6,7 @@ the A/B arm; every bad request is a 4xx JSON ``{"error", "field", "message"}``.
 """
 
 # No `from __future__ import annotations`: Serve reads build_app's parameter annotation as a class.
+import asyncio
 import hashlib
 import hmac
 import os
@@ -17,6 +18,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from ray import serve
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from ray.serve.handle import DeploymentHandle
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -24,10 +26,12 @@ from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from recsys.search.pipeline import SearchRejected
+from recsys.serving import guard
 from recsys.serving import schemas as S
 from recsys.serving.arms import arm_specs, in_process_stages, search_pipeline, stage_args
 from recsys.serving.config import ServeArgs
 from recsys.serving.deployments import ARM_DEPLOYMENTS, FeedbackSink
+from recsys.serving.feedback import to_events
 from recsys.serving.metrics import ServeMetrics
 from recsys.serving.router import ABRouter
 from recsys.serving.specs import ArmSpec, IngressSettings
@@ -37,10 +41,6 @@ RETRIES = 3  # a request whose replica died is re-sent (Serve routes it to a liv
 
 async def call(method: Any, *args: Any) -> Any:
     """``await handle.method.remote(*args)`` that survives a replica dying under it."""
-    import asyncio
-
-    from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
-
     for attempt in range(RETRIES + 1):
         try:
             return await method.remote(*args)
@@ -114,8 +114,7 @@ class Guard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        from recsys.serving.guard import SETTINGS as settings
-
+        settings = guard.SETTINGS
         conn = HTTPConnection(scope)
         rejected = None
         if conn.url.path not in OPEN_PATHS and settings.get("api_key_sha256"):
@@ -176,8 +175,6 @@ class Ingress:
         self.sink, self.settings = sink, settings
         key = os.environ.get(settings.api_key_env, "") if settings.api_key_env else ""
         sha = hashlib.sha256(key.encode()).hexdigest() if key else settings.api_key_sha256
-        from recsys.serving import guard
-
         guard.SETTINGS.update(api_key_sha256=sha, max_body_bytes=settings.max_body_bytes)
         self.serve_metrics = ServeMetrics()  # not `metrics`: that is the /metrics route method
         self.app_name = serve.get_replica_context().app_name
@@ -254,8 +251,6 @@ class Ingress:
 
     @api.post("/feedback", response_model=S.FeedbackResponse, summary="Impressions, clicks, carts, buys")
     async def feedback(self, req: S.FeedbackRequest) -> Any:
-        from recsys.serving.feedback import to_events
-
         t0 = time.perf_counter()
         arm = req.arm or self.router.assign(req.user_id)
         if arm not in self.arms:
@@ -281,8 +276,6 @@ class Ingress:
 
     @api.get("/metrics", summary="Prometheus metrics", response_class=Response)
     async def metrics(self) -> Response:
-        import asyncio
-
         await asyncio.to_thread(self.serve_metrics.refresh_replicas, self.app_name)
         return Response(self.serve_metrics.render(), media_type="text/plain; version=0.0.4")
 

@@ -14,6 +14,7 @@ from typing import Any
 from recsys.search.pipeline import InProcess, Invoke, SearchPipeline, direct
 from recsys.serving.config import ServeArgs
 from recsys.serving.specs import ArmSpec
+from recsys.serving.targets import resolve_arms
 
 
 def stage_args(spec: ArmSpec) -> dict[str, tuple[tuple[Any, ...], dict[str, Any]]]:
@@ -50,8 +51,6 @@ def search_pipeline(spec: ArmSpec, stages: dict[str, Any], invoke: Invoke = dire
 
 def arm_specs(args: ServeArgs) -> dict[str, ArmSpec]:
     """Every arm resolved (registry aliases -> the index they name now) and typed, in config order."""
-    from recsys.serving.targets import resolve_arms
-
     resolved, registry = resolve_arms(args)
     return {arm.name: resolved.arm_spec(arm, registry.get(arm.name)) for arm in resolved.arms}
 

@@ -6,6 +6,7 @@ fails at deploy time with the field named, never inside a replica.
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any, Literal, overload
 
@@ -13,6 +14,7 @@ from pydantic import Field, field_validator, model_validator
 
 from recsys.config import StrictModel
 from recsys.config.base import reject_uri_credentials
+from recsys.config.paths import anchor_runs, expand_env, is_uri, project_root
 from recsys.search.settings import PersonalizeSettings, PersonalizeWeights, RerankSettings, RetrievalSettings
 from recsys.serving.specs import ArmSpec, BatchingSettings, IngressSettings, RecommendSettings, StageThreads
 
@@ -25,10 +27,6 @@ def project_path(value: str | None) -> str | None:
     """Expand ${VARS}, put ``runs/...`` under RECSYS_RUNS_ROOT like job configs do, and anchor other
     relative paths at the project root (replicas may run in another working directory than the one
     `serve run` was started from)."""
-    import os
-
-    from recsys.config.paths import anchor_runs, expand_env, is_uri, project_root
-
     if value is None:
         return None
     value = anchor_runs(expand_env(value))

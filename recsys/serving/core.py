@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from recsys.retrieval.ann import search
 from recsys.retrieval.artifacts import IndexArtifacts
 from recsys.search.scores import minmax
 from recsys.search.stages import PersonalizerCore
@@ -39,8 +40,6 @@ class RecommenderCore:
 
     def _scored(self, history: list[str]) -> tuple[np.ndarray, np.ndarray, str]:
         """(rows [C], scores [C]) of the best candidates for a non-empty history."""
-        from recsys.retrieval.ann import search
-
         if self.seq is not None:
             s = self.seq.score([history[-self.history_items :]])[0]  # [V]
             keep = (self.seq_rows >= 0) & np.isfinite(s)

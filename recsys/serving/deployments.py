@@ -8,34 +8,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import os
 import time
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
+import ray
 from ray import serve
 
 from recsys.retrieval.artifacts import IndexArtifacts, resolve_version
 from recsys.search.settings import PersonalizeSettings, PersonalizeWeights, RerankSettings, RetrievalSettings
+from recsys.search.stages import PersonalizerCore, RerankerCore, load_retriever
+from recsys.serving.config import RerankArgs
+from recsys.serving.core import RecommenderCore
+from recsys.serving.feedback import write_partitioned
 from recsys.serving.specs import BatchingSettings, RecommendSettings
 
 if TYPE_CHECKING:
     from recsys.models.base import SavableModel
-    from recsys.search.stages import PersonalizerCore, RerankerCore, RetrieverCore
-    from recsys.serving.core import RecommenderCore
+    from recsys.search.stages import RetrieverCore
 
 
 def set_torch_threads(threads: int | None = None) -> None:
     """torch intra-op threads: ``threads`` if configured, else the replica's CPU share (Ray sets
     OMP_NUM_THREADS=1 in fractional-CPU actors, so leaving it alone is not "all cores")."""
-    import torch
+    import torch  # lazy: torch costs seconds; only model replicas need it
 
     if threads:
         torch.set_num_threads(threads)
         return
     try:
-        import ray
-
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
     except Exception:  # noqa: BLE001
         cpus = 1.0
@@ -77,8 +80,6 @@ class Retriever(_Versioned):
         self.root, self.settings = artifacts, settings
 
     def _load(self, version: str) -> RetrieverCore:
-        from recsys.search.stages import load_retriever
-
         return load_retriever(self.root, version, self.settings)
 
     def retrieve(self, query: str, filters: dict[str, Any], n: int) -> dict[str, Any]:
@@ -118,15 +119,11 @@ class Reranker(_Versioned):
         # each batch with its first request's self, so the fused topology's per-arm rerankers (one
         # process) would score arm B's requests with arm A's model.
         self._batched = serve.batch(self._score_batch)
-        from recsys.serving.config import RerankArgs
-
         self.set_batching(
             RerankArgs().batching_settings()
         )  # the config's defaults until user_config says more
 
     def _load(self, version: str) -> RerankerCore:
-        from recsys.search.stages import RerankerCore
-
         if self.model:  # a cross-encoder does not depend on the index version
             return (
                 cast(RerankerCore, self.state)
@@ -188,8 +185,6 @@ class Reranker(_Versioned):
 
 def manifest_model_path(root: str, version: str) -> str:
     """The encoder path recorded in a version's manifest."""
-    import json
-
     return cast(
         str, json.loads((resolve_version(root, version) / "manifest.json").read_text())["model"]["path"]
     )
@@ -199,7 +194,7 @@ def _sequential(path: str | None, threads: int | None = None) -> SavableModel | 
     if not path:
         return None
     set_torch_threads(threads)
-    from recsys.models import SequentialRecommender
+    from recsys.models import SequentialRecommender  # lazy: SequentialRecommender imports torch
 
     return cast(
         "SavableModel", SequentialRecommender.from_pretrained(path)
@@ -212,8 +207,6 @@ class Personalizer(_Versioned):
         self.root, self.settings, self.threads = artifacts, settings, threads
 
     def _load(self, version: str) -> PersonalizerCore:
-        from recsys.search.stages import PersonalizerCore
-
         seq = _sequential(self.settings.sequential_model, self.threads)
         return PersonalizerCore(IndexArtifacts.load(self.root, version), self.settings.weights, seq)
 
@@ -242,9 +235,6 @@ class Recommender(_Versioned):
         self.root, self.settings, self.weights, self.threads = artifacts, settings, weights, threads
 
     def _load(self, version: str) -> RecommenderCore:
-        from recsys.search.stages import PersonalizerCore
-        from recsys.serving.core import RecommenderCore
-
         a, s = IndexArtifacts.load(self.root, version), self.settings
         return RecommenderCore(
             a,
@@ -302,8 +292,6 @@ class FeedbackSink:
         return len(rows)
 
     async def flush(self) -> dict[str, Any]:
-        from recsys.serving.feedback import write_partitioned
-
         async with self.lock:
             rows, self.buffer = self.buffer, []
             files = await asyncio.to_thread(write_partitioned, rows, self.root) if rows else []
@@ -313,8 +301,6 @@ class FeedbackSink:
 
     def __del__(self) -> None:  # graceful shutdown: never lose buffered events
         if getattr(self, "buffer", None):
-            from recsys.serving.feedback import write_partitioned
-
             write_partitioned(self.buffer, self.root)
             self.buffer = []
 

@@ -57,7 +57,7 @@ class ServeMetrics:
             return
         self._replicas_at = time.monotonic()
         try:
-            from ray import serve
+            from ray import serve  # lazy: Ray Serve costs seconds; metrics work without it
 
             app = serve.status().applications.get(app_name)
             for name, dep in (app.deployments if app else {}).items():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from recsys.registry.mlflow_registry import ModelRegistry, RegistryError
 from recsys.serving.config import ArmArgs, RecommendArgs, ServeArgs, project_path
 
 
@@ -22,8 +23,6 @@ def resolve_arm(
     other recommend settings. A missing alias or an untagged version is a ValueError naming the arm."""
     if arm.registry is None:
         return arm, None
-    from recsys.registry.mlflow_registry import ModelRegistry, RegistryError
-
     ref = arm.registry
     try:
         target = ModelRegistry(tracking_uri=ref.tracking_uri, model_name=ref.model_name).serving_target(

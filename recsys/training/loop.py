@@ -29,12 +29,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import torch
+import torch.distributed as dist
 
 from recsys import kinds
 from recsys.kinds.data import trim_batch
 from recsys.losses import registry as losses
 from recsys.training.adversarial import EmbeddingAttack
 from recsys.training.config import TrainConfig
+from recsys.training.lora import apply_lora, merged_copy
 from recsys.training.specs import FaultSpec, WorkerExtras, WorkerSpec
 from recsys.training.strategy import Strategy, StrategySpec, build_strategy
 from recsys.training.validation import validate
@@ -49,8 +51,6 @@ MODEL_DIR = "model"
 
 def _dist_broadcast(obj: Any) -> Any:
     """Rank 0's value on every rank (keeps early-stopping decisions identical)."""
-    import torch.distributed as dist
-
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return obj
     box = [obj]
@@ -91,8 +91,6 @@ def build_components(
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     model = cast("SavableModel", kind.build_model(cfg.model, extras.model_inputs))  # every kind builds one
     if cfg.lora.enabled:
-        from recsys.training.lora import apply_lora
-
         apply_lora(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules)
     loss = losses.get(cfg.loss_name)
     params = loss.params.model_validate({k: getattr(cfg.loss, k) for k in loss.params.model_fields})
@@ -130,13 +128,11 @@ def train_step(
 def export_model(model: SavableModel, strategy: Strategy, path: Path, lora_export: str | None) -> None:
     """Write ``model`` the save_pretrained way (LoRA merged; fp32 weights) -- collective under ZeRO-3."""
     full = strategy.full_state_dict()  # every rank takes part (ZeRO-3 gathers)
-    import ray.train
+    import ray.train  # lazy: Ray Train; the driver imports this module too
 
     if ray.train.get_context().get_world_rank() != 0:
         return
     if lora_export is not None:
-        from recsys.training.lora import merged_copy
-
         merged = cast(
             "SavableModel", merged_copy(model, path / "adapter" if lora_export == "adapter" else None)
         )
@@ -155,7 +151,7 @@ def _save_and_report(
     state: dict[str, Any],
     metrics: dict[str, float],
 ) -> None:
-    import ray.train
+    import ray.train  # lazy: Ray Train; the driver imports this module too
 
     rank = ray.train.get_context().get_world_rank()
     with tempfile.TemporaryDirectory(prefix="recsys-ckpt-") as tmp:
@@ -182,7 +178,7 @@ def _maybe_fault(fault: FaultSpec | None, rank: int, step: int) -> None:
 
 
 def _restore(strategy: Strategy, resume_from: str | None) -> dict[str, Any] | None:
-    import ray.train
+    import ray.train  # lazy: Ray Train; the driver imports this module too
 
     ckpt = ray.train.get_checkpoint()
     if ckpt is None and resume_from:
@@ -202,8 +198,8 @@ def _tokens(batch: dict[str, torch.Tensor]) -> int:
 
 def train_loop(config: dict[str, Any]) -> None:
     """Ray Train per-worker function (see module docstring)."""
-    import ray.train
-    import ray.train.torch
+    import ray.train  # lazy: Ray Train; the driver imports this module too
+    import ray.train.torch  # lazy: Ray Train; the driver imports this module too
 
     log = get_logger("recsys.train")
     spec: WorkerSpec = config["spec"]

@@ -10,7 +10,7 @@ from torch import nn
 
 def apply_lora(model: nn.Module, r: int, alpha: int, dropout: float, target_modules: list[str]) -> nn.Module:
     """Wrap every HF encoder of ``model`` (``hf_encoders()``) with LoRA; only adapters (and heads) train."""
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig, get_peft_model  # lazy: peft is slow to import; only LoRA runs need it
 
     for attr in ("encoder", "item_encoder"):
         enc = getattr(model, attr, None)
@@ -29,14 +29,14 @@ def apply_lora(model: nn.Module, r: int, alpha: int, dropout: float, target_modu
 
 
 def has_lora(model: nn.Module) -> bool:
-    from peft import PeftModel
+    from peft import PeftModel  # lazy: peft is slow to import; only LoRA runs need it
 
     return any(isinstance(getattr(model, a, None), PeftModel) for a in ("encoder", "item_encoder"))
 
 
 def merged_copy(model: nn.Module, adapter_dir: Path | None = None) -> nn.Module:
     """A copy of ``model`` with LoRA merged into plain encoders (saving adapters to ``adapter_dir``)."""
-    from peft import PeftModel
+    from peft import PeftModel  # lazy: peft is slow to import; only LoRA runs need it
 
     out = copy.deepcopy(model)
     for attr in ("encoder", "item_encoder"):

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 
@@ -62,7 +63,7 @@ def on_cuda(module: nn.Module) -> bool | None:
 def build_scheduler(
     optimizer: torch.optim.Optimizer, name: str, warmup: int, total: int
 ) -> Any:  # an LR scheduler
-    from transformers import get_scheduler
+    from transformers import get_scheduler  # lazy: transformers costs seconds; only the scheduler needs it
 
     name = {"constant": "constant_with_warmup"}.get(name, name)
     return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=max(total, 1))
@@ -107,8 +108,6 @@ class DDPStrategy(Strategy):
     """torch DDP (world > 1) with autocast bf16, grad accumulation (no_sync) and clipping."""
 
     def __init__(self, module: nn.Module, spec: StrategySpec, device: torch.device):
-        import torch.distributed as dist
-
         self.module = module.to(device)
         self.device = device
         distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
@@ -208,7 +207,7 @@ class DeepSpeedStrategy(Strategy):
     """DeepSpeed engine (ZeRO 0-3, bf16/fp16, offload); our AdamW + HF scheduler as client objects."""
 
     def __init__(self, module: nn.Module, spec: StrategySpec):
-        import deepspeed
+        import deepspeed  # lazy: deepspeed is optional and slow to import
 
         zero: dict[str, Any] = {"stage": spec.zero_stage}
         if spec.offload_optimizer:
@@ -229,7 +228,7 @@ class DeepSpeedStrategy(Strategy):
         _deep_update(config, dict(spec.deepspeed_extra))
         groups = param_groups(module, spec.weight_decay)
         if spec.offload_optimizer:
-            from deepspeed.ops.adam import DeepSpeedCPUAdam
+            from deepspeed.ops.adam import DeepSpeedCPUAdam  # lazy: deepspeed is optional and slow to import
 
             optimizer = DeepSpeedCPUAdam(groups, lr=spec.lr, betas=spec.betas, eps=spec.eps)
         else:
@@ -259,7 +258,7 @@ class DeepSpeedStrategy(Strategy):
         return float(self.engine.get_lr()[0])
 
     def param_grads(self, params: list[torch.Tensor]) -> list[torch.Tensor | None]:
-        from deepspeed.utils import safe_get_full_grad
+        from deepspeed.utils import safe_get_full_grad  # lazy: deepspeed is optional and slow to import
 
         return [safe_get_full_grad(p) for p in params]
 
@@ -271,7 +270,7 @@ class DeepSpeedStrategy(Strategy):
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
         if self.zero_stage == 3:  # parameters are partitioned: gather them (collective)
-            import deepspeed
+            import deepspeed  # lazy: deepspeed is optional and slow to import
 
             with deepspeed.zero.GatheredParameters(list(self.module.parameters()), modifier_rank=None):
                 return super().full_state_dict()

@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any, cast
 from recsys import kinds
 from recsys.losses import registry as losses
 from recsys.training.config import TrainConfig
+from recsys.training.loop import MODEL_DIR, STATE_FILE, train_loop
 from recsys.training.specs import FaultSpec, WorkerExtras, WorkerSpec
-from recsys.utils.log import get_logger
+from recsys.utils.log import get_logger, is_tty
 
 if TYPE_CHECKING:
     from ray.train import Checkpoint, Result, RunConfig
@@ -111,9 +112,7 @@ class PrepareView:
 def prepare(cfg: TrainConfig) -> Prepared:
     """Datasets + extras + step counts for ``cfg`` (validates that there is data to train on).
     Reads only ``PREPARE_KEYS`` of ``cfg`` (through a ``PrepareView``)."""
-    import ray.data
-
-    from recsys.utils.log import is_tty
+    import ray.data  # lazy: Ray costs seconds; configs and tests import the trainer
 
     cfg = cast(TrainConfig, PrepareView(cfg))
     ray.data.DataContext.get_current().enable_progress_bars = is_tty()  # no bar spam in job logs
@@ -139,7 +138,7 @@ def prepare(cfg: TrainConfig) -> Prepared:
 # -- trainer ---------------------------------------------------------------------------------------
 def build_run_config(cfg: TrainConfig, storage_path: str | Path, name: str = RUN_NAME) -> RunConfig:
     """Checkpoints (keep the best ``num_to_keep`` by the metric) and worker-failure restarts."""
-    import ray.train
+    import ray.train  # lazy: Ray costs seconds; configs and tests import the trainer
 
     return ray.train.RunConfig(
         name=name,
@@ -168,10 +167,10 @@ def build_trainer(
     fault: FaultSpec | Mapping[str, Any] | None = None,
 ) -> TorchTrainer:
     """The ``TorchTrainer`` running ``recsys.training.loop.train_loop`` for ``cfg`` (usable in a Tune trial)."""
-    import ray.train
-    from ray.train.torch import TorchConfig, TorchTrainer
+    import ray.train  # lazy: Ray costs seconds; configs and tests import the trainer
 
-    from recsys.training.loop import train_loop
+    # lazy: Ray costs seconds; configs and tests import the trainer
+    from ray.train.torch import TorchConfig, TorchTrainer
 
     s = cfg.scaling
     spec = WorkerSpec(cfg.model_dump(mode="json"), extras, resume_from, _fault(fault))
@@ -258,8 +257,6 @@ def export_best(
     result: Result, cfg: TrainConfig, output_dir: Path, counts: dict[str, Any]
 ) -> tuple[Path, dict[str, Any]]:
     """Copy the best checkpoint's ``model/`` to ``output_dir/model`` and write its model card."""
-    from recsys.training.loop import MODEL_DIR
-
     ckpt, metrics = best_checkpoint(result, cfg.metric_name, cfg.train.mode)
     dest = output_dir / "model"
     if dest.exists():
@@ -272,8 +269,6 @@ def export_best(
 
 def read_history(checkpoint: Checkpoint) -> list[dict[str, Any]]:
     """Every validation's metrics of the run (kept in each checkpoint's train state, restarts included)."""
-    from recsys.training.loop import STATE_FILE
-
     if checkpoint is None:
         return []
     with checkpoint.as_directory() as d:

@@ -18,13 +18,14 @@ from typing import Any
 import numpy as np
 
 from recsys.evaluation import metrics as M
+from recsys.evaluation.classification import best_threshold, classification_metrics, per_pair_correct
 from recsys.kinds.base import PairScores, Task
 
 
 def validate(task: Task, batches: Iterable[Any], primary_metric: str) -> dict[str, Any]:
     """The metrics of ``task`` on the validation ``batches`` ({} when there are none): ranking tasks'
     score blocks are ranked as they come (pessimistic ties), pair tasks' scores classified."""
-    import torch
+    import torch  # lazy: torch costs seconds; the metric code here is numpy-only
 
     with torch.no_grad():
         scores = task.validation_scores(batches)
@@ -75,8 +76,6 @@ def pair_metrics(
     precision / recall / f1 / pr_auc / roc_auc as ``classification_metrics`` gives them, ``accuracy``
     from ``per_pair_correct``, and ``valid_f1``: the F1 at the best threshold on these same pairs
     (what ``PairClassificationEvaluator`` chooses on validation before scoring test)."""
-    from recsys.evaluation.classification import best_threshold, classification_metrics, per_pair_correct
-
     s = np.asarray(scores, dtype=np.float64).reshape(-1)
     y = (np.asarray(labels, dtype=np.float64).reshape(-1) > 0.5).astype(int)
     out: dict[str, Any] = classification_metrics(s, y, threshold)

@@ -42,7 +42,7 @@ def build_search_alg(search: SearchConfig, seed: int, concurrency: int, gate: Pr
     with a ``gate`` (asha_promote) to the gate's running trials, so that paused trials free their slot."""
     if search.algorithm == "optuna":
         import optuna  # lazy: optional search algorithm (optuna costs ~1 s)
-        from ray.tune.search.optuna import OptunaSearch
+        from ray.tune.search.optuna import OptunaSearch  # lazy: optional search algorithm, needs optuna
 
         tpe = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=seed))
         return GatedLimiter(tpe, gate) if gate else ConcurrencyLimiter(tpe, max_concurrent=concurrency)

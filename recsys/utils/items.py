@@ -14,7 +14,7 @@ class ItemIndex:
     """Maps item id strings to row indices of a model's item table (-1 = unknown item)."""
 
     def __init__(self, item_ids: Sequence[str] | np.ndarray):
-        import pandas as pd
+        import pandas as pd  # lazy: pandas costs ~0.5 s; utils stays numpy-only
 
         self.item_ids = np.asarray(item_ids, dtype=object)
         self._index = pd.Index(self.item_ids)

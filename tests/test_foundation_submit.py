@@ -73,7 +73,8 @@ def test_submit_no_wait_then_status_and_logs(local_cluster):
         [*RECSYS, "logs", sid, "--address", addr], capture_output=True, text=True, cwd=ROOT, env=env
     ).stdout
     assert status == "SUCCEEDED", logs
-    assert "[doctor] succeeded" in logs
+    # the submitted job prints its summary table (the INFO lines are in its job.log)
+    assert "doctor: succeeded" in logs and "full log:" in logs, logs
     report = json.loads((out / "report.json").read_text())
     assert report["counts"] == {"nodes": 2, "nodes_ok": 2}  # a probe ran on each node
     assert len({p["node_id"] for p in report["cluster"]["probes"]}) == 2

@@ -169,8 +169,9 @@ KIND = register(ModelKind(
 
 
 def test_a_new_kind_and_loss_register_from_one_module(tmp_path, monkeypatch):
-    monkeypatch.setattr(base, "_KINDS", dict(base._KINDS))  # the toy leaves the registries as they were
-    monkeypatch.setattr(losses, "_SPECS", dict(losses._SPECS))
+    # the toy leaves the registries as they were
+    monkeypatch.setattr(base.REGISTRY, "entries", dict(base.REGISTRY.entries))
+    monkeypatch.setattr(losses.REGISTRY, "entries", dict(losses.REGISTRY.entries))
     monkeypatch.setattr(SavableModel, "registered", dict(SavableModel.registered))
     path = tmp_path / "toy_kind.py"
     path.write_text(TOY_MODULE)

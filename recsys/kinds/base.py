@@ -15,16 +15,14 @@ Kinds sit above ``recsys.data`` / ``recsys.models`` / ``recsys.losses`` and belo
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from recsys.config.base import StrictModel
+from recsys.utils.registry import Registry
 
 if TYPE_CHECKING:  # annotations only: Ray Data workers import the kinds' data helpers without torch
     import torch
@@ -113,45 +111,27 @@ class ModelKind:
     summary: str = ""
 
 
-_KINDS: dict[str, ModelKind] = {}
+REGISTRY: Registry[ModelKind] = Registry("model kind", "recsys.kinds", field="model.kind")
 
 
 def register(kind: ModelKind) -> ModelKind:
     """Add ``kind`` (one module per kind)."""
-    old = _KINDS.get(kind.name)
-    if old is not None and old != kind:
-        raise ValueError(f"model kind {kind.name!r} is registered twice")
-    _KINDS[kind.name] = kind
-    return kind
-
-
-_loaded = False
+    return REGISTRY.register(kind)
 
 
 def load() -> None:
     """Import every module of ``recsys.kinds`` (kind modules register themselves)."""
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True  # first, so that a module importing the registry while it loads does not recurse
-    for mod in pkgutil.iter_modules([str(Path(__file__).parent)]):  # this package's modules
-        if not mod.name.startswith("_"):
-            importlib.import_module(f"recsys.kinds.{mod.name}")
+    REGISTRY.load()
 
 
 def names() -> list[str]:
-    load()
-    return list(_KINDS)
+    return REGISTRY.names()
 
 
 def get(name: str, field: str = "model.kind") -> ModelKind:
     """The kind called ``name``; an unknown name fails naming ``field`` and the registered kinds."""
-    load()
-    if name not in _KINDS:
-        raise ValueError(f"{field} {name!r} is not a model kind; choose from {sorted(_KINDS)}")
-    return _KINDS[name]
+    return REGISTRY.get(name, field)
 
 
 def kinds() -> list[ModelKind]:
-    load()
-    return list(_KINDS.values())
+    return REGISTRY.values()

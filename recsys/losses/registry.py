@@ -14,8 +14,6 @@ Input families (built by the kinds listed in ``LossSpec.kinds``; shapes in the d
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +21,7 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict
 
-import recsys.losses as pkg
+from recsys.utils.registry import Registry
 
 
 class LossParams(BaseModel):
@@ -88,51 +86,32 @@ class LossSpec:
     summary: str = ""
 
 
-_SPECS: dict[str, LossSpec] = {}
+REGISTRY: Registry[LossSpec] = Registry("loss", "recsys.losses", field="loss.name")
 
 
 def register(spec: LossSpec) -> LossSpec:
     """Add ``spec`` (a second spec of one name is an error: names are config values)."""
-    old = _SPECS.get(spec.name)
-    if old is not None and old != spec:
-        raise ValueError(f"loss {spec.name!r} is registered twice")
-    _SPECS[spec.name] = spec
-    return spec
-
-
-_loaded = False
+    return REGISTRY.register(spec)
 
 
 def load() -> None:
     """Import every module of ``recsys.losses`` (each registers its loss)."""
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True  # first, so that a module importing the registry while it loads does not recurse
-    for mod in pkgutil.iter_modules(pkg.__path__):
-        if not mod.name.startswith("_"):
-            importlib.import_module(f"recsys.losses.{mod.name}")
+    REGISTRY.load()
 
 
 def names() -> list[str]:
-    load()
-    return list(_SPECS)
+    return REGISTRY.names()
 
 
 def get(name: str, field: str = "loss.name") -> LossSpec:
     """The spec of ``name``; an unknown name fails naming ``field`` and the registered losses."""
-    load()
-    if name not in _SPECS:
-        raise ValueError(f"{field} {name!r} is not a loss; choose from {sorted(_SPECS)}")
-    return _SPECS[name]
+    return REGISTRY.get(name, field)
 
 
 def for_kind(kind: str) -> tuple[str, ...]:
     """Names of the losses that fit model kind ``kind``, in registration order."""
-    load()
-    return tuple(n for n, s in _SPECS.items() if kind in s.kinds)
+    return tuple(s.name for s in REGISTRY.values() if kind in s.kinds)
 
 
 def specs() -> list[LossSpec]:
-    load()
-    return list(_SPECS.values())
+    return REGISTRY.values()

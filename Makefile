@@ -14,13 +14,17 @@ export RAY_USAGE_STATS_ENABLED := 0
 
 install: $(STAMP)
 
+# pip's output goes to $(VENV)/install.log (its last 40 lines are shown if it fails): the console stays short.
+# torch goes first, from the constraints, so nothing later resolves a CUDA build.
 $(STAMP): pyproject.toml constraints.txt
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip setuptools wheel
-	# torch first, from the constraints, so nothing later resolves a CUDA build
-	$(PY) -m pip install -q -c constraints.txt "torch==2.13.0"
-	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
-	touch $(STAMP)
+	@echo "installing into $(VENV) (log: $(VENV)/install.log) ..."
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@{ $(PY) -m pip install -q --upgrade pip setuptools wheel \
+	  && $(PY) -m pip install -q -c constraints.txt "torch==2.13.0" \
+	  && $(PY) -m pip install -q -c constraints.txt -e ".[test]"; } > $(VENV)/install.log 2>&1 \
+	  || { tail -n 40 $(VENV)/install.log; echo "install failed: see $(VENV)/install.log"; exit 1; }
+	@touch $(STAMP)
+	@echo "installed."
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -221,6 +221,39 @@ def test_tiny_sweep_pauses_promotes_and_resumes_from_the_rung(
     assert not [p for p in runs.iterdir() if p.name.startswith(f"train-{seen[1]}-from-")]
 
 
+def test_a_restarted_trial_keeps_the_results_its_driver_logged_since_the_last_sync(tmp_path):
+    """Ray's JSON logger copies a restarting trial's result.json from storage over the driver's copy;
+    storage syncs every 300 s, so a trial paused and promoted in between lost rows (CI: 2 validations
+    of 3). KeepTrialLogs runs first and pushes the longer driver copy, so the pull brings it back."""
+    from types import SimpleNamespace
+
+    import pyarrow.fs as pafs
+    from ray.tune.logger import JsonLoggerCallback
+
+    from recsys.tuning.sweep import KeepTrialLogs
+
+    local, stored = tmp_path / "driver", tmp_path / "storage"
+    local.mkdir()
+    stored.mkdir()
+    rows = ['{"step": 2}', '{"step": 4}']
+    (local / "result.json").write_text("\n".join(rows) + "\n")
+    (stored / "result.json").write_text(rows[0] + "\n")  # the last sync: before the step-4 report
+    trial = SimpleNamespace(
+        checkpoint=object(),
+        local_path=str(local),
+        storage=SimpleNamespace(storage_filesystem=pafs.LocalFileSystem(), trial_fs_path=str(stored)),
+        init_local_path=lambda: None,
+    )
+    KeepTrialLogs().on_trial_start(0, [], trial)
+    JsonLoggerCallback()._restore_from_remote("result.json", trial)  # what Tune's logger does next
+    assert (local / "result.json").read_text().splitlines() == rows
+    assert (stored / "result.json").read_text().splitlines() == rows
+    first = SimpleNamespace(**{**vars(trial), "checkpoint": None})
+    (local / "result.json").write_text("")
+    KeepTrialLogs().on_trial_start(0, [], first)  # a first start: nothing to restore, nothing pushed
+    assert (stored / "result.json").read_text().splitlines() == rows
+
+
 def _two_trial_tune(tmp_path: Path, *overrides: str):
     """The tiny sweep on the lr half of its grid (2 trials, 6 steps, rungs at 2 and 4): every promotion
     branch a sweep takes (a pause, a restart from a rung's checkpoint, the end-of-sweep promotion, a

@@ -106,12 +106,45 @@ class ModelConfig(StrictModel):
         return value
 
 
+NULL_TOKENS = ("", "NA", "N/A", "null", "NULL", "None", "-")
+
+
+class TimestampParts(StrictModel):
+    """A timestamp assembled from several source columns (``input.timestamp``): a date (or date-time)
+    column, optionally joined with a time-of-day column, plus an optional offset column, e.g. a click
+    log whose order within a day is a millisecond offset: ``{date: eventdate, offset_ms: timeframe}``."""
+
+    date: str = Field(..., description="Source column holding the date (or the date and time).")
+    time: str | None = Field(
+        None, description="Source column holding the time of day, joined to the date with a space."
+    )
+    offset_ms: str | None = Field(
+        None, description="Source column of milliseconds added to date (+ time), e.g. an offset in a session."
+    )
+    offset_s: str | None = Field(None, description="Source column of seconds added to date (+ time).")
+    format: str | None = Field(
+        None,
+        description="strptime format of date (+ ' ' + time), e.g. '%Y-%m-%d %H:%M'; None = ISO 8601 / epochs.",
+    )
+
+    @model_validator(mode="after")
+    def _one_offset(self) -> TimestampParts:
+        if self.offset_ms and self.offset_s:
+            raise ValueError("input.timestamp: give offset_ms or offset_s, not both")
+        return self
+
+    def source_columns(self) -> list[str]:
+        return [c for c in (self.date, self.time, self.offset_ms, self.offset_s) if c]
+
+
 class InputConfig(StrictModel):
     """Where a job reads a table and how its columns map to the canonical schema (see docs/DATA.md).
 
     Either a named ``preset`` (``recsys.data.presets``: every set in ../shared/data) or a generic
     reader (``format``) with a ``columns`` mapping; preset values are defaults that any key given
     here overrides. ``recsys.data.adapters.read_input(cfg)`` turns it into a Ray Dataset.
+    Delimited text is split by exactly one of ``delimiter`` (sniffed when none is given),
+    ``delimiter_regex`` or ``fixed_width``.
     """
 
     path: InputPath = Field(..., description="File, directory, glob or s3:// / gs:// URI.")
@@ -124,20 +157,51 @@ class InputConfig(StrictModel):
         "events", description="Canonical table the file holds (generic readers; presets know their tables)."
     )
     delimiter: str | None = Field(
-        None, description="Field separator of csv/tsv/text (default ',' / tab / space)."
+        None,
+        description="Field separator of csv/tsv/text: one character, or 'whitespace' (runs of spaces / tabs, "
+        "as in space-aligned reports); None = sniffed from the first lines (csv.Sniffer), else ',' / tab / space.",
     )
-    header: bool = Field(True, description="Delimited files start with a header line.")
+    delimiter_regex: str | None = Field(
+        None, description="Split fields on this regular expression instead, e.g. '\\s*\\|\\s*'."
+    )
+    fixed_width: list[int] | Literal["infer"] | None = Field(
+        None,
+        description="Fixed-width columns: their widths in characters, or 'infer' (from the alignment of the "
+        "first lines); fields are stripped of the padding.",
+    )
+    comment: str | None = Field(None, description="Lines starting with this prefix are skipped, e.g. '#'.")
+    header: bool | Literal["auto"] = Field(
+        "auto",
+        description="Delimited files start with a header line: true / false, or auto (detected: a first line "
+        "whose fields are all names while the lines below hold numbers or dates).",
+    )
     column_names: list[str] | None = Field(
         None, description="Names of the source columns of a header-less file (or to replace its header)."
     )
     encoding: str = Field(
         "utf-8",
-        description="Text encoding of delimited / JSONL files (rows that do not decode are quarantined).",
+        description="Text encoding of delimited / JSONL files (rows that do not decode are quarantined); "
+        "'auto' = detected (charset-normalizer).",
     )
     sheet: str | int | None = Field(None, description="Excel sheet name or index (default: the first).")
+    null_values: list[str] = Field(
+        list(NULL_TOKENS),
+        description="Source values read as missing (after trimming spaces); inventory reports each token's "
+        "share per column. [] keeps every value.",
+    )
     timestamp_format: str | None = Field(
         None,
         description="strptime format of the timestamp column, e.g. '%d/%m/%Y %H:%M'; None = ISO 8601 / epoch numbers.",
+    )
+    formats: dict[str, str] = Field(
+        default_factory=dict,
+        description="Parse format per canonical column: a strptime format for a timestamp column, "
+        "'decimal_comma' for numbers written 1.234,50; e.g. {timestamp: '%d.%m.%Y', price: decimal_comma}.",
+    )
+    timestamp: TimestampParts | None = Field(
+        None,
+        description="Build the canonical timestamp from several source columns (a date + a time and / or an "
+        "offset column) instead of one mapped column.",
     )
     timestamp_unit: Literal["s", "ms", "us", "ns"] | None = Field(
         None, description="Unit of numeric epoch timestamps; None = inferred from their magnitude."
@@ -158,10 +222,36 @@ class InputConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> InputConfig:
-        if self.delimiter is not None and len(self.delimiter) != 1:
+        if self.delimiter is not None and len(self.delimiter) != 1 and self.delimiter != "whitespace":
             raise ValueError(
-                f"input.delimiter must be one character, got {self.delimiter!r}; use '\\t' for tabs"
+                f"input.delimiter must be one character or 'whitespace', got {self.delimiter!r}; use '\\t' for "
+                "tabs, or input.delimiter_regex for a longer separator"
             )
+        splitters = [
+            n for n in ("delimiter", "delimiter_regex", "fixed_width") if getattr(self, n) is not None
+        ]
+        if len(splitters) > 1:
+            raise ValueError(f"input: give one of {' / '.join(splitters)}, not several")
+        if self.delimiter_regex is not None:
+            try:
+                re.compile(self.delimiter_regex)
+            except re.error as exc:
+                raise ValueError(
+                    f"input.delimiter_regex {self.delimiter_regex!r} is not a regex: {exc}"
+                ) from None
+        if isinstance(self.fixed_width, list) and (not self.fixed_width or min(self.fixed_width) < 1):
+            raise ValueError("input.fixed_width: give positive column widths, e.g. [10, 12, 8], or 'infer'")
+        if self.timestamp is not None and "timestamp" in self.columns.values():
+            raise ValueError(
+                "input.timestamp builds the timestamp from its parts; remove the column mapped to "
+                "'timestamp' from input.columns"
+            )
+        for col, fmt in self.formats.items():
+            if col != "timestamp" and fmt not in ("decimal_comma", "plain"):
+                raise ValueError(
+                    f"input.formats.{col}: {fmt!r} is not a number format; use decimal_comma or plain "
+                    "(strptime formats apply to timestamp)"
+                )
         if self.timezone != "UTC":
             try:
                 zoneinfo.ZoneInfo(self.timezone)

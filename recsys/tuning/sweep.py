@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs as pafs
 import ray
 from ray import tune
 from ray.tune import Callback
@@ -218,6 +219,35 @@ def use_callbacks(tuner, callbacks: list) -> None:
     ray.get(remote.set_run_config_and_remote_string_queue.remote(run_config, None))
 
 
+class KeepTrialLogs(Callback):
+    """Pushes a restarted trial's driver-side logs (``result.json``, ``progress.csv``) to its storage
+    directory before Tune's loggers pull them back.
+
+    On every trial start Ray's ``JsonLoggerCallback`` (and ``CSVLoggerCallback`` on its next setup)
+    copies the trial's log from storage over the driver's copy when the trial has a checkpoint, i.e.
+    when a paused trial is promoted. Storage is only synced every ``SyncConfig.sync_period`` (300 s),
+    so a trial paused and restarted within that window lost the results reported since the last sync
+    (trials.parquet showed 2 validations for 3; the trials table and the best value read those files).
+    The driver's copy is the newer one whenever it is longer, so it is pushed first."""
+
+    FILES = ("result.json", "progress.csv")
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        if not trial.checkpoint:
+            return  # a first start: Tune restores nothing
+        fs = trial.storage.storage_filesystem
+        for name in self.FILES:
+            local = Path(trial.local_path, name)
+            remote = Path(trial.storage.trial_fs_path, name).as_posix()
+            if not local.exists():
+                continue
+            stored = fs.get_file_info(remote)
+            stored_size = stored.size if stored.type == pafs.FileType.File else -1
+            if local.stat().st_size > stored_size:
+                fs.create_dir(Path(remote).parent.as_posix(), recursive=True)
+                pafs.copy_files(local.as_posix(), remote, destination_filesystem=fs)
+
+
 class TrialStatuses(Callback):
     """Which trials finished (TERMINATED / ERROR) and which an interruption left unfinished.
 
@@ -257,6 +287,9 @@ def run_sweep(
 ):
     """Fit (or resume) the sweep; returns (ResultGrid, resumed, {trial_id: Tune status})."""
     statuses = TrialStatuses()
-    tuner, resumed = build_tuner(cfg, base_raw, base, output_dir, [*(callbacks or []), statuses], prepared)
+    # KeepTrialLogs first: Tune appends its JSON / CSV loggers after the callbacks given here
+    tuner, resumed = build_tuner(
+        cfg, base_raw, base, output_dir, [KeepTrialLogs(), *(callbacks or []), statuses], prepared
+    )
     grid = tuner.fit()
     return grid, resumed, statuses.statuses

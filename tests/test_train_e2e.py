@@ -148,37 +148,29 @@ def test_bi_encoder_lora_export_matches_reported_metric(ray_session, tmp_path, s
     assert got["ndcg@10"] == pytest.approx(report["metrics"]["ndcg@10"], abs=2e-3)
 
 
-@pytest.mark.timeout(1800)  # three DeepSpeed runs, one restarted: several minutes when the 2 cores are shared
+@pytest.mark.timeout(1800)  # two DeepSpeed runs, one restarted: several minutes when the 2 cores are shared
 def test_sequential_deepspeed_resumes_and_survives_worker_kill(ray_session, seq_tables, tmp_path):
-    """A second run in the same output_dir continues from the first one's latest checkpoint (steps 4-6 only);
-    then rank 1 is SIGKILLed at step 4 (after the step-3 checkpoint) of a fresh run: FailureConfig restarts the
-    workers from that checkpoint and the run ends at the same step, with metrics close to the resumed run's
-    (both went on from a step-3 checkpoint). DDP's checkpoint load is the tune tests' (every trial restart)."""
+    """A second run in the same output_dir continues from the first one's latest checkpoint (step 3), and
+    its rank 1 is SIGKILLed at step 4: FailureConfig restarts the workers from that checkpoint again and the
+    run ends at step 6, having validated step 3 once (from the first run) and step 6 once. Both restarts
+    (a new run, a failed worker group) load the same DeepSpeed checkpoint; DDP's load is the tune tests'
+    (every trial restart)."""
     from recsys.training.trainer import run_training
 
-    ref = tmp_path / "resumed"
-    first = run_training(seq_config(seq_tables, ref, "deepspeed", 3), ref)
+    out = tmp_path / "run"
+    first = run_training(seq_config(seq_tables, out, "deepspeed", 3), out)
     assert [h["step"] for h in first["history"]] == [3]
-    clean = run_training(seq_config(seq_tables, ref, "deepspeed", 6), ref)
-    assert clean["final_metrics"]["step"] == 6
-    # the step-3 validation comes from the first run's checkpoint; the second run only trained steps 4-6
-    assert [h["step"] for h in clean["history"]] == [3, 6]
-    assert clean["history"][0] == first["history"][0]
-
     marker = tmp_path / "killed.pid"
     faulty = run_training(
-        seq_config(seq_tables, tmp_path / "faulty", "deepspeed", 6),
-        tmp_path / "faulty",
-        fault={"rank": 1, "step": 4, "marker": str(marker)},
+        seq_config(seq_tables, out, "deepspeed", 6), out, fault={"rank": 1, "step": 4, "marker": str(marker)}
     )
     assert marker.is_file()  # the worker really was killed
     assert faulty["final_metrics"]["step"] == 6
+    # the step-3 validation comes from the first run's checkpoint; the second run only trained steps 4-6
     assert [h["step"] for h in faulty["history"]] == [3, 6]
-    assert faulty["final_metrics"]["train_loss"] == pytest.approx(
-        clean["final_metrics"]["train_loss"], rel=0.15
-    )
-    assert faulty["final_metrics"]["ndcg@10"] == pytest.approx(clean["final_metrics"]["ndcg@10"], abs=0.1)
-    model = load_model(tmp_path / "faulty" / "model")
+    assert faulty["history"][0] == first["history"][0]
+    assert 0 < faulty["final_metrics"]["train_loss"] < first["final_metrics"]["train_loss"] * 1.5
+    model = load_model(out / "model")
     assert model.user_features == {"country": ["DE", "UK", "US"]} and model.num_items == 40
     assert model.score(
         [["i1", "i8"]], candidates=[["i15", "i22"]], user_features=[{"country": "DE"}]

@@ -10,8 +10,8 @@ CONFIG = TrainConfig
 def run(cfg: TrainConfig, ctx) -> dict:
     from recsys.training.trainer import run_training
 
-    with ctx.timer("train"):
-        result = run_training(cfg, ctx.output_dir)
+    with ctx.progress("train", unit="steps") as stage:  # the bar and ETA follow rank 0's optimizer steps
+        result = run_training(cfg, ctx.output_dir, on_progress=stage.update)
     ctx.log.info(
         "best %s = %s; model: %s",
         cfg.metric_name,

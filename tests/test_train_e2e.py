@@ -158,8 +158,12 @@ def test_sequential_deepspeed_resumes_and_survives_worker_kill(ray_session, seq_
     from recsys.training.trainer import run_training
 
     out = tmp_path / "run"
-    first = run_training(seq_config(seq_tables, out, "deepspeed", 3), out)
+    steps: list[tuple[int, int]] = []  # the console's progress callback (bar and ETA of `recsys run train`)
+    first = run_training(
+        seq_config(seq_tables, out, "deepspeed", 3), out, on_progress=lambda s, t: steps.append((s, t))
+    )
     assert [h["step"] for h in first["history"]] == [3]
+    assert steps and steps[-1] == (3, 3) and steps == sorted(steps), steps
     marker = tmp_path / "killed.pid"
     faulty = run_training(
         seq_config(seq_tables, out, "deepspeed", 6), out, fault={"rank": 1, "step": 4, "marker": str(marker)}

@@ -37,6 +37,7 @@ from recsys.losses import registry as losses
 from recsys.training.adversarial import EmbeddingAttack
 from recsys.training.config import TrainConfig
 from recsys.training.lora import apply_lora, merged_copy
+from recsys.training.progress import StepPoster
 from recsys.training.specs import FaultSpec, WorkerExtras, WorkerSpec
 from recsys.training.strategy import Strategy, StrategySpec, build_strategy
 from recsys.training.validation import validate
@@ -211,6 +212,7 @@ def train_loop(config: dict[str, Any]) -> None:
     model, task, strategy = build_components(cfg, spec.extras, device)
     loop = cfg.train
     total, steps_per_epoch = spec.extras.total_steps, spec.extras.steps_per_epoch
+    poster = StepPoster(spec.progress)
     state = _restore(strategy, spec.resume_from) or {
         "step": 0,
         "epoch": 0,
@@ -304,6 +306,8 @@ def train_loop(config: dict[str, Any]) -> None:
                 continue
             state["step"] += 1
             _maybe_fault(spec.fault, rank, state["step"])
+            if rank == 0:
+                poster.post(state["step"], total)
             if rank == 0 and state["step"] % loop.log_every == 0:
                 log.info(
                     "step %d/%d loss %.4f lr %.2e",

@@ -37,3 +37,4 @@ class WorkerSpec:
     extras: WorkerExtras
     resume_from: str | None = None
     fault: FaultSpec | None = None
+    progress: Any = None  # recsys.training.progress board (a Ray actor handle) or None

@@ -24,6 +24,7 @@ from recsys import kinds
 from recsys.losses import registry as losses
 from recsys.training.config import TrainConfig
 from recsys.training.loop import MODEL_DIR, STATE_FILE, train_loop
+from recsys.training.progress import OnProgress, step_progress
 from recsys.training.specs import FaultSpec, WorkerExtras, WorkerSpec
 from recsys.utils.log import get_logger, is_tty
 
@@ -165,6 +166,7 @@ def build_trainer(
     extras: WorkerExtras,
     resume_from: str | None = None,
     fault: FaultSpec | Mapping[str, Any] | None = None,
+    progress: Any = None,
 ) -> TorchTrainer:
     """The ``TorchTrainer`` running ``recsys.training.loop.train_loop`` for ``cfg`` (usable in a Tune trial)."""
     import ray.train  # lazy: Ray costs seconds; configs and tests import the trainer
@@ -173,7 +175,7 @@ def build_trainer(
     from ray.train.torch import TorchConfig, TorchTrainer
 
     s = cfg.scaling
-    spec = WorkerSpec(cfg.model_dump(mode="json"), extras, resume_from, _fault(fault))
+    spec = WorkerSpec(cfg.model_dump(mode="json"), extras, resume_from, _fault(fault), progress)
     return TorchTrainer(
         train_loop,
         train_loop_config={"spec": spec},  # Ray Train hands the worker function a dict: one frozen spec in it
@@ -282,8 +284,10 @@ def run_training(
     *,
     resume_from: str | None = None,
     fault: FaultSpec | Mapping[str, Any] | None = None,
+    on_progress: OnProgress | None = None,
 ) -> dict[str, Any]:
-    """Prepare data, fit, export the best model. Returns counts, metrics, history and artifact paths."""
+    """Prepare data, fit, export the best model. Returns counts, metrics, history and artifact paths.
+    ``on_progress(step, total_steps)`` is called from a driver thread while the run trains (console bars)."""
     out = Path(output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     run_dir = out / RUN_NAME
@@ -293,8 +297,11 @@ def run_training(
         log.info("train.resume is false: moved the previous run to %s", stale)
     prep = prepare(cfg)
     log.info("data: %s", prep.counts)
-    trainer = build_trainer(cfg, prep.datasets, build_run_config(cfg, out), prep.extras, resume_from, fault)
-    result = trainer.fit()
+    with step_progress(on_progress) as board:
+        trainer = build_trainer(
+            cfg, prep.datasets, build_run_config(cfg, out), prep.extras, resume_from, fault, board
+        )
+        result = trainer.fit()
     model_dir, best = export_best(result, cfg, out, prep.counts)
     history = read_history(result.checkpoint)
     return {

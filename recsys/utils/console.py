@@ -159,6 +159,13 @@ class Stage:
         self.completed += n
         self.console._refresh(self)
 
+    def update(self, completed: float, total: float | None = None) -> None:
+        """Absolute progress (e.g. a training step and the run's total steps, from another thread)."""
+        self.completed = completed
+        if total is not None:
+            self.total = total
+        self.console._refresh(self)
+
     def done(
         self, metric: str | None = None, report: str | Path | None = None, status: str | None = None
     ) -> None:

@@ -49,10 +49,13 @@ def write_purchases(out: Path) -> dict[str, Any]:
     df = df[df.CustomerID.notna() & (df.Quantity > 0)].copy()
     df["day"] = df.InvoiceDate.dt.strftime("%Y%m%d")
     df["amount"] = df.Quantity * df.UnitPrice
-    g = df.groupby(["CustomerID", "day"], as_index=False).agg(qty=("Quantity", "sum"), amount=("amount", "sum"))
+    g = df.groupby(["CustomerID", "day"], as_index=False).agg(
+        qty=("Quantity", "sum"), amount=("amount", "sum")
+    )
     g = g.sort_values(["CustomerID", "day"])
     lines = [
-        f"{int(r.CustomerID):>7} {r.day} {int(r.qty):>3} {r.amount:>8.2f}\r\n" for r in g.itertuples(index=False)
+        f"{int(r.CustomerID):>7} {r.day} {int(r.qty):>3} {r.amount:>8.2f}\r\n"
+        for r in g.itertuples(index=False)
     ]
     path = out / "purchases.txt"
     path.write_text("".join(lines), newline="")
@@ -62,7 +65,9 @@ def write_purchases(out: Path) -> dict[str, Any]:
 def write_clicks(out: Path) -> dict[str, Any]:
     """DIGINETICA-style clicks from Taobao: sessions = user x day, 'NA' user in 60 % of them, ms offsets."""
     df = pd.read_csv(
-        DATA / "taobao-user-behavior" / "UserBehavior.csv", header=None, names=["user", "item", "cat", "b", "ts"]
+        DATA / "taobao-user-behavior" / "UserBehavior.csv",
+        header=None,
+        names=["user", "item", "cat", "b", "ts"],
     )
     df["day"] = pd.to_datetime(df.ts, unit="s", utc=True).dt.strftime("%Y-%m-%d")
     df = df.sort_values(["user", "ts", "item"], kind="stable")
@@ -79,7 +84,9 @@ def write_clicks(out: Path) -> dict[str, Any]:
     return {
         "path": str(path),
         "records": len(out_df),
-        "users": int(known + df.loc[anonymous, "sessionId"].nunique()),  # anonymous sessions are their own users
+        "users": int(
+            known + df.loc[anonymous, "sessionId"].nunique()
+        ),  # anonymous sessions are their own users
         "note": f"{int(anonymous.mean() * 100)} % of rows anonymous",
     }
 
@@ -126,7 +133,9 @@ LOGS = {
 def run(args: list[str], log: Path) -> tuple[int, float]:
     t0 = time.perf_counter()
     with log.open("w") as f:
-        rc = subprocess.run([RECSYS, "run", *args, "--quiet"], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT).returncode
+        rc = subprocess.run(
+            [RECSYS, "run", *args, "--quiet"], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT
+        ).returncode
     return rc, time.perf_counter() - t0
 
 
@@ -134,21 +143,35 @@ def clean_users(clean_dir: Path) -> int | None:
     files = sorted((clean_dir / "events").rglob("*.parquet"))
     if not files:
         return None
-    return int(pd.concat([pq.read_table(f, columns=["user_id"]).to_pandas() for f in files]).user_id.nunique())
+    return int(
+        pd.concat([pq.read_table(f, columns=["user_id"]).to_pandas() for f in files]).user_id.nunique()
+    )
 
 
 def onboard(name: str, truth: dict[str, Any], out: Path) -> dict[str, Any]:
     inv, cln = out / name / "inventory", out / name / "clean"
-    row: dict[str, Any] = {"log": name, **{k: truth[k] for k in ("records", "users")}, "note": truth.get("note", "")}
+    row: dict[str, Any] = {
+        "log": name,
+        **{k: truth[k] for k in ("records", "users")},
+        "note": truth.get("note", ""),
+    }
     rc, secs = run(
-        ["inventory", "--config", "configs/inventory/onboard.yaml", f"input.path={truth['path']}", f"output_dir={inv}"],
+        [
+            "inventory",
+            "--config",
+            "configs/inventory/onboard.yaml",
+            f"input.path={truth['path']}",
+            f"output_dir={inv}",
+        ],
         out / name / "inventory.log",
     )
     report = json.loads((inv / "report.json").read_text()) if (inv / "report.json").exists() else {}
     row.update(inventory_rc=rc, inventory_s=round(secs, 1), verdict=report.get("verdict"))
     if not (inv / "clean.yaml").exists():
         return row | {"error": "inventory wrote no clean.yaml"}
-    rc, secs = run(["clean", "--config", str(inv / "clean.yaml"), f"output_dir={cln}"], out / name / "clean.log")
+    rc, secs = run(
+        ["clean", "--config", str(inv / "clean.yaml"), f"output_dir={cln}"], out / name / "clean.log"
+    )
     row.update(clean_rc=rc, clean_s=round(secs, 1))
     rep = json.loads((cln / "report.json").read_text()) if (cln / "report.json").exists() else {}
     counts = (rep.get("counts") or {}).get("events") or {}
@@ -204,7 +227,10 @@ def main() -> int:
         print(f"negative check: {c['check']}: clean exit code {c['clean_rc']} ({c['message']})")
     (out / "summary.json").write_text(json.dumps({"logs": rows, "checks": checks}, indent=2))
     ok = all(
-        r.get("clean_rc") == 0 and r.get("reconciles") and (r.get("clean_share") or 0) >= 0.98 and not r.get("users_lost")
+        r.get("clean_rc") == 0
+        and r.get("reconciles")
+        and (r.get("clean_share") or 0) >= 0.98
+        and not r.get("users_lost")
         for r in rows
     ) and all(c["clean_rc"] != 0 for c in checks)
     print("target met" if ok else "target NOT met")

@@ -164,7 +164,7 @@ def _select(items: list[Any], sel: Select, where: str) -> int:
     named = [
         (i, _scalar_text(el[sel.field]))
         for i, el in enumerate(items)
-        if isinstance(el, dict) and sel.field in el
+        if isinstance(el, dict) and isinstance(el.get(sel.field, ()), str | int | float | bool | None)
     ]
     hits = [i for i, v in named if v == sel.value]
     if len(hits) == 1:
@@ -178,13 +178,52 @@ def _select(items: list[Any], sel: Select, where: str) -> int:
         raise ValueError(f"{where} is an empty list; set the whole list instead: {where}=[...]")
     if not named:
         raise ValueError(
-            f"no element of {where} has a {sel.field!r} key; select by position ({where}.0 .. {where}.{len(items) - 1})"
+            f"no element of {where} has a plain {sel.field!r} value (text or number) to match; "
+            f"select by position ({where}.0 .. {where}.{len(items) - 1})"
         )
     values = [v for _, v in named]
     close = [v for v in values if v.casefold() == sel.value.casefold()]
     close = close or difflib.get_close_matches(sel.value, values, n=1)
     hint = f"; did you mean {where}[{sel.field}={close[0]}]?" if close else ""
     raise ValueError(f"{target} matches nothing: {sel.field} values in {where} are {', '.join(values)}{hint}")
+
+
+def _untyped(schema: type[BaseModel], steps: list[Step]) -> bool:
+    """True when ``steps`` end in a value the schema leaves as ``Any`` (so pydantic will not coerce
+    the override's text): inside ``dict[str, Any]`` / ``list[Any]`` or below them."""
+    current: list[Any] = [schema]
+    for step in steps:
+        if Any in current:
+            return True
+        models = [t for t in current if isinstance(t, type) and issubclass(t, BaseModel)]
+        field = (
+            next((m.model_fields[step] for m in models if step in m.model_fields), None)
+            if isinstance(step, str)
+            else None
+        )
+        containers = [t for t in current if typing.get_origin(t) in (dict, list)]
+        if field is not None:
+            current = field_types(field.annotation)
+        elif containers:
+            args = typing.get_args(containers[0])
+            current = field_types(args[-1]) if args else [Any]
+        else:
+            return False  # an unknown key or a plain value: validation reports it
+    return Any in current
+
+
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def _yaml_scalar(raw: str) -> Any:
+    """``raw`` as a YAML value in the file (32 -> int, true -> bool, 1e-3 -> float too), else the text."""
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+    if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+        return float(value)
+    return value
 
 
 def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
@@ -235,21 +274,25 @@ def _set_steps(data: dict[str, Any], steps: list[Step], value: Any) -> None:
         node = child
 
 
-def parse_overrides(data: dict[str, Any], overrides: list[str], errors: list[str]) -> dict[str, Any]:
+def parse_overrides(
+    data: dict[str, Any], overrides: list[str], errors: list[str], schema: type[BaseModel] | None = None
+) -> dict[str, Any]:
     """Apply ``key=value`` overrides onto ``data`` (in place) through ``set_dotted``; a malformed one
-    appends an error and is skipped."""
+    appends an error and is skipped. A value landing where ``schema`` types nothing (a free-form
+    mapping such as ``models[name=BPRMF].params.factors``) is read as YAML would read it in the file."""
     for item in overrides or []:
         key, sep, raw = _split_override(item)
         if not sep or not key:
             errors.append(f"override {item!r}: expected dotted key=value, {KEY_HELP}")
             continue
         try:
-            dotted_steps(key)
+            steps = dotted_steps(key)
         except ValueError as exc:
             errors.append(f"override {item!r}: {exc}; {KEY_HELP}")
             continue
+        value = _yaml_scalar(raw) if schema and _untyped(schema, steps) else _override_value(raw)
         try:
-            set_dotted(data, key, _override_value(raw))
+            set_dotted(data, key, value)
         except ConfigError as exc:
             errors += exc.errors
     return data
@@ -262,7 +305,8 @@ def _split_override(item: str) -> tuple[str, str, str]:
         depth = max(0, depth + {"[": 1, "]": -1}.get(c, 0))
         if c == "=" and depth == 0:
             return item[:i].strip(), "=", item[i + 1 :]
-    return item.strip(), "", ""
+    key, sep, raw = item.partition("=")  # unbalanced brackets: dotted_steps names the problem
+    return key.strip(), sep, raw
 
 
 def expand_values(obj: Any, errors: list[str] | None = None, path: str = "") -> Any:
@@ -366,7 +410,7 @@ def load_config(
     """Parse ``path`` (or ``data``) plus overrides into ``model``; raise ConfigError listing all errors."""
     errors: list[str] = []
     raw = dict(data) if data is not None else (read_yaml(path, errors) if path else {})
-    parse_overrides(raw, overrides or [], errors)
+    parse_overrides(raw, overrides or [], errors, schema=model)
     raw = expand_values(raw, errors)
     cfg: M | None = None
     try:

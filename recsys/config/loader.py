@@ -1,5 +1,9 @@
 """Load a job config: YAML file + dotted ``key=value`` overrides -> typed, validated model.
 
+A dotted key steps through mappings by key and through lists by position or by a field
+(``models.3.path``, ``models[-1].path``, ``models[name=SASRec].path``): ``set_dotted`` is the one
+implementation, used by CLI overrides, tune spaces / overrides and pipeline stage overrides.
+
 Every problem (YAML syntax, malformed override, unknown key, wrong type, impossible combination,
 missing file) is collected and reported at once, each with its key path, the bad value and a fix.
 """

@@ -58,11 +58,31 @@ def pairs_slice(shared_data, tmp_path_factory):
     return d / "pairs.parquet"
 
 
-def test_tiny_config_full_ranking_time_split(ray_session, tmp_path):
+def _tracked_results(project_root) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((project_root / "docs" / "results").glob("*.json"))}
+
+
+def test_tiny_config_full_ranking_time_split(ray_session, tmp_path, project_root):
+    tracked = _tracked_results(project_root)
     spec, cfg = parse_job(
-        "evaluate", "tiny", [f"output_dir={tmp_path}", "protocol.max_queries=60", "bootstrap=50"]
+        "evaluate",
+        "tiny",
+        [
+            f"output_dir={tmp_path}",
+            "protocol.max_queries=60",
+            "bootstrap=50",
+            "models[name=itemknn].params.neighbors=20",  # a list element by name, typed as YAML
+        ],
     )
+    assert cfg.results_json is None and cfg.models[2].params == {"neighbors": 20}
     report = run_parsed(spec, cfg)
+    # no results_json: the leaderboard lands in the run directory only, the tracked results are untouched
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert report["artifacts"]["results"] == str(tmp_path / "results.json")
+    assert "results_json" not in report["artifacts"]
+    assert [r["model"] for r in saved["leaderboard"]] == [r["model"] for r in report["leaderboard"]]
+    assert saved["config"]["models"][2]["params"] == {"neighbors": 20}
+    assert _tracked_results(project_root) == tracked
     assert report["status"] == "succeeded" and report["summary"]["protocol"] == "full"
     lb = {r["model"]: r for r in report["leaderboard"]}
     assert set(lb) == {"pop", "recent-pop", "itemknn", "rrf"}
@@ -118,6 +138,9 @@ def test_sampled_and_file_candidates_with_tuning_ensembles_kfold(ray_session, tm
         json.loads((tmp_path / "res.json").read_text())["leaderboard"][0]["model"]
         == report["leaderboard"][0]["model"]
     )
+    # the asked-for copy is the run directory's results.json, byte for byte
+    assert (tmp_path / "res.json").read_bytes() == (tmp_path / "a" / "out" / "results.json").read_bytes()
+    assert report["artifacts"]["results_json"] == str(tmp_path / "res.json")
     file_report = _run(
         {
             **base,

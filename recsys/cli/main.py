@@ -42,7 +42,8 @@ ConfigOpt = Annotated[
     str, typer.Option("--config", "-c", help="YAML path, or a scale: tiny | local | cluster.")
 ]
 Overrides = Annotated[
-    list[str] | None, typer.Argument(help="Dotted overrides, e.g. train.lr=3e-5 scaling.num_workers=4")
+    list[str] | None,
+    typer.Argument(help="Dotted overrides, e.g. train.lr=3e-5 models.3.path=P models[name=SASRec].path=P"),
 ]
 FromOpt = Annotated[
     str | None, typer.Option("--from", help="pipeline: resume from this stage (same as from_stage=STAGE).")

@@ -249,7 +249,9 @@ class EvaluateConfig(JobConfig):
     )
     evaluator: EvaluatorSettings = Field(default_factory=EvaluatorSettings, description="Scoring settings.")
     results_json: str | None = Field(
-        None, description="Also write the leaderboard here (docs/results/<name>.json)."
+        None,
+        description="The leaderboard always goes to output_dir/results.json; also copy it here only when asked "
+        "(results_json=docs/results/<name>.json refreshes a tracked result).",
     )
     published: dict[str, dict[str, float]] = Field(
         default_factory=dict,

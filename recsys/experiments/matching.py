@@ -17,8 +17,9 @@ from recsys.evaluation.classification import (
 )
 from recsys.evaluation.config import EnsembleSpec, EvaluateConfig
 from recsys.evaluation.data import load_pairs
-from recsys.evaluation.report import write_html, write_results_json
+from recsys.evaluation.report import write_html
 from recsys.evaluation.stats import paired_tests
+from recsys.experiments.results import save_results
 from recsys.experiments.scorers import Pairs, pair_scorer
 
 if TYPE_CHECKING:
@@ -89,14 +90,13 @@ def run_matching(cfg: EvaluateConfig, ctx: JobContext) -> dict[str, Any]:
         ctx.path("report.html"), "recsys evaluate: pair matching", summary, leaderboard, sig, None, "f1"
     )
     payload = {"summary": summary, "leaderboard": leaderboard, "significance": sig}
-    if cfg.results_json:
-        write_results_json(cfg.results_json, {**payload, "config": cfg.model_dump(mode="json")})
+    saved = save_results(cfg, ctx, payload)
     return {
         "counts": {"test_pairs": len(test[2]), "valid_pairs": len(valid[2])},
         "primary_metric": "f1",
         "metrics": {r["model"]: {k: v for k, v in r.items() if isinstance(v, float)} for r in leaderboard},
         **payload,
-        "artifacts": {"html": str(ctx.output_dir / "report.html")},
+        "artifacts": {"html": str(ctx.output_dir / "report.html"), **saved},
     }
 
 

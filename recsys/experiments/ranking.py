@@ -12,9 +12,10 @@ import pandas as pd
 from recsys.evaluation.beyond import beyond_accuracy
 from recsys.evaluation.config import EvaluateConfig
 from recsys.evaluation.prepare import make_evaluator, prepare
-from recsys.evaluation.report import segment_table, write_html, write_results_json
+from recsys.evaluation.report import segment_table, write_html
 from recsys.evaluation.stats import paired_tests
 from recsys.experiments.kfold import kfold_baselines
+from recsys.experiments.results import save_results
 from recsys.experiments.scorers import build_ensemble, build_scorer
 
 if TYPE_CHECKING:
@@ -107,8 +108,7 @@ def run_ranking(cfg: EvaluateConfig, ctx: JobContext) -> dict[str, Any]:
         primary,
     )
     payload = {"summary": summary, "leaderboard": leaderboard, "significance": sig, "kfold": kfold}
-    if cfg.results_json:
-        write_results_json(cfg.results_json, {**payload, "config": cfg.model_dump(mode="json")})
+    saved = save_results(cfg, ctx, payload)
     return {
         "counts": prep.counts,
         "primary_metric": primary,
@@ -117,5 +117,6 @@ def run_ranking(cfg: EvaluateConfig, ctx: JobContext) -> dict[str, Any]:
         "artifacts": {
             "per_query": str(ctx.output_dir / "per_query.parquet"),
             "html": str(ctx.output_dir / "report.html"),
+            **saved,
         },
     }

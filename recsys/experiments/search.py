@@ -27,6 +27,7 @@ from recsys.evaluation import metrics as M
 from recsys.evaluation.config import EvaluateConfig, SearchProtocolConfig
 from recsys.evaluation.evaluators import RankingResult
 from recsys.evaluation.trec import read_qrels
+from recsys.experiments.results import save_results
 from recsys.search.pipeline import SearchPipeline, SearchRejected, SearchRequest, SearchResult
 from recsys.serving.arms import local_pipelines
 from recsys.serving.launch import read_serve_config, validate_args
@@ -204,9 +205,7 @@ def run(cfg: EvaluateConfig, ctx: JobContext) -> dict[str, Any]:
         columns=["query_id", "position", "item_id", "score"],
     ).to_parquet(ctx.path("rankings.parquet"), index=False)
     ctx.log.info("search %s: %s", arm, {m: round(result[m], 4) for m in metrics})
-    return {
-        "counts": {"queries": len(queries), "skipped_no_relevant": len(judged) - len(queries)},
-        "primary_metric": primary,
+    payload = {
         "metrics": {m: result[m] for m in metrics},
         "ci95": result.get("ci95", {}),
         "summary": {
@@ -216,8 +215,15 @@ def run(cfg: EvaluateConfig, ctx: JobContext) -> dict[str, Any]:
             **index,
             "depth": sc.depth,
         },
+    }
+    saved = save_results(cfg, ctx, payload)
+    return {
+        "counts": {"queries": len(queries), "skipped_no_relevant": len(judged) - len(queries)},
+        "primary_metric": primary,
+        **payload,
         "artifacts": {
             "per_query": str(ctx.output_dir / "per_query.parquet"),
             "rankings": str(ctx.output_dir / "rankings.parquet"),
+            **saved,
         },
     }

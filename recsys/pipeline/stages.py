@@ -66,7 +66,12 @@ def stage_data(job: str, config: str, overrides: dict[str, Any], outputs: dict[s
         raise ConfigError(errors, source=f"stage config {config!r} of job {job!r}")
     data = copy.deepcopy(data)
     for key, value in overrides.items():
-        set_dotted(data, key, substitute(value, outputs))
+        try:
+            set_dotted(data, key, substitute(value, outputs))
+        except ConfigError as exc:
+            raise ConfigError(
+                exc.errors, source=f"overrides of stage config {config!r} (job {job!r})"
+            ) from None
     return data
 
 

@@ -12,7 +12,17 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from recsys.config.loader import ConfigError, expand_values, field_types, load_config, read_yaml, set_dotted
+from recsys.config.loader import (
+    KEY_HELP,
+    ConfigError,
+    dotted_steps,
+    expand_values,
+    field_types,
+    format_steps,
+    load_config,
+    read_yaml,
+    set_dotted,
+)
 from recsys.config.paths import project_root
 from recsys.training.config import TrainConfig
 from recsys.tuning.params import ParamSpec
@@ -79,21 +89,32 @@ def train_config(data: dict[str, Any], *, check_paths: bool = True) -> TrainConf
 
 # -- validation ------------------------------------------------------------------------------------
 def _schema_error(key: str) -> str | None:
-    """None if ``key`` names a field of TrainConfig (or a key inside one of its dict fields)."""
+    """None if ``key`` names a field of TrainConfig (or a key inside one of its dict fields); list
+    elements are stepped into by position or selector (``a.0.b``, ``a[name=x].b``) as ``set_dotted`` does."""
+    try:
+        steps = dotted_steps(key)
+    except ValueError as exc:
+        return f"space.{key}: {exc}; {KEY_HELP}"
     current: list[Any] = [TrainConfig]
-    parts = key.split(".")
-    for i, part in enumerate(parts):
+    for i, part in enumerate(steps):
         models = [t for t in current if isinstance(t, type) and issubclass(t, BaseModel)]
+        lists = [t for t in current if typing.get_origin(t) is list or t is list]
         if any(typing.get_origin(t) is dict or t is dict for t in current) and not models:
             return None  # free-form mapping (e.g. strategy.deepspeed.extra): any sub-key
-        if not models:
-            return f"space.{key}: {'.'.join(parts[:i])!r} is a value, not a section; remove '.{'.'.join(parts[i:])}'"
+        if lists and not models and (not isinstance(part, str) or part.lstrip("-").isdigit()):
+            args = typing.get_args(lists[0])
+            current = field_types(args[0]) if args else [Any]
+            continue
+        where = format_steps(steps[:i])
+        if not models or not isinstance(part, str):
+            rest = format_steps(steps[i:])
+            return f"space.{key}: {where!r} is a value, not a section; remove {rest!r}"
         model = next((m for m in models if part in m.model_fields), None)
         if model is None:
             valid = sorted({f for m in models for f in m.model_fields})
             close = difflib.get_close_matches(part, valid, n=1)
             hint = f"did you mean '{close[0]}'?" if close else f"valid keys here: {', '.join(valid)}"
-            where = ".".join(parts[:i]) or "the train config"
+            where = where or "the train config"
             return f"space.{key}: the train config has no key {key!r} ({part!r} is not in {where}); {hint}"
         current = field_types(model.model_fields[part].annotation)
     if any(isinstance(t, type) and issubclass(t, BaseModel) for t in current):

@@ -106,8 +106,13 @@ def test_inventory_job_contract_failure_and_adapter(ray_session, tmp_path):
         "ts": "timestamp",
         "amount": "price",
     }
+    assert (inv["verdict"], inv["review"]) == ("ok", [])  # every role named, none unfilled
+    assert inv["tables"]["events"]["columns"]["user_id"]["null_share"] == pytest.approx(1 / 301)
+    assert inv["tables"]["events"]["columns"]["timestamp"]["parse_rate"] == 1.0
     adapter = (tmp_path / "inv" / "adapter.yaml").read_text()
     assert "pv: view" in adapter and "timestamp_unit: s" in adapter
+    assert "    customer: user_id  # confidence 0.60: name matches user_id\n" in adapter
+    assert "# verdict: ok" in adapter
     html = (tmp_path / "inv" / "inventory.html").read_text()
     assert html.count("data:image/png;base64,") >= 3 and "FAIL" in html
     # the proposed adapter is accepted by the clean job

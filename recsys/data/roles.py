@@ -403,7 +403,7 @@ def propose(roles: list[dict[str, Any]], df: pd.DataFrame, base: dict[str, Any])
     unfilled: list[str] = []
     if table == "events" and "event_type" not in kinds and "event_type" not in cfg.get("defaults", {}):
         cfg["defaults"] = {**cfg.get("defaults", {}), "event_type": "view"}
-        named = [r for r in roles if r.get("event_named") and r["role"] is None]
+        named = [r for r in roles if r.get("event_named") and r["role"] != "event_type"]
         why = "no column of event names" + "".join(
             f"; {r['column']!r} is named like one but holds {', '.join(r['sample_values'][:3])}"
             for r in named

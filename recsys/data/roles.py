@@ -258,9 +258,10 @@ def _order_evidence(profiles: list[dict[str, Any]], scored: list[Scores]) -> Non
     groups = named or [  # header-less files: id columns whose values repeat (runs of one user)
         i for i, (p, s) in enumerate(zip(profiles, scored)) if "_id" in s and p["distinct_ratio"] <= 0.5
     ]
-    id_named = ("user_id", "item_id", "session_id", "order_id", "category")
     for i, (p, s) in enumerate(zip(profiles, scored)):
-        if not _plain_int(p) or any(r in s for r in id_named) or _sorted_key(p["series"]):
+        # a column named as another role keeps it (a search position also grows within a session)
+        by_name = {r for r, (_, why) in s.items() if any(w.startswith("name matches") for w in why)}
+        if not _plain_int(p) or by_name - {"offset", "sequence"} or _sorted_key(p["series"]):
             continue
         for g in groups:
             if g == i:

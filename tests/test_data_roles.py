@@ -59,6 +59,14 @@ def test_offset_within_session_is_offset_not_category():
     assert "eventdate" not in p.input["columns"] and "timeframe" not in p.input["columns"]
 
 
+def test_a_named_position_growing_within_a_session_stays_a_position():
+    rows = [
+        (f"s{s}", f"i{(s + k) % 7}", str(k), str(1_700_000_000 + 60 * k)) for s in range(6) for k in range(5)
+    ]
+    df = pd.DataFrame(rows, columns=["session_id", "item_id", "position", "ts"])
+    assert by_column(infer_roles(df))["position"] == ("position", 0.6)
+
+
 def test_sequence_number_without_a_date_is_the_timestamp_in_seconds():
     rows = [(f"u{u}", f"i{(u * 3 + k) % 7}", str(k)) for u in range(6) for k in range(5)]
     df = pd.DataFrame(rows, columns=["visitor", "sku", "step"])

@@ -11,7 +11,13 @@ def run(cfg: InventoryConfig, ctx) -> dict:
 
     from recsys.data.config import DEFAULT_CONTRACT
     from recsys.data.inventory import check_contract
-    from recsys.data.inventory_job import default_rules, infer_adapter, profile_inputs, verdict
+    from recsys.data.inventory_job import (
+        default_rules,
+        infer_adapter,
+        profile_inputs,
+        profiled_input,
+        verdict,
+    )
     from recsys.data.report_html import render
     from recsys.data.roles import adapter_yaml
 
@@ -26,7 +32,8 @@ def run(cfg: InventoryConfig, ctx) -> dict:
                 "Proposed by `recsys run inventory` (column role inference); use as the clean job's input: section",
             )
         )
-        inputs = [type(cfg.input).model_validate(proposal.input)]
+        type(cfg.input).model_validate(proposal.input)  # the clean job accepts it
+        inputs = [type(cfg.input).model_validate(profiled_input(proposal.input))]
     with ctx.timer("profile"):
         profiles = profile_inputs(inputs + list(cfg.more_inputs), cfg.top_k, cfg.bins, now, cfg.limit)
     given = list(cfg.contract) or default_rules(profiles, DEFAULT_CONTRACT)

@@ -13,7 +13,7 @@ import yaml
 
 from recsys.data.config import DEFAULT_CONTRACT, QualityRule
 from recsys.data.inventory import PassSpec, _null_and_parse, check_contract, partial_pass
-from recsys.data.inventory_job import default_rules, reader_options, verdict
+from recsys.data.inventory_job import default_rules, profiled_input, reader_options, verdict
 from recsys.data.roles import REVIEW_BELOW, adapter_yaml, infer_roles, propose
 
 
@@ -57,6 +57,16 @@ def test_offset_within_session_is_offset_not_category():
     p = propose(roles, session_log(), {"path": "clicks.csv"})
     assert p.input["timestamp"] == {"date": "eventdate", "offset_ms": "timeframe"}
     assert "eventdate" not in p.input["columns"] and "timeframe" not in p.input["columns"]
+
+
+def test_profile_reads_the_date_alone_until_the_converter_reads_timestamp_parts(monkeypatch):
+    import recsys.data.inventory_job as J
+
+    proposed = {"path": "x", "columns": {"s": "user_id"}, "timestamp": {"date": "d", "offset_ms": "t"}}
+    monkeypatch.setattr(J, "SPEC_FIELDS", ("columns",))
+    assert profiled_input(proposed) == {"path": "x", "columns": {"s": "user_id", "d": "timestamp"}}
+    monkeypatch.setattr(J, "SPEC_FIELDS", ("columns", "timestamp"))
+    assert profiled_input(proposed) == proposed
 
 
 def test_a_named_position_growing_within_a_session_stays_a_position():

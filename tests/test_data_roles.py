@@ -122,6 +122,35 @@ def test_log_without_event_names_is_view_with_a_warning_never_buy():
     assert "defaults" not in p.input
 
 
+def test_space_aligned_purchases_without_names():
+    """customer, yyyymmdd date, quantity, amount (whatever reader split them): no item column, no events."""
+    rows = [
+        (
+            f"{c:05d}",
+            f"1997{c % 12 + 1:02d}{k % 28 + 1:02d}",
+            str(1 + (c + k) % 3),
+            f"{(c * 7 + k) % 50 + 0.77:.2f}",
+        )
+        for c in range(1, 60)
+        for k in range(4)
+    ]
+    df = pd.DataFrame(rows, columns=["col0", "col1", "col2", "col3"])
+    roles = infer_roles(df)
+    assert by_column(roles) == {
+        "col0": ("user_id", 0.4),
+        "col1": ("timestamp", 0.5),
+        "col2": ("quantity", 0.35),  # a count, not guessed as the item id
+        "col3": ("price", 0.4),
+    }
+    p = propose(roles, df, {"path": "cd.txt"})
+    assert p.input["timestamp_format"] == "%Y%m%d" and p.input["defaults"] == {"event_type": "view"}
+    assert p.unfilled[1] == (
+        "item_id (no column fits; map one with input.columns.<source>=item_id, or give a constant with "
+        "input.defaults.item_id)"
+    )
+    assert p.verdict == "review needed"
+
+
 def test_null_token_ids_are_reported_and_not_users():
     df = pd.DataFrame(
         {

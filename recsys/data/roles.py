@@ -83,13 +83,19 @@ GROUP_ROLES = ("session_id", "user_id")  # offsets / sequence numbers count with
 
 
 def _ts_rate(s: pd.Series) -> tuple[float, str | None]:
-    """Share of values that read as a plausible timestamp (2000-2040), and the epoch unit if numeric."""
+    """Share of values that read as a plausible timestamp (1995-2040), and how: the epoch unit of
+    numbers (s / ms / us), '%Y%m%d' for 8-digit dates, None for text dates."""
     num = pd.to_numeric(s, errors="coerce")
     if num.notna().mean() > 0.95:
         for unit, lo, hi in (("s", 9.4e8, 2.2e9), ("ms", 9.4e11, 2.2e12), ("us", 9.4e14, 2.2e15)):
             rate = num.between(lo, hi).mean()
             if rate > 0.9:
                 return float(rate), unit
+        if s.str.fullmatch(r"\d{8}").mean() > 0.95:  # 19970101
+            days = pd.to_datetime(s, format="%Y%m%d", errors="coerce")
+            rate = float((days.notna() & days.dt.year.between(1995, 2040)).mean())
+            if rate > 0.9:
+                return rate, "%Y%m%d"
         return 0.0, None
     if s.str.len().median() < 6:
         return 0.0, None
@@ -195,7 +201,8 @@ def score_roles(p: dict[str, Any]) -> Scores:
             continue  # 'timeframe' of plain integers: an offset or a count, not a time
         _add(scores, role, 0.6, f"name matches {role}")
     if ts_rate > 0.9:
-        unit = f" (epoch {p['ts_unit']})" if p["ts_unit"] else ""
+        how = p["ts_unit"]
+        unit = f" ({how})" if how and how.startswith("%") else (f" (epoch {how})" if how else "")
         _add(scores, "timestamp", 0.5 * ts_rate, f"{ts_rate:.0%} of values parse as times{unit}")
     if ev > 0.5:
         _add(scores, "event_type", 0.6 * ev, f"{ev:.0%} of its top values are event names")
@@ -249,6 +256,11 @@ def _sorted_key(s: pd.Series) -> bool:
     """Non-decreasing over the whole sample: the file's sort key (an id), not an order within groups."""
     d = pd.to_numeric(s, errors="coerce").diff().dropna()
     return bool(len(d) and (d >= 0).mean() > 0.98)
+
+
+def _in_runs(s: pd.Series) -> bool:
+    """The file's sort key, or values in runs (a log grouped by user): an id, not a per-row count."""
+    return _sorted_key(s) or bool((s == s.shift()).mean() > 0.5)
 
 
 def _order_evidence(profiles: list[dict[str, Any]], scored: list[Scores]) -> None:
@@ -313,6 +325,12 @@ def infer_roles(
     # unnamed identifier columns in order: user, item, category (the usual log layout)
     for i, (p, s) in enumerate(zip(profiles, scored)):
         if out[i]["role"] is not None or "_id" not in s:
+            continue
+        if "quantity" in s and "quantity" not in taken and not _in_runs(p["series"]):  # a count, not an id
+            out[i].update(
+                role="quantity", confidence=0.35, why="few distinct small integers: a count, not an id"
+            )
+            taken.add("quantity")
             continue
         free = next((r for r in ("user_id", "item_id", "category") if r not in taken), None)
         if free == "category" and p["distinct_ratio"] > 0.5:
@@ -387,7 +405,9 @@ def propose(roles: list[dict[str, Any]], df: pd.DataFrame, base: dict[str, Any])
         notes[f"columns.{r['column']}"] = _note(r)
         if role == "timestamp":
             _, unit = _ts_rate(df[r["column"]].dropna().astype(str).head(2000))
-            if unit:
+            if unit and unit.startswith("%"):
+                cfg["timestamp_format"] = unit
+            elif unit:
                 cfg["timestamp_unit"] = unit
         if role == "event_type":
             vals = df[r["column"]].dropna().astype(str).str.strip().unique()[:50]
@@ -421,7 +441,8 @@ def propose(roles: list[dict[str, Any]], df: pd.DataFrame, base: dict[str, Any])
             and role not in cfg.get("defaults", {})
             and not (role == "timestamp" and "timestamp" in cfg)
         ):
-            unfilled.append(f"{role} (no column fits; map one with input.columns.<source>={role})")
+            const = f", or give a constant with input.defaults.{role}" if role != "timestamp" else ""
+            unfilled.append(f"{role} (no column fits; map one with input.columns.<source>={role}{const})")
     low = [
         f"{r['column']} -> {r['role']}: confidence {r['confidence']:.2f} < {REVIEW_BELOW} ({r['why']})"
         for r in roles
@@ -488,6 +509,8 @@ def _order_columns(
         del columns[ts["column"]]
         notes.pop(f"columns.{ts['column']}", None)
         cfg["timestamp"] = {"date": ts["column"], key: r["column"]}
+        if "timestamp_format" in cfg:
+            cfg["timestamp"]["format"] = cfg.pop("timestamp_format")
         notes["timestamp"] = (
             f"date {ts['column']!r} ({_note(ts)}) + {key} {r['column']!r} ({_note(r)}): the order within a day is kept"
         )

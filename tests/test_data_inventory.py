@@ -106,8 +106,13 @@ def test_inventory_job_contract_failure_and_adapter(ray_session, tmp_path):
         "ts": "timestamp",
         "amount": "price",
     }
+    assert (inv["verdict"], inv["review"]) == ("ok", [])  # every role named, none unfilled
+    assert inv["tables"]["events"]["columns"]["user_id"]["null_share"] == pytest.approx(1 / 301)
+    assert inv["tables"]["events"]["columns"]["timestamp"]["parse_rate"] == 1.0
     adapter = (tmp_path / "inv" / "adapter.yaml").read_text()
     assert "pv: view" in adapter and "timestamp_unit: s" in adapter
+    assert "    customer: user_id  # confidence 0.60: name matches user_id\n" in adapter
+    assert "# verdict: ok" in adapter
     html = (tmp_path / "inv" / "inventory.html").read_text()
     assert html.count("data:image/png;base64,") >= 3 and "FAIL" in html
     # the proposed adapter is accepted by the clean job
@@ -116,6 +121,32 @@ def test_inventory_job_contract_failure_and_adapter(ray_session, tmp_path):
     from recsys.config import InputConfig
 
     InputConfig.model_validate(yaml.safe_load(adapter)["input"])
+    # no contract: the default one warns; 30 % 'NA' customers make the verdict "review needed", status succeeded
+    (tmp_path / "na.csv").write_text(
+        "customer,product,behavior,ts\n"
+        + "\n".join(
+            f"{'NA' if i % 10 < 3 else f'c{i % 7}'},p{i % 11},pv,{1700000000 + 60 * i}" for i in range(300)
+        )
+        + "\n"
+    )
+    spec, cfg = parse_job(
+        "inventory",
+        "tiny",
+        [
+            f"input.path={tmp_path / 'na.csv'}",
+            "input.preset=null",
+            "limit=null",
+            f"output_dir={tmp_path / 'na'}",
+        ],
+    )
+    cfg.contract = []
+    report = run_parsed(spec, cfg)
+    assert report["status"] == "succeeded" and report["verdict"] == "review needed"
+    assert report["review"] == [
+        "user_id column 'customer': 30% null (NA 30%); those rows have no user and are not counted as one",
+        "contract warning: null_rate(events.user_id) <= 0.05 (warn) (got 0.3)",
+    ]
+    assert report["contract_violations"] == [] and len(report["contract_warnings"]) == 1
 
 
 def test_role_inference_on_shared_sets(shared_data):

@@ -143,15 +143,30 @@ class CleanConfig(JobConfig):
 
 
 class QualityRule(StrictModel):
-    """One rule of the quality contract, e.g. {metric: null_rate, column: user_id, max: 0.01}."""
+    """One rule of the quality contract, e.g. {metric: null_rate, column: user_id, max: 0.01}.
+
+    null_rate counts null tokens left as values (input.null_values, e.g. 'NA') as null; parse_rate is
+    the share of a column's non-null source values that convert to its canonical type (both over the
+    full pass, see recsys.data.inventory)."""
 
     metric: Literal[
-        "null_rate", "duplicate_rate", "freshness_days", "min_rows", "distinct", "orphan_rate", "pii_rate"
+        "null_rate",
+        "duplicate_rate",
+        "freshness_days",
+        "min_rows",
+        "distinct",
+        "orphan_rate",
+        "pii_rate",
+        "parse_rate",
     ] = Field(..., description="What to check.")
     table: str = Field("events", description="Table the rule applies to.")
-    column: str | None = Field(None, description="Column (null_rate, distinct, pii_rate).")
+    column: str | None = Field(None, description="Column (null_rate, distinct, pii_rate, parse_rate).")
     max: float | None = Field(None, description="Upper bound (inclusive).")
     min: float | None = Field(None, description="Lower bound (inclusive).")
+    severity: Literal["error", "warn"] = Field(
+        "error",
+        description="error: a violation fails the job; warn: it is reported and makes the verdict 'review needed'.",
+    )
 
     @model_validator(mode="after")
     def _bounds(self) -> QualityRule:
@@ -159,7 +174,7 @@ class QualityRule(StrictModel):
             raise ValueError(
                 "a quality rule needs max or min, e.g. {metric: null_rate, column: user_id, max: 0.01}"
             )
-        if self.metric in ("null_rate", "distinct", "pii_rate") and not self.column:
+        if self.metric in ("null_rate", "distinct", "pii_rate", "parse_rate") and not self.column:
             raise ValueError(f"metric {self.metric} needs column: NAME")
         return self
 
@@ -173,7 +188,15 @@ class QualityRule(StrictModel):
             )
             if b
         )
-        return f"{self.metric}{col} {bounds}"
+        return f"{self.metric}{col} {bounds}" + (" (warn)" if self.severity == "warn" else "")
+
+
+# Checked when `contract` is empty, as warnings: key ids at most 5 % null (tokens included), times 98 % parsed.
+DEFAULT_CONTRACT = (
+    QualityRule(metric="null_rate", table="events", column="user_id", max=0.05, severity="warn"),
+    QualityRule(metric="null_rate", table="events", column="item_id", max=0.05, severity="warn"),
+    QualityRule(metric="parse_rate", table="events", column="timestamp", min=0.98, severity="warn"),
+)
 
 
 class InventoryConfig(JobConfig):
@@ -184,7 +207,10 @@ class InventoryConfig(JobConfig):
     )
     more_inputs: list[InputConfig] = Field(default_factory=list, description="Other tables to profile.")
     contract: list[QualityRule] = Field(
-        default_factory=list, description="Quality rules; the job fails naming each violation."
+        default_factory=list,
+        description="Quality rules; the job fails naming each violated error rule. Empty = the default "
+        "contract (DEFAULT_CONTRACT, warnings only, on the columns present): null_rate of events.user_id and "
+        "events.item_id <= 0.05, parse_rate of events.timestamp >= 0.98.",
     )
     top_k: int = Field(10, ge=1, le=100, description="Top values per column.")
     bins: int = Field(30, ge=5, le=200, description="Histogram bins.")

@@ -3,7 +3,13 @@
 Two passes over each table, both Ray Data: ``Dataset.aggregate`` (counts, nulls, distinct, min/max,
 approximate quantiles, top-k) and one ``map_batches`` of partial sums merged on the driver
 (histograms with bins from pass 1, daily event counts, PII matches, text lengths, outliers, row
-hashes for the duplicate rate, orphan ids). Only aggregates reach the driver.
+hashes for the duplicate rate, orphan ids, null tokens left as values, conversion errors per
+column). Only aggregates reach the driver.
+
+Per column, ``null_share`` = (nulls + values that are null tokens) / rows over the full pass, and
+``parse_rate`` = share of the column's non-null source values that converted to its canonical type
+(full pass: a value that does not convert is null with ``_error`` naming the column; a row failing
+on two columns counts for the first).
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ class PassSpec:
     dup_cols: list[str]  # row hashes over these columns (duplicate rate)
     funnel_col: str | None  # distinct users per value (event_type)
     refs: dict[str, tuple[str, pa.Array]]  # reference name -> (column, known ids): orphan counts
+    null_tokens: tuple[str, ...] = ()  # values of text columns counted as null (input.null_values)
 
 
 def _kind(t: pa.DataType) -> str:
@@ -125,6 +132,17 @@ def partial_pass(block: pa.Table, p: PassSpec) -> pa.Table:
             k: pc.sum(pc.fill_null(pc.match_substring_regex(col, pat), False)).as_py() or 0
             for k, pat in PATTERNS.items()
         }
+    if p.null_tokens:
+        tokens = pa.array(p.null_tokens, pa.string())
+        for name in p.text_cols:
+            trimmed = pc.utf8_trim_whitespace(block[name])
+            hits = pc.filter(trimmed, pc.fill_null(pc.is_in(trimmed, tokens), False))
+            if len(hits):
+                out[f"tokens|{name}"] = _value_counts(hits)
+    if "_error" in block.column_names:
+        errors = pc.drop_null(block["_error"])
+        if len(errors):
+            out["errors"] = _value_counts(errors)
     if p.dup_cols:
         sub = block.select(p.dup_cols)
         out["hashes"] = pd_hash(sub)
@@ -137,13 +155,24 @@ def partial_pass(block: pa.Table, p: PassSpec) -> pa.Table:
     return pa.table({"json": [json.dumps(out)]})
 
 
+def _value_counts(arr: pa.Array | pa.ChunkedArray) -> dict[str, int]:
+    vc = pc.value_counts(arr)
+    return {str(v): int(n) for v, n in zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist())}
+
+
 def pd_hash(t: pa.Table) -> list[int]:
     hashes: list[int] = pd.util.hash_pandas_object(t.to_pandas(), index=False).astype("int64").tolist()
     return hashes
 
 
 def profile_table(
-    ds: Dataset, name: str, top_k: int, nbins: int, now: dt.datetime, refs: dict[str, tuple[str, pa.Array]]
+    ds: Dataset,
+    name: str,
+    top_k: int,
+    nbins: int,
+    now: dt.datetime,
+    refs: dict[str, tuple[str, pa.Array]],
+    null_tokens: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     schema = ds.schema().base_schema if hasattr(ds.schema(), "base_schema") else ds.schema()
     agg = aggregate_pass(ds, schema, top_k)
@@ -199,12 +228,14 @@ def profile_table(
         dup_cols=dup_cols,
         funnel_col="event_type" if "event_type" in cols else None,
         refs=refs,
+        null_tokens=tuple(t for t in null_tokens if t),
     )
     parts = [
         json.loads(r["json"])
         for r in ds.map_batches(partial_pass, batch_format="pyarrow", fn_kwargs={"p": p}).take_all()
     ]
     _merge(parts, cols, bins, rows, name)
+    errors = _null_and_parse(parts, cols, rows)
     hashes = (
         np.concatenate([np.asarray(x.get("hashes", []), np.int64) for x in parts]) if parts else np.zeros(0)
     )
@@ -222,6 +253,7 @@ def profile_table(
         "rows": rows,
         "columns": cols,
         "duplicate_rate": dup_rate,
+        "errors": errors,
         "daily_events": {
             str(dt.date(1970, 1, 1) + dt.timedelta(days=int(k))): v
             for k, v in sorted(daily.items(), key=lambda kv: int(kv[0]))
@@ -263,6 +295,30 @@ def _merge(
         c["pii"] = {k: {"rows": v, "rate": v / rows if rows else 0.0} for k, v in pii.items()}
 
 
+def _null_and_parse(parts: list[dict[str, Any]], cols: dict[str, Any], rows: int) -> dict[str, int]:
+    """Per column: null tokens left as values, null_share, parse failures and parse_rate (full pass);
+    returns the table's conversion errors by reason."""
+    errors: dict[str, int] = {}
+    for x in parts:
+        for k, v in (x.get("errors") or {}).items():
+            errors[k] = errors.get(k, 0) + v
+    for col, c in cols.items():
+        tokens: dict[str, int] = {}
+        for x in parts:
+            for k, v in (x.get(f"tokens|{col}") or {}).items():
+                tokens[k] = tokens.get(k, 0) + v
+        c["null_tokens"] = {
+            k: {"rows": v, "share": v / rows if rows else 0.0}
+            for k, v in sorted(tokens.items(), key=lambda kv: -kv[1])
+        }
+        c["null_share"] = (rows - c["non_null"] + sum(tokens.values())) / rows if rows else 0.0
+        failed = errors.get("bad_timestamp" if c["kind"] == "time" else f"bad_type:{col}", 0)
+        c["parse_failures"] = failed
+        tried = c["non_null"] - sum(tokens.values()) + failed
+        c["parse_rate"] = (1 - failed / tried) if tried > 0 else None
+    return errors
+
+
 def check_contract(profiles: dict[str, dict[str, Any]], rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Evaluate quality rules; returns one result per rule with ok, value and a label naming it."""
     results = []
@@ -285,8 +341,10 @@ def check_contract(profiles: dict[str, dict[str, Any]], rules: list[dict[str, An
             col = prof["columns"].get(r["column"])
             if col is None:
                 value = None
-            elif r["metric"] == "null_rate":
-                value = col["null_rate"]
+            elif r["metric"] == "null_rate":  # null tokens left as values count as null
+                value = col.get("null_share", col["null_rate"])
+            elif r["metric"] == "parse_rate":
+                value = col.get("parse_rate")
             elif r["metric"] == "distinct":
                 value = col["distinct"]
             else:  # pii_rate
@@ -299,11 +357,18 @@ def check_contract(profiles: dict[str, dict[str, Any]], rules: list[dict[str, An
         results.append(
             {
                 **r,
+                "severity": r.get("severity") or "error",
                 "value": value,
                 "ok": ok,
                 "why": None
                 if ok
-                else ("table/column not found" if value is None else f"value {value:.6g} out of bounds"),
+                else (
+                    f"value {value:.6g} out of bounds"
+                    if value is not None
+                    else "no values to check"
+                    if prof is not None and r.get("column") in prof["columns"]
+                    else "table/column not found"
+                ),
             }
         )
     return results

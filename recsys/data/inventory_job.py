@@ -1,4 +1,5 @@
-"""Wiring of the inventory job: role inference on a sample, profiling every table of the inputs."""
+"""Wiring of the inventory job: role inference on a sample, profiling every table of the inputs,
+the contract (given or default) and the verdict."""
 
 from __future__ import annotations
 
@@ -7,38 +8,98 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from recsys.data.adapters import open_source, read_input, tables_of
+from recsys.data.adapters import SPEC_FIELDS, open_source, read_input, tables_of
 from recsys.data.inventory import profile_table
 from recsys.data.io import head
 from recsys.data.readers import META
-from recsys.data.roles import infer_roles, propose_input
+from recsys.data.roles import Proposal, infer_roles, propose
 
 if TYPE_CHECKING:
     from recsys.config.base import InputConfig
+    from recsys.data.config import QualityRule
+
+# Reader options the source resolved (given, defaulted, or sniffed by the reader) that the proposal
+# states explicitly, so the clean job reads the file the way the inventory did.
+READER_KEYS = ("delimiter", "delimiter_regex", "fixed_width", "header", "column_names", "encoding", "comment")
 
 
-def infer_adapter(input_cfg: InputConfig, sample_rows: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Propose an input section for an unknown file from a bounded sample of its rows."""
+def infer_adapter(input_cfg: InputConfig, sample_rows: int) -> Proposal:
+    """Propose an input section for an unknown file from a bounded sample of its raw rows."""
     src = open_source(input_cfg)
     rows = src.read_raw().limit(sample_rows).take_all()  # bounded sample: the only rows on the driver
     df = pa.Table.from_pylist(rows).to_pandas() if rows else None
     if df is None or df.empty:
         raise ValueError(f"input.path {input_cfg.path!r} has no rows to infer roles from")
     df = df[[c for c in df.columns if c not in META]]
-    roles = infer_roles(df)
+    roles = infer_roles(df, input_cfg.null_values)
     base = input_cfg.model_dump(exclude_defaults=True, exclude={"columns"})
     base["format"] = src.fmt
-    return propose_input(roles, df, base), [{k: v for k, v in r.items()} for r in roles]
+    # TODO(lead): once readers.sniff_dialect is wired into open_source, the sniffed delimiter /
+    # whitespace / fixed widths / header arrive in src.spec and are written into the proposal here.
+    base.update(reader_options(src.spec, base, type(input_cfg)) if src.fmt in ("csv", "tsv", "text") else {})
+    return propose(roles, df, base)
+
+
+def reader_options(spec: dict[str, Any], base: dict[str, Any], cls: type[InputConfig]) -> dict[str, Any]:
+    """The reader options of ``spec`` that ``base`` lacks and differ from the defaults (valid together)."""
+    defaults = {k: cls.model_fields[k].default for k in READER_KEYS}
+    extra = {
+        k: spec[k]
+        for k in READER_KEYS
+        if k not in base and spec.get(k) is not None and spec[k] != defaults[k]
+    }
+    splitters = ("delimiter", "delimiter_regex", "fixed_width")
+    given = any(k in base for k in splitters)
+    found = [k for k in splitters if k in extra]
+    # one way to split: the given one wins, else the first the source resolved
+    return {k: v for k, v in extra.items() if k not in splitters or (not given and k == found[0])}
+
+
+def profiled_input(proposed: dict[str, Any]) -> dict[str, Any]:
+    """The proposal as the profile reads it. TODO(lead): drop once the converter reads ``input.timestamp``
+    parts (it is not among adapters.SPEC_FIELDS yet): until then the date column alone is the timestamp,
+    so the inventory still profiles the file instead of failing on a missing timestamp."""
+    parts = proposed.get("timestamp")
+    if not parts or "timestamp" in SPEC_FIELDS:
+        return proposed
+    out = {k: v for k, v in proposed.items() if k != "timestamp"}
+    out["columns"] = {**proposed.get("columns", {}), parts["date"]: "timestamp"}
+    return out
+
+
+def default_rules(profiles: dict[str, Any], rules: tuple[QualityRule, ...]) -> list[QualityRule]:
+    """The default contract's rules whose table and column were profiled."""
+    return [
+        r
+        for r in rules
+        if r.table in profiles and (r.column is None or r.column in profiles[r.table]["columns"])
+    ]
+
+
+def verdict(proposal: Proposal | None, contract: list[dict[str, Any]]) -> tuple[str, list[str]]:
+    """'review needed' with its reasons (low-confidence or unfilled roles, warnings, violated warn
+    rules of the contract), else 'ok'. Violated error rules fail the job instead."""
+    reasons = list(proposal.review) if proposal else []
+    reasons += [
+        f"contract warning: {r['label']} (got {r['value']})"
+        for r in contract
+        if not r["ok"] and r.get("severity") == "warn"
+    ]
+    return ("review needed" if reasons else "ok"), reasons
 
 
 def profile_inputs(
     inputs: list[InputConfig], top_k: int, bins: int, now: dt.datetime, limit: int | None
 ) -> dict[str, Any]:
     datasets: dict[str, Any] = {}
+    tokens: dict[str, tuple[str, ...]] = {}
     for cfg in inputs:
         for t in tables_of(cfg):
-            ds = read_input(cfg, t, on_error="mark", keep_meta=False)
-            datasets[t if t not in datasets else f"{t}_{len(datasets)}"] = head(ds, limit) if limit else ds
+            # _error stays: the profile counts conversion errors per column (parse_rate)
+            ds = read_input(cfg, t, on_error="mark", keep_meta=True).drop_columns(["source_file", "_raw"])
+            name = t if t not in datasets else f"{t}_{len(datasets)}"
+            datasets[name] = head(ds, limit) if limit else ds
+            tokens[name] = tuple(cfg.null_values)
     # referential integrity: ids of the (small) dimension tables, checked inside the event tasks
     refs: dict[str, tuple[str, pa.Array]] = {}
     for dim, key in (("items", "item_id"), ("users", "user_id")):
@@ -51,6 +112,6 @@ def profile_inputs(
             )
             refs[f"events.{key} -> {dim}"] = (key, ids)
     return {
-        name: profile_table(ds, name, top_k, bins, now, refs if name == "events" else {})
+        name: profile_table(ds, name, top_k, bins, now, refs if name == "events" else {}, tokens[name])
         for name, ds in datasets.items()
     }

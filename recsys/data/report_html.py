@@ -94,24 +94,35 @@ def render(inventory: dict[str, Any], png_dir: Path | None = None) -> str:
         f"<h1>Data inventory</h1><p>Generated {e(inventory['generated_at'])} "
         f"from <code>{e(inventory['input'])}</code></p>",
     ]
+    review = inventory.get("review") or []
+    if inventory.get("verdict"):
+        cls = "ok" if inventory["verdict"] == "ok" else "bad"
+        parts.append(f"<h2>Verdict: <span class='{cls}'>{e(inventory['verdict'])}</span></h2>")
+        if review:
+            parts.append("<ul>" + "".join(f"<li>{e(r)}</li>" for r in review) + "</ul>")
     contract = inventory.get("contract") or []
     if contract:
         parts.append("<h2>Quality contract</h2><table><tr><th>rule</th><th>value</th><th>result</th></tr>")
         for r in contract:
             cls = "ok" if r["ok"] else "bad"
+            fail = "WARN: " if r.get("severity") == "warn" else "FAIL: "
             parts.append(
                 f"<tr><td>{e(r['label'])}</td><td>{e(str(r['value']))}</td>"
-                f"<td class='{cls}'>{'pass' if r['ok'] else 'FAIL: ' + e(r['why'] or '')}</td></tr>"
+                f"<td class='{cls}'>{'pass' if r['ok'] else fail + e(r['why'] or '')}</td></tr>"
             )
         parts.append("</table>")
     if inventory.get("roles"):
         parts.append(
             "<h2>Inferred column roles</h2><table>"
-            "<tr><th>column</th><th>role</th><th>confidence</th><th>candidates</th></tr>"
+            "<tr><th>column</th><th>role</th><th>confidence</th><th>why</th><th>null share (sample)</th>"
+            "<th>null tokens (sample)</th><th>candidates</th></tr>"
         )
         for r in inventory["roles"]:
+            tokens = ", ".join(f"{e(repr(k))}: {v:.2%}" for k, v in (r.get("null_tokens") or {}).items())
             parts.append(
-                f"<tr><td>{e(r['column'])}</td><td>{e(str(r['role']))}</td><td>{r['confidence']}</td><td>{e(str(r.get('candidates')))}</td></tr>"
+                f"<tr><td>{e(r['column'])}</td><td>{e(str(r['role']))}</td><td>{r['confidence']}</td>"
+                f"<td>{e(str(r.get('why', '')))}</td><td>{r.get('null_share', 0):.4f}</td><td>{tokens}</td>"
+                f"<td>{e(str(r.get('candidates')))}</td></tr>"
             )
         parts.append(
             "</table><p>Proposed adapter: <code>adapter.yaml</code> (accepted by <code>recsys run clean</code>).</p>"
@@ -131,7 +142,8 @@ def render(inventory: dict[str, Any], png_dir: Path | None = None) -> str:
                 + "</p>"
             )
         parts.append(
-            "<table><tr><th>column</th><th>type</th><th>null rate</th><th>distinct</th><th>min</th><th>max</th>"
+            "<table><tr><th>column</th><th>type</th><th>null rate</th><th>null share (tokens)</th>"
+            "<th>parse rate</th><th>distinct</th><th>min</th><th>max</th>"
             "<th>p50</th><th>outliers</th><th>top values</th><th>text</th><th>PII rows</th></tr>"
         )
         for c, v in prof["columns"].items():
@@ -142,8 +154,14 @@ def render(inventory: dict[str, Any], png_dir: Path | None = None) -> str:
                 if "text" in v
                 else ""
             )
+            tokens = ", ".join(
+                f"{e(repr(k))}: {t['rows']:,}" for k, t in (v.get("null_tokens") or {}).items()
+            )
+            share = f"{v['null_share']:.4f}" + (f" ({tokens})" if tokens else "") if "null_share" in v else ""
+            rate = "" if v.get("parse_rate") is None else f"{v['parse_rate']:.4f}"
             parts.append(
-                f"<tr><td>{e(c)}</td><td>{e(v['type'])}</td><td>{v['null_rate']:.4f}</td><td>{v['distinct']:,}</td>"
+                f"<tr><td>{e(c)}</td><td>{e(v['type'])}</td><td>{v['null_rate']:.4f}</td><td>{share}</td>"
+                f"<td>{rate}</td><td>{v['distinct']:,}</td>"
                 f"<td>{e(str(v.get('min', '')))}</td><td>{e(str(v.get('max', '')))}</td>"
                 f"<td>{e(str(round(v['quantiles']['p50'], 4)) if 'quantiles' in v else '')}</td>"
                 f"<td>{v.get('outliers', {}).get('count', '')}</td><td>{top}</td><td>{text}</td>"

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import io
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import yaml
 
+from recsys.config.base import NULL_TOKENS
 from recsys.data.pii import EMAIL, PHONE
 from recsys.data.readers import parse_delimited, parse_excel
+from recsys.data.schema import KEYS
 
 NAME_PATTERNS: dict[str, str] = {
     "user_id": r"^(user|customer|client|visitor|member|buyer|account|uid|cust)(_?id|_?no|_?key)?$"
@@ -66,14 +70,32 @@ COUNTRY_HINT = re.compile(
 )
 
 
+REVIEW_BELOW = 0.5  # a role filled with less confidence than this makes the verdict "review needed"
+ID_NULL_BOUND = 0.05  # an id column with a larger null share (tokens included) is reported
+EMPTY_COLUMN = 0.95  # a column with a larger null share gets no role (nothing to infer from)
+SESSIONS_AS_USERS = (
+    0.5  # a user column nuller than this, next to a complete session column: sessions stand in
+)
+MONOTONE_MIN_PAIRS = 20  # consecutive pairs within groups needed before monotony counts as evidence
+OFFSET_NAME = r"(offset|elapsed|time_?frame|millis|msec|_ms$|delta|since)"
+SEQUENCE_NAME = r"^(seq|sequence|step|event_?(no|num|index|seq)|click_?(no|num|index)|seq_?(no|num))$"
+GROUP_ROLES = ("session_id", "user_id")  # offsets / sequence numbers count within these
+
+
 def _ts_rate(s: pd.Series) -> tuple[float, str | None]:
-    """Share of values that read as a plausible timestamp (2000-2040), and the epoch unit if numeric."""
+    """Share of values that read as a plausible timestamp (1995-2040), and how: the epoch unit of
+    numbers (s / ms / us), '%Y%m%d' for 8-digit dates, None for text dates."""
     num = pd.to_numeric(s, errors="coerce")
     if num.notna().mean() > 0.95:
         for unit, lo, hi in (("s", 9.4e8, 2.2e9), ("ms", 9.4e11, 2.2e12), ("us", 9.4e14, 2.2e15)):
             rate = num.between(lo, hi).mean()
             if rate > 0.9:
                 return float(rate), unit
+        if s.str.fullmatch(r"\d{8}").mean() > 0.95:  # 19970101
+            days = pd.to_datetime(s, format="%Y%m%d", errors="coerce")
+            rate = float((days.notna() & days.dt.year.between(1995, 2040)).mean())
+            if rate > 0.9:
+                return rate, "%Y%m%d"
         return 0.0, None
     if s.str.len().median() < 6:
         return 0.0, None
@@ -82,16 +104,41 @@ def _ts_rate(s: pd.Series) -> tuple[float, str | None]:
     return float(ok.mean()), None
 
 
-def column_profile(name: str, s: pd.Series) -> dict[str, Any]:
-    s = s.dropna().astype(str).str.strip()
-    s = s[s != ""]
+def null_tokens(s: pd.Series, null_values: tuple[str, ...] | list[str] = NULL_TOKENS) -> pd.Series:
+    """True where a raw value is missing: null, or one of ``null_values`` after trimming spaces."""
+    text = s.astype("string").str.strip()
+    return (text.isna() | text.isin(list(null_values))).astype(bool)
+
+
+def column_profile(
+    name: str, s: pd.Series, null_values: tuple[str, ...] | list[str] = NULL_TOKENS
+) -> dict[str, Any]:
+    """Shape of one raw string column; null tokens (``null_values``) are reported and then left out,
+    so an id column of 62 % 'NA' has null_share 0.62 and its distinct count excludes 'NA'."""
+    text = s.astype("string").str.strip()
+    total = len(text)
+    missing = null_tokens(s, null_values)
+    counts: dict[str, int] = {}
+    if text.isna().any():
+        counts[""] = int(text.isna().sum())  # the reader already read empty fields as null
+    for tok, cnt in text[missing & text.notna()].value_counts().items():
+        counts[str(tok)] = counts.get(str(tok), 0) + int(cnt)
+    share = round(float(missing.mean()), 4) if total else 0.0
+    base = {
+        "name": name,
+        "rows": total,
+        "null_share": share,
+        "null_tokens": {k: round(v / total, 4) for k, v in sorted(counts.items(), key=lambda kv: -kv[1])},
+    }
+    s = text[~missing].astype(str)
     n = len(s)
-    if n == 0:
-        return {"name": name, "n": 0}
+    if n == 0 or share > EMPTY_COLUMN:
+        return {**base, "n": 0}
     num = pd.to_numeric(s, errors="coerce")
     numeric = float(num.notna().mean())
+    ts_rate, unit = _ts_rate(s.head(2000))
     return {
-        "name": name,
+        **base,
         "n": n,
         "distinct": int(s.nunique()),
         "distinct_ratio": s.nunique() / n,
@@ -102,38 +149,71 @@ def column_profile(name: str, s: pd.Series) -> dict[str, Any]:
         "spaces": float(s.str.contains(" ").mean()),
         "email": float(s.str.contains(EMAIL, regex=True).mean()),
         "phone": float(s.str.contains(PHONE, regex=True).mean()),
+        "ts_rate": ts_rate,
+        "ts_unit": unit,
         "values": s.value_counts().head(30).index.tolist(),
-        "series": s,
+        "series": s,  # index = row position in the sample: aligns columns for the monotony check
     }
 
 
-def score_roles(p: dict[str, Any]) -> dict[str, float]:
-    """Role -> score from name and values."""
-    name = re.sub(r":(token|token_seq|float|float_seq)$", "", p["name"].lower())  # RecBole atomic-file types
-    name = re.sub(r"[^a-z0-9]+", "_", name).strip("_")
-    scores: dict[str, float] = {}
-    for role, pat in NAME_PATTERNS.items():
-        if re.search(pat, name):
-            scores[role] = 0.6
+Scores = dict[str, tuple[float, list[str]]]
+
+
+def _add(scores: Scores, role: str, score: float, why: str) -> None:
+    old, whys = scores.get(role, (0.0, []))
+    scores[role] = (old + score, [*whys, why])
+
+
+def _norm(name: str) -> str:
+    name = re.sub(r":(token|token_seq|float|float_seq)$", "", name.lower())  # RecBole atomic-file types
+    return re.sub(r"[^a-z0-9]+", "_", name).strip("_")
+
+
+def _plain_int(p: dict[str, Any]) -> bool:
+    """Integers that are not epochs: candidates for an offset / sequence number."""
+    return bool(
+        p.get("n")
+        and p["numeric"] > 0.95
+        and p["integer"] > 0.99
+        and p["negative"] == 0
+        and p["ts_rate"] < 0.5
+    )
+
+
+def score_roles(p: dict[str, Any]) -> Scores:
+    """Role -> (score, reasons) from the column's name and values. An event type needs event names
+    among the values (a name alone is not enough); a time-like name over plain integers is no timestamp."""
     if p.get("n", 0) == 0:
-        return scores
-    s = p["series"]
-    ts_rate, _ = _ts_rate(s.head(2000))
-    if ts_rate > 0.9:
-        scores["timestamp"] = scores.get("timestamp", 0) + 0.5 * ts_rate
+        return {}
+    name = _norm(p["name"])
+    scores: Scores = {}
     vals = [str(v).lower() for v in p["values"]]
+    ev = 0.0
     if p["distinct"] <= 30 and p["numeric"] < 0.5:
         ev = sum(v in EVENT_WORDS for v in vals) / max(len(vals), 1)
-        if ev > 0.5:
-            scores["event_type"] = scores.get("event_type", 0) + 0.6 * ev
+    ts_rate = p["ts_rate"]
+    for role, pat in NAME_PATTERNS.items():
+        if not re.search(pat, name):
+            continue
+        if role == "event_type" and ev <= 0.5:
+            continue  # named like an event type, values are not event names: reported by propose()
+        if role == "timestamp" and p["numeric"] > 0.95 and ts_rate < 0.5:
+            continue  # 'timeframe' of plain integers: an offset or a count, not a time
+        _add(scores, role, 0.6, f"name matches {role}")
+    if ts_rate > 0.9:
+        how = p["ts_unit"]
+        unit = f" ({how})" if how and how.startswith("%") else (f" (epoch {how})" if how else "")
+        _add(scores, "timestamp", 0.5 * ts_rate, f"{ts_rate:.0%} of values parse as times{unit}")
+    if ev > 0.5:
+        _add(scores, "event_type", 0.6 * ev, f"{ev:.0%} of its top values are event names")
     if p["numeric"] < 0.5 and sum(bool(COUNTRY_HINT.match(v)) for v in vals) >= max(1, len(vals) // 3):
-        scores["country"] = scores.get("country", 0) + 0.5
+        _add(scores, "country", 0.5, "values are country names")
     if p["email"] > 0.5:
-        scores["email"] = scores.get("email", 0) + 0.6
+        _add(scores, "email", 0.6, "values are emails")
     if p["phone"] > 0.5 and p["numeric"] < 0.9:
-        scores["phone"] = scores.get("phone", 0) + 0.5
+        _add(scores, "phone", 0.5, "values are phone numbers")
     if p["numeric"] > 0.95 and p["integer"] < 0.9 and ts_rate < 0.5:
-        scores["price"] = scores.get("price", 0) + 0.4
+        _add(scores, "price", 0.4, "decimal numbers")
     if (
         p["numeric"] > 0.95
         and p["integer"] > 0.99
@@ -141,55 +221,193 @@ def score_roles(p: dict[str, Any]) -> dict[str, float]:
         and ts_rate < 0.5
         and p["distinct_ratio"] < 0.05
     ):
-        scores["quantity"] = scores.get("quantity", 0) + 0.25
+        _add(scores, "quantity", 0.25, "few distinct small integers")
     if p["mean_len"] > 15 and p["spaces"] > 0.5:
-        scores["title"] = scores.get("title", 0) + 0.5
+        _add(scores, "title", 0.5, "long text with spaces")
+    if _plain_int(p) and re.search(OFFSET_NAME, name):
+        _add(scores, "offset", 0.6, "name matches an offset; values are integers >= 0, not epochs")
+    if _plain_int(p) and re.search(SEQUENCE_NAME, name):
+        _add(scores, "sequence", 0.6, "name matches a sequence number; values are integers >= 0")
     if (p["numeric"] > 0.95 and p["integer"] > 0.99 and ts_rate < 0.5) or (
         p["spaces"] < 0.05 and p["mean_len"] < 20
     ):
-        scores["_id"] = 0.35  # an identifier of some kind: user, item, category, order
+        scores["_id"] = (0.35, ["short identifier-like values"])  # user, item, category, order, ...
     return scores
 
 
-def infer_roles(df: pd.DataFrame) -> list[dict[str, Any]]:
-    """One proposal per column: {column, role (None = unmapped), confidence, candidates}."""
-    profiles = [column_profile(str(c), df[c]) for c in df.columns]
+def monotone_within(x: pd.Series, groups: pd.Series) -> dict[str, float] | None:
+    """How ``x`` moves between consecutive rows of the same group (file order): pairs, share
+    non-decreasing, share increasing, share of +1 steps, share of groups starting at 0 or 1."""
+    df = pd.DataFrame({"x": pd.to_numeric(x, errors="coerce"), "g": groups}).dropna()
+    d = df.groupby("g", sort=False)["x"].diff().dropna()
+    if len(d) < MONOTONE_MIN_PAIRS:
+        return None
+    first = df.groupby("g", sort=False)["x"].first()
+    return {
+        "pairs": float(len(d)),
+        "non_decreasing": float((d >= 0).mean()),
+        "increasing": float((d > 0).mean()),
+        "step_one": float((d == 1).mean()),
+        "starts_0_1": float(first.isin([0, 1]).mean()),
+    }
+
+
+def _sorted_key(s: pd.Series) -> bool:
+    """Non-decreasing over the whole sample: the file's sort key (an id), not an order within groups."""
+    d = pd.to_numeric(s, errors="coerce").diff().dropna()
+    return bool(len(d) and (d >= 0).mean() > 0.98)
+
+
+def _in_runs(s: pd.Series) -> bool:
+    """The file's sort key, or values in runs (a log grouped by user): an id, not a per-row count."""
+    return _sorted_key(s) or bool((s == s.shift()).mean() > 0.5)
+
+
+def _order_evidence(profiles: list[dict[str, Any]], scored: list[Scores]) -> None:
+    """Add offset / sequence evidence: an integer column that never decreases within a session or
+    user (in file order) orders events there; it is never an id or a category."""
+    named = [i for i, s in enumerate(scored) if any(r in s for r in GROUP_ROLES)]
+    groups = named or [  # header-less files: id columns whose values repeat (runs of one user)
+        i for i, (p, s) in enumerate(zip(profiles, scored)) if "_id" in s and p["distinct_ratio"] <= 0.5
+    ]
+    for i, (p, s) in enumerate(zip(profiles, scored)):
+        # a column named as another role keeps it (a search position also grows within a session)
+        by_name = {r for r, (_, why) in s.items() if any(w.startswith("name matches") for w in why)}
+        if not _plain_int(p) or by_name - {"offset", "sequence"} or _sorted_key(p["series"]):
+            continue
+        for g in groups:
+            if g == i:
+                continue
+            m = monotone_within(p["series"], profiles[g]["series"])
+            if m is None or m["non_decreasing"] < 0.98 or m["increasing"] < 0.5:
+                continue
+            gname = profiles[g]["name"]
+            if m["step_one"] > 0.9 and m["starts_0_1"] > 0.9:
+                _add(s, "sequence", 0.8, f"counts 0/1, +1, +1 ... within {gname}")
+            else:
+                _add(
+                    s,
+                    "offset",
+                    0.8,
+                    f"never decreases within {gname} ({m['non_decreasing']:.0%} of "
+                    f"{int(m['pairs'])} consecutive pairs)",
+                )
+            break
+
+
+def infer_roles(
+    df: pd.DataFrame, null_values: tuple[str, ...] | list[str] = NULL_TOKENS
+) -> list[dict[str, Any]]:
+    """One proposal per column: {column, role (None = unmapped), confidence, why, candidates,
+    null_share, null_tokens}. ``df`` holds a sample's raw string columns, whichever reader parsed it."""
+    df = df.reset_index(drop=True)
+    profiles = [column_profile(str(c), df[c], null_values) for c in df.columns]
     scored = [score_roles(p) for p in profiles]
-    out: list[dict[str, Any]] = [{"column": p["name"], "role": None, "confidence": 0.0} for p in profiles]
+    _order_evidence(profiles, scored)
+    out: list[dict[str, Any]] = [
+        {
+            "column": p["name"],
+            "role": None,
+            "confidence": 0.0,
+            "why": f"{p['null_share']:.0%} null: nothing to infer from" if p["n"] == 0 else "no role fits",
+        }
+        for p in profiles
+    ]
     taken: set[str] = set()
     # named / value-evident roles first, highest score first; each role used once
     pairs = sorted(
-        ((sc, i, r) for i, s in enumerate(scored) for r, sc in s.items() if r != "_id"), reverse=True
+        ((sc[0], i, r) for i, s in enumerate(scored) for r, sc in s.items() if r != "_id"), reverse=True
     )
-    for sc, i, role in pairs:
-        if out[i]["role"] is None and role not in taken and sc >= 0.4:
-            out[i].update(role=role, confidence=round(min(sc, 1.0), 2))
+    for score, i, role in pairs:
+        if out[i]["role"] is None and role not in taken and score >= 0.4:
+            out[i].update(role=role, confidence=round(min(score, 1.0), 2), why="; ".join(scored[i][role][1]))
             taken.add(role)
     # unnamed identifier columns in order: user, item, category (the usual log layout)
-    for i, s in enumerate(scored):
-        if out[i]["role"] is None and "_id" in s:
-            free = next((r for r in ("user_id", "item_id", "category") if r not in taken), None)
-            if free:
-                out[i].update(role=free, confidence=0.4 if free != "category" else 0.3)
-                taken.add(free)
-    for o, s in zip(out, scored):
-        o["candidates"] = {k: round(v, 2) for k, v in sorted(s.items(), key=lambda kv: -kv[1]) if k != "_id"}
+    for i, (p, s) in enumerate(zip(profiles, scored)):
+        if out[i]["role"] is not None or "_id" not in s:
+            continue
+        if "quantity" in s and "quantity" not in taken and not _in_runs(p["series"]):  # a count, not an id
+            out[i].update(
+                role="quantity", confidence=0.35, why="few distinct small integers: a count, not an id"
+            )
+            taken.add("quantity")
+            continue
+        free = next((r for r in ("user_id", "item_id", "category") if r not in taken), None)
+        if free == "category" and p["distinct_ratio"] > 0.5:
+            out[i]["why"] = f"identifier-like but {p['distinct_ratio']:.0%} distinct: not a category"
+            continue
+        if free:
+            conf = 0.4 if free != "category" else 0.3
+            out[i].update(
+                role=free, confidence=conf, why=f"unnamed identifier: position in the usual layout ({free})"
+            )
+            taken.add(free)
+    for o, p, s in zip(out, profiles, scored):
+        o["candidates"] = {
+            k: round(v[0], 2) for k, v in sorted(s.items(), key=lambda kv: -kv[1][0]) if k != "_id"
+        }
+        o["null_share"], o["null_tokens"] = p["null_share"], p["null_tokens"]
+        o["event_named"] = bool(re.search(NAME_PATTERNS["event_type"], _norm(p["name"])))
+        o["sample_values"] = [str(v) for v in p.get("values", [])[:5]]
     return out
 
 
-def propose_input(roles: list[dict[str, Any]], df: pd.DataFrame, base: dict[str, Any]) -> dict[str, Any]:
-    """An ``input:`` section (YAML-able) from inferred roles: columns, event_map, timestamp unit."""
-    columns = {}
+@dataclass
+class Proposal:
+    """The inventory's proposal: an ``input:`` section and what it is unsure of.
+
+    ``notes`` holds the YAML comment of each proposed key (``columns.<source>``, ``timestamp``,
+    ``defaults.event_type``); ``unfilled`` the required roles no column filled; ``review`` every
+    reason the verdict is "review needed" (empty = "ok")."""
+
+    input: dict[str, Any]
+    roles: list[dict[str, Any]]
+    notes: dict[str, str] = field(default_factory=dict)
+    unfilled: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    review: list[str] = field(default_factory=list)
+
+    @property
+    def verdict(self) -> str:
+        return "review needed" if self.review else "ok"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "verdict": self.verdict,
+            "review": self.review,
+            "unfilled": self.unfilled,
+            "warnings": self.warnings,
+            "input": self.input,
+        }
+
+
+def _tokens(r: dict[str, Any]) -> str:
+    return ", ".join(f"{k or 'empty'} {v:.0%}" for k, v in r["null_tokens"].items()) or "none"
+
+
+def _note(r: dict[str, Any]) -> str:
+    return f"confidence {r['confidence']:.2f}: {r['why']}"
+
+
+def propose(roles: list[dict[str, Any]], df: pd.DataFrame, base: dict[str, Any]) -> Proposal:
+    """An ``input:`` section (YAML-able) from inferred roles: columns, event_map, timestamp unit or
+    parts (a date column + an offset column), defaults; with a note per role and the review list."""
     cfg = dict(base)
+    columns: dict[str, str] = {}
+    notes: dict[str, str] = {}
+    warnings: list[str] = []
+    by_role = {r["role"]: r for r in roles if r["role"]}
     for r in roles:
         role = r["role"]
-        if role in (None, "email", "phone"):
+        if role in (None, "email", "phone", "offset", "sequence"):
             continue
-        canonical = "title" if role == "title" else role
-        columns[r["column"]] = canonical
+        columns[r["column"]] = role
+        notes[f"columns.{r['column']}"] = _note(r)
         if role == "timestamp":
             _, unit = _ts_rate(df[r["column"]].dropna().astype(str).head(2000))
-            if unit:
+            if unit and unit.startswith("%"):
+                cfg["timestamp_format"] = unit
+            elif unit:
                 cfg["timestamp_unit"] = unit
         if role == "event_type":
             vals = df[r["column"]].dropna().astype(str).str.strip().unique()[:50]
@@ -198,15 +416,152 @@ def propose_input(roles: list[dict[str, Any]], df: pd.DataFrame, base: dict[str,
                 for v in vals
                 if v.lower() in EVENT_WORDS and EVENT_WORDS[v.lower()] != v
             }
-    cfg["columns"] = columns
-    if "event_type" not in columns.values() and "user_id" in columns.values():
-        cfg["defaults"] = {"event_type": "buy"}
-    cfg["table"] = (
-        "events"
-        if {"user_id", "item_id"} <= set(columns.values())
-        else ("items" if "item_id" in columns.values() else "events")
-    )
-    return cfg
+    cfg["columns"] = columns  # filled in place below: columns come before timestamp / defaults in the YAML
+    _null_ids(roles, by_role, columns, notes, warnings)
+    _order_columns(by_role, columns, notes, cfg, warnings)
+    kinds = set(columns.values())
+    table = "events" if {"user_id", "item_id"} <= kinds else ("items" if "item_id" in kinds else "events")
+    unfilled: list[str] = []
+    if table == "events" and "event_type" not in kinds and "event_type" not in cfg.get("defaults", {}):
+        cfg["defaults"] = {**cfg.get("defaults", {}), "event_type": "view"}
+        named = [r for r in roles if r.get("event_named") and r["role"] != "event_type"]
+        why = "no column of event names" + "".join(
+            f"; {r['column']!r} is named like one but holds {', '.join(r['sample_values'][:3])}"
+            for r in named
+        )
+        notes["defaults.event_type"] = f"assumed: {why}; set buy for a purchases log"
+        unfilled.append(f"event_type ({why}: every row proposed as a view, never guessed as buy)")
+        warnings.append(
+            f"event_type: {why}; input.defaults.event_type is view - set it if these are not views"
+        )
+    cfg["table"] = table
+    for role in KEYS[table]:
+        if (
+            role not in kinds
+            and role not in cfg.get("defaults", {})
+            and not (role == "timestamp" and "timestamp" in cfg)
+        ):
+            const = f", or give a constant with input.defaults.{role}" if role != "timestamp" else ""
+            unfilled.append(f"{role} (no column fits; map one with input.columns.<source>={role}{const})")
+    low = [
+        f"{r['column']} -> {r['role']}: confidence {r['confidence']:.2f} < {REVIEW_BELOW} ({r['why']})"
+        for r in roles
+        if r["role"] and r["confidence"] < REVIEW_BELOW
+    ]
+    review = low + [f"could not fill {u}" for u in unfilled if not u.startswith("event_type")] + warnings
+    return Proposal(cfg, roles, notes, unfilled, warnings, review)
+
+
+def _null_ids(
+    roles: list[dict[str, Any]],
+    by_role: dict[str, dict[str, Any]],
+    columns: dict[str, str],
+    notes: dict[str, str],
+    warnings: list[str],
+) -> None:
+    """Id columns full of null tokens: reported with their share; a user column mostly null next to a
+    complete session column gives way to it (sessions stand in for users, flagged for review)."""
+    user, sess = by_role.get("user_id"), by_role.get("session_id")
+    for role in ("user_id", "item_id"):
+        r = by_role.get(role)
+        if r is None or r["null_share"] <= ID_NULL_BOUND:
+            continue
+        if (
+            role == "user_id"
+            and r["null_share"] > SESSIONS_AS_USERS
+            and sess
+            and sess["null_share"] <= ID_NULL_BOUND
+        ):
+            continue
+        warnings.append(
+            f"{role} column {r['column']!r}: {r['null_share']:.0%} null ({_tokens(r)}); those rows have no "
+            f"{role.removesuffix('_id')} and are not counted as one"
+        )
+        notes[f"columns.{r['column']}"] += f"; {r['null_share']:.0%} null ({_tokens(r)})"
+    if user and sess and user["null_share"] > SESSIONS_AS_USERS and sess["null_share"] <= ID_NULL_BOUND:
+        del columns[user["column"]]
+        notes.pop(f"columns.{user['column']}", None)
+        columns[sess["column"]] = "user_id"
+        why = (
+            f"user column {user['column']!r} is {user['null_share']:.0%} null ({_tokens(user)}): "
+            f"sessions ({sess['column']!r}) stand in for users"
+        )
+        user.update(role=None, confidence=0.0, why=f"{user['null_share']:.0%} null ({_tokens(user)})")
+        sess.update(role="user_id", confidence=0.45, why=why)
+        notes[f"columns.{sess['column']}"] = _note(sess)  # its low confidence puts it on the review list
+
+
+def _order_columns(
+    by_role: dict[str, dict[str, Any]],
+    columns: dict[str, str],
+    notes: dict[str, str],
+    cfg: dict[str, Any],
+    warnings: list[str],
+) -> None:
+    """An offset / sequence column: a part of the timestamp with a date column, else the timestamp."""
+    r = by_role.get("offset") or by_role.get("sequence")
+    if r is None:
+        return
+    seconds = r["role"] == "sequence" or bool(re.search(r"(sec|_s$)", _norm(r["column"])))
+    key = "offset_s" if seconds else "offset_ms"
+    ts = by_role.get("timestamp")
+    if ts is not None and ts["column"] in columns and "timestamp_unit" not in cfg:  # a date, not an epoch
+        del columns[ts["column"]]
+        notes.pop(f"columns.{ts['column']}", None)
+        cfg["timestamp"] = {"date": ts["column"], key: r["column"]}
+        if "timestamp_format" in cfg:
+            cfg["timestamp"]["format"] = cfg.pop("timestamp_format")
+        notes["timestamp"] = (
+            f"date {ts['column']!r} ({_note(ts)}) + {key} {r['column']!r} ({_note(r)}): the order within a day is kept"
+        )
+    elif ts is None:
+        columns[r["column"]] = "timestamp"
+        cfg["timestamp_unit"] = "s" if seconds else "ms"
+        notes[f"columns.{r['column']}"] = _note(r) + "; no date column: times count from 1970-01-01"
+        warnings.append(
+            f"timestamp: no date column; {r['role']} column {r['column']!r} is the timestamp in "
+            f"{cfg['timestamp_unit']} from 1970-01-01 (order kept, dates and durations meaningless)"
+        )
+    else:
+        notes[f"columns.{ts['column']}"] += (
+            f"; {r['role']} column {r['column']!r} unmapped (epoch times are exact)"
+        )
+
+
+def propose_input(roles: list[dict[str, Any]], df: pd.DataFrame, base: dict[str, Any]) -> dict[str, Any]:
+    """The ``input:`` section of ``propose`` alone."""
+    return propose(roles, df, base).input
+
+
+def adapter_yaml(proposal: Proposal, header: str) -> str:
+    """``adapter.yaml``: the input section with a YAML comment on every proposed role (confidence,
+    why), the roles it could not fill and the verdict's reasons as comment lines above it."""
+    lines = [
+        f"# {header}",
+        f"# verdict: {proposal.verdict} (a role below confidence {REVIEW_BELOW} or a "
+        "required role unfilled needs review)",
+    ]
+    lines += [f"# could not fill: {u}" for u in proposal.unfilled]
+    lines += [f"# review: {w}" for w in proposal.review if not w.startswith("could not fill")]
+    unmapped = [r for r in proposal.roles if r["role"] is None or r["role"] in ("email", "phone")]
+    lines += [f"# unmapped: {r['column']} ({r['why']})" for r in unmapped]
+    section: list[str] = []
+    for line in yaml.safe_dump(
+        {"input": proposal.input}, sort_keys=False, allow_unicode=True, width=10**6
+    ).splitlines():
+        indent = len(line) - len(line.lstrip(" "))
+        key = line.strip().split(":", 1)[0]
+        section = section[: indent // 2] + [key]
+        if indent == 4 and section[1] in ("columns", "defaults"):
+            parsed = yaml.safe_load(line.strip())
+            key = next(iter(parsed)) if isinstance(parsed, dict) else key
+        note = proposal.notes.get(".".join([*section[1:-1], str(key)]))
+        lines.append(f"{line}  # {_one_line(note)}" if note else line)
+    return "\n".join(lines) + "\n"
+
+
+def _one_line(text: str) -> str:
+    return re.sub(r"\s+", " ", text)
 
 
 # Ground truth for the evaluation on the shared sets: file (relative), reader options, true roles.

@@ -127,8 +127,8 @@ def composite_timestamp(
         offset, bad_offset = to_number(column(offset_col), pa.float64(), "plain")
         us = pc.cast(pc.round(pc.multiply(offset, scale)), pa.int64())
         total = pc.add(pc.cast(ts, pa.int64()), pc.fill_null(us, 0))
-        ts = pc.cast(total, TS)
-        bad = pc.or_(bad, pc.and_(bad_offset, pc.is_valid(ts)))
+        bad = pc.or_(bad, pc.and_(bad_offset, pc.is_valid(total)))
+        ts = pc.cast(pc.if_else(bad_offset, pa.scalar(None, pa.int64()), total), TS)
     return ts, bad
 
 

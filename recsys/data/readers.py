@@ -89,7 +89,11 @@ def _split_line(line: str, opts: dict[str, Any]) -> list[str]:
     if delimiter == WHITESPACE:
         return line.strip(" \t").split() if line.strip(" \t") else []
     quote = opts.get("quote_char", '"')
-    return next(pycsv.reader([line], delimiter=delimiter, quotechar=quote or None, quoting=_quoting(quote)))
+    limit = pycsv.field_size_limit(len(line) + 1)
+    try:
+        return next(pycsv.reader([line], delimiter=delimiter, quotechar=quote or None, quoting=_quoting(quote)))
+    finally:
+        pycsv.field_size_limit(limit)
 
 
 def _quoting(quote: str | None) -> int:
@@ -162,6 +166,13 @@ def _sample_lines(text: str, comment: str | None) -> list[str]:
     return out
 
 
+def _decimal_commas(lines: list[str]) -> bool:
+    """Every comma sits between digits inside a space-free token (1,5 / 1.234,50)."""
+    return all(
+        re.fullmatch(r"[\d.]*\d,\d+", tok) for line in lines for tok in line.split() if "," in tok
+    )
+
+
 def sniff_dialect(sample_text: str, default: str = ",", quote_char: str = '"') -> dict[str, Any]:
     """How to split a delimited file, decided from its first lines: ``{delimiter, fixed_width, header,
     comment, fields, consistency}``.
@@ -190,7 +201,10 @@ def sniff_dialect(sample_text: str, default: str = ",", quote_char: str = '"') -
         sniffed = pycsv.Sniffer().sniff("\n".join(lines), delimiters="".join(DELIMITER_CANDIDATES)).delimiter
     except pycsv.Error:
         sniffed = None
-    if sniffed and scores[sniffed][0] > 1 and scores[sniffed][1] >= 0.9:
+    ws = scores[WHITESPACE]
+    if sniffed == "," and ws[0] > scores[","][0] and ws[1] >= 0.9 and _decimal_commas(lines):
+        choice["delimiter"] = WHITESPACE  # '11,77' in space-separated columns: decimal commas
+    elif sniffed and scores[sniffed][0] > 1 and scores[sniffed][1] >= 0.9:
         choice["delimiter"] = pick(sniffed)
     else:
         best = max(
@@ -198,7 +212,7 @@ def sniff_dialect(sample_text: str, default: str = ",", quote_char: str = '"') -
             key=lambda d: (scores[d][1], -order.index(d)),
             default=None,
         )
-        widths = infer_widths(lines[1:] if len(lines) > 2 else lines)
+        widths = infer_widths(lines)
         if best is not None and scores[best][1] >= 0.9:
             choice["delimiter"] = pick(best)
         elif len(widths) > 1:
@@ -244,7 +258,7 @@ def resolve_dialect(text: str, opts: dict[str, Any]) -> dict[str, Any]:
         opts.update(sniffed)
     lines = _sample_lines(text[:SNIFF_BYTES], opts.get("comment"))
     if opts.get("fixed_width") == "infer":
-        sniffed["fixed_width"] = opts["fixed_width"] = infer_widths(lines[1:] if len(lines) > 2 else lines)
+        sniffed["fixed_width"] = opts["fixed_width"] = infer_widths(lines)
     if opts.get("header", True) == "auto":
         sniffed["header"] = opts["header"] = detect_header([_split_line(x, opts) for x in lines])
     opts["sniffed"] = {**(opts.get("sniffed") or {}), **sniffed}
@@ -408,10 +422,14 @@ def _record_starts(feed: str, delimiter: str, quote: str | None) -> np.ndarray:
         io.StringIO(feed, newline=""), delimiter=delimiter, quotechar=quote or None, quoting=_quoting(quote)
     )
     starts, line = [], 0
-    for record in reader:
-        if record:
-            starts.append(line)
-        line = reader.line_num
+    limit = pycsv.field_size_limit(len(feed) + 1)  # fields as large as the file (pyarrow has no limit)
+    try:
+        for record in reader:
+            if record:
+                starts.append(line)
+            line = reader.line_num
+    finally:
+        pycsv.field_size_limit(limit)
     return np.array(starts, np.int64)
 
 

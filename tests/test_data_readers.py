@@ -17,7 +17,7 @@ from recsys.config import InputConfig
 from recsys.config.base import NULL_TOKENS
 from recsys.data.adapters import _convert, _distinct, _parse, open_source
 from recsys.data.convert import to_canonical
-from recsys.data.readers import META, parse_delimited, skipped_lines, sniff_dialect
+from recsys.data.readers import parse_delimited, skipped_lines, sniff_dialect
 
 ALIGNED = b"   00001 19970101  1  11.77\r\n   00002 19970112  1  12.00\r\n  100003 19970102 12 120.76\r\n"
 FIXED = (
@@ -128,7 +128,11 @@ READ_CASES = [
         "quoted_newline",
         b'a,b\n1,"x\ny"\n2,3,4\n5,6\n',
         {"delimiter": ",", "header": True},
-        [_ok(0, a="1", b="x\ny"), _ok(3, a="5", b="6"), _bad(["a", "b"], 2, "malformed_row: expected 2 fields, got 3", "2,3,4")],
+        [
+            _ok(0, a="1", b="x\ny"),
+            _ok(3, a="5", b="6"),
+            _bad(["a", "b"], 2, "malformed_row: expected 2 fields, got 3", "2,3,4"),
+        ],
     ),
     (
         "regex_and_ragged_whitespace",
@@ -144,7 +148,11 @@ READ_CASES = [
         "encoding_auto",
         "user,city\nu1,Zürich\nu2,Málaga\nu3,Besançon\n".encode("latin-1"),
         {"delimiter": ",", "header": True, "encoding": "auto"},
-        [_ok(0, user="u1", city="Zürich"), _ok(1, user="u2", city="Málaga"), _ok(2, user="u3", city="Besançon")],
+        [
+            _ok(0, user="u1", city="Zürich"),
+            _ok(1, user="u2", city="Málaga"),
+            _ok(2, user="u3", city="Besançon"),
+        ],
     ),
 ]
 
@@ -203,7 +211,11 @@ def _canon(data: bytes, **spec: Any) -> list[dict[str, Any]]:
     spec = {"table": "events", "null_values": list(NULL_TOKENS), **spec}
     out = to_canonical(raw, spec)
     return [
-        {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in r.items() if k not in ("source_file", "source_row", "_raw")}
+        {
+            k: (v.isoformat() if hasattr(v, "isoformat") else v)
+            for k, v in r.items()
+            if k not in ("source_file", "source_row", "_raw")
+        }
         for r in out.to_pylist()
     ]
 
@@ -361,7 +373,9 @@ def _read_preset(root: Path, preset: str, folder: str, table: str, limit: int | 
         outs.append(_convert(raw, spec, "mark", True))
     out = pa.concat_tables(outs)
     if src.distinct:
-        out = _distinct(out.drop_columns(["source_file", "_error", "_raw"]), src.distinct, src.aggregate or {})
+        out = _distinct(
+            out.drop_columns(["source_file", "_error", "_raw"]), src.distinct, src.aggregate or {}
+        )
     return out
 
 

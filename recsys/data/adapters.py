@@ -27,7 +27,15 @@ from recsys.config.base import InputConfig
 from recsys.data import presets as P
 from recsys.data.convert import missing_required, to_canonical
 from recsys.data.io import expand_paths, infer_format
-from recsys.data.readers import DEFAULT_DELIMITER, SNIFF_BYTES, decode, detect_encoding, needs_dialect, parse_files, resolve_dialect
+from recsys.data.readers import (
+    DEFAULT_DELIMITER,
+    SNIFF_BYTES,
+    decode,
+    detect_encoding,
+    needs_dialect,
+    parse_files,
+    resolve_dialect,
+)
 from recsys.data.schema import table_schema
 from recsys.data.shuffle import by_key, cluster_cpus, first_per_key
 

@@ -122,7 +122,9 @@ def composite_timestamp(
     if parts.get("time"):
         text = pc.binary_join_element_wise(text, column(parts["time"]), " ", null_handling="skip")
     ts, bad = to_timestamp(text, parts.get("format") or fmt, unit, tz)
-    offset_col, scale = (parts.get("offset_ms"), 1e3) if parts.get("offset_ms") else (parts.get("offset_s"), 1e6)
+    offset_col, scale = (
+        (parts.get("offset_ms"), 1e3) if parts.get("offset_ms") else (parts.get("offset_s"), 1e6)
+    )
     if offset_col:
         offset, bad_offset = to_number(column(offset_col), pa.float64(), "plain")
         us = pc.cast(pc.round(pc.multiply(offset, scale)), pa.int64())

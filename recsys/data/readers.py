@@ -24,7 +24,7 @@ import io
 import json
 import math
 import re
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -91,12 +91,14 @@ def _split_line(line: str, opts: dict[str, Any]) -> list[str]:
     quote = opts.get("quote_char", '"')
     limit = pycsv.field_size_limit(len(line) + 1)
     try:
-        return next(pycsv.reader([line], delimiter=delimiter, quotechar=quote or None, quoting=_quoting(quote)))
+        return next(
+            pycsv.reader([line], delimiter=delimiter, quotechar=quote or None, quoting=_quoting(quote))
+        )
     finally:
         pycsv.field_size_limit(limit)
 
 
-def _quoting(quote: str | None) -> int:
+def _quoting(quote: str | None) -> Literal[0, 3]:
     return pycsv.QUOTE_MINIMAL if quote else pycsv.QUOTE_NONE
 
 
@@ -120,9 +122,11 @@ def infer_widths(lines: list[str]) -> list[int]:
 def detect_header(rows: list[list[str]], null_values: tuple[str, ...] = ("", "NA", "N/A", "null")) -> bool:
     """Whether ``rows[0]`` is a header: none of its fields is a number / date while some column below
     mostly is; for all-text columns, ``csv.Sniffer.has_header``'s test (header lengths stand out)."""
-    if len(rows) < 2 or not rows[0] or any(_numberish(v) for v in rows[0] if v.strip()):
+    if not rows or not rows[0] or any(_numberish(v) for v in rows[0] if v.strip()):
         return False
     first, rest = rows[0], rows[1:]
+    if not rest:  # a header-only file (no rows yet): distinct non-numeric names
+        return len(set(first)) == len(first) and all(v.strip() for v in first)
     for j in range(len(first)):
         col = [r[j] for r in rest if len(r) > j and r[j].strip() not in null_values]
         if col and sum(map(_numberish, col)) >= 0.8 * len(col):
@@ -168,9 +172,7 @@ def _sample_lines(text: str, comment: str | None) -> list[str]:
 
 def _decimal_commas(lines: list[str]) -> bool:
     """Every comma sits between digits inside a space-free token (1,5 / 1.234,50)."""
-    return all(
-        re.fullmatch(r"[\d.]*\d,\d+", tok) for line in lines for tok in line.split() if "," in tok
-    )
+    return all(re.fullmatch(r"[\d.]*\d,\d+", tok) for line in lines for tok in line.split() if "," in tok)
 
 
 def sniff_dialect(sample_text: str, default: str = ",", quote_char: str = '"') -> dict[str, Any]:
@@ -253,14 +255,15 @@ def resolve_dialect(text: str, opts: dict[str, Any]) -> dict[str, Any]:
         sniffed = {k: found[k] for k in ("delimiter", "fixed_width") if found[k]}
         if opts.get("comment") is None and found["comment"]:
             sniffed["comment"] = found["comment"]
-        if opts.get("header", True) == "auto":
-            sniffed["header"] = found["header"]
         opts.update(sniffed)
     lines = _sample_lines(text[:SNIFF_BYTES], opts.get("comment"))
     if opts.get("fixed_width") == "infer":
         sniffed["fixed_width"] = opts["fixed_width"] = infer_widths(lines)
     if opts.get("header", True) == "auto":
-        sniffed["header"] = opts["header"] = detect_header([_split_line(x, opts) for x in lines])
+        rows = [_split_line(x, opts) for x in lines]
+        named = set(opts.get("columns") or {}) | set((opts.get("timestamp") or {}).values())
+        mapped = bool(rows) and bool(named & {v.strip() for v in rows[0]})  # the config names its columns
+        sniffed["header"] = opts["header"] = mapped or detect_header(rows)
     opts["sniffed"] = {**(opts.get("sniffed") or {}), **sniffed}
     return opts
 
@@ -330,7 +333,9 @@ def _flag_encoding(table: pa.Table, names: list[str]) -> pa.Table:
     return table.set_column(table.schema.get_field_index("_error"), "_error", err)
 
 
-def _finish(good: pa.Table, rows: Any, names: list[str], path: str, bad: list[tuple[int, str, str]]) -> pa.Table:
+def _finish(
+    good: pa.Table, rows: Any, names: list[str], path: str, bad: list[tuple[int, str, str]]
+) -> pa.Table:
     table = _with_meta(good, path, rows)
     if bad:
         table = pa.concat_tables([table, _malformed(names, path, bad).select(table.column_names)])
@@ -522,6 +527,8 @@ def parse_excel(data: bytes, path: str, opts: dict[str, Any]) -> pa.Table:
         n: pa.array([_to_str(v) for v in df.iloc[:, j].tolist()], pa.string()) for j, n in enumerate(names)
     }
     return _with_meta(pa.table(cols), path)
+
+
 def _to_str(value: Any) -> str | None:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None

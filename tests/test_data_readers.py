@@ -174,6 +174,11 @@ SNIFF_CASES = [
         b" 1 19970101  1  11,77\n 2 19970112  1  12,00\n 3 19970102 12 1.120,76\n",
         {"delimiter": "whitespace", "header": False, "fields": 4},
     ),
+    (  # one line per user (Beauty): accidental alignment is not fixed width; one column per line
+        "ragged_sequences",
+        b"1 1 2 3 4 5\n2 6 7 8 9 10 4 11 12 13 14 15 16 17 18 19\n3 20 21 22 23\n4 24 25 26 27 28 29\n",
+        {"delimiter": ",", "fixed_width": None, "header": False, "fields": 1},
+    ),
     ("comma_text_with_spaces", b"id,title\n1,red shoes\n2,blue hat\n", {"delimiter": ",", "fields": 2}),
 ]
 

@@ -266,7 +266,7 @@ def _convert(batch: pa.Table, spec: dict[str, Any], on_error: str, keep_meta: bo
             n = pc.sum(bad).as_py()
             raise DataError(
                 f"{n} row(s) of {row['source_file']} do not convert, first: source_row {row['source_row']}: "
-                f"{row['_error']}; fix input.columns / timestamp_format / timestamp_unit, or run "
+                f"{row['_error']}; fix input.columns / formats / timestamp / timestamp_unit / null_values, or run "
                 f"`recsys run clean` to quarantine bad rows"
             )
     if not keep_meta:

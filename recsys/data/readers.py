@@ -170,6 +170,13 @@ def _sample_lines(text: str, comment: str | None) -> list[str]:
     return out
 
 
+def _filled(lines: list[str], widths: list[int]) -> float:
+    """Share of (line, column) cells holding text: near 1 for a real fixed-width table, low for lines
+    of varying length (sequences) whose alignment is accidental."""
+    cells = [v for line in lines for v in _split_line(line, {"fixed_width": widths})]
+    return sum(bool(v) for v in cells) / max(len(cells), 1)
+
+
 def _decimal_commas(lines: list[str]) -> bool:
     """Every comma sits between digits inside a space-free token (1,5 / 1.234,50)."""
     return all(re.fullmatch(r"[\d.]*\d,\d+", tok) for line in lines for tok in line.split() if "," in tok)
@@ -217,7 +224,7 @@ def sniff_dialect(sample_text: str, default: str = ",", quote_char: str = '"') -
         widths = infer_widths(lines)
         if best is not None and scores[best][1] >= 0.9:
             choice["delimiter"] = pick(best)
-        elif len(widths) > 1:
+        elif len(widths) > 1 and _filled(lines, widths) >= 0.9:
             choice["fixed_width"] = widths
         elif best is not None and scores[best][1] >= 0.5:
             choice["delimiter"] = pick(best)

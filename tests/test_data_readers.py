@@ -134,6 +134,12 @@ READ_CASES = [
             _bad(["a", "b"], 2, "malformed_row: expected 2 fields, got 3", "2,3,4"),
         ],
     ),
+    (  # the same after a comment line and with a blank line (non-data lines emptied, lines kept)
+        "quoted_newline_comment_blank",
+        b'# c\na,b\n1,"x\ny"\n\n5,6\n',
+        {"delimiter": ",", "header": True, "comment": "#"},
+        [_ok(0, a="1", b="x\ny"), _ok(3, a="5", b="6")],
+    ),
     (
         "regex_and_ragged_whitespace",
         b"u1 | i1|  3\nu2|i2|4\nu3|i3\n",
@@ -390,3 +396,49 @@ def _read_preset(root: Path, preset: str, folder: str, table: str, limit: int | 
 def test_shipped_presets_unchanged(shared_data, preset, folder, table, limit, rows, checksum):
     out = _read_preset(shared_data, preset, folder, table, limit)
     assert (out.num_rows, _checksum(out)) == (rows, checksum)
+
+
+def _through_config(path: Path, **cfg: Any) -> list[dict[str, Any]]:
+    """InputConfig -> open_source (sniffing, Source.spec of plain values) -> one read task -> convert."""
+    src = open_source(InputConfig(path=str(path), **cfg))
+    raw = _parse(pa.table({"bytes": [path.read_bytes()], "path": [str(path)]}), src.fmt, src.spec, None)
+    out = _convert(raw, src.spec, "mark", True)
+    return [
+        {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in r.items()} for r in out.to_pylist()
+    ]
+
+
+def test_logs_by_config_alone(tmp_path):
+    """The two logs of issue #28 through InputConfig: a space-aligned CRLF purchases file without item ids,
+    and a semicolon click log with NA users and a date + millisecond-offset timestamp."""
+    buys = tmp_path / "purchases.txt"
+    buys.write_bytes(ALIGNED)
+    rows = _through_config(
+        buys,
+        column_names=["customer", "date", "quantity", "amount"],
+        columns={"customer": "user_id", "date": "timestamp", "amount": "price"},
+        formats={"timestamp": "%Y%m%d"},
+        defaults={"item_id": "unknown", "event_type": "buy"},
+    )
+    assert [
+        (r["user_id"], r["item_id"], r["timestamp"], r["quantity"], r["price"], r["_error"]) for r in rows
+    ] == [
+        ("00001", "unknown", "1997-01-01T00:00:00+00:00", 1, 11.77, None),
+        ("00002", "unknown", "1997-01-12T00:00:00+00:00", 1, 12.0, None),
+        ("100003", "unknown", "1997-01-02T00:00:00+00:00", 12, 120.76, None),
+    ]
+    clicks = tmp_path / "clicks.csv"
+    clicks.write_bytes(CLICKS)
+    rows = _through_config(
+        clicks,
+        columns=CLICK_MAP,
+        timestamp={"date": "eventdate", "offset_ms": "timeframe"},
+        defaults={"event_type": "view"},
+    )
+    assert [(r["source_row"], r["user_id"], r["timestamp"], r["_error"]) for r in rows] == [
+        (0, None, "2016-05-09T00:08:46.309000+00:00", None),
+        (1, None, "2016-05-09T00:17:11.018000+00:00", None),
+        (2, "7", "2016-05-10T00:20:34.567000+00:00", None),
+        (3, "8", None, "bad_timestamp"),
+        (4, None, "2016-05-11T00:00:00+00:00", None),
+    ]

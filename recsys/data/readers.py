@@ -376,18 +376,22 @@ def parse_delimited(data: bytes, path: str, opts: dict[str, Any]) -> pa.Table:
     elif opts.get("delimiter_regex") or opts.get("delimiter") == WHITESPACE:
         table = _read_split(lines, data_idx, origin, names, path, opts)
     else:
-        table = _read_csv(lines, data_idx, origin, names, path, opts)
+        table = _read_csv(text, lines, data_idx, origin, names, path, opts)
     return _flag_encoding(table, names) if lossy else table
 
 
 def _read_csv(
-    lines: list[str], data_idx: np.ndarray, origin: int, names: list[str], path: str, opts: dict[str, Any]
+    text: str,
+    lines: list[str],
+    data_idx: np.ndarray,
+    origin: int,
+    names: list[str],
+    path: str,
+    opts: dict[str, Any],
 ) -> pa.Table:
     """pyarrow.csv over the file with every non-data line emptied (so its line numbers stay those of
     the file); records spanning lines (quoted newlines) are located with the csv module."""
-    keep = np.zeros(len(lines), bool)
-    keep[data_idx] = True
-    feed = "\n".join(x if k else "" for x, k in zip(lines, keep))
+    feed, skipped = _feed(text, lines, data_idx)
     bad: list[tuple[int, str, str]] = []
 
     def on_invalid(row: pacsv.InvalidRow) -> str:
@@ -418,14 +422,28 @@ def _read_csv(
     # pyarrow numbers a bad row by its 1-based position among the non-empty records
     starts = data_idx
     if table.num_rows + len(bad) != len(starts):  # some record spans several lines
-        starts = _record_starts(feed, opts["delimiter"], quote)
+        starts = _record_starts(feed, opts["delimiter"], quote) + skipped
     if table.num_rows + len(bad) == len(starts):
-        bad_k = {b[0] for b in bad}
-        rows = [int(s) - origin for k, s in enumerate(starts, 1) if k not in bad_k]
-        bad = [(int(starts[k - 1]) - origin, err, text) for k, err, text in bad]
+        ok = np.ones(len(starts), bool)
+        ok[[b[0] - 1 for b in bad]] = False
+        rows: Any = starts[ok] - origin
+        bad = [(int(starts[k - 1]) - origin, err, raw) for k, err, raw in bad]
     else:  # the two parsers disagree: number records in file order
-        rows = list(range(table.num_rows))
+        rows = np.arange(table.num_rows)
     return _finish(table, rows, names, path, bad)
+
+
+def _feed(text: str, lines: list[str], data_idx: np.ndarray) -> tuple[str, int]:
+    """(the text pyarrow reads, lines cut from its start): the file itself when every line but a first
+    header is data (the common case), else the lines with each non-data line emptied."""
+    n = len(lines) - (1 if lines and lines[-1] == "" else 0)
+    if len(data_idx) == n and (n == 0 or data_idx[0] == 0):
+        return text, 0
+    if len(data_idx) == n - 1 and (n == 1 or data_idx[0] == 1):
+        return (text.split("\n", 1)[1] if "\n" in text else ""), 1
+    keep = np.zeros(len(lines), bool)
+    keep[data_idx] = True
+    return "\n".join(x if k else "" for x, k in zip(lines, keep)), 0
 
 
 def _record_starts(feed: str, delimiter: str, quote: str | None) -> np.ndarray:

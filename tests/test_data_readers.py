@@ -17,7 +17,7 @@ from recsys.config import InputConfig
 from recsys.config.base import NULL_TOKENS
 from recsys.data.adapters import _convert, _distinct, _parse, open_source
 from recsys.data.convert import to_canonical
-from recsys.data.readers import parse_delimited, skipped_lines, sniff_dialect
+from recsys.data.readers import META, parse_delimited, skipped_lines, sniff_dialect
 
 ALIGNED = b"   00001 19970101  1  11.77\r\n   00002 19970112  1  12.00\r\n  100003 19970102 12 120.76\r\n"
 FIXED = (
@@ -140,6 +140,7 @@ READ_CASES = [
         {"delimiter": ",", "header": True, "comment": "#"},
         [_ok(0, a="1", b="x\ny"), _ok(3, a="5", b="6")],
     ),
+    ("header_only", b"user;item\r\n", {"header": "auto"}, []),
     (
         "regex_and_ragged_whitespace",
         b"u1 | i1|  3\nu2|i2|4\nu3|i3\n",
@@ -165,7 +166,10 @@ READ_CASES = [
 
 @pytest.mark.parametrize("name,data,opts,expected", READ_CASES, ids=[c[0] for c in READ_CASES])
 def test_read_cases(name, data, opts, expected):
-    assert _rows(parse_delimited(data, "f.txt", opts)) == expected
+    table = parse_delimited(data, "f.txt", opts)
+    assert _rows(table) == expected
+    if name == "header_only":
+        assert table.column_names == ["user", "item", *META]
 
 
 SNIFF_CASES = [
@@ -442,3 +446,8 @@ def test_logs_by_config_alone(tmp_path):
         (3, "8", None, "bad_timestamp"),
         (4, None, "2016-05-11T00:00:00+00:00", None),
     ]
+
+
+def test_regex_outside_re2_names_the_field():
+    with pytest.raises(ValueError, match=r"input.delimiter_regex .*RE2 syntax"):
+        parse_delimited(b"a|b\n", "f", {"delimiter_regex": r"(?<=a)\|", "header": False})

@@ -371,7 +371,9 @@ def parse_delimited(data: bytes, path: str, opts: dict[str, Any]) -> pa.Table:
     if not names:
         raise ValueError(f"{path}: no header line; set input.header=false and input.column_names=[...]")
     names = _unique(names)
-    if opts.get("fixed_width"):
+    if not len(data_idx):  # a header-only file: no rows, its columns known
+        table = _finish(pa.table({n: pa.array([], pa.string()) for n in names}), [], names, path, [])
+    elif opts.get("fixed_width"):
         table = _read_fixed(lines, data_idx, origin, names, path, list(opts["fixed_width"]))
     elif opts.get("delimiter_regex") or opts.get("delimiter") == WHITESPACE:
         table = _read_split(lines, data_idx, origin, names, path, opts)
@@ -470,7 +472,13 @@ def _read_split(
     field count than ``names`` is a malformed row."""
     arr = pa.array([lines[i] for i in data_idx], pa.string())
     if opts.get("delimiter_regex"):
-        parts = pc.split_pattern_regex(arr, opts["delimiter_regex"])
+        try:
+            parts = pc.split_pattern_regex(arr, opts["delimiter_regex"])
+        except pa.ArrowInvalid as exc:
+            raise ValueError(
+                f"input.delimiter_regex {opts['delimiter_regex']!r}: {exc}; use RE2 syntax (no look-around "
+                "or back-references)"
+            ) from None
     else:
         parts = pc.split_pattern_regex(pc.utf8_trim(arr, " \t"), r"[ \t]+")
     counts = pc.list_value_length(parts).to_numpy(zero_copy_only=False)

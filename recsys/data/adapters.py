@@ -13,6 +13,7 @@ by ``ray.data.read_parquet``; local paths, globs and s3:// / gs:// URIs go throu
 from __future__ import annotations
 
 import fnmatch
+import logging
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -26,21 +27,37 @@ from recsys.config.base import InputConfig
 from recsys.data import presets as P
 from recsys.data.convert import missing_required, to_canonical
 from recsys.data.io import expand_paths, infer_format
-from recsys.data.readers import parse_files
+from recsys.data.readers import (
+    DEFAULT_DELIMITER,
+    SNIFF_BYTES,
+    decode,
+    detect_encoding,
+    needs_dialect,
+    parse_files,
+    resolve_dialect,
+)
 from recsys.data.schema import table_schema
 from recsys.data.shuffle import by_key, cluster_cpus, first_per_key
 
 if TYPE_CHECKING:
     from ray.data import Dataset
 
+log = logging.getLogger(__name__)
+
 SPEC_FIELDS = (
     "format",
     "columns",
     "delimiter",
+    "delimiter_regex",
+    "fixed_width",
+    "comment",
     "header",
     "column_names",
     "encoding",
     "sheet",
+    "null_values",
+    "formats",
+    "timestamp",
     "timestamp_format",
     "timestamp_unit",
     "timezone",
@@ -48,7 +65,7 @@ SPEC_FIELDS = (
     "defaults",
     "keep_extra",
 )
-DEFAULT_DELIMITER = {"csv": ",", "tsv": "\t", "text": " "}
+SPLITTERS = ("delimiter", "delimiter_regex", "fixed_width")
 
 
 class DataError(ValueError):
@@ -132,9 +149,9 @@ def tables_of(cfg: InputConfig) -> list[str]:
 
 def open_source(cfg: InputConfig, table: str | None = None) -> Source:
     """Resolve files and options of ``table`` (default: ``cfg.table``, or the preset's first table)."""
-    spec: dict[str, Any] = {f: getattr(cfg, f) for f in SPEC_FIELDS}
+    spec: dict[str, Any] = {f: _plain(getattr(cfg, f)) for f in SPEC_FIELDS}
     spec["quote_char"] = '"'
-    explicit = {f: getattr(cfg, f) for f in cfg.model_fields_set if f in SPEC_FIELDS}
+    explicit = {f: _plain(getattr(cfg, f)) for f in cfg.model_fields_set if f in SPEC_FIELDS}
     source = None
     if cfg.preset:
         preset = P.get_preset(cfg.preset)
@@ -147,6 +164,8 @@ def open_source(cfg: InputConfig, table: str | None = None) -> Source:
         spec.update(source.options)
     table = table or cfg.table
     table_schema(table)
+    if explicit.keys() & set(SPLITTERS):  # the job's splitter replaces the preset's
+        spec.update(dict.fromkeys(SPLITTERS))
     spec.update(explicit)
     spec["table"] = table
     files, fs = expand_paths(cfg.path)
@@ -154,7 +173,9 @@ def open_source(cfg: InputConfig, table: str | None = None) -> Source:
         files = _preset_files(files, cfg.path, source.files, str(cfg.preset), table)
     fmt = spec["format"] if spec["format"] != "auto" else infer_format(files)
     spec["format"] = fmt
-    spec["delimiter"] = spec.get("delimiter") or DEFAULT_DELIMITER.get(fmt, ",")
+    if fmt in DEFAULT_DELIMITER:
+        spec["default_delimiter"] = DEFAULT_DELIMITER[fmt]
+        spec = _sniff(files[0], fs, spec)
     return Source(
         table,
         files,
@@ -165,6 +186,27 @@ def open_source(cfg: InputConfig, table: str | None = None) -> Source:
         source.distinct if source else None,
         dict(source.aggregate) if source else None,
     )
+
+
+def _plain(value: Any) -> Any:
+    """Config values as plain Python (Source.spec travels into Ray tasks)."""
+    return value.model_dump() if hasattr(value, "model_dump") else value
+
+
+def _sniff(path: str, filesystem: Any, spec: dict[str, Any]) -> dict[str, Any]:
+    """Decide a missing splitter / header='auto' / fixed_width='infer' once, from the first file's head,
+    so that every file is read alike; what was decided is in ``spec['sniffed']`` and the log."""
+    if not needs_dialect(spec) and spec.get("encoding") != "auto":
+        return spec
+    fs = filesystem or pafs.LocalFileSystem()
+    with fs.open_input_stream(path) as f:
+        head = f.read(SNIFF_BYTES)
+    text, _ = decode(head, spec.get("encoding", "utf-8"))
+    spec = resolve_dialect(text, spec)
+    if spec.get("encoding") == "auto":  # decided per file; the first file's shown
+        spec["sniffed"] = {**(spec.get("sniffed") or {}), "encoding": detect_encoding(head)}
+    log.info("input %s: sniffed %s", path, spec.get("sniffed"))
+    return spec
 
 
 def _preset_files(files: list[str], path: str, globs: tuple[str, ...], preset: str, table: str) -> list[str]:
@@ -224,7 +266,7 @@ def _convert(batch: pa.Table, spec: dict[str, Any], on_error: str, keep_meta: bo
             n = pc.sum(bad).as_py()
             raise DataError(
                 f"{n} row(s) of {row['source_file']} do not convert, first: source_row {row['source_row']}: "
-                f"{row['_error']}; fix input.columns / timestamp_format / timestamp_unit, or run "
+                f"{row['_error']}; fix input.columns / formats / timestamp / timestamp_unit / null_values, or run "
                 f"`recsys run clean` to quarantine bad rows"
             )
     if not keep_meta:

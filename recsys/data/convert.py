@@ -2,6 +2,9 @@
 
 ``to_canonical`` keeps every row: a value that does not convert becomes null and the row's ``_error``
 names the column (``bad_type:price``, ``bad_timestamp``), so nothing is lost between read and clean.
+Values equal (after trimming) to one of ``null_values`` are null first, so an id made of a null token
+('NA', '-') is a missing id, not a user; ``formats`` give per-column parse formats; ``timestamp``
+(date / time / offset parts) builds the timestamp from several source columns.
 """
 
 from __future__ import annotations
@@ -39,14 +42,20 @@ def to_string(arr: pa.Array, is_id: bool) -> pa.Array:
     return arr.cast(pa.string())
 
 
-def to_number(arr: pa.Array, target: pa.DataType) -> tuple[pa.Array, pa.Array]:
-    """(converted, failed mask): failed = a non-null source value that is not a number of that type."""
+def to_number(arr: pa.Array, target: pa.DataType, fmt: str | None = None) -> tuple[pa.Array, pa.Array]:
+    """(converted, failed mask): failed = a non-null source value that is not a number of that type.
+
+    fmt: None = '1234.5' (and '1,234.5' thousands), 'plain' = only '1234.5', 'decimal_comma' = '1.234,5'."""
     if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
         arr = _strip_empty(arr.cast(pa.string()))
+        text = arr
+        if fmt == "decimal_comma":
+            text = pc.replace_substring(pc.replace_substring(arr, ".", ""), ",", ".")
         try:
-            as_float = pc.cast(arr, pa.float64())
+            as_float = pc.cast(text, pa.float64())
         except pa.ArrowInvalid:
-            as_float = pa.array([_float_or_none(v) for v in arr.to_pylist()], pa.float64())
+            parse = _float_or_none if fmt is None else _plain_float
+            as_float = pa.array([parse(v) for v in text.to_pylist()], pa.float64())
     elif pa.types.is_null(arr.type):
         return pa.nulls(len(arr), target), pa.array(np.zeros(len(arr), bool))
     else:
@@ -72,6 +81,57 @@ def _float_or_none(v: str | None) -> float | None:
     except ValueError:
         return None
     return None if np.isnan(f) else f
+
+
+def _plain_float(v: str | None) -> float | None:
+    try:
+        f = float(v) if v is not None else None
+    except ValueError:
+        return None
+    return None if f is None or np.isnan(f) else f
+
+
+def null_tokens(arr: pa.Array, tokens: list[str]) -> pa.Array:
+    """String values equal to a token after trimming spaces become null (others are kept as they are)."""
+    if not tokens or not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        return arr
+    hit = pc.is_in(pc.utf8_trim_whitespace(arr), value_set=pa.array(tokens, arr.type))
+    return pc.if_else(hit, pa.scalar(None, arr.type), arr)
+
+
+def composite_timestamp(
+    batch: pa.Table, parts: dict[str, Any], fmt: str | None, unit: str | None, tz: str, tokens: list[str]
+) -> tuple[pa.Array, pa.Array]:
+    """(timestamp, failed mask) from ``parts`` = {date, time, offset_ms, offset_s, format}: date (+ ' ' +
+    time) parsed as a timestamp column, plus the offset. A row whose present parts do not all parse
+    fails; a missing date gives a null timestamp; a missing offset or time adds nothing."""
+    names = [c for c in batch.column_names if c not in META]
+    for key in ("date", "time", "offset_ms", "offset_s"):
+        col = parts.get(key)
+        if col and col not in batch.column_names:
+            raise ValueError(
+                f"input.timestamp.{key}: column {col!r} is not in the source columns {names}; name one of them"
+            )
+
+    def column(name: str) -> pa.Array:
+        arr = batch[name]
+        arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+        return null_tokens(arr.cast(pa.string()), tokens)
+
+    text = column(parts["date"])
+    if parts.get("time"):
+        text = pc.binary_join_element_wise(text, column(parts["time"]), " ", null_handling="skip")
+    ts, bad = to_timestamp(text, parts.get("format") or fmt, unit, tz)
+    offset_col, scale = (
+        (parts.get("offset_ms"), 1e3) if parts.get("offset_ms") else (parts.get("offset_s"), 1e6)
+    )
+    if offset_col:
+        offset, bad_offset = to_number(column(offset_col), pa.float64(), "plain")
+        us = pc.cast(pc.round(pc.multiply(offset, scale)), pa.int64())
+        total = pc.add(pc.cast(ts, pa.int64()), pc.fill_null(us, 0))
+        bad = pc.or_(bad, pc.and_(bad_offset, pc.is_valid(total)))
+        ts = pc.cast(pc.if_else(bad_offset, pa.scalar(None, pa.int64()), total), TS)
+    return ts, bad
 
 
 def to_timestamp(arr: pa.Array, fmt: str | None, unit: str | None, tz: str) -> tuple[pa.Array, pa.Array]:
@@ -151,20 +211,27 @@ def to_canonical(batch: pa.Table, spec: dict[str, Any]) -> pa.Table:
     """
     schema = table_schema(spec["table"])
     mapping: dict[str, str] = spec.get("columns") or {}
+    tokens = list(spec.get("null_values") or [])
+    formats: dict[str, str] = spec.get("formats") or {}
+    ts_format = formats.get("timestamp") or spec.get("timestamp_format")
     n = batch.num_rows
     cols: dict[str, pa.Array] = {}
     meta = {m: batch[m] for m in META if m in batch.column_names}
+    parts = spec.get("timestamp")
+    ts_bad = None
+    if parts:
+        cols["timestamp"], ts_bad = composite_timestamp(
+            batch, parts, ts_format, spec.get("timestamp_unit"), spec.get("timezone", "UTC"), tokens
+        )
     for name in batch.column_names:
         if name in META:
             continue
         target = mapping.get(name, name)
+        arr = batch[name].combine_chunks() if isinstance(batch[name], pa.ChunkedArray) else batch[name]
         if target in schema.names and target not in cols:
-            cols[target] = batch[name]
+            cols[target] = null_tokens(arr, tokens)
         elif spec.get("keep_extra") and target not in cols:
-            cols[target] = to_string(
-                batch[name].combine_chunks() if isinstance(batch[name], pa.ChunkedArray) else batch[name],
-                False,
-            )
+            cols[target] = to_string(null_tokens(arr, tokens), False)
     for name, value in (spec.get("defaults") or {}).items():
         if name not in cols:
             typ = schema.field(name).type if name in schema.names else pa.string()
@@ -185,15 +252,15 @@ def to_canonical(batch: pa.Table, spec: dict[str, Any]) -> pa.Table:
             if field.name == "event_type":
                 conv = _map_events(conv, spec.get("event_map") or {})
         elif pa.types.is_timestamp(field.type):
-            conv, bad = to_timestamp(
-                arr, spec.get("timestamp_format"), spec.get("timestamp_unit"), spec.get("timezone", "UTC")
-            )
+            conv, bad = to_timestamp(arr, ts_format, spec.get("timestamp_unit"), spec.get("timezone", "UTC"))
+            if field.name == "timestamp" and ts_bad is not None:
+                bad = ts_bad
         elif pa.types.is_list(field.type):
             conv = to_list(arr)
             if pa.types.is_timestamp(field.type.value_type):
                 conv = arr.cast(field.type)
         else:
-            conv, bad = to_number(arr, field.type)
+            conv, bad = to_number(arr, field.type, formats.get(field.name))
         if bad is not None:
             reason = "bad_timestamp" if pa.types.is_timestamp(field.type) else f"bad_type:{field.name}"
             error = pc.if_else(pc.and_(bad, pc.is_null(error)), pa.scalar(reason), error)

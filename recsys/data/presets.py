@@ -141,6 +141,7 @@ register(
                 ("UserBehavior*.csv",),
                 {
                     "format": "csv",
+                    "delimiter": ",",
                     "header": False,
                     "column_names": ["user_id", "item_id", "category_id", "behavior", "timestamp"],
                     "columns": {"category_id": "category", "behavior": "event_type"},
@@ -152,6 +153,7 @@ register(
                 ("UserBehavior*.csv",),
                 {
                     "format": "csv",
+                    "delimiter": ",",
                     "header": False,
                     "column_names": ["user_id", "item_id", "category", "behavior", "timestamp"],
                 },
@@ -215,6 +217,8 @@ register(
                 ("*.test.inter",),
                 {
                     "format": "tsv",
+                    "delimiter": "\t",
+                    "header": True,
                     "column_names": ["user_id", "history", "item_id"],
                     "quote_char": "",
                     **SEQ_EVENTS,
@@ -222,11 +226,24 @@ register(
                 post="recbole_history",
             ),
             "items": TableSource(
-                ("*.item",), {"format": "tsv", "column_names": ["item_id", "title"], "quote_char": ""}
+                ("*.item",),
+                {
+                    "format": "tsv",
+                    "delimiter": "\t",
+                    "header": True,
+                    "column_names": ["item_id", "title"],
+                    "quote_char": "",
+                },
             ),
             "candidates": TableSource(
                 ("*.pop", "*.bpr", "*.sasrec"),
-                {"format": "tsv", "header": False, "column_names": ["user_id", "items"], "quote_char": ""},
+                {
+                    "format": "tsv",
+                    "delimiter": "\t",
+                    "header": False,
+                    "column_names": ["user_id", "items"],
+                    "quote_char": "",
+                },
                 post="candidate_lists",
             ),
         },
@@ -245,10 +262,9 @@ register(
                 ("*.txt",),
                 {
                     "format": "text",
-                    "delimiter": " ",
+                    "delimiter": "whitespace",
                     "header": False,
                     "column_names": ["user_id", "item_id"],
-                    "quote_char": "",
                     **SEQ_EVENTS,
                 },
                 post="user_item_lines",
@@ -291,6 +307,7 @@ register(
                 ("*.txt",),
                 {
                     "format": "tsv",
+                    "delimiter": "\t",
                     "header": False,
                     "column_names": ["left", "right", "label"],
                     "quote_char": "",

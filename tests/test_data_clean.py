@@ -94,7 +94,12 @@ def cleaned(ray_session, tmp_path_factory, monkeypatch_module):
             f"output_dir={tmp / 'out'}",
         ],
     )
-    report = run_parsed(spec, cfg)
+    from recsys.data.clean import DataLossError
+
+    # 28 of 43 rows quarantined: the data-loss gate fails the job after writing every output
+    with pytest.raises(DataLossError):
+        run_parsed(spec, cfg)
+    report = json.loads((tmp / "out" / "report.json").read_text())
     return report, expected, tmp / "out"
 
 
@@ -107,7 +112,7 @@ def monkeypatch_module():
 
 def test_reconciliation_and_reasons(cleaned):
     report, expected, _ = cleaned
-    assert report["status"] == "succeeded"
+    assert report["status"] == "failed" and report["data_gate"]["passed"] is False
     c = report["counts"]
     assert c["rows_in"] == 43  # 17 + 25 bot rows + the latin-1 row
     assert c["rows_in"] == c["rows_clean"] + c["rows_quarantined"] + c["rows_duplicate"]
@@ -124,8 +129,12 @@ def test_quarantine_keeps_raw_rows(cleaned):
     assert json.loads(by_reason["bad_type:price"]["raw"])["amount"] == "abc"
     assert "EXTRA" in by_reason["malformed_row: expected 7 fields, got 8"]["raw"]
     assert by_reason["invalid_encoding"]["raw"]  # kept, not dropped
-    assert all(r["source_row"] is not None for r in q)  # lineage of every rejection
-    assert all(r["source_file"].endswith("hostile.csv") for r in q if r["reason"] != "bot_burst")
+    # lineage of every rejection, those of the keyed stage (bot_burst) included
+    assert all(r["source_row"] is not None and r["raw"] for r in q)
+    assert all(r["source_file"].endswith("hostile.csv") for r in q)
+    bots = [r for r in q if r["reason"] == "bot_burst"]  # rejected after conversion: raw text read back
+    assert sorted(json.loads(r["raw"])["sku"] for r in bots) == sorted(f"b{i}" for i in range(25))
+    assert len({r["source_row"] for r in bots}) == 25
 
 
 def test_clean_rows_normalized_sessionized(cleaned):

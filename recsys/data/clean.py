@@ -389,13 +389,12 @@ def _distinct_kept(key: pa.Array, ok: pa.Array) -> tuple[int, int]:
     return g.num_rows, int(pc.sum(g["ok_any"]).as_py() or 0)
 
 
-def _input_sessions(done: pa.Table, gap_us: int) -> pa.Array:
-    """A session key per row: the log's own ``user_id + session_id`` when it has one, else sessions of the
-    whole input (every status) by ``gap_us`` inactivity per user; null without user or time."""
+def _input_sessions(done: pa.Table, gap_us: int, given: bool) -> pa.Array:
+    """A session key per row: the log's own ``user_id + session_id`` when it has one (``given``), else
+    sessions of the whole input (every status) by ``gap_us`` inactivity per user; null without user or time."""
     user = pc.cast(done["user_id"], pa.string())
-    given = done["session_id"] if "session_id" in done.column_names else None
-    if given is not None and pc.any(pc.is_valid(given)).as_py():
-        return pc.binary_join_element_wise(user, pc.cast(given, pa.string()), "\x1f")
+    if given:
+        return pc.binary_join_element_wise(user, pc.cast(done["session_id"], pa.string()), "\x1f")
     ts = pc.cast(done["timestamp"], pa.int64())
     valid = pc.and_(pc.is_valid(user), pc.is_valid(ts)).to_numpy(zero_copy_only=False)
     idx = np.nonzero(valid)[0]
@@ -409,11 +408,12 @@ def _input_sessions(done: pa.Table, gap_us: int) -> pa.Array:
     return pa.array(sid, mask=sid < 0)
 
 
-def loss_counts(done: pa.Table, table: str, gap_us: int) -> dict[str, float]:
+def loss_counts(done: pa.Table, table: str, gap_us: int, given_sessions: bool = False) -> dict[str, float]:
     """What the quarantine costs in business terms, for one partition of final statuses (every row of its
     keys, so the counts add up over partitions): users (items for the item table) and sessions present in
     the input with no clean row, rows without a user, and the gross revenue (|price x quantity|, quantity 1
-    where absent) and quantity of quarantined rows next to the input's."""
+    where absent) and quantity of quarantined rows next to the input's. ``given_sessions``: the input has
+    session ids (else sessions are cut by ``gap_us`` over every input row)."""
     ok = pc.equal(done[STATUS], "ok")
     quarantined = pc.equal(done[STATUS], "quarantine")
     out: dict[str, float] = {}
@@ -425,7 +425,7 @@ def loss_counts(done: pa.Table, table: str, gap_us: int) -> dict[str, float]:
         if entity == "users":
             out["rows_without_user"] = int(pc.sum(pc.is_null(ids)).as_py() or 0)
     if table == "events":
-        n_in, n_kept = _distinct_kept(_input_sessions(done, gap_us), ok)
+        n_in, n_kept = _distinct_kept(_input_sessions(done, gap_us, given_sessions), ok)
         out["sessions_in"], out["sessions_lost"] = n_in, n_in - n_kept
     qty = pc.abs(pc.cast(done["quantity"], pa.float64())) if "quantity" in done.column_names else None
     if "price" in done.column_names:
@@ -440,7 +440,9 @@ def loss_counts(done: pa.Table, table: str, gap_us: int) -> dict[str, float]:
     return out
 
 
-def _partition_numbers(done: pa.Table, table: str, gap_us: int, null_columns: list[str]) -> pa.Table:
+def _partition_numbers(
+    done: pa.Table, table: str, gap_us: int, null_columns: list[str], given_sessions: bool
+) -> pa.Table:
     """The rows a reduce task returns: (status, reason, n) per status and reason, then ``_null`` rows
     (column, null count) and ``_loss`` rows (loss_counts, value in ``v``)."""
     counts = status_counts(done)
@@ -448,7 +450,7 @@ def _partition_numbers(done: pa.Table, table: str, gap_us: int, null_columns: li
     nulls = [
         (c, int(pc.sum(pc.is_null(done[c])).as_py() or 0)) for c in null_columns if c in done.column_names
     ]
-    loss = list(loss_counts(done, table, gap_us).items())
+    loss = list(loss_counts(done, table, gap_us, given_sessions).items())
     extra = pa.table(
         {
             "status": pa.array(["_null"] * len(nulls) + ["_loss"] * len(loss), pa.string()),
@@ -655,7 +657,8 @@ def keyed_write(
             fs, inner = filesystem(path)
             fs.create_dir(inner, recursive=True)
             pq.write_table(part, f"{inner}/{name}", filesystem=fs)
-    return _partition_numbers(done, table, opts.gap_us, null_columns or [])
+    given = "session_id" in block.column_names and bool(pc.any(pc.is_valid(block["session_id"])).as_py())
+    return _partition_numbers(done, table, opts.gap_us, null_columns or [], given)
 
 
 def _pick(block: pa.Table, status: str, columns: list[str]) -> pa.Table:

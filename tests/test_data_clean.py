@@ -137,6 +137,44 @@ def test_quarantine_keeps_raw_rows(cleaned):
     assert len({r["source_row"] for r in bots}) == 25
 
 
+def test_data_loss_gate_fails_after_writing_everything(cleaned):
+    """36 of 43 rows quarantined: the job fails naming the top reasons; report.json keeps the counts, the
+    verdict and the business loss; clean.html shows examples; the pipeline's gate reads the same verdict."""
+    from recsys.pipeline import gates as G
+
+    report, _, out = cleaned
+    gate = report["data_gate"]
+    assert report["error"].startswith(
+        "DataLossError: data-loss gate failed: events: quarantine_fraction 83.72% > 5.00% (36 of 43 rows); "
+        "events: null_fraction:user_id 6.98% > 5.00% (3 null). Top quarantine reasons: bot_burst 25, "
+        "absurd_quantity 1, bad_timestamp 1, bad_type:price 1, invalid_encoding 1."
+    )
+    assert report["tables"]["events"]["nulls"] == {"user_id": 3, "item_id": 2}  # missing user + 2 malformed
+    # by hand from hostile_csv: users u1..u6 + bot, of whom u3, u6 and bot keep no row; sessions (30 min gap
+    # over every input row) u1 x2, u2, u3 x3 (1999, Jan 1, Jan 2), u4, u5, u6, bot; revenue |price x qty|:
+    # 9.99 x 3 + 5 + 3 + the absurd 4 x 10,000,000 + 1 x 3 + |-4| + 4 x 5 + 25 bot rows x 1
+    assert report["tables"]["events"]["loss"] == {
+        "users_in": 7,
+        "users_lost": 3,
+        "rows_without_user": 3,
+        "sessions_in": 10,
+        "sessions_lost": 5,
+        "revenue_in": 40_000_089.97,
+        "revenue_quarantined": 40_000_044.0,
+        "quantity_in": 10_000_040.0,
+        "quantity_quarantined": 10_000_033.0,
+        "revenue_quarantined_share": 0.999999,
+        "quantity_quarantined_share": 0.999999,
+    }
+    v = G.data_loss("no-data-loss", "clean", report, None)
+    assert (v.passed, v.reason) == (False, gate["summary"])
+    page = Path(report["artifacts"]["html"]).read_text()
+    assert page.count("<td>bot_burst</td><td>") == 5 + 1  # 5 examples + its row in the reasons table
+    assert "u4,i3,view,2024-01-02T00:02:00Z,4,1,x,EXTRA" in page and "hostile.csv" in page
+    assert "users lost entirely (no clean row)</td><td>3</td>" in page
+    assert (out / "events").is_dir() and (out / "quarantine" / "events").is_dir()
+
+
 def test_clean_rows_normalized_sessionized(cleaned):
     _, _, out = cleaned
     ev = pads.dataset(str(out / "events")).to_table().to_pandas()

@@ -548,14 +548,17 @@ def clean_table(
 
 def business_loss(sums: dict[str, float]) -> dict[str, float | int]:
     """The summed loss_counts of a table as report numbers: counts as ints, revenue and quantity with
-    their quarantined shares (None where the input has none)."""
+    their quarantined shares (left out where the input has none, e.g. a log without prices)."""
     out: dict[str, float | int] = {}
     for k, v in sums.items():
-        out[k] = round(v, 6) if k.startswith(("revenue", "quantity")) else int(v)
+        if k.startswith(("revenue", "quantity")):
+            if sums.get(f"{k.split('_')[0]}_in"):
+                out[k] = round(v, 6)
+        else:
+            out[k] = int(v)
     for what in ("revenue", "quantity"):
-        if f"{what}_in" in sums:
-            total = sums[f"{what}_in"]
-            out[f"{what}_quarantined_share"] = round(sums[f"{what}_quarantined"] / total, 6) if total else 0.0
+        if sums.get(f"{what}_in"):
+            out[f"{what}_quarantined_share"] = round(sums[f"{what}_quarantined"] / sums[f"{what}_in"], 6)
     return out
 
 

@@ -231,6 +231,8 @@ def test_exchange_engines_write_the_same_rows(cleaned, tmp_path):
             "input.format=csv",
             "limit=null",
             "exchange.engine=ray_data",
+            "max_quarantine_fraction=1.0",  # the gate is not what this test is about
+            "max_null_fraction={}",
             "input.columns={uid: user_id, sku: item_id, action: event_type, when: timestamp, "
             "amount: price, qty: quantity, search: query}",
             "rules.min_timestamp=2020-01-01T00:00:00Z",
@@ -242,6 +244,12 @@ def test_exchange_engines_write_the_same_rows(cleaned, tmp_path):
     )
     other = run_parsed(spec, cfg)
     assert other["counts"] == report["counts"] and other["reasons"] == report["reasons"]
+    assert other["tables"]["events"]["loss"] == report["tables"]["events"]["loss"]
+    assert other["data_gate"]["passed"] and other["data_gate"]["checks"] == [
+        {**c, "max": 1.0, "ok": True}
+        for c in report["data_gate"]["checks"]
+        if c["check"] == "quarantine_fraction"
+    ]
     for sub in ("events", "quarantine/events", "duplicates/events"):
         rows = [
             sorted(

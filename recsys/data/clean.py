@@ -427,6 +427,8 @@ def loss_counts(done: pa.Table, table: str, gap_us: int, given_sessions: bool = 
     if table == "events":
         n_in, n_kept = _distinct_kept(_input_sessions(done, gap_us, given_sessions), ok)
         out["sessions_in"], out["sessions_lost"] = n_in, n_in - n_kept
+    if table != "events":  # a catalog's prices are not sales
+        return out
     qty = pc.abs(pc.cast(done["quantity"], pa.float64())) if "quantity" in done.column_names else None
     if "price" in done.column_names:
         rev = pc.abs(
@@ -498,13 +500,14 @@ def clean_table(
     }
     clear_dirs([path for path, _ in outputs.values()])  # a re-run replaces, never appends
     keys = DEDUP_KEYS[table]
+    bounded = [c for c in null_columns if c in canonical]
     kwargs = {
         "table": table,
         "opts": opts,
         "keys": keys,
         "scope": DEDUP_SCOPE.get(table, []),
         "outputs": outputs,
-        "null_columns": [c for c in null_columns if c in canonical],
+        "null_columns": bounded,
     }
     if engine == "tasks":
         parts = by_key_streaming(
@@ -514,7 +517,7 @@ def clean_table(
     else:
         done = by_key(rows, keys, keyed_write, partitions=partitions, fn_kwargs=kwargs).take_all()
     reasons: dict[str, int] = {}
-    nulls: dict[str, int] = {c: 0 for c in kwargs["null_columns"]}
+    nulls: dict[str, int] = {c: 0 for c in bounded}
     loss: dict[str, float] = {}
     for row in done:  # per partition: (status, reason, n), null counts, loss numbers; a few rows
         if row["status"] == "_null":

@@ -59,7 +59,10 @@ def test_gate_fails_on_quarantine_share_naming_the_top_reasons():
     assert not gate["passed"]
     assert gate["failures"] == ["events: quarantine_fraction 5.10% > 5.00% (51 of 1,000 rows)"]
     assert gate["top_reasons"] == [["bot_burst", 41], ["missing_key:user_id", 7], ["bad_timestamp", 3]]
-    assert "Top quarantine reasons: bot_burst 41, missing_key:user_id 7, bad_timestamp 3." in gate["summary"]
+    assert gate["summary"].startswith(
+        "data-loss gate failed; top quarantine reasons: bot_burst 41, missing_key:user_id 7, bad_timestamp 3. "
+        "Failed: events: quarantine_fraction 5.10% > 5.00% (51 of 1,000 rows). Check the input mapping"
+    )
     assert "exact_duplicate" not in gate["summary"]  # duplicates are not a loss
     assert data_gate(_tables(quarantined=51, null_users=7), 0.06, BOUNDS)["passed"]  # a config raises it
 

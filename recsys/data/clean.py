@@ -770,10 +770,10 @@ def data_gate(
     summary = (
         "data-loss gate passed"
         if not failures
-        else "data-loss gate failed: "
-        + "; ".join(failures)
-        + ". Top quarantine reasons: "
+        else "data-loss gate failed; top quarantine reasons: "  # first: a console shows the first 300 chars
         + (", ".join(f"{r} {k:,}" for r, k in top) or "none")
+        + ". Failed: "
+        + "; ".join(failures)
         + ". Check the input mapping (delimiter, columns, null_values, formats) and the quarantine examples, "
         "or raise max_quarantine_fraction / max_null_fraction if this loss is expected"
     )

@@ -97,7 +97,7 @@ def cleaned(ray_session, tmp_path_factory, monkeypatch_module):
     )
     from recsys.data.clean import DataLossError
 
-    # 28 of 43 rows quarantined: the data-loss gate fails the job after writing every output
+    # 36 of 43 rows quarantined: the data-loss gate fails the job after writing every output
     with pytest.raises(DataLossError):
         run_parsed(spec, cfg)
     report = json.loads((tmp / "out" / "report.json").read_text())

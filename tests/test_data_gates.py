@@ -171,3 +171,30 @@ def test_pipeline_data_loss_gate_reads_the_clean_verdict():
     assert G.data_loss("g", "clean", report, None).passed
     missing = G.data_loss("g", "clean", {"status": "failed", "error": "ValueError: bad"}, None)
     assert not missing.passed and "ValueError: bad" in missing.reason
+
+
+def test_pipeline_runner_reads_the_data_loss_gate_of_a_failed_clean_stage(tmp_path):
+    """The clean job fails when its gate fails: the runner still records the data_loss verdict (the reason
+    the stage stopped), while gates that need a succeeded stage (reconciliation) wait for it."""
+    import logging
+
+    from recsys.pipeline.config import PipelineConfig
+    from recsys.pipeline.runner import PipelineRunner
+
+    cfg = PipelineConfig.model_validate(
+        {
+            "stages": [{"name": "clean", "job": "clean", "config": "tiny"}],
+            "gates": [
+                {"name": "rows-reconcile", "kind": "reconciliation", "stage": "clean"},
+                {"name": "no-data-loss", "kind": "data_loss", "stage": "clean"},
+            ],
+            "track": False,
+        }
+    )
+    runner = PipelineRunner(cfg, tmp_path, logging.getLogger("test"))
+    tables = _tables(quarantined=80, null_users=7)
+    report = {"status": "failed", "tables": tables, "data_gate": data_gate(tables, 0.05, BOUNDS)}
+    (v,) = runner._gates_after("clean", report, None)
+    assert (v.gate, v.kind, v.passed) == ("no-data-loss", "data_loss", False)
+    assert v.reason == report["data_gate"]["summary"]
+    assert runner.lineage["gates"] == [v.as_dict()]

@@ -7,7 +7,8 @@ CONFIG = CleanConfig
 
 def run(cfg: CleanConfig, ctx) -> dict:
     from recsys.data.adapters import open_source, tables_of
-    from recsys.data.clean import clean_options, clean_table
+    from recsys.data.clean import DataLossError, clean_options, clean_table, data_gate
+    from recsys.data.clean_report import examples, render
     from recsys.data.pii import salt_from_env
     from recsys.data.shuffle import configure_exchange
 
@@ -34,6 +35,7 @@ def run(cfg: CleanConfig, ctx) -> dict:
                 cfg.limit,
                 engine=cfg.exchange.engine,
                 partition_mb=cfg.exchange.partition_mb,
+                null_columns=tuple(cfg.max_null_fraction),
             )
             shown.done(metric=f"rows_clean={res['rows_clean']:,} of {res['rows_in']:,}")
         per_table[src.table] = res
@@ -49,18 +51,26 @@ def run(cfg: CleanConfig, ctx) -> dict:
             res["rows_quarantined"],
             res["rows_duplicate"],
         )
+    gate = data_gate(per_table, cfg.max_quarantine_fraction, cfg.max_null_fraction)
     artifacts = {t: f"{out}/{t}" for t in per_table} | {
         "quarantine": f"{out}/quarantine",
         "duplicates": f"{out}/duplicates",
+        "html": f"{out}/clean.html",
     }
-    return {
+    result = {
         "counts": totals,
         "reasons": reasons,
         "tables": per_table,
+        "data_gate": gate,
         "artifacts": artifacts,
         "reconciled": True,
         "pii_salt_env": cfg.pii.salt_env if salt else None,
     }
+    samples = {t: examples(f"{out}/quarantine/{t}") for t in per_table}  # up to 5 per reason: fast
+    ctx.path("clean.html").write_text(render(result, samples), encoding="utf-8")
+    if not gate["passed"]:  # outputs are written: the quarantine and clean.html show what went wrong
+        raise DataLossError(f"{gate['summary']} (examples: {out}/clean.html)", result)
+    return result
 
 
 if __name__ == "__main__":

@@ -308,6 +308,9 @@ def run_job(
             report["status"] = "succeeded"
         except BaseException as exc:
             failure = exc
+            partial = getattr(exc, "result", None)  # a job that failed a check after its outputs (clean's
+            if isinstance(partial, dict):  # data-loss gate) keeps its numbers and verdict in report.json
+                report.update(partial)
             report["status"] = "failed"
             report["error"] = f"{type(exc).__name__}: {exc}"
             report["traceback"] = traceback.format_exc()

@@ -91,10 +91,16 @@ def cleaned(ray_session, tmp_path_factory, monkeypatch_module):
             "rules.max_timestamp=2030-01-01T00:00:00Z",
             "rules.bot_events_per_minute=20",
             "pii.hash_columns=[user_id]",
+            "max_quarantine_fraction=0.05",  # the default (clean tiny allows 10 % for Taobao's time window)
             f"output_dir={tmp / 'out'}",
         ],
     )
-    report = run_parsed(spec, cfg)
+    from recsys.data.clean import DataLossError
+
+    # 36 of 43 rows quarantined: the data-loss gate fails the job after writing every output
+    with pytest.raises(DataLossError):
+        run_parsed(spec, cfg)
+    report = json.loads((tmp / "out" / "report.json").read_text())
     return report, expected, tmp / "out"
 
 
@@ -107,7 +113,7 @@ def monkeypatch_module():
 
 def test_reconciliation_and_reasons(cleaned):
     report, expected, _ = cleaned
-    assert report["status"] == "succeeded"
+    assert report["status"] == "failed" and report["data_gate"]["passed"] is False
     c = report["counts"]
     assert c["rows_in"] == 43  # 17 + 25 bot rows + the latin-1 row
     assert c["rows_in"] == c["rows_clean"] + c["rows_quarantined"] + c["rows_duplicate"]
@@ -124,8 +130,50 @@ def test_quarantine_keeps_raw_rows(cleaned):
     assert json.loads(by_reason["bad_type:price"]["raw"])["amount"] == "abc"
     assert "EXTRA" in by_reason["malformed_row: expected 7 fields, got 8"]["raw"]
     assert by_reason["invalid_encoding"]["raw"]  # kept, not dropped
-    assert all(r["source_row"] is not None for r in q)  # lineage of every rejection
-    assert all(r["source_file"].endswith("hostile.csv") for r in q if r["reason"] != "bot_burst")
+    # lineage of every rejection, those of the keyed stage (bot_burst) included
+    assert all(r["source_row"] is not None and r["raw"] for r in q)
+    assert all(r["source_file"].endswith("hostile.csv") for r in q)
+    bots = [r for r in q if r["reason"] == "bot_burst"]  # rejected after conversion: raw text read back
+    assert sorted(json.loads(r["raw"])["sku"] for r in bots) == sorted(f"b{i}" for i in range(25))
+    assert len({r["source_row"] for r in bots}) == 25
+
+
+def test_data_loss_gate_fails_after_writing_everything(cleaned):
+    """36 of 43 rows quarantined: the job fails naming the top reasons; report.json keeps the counts, the
+    verdict and the business loss; clean.html shows examples; the pipeline's gate reads the same verdict."""
+    from recsys.pipeline import gates as G
+
+    report, _, out = cleaned
+    gate = report["data_gate"]
+    assert report["error"].startswith(
+        "DataLossError: data-loss gate failed; top quarantine reasons: bot_burst 25, absurd_quantity 1, "
+        "bad_timestamp 1, bad_type:price 1, invalid_encoding 1. Failed: events: quarantine_fraction 83.72% > "
+        "5.00% (36 of 43 rows); events: null_fraction:user_id 6.98% > 5.00% (3 null)."
+    )
+    assert report["tables"]["events"]["nulls"] == {"user_id": 3, "item_id": 2}  # missing user + 2 malformed
+    # by hand from hostile_csv: users u1..u6 + bot, of whom u3, u6 and bot keep no row; sessions (30 min gap
+    # over every input row) u1 x2, u2, u3 x3 (1999, Jan 1, Jan 2), u4, u5, u6, bot; revenue |price x qty|:
+    # 9.99 x 3 + 5 + 3 + the absurd 4 x 10,000,000 + 1 x 3 + |-4| + 4 x 5 + 25 bot rows x 1
+    assert report["tables"]["events"]["loss"] == {
+        "users_in": 7,
+        "users_lost": 3,
+        "rows_without_user": 3,
+        "sessions_in": 10,
+        "sessions_lost": 5,
+        "revenue_in": 40_000_089.97,
+        "revenue_quarantined": 40_000_044.0,
+        "quantity_in": 10_000_040.0,
+        "quantity_quarantined": 10_000_033.0,
+        "revenue_quarantined_share": 0.999999,
+        "quantity_quarantined_share": 0.999999,
+    }
+    v = G.data_loss("no-data-loss", "clean", report, None)
+    assert (v.passed, v.reason) == (False, gate["summary"])
+    page = Path(report["artifacts"]["html"]).read_text()
+    assert page.count("<td>bot_burst</td><td>") == 5 + 1  # 5 examples + its row in the reasons table
+    assert "u4,i3,view,2024-01-02T00:02:00Z,4,1,x,EXTRA" in page and "hostile.csv" in page
+    assert "users lost entirely (no clean row)</td><td>3</td>" in page
+    assert (out / "events").is_dir() and (out / "quarantine" / "events").is_dir()
 
 
 def test_clean_rows_normalized_sessionized(cleaned):
@@ -184,6 +232,8 @@ def test_exchange_engines_write_the_same_rows(cleaned, tmp_path):
             "input.format=csv",
             "limit=null",
             "exchange.engine=ray_data",
+            "max_quarantine_fraction=1.0",  # the gate is not what this test is about
+            "max_null_fraction={}",
             "input.columns={uid: user_id, sku: item_id, action: event_type, when: timestamp, "
             "amount: price, qty: quantity, search: query}",
             "rules.min_timestamp=2020-01-01T00:00:00Z",
@@ -195,6 +245,12 @@ def test_exchange_engines_write_the_same_rows(cleaned, tmp_path):
     )
     other = run_parsed(spec, cfg)
     assert other["counts"] == report["counts"] and other["reasons"] == report["reasons"]
+    assert other["tables"]["events"]["loss"] == report["tables"]["events"]["loss"]
+    assert other["data_gate"]["passed"] and other["data_gate"]["checks"] == [
+        {**c, "max": 1.0, "ok": True}
+        for c in report["data_gate"]["checks"]
+        if c["check"] == "quarantine_fraction"
+    ]
     for sub in ("events", "quarantine/events", "duplicates/events"):
         rows = [
             sorted(

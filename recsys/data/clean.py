@@ -14,7 +14,7 @@ import datetime as dt
 import hashlib
 import html
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -158,7 +158,9 @@ def row_stage(batch: pa.Table, spec: dict[str, Any], opts: CleanOptions) -> pa.T
         )
     out = dict(cols)
     out["source_row"] = canon["source_row"]
-    out["source_file"] = pc.if_else(bad, canon["source_file"], pa.scalar(None, pa.string()))
+    # every row keeps its file (dictionary-encoded: a few paths, not one string per row), so a row the keyed
+    # stage rejects (bot_burst, unmatched_return) still says where it came from
+    out["source_file"] = pc.dictionary_encode(pc.cast(canon["source_file"], pa.string()))
     out[STATUS], out[REASON], out[RAW], out["_return"] = status, reason, raw, is_return
     return pa.table(out)
 
@@ -378,6 +380,90 @@ def status_counts(block: pa.Table) -> pa.Table:
     )
 
 
+def _distinct_kept(key: pa.Array, ok: pa.Array) -> tuple[int, int]:
+    """(distinct non-null keys, those with at least one ok row)."""
+    t = pa.table({"k": key, "ok": ok}).filter(pc.is_valid(key))
+    if t.num_rows == 0:
+        return 0, 0
+    g = t.group_by("k", use_threads=False).aggregate([("ok", "any")])
+    return g.num_rows, int(pc.sum(g["ok_any"]).as_py() or 0)
+
+
+def _input_sessions(done: pa.Table, gap_us: int, given: bool) -> pa.Array:
+    """A session key per row: the log's own ``user_id + session_id`` when it has one (``given``), else
+    sessions of the whole input (every status) by ``gap_us`` inactivity per user; null without user or time."""
+    user = pc.cast(done["user_id"], pa.string())
+    if given:
+        return pc.binary_join_element_wise(user, pc.cast(done["session_id"], pa.string()), "\x1f")
+    ts = pc.cast(done["timestamp"], pa.int64())
+    valid = pc.and_(pc.is_valid(user), pc.is_valid(ts)).to_numpy(zero_copy_only=False)
+    idx = np.nonzero(valid)[0]
+    sid = np.full(done.num_rows, -1, np.int64)
+    if len(idx):
+        sub = pa.table({"u": user.take(idx), "t": ts.take(idx)})
+        order = pc.sort_indices(sub, [("u", "ascending"), ("t", "ascending")]).to_numpy()
+        u, t = sub["u"].take(order), sub["t"].to_numpy()[order]
+        new = ~_prev_equal(u) | (np.diff(t, prepend=t[0]) > gap_us)
+        sid[idx[order]] = np.cumsum(new)
+    return pa.array(sid, mask=sid < 0)
+
+
+def loss_counts(done: pa.Table, table: str, gap_us: int, given_sessions: bool = False) -> dict[str, float]:
+    """What the quarantine costs in business terms, for one partition of final statuses (every row of its
+    keys, so the counts add up over partitions): users (items for the item table) and sessions present in
+    the input with no clean row, rows without a user, and the gross revenue (|price x quantity|, quantity 1
+    where absent) and quantity of quarantined rows next to the input's. ``given_sessions``: the input has
+    session ids (else sessions are cut by ``gap_us`` over every input row)."""
+    ok = pc.equal(done[STATUS], "ok")
+    quarantined = pc.equal(done[STATUS], "quarantine")
+    out: dict[str, float] = {}
+    entity = {"user_id": "users", "item_id": "items"}.get(DEDUP_KEYS[table][0])
+    if entity:
+        ids = done[DEDUP_KEYS[table][0]]
+        n_in, n_kept = _distinct_kept(ids, ok)
+        out[f"{entity}_in"], out[f"{entity}_lost"] = n_in, n_in - n_kept
+        if entity == "users":
+            out["rows_without_user"] = int(pc.sum(pc.is_null(ids)).as_py() or 0)
+    if table == "events":
+        n_in, n_kept = _distinct_kept(_input_sessions(done, gap_us, given_sessions), ok)
+        out["sessions_in"], out["sessions_lost"] = n_in, n_in - n_kept
+    if table != "events":  # a catalog's prices are not sales
+        return out
+    qty = pc.abs(pc.cast(done["quantity"], pa.float64())) if "quantity" in done.column_names else None
+    if "price" in done.column_names:
+        rev = pc.abs(
+            pc.multiply(pc.cast(done["price"], pa.float64()), pc.fill_null(qty, 1.0) if qty else 1.0)
+        )
+        out["revenue_in"] = float(pc.sum(rev).as_py() or 0.0)
+        out["revenue_quarantined"] = float(pc.sum(pc.filter(rev, quarantined)).as_py() or 0.0)
+    if qty is not None:
+        out["quantity_in"] = float(pc.sum(qty).as_py() or 0.0)
+        out["quantity_quarantined"] = float(pc.sum(pc.filter(qty, quarantined)).as_py() or 0.0)
+    return out
+
+
+def _partition_numbers(
+    done: pa.Table, table: str, gap_us: int, null_columns: list[str], given_sessions: bool
+) -> pa.Table:
+    """The rows a reduce task returns: (status, reason, n) per status and reason, then ``_null`` rows
+    (column, null count) and ``_loss`` rows (loss_counts, value in ``v``)."""
+    counts = status_counts(done)
+    counts = counts.append_column("v", pa.array(np.zeros(counts.num_rows), pa.float64()))
+    nulls = [
+        (c, int(pc.sum(pc.is_null(done[c])).as_py() or 0)) for c in null_columns if c in done.column_names
+    ]
+    loss = list(loss_counts(done, table, gap_us, given_sessions).items())
+    extra = pa.table(
+        {
+            "status": pa.array(["_null"] * len(nulls) + ["_loss"] * len(loss), pa.string()),
+            "reason": pa.array([c for c, _ in nulls] + [k for k, _ in loss], pa.string()),
+            "n": pa.array([n for _, n in nulls] + [0] * len(loss), pa.int64()),
+            "v": pa.array([0.0] * len(nulls) + [float(v) for _, v in loss], pa.float64()),
+        }
+    )
+    return pa.concat_tables([counts, extra])
+
+
 # --------------------------------------------------------------------------- orchestration
 def clean_table(
     src: Source,
@@ -387,6 +473,7 @@ def clean_table(
     limit: int | None = None,
     engine: str = "tasks",
     partition_mb: float | None = None,
+    null_columns: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Clean one canonical table of ``src`` (an adapters.Source) into ``out_dir``; return its counts.
 
@@ -413,12 +500,14 @@ def clean_table(
     }
     clear_dirs([path for path, _ in outputs.values()])  # a re-run replaces, never appends
     keys = DEDUP_KEYS[table]
+    bounded = [c for c in null_columns if c in canonical]
     kwargs = {
         "table": table,
         "opts": opts,
         "keys": keys,
         "scope": DEDUP_SCOPE.get(table, []),
         "outputs": outputs,
+        "null_columns": bounded,
     }
     if engine == "tasks":
         parts = by_key_streaming(
@@ -428,9 +517,16 @@ def clean_table(
     else:
         done = by_key(rows, keys, keyed_write, partitions=partitions, fn_kwargs=kwargs).take_all()
     reasons: dict[str, int] = {}
-    for row in done:  # (status, reason, n) per partition: a few rows
-        if row["reason"]:
+    nulls: dict[str, int] = {c: 0 for c in bounded}
+    loss: dict[str, float] = {}
+    for row in done:  # per partition: (status, reason, n), null counts, loss numbers; a few rows
+        if row["status"] == "_null":
+            nulls[row["reason"]] += int(row["n"])
+        elif row["status"] == "_loss":
+            loss[row["reason"]] = loss.get(row["reason"], 0.0) + float(row["v"])
+        elif row["reason"]:
             reasons[row["reason"]] = reasons.get(row["reason"], 0) + int(row["n"])
+    fill_raw(src, opts, outputs["quarantine"][0], limit)
     written = {status: _count_parquet(path) for status, (path, _) in outputs.items()}
     mark_partitioned(outputs["ok"][0], keys)
     counts = {
@@ -445,7 +541,93 @@ def clean_table(
             f"reconciliation failed for {table}: rows_in {rows_in} != clean {counts['rows_clean']} + "
             f"quarantined {counts['rows_quarantined']} + duplicate {counts['rows_duplicate']} = {total}"
         )
-    return {**counts, "reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1]))}
+    return {
+        **counts,
+        "reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
+        "nulls": nulls,
+        "loss": business_loss(loss),
+    }
+
+
+def business_loss(sums: dict[str, float]) -> dict[str, float | int]:
+    """The summed loss_counts of a table as report numbers: counts as ints, revenue and quantity with
+    their quarantined shares (left out where the input has none, e.g. a log without prices)."""
+    out: dict[str, float | int] = {}
+    for k, v in sums.items():
+        if k.startswith(("revenue", "quantity")):
+            if sums.get(f"{k.split('_')[0]}_in"):
+                out[k] = round(v, 6)
+        else:
+            out[k] = int(v)
+    for what in ("revenue", "quantity"):
+        if sums.get(f"{what}_in"):
+            out[f"{what}_quarantined_share"] = round(sums[f"{what}_quarantined"] / sums[f"{what}_in"], 6)
+    return out
+
+
+def fill_raw(src: Source, opts: CleanOptions, quarantine_dir: str, limit: int | None) -> int:
+    """Give the rows the keyed stage quarantined (bot_burst, unmatched_return: rejected after conversion,
+    when the source text is gone) their raw text, by a second read of only the files they came from.
+    Returns the number of rows filled; a no-op (one read of two quarantine columns) when there are none."""
+    fs, inner = filesystem(quarantine_dir)
+    if fs.get_file_info(inner).type == pafs.FileType.NotFound:
+        return 0
+    ds = pads.dataset(inner, filesystem=fs, format="parquet")
+    need = ds.to_table(columns=["source_file", "source_row"], filter=pc.field(RAW).is_null())
+    need = need.filter(pc.and_(pc.is_valid(need["source_file"]), pc.is_valid(need["source_row"])))
+    if need.num_rows == 0:
+        return 0
+    wanted: dict[str, list[int]] = {}
+    for f, r in zip(need["source_file"].to_pylist(), need["source_row"].to_pylist()):
+        wanted.setdefault(f, []).append(r)
+    files = [f for f in src.files if f in wanted]
+    read = src if limit or not files else replace(src, files=files)  # a limited run: the same first rows
+    raw = read.read_raw()
+    if limit:
+        raw = head(raw, limit)
+    found = raw.map_batches(
+        _pick_raw, batch_format="pyarrow", fn_kwargs={"wanted": wanted, "spec": src.spec, "opts": opts}
+    ).take_all()
+    fill = pa.table(
+        {
+            "source_file": pa.array([r["source_file"] for r in found], pa.string()),
+            "source_row": pa.array([r["source_row"] for r in found], pa.int64()),
+            "_fill": pa.array([r[RAW] for r in found], pa.string()),
+        }
+    )
+    for frag in ds.get_fragments():
+        part = pq.read_table(frag.path, filesystem=fs)
+        if not pc.any(pc.is_null(part[RAW])).as_py():
+            continue
+        missing = pc.is_null(part[RAW])
+        joined = part.filter(missing).join(fill, ["source_file", "source_row"], join_type="left outer")
+        joined = joined.set_column(joined.schema.get_field_index(RAW), RAW, joined["_fill"])
+        joined = joined.select(part.column_names).cast(part.schema)
+        pq.write_table(pa.concat_tables([part.filter(pc.invert(missing)), joined]), frag.path, filesystem=fs)
+    return len(found)
+
+
+def _pick_raw(
+    batch: pa.Table, wanted: dict[str, list[int]], spec: dict[str, Any], opts: CleanOptions
+) -> pa.Table:
+    """(source_file, source_row, raw) of the rows of ``batch`` named in ``wanted`` (file -> rows). Only rows
+    the reader parsed (no ``_error``): a malformed row was quarantined with its text by the row stage, and
+    its source_row may repeat a parsed row's."""
+    if "_error" in batch.column_names:
+        batch = batch.filter(pc.is_null(batch["_error"]))
+    hit = np.zeros(batch.num_rows, bool)
+    files = batch["source_file"].to_pylist() if batch.num_rows else []
+    rows = batch["source_row"].to_numpy(zero_copy_only=False) if batch.num_rows else []
+    for f in set(files) & set(wanted):
+        hit |= (np.asarray(files) == f) & np.isin(rows, wanted[f])
+    idx = np.nonzero(hit)[0]
+    return pa.table(
+        {
+            "source_file": pa.array([files[i] for i in idx], pa.string()),
+            "source_row": pa.array(rows[idx] if len(idx) else [], pa.int64()),
+            RAW: _safe_raw(raw_json(batch, idx), spec, opts) if len(idx) else pa.array([], pa.string()),
+        }
+    )
 
 
 def keyed_write(
@@ -455,6 +637,7 @@ def keyed_write(
     keys: list[str],
     scope: list[str],
     outputs: dict[str, tuple[str, list[str]]],
+    null_columns: list[str] | None = None,
 ) -> pa.Table:
     """Reduce side of clean's exchange: ``block`` holds all rows of its keys. Applies the keyed rules,
     writes each status' rows (``outputs[status] = (folder, columns)``) as one Parquet file, and returns
@@ -466,6 +649,7 @@ def keyed_write(
                 "status": pa.array([], pa.string()),
                 "reason": pa.array([], pa.string()),
                 "n": pa.array([], pa.int64()),
+                "v": pa.array([], pa.float64()),
             }
         )
     done = keyed_events(block, opts) if table == "events" else keyed_table(block, keys, scope)
@@ -479,11 +663,16 @@ def keyed_write(
             fs, inner = filesystem(path)
             fs.create_dir(inner, recursive=True)
             pq.write_table(part, f"{inner}/{name}", filesystem=fs)
-    return status_counts(done)
+    given = "session_id" in block.column_names and bool(pc.any(pc.is_valid(block["session_id"])).as_py())
+    return _partition_numbers(done, table, opts.gap_us, null_columns or [], given)
 
 
 def _pick(block: pa.Table, status: str, columns: list[str]) -> pa.Table:
-    return block.filter(pc.equal(block[STATUS], status)).select(columns)
+    part = block.filter(pc.equal(block[STATUS], status)).select(columns)
+    if "source_file" in columns:  # plain strings on disk (dictionary-encoded in flight)
+        i = part.schema.get_field_index("source_file")
+        part = part.set_column(i, "source_file", pc.cast(part["source_file"], pa.string()))
+    return part
 
 
 def _count_parquet(path: str) -> int:
@@ -523,3 +712,77 @@ def clean_options(cfg: CleanConfig, salt: str | None) -> CleanOptions:
         return_mode=cfg.returns.mode,
         link_returns=cfg.returns.mode == "link" and cfg.returns.order_id_prefix is not None,
     )
+
+
+# --------------------------------------------------------------------------- data-loss gate
+class DataLossError(RuntimeError):
+    """The clean job's data-loss gate failed. ``result`` holds the job's report fields (counts, reasons,
+    the gate's verdict): the runtime writes them into report.json beside the error."""
+
+    def __init__(self, message: str, result: dict[str, Any]):
+        super().__init__(message)
+        self.result = result
+
+
+def data_gate(
+    tables: dict[str, dict[str, Any]], max_quarantine_fraction: float, max_null_fraction: dict[str, float]
+) -> dict[str, Any]:
+    """The data-loss verdict of a clean run, from its per-table counts (``clean_table``'s rows_in,
+    rows_quarantined, reasons and nulls): each table's quarantined share of input rows must be at most
+    ``max_quarantine_fraction`` and each bounded column's null share (null tokens included: the readers
+    make them nulls) at most its ``max_null_fraction``. The clean job and the pipeline's data_loss gate
+    both decide by this function on these numbers."""
+    checks: list[dict[str, Any]] = []
+    reasons: dict[str, int] = {}
+    for name, t in tables.items():
+        n = int(t["rows_in"])
+        share = t["rows_quarantined"] / n if n else 0.0
+        checks.append(
+            {
+                "table": name,
+                "check": "quarantine_fraction",
+                "value": round(share, 6),
+                "max": max_quarantine_fraction,
+            }
+        )
+        for col, bound in sorted(max_null_fraction.items()):
+            if col in t.get("nulls", {}):
+                value = t["nulls"][col] / n if n else 0.0
+                checks.append(
+                    {"table": name, "check": f"null_fraction:{col}", "value": round(value, 6), "max": bound}
+                )
+        for r, k in t.get("reasons", {}).items():
+            if not r.endswith("duplicate") and r != "duplicate_key":
+                reasons[r] = reasons.get(r, 0) + int(k)
+    for c in checks:
+        c["ok"] = c["value"] <= c["max"]
+    top = sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))[:5]
+    failures = [
+        f"{c['table']}: {c['check']} {c['value']:.2%} > {c['max']:.2%}"
+        + (
+            f" ({tables[c['table']]['rows_quarantined']:,} of {tables[c['table']]['rows_in']:,} rows)"
+            if c["check"] == "quarantine_fraction"
+            else f" ({tables[c['table']]['nulls'][c['check'].split(':', 1)[1]]:,} null)"
+        )
+        for c in checks
+        if not c["ok"]
+    ]
+    summary = (
+        "data-loss gate passed"
+        if not failures
+        else "data-loss gate failed; top quarantine reasons: "  # first: a console shows the first 300 chars
+        + (", ".join(f"{r} {k:,}" for r, k in top) or "none")
+        + ". Failed: "
+        + "; ".join(failures)
+        + ". Check the input mapping (delimiter, columns, null_values, formats) and the quarantine examples, "
+        "or raise max_quarantine_fraction / max_null_fraction if this loss is expected"
+    )
+    return {
+        "passed": not failures,
+        "max_quarantine_fraction": max_quarantine_fraction,
+        "max_null_fraction": dict(max_null_fraction),
+        "checks": checks,
+        "failures": failures,
+        "top_reasons": [[r, k] for r, k in top],
+        "summary": summary,
+    }

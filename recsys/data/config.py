@@ -140,6 +140,25 @@ class CleanConfig(JobConfig):
         ge=1,
         description="Read only the first this many rows per table (smoke runs; the same rows every run).",
     )
+    max_quarantine_fraction: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="Data-loss gate: the job fails (after writing its outputs) when a table quarantines more "
+        "than this share of its input rows (duplicates are not counted); the error names the top reasons.",
+    )
+    max_null_fraction: dict[str, float] = Field(
+        default_factory=lambda: {"user_id": 0.05, "item_id": 0.05},
+        description="Data-loss gate: canonical column -> the largest share of a table's input rows where it "
+        "may be null (null tokens such as NA included; checked in the tables that have the column).",
+    )
+
+    @model_validator(mode="after")
+    def _null_bounds(self) -> CleanConfig:
+        bad = {c: v for c, v in self.max_null_fraction.items() if not 0 <= v <= 1}
+        if bad:
+            raise ValueError(f"max_null_fraction: shares must be in [0, 1], got {bad}")
+        return self
 
 
 class QualityRule(StrictModel):

@@ -66,17 +66,22 @@ class GateConfig(StrictModel):
     """A check on a stage's report.json; a failed gate stops the pipeline with the reason."""
 
     name: str = Field(..., description="Gate name in the report.")
-    kind: Literal["data_contract", "reconciliation", "metric_min", "champion_challenger"] = Field(
-        ...,
-        description="data_contract: the stage succeeded and `key` (violations) is empty; reconciliation: `key` is "
-        "true (rows in = clean + quarantined + duplicates); metric_min: a metric >= min; "
-        "champion_challenger: the challenger "
-        "beats production with a significant paired difference.",
+    kind: Literal["data_contract", "reconciliation", "data_loss", "metric_min", "champion_challenger"] = (
+        Field(
+            ...,
+            description="data_contract: the stage succeeded and `key` (violations) is empty; reconciliation: `key` is "
+            "true (rows in = clean + quarantined + duplicates); data_loss: the clean stage's data-loss verdict "
+            "(`key`, default data_gate: quarantined and null shares within the clean config's max_quarantine_fraction "
+            "and max_null_fraction, judged by the same function); metric_min: a metric >= min; "
+            "champion_challenger: the challenger "
+            "beats production with a significant paired difference.",
+        )
     )
     stage: str = Field(..., description="Stage whose report the gate reads (checked right after it runs).")
     key: str | None = Field(
         None,
-        description="Dotted key in the report (default: contract_violations / reconciled / metrics.<model>.<metric>).",
+        description="Dotted key in the report (default: contract_violations / reconciled / data_gate / "
+        "metrics.<model>.<metric>).",
     )
     model: str | None = Field(
         None, description="metric_min / champion_challenger: the model name in an evaluate report."

@@ -68,6 +68,30 @@ def data_contract(name: str, stage: str, report: dict[str, Any], key: str | None
     return Verdict(name, "data_contract", stage, True, "every contract rule holds", {"key": key})
 
 
+def data_loss(name: str, stage: str, report: dict[str, Any], key: str | None) -> Verdict:
+    """The clean stage's data-loss gate: its recorded per-table numbers re-judged by the clean job's own
+    function (``recsys.data.clean.data_gate``) under the bounds it ran with, so the pipeline and the job
+    cannot disagree. Read also when the stage failed (the gate is what failed it)."""
+    from recsys.data.clean import data_gate  # pyarrow: imported when a data_loss gate is checked
+
+    recorded = lookup(report, key or "data_gate")
+    tables = report.get("tables")
+    if recorded is _MISSING or not isinstance(recorded, dict) or not isinstance(tables, dict):
+        return Verdict(
+            name,
+            "data_loss",
+            stage,
+            False,
+            f"report of stage {stage!r} has no data-loss verdict ({key or 'data_gate'!r} and tables): "
+            f"{report.get('error') or 'is it a clean stage?'}",
+        )
+    verdict = data_gate(tables, recorded["max_quarantine_fraction"], recorded["max_null_fraction"])
+    details = {k: verdict[k] for k in ("checks", "top_reasons")} | {
+        "loss": {t: v.get("loss", {}) for t, v in tables.items()}
+    }
+    return Verdict(name, "data_loss", stage, verdict["passed"], verdict["summary"], details)
+
+
 def reconciliation(name: str, stage: str, report: dict[str, Any], key: str | None) -> Verdict:
     """The clean stage accounted for every input row (``reconciled: true``)."""
     key = key or "reconciled"

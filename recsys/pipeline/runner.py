@@ -156,6 +156,8 @@ class PipelineRunner:
         for g in (g for g in self.cfg.gates if g.stage == stage):
             if g.kind == "data_contract":
                 v = G.data_contract(g.name, stage, report, g.key)
+            elif g.kind == "data_loss":  # read on failure too: the gate is what fails the clean stage
+                v = G.data_loss(g.name, stage, report, g.key)
             elif report.get("status") != "succeeded":
                 continue  # the stage failure itself stops the pipeline
             elif g.kind == "reconciliation":

@@ -12,10 +12,10 @@ def run(cfg: InventoryConfig, ctx) -> dict:
     from recsys.data.config import DEFAULT_CONTRACT
     from recsys.data.inventory import check_contract
     from recsys.data.inventory_job import (
+        clean_yaml,
         default_rules,
         infer_adapter,
         profile_inputs,
-        profiled_input,
         verdict,
     )
     from recsys.data.report_html import render
@@ -26,14 +26,14 @@ def run(cfg: InventoryConfig, ctx) -> dict:
     if not cfg.input.preset and not cfg.input.columns:
         with ctx.timer("infer_roles"):
             proposal = infer_adapter(cfg.input, cfg.sample_rows)
-        ctx.path("adapter.yaml").write_text(
-            adapter_yaml(
-                proposal,
-                "Proposed by `recsys run inventory` (column role inference); use as the clean job's input: section",
-            )
+        adapter = adapter_yaml(
+            proposal,
+            "Proposed by `recsys run inventory` (column role inference); use as the clean job's input: section",
         )
+        ctx.path("adapter.yaml").write_text(adapter)
+        ctx.path("clean.yaml").write_text(clean_yaml(adapter, ctx.path("clean.yaml"), ctx.output_dir))
         type(cfg.input).model_validate(proposal.input)  # the clean job accepts it
-        inputs = [type(cfg.input).model_validate(profiled_input(proposal.input))]
+        inputs = [type(cfg.input).model_validate(proposal.input)]
     with ctx.timer("profile"):
         profiles = profile_inputs(inputs + list(cfg.more_inputs), cfg.top_k, cfg.bins, now, cfg.limit)
     given = list(cfg.contract) or default_rules(profiles, DEFAULT_CONTRACT)
@@ -81,7 +81,14 @@ def run(cfg: InventoryConfig, ctx) -> dict:
             "html": str(ctx.output_dir / "inventory.html"),
             "charts": str(charts),
         }
-        | ({"adapter": str(ctx.output_dir / "adapter.yaml")} if proposal else {}),
+        | (
+            {
+                "adapter": str(ctx.output_dir / "adapter.yaml"),
+                "clean_config": str(ctx.output_dir / "clean.yaml"),
+            }
+            if proposal
+            else {}
+        ),
     }
     if failed:
         raise RuntimeError(f"quality contract violated ({len(failed)} rule(s)): " + "; ".join(failed))

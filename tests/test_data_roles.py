@@ -11,10 +11,11 @@ import pyarrow as pa
 import pytest
 import yaml
 
+from recsys.config.base import InputConfig
 from recsys.data.config import DEFAULT_CONTRACT, QualityRule
 from recsys.data.inventory import PassSpec, _null_and_parse, check_contract, partial_pass
-from recsys.data.inventory_job import default_rules, profiled_input, reader_options, verdict
-from recsys.data.roles import REVIEW_BELOW, adapter_yaml, infer_roles, propose
+from recsys.data.inventory_job import default_rules, reader_options, verdict
+from recsys.data.roles import adapter_yaml, infer_roles, propose
 
 
 def session_log(sorted_offsets: bool = True) -> pd.DataFrame:
@@ -57,16 +58,6 @@ def test_offset_within_session_is_offset_not_category():
     p = propose(roles, session_log(), {"path": "clicks.csv"})
     assert p.input["timestamp"] == {"date": "eventdate", "offset_ms": "timeframe"}
     assert "eventdate" not in p.input["columns"] and "timeframe" not in p.input["columns"]
-
-
-def test_profile_reads_the_date_alone_until_the_converter_reads_timestamp_parts(monkeypatch):
-    import recsys.data.inventory_job as J
-
-    proposed = {"path": "x", "columns": {"s": "user_id"}, "timestamp": {"date": "d", "offset_ms": "t"}}
-    monkeypatch.setattr(J, "SPEC_FIELDS", ("columns",))
-    assert profiled_input(proposed) == {"path": "x", "columns": {"s": "user_id", "d": "timestamp"}}
-    monkeypatch.setattr(J, "SPEC_FIELDS", ("columns", "timestamp"))
-    assert profiled_input(proposed) == proposed
 
 
 def test_a_named_position_growing_within_a_session_stays_a_position():
@@ -143,10 +134,12 @@ def test_space_aligned_purchases_without_names():
         "col3": ("price", 0.4),
     }
     p = propose(roles, df, {"path": "cd.txt"})
-    assert p.input["timestamp_format"] == "%Y%m%d" and p.input["defaults"] == {"event_type": "view"}
-    assert p.unfilled[1] == (
-        "item_id (no column fits; map one with input.columns.<source>=item_id, or give a constant with "
-        "input.defaults.item_id)"
+    assert p.input["timestamp_format"] == "%Y%m%d"
+    # no item column: the rows are kept under one constant item (said, never silent), not quarantined
+    assert p.input["defaults"] == {"event_type": "view", "item_id": "unspecified"}
+    assert p.warnings[-1] == (
+        "item_id: no column of item ids; input.defaults.item_id is 'unspecified' for every row (user-level "
+        "models only) - map a column with input.columns.<source>=item_id if there is one"
     )
     assert p.verdict == "review needed"
 
@@ -180,14 +173,52 @@ def test_null_token_ids_are_reported_and_not_users():
     assert roles[0]["null_tokens"] == {"?": 0.25} and roles[0]["null_share"] == 0.25
 
 
-def test_sessions_stand_in_for_a_mostly_null_user_column():
+def test_a_mostly_null_user_column_keeps_its_users_and_keys_the_rest_by_session():
+    """62 % 'NA' users beside a complete session column: known users stay themselves, the anonymous
+    rows become the pseudo-user of their session (input.anonymous_key), flagged for review."""
     df = session_log()
     p = propose(infer_roles(df), df, {"path": "clicks.csv", "delimiter": ";"})
-    assert p.input["columns"] == {"sessionId": "user_id", "itemId": "item_id"}
+    assert p.input["columns"] == {"sessionId": "session_id", "userId": "user_id", "itemId": "item_id"}
+    assert p.input["anonymous_key"] == "session_id"
     assert p.review[0] == (
-        f"sessionId -> user_id: confidence 0.45 < {REVIEW_BELOW} (user column 'userId' is 62% null "
-        "(NA 62%): sessions ('sessionId') stand in for users)"
+        "user_id column 'userId': 62% null (NA 62%); those rows are kept as the pseudo-user "
+        "'session_id:<sessionId>' (input.anonymous_key: session_id), remove anonymous_key to quarantine them instead"
     )
+    assert InputConfig.model_validate(p.input, context={"check_paths": False}).anonymous_key == "session_id"
+
+
+def test_anonymous_key_turns_null_users_into_their_session():
+    import pyarrow as pa
+
+    from recsys.data.convert import to_canonical
+
+    raw = pa.table(
+        {
+            "s": ["1", "1", "2", None],
+            "u": ["7", "NA", "NA", "NA"],
+            "i": ["a", "b", "c", "d"],
+            "t": ["1700000000"] * 4,
+            "source_file": ["f"] * 4,
+            "source_row": pa.array([0, 1, 2, 3], pa.int64()),
+            "_error": pa.nulls(4, pa.string()),
+            "_raw": pa.nulls(4, pa.string()),
+        }
+    )
+    spec = {
+        "table": "events",
+        "columns": {"s": "session_id", "u": "user_id", "i": "item_id", "t": "timestamp"},
+        "null_values": ["", "NA"],
+        "anonymous_key": "session_id",
+    }
+    out = to_canonical(raw, spec)
+    # a known user stays; NA rows with a session become its pseudo-user; without a session they stay null
+    assert out["user_id"].to_pylist() == ["7", "session_id:1", "session_id:2", None]
+    assert to_canonical(raw, {**spec, "anonymous_key": None})["user_id"].to_pylist() == [
+        "7",
+        None,
+        None,
+        None,
+    ]
 
 
 def test_adapter_yaml_comments_every_role_with_its_confidence():
@@ -202,7 +233,7 @@ def test_adapter_yaml_comments_every_role_with_its_confidence():
         "# could not fill: event_type (no column of event names: every row proposed as a view, "
         "never guessed as buy)" in lines
     )
-    assert "# unmapped: userId (62% null (NA 62%))" in lines
+    assert "  anonymous_key: session_id  # 'userId' is 62% null (NA 62%); 'sessionId' is complete" in lines
     assert "    itemId: item_id  # confidence 0.60: name matches item_id" in lines
     assert lines[lines.index("  timestamp:  # " + p.notes["timestamp"]) + 1] == "    date: eventdate"
     assert p.notes["timestamp"].startswith("date 'eventdate' (confidence 1.00: name matches timestamp;")

@@ -219,6 +219,12 @@ class InputConfig(StrictModel):
     keep_extra: bool = Field(
         False, description="Keep unmapped source columns (as strings) next to the canonical ones."
     )
+    anonymous_key: Literal["session_id", "order_id"] | None = Field(
+        None,
+        description="Events without a user id (missing or a null token) but with this canonical column are "
+        "kept as the events of a pseudo-user '<column>:<value>' (an anonymous session, a guest order) instead of "
+        "being quarantined as missing_key:user_id; the inventory proposes it when a user column is mostly null.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> InputConfig:

@@ -64,6 +64,7 @@ SPEC_FIELDS = (
     "event_map",
     "defaults",
     "keep_extra",
+    "anonymous_key",
 )
 SPLITTERS = ("delimiter", "delimiter_regex", "fixed_width")
 

@@ -268,12 +268,22 @@ def to_canonical(batch: pa.Table, spec: dict[str, Any]) -> pa.Table:
     for name in cols:
         if name not in out and spec.get("keep_extra"):
             out[name] = cols[name]
+    anonymous = spec.get("anonymous_key")
+    if anonymous and "user_id" in out and anonymous in out:
+        out["user_id"] = anonymous_users(out["user_id"], out[anonymous], anonymous)
     out["source_file"] = meta.get("source_file", pa.nulls(n, pa.string()))
     if "source_row" not in out:
         out["source_row"] = meta.get("source_row", pa.nulls(n, pa.int64()))
     out["_error"] = error
     out["_raw"] = meta.get("_raw", pa.nulls(n, pa.string()))
     return pa.table(out)
+
+
+def anonymous_users(user: pa.Array, key: pa.Array, name: str) -> pa.Array:
+    """Null user ids where ``key`` (a session or order id) is set become ``'<name>:<key>'``: the rows of an
+    anonymous session or a guest order stay one pseudo-user's events instead of missing_key:user_id."""
+    pseudo = pc.binary_join_element_wise(pa.scalar(f"{name}:"), key.cast(pa.string()), "")
+    return pc.if_else(pc.and_(pc.is_null(user), pc.is_valid(key)), pseudo, user)
 
 
 def _map_events(arr: pa.Array, event_map: dict[str, str]) -> pa.Array:

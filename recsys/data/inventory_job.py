@@ -4,11 +4,12 @@ the contract (given or default) and the verdict."""
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from recsys.data.adapters import SPEC_FIELDS, open_source, read_input, tables_of
+from recsys.data.adapters import open_source, read_input, tables_of
 from recsys.data.inventory import profile_table
 from recsys.data.io import head
 from recsys.data.readers import META
@@ -34,8 +35,8 @@ def infer_adapter(input_cfg: InputConfig, sample_rows: int) -> Proposal:
     roles = infer_roles(df, input_cfg.null_values)
     base = input_cfg.model_dump(exclude_defaults=True, exclude={"columns"})
     base["format"] = src.fmt
-    # TODO(lead): once readers.sniff_dialect is wired into open_source, the sniffed delimiter /
-    # whitespace / fixed widths / header arrive in src.spec and are written into the proposal here.
+    # open_source resolved what the config left open (sniffed delimiter / whitespace / fixed widths /
+    # header): the proposal states it, so the clean job splits the file exactly as this sample was
     base.update(reader_options(src.spec, base, type(input_cfg)) if src.fmt in ("csv", "tsv", "text") else {})
     return propose(roles, df, base)
 
@@ -55,16 +56,15 @@ def reader_options(spec: dict[str, Any], base: dict[str, Any], cls: type[InputCo
     return {k: v for k, v in extra.items() if k not in splitters or (not given and k == found[0])}
 
 
-def profiled_input(proposed: dict[str, Any]) -> dict[str, Any]:
-    """The proposal as the profile reads it. TODO(lead): drop once the converter reads ``input.timestamp``
-    parts (it is not among adapters.SPEC_FIELDS yet): until then the date column alone is the timestamp,
-    so the inventory still profiles the file instead of failing on a missing timestamp."""
-    parts = proposed.get("timestamp")
-    if not parts or "timestamp" in SPEC_FIELDS:
-        return proposed
-    out = {k: v for k, v in proposed.items() if k != "timestamp"}
-    out["columns"] = {**proposed.get("columns", {}), parts["date"]: "timestamp"}
-    return out
+def clean_yaml(adapter_text: str, path: Path, inventory_dir: Path) -> str:
+    """A ready-to-run clean config (``clean.yaml`` beside ``adapter.yaml``): the proposal, comments
+    included, writing to ``runs/clean/<name of the inventory's output dir>``."""
+    return (
+        f"# recsys run clean --config {path}\n"
+        "# Made by `recsys run inventory` from its proposal (adapter.yaml): review the comments below first;\n"
+        "# clean fails, and says why, when more rows than clean's max_quarantine_fraction are quarantined.\n"
+        f"output_dir: runs/clean/{inventory_dir.name}\n" + adapter_text
+    )
 
 
 def default_rules(profiles: dict[str, Any], rules: tuple[QualityRule, ...]) -> list[QualityRule]:

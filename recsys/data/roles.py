@@ -70,12 +70,10 @@ COUNTRY_HINT = re.compile(
 )
 
 
+NO_ITEM = "unspecified"  # input.defaults.item_id proposed for a log without item ids
 REVIEW_BELOW = 0.5  # a role filled with less confidence than this makes the verdict "review needed"
 ID_NULL_BOUND = 0.05  # an id column with a larger null share (tokens included) is reported
 EMPTY_COLUMN = 0.95  # a column with a larger null share gets no role (nothing to infer from)
-SESSIONS_AS_USERS = (
-    0.5  # a user column nuller than this, next to a complete session column: sessions stand in
-)
 MONOTONE_MIN_PAIRS = 20  # consecutive pairs within groups needed before monotony counts as evidence
 OFFSET_NAME = r"(offset|elapsed|time_?frame|millis|msec|_ms$|delta|since)"
 SEQUENCE_NAME = r"^(seq|sequence|step|event_?(no|num|index|seq)|click_?(no|num|index)|seq_?(no|num))$"
@@ -417,7 +415,7 @@ def propose(roles: list[dict[str, Any]], df: pd.DataFrame, base: dict[str, Any])
                 if v.lower() in EVENT_WORDS and EVENT_WORDS[v.lower()] != v
             }
     cfg["columns"] = columns  # filled in place below: columns come before timestamp / defaults in the YAML
-    _null_ids(roles, by_role, columns, notes, warnings)
+    _null_ids(roles, by_role, columns, notes, warnings, cfg)
     _order_columns(by_role, columns, notes, cfg, warnings)
     kinds = set(columns.values())
     table = "events" if {"user_id", "item_id"} <= kinds else ("items" if "item_id" in kinds else "events")
@@ -435,6 +433,15 @@ def propose(roles: list[dict[str, Any]], df: pd.DataFrame, base: dict[str, Any])
             f"event_type: {why}; input.defaults.event_type is view - set it if these are not views"
         )
     cfg["table"] = table
+    if table == "events" and "user_id" in kinds and "item_id" not in kinds:
+        # a log of users' events without products (e.g. purchases: customer, date, quantity, amount): kept
+        # whole under one constant item instead of every row quarantined as missing_key:item_id
+        cfg["defaults"] = {**cfg.get("defaults", {}), "item_id": NO_ITEM}
+        notes["defaults.item_id"] = "assumed: no column of item ids; every event gets this one item"
+        warnings.append(
+            f"item_id: no column of item ids; input.defaults.item_id is {NO_ITEM!r} for every row "
+            "(user-level models only) - map a column with input.columns.<source>=item_id if there is one"
+        )
     for role in KEYS[table]:
         if (
             role not in kinds
@@ -458,37 +465,39 @@ def _null_ids(
     columns: dict[str, str],
     notes: dict[str, str],
     warnings: list[str],
+    cfg: dict[str, Any],
 ) -> None:
-    """Id columns full of null tokens: reported with their share; a user column mostly null next to a
-    complete session column gives way to it (sessions stand in for users, flagged for review)."""
-    user, sess = by_role.get("user_id"), by_role.get("session_id")
+    """Id columns full of null tokens: reported with their share. The rows of a user column mostly null
+    next to a complete session (else order) column are kept as anonymous sessions / guest orders
+    (``input.anonymous_key``): known users stay themselves, flagged for review."""
     for role in ("user_id", "item_id"):
         r = by_role.get(role)
         if r is None or r["null_share"] <= ID_NULL_BOUND:
             continue
-        if (
-            role == "user_id"
-            and r["null_share"] > SESSIONS_AS_USERS
-            and sess
-            and sess["null_share"] <= ID_NULL_BOUND
-        ):
+        key = next(
+            (
+                k
+                for k in ("session_id", "order_id")
+                if role == "user_id" and k in by_role and by_role[k]["null_share"] <= ID_NULL_BOUND
+            ),
+            None,
+        )
+        share = f"{r['null_share']:.0%} null ({_tokens(r)})"
+        if key is not None:
+            cfg["anonymous_key"] = key
+            kept = f"those rows are kept as the pseudo-user '{key}:<{by_role[key]['column']}>'"
+            notes[f"columns.{r['column']}"] += f"; {share}: {kept} (input.anonymous_key)"
+            notes["anonymous_key"] = f"{r['column']!r} is {share}; {by_role[key]['column']!r} is complete"
+            warnings.append(
+                f"{role} column {r['column']!r}: {share}; {kept} (input.anonymous_key: {key}), "
+                "remove anonymous_key to quarantine them instead"
+            )
             continue
         warnings.append(
-            f"{role} column {r['column']!r}: {r['null_share']:.0%} null ({_tokens(r)}); those rows have no "
+            f"{role} column {r['column']!r}: {share}; those rows have no "
             f"{role.removesuffix('_id')} and are not counted as one"
         )
-        notes[f"columns.{r['column']}"] += f"; {r['null_share']:.0%} null ({_tokens(r)})"
-    if user and sess and user["null_share"] > SESSIONS_AS_USERS and sess["null_share"] <= ID_NULL_BOUND:
-        del columns[user["column"]]
-        notes.pop(f"columns.{user['column']}", None)
-        columns[sess["column"]] = "user_id"
-        why = (
-            f"user column {user['column']!r} is {user['null_share']:.0%} null ({_tokens(user)}): "
-            f"sessions ({sess['column']!r}) stand in for users"
-        )
-        user.update(role=None, confidence=0.0, why=f"{user['null_share']:.0%} null ({_tokens(user)})")
-        sess.update(role="user_id", confidence=0.45, why=why)
-        notes[f"columns.{sess['column']}"] = _note(sess)  # its low confidence puts it on the review list
+        notes[f"columns.{r['column']}"] += f"; {share}"
 
 
 def _order_columns(

@@ -174,9 +174,10 @@ def onboard(name: str, truth: dict[str, Any], out: Path) -> dict[str, Any]:
     )
     row.update(clean_rc=rc, clean_s=round(secs, 1))
     rep = json.loads((cln / "report.json").read_text()) if (cln / "report.json").exists() else {}
-    counts = (rep.get("counts") or {}).get("events") or {}
-    rows_in, ok = counts.get("rows_in"), counts.get("clean")
-    quarantined, dups = counts.get("quarantined"), counts.get("duplicates")
+    counts = rep.get("counts") or {}
+    rows_in, ok = counts.get("rows_in"), counts.get("rows_clean")
+    quarantined, dups = counts.get("rows_quarantined"), counts.get("rows_duplicate")
+    row["gate"] = (rep.get("data_gate") or {}).get("summary")
     row.update(rows_in=rows_in, clean=ok, quarantined=quarantined, duplicates=dups)
     if None not in (rows_in, ok, quarantined, dups):
         row["reconciles"] = rows_in == ok + quarantined + dups

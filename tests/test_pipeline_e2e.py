@@ -64,7 +64,7 @@ def test_tiny_pipeline_end_to_end(ray_session, tmp_path, monkeypatch, project_ro
             "evaluate",
             "index",
         ]
-        assert all(g["passed"] for g in report["gates"]) and len(report["gates"]) == 3
+        assert all(g["passed"] for g in report["gates"]) and len(report["gates"]) == 4
         floor = next(g for g in report["gates"] if g["gate"] == "ndcg-floor")
         assert floor["details"]["key"] == "metrics.sasrec.ndcg@10"  # the gates are about the trained model
         dep = report["deployment"]

@@ -150,6 +150,9 @@ def column_profile(
         "ts_rate": ts_rate,
         "ts_unit": unit,
         "values": s.value_counts().head(30).index.tolist(),
+        # counts cluster at small values (1, 2, 6, 12, ...); integer ids spread over their range
+        "small": float((num.dropna().abs() <= 100).mean()) if numeric > 0 else 0.0,
+        "median": float(num.median()) if numeric > 0 else 0.0,
         "series": s,  # index = row position in the sample: aligns columns for the monotony check
     }
 
@@ -215,9 +218,11 @@ def score_roles(p: dict[str, Any]) -> Scores:
     if (
         p["numeric"] > 0.95
         and p["integer"] > 0.99
-        and p["distinct"] <= 200
         and ts_rate < 0.5
-        and p["distinct_ratio"] < 0.05
+        and (
+            (p["distinct"] <= 200 and p["distinct_ratio"] < 0.05)
+            or (p["small"] >= 0.8 and p["median"] <= 50 and p["distinct_ratio"] < 0.1)
+        )
     ):
         _add(scores, "quantity", 0.25, "few distinct small integers")
     if p["mean_len"] > 15 and p["spaces"] > 0.5:

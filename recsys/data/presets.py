@@ -2,7 +2,7 @@
 
 A preset says, per canonical table, which file(s) under ``input.path`` (the set's folder, or one of
 its files) to read, with which reader options and column mapping, plus an optional row transform
-(``post``: e.g. exploding ``user item1 item2 ...`` lines) or a derivation (``distinct``: the items of
+(``post``: e.g. exploding RecBole histories) or a derivation (``distinct``: the items of
 an events file). Any key set in the job's ``input`` section overrides the preset's value.
 """
 
@@ -14,8 +14,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -59,14 +57,6 @@ def user_item_lines(table: pa.Table) -> pa.Table:
     """``user item`` lines in time order -> events with ordinal timestamps."""
     ts = pa.array(ordinal_ts(table["user_id"].to_numpy(zero_copy_only=False)), pa.string())
     return table.append_column("timestamp", ts)
-
-
-def user_sequence_lines(table: pa.Table) -> pa.Table:
-    """``user item1 item2 ...`` lines -> one event per item with ordinal timestamps."""
-    parts = pc.split_pattern_regex(pc.utf8_trim_whitespace(pc.fill_null(table["line"], "")), r"\s+")
-    users = pc.list_element(parts, 0)
-    items = pc.list_slice(parts, 1)
-    return explode(table.append_column("user_id", users), "user_id", items)
 
 
 def candidate_lists(table: pa.Table) -> pa.Table:

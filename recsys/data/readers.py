@@ -628,10 +628,14 @@ def explode_item_list(table: pa.Table, opts: dict[str, Any]) -> pa.Table:
     col = opts["item_list"]
     names = [c for c in table.column_names if c not in META]
     if col not in names:
-        raise ValueError(f"input.item_list: column {col!r} is not in the source columns {names}; name one of them")
+        raise ValueError(
+            f"input.item_list: column {col!r} is not in the source columns {names}; name one of them"
+        )
     mapping: dict[str, str] = opts.get("columns") or {}
     if "item_id" in names:
-        raise ValueError(f"input.item_list {col!r} becomes item_id but the source has an item_id column; rename it")
+        raise ValueError(
+            f"input.item_list {col!r} becomes item_id but the source has an item_id column; rename it"
+        )
     text = pc.utf8_trim_whitespace(pc.fill_null(table[col], ""))
     none = pa.scalar([None], pa.list_(pa.string()))
     items = pc.if_else(pc.equal(text, ""), none, pc.split_pattern_regex(text, r"\s+"))
@@ -647,7 +651,11 @@ def explode_item_list(table: pa.Table, opts: dict[str, Any]) -> pa.Table:
                 f"input.item_list: ordinal timestamps count per user but no column is mapped to user_id; "
                 f"map one with input.columns (source columns {names})"
             )
-        out["timestamp"] = pa.array(ordinal_ts(out[user].to_numpy(zero_copy_only=False)), pa.string())
+        has_item = pc.is_valid(out["item_id"]).to_numpy(zero_copy_only=False)
+        users = out[user].to_numpy(zero_copy_only=False)
+        ts = np.full(len(users), None, object)
+        ts[has_item] = ordinal_ts(users[has_item])  # a row without an item takes no place in the order
+        out["timestamp"] = pa.array(ts, pa.string())
     return pa.table({k: out[k] for k in [*(c for c in out if c not in META), *META] if k in out})
 
 

@@ -451,3 +451,52 @@ def test_logs_by_config_alone(tmp_path):
 def test_regex_outside_re2_names_the_field():
     with pytest.raises(ValueError, match=r"input.delimiter_regex .*RE2 syntax"):
         parse_delimited(b"a|b\n", "f", {"delimiter_regex": r"(?<=a)\|", "header": False})
+
+
+# --------------------------------------------------------------------------- item_list: sequence lines
+SEQ_LINES = "u1 i1 i2  i3\nu2\ti9\n\nu1 i4\nu3\n"
+
+
+def test_item_list_explodes_lines_to_ordinal_events(tmp_path):
+    """One event per item, its line as source_row; timestamps ordinal per user across lines; a line
+    without items stays one row (missing item_id), so it is quarantined, not lost."""
+    path = tmp_path / "seq.txt"
+    path.write_text(SEQ_LINES)
+    rows = _through_config(
+        path,
+        delimiter="whitespace",
+        max_fields=2,
+        header=False,
+        column_names=["user", "items"],
+        columns={"user": "user_id"},
+        item_list="items",
+        defaults={"event_type": "rate"},
+    )
+    got = [(r["user_id"], r["item_id"], r["timestamp"], r["source_row"], r["_error"]) for r in rows]
+    assert got == [
+        ("u1", "i1", "1970-01-01T00:00:00+00:00", 0, None),
+        ("u1", "i2", "1970-01-01T00:00:01+00:00", 0, None),
+        ("u1", "i3", "1970-01-01T00:00:02+00:00", 0, None),
+        ("u2", "i9", "1970-01-01T00:00:00+00:00", 1, None),
+        ("u1", "i4", "1970-01-01T00:00:03+00:00", 3, None),
+        (None, None, None, 4, "malformed_row: expected 2 fields, got 1"),
+    ]
+
+
+def test_max_fields_keeps_the_rest_of_the_line(tmp_path):
+    path = tmp_path / "seq.csv"
+    path.write_text("user;when;items\n7;2020-01-02;a;b c\n")
+    src = open_source(InputConfig(path=str(path), delimiter=";", max_fields=3))
+    raw = _parse(pa.table({"bytes": [path.read_bytes()], "path": [str(path)]}), src.fmt, src.spec, None)
+    assert raw.select(["user", "when", "items", "source_row"]).to_pylist() == [
+        {"user": "7", "when": "2020-01-02", "items": "a;b c", "source_row": 0}
+    ]
+
+
+def test_item_list_config_errors(tmp_path):
+    path = str(tmp_path / "seq.txt")
+    (tmp_path / "seq.txt").write_text(SEQ_LINES)
+    with pytest.raises(ValueError, match="remove 'items' from input.columns"):
+        InputConfig(path=path, item_list="items", columns={"items": "item_id"})
+    with pytest.raises(ValueError, match="max_fields splits delimited lines"):
+        InputConfig(path=path, fixed_width=[3, 4], max_fields=2)

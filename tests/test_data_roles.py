@@ -366,3 +366,58 @@ def test_default_contract_applies_to_profiled_columns_only():
         "null_rate(events.user_id) <= 0.05 (warn)",
         "parse_rate(events.timestamp) >= 0.98 (warn)",
     ]
+
+
+# --------------------------------------------------------------------------- sequence lines
+def test_sequence_lines_proposal_reads_every_item(shared_data, tmp_path):
+    """The first 200 lines of Beauty.txt ('user item1 item2 ...'), given by path alone: the proposal
+    reads them with max_fields 2 + item_list, validates as InputConfig, and converts one event per item."""
+    from recsys.config import InputConfig
+    from recsys.data.adapters import _convert, _parse, open_source
+    from recsys.data.inventory_job import infer_adapter
+
+    lines = (shared_data / "amazon-beauty" / "Beauty.txt").read_text().splitlines(keepends=True)[:200]
+    path = tmp_path / "Beauty.txt"
+    path.write_text("".join(lines))
+    proposal = infer_adapter(InputConfig(path=str(path)), 100_000)
+    cfg = proposal.input
+    assert {
+        k: cfg[k] for k in ("delimiter", "max_fields", "header", "column_names", "item_list", "columns")
+    } == {
+        "delimiter": "whitespace",
+        "max_fields": 2,
+        "header": False,
+        "column_names": ["user", "items"],
+        "item_list": "items",
+        "columns": {"user": "user_id"},
+    }
+    assert (cfg["table"], cfg["defaults"], cfg["timestamp_unit"]) == ("events", {"event_type": "view"}, "s")
+    text = adapter_yaml(proposal, "inventory")
+    assert "item_list: items  # confidence 0.90: 200 sampled lines" in text
+    assert proposal.verdict == "review needed"  # no event names, no times: said, not guessed
+    src = open_source(InputConfig.model_validate(cfg))
+    raw = _parse(pa.table({"bytes": [path.read_bytes()], "path": [str(path)]}), src.fmt, src.spec, src.post)
+    out = _convert(raw, src.spec, "mark", True)
+    expected = [
+        (line.split()[0], item, k, row)
+        for row, line in enumerate(lines)
+        for k, item in enumerate(line.split()[1:])
+    ]
+    got = list(
+        zip(
+            out["user_id"].to_pylist(),
+            out["item_id"].to_pylist(),
+            [t.timestamp() for t in out["timestamp"].to_pylist()],
+            out["source_row"].to_pylist(),
+        )
+    )
+    assert got == [(u, i, float(k), r) for u, i, k, r in expected]
+    assert out["_error"].null_count == out.num_rows
+
+
+def test_sequence_lines_not_proposed_for_a_plain_table():
+    from recsys.data.roles import sequence_line_evidence
+
+    assert sequence_line_evidence("1 10 5.0 881250949\n2 11 3.5 881250950\n3 12 4.0 881250951\n" * 5) is None
+    assert sequence_line_evidence("1 2.5 3\n4 5\n6 7 8 9\n" * 5) is None  # decimals are not ids
+    assert sequence_line_evidence("1 2 3\n4 5\n6 7 8 9\n" * 5) is not None

@@ -169,6 +169,13 @@ class InputConfig(StrictModel):
         description="Fixed-width columns: their widths in characters, or 'infer' (from the alignment of the "
         "first lines); fields are stripped of the padding.",
     )
+    max_fields: int | None = Field(
+        None,
+        ge=1,
+        description="Split each line of csv/tsv/text into at most this many fields; the last keeps the rest of "
+        "the line (e.g. 2 for 'user item1 item2 ...' lines). With a one-character delimiter quotes are then not "
+        "special. None = every delimiter splits.",
+    )
     comment: str | None = Field(None, description="Lines starting with this prefix are skipped, e.g. '#'.")
     header: bool | Literal["auto"] = Field(
         "auto",
@@ -225,6 +232,13 @@ class InputConfig(StrictModel):
         "kept as the events of a pseudo-user '<column>:<value>' (an anonymous session, a guest order) instead of "
         "being quarantined as missing_key:user_id; the inventory proposes it when a user column is mostly null.",
     )
+    item_list: str | None = Field(
+        None,
+        description="Source column holding a whitespace-separated list of item ids in time order (the "
+        "'user item1 item2 ...' sequence format, with max_fields: 2): each item becomes one event (item_id) "
+        "whose line is the row's source_row; timestamps are ordinal per user (1970-01-01T00:00:00Z + k s, "
+        "k = position in the user's history) when no timestamp column is mapped.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> InputConfig:
@@ -245,6 +259,15 @@ class InputConfig(StrictModel):
                 raise ValueError(
                     f"input.delimiter_regex {self.delimiter_regex!r} is not a regex: {exc}"
                 ) from None
+        if self.max_fields is not None and self.fixed_width is not None:
+            raise ValueError("input.max_fields splits delimited lines; remove it with fixed_width")
+        if self.item_list is not None:
+            mapped = [s for s, c in self.columns.items() if s == self.item_list or c == "item_id"]
+            if mapped:
+                raise ValueError(
+                    f"input.item_list {self.item_list!r} becomes item_id (one event per item); remove "
+                    f"{', '.join(repr(m) for m in mapped)} from input.columns"
+                )
         if isinstance(self.fixed_width, list) and (not self.fixed_width or min(self.fixed_width) < 1):
             raise ValueError("input.fixed_width: give positive column widths, e.g. [10, 12, 8], or 'infer'")
         if self.timestamp is not None and "timestamp" in self.columns.values():

@@ -32,6 +32,7 @@ from recsys.data.readers import (
     SNIFF_BYTES,
     decode,
     detect_encoding,
+    explode_item_list,
     needs_dialect,
     parse_files,
     resolve_dialect,
@@ -65,6 +66,8 @@ SPEC_FIELDS = (
     "defaults",
     "keep_extra",
     "anonymous_key",
+    "max_fields",
+    "item_list",
 )
 SPLITTERS = ("delimiter", "delimiter_regex", "fixed_width")
 
@@ -98,7 +101,10 @@ class Source:
 
         if self.fmt == "parquet":
             with _read_unit_bytes(_parquet_read_unit(self.files, self.filesystem)):
-                return ray.data.read_parquet(self.files, filesystem=self.filesystem)
+                ds = ray.data.read_parquet(self.files, filesystem=self.filesystem)
+            if self.spec.get("item_list"):  # one event per item, in the read tasks (counts see events)
+                ds = ds.map_batches(_explode_parquet, batch_format="pyarrow", fn_kwargs={"opts": self.spec})
+            return ds
         ds = ray.data.read_binary_files(self.files, include_paths=True, filesystem=self.filesystem)
         return ds.map_batches(
             _parse,
@@ -139,8 +145,26 @@ class _read_unit_bytes:
 
 
 def _parse(batch: pa.Table, fmt: str, opts: dict[str, Any], post: str | None) -> pa.Table:
+    """One read task: parse, then (``item_list``) one row per item, then a preset's transform; all before
+    conversion, so every count (clean's rows_in) sees events and each event keeps its line."""
     table = parse_files(batch, fmt, opts)
+    if opts.get("item_list"):
+        table = explode_item_list(table, opts)
     return getattr(P, post)(table) if post else table
+
+
+def _explode_parquet(batch: pa.Table, opts: dict[str, Any]) -> pa.Table:
+    """``item_list`` of a Parquet file: a list column or a string of ids; META the reader lacks is null."""
+    col = opts["item_list"]
+    if col in batch.column_names and pa.types.is_list(batch[col].type):
+        joined = pc.binary_join(batch[col].cast(pa.list_(pa.string())), " ")
+        batch = batch.set_column(batch.schema.get_field_index(col), col, joined)
+    for m, typ in (("source_file", pa.string()), ("source_row", pa.int64()), ("_error", pa.string())):
+        if m not in batch.column_names:
+            batch = batch.append_column(m, pa.nulls(batch.num_rows, typ))
+    if "_raw" not in batch.column_names:
+        batch = batch.append_column("_raw", pa.nulls(batch.num_rows, pa.string()))
+    return explode_item_list(batch, opts)
 
 
 def tables_of(cfg: InputConfig) -> list[str]:

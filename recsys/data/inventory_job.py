@@ -8,12 +8,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 
-from recsys.data.adapters import open_source, read_input, tables_of
+from recsys.data.adapters import _parse, open_source, read_input, tables_of
 from recsys.data.inventory import profile_table
 from recsys.data.io import head
-from recsys.data.readers import META
-from recsys.data.roles import Proposal, infer_roles, propose
+from recsys.data.readers import META, SNIFF_BYTES, WHITESPACE, decode
+from recsys.data.roles import (
+    SEQUENCE_LAYOUT,
+    Proposal,
+    infer_roles,
+    propose,
+    propose_sequence_lines,
+    sequence_line_evidence,
+)
 
 if TYPE_CHECKING:
     from recsys.config.base import InputConfig
@@ -26,6 +34,9 @@ READER_KEYS = ("delimiter", "delimiter_regex", "fixed_width", "header", "column_
 
 def infer_adapter(input_cfg: InputConfig, sample_rows: int) -> Proposal:
     """Propose an input section for an unknown file from a bounded sample of its raw rows."""
+    seq = sequence_proposal(input_cfg, sample_rows)
+    if seq is not None:
+        return seq
     src = open_source(input_cfg)
     rows = src.read_raw().limit(sample_rows).take_all()  # bounded sample: the only rows on the driver
     df = pa.Table.from_pylist(rows).to_pandas() if rows else None
@@ -39,6 +50,39 @@ def infer_adapter(input_cfg: InputConfig, sample_rows: int) -> Proposal:
     # header): the proposal states it, so the clean job splits the file exactly as this sample was
     base.update(reader_options(src.spec, base, type(input_cfg)) if src.fmt in ("csv", "tsv", "text") else {})
     return propose(roles, df, base)
+
+
+def sequence_proposal(input_cfg: InputConfig, sample_rows: int) -> Proposal | None:
+    """``user item1 item2 ...`` lines (roles.sequence_line_evidence on the first file's head): the input
+    read with max_fields 2 and ``item_list``, from that head in-process (bounded, no Ray). None when the
+    config already says how to read the file or the file is not such lines."""
+    given = ("preset", "columns", "column_names", "item_list", "max_fields", "delimiter_regex", "fixed_width")
+    if any(getattr(input_cfg, k) for k in given) or input_cfg.delimiter not in (None, WHITESPACE):
+        return None
+    src = open_source(input_cfg)
+    if src.fmt not in ("csv", "tsv", "text") or src.spec.get("delimiter") != WHITESPACE:
+        return None
+    fs = src.filesystem or pafs.LocalFileSystem()
+    with fs.open_input_stream(src.files[0]) as f:
+        head = f.read(SNIFF_BYTES)
+    if len(head) == SNIFF_BYTES and b"\n" in head:
+        head = head[: head.rindex(b"\n") + 1]  # whole lines only
+    evidence = sequence_line_evidence(decode(head, src.spec.get("encoding") or "utf-8")[0])
+    if evidence is None:
+        return None
+    cls = type(input_cfg)
+    base = {
+        **input_cfg.model_dump(exclude_defaults=True, exclude={"columns"}),
+        "format": src.fmt,
+        **SEQUENCE_LAYOUT,
+        "item_list": "items",
+        "timestamp_unit": "s",  # ordinal seconds (their magnitude would say so too)
+    }
+    seq = open_source(cls.model_validate({**base, "columns": {"user": "user_id"}}))
+    raw = _parse(pa.table({"bytes": [head], "path": [src.files[0]]}), seq.fmt, seq.spec, None)
+    df = raw.slice(0, sample_rows).to_pandas()
+    df = df[[c for c in df.columns if c not in META]]
+    return propose_sequence_lines(df, base, evidence, input_cfg.null_values)
 
 
 def reader_options(spec: dict[str, Any], base: dict[str, Any], cls: type[InputConfig]) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 A preset says, per canonical table, which file(s) under ``input.path`` (the set's folder, or one of
 its files) to read, with which reader options and column mapping, plus an optional row transform
-(``post``: e.g. exploding ``user item1 item2 ...`` lines) or a derivation (``distinct``: the items of
+(``post``: e.g. exploding RecBole histories) or a derivation (``distinct``: the items of
 an events file). Any key set in the job's ``input`` section overrides the preset's value.
 """
 
@@ -14,12 +14,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from recsys.data.readers import META
+from recsys.data.readers import META, explode, ordinal_ts
 
 ORDINAL_NOTE = (
     "no timestamps in the source: timestamp = 1970-01-01T00:00:00Z + k s, k = position in the user's history"
@@ -47,43 +45,18 @@ class Preset:
 
 
 # --------------------------------------------------------------------------- row transforms (workers)
-def _ordinal_ts(users: np.ndarray) -> np.ndarray:
-    """Position of each row within its user's rows (file order), as epoch-second strings."""
-    out: np.ndarray = pd.Series(users).groupby(users, sort=False).cumcount().astype(str).to_numpy()
-    return out
-
-
-def _explode(table: pa.Table, user_col: str, items: pa.ListArray) -> pa.Table:
-    """One row per list element, META columns repeated, with an ordinal timestamp."""
-    parent = pc.list_parent_indices(items)
-    users = pc.take(table[user_col], parent)
-    out = {"user_id": users, "item_id": pc.list_flatten(items)}
-    out["timestamp"] = pa.array(_ordinal_ts(users.to_numpy(zero_copy_only=False)), pa.string())
-    for m in META:
-        out[m] = pc.take(table[m], parent)
-    return pa.table(out)
-
-
 def recbole_history(table: pa.Table) -> pa.Table:
     """RecBole ``user, item_id_list (space-separated), item_id`` -> one event per item, in order."""
     target = pc.fill_null(table["item_id"], "")
     joined = pc.binary_join_element_wise(pc.fill_null(table["history"], ""), target, " ")
     items = pc.split_pattern_regex(pc.utf8_trim_whitespace(joined), r"\s+")
-    return _explode(table, "user_id", items)
+    return explode(table, "user_id", items)
 
 
 def user_item_lines(table: pa.Table) -> pa.Table:
     """``user item`` lines in time order -> events with ordinal timestamps."""
-    ts = pa.array(_ordinal_ts(table["user_id"].to_numpy(zero_copy_only=False)), pa.string())
+    ts = pa.array(ordinal_ts(table["user_id"].to_numpy(zero_copy_only=False)), pa.string())
     return table.append_column("timestamp", ts)
-
-
-def user_sequence_lines(table: pa.Table) -> pa.Table:
-    """``user item1 item2 ...`` lines -> one event per item with ordinal timestamps."""
-    parts = pc.split_pattern_regex(pc.utf8_trim_whitespace(pc.fill_null(table["line"], "")), r"\s+")
-    users = pc.list_element(parts, 0)
-    items = pc.list_slice(parts, 1)
-    return _explode(table.append_column("user_id", users), "user_id", items)
 
 
 def candidate_lists(table: pa.Table) -> pa.Table:
@@ -284,13 +257,13 @@ register(
                 ("*.txt",),
                 {
                     "format": "text",
-                    "delimiter": "\t",
+                    "delimiter": "whitespace",
+                    "max_fields": 2,
                     "header": False,
-                    "column_names": ["line"],
-                    "quote_char": "",
+                    "column_names": ["user_id", "items"],
+                    "item_list": "items",
                     **SEQ_EVENTS,
                 },
-                post="user_sequence_lines",
             )
         },
         aliases=("iclrec-beauty", "beauty"),

@@ -83,11 +83,14 @@ def _split_line(line: str, opts: dict[str, Any]) -> list[str]:
         starts = _fixed_starts(list(opts["fixed_width"]))
         ends = [*starts[1:], None]
         return [line[a:b].strip() for a, b in zip(starts, ends)]
+    cap = max(int(opts.get("max_fields") or 0) - 1, 0)  # re.split / str.split: 0 / -1 = no limit
     if opts.get("delimiter_regex"):
-        return re.split(opts["delimiter_regex"], line)
+        return re.split(opts["delimiter_regex"], line, maxsplit=cap)
     delimiter = opts.get("delimiter") or ","
     if delimiter == WHITESPACE:
-        return line.strip(" \t").split() if line.strip(" \t") else []
+        return re.split(r"[ \t]+", line.strip(" \t"), maxsplit=cap) if line.strip(" \t") else []
+    if cap:
+        return line.split(delimiter, cap)
     quote = opts.get("quote_char", '"')
     limit = pycsv.field_size_limit(len(line) + 1)
     try:
@@ -375,7 +378,7 @@ def parse_delimited(data: bytes, path: str, opts: dict[str, Any]) -> pa.Table:
         table = _finish(pa.table({n: pa.array([], pa.string()) for n in names}), [], names, path, [])
     elif opts.get("fixed_width"):
         table = _read_fixed(lines, data_idx, origin, names, path, list(opts["fixed_width"]))
-    elif opts.get("delimiter_regex") or opts.get("delimiter") == WHITESPACE:
+    elif opts.get("delimiter_regex") or opts.get("delimiter") == WHITESPACE or opts.get("max_fields"):
         table = _read_split(lines, data_idx, origin, names, path, opts)
     else:
         table = _read_csv(text, lines, data_idx, origin, names, path, opts)
@@ -468,19 +471,23 @@ def _record_starts(feed: str, delimiter: str, quote: str | None) -> np.ndarray:
 def _read_split(
     lines: list[str], data_idx: np.ndarray, origin: int, names: list[str], path: str, opts: dict[str, Any]
 ) -> pa.Table:
-    """Lines split on a regex or on runs of spaces / tabs (Arrow's regex split); a line with another
-    field count than ``names`` is a malformed row."""
+    """Lines split on a regex, on runs of spaces / tabs, or (``max_fields``) on a one-character delimiter
+    without quoting (Arrow's regex split, at most ``max_fields`` fields: the last keeps the rest of the
+    line); a line with another field count than ``names`` is a malformed row."""
     arr = pa.array([lines[i] for i in data_idx], pa.string())
+    cap = int(opts["max_fields"]) - 1 if opts.get("max_fields") else None
     if opts.get("delimiter_regex"):
         try:
-            parts = pc.split_pattern_regex(arr, opts["delimiter_regex"])
+            parts = pc.split_pattern_regex(arr, opts["delimiter_regex"], max_splits=cap)
         except pa.ArrowInvalid as exc:
             raise ValueError(
                 f"input.delimiter_regex {opts['delimiter_regex']!r}: {exc}; use RE2 syntax (no look-around "
                 "or back-references)"
             ) from None
+    elif opts.get("delimiter") == WHITESPACE:
+        parts = pc.split_pattern_regex(pc.utf8_trim(arr, " \t"), r"[ \t]+", max_splits=cap)
     else:
-        parts = pc.split_pattern_regex(pc.utf8_trim(arr, " \t"), r"[ \t]+")
+        parts = pc.split_pattern(arr, opts["delimiter"], max_splits=cap)
     counts = pc.list_value_length(parts).to_numpy(zero_copy_only=False)
     ok = counts == len(names)
     good = parts.filter(pa.array(ok))
@@ -589,6 +596,67 @@ def _unique(names: list[str]) -> list[str]:
             seen[n] = 0
         out.append(n)
     return out
+
+
+# --------------------------------------------------------------------------- item lists
+def ordinal_ts(users: np.ndarray) -> np.ndarray:
+    """Position of each row within its user's rows (file order), as epoch-second strings."""
+    out: np.ndarray = (
+        pd.Series(users).groupby(users, sort=False, dropna=False).cumcount().astype(str).to_numpy()
+    )
+    return out
+
+
+def explode(table: pa.Table, user_col: str, items: pa.ListArray) -> pa.Table:
+    """One row per list element with ``user_id``, ``item_id``, an ordinal timestamp and META repeated
+    (the presets' layout: every other column dropped)."""
+    parent = pc.list_parent_indices(items)
+    users = pc.take(table[user_col], parent)
+    out = {"user_id": users, "item_id": pc.list_flatten(items)}
+    out["timestamp"] = pa.array(ordinal_ts(users.to_numpy(zero_copy_only=False)), pa.string())
+    for m in META:
+        out[m] = pc.take(table[m], parent)
+    return pa.table(out)
+
+
+def explode_item_list(table: pa.Table, opts: dict[str, Any]) -> pa.Table:
+    """``opts['item_list']``: the column of whitespace-separated item ids (in time order) -> one row per
+    item, the column replaced by ``item_id``, every other column (META included: source_row stays the
+    line) repeated; a ``timestamp`` column ordinal per user is added when none is mapped. A row with no
+    item (a malformed line, an empty list) stays one row with a null item_id, so it is quarantined, not
+    lost. The user is the column mapped to user_id (else ``user_id``)."""
+    col = opts["item_list"]
+    names = [c for c in table.column_names if c not in META]
+    if col not in names:
+        raise ValueError(
+            f"input.item_list: column {col!r} is not in the source columns {names}; name one of them"
+        )
+    mapping: dict[str, str] = opts.get("columns") or {}
+    if "item_id" in names:
+        raise ValueError(
+            f"input.item_list {col!r} becomes item_id but the source has an item_id column; rename it"
+        )
+    text = pc.utf8_trim_whitespace(pc.fill_null(table[col], ""))
+    none = pa.scalar([None], pa.list_(pa.string()))
+    items = pc.if_else(pc.equal(text, ""), none, pc.split_pattern_regex(text, r"\s+"))
+    items = items.combine_chunks() if isinstance(items, pa.ChunkedArray) else items
+    parent = pc.list_parent_indices(items)
+    out = {c: (pc.list_flatten(items) if c == col else pc.take(table[c], parent)) for c in table.column_names}
+    out["item_id"] = out.pop(col)
+    ts_mapped = opts.get("timestamp") or "timestamp" in mapping.values() or "timestamp" in names
+    if not ts_mapped:
+        user = next((s for s, c in mapping.items() if c == "user_id"), "user_id")
+        if user not in names:
+            raise ValueError(
+                f"input.item_list: ordinal timestamps count per user but no column is mapped to user_id; "
+                f"map one with input.columns (source columns {names})"
+            )
+        has_item = pc.is_valid(out["item_id"]).to_numpy(zero_copy_only=False)
+        users = out[user].to_numpy(zero_copy_only=False)
+        ts = np.full(len(users), None, object)
+        ts[has_item] = ordinal_ts(users[has_item])  # a row without an item takes no place in the order
+        out["timestamp"] = pa.array(ts, pa.string())
+    return pa.table({k: out[k] for k in [*(c for c in out if c not in META), *META] if k in out})
 
 
 PARSERS = {

@@ -19,7 +19,7 @@ import yaml
 
 from recsys.config.base import NULL_TOKENS
 from recsys.data.pii import EMAIL, PHONE
-from recsys.data.readers import parse_delimited, parse_excel
+from recsys.data.readers import WHITESPACE, parse_delimited, parse_excel, sniff_dialect
 from recsys.data.schema import KEYS
 
 NAME_PATTERNS: dict[str, str] = {
@@ -545,6 +545,72 @@ def _order_columns(
 def propose_input(roles: list[dict[str, Any]], df: pd.DataFrame, base: dict[str, Any]) -> dict[str, Any]:
     """The ``input:`` section of ``propose`` alone."""
     return propose(roles, df, base).input
+
+
+# --------------------------------------------------------------------------- sequence lines
+ID_TOKEN = re.compile(r"[\w-]+")  # no '.', ':', '/': decimals, times and dates are not ids
+SEQUENCE_LAYOUT = {
+    "delimiter": WHITESPACE,
+    "max_fields": 2,
+    "header": False,
+    "column_names": ["user", "items"],
+}
+SEQUENCE_MIN_SHARE = 0.95  # of sampled lines with >= 2 fields, and of tokens that are ids
+
+
+def sequence_line_evidence(text: str) -> dict[str, Any] | None:
+    """Whether ``text`` (a file's head) holds ``user item1 item2 ...`` lines: split on whitespace with a
+    ragged field count (``sniff_dialect``'s consistency below 0.9), at least two fields per line and
+    every token an id. Returns {confidence, why} or None."""
+    found = sniff_dialect(text, " ")
+    if found["delimiter"] != WHITESPACE or found["header"] or found["consistency"] >= 0.9:
+        return None
+    lines = [x.split() for x in text.splitlines() if x.strip()][:1000]
+    if len(lines) > 1 and not text.endswith("\n"):
+        lines = lines[:-1]  # cut by the sample's end
+    tokens = [t for x in lines for t in x]
+    if not lines or not tokens:
+        return None
+    two = sum(len(x) >= 2 for x in lines) / len(lines)
+    ids = sum(bool(ID_TOKEN.fullmatch(t)) for t in tokens) / len(tokens)
+    if two < SEQUENCE_MIN_SHARE or ids < SEQUENCE_MIN_SHARE:
+        return None
+    firsts = [x[0] for x in lines]
+    once = len(set(firsts)) / len(firsts)
+    sizes = [len(x) - 1 for x in lines]
+    confidence = 0.9 if min(two, ids) == 1.0 and once >= SEQUENCE_MIN_SHARE else 0.6
+    why = (
+        f"{len(lines)} sampled lines of whitespace-separated ids with {min(sizes)}-{max(sizes)} items "
+        f"(ragged: the most common field count on {found['consistency']:.0%} of lines); "
+        f"{once:.0%} of first ids distinct: one line per user, its items in time order"
+    )
+    return {"confidence": confidence, "why": why}
+
+
+def propose_sequence_lines(
+    df: pd.DataFrame, base: dict[str, Any], evidence: dict[str, Any], null_values: tuple[str, ...] | list[str]
+) -> Proposal:
+    """The proposal for sequence lines read with SEQUENCE_LAYOUT + ``item_list: items`` (``df``: the
+    sample's exploded raw rows: user, item_id, timestamp): user -> user_id, items -> item_list,
+    timestamps ordinal per user, event_type a defaulted view (as ``propose`` does without event names)."""
+    roles = infer_roles(df[["user", "item_id"]], null_values)
+    for r, role in zip(roles, ("user_id", "item_id")):
+        r.update(role=role, confidence=evidence["confidence"], why=evidence["why"])
+    proposal = propose(roles, df, base)
+    cfg = proposal.input
+    cfg["columns"].pop("item_id", None)
+    proposal.notes.pop("columns.item_id", None)
+    proposal.notes["columns.user"] = f"confidence {evidence['confidence']:.2f}: the first id of each line"
+    proposal.notes["max_fields"] = "user, then the rest of the line (its items)"
+    proposal.notes["item_list"] = (
+        f"confidence {evidence['confidence']:.2f}: {evidence['why']}; one event per item, timestamps "
+        "ordinal per user (1970-01-01 + k s)"
+    )
+    ordinal = "timestamp: none in the file; ordinal per user from 1970-01-01 (order kept, dates meaningless)"
+    proposal.unfilled = [u for u in proposal.unfilled if not u.startswith("timestamp")]
+    proposal.review = [u for u in proposal.review if not u.startswith("could not fill timestamp")] + [ordinal]
+    proposal.warnings.append(ordinal)
+    return proposal
 
 
 def adapter_yaml(proposal: Proposal, header: str) -> str:

@@ -500,3 +500,19 @@ def test_item_list_config_errors(tmp_path):
         InputConfig(path=path, item_list="items", columns={"items": "item_id"})
     with pytest.raises(ValueError, match="max_fields splits delimited lines"):
         InputConfig(path=path, fixed_width=[3, 4], max_fields=2)
+
+
+def test_ordinal_timestamps_count_each_users_rows_in_file_order():
+    """'user item' lines without a time column (Video.txt's layout): k-th row of a user -> k seconds."""
+    from recsys.data.convert import to_canonical
+    from recsys.data.readers import add_ordinal_timestamps
+
+    opts = {"format": "text", "delimiter": "whitespace", "header": False, "column_names": ["u", "i"]}
+    opts |= {"columns": {"u": "user_id", "i": "item_id"}, "ordinal_timestamps": True, "table": "events"}
+    raw = add_ordinal_timestamps(parse_delimited(b"7 a\n8 b\n7 c\n7 d\n8 e\n", "v.txt", opts), opts)
+    events = to_canonical(raw, opts)
+    assert events["user_id"].to_pylist() == ["7", "8", "7", "7", "8"]
+    assert [t.timestamp() for t in events["timestamp"].to_pylist()] == [0, 0, 1, 2, 1]
+    assert events["_error"].null_count == 5
+    mapped = {**opts, "columns": {**opts["columns"], "i": "timestamp"}}
+    assert add_ordinal_timestamps(raw.drop_columns(["timestamp"]), mapped).num_columns == raw.num_columns - 1

@@ -249,8 +249,11 @@ def test_verdict_review_needed_on_low_confidence_and_ok_when_sure():
         "col0 -> user_id: confidence 0.40 < 0.5 (unnamed identifier: position in the usual layout (user_id))",
         "col1 -> item_id: confidence 0.40 < 0.5 (unnamed identifier: position in the usual layout (item_id))",
     ]
-    assert (
-        "could not fill timestamp (no column fits; map one with input.columns.<source>=timestamp)" in p.review
+    # no time column: file order per user is the clock, said on the review list
+    assert p.input["ordinal_timestamps"] is True
+    assert p.review[-1] == (
+        "timestamp: no time column; input.ordinal_timestamps orders each user's events by file order (dates and "
+        "durations meaningless) - map a column with input.columns.<source>=timestamp if there is one"
     )
     assert verdict(p, []) == ("review needed", p.review)
     sure = pd.DataFrame(

@@ -232,6 +232,12 @@ class InputConfig(StrictModel):
         "kept as the events of a pseudo-user '<column>:<value>' (an anonymous session, a guest order) instead of "
         "being quarantined as missing_key:user_id; the inventory proposes it when a user column is mostly null.",
     )
+    ordinal_timestamps: bool = Field(
+        False,
+        description="The log has no time column but lists each user's events in time order (e.g. 'user item' "
+        "lines): timestamps become 1970-01-01T00:00:00Z + k s, k = the event's position among its user's rows "
+        "of the same file. The order is kept; dates and durations are meaningless.",
+    )
     item_list: str | None = Field(
         None,
         description="Source column holding a whitespace-separated list of item ids in time order (the "

@@ -30,6 +30,7 @@ from recsys.data.io import expand_paths, infer_format
 from recsys.data.readers import (
     DEFAULT_DELIMITER,
     SNIFF_BYTES,
+    add_ordinal_timestamps,
     decode,
     detect_encoding,
     explode_item_list,
@@ -68,6 +69,7 @@ SPEC_FIELDS = (
     "anonymous_key",
     "max_fields",
     "item_list",
+    "ordinal_timestamps",
 )
 SPLITTERS = ("delimiter", "delimiter_regex", "fixed_width")
 
@@ -150,6 +152,8 @@ def _parse(batch: pa.Table, fmt: str, opts: dict[str, Any], post: str | None) ->
     table = parse_files(batch, fmt, opts)
     if opts.get("item_list"):
         table = explode_item_list(table, opts)
+    elif opts.get("ordinal_timestamps"):
+        table = add_ordinal_timestamps(table, opts)
     return getattr(P, post)(table) if post else table
 
 

@@ -659,6 +659,24 @@ def explode_item_list(table: pa.Table, opts: dict[str, Any]) -> pa.Table:
     return pa.table({k: out[k] for k in [*(c for c in out if c not in META), *META] if k in out})
 
 
+def add_ordinal_timestamps(table: pa.Table, opts: dict[str, Any]) -> pa.Table:
+    """``opts['ordinal_timestamps']``: a ``timestamp`` column holding each row's position among its user's
+    rows of this file (the log lists events in time order but has no time column); nothing when a
+    timestamp is mapped. The user is the column mapped to user_id (else ``user_id``)."""
+    mapping: dict[str, str] = opts.get("columns") or {}
+    names = [c for c in table.column_names if c not in META]
+    if opts.get("timestamp") or "timestamp" in mapping.values() or "timestamp" in names:
+        return table
+    user = next((s for s, c in mapping.items() if c == "user_id"), "user_id")
+    if user not in names:
+        raise ValueError(
+            "input.ordinal_timestamps counts positions per user but no column is mapped to user_id; "
+            f"map one with input.columns (source columns {names})"
+        )
+    users = table[user].to_numpy(zero_copy_only=False)
+    return table.append_column("timestamp", pa.array(ordinal_ts(users), pa.string()))
+
+
 PARSERS = {
     "csv": parse_delimited,
     "tsv": parse_delimited,

@@ -447,11 +447,19 @@ def propose(roles: list[dict[str, Any]], df: pd.DataFrame, base: dict[str, Any])
             f"item_id: no column of item ids; input.defaults.item_id is {NO_ITEM!r} for every row "
             "(user-level models only) - map a column with input.columns.<source>=item_id if there is one"
         )
+    if table == "events" and "user_id" in kinds and "timestamp" not in kinds and "timestamp" not in cfg:
+        # no time column at all (e.g. 'user item' lines in time order): file order per user is the only clock
+        cfg["ordinal_timestamps"] = True
+        notes["ordinal_timestamps"] = "no time column: each user's rows are taken to be in time order"
+        warnings.append(
+            "timestamp: no time column; input.ordinal_timestamps orders each user's events by file order "
+            "(dates and durations meaningless) - map a column with input.columns.<source>=timestamp if there is one"
+        )
     for role in KEYS[table]:
         if (
             role not in kinds
             and role not in cfg.get("defaults", {})
-            and not (role == "timestamp" and "timestamp" in cfg)
+            and not (role == "timestamp" and ("timestamp" in cfg or cfg.get("ordinal_timestamps")))
         ):
             const = f", or give a constant with input.defaults.{role}" if role != "timestamp" else ""
             unfilled.append(f"{role} (no column fits; map one with input.columns.<source>={role}{const})")

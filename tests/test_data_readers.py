@@ -516,3 +516,19 @@ def test_ordinal_timestamps_count_each_users_rows_in_file_order():
     assert events["_error"].null_count == 5
     mapped = {**opts, "columns": {**opts["columns"], "i": "timestamp"}}
     assert add_ordinal_timestamps(raw.drop_columns(["timestamp"]), mapped).num_columns == raw.num_columns - 1
+
+
+def test_a_wrong_delimiter_fails_on_the_driver_naming_the_columns_the_file_has(tmp_path):
+    from recsys.config.base import InputConfig
+    from recsys.data.adapters import open_source
+
+    path = tmp_path / "clicks.csv"
+    path.write_text("sessionId;userId;itemId\n1;NA;a\n1;7;b\n")
+    cols = {"sessionId": "session_id", "userId": "user_id", "itemId": "item_id"}
+    assert open_source(InputConfig(path=str(path), columns=cols)).spec["delimiter"] == ";"  # sniffed
+    with pytest.raises(ValueError) as err:
+        open_source(InputConfig(path=str(path), columns=cols, delimiter=","))
+    assert str(err.value).startswith(
+        f"input: column(s) ['itemId', 'sessionId', 'userId'] are not in {path} as it is split (delimiter=',', "
+        "header=True): it has ['sessionId;userId;itemId']"
+    )

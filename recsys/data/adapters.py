@@ -205,6 +205,8 @@ def open_source(cfg: InputConfig, table: str | None = None) -> Source:
     if fmt in DEFAULT_DELIMITER:
         spec["default_delimiter"] = DEFAULT_DELIMITER[fmt]
         spec = _sniff(files[0], fs, spec)
+        if source is None:
+            check_source_columns(files[0], fs, spec)
     return Source(
         table,
         files,
@@ -215,6 +217,35 @@ def open_source(cfg: InputConfig, table: str | None = None) -> Source:
         source.distinct if source else None,
         dict(source.aggregate) if source else None,
     )
+
+
+def check_source_columns(path: str, filesystem: Any, spec: dict[str, Any]) -> None:
+    """The columns the mapping names (``columns``, ``timestamp`` parts, ``item_list``) exist in the first
+    file as it is split: a wrong delimiter or header fails here, on the driver, naming the columns the
+    file does have, instead of inside a Ray task."""
+    named = set(spec.get("columns") or {})
+    named |= {c for k, c in (spec.get("timestamp") or {}).items() if k != "format" and c}
+    named |= {spec["item_list"]} if spec.get("item_list") else set()
+    if not named:
+        return
+    fs = filesystem or pafs.LocalFileSystem()
+    with fs.open_input_stream(path) as f:
+        head = f.read(SNIFF_BYTES)
+    head = head[: head.rfind(b"\n") + 1] or head  # whole lines only
+    found = [
+        c for c in parse_files(pa.table({"bytes": [head], "path": [path]}), spec["format"], spec).column_names
+    ]
+    found = [c for c in found if c not in ("source_file", "source_row", "_error", "_raw")]
+    missing = sorted(named - set(found))
+    if missing:
+        split = next(
+            (f"{k}={spec[k]!r}" for k in SPLITTERS if spec.get(k) is not None), "the sniffed delimiter"
+        )
+        raise ValueError(
+            f"input: column(s) {missing} are not in {path} as it is split ({split}, header={spec.get('header')!r}): "
+            f"it has {found[:12]}; check input.delimiter / input.header / input.column_names, or the names in "
+            "input.columns / input.timestamp / input.item_list"
+        )
 
 
 def _plain(value: Any) -> Any:

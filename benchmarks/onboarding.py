@@ -76,7 +76,8 @@ def write_clicks(out: Path) -> dict[str, Any]:
     df["timeframe"] = (df.ts - df.groupby("sessionId").ts.transform("min")) * 1000
     anonymous = (sessions * 2654435761 % 100) < 60  # a fixed pseudo-random 60 % of the sessions
     df["userId"] = df.user.astype(str).where(~anonymous, "NA")
-    df["sessionId"], df["timeframe"] = df.sessionId.astype("Int64"), df.timeframe.astype("Int64")  # one truncated line
+    # nullable ints: Taobao's last line is truncated (no timestamp)
+    df["sessionId"], df["timeframe"] = df.sessionId.astype("Int64"), df.timeframe.astype("Int64")
     cols = ["sessionId", "userId", "item", "timeframe", "day"]
     out_df = df[cols].rename(columns={"item": "itemId", "day": "eventdate"})
     path = out / "clicks.csv"

@@ -32,6 +32,11 @@ FORMAT_VERSION = 1
 def read_model_meta(path: str | Path) -> dict[str, Any]:
     """The ``recsys_model.json`` of a saved model directory (clear error if it is not one)."""
     meta_path = Path(path) / MODEL_FILE
+    if not meta_path.is_file() and (Path(path) / "variant.json").is_file():
+        raise FileNotFoundError(
+            f"{str(path)!r} is a compressed variant (variant.json), not a torch model directory; open it with "
+            "recsys.compress.load_variant(path) (or load_scorer(path, backend=...)), or point at the source model"
+        )
     if not meta_path.is_file():
         raise FileNotFoundError(
             f"{str(path)!r} is not a saved recsys model (no {MODEL_FILE}); pass a directory written by "

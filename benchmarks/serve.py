@@ -475,6 +475,12 @@ def main() -> None:
         action="store_true",
         help="start Ray with Serve's HAProxy ingress + throughput-optimized mode (as `recsys serve --fast-ingress`)",
     )
+    p.add_argument(
+        "--cache",
+        action="store_true",
+        help="keep the config's /search response and query-embedding caches (default: off, so the "
+        "workload's repeated queries measure the pipeline, not the cache)",
+    )
     p.add_argument("--out", default="runs/bench/serve.json")
     ns = p.parse_args()
     os.chdir(ROOT)
@@ -504,6 +510,8 @@ def main() -> None:
             time.sleep(10)
     app_cfg = read_serve_config(ns.config)["applications"][0]
     overrides = {"api_key_env": None, "feedback_dir": "runs/bench/feedback"}
+    if not ns.cache:
+        overrides["cache"] = {"responses": 0, "query_embeddings": 0}
     if ns.topology:
         overrides["topology"] = ns.topology
     if ns.rerank_model:

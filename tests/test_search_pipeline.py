@@ -287,3 +287,172 @@ def test_search_package_stays_in_its_layer():
             )
             bad = [n for n in names if n.startswith(above)]
             assert not bad, f"{path.name} imports {bad}"
+
+
+class VersionedRetriever(StubRetriever):
+    """Serves index ``version`` (a hot reload changes it) and answers ``served_version`` like the deployment."""
+
+    def __init__(self):
+        super().__init__()
+        self.version = "v7"
+
+    async def served_version(self):
+        return self.version
+
+    def retrieve(self, query, filters, n):
+        return dict(super().retrieve(query, filters, n), version=self.version) | (
+            {"error": {"field": "filters.brand", "message": "no brand column"}}
+            if filters.get("brand")
+            else {}
+        )
+
+
+class UserPersonalizer(StubPersonalizer):
+    """Scores depend on the user (so a cached answer for another user would be wrong)."""
+
+    def __init__(self):
+        super().__init__()
+        self.version = None  # None: the retriever's version (the personalizer has reloaded too)
+
+    def personalize(self, candidates, user_id, country, offset, k):
+        bonus = {
+            c["item_id"]: (0.5 if user_id == "fan-of-i2" and c["item_id"] == "i2" else 0.0)
+            for c in candidates
+        }
+        for c in candidates:
+            c["relevance"] += bonus[c["item_id"]]
+        out = super().personalize(candidates, user_id, country, offset, k)
+        return dict(out, version=self.version or self.retriever.version)
+
+
+def _cached_pipeline(entries=8, ttl_s=0.0):
+    from recsys.search.cache import maybe_cache
+
+    stages = VersionedRetriever(), StubReranker(), UserPersonalizer()
+    stages[2].retriever = stages[0]
+    rr = RerankSettings(model=None, max_length=32, top_n=3, weight=0.5)
+    return SearchPipeline(*(InProcess(s) for s in stages), rr, cache=maybe_cache(entries, ttl_s)), stages
+
+
+def _ranking(res):
+    return [(i["item_id"], i["score"], i["position"]) for i in res.items], res.version, res.cold_start
+
+
+def test_response_cache_hits_a_repeated_request_with_the_identical_answer():
+    cached, (_, rer, _) = _cached_pipeline()
+    plain, _ = _pipeline()
+    plain.personalizer = cached.personalizer  # the same user-dependent ranking without a cache
+    reqs = [SearchRequest(query="q", user_id="u1", k=2), SearchRequest(query="q", user_id="fan-of-i2", k=3)]
+    for req in reqs:
+        first, again = cached.search_sync(req), cached.search_sync(req)
+        assert _ranking(first) == _ranking(again) == _ranking(plain.search_sync(req))
+        assert not first.cached and again.cached and again.rerank_batch_size is None
+    assert cached.cache.stats() == {"hits": 2, "misses": 2, "size": 2, "capacity": 8}
+    assert len(rer.calls) == 2  # the hits reranked nothing
+    # the normalized request: whitespace in the query and None filters change nothing, so they hit
+    assert cached.search_sync(SearchRequest(query="  q ", user_id="u1", k=2, filters={"brand": None})).cached
+    # a hit is a copy: a caller mutating it does not change what the cache serves next
+    hit = cached.search_sync(reqs[0])
+    hit.items[0]["score"] = -1.0
+    assert _ranking(cached.search_sync(reqs[0])) == _ranking(plain.search_sync(reqs[0]))
+    # every request field is in the key: page, k, country, filters, another user -> misses
+    misses = cached.cache.misses
+    for other in (
+        SearchRequest(query="q", user_id="u1", k=2, page=1),
+        SearchRequest(query="q", user_id="u1", k=3),
+        SearchRequest(query="q", user_id="u1", k=2, country="US"),
+        SearchRequest(query="q", user_id="u2", k=2),
+        SearchRequest(query="q", user_id="u1", k=2, filters={"category": "x"}),
+        SearchRequest(query="Q", user_id="u1", k=2),
+    ):
+        assert not cached.search_sync(other).cached
+    assert cached.cache.misses == misses + 6
+    # a rejected request is answered, never cached
+    assert isinstance(cached.search_sync(SearchRequest(query="q", filters={"brand": "x"})), SearchRejected)
+    assert isinstance(cached.search_sync(SearchRequest(query="q", filters={"brand": "x"})), SearchRejected)
+
+
+def test_response_cache_key_holds_the_index_version_and_a_reload_empties_it():
+    pipe, (ret, rer, pers) = _cached_pipeline()
+    req = SearchRequest(query="q", user_id="u1", k=2)
+    assert not pipe.search_sync(req).cached and pipe.search_sync(req).cached
+    ret.version = "v8"  # hot reload
+    res = pipe.search_sync(req)
+    assert not res.cached and res.version == "v8" and len(rer.calls) == 2
+    assert pipe.cache.stats()["size"] == 1  # v7's entry was dropped with the reload
+    assert pipe.search_sync(req).cached
+    # mid-reload the personalizer may still serve the old version: that answer is not stored
+    ret.version, pers.version = "v9", "v8"
+    assert not pipe.search_sync(req).cached and not pipe.search_sync(req).cached
+    assert pipe.cache.stats()["size"] == 0
+    pers.version = None
+    assert not pipe.search_sync(req).cached and pipe.search_sync(req).cached
+
+
+def test_response_cache_is_bounded_and_evicts_the_least_recently_used():
+    pipe, _ = _cached_pipeline(entries=2)
+    a, b, c = (SearchRequest(query=q) for q in "abc")
+    for req in (a, b):
+        pipe.search_sync(req)
+    assert pipe.search_sync(a).cached  # a is now the most recently used
+    pipe.search_sync(c)  # evicts b
+    assert pipe.cache.stats()["size"] == 2
+    assert pipe.search_sync(a).cached and not pipe.search_sync(b).cached
+    assert pipe.cache.stats() == {"hits": 2, "misses": 4, "size": 2, "capacity": 2}
+
+
+def test_response_cache_off_and_ttl():
+    import time
+
+    from recsys.search.cache import CountingCache, maybe_cache
+
+    assert maybe_cache(0) is None
+    with pytest.raises(ValueError, match="entries >= 1"):
+        CountingCache(0)
+    pipe, (_, rer, _) = _cached_pipeline(entries=4, ttl_s=0.05)
+    req = SearchRequest(query="q")
+    assert not pipe.search_sync(req).cached and pipe.search_sync(req).cached
+    time.sleep(0.1)
+    assert not pipe.search_sync(req).cached and len(rer.calls) == 2
+
+
+def test_query_embedding_cache_keys_on_model_and_text_and_is_bounded():
+    import pandas as pd
+
+    from recsys.search.stages import RetrieverCore
+
+    class Encoder:
+        calls: list = []
+
+        def encode(self, texts, kind):
+            self.calls.append(list(texts))
+            return np.array([[float(len(t)), 1.0] for t in texts], dtype=np.float32)
+
+    class Artifacts:
+        items = pd.DataFrame({"title": ["x"]})
+
+    def core(entries, model_id="m:32"):
+        return RetrieverCore(
+            Artifacts(),
+            Encoder(),
+            ann_top_n=1,
+            bm25_top_n=0,
+            ann_weight=1.0,
+            bm25_weight=0.0,
+            rrf_k=60.0,
+            query_cache=entries,
+            model_id=model_id,
+        )
+
+    r = core(2)
+    first = r.encode_query("zelda")
+    np.testing.assert_array_equal(first, Encoder().encode(["zelda"], "query"))
+    Encoder.calls.clear()
+    assert r.encode_query("zelda") is first and Encoder.calls == []
+    assert not first.flags.writeable  # shared with every later hit
+    r.encode_query("mario"), r.encode_query("kirby")  # evicts zelda (least recently used)
+    r.encode_query("zelda")
+    assert Encoder.calls == [["mario"], ["kirby"], ["zelda"]]
+    assert r.query_cache.stats() == {"hits": 1, "misses": 4, "size": 2, "capacity": 2}
+    assert ("m:32", "zelda") in r.query_cache and ("other:32", "zelda") not in r.query_cache
+    assert core(0).query_cache is None  # off: every query encoded

@@ -150,6 +150,10 @@ def test_every_endpoint_answers(app):
         "/search", json={"query": "zelda game boy advance", "user_id": "0", "k": 5, "page": 1}
     ).json()
     assert not {i["item_id"] for i in page2["items"]} & {i["item_id"] for i in body["items"]}
+    again = c.post("/search", json={"query": "zelda  game boy advance", "user_id": "0", "k": 5}).json()
+    assert [(i["item_id"], i["score"]) for i in again["items"]] == [
+        (i["item_id"], i["score"]) for i in body["items"]
+    ]  # the response cache's answer (whitespace normalized) is the computed one
     rec = c.post("/recommend", json={"user_id": "0", "k": 5}).json()
     assert len(rec["items"]) == 5 and not rec["cold_start"]
     assert len({i["item_id"] for i in rec["items"]}) == 5
@@ -162,6 +166,12 @@ def test_every_endpoint_answers(app):
         and "recsys_rerank_batch_size_bucket" in m
         and "recsys_replicas{" in m
     )
+    arm = body["arm"]
+    # the repeat hit the response cache; page 2 missed it but hit the retriever's query-embedding cache
+    for cache in ("response", "query_embedding"):
+        assert f'recsys_cache_hits_total{{arm="{arm}",cache="{cache}"}} ' in m, m
+        hits = float(m.split(f'recsys_cache_hits_total{{arm="{arm}",cache="{cache}"}} ')[1].split()[0])
+        assert hits >= 1 and f'recsys_cache_entries{{arm="{arm}",cache="{cache}"}}' in m
     assert c.get("/docs").status_code == 200 and "/search" in c.get("/openapi.json").json()["paths"]
 
 

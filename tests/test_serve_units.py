@@ -217,7 +217,24 @@ def test_shipped_serve_configs_chain_to_index_outputs(project_root):
             assert args.arms[0].artifacts.endswith(index_out)
             for name in ("Ingress", "Retriever", "Reranker", "Personalizer", "Recommender", "FeedbackSink"):
                 assert "autoscaling_config" in args.deployment(name).options()
+            spec = args.arm_spec(args.arms[0])  # the caches are on, sized from the config
+            assert spec.response_cache.entries == args.cache.responses > 0
+            assert spec.retrieval.query_cache == args.cache.query_embeddings > 0
         assert (project_root / "configs" / "serve" / f"{scale}.yaml").read_text().startswith("# ")
+
+
+def test_cache_config_errors_name_the_fix():
+    from pydantic import ValidationError
+
+    from recsys.serving.config import CacheArgs
+
+    assert CacheArgs().responses > 0 and CacheArgs().query_embeddings > 0  # on by default
+    with pytest.raises(ValidationError, match="set cache.responses > 0 or drop response_ttl_s"):
+        CacheArgs(responses=0, response_ttl_s=60)
+    with pytest.raises(ValidationError, match="extra"):
+        CacheArgs.model_validate({"entries": 10})
+    with pytest.raises(ValidationError, match="greater than or equal to 0"):
+        CacheArgs(responses=-1)
 
 
 def test_shipped_serve_configs_pass_rays_schema(project_root):

@@ -9,18 +9,33 @@ as ``stage.method.remote(*args)`` and awaited, i.e. a Serve ``DeploymentHandle``
 - ``retriever.retrieve(query, filters, n) -> {"version", "candidates"}`` or ``{"error": {"field", "message"}}``;
   candidates best first with ``item_id, row, text, fused`` (the RRF score);
 - ``reranker.rerank(query, texts, rows, version) -> {"scores", "batch_size"}``;
-- ``personalizer.personalize(candidates, user_id, country, offset, k) -> {"items", "cold_start"}``;
-  candidates carry ``relevance``; items are the page's catalog records with ``score`` and ``position``.
+- ``personalizer.personalize(candidates, user_id, country, offset, k) -> {"items", "cold_start"[, "version"]}``;
+  candidates carry ``relevance``; items are the page's catalog records with ``score`` and ``position``;
+- with a response cache, ``retriever.served_version() -> str``: the index version served now.
+
+The response cache (``cache``: a :class:`~recsys.search.cache.CountingCache`, None = off) holds whole
+:class:`SearchResult` s keyed by the index version the retriever serves, the rerank settings (its model) and
+every field of the normalized :class:`SearchRequest` (query with whitespace collapsed, filters without
+``None`` values, user, country, page, k); the arm is implicit (one pipeline, one cache per arm). A hot
+reload (a new index version) therefore misses, and the cache is also emptied when the served version
+changes, to free memory. Personalization is not served stale: /search personalizes from the user's
+features *in the index version* (users table) and the request's user / country, all in the key; feedback
+changes them only through a new index version. An answer is stored only when the personalizer served the
+retriever's version (during a rolling reload they may differ for a moment). A request field added later
+(e.g. session state) joins the key automatically: the key is built from every field.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import inspect
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+import json
+from collections.abc import Awaitable, Callable, Hashable, Mapping
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from recsys.search.cache import CountingCache
 from recsys.search.scores import minmax
 from recsys.search.settings import RerankSettings
 
@@ -36,6 +51,23 @@ class SearchRequest:
     page: int = 0
     k: int = 10
 
+    def normalized(self) -> SearchRequest:
+        """The same request with runs of whitespace in the query collapsed and ``None`` filters dropped
+        (both mean nothing to the stages): what the pipeline ranks and the response cache keys."""
+        return replace(
+            self,
+            query=" ".join(self.query.split()),
+            filters={k: v for k, v in self.filters.items() if v is not None},
+        )
+
+    def cache_key(self) -> Hashable:
+        """Every field, hashable (filters as sorted JSON: their values may be lists)."""
+        return tuple(
+            json.dumps(dict(v), sort_keys=True, default=str) if f.name == "filters" else v
+            for f in fields(self)
+            for v in (getattr(self, f.name),)
+        )
+
 
 @dataclass(frozen=True)
 class SearchResult:
@@ -43,6 +75,7 @@ class SearchResult:
     cold_start: bool  # the user had no features
     items: list[dict[str, Any]]  # the page, best first: catalog record + score + position
     rerank_batch_size: int | None  # requests in the reranker's forward pass; None = nothing reranked
+    cached: bool = False  # answered from the response cache
 
 
 @dataclass(frozen=True)
@@ -77,16 +110,38 @@ class SearchPipeline:
         personalizer: Any,
         rerank: RerankSettings,
         invoke: Invoke = direct,
+        cache: CountingCache | None = None,
     ):
         self.retriever, self.reranker, self.personalizer = retriever, reranker, personalizer
-        self.rerank, self.invoke = rerank, invoke
+        self.rerank, self.invoke, self.cache = rerank, invoke, cache
+        self._cached_version: str | None = None  # the index version the cache's entries were made with
 
     async def search(self, req: SearchRequest) -> SearchResult | SearchRejected:
+        req = req.normalized()
+        if self.cache is None:
+            return (await self._search(req))[0]
+        version = await self.invoke(self.retriever.served_version)
+        if version != self._cached_version:  # a hot reload: old entries can never hit again
+            self.cache.clear()
+            self._cached_version = version
+        key = (version, self.rerank, req.cache_key())
+        hit = self.cache.get(key)
+        if isinstance(hit, SearchResult):  # a copy: callers may mutate the items
+            return replace(hit, items=copy.deepcopy(hit.items), rerank_batch_size=None, cached=True)
+        res, personalized_version = await self._search(req)
+        if isinstance(res, SearchResult) and personalized_version in (None, res.version):
+            self.cache.put(
+                (res.version, self.rerank, req.cache_key()), replace(res, items=copy.deepcopy(res.items))
+            )
+        return res
+
+    async def _search(self, req: SearchRequest) -> tuple[SearchResult | SearchRejected, str | None]:
+        """The answer and the index version the personalizer served (None: it did not say)."""
         top_n, weight = self.rerank.top_n, self.rerank.weight
         n = max(top_n, (req.page + 1) * req.k)
         ret = await self.invoke(self.retriever.retrieve, req.query, dict(req.filters), n)
         if "error" in ret:
-            return SearchRejected(ret["error"]["field"], ret["error"]["message"])
+            return SearchRejected(ret["error"]["field"], ret["error"]["message"]), None
         cands = ret["candidates"]
         head, tail = cands[:top_n], cands[top_n:]
         batch_size = None
@@ -107,7 +162,7 @@ class SearchPipeline:
         res = await self.invoke(
             self.personalizer.personalize, cands, req.user_id, req.country, req.page * req.k, req.k
         )
-        return SearchResult(ret["version"], res["cold_start"], res["items"], batch_size)
+        return SearchResult(ret["version"], res["cold_start"], res["items"], batch_size), res.get("version")
 
     def search_sync(self, req: SearchRequest) -> SearchResult | SearchRejected:
         """:meth:`search` from synchronous code (no running event loop: benchmarks, offline evaluation)."""

@@ -21,6 +21,15 @@ class RetrievalSettings:
     ef_search: int | None
     encoder: str | None  # query encoder; None = the index manifest's model
     max_length: int
+    query_cache: int  # query embeddings kept per retriever replica (LRU); 0 = off
+
+
+@dataclass(frozen=True)
+class ResponseCacheSettings:
+    """The pipeline's whole-response cache (per arm and ingress replica)."""
+
+    entries: int  # 0 = off
+    ttl_s: float  # 0 = no expiry (entries are keyed by the index version anyway)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from recsys.retrieval.ann import search
 from recsys.retrieval.artifacts import IndexArtifacts
 from recsys.retrieval.encoder import TextEncoder
 from recsys.retrieval.fusion import reciprocal_rank_fusion
+from recsys.search.cache import MISS, maybe_cache
 from recsys.search.scores import minmax
 from recsys.search.settings import PersonalizeWeights, RetrievalSettings
 
@@ -32,17 +33,33 @@ class RetrieverCore:
         ann_weight: float,
         bm25_weight: float,
         rrf_k: float,
+        query_cache: int = 0,
+        model_id: str = "",
     ):
+        """``query_cache``: query embeddings kept (LRU, keyed by ``model_id`` and the query text; 0 = off)."""
         self.a, self.encoder = artifacts, encoder
         self.ann_top_n, self.bm25_top_n = ann_top_n, bm25_top_n
         self.weights, self.rrf_k = (ann_weight, bm25_weight), rrf_k
         self.texts = self.a.items["title"].astype(str).tolist()
+        self.query_cache, self.model_id = maybe_cache(query_cache), model_id
+
+    def encode_query(self, query: str) -> np.ndarray:
+        """[1, D] query embedding, from the query-embedding cache when it holds it (read-only array)."""
+        if self.query_cache is None:
+            return cast(np.ndarray, self.encoder.encode([query], kind="query"))
+        key = (self.model_id, query)
+        q = self.query_cache.get(key)
+        if q is MISS:
+            q = np.asarray(self.encoder.encode([query], kind="query"))
+            q.flags.writeable = False  # shared by every later hit
+            self.query_cache.put(key, q)
+        return cast(np.ndarray, q)
 
     def retrieve(self, query: str, filters: dict[str, Any], n: int) -> list[dict[str, Any]]:
         allowed = self.a.allowed_rows(filters)  # KeyError(field) for a filter the catalog lacks
         if allowed is not None and allowed.size == 0:
             return []
-        q = self.encoder.encode([query], kind="query")  # [1, D]
+        q = self.encode_query(query)  # [1, D]
         _, dense = search(self.a.ann, q, max(self.ann_top_n, n), allowed, vectors=self.a.embeddings)
         dense_rows = [int(r) for r in dense[0] if r >= 0]
         lex_rows: list[int] = []
@@ -223,7 +240,8 @@ class PersonalizerCore:
 def load_retriever(root: str, version: str, s: RetrievalSettings) -> RetrieverCore:
     """The retriever of index ``version`` under ``root`` with its query encoder."""
     a = IndexArtifacts.load(root, version, nprobe=s.nprobe, ef_search=s.ef_search)
-    enc = TextEncoder(s.encoder or a.manifest["model"]["path"], max_length=s.max_length)
+    model = s.encoder or a.manifest["model"]["path"]
+    enc = TextEncoder(model, max_length=s.max_length)
     return RetrieverCore(
         a,
         enc,
@@ -232,4 +250,6 @@ def load_retriever(root: str, version: str, s: RetrievalSettings) -> RetrieverCo
         ann_weight=s.ann_weight,
         bm25_weight=s.bm25_weight,
         rrf_k=s.rrf_k,
+        query_cache=s.query_cache,
+        model_id=f"{model}:{s.max_length}",  # the same text truncated elsewhere is another embedding
     )

@@ -199,7 +199,7 @@ class Ingress:
         if isinstance(res, SearchRejected):
             self._observe("search", arm, 422, t0)
             return _error(422, "invalid_request", res.message, res.field)
-        if res.rerank_batch_size is not None:
+        if res.rerank_batch_size is not None:  # None for a cached answer, too
             self.serve_metrics.batch_size.labels(arm).observe(res.rerank_batch_size)
         if res.cold_start:
             self.serve_metrics.cold.labels("search", arm).inc()
@@ -274,9 +274,24 @@ class Ingress:
         ok = all(a.get("loaded") for a in arms.values())
         return {"status": "ok" if ok else "degraded", "arms": arms, "weights": self.router.weights}
 
+    async def _cache_stats(self) -> dict[tuple[str, str], dict[str, int]]:
+        """Each arm's response cache (here) and query-embedding cache (its Retriever: one replica's)."""
+        out = {}
+        for name, pipeline in self.pipelines.items():
+            if pipeline.cache is not None:
+                out["response", name] = pipeline.cache.stats()
+            try:
+                q = await call(self.arms[name]["retriever"].cache_stats)
+            except Exception:  # noqa: BLE001 - metrics must never fail a scrape
+                q = None
+            if q is not None:
+                out["query_embedding", name] = q
+        return out
+
     @api.get("/metrics", summary="Prometheus metrics", response_class=Response)
     async def metrics(self) -> Response:
         await asyncio.to_thread(self.serve_metrics.refresh_replicas, self.app_name)
+        self.serve_metrics.caches.stats = await self._cache_stats()
         return Response(self.serve_metrics.render(), media_type="text/plain; version=0.0.4")
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from recsys.search.cache import maybe_cache
 from recsys.search.pipeline import InProcess, Invoke, SearchPipeline, direct
 from recsys.serving.config import ServeArgs
 from recsys.serving.specs import ArmSpec
@@ -43,9 +44,15 @@ def in_process_stages(spec: ArmSpec) -> dict[str, InProcess]:
 
 
 def search_pipeline(spec: ArmSpec, stages: dict[str, Any], invoke: Invoke = direct) -> SearchPipeline:
-    """The arm's search pipeline over ``stages`` (handles or :class:`InProcess`)."""
+    """The arm's search pipeline over ``stages`` (handles or :class:`InProcess`), with its response cache."""
+    c = spec.response_cache
     return SearchPipeline(
-        stages["retriever"], stages["reranker"], stages["personalizer"], spec.rerank, invoke
+        stages["retriever"],
+        stages["reranker"],
+        stages["personalizer"],
+        spec.rerank,
+        invoke,
+        cache=maybe_cache(c.entries, c.ttl_s),
     )
 
 

@@ -15,7 +15,13 @@ from pydantic import Field, field_validator, model_validator
 from recsys.config import StrictModel
 from recsys.config.base import reject_uri_credentials
 from recsys.config.paths import anchor_runs, expand_env, is_uri, project_root
-from recsys.search.settings import PersonalizeSettings, PersonalizeWeights, RerankSettings, RetrievalSettings
+from recsys.search.settings import (
+    PersonalizeSettings,
+    PersonalizeWeights,
+    RerankSettings,
+    ResponseCacheSettings,
+    RetrievalSettings,
+)
 from recsys.serving.specs import ArmSpec, BatchingSettings, IngressSettings, RecommendSettings, StageThreads
 
 
@@ -125,7 +131,7 @@ class RetrievalArgs(StrictModel):
     encoder: str | None = Field(None, description="Query encoder; default the index manifest's model.")
     max_length: int = Field(64, ge=8, le=512, description="Query token limit.")
 
-    def settings(self) -> RetrievalSettings:
+    def settings(self, query_cache: int = 0) -> RetrievalSettings:
         return RetrievalSettings(
             ann_top_n=self.ann_top_n,
             bm25_top_n=self.bm25_top_n,
@@ -136,7 +142,44 @@ class RetrievalArgs(StrictModel):
             ef_search=self.ef_search,
             encoder=self.encoder,
             max_length=self.max_length,
+            query_cache=query_cache,
         )
+
+
+class CacheArgs(StrictModel):
+    """LRU caches of /search (every arm has its own; 0 = off). Entries are keyed by the index version (and
+    the reranker settings), so a hot reload never serves a stale answer; they are also dropped on reload."""
+
+    responses: int = Field(
+        1024,
+        ge=0,
+        le=1_000_000,
+        description="Whole /search answers kept per arm in each Ingress replica, keyed by the normalized "
+        "request (query, k, page, filters, user, country), the index version and the reranker; 0 = off.",
+    )
+    response_ttl_s: float = Field(
+        0.0,
+        ge=0,
+        description="Seconds a cached answer lives (0 = until evicted or the index version changes).",
+    )
+    query_embeddings: int = Field(
+        4096,
+        ge=0,
+        le=10_000_000,
+        description="Query embeddings kept per Retriever replica, keyed by (encoder, query text); 0 = off.",
+    )
+
+    @model_validator(mode="after")
+    def _ttl_needs_cache(self) -> CacheArgs:
+        if self.response_ttl_s > 0 and self.responses == 0:
+            raise ValueError(
+                "cache.response_ttl_s is set but cache.responses is 0 (response cache off): "
+                "set cache.responses > 0 or drop response_ttl_s"
+            )
+        return self
+
+    def response_settings(self) -> ResponseCacheSettings:
+        return ResponseCacheSettings(entries=self.responses, ttl_s=self.response_ttl_s)
 
 
 class RerankArgs(StrictModel):
@@ -354,6 +397,9 @@ class ServeArgs(StrictModel):
     rerank: RerankArgs = Field(default_factory=RerankArgs, description="Reranker.")
     personalize: PersonalizeArgs = Field(default_factory=PersonalizeArgs, description="Personalizer.")
     recommend: RecommendArgs = Field(default_factory=RecommendArgs, description="Recommender.")
+    cache: CacheArgs = Field(
+        default_factory=CacheArgs, description="/search response and query-embedding caches."
+    )
     deployments: dict[str, DeploymentArgs] = Field(
         default_factory=dict, description=f"Per-deployment resources: {', '.join(DEPLOYMENTS)}."
     )
@@ -413,12 +459,13 @@ class ServeArgs(StrictModel):
             artifacts=arm.artifacts,
             version=arm.version,
             registry=registry,
-            retrieval=self.for_arm(arm, "retrieval").settings(),
+            retrieval=self.for_arm(arm, "retrieval").settings(self.cache.query_embeddings),
             rerank=rerank.settings(),
             batching=rerank.batching_settings(),
             personalize=self.for_arm(arm, "personalize").settings(),
             recommend=self.for_arm(arm, "recommend").settings(),
             threads=threads,
+            response_cache=self.cache.response_settings(),
         )
 
     def ingress_settings(self) -> IngressSettings:

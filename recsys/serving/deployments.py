@@ -68,6 +68,11 @@ class _Versioned:
             self.version = wanted
         self.registry = (config or {}).get("registry")  # after the load: /healthz names what is served
 
+    async def served_version(self) -> str | None:
+        """The version served now (async: answered on the replica's event loop, no worker thread) —
+        what the ingress's response cache keys on."""
+        return self.version
+
     def info(self) -> dict[str, Any]:
         out = {"version": self.version, "loaded": self.state is not None}
         return {**out, "registry": self.registry} if self.registry else out
@@ -98,6 +103,12 @@ class Retriever(_Versioned):
 
     def suggest(self, q: str, k: int) -> dict[str, Any]:
         return {"version": self.version, "suggestions": self.state.suggest(q, k)}
+
+    async def cache_stats(self) -> dict[str, int] | None:
+        """The query-embedding cache's hits / misses / size (None: off). A reload builds a new core, so
+        the old version's cache is freed with it (its counts restart)."""
+        cache = self.state.query_cache if self.state is not None else None
+        return cache.stats() if cache is not None else None
 
     def info(self) -> dict[str, Any]:
         return {**super().info(), "items": len(self.state.a.items) if self.state else 0}

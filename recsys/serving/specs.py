@@ -7,7 +7,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from recsys.search.settings import PersonalizeSettings, RerankSettings, RetrievalSettings
+from recsys.search.settings import (
+    PersonalizeSettings,
+    RerankSettings,
+    ResponseCacheSettings,
+    RetrievalSettings,
+)
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,7 @@ class ArmSpec:
     personalize: PersonalizeSettings
     recommend: RecommendSettings
     threads: StageThreads
+    response_cache: ResponseCacheSettings
 
     def user_config(self) -> dict[str, Any]:
         """What a deployment's reconfigure loads (the index version) and /healthz reports (registry)."""

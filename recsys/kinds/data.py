@@ -151,10 +151,45 @@ def tokenize_bi(batch: pd.DataFrame, tokenizer_path: str, max_length: int) -> di
 
 
 def tokenize_cross(batch: pd.DataFrame, tokenizer_path: str, max_length: int) -> dict[str, np.ndarray]:
-    """``left``, ``right``, ``label`` -> ``input_ids``, ``attention_mask``[, ``token_type_ids``], ``label``."""
+    """``left``, ``right``, ``label`` [, ``teacher_score``] -> ``input_ids``, ``attention_mask``[,
+    ``token_type_ids``], ``label`` [, ``teacher_score``]."""
     out = _tok(batch["left"].tolist(), tokenizer_path, max_length, "", batch["right"].tolist())
     out["label"] = batch["label"].to_numpy(np.float32)
+    if "teacher_score" in batch.columns:  # distillation targets (``with_teacher_scores``)
+        out["teacher_score"] = batch["teacher_score"].to_numpy(np.float32)
     return out
+
+
+# -- distillation ----------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
+def _teacher(path: str) -> Any:  # a CrossEncoder, loaded once per Ray Data worker process
+    from recsys.models.distil import load_teacher  # lazy: torch + transformers
+
+    return load_teacher(path)
+
+
+def score_with_teacher(batch: pd.DataFrame, teacher_path: str, batch_size: int) -> pd.DataFrame:
+    """``left``, ``right``, ... -> the same rows plus ``teacher_score`` (float32, the teacher's logit)."""
+    from recsys.models.distil import teacher_scores  # lazy: torch
+
+    scores = teacher_scores(
+        _teacher(teacher_path),
+        batch["left"].astype(str).tolist(),
+        batch["right"].astype(str).tolist(),
+        batch_size,
+    )
+    return batch.assign(teacher_score=scores)
+
+
+def with_teacher_scores(ds: Dataset, teacher_path: str, batch_size: int) -> Dataset:
+    """Pairs -> pairs with a ``teacher_score`` column, scored offline by the saved cross-encoder
+    ``teacher_path`` (a Ray Data map over blocks of ``4 * batch_size`` rows, the model loaded once per worker)."""
+    return ds.map_batches(
+        score_with_teacher,
+        batch_format="pandas",
+        batch_size=4 * batch_size,
+        fn_kwargs={"teacher_path": teacher_path, "batch_size": batch_size},
+    )
 
 
 def _positives(batch: pd.DataFrame) -> pd.DataFrame:

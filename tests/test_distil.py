@@ -1,4 +1,7 @@
-"""Distillation pieces without Ray: student slicing, teacher scores, the two losses, config checks."""
+"""Distillation pieces without Ray: student slicing, teacher scores, the two losses, config checks.
+
+The kind and loss modules are imported inside the tests: ``recsys.training.config`` (imported here) loads
+every registered kind and loss first, in the registry's order, which other tests assert."""
 
 from __future__ import annotations
 
@@ -11,9 +14,6 @@ import torch
 
 from recsys.config.loader import ConfigError, load_config
 from recsys.kinds import data as D
-from recsys.kinds.cross_encoder import CrossEncoderTask, StudentInputs, build_model
-from recsys.losses.distil_mse import distil_mse_loss
-from recsys.losses.margin_mse import margin_mse_in_batch, margin_mse_loss
 from recsys.models import load_model
 from recsys.models.base import RANDOM_TINY_BERT, load_tokenizer
 from recsys.models.cross_encoder import CrossEncoder
@@ -68,6 +68,7 @@ def test_student_keeps_the_chosen_layers_embeddings_and_head(teacher_dir, tmp_pa
 
 def test_the_train_job_builds_the_same_student_in_memory(teacher_dir):
     from recsys.config.base import ModelConfig
+    from recsys.kinds.cross_encoder import StudentInputs, build_model
 
     class _Cfg(ModelConfig):
         freeze_layers: int = 0
@@ -113,12 +114,28 @@ def test_teacher_scores_become_a_column_the_tokenizer_keeps(teacher_dir):
     np.testing.assert_array_equal(tok["teacher_score"], scored["teacher_score"].to_numpy())
 
 
+def test_bm25_mines_the_queries_top_matches_minus_the_given_pairs():
+    lefts = ["sony bravia tv", "sony bravia tv", "canon eos camera"]
+    rights = ["Sony Bravia 40in LCD TV", "Canon EOS 50D body", "Sony Bravia 32in LCD TV"]
+    mined = D.bm25_mined_pairs(lefts, rights, k=2)  # the given pairs are (lefts[i], rights[i])
+    # each query's BM25 matches (score > 0) among the 3 right texts, minus its given pairs
+    assert set(zip(mined["left"], mined["right"])) == {
+        ("sony bravia tv", "Sony Bravia 32in LCD TV"),
+        ("canon eos camera", "Canon EOS 50D body"),
+    }
+    assert (mined["label"] == 0).all() and mined["label"].dtype == np.float32
+
+
 def test_distil_mse_exact():
+    from recsys.losses.distil_mse import distil_mse_loss
+
     s, t = torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1.0, 0.0, 5.0])
     assert distil_mse_loss(s, t).item() == pytest.approx(8 / 3)  # (0 + 4 + 4) / 3
 
 
 def test_margin_mse_exact():
+    from recsys.losses.margin_mse import margin_mse_in_batch, margin_mse_loss
+
     # student margins (2 - 0.5, 2 - 1) = (1.5, 1.0); teacher (3 - 1, 3 - 0) = (2, 3); ((-0.5)^2 + (-2)^2) / 2
     student, teacher = torch.tensor([2.0, 0.5, 1.0]), torch.tensor([3.0, 1.0, 0.0])
     assert margin_mse_in_batch(student, teacher, torch.tensor([1.0, 0.0, 0.0])).item() == pytest.approx(2.125)
@@ -143,6 +160,8 @@ class _Fixed(torch.nn.Module):
 
 @pytest.mark.parametrize("loss, expected", [("distil_mse", (0.25 + 0.25 + 1.0) / 3), ("margin_mse", 2.125)])
 def test_cross_encoder_task_feeds_the_teacher_score(loss, expected):
+    from recsys.kinds.cross_encoder import CrossEncoderTask
+
     logits = torch.tensor([2.0, 0.5, 1.0])
     batch = {
         "input_ids": torch.ones(3, 4, dtype=torch.long),
@@ -171,6 +190,10 @@ def _cfg(**over):
         ({"loss": {"name": "distil_mse"}}, "set distil.teacher to a saved cross-encoder"),
         ({"loss": {"name": "bce"}, "distil": {"teacher": "/tmp"}}, "set loss.name to one of"),
         ({"loss": {"name": "margin_mse"}, "distil": {"student_layers": [0]}}, "set distil.teacher"),
+        (
+            {"loss": {"name": "bce"}, "distil": {"mined_per_query": 3}},
+            "set distil.teacher, or set distil.mined_per_query: 0",
+        ),
         (
             {"distil": {"teacher": "/tmp", "student_layers": [2, 0]}, "loss": {"name": "margin_mse"}},
             "increasing order",

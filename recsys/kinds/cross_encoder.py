@@ -128,6 +128,8 @@ def prepare(cfg: Any) -> KindData:
     def rows(train: Dataset, valid: Dataset) -> tuple[Dataset, Dataset]:
         if spec.group_size is not None:
             train = D.listwise_groups(train, getattr(cfg.loss, spec.group_size), cfg.seed)
+        if distil.teacher is not None and distil.mined_per_query:
+            train = D.with_mined_pairs(train, distil.mined_per_query)
         if distil.teacher is not None:
             train = D.with_teacher_scores(train, str(distil.teacher), distil.score_batch_size)
         return train, valid

@@ -149,6 +149,12 @@ class DistilConfig(StrictModel):
         "head; None = the student is model.name_or_path.",
     )
     score_batch_size: int = Field(64, ge=1, description="Pairs per teacher forward pass when scoring.")
+    mined_per_query: int = Field(
+        0,
+        ge=0,
+        description="Add each training query's top-k BM25 matches among the training pairs' right texts (the "
+        "catalog) as unlabelled pairs (label 0) scored by the teacher; 0 = the training pairs only.",
+    )
 
     @field_validator("student_layers")
     @classmethod
@@ -374,6 +380,11 @@ class TrainConfig(JobConfig):
             raise ValueError(
                 f"distil.teacher scores the pairs for a distillation loss, which loss {loss} ignores: set "
                 f"loss.name to one of {distils}, or remove distil.teacher"
+            )
+        if d.mined_per_query and d.teacher is None:
+            raise ValueError(
+                "distil.mined_per_query adds pairs labelled by the teacher: set distil.teacher, or set "
+                "distil.mined_per_query: 0"
             )
         if d.student_layers is not None and d.teacher is None:
             raise ValueError(

@@ -54,16 +54,18 @@ def test_every_loss_is_declared_once_with_its_options():
     assert sorted(losses.names()) == [
         "bce",
         "bpr",
+        "distil_mse",
         "full_softmax",
         "infonce",
         "listwise",
         "margin",
+        "margin_mse",
         "mse",
         "sampled_softmax",
     ]
     assert {k: losses.for_kind(k) for k in kinds.names()} == {
         "bi_encoder": ("bpr", "infonce", "margin"),
-        "cross_encoder": ("bce", "bpr", "listwise", "margin", "mse"),
+        "cross_encoder": ("bce", "bpr", "distil_mse", "listwise", "margin", "margin_mse", "mse"),
         "sequential": ("bpr", "full_softmax", "sampled_softmax"),
     }
     # the loss section is the union of the losses' options, with the defaults they declare
@@ -101,7 +103,7 @@ def test_unknown_kind_and_loss_name_the_field_and_the_choices():
     with pytest.raises(
         ConfigError,
         match=r"loss.name 'infonce' does not fit model.kind 'cross_encoder'; use one of "
-        r"\('bce', 'bpr', 'listwise', 'margin', 'mse'\)",
+        r"\('bce', 'bpr', 'distil_mse', 'listwise', 'margin', 'margin_mse', 'mse'\)",
     ):
         load_config(TrainConfig, None, data=data, check_paths=False)
 

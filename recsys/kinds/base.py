@@ -107,6 +107,7 @@ class ModelKind:
     prepare_keys: tuple[str, ...] = ()  # ``model.<name>.*`` keys its prepare reads
     hard_negatives: bool = False  # accepts data.hard_negatives
     text: bool = True  # a text encoder (LoRA, adversarial training, freeze_layers apply)
+    distil: bool = False  # accepts the train config's ``distil`` section (teacher scores, student layers)
     loss_inputs: tuple[type, ...] = ()  # input families (recsys.losses.registry) its task builds
     summary: str = ""
 

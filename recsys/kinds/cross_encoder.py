@@ -3,11 +3,17 @@
 Trains on **pairs** (``left``, ``right``, ``label`` 0/1 or graded in [0, 1]) tokenized together into
 ``input_ids`` / ``attention_mask`` [/ ``token_type_ids``]; validates as pair classification at the
 loss's fixed threshold; evaluates as a re-ranker of candidates.
+
+Distillation (the train config's ``distil`` section): the training pairs get a ``teacher_score`` column
+(the teacher cross-encoder's logit, scored offline in the Ray Data pipeline) for the ``Distillation``
+losses (``distil_mse``, ``margin_mse``), and ``distil.student_layers`` builds the student from a subset
+of the teacher's layers (``recsys.models.distil``) instead of from ``model.name_or_path``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -20,7 +26,7 @@ from recsys.kinds import data as D
 from recsys.kinds.base import KindData, ModelKind, PairScores, register
 from recsys.kinds.text import finish_encoders, query_texts, require_texts
 from recsys.losses import registry as losses
-from recsys.losses.registry import LossParams, Pairwise, Pointwise
+from recsys.losses.registry import Distillation, LossParams, Pairwise, Pointwise
 from recsys.models.cross_encoder import CrossEncoder
 
 if TYPE_CHECKING:
@@ -35,7 +41,19 @@ class CrossEncoderOptions(StrictModel):
     head_dropout: float = Field(0.1, ge=0, lt=1, description="Dropout before the head.")
 
 
+@dataclass(frozen=True)
+class StudentInputs:
+    """What the workers need to build a distillation student: the teacher directory and the layers kept."""
+
+    teacher: str
+    layers: tuple[int, ...]
+
+
 def build_model(model_cfg: Any, inputs: Any = None) -> nn.Module:
+    if isinstance(inputs, StudentInputs):  # distil.student_layers: the teacher's layers, embeddings, head
+        from recsys.models.distil import load_teacher, student_model  # lazy: transformers
+
+        return finish_encoders(student_model(load_teacher(inputs.teacher), inputs.layers).train(), model_cfg)
     o = model_cfg.cross_encoder
     model = CrossEncoder.from_encoder(
         model_cfg.name_or_path,
@@ -61,6 +79,8 @@ class CrossEncoderTask(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         logits: torch.Tensor = self.model(D.text_inputs(batch, "")).float()  # [B]
         label = batch["label"].float()  # [B]
+        if self.loss.inputs is Distillation:
+            return self.loss.compute(Distillation(logits, batch["teacher_score"].float(), label), self.params)
         if self.loss.inputs is Pointwise:
             return self.loss.compute(Pointwise(logits, label), self.params)
         pos, neg = (
@@ -100,15 +120,24 @@ def build_task(model: nn.Module, loss: str, params: LossParams, model_cfg: Any) 
 
 
 def prepare(cfg: Any) -> KindData:
-    """Pairs tokenized together (``tokenize_cross``); a grouped loss gets each query's rows as one list."""
+    """Pairs tokenized together (``tokenize_cross``); a grouped loss gets each query's rows as one list;
+    with ``distil.teacher`` the training pairs carry the teacher's ``teacher_score``."""
     spec = losses.get(cfg.loss_name)
+    distil = cfg.distil
 
     def rows(train: Dataset, valid: Dataset) -> tuple[Dataset, Dataset]:
         if spec.group_size is not None:
             train = D.listwise_groups(train, getattr(cfg.loss, spec.group_size), cfg.seed)
+        if distil.teacher is not None and distil.mined_per_query:
+            train = D.with_mined_pairs(train, distil.mined_per_query)
+        if distil.teacher is not None:
+            train = D.with_teacher_scores(train, str(distil.teacher), distil.score_batch_size)
         return train, valid
 
-    return D.pairs_data(cfg, rows, D.tokenize_cross, grouped=spec.group_size is not None)
+    data = D.pairs_data(cfg, rows, D.tokenize_cross, grouped=spec.group_size is not None)
+    if distil.student_layers is not None and distil.teacher is not None:
+        return replace(data, model_inputs=StudentInputs(str(distil.teacher), tuple(distil.student_layers)))
+    return data
 
 
 class CrossEncoderScorer:
@@ -171,7 +200,8 @@ KIND = register(
         prepare=prepare,
         scorer=scorer,
         pair_scorer=pair_scorer,
-        loss_inputs=(Pointwise, Pairwise),
+        loss_inputs=(Pointwise, Pairwise, Distillation),
+        distil=True,
         summary="one encoder over the (query, item) pair -> score; re-ranking, matching",
     )
 )

@@ -151,10 +151,86 @@ def tokenize_bi(batch: pd.DataFrame, tokenizer_path: str, max_length: int) -> di
 
 
 def tokenize_cross(batch: pd.DataFrame, tokenizer_path: str, max_length: int) -> dict[str, np.ndarray]:
-    """``left``, ``right``, ``label`` -> ``input_ids``, ``attention_mask``[, ``token_type_ids``], ``label``."""
+    """``left``, ``right``, ``label`` [, ``teacher_score``] -> ``input_ids``, ``attention_mask``[,
+    ``token_type_ids``], ``label`` [, ``teacher_score``]."""
     out = _tok(batch["left"].tolist(), tokenizer_path, max_length, "", batch["right"].tolist())
     out["label"] = batch["label"].to_numpy(np.float32)
+    if "teacher_score" in batch.columns:  # distillation targets (``with_teacher_scores``)
+        out["teacher_score"] = batch["teacher_score"].to_numpy(np.float32)
     return out
+
+
+# -- distillation ----------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
+def _teacher(path: str) -> Any:  # a CrossEncoder, loaded once per Ray Data worker process
+    from recsys.models.distil import load_teacher  # lazy: torch + transformers
+
+    return load_teacher(path)
+
+
+def score_with_teacher(batch: pd.DataFrame, teacher_path: str, batch_size: int) -> pd.DataFrame:
+    """``left``, ``right``, ... -> the same rows plus ``teacher_score`` (float32, the teacher's logit)."""
+    from recsys.models.distil import teacher_scores  # lazy: torch
+
+    scores = teacher_scores(
+        _teacher(teacher_path),
+        batch["left"].astype(str).tolist(),
+        batch["right"].astype(str).tolist(),
+        batch_size,
+    )
+    return batch.assign(teacher_score=scores)
+
+
+def bm25_mined_pairs(lefts: list[str], rights: list[str], k: int) -> pd.DataFrame:
+    """Unlabelled pairs mined by the retriever: each distinct query (``lefts``) with its top-``k`` BM25
+    matches (score > 0) among the distinct ``rights`` (the catalog), minus the given pairs -> ``left, right,
+    label`` (label 0: the teacher's score is their target). Same BM25 (bm25s, English stopwords) as the index."""
+    import bm25s  # lazy: bm25s only for mining
+
+    catalog, queries = sorted(set(rights)), sorted(set(lefts))
+    given = set(zip(lefts, rights, strict=True))
+    out_l, out_r = [], []
+    if catalog and queries and k > 0:
+        retriever = bm25s.BM25()
+        retriever.index(bm25s.tokenize(catalog, stopwords="en", show_progress=False), show_progress=False)
+        tokens = bm25s.tokenize(queries, stopwords="en", show_progress=False, return_ids=False)
+        for q, toks in zip(queries, tokens, strict=True):
+            toks = [t for t in toks if t in retriever.vocab_dict]
+            if not toks:
+                continue
+            rows, scores = retriever.retrieve(
+                [toks], k=min(k, len(catalog)), show_progress=False, n_threads=0
+            )
+            for j, sc in zip(rows[0], scores[0], strict=True):
+                if sc > 0 and (q, catalog[int(j)]) not in given:
+                    out_l.append(q)
+                    out_r.append(catalog[int(j)])
+    return pd.DataFrame({"left": out_l, "right": out_r, "label": np.zeros(len(out_l), dtype=np.float32)})
+
+
+def with_mined_pairs(ds: Dataset, k: int) -> Dataset:
+    """Training pairs plus the BM25-mined unlabelled pairs of their queries (``bm25_mined_pairs``; mined
+    in the driver over the pairs' distinct texts)."""
+    import ray.data  # lazy: Ray costs ~1 s
+
+    df = ds.select_columns(["left", "right"]).to_pandas()
+    mined = bm25_mined_pairs(df["left"].astype(str).tolist(), df["right"].astype(str).tolist(), k)
+    if mined.empty:
+        return ds
+    return ds.union(
+        ray.data.from_arrow(pa.Table.from_pandas(mined, schema=PAIR_SCHEMA, preserve_index=False))
+    )
+
+
+def with_teacher_scores(ds: Dataset, teacher_path: str, batch_size: int) -> Dataset:
+    """Pairs -> pairs with a ``teacher_score`` column, scored offline by the saved cross-encoder
+    ``teacher_path`` (a Ray Data map over blocks of ``4 * batch_size`` rows, the model loaded once per worker)."""
+    return ds.map_batches(
+        score_with_teacher,
+        batch_format="pandas",
+        batch_size=4 * batch_size,
+        fn_kwargs={"teacher_path": teacher_path, "batch_size": batch_size},
+    )
 
 
 def _positives(batch: pd.DataFrame) -> pd.DataFrame:

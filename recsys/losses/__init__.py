@@ -10,6 +10,8 @@ name, options, the model kinds it fits and the inputs it consumes.
 | bpr             | bi_encoder, cross_encoder, sequential | Pairwise |             |
 | margin          | bi_encoder, cross_encoder         | Pairwise    | margin       |
 | listwise        | cross_encoder                     | Pointwise   | list_size    |
+| distil_mse      | cross_encoder                     | Distillation |             |
+| margin_mse      | cross_encoder                     | Distillation |             |
 | full_softmax    | sequential                        | NextItem    |              |
 | sampled_softmax | sequential                        | NextItem    |              |
 

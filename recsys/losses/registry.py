@@ -9,7 +9,8 @@ its batch and calls ``spec.compute(inputs, params)``. Every module of ``recsys.l
 
 Input families (built by the kinds listed in ``LossSpec.kinds``; shapes in the dataclasses):
 ``Contrastive`` (query / positive / negative vectors), ``Pairwise`` (positive vs negative scores),
-``Pointwise`` (a score and a label per row) and ``NextItem`` (sequence states vs the item table).
+``Pointwise`` (a score and a label per row), ``Distillation`` (the student's score and a teacher's score
+per row) and ``NextItem`` (sequence states vs the item table).
 """
 
 from __future__ import annotations
@@ -60,6 +61,16 @@ class Pointwise:
 
 
 @dataclass(frozen=True)
+class Distillation:
+    """``student`` [B] scores, ``teacher`` [B] scores of the same rows (a teacher model's logits, the
+    ``teacher_score`` column), ``labels`` [B] (> 0 = positive; mined rows are 0), in batch order."""
+
+    student: torch.Tensor
+    teacher: torch.Tensor
+    labels: torch.Tensor
+
+
+@dataclass(frozen=True)
 class NextItem:
     """Sequence states ``hidden`` [B, L, H] predicting ``targets`` [B, L] (0 = no prediction) among
     ``num_items`` items (indices 1..num_items); ``item_table()`` [V+1, H], ``item_repr(ids)`` [..., H]."""
@@ -78,7 +89,7 @@ class LossSpec:
 
     name: str
     kinds: tuple[str, ...]  # model kinds it fits (``model.kind`` names)
-    inputs: type  # Contrastive | Pairwise | Pointwise | NextItem
+    inputs: type  # Contrastive | Pairwise | Pointwise | Distillation | NextItem
     compute: Callable[[Any, Any], torch.Tensor]  # (inputs, params) -> scalar loss
     params: type[LossParams] = NoParams  # its options (fields of the ``loss`` config section)
     group_size: str | None = None  # option naming the rows per query list: data comes grouped, unshuffled

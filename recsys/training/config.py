@@ -14,6 +14,7 @@ from pydantic import Field, create_model, field_validator, model_validator
 
 from recsys import kinds
 from recsys.config.base import InputConfig, JobConfig, ModelConfig, ScalingConfig, StrictModel
+from recsys.config.types import InputPath
 from recsys.losses import registry as losses
 
 
@@ -134,6 +135,38 @@ else:
     LossConfig.__doc__ = _LossBase.__doc__
 
 
+class DistilConfig(StrictModel):
+    """Knowledge distillation of a trained cross-encoder (the teacher) into a smaller student."""
+
+    teacher: InputPath | None = Field(
+        None,
+        description="Saved cross-encoder directory (e.g. runs/train/local/model) whose logits label the "
+        "training pairs (a teacher_score column) for loss distil_mse / margin_mse; None = no distillation.",
+    )
+    student_layers: list[int] | None = Field(
+        None,
+        description="Teacher layers the student keeps (e.g. [0, 2, 4] of 6), with the teacher's embeddings and "
+        "head; None = the student is model.name_or_path.",
+    )
+    score_batch_size: int = Field(64, ge=1, description="Pairs per teacher forward pass when scoring.")
+    mined_per_query: int = Field(
+        0,
+        ge=0,
+        description="Add each training query's top-k BM25 matches among the training pairs' right texts (the "
+        "catalog) as unlabelled pairs (label 0) scored by the teacher; 0 = the training pairs only.",
+    )
+
+    @field_validator("student_layers")
+    @classmethod
+    def _layers(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (not v or v != sorted(set(v)) or v[0] < 0):
+            raise ValueError(
+                f"distil.student_layers={v}: give distinct teacher layer indices >= 0 in increasing order, "
+                "e.g. [0, 2, 4]"
+            )
+        return v
+
+
 class OptimConfig(StrictModel):
     """AdamW with warmup and a decay schedule, gradient accumulation and clipping."""
 
@@ -252,6 +285,9 @@ class TrainConfig(JobConfig):
 
     model: TrainModelConfig = Field(..., description="Model kind, pretrained encoder and options.")
     data: DataSection = Field(..., description="Training / validation tables.")
+    distil: DistilConfig = Field(
+        default_factory=DistilConfig, description="Distillation: teacher scores and student layers."
+    )
     loss: LossConfig = Field(default_factory=LossConfig, description="Objective.")
     optim: OptimConfig = Field(default_factory=OptimConfig, description="Optimizer and schedule.")
     strategy: StrategyConfig = Field(
@@ -284,6 +320,7 @@ class TrainConfig(JobConfig):
         if self.data.hard_negatives and not kind.hard_negatives:
             takers = " / ".join(k.name for k in kinds.kinds() if k.hard_negatives)
             raise ValueError(f"data.hard_negatives applies to the {takers} only; set it to false")
+        self._check_distil(kind)
         kind.check(self)
         group = losses.get(loss).group_size
         if group is not None and self.train.batch_size % getattr(self.loss, group):
@@ -328,6 +365,45 @@ class TrainConfig(JobConfig):
             raise ValueError("deepspeed.offload_optimizer needs zero_stage >= 1")
         return self
 
+    def _check_distil(self, kind: Any) -> None:
+        d, loss = self.distil, self.loss_name
+        distils = [s.name for s in losses.specs() if s.inputs is losses.Distillation]
+        if (d.teacher is not None or d.student_layers is not None) and not kind.distil:
+            takers = " / ".join(k.name for k in kinds.kinds() if k.distil)
+            raise ValueError(f"the distil section applies to the {takers} only; remove it for {kind.name}")
+        if loss in distils and d.teacher is None:
+            raise ValueError(
+                f"loss {loss} regresses a teacher's scores: set distil.teacher to a saved cross-encoder "
+                "directory (e.g. runs/train/local/model)"
+            )
+        if d.teacher is not None and loss not in distils:
+            raise ValueError(
+                f"distil.teacher scores the pairs for a distillation loss, which loss {loss} ignores: set "
+                f"loss.name to one of {distils}, or remove distil.teacher"
+            )
+        if d.mined_per_query and d.teacher is None:
+            raise ValueError(
+                "distil.mined_per_query adds pairs labelled by the teacher: set distil.teacher, or set "
+                "distil.mined_per_query: 0"
+            )
+        if d.student_layers is not None and d.teacher is None:
+            raise ValueError(
+                "distil.student_layers slices the teacher's layers: set distil.teacher, or remove "
+                "distil.student_layers"
+            )
+        if d.student_layers is not None and self.model.freeze_layers > len(d.student_layers):
+            raise ValueError(
+                f"model.freeze_layers={self.model.freeze_layers} but the student keeps {len(d.student_layers)} "
+                f"layers: set model.freeze_layers <= {len(d.student_layers)}"
+            )
+        if d.teacher is not None and d.student_layers is not None:
+            num = _teacher_layers(d.teacher)
+            if num is not None and d.student_layers[-1] >= num:
+                raise ValueError(
+                    f"distil.student_layers={d.student_layers}: the teacher has {num} layers "
+                    f"(indices 0..{num - 1}); pick a subset of them"
+                )
+
     @property
     def loss_name(self) -> str:
         return self.loss.name or kinds.get(self.model.kind).default_loss
@@ -335,3 +411,17 @@ class TrainConfig(JobConfig):
     @property
     def metric_name(self) -> str:
         return self.train.metric or kinds.get(self.model.kind).default_metric
+
+
+def _teacher_layers(teacher: str) -> int | None:
+    """The layer count of a saved cross-encoder's encoder (``encoder/config.json``); None if unreadable
+    (not written yet: a pipeline validates before training)."""
+    import json
+    from pathlib import Path
+
+    path = Path(teacher) / "encoder" / "config.json"
+    try:
+        n = json.loads(path.read_text(encoding="utf-8")).get("num_hidden_layers")
+    except (OSError, ValueError):
+        return None
+    return n if isinstance(n, int) else None

@@ -53,6 +53,7 @@ class Prepared:
 # Each model kind adds the ``model.<kind>.*`` keys its ``prepare`` reads; a grouped loss its group size.
 PREPARE_KEYS = (
     "data",
+    "distil",
     "seed",
     "model.kind",
     "model.name_or_path",

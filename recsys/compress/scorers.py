@@ -18,6 +18,7 @@ from typing import Any, cast
 import numpy as np
 
 from recsys.compress.variants import SOURCE_META_FILE, VariantError, check_onnx_runs, is_variant, read_variant
+from recsys.models.cross_encoder import predict_by_length
 
 BACKENDS = ("auto", "torch", "onnx", "onnx-int8", "torch-int8")
 
@@ -72,23 +73,20 @@ class OnnxCrossEncoder(_OnnxModel):
 
     def predict(self, pairs: Sequence[tuple[str, str]], batch_size: int = 32) -> np.ndarray:
         """Logits for ``(query, item)`` pairs -> float32 [N] (num_labels == 1) or [N, num_labels]."""
-        pairs = [(str(a or ""), str(b or "")) for a, b in pairs]
-        order = np.argsort([-(len(a) + len(b)) for a, b in pairs], kind="stable")
-        shape = (len(pairs),) if self.num_labels == 1 else (len(pairs), self.num_labels)
-        out = np.zeros(shape, dtype=np.float32)
-        for start in range(0, len(pairs), batch_size):
-            idx = order[start : start + batch_size]
+
+        def run(lefts: list[str], rights: list[str]) -> np.ndarray:
             tok = self.tokenizer(
-                [pairs[i][0] for i in idx],
-                [pairs[i][1] for i in idx],
+                lefts,
+                rights,
                 padding=True,
                 truncation="longest_first",
                 max_length=self.max_length,
                 return_tensors="np",
                 return_token_type_ids=True,
             )
-            out[idx] = self._run("model.onnx", tok)
-        return out
+            return self._run("model.onnx", tok)
+
+        return predict_by_length(pairs, batch_size, self.num_labels, run)
 
     def score(
         self, pairs: Sequence[tuple[str, str]], batch_size: int = 32, activation: str = "none"

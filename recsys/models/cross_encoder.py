@@ -17,7 +17,7 @@ class and ``predict`` returns all logits [N, num_labels].
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -95,22 +95,21 @@ class CrossEncoder(SavableModel):
             )
         was_training = self.training
         self.eval()
-        pairs = [(str(a or ""), str(b or "")) for a, b in pairs]
-        order = np.argsort([-(len(a) + len(b)) for a, b in pairs], kind="stable")
-        shape = (len(pairs),) if self.num_labels == 1 else (len(pairs), self.num_labels)
-        out = np.zeros(shape, dtype=np.float32)
         dev = device_of(self)
-        for start in range(0, len(pairs), batch_size):
-            idx = order[start : start + batch_size]
-            tok = self.tokenizer(
-                [pairs[i][0] for i in idx],
-                [pairs[i][1] for i in idx],
+        tokenizer = self.tokenizer
+
+        def run(lefts: list[str], rights: list[str]) -> np.ndarray:
+            tok = tokenizer(
+                lefts,
+                rights,
                 padding=True,
                 truncation="longest_first",
                 max_length=self.max_length,
                 return_tensors="pt",
             )
-            out[idx] = self({k: v.to(dev) for k, v in tok.items()}).float().cpu().numpy()
+            return cast(np.ndarray, self({k: v.to(dev) for k, v in tok.items()}).float().cpu().numpy())
+
+        out = predict_by_length(pairs, batch_size, self.num_labels, run)
         self.train(was_training)
         return out
 
@@ -125,3 +124,22 @@ class CrossEncoder(SavableModel):
         if activation != "none":
             raise ValueError(f"activation={activation!r}; use 'none' or 'sigmoid'")
         return s
+
+
+def predict_by_length(
+    pairs: Sequence[tuple[str, str]],
+    batch_size: int,
+    num_labels: int,
+    run: Callable[[list[str], list[str]], np.ndarray],
+) -> np.ndarray:
+    """Scores ``pairs`` in batches of similar length (less padding) and returns them in input order:
+    float32 [N] (num_labels == 1) or [N, num_labels]. ``run(lefts, rights)`` scores one batch (the torch
+    model here, ONNX Runtime in ``recsys.compress.scorers``)."""
+    pairs = [(str(a or ""), str(b or "")) for a, b in pairs]
+    order = np.argsort([-(len(a) + len(b)) for a, b in pairs], kind="stable")
+    shape = (len(pairs),) if num_labels == 1 else (len(pairs), num_labels)
+    out = np.zeros(shape, dtype=np.float32)
+    for start in range(0, len(pairs), batch_size):
+        idx = order[start : start + batch_size]
+        out[idx] = run([pairs[i][0] for i in idx], [pairs[i][1] for i in idx])
+    return out

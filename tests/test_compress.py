@@ -22,6 +22,7 @@ PAIRS = [(a, b) for a, b, _ in builtin_pairs(48, seed=1)]
 # so the tiny encoder here is initialised at std 0.2, where scores depend on the input as a trained model's do.
 INT8_REL_BOUND = 0.15
 INT8_MIN_SPEARMAN = 0.95
+INT8_MIN_COSINE = 0.95
 
 
 def _encoder():
@@ -102,7 +103,7 @@ def test_cross_encoder_variants_score_like_torch(cross_dir, cross_variants):
 def test_bi_encoder_variants_encode_like_torch(bi_dir, tmp_path):
     texts = [a for a, _ in PAIRS]
     torch_model = load_scorer(bi_dir, backend="torch")
-    for kind, atol in (("onnx", 1e-4), ("onnx-int8", 0.05)):
+    for kind in ("onnx", "onnx-int8"):
         path = export_variant(bi_dir, tmp_path / kind, kind)
         assert sorted(read_variant(path)["onnx_files"]) == [
             "item_model.onnx",
@@ -111,11 +112,16 @@ def test_bi_encoder_variants_encode_like_torch(bi_dir, tmp_path):
         model = load_variant(path, threads=1)
         assert model.embedding_dim == torch_model.embedding_dim == 16
         for tower in ("query", "item"):
-            np.testing.assert_allclose(
-                model.encode(texts, batch_size=16, tower=tower),
-                torch_model.encode(texts, tower=tower),
-                atol=atol,
-            )
+            got = model.encode(texts, batch_size=16, tower=tower)
+            ref = torch_model.encode(texts, tower=tower)
+            if kind == "onnx":
+                np.testing.assert_allclose(got, ref, atol=1e-4)
+                continue
+            # int8: the same bound as the cross-encoder's scores (x the spread), and every embedding points
+            # the same way (measured with onnxruntime 1.32: 0.12 x spread, min cosine 0.974)
+            assert np.max(np.abs(got - ref)) <= INT8_REL_BOUND * np.ptp(ref), tower
+            cos = np.sum(got * ref, axis=1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(ref, axis=1))
+            assert cos.min() >= INT8_MIN_COSINE, tower
 
 
 def test_variant_dir_is_atomic_and_complete(cross_dir, cross_variants, tmp_path, monkeypatch):

@@ -12,6 +12,13 @@ from recsys.utils.net import free_port
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# ranx (the reference the metric tests compare with) compiles its numba kernels on first use: ~40 s of CPU
+# per session, against <5 s to run them as plain Python on the tests' small runs. No recsys code path uses
+# numba (bm25s runs its numpy backend by default), so only the reference checks see this.
+os.environ.setdefault("NUMBA_DISABLE_JIT", "1")
+# Ray Train's controller polls its workers every 2 s (start, every report, the end): 0.5 s takes ~1-2 s off
+# each of the suite's ~20 Train runs. A missed poll is only logged (a worker is declared dead after 600 s).
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("RECSYS_DATA_ROOT", ROOT.parent / "shared" / "data")).resolve()

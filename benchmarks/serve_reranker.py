@@ -151,7 +151,16 @@ def main() -> None:
             user_config={"version": "latest"},
         ).bind(
             stub_artifacts(tmp),
-            RerankSettings(model=model, max_length=args.max_length, top_n=args.candidates, weight=1.0),
+            RerankSettings(
+                model=model,
+                max_length=args.max_length,
+                top_n=args.candidates,
+                weight=1.0,
+                backend="auto",
+                precision="auto",
+                pad_to_multiple_of=0,
+                torch_compile=False,
+            ),
         )
         handle = serve.run(app, name="bench-rerank", route_prefix=None)
         info = handle.info.remote().result()

@@ -96,8 +96,19 @@ def test_index_job_writes_versioned_artifacts(index_root):
         assert (root / "v1" / name).exists(), name
 
 
+def _rerank(variant) -> dict:
+    """Arm B's reranker: a compressed tiny cross-encoder (configs/serve/tiny.yaml's rerank section + model)."""
+    return {
+        "model": str(variant),
+        "backend": variant.name,
+        "top_n": 20,
+        "max_batch_size": 8,
+        "max_length": 64,
+    }
+
+
 @pytest.fixture(scope="module")
-def app(index_root, tmp_path_factory, project_root):
+def app(index_root, tmp_path_factory, project_root, tiny_cross_encoder):
     from ray import serve
 
     from recsys.serving.launch import start
@@ -112,6 +123,7 @@ def app(index_root, tmp_path_factory, project_root):
             "artifacts": str(root),
             "version": "v1",
             "recommend": {"diversity": 0.5},
+            "rerank": _rerank(tiny_cross_encoder["onnx-int8"]),  # arm B reranks with ONNX Runtime int8
         },
     ]
     overrides = {
@@ -128,7 +140,14 @@ def app(index_root, tmp_path_factory, project_root):
         if h["status"] == "ok":
             break
         time.sleep(1)
-    yield {"client": client, "url": info["url"], "feedback": feedback, "overrides": overrides, "root": root}
+    yield {
+        "client": client,
+        "url": info["url"],
+        "feedback": feedback,
+        "overrides": overrides,
+        "root": root,
+        "variants": tiny_cross_encoder,
+    }
     client.close()
     serve.delete("recsys")
     serve.shutdown()
@@ -405,7 +424,15 @@ def test_ab_arms_are_sticky_and_feedback_feeds_the_report(app, project_root, tmp
     assert (tmp_path / "ab_report.md").read_text().startswith("| arm |")
 
 
+def _reranker_info(arm: str) -> dict:
+    from ray import serve
+
+    return serve.get_deployment_handle(f"Reranker_{arm}", "recsys").info.remote().result()
+
+
 def test_hot_reload_drops_no_requests(app):
+    """Under load, one redeploy moves both arms to index v2 and switches arm B's reranker from the ONNX int8
+    variant to the ONNX fp32 one (a new replica beside the old: surge); no request fails."""
     from ray import serve
 
     from recsys.serving.app import build_app
@@ -414,20 +441,26 @@ def test_hot_reload_drops_no_requests(app):
     c = app["client"]
     failures, done, versions = [], threading.Event(), set()
 
-    def hammer():
+    def hammer(tid: int):
         with httpx.Client(base_url=app["url"], headers={"X-API-Key": API_KEY}, timeout=60) as cl:
-            while not done.is_set():
-                r = cl.post("/search", json={"query": "playstation", "user_id": "7", "k": 3})
+            i = 0
+            while not done.is_set():  # new queries (no response-cache hits) from users of both arms
+                i += 1
+                r = cl.post(
+                    "/search", json={"query": f"playstation {tid} {i}", "user_id": str(i % 8), "k": 3}
+                )
                 if r.status_code != 200:
                     failures.append(r.status_code)
                 else:
                     versions.add(r.json()["version"])
 
-    threads = [threading.Thread(target=hammer) for _ in range(3)]
+    threads = [threading.Thread(target=hammer, args=(t,)) for t in range(3)]
     for t in threads:
         t.start()
+    assert _reranker_info("B")["backend"] == "onnx-int8" and _reranker_info("A")["kind"] == "bi_encoder"
     app_cfg = read_serve_config("configs/serve/tiny.yaml")["applications"][0]
     arms = [dict(a, version="v2") for a in app["overrides"]["arms"]]
+    arms[1]["rerank"] = _rerank(app["variants"]["onnx"])
     args = validate_args({**app_cfg, "args": {**app_cfg["args"], **app["overrides"], "arms": arms}}, "reload")
     serve.run(build_app(args), name="recsys", route_prefix="/")
     deadline = time.time() + 90
@@ -439,6 +472,10 @@ def test_hot_reload_drops_no_requests(app):
         t.join()
     assert failures == [] and "v2" in versions
     assert c.get("/healthz").json()["arms"]["B"]["items"] == 120
+    deadline = time.time() + 60  # the redeploy returns once the new replicas run; the old ones drain after
+    while time.time() < deadline and _reranker_info("B")["backend"] != "onnx":
+        time.sleep(0.5)
+    assert _reranker_info("B")["backend"] == "onnx"
 
 
 def test_schemathesis_finds_no_5xx(app):

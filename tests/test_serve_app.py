@@ -123,7 +123,6 @@ def app(index_root, tmp_path_factory, project_root, tiny_cross_encoder):
             "artifacts": str(root),
             "version": "v1",
             "recommend": {"diversity": 0.5},
-            "rerank": _rerank(tiny_cross_encoder["onnx-int8"]),  # arm B reranks with ONNX Runtime int8
         },
     ]
     overrides = {
@@ -431,15 +430,16 @@ def _reranker_info(arm: str) -> dict:
 
 
 def test_hot_reload_drops_no_requests(app):
-    """Under load, one redeploy moves both arms to index v2 and switches arm B's reranker from the ONNX int8
-    variant to the ONNX fp32 one (a new replica beside the old: surge); no request fails."""
+    """Under load, a redeploy moves both arms to index v2 and gives arm B a compressed cross-encoder (the ONNX
+    Runtime int8 variant of a tiny random one, built in-test by the compress library); a second one switches B to
+    the ONNX fp32 variant (new replicas beside the old: surge). No request fails; both arms answer throughout."""
     from ray import serve
 
     from recsys.serving.app import build_app
     from recsys.serving.launch import read_serve_config, validate_args
 
     c = app["client"]
-    failures, done, versions = [], threading.Event(), set()
+    failures, done, versions, arms_seen = [], threading.Event(), set(), set()
 
     def hammer(tid: int):
         with httpx.Client(base_url=app["url"], headers={"X-API-Key": API_KEY}, timeout=60) as cl:
@@ -453,29 +453,47 @@ def test_hot_reload_drops_no_requests(app):
                     failures.append(r.status_code)
                 else:
                     versions.add(r.json()["version"])
+                    arms_seen.add(r.json()["arm"])
 
+    def redeploy(rerank_b: dict) -> None:
+        app_cfg = read_serve_config("configs/serve/tiny.yaml")["applications"][0]
+        arms = [dict(a, version="v2") for a in app["overrides"]["arms"]]
+        arms[1]["rerank"] = rerank_b
+        args = validate_args(
+            {**app_cfg, "args": {**app_cfg["args"], **app["overrides"], "arms": arms}}, "reload"
+        )
+        serve.run(build_app(args), name="recsys", route_prefix="/")
+
+    def wait_backend(backend: str) -> None:  # serve.run returns once new replicas run; old ones drain after
+        deadline = time.time() + 90
+        while _reranker_info("B")["backend"] != backend:
+            assert time.time() < deadline, f"Reranker_B never served {backend}"
+            time.sleep(0.5)
+
+    assert _reranker_info("B")["kind"] == "bi_encoder"  # the cosine fallback of configs/serve/tiny.yaml
     threads = [threading.Thread(target=hammer, args=(t,)) for t in range(3)]
     for t in threads:
         t.start()
-    assert _reranker_info("B")["backend"] == "onnx-int8" and _reranker_info("A")["kind"] == "bi_encoder"
-    app_cfg = read_serve_config("configs/serve/tiny.yaml")["applications"][0]
-    arms = [dict(a, version="v2") for a in app["overrides"]["arms"]]
-    arms[1]["rerank"] = _rerank(app["variants"]["onnx"])
-    args = validate_args({**app_cfg, "args": {**app_cfg["args"], **app["overrides"], "arms": arms}}, "reload")
-    serve.run(build_app(args), name="recsys", route_prefix="/")
+    redeploy(_rerank(app["variants"]["onnx-int8"]))
     deadline = time.time() + 90
     while time.time() < deadline and c.get("/healthz").json()["arms"]["A"].get("version") != "v2":
         time.sleep(0.5)
+    wait_backend("onnx-int8")
+    redeploy(_rerank(app["variants"]["onnx"]))
+    wait_backend("onnx")
     time.sleep(2)
     done.set()
     for t in threads:
         t.join()
-    assert failures == [] and "v2" in versions
+    assert failures == [] and "v2" in versions and arms_seen == {"A", "B"}
     assert c.get("/healthz").json()["arms"]["B"]["items"] == 120
-    deadline = time.time() + 60  # the redeploy returns once the new replicas run; the old ones drain after
-    while time.time() < deadline and _reranker_info("B")["backend"] != "onnx":
-        time.sleep(0.5)
-    assert _reranker_info("B")["backend"] == "onnx"
+    b_user = next(
+        u
+        for u in map(str, range(8))
+        if c.post("/search", json={"query": "mario", "user_id": u}).json()["arm"] == "B"
+    )
+    r = c.post("/search", json={"query": "mario kart", "user_id": b_user, "k": 5})
+    assert r.status_code == 200 and r.json()["arm"] == "B" and len(r.json()["items"]) == 5
 
 
 def test_schemathesis_finds_no_5xx(app):

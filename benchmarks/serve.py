@@ -7,7 +7,10 @@ concurrency 1, 8, 32), overhead (HTTP /search p50 minus the same pipeline in-pro
 (reranker @serve.batch on vs off at concurrency 32, throughput ratio), autoscale (load ramp: reranker
 replicas 1 -> >=2 and back, failed requests), kill (a reranker replica killed under load: success
 rate), soak (sustained rate: errors and replica memory over time), recall (ANN recall@10 vs exact
-from the index manifest). Prints a table and writes JSON (``--out``). Timings on a shared 2-core
+from the index manifest), variants (not in the default list: a real cross-encoder reranking 50 candidates,
+torch fp32 vs ONNX int8 -- p50 at 1 client, throughput at saturation, p99 at half saturation, the realized
+batch-size histogram, batched vs unbatched at 32 clients, a repeated query from the response cache; prints
+ratios: ``--sections variants``). Prints a table and writes JSON (``--out``). Timings on a shared 2-core
 machine are noisy: compare ratios taken in the same run.
 """
 
@@ -388,6 +391,175 @@ async def section_soak(url: str, work: Workload, rate: float, duration_s: float)
     }
 
 
+def rerank_models(ns) -> dict[str, str]:
+    """The cross-encoder of the ``variants`` section and its compressed variants (built once under
+    ``runs/bench/rerank-models``): ``--rerank-model`` (a trained one), else all-MiniLM-L6-v2's weights with a
+    fresh classification head (speed does not depend on the head's values; its scores mean nothing)."""
+    from recsys.compress.variants import export_variant, is_variant
+
+    root = ROOT / "runs/bench/rerank-models"
+    if ns.rerank_model:
+        torch_dir = Path(ns.rerank_model).resolve()
+    else:
+        torch_dir = root / "minilm-l6-fresh-head"
+        if not (torch_dir / "recsys_model.json").is_file():
+            import torch
+
+            from recsys.models import CrossEncoder
+
+            torch.manual_seed(0)
+            CrossEncoder.from_encoder("all-MiniLM-L6-v2", max_length=ns.rerank_max_length).save_pretrained(
+                torch_dir
+            )
+    out = {"torch": str(torch_dir)}
+    for kind in ns.variants.split(","):
+        if kind != "torch":
+            vdir = root / f"{torch_dir.name}-{kind}"
+            if not is_variant(vdir):
+                export_variant(torch_dir, vdir, kind)
+            out[kind] = str(vdir)
+    return out
+
+
+def batch_histogram(url: str) -> dict[str, float]:
+    """``recsys_rerank_batch_size`` from /metrics, summed over arms: cumulative bucket counts (le -> n),
+    ``_sum`` and ``_count`` (one observation per request: the size of the batch it was scored in)."""
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line.startswith("recsys_rerank_batch_size"):
+            continue
+        name, value = line.rsplit(" ", 1)
+        if "_bucket{" in name:
+            key = "le=" + name.split('le="')[1].split('"')[0]
+        else:
+            key = name.split("{")[0].removeprefix("recsys_rerank_batch_size_")
+        out[key] = out.get(key, 0.0) + float(value)
+    return out
+
+
+def histogram_delta(after: dict[str, float], before: dict[str, float]) -> dict:
+    """Requests per batch-size bucket between two scrapes (non-cumulative) and the mean batch size."""
+    les = sorted((k for k in after if k.startswith("le=")), key=lambda k: float(k[3:]))
+    cum = [after[k] - before.get(k, 0.0) for k in les]
+    buckets = {k[3:]: int(c - (cum[i - 1] if i else 0)) for i, (k, c) in enumerate(zip(les, cum))}
+    n = after.get("count", 0.0) - before.get("count", 0.0)
+    mean = (after.get("sum", 0.0) - before.get("sum", 0.0)) / n if n else float("nan")
+    return {"requests": int(n), "mean_batch_size": mean, "buckets": buckets}
+
+
+async def section_variants(ns, work: Workload, app_cfg: dict) -> dict:
+    """/search end to end with a real cross-encoder reranking ``--rerank-top-n`` candidates, one deploy per
+    ``--variants`` backend (one arm, one Reranker replica, caches off): p50 at 1 client, throughput at saturation
+    (best of 8 and 32 clients), p99 at half that rate (open loop), the realized batch sizes at 32 clients
+    (the ``recsys_rerank_batch_size`` histogram of /metrics); for the last variant also @serve.batch off at 32
+    clients; then the last variant with the response cache on: one query repeated."""
+    from ray import serve
+
+    from recsys.serving.launch import start
+
+    models = rerank_models(ns)
+    args = app_cfg["args"]
+    dep = dict(args.get("deployments", {}).get("Reranker", {}))
+    base = {
+        "api_key_env": None,
+        "feedback_dir": "runs/bench/feedback",
+        "arms": [dict(args["arms"][0], weight=1.0)],
+        "deployments": {
+            **args.get("deployments", {}),
+            "Reranker": {**dep, "autoscaling": {"min_replicas": 1, "max_replicas": 1}},
+        },
+    }
+    rerank = {
+        **args.get("rerank", {}),
+        "top_n": ns.rerank_top_n,
+        "max_length": ns.rerank_max_length,
+        "batching": True,
+        "max_batch_size": 32,
+    }
+    kinds = ns.variants.split(",")
+    out: dict = {"models": models, "top_n": ns.rerank_top_n, "max_length": ns.rerank_max_length, "runs": {}}
+
+    def deploy(kind: str, cache: bool) -> str:
+        caches = (
+            {"responses": 4096, "query_embeddings": 16384}
+            if cache
+            else {"responses": 0, "query_embeddings": 0}
+        )
+        ov = {**base, "rerank": {**rerank, "model": models[kind], "backend": kind}, "cache": caches}
+        url = start(ns.config, port=ns.port, host="127.0.0.1", overrides=ov)["url"]
+        with httpx.Client(base_url=url, timeout=30) as c:
+            while c.get("/healthz").json().get("status") != "ok":
+                time.sleep(1)
+        return url
+
+    def show(label: str, r: dict) -> None:
+        r["loadavg_1m"] = os.getloadavg()[0]  # the machine is shared: its load as this run ended
+        print(
+            f"  {label:28s} p50 {r['p50_ms']:7.1f} p99 {r['p99_ms']:7.1f} ms {r['rps']:6.1f} req/s "
+            f"errors {r['errors']} (load {r['loadavg_1m']:.0f})",
+            flush=True,
+        )
+
+    for kind in kinds:
+        url = await asyncio.to_thread(deploy, kind, False)
+        await drive(url, work, "search", 4, ns.warmup_s)
+        r: dict = {"c1": await drive(url, work, "search", 1, ns.latency_s)}
+        show(f"{kind} c=1", r["c1"])
+        r["c8"] = await drive(url, work, "search", 8, ns.latency_s)
+        show(f"{kind} c=8", r["c8"])
+        before = await asyncio.to_thread(batch_histogram, url)
+        r["c32"] = await drive(url, work, "search", 32, ns.latency_s)
+        r["c32_batches"] = histogram_delta(await asyncio.to_thread(batch_histogram, url), before)
+        show(f"{kind} c=32 batched", r["c32"])
+        print(f"  {kind} c=32 batch sizes: {r['c32_batches']}", flush=True)
+        r["saturation_rps"] = max(r["c8"]["rps"], r["c32"]["rps"])
+        r["half"] = await drive(url, work, "search", 1, ns.latency_s, rate=r["saturation_rps"] / 2)
+        show(f"{kind} open loop {r['saturation_rps'] / 2:.1f}/s", r["half"])
+        if kind == kinds[-1]:
+            handle = serve.get_deployment_handle("Reranker_A", "recsys")
+            await handle.reconfigure.remote(
+                {"version": args["arms"][0].get("version", "latest"), "batching": False}
+            )
+            r["c32_unbatched"] = await drive(url, work, "search", 32, ns.latency_s)
+            show(f"{kind} c=32 unbatched", r["c32_unbatched"])
+            await handle.reconfigure.remote(
+                {"version": args["arms"][0].get("version", "latest"), "batching": True}
+            )
+            r["c32_again"] = await drive(url, work, "search", 32, ns.latency_s)  # A-B-A: load drift shows
+            show(f"{kind} c=32 batched again", r["c32_again"])
+        out["runs"][kind] = r
+    url = await asyncio.to_thread(deploy, kinds[-1], True)
+    body = {"query": "wireless controller ps4", "user_id": "0", "k": 10}
+    lat = []
+    async with httpx.AsyncClient(base_url=url, timeout=60) as c:
+        first = time.perf_counter()
+        assert (await c.post("/search", json=body)).status_code == 200
+        first = time.perf_counter() - first
+        for _ in range(ns.cache_repeats):
+            t0 = time.perf_counter()
+            assert (await c.post("/search", json=body)).status_code == 200
+            lat.append(time.perf_counter() - t0)
+    out["cache"] = {"first_ms": first * 1000, "repeat_p50_ms": pct(lat, 50), "repeat_p99_ms": pct(lat, 99)}
+    print(f"  cache: {out['cache']}", flush=True)
+    base_kind, fast = kinds[0], kinds[-1]
+    runs = out["runs"]
+    out["ratios"] = {
+        f"saturation_rps {fast} / {base_kind}": runs[fast]["saturation_rps"]
+        / runs[base_kind]["saturation_rps"],
+        f"c1 p50 {fast} / {base_kind}": runs[fast]["c1"]["p50_ms"] / runs[base_kind]["c1"]["p50_ms"],
+        f"c32 rps batched (mean of before and after) / unbatched ({fast})": (
+            runs[fast]["c32"]["rps"] + runs[fast]["c32_again"]["rps"]
+        )
+        / 2
+        / max(runs[fast]["c32_unbatched"]["rps"], 1e-9),
+        f"half-saturation p99 / p50 ({fast})": runs[fast]["half"]["p99_ms"] / runs[fast]["half"]["p50_ms"],
+    }
+    for k, v in out["ratios"].items():
+        print(f"  ratio {k}: {v:.2f}", flush=True)
+    return out
+
+
 async def main_async(ns, url: str, work: Workload, args) -> dict:
     out: dict = {}
     secs = set(ns.sections.split(","))
@@ -443,6 +615,10 @@ async def main_async(ns, url: str, work: Workload, args) -> dict:
     if "soak" in secs:
         out["soak"] = await section_soak(url, work, ns.soak_rate, ns.soak_s)
         print("  soak", out["soak"], flush=True)
+    if "variants" in secs:  # last: it redeploys the app once per variant
+        from recsys.serving.launch import read_serve_config
+
+        out["variants"] = await section_variants(ns, work, read_serve_config(ns.config)["applications"][0])
     return out
 
 
@@ -462,7 +638,8 @@ def main() -> None:
         "--rerank-model",
         default=None,
         help="a cross-encoder directory (recsys run train --config local) served as every arm's reranker; "
-        "default: the config's rerank.model (none in local.yaml: the bi-encoder fallback)",
+        "default: the config's rerank.model. The variants section compresses it (default there: "
+        "all-MiniLM-L6-v2 with a fresh head)",
     )
     p.add_argument(
         "--topology",
@@ -481,6 +658,15 @@ def main() -> None:
         help="keep the config's /search response and query-embedding caches (default: off, so the "
         "workload's repeated queries measure the pipeline, not the cache)",
     )
+    p.add_argument(
+        "--variants",
+        default="torch,onnx-int8",
+        help="variants section: rerank backends compared, the first is the baseline (torch = fp32 PyTorch)",
+    )
+    p.add_argument("--rerank-top-n", type=int, default=50, help="variants section: candidates reranked")
+    p.add_argument("--rerank-max-length", type=int, default=64, help="variants section: query + title tokens")
+    p.add_argument("--warmup-s", type=float, default=5)
+    p.add_argument("--cache-repeats", type=int, default=200)
     p.add_argument("--out", default="runs/bench/serve.json")
     ns = p.parse_args()
     os.chdir(ROOT)
@@ -521,11 +707,15 @@ def main() -> None:
         }
     args = validate_args({**app_cfg, "args": {**app_cfg["args"], **overrides}}, ns.config)
     t0 = time.perf_counter()
-    info = start(ns.config, port=ns.port, host="127.0.0.1", overrides=overrides)
-    with httpx.Client(base_url=info["url"], timeout=30) as c:
-        while c.get("/healthz").json().get("status") != "ok":
-            time.sleep(1)
-    print(f"app up in {time.perf_counter() - t0:.0f}s at {info['url']}; replicas {replicas()}", flush=True)
+    info = {"url": f"http://127.0.0.1:{ns.port}"}
+    if ns.sections != "variants":  # the variants section deploys its own apps
+        info = start(ns.config, port=ns.port, host="127.0.0.1", overrides=overrides)
+        with httpx.Client(base_url=info["url"], timeout=30) as c:
+            while c.get("/healthz").json().get("status") != "ok":
+                time.sleep(1)
+        print(
+            f"app up in {time.perf_counter() - t0:.0f}s at {info['url']}; replicas {replicas()}", flush=True
+        )
     try:
         result = asyncio.run(main_async(ns, info["url"], Workload(args.arms[0].artifacts), args))
     finally:

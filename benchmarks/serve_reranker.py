@@ -127,6 +127,20 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--max-batch-size", type=int, default=32)
     ap.add_argument("--batch-wait-s", type=float, default=0.005)
+    ap.add_argument(
+        "--backend",
+        default="torch",
+        choices=["torch", "onnx", "onnx-int8", "torch-int8"],
+        help="rerank.backend: onnx kinds export the model with the compress library first (CPU replicas)",
+    )
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"], help="GPU torch")
+    ap.add_argument(
+        "--pad-to-multiple-of",
+        type=int,
+        default=0,
+        help="static-shape buckets (e.g. 16 with --torch-compile)",
+    )
+    ap.add_argument("--torch-compile", action="store_true", help="torch.compile the encoder (GPU path)")
     args = ap.parse_args()
     if not args.model and not args.tokenizer:
         from recsys.models.hub import resolve_model_path
@@ -142,6 +156,10 @@ def main() -> None:
     queries, texts = load_texts(args.data)
     with tempfile.TemporaryDirectory() as tmp:
         model = build_model(args, tmp)
+        if args.backend != "torch":
+            from recsys.compress.variants import export_variant
+
+            model = str(export_variant(model, os.path.join(tmp, args.backend), args.backend))
         start_local_ray(env={"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}, log_to_driver=False)
         app = Reranker.options(
             name="RerankerBench",
@@ -151,7 +169,16 @@ def main() -> None:
             user_config={"version": "latest"},
         ).bind(
             stub_artifacts(tmp),
-            RerankSettings(model=model, max_length=args.max_length, top_n=args.candidates, weight=1.0),
+            RerankSettings(
+                model=model,
+                max_length=args.max_length,
+                top_n=args.candidates,
+                weight=1.0,
+                backend=args.backend,
+                precision=args.precision,
+                pad_to_multiple_of=args.pad_to_multiple_of,
+                torch_compile=args.torch_compile,
+            ),
         )
         handle = serve.run(app, name="bench-rerank", route_prefix=None)
         info = handle.info.remote().result()
@@ -164,6 +191,10 @@ def main() -> None:
         "candidates": args.candidates,
         "max_length": args.max_length,
         "max_batch_size": args.max_batch_size,
+        "backend": args.backend,
+        "precision": args.precision,
+        "pad_to_multiple_of": args.pad_to_multiple_of,
+        "torch_compile": args.torch_compile,
         "replica": info,
     }
     if args.num_gpus:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from recsys.retrieval.config import IndexJobConfig
 
 CONFIG = IndexJobConfig
@@ -28,7 +30,9 @@ def run(cfg: IndexJobConfig, ctx) -> dict:
         if events is not None:
             events = events[events["item_id"].isin(set(items["item_id"]))]
         users_in = sources.read_users(cfg.users) if cfg.users else None
-    model_path = resolve_model_path(cfg.embed.model.name_or_path)
+    name = cfg.embed.model.name_or_path
+    recsys_dir = any((Path(name) / f).is_file() for f in ("recsys_model.json", "variant.json"))
+    model_path = name if recsys_dir else resolve_model_path(name)  # a trained model or a compressed variant
     with ctx.timer("embed"):
         emb = build.embed_catalog(
             build.item_text(items, ["title", "brand", "category"]),
@@ -38,6 +42,7 @@ def run(cfg: IndexJobConfig, ctx) -> dict:
             cfg.embed.concurrency,
             cfg.embed.num_cpus,
             cfg.embed.num_gpus,
+            cfg.embed.backend,
         )
     kind = (
         cfg.ann.kind
@@ -95,6 +100,7 @@ def run(cfg: IndexJobConfig, ctx) -> dict:
             "path": model_path,
             "sha256": model_fingerprint(model_path),
             "max_length": cfg.embed.model.max_length,
+            "backend": cfg.embed.backend,
             "dim": int(emb.shape[1]),
         },
         "data": {

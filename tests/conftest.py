@@ -92,6 +92,29 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_cross_encoder(tiny_bert_dir, tmp_path_factory) -> dict[str, Path]:
+    """A tiny random cross-encoder (``tiny_bert_dir`` + a fresh head) saved the recsys way (``"torch"``) and
+    its ``onnx`` and ``onnx-int8`` variants written by the compress library (a few seconds). Its linear and
+    embedding weights are drawn at std 0.2 (as tests/test_compress.py does): at BERT's default 0.02 every
+    input scores alike and int8 noise swamps the differences a trained model has."""
+    import torch
+
+    from recsys.compress.variants import export_variant
+    from recsys.models import CrossEncoder
+
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("tiny-ce")
+    model = CrossEncoder.from_encoder(str(tiny_bert_dir), max_length=64)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (torch.nn.Linear, torch.nn.Embedding)):
+                m.weight.normal_(0.0, 0.2)
+    torch_dir = model.save_pretrained(out / "model")
+    variants = {k: export_variant(torch_dir, out / k, k, model=model) for k in ("onnx", "onnx-int8")}
+    return {"torch": Path(torch_dir), **variants}
+
+
+@pytest.fixture(scope="session")
 def local_cluster(tmp_path_factory):
     """A real 2-node Ray cluster on this machine (head + 1 worker node), via cluster/local/start.sh.
 

@@ -146,7 +146,16 @@ class StubPersonalizer:
 
 def _pipeline(top_n=3, weight=0.5):
     stages = StubRetriever(), StubReranker(), StubPersonalizer()
-    rr = RerankSettings(model=None, max_length=32, top_n=top_n, weight=weight)
+    rr = RerankSettings(
+        model=None,
+        max_length=32,
+        top_n=top_n,
+        weight=weight,
+        backend="auto",
+        precision="auto",
+        pad_to_multiple_of=0,
+        torch_compile=False,
+    )
     return SearchPipeline(*(InProcess(s) for s in stages), rr), stages
 
 
@@ -330,7 +339,16 @@ def _cached_pipeline(entries=8, ttl_s=0.0):
 
     stages = VersionedRetriever(), StubReranker(), UserPersonalizer()
     stages[2].retriever = stages[0]
-    rr = RerankSettings(model=None, max_length=32, top_n=3, weight=0.5)
+    rr = RerankSettings(
+        model=None,
+        max_length=32,
+        top_n=3,
+        weight=0.5,
+        backend="auto",
+        precision="auto",
+        pad_to_multiple_of=0,
+        torch_compile=False,
+    )
     return SearchPipeline(*(InProcess(s) for s in stages), rr, cache=maybe_cache(entries, ttl_s)), stages
 
 

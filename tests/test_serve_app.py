@@ -96,8 +96,19 @@ def test_index_job_writes_versioned_artifacts(index_root):
         assert (root / "v1" / name).exists(), name
 
 
+def _rerank(variant) -> dict:
+    """Arm B's reranker: a compressed tiny cross-encoder (configs/serve/tiny.yaml's rerank section + model)."""
+    return {
+        "model": str(variant),
+        "backend": variant.name,
+        "top_n": 20,
+        "max_batch_size": 8,
+        "max_length": 64,
+    }
+
+
 @pytest.fixture(scope="module")
-def app(index_root, tmp_path_factory, project_root):
+def app(index_root, tmp_path_factory, project_root, tiny_cross_encoder):
     from ray import serve
 
     from recsys.serving.launch import start
@@ -128,7 +139,14 @@ def app(index_root, tmp_path_factory, project_root):
         if h["status"] == "ok":
             break
         time.sleep(1)
-    yield {"client": client, "url": info["url"], "feedback": feedback, "overrides": overrides, "root": root}
+    yield {
+        "client": client,
+        "url": info["url"],
+        "feedback": feedback,
+        "overrides": overrides,
+        "root": root,
+        "variants": tiny_cross_encoder,
+    }
     client.close()
     serve.delete("recsys")
     serve.shutdown()
@@ -405,40 +423,77 @@ def test_ab_arms_are_sticky_and_feedback_feeds_the_report(app, project_root, tmp
     assert (tmp_path / "ab_report.md").read_text().startswith("| arm |")
 
 
+def _reranker_info(arm: str) -> dict:
+    from ray import serve
+
+    return serve.get_deployment_handle(f"Reranker_{arm}", "recsys").info.remote().result()
+
+
 def test_hot_reload_drops_no_requests(app):
+    """Under load, a redeploy moves both arms to index v2 and gives arm B a compressed cross-encoder (the ONNX
+    Runtime int8 variant of a tiny random one, built in-test by the compress library); a second one switches B to
+    the ONNX fp32 variant (new replicas beside the old: surge). No request fails; both arms answer throughout."""
     from ray import serve
 
     from recsys.serving.app import build_app
     from recsys.serving.launch import read_serve_config, validate_args
 
     c = app["client"]
-    failures, done, versions = [], threading.Event(), set()
+    failures, done, versions, arms_seen = [], threading.Event(), set(), set()
 
-    def hammer():
+    def hammer(tid: int):
         with httpx.Client(base_url=app["url"], headers={"X-API-Key": API_KEY}, timeout=60) as cl:
-            while not done.is_set():
-                r = cl.post("/search", json={"query": "playstation", "user_id": "7", "k": 3})
+            i = 0
+            while not done.is_set():  # new queries (no response-cache hits) from users of both arms
+                i += 1
+                r = cl.post(
+                    "/search", json={"query": f"playstation {tid} {i}", "user_id": str(i % 8), "k": 3}
+                )
                 if r.status_code != 200:
                     failures.append(r.status_code)
                 else:
                     versions.add(r.json()["version"])
+                    arms_seen.add(r.json()["arm"])
 
-    threads = [threading.Thread(target=hammer) for _ in range(3)]
+    def redeploy(rerank_b: dict) -> None:
+        app_cfg = read_serve_config("configs/serve/tiny.yaml")["applications"][0]
+        arms = [dict(a, version="v2") for a in app["overrides"]["arms"]]
+        arms[1]["rerank"] = rerank_b
+        args = validate_args(
+            {**app_cfg, "args": {**app_cfg["args"], **app["overrides"], "arms": arms}}, "reload"
+        )
+        serve.run(build_app(args), name="recsys", route_prefix="/")
+
+    def wait_backend(backend: str) -> None:  # serve.run returns once new replicas run; old ones drain after
+        deadline = time.time() + 90
+        while _reranker_info("B")["backend"] != backend:
+            assert time.time() < deadline, f"Reranker_B never served {backend}"
+            time.sleep(0.5)
+
+    assert _reranker_info("B")["kind"] == "bi_encoder"  # the cosine fallback of configs/serve/tiny.yaml
+    threads = [threading.Thread(target=hammer, args=(t,)) for t in range(3)]
     for t in threads:
         t.start()
-    app_cfg = read_serve_config("configs/serve/tiny.yaml")["applications"][0]
-    arms = [dict(a, version="v2") for a in app["overrides"]["arms"]]
-    args = validate_args({**app_cfg, "args": {**app_cfg["args"], **app["overrides"], "arms": arms}}, "reload")
-    serve.run(build_app(args), name="recsys", route_prefix="/")
+    redeploy(_rerank(app["variants"]["onnx-int8"]))
     deadline = time.time() + 90
     while time.time() < deadline and c.get("/healthz").json()["arms"]["A"].get("version") != "v2":
         time.sleep(0.5)
+    wait_backend("onnx-int8")
+    redeploy(_rerank(app["variants"]["onnx"]))
+    wait_backend("onnx")
     time.sleep(2)
     done.set()
     for t in threads:
         t.join()
-    assert failures == [] and "v2" in versions
+    assert failures == [] and "v2" in versions and arms_seen == {"A", "B"}
     assert c.get("/healthz").json()["arms"]["B"]["items"] == 120
+    b_user = next(
+        u
+        for u in map(str, range(8))
+        if c.post("/search", json={"query": "mario", "user_id": u}).json()["arm"] == "B"
+    )
+    r = c.post("/search", json={"query": "mario kart", "user_id": b_user, "k": 5})
+    assert r.status_code == 200 and r.json()["arm"] == "B" and len(r.json()["items"]) == 5
 
 
 def test_schemathesis_finds_no_5xx(app):

@@ -435,7 +435,19 @@ def test_reranker_skips_the_batch_wait_when_idle_and_batches_under_load(ray_sess
             return [np.full(len(texts), self.offset + len(q)) for q, texts, _ in reqs]
 
     def reranker(eager: bool, offset: float = 0.0):
-        r = Reranker.func_or_class("unused", RerankSettings(model=None, max_length=32, top_n=10, weight=1.0))
+        r = Reranker.func_or_class(
+            "unused",
+            RerankSettings(
+                model=None,
+                max_length=32,
+                top_n=10,
+                weight=1.0,
+                backend="auto",
+                precision="auto",
+                pad_to_multiple_of=0,
+                torch_compile=False,
+            ),
+        )
         r.state, r.version = Stub(offset), "v1"
         r.set_batching(
             BatchingSettings(batching=True, max_batch_size=4, batch_wait_timeout_s=2.0, eager_when_idle=eager)

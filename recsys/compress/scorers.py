@@ -71,28 +71,30 @@ class OnnxCrossEncoder(_OnnxModel):
         super().__init__(path, threads)
         self.num_labels = int(self.config.get("num_labels", 1))
 
-    def predict(self, pairs: Sequence[tuple[str, str]], batch_size: int = 32) -> np.ndarray:
-        """Logits for ``(query, item)`` pairs -> float32 [N] (num_labels == 1) or [N, num_labels]."""
-
-        def run(lefts: list[str], rights: list[str]) -> np.ndarray:
-            tok = self.tokenizer(
-                lefts,
-                rights,
-                padding=True,
-                truncation="longest_first",
-                max_length=self.max_length,
-                return_tensors="np",
-                return_token_type_ids=True,
-            )
-            return self._run("model.onnx", tok)
-
-        return predict_by_length(pairs, batch_size, self.num_labels, run)
+    def predict(
+        self, pairs: Sequence[tuple[str, str]], batch_size: int = 32, pad_to_multiple_of: int = 0
+    ) -> np.ndarray:
+        """Logits for ``(query, item)`` pairs -> float32 [N] (num_labels == 1) or [N, num_labels].
+        ONNX Runtime runs each batch outside the GIL on its own intra-op threads."""
+        return predict_by_length(
+            pairs,
+            batch_size,
+            self.num_labels,
+            lambda batch: self._run("model.onnx", batch),
+            self.tokenizer,
+            self.max_length,
+            pad_to_multiple_of,
+        )
 
     def score(
-        self, pairs: Sequence[tuple[str, str]], batch_size: int = 32, activation: str = "none"
+        self,
+        pairs: Sequence[tuple[str, str]],
+        batch_size: int = 32,
+        activation: str = "none",
+        pad_to_multiple_of: int = 0,
     ) -> np.ndarray:
         """One relevance score per pair -> float32 [N]; ``activation="sigmoid"`` gives probabilities."""
-        logits = self.predict(pairs, batch_size)
+        logits = self.predict(pairs, batch_size, pad_to_multiple_of)
         s = logits if self.num_labels == 1 else logits[:, -1]
         if activation == "sigmoid":
             return cast(np.ndarray, (1.0 / (1.0 + np.exp(-s))).astype(np.float32))

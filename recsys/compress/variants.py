@@ -181,3 +181,59 @@ def export_variant(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+SERVING_BACKENDS = ("auto", "torch", "onnx", "onnx-int8", "torch-int8")
+"""What a serve / index / evaluate config's ``backend`` field takes (``auto``: whatever the directory holds)."""
+
+
+def resolve_backend(path: str | Path, backend: str = "auto", model_type: str | None = None) -> str:
+    """The backend that opens ``path`` (``torch`` for a saved model directory, else the variant's kind),
+    after checking it matches ``backend`` and, when given, ``model_type``. Reads JSON only (no ONNX Runtime,
+    no torch): config validators call it. Raises :class:`VariantError` naming what is wrong and the fix."""
+    if backend not in SERVING_BACKENDS:
+        raise VariantError(f"backend {backend!r}; use one of {', '.join(SERVING_BACKENDS)}")
+    p = Path(path)
+    if is_variant(p):
+        meta = read_variant(p)  # checks every file the variant needs
+        kind, found_type = str(meta["kind"]), str(meta.get("model_type"))
+        if backend not in ("auto", kind):
+            raise VariantError(
+                f"{str(p)!r} is a {kind!r} variant, not {backend!r}: set backend: {kind} (or auto), or point the "
+                f"path at the {backend} variant (runs/compress/<scale>/variants/{backend})"
+            )
+    elif (p / "recsys_model.json").is_file():
+        kind = "torch"
+        found_type = str(json.loads((p / "recsys_model.json").read_text(encoding="utf-8")).get("model_type"))
+        if backend not in ("auto", "torch", "torch-int8"):
+            raise VariantError(
+                f"backend {backend!r} needs a variant directory, but {str(p)!r} is a torch model directory (no "
+                f"{VARIANT_FILE}): set backend: torch (or auto), or build the variant with recsys run compress "
+                f"--config configs/compress/<scale>.yaml and point the path at its variants/{backend}"
+            )
+        kind = "torch-int8" if backend == "torch-int8" else "torch"
+    else:
+        raise VariantError(
+            f"{str(p)!r} is neither a saved recsys model (no recsys_model.json) nor a compressed variant (no "
+            f"{VARIANT_FILE}): point the path at runs/train/<run>/model or runs/compress/<scale>/variants/<kind>"
+        )
+    if model_type is not None and found_type != model_type:
+        raise VariantError(
+            f"{str(p)!r} holds a {found_type!r} model; this field needs a {model_type!r} one (a directory "
+            f"written by the train or compress job for a {model_type})"
+        )
+    return kind
+
+
+def check_model_backend(path: str | Path, backend: str, model_type: str) -> None:
+    """Config-time check of a ``model`` + ``backend`` pair: when ``path`` is a local model or variant
+    directory, :func:`resolve_backend` must accept it; a hub alias or a path not built yet passes (the loader
+    checks it when it opens it); a non-``auto`` backend on a pretrained encoder name fails."""
+    p = Path(path)
+    if p.is_dir() and ((p / "recsys_model.json").is_file() or (p / VARIANT_FILE).is_file()):
+        resolve_backend(p, backend, model_type)
+    elif backend not in ("auto", "torch") and p.is_dir():
+        raise VariantError(
+            f"backend {backend!r} needs a compressed variant, but {str(p)!r} has no {VARIANT_FILE}: build it with "
+            f"recsys run compress --config configs/compress/<scale>.yaml and point the path at its variants/{backend}"
+        )

@@ -140,7 +140,15 @@ class ModelSpec(StrictModel):
         "train pairs) is for protocol.task: matching or retrieval.",
     )
     path: str | None = Field(
-        None, description="kind=model: directory written by the train job (recsys_model.json)."
+        None,
+        description="kind=model: directory written by the train job (recsys_model.json), or a compressed variant "
+        "of one written by the compress job (variant.json; see backend).",
+    )
+    backend: Literal["auto", "torch", "onnx", "onnx-int8", "torch-int8"] = Field(
+        "auto",
+        description="kind=model: how path runs: auto = what the directory holds; torch | onnx | onnx-int8 | "
+        "torch-int8 must match it (onnx kinds: a cross-encoder or bi-encoder variant, "
+        "runs/compress/<scale>/variants/<kind>; torch-int8 on a train-job directory quantizes it at load).",
     )
     params: dict[str, Any] = Field(default_factory=dict, description="Baseline constructor arguments.")
     tune: dict[str, list[Any]] = Field(
@@ -159,6 +167,8 @@ class ModelSpec(StrictModel):
             raise ValueError(f"model {self.name!r}: kind=model needs path: <dir written by recsys run train>")
         if self.kind != "model" and self.path:
             raise ValueError(f"model {self.name!r}: path is only for kind=model; baselines take params")
+        if self.kind != "model" and self.backend != "auto":
+            raise ValueError(f"model {self.name!r}: backend is only for kind=model; drop it")
         return self
 
 

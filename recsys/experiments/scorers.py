@@ -35,28 +35,50 @@ PairScorer = Callable[[Sequence[str], Sequence[str]], np.ndarray]  # (lefts, rig
 
 def check_model_paths(cfg: EvaluateConfig) -> None:
     """Every kind=model directory exists, checked before any baseline is fit (minutes), all named at once."""
+    from recsys.compress.variants import VariantError, resolve_backend
+
     missing = [
         f"{m.name}: {m.path}"
         for m in cfg.models
-        if m.kind == "model" and not (Path(cast(str, m.path)) / "recsys_model.json").is_file()
+        if m.kind == "model"
+        and not any((Path(cast(str, m.path)) / f).is_file() for f in ("recsys_model.json", "variant.json"))
     ]
     if missing:
         raise FileNotFoundError(
-            "trained models not found (no recsys_model.json): "
+            "trained models not found (no recsys_model.json, no variant.json): "
             + "; ".join(missing)
             + ". Train them first (the evaluate config's header names the train command), or fix models[].path"
         )
+    for m in cfg.models:
+        if m.kind == "model":
+            try:
+                resolve_backend(cast(str, m.path), m.backend)
+            except VariantError as e:
+                raise VariantError(f"models[name={m.name}].path / backend: {e}") from None
+
+
+def load_spec_model(spec: ModelSpec) -> Any:
+    """The model of a kind=model spec, by its backend: the torch model of a train-job directory, or a compressed
+    variant (ONNX Runtime / torch.ao int8) with the same scoring API."""
+    from recsys.compress.scorers import load_scorer  # lazy: torch + transformers (+ onnxruntime)
+    from recsys.compress.variants import resolve_backend
+
+    assert spec.path is not None  # ModelSpec._path: kind=model has a path
+    kind = resolve_backend(spec.path, spec.backend)
+    if kind == "torch":
+        from recsys.models import load_model  # lazy: torch + transformers
+
+        return load_model(spec.path)  # every model kind (sequential too), on the default device
+    return load_scorer(spec.path, kind)
 
 
 def load_model_scorer(spec: ModelSpec, train: TrainData) -> Any:
-    """A trained model directory as a ranking Scorer (item texts from ``train.items`` when it has titles)."""
-    from recsys.models import load_model  # lazy: torch + transformers
-
-    assert spec.path is not None  # ModelSpec._path: kind=model has a path
+    """A trained model directory (or a compressed variant of one) as a ranking Scorer (item texts from
+    ``train.items`` when it has titles)."""
     texts = None
     if train.items is not None and "title" in train.items.columns:
         texts = dict(zip(train.items["item_id"].astype(str), train.items["title"].fillna("").astype(str)))
-    return scorer_for_model(load_model(spec.path), item_texts=texts, catalog=train.catalog, **spec.params)
+    return scorer_for_model(load_spec_model(spec), item_texts=texts, catalog=train.catalog, **spec.params)
 
 
 def build_scorer(
@@ -194,10 +216,7 @@ def pair_scorer(spec: ModelSpec, seed: int, train: Pairs | None = None) -> PairS
     if spec.kind == "pair_features":
         return fit_pair_matcher(spec, seed, train).score
     if spec.kind == "model":
-        from recsys.models import load_model  # lazy: torch + transformers
-
-        assert spec.path is not None  # ModelSpec._path: kind=model has a path
-        model = load_model(spec.path)
+        model = load_spec_model(spec)
         mk = kinds.get(getattr(model, "model_type", ""), field=f"models[{spec.name}] (its model_type)")
         if mk.pair_scorer is None:
             raise ValueError(

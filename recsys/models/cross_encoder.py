@@ -17,7 +17,7 @@ class and ``predict`` returns all logits [N, num_labels].
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -87,8 +87,11 @@ class CrossEncoder(SavableModel):
         return logits.squeeze(-1) if self.num_labels == 1 else logits
 
     @torch.inference_mode()
-    def predict(self, pairs: Sequence[tuple[str, str]], batch_size: int = 32) -> np.ndarray:
-        """Logits for ``(query, item)`` pairs -> float32 [N] (num_labels == 1) or [N, num_labels]."""
+    def predict(
+        self, pairs: Sequence[tuple[str, str]], batch_size: int = 32, pad_to_multiple_of: int = 0
+    ) -> np.ndarray:
+        """Logits for ``(query, item)`` pairs -> float32 [N] (num_labels == 1) or [N, num_labels].
+        Batches group pairs of similar token length (:func:`predict_by_length`)."""
         if self.tokenizer is None:
             raise ValueError(
                 "this CrossEncoder has no tokenizer; build it with from_encoder() or from_pretrained()"
@@ -96,28 +99,26 @@ class CrossEncoder(SavableModel):
         was_training = self.training
         self.eval()
         dev = device_of(self)
-        tokenizer = self.tokenizer
 
-        def run(lefts: list[str], rights: list[str]) -> np.ndarray:
-            tok = tokenizer(
-                lefts,
-                rights,
-                padding=True,
-                truncation="longest_first",
-                max_length=self.max_length,
-                return_tensors="pt",
-            )
-            return cast(np.ndarray, self({k: v.to(dev) for k, v in tok.items()}).float().cpu().numpy())
+        def run(batch: dict[str, np.ndarray]) -> np.ndarray:
+            inputs = {k: torch.from_numpy(v).to(dev) for k, v in batch.items()}
+            return cast(np.ndarray, self(inputs).float().cpu().numpy())
 
-        out = predict_by_length(pairs, batch_size, self.num_labels, run)
+        out = predict_by_length(
+            pairs, batch_size, self.num_labels, run, self.tokenizer, self.max_length, pad_to_multiple_of
+        )
         self.train(was_training)
         return out
 
     def score(
-        self, pairs: Sequence[tuple[str, str]], batch_size: int = 32, activation: str = "none"
+        self,
+        pairs: Sequence[tuple[str, str]],
+        batch_size: int = 32,
+        activation: str = "none",
+        pad_to_multiple_of: int = 0,
     ) -> np.ndarray:
         """One relevance score per pair -> float32 [N]; ``activation="sigmoid"`` gives probabilities."""
-        logits = self.predict(pairs, batch_size)
+        logits = self.predict(pairs, batch_size, pad_to_multiple_of)
         s = logits if self.num_labels == 1 else logits[:, -1]
         if activation == "sigmoid":
             return cast(np.ndarray, (1.0 / (1.0 + np.exp(-s))).astype(np.float32))  # numpy stubs: Any here
@@ -126,20 +127,62 @@ class CrossEncoder(SavableModel):
         return s
 
 
+def tokenize_by_length(
+    tokenizer: Any,
+    pairs: Sequence[tuple[str, str]],
+    max_length: int,
+    batch_size: int,
+    pad_to_multiple_of: int = 0,
+) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+    """Tokenizes every pair in one fast-tokenizer call (its Rust batch encoder runs outside the GIL), then
+    yields ``(rows, batch)``: batches of ``batch_size`` pairs of similar token length, each padded only to its
+    own longest row (rounded up to a multiple of ``pad_to_multiple_of`` when > 0: a few static shapes for
+    torch.compile / CUDA graphs). ``batch``: ``input_ids``, ``attention_mask``, ``token_type_ids`` int64 [B, T]."""
+    if not pairs:
+        return
+    enc = tokenizer(
+        [a for a, _ in pairs],
+        [b for _, b in pairs],
+        truncation="longest_first",
+        max_length=max_length,
+        padding=False,
+        return_token_type_ids=True,
+        return_attention_mask=False,
+    )
+    ids, types = enc["input_ids"], enc["token_type_ids"]
+    lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+    order = np.argsort(-lengths, kind="stable")
+    pad_id = int(tokenizer.pad_token_id or 0)
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        width = int(lengths[rows[0]])
+        if pad_to_multiple_of > 0:
+            width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
+        input_ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+        mask = np.zeros((len(rows), width), dtype=np.int64)
+        token_types = np.zeros((len(rows), width), dtype=np.int64)
+        for j, i in enumerate(rows):
+            n = int(lengths[i])
+            input_ids[j, :n], mask[j, :n], token_types[j, :n] = ids[i], 1, types[i]
+        yield rows, {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": token_types}
+
+
 def predict_by_length(
     pairs: Sequence[tuple[str, str]],
     batch_size: int,
     num_labels: int,
-    run: Callable[[list[str], list[str]], np.ndarray],
+    run: Callable[[dict[str, np.ndarray]], np.ndarray],
+    tokenizer: Any,
+    max_length: int,
+    pad_to_multiple_of: int = 0,
 ) -> np.ndarray:
-    """Scores ``pairs`` in batches of similar length (less padding) and returns them in input order:
-    float32 [N] (num_labels == 1) or [N, num_labels]. ``run(lefts, rights)`` scores one batch (the torch
-    model here, ONNX Runtime in ``recsys.compress.scorers``)."""
+    """Scores ``pairs`` in batches of similar token length (:func:`tokenize_by_length`: less padding, one
+    tokenizer call) and returns them in input order: float32 [N] (num_labels == 1) or [N, num_labels].
+    ``run(batch)`` scores one tokenized batch (the torch model here, ONNX Runtime in
+    ``recsys.compress.scorers``)."""
     pairs = [(str(a or ""), str(b or "")) for a, b in pairs]
-    order = np.argsort([-(len(a) + len(b)) for a, b in pairs], kind="stable")
     shape = (len(pairs),) if num_labels == 1 else (len(pairs), num_labels)
     out = np.zeros(shape, dtype=np.float32)
-    for start in range(0, len(pairs), batch_size):
-        idx = order[start : start + batch_size]
-        out[idx] = run([pairs[i][0] for i in idx], [pairs[i][1] for i in idx])
+    for rows, batch in tokenize_by_length(tokenizer, pairs, max_length, batch_size, pad_to_multiple_of):
+        out[rows] = run(batch)
     return out

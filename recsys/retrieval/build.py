@@ -47,6 +47,7 @@ def embed_catalog(
     concurrency: int,
     num_cpus: float,
     num_gpus: float,
+    backend: str = "auto",
 ) -> np.ndarray:
     """float32 [N, D] embeddings of ``texts`` computed by an actor pool (rows in input order)."""
     import ray  # lazy: Ray only for the embedding actor pool
@@ -63,6 +64,7 @@ def embed_catalog(
             "max_length": max_length,
             "device": "cuda" if num_gpus > 0 else "cpu",
             "batch_size": batch_size,
+            "backend": backend,
         },
         batch_size=batch_size,
         batch_format="numpy",

@@ -20,6 +20,24 @@ class EmbedConfig(StrictModel):
     concurrency: int = Field(1, ge=1, description="Actors in the embedding pool.")
     num_cpus: float = Field(1.0, gt=0, description="CPUs per embedding actor.")
     num_gpus: float = Field(0.0, ge=0, description="GPUs per embedding actor (0 = CPU).")
+    backend: Literal["auto", "torch", "onnx", "onnx-int8", "torch-int8"] = Field(
+        "auto",
+        description="How model.name_or_path runs: auto = what the directory holds (a trained BiEncoder: torch; a "
+        "compressed variant from `recsys run compress`: its kind); onnx / onnx-int8 / torch-int8 need that variant "
+        "(runs/compress/<scale>/variants/<kind>). Queries at serve time use the backend recorded in the manifest.",
+    )
+
+    @model_validator(mode="after")
+    def _backend(self) -> EmbedConfig:
+        from pathlib import Path
+
+        from recsys.compress.variants import VariantError, check_model_backend
+
+        try:
+            check_model_backend(Path(self.model.name_or_path), self.backend, "bi_encoder")
+        except VariantError as e:
+            raise ValueError(f"embed.model.name_or_path / embed.backend: {e}") from None
+        return self
 
 
 class AnnConfig(StrictModel):

@@ -20,6 +20,9 @@ class RetrievalSettings:
     nprobe: int | None
     ef_search: int | None
     encoder: str | None  # query encoder; None = the index manifest's model
+    encoder_backend: (
+        str  # auto | torch | onnx | onnx-int8 | torch-int8 (recsys.compress.variants.resolve_backend)
+    )
     max_length: int
     query_cache: int  # query embeddings kept per retriever replica (LRU); 0 = off
 
@@ -36,10 +39,16 @@ class ResponseCacheSettings:
 class RerankSettings:
     """The reranker's model and how its scores blend into relevance."""
 
-    model: str | None  # a CrossEncoder directory; None = the retrieval bi-encoder's cosine
+    model: (
+        str | None
+    )  # a CrossEncoder directory or a compressed variant of one; None = the bi-encoder's cosine
     max_length: int
     top_n: int  # candidates reranked per request
     weight: float  # share of the reranker score in relevance (rest: the fused retrieval score)
+    backend: str  # auto | torch | onnx | onnx-int8 | torch-int8 (recsys.compress.variants.resolve_backend)
+    precision: str  # torch on a GPU: auto (fp16) | fp32 | fp16 | bf16; CPU and ONNX Runtime: fp32 weights
+    pad_to_multiple_of: int  # sequence lengths padded up to a multiple (static-shape buckets); 0 = off
+    torch_compile: bool  # torch.compile the cross-encoder (GPU path; shapes bounded by pad_to_multiple_of)
 
 
 @dataclass(frozen=True)

@@ -98,12 +98,69 @@ def pick_device(device: str = "auto") -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def load_cross_encoder(
+    path: str,
+    backend: str,
+    max_length: int,
+    *,
+    device: str = "cpu",
+    precision: str = "auto",
+    threads: int | None = None,
+    torch_compile: bool = False,
+) -> tuple[Any, str]:
+    """The cross-encoder a reranker scores with and the backend it runs on, by ``backend`` (``auto``:
+    whatever ``path`` holds): the torch model on ``device`` (``precision`` fp32 | fp16 | bf16 on a GPU;
+    auto = fp16 there, fp32 on the CPU; ``torch_compile`` compiles its encoder) or a compressed variant
+    run by ONNX Runtime (``threads`` intra-op threads) or torch.ao int8. ``max_length`` caps the model's
+    token limit. Errors name ``rerank.model`` / ``rerank.backend`` and the fix."""
+    from recsys.compress.scorers import load_scorer  # lazy: onnxruntime / torch cost seconds
+    from recsys.compress.variants import VariantError, resolve_backend
+
+    try:
+        kind = resolve_backend(path, backend, model_type="cross_encoder")
+        if kind == "torch":
+            from recsys.models import CrossEncoder  # lazy: CrossEncoder imports torch
+
+            model: Any = CrossEncoder.from_pretrained(path, device=device)
+            _set_precision(model, device, precision)
+            if torch_compile:
+                import torch
+
+                model.encoder = torch.compile(model.encoder, dynamic=False)
+        else:
+            model = load_scorer(path, kind, threads=threads)
+    except VariantError as e:
+        raise VariantError(f"rerank.model / rerank.backend: {e}") from e
+    model.max_length = min(int(model.max_length), max_length)  # the serve config's token limit
+    return model, kind
+
+
+def _set_precision(model: Any, device: str, precision: str) -> None:
+    on_gpu = device.startswith("cuda")
+    if precision == "auto":
+        precision = "fp16" if on_gpu else "fp32"
+    if precision != "fp32" and not on_gpu:
+        raise ValueError(
+            f"rerank.precision={precision!r} needs a GPU replica (num_gpus > 0); use fp32 on the CPU"
+        )
+    if precision == "fp16":
+        model.half()  # inference only: fp16 halves memory traffic, scores agree to ~1e-3
+    elif precision == "bf16":
+        import torch
+
+        model.to(torch.bfloat16)
+    elif precision != "fp32":
+        raise ValueError(f"rerank.precision={precision!r}; use auto, fp32, fp16 or bf16")
+
+
 class RerankerCore:
-    """Scores (query, candidate) pairs: a trained CrossEncoder, or, when no cross-encoder is
-    configured, the bi-encoder's cosine of the query and the candidates. The fallback reads the
-    candidates' vectors from the index (``embeddings``, rows given per request) instead of encoding
-    their text again: the index was built with the same encoder, so the score is the same and a
-    request costs one query encoding instead of ``top_n`` title encodings."""
+    """Scores (query, candidate) pairs: a trained CrossEncoder (torch, or a compressed ONNX / int8 variant
+    of it, :func:`load_cross_encoder`), or, when no cross-encoder is configured, the bi-encoder's cosine of
+    the query and the candidates. The fallback reads the candidates' vectors from the index
+    (``embeddings``, rows given per request) instead of encoding their text again: the index was built with
+    the same encoder, so the score is the same and a request costs one query encoding instead of ``top_n``
+    title encodings. A dynamic batch's pairs are tokenized in one call and scored in passes of
+    ``batch_size`` pairs of similar token length (``pad_to_multiple_of``: static-shape buckets)."""
 
     def __init__(
         self,
@@ -112,21 +169,32 @@ class RerankerCore:
         max_length: int,
         embeddings: np.ndarray | None = None,
         device: str = "auto",
+        *,
+        backend: str = "auto",
+        precision: str = "auto",
+        pad_to_multiple_of: int = 0,
+        torch_compile: bool = False,
+        threads: int | None = None,
     ):
         self.cross, self.embeddings = None, embeddings
         self.device = pick_device(device)
         # A GPU scores a whole dynamic batch in one pass; on CPU smaller passes keep memory flat.
         self.batch_size = 1024 if self.device.startswith("cuda") else 64
+        self.pad_to_multiple_of = pad_to_multiple_of
         if model_path:
-            from recsys.models import CrossEncoder  # lazy: CrossEncoder imports torch
-
-            self.cross = CrossEncoder.from_pretrained(model_path, device=self.device)
-            if self.device.startswith("cuda"):
-                self.cross.half()  # inference only: fp16 halves memory traffic, scores agree to ~1e-3
+            self.cross, self.backend = load_cross_encoder(
+                model_path,
+                backend,
+                max_length,
+                device=self.device,
+                precision=precision,
+                threads=threads,
+                torch_compile=torch_compile,
+            )
             self.kind = "cross_encoder"
         else:
             self.encoder = TextEncoder(encoder_path, max_length=max_length, device=self.device)
-            self.kind = "bi_encoder"
+            self.kind, self.backend = "bi_encoder", "torch"
 
     def score_many(self, requests: list[tuple[Any, ...]]) -> list[np.ndarray]:
         """Requests ``(query, texts)`` or ``(query, texts, rows)`` (rows: the candidates' index rows,
@@ -135,7 +203,7 @@ class RerankerCore:
         if not pairs:
             return [np.zeros(0, np.float32) for _ in requests]
         if self.cross is not None:
-            flat = self.cross.score(pairs, batch_size=self.batch_size)  # [P]
+            flat = self.cross.score(pairs, self.batch_size, pad_to_multiple_of=self.pad_to_multiple_of)  # [P]
         else:
             queries = self.encoder.encode([r[0] for r in requests], kind="query")  # [R, D]
             owner = np.repeat(np.arange(len(requests)), [len(r[1]) for r in requests])  # [P]
@@ -241,7 +309,10 @@ def load_retriever(root: str, version: str, s: RetrievalSettings) -> RetrieverCo
     """The retriever of index ``version`` under ``root`` with its query encoder."""
     a = IndexArtifacts.load(root, version, nprobe=s.nprobe, ef_search=s.ef_search)
     model = s.encoder or a.manifest["model"]["path"]
-    enc = TextEncoder(model, max_length=s.max_length)
+    backend = s.encoder_backend
+    if s.encoder is None and backend == "auto":  # the index's own encoder: run it as the index job did
+        backend = a.manifest["model"].get("backend", "auto")
+    enc = TextEncoder(model, max_length=s.max_length, backend=backend, field="retrieval.encoder")
     return RetrieverCore(
         a,
         enc,

@@ -42,6 +42,20 @@ def project_path(value: str | None) -> str | None:
     return local if os.path.exists(local) else str(project_root() / value)
 
 
+Backend = Literal["auto", "torch", "onnx", "onnx-int8", "torch-int8"]
+
+
+def _check_backend(path: str, backend: str, model_type: str, field: str) -> None:
+    """Deploy-time check of a model directory against its backend (when the directory exists here: on a
+    cluster the path may live only on the workers, and the replica checks it when it loads)."""
+    from recsys.compress.variants import VariantError, check_model_backend
+
+    try:
+        check_model_backend(path, backend, model_type)
+    except VariantError as e:
+        raise ValueError(f"{field}: {e}") from None
+
+
 DEPLOYMENTS = ("Ingress", "Retriever", "Reranker", "Personalizer", "Recommender", "FeedbackSink")
 
 
@@ -129,7 +143,21 @@ class RetrievalArgs(StrictModel):
     nprobe: int | None = Field(None, ge=1, description="IVF clusters visited (default: the index's).")
     ef_search: int | None = Field(None, ge=8, description="HNSW search list (default: the index's).")
     encoder: str | None = Field(None, description="Query encoder; default the index manifest's model.")
+    encoder_backend: Backend = Field(
+        "auto",
+        description="How the query encoder runs: auto = what the directory holds (the index manifest's backend when "
+        "`encoder` is unset); onnx / onnx-int8 / torch-int8 need a compressed bi-encoder variant "
+        "(runs/compress/<scale>/variants/<kind>).",
+    )
     max_length: int = Field(64, ge=8, le=512, description="Query token limit.")
+
+    @model_validator(mode="after")
+    def _encoder_backend(self) -> RetrievalArgs:
+        if self.encoder is not None:
+            _check_backend(
+                self.encoder, self.encoder_backend, "bi_encoder", "retrieval.encoder / encoder_backend"
+            )
+        return self
 
     def settings(self, query_cache: int = 0) -> RetrievalSettings:
         return RetrievalSettings(
@@ -141,6 +169,7 @@ class RetrievalArgs(StrictModel):
             nprobe=self.nprobe,
             ef_search=self.ef_search,
             encoder=self.encoder,
+            encoder_backend=self.encoder_backend,
             max_length=self.max_length,
             query_cache=query_cache,
         )
@@ -187,8 +216,33 @@ class RerankArgs(StrictModel):
 
     model: str | None = Field(
         None,
-        description="A trained CrossEncoder directory (runs/train/.../model); "
-        "null = rescore the candidates' full text with the retrieval bi-encoder.",
+        description="A trained CrossEncoder directory (runs/train/.../model) or a compressed variant of one "
+        "(runs/compress/<scale>/variants/<kind>, see `backend`); null = rescore the candidates with the retrieval "
+        "bi-encoder's cosine.",
+    )
+    backend: Backend = Field(
+        "auto",
+        description="How `model` runs: torch (a train-job directory), onnx (ONNX Runtime fp32, graph-optimized), "
+        "onnx-int8 (ONNX Runtime dynamic int8: the fastest on CPU), torch-int8 (torch.ao dynamic int8); auto = what "
+        "the directory holds. A backend that does not match the directory fails at deploy time naming the fix. "
+        "ONNX Runtime uses the Reranker's `threads` as its intra-op threads.",
+    )
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
+        "auto",
+        description="torch backend on a GPU replica: auto = fp16; fp32 | fp16 | bf16. CPU replicas need fp32/auto.",
+    )
+    pad_to_multiple_of: int = Field(
+        0,
+        ge=0,
+        le=512,
+        description="Static-shape buckets: each scoring pass pads its token length up to a multiple of this "
+        "(e.g. 16 with torch_compile or CUDA graphs: few shapes to compile); 0 = pad to the pass's longest pair "
+        "only. Passes always group pairs of similar token length.",
+    )
+    torch_compile: bool = Field(
+        False,
+        description="torch.compile the cross-encoder's encoder (GPU path; pair with pad_to_multiple_of so shapes "
+        "repeat; the first requests of each shape pay the compile).",
     )
     top_n: int = Field(50, ge=1, le=1000, description="Candidates reranked per request.")
     batching: bool = Field(
@@ -209,7 +263,14 @@ class RerankArgs(StrictModel):
 
     def settings(self) -> RerankSettings:
         return RerankSettings(
-            model=self.model, max_length=self.max_length, top_n=self.top_n, weight=self.weight
+            model=self.model,
+            max_length=self.max_length,
+            top_n=self.top_n,
+            weight=self.weight,
+            backend=self.backend,
+            precision=self.precision,
+            pad_to_multiple_of=self.pad_to_multiple_of,
+            torch_compile=self.torch_compile,
         )
 
     def batching_settings(self) -> BatchingSettings:
@@ -224,6 +285,18 @@ class RerankArgs(StrictModel):
     @classmethod
     def _model(cls, v: str | None) -> str | None:
         return project_path(v)
+
+    @model_validator(mode="after")
+    def _model_backend(self) -> RerankArgs:
+        if self.model is None:
+            if self.backend not in ("auto", "torch"):
+                raise ValueError(
+                    f"rerank.backend={self.backend!r} but rerank.model is unset (the bi-encoder fallback): set "
+                    "rerank.model to a cross-encoder variant directory, or drop backend"
+                )
+            return self
+        _check_backend(self.model, self.backend, "cross_encoder", "rerank.model / rerank.backend")
+        return self
 
 
 class PersonalizeArgs(StrictModel):

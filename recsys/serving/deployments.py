@@ -30,19 +30,22 @@ if TYPE_CHECKING:
     from recsys.search.stages import RetrieverCore
 
 
-def set_torch_threads(threads: int | None = None) -> None:
+def set_torch_threads(threads: int | None = None) -> int:
     """torch intra-op threads: ``threads`` if configured, else the replica's CPU share (Ray sets
-    OMP_NUM_THREADS=1 in fractional-CPU actors, so leaving it alone is not "all cores")."""
+    OMP_NUM_THREADS=1 in fractional-CPU actors, so leaving it alone is not "all cores"). Returns the count
+    (ONNX Runtime sessions of the replica use it too)."""
     import torch  # lazy: torch costs seconds; only model replicas need it
 
     if threads:
         torch.set_num_threads(threads)
-        return
+        return threads
     try:
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
     except Exception:  # noqa: BLE001
         cpus = 1.0
-    torch.set_num_threads(max(1, int(round(cpus))))
+    n = max(1, int(round(cpus)))
+    torch.set_num_threads(n)
+    return n
 
 
 class _Versioned:
@@ -122,8 +125,9 @@ class Reranker(_Versioned):
     there is nothing to batch with, and the wait would be pure latency."""
 
     def __init__(self, artifacts: str, settings: RerankSettings, threads: int | None = None):
-        set_torch_threads(threads)
-        self.root, self.model, self.max_length = artifacts, settings.model, settings.max_length
+        self.threads = set_torch_threads(threads)
+        self.root, self.settings = artifacts, settings
+        self.model, self.max_length = settings.model, settings.max_length
         self._serial = asyncio.Lock()
         self._in_flight = 0  # rerank calls in this replica now (the event loop is single-threaded)
         # A batch queue per instance: a @serve.batch *method* shares one queue across instances and runs
@@ -139,7 +143,16 @@ class Reranker(_Versioned):
             return (
                 cast(RerankerCore, self.state)
                 if self.state is not None
-                else RerankerCore(self.model, "", self.max_length)
+                else RerankerCore(
+                    self.model,
+                    "",
+                    self.max_length,
+                    backend=self.settings.backend,
+                    precision=self.settings.precision,
+                    pad_to_multiple_of=self.settings.pad_to_multiple_of,
+                    torch_compile=self.settings.torch_compile,
+                    threads=self.threads,
+                )
             )
         path = resolve_version(self.root, version)
         vectors = np.load(path / "embeddings.npy", mmap_mode="r")  # the fallback reads candidates' vectors
@@ -191,7 +204,13 @@ class Reranker(_Versioned):
         return [{"scores": s.tolist(), "batch_size": len(requests)} for s in scores]
 
     def info(self) -> dict[str, Any]:
-        return {**super().info(), "kind": self.state.kind if self.state else None, "batching": self.batching}
+        st = self.state
+        return {
+            **super().info(),
+            "kind": st.kind if st else None,
+            "backend": st.backend if st else None,
+            "batching": self.batching,
+        }
 
 
 def manifest_model_path(root: str, version: str) -> str:

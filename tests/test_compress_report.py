@@ -119,3 +119,15 @@ def test_bi_encoder_quality_on_the_retrieval_protocol(ray_session, tmp_path, sha
     assert report["promoted"] == (
         {"variant": "onnx", "path": str(onnx), "speedup_vs_torch": 2.0} if onnx_row["promotable"] else None
     )
+
+
+def test_isolated_peak_rss_of_one_variant(cross_dir, tmp_path):
+    """A fresh process opens the ONNX variant and scores a batch: its peak RSS, alone."""
+    from recsys.compress.bench import isolated_peak_rss_mb, peak_rss_mb
+    from recsys.compress.variants import export_variant
+
+    onnx = export_variant(cross_dir, tmp_path / "onnx", "onnx")
+    rss = isolated_peak_rss_mb(str(onnx), 1, PAIRS, [1, 8])
+    assert 50 < rss < max(peak_rss_mb(), 4000)
+    with pytest.raises(RuntimeError, match="peak RSS of"):
+        isolated_peak_rss_mb(str(tmp_path / "missing"), 1, PAIRS, [1])

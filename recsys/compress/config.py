@@ -97,6 +97,11 @@ class BenchConfig(StrictModel):
     repeats: int = Field(20, ge=1, description="Timed calls per batch size (p99 needs >= 100 to mean much).")
     warmup: int = Field(2, ge=0, description="Untimed calls per batch size first.")
     throughput_batch: int = Field(32, ge=1, description="Batch size whose pairs/s is reported as pairs_s.")
+    isolated_rss: bool = Field(
+        False,
+        description="Also measure each model's / variant's peak RSS alone (isolated_peak_rss_mb): a fresh process "
+        "opens it and scores one batch of each size (a few seconds per row).",
+    )
 
     @model_validator(mode="after")
     def _throughput_batch_timed(self) -> BenchConfig:

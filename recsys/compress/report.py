@@ -113,6 +113,13 @@ def _row(
     return row
 
 
+def _isolated_rss(row: dict[str, Any], pairs: Sequence[tuple[str, str]], cfg: CompressConfig) -> None:
+    if cfg.bench.isolated_rss:
+        row["isolated_peak_rss_mb"] = bench.isolated_peak_rss_mb(
+            row["path"], cfg.bench.threads, pairs, cfg.bench.batch_sizes
+        )
+
+
 def source_model_dir(cfg: CompressConfig, workdir: Path) -> Path:
     """The saved model to compress (a `random` one is built and saved under ``workdir``)."""
     if cfg.model.path is not None:
@@ -243,6 +250,7 @@ def _source_rows(
     row = _row(src.row_name(), "torch", model, dir_size_bytes(src.path), pairs, cfg)
     row.update(agreement(ref, scores, labels))
     rows.append(_relative(row, base, src.path))
+    _isolated_rss(row, pairs, cfg)
     for kind in src.variants:
         t0 = time.perf_counter()
         path = export_variant(
@@ -260,6 +268,7 @@ def _source_rows(
         row.update(agreement(ref, bench.score_fn(variant)(pairs, cfg.bench.throughput_batch), labels))
         row["build_s"] = round(build_s, 2)
         rows.append(_relative(row, rows[0], path))
+        _isolated_rss(row, pairs, cfg)
         artifacts[f"variant_{src.row_name(kind).replace('/', '_')}"] = str(path)
         log.info(
             "%s: %.1f pairs/s (%.2fx torch), %.1f MB, max |diff| %.2e",

@@ -169,7 +169,8 @@ def _plot(rows: list[dict[str, Any]], primary: str, batch: int) -> str:
         color = "#4c72b0" if r.get("promotable", True) else "#c44e52"
         ax.errorbar([x], [y], yerr=err, fmt="o", color=color, capsize=3)
         ax.annotate(r["variant"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    ax.set_xlabel(f"p50 latency, batch {batch} (ms)")
+    ax.set_xscale("log")  # variants span an order of magnitude of latency
+    ax.set_xlabel(f"p50 latency, batch {batch} (ms, log scale)")
     ax.set_ylabel(f"{primary} (95% bootstrap CI)")
     ax.set_title("quality vs latency (red: not promotable)")
     fig.tight_layout()

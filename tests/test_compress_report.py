@@ -131,3 +131,13 @@ def test_isolated_peak_rss_of_one_variant(cross_dir, tmp_path):
     assert 50 < rss < max(peak_rss_mb(), 4000)
     with pytest.raises(RuntimeError, match="peak RSS of"):
         isolated_peak_rss_mb(str(tmp_path / "missing"), 1, PAIRS, [1])
+
+
+def test_quality_protocol_must_score_pairs(tmp_path):
+    from recsys.compress.config import QualityConfig
+    from recsys.experiments.compression import load_protocol
+
+    with pytest.raises(ValueError, match="scores pair models on task matching or retrieval"):
+        load_protocol(QualityConfig(protocol="configs/evaluate/tiny.yaml"))
+    with pytest.raises(ValueError, match="file not found"):
+        QualityConfig(protocol=str(tmp_path / "nope.yaml"))

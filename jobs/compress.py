@@ -1,26 +1,26 @@
-"""Compress a trained cross-encoder or bi-encoder: ONNX fp32 / int8 variants, score diffs, latency."""
+"""Compress a trained cross-encoder or bi-encoder: ONNX fp32 / int8, pruned and distilled variants; quality, latency."""
 
 from __future__ import annotations
 
 from recsys.compress.config import CompressConfig
 
 CONFIG = CompressConfig
-NEEDS_RAY = False
+NEEDS_RAY = False  # a prune recovery fine-tune starts its own Ray through the train job
 
 
 def run(cfg: CompressConfig, ctx) -> dict:
-    from recsys.compress.report import run_compress
+    from recsys.experiments.compression import run as run_compress  # lazy: torch, onnxruntime
 
-    with ctx.timer("compress"):
-        report = run_compress(cfg, ctx.output_dir)
+    report = run_compress(cfg, ctx)
     for row in report["variants"]:
         ctx.log.info(
-            "%-10s %-11s %8.2f MB %9.1f pairs/s  max|diff| %.2e",
+            "%-18s %-11s %8.2f MB %9.1f pairs/s  max|diff| %.2e%s",
             row["variant"],
             row["backend"],
             row["size_mb"],
             row["pairs_s"],
             row["max_abs_diff"],
+            f"  {row['reason']}" if "reason" in row else "",
         )
     return report
 

@@ -185,7 +185,9 @@ def test_bad_input_names_the_problem_and_the_fix(cross_dir, cross_variants, tmp_
 
 
 @pytest.mark.slow
-def test_compress_job_tiny(tmp_path):
+def test_compress_job_tiny(ray_session, tmp_path, shared_data):
+    """The job end to end: variants, the pruned model and its int8 chain, quality on the matching protocol
+    with CIs and paired tests, the gate, report.html (its protocol readers take the session Ray)."""
     from recsys.cli.entry import parse_job, run_parsed
 
     spec, cfg = parse_job("compress", "tiny", [f"output_dir={tmp_path}", "bench.repeats=2"])
@@ -193,8 +195,8 @@ def test_compress_job_tiny(tmp_path):
     assert report["status"] == "succeeded", report.get("error")
     saved = json.loads((tmp_path / "report.json").read_text())
     rows = {r["variant"]: r for r in saved["variants"]}
-    assert list(rows) == ["torch", "onnx", "onnx-int8", "torch-int8"]
-    for row in rows.values():
+    assert list(rows) == ["torch", "onnx", "onnx-int8", "torch-int8", "pruned", "pruned/onnx-int8"]
+    for name, row in rows.items():
         assert {
             "backend",
             "size_mb",
@@ -203,10 +205,25 @@ def test_compress_job_tiny(tmp_path):
             "pairs_s",
             "max_abs_diff",
             "decision_agreement",
+            "f1",
+            "f1_ci95",
+            "promotable",
+            "reason",
         } <= set(row)
+        assert ("paired" in row) == (name != "torch")
+        assert row["promotable"] == (row["relative_drop"] <= 0.01)
     assert rows["onnx"]["max_abs_diff"] < 1e-4
+    assert rows["onnx"]["f1"] == rows["torch"]["f1"]  # fp32 export: the same decisions
     assert rows["onnx-int8"]["size_mb"] < rows["onnx"]["size_mb"]
     assert read_variant(tmp_path / "variants" / "onnx-int8")["kind"] == "onnx-int8"
+    assert read_variant(tmp_path / "variants" / "pruned-onnx-int8")["kind"] == "onnx-int8"
+    assert saved["quality"]["task"] == "matching" and saved["primary_metric"] == "f1"
+    prune = saved["prune"]
+    assert prune["ffn_width_after"] == 32 and prune["params_after"] < prune["params_before"]
+    promoted = saved["promoted"]
+    assert promoted is None or rows[promoted["variant"]]["promotable"]
+    page = (tmp_path / "report.html").read_text()
+    assert "quality vs latency" in page and "data:image/png;base64," in page and "pruned/onnx-int8" in page
 
 
 def test_config_errors_name_the_fix(tmp_path):

@@ -80,6 +80,65 @@ def test_gates_verdicts():
     assert not v.passed and v.reason == "metrics.knn.ndcg@10 = 0.3000 < minimum 0.35"
 
 
+def test_compression_gate_picks_the_promotable_variant_or_says_why_not():
+    from recsys.pipeline.deploy import variant_tags
+
+    rows = [
+        {"variant": "torch", "path": "/m", "promotable": True, "reason": "reference", "f1": 0.8},
+        {
+            "variant": "onnx-int8",
+            "path": "/v/i8",
+            "promotable": False,
+            "speedup_vs_torch": 2.4,
+            "f1": 0.78,
+            "reason": "f1 0.7800 vs the uncompressed model's 0.8000: relative drop 2.50% exceeds the bound",
+        },
+        {
+            "variant": "onnx",
+            "path": "/v/o",
+            "promotable": True,
+            "speedup_vs_torch": 1.4,
+            "f1": 0.8,
+            "reason": "ok",
+        },
+    ]
+    report = {"variants": rows, "quality": {"task": "matching"}, "primary_metric": "f1", "output_dir": "/c"}
+    v = G.compression("c", "compress", {**report, "promoted": {"variant": "onnx"}}, None)
+    assert v.passed and v.details["path"] == "/v/o" and "onnx (1.4x torch pairs/s) promotable" in v.reason
+    v = G.compression("c", "compress", report, "onnx-int8")
+    assert not v.passed and "not promoted: f1 0.7800" in v.reason and "exceeds the bound" in v.reason
+    tags = variant_tags(report, v.as_dict())
+    assert [r["variant"] for r in tags["recsys.variants"]] == ["torch", "onnx-int8", "onnx"]
+    assert (
+        tags["recsys.variants"][1]["f1"] == 0.78
+        and "exceeds the bound" in tags["recsys.serving_variant_refused"]
+    )
+    assert "recsys.serving_variant" not in tags
+    none = G.compression("c", "compress", {**report, "promoted": None}, None)
+    assert not none.passed and none.reason.startswith(
+        "no compressed variant passed the quality gate: onnx-int8:"
+    )
+    assert "quality section" in G.compression("c", "compress", {"variants": rows}, None).reason
+
+
+def test_compression_gate_is_advisory_and_may_sit_on_a_disabled_stage():
+    from recsys.config.loader import ConfigError, load_config
+    from recsys.pipeline.config import PipelineConfig
+
+    data = {
+        "stages": [
+            {"name": "a", "job": "doctor", "config": "tiny"},
+            {"name": "compress", "job": "compress", "config": "tiny", "enabled": False},
+        ],
+        "gates": [{"name": "fast", "kind": "compression", "stage": "compress"}],
+        "deploy": {"index_stage": "a", "compress_gate": "fast"},
+    }
+    assert load_config(PipelineConfig, None, data=data).gates[0].kind == "compression"
+    data["deploy"]["compress_gate"] = "nope"
+    with pytest.raises(ConfigError, match="compress_gate 'nope' must name a gate of kind compression"):
+        load_config(PipelineConfig, None, data=data)
+
+
 def test_champion_challenger_needs_a_significant_win():
     def rep(diff, p):
         return {

@@ -4,11 +4,15 @@ Each timed call scores one batch of ``batch_size`` pairs (tokenization included,
 ``rss_mb`` is the process's resident memory after loading and running the scorer and
 ``peak_rss_mb`` the process's peak so far (one process runs every variant, so later variants'
 peaks include earlier ones: compare ``rss_delta_mb``, the growth while this scorer loaded and ran).
+``isolated_peak_rss_mb`` measures one variant alone: the peak of a fresh process that opens it and
+scores one batch of each size (``python -m recsys.compress.bench``), what a serving replica holds.
 """
 
 from __future__ import annotations
 
+import json
 import resource
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -80,3 +84,37 @@ def set_torch_threads(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
+
+
+def isolated_peak_rss_mb(
+    path: str, threads: int, pairs: Sequence[tuple[str, str]], batch_sizes: Sequence[int]
+) -> float:
+    """Peak RSS (MiB) of a fresh process that opens the model or variant at ``path`` (``load_scorer``) with
+    ``threads`` threads and scores one batch of each of ``batch_sizes`` from ``pairs``."""
+    job = {"path": str(path), "threads": threads, "pairs": list(pairs), "batch_sizes": list(batch_sizes)}
+    done = subprocess.run(
+        [sys.executable, "-m", "recsys.compress.bench"],
+        input=json.dumps(job),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"measuring the peak RSS of {path!r} failed: {done.stderr.strip()[-1000:]}")
+    return float(json.loads(done.stdout.strip().splitlines()[-1])["peak_rss_mb"])
+
+
+def _measure_child() -> None:
+    """The child of :func:`isolated_peak_rss_mb`: job JSON on stdin, ``{"peak_rss_mb": ...}`` on stdout."""
+    from recsys.compress.scorers import load_scorer
+
+    job = json.loads(sys.stdin.read())
+    fn = score_fn(load_scorer(job["path"], threads=job["threads"]))
+    pairs = [tuple(p) for p in job["pairs"]]
+    for bs in job["batch_sizes"]:
+        fn([pairs[i % len(pairs)] for i in range(bs)], bs)
+    print(json.dumps({"peak_rss_mb": round(peak_rss_mb(), 1)}))
+
+
+if __name__ == "__main__":
+    _measure_child()

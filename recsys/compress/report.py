@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,13 @@ def _row(
     return row
 
 
+def _isolated_rss(row: dict[str, Any], pairs: Sequence[tuple[str, str]], cfg: CompressConfig) -> None:
+    if cfg.bench.isolated_rss:
+        row["isolated_peak_rss_mb"] = bench.isolated_peak_rss_mb(
+            row["path"], cfg.bench.threads, pairs, cfg.bench.batch_sizes
+        )
+
+
 def source_model_dir(cfg: CompressConfig, workdir: Path) -> Path:
     """The saved model to compress (a `random` one is built and saved under ``workdir``)."""
     if cfg.model.path is not None:
@@ -131,30 +139,123 @@ def source_model_dir(cfg: CompressConfig, workdir: Path) -> Path:
     return Path(model.save_pretrained(workdir / "source_model"))
 
 
+@dataclass(frozen=True)
+class Source:
+    """One model whose rows the report holds: the model being compressed (``torch``, the reference), a
+    configured extra model (e.g. the distilled student) or the pruned model, with the variants built of it."""
+
+    name: str
+    path: Path
+    variants: tuple[str, ...]
+
+    def row_name(self, kind: str | None = None) -> str:
+        """``torch`` / ``onnx-int8`` for the reference; ``student`` / ``student/onnx-int8`` for others."""
+        if self.name == "torch":
+            return kind or "torch"
+        return self.name if kind is None else f"{self.name}/{kind}"
+
+    def variant_dir(self, output_dir: Path, kind: str) -> Path:
+        return output_dir / "variants" / (kind if self.name == "torch" else f"{self.name}-{kind}")
+
+
+def pruned_source(cfg: CompressConfig, source: Path, output_dir: Path) -> tuple[Source, dict[str, Any]]:
+    """Prune ``source`` as ``cfg.prune`` says, fine-tune it to recover (when configured); the pruned model
+    as a Source and what was done."""
+    from recsys.compress.prune import prune_saved_model, recover
+
+    pc = cfg.prune
+    assert pc is not None  # called only with a prune section
+    pairs: list[tuple[str, str]] = []
+    labels = None
+    if pc.importance == "taylor":
+        pairs, labels = read_pairs(pc.data.path, pc.data.size, cfg.seed)
+        if labels is None:
+            raise ValueError(f"prune.data.path {pc.data.path!r} has no labels; taylor importance needs them")
+    pruned_dir = output_dir / "prune" / "model"
+    info = prune_saved_model(
+        source,
+        pruned_dir,
+        ffn_keep=pc.ffn_keep,
+        importance=pc.importance,
+        pairs=pairs,
+        labels=labels,
+        batch_size=pc.batch_size,
+    )
+    path = pruned_dir
+    if pc.recovery is not None:
+        t0 = time.perf_counter()
+        path = recover(
+            pruned_dir, pc.recovery.config, pc.recovery.overrides, output_dir / "prune" / "recovery"
+        )
+        info["recovery"] = {"config": pc.recovery.config, "overrides": pc.recovery.overrides}
+        info["recovery_s"] = round(time.perf_counter() - t0, 1)
+    info["path"] = str(path)
+    return Source(pc.name, path, tuple(pc.variants)), info
+
+
 def run_compress(cfg: CompressConfig, output_dir: Path) -> dict[str, Any]:
-    """Build every configured variant under ``output_dir/variants`` and return the report dict."""
+    """Build every configured variant under ``output_dir/variants`` and return the report dict: one row
+    per model (torch fp32) and per variant, all compared with the reference model's (``torch``) scores."""
     from recsys.compress.export import check_exportable
-    from recsys.compress.scorers import load_variant
-    from recsys.compress.variants import dir_size_bytes, export_variant
-    from recsys.models import load_model
     from recsys.models.base import read_model_meta
 
     source = source_model_dir(cfg, output_dir)
     model_type = read_model_meta(source)["model_type"]
     check_exportable(model_type)  # before any work: an unsupported kind fails naming the fix
     bench.set_torch_threads(cfg.bench.threads)
-    model = load_model(source)
     pairs, labels = read_pairs(cfg.sample.path, cfg.sample.size, cfg.seed)
-    fn = bench.score_fn(model)
-    ref = fn(pairs, cfg.bench.throughput_batch)
-    torch_row = _row("torch", "torch", model, dir_size_bytes(source), pairs, cfg)
-    torch_row.update(agreement(ref, ref, labels))
-    rows, artifacts = [torch_row], {}
-    for kind in cfg.variants:
+    sources = [Source("torch", source, tuple(cfg.variants))]
+    sources += [Source(m.name, Path(m.path), tuple(m.variants)) for m in cfg.extra_models]
+    extra: dict[str, Any] = {}
+    if cfg.prune is not None:
+        pruned, extra["prune"] = pruned_source(cfg, source, output_dir)
+        sources.append(pruned)
+        bench.set_torch_threads(cfg.bench.threads)  # a recovery run may have changed them
+    rows: list[dict[str, Any]] = []
+    artifacts: dict[str, str] = {}
+    ref: np.ndarray | None = None
+    for src in sources:
+        ref = _source_rows(src, cfg, output_dir, pairs, labels, ref, rows, artifacts)
+    return {
+        "counts": {"variants": len(rows) - len(sources), "models": len(sources), "sample_pairs": len(pairs)},
+        "model_type": model_type,
+        "source_model": str(source),
+        "threads": cfg.bench.threads,
+        "variants": rows,
+        "artifacts": artifacts,
+        **extra,
+    }
+
+
+def _source_rows(
+    src: Source,
+    cfg: CompressConfig,
+    output_dir: Path,
+    pairs: list[tuple[str, str]],
+    labels: np.ndarray | None,
+    ref: np.ndarray | None,
+    rows: list[dict[str, Any]],
+    artifacts: dict[str, str],
+) -> np.ndarray:
+    """Append the rows of one source (its torch model, then each variant) to ``rows``; returns the
+    reference scores (the first source's torch scores)."""
+    from recsys.compress.scorers import load_variant
+    from recsys.compress.variants import dir_size_bytes, export_variant
+    from recsys.models import load_model
+
+    model = load_model(src.path)
+    scores = bench.score_fn(model)(pairs, cfg.bench.throughput_batch)
+    ref = scores if ref is None else ref
+    base = rows[0] if rows else None
+    row = _row(src.row_name(), "torch", model, dir_size_bytes(src.path), pairs, cfg)
+    row.update(agreement(ref, scores, labels))
+    rows.append(_relative(row, base, src.path))
+    _isolated_rss(row, pairs, cfg)
+    for kind in src.variants:
         t0 = time.perf_counter()
         path = export_variant(
-            source,
-            output_dir / "variants" / kind,
+            src.path,
+            src.variant_dir(output_dir, kind),
             kind,
             opset=cfg.export.opset,
             optimization=cfg.export.optimization,
@@ -162,31 +263,53 @@ def run_compress(cfg: CompressConfig, output_dir: Path) -> dict[str, Any]:
         )
         build_s = time.perf_counter() - t0
         variant = load_variant(path, threads=cfg.bench.threads)
-        meta_size = dir_size_bytes(path)
-        row = _row(
-            kind, "torch" if kind.startswith("torch") else "onnxruntime", variant, meta_size, pairs, cfg
-        )
+        backend = "torch" if kind.startswith("torch") else "onnxruntime"
+        row = _row(src.row_name(kind), backend, variant, dir_size_bytes(path), pairs, cfg)
         row.update(agreement(ref, bench.score_fn(variant)(pairs, cfg.bench.throughput_batch), labels))
         row["build_s"] = round(build_s, 2)
-        row["speedup_vs_torch"] = round(row["pairs_s"] / torch_row["pairs_s"], 3)
-        row["size_ratio_vs_torch"] = round(meta_size / max(dir_size_bytes(source), 1), 3)
-        row["path"] = str(path)
-        rows.append(row)
-        artifacts[f"variant_{kind}"] = str(path)
+        rows.append(_relative(row, rows[0], path))
+        _isolated_rss(row, pairs, cfg)
+        artifacts[f"variant_{src.row_name(kind).replace('/', '_')}"] = str(path)
         log.info(
             "%s: %.1f pairs/s (%.2fx torch), %.1f MB, max |diff| %.2e",
-            kind,
+            row["variant"],
             row["pairs_s"],
             row["speedup_vs_torch"],
             row["size_mb"],
             row["max_abs_diff"],
         )
         bench.set_torch_threads(cfg.bench.threads)  # a torch-int8 load must not change the next rows' threads
-    return {
-        "counts": {"variants": len(cfg.variants), "sample_pairs": len(pairs)},
-        "model_type": model_type,
-        "source_model": str(source),
-        "threads": cfg.bench.threads,
-        "variants": rows,
-        "artifacts": artifacts,
-    }
+    return ref
+
+
+def _relative(row: dict[str, Any], base: dict[str, Any] | None, path: Path) -> dict[str, Any]:
+    """``row`` with its path and its speed / size against the reference torch row (``base``; None: it is)."""
+    from recsys.compress.variants import dir_size_bytes
+
+    row["path"] = str(path)
+    base = base or row
+    row["speedup_vs_torch"] = round(row["pairs_s"] / base["pairs_s"], 3)
+    row["size_ratio_vs_torch"] = round(dir_size_bytes(path) / max(dir_size_bytes(base["path"]), 1), 3)
+    return row
+
+
+def apply_gate(rows: list[dict[str, Any]], metric: str, max_relative_drop: float) -> None:
+    """The quality gate, in place: each row's ``relative_drop`` of ``metric`` against the first row (the
+    uncompressed model), ``promotable`` (drop <= ``max_relative_drop``) and, when not, the ``reason``."""
+    ref = float(rows[0][metric])
+    for i, row in enumerate(rows):
+        value = float(row[metric])
+        drop = (ref - value) / ref if ref > 0 else 0.0
+        row["relative_drop"] = round(drop, 5)
+        row["promotable"] = i == 0 or drop <= max_relative_drop
+        if i == 0:
+            row["reason"] = "reference (the uncompressed model)"
+        elif row["promotable"]:
+            row["reason"] = (
+                f"{metric} {value:.4f} vs {ref:.4f}: relative drop {drop:.2%} <= {max_relative_drop:.2%}"
+            )
+        else:
+            row["reason"] = (
+                f"{metric} {value:.4f} vs the uncompressed model's {ref:.4f}: relative drop {drop:.2%} exceeds "
+                f"the bound quality.max_relative_drop={max_relative_drop:.2%}"
+            )

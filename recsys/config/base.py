@@ -83,7 +83,8 @@ class ModelConfig(StrictModel):
 
     name_or_path: str = Field(
         "all-MiniLM-L6-v2",
-        description="Installed alias (all-MiniLM-L6-v2), a local HF directory, or a hub id (needs a hub).",
+        description="Installed alias (all-MiniLM-L6-v2), a local HF directory, or a hub id (needs a hub); "
+        "training also takes a saved recsys model directory (recsys_model.json) and continues from its weights.",
     )
     max_length: int = Field(128, ge=8, le=8192, description="Tokenizer truncation length.")
 
@@ -98,10 +99,10 @@ class ModelConfig(StrictModel):
             return value
         if value.startswith((".", "/", "~")):
             path = os.path.expanduser(value)
-            if not os.path.isfile(os.path.join(path, "config.json")):
+            if not any(os.path.isfile(os.path.join(path, f)) for f in ("config.json", "recsys_model.json")):
                 raise ValueError(
-                    f"model directory {value!r} not found (or has no config.json); point it at a directory "
-                    "written by save_pretrained(), or use the packaged alias 'all-MiniLM-L6-v2'"
+                    f"model directory {value!r} not found (or has no config.json / recsys_model.json); point it "
+                    "at a directory written by save_pretrained(), or use the packaged alias 'all-MiniLM-L6-v2'"
                 )
         return value
 

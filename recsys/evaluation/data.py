@@ -121,3 +121,18 @@ def load_pairs(cfg: InputConfig) -> pd.DataFrame:
             df[f"{side}_id"] = df[side].astype(str)
     df["label"] = df["label"].astype(int)
     return df
+
+
+def pair_split(
+    df: pd.DataFrame, split: str, limit: int | None = None
+) -> tuple[list[str], list[str], np.ndarray]:
+    """(lefts, rights, labels) of the rows of ``split`` in a :func:`load_pairs` table, at most ``limit``
+    (the first rows: the matching protocol's ``max_queries`` / ``max_valid_queries``)."""
+    d = df[df["split"] == split]
+    if limit:
+        d = d.iloc[:limit]
+    return (
+        d["left"].fillna("").astype(str).tolist(),
+        d["right"].fillna("").astype(str).tolist(),
+        d["label"].to_numpy(),
+    )

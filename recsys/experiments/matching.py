@@ -16,11 +16,11 @@ from recsys.evaluation.classification import (
     per_pair_correct,
 )
 from recsys.evaluation.config import EnsembleSpec, EvaluateConfig
-from recsys.evaluation.data import load_pairs
+from recsys.evaluation.data import load_pairs, pair_split
 from recsys.evaluation.report import write_html
 from recsys.evaluation.stats import paired_tests
 from recsys.experiments.results import save_results
-from recsys.experiments.scorers import Pairs, pair_scorer
+from recsys.experiments.scorers import pair_scorer
 
 if TYPE_CHECKING:
     from recsys.runtime import JobContext
@@ -30,20 +30,8 @@ def run_matching(cfg: EvaluateConfig, ctx: JobContext) -> dict[str, Any]:
     if cfg.data.pairs is None:
         raise ValueError("protocol.task matching needs data.pairs")
     df = load_pairs(cfg.data.pairs)
-
-    def part(name: str) -> Pairs:
-        d = df[df["split"] == name]
-        if cfg.protocol.max_queries and name == "test":
-            d = d.iloc[: cfg.protocol.max_queries]
-        if cfg.protocol.max_valid_queries and name == "valid":
-            d = d.iloc[: cfg.protocol.max_valid_queries]
-        return (
-            d["left"].fillna("").astype(str).tolist(),
-            d["right"].fillna("").astype(str).tolist(),
-            d["label"].to_numpy(),
-        )
-
-    valid, test, train = part("valid"), part("test"), part("train")
+    valid = pair_split(df, "valid", cfg.protocol.max_valid_queries)
+    test, train = pair_split(df, "test", cfg.protocol.max_queries), pair_split(df, "train")
     if len(test[2]) == 0 or len(valid[2]) == 0:
         raise ValueError(
             "data.pairs needs rows with split 'valid' and 'test' (the threshold is chosen on valid)"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -27,6 +28,7 @@ from recsys.kinds.base import KindData, ModelKind, PairScores, register
 from recsys.kinds.text import finish_encoders, query_texts, require_texts
 from recsys.losses import registry as losses
 from recsys.losses.registry import Distillation, LossParams, Pairwise, Pointwise
+from recsys.models.base import MODEL_FILE
 from recsys.models.cross_encoder import CrossEncoder
 
 if TYPE_CHECKING:
@@ -54,6 +56,8 @@ def build_model(model_cfg: Any, inputs: Any = None) -> nn.Module:
         from recsys.models.distil import load_teacher, student_model  # lazy: transformers
 
         return finish_encoders(student_model(load_teacher(inputs.teacher), inputs.layers).train(), model_cfg)
+    if (Path(model_cfg.name_or_path) / MODEL_FILE).is_file():  # a saved cross-encoder (e.g. pruned): go on
+        return finish_encoders(_saved_cross_encoder(model_cfg.name_or_path).train(), model_cfg)
     o = model_cfg.cross_encoder
     model = CrossEncoder.from_encoder(
         model_cfg.name_or_path,
@@ -63,6 +67,20 @@ def build_model(model_cfg: Any, inputs: Any = None) -> nn.Module:
         max_length=model_cfg.max_length,
     )
     return finish_encoders(model, model_cfg)
+
+
+def _saved_cross_encoder(path: str) -> CrossEncoder:
+    """model.name_or_path a saved recsys model directory: that cross-encoder, head and all (its own
+    architecture options win over model.cross_encoder)."""
+    from recsys.models import load_model
+
+    model = load_model(path)
+    if not isinstance(model, CrossEncoder):
+        raise ValueError(
+            f"model.name_or_path {path!r} holds a {getattr(model, 'model_type', '?')!r} model; model.kind "
+            "cross_encoder continues only a saved cross_encoder: point it at one, or at a Hugging Face encoder"
+        )
+    return model
 
 
 class CrossEncoderTask(nn.Module):

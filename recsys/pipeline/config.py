@@ -66,16 +66,18 @@ class GateConfig(StrictModel):
     """A check on a stage's report.json; a failed gate stops the pipeline with the reason."""
 
     name: str = Field(..., description="Gate name in the report.")
-    kind: Literal["data_contract", "reconciliation", "data_loss", "metric_min", "champion_challenger"] = (
-        Field(
-            ...,
-            description="data_contract: the stage succeeded and `key` (violations) is empty; reconciliation: `key` is "
-            "true (rows in = clean + quarantined + duplicates); data_loss: the clean stage's data-loss verdict "
-            "(`key`, default data_gate: quarantined and null shares within the clean config's max_quarantine_fraction "
-            "and max_null_fraction, judged by the same function); metric_min: a metric >= min; "
-            "champion_challenger: the challenger "
-            "beats production with a significant paired difference.",
-        )
+    kind: Literal[
+        "data_contract", "reconciliation", "data_loss", "metric_min", "champion_challenger", "compression"
+    ] = Field(
+        ...,
+        description="data_contract: the stage succeeded and `key` (violations) is empty; reconciliation: `key` is "
+        "true (rows in = clean + quarantined + duplicates); data_loss: the clean stage's data-loss verdict "
+        "(`key`, default data_gate: quarantined and null shares within the clean config's max_quarantine_fraction "
+        "and max_null_fraction, judged by the same function); metric_min: a metric >= min; "
+        "champion_challenger: the challenger "
+        "beats production with a significant paired difference; compression (advisory: never stops the "
+        "pipeline): a compress stage's variant (`model`, default its fastest promotable one) kept its quality "
+        "within the compress config's quality.max_relative_drop, else it is not promoted, with the reason.",
     )
     stage: str = Field(..., description="Stage whose report the gate reads (checked right after it runs).")
     key: str | None = Field(
@@ -84,7 +86,9 @@ class GateConfig(StrictModel):
         "metrics.<model>.<metric>).",
     )
     model: str | None = Field(
-        None, description="metric_min / champion_challenger: the model name in an evaluate report."
+        None,
+        description="metric_min / champion_challenger: the model name in an evaluate report; compression: the "
+        "variant (e.g. onnx-int8; default: the fastest promotable one).",
     )
     metric: str | None = Field(None, description="Metric name (default: the report's primary_metric).")
     min: float | None = Field(None, description="metric_min: the lowest acceptable value.")
@@ -132,6 +136,11 @@ class DeployConfig(StrictModel):
     index_stage: str = Field(..., description="Stage whose output is the serving index (the index job).")
     model_stage: str | None = Field(
         None, description="Stage that trained the model (its `artifacts.model`), if any."
+    )
+    compress_gate: str | None = Field(
+        None,
+        description="compression gate whose compress stage's variants (one report row each) are recorded with the "
+        "version; when it passed, its variant is the version's serving variant (recsys.serving_variant).",
     )
     champion_gate: str | None = Field(
         None,
@@ -190,7 +199,8 @@ class PipelineConfig(JobConfig):
                 if ref not in enabled:
                     raise ValueError(f"stage {s.name!r} reads @{{{ref}}} but stage {ref!r} is disabled")
         for g in self.gates:
-            if g.stage not in enabled:
+            if g.stage not in enabled and not (g.kind == "compression" and g.stage in names):
+                # an opt-in compress stage (enabled: false) keeps its advisory gate: skipped while disabled
                 raise ValueError(
                     f"gate {g.name!r}: stage {g.stage!r} is not an enabled stage ({sorted(enabled)})"
                 )
@@ -205,4 +215,7 @@ class PipelineConfig(JobConfig):
             cg = self.deploy.champion_gate
             if cg and (cg not in gates or gates[cg].kind != "champion_challenger"):
                 raise ValueError(f"deploy.champion_gate {cg!r} must name a champion_challenger gate")
+            comp = self.deploy.compress_gate
+            if comp and (comp not in gates or gates[comp].kind != "compression"):
+                raise ValueError(f"deploy.compress_gate {comp!r} must name a gate of kind compression")
         return self

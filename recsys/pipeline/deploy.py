@@ -40,8 +40,13 @@ def register(
     key: str,
     lineage: str,
     metrics: dict[str, Any],
+    compressed: dict[str, Any] | None = None,
 ) -> tuple[str, bool]:
-    """Register (or find, when the same deployable was registered before); returns (version, is_new)."""
+    """Register (or find, when the same deployable was registered before); returns (version, is_new).
+
+    ``compressed`` (``{"report": <compress stage report>, "verdict": <its compression gate verdict>}``)
+    records each variant with its report row (``recsys.variants``) and, when the gate passed, the serving
+    variant (``recsys.serving_variant``: its directory, which the serve config's backend opens)."""
     existing = find_version(registry, key)
     if existing:
         return existing, False
@@ -60,8 +65,36 @@ def register(
         )
     if champion_spec:
         tags["recsys.champion_spec"] = champion_spec
+    if compressed:
+        tags.update(variant_tags(compressed["report"], compressed["verdict"]))
     source = arts.get("index") or index_report["output_dir"]
     return registry.register(source, tags=tags), True
+
+
+VARIANT_FIELDS = (
+    "variant",
+    "backend",
+    "path",
+    "size_mb",
+    "pairs_s",
+    "speedup_vs_torch",
+    "promotable",
+    "reason",
+)
+
+
+def variant_tags(report: dict[str, Any], verdict: dict[str, Any]) -> dict[str, Any]:
+    """Registry tags of a compress stage: every variant's row (its quality metric and CI too) and, when
+    the compression gate passed, the serving variant."""
+    primary = report.get("primary_metric")
+    extra = (primary, f"{primary}_ci95", "relative_drop") if primary else ()
+    rows = [{k: r.get(k) for k in (*VARIANT_FIELDS, *extra)} for r in report.get("variants", [])]
+    tags: dict[str, Any] = {"recsys.variants": rows, "recsys.compress_dir": report.get("output_dir")}
+    if verdict.get("passed"):
+        tags["recsys.serving_variant"] = verdict["details"]["path"]
+    else:
+        tags["recsys.serving_variant_refused"] = verdict.get("reason")
+    return tags
 
 
 def champion_spec(registry: ModelRegistry) -> tuple[str | None, dict[str, Any] | None]:

@@ -232,3 +232,53 @@ def champion_challenger(
         f"challenger {challenger!r} beats production by {diff:+.4f} ({test} {p:.4g} < {alpha})",
         details,
     )
+
+
+def compression(name: str, stage: str, report: dict[str, Any], variant: str | None) -> Verdict:
+    """A compress stage's quality gate: the ``variant`` row (default: the report's ``promoted``, the fastest
+    promotable one) kept its quality within the compress config's ``quality.max_relative_drop``. Advisory:
+    a failure records why the variant is not promoted (the pipeline goes on with the uncompressed model)."""
+    rows = {r.get("variant"): r for r in report.get("variants", [])}
+    if "quality" not in report:
+        return Verdict(
+            name,
+            "compression",
+            stage,
+            False,
+            f"the report of stage {stage!r} has no quality verdicts: give its compress config a quality section "
+            "(quality.protocol, quality.max_relative_drop)",
+        )
+    verdicts = [
+        {k: r.get(k) for k in ("variant", "promotable", "relative_drop", "speedup_vs_torch", "reason")}
+        for r in rows.values()
+    ]
+    chosen = variant or (report.get("promoted") or {}).get("variant")
+    if chosen is None:
+        return Verdict(
+            name,
+            "compression",
+            stage,
+            False,
+            "no compressed variant passed the quality gate: "
+            + "; ".join(f"{v['variant']}: {v['reason']}" for v in verdicts[1:]),
+            {"variants": verdicts},
+        )
+    if chosen not in rows:
+        return Verdict(
+            name,
+            "compression",
+            stage,
+            False,
+            f"variant {chosen!r} is not in the report of stage {stage!r} (it has {sorted(rows)}); fix the gate's model",
+        )
+    row = rows[chosen]
+    details = {"variant": chosen, "path": row.get("path"), "variants": verdicts}
+    state = "promotable" if row.get("promotable") else "not promoted"
+    return Verdict(
+        name,
+        "compression",
+        stage,
+        bool(row.get("promotable")),
+        f"{chosen} ({row.get('speedup_vs_torch')}x torch pairs/s) {state}: {row.get('reason')}",
+        details,
+    )

@@ -164,6 +164,8 @@ class PipelineRunner:
                 v = G.reconciliation(g.name, stage, report, g.key)
             elif g.kind == "metric_min":
                 v = G.metric_min(g.name, stage, report, g.key, g.model, g.metric, g.min)
+            elif g.kind == "compression":
+                v = G.compression(g.name, stage, report, g.model)
             elif champion and champion.get("same_as_production"):
                 v = G.Verdict(
                     g.name,
@@ -231,7 +233,7 @@ class PipelineRunner:
                 if rerun and report.get("status") == "succeeded":
                     self._track(st, report)
                 verdicts = self._gates_after(s.name, report, champion)
-                failed = [v for v in verdicts if not v.passed]
+                failed = [v for v in verdicts if not v.passed and v.kind != "compression"]  # advisory
                 shown.done(
                     metric=key_metric(report),
                     report=st.output_dir / "report.json",
@@ -286,8 +288,16 @@ class PipelineRunner:
             {"index": stage_keys[d.index_stage], "model": stage_keys.get(d.model_stage or ""), "spec": spec}
         )
         metrics = {v["gate"]: v["details"] for v in self.lineage["gates"]}
+        compressed = self._compressed(d.compress_gate)
         version, new = D.register(
-            self.registry, index_report, model_report, spec, key, str(self.root / "lineage.json"), metrics
+            self.registry,
+            index_report,
+            model_report,
+            spec,
+            key,
+            str(self.root / "lineage.json"),
+            metrics,
+            compressed,
         )
         before = self.registry.alias_version("production")
         out: dict[str, Any] = {
@@ -326,6 +336,15 @@ class PipelineRunner:
                 "[pipeline] serving version %s at %s (docs: %s/docs)", version, served["url"], served["url"]
             )
         return out
+
+    def _compressed(self, gate_name: str | None) -> dict[str, Any] | None:
+        """The compress stage's variant rows and the gate's verdict, for the registry (None: no such gate
+        or its stage did not run)."""
+        gate = next((g for g in self.cfg.gates if g.name == gate_name), None)
+        verdict = next((v for v in self.lineage["gates"] if v["gate"] == gate_name), None)
+        if gate is None or verdict is None or gate.stage not in self.reports:
+            return None
+        return {"report": self.reports[gate.stage], "verdict": verdict}
 
     # ---- all ------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:

@@ -215,3 +215,17 @@ def test_synth_click_log_propensity_and_ope_jobs_tiny(tmp_path):
     )
     assert rep["status"] == "succeeded", rep
     assert rep["counts"]["impressions_used"] == 20000 and set(rep["ope"]["estimates"]) == set(ope.ESTIMATORS)
+
+
+def test_ope_gate_stops_a_challenger_with_a_significant_predicted_drop():
+    from recsys.pipeline.gates import ope_no_drop
+
+    def report(lo: float, hi: float) -> dict:
+        est = {"value": (lo + hi) / 2, "ci_low": lo, "ci_high": hi}
+        return {"ope": {"estimates": {"snips": est}, "logged_ctr": 0.12}, "counts": {"impressions_used": 10}}
+
+    assert ope_no_drop("g", "ope", report(0.10, 0.13), "snips", 0.0).passed  # CI reaches the logged CTR
+    bad = ope_no_drop("g", "ope", report(0.08, 0.10), "snips", 0.0)
+    assert not bad.passed and "significant predicted drop" in bad.reason and "not deployed" in bad.reason
+    assert ope_no_drop("g", "ope", report(0.08, 0.10), "snips", 0.2).passed  # a 20 % drop tolerated
+    assert not ope_no_drop("g", "ope", {"counts": {}}, "dr", 0.0).passed

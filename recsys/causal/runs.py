@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +153,13 @@ def ope_study(cfg: OpeConfig) -> dict[str, Any]:
                 },
                 "counts": rep["counts"],
             }
+        )
+        logging.getLogger("recsys").info(
+            "[ope] seed %d: true %.5f snips %.5f dr %.5f",
+            s,
+            true,
+            rows[-1]["snips"]["value"],
+            rows[-1]["dr"]["value"],
         )
     summary = {
         e: {

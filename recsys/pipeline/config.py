@@ -66,16 +66,17 @@ class GateConfig(StrictModel):
     """A check on a stage's report.json; a failed gate stops the pipeline with the reason."""
 
     name: str = Field(..., description="Gate name in the report.")
-    kind: Literal["data_contract", "reconciliation", "data_loss", "metric_min", "champion_challenger"] = (
-        Field(
-            ...,
-            description="data_contract: the stage succeeded and `key` (violations) is empty; reconciliation: `key` is "
-            "true (rows in = clean + quarantined + duplicates); data_loss: the clean stage's data-loss verdict "
-            "(`key`, default data_gate: quarantined and null shares within the clean config's max_quarantine_fraction "
-            "and max_null_fraction, judged by the same function); metric_min: a metric >= min; "
-            "champion_challenger: the challenger "
-            "beats production with a significant paired difference.",
-        )
+    kind: Literal[
+        "data_contract", "reconciliation", "data_loss", "metric_min", "champion_challenger", "ope_no_drop"
+    ] = Field(
+        ...,
+        description="data_contract: the stage succeeded and `key` (violations) is empty; reconciliation: `key` is "
+        "true (rows in = clean + quarantined + duplicates); data_loss: the clean stage's data-loss verdict "
+        "(`key`, default data_gate: quarantined and null shares within the clean config's max_quarantine_fraction "
+        "and max_null_fraction, judged by the same function); metric_min: a metric >= min; "
+        "champion_challenger: the challenger "
+        "beats production with a significant paired difference; ope_no_drop: an `ope` stage predicts no "
+        "significant CTR drop of the challenger vs the logged policy (CI upper end >= logged CTR x (1 - max_drop)).",
     )
     stage: str = Field(..., description="Stage whose report the gate reads (checked right after it runs).")
     key: str | None = Field(
@@ -97,6 +98,13 @@ class GateConfig(StrictModel):
     )
     min_improvement: float = Field(
         0.0, ge=0, description="champion_challenger: the mean difference must also exceed this."
+    )
+
+    estimator: Literal["ips", "snips", "dm", "dr"] = Field(
+        "snips", description="ope_no_drop: which off-policy estimate of the ope report decides."
+    )
+    max_drop: float = Field(
+        0.0, ge=0, lt=1, description="ope_no_drop: tolerated relative CTR drop before the CI must clear it."
     )
 
     @model_validator(mode="after")

@@ -164,6 +164,8 @@ class PipelineRunner:
                 v = G.reconciliation(g.name, stage, report, g.key)
             elif g.kind == "metric_min":
                 v = G.metric_min(g.name, stage, report, g.key, g.model, g.metric, g.min)
+            elif g.kind == "ope_no_drop":
+                v = G.ope_no_drop(g.name, stage, report, g.estimator, g.max_drop)
             elif champion and champion.get("same_as_production"):
                 v = G.Verdict(
                     g.name,

@@ -8,6 +8,24 @@ CONFIG = SynthConfig
 def run(cfg: SynthConfig, ctx) -> dict:
     import json
 
+    if cfg.click_log is not None:  # click-log mode: numpy only, no catalog
+        from recsys.causal import clicklog
+
+        with ctx.timer("generate_write"):
+            log = clicklog.generate(clicklog.params_from_section(cfg.click_log, cfg.seed))
+            paths = clicklog.write(log, ctx.output_dir)
+        imp = log.impressions
+        return {
+            "counts": {
+                "impressions": len(imp),
+                "sessions": int(imp["session_id"].nunique()),
+                "clicks": int(imp["click"].sum()),
+                "candidates": len(log.candidates),
+            },
+            "metrics": {"logger_ctr": log.truth["logger_ctr"], "candidate_ctr": log.truth["candidate_ctr"]},
+            "artifacts": paths,
+        }
+
     import pyarrow as pa
     import ray
 

@@ -300,7 +300,7 @@ def run_job(
     t0 = time.perf_counter()
     with console.capture(out / LOG_FILE):
         try:
-            if needs_ray:
+            if needs_ray and getattr(cfg, "needs_ray", True):  # a config may say this run needs no Ray
                 with ctx.timer("ray_init"):
                     started_ray = init_ray(cfg)
             result = run(cfg, ctx) or {}

@@ -309,12 +309,65 @@ class FeaturesConfig(JobConfig):
     )
 
 
+class ClickLogSection(StrictModel):
+    """Synthetic click logs with known examination and relevance (``recsys.causal.clicklog``): the
+    position-based click model over feature-described query/candidate lists, logged by a chosen policy."""
+
+    sessions: int = Field(100_000, ge=10, description="Logged sessions (each shows `depth` impressions).")
+    queries: int = Field(1000, ge=1, description="Distinct queries (each with `candidates` documents).")
+    candidates: int = Field(20, ge=2, description="Candidate documents per query.")
+    depth: int = Field(10, ge=1, description="Positions shown per session (<= candidates).")
+    features: int = Field(
+        8, ge=1, description="Features per (query, document); relevance is logistic in them."
+    )
+    users: int = Field(10_000, ge=1, description="Users the sessions are spread over.")
+    examination_decay: float = Field(
+        1.0, gt=0, description="Examination at 0-based position p = 1/(p+1)^decay."
+    )
+    logger_quality: float = Field(
+        0.5, ge=0, le=1, description="Share of the true relevance direction in the logging ranker's weights."
+    )
+    candidate_quality: float = Field(
+        0.85, ge=0, le=1, description="Same, for the candidate ranker (`candidate_score` column)."
+    )
+    session_noise: float = Field(
+        0.5,
+        ge=0,
+        description="Std of per-session noise on the logger's scores (must be 0 for plackett_luce).",
+    )
+    policy: Literal["deterministic", "shuffle_topk", "plackett_luce"] = Field(
+        "deterministic", description="Logging policy (recsys.causal.policies)."
+    )
+    temperature: float = Field(1.0, gt=0, description="plackett_luce: softmax temperature over the scores.")
+    shuffle_k: int = Field(10, ge=2, description="shuffle_topk: how many top positions are shuffled.")
+    n_samples: int = Field(
+        2000, ge=1, description="plackett_luce: Monte Carlo draws per query for the logged propensities."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> ClickLogSection:
+        if self.depth > self.candidates:
+            raise ValueError(
+                f"click_log.depth ({self.depth}) must be <= click_log.candidates ({self.candidates})"
+            )
+        if self.policy == "plackett_luce" and self.session_noise > 0:
+            raise ValueError(
+                "click_log.policy plackett_luce needs click_log.session_noise: 0 (propensities per query)"
+            )
+        return self
+
+
 class SynthConfig(JobConfig):
     """Write N synthetic events over a real catalog: Zipf popularity, sessions, queries, position-biased
     clicks, dirt."""
 
-    catalog: InputConfig = Field(
-        ..., description="Item catalog to draw from (e.g. the Games-6k preset's items)."
+    catalog: InputConfig | None = Field(
+        None, description="Item catalog to draw from (e.g. the Games-6k preset's items); events mode only."
+    )
+    click_log: ClickLogSection | None = Field(
+        None,
+        description="Click-log mode: write impressions with positions, policy id and propensities plus the "
+        "known truth (examination, relevance) instead of events (catalog unused).",
     )
     events: int = Field(1_000_000, ge=100, description="Approximate number of events to write.")
     users: int = Field(100_000, ge=10, description="Number of users.")
@@ -338,3 +391,14 @@ class SynthConfig(JobConfig):
     shards: int | None = Field(
         None, ge=1, description="Parquet shards / generator tasks (None = 4 x cluster CPUs)."
     )
+
+    @property
+    def needs_ray(self) -> bool:
+        """Click-log mode is numpy in the driver: no Ray (``recsys.runtime.run_job`` reads this)."""
+        return self.click_log is None
+
+    @model_validator(mode="after")
+    def _mode(self) -> SynthConfig:
+        if self.catalog is None and self.click_log is None:
+            raise ValueError("synth needs `catalog` (events mode) or a `click_log` section (click-log mode)")
+        return self

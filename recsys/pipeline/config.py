@@ -67,7 +67,13 @@ class GateConfig(StrictModel):
 
     name: str = Field(..., description="Gate name in the report.")
     kind: Literal[
-        "data_contract", "reconciliation", "data_loss", "metric_min", "champion_challenger", "compression"
+        "data_contract",
+        "reconciliation",
+        "data_loss",
+        "metric_min",
+        "champion_challenger",
+        "compression",
+        "ope_no_drop",
     ] = Field(
         ...,
         description="data_contract: the stage succeeded and `key` (violations) is empty; reconciliation: `key` is "
@@ -77,7 +83,8 @@ class GateConfig(StrictModel):
         "champion_challenger: the challenger "
         "beats production with a significant paired difference; compression (advisory: never stops the "
         "pipeline): a compress stage's variant (`model`, default its fastest promotable one) kept its quality "
-        "within the compress config's quality.max_relative_drop, else it is not promoted, with the reason.",
+        "within the compress config's quality.max_relative_drop, else it is not promoted, with the reason; ope_no_drop: an `ope` stage predicts no "
+        "significant CTR drop of the challenger vs the logged policy (CI upper end >= logged CTR x (1 - max_drop)).",
     )
     stage: str = Field(..., description="Stage whose report the gate reads (checked right after it runs).")
     key: str | None = Field(
@@ -101,6 +108,13 @@ class GateConfig(StrictModel):
     )
     min_improvement: float = Field(
         0.0, ge=0, description="champion_challenger: the mean difference must also exceed this."
+    )
+
+    estimator: Literal["ips", "snips", "dm", "dr"] = Field(
+        "snips", description="ope_no_drop: which off-policy estimate of the ope report decides."
+    )
+    max_drop: float = Field(
+        0.0, ge=0, lt=1, description="ope_no_drop: tolerated relative CTR drop before the CI must clear it."
     )
 
     @model_validator(mode="after")

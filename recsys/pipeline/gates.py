@@ -282,3 +282,33 @@ def compression(name: str, stage: str, report: dict[str, Any], variant: str | No
         f"{chosen} ({row.get('speedup_vs_torch')}x torch pairs/s) {state}: {row.get('reason')}",
         details,
     )
+
+
+def ope_no_drop(name: str, stage: str, report: dict[str, Any], estimator: str, max_drop: float) -> Verdict:
+    """An ``ope`` stage's estimate of the challenger (``ope.estimates.<estimator>``) is not significantly
+    below the logging policy's CTR (``ope.logged_ctr``): fails when the CI's upper end is under
+    ``logged_ctr * (1 - max_drop)`` (a significant predicted drop: the challenger gets no traffic)."""
+    est = lookup(report, f"ope.estimates.{estimator}")
+    base = lookup(report, "ope.logged_ctr")
+    if not isinstance(est, dict) or not isinstance(base, int | float):
+        return Verdict(
+            name, "ope_no_drop", stage, False, f"no ope.estimates.{estimator} / ope.logged_ctr in {stage!r}"
+        )
+    floor = base * (1 - max_drop)
+    ok = est["ci_high"] >= floor
+    details = {
+        "estimator": estimator,
+        **est,
+        "logged_ctr": base,
+        "floor": floor,
+        "counts": report.get("counts"),
+    }
+    reason = (
+        f"{estimator} CTR {est['value']:.4f} [{est['ci_low']:.4f}, {est['ci_high']:.4f}] vs logged {base:.4f}: "
+        + (
+            "no significant drop"
+            if ok
+            else f"significant predicted drop (CI below {floor:.4f}); not deployed"
+        )
+    )
+    return Verdict(name, "ope_no_drop", stage, ok, reason, details)

@@ -166,6 +166,8 @@ class PipelineRunner:
                 v = G.metric_min(g.name, stage, report, g.key, g.model, g.metric, g.min)
             elif g.kind == "compression":
                 v = G.compression(g.name, stage, report, g.model)
+            elif g.kind == "ope_no_drop":
+                v = G.ope_no_drop(g.name, stage, report, g.estimator, g.max_drop)
             elif champion and champion.get("same_as_production"):
                 v = G.Verdict(
                     g.name,

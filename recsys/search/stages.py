@@ -16,8 +16,10 @@ from recsys.retrieval.artifacts import IndexArtifacts
 from recsys.retrieval.encoder import TextEncoder
 from recsys.retrieval.fusion import reciprocal_rank_fusion
 from recsys.search.cache import MISS, maybe_cache
+from recsys.search.query import QueryRewrite, QueryRewriter
 from recsys.search.scores import minmax
-from recsys.search.settings import PersonalizeWeights, RetrievalSettings
+from recsys.search.settings import PersonalizeWeights, QuerySettings, RetrievalSettings
+from recsys.search.synonyms import load_synonyms
 
 
 class RetrieverCore:
@@ -35,13 +37,26 @@ class RetrieverCore:
         rrf_k: float,
         query_cache: int = 0,
         model_id: str = "",
+        query: QuerySettings | None = None,
     ):
-        """``query_cache``: query embeddings kept (LRU, keyed by ``model_id`` and the query text; 0 = off)."""
+        """``query_cache``: query embeddings kept (LRU, keyed by ``model_id`` and the query text; 0 = off).
+        ``query``: query understanding, built from this index version's titles (None / all off: none)."""
         self.a, self.encoder = artifacts, encoder
         self.ann_top_n, self.bm25_top_n = ann_top_n, bm25_top_n
         self.weights, self.rrf_k = (ann_weight, bm25_weight), rrf_k
         self.texts = self.a.items["title"].astype(str).tolist()
         self.query_cache, self.model_id = maybe_cache(query_cache), model_id
+        self.rewriter = (
+            QueryRewriter(self.texts, query, load_synonyms(query.synonyms_path) if query.synonyms else None)
+            if query is not None and query.enabled
+            else None
+        )
+
+    def rewrite(self, query: str, exact: bool = False) -> QueryRewrite:
+        """What to search for: the query rewritten by query understanding, unless ``exact`` or none is on."""
+        if exact or self.rewriter is None:
+            return QueryRewrite(query, ())
+        return self.rewriter.rewrite(query)
 
     def encode_query(self, query: str) -> np.ndarray:
         """[1, D] query embedding, from the query-embedding cache when it holds it (read-only array)."""
@@ -59,9 +74,11 @@ class RetrieverCore:
         allowed = self.a.allowed_rows(filters)  # KeyError(field) for a filter the catalog lacks
         if allowed is not None and allowed.size == 0:
             return []
-        q = self.encode_query(query)  # [1, D]
-        _, dense = search(self.a.ann, q, max(self.ann_top_n, n), allowed, vectors=self.a.embeddings)
-        dense_rows = [int(r) for r in dense[0] if r >= 0]
+        dense_rows: list[int] = []
+        if self.weights[0] > 0:  # ann_weight 0 = lexical only: no query encoding, no dense candidates
+            q = self.encode_query(query)  # [1, D]
+            _, dense = search(self.a.ann, q, max(self.ann_top_n, n), allowed, vectors=self.a.embeddings)
+            dense_rows = [int(r) for r in dense[0] if r >= 0]
         lex_rows: list[int] = []
         if self.bm25_top_n > 0:
             rows, _ = self.a.bm25.search(query, max(self.bm25_top_n, n), allowed)
@@ -251,5 +268,6 @@ def load_retriever(root: str, version: str, s: RetrievalSettings) -> RetrieverCo
         bm25_weight=s.bm25_weight,
         rrf_k=s.rrf_k,
         query_cache=s.query_cache,
-        model_id=f"{model}:{s.max_length}",  # the same text truncated elsewhere is another embedding
+        model_id=f"{model}:{s.max_length}",
+        query=s.query,  # the same text truncated elsewhere is another embedding
     )

@@ -76,7 +76,9 @@ def test_adapter_counts_every_bad_row_and_splits_by_normalised_query(tmp_path, s
     }
     assert r["numbers_only_queries"] == 1
     by_text = {q.query_id: q for q in queries}
-    assert by_text["angle bracket"].relevance == {"100001": 2.0}  # the first of duplicates and "café table" in by_text
+    assert by_text["angle bracket"].relevance == {
+        "100001": 2.0
+    }  # the first of duplicates and "café table" in by_text
     assert sum(r["queries_per_split"].values()) == len(queries)
     test_only, _ = load_judged_queries(path, JudgmentsSpec(**{**spec.__dict__, "split": "test"}), catalog)
     assert {q.query_id for q in test_only} == {

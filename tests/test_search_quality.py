@@ -210,3 +210,108 @@ def test_pipeline_reports_the_rewritten_query_and_exact_turns_it_off():
     assert rer.queries == ["toilet seat"]  # the reranker scores what was searched for
     res = p.search_sync(SearchRequest(query="toliet seat", exact=True))
     assert res.rewritten_query is None and res.query_changes == () and ret.exact == [False, True]
+
+
+# ----------------------------------------------------------------------------- the learned ranker
+
+
+def _planted(n_queries: int, seed: int):
+    """Groups of 20 candidates; the label is a planted feature's rank within its group, the rest noise."""
+    import numpy as np
+
+    from recsys.search.features import FEATURES
+    from recsys.search.ltr import RankingSet
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n_queries * 20, len(FEATURES))).astype(np.float32)
+    planted = FEATURES.index("word_coverage")
+    y = np.zeros(len(x), np.int32)
+    for g in range(n_queries):
+        s = slice(g * 20, (g + 1) * 20)
+        order = np.argsort(-x[s, planted])
+        y[s][order[:2]] = 4
+        y[s][order[2:5]] = 2
+    return RankingSet(x, y, np.full(n_queries, 20), [f"q{g}" for g in range(n_queries)])
+
+
+def test_lambdamart_learns_a_planted_feature_and_round_trips(tmp_path):
+    import numpy as np
+
+    from recsys.search.features import FEATURES
+    from recsys.search.ltr import LambdaRanker, fit_to_text, save_ranker
+
+    text, info = fit_to_text(_planted(60, 0), _planted(20, 1), {"min_data_in_leaf": 5}, rounds=60)
+    assert max(info["importance_gain"], key=info["importance_gain"].get) == "word_coverage"
+    ranker = LambdaRanker.load(save_ranker(text, tmp_path / "m", info))
+    test = _planted(20, 2)
+    scores = ranker.predict(test.features)
+    top = [int(np.argmax(scores[g * 20 : (g + 1) * 20])) for g in range(20)]
+    assert (
+        np.mean([test.labels[g * 20 + t] == 4 for g, t in enumerate(top)]) >= 0.9
+    )  # it ranks by the feature
+    meta = (tmp_path / "m" / "ranker.json").read_text().replace(FEATURES[0], "other")
+    (tmp_path / "m" / "ranker.json").write_text(meta)
+    with pytest.raises(ValueError, match="retrain it"):
+        LambdaRanker.load(tmp_path / "m")
+
+
+class _HashEncoder:
+    """A deterministic stand-in for the bi-encoder: a normalised random vector per text."""
+
+    def encode(self, texts, kind="query"):
+        import zlib
+
+        import numpy as np
+
+        out = np.stack([np.random.default_rng(zlib.crc32(t.encode())).normal(size=16) for t in texts])
+        return (out / np.linalg.norm(out, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def small_retriever(titles):
+    """A real bm25s + exact faiss index over 3,000 Home Depot titles (hash embeddings), no Ray."""
+    import numpy as np
+    import pandas as pd
+
+    from recsys.retrieval.ann import build_index
+    from recsys.retrieval.lexical import BM25Index
+
+    items = pd.DataFrame({"item_id": [str(100001 + i) for i in range(len(titles))], "title": titles})
+    emb = _HashEncoder().encode(titles, kind="item")
+    a = SimpleNamespace(
+        items=items,
+        embeddings=emb,
+        ann=build_index(emb, "exact"),
+        bm25=BM25Index.build(titles),
+        allowed_rows=lambda filters: None,
+    )
+    return a, np.asarray(emb)
+
+
+def test_ranker_features_are_bit_identical_in_training_and_serving(small_retriever, tmp_path):
+    import numpy as np
+
+    from recsys.search.ltr import collect, fit_to_text, save_ranker
+    from recsys.search.settings import RankSettings
+    from recsys.search.stages import RetrieverCore
+
+    a, _ = small_retriever
+    kw = dict(ann_top_n=30, bm25_top_n=30, ann_weight=1.0, bm25_weight=1.0, rrf_k=60.0)
+    plain = RetrieverCore(a, _HashEncoder(), **kw)
+    queries = [
+        (t, " ".join(t.split()[:3]), {a.items["item_id"].iat[i]: 3.0})
+        for i, t in enumerate(a.items["title"][:40])
+    ]
+    train = collect(plain, queries, n=20)
+    text, info = fit_to_text(train, None, {"min_data_in_leaf": 5}, rounds=20)
+    model = save_ranker(text, tmp_path / "ranker", info)
+    served = RetrieverCore(a, _HashEncoder(), **kw, rank=RankSettings("lambdarank", str(model)))
+    seen = []
+    predict = served.ranker.predict
+    served.ranker.predict = lambda f: seen.append(f) or predict(f)  # what Serve computed
+    out = served.retrieve(queries[0][1], {}, 20)
+    first = slice(0, int(train.groups[0]))
+    assert np.array_equal(seen[0], train.features[first])  # bit for bit: one feature function
+    scores = predict(train.features[first])
+    assert [c["fused"] for c in out] == sorted(scores.tolist(), reverse=True)[:20]
+    assert len({c["item_id"] for c in out}) == len(out) == 20

@@ -104,6 +104,9 @@ class SearchVariant(StrictModel):
     query: dict[str, Any] | None = Field(
         None, description="Keys of the query-understanding section (spelling, units, synonyms)."
     )
+    rank: dict[str, Any] | None = Field(
+        None, description="Keys of the second-phase ranker section (kind: lambdarank, model: <dir>)."
+    )
 
 
 class SearchProtocolConfig(StrictModel):

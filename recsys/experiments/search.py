@@ -154,7 +154,7 @@ def serve_pipeline(
 
     def changed(a: dict[str, Any]) -> dict[str, Any]:
         out = {**{k: v for k, v in a.items() if not (override and k == "registry")}, **override}
-        for section in ("retrieval", "rerank", "personalize", "query"):
+        for section in ("retrieval", "rerank", "personalize", "query", "rank"):
             merged = _merged(section, app_args, a, getattr(variant, section) if variant else None)
             if merged is not None:
                 out[section] = merged

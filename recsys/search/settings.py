@@ -25,6 +25,15 @@ class QuerySettings:
 
 
 @dataclass(frozen=True)
+class RankSettings:
+    """The retriever's second phase: ``blend`` = RRF order (the pipeline's hand-set blend follows);
+    ``lambdarank`` = every dense + BM25 candidate re-ordered by a trained LightGBM model (``model``)."""
+
+    kind: str  # blend | lambdarank
+    model: str | None  # a directory written by the train_ranker job
+
+
+@dataclass(frozen=True)
 class RetrievalSettings:
     """Hybrid retrieval: dense ANN top-N and BM25 top-N, fused by weighted RRF."""
 
@@ -39,6 +48,7 @@ class RetrievalSettings:
     max_length: int
     query_cache: int  # query embeddings kept per retriever replica (LRU); 0 = off
     query: QuerySettings | None = None  # query understanding; None = the query as typed
+    rank: RankSettings | None = None  # second phase; None = blend
 
 
 @dataclass(frozen=True)

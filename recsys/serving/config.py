@@ -20,6 +20,7 @@ from recsys.search.settings import (
     PersonalizeSettings,
     PersonalizeWeights,
     QuerySettings,
+    RankSettings,
     RerankSettings,
     ResponseCacheSettings,
     RetrievalSettings,
@@ -186,6 +187,29 @@ class QueryArgs(StrictModel):
             min_word_length=self.min_word_length,
             synonyms_path=self.synonyms_path,
         )
+
+
+class RankArgs(StrictModel):
+    """The retriever's second phase (docs/SEARCH_QUALITY.md): ``blend`` keeps the RRF order and the hand-set
+    rerank / personalize blend (catalogs without judgments); ``lambdarank`` re-orders every dense + BM25
+    candidate with a LightGBM LambdaMART model trained on judged queries (``recsys run train_ranker``)."""
+
+    kind: Literal["blend", "lambdarank"] = Field("blend", description="blend | lambdarank.")
+    model: str | None = Field(None, description="lambdarank: the train_ranker job's model directory.")
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, v: str | None) -> str | None:
+        return project_path(v)
+
+    @model_validator(mode="after")
+    def _needs_model(self) -> RankArgs:
+        if self.kind == "lambdarank" and not self.model:
+            raise ValueError("rank.kind lambdarank needs rank.model: runs/train_ranker/<name>/model")
+        return self
+
+    def settings(self) -> RankSettings:
+        return RankSettings(kind=self.kind, model=self.model)
 
 
 class CacheArgs(StrictModel):
@@ -382,6 +406,7 @@ class ArmArgs(StrictModel):
     rerank: RerankArgs | None = Field(None, description="Overrides the app's rerank args.")
     personalize: PersonalizeArgs | None = Field(None, description="Overrides the app's personalize args.")
     query: QueryArgs | None = Field(None, description="Overrides the app's query-understanding args.")
+    rank: RankArgs | None = Field(None, description="Overrides the app's second-phase ranker.")
     recommend: RecommendArgs | None = Field(None, description="Overrides the app's recommend args.")
 
     @field_validator("artifacts")
@@ -442,6 +467,9 @@ class ServeArgs(StrictModel):
     query: QueryArgs = Field(
         default_factory=QueryArgs,
         description="Query understanding (spelling, units, synonyms); off by default.",
+    )
+    rank: RankArgs = Field(
+        default_factory=RankArgs, description="Second phase: blend (RRF + hand-set weights) or lambdarank."
     )
     recommend: RecommendArgs = Field(default_factory=RecommendArgs, description="Recommender.")
     cache: CacheArgs = Field(
@@ -509,6 +537,7 @@ class ServeArgs(StrictModel):
             retrieval=dataclasses.replace(
                 self.for_arm(arm, "retrieval").settings(self.cache.query_embeddings),
                 query=self.for_arm(arm, "query").settings(),
+                rank=self.for_arm(arm, "rank").settings(),
             ),
             rerank=rerank.settings(),
             batching=rerank.batching_settings(),

@@ -1,0 +1,85 @@
+"""The train_ranker job: LambdaMART (LightGBM lambdarank) on judged train queries, with the features the
+served retriever computes (``RetrieverCore.candidates``), early-stopped on the valid queries.
+
+Training runs as ONE Ray task, not Ray Train's LightGBM trainer: lambdarank's gradients need each query's
+whole candidate list in one worker, Ray Train's trainer shards rows (not query groups) across workers,
+and the set (a few hundred thousand rows x 11 features) fits one process on this project's 2 cores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from recsys.evaluation.judged import JudgedQuery, JudgmentsSpec, load_judged_queries, query_split
+from recsys.search import ltr
+from recsys.search.ltr_config import TrainRankerConfig
+from recsys.search.stages import RetrieverCore, load_retriever
+from recsys.serving.arms import arm_specs
+from recsys.serving.launch import read_serve_config, validate_args
+
+if TYPE_CHECKING:
+    from recsys.runtime import JobContext
+
+
+def arm_retriever(serve_config: str, arm: str | None) -> tuple[str, RetrieverCore]:
+    """The arm's retriever exactly as Serve loads it, with its second phase off (features only)."""
+    app = read_serve_config(serve_config)["applications"][0]
+    specs = arm_specs(validate_args(app, serve_config))
+    name = arm or next(iter(specs))
+    if name not in specs:
+        raise ValueError(f"arm {name!r} is not an arm of {serve_config} ({list(specs)})")
+    spec = specs[name]
+    return name, load_retriever(spec.artifacts, spec.version, dataclasses.replace(spec.retrieval, rank=None))
+
+
+def _subset(queries: list[JudgedQuery], n: int | None, seed: int) -> list[JudgedQuery]:
+    if n is None or n >= len(queries):
+        return queries
+    idx = np.sort(np.random.default_rng(seed).choice(len(queries), size=n, replace=False))
+    return [queries[i] for i in idx]
+
+
+def run(cfg: TrainRankerConfig, ctx: JobContext) -> dict[str, Any]:
+    import ray  # lazy: the fit is one Ray task
+
+    with ctx.timer("load"):
+        arm, core = arm_retriever(str(cfg.serve_config), cfg.arm)
+        spec = JudgmentsSpec(
+            columns=dict(cfg.columns),
+            split="all",
+            fractions=cfg.split_fractions,
+            salt=cfg.split_salt,
+            min_relevance=cfg.relevance_range[0] if cfg.relevance_range else None,
+            max_relevance=cfg.relevance_range[1] if cfg.relevance_range else None,
+        )
+        judged, report = load_judged_queries(cfg.judgments, spec, set(core.a.items["item_id"].astype(str)))
+    by_split = {
+        s: [q for q in judged if query_split(q.query_id, cfg.split_fractions, cfg.split_salt) == s]
+        for s in ("train", "valid")
+    }
+    train_q = _subset(by_split["train"], cfg.max_train_queries, cfg.seed)
+    valid_q = _subset(by_split["valid"], cfg.max_valid_queries, cfg.seed)
+    with ctx.timer("features"):
+        train = ltr.collect(core, [(q.query_id, q.query, q.relevance) for q in train_q], cfg.candidates)
+        valid = ltr.collect(core, [(q.query_id, q.query, q.relevance) for q in valid_q], cfg.candidates)
+    with ctx.timer("fit"):
+        fit = ray.remote(num_cpus=1)(ltr.fit_to_text)
+        model_text, info = ray.get(fit.remote(train, valid, dict(cfg.params), cfg.rounds, cfg.seed))
+    model_dir = ltr.save_ranker(model_text, ctx.path("model"), {**info, "arm": arm})
+    ctx.log.info("ranker: valid ndcg@10 %s, best iteration %s", info["valid_ndcg@10"], info["best_iteration"])
+    return {
+        "counts": {
+            "train_queries": len(train.groups),
+            "valid_queries": len(valid.groups),
+            "train_rows": int(len(train.labels)),
+            "valid_rows": int(len(valid.labels)),
+            "train_positive_rows": int((train.labels > 0).sum()),
+        },
+        "metrics": {"valid_ndcg@10": info["valid_ndcg@10"], "best_iteration": info["best_iteration"]},
+        "importance_gain": info["importance_gain"],
+        "adapter": report.to_dict(),
+        "artifacts": {"model": str(model_dir)},
+    }

@@ -1,5 +1,6 @@
-"""The train_ranker job: LambdaMART (LightGBM lambdarank) on judged train queries, with the features the
-served retriever computes (``RetrieverCore.candidates``), early-stopped on the valid queries.
+"""The train_ranker job: mined synonyms, then LambdaMART (LightGBM lambdarank) on judged train
+queries, with the features the served
+retriever computes (``RetrieverCore.candidates``), early-stopped on the valid queries.
 
 Training runs as ONE Ray task, not Ray Train's LightGBM trainer: lambdarank's gradients need each query's
 whole candidate list in one worker, Ray Train's trainer shards rows (not query groups) across workers,
@@ -17,6 +18,7 @@ from recsys.evaluation.judged import JudgedQuery, JudgmentsSpec, load_judged_que
 from recsys.search import ltr
 from recsys.search.ltr_config import TrainRankerConfig
 from recsys.search.stages import RetrieverCore, load_retriever
+from recsys.search.synonyms import mine_synonyms, save_synonyms
 from recsys.serving.arms import arm_specs
 from recsys.serving.launch import read_serve_config, validate_args
 
@@ -60,6 +62,22 @@ def run(cfg: TrainRankerConfig, ctx: JobContext) -> dict[str, Any]:
         s: [q for q in judged if query_split(q.query_id, cfg.split_fractions, cfg.split_salt) == s]
         for s in ("train", "valid")
     }
+    artifacts: dict[str, str] = {}
+    n_synonyms = None
+    if cfg.synonyms.enabled:  # from every train query (not the subset): pairs are cheap
+        titles = dict(zip(core.a.items["item_id"].astype(str), core.texts))
+        m = cfg.synonyms
+        pairs = [
+            (q.query, titles[i])
+            for q in by_split["train"]
+            for i, g in q.relevance.items()
+            if g >= m.relevant_min
+        ]
+        syn = mine_synonyms(
+            pairs, min_support=m.min_support, min_share=m.min_share, max_per_word=m.max_per_word
+        )
+        save_synonyms(ctx.path("synonyms.json"), syn)
+        artifacts["synonyms"], n_synonyms = str(ctx.output_dir / "synonyms.json"), len(syn)
     train_q = _subset(by_split["train"], cfg.max_train_queries, cfg.seed)
     valid_q = _subset(by_split["valid"], cfg.max_valid_queries, cfg.seed)
     with ctx.timer("features"):
@@ -77,9 +95,10 @@ def run(cfg: TrainRankerConfig, ctx: JobContext) -> dict[str, Any]:
             "train_rows": int(len(train.labels)),
             "valid_rows": int(len(valid.labels)),
             "train_positive_rows": int((train.labels > 0).sum()),
+            "synonym_words": n_synonyms,
         },
         "metrics": {"valid_ndcg@10": info["valid_ndcg@10"], "best_iteration": info["best_iteration"]},
         "importance_gain": info["importance_gain"],
         "adapter": report.to_dict(),
-        "artifacts": {"model": str(model_dir)},
+        "artifacts": {"model": str(model_dir), **artifacts},
     }

@@ -1,4 +1,4 @@
-"""Config of the train_ranker job (``recsys run train_ranker``): LambdaMART on judged queries."""
+"""Config of the train_ranker job (``recsys run train_ranker``): LambdaMART + mined synonyms from judged queries."""
 
 from __future__ import annotations
 
@@ -6,8 +6,22 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from recsys.config import JobConfig
+from recsys.config import JobConfig, StrictModel
 from recsys.config.types import InputPath
+
+
+class SynonymsConfig(StrictModel):
+    """Mining of one-way query expansions from the judged TRAIN pairs (``synonyms.json``, for query.synonyms_path)."""
+
+    enabled: bool = Field(True, description="Write synonyms.json beside the model.")
+    relevant_min: float = Field(
+        2.67, description="A (query, product) pair is mined when judged at or above this."
+    )
+    min_support: int = Field(3, ge=1, description="Relevant titles that must show the expansion.")
+    min_share: float = Field(
+        0.5, gt=0, le=1, description="Share of the word's mismatched relevant titles that must show it."
+    )
+    max_per_word: int = Field(2, ge=1, le=10, description="Expansions kept per query word.")
 
 
 class TrainRankerConfig(JobConfig):
@@ -41,6 +55,7 @@ class TrainRankerConfig(JobConfig):
     )
     max_valid_queries: int | None = Field(None, ge=1, description="A seeded subset of the valid queries.")
     rounds: int = Field(300, ge=1, le=5000, description="Boosting rounds (early stopping on valid NDCG@10).")
+    synonyms: SynonymsConfig = Field(default_factory=SynonymsConfig, description="Synonym mining.")
     params: dict[str, Any] = Field(
         default_factory=dict,
         description="LightGBM parameters over the defaults (learning_rate, num_leaves, ...).",

@@ -13,28 +13,40 @@ import dataclasses
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 
 from recsys.evaluation.judged import JudgedQuery, JudgmentsSpec, load_judged_queries, query_split
+from recsys.retrieval.artifacts import resolve_version
 from recsys.search import ltr
 from recsys.search.ltr_config import TrainRankerConfig
 from recsys.search.stages import RetrieverCore, load_retriever
 from recsys.search.synonyms import mine_synonyms, save_synonyms
 from recsys.serving.arms import arm_specs
 from recsys.serving.launch import read_serve_config, validate_args
+from recsys.serving.specs import ArmSpec
 
 if TYPE_CHECKING:
     from recsys.runtime import JobContext
 
 
-def arm_retriever(serve_config: str, arm: str | None) -> tuple[str, RetrieverCore]:
-    """The arm's retriever exactly as Serve loads it, with its second phase off (features only)."""
+def arm_spec(serve_config: str, arm: str | None) -> ArmSpec:
+    """The arm's typed spec exactly as Serve builds it."""
     app = read_serve_config(serve_config)["applications"][0]
     specs = arm_specs(validate_args(app, serve_config))
     name = arm or next(iter(specs))
     if name not in specs:
         raise ValueError(f"arm {name!r} is not an arm of {serve_config} ({list(specs)})")
-    spec = specs[name]
-    return name, load_retriever(spec.artifacts, spec.version, dataclasses.replace(spec.retrieval, rank=None))
+    return specs[name]
+
+
+def feature_retriever(spec: ArmSpec, synonyms_path: str | None) -> RetrieverCore:
+    """The arm's retriever as Serve loads it, second phase off (features only); when the arm expands
+    synonyms, with the ones just mined (the served path may not exist before the first training)."""
+    s = spec.retrieval
+    query = s.query
+    if query is not None and query.synonyms and synonyms_path is not None:
+        query = dataclasses.replace(query, synonyms_path=synonyms_path)
+    return load_retriever(spec.artifacts, spec.version, dataclasses.replace(s, rank=None, query=query))
 
 
 def _subset(queries: list[JudgedQuery], n: int | None, seed: int) -> list[JudgedQuery]:
@@ -48,8 +60,12 @@ def run(cfg: TrainRankerConfig, ctx: JobContext) -> dict[str, Any]:
     import ray  # lazy: the fit is one Ray task
 
     with ctx.timer("load"):
-        arm, core = arm_retriever(str(cfg.serve_config), cfg.arm)
-        spec = JudgmentsSpec(
+        spec = arm_spec(str(cfg.serve_config), cfg.arm)
+        items = pd.read_parquet(
+            resolve_version(spec.artifacts, spec.version) / "items.parquet", columns=["item_id", "title"]
+        )
+        titles = dict(zip(items["item_id"].astype(str), items["title"].astype(str)))
+        jspec = JudgmentsSpec(
             columns=dict(cfg.columns),
             split="all",
             fractions=cfg.split_fractions,
@@ -57,7 +73,7 @@ def run(cfg: TrainRankerConfig, ctx: JobContext) -> dict[str, Any]:
             min_relevance=cfg.relevance_range[0] if cfg.relevance_range else None,
             max_relevance=cfg.relevance_range[1] if cfg.relevance_range else None,
         )
-        judged, report = load_judged_queries(cfg.judgments, spec, set(core.a.items["item_id"].astype(str)))
+        judged, report = load_judged_queries(cfg.judgments, jspec, set(titles))
     by_split = {
         s: [q for q in judged if query_split(q.query_id, cfg.split_fractions, cfg.split_salt) == s]
         for s in ("train", "valid")
@@ -65,7 +81,6 @@ def run(cfg: TrainRankerConfig, ctx: JobContext) -> dict[str, Any]:
     artifacts: dict[str, str] = {}
     n_synonyms = None
     if cfg.synonyms.enabled:  # from every train query (not the subset): pairs are cheap
-        titles = dict(zip(core.a.items["item_id"].astype(str), core.texts))
         m = cfg.synonyms
         pairs = [
             (q.query, titles[i])
@@ -78,6 +93,8 @@ def run(cfg: TrainRankerConfig, ctx: JobContext) -> dict[str, Any]:
         )
         save_synonyms(ctx.path("synonyms.json"), syn)
         artifacts["synonyms"], n_synonyms = str(ctx.output_dir / "synonyms.json"), len(syn)
+    with ctx.timer("load_retriever"):
+        core = feature_retriever(spec, artifacts.get("synonyms"))
     train_q = _subset(by_split["train"], cfg.max_train_queries, cfg.seed)
     valid_q = _subset(by_split["valid"], cfg.max_valid_queries, cfg.seed)
     with ctx.timer("features"):
@@ -86,7 +103,7 @@ def run(cfg: TrainRankerConfig, ctx: JobContext) -> dict[str, Any]:
     with ctx.timer("fit"):
         fit = ray.remote(num_cpus=1)(ltr.fit_to_text)
         model_text, info = ray.get(fit.remote(train, valid, dict(cfg.params), cfg.rounds, cfg.seed))
-    model_dir = ltr.save_ranker(model_text, ctx.path("model"), {**info, "arm": arm})
+    model_dir = ltr.save_ranker(model_text, ctx.path("model"), {**info, "arm": spec.name})
     ctx.log.info("ranker: valid ndcg@10 %s, best iteration %s", info["valid_ndcg@10"], info["best_iteration"])
     return {
         "counts": {

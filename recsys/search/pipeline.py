@@ -154,7 +154,10 @@ class SearchPipeline:
         query = rewrite["query"] if changes else req.query  # the reranker scores what was searched for
         head, tail = cands[:top_n], cands[top_n:]
         batch_size = None
-        if head:
+        if head and weight == 0:  # the reranker's share is 0: its scores could not change the order
+            for c, r in zip(head, minmax([c["fused"] for c in head])):
+                c["relevance"] = float(r)
+        elif head:
             out = await self.invoke(
                 self.reranker.rerank,
                 query,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -57,8 +57,15 @@ def normalize_units(query: str) -> str:
     """Sizes in the catalog's convention (``<number> <unit>.``); text without a size is unchanged."""
     out = query
     for pattern, canon in _UNIT_RE:
-        out = pattern.sub(lambda m, c=canon: f"{_number(m.group(1))} {c}", out)
+        out = pattern.sub(_unit_replacer(canon), out)
     return " ".join(out.split())
+
+
+def _unit_replacer(canon: str) -> Callable[[re.Match[str]], str]:
+    def replace(m: re.Match[str]) -> str:
+        return f"{_number(m.group(1))} {canon}"
+
+    return replace
 
 
 def vocabulary(texts: Iterable[str]) -> Counter[str]:

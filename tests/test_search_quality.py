@@ -315,3 +315,36 @@ def test_ranker_features_are_bit_identical_in_training_and_serving(small_retriev
     scores = predict(train.features[first])
     assert [c["fused"] for c in out] == sorted(scores.tolist(), reverse=True)[:20]
     assert len({c["item_id"] for c in out}) == len(out) == 20
+
+
+def test_search_http_schema_carries_exact_and_the_rewrite():
+    from recsys.serving import schemas as S
+
+    assert S.SearchRequest(query="toliet seat", exact=True).to_search().exact is True
+    assert S.SearchRequest(query="toliet seat").to_search().exact is False
+    r = S.SearchResponse(
+        request_id="r",
+        arm="hd",
+        version="v1",
+        query="toliet",
+        page=0,
+        k=10,
+        cold_start=True,
+        items=[],
+        rewritten_query="toilet",
+        query_changes=["spelling: toliet -> toilet"],
+    )
+    assert r.model_dump()["rewritten_query"] == "toilet"
+
+
+def test_serve_config_rank_and_query_sections_validate():
+    from pydantic import ValidationError
+
+    from recsys.serving.config import QueryArgs, RankArgs
+
+    assert RankArgs().settings().kind == "blend"
+    with pytest.raises(ValidationError, match="rank.model"):
+        RankArgs(kind="lambdarank")
+    with pytest.raises(ValidationError, match="synonyms_path"):
+        QueryArgs(synonyms=True)
+    assert not QueryArgs().settings().enabled and QueryArgs(units=True).settings().enabled

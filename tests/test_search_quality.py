@@ -348,3 +348,138 @@ def test_serve_config_rank_and_query_sections_validate():
     with pytest.raises(ValidationError, match="synonyms_path"):
         QueryArgs(synonyms=True)
     assert not QueryArgs().settings().enabled and QueryArgs(units=True).settings().enabled
+
+
+# ----------------------------------------------------------------------------- the protocol, end to end
+
+
+@pytest.fixture(scope="module")
+def hd_slice(tmp_path_factory, titles, shared_data):
+    """An index version of 3,000 real titles built in-process (random vectors: the dense side is not what
+    is checked; the query encoder is the packaged MiniLM), its serve config and the real judgments of
+    those products plus bad rows."""
+    import numpy as np
+    import pandas as pd
+    import yaml
+
+    from recsys.models.hub import resolve_model_path
+    from recsys.retrieval import features
+    from recsys.retrieval.ann import build_index
+    from recsys.retrieval.autocomplete import Autocomplete
+    from recsys.retrieval.build import write_version
+    from recsys.retrieval.lexical import BM25Index
+
+    root = tmp_path_factory.mktemp("hd")
+    products = pd.read_csv(shared_data / HD / "products.csv", dtype=str, nrows=len(titles))
+    items = pd.DataFrame({"item_id": products["product_uid"], "title": titles})
+    emb = np.random.default_rng(0).normal(size=(len(items), 384)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    pop = features.item_popularity(items, None, {})
+    items = items.assign(popularity=pop)
+    write_version(
+        root / "index",
+        "v1",
+        items=items,
+        embeddings=emb,
+        ann=build_index(emb, "exact"),
+        bm25=BM25Index.build(titles),
+        autocomplete=Autocomplete.from_sources(titles, pop, [], np.zeros(0), np.zeros(0)),
+        users=features.user_lookup(items, None, None, 10, ["buy"]),
+        popular=features.popular_lists(items, None, pop, {}, 10),
+        manifest={
+            "version": "v1",
+            "model": {"path": resolve_model_path("all-MiniLM-L6-v2"), "max_length": 32},
+        },
+    )
+    serve = yaml.safe_load((project_root_path() / "configs/serve/home-depot-search.yaml").read_text())
+    args = serve["applications"][0]["args"]
+    args["arms"][0]["artifacts"] = str(root / "index")
+    args["rank"] = {"kind": "blend"}
+    args["query"] = {"units": True, "spelling": True}
+    (root / "serve.yaml").write_text(yaml.safe_dump(serve))
+    judged = pd.read_csv(shared_data / HD / "judgments.csv", dtype=str, nrows=12000)
+    judged = judged[judged["product_uid"].isin(set(items["item_id"]))]
+    bad = pd.DataFrame(
+        [["x1", "100001", "", "3"], ["x2", "100001", "toliet", "7"], ["x3", "1", "toliet", "3"]],
+        columns=judged.columns,
+    )
+    pd.concat([judged, bad]).to_csv(root / "judgments.csv", index=False)
+    return root, items
+
+
+def project_root_path():
+    from pathlib import Path
+
+    return Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_search_protocol_ablation_through_the_served_pipeline(hd_slice):
+    """Two rows (BM25; hybrid + query understanding) through the served pipeline: the BM25 row equals
+    bm25s ranked directly (so the pipeline adds nothing to it), paired tests, slices, reports, adapter counts."""
+    import json
+
+    import numpy as np
+
+    from recsys.config.loader import load_config
+    from recsys.evaluation.config import EvaluateConfig
+    from recsys.experiments.search import load_judged, run
+    from recsys.retrieval.lexical import BM25Index
+    from recsys.runtime import JobContext
+
+    root, items = hd_slice
+    off = {"units": False, "spelling": False}
+    cfg = load_config(
+        EvaluateConfig,
+        None,
+        data={
+            "output_dir": str(root / "eval"),
+            "data": {},
+            "protocol": {"task": "search"},
+            "search": {
+                "serve_config": str(root / "serve.yaml"),
+                "judgments": str(root / "judgments.csv"),
+                "columns": {"search_term": "query", "product_uid": "item_id"},
+                "relevance_range": [1, 3],
+                "relevant_min": 2.67,
+                "gain_offset": 1.0,
+                "variants": [
+                    {"name": "bm25", "retrieval": {"ann_weight": 0.0}, "query": off},
+                    {"name": "hybrid_qu", "rerank": {"weight": 0.0}},
+                ],
+            },
+            "metrics": ["recall@10", "recall@100", "mrr@100", "ndcg@10"],
+            "bootstrap": 50,
+            "significance_resamples": 100,
+        },
+    )
+    out = run(cfg, JobContext("evaluate", root / "eval"))
+    assert [r["variant"] for r in out["ablation"]] == ["bm25", "hybrid_qu"]
+    adapter = out["adapter"]
+    assert adapter["reconciles"] and adapter["skipped"]["empty_query"] == 1
+    assert (
+        adapter["skipped"]["relevance_out_of_range"] == 1
+        and adapter["skipped"]["product_not_in_catalog"] == 1
+    )
+    assert {(t["model"], t["metric"]) for t in out["paired_tests"]} == {
+        ("hybrid_qu", m) for m in out["metrics"]
+    }
+    assert {s["slice"] for s in out["slices"]} == {"misspelled", "numeric", "length"}
+    for name in ("report_html", "worst_queries_html", "results"):
+        assert (root / "eval" / out["artifacts"][name].split("/")[-1]).is_file()
+    assert json.loads((root / "eval" / "results.json").read_text())["ablation"][0]["variant"] == "bm25"
+    # the BM25 row is bm25s itself: same per-query numbers as ranking with the index directly
+    from types import SimpleNamespace
+
+    from recsys.experiments.search import is_relevant, score_rankings
+
+    judged, _ = load_judged(cfg.search, set(items["item_id"]))
+    queries = [q for q in judged if is_relevant(q, cfg.search)]
+    bm25 = BM25Index.build(items["title"].tolist())
+    ids = items["item_id"].to_numpy()
+    direct = [[(ids[r], float(s)) for r, s in zip(*bm25.search(q.query, 100))] for q in queries]
+    ref = score_rankings(
+        queries, direct, list(out["metrics"]), SimpleNamespace(relevant_min=2.67, gain_offset=1.0)
+    )
+    for m, values in ref.items():
+        assert out["ablation"][0][m] == pytest.approx(float(np.mean(values)), abs=1e-12)

@@ -95,10 +95,12 @@ def normalize_query(q: str) -> str:
 def query_split(normalized: str, fractions: tuple[float, float, float], salt: str) -> str:
     """``train`` / ``valid`` / ``test`` from a hash of the normalised query (deterministic, order-free)."""
     h = int.from_bytes(hashlib.blake2b(f"{salt}\x00{normalized}".encode(), digest_size=8).digest(), "big")
-    u = h / 2.0**64
-    total = sum(fractions)
-    edges = np.cumsum(fractions) / total
-    return SPLITS[int(np.searchsorted(edges, u, side="right"))] if u < edges[-1] else SPLITS[-1]
+    u, total, edge = h / 2.0**64, sum(fractions), 0.0
+    for name, share in zip(SPLITS, fractions):
+        edge += share / total
+        if u < edge:
+            return name
+    return SPLITS[-1]
 
 
 def decode_lines(raw: bytes, report: JudgmentsReport) -> str:
@@ -172,26 +174,28 @@ def load_judged_queries(
         df["norm"] + " | " + df["item_id"],
     )
     report.kept = len(df)
-    df = df.assign(
-        relevance=rel.astype(float), split=[query_split(q, spec.fractions, spec.salt) for q in df["norm"]]
-    )
-    per_query = df.drop_duplicates("norm")
-    report.queries = {s: int((per_query["split"] == s).sum()) for s in SPLITS}
-    report.numbers_only_queries = int(per_query["norm"].map(_numbers_only).sum())
+    split_of = {
+        q: query_split(q, spec.fractions, spec.salt) for q in df["norm"].unique()
+    }  # per query, not row
+    df = df.assign(relevance=rel.astype(float), split=df["norm"].map(split_of))
+    report.queries = {s: sum(v == s for v in split_of.values()) for s in SPLITS}
+    report.numbers_only_queries = sum(_numbers_only(q) for q in split_of)
     chosen = df if spec.split == "all" else df[df["split"] == spec.split]
     key = "query_id" if "query_id" in chosen.columns else "norm"  # a given id wins; else the query itself
-    out = []
-    for qid, g in chosen.groupby(key, sort=True):
-        first = g.iloc[0]
-        out.append(
-            JudgedQuery(
-                query_id=str(qid),
-                query=str(first["query"]),
-                user_id=_opt(first.get("user_id")),
-                country=_opt(first.get("country")),
-                relevance=dict(zip(g["item_id"], g["relevance"].astype(float))),
-            )
-        )
+    first: dict[str, tuple[str, str | None, str | None]] = {}
+    judged: dict[str, dict[str, float]] = {}
+    users = chosen["user_id"] if "user_id" in chosen.columns else [None] * len(chosen)
+    countries = chosen["country"] if "country" in chosen.columns else [None] * len(chosen)
+    for qid, query, item, g, user, country in zip(
+        chosen[key].astype(str), chosen["query"], chosen["item_id"], chosen["relevance"], users, countries
+    ):
+        if qid not in first:
+            first[qid] = (query, _opt(user), _opt(country))
+            judged[qid] = {}
+        judged[qid][item] = float(g)
+    out = [
+        JudgedQuery(qid, first[qid][0], first[qid][1], first[qid][2], judged[qid]) for qid in sorted(first)
+    ]
     return out, report
 
 

@@ -414,8 +414,8 @@ def project_root_path():
 
 
 @pytest.mark.slow
-def test_search_protocol_ablation_through_the_served_pipeline(hd_slice):
-    """Two rows (BM25; hybrid + query understanding) through the served pipeline: the BM25 row equals
+def test_search_protocol_ablation_through_the_served_pipeline(hd_slice, ray_session):
+    """Two rows (BM25; BM25 + query understanding) through the served pipeline: the BM25 row equals
     bm25s ranked directly (so the pipeline adds nothing to it), paired tests, slices, reports, adapter counts."""
     import json
 
@@ -445,7 +445,7 @@ def test_search_protocol_ablation_through_the_served_pipeline(hd_slice):
                 "gain_offset": 1.0,
                 "variants": [
                     {"name": "bm25", "retrieval": {"ann_weight": 0.0}, "query": off},
-                    {"name": "hybrid_qu", "rerank": {"weight": 0.0}},
+                    {"name": "bm25_qu", "retrieval": {"ann_weight": 0.0}, "rerank": {"weight": 0.0}},
                 ],
             },
             "metrics": ["recall@10", "recall@100", "mrr@100", "ndcg@10"],
@@ -454,7 +454,7 @@ def test_search_protocol_ablation_through_the_served_pipeline(hd_slice):
         },
     )
     out = run(cfg, JobContext("evaluate", root / "eval"))
-    assert [r["variant"] for r in out["ablation"]] == ["bm25", "hybrid_qu"]
+    assert [r["variant"] for r in out["ablation"]] == ["bm25", "bm25_qu"]
     adapter = out["adapter"]
     assert adapter["reconciles"] and adapter["skipped"]["empty_query"] == 1
     assert (
@@ -462,7 +462,7 @@ def test_search_protocol_ablation_through_the_served_pipeline(hd_slice):
         and adapter["skipped"]["product_not_in_catalog"] == 1
     )
     assert {(t["model"], t["metric"]) for t in out["paired_tests"]} == {
-        ("hybrid_qu", m) for m in out["metrics"]
+        ("bm25_qu", m) for m in out["metrics"]
     }
     assert {s["slice"] for s in out["slices"]} == {"misspelled", "numeric", "length"}
     for name in ("report_html", "worst_queries_html", "results"):

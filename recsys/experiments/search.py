@@ -243,7 +243,11 @@ def run(cfg: EvaluateConfig, ctx: JobContext) -> dict[str, Any]:
     primary = M.metric_key(cfg.primary_metric) if cfg.primary_metric else metrics[0]
     variants = sc.variants or [SearchVariant(name=sc.arm or "served")]
     reference = sc.reference or variants[0].name
-    rows, per_variant, rankings_of, rewritten_of, index = [], {}, {}, {}, {}
+    rows: list[dict[str, Any]] = []
+    per_variant: dict[str, pd.DataFrame] = {}
+    rankings_of: dict[str, list[list[tuple[str, float]]]] = {}
+    rewritten_of: dict[str, list[str | None]] = {}
+    index: dict[str, Any] = {}
     judged: list[JudgedQuery] = []
     queries: list[JudgedQuery] = []
     adapter: dict[str, Any] | None = None

@@ -168,8 +168,9 @@ def load_judged_queries(
         drop((rel < lo) | (rel > hi), "relevance_out_of_range", df["relevance"])
     if catalog is not None:
         drop(~df["item_id"].isin(catalog), "product_not_in_catalog", df["item_id"])
+    qkey = "query_id" if "query_id" in df.columns else "norm"  # one query: its given id, else its text
     drop(
-        df.duplicated(["norm", "item_id"], keep="first"),
+        df.duplicated([qkey, "item_id"], keep="first"),
         "duplicate_judgment",
         df["norm"] + " | " + df["item_id"],
     )

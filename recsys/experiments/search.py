@@ -337,12 +337,7 @@ def run(cfg: EvaluateConfig, ctx: JobContext) -> dict[str, Any]:
     worst = worst_queries(queries, rankings_of[last], rewritten_of[last], per, catalog, primary, sc)
     html_paths = write_search_report(ctx.output_dir, payload, worst)
     return {
-        "counts": {
-            "queries": len(queries),
-            "skipped_no_relevant": len(judged) - len(queries),
-            "judgment_rows": (adapter or {}).get("rows"),
-            "judgment_rows_kept": (adapter or {}).get("kept"),
-        },
+        "counts": {"queries": len(queries), "skipped_no_relevant": len(judged) - len(queries)},
         "primary_metric": primary,
         **payload,
         "artifacts": {

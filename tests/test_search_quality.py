@@ -240,7 +240,7 @@ def test_lambdamart_learns_a_planted_feature_and_round_trips(tmp_path):
     from recsys.search.features import FEATURES
     from recsys.search.ltr import LambdaRanker, fit_to_text, save_ranker
 
-    text, info = fit_to_text(_planted(60, 0), _planted(20, 1), {"min_data_in_leaf": 5}, rounds=60)
+    text, info = fit_to_text(_planted(40, 0), _planted(10, 1), {"min_data_in_leaf": 5}, rounds=30)
     assert max(info["importance_gain"], key=info["importance_gain"].get) == "word_coverage"
     ranker = LambdaRanker.load(save_ranker(text, tmp_path / "m", info))
     test = _planted(20, 2)

@@ -293,6 +293,28 @@ register(
 )
 
 
+register(
+    Preset(
+        "home-depot-search",
+        "Home Depot search relevance (Kaggle 2016): products.csv (product_uid, product_title) is the catalog; "
+        "judgments.csv (id, product_uid, search_term, relevance 1-3) is read by the search evaluate protocol.",
+        {
+            "items": TableSource(
+                ("products.csv",),
+                {
+                    "format": "csv",
+                    "delimiter": ",",
+                    "header": True,
+                    "columns": {"product_uid": "item_id", "product_title": "title"},
+                },
+            )
+        },
+        aliases=("home-depot",),
+        notes="judged queries: search.judgments in configs/evaluate/home-depot-search.yaml (recsys.search.judged).",
+    )
+)
+
+
 def get_preset(name: str) -> Preset:
     if name not in PRESETS:
         close = difflib.get_close_matches(name, list(PRESETS), n=1)

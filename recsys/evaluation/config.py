@@ -92,6 +92,23 @@ class ProtocolConfig(StrictModel):
         return self
 
 
+class SearchVariant(StrictModel):
+    """One ablation row of the search protocol: the evaluated arm with some serve sections overridden."""
+
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_]{1,32}$", description="Row label (letters, digits, _).")
+    retrieval: dict[str, Any] | None = Field(
+        None, description="Keys of the serve config's retrieval section (e.g. {ann_weight: 0})."
+    )
+    rerank: dict[str, Any] | None = Field(None, description="Keys of the rerank section.")
+    personalize: dict[str, Any] | None = Field(None, description="Keys of the personalize section.")
+    query: dict[str, Any] | None = Field(
+        None, description="Keys of the query-understanding section (spelling, units, synonyms)."
+    )
+    rank: dict[str, Any] | None = Field(
+        None, description="Keys of the second-phase ranker section (kind: lambdarank, model: <dir>)."
+    )
+
+
 class SearchProtocolConfig(StrictModel):
     """protocol.task search: every judged query through the SearchPipeline that Serve builds from a serve
     config (in-process, as the fused topology builds it), ranked over the arm's full index. Judged queries:
@@ -119,6 +136,65 @@ class SearchProtocolConfig(StrictModel):
     depth: int = Field(
         100, ge=1, le=1000, description="Items ranked per query (the request's k); >= the largest metric k."
     )
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="judgments: source column -> query / item_id / relevance (Home Depot: "
+        "{search_term: query, product_uid: item_id}).",
+    )
+    split: Literal["train", "valid", "test", "all"] = Field(
+        "all",
+        description="judgments: which queries to score; the bucket is a hash of the normalised query "
+        "(all: the whole file, e.g. a shop's own judgment list given by override).",
+    )
+    split_fractions: tuple[float, float, float] = Field(
+        (0.7, 0.1, 0.2), description="judgments: train / valid / test shares of the queries."
+    )
+    split_salt: str = Field("recsys-judged", min_length=1, description="Salt of the query-split hash.")
+    relevance_range: tuple[float, float] | None = Field(
+        None,
+        description="judgments: [min, max] valid relevance (Home Depot: [1, 3]); rows outside are skipped "
+        "and counted; null = no check.",
+    )
+    relevant_min: float | None = Field(
+        None,
+        description="Relevance at or above which an item counts as relevant for recall / MRR / hit rate "
+        "(Home Depot: 2.67); null = relevance > 0. Queries without a relevant item are skipped (counted).",
+    )
+    gain_offset: float = Field(
+        0.0,
+        description="Graded NDCG gain = relevance - gain_offset (Home Depot: 1, so 'irrelevant' = 0); "
+        "unjudged items gain 0.",
+    )
+    max_query_chars: int = Field(
+        200, ge=1, description="judgments: longer queries are skipped (counted), not sent."
+    )
+    variants: list[SearchVariant] = Field(
+        default_factory=list,
+        description="Ablation rows: each is the arm with these sections overridden (merged over the "
+        "arm's / app's); empty = the arm as configured.",
+    )
+    reference: str | None = Field(
+        None, description="Variant every other is paired-tested against (default: the first)."
+    )
+    worst_queries: int = Field(
+        20, ge=0, description="Queries on the worst-queries page (the last variant's lowest NDCG)."
+    )
+
+    @model_validator(mode="after")
+    def _variants(self) -> SearchProtocolConfig:
+        names = [v.name for v in self.variants]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"search.variants: names must be unique; duplicated {dup}")
+        if self.reference is not None and self.reference not in names:
+            raise ValueError(f"search.reference {self.reference!r} is not a variant name ({names})")
+        if self.split != "all" and self.judgments is None:
+            raise ValueError("search.split needs judgments (a CSV / Parquet); TREC qrels are scored whole")
+        if any(f < 0 for f in self.split_fractions) or sum(self.split_fractions) <= 0:
+            raise ValueError(
+                "search.split_fractions: three shares >= 0 with a positive sum, e.g. [0.7, 0.1, 0.2]"
+            )
+        return self
 
     @model_validator(mode="after")
     def _source(self) -> SearchProtocolConfig:

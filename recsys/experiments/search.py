@@ -16,7 +16,6 @@ relevant item is skipped (counted).
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,25 +23,25 @@ import numpy as np
 import pandas as pd
 
 from recsys.evaluation import metrics as M
-from recsys.evaluation.config import EvaluateConfig, SearchProtocolConfig
+from recsys.evaluation import stats
+from recsys.evaluation.config import EvaluateConfig, SearchProtocolConfig, SearchVariant
 from recsys.evaluation.evaluators import RankingResult
+from recsys.evaluation.judged import JudgedQuery, JudgmentsSpec, load_judged_queries
 from recsys.evaluation.trec import read_qrels
 from recsys.experiments.results import save_results
+from recsys.experiments.search_report import (
+    query_segments,
+    served_catalog,
+    slice_table,
+    worst_queries,
+    write_search_report,
+)
 from recsys.search.pipeline import SearchPipeline, SearchRejected, SearchRequest, SearchResult
 from recsys.serving.arms import local_pipelines
 from recsys.serving.launch import read_serve_config, validate_args
 
 if TYPE_CHECKING:
     from recsys.runtime import JobContext
-
-
-@dataclass(frozen=True)
-class JudgedQuery:
-    query_id: str
-    query: str
-    user_id: str | None
-    country: str | None
-    relevance: dict[str, float]  # item_id -> graded relevance
 
 
 def _read_table(path: str) -> pd.DataFrame:
@@ -110,15 +109,39 @@ def load_trec(queries_path: str, qrels_path: str) -> list[JudgedQuery]:
     return out
 
 
-def load_judged(sc: SearchProtocolConfig) -> list[JudgedQuery]:
+def load_judged(
+    sc: SearchProtocolConfig, catalog: set[str] | None = None
+) -> tuple[list[JudgedQuery], dict[str, Any] | None]:
+    """The judged queries of ``sc.split`` and, for a judgments table, the adapter's report (every row
+    accounted for: kept or skipped for a counted reason)."""
     if sc.judgments:
-        return load_judgments(sc.judgments)
+        spec = JudgmentsSpec(
+            columns=dict(sc.columns),
+            split=sc.split,
+            fractions=sc.split_fractions,
+            salt=sc.split_salt,
+            min_relevance=sc.relevance_range[0] if sc.relevance_range else None,
+            max_relevance=sc.relevance_range[1] if sc.relevance_range else None,
+            max_query_chars=sc.max_query_chars,
+        )
+        judged, report = load_judged_queries(sc.judgments, spec, catalog)
+        return judged, report.to_dict()
     assert sc.queries is not None and sc.qrels is not None  # SearchProtocolConfig._source: they go together
-    return load_trec(sc.queries, sc.qrels)
+    return load_trec(sc.queries, sc.qrels), None
 
 
-def serve_pipeline(sc: SearchProtocolConfig) -> tuple[str, SearchPipeline, dict[str, Any]]:
-    """``(arm, its pipeline, {artifacts, version})`` from the serve config, with the config's overrides."""
+def _merged(section: str, app_args: dict[str, Any], arm: dict[str, Any], over: dict[str, Any] | None) -> Any:
+    """The arm's ``section`` (its own, else the app's) with the variant's keys on top; None: untouched."""
+    if over is None:
+        return arm.get(section)
+    return {**(app_args.get(section) or {}), **(arm.get(section) or {}), **over}
+
+
+def serve_pipeline(
+    sc: SearchProtocolConfig, variant: SearchVariant | None = None
+) -> tuple[str, SearchPipeline, dict[str, Any]]:
+    """``(arm, its pipeline, {artifacts, version})`` from the serve config, with the config's overrides and
+    the ``variant``'s sections merged over the arm's (an ablation row is the served arm, changed only there)."""
     app = read_serve_config(sc.serve_config)["applications"][0]
     raw_arms = (app.get("args") or {}).get("arms") or []
     arm = sc.arm or (raw_arms[0].get("name") if raw_arms else None)
@@ -127,13 +150,18 @@ def serve_pipeline(sc: SearchProtocolConfig) -> tuple[str, SearchPipeline, dict[
             f"search.arm {arm!r} is not an arm of {sc.serve_config} ({[a.get('name') for a in raw_arms]})"
         )
     override = {k: v for k, v in (("artifacts", sc.artifacts), ("version", sc.version)) if v is not None}
-    arms = [
-        {**{k: v for k, v in a.items() if not (override and k == "registry")}, **override}
-        if a.get("name") == arm
-        else a
-        for a in raw_arms
-    ]
-    args = validate_args({**app, "args": {**app["args"], "arms": arms}}, str(sc.serve_config))
+    app_args = app.get("args") or {}
+
+    def changed(a: dict[str, Any]) -> dict[str, Any]:
+        out = {**{k: v for k, v in a.items() if not (override and k == "registry")}, **override}
+        for section in ("retrieval", "rerank", "personalize", "query", "rank"):
+            merged = _merged(section, app_args, a, getattr(variant, section) if variant else None)
+            if merged is not None:
+                out[section] = merged
+        return out
+
+    arms = [changed(a) if a.get("name") == arm else a for a in raw_arms]
+    args = validate_args({**app, "args": {**app_args, "arms": arms}}, str(sc.serve_config))
     served = next(a for a in args.arms if a.name == arm)
     arm = served.name  # the same name, as the validated str
     return (
@@ -161,69 +189,162 @@ def ranking(res: SearchResult) -> list[tuple[str, float]]:
     return [(str(i["item_id"]), float(i["score"])) for i in res.items]
 
 
-def target_ranks(queries: list[JudgedQuery], rankings: list[list[tuple[str, float]]]) -> M.TargetRanks:
-    """Where each query's relevant items landed in its served order (NOT_RANKED: not retrieved)."""
-    width = max((sum(g > 0 for g in q.relevance.values()) for q in queries), default=1)
+def target_ranks(
+    queries: list[JudgedQuery],
+    rankings: list[list[tuple[str, float]]],
+    *,
+    min_relevance: float | None = None,
+    gain_offset: float = 0.0,
+) -> M.TargetRanks:
+    """Where each query's relevant items landed in its served order (NOT_RANKED: not retrieved).
+
+    An item counts when ``relevance - gain_offset > 0`` (and ``relevance >= min_relevance`` when given);
+    its gain is ``relevance - gain_offset``. Unjudged items gain 0."""
+
+    def counted(g: float) -> bool:
+        return g - gain_offset > 0 and (min_relevance is None or g >= min_relevance)
+
+    width = max((sum(counted(g) for g in q.relevance.values()) for q in queries), default=1) or 1
     ranks = np.full((len(queries), width), M.NOT_RANKED, dtype=np.int64)
     gains = np.zeros((len(queries), width))
     for i, (q, ranked) in enumerate(zip(queries, rankings)):
         pos = {item: r for r, (item, _) in enumerate(ranked)}
-        for j, (item, g) in enumerate((d, g) for d, g in q.relevance.items() if g > 0):
-            ranks[i, j], gains[i, j] = pos.get(item, M.NOT_RANKED), g
+        for j, (item, g) in enumerate((d, g) for d, g in q.relevance.items() if counted(g)):
+            ranks[i, j], gains[i, j] = pos.get(item, M.NOT_RANKED), g - gain_offset
     return M.TargetRanks(ranks=ranks, gains=gains, n_candidates=np.asarray([len(r) for r in rankings]))
+
+
+def score_rankings(
+    queries: list[JudgedQuery],
+    rankings: list[list[tuple[str, float]]],
+    metrics: list[str],
+    sc: SearchProtocolConfig,
+) -> dict[str, np.ndarray]:
+    """Per-query values of ``metrics``: graded NDCG (gain = relevance - gain_offset), every other metric
+    on binary relevance (relevance >= relevant_min, or > 0)."""
+    graded = target_ranks(queries, rankings, gain_offset=sc.gain_offset)
+    binary = target_ranks(queries, rankings, min_relevance=sc.relevant_min)
+    out = {}
+    for m in metrics:
+        tr = graded if M.parse_metric(m)[0] in ("ndcg", "ndcg_burges") else binary
+        out[m] = M.per_query(tr, m)
+    return out
+
+
+def is_relevant(q: JudgedQuery, sc: SearchProtocolConfig) -> bool:
+    return any(g >= sc.relevant_min if sc.relevant_min is not None else g > 0 for g in q.relevance.values())
 
 
 def run(cfg: EvaluateConfig, ctx: JobContext) -> dict[str, Any]:
     sc = cfg.search
     if sc is None:
         raise ValueError("protocol.task search needs the search section")
-    judged = load_judged(sc)
-    queries = [q for q in judged if any(g > 0 for g in q.relevance.values())]
-    if not queries:
-        raise ValueError("search: no judged query has a relevant item (relevance > 0)")
     metrics = [M.metric_key(m) for m in cfg.metrics]
     primary = M.metric_key(cfg.primary_metric) if cfg.primary_metric else metrics[0]
-    with ctx.timer("build"):
-        arm, pipeline, index = serve_pipeline(sc)
-    with ctx.timer("search"):
-        answers = asyncio.run(rank_all(pipeline, queries, sc.depth))
-    rankings = [ranking(a) for a in answers]
-    index["served_versions"] = sorted({a.version for a in answers})  # the version `latest` named
-    per = pd.DataFrame({"query_id": [q.query_id for q in queries], "query": [q.query for q in queries]})
-    for name, values in M.compute(target_ranks(queries, rankings), metrics).items():
-        per[name] = values
-    result = RankingResult(
-        eval_set="search", protocol=f"search:{arm}", metrics=metrics, primary_metric=primary, per_query=per
-    ).to_dict(ci=cfg.bootstrap > 0, n_resamples=max(cfg.bootstrap, 1), seed=cfg.seed)
+    variants = sc.variants or [SearchVariant(name=sc.arm or "served")]
+    reference = sc.reference or variants[0].name
+    rows: list[dict[str, Any]] = []
+    per_variant: dict[str, pd.DataFrame] = {}
+    rankings_of: dict[str, list[list[tuple[str, float]]]] = {}
+    rewritten_of: dict[str, list[str | None]] = {}
+    index: dict[str, Any] = {}
+    judged: list[JudgedQuery] = []
+    queries: list[JudgedQuery] = []
+    adapter: dict[str, Any] | None = None
+    catalog: pd.DataFrame | None = None
+    for v in variants:
+        with ctx.timer(f"build:{v.name}"):
+            arm, pipeline, index = serve_pipeline(sc, v if sc.variants else None)
+        if catalog is None:  # the served catalog: judged products are checked against it
+            catalog = served_catalog(index)
+            judged, adapter = load_judged(sc, set(catalog["item_id"]) if len(catalog) else None)
+            queries = [q for q in judged if is_relevant(q, sc)]
+            if not queries:
+                raise ValueError("search: no judged query has a relevant item (see search.relevant_min)")
+        with ctx.timer(f"search:{v.name}"):
+            answers = asyncio.run(rank_all(pipeline, queries, sc.depth))
+        del pipeline
+        rankings = [ranking(a) for a in answers]
+        rankings_of[v.name] = rankings
+        rewritten_of[v.name] = [getattr(a, "rewritten_query", None) for a in answers]
+        index["served_versions"] = sorted({a.version for a in answers})  # the version `latest` named
+        per = pd.DataFrame({"query_id": [q.query_id for q in queries], "query": [q.query for q in queries]})
+        for name, values in score_rankings(queries, rankings, metrics, sc).items():
+            per[name] = values
+        per_variant[v.name] = per
+        result = RankingResult(
+            eval_set="search",
+            protocol=f"search:{arm}:{v.name}",
+            metrics=metrics,
+            primary_metric=primary,
+            per_query=per,
+        ).to_dict(ci=cfg.bootstrap > 0, n_resamples=max(cfg.bootstrap, 1), seed=cfg.seed)
+        rows.append({"variant": v.name, **{m: result[m] for m in metrics}, "ci95": result.get("ci95", {})})
+        ctx.log.info("search %s/%s: %s", arm, v.name, {m: round(result[m], 4) for m in metrics})
+    assert catalog is not None
+    segments = query_segments(queries, catalog)
+    last = variants[-1].name
+    per = per_variant[last].assign(**segments)
     per.to_parquet(ctx.path("per_query.parquet"), index=False)
+    pd.concat([p.assign(variant=n, **segments) for n, p in per_variant.items()]).to_parquet(
+        ctx.path("per_query_variants.parquet"), index=False
+    )
     pd.DataFrame(
         [
             (q.query_id, r, item, s)
-            for q, ranked in zip(queries, rankings)
+            for q, ranked in zip(queries, rankings_of[last])
             for r, (item, s) in enumerate(ranked)
         ],
         columns=["query_id", "position", "item_id", "score"],
     ).to_parquet(ctx.path("rankings.parquet"), index=False)
-    ctx.log.info("search %s: %s", arm, {m: round(result[m], 4) for m in metrics})
+    tests = (
+        [
+            t
+            for m in metrics
+            for t in stats.paired_tests(
+                {n: p[m].to_numpy() for n, p in per_variant.items()},
+                reference,
+                m,
+                n_resamples=cfg.significance_resamples,
+                seed=cfg.seed,
+            )
+        ]
+        if len(per_variant) > 1
+        else []
+    )
+    slices = slice_table(per_variant, segments, metrics)
     payload = {
-        "metrics": {m: result[m] for m in metrics},
-        "ci95": result.get("ci95", {}),
+        "metrics": {m: rows[-1][m] for m in metrics},
+        "ci95": rows[-1]["ci95"],
+        "ablation": rows,
+        "paired_tests": tests,
+        "slices": slices,
+        "adapter": adapter,
         "summary": {
             "task": "search",
             "serve_config": str(sc.serve_config),
             "arm": arm,
             **index,
             "depth": sc.depth,
+            "split": sc.split,
+            "reference": reference,
+            "served_variant": last,
+            "relevant_min": sc.relevant_min,
+            "gain_offset": sc.gain_offset,
         },
     }
     saved = save_results(cfg, ctx, payload)
+    worst = worst_queries(queries, rankings_of[last], rewritten_of[last], per, catalog, primary, sc)
+    html_paths = write_search_report(ctx.output_dir, payload, worst)
     return {
         "counts": {"queries": len(queries), "skipped_no_relevant": len(judged) - len(queries)},
         "primary_metric": primary,
         **payload,
         "artifacts": {
             "per_query": str(ctx.output_dir / "per_query.parquet"),
+            "per_query_variants": str(ctx.output_dir / "per_query_variants.parquet"),
             "rankings": str(ctx.output_dir / "rankings.parquet"),
+            **html_paths,
             **saved,
         },
     }

@@ -6,8 +6,10 @@ evaluated offline is one ranker. Its stages are pluggable: anything with the met
 as ``stage.method.remote(*args)`` and awaited, i.e. a Serve ``DeploymentHandle`` or
 :class:`InProcess` (the stage object in this process).
 
-- ``retriever.retrieve(query, filters, n) -> {"version", "candidates"}`` or ``{"error": {"field", "message"}}``;
-  candidates best first with ``item_id, row, text, fused`` (the RRF score);
+- ``retriever.retrieve(query, filters, n[, exact]) -> {"version", "candidates"[, "rewrite"]}`` or
+  ``{"error": {"field", "message"}}``; candidates best first with ``item_id, row, text, fused`` (the RRF
+  score); ``rewrite`` = ``{"query", "changes"}``: what query understanding searched for (``exact`` is
+  passed only when a request asks for it: the query as typed);
 - ``reranker.rerank(query, texts, rows, version) -> {"scores", "batch_size"}``;
 - ``personalizer.personalize(candidates, user_id, country, offset, k) -> {"items", "cold_start"[, "version"]}``;
   candidates carry ``relevance``; items are the page's catalog records with ``score`` and ``position``;
@@ -50,6 +52,7 @@ class SearchRequest:
     filters: Mapping[str, Any] = field(default_factory=dict)  # column -> value, None = no filter
     page: int = 0
     k: int = 10
+    exact: bool = False  # true: no query rewriting (spelling, units, synonyms)
 
     def normalized(self) -> SearchRequest:
         """The same request with runs of whitespace in the query collapsed and ``None`` filters dropped
@@ -76,6 +79,8 @@ class SearchResult:
     items: list[dict[str, Any]]  # the page, best first: catalog record + score + position
     rerank_batch_size: int | None  # requests in the reranker's forward pass; None = nothing reranked
     cached: bool = False  # answered from the response cache
+    rewritten_query: str | None = None  # what was searched for when query understanding changed the query
+    query_changes: tuple[str, ...] = ()  # each rewrite made ("spelling: toliet -> toilet")
 
 
 @dataclass(frozen=True)
@@ -139,16 +144,23 @@ class SearchPipeline:
         """The answer and the index version the personalizer served (None: it did not say)."""
         top_n, weight = self.rerank.top_n, self.rerank.weight
         n = max(top_n, (req.page + 1) * req.k)
-        ret = await self.invoke(self.retriever.retrieve, req.query, dict(req.filters), n)
+        extra = (True,) if req.exact else ()  # stages without query understanding take 3 arguments
+        ret = await self.invoke(self.retriever.retrieve, req.query, dict(req.filters), n, *extra)
         if "error" in ret:
             return SearchRejected(ret["error"]["field"], ret["error"]["message"]), None
         cands = ret["candidates"]
+        rewrite = ret.get("rewrite") or {}
+        changes = tuple(rewrite.get("changes") or ())
+        query = rewrite["query"] if changes else req.query  # the reranker scores what was searched for
         head, tail = cands[:top_n], cands[top_n:]
         batch_size = None
-        if head:
+        if head and weight == 0:  # the reranker's share is 0: its scores could not change the order
+            for c, r in zip(head, minmax([c["fused"] for c in head])):
+                c["relevance"] = float(r)
+        elif head:
             out = await self.invoke(
                 self.reranker.rerank,
-                req.query,
+                query,
                 [c["text"] for c in head],
                 [c["row"] for c in head],
                 ret["version"],
@@ -162,7 +174,17 @@ class SearchPipeline:
         res = await self.invoke(
             self.personalizer.personalize, cands, req.user_id, req.country, req.page * req.k, req.k
         )
-        return SearchResult(ret["version"], res["cold_start"], res["items"], batch_size), res.get("version")
+        return (
+            SearchResult(
+                ret["version"],
+                res["cold_start"],
+                res["items"],
+                batch_size,
+                rewritten_query=query if changes else None,
+                query_changes=changes,
+            ),
+            res.get("version"),
+        )
 
     def search_sync(self, req: SearchRequest) -> SearchResult | SearchRejected:
         """:meth:`search` from synchronous code (no running event loop: benchmarks, offline evaluation)."""

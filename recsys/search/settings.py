@@ -9,6 +9,31 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
+class QuerySettings:
+    """Query understanding before retrieval (``recsys.search.query``); all off = the query as typed."""
+
+    spelling: bool  # SymSpell over the index's title vocabulary (known words never change)
+    units: bool  # sizes in the catalog's convention: 0.5 inch / 1/2" -> 1/2 in.
+    synonyms: bool  # append the mined one-way expansions of synonyms_path
+    max_edit_distance: int
+    min_word_length: int  # shorter words are never corrected
+    synonyms_path: str | None  # JSON {word: [expansion, ...]} (recsys.search.synonyms)
+
+    @property
+    def enabled(self) -> bool:
+        return self.spelling or self.units or (self.synonyms and self.synonyms_path is not None)
+
+
+@dataclass(frozen=True)
+class RankSettings:
+    """The retriever's second phase: ``blend`` = RRF order (the pipeline's hand-set blend follows);
+    ``lambdarank`` = every dense + BM25 candidate re-ordered by a trained LightGBM model (``model``)."""
+
+    kind: str  # blend | lambdarank
+    model: str | None  # a directory written by the train_ranker job
+
+
+@dataclass(frozen=True)
 class RetrievalSettings:
     """Hybrid retrieval: dense ANN top-N and BM25 top-N, fused by weighted RRF."""
 
@@ -25,6 +50,8 @@ class RetrievalSettings:
     )
     max_length: int
     query_cache: int  # query embeddings kept per retriever replica (LRU); 0 = off
+    query: QuerySettings | None = None  # query understanding; None = the query as typed
+    rank: RankSettings | None = None  # second phase; None = blend
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,12 @@ from recsys.retrieval.artifacts import IndexArtifacts
 from recsys.retrieval.encoder import TextEncoder
 from recsys.retrieval.fusion import reciprocal_rank_fusion
 from recsys.search.cache import MISS, maybe_cache
+from recsys.search.features import FEATURES, MISSING_RANK, CandidateSignals, candidate_features
+from recsys.search.ltr import LambdaRanker
+from recsys.search.query import QueryRewrite, QueryRewriter
 from recsys.search.scores import minmax
-from recsys.search.settings import PersonalizeWeights, RetrievalSettings
+from recsys.search.settings import PersonalizeWeights, QuerySettings, RankSettings, RetrievalSettings
+from recsys.search.synonyms import load_synonyms
 
 
 class RetrieverCore:
@@ -35,13 +39,38 @@ class RetrieverCore:
         rrf_k: float,
         query_cache: int = 0,
         model_id: str = "",
+        query: QuerySettings | None = None,
+        rank: RankSettings | None = None,
     ):
-        """``query_cache``: query embeddings kept (LRU, keyed by ``model_id`` and the query text; 0 = off)."""
+        """``query_cache``: query embeddings kept (LRU, keyed by ``model_id`` and the query text; 0 = off).
+        ``query``: query understanding, built from this index version's titles (None / all off: none).
+        ``rank``: the second phase; ``lambdarank`` re-orders every candidate with a trained LightGBM model."""
         self.a, self.encoder = artifacts, encoder
         self.ann_top_n, self.bm25_top_n = ann_top_n, bm25_top_n
         self.weights, self.rrf_k = (ann_weight, bm25_weight), rrf_k
         self.texts = self.a.items["title"].astype(str).tolist()
         self.query_cache, self.model_id = maybe_cache(query_cache), model_id
+        items = self.a.items
+        self.brands = items["brand"].astype("string").fillna("").tolist() if "brand" in items else None
+        self.popularity = (
+            items["popularity"].to_numpy(dtype=np.float32)
+            if "popularity" in items
+            else np.zeros(len(items), np.float32)
+        )
+        self.ranker = (
+            LambdaRanker.load(rank.model) if rank is not None and rank.kind == "lambdarank" else None
+        )
+        self.rewriter = (
+            QueryRewriter(self.texts, query, load_synonyms(query.synonyms_path) if query.synonyms else None)
+            if query is not None and query.enabled
+            else None
+        )
+
+    def rewrite(self, query: str, exact: bool = False) -> QueryRewrite:
+        """What to search for: the query rewritten by query understanding, unless ``exact`` or none is on."""
+        if exact or self.rewriter is None:
+            return QueryRewrite(query, ())
+        return self.rewriter.rewrite(query)
 
     def encode_query(self, query: str) -> np.ndarray:
         """[1, D] query embedding, from the query-embedding cache when it holds it (read-only array)."""
@@ -56,23 +85,45 @@ class RetrieverCore:
         return cast(np.ndarray, q)
 
     def retrieve(self, query: str, filters: dict[str, Any], n: int) -> list[dict[str, Any]]:
+        """The ``n`` best candidates: RRF of the dense and BM25 lists, or, with a learned ranker (second
+        phase), every candidate of both lists re-ordered by the ranker (``fused`` = its score)."""
+        cands, feats = self.candidates(query, filters, n, features=self.ranker is not None)
+        if self.ranker is None or not cands:
+            return cands[:n]
+        assert feats is not None  # asked for above
+        scores = self.ranker.predict(feats)  # [C]
+        order = np.argsort(-scores, kind="stable")[:n]
+        return [dict(cands[i], fused=float(scores[i]), rrf=cands[i]["fused"]) for i in order]
+
+    def candidates(
+        self, query: str, filters: dict[str, Any], n: int, *, features: bool = False
+    ) -> tuple[list[dict[str, Any]], np.ndarray | None]:
+        """Every candidate of the dense and BM25 lists in RRF order (cut to ``n`` unless ``features``)
+        and, with ``features``, their :func:`~recsys.search.features.candidate_features` [C, F]: what
+        ranker training, the evaluate protocol and Serve all compute through this one method."""
         allowed = self.a.allowed_rows(filters)  # KeyError(field) for a filter the catalog lacks
         if allowed is not None and allowed.size == 0:
-            return []
-        q = self.encode_query(query)  # [1, D]
-        _, dense = search(self.a.ann, q, max(self.ann_top_n, n), allowed, vectors=self.a.embeddings)
-        dense_rows = [int(r) for r in dense[0] if r >= 0]
+            return [], (np.zeros((0, len(FEATURES)), np.float32) if features else None)
+        dense_rows: list[int] = []
+        q = None
+        if self.weights[0] > 0:  # ann_weight 0 = lexical only: no query encoding, no dense candidates
+            q = self.encode_query(query)  # [1, D]
+            _, dense = search(self.a.ann, q, max(self.ann_top_n, n), allowed, vectors=self.a.embeddings)
+            dense_rows = [int(r) for r in dense[0] if r >= 0]
         lex_rows: list[int] = []
+        lex_scores = np.zeros(0, np.float32)
         if self.bm25_top_n > 0:
-            rows, _ = self.a.bm25.search(query, max(self.bm25_top_n, n), allowed)
+            rows, lex_scores = self.a.bm25.search(query, max(self.bm25_top_n, n), allowed)
             lex_rows = rows.tolist()
         fused = reciprocal_rank_fusion(
             [[str(r) for r in dense_rows], [str(r) for r in lex_rows]], self.weights, self.rrf_k
-        )[:n]
+        )
+        if not features:
+            fused = fused[:n]
         ann_rank = {r: i for i, r in enumerate(dense_rows)}
         bm25_rank = {r: i for i, r in enumerate(lex_rows)}
         ids = self.a.items["item_id"]
-        return [
+        cands = [
             {
                 "item_id": ids.iat[int(r)],
                 "row": int(r),
@@ -83,6 +134,25 @@ class RetrieverCore:
             }
             for r, s in fused
         ]
+        if not features:
+            return cands, None
+        rows_arr = np.array([c["row"] for c in cands], dtype=np.int64)
+        bm25_score = dict(zip(lex_rows, lex_scores.tolist()))
+        signals = CandidateSignals(
+            titles=[c["text"] for c in cands],
+            brands=[None if self.brands is None else self.brands[r] for r in rows_arr],
+            bm25_score=np.array([bm25_score.get(int(r), 0.0) for r in rows_arr], np.float32),
+            bm25_rank=np.array([bm25_rank.get(int(r), MISSING_RANK) for r in rows_arr], np.float32),
+            dense_cosine=(
+                np.asarray(self.a.embeddings[rows_arr], np.float32) @ np.asarray(q[0], np.float32)
+                if q is not None and len(rows_arr)
+                else np.zeros(len(rows_arr), np.float32)
+            ),
+            dense_rank=np.array([ann_rank.get(int(r), MISSING_RANK) for r in rows_arr], np.float32),
+            rrf=np.array([c["fused"] for c in cands], np.float32),
+            popularity=self.popularity[rows_arr] if len(rows_arr) else np.zeros(0, np.float32),
+        )
+        return cands, candidate_features(query, signals)
 
     def suggest(self, q: str, k: int) -> list[dict[str, Any]]:
         return cast(list[dict[str, Any]], self.a.autocomplete.suggest(q, k))
@@ -322,5 +392,7 @@ def load_retriever(root: str, version: str, s: RetrievalSettings) -> RetrieverCo
         bm25_weight=s.bm25_weight,
         rrf_k=s.rrf_k,
         query_cache=s.query_cache,
-        model_id=f"{model}:{s.max_length}",  # the same text truncated elsewhere is another embedding
+        model_id=f"{model}:{s.max_length}",
+        query=s.query,
+        rank=s.rank,  # the same text truncated elsewhere is another embedding
     )

@@ -213,6 +213,8 @@ class Ingress:
             "k": req.k,
             "cold_start": res.cold_start,
             "items": res.items,
+            "rewritten_query": res.rewritten_query,
+            "query_changes": list(res.query_changes),
         }
 
     @api.post(

@@ -6,6 +6,7 @@ fails at deploy time with the field named, never inside a replica.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from typing import Any, Literal, overload
@@ -18,6 +19,8 @@ from recsys.config.paths import anchor_runs, expand_env, is_uri, project_root
 from recsys.search.settings import (
     PersonalizeSettings,
     PersonalizeWeights,
+    QuerySettings,
+    RankSettings,
     RerankSettings,
     ResponseCacheSettings,
     RetrievalSettings,
@@ -137,7 +140,9 @@ class RetrievalArgs(StrictModel):
 
     ann_top_n: int = Field(100, ge=1, le=5000, description="Candidates from the ANN index.")
     bm25_top_n: int = Field(100, ge=0, le=5000, description="Candidates from BM25 (0 = dense only).")
-    ann_weight: float = Field(1.0, ge=0, description="RRF weight of the dense ranking.")
+    ann_weight: float = Field(
+        1.0, ge=0, description="RRF weight of the dense ranking (0 = lexical only: the ANN is not searched)."
+    )
     bm25_weight: float = Field(1.0, ge=0, description="RRF weight of the BM25 ranking.")
     rrf_k: float = Field(60.0, gt=0, description="RRF damping constant.")
     nprobe: int | None = Field(None, ge=1, description="IVF clusters visited (default: the index's).")
@@ -173,6 +178,67 @@ class RetrievalArgs(StrictModel):
             max_length=self.max_length,
             query_cache=query_cache,
         )
+
+
+class QueryArgs(StrictModel):
+    """Query understanding before retrieval (docs/SEARCH_QUALITY.md); a request with ``exact: true`` skips it."""
+
+    spelling: bool = Field(
+        False, description="Correct words the catalog lacks (SymSpell over the index's title vocabulary)."
+    )
+    units: bool = Field(
+        False, description="Sizes in the catalog's form: 0.5 inch / 1/2\" / 1/2 in -> 1/2 in."
+    )
+    synonyms: bool = Field(False, description="Append the mined expansions of synonyms_path to the query.")
+    synonyms_path: str | None = Field(
+        None, description="JSON {word: [expansion, ...]} mined from judged pairs (recsys.search.synonyms)."
+    )
+    max_edit_distance: int = Field(2, ge=1, le=3, description="Largest spelling correction (edits).")
+    min_word_length: int = Field(4, ge=2, le=20, description="Shorter words are never corrected.")
+
+    @field_validator("synonyms_path")
+    @classmethod
+    def _path(cls, v: str | None) -> str | None:
+        return project_path(v)
+
+    @model_validator(mode="after")
+    def _synonyms(self) -> QueryArgs:
+        if self.synonyms and not self.synonyms_path:
+            raise ValueError("query.synonyms: true needs query.synonyms_path (a mined synonyms JSON)")
+        return self
+
+    def settings(self) -> QuerySettings:
+        return QuerySettings(
+            spelling=self.spelling,
+            units=self.units,
+            synonyms=self.synonyms,
+            max_edit_distance=self.max_edit_distance,
+            min_word_length=self.min_word_length,
+            synonyms_path=self.synonyms_path,
+        )
+
+
+class RankArgs(StrictModel):
+    """The retriever's second phase (docs/SEARCH_QUALITY.md): ``blend`` keeps the RRF order and the hand-set
+    rerank / personalize blend (catalogs without judgments); ``lambdarank`` re-orders every dense + BM25
+    candidate with a LightGBM LambdaMART model trained on judged queries (``recsys run train_ranker``)."""
+
+    kind: Literal["blend", "lambdarank"] = Field("blend", description="blend | lambdarank.")
+    model: str | None = Field(None, description="lambdarank: the train_ranker job's model directory.")
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, v: str | None) -> str | None:
+        return project_path(v)
+
+    @model_validator(mode="after")
+    def _needs_model(self) -> RankArgs:
+        if self.kind == "lambdarank" and not self.model:
+            raise ValueError("rank.kind lambdarank needs rank.model: runs/train_ranker/<name>/model")
+        return self
+
+    def settings(self) -> RankSettings:
+        return RankSettings(kind=self.kind, model=self.model)
 
 
 class CacheArgs(StrictModel):
@@ -412,6 +478,8 @@ class ArmArgs(StrictModel):
     retrieval: RetrievalArgs | None = Field(None, description="Overrides the app's retrieval args.")
     rerank: RerankArgs | None = Field(None, description="Overrides the app's rerank args.")
     personalize: PersonalizeArgs | None = Field(None, description="Overrides the app's personalize args.")
+    query: QueryArgs | None = Field(None, description="Overrides the app's query-understanding args.")
+    rank: RankArgs | None = Field(None, description="Overrides the app's second-phase ranker.")
     recommend: RecommendArgs | None = Field(None, description="Overrides the app's recommend args.")
 
     @field_validator("artifacts")
@@ -469,6 +537,13 @@ class ServeArgs(StrictModel):
     retrieval: RetrievalArgs = Field(default_factory=RetrievalArgs, description="Hybrid retrieval.")
     rerank: RerankArgs = Field(default_factory=RerankArgs, description="Reranker.")
     personalize: PersonalizeArgs = Field(default_factory=PersonalizeArgs, description="Personalizer.")
+    query: QueryArgs = Field(
+        default_factory=QueryArgs,
+        description="Query understanding (spelling, units, synonyms); off by default.",
+    )
+    rank: RankArgs = Field(
+        default_factory=RankArgs, description="Second phase: blend (RRF + hand-set weights) or lambdarank."
+    )
     recommend: RecommendArgs = Field(default_factory=RecommendArgs, description="Recommender.")
     cache: CacheArgs = Field(
         default_factory=CacheArgs, description="/search response and query-embedding caches."
@@ -532,7 +607,11 @@ class ServeArgs(StrictModel):
             artifacts=arm.artifacts,
             version=arm.version,
             registry=registry,
-            retrieval=self.for_arm(arm, "retrieval").settings(self.cache.query_embeddings),
+            retrieval=dataclasses.replace(
+                self.for_arm(arm, "retrieval").settings(self.cache.query_embeddings),
+                query=self.for_arm(arm, "query").settings(),
+                rank=self.for_arm(arm, "rank").settings(),
+            ),
             rerank=rerank.settings(),
             batching=rerank.batching_settings(),
             personalize=self.for_arm(arm, "personalize").settings(),

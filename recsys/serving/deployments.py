@@ -90,7 +90,9 @@ class Retriever(_Versioned):
     def _load(self, version: str) -> RetrieverCore:
         return load_retriever(self.root, version, self.settings)
 
-    def retrieve(self, query: str, filters: dict[str, Any], n: int) -> dict[str, Any]:
+    def retrieve(self, query: str, filters: dict[str, Any], n: int, exact: bool = False) -> dict[str, Any]:
+        """Candidates for ``query`` as query understanding rewrote it (``exact``: as typed); ``rewrite``
+        says what was searched for and why."""
         core = self.state
         supported = core.a.filter_columns()
         bad = [k for k, v in filters.items() if v is not None and k not in supported]
@@ -102,7 +104,12 @@ class Retriever(_Versioned):
                     f"supported filters: {supported or 'none'}",
                 }
             }
-        return {"version": self.version, "candidates": core.retrieve(query, filters, n)}
+        rw = core.rewrite(query, exact)
+        return {
+            "version": self.version,
+            "candidates": core.retrieve(rw.query, filters, n),
+            "rewrite": {"query": rw.query, "changes": list(rw.changes)},
+        }
 
     def suggest(self, q: str, k: int) -> dict[str, Any]:
         return {"version": self.version, "suggestions": self.state.suggest(q, k)}

@@ -53,6 +53,9 @@ class SearchRequest(Strict):
     k: int = Field(10, ge=1, le=MAX_K, description="Results per page.")
     page: int = Field(0, ge=0, le=MAX_PAGE, description="0-based page.")
     filters: Filters = Field(default_factory=Filters, description="Category / brand / price range.")
+    exact: bool = Field(
+        False, description="true: search the query exactly as typed (no spelling / unit / synonym rewriting)."
+    )
 
     @field_validator("query")
     @classmethod
@@ -70,6 +73,7 @@ class SearchRequest(Strict):
             filters=self.filters.model_dump(),
             page=self.page,
             k=self.k,
+            exact=self.exact,
         )
 
 
@@ -142,6 +146,13 @@ class SearchResponse(BaseModel):
     k: int
     cold_start: bool
     items: list[Item]
+    rewritten_query: str | None = Field(
+        None,
+        description='What was searched for when query understanding changed the query ("showing results for").',
+    )
+    query_changes: list[str] = Field(
+        default_factory=list, description="Each rewrite made, e.g. spelling: a -> b."
+    )
 
 
 class RecommendResponse(BaseModel):

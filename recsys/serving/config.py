@@ -15,6 +15,7 @@ from pydantic import Field, field_validator, model_validator
 from recsys.config import StrictModel
 from recsys.config.base import reject_uri_credentials
 from recsys.config.paths import anchor_runs, expand_env, is_uri, project_root
+from recsys.online.config import OnlineStoreArgs
 from recsys.search.settings import (
     PersonalizeSettings,
     PersonalizeWeights,
@@ -42,7 +43,15 @@ def project_path(value: str | None) -> str | None:
     return local if os.path.exists(local) else str(project_root() / value)
 
 
-DEPLOYMENTS = ("Ingress", "Retriever", "Reranker", "Personalizer", "Recommender", "FeedbackSink")
+DEPLOYMENTS = (
+    "Ingress",
+    "Retriever",
+    "Reranker",
+    "Personalizer",
+    "Recommender",
+    "FeedbackSink",
+    "StateServer",
+)
 
 
 class AutoscalingArgs(StrictModel):
@@ -399,6 +408,10 @@ class ServeArgs(StrictModel):
     recommend: RecommendArgs = Field(default_factory=RecommendArgs, description="Recommender.")
     cache: CacheArgs = Field(
         default_factory=CacheArgs, description="/search response and query-embedding caches."
+    )
+    online: OnlineStoreArgs = Field(
+        default_factory=OnlineStoreArgs,
+        description="The online user-state store that /feedback writes and every endpoint reads (docs/ONLINE.md).",
     )
     deployments: dict[str, DeploymentArgs] = Field(
         default_factory=dict, description=f"Per-deployment resources: {', '.join(DEPLOYMENTS)}."

@@ -187,7 +187,8 @@ def live_context(states: Sequence[EntityState], s: StoreSettings) -> LiveContext
     states = [st for st in states if not st.empty]
     if not states:
         return LiveContext(policy=s.policy, country=country)
-    events = sorted({e for st in states for e in st.events})
+    events = list(dict.fromkeys(e for st in states for e in st.events))  # /feedback writes both: dedupe
+    events.sort(key=lambda e: e[0])  # stable: events of one time keep their arrival order
     recent = list(dict.fromkeys(i for _, _, i in reversed(events)))[: s.recent_for_ranking][::-1]
     ref = max(st.ref or -math.inf for st in states)
     cats: dict[str, float] = {}
@@ -302,7 +303,9 @@ class UserStateStore:
         entities += [("s", session_id)] if session_id else []
         if not entities:
             return None
-        return live_context(await self.read(*entities), self.s)
+        ctx = live_context(await self.read(*entities), self.s)
+        # nothing live: None, so the request is ranked exactly as from the snapshot (and as offline)
+        return None if ctx.empty and ctx.country is None else ctx
 
     async def scan(self, batch: int = 500) -> AsyncIterator[EntityState]:
         """Every entity in the store (SCAN: never blocks the server), for the Parquet snapshot."""

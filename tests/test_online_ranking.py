@@ -189,3 +189,19 @@ def test_explanation_components_sum_to_the_score(online, artifacts):
     for s, r in zip(rec["scores"], rec["reasons"]):
         assert sum(r["components"].values()) == pytest.approx(s, abs=1e-6)
         assert "you viewed" in r["text"]
+
+
+def test_suggest_puts_the_users_recent_queries_that_extend_the_prefix_first():
+    from recsys.serving.app import personal_first
+
+    auto = [
+        {"text": "mario kart", "score": 3.0, "corrected": False},
+        {"text": "mario party", "score": 2.0, "corrected": False},
+    ]
+    out = personal_first(auto, ("mario party 10", "zelda", "Mario Kart", "mar"), "mar", 5)
+    assert [(s["text"], s.get("personal", False)) for s in out] == [
+        ("mario party 10", True),  # newest first; "zelda" does not extend the prefix, "mar" is the prefix
+        ("Mario Kart", True),
+        ("mario party", False),  # the autocomplete's "mario kart" is the user's query already
+    ]
+    assert out[0]["score"] > out[1]["score"] > out[2]["score"]

@@ -32,7 +32,9 @@ class OnlineStoreArgs(StrictModel):
         None, description="external: env var holding the URL (read in the replica; may carry a password)."
     )
     dir: str = Field(
-        "runs/online", description="embedded: the server's data dir (append-only file, survives restarts)."
+        "runs/online",
+        validate_default=True,
+        description="embedded: the server's data dir (append-only file, survives restarts).",
     )
     appendfsync: Literal["always", "everysec"] = Field(
         "always",

@@ -18,23 +18,27 @@ class StateServer:
         self.server = EmbeddedServer(data_dir, appendfsync)
         self.server.start()
         self.restarts = 0
+        self.held_down = False  # kill() keeps it down (a drill) until restart()
 
     async def url(self) -> str:
         return self.server.url
 
     def check_health(self) -> None:
-        if not self.server.running():
+        if not self.held_down and not self.server.running():
             self.restart()
 
     def restart(self) -> str:
         """Start the server again (same port, same append-only file): every acknowledged write is back."""
         if self.server.running():
             self.server.stop()
+        self.held_down = False
         self.restarts += 1
         return self.server.start()
 
     def kill(self) -> None:
-        """SIGKILL the server (a crash; tests and drills): requests degrade until it is restarted."""
+        """SIGKILL the server (a crash drill): requests degrade until ``restart()`` (the health check does
+        not restart a server killed here; it does restart one that died on its own)."""
+        self.held_down = True
         self.server.kill()
 
     def info(self) -> dict[str, Any]:

@@ -34,7 +34,9 @@ def images(obj) -> list[str]:
 
 def check_image(image: str, version: str) -> None:
     repo, _, tag = image.rpartition(":")
-    if repo == "rayproject/ray":
+    if repo == "valkey/valkey":  # the online store's server (valkey.yaml): a pinned release, never latest
+        assert re.fullmatch(r"\d+\.\d+\.\d+", tag), f"{image}: pin a Valkey release"
+    elif repo == "rayproject/ray":
         assert tag.startswith(version), f"{image}: tag must start with the pinned Ray {version}"
     else:
         assert f"ray{version}" in tag, f"{image}: the job image tag must name the pinned Ray (ray{version})"
@@ -58,11 +60,14 @@ def test_kuberay_manifest(path: Path):
     docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
     assert path.read_text().startswith("# "), "manifests start with a comment giving the command"
     for doc in docs:
-        assert doc["apiVersion"] in ("ray.io/v1", "batch/v1"), doc["apiVersion"]
+        assert doc["apiVersion"] in ("ray.io/v1", "batch/v1", "apps/v1", "v1"), doc["apiVersion"]
         kind, spec = doc["kind"], doc["spec"]
         assert doc["metadata"]["name"]
         for image in images(doc):
             check_image(image, version)
+        if kind in ("Service", "StatefulSet"):  # the online store (valkey.yaml)
+            assert doc["metadata"]["name"] == "recsys-valkey"
+            continue
         if kind == "RayJob":
             check_entrypoint(spec["entrypoint"])
             cluster = spec["rayClusterSpec"]

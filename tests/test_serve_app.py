@@ -115,6 +115,7 @@ def app(index_root, tmp_path_factory, project_root, tiny_cross_encoder):
 
     root, _ = index_root
     feedback = tmp_path_factory.mktemp("feedback")
+    online = {"backend": "embedded", "dir": str(tmp_path_factory.mktemp("online"))}
     arms = [
         {"name": "A", "weight": 0.5, "artifacts": str(root), "version": "v1"},
         {
@@ -130,6 +131,7 @@ def app(index_root, tmp_path_factory, project_root, tiny_cross_encoder):
         "feedback_dir": str(feedback),
         "api_key_sha256": hashlib.sha256(API_KEY.encode()).hexdigest(),
         "feedback_flush_s": 0.5,
+        "online": online,
     }
     info = start(project_root / "configs/serve/tiny.yaml", port=free_port(), overrides=overrides)
     client = httpx.Client(base_url=info["url"], headers={"X-API-Key": API_KEY}, timeout=60)
@@ -202,7 +204,11 @@ def test_fused_topology_answers_like_split(app, project_root):
     from recsys.serving.launch import read_serve_config, validate_args
 
     cfg = read_serve_config(project_root / "configs/serve/tiny.yaml")["applications"][0]
-    args = validate_args({**cfg, "args": {**cfg["args"], **app["overrides"], "topology": "fused"}}, "tiny")
+    # the split app's store, as an external one: one server per data dir, and both apps see the same state
+    url = serve.get_deployment_handle("StateServer", "recsys").url.remote().result()
+    online = {"backend": "external", "url": url}
+    overrides = {**app["overrides"], "topology": "fused", "online": online}
+    args = validate_args({**cfg, "args": {**cfg["args"], **overrides}}, "tiny")
     serve.run(build_app(args), name="recsys-fused", route_prefix="/fused")
     try:
         st = serve.status().applications["recsys-fused"].deployments
@@ -368,6 +374,16 @@ def test_bad_requests_are_4xx_naming_the_field(app):
     r = c.post("/search", content=b"x" * 2_000_000, headers={"content-type": "application/json"})
     assert r.status_code == 413
     assert c.post("/recommend", json={"item_ids": [""]}).status_code == 422
+    for body, field in [
+        ({"user_id": "u" * 129}, "user_id"),
+        ({"user_id": "a b"}, "user_id"),
+        ({"session_id": "s\n1"}, "session_id"),
+    ]:
+        r = c.post("/recommend", json=body)
+        assert r.status_code == 422 and r.json()["field"] == field, (body, r.text)
+    r = c.post("/feedback", json={"user_id": "x\x00", "events": [{"item_id": "1", "event_type": "click"}]})
+    assert r.status_code == 422 and r.json()["field"] == "user_id"
+    assert c.get("/suggest", params={"q": "mar", "session_id": "s" * 200}).json()["field"] == "session_id"
     assert c.get("/suggest", params={"k": 3}).json()["field"] == "q"
     assert (
         c.post(
@@ -385,6 +401,53 @@ def test_bad_requests_are_4xx_naming_the_field(app):
     noauth = httpx.post(app["url"] + "/search", json={"query": "x"})
     assert noauth.status_code == 401 and noauth.json()["field"] == "X-API-Key"
     assert httpx.get(app["url"] + "/healthz").status_code == 200  # probes need no key
+
+
+def test_feedback_is_live_for_the_next_request_and_survives_a_store_crash(app):
+    """/feedback -> the next /recommend, /search and /suggest of that user reflect it (explained, components
+    summing to the score); the store killed: 200s with degraded=true; restarted: nothing acknowledged is lost."""
+    from ray import serve
+
+    c = app["client"]
+    user = "live-shopper"
+    assert c.post("/recommend", json={"user_id": user, "k": 5}).json()["cold_start"]
+    clicked = c.post("/search", json={"query": "mario kart", "k": 1}).json()["items"][0]
+    fb = {
+        "user_id": user,
+        "query": "mario kart",
+        "events": [{"item_id": clicked["item_id"], "event_type": "click"}],
+    }
+    r = c.post("/feedback", json=fb).json()
+    assert r["live"] == 1 and not r["degraded"]
+    rec = c.post("/recommend", json={"user_id": user, "k": 5, "explain": True}).json()
+    assert (
+        not rec["cold_start"]
+        and not rec["degraded"]
+        and clicked["item_id"] not in {i["item_id"] for i in rec["items"]}
+    )
+    for it in rec["items"]:
+        assert sum(it["reasons"]["components"].values()) == pytest.approx(it["score"], abs=1e-5)
+        assert clicked["title"] in it["reasons"]["text"]  # "similar to '<title>' you viewed"
+    found = c.post("/search", json={"query": "zelda", "user_id": user, "k": 5, "explain": True}).json()
+    assert not found["cold_start"]
+    for it in found["items"]:
+        comps = it["reasons"]["components"]
+        assert sum(comps.values()) == pytest.approx(it["score"], abs=1e-5) and comps["recent_items"] >= 0
+    sug = c.get("/suggest", params={"q": "mario", "k": 3, "user_id": user}).json()
+    assert sug["suggestions"][0] == {"text": "mario kart", "score": sug["suggestions"][0]["score"],
+                                     "corrected": False, "personal": True}  # fmt: skip
+    store = serve.get_deployment_handle("StateServer", "recsys")
+    store.kill.remote().result()
+    try:
+        down = c.post("/recommend", json={"user_id": user, "k": 5})
+        assert down.status_code == 200 and down.json()["degraded"]
+        assert c.post("/feedback", json=fb).json()["degraded"]
+        assert 'recsys_online_degraded_total{endpoint="recommend"}' in c.get("/metrics").text
+    finally:
+        store.restart.remote().result()
+    time.sleep(1.5)  # the ingress skips the store for backoff_s (1 s) after a failure
+    back = c.post("/recommend", json={"user_id": user, "k": 5}).json()
+    assert not back["degraded"] and not back["cold_start"]  # the acknowledged click came back from the AOF
 
 
 def test_ab_arms_are_sticky_and_feedback_feeds_the_report(app, project_root, tmp_path):

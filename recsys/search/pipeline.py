@@ -38,6 +38,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from recsys.search.cache import CountingCache
+from recsys.search.live import LiveContext
 from recsys.search.scores import minmax
 from recsys.search.settings import RerankSettings
 
@@ -53,6 +54,8 @@ class SearchRequest:
     page: int = 0
     k: int = 10
     exact: bool = False  # true: no query rewriting (spelling, units, synonyms)
+    live: LiveContext | None = None  # the online store's state of the user / session (None: snapshot only)
+    explain: bool = False  # every item carries ``reasons`` (score components + a line of text)
 
     def normalized(self) -> SearchRequest:
         """The same request with runs of whitespace in the query collapsed and ``None`` filters dropped
@@ -171,8 +174,15 @@ class SearchPipeline:
                 c["relevance"] = float(r)
         for c, r in zip(tail, minmax([c["fused"] for c in tail]) - 1.0):  # below every reranked candidate
             c["relevance"] = float(r)
+        extra: tuple[Any, ...] = ()
+        if req.live is not None or req.explain:  # only then: personalizers without these arguments still work
+            extra = (req.live, req.explain)
+        if req.explain:
+            terms = {t for t in query.lower().split() if len(t) > 1}  # what was searched for
+            for c in cands:
+                c["matched"] = sorted(terms & set(str(c.get("text", "")).lower().split()))
         res = await self.invoke(
-            self.personalizer.personalize, cands, req.user_id, req.country, req.page * req.k, req.k
+            self.personalizer.personalize, cands, req.user_id, req.country, req.page * req.k, req.k, *extra
         )
         return (
             SearchResult(

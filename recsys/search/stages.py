@@ -19,6 +19,7 @@ from recsys.search.cache import MISS, maybe_cache
 from recsys.search.features import FEATURES, MISSING_RANK, CandidateSignals, candidate_features
 from recsys.search.ltr import LambdaRanker
 from recsys.search.query import QueryRewrite, QueryRewriter
+from recsys.search.live import LiveContext, LivePolicy
 from recsys.search.scores import minmax
 from recsys.search.settings import PersonalizeWeights, QuerySettings, RankSettings, RetrievalSettings
 from recsys.search.synonyms import load_synonyms
@@ -308,18 +309,42 @@ class PersonalizerCore:
         self.has_price = "price" in artifacts.items.columns
 
     def user_context(
-        self, user_id: str | None, country: str | None, recent: list[str] | None = None
+        self,
+        user_id: str | None,
+        country: str | None,
+        recent: list[str] | None = None,
+        live: LiveContext | None = None,
     ) -> dict[str, Any]:
+        """The snapshot features of ``user_id`` (index version) merged with the live state, if any:
+        history = snapshot + live + ``recent``; the request's country, else the live one, else the snapshot's;
+        the category affinity blended with the live profile (``policy.live_share``); the live price band."""
         u = self.a.users.get(user_id or "", None)
         history = list(u["recent_items"]) if u else []
+        affinity: dict[str, float] = dict((u or {}).get("category_affinity", {}))
+        mean_price = (u or {}).get("mean_price")
+        purchased = set((u or {}).get("purchased", set()))
+        brands: dict[str, float] = {}
+        if live is not None:
+            history += [i for i in live.recent if i in self.a.row_of]
+            purchased |= set(live.purchased)
+            brands = dict(live.brands)
+            if live.categories:
+                share = live.policy.live_share if live.policy and affinity else 1.0
+                cats = {c: (1 - share) * w for c, w in affinity.items()}
+                for c, w in live.categories:
+                    cats[c] = cats.get(c, 0.0) + share * w
+                affinity = cats
+            if live.price_mean is not None:
+                mean_price = live.price_mean
         history += [i for i in (recent or []) if i in self.a.row_of]
         return {
             "known": u is not None,
             "history": history,
-            "country": country or (u or {}).get("country"),
-            "affinity": (u or {}).get("category_affinity", {}),
-            "mean_price": (u or {}).get("mean_price"),
-            "purchased": (u or {}).get("purchased", set()),
+            "country": country or (live.country if live is not None else None) or (u or {}).get("country"),
+            "affinity": affinity,
+            "brands": brands,
+            "mean_price": mean_price,
+            "purchased": purchased,
         }
 
     def _recent_similarity(self, ctx: dict[str, Any], rows: np.ndarray, ids: list[str]) -> np.ndarray:
@@ -339,40 +364,128 @@ class PersonalizerCore:
         return cast(np.ndarray, np.clip(np.asarray(self.a.embeddings[rows]) @ profile, 0, None))  # [C]
 
     def personalize(
-        self, candidates: list[dict[str, Any]], user_id: str | None, country: str | None
+        self,
+        candidates: list[dict[str, Any]],
+        user_id: str | None,
+        country: str | None,
+        live: LiveContext | None = None,
+        explain: bool = False,
     ) -> tuple[list[dict[str, Any]], bool]:
-        """Candidates sorted by final ``score``; also whether the user was cold (no features)."""
+        """Candidates sorted by final ``score``; also whether the user was cold (no features, no live
+        history). The score is a sum of weighted components; with ``explain`` every candidate carries
+        them as ``reasons`` (``components`` summing to the score, and a human-readable ``text``)."""
         # Rows are re-derived from item ids: during a hot reload the retriever may already serve
         # another index version than this replica; items this version lacks are dropped.
         candidates = [
             dict(c, row=self.a.row_of[c["item_id"]]) for c in candidates if c["item_id"] in self.a.row_of
         ]
+        ctx = self.user_context(user_id, country, live=live)
+        policy = live.policy if live is not None else None
+        if policy is not None and policy.purchased == "exclude" and ctx["purchased"]:
+            candidates = [c for c in candidates if c["item_id"] not in ctx["purchased"]]
         if not candidates:
             return [], True
-        ctx = self.user_context(user_id, country)
         rows = np.array([c["row"] for c in candidates])
         ids = [c["item_id"] for c in candidates]
-        w = self.w
-        score = w.relevance * minmax(np.array([c["relevance"] for c in candidates], dtype=np.float64))
-        score += w.popularity * self.pop[rows]
+        parts = self._components(candidates, rows, ids, ctx, policy)
+        score = np.zeros(len(candidates))
+        for v in parts.values():
+            score = score + v
+        order = np.argsort(-score, kind="stable")
+        out = [dict(candidates[i], score=float(score[i])) for i in order]
+        if explain:
+            for o, i in zip(out, order):
+                comps = {name: float(v[i]) for name, v in parts.items()}
+                o["reasons"] = {"components": comps, "text": self._reason_text(o, comps, ctx)}
+        return out, not (ctx["known"] or ctx["history"])
+
+    def _components(
+        self,
+        candidates: list[dict[str, Any]],
+        rows: np.ndarray,
+        ids: list[str],
+        ctx: dict[str, Any],
+        policy: LivePolicy | None,
+    ) -> dict[str, np.ndarray]:
+        """Each weighted term of the score, [C] each (their sum is the score)."""
+        w, n = self.w, len(candidates)
+        parts = {
+            "relevance": w.relevance
+            * minmax(np.array([c["relevance"] for c in candidates], dtype=np.float64)),
+            "popularity": w.popularity * self.pop[rows],
+        }
+        parts["country_popularity"] = np.zeros(n)
         if ctx["country"] is not None and ("country", ctx["country"]) in self.a.popular:
             rank = {iid: r for r, iid in enumerate(self.a.popular[("country", ctx["country"])])}
-            score += w.country_popularity * np.array(
+            parts["country_popularity"] = w.country_popularity * np.array(
                 [1.0 / (1.0 + rank[i]) if i in rank else 0.0 for i in ids]
             )
+        parts["category_affinity"] = np.zeros(n)
         if ctx["affinity"] and self.has_cat:
             cats = self.a.items["category"].to_numpy()[rows]
-            score += w.category_affinity * np.array([ctx["affinity"].get(str(c), 0.0) for c in cats])
+            parts["category_affinity"] = w.category_affinity * np.array(
+                [ctx["affinity"].get(str(c), 0.0) for c in cats]
+            )
+        parts["price_band"] = np.zeros(n)
         if self.has_price and ctx["mean_price"] is not None and not math.isnan(ctx["mean_price"]):
             price = self.a.items["price"].to_numpy(dtype=np.float64)[rows]
             closeness = np.exp(
                 -np.abs(np.log1p(np.nan_to_num(price, nan=ctx["mean_price"])) - np.log1p(ctx["mean_price"]))
             )
-            score += w.price_band * closeness
-        score += w.recent_items * self._recent_similarity(ctx, rows, ids)
-        order = np.argsort(-score, kind="stable")
-        out = [dict(candidates[i], score=float(score[i])) for i in order]
-        return out, not (ctx["known"] or ctx["history"])
+            parts["price_band"] = w.price_band * closeness
+        parts["recent_items"] = w.recent_items * self._recent_similarity(ctx, rows, ids)
+        if policy is not None:  # live-only terms
+            parts["brand_affinity"] = np.zeros(n)
+            if ctx["brands"] and "brand" in self.a.items.columns:
+                brands = self.a.items["brand"].to_numpy()[rows]
+                parts["brand_affinity"] = policy.brand_affinity * np.array(
+                    [ctx["brands"].get(str(b), 0.0) for b in brands]
+                )
+            if policy.purchased == "boost":
+                parts["purchased"] = policy.purchased_boost * np.array(
+                    [1.0 if i in ctx["purchased"] else 0.0 for i in ids]
+                )
+        return parts
+
+    def _reason_text(self, cand: dict[str, Any], comps: dict[str, float], ctx: dict[str, Any]) -> str:
+        """The largest personal terms in words ("similar to 'X' you viewed", "popular in DE", ...)."""
+        lines = []
+        if cand.get("matched"):
+            lines.append("matches " + ", ".join(f"'{t}'" for t in cand["matched"]))
+        personal = sorted(
+            ((v, k) for k, v in comps.items() if k not in ("relevance", "popularity") and v > 1e-9),
+            reverse=True,
+        )
+        for _, name in personal[:2]:
+            row = cand["row"]
+            if name == "recent_items":
+                seen = self.most_similar_seen(row, ctx["history"])
+                if seen is not None:
+                    lines.append(f"similar to '{self.title(seen)}' you viewed")
+            elif name == "country_popularity":
+                lines.append(f"popular in {ctx['country']}")
+            elif name == "category_affinity":
+                lines.append(f"you often browse {self.a.items['category'].iat[row]}")
+            elif name == "brand_affinity":
+                lines.append(f"from {self.a.items['brand'].iat[row]}, a brand you like")
+            elif name == "price_band":
+                lines.append("in your usual price range")
+            elif name == "purchased":
+                lines.append("you bought this before")
+        if not lines and comps.get("popularity", 0.0) > 0:
+            lines.append("popular")
+        return "; ".join(lines)
+
+    def title(self, item_id: str) -> str:
+        return str(self.a.items["title"].iat[self.a.row_of[item_id]])
+
+    def most_similar_seen(self, row: int, history: list[str]) -> str | None:
+        """The history item whose embedding is closest to catalog row ``row`` (None: no history)."""
+        hist = [i for i in dict.fromkeys(history[-50:]) if i in self.a.row_of]
+        if not hist:
+            return None
+        vecs = np.asarray(self.a.embeddings[[self.a.row_of[i] for i in hist]])
+        return hist[int(np.argmax(vecs @ np.asarray(self.a.embeddings[row])))]
 
 
 def load_retriever(root: str, version: str, s: RetrievalSettings) -> RetrieverCore:

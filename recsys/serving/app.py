@@ -25,6 +25,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from recsys.online.service import OnlineState, load_item_attributes
+from recsys.online.settings import StoreSettings
+from recsys.search.live import LiveContext
 from recsys.search.pipeline import SearchRejected
 from recsys.serving import guard
 from recsys.serving import schemas as S
@@ -35,6 +38,7 @@ from recsys.serving.feedback import to_events
 from recsys.serving.metrics import ServeMetrics
 from recsys.serving.router import ABRouter
 from recsys.serving.specs import ArmSpec, IngressSettings
+from recsys.serving.state import StateServer
 
 RETRIES = 3  # a request whose replica died is re-sent (Serve routes it to a live / restarted replica)
 
@@ -167,9 +171,12 @@ class Ingress:
         handles: dict[str, dict[str, DeploymentHandle]],
         sink: DeploymentHandle,
         settings: IngressSettings,
+        online: StoreSettings | None = None,
+        state_server: DeploymentHandle | None = None,
     ):
         """``handles[arm][stage]``: the split topology's deployments; an arm without handles (fused)
-        gets its stages built here, in this replica."""
+        gets its stages built here, in this replica. ``online``: the user-state store (None / backend off:
+        snapshot features only); ``state_server``: the embedded store's deployment (asked for its URL)."""
         self.arms = {name: handles.get(name) or in_process_stages(spec) for name, spec in specs.items()}
         self.pipelines = {name: search_pipeline(spec, self.arms[name], call) for name, spec in specs.items()}
         self.sink, self.settings = sink, settings
@@ -179,6 +186,42 @@ class Ingress:
         self.serve_metrics = ServeMetrics()  # not `metrics`: that is the /metrics route method
         self.app_name = serve.get_replica_context().app_name
         self.reconfigure({"weights": settings.weights, "salt": settings.salt})
+        self.online = self._online(specs, online, state_server)
+
+    def _online(
+        self, specs: dict[str, ArmSpec], s: StoreSettings | None, server: DeploymentHandle | None
+    ) -> OnlineState | None:
+        """The store client, the store's error / degraded counters, the catalog attributes of the first
+        arm's index (category, brand, price of each item: what the interest profile is made of)."""
+        if s is None or s.backend == "off":
+            return None
+        from prometheus_client import Counter
+
+        reg = self.serve_metrics.registry
+        errors = Counter("recsys_online_store_errors", "Failed store calls.", ["op"], registry=reg)
+        self.degraded = Counter(
+            "recsys_online_degraded", "Answers served without live state.", ["endpoint"], registry=reg
+        )
+
+        async def url() -> str:
+            if s.backend == "external":
+                return s.url or os.environ[s.url_env or ""]
+            assert server is not None
+            return str(await asyncio.wait_for(server.url.remote(), timeout=5.0))
+
+        first = next(iter(specs.values()))
+        items = load_item_attributes(first.artifacts, first.version)
+        return OnlineState(s, url, items, on_error=lambda op: errors.labels(op).inc())
+
+    async def _live(
+        self, endpoint: str, user_id: str | None, session_id: str | None
+    ) -> tuple[LiveContext | None, bool]:
+        if self.online is None:
+            return None, False
+        live, degraded = await self.online.context(user_id, session_id)
+        if degraded:
+            self.degraded.labels(endpoint).inc()
+        return live, degraded
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         """user_config ``{weights: {arm: w}, salt}``: re-split traffic without restarting anything."""
@@ -195,7 +238,8 @@ class Ingress:
     async def search(self, req: S.SearchRequest) -> Any:
         t0 = time.perf_counter()
         arm = self.router.assign(req.user_id)
-        res = await self.pipelines[arm].search(req.to_search())
+        live, degraded = await self._live("search", req.user_id, req.session_id)
+        res = await self.pipelines[arm].search(req.to_search(live))
         if isinstance(res, SearchRejected):
             self._observe("search", arm, 422, t0)
             return _error(422, "invalid_request", res.message, res.field)
@@ -215,6 +259,7 @@ class Ingress:
             "items": res.items,
             "rewritten_query": res.rewritten_query,
             "query_changes": list(res.query_changes),
+            "degraded": degraded,
         }
 
     @api.post(
@@ -223,6 +268,7 @@ class Ingress:
     async def recommend(self, req: S.RecommendRequest) -> Any:
         t0 = time.perf_counter()
         arm = self.router.assign(req.user_id)
+        live, degraded = await self._live("recommend", req.user_id, req.session_id)
         res = await call(
             self.arms[arm]["recommender"].recommend,
             req.user_id,
@@ -230,11 +276,13 @@ class Ingress:
             req.k,
             req.exclude_purchased,
             req.country,
+            live,
+            req.explain,
         )
         if res["cold_start"]:
             self.serve_metrics.cold.labels("recommend", arm).inc()
         self._observe("recommend", arm, 200, t0)
-        return {"request_id": uuid.uuid4().hex, "arm": arm, **res}
+        return {"request_id": uuid.uuid4().hex, "arm": arm, **res, "degraded": degraded}
 
     @api.get("/suggest", response_model=S.SuggestResponse, summary="Typo-tolerant query autocomplete")
     async def suggest(
@@ -242,14 +290,27 @@ class Ingress:
         q: str = Query(..., min_length=1, max_length=S.MAX_QUERY_CHARS, description="Typed prefix."),
         k: int = Query(10, ge=1, le=S.MAX_K, description="Suggestions."),
         user_id: str | None = Query(
-            None, min_length=1, max_length=S.MAX_ID_CHARS, description="Picks the arm."
+            None,
+            min_length=1,
+            max_length=S.MAX_ID_CHARS,
+            pattern=S.ID_PATTERN,
+            description="Picks the arm; their recent queries come first.",
+        ),
+        session_id: str | None = Query(
+            None,
+            min_length=1,
+            max_length=S.MAX_ID_CHARS,
+            pattern=S.ID_PATTERN,
+            description="Anonymous session.",
         ),
     ) -> Any:
         t0 = time.perf_counter()
         arm = self.router.assign(user_id)
+        live, degraded = await self._live("suggest", user_id, session_id)
         res = await call(self.arms[arm]["retriever"].suggest, q, k)
+        suggestions = personal_first(res["suggestions"], live.queries if live else (), q, k)
         self._observe("suggest", arm, 200, t0)
-        return {"arm": arm, "q": q, "suggestions": res["suggestions"]}
+        return {"arm": arm, "q": q, "suggestions": suggestions, "degraded": degraded}
 
     @api.post("/feedback", response_model=S.FeedbackResponse, summary="Impressions, clicks, carts, buys")
     async def feedback(self, req: S.FeedbackRequest) -> Any:
@@ -259,11 +320,16 @@ class Ingress:
             self._observe("feedback", "unknown", 422, t0)
             return _error(422, "invalid_request", f"unknown arm {arm!r}; arms: {sorted(self.arms)}", "arm")
         rows = to_events(req.model_dump(), arm)
+        live, degraded = 0, False
+        if self.online is not None:  # acknowledged by the store (fsynced) before this answer
+            live, degraded = await self.online.record(rows)
+            if degraded:
+                self.degraded.labels("feedback").inc()
         await call(self.sink.append, rows)
         for ev in req.events:
             self.serve_metrics.feedback.labels(arm, ev.event_type).inc()
         self._observe("feedback", arm, 200, t0)
-        return {"accepted": len(rows), "arm": arm}
+        return {"accepted": len(rows), "arm": arm, "live": live, "degraded": degraded}
 
     @api.get("/healthz", summary="Liveness and the index version of every arm")
     async def healthz(self) -> Any:
@@ -297,6 +363,23 @@ class Ingress:
         return Response(self.serve_metrics.render(), media_type="text/plain; version=0.0.4")
 
 
+def personal_first(
+    suggestions: list[dict[str, Any]], recent: tuple[str, ...], q: str, k: int
+) -> list[dict[str, Any]]:
+    """The user's recent queries that start with the typed prefix first (newest first), then the
+    autocomplete's suggestions without them; ``k`` in all."""
+    prefix = q.strip().lower()
+    mine = [r for r in recent if r.lower().startswith(prefix) and r.lower() != prefix][:k]
+    top = max((float(s["score"]) for s in suggestions), default=0.0)
+    seen = {m.lower() for m in mine}
+    out = [
+        {"text": m, "score": top + len(mine) - i, "corrected": False, "personal": True}
+        for i, m in enumerate(mine)
+    ]
+    out += [s for s in suggestions if str(s["text"]).lower() not in seen]
+    return out[:k]
+
+
 def build_app(args: ServeArgs) -> serve.Application:
     """Typed app builder: one Retriever / Reranker / Personalizer / Recommender per arm (split; fused:
     none, the Ingress builds them in its replica), a shared FeedbackSink, and the Ingress that routes
@@ -318,6 +401,12 @@ def build_app(args: ServeArgs) -> serve.Application:
     sink = FeedbackSink.options(**args.deployment("FeedbackSink").options()).bind(  # type: ignore[attr-defined]
         args.feedback_dir, args.feedback_flush_events, args.feedback_flush_s
     )
+    online = args.online.settings()
+    state_server = None
+    if online.backend == "embedded":  # one replica holds the server process (more would split the data)
+        opts = args.deployment("StateServer").options()
+        opts["autoscaling_config"] = {"min_replicas": 1, "max_replicas": 1}
+        state_server = StateServer.options(**opts).bind(online.data_dir, online.appendfsync)  # type: ignore[attr-defined]
     return Ingress.options(**args.deployment("Ingress").options()).bind(  # type: ignore[attr-defined]
-        specs, handles, sink, args.ingress_settings()
+        specs, handles, sink, args.ingress_settings(), online, state_server
     )

@@ -16,6 +16,7 @@ from pydantic import Field, field_validator, model_validator
 from recsys.config import StrictModel
 from recsys.config.base import reject_uri_credentials
 from recsys.config.paths import anchor_runs, expand_env, is_uri, project_root
+from recsys.online.config import OnlineStoreArgs
 from recsys.search.settings import (
     PersonalizeSettings,
     PersonalizeWeights,
@@ -59,7 +60,15 @@ def _check_backend(path: str, backend: str, model_type: str, field: str) -> None
         raise ValueError(f"{field}: {e}") from None
 
 
-DEPLOYMENTS = ("Ingress", "Retriever", "Reranker", "Personalizer", "Recommender", "FeedbackSink")
+DEPLOYMENTS = (
+    "Ingress",
+    "Retriever",
+    "Reranker",
+    "Personalizer",
+    "Recommender",
+    "FeedbackSink",
+    "StateServer",
+)
 
 
 class AutoscalingArgs(StrictModel):
@@ -547,6 +556,10 @@ class ServeArgs(StrictModel):
     recommend: RecommendArgs = Field(default_factory=RecommendArgs, description="Recommender.")
     cache: CacheArgs = Field(
         default_factory=CacheArgs, description="/search response and query-embedding caches."
+    )
+    online: OnlineStoreArgs = Field(
+        default_factory=OnlineStoreArgs,
+        description="The online user-state store that /feedback writes and every endpoint reads (docs/ONLINE.md).",
     )
     deployments: dict[str, DeploymentArgs] = Field(
         default_factory=dict, description=f"Per-deployment resources: {', '.join(DEPLOYMENTS)}."

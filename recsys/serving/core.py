@@ -8,6 +8,7 @@ import numpy as np
 
 from recsys.retrieval.ann import search
 from recsys.retrieval.artifacts import IndexArtifacts
+from recsys.search.live import LiveContext
 from recsys.search.scores import minmax
 from recsys.search.stages import PersonalizerCore
 
@@ -55,9 +56,19 @@ class RecommenderCore:
         return rows[0][keep], scores[0][keep], "embedding"
 
     def recommend(
-        self, user_id: str | None, item_ids: list[str], k: int, exclude_purchased: bool, country: str | None
+        self,
+        user_id: str | None,
+        item_ids: list[str],
+        k: int,
+        exclude_purchased: bool,
+        country: str | None,
+        live: LiveContext | None = None,
+        explain: bool = False,
     ) -> dict[str, Any]:
-        ctx = self.p.user_context(user_id, country, item_ids)
+        """Live state (``live``) joins the history (the sequential model encodes events from seconds ago),
+        its purchases the exclusions, its country the cold-start popularity; a user unknown to the index
+        is served from their session alone, then from popularity by location."""
+        ctx = self.p.user_context(user_id, country, item_ids, live)
         unknown = [i for i in item_ids if i not in self.a.row_of]
         history = list(dict.fromkeys(ctx["history"]))
         exclude = set(history) | (ctx["purchased"] if exclude_purchased else set())
@@ -80,13 +91,28 @@ class RecommenderCore:
                 if r is not None and r not in seen and iid not in exclude and len(picked) < k:
                     picked.append((r, 0.0))
                     seen.add(r)
-        return {
+        out = {
             "rows": [r for r, _ in picked],
             "scores": [s for _, s in picked],
             "strategy": strategy,
             "cold_start": cold,
             "unknown_items": unknown,
         }
+        if explain:
+            out["reasons"] = [self._reason(r, s, strategy, history, ctx["country"]) for r, s in picked]
+        return out
+
+    def _reason(
+        self, row: int, score: float, strategy: str, history: list[str], country: str | None
+    ) -> dict[str, Any]:
+        """The one component of a recommendation's score (the model's, or popularity) and why in words."""
+        name = strategy if history else "popularity"
+        if history and score != 0.0:  # 0.0: a popular item topping up a short list
+            seen = self.p.most_similar_seen(row, history)
+            text = f"similar to '{self.p.title(seen)}' you viewed" if seen is not None else ""
+        else:
+            text = f"popular in {country}" if country and strategy != "popular" else "popular"
+        return {"components": {name: round(float(score), 6)}, "text": text}
 
     def _postprocess(
         self, rows: np.ndarray, scores: np.ndarray, exclude: set[str], k: int

@@ -18,6 +18,7 @@ import ray
 from ray import serve
 
 from recsys.retrieval.artifacts import IndexArtifacts, resolve_version
+from recsys.search.live import LiveContext
 from recsys.search.settings import PersonalizeSettings, PersonalizeWeights, RerankSettings, RetrievalSettings
 from recsys.search.stages import PersonalizerCore, RerankerCore, load_retriever
 from recsys.serving.config import RerankArgs
@@ -248,16 +249,34 @@ class Personalizer(_Versioned):
         return PersonalizerCore(IndexArtifacts.load(self.root, version), self.settings.weights, seq)
 
     def personalize(
-        self, candidates: list[dict[str, Any]], user_id: str | None, country: str | None, offset: int, k: int
+        self,
+        candidates: list[dict[str, Any]],
+        user_id: str | None,
+        country: str | None,
+        offset: int,
+        k: int,
+        live: LiveContext | None = None,
+        explain: bool = False,
     ) -> dict[str, Any]:
-        ranked, cold = self.state.personalize(candidates, user_id, country)
+        ranked, cold = self.state.personalize(candidates, user_id, country, live, explain)
         page = ranked[offset : offset + k]
         records = self.state.a.item_records([c["row"] for c in page])
         items = [
-            dict(r, score=round(c["score"], 6), position=offset + i)
+            dict(r, score=round(c["score"], 6), position=offset + i, **_reasons(c))
             for i, (r, c) in enumerate(zip(records, page))
         ]
         return {"items": items, "cold_start": cold, "version": self.version}
+
+
+def _reasons(c: dict[str, Any]) -> dict[str, Any]:
+    """The ``reasons`` of an explained item: its score components, rounded like the score, and the detail
+    of retrieval (ranks in the dense and lexical lists, the fused RRF score) that made its relevance."""
+    if "reasons" not in c:
+        return {}
+    r = c["reasons"]
+    detail = {k: c[k] for k in ("ann_rank", "bm25_rank", "fused", "relevance") if k in c}
+    return {"reasons": {"components": {k: round(v, 6) for k, v in r["components"].items()}, "text": r["text"],
+                        **({"retrieval": detail} if detail else {})}}  # fmt: skip
 
 
 @serve.deployment
@@ -284,13 +303,22 @@ class Recommender(_Versioned):
         )
 
     def recommend(
-        self, user_id: str | None, item_ids: list[str], k: int, exclude_purchased: bool, country: str | None
+        self,
+        user_id: str | None,
+        item_ids: list[str],
+        k: int,
+        exclude_purchased: bool,
+        country: str | None,
+        live: LiveContext | None = None,
+        explain: bool = False,
     ) -> dict[str, Any]:
         core = self.state
-        out = core.recommend(user_id, item_ids, k, exclude_purchased, country)
+        out = core.recommend(user_id, item_ids, k, exclude_purchased, country, live, explain)
         records = core.a.item_records(out["rows"])
         items = [
-            dict(r, score=round(float(s), 6), position=i)
+            dict(
+                r, score=round(float(s), 6), position=i, **({"reasons": out["reasons"][i]} if explain else {})
+            )
             for i, (r, s) in enumerate(zip(records, out["scores"]))
         ]
         return {

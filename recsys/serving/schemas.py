@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from recsys.search import pipeline as search
+from recsys.search.live import LiveContext
 
 MAX_K = 100
 MAX_PAGE = 20
@@ -17,6 +18,18 @@ MAX_RECENT_ITEMS = 200
 MAX_FEEDBACK_EVENTS = 1000
 
 Id = Field(min_length=1, max_length=MAX_ID_CHARS)
+# user / session ids key the online store: printable, no whitespace or control characters
+ID_PATTERN = r"^[^\s\x00-\x1f\x7f]+$"
+
+
+def _entity_id(description: str, required: bool = False) -> Any:
+    return Field(
+        ... if required else None,
+        min_length=1,
+        max_length=MAX_ID_CHARS,
+        pattern=ID_PATTERN,
+        description=f"{description} At most {MAX_ID_CHARS} characters, no spaces or control characters.",
+    )
 
 
 class Strict(BaseModel):
@@ -44,9 +57,8 @@ class Filters(Strict):
 
 class SearchRequest(Strict):
     query: str = Field(..., min_length=1, max_length=MAX_QUERY_CHARS, description="What the shopper typed.")
-    user_id: str | None = Field(
-        None, min_length=1, max_length=MAX_ID_CHARS, description="Personalises and picks the A/B arm."
-    )
+    user_id: str | None = _entity_id("Personalises and picks the A/B arm.")
+    session_id: str | None = _entity_id("Anonymous session: its live events personalise too.")
     country: str | None = Field(
         None, min_length=1, max_length=64, description="Overrides the user's known country."
     )
@@ -56,6 +68,7 @@ class SearchRequest(Strict):
     exact: bool = Field(
         False, description="true: search the query exactly as typed (no spelling / unit / synonym rewriting)."
     )
+    explain: bool = Field(False, description="Every item carries `reasons`: score components and why.")
 
     @field_validator("query")
     @classmethod
@@ -64,7 +77,7 @@ class SearchRequest(Strict):
             raise ValueError("query must contain non-space characters")
         return v
 
-    def to_search(self) -> search.SearchRequest:
+    def to_search(self, live: LiveContext | None = None) -> search.SearchRequest:
         """The pipeline's request (``recsys.search``): what the Ingress and the benchmark rank."""
         return search.SearchRequest(
             query=self.query,
@@ -74,13 +87,14 @@ class SearchRequest(Strict):
             page=self.page,
             k=self.k,
             exact=self.exact,
+            live=live,
+            explain=self.explain,
         )
 
 
 class RecommendRequest(Strict):
-    user_id: str | None = Field(
-        None, min_length=1, max_length=MAX_ID_CHARS, description="Known user (history, country)."
-    )
+    user_id: str | None = _entity_id("Known user (history, country, live events).")
+    session_id: str | None = _entity_id("Anonymous session: its live events are the history of a cold user.")
     item_ids: list[str] = Field(
         default_factory=list,
         max_length=MAX_RECENT_ITEMS,
@@ -91,6 +105,7 @@ class RecommendRequest(Strict):
     )
     k: int = Field(10, ge=1, le=MAX_K, description="Number of recommendations.")
     exclude_purchased: bool = Field(True, description="Drop items the user already bought.")
+    explain: bool = Field(False, description="Every item carries `reasons`: score components and why.")
 
     @field_validator("item_ids")
     @classmethod
@@ -112,11 +127,11 @@ class FeedbackEvent(Strict):
 
 
 class FeedbackRequest(Strict):
-    user_id: str = Id
+    user_id: str = _entity_id("Who acted (keys the online store).", required=True)
     arm: str | None = Field(
         None, min_length=1, max_length=64, description="A/B arm the results came from (default: the user's)."
     )
-    session_id: str | None = Field(None, min_length=1, max_length=MAX_ID_CHARS)
+    session_id: str | None = _entity_id("Anonymous session (its own live state).")
     query: str | None = Field(
         None, max_length=MAX_QUERY_CHARS, description="The search that produced the results."
     )
@@ -135,6 +150,9 @@ class Item(BaseModel):
     price: float | None = None
     score: float
     position: int
+    reasons: dict[str, Any] | None = Field(
+        None, description="explain=true: `components` (summing to score), `text`, retrieval detail."
+    )
 
 
 class SearchResponse(BaseModel):
@@ -153,6 +171,7 @@ class SearchResponse(BaseModel):
     query_changes: list[str] = Field(
         default_factory=list, description="Each rewrite made, e.g. spelling: a -> b."
     )
+    degraded: bool = Field(False, description="The online store did not answer: snapshot features only.")
 
 
 class RecommendResponse(BaseModel):
@@ -163,23 +182,30 @@ class RecommendResponse(BaseModel):
     strategy: str
     unknown_items: list[str]
     items: list[Item]
+    degraded: bool = Field(False, description="The online store did not answer: snapshot features only.")
 
 
 class Suggestion(BaseModel):
     text: str
     score: float
     corrected: bool
+    personal: bool = Field(False, description="One of the user's / session's recent queries.")
 
 
 class SuggestResponse(BaseModel):
     arm: str
     q: str
     suggestions: list[Suggestion]
+    degraded: bool = False
 
 
 class FeedbackResponse(BaseModel):
     accepted: int
     arm: str
+    live: int = Field(0, description="Interactions recorded in the online store (durable when returned).")
+    degraded: bool = Field(
+        False, description="The online store did not answer: events kept for the batch only."
+    )
 
 
 class ErrorResponse(BaseModel):

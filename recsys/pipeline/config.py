@@ -83,7 +83,8 @@ class GateConfig(StrictModel):
         "champion_challenger: the challenger "
         "beats production with a significant paired difference; compression (advisory: never stops the "
         "pipeline): a compress stage's variant (`model`, default its fastest promotable one) kept its quality "
-        "within the compress config's quality.max_relative_drop, else it is not promoted, with the reason; ope_no_drop: an `ope` stage predicts no "
+        "within the compress config's quality.max_relative_drop, else it is not promoted, with the reason; "
+        "ope_no_drop: an `ope` stage predicts no "
         "significant CTR drop of the challenger vs the logged policy (CI upper end >= logged CTR x (1 - max_drop)).",
     )
     stage: str = Field(..., description="Stage whose report the gate reads (checked right after it runs).")

@@ -147,8 +147,8 @@ class SearchPipeline:
         """The answer and the index version the personalizer served (None: it did not say)."""
         top_n, weight = self.rerank.top_n, self.rerank.weight
         n = max(top_n, (req.page + 1) * req.k)
-        extra = (True,) if req.exact else ()  # stages without query understanding take 3 arguments
-        ret = await self.invoke(self.retriever.retrieve, req.query, dict(req.filters), n, *extra)
+        exact_arg = (True,) if req.exact else ()  # stages without query understanding take 3 arguments
+        ret = await self.invoke(self.retriever.retrieve, req.query, dict(req.filters), n, *exact_arg)
         if "error" in ret:
             return SearchRejected(ret["error"]["field"], ret["error"]["message"]), None
         cands = ret["candidates"]

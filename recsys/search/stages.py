@@ -17,9 +17,9 @@ from recsys.retrieval.encoder import TextEncoder
 from recsys.retrieval.fusion import reciprocal_rank_fusion
 from recsys.search.cache import MISS, maybe_cache
 from recsys.search.features import FEATURES, MISSING_RANK, CandidateSignals, candidate_features
+from recsys.search.live import LiveContext, LivePolicy
 from recsys.search.ltr import LambdaRanker
 from recsys.search.query import QueryRewrite, QueryRewriter
-from recsys.search.live import LiveContext, LivePolicy
 from recsys.search.scores import minmax
 from recsys.search.settings import PersonalizeWeights, QuerySettings, RankSettings, RetrievalSettings
 from recsys.search.synonyms import load_synonyms

@@ -229,3 +229,27 @@ def test_ope_gate_stops_a_challenger_with_a_significant_predicted_drop():
     assert not bad.passed and "significant predicted drop" in bad.reason and "not deployed" in bad.reason
     assert ope_no_drop("g", "ope", report(0.08, 0.10), "snips", 0.2).passed  # a 20 % drop tolerated
     assert not ope_no_drop("g", "ope", {"counts": {}}, "dr", 0.0).passed
+
+
+def test_ipw_losses_with_unit_propensities_equal_the_naive_click_losses_exactly():
+    import torch
+
+    from recsys.losses import registry
+    from recsys.losses.ipw_listwise import ClickLists, IpwParams, click_softmax_loss
+    from recsys.losses.ipw_pairwise import click_pairwise_loss
+
+    registry.load()
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(4, 5, generator=g)
+    clicks = (torch.rand(4, 5, generator=g) < 0.4).float()
+    mask = torch.ones(4, 5)
+    mask[3, 3:] = 0
+    ones = ClickLists(scores, clicks, torch.ones(4, 5), mask)
+    params = IpwParams()
+    lw, pw = registry.get("ipw_listwise"), registry.get("ipw_pairwise")
+    assert torch.equal(lw.compute(ones, params), click_softmax_loss(scores, clicks, mask))
+    assert torch.equal(pw.compute(ones, params), click_pairwise_loss(scores, clicks, clicks, mask))
+    # a click at a rarely examined slot counts 1/p, clipped at propensity_clip
+    low = ClickLists(scores, clicks, torch.full((4, 5), 0.001), mask)
+    assert torch.allclose(lw.compute(low, params), click_softmax_loss(scores, clicks / 0.01, mask))
+    assert torch.allclose(pw.compute(low, params), click_pairwise_loss(scores, clicks, clicks / 0.01, mask))

@@ -57,6 +57,8 @@ def test_every_loss_is_declared_once_with_its_options():
         "distil_mse",
         "full_softmax",
         "infonce",
+        "ipw_listwise",
+        "ipw_pairwise",
         "listwise",
         "margin",
         "margin_mse",
@@ -75,6 +77,7 @@ def test_every_loss_is_declared_once_with_its_options():
         "temperature": 0.05,
         "list_size": 8,
         "margin": 0.2,
+        "propensity_clip": 0.01,
     }
     for spec in losses.specs():
         assert set(spec.kinds) <= set(kinds.names()), spec.name

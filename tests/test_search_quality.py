@@ -396,6 +396,7 @@ def hd_slice(tmp_path_factory, titles, shared_data):
     args["arms"][0]["artifacts"] = str(root / "index")
     args["rank"] = {"kind": "blend"}
     args["query"] = {"units": True, "spelling": True}
+    args["retrieval"]["ann_weight"] = 0.0  # lexical rows: no query encoding (the vectors are random)
     (root / "serve.yaml").write_text(yaml.safe_dump(serve))
     judged = pd.read_csv(shared_data / HD / "judgments.csv", dtype=str, nrows=12000)
     judged = judged[judged["product_uid"].isin(set(items["item_id"]))]
@@ -415,7 +416,8 @@ def project_root_path():
 
 @pytest.mark.slow
 def test_search_protocol_ablation_through_the_served_pipeline(hd_slice, ray_session):
-    """Two rows (BM25; BM25 + query understanding) through the served pipeline: the BM25 row equals
+    """train_ranker on the slice's train queries, then three rows (BM25; + query understanding; + the trained
+    LambdaMART) through the served pipeline: the BM25 row equals
     bm25s ranked directly (so the pipeline adds nothing to it), paired tests, slices, reports, adapter counts."""
     import json
 
@@ -428,6 +430,29 @@ def test_search_protocol_ablation_through_the_served_pipeline(hd_slice, ray_sess
     from recsys.runtime import JobContext
 
     root, items = hd_slice
+    from recsys.experiments.ranker import run as train_ranker
+    from recsys.search.ltr_config import TrainRankerConfig
+
+    tcfg = load_config(
+        TrainRankerConfig,
+        None,
+        data={
+            "output_dir": str(root / "ranker"),
+            "serve_config": str(root / "serve.yaml"),
+            "judgments": str(root / "judgments.csv"),
+            "columns": {"search_term": "query", "product_uid": "item_id"},
+            "relevance_range": [1, 3],
+            "candidates": 30,
+            "rounds": 20,
+            "synonyms": {"min_support": 2},
+            "params": {"min_data_in_leaf": 5},
+        },
+    )
+    trained = train_ranker(tcfg, JobContext("train_ranker", root / "ranker"))  # the fit: one Ray task
+    assert trained["counts"]["train_queries"] > 50 and trained["counts"]["train_positive_rows"] > 0
+    assert (root / "ranker" / "model" / "model.txt").is_file() and (
+        root / "ranker" / "synonyms.json"
+    ).is_file()
     off = {"units": False, "spelling": False}
     cfg = load_config(
         EvaluateConfig,
@@ -446,6 +471,11 @@ def test_search_protocol_ablation_through_the_served_pipeline(hd_slice, ray_sess
                 "variants": [
                     {"name": "bm25", "retrieval": {"ann_weight": 0.0}, "query": off},
                     {"name": "bm25_qu", "retrieval": {"ann_weight": 0.0}, "rerank": {"weight": 0.0}},
+                    {
+                        "name": "bm25_ltr",
+                        "query": off,
+                        "rank": {"kind": "lambdarank", "model": str(root / "ranker/model")},
+                    },
                 ],
             },
             "metrics": ["recall@10", "recall@100", "mrr@100", "ndcg@10"],
@@ -454,7 +484,7 @@ def test_search_protocol_ablation_through_the_served_pipeline(hd_slice, ray_sess
         },
     )
     out = run(cfg, JobContext("evaluate", root / "eval"))
-    assert [r["variant"] for r in out["ablation"]] == ["bm25", "bm25_qu"]
+    assert [r["variant"] for r in out["ablation"]] == ["bm25", "bm25_qu", "bm25_ltr"]
     adapter = out["adapter"]
     assert adapter["reconciles"] and adapter["skipped"]["empty_query"] == 1
     assert (
@@ -462,7 +492,7 @@ def test_search_protocol_ablation_through_the_served_pipeline(hd_slice, ray_sess
         and adapter["skipped"]["product_not_in_catalog"] == 1
     )
     assert {(t["model"], t["metric"]) for t in out["paired_tests"]} == {
-        ("bm25_qu", m) for m in out["metrics"]
+        (v, m) for v in ("bm25_qu", "bm25_ltr") for m in out["metrics"]
     }
     assert {s["slice"] for s in out["slices"]} == {"misspelled", "numeric", "length"}
     for name in ("report_html", "worst_queries_html", "results"):

@@ -40,6 +40,7 @@ class CandidateSignals:
     """What retrieval knows about the candidates of one query (arrays aligned, length C)."""
 
     titles: list[str]
+    infos: list[TitleInfo] | None  # parsed titles (None: parsed here)
     brands: list[str | None]  # the brand column, None where the catalog has none
     bm25_score: np.ndarray  # 0 = not retrieved by BM25
     bm25_rank: np.ndarray  # 0-based; MISSING_RANK = not retrieved
@@ -53,21 +54,40 @@ def _words(text: str) -> set[str]:
     return {t for t in _TOKEN.findall(text.lower()) if t not in STOP}
 
 
+@dataclass(frozen=True)
+class TitleInfo:
+    """What the features read from a title, parsed once per catalog row (at index load), not per request."""
+
+    words: frozenset[str]
+    numbers: frozenset[str]
+    units: frozenset[str]
+    lead: str  # the title's first token: the brand in titles that start with it
+
+
+def title_info(title: str) -> TitleInfo:
+    low = title.lower()
+    return TitleInfo(
+        frozenset(_words(low)),
+        frozenset(_NUMBER.findall(low)),
+        frozenset(_UNIT.findall(low)),
+        next(iter(_TOKEN.findall(low)), ""),
+    )
+
+
 def candidate_features(query: str, s: CandidateSignals) -> np.ndarray:
     """float32 [C, len(FEATURES)] for one query's candidates (the query as searched, i.e. rewritten)."""
     q_words = _words(query)
     q_numbers = set(_NUMBER.findall(query.lower()))
     q_units = set(_UNIT.findall(query.lower()))
     out = np.zeros((len(s.titles), len(FEATURES)), dtype=np.float32)
-    for i, title in enumerate(s.titles):
-        low = title.lower()
-        t_words = _words(low)
-        brand = (s.brands[i] or "").lower() or next(iter(_TOKEN.findall(low)), "")
-        out[i, 5] = len(q_words & t_words) / len(q_words) if q_words else 0.0
-        out[i, 6] = len(q_numbers & set(_NUMBER.findall(low))) / len(q_numbers) if q_numbers else -1.0
-        out[i, 7] = len(q_units & set(_UNIT.findall(low))) / len(q_units) if q_units else -1.0
+    infos = s.infos if s.infos is not None else [title_info(t) for t in s.titles]
+    for i, info in enumerate(infos):
+        brand = (s.brands[i] or "").lower() or info.lead
+        out[i, 5] = len(q_words & info.words) / len(q_words) if q_words else 0.0
+        out[i, 6] = len(q_numbers & info.numbers) / len(q_numbers) if q_numbers else -1.0
+        out[i, 7] = len(q_units & info.units) / len(q_units) if q_units else -1.0
         out[i, 8] = float(bool(brand) and len(brand) > 2 and brand in q_words)
-        out[i, 9] = len(t_words)
+        out[i, 9] = len(info.words)
     out[:, 0] = s.bm25_score
     out[:, 1] = s.bm25_rank
     out[:, 2] = s.dense_cosine

@@ -16,7 +16,13 @@ from recsys.retrieval.artifacts import IndexArtifacts
 from recsys.retrieval.encoder import TextEncoder
 from recsys.retrieval.fusion import reciprocal_rank_fusion
 from recsys.search.cache import MISS, maybe_cache
-from recsys.search.features import FEATURES, MISSING_RANK, CandidateSignals, candidate_features
+from recsys.search.features import (
+    FEATURES,
+    MISSING_RANK,
+    CandidateSignals,
+    candidate_features,
+    title_info,
+)
 from recsys.search.live import LiveContext, LivePolicy
 from recsys.search.ltr import LambdaRanker
 from recsys.search.query import QueryRewrite, QueryRewriter
@@ -61,6 +67,8 @@ class RetrieverCore:
         self.ranker = (
             LambdaRanker.load(rank.model) if rank is not None and rank.kind == "lambdarank" else None
         )
+        # titles parsed once for the ranker's features (a request then only intersects sets)
+        self.title_infos = [title_info(t) for t in self.texts] if self.ranker is not None else None
         self.rewriter = (
             QueryRewriter(self.texts, query, load_synonyms(query.synonyms_path) if query.synonyms else None)
             if query is not None and query.enabled
@@ -141,6 +149,7 @@ class RetrieverCore:
         bm25_score = dict(zip(lex_rows, lex_scores.tolist()))
         signals = CandidateSignals(
             titles=[c["text"] for c in cands],
+            infos=None if self.title_infos is None else [self.title_infos[int(r)] for r in rows_arr],
             brands=[None if self.brands is None else self.brands[r] for r in rows_arr],
             bm25_score=np.array([bm25_score.get(int(r), 0.0) for r in rows_arr], np.float32),
             bm25_rank=np.array([bm25_rank.get(int(r), MISSING_RANK) for r in rows_arr], np.float32),

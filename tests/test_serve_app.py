@@ -104,7 +104,8 @@ def app(index_root, tmp_path_factory, project_root):
 
     root, _ = index_root
     feedback = tmp_path_factory.mktemp("feedback")
-    online = {"backend": "embedded", "dir": str(tmp_path_factory.mktemp("online"))}
+    # a loaded 2-core test machine: a generous store timeout (the default 100 ms would degrade at random)
+    online = {"backend": "embedded", "dir": str(tmp_path_factory.mktemp("online")), "timeout_ms": 3000}
     arms = [
         {"name": "A", "weight": 0.5, "artifacts": str(root), "version": "v1"},
         {
@@ -400,7 +401,7 @@ def test_feedback_is_live_for_the_next_request_and_survives_a_store_crash(app):
         "events": [{"item_id": clicked["item_id"], "event_type": "click"}],
     }
     r = c.post("/feedback", json=fb).json()
-    assert r["live"] == 1 and not r["degraded"]
+    assert r["live"] == 1 and not r["degraded"], r
     rec = c.post("/recommend", json={"user_id": user, "k": 5, "explain": True}).json()
     assert (
         not rec["cold_start"]

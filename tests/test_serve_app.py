@@ -451,7 +451,11 @@ def test_ab_arms_are_sticky_and_feedback_feeds_the_report(app, project_root, tmp
         events = [{"item_id": str(i), "event_type": "impression", "position": i} for i in range(5)]
         events += [{"item_id": "0", "event_type": "click", "position": 0}] * (3 if arm == "B" else 1)
         r = c.post("/feedback", json={"user_id": uid, "query": "mario", "events": events})
-        assert r.status_code == 200 and r.json() == {"accepted": len(events), "arm": arm}
+        body = r.json()
+        assert r.status_code == 200 and (body["accepted"], body["arm"]) == (len(events), arm)
+        assert (
+            body["live"] == (3 if arm == "B" else 1) and not body["degraded"]
+        )  # impressions are not interactions
     deadline = time.time() + 20
     while time.time() < deadline and not list(app["feedback"].glob("hour=*/part-*.parquet")):
         time.sleep(0.5)

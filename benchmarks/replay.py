@@ -264,7 +264,9 @@ async def throughput(url: str, seconds: float, per_request: int, concurrency: in
     from recsys.online.config import OnlineStoreArgs
     from recsys.online.service import OnlineState
 
-    s = OnlineStoreArgs(key_prefix=f"tput-{per_request}-{int(time.time())}", timeout_ms=5000).settings()
+    s = OnlineStoreArgs(
+        key_prefix=f"tput-{per_request}-{int(time.time())}", timeout_ms=5000, connect_timeout_ms=5000
+    ).settings()
     import logging
 
     logging.basicConfig(level=logging.WARNING)
@@ -375,6 +377,8 @@ def main() -> None:
     p.add_argument("--history-items", type=int, default=10, help="recommend.history_items of both arms")
     p.add_argument("--throughput-s", type=float, default=10.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sections", default="replay,throughput,freshness")
+    p.add_argument("--per-request", default="1,20,100", help="events per /feedback request (throughput)")
     p.add_argument("--out", default=None)
     args = p.parse_args()
 
@@ -386,18 +390,20 @@ def main() -> None:
         srv = EmbeddedServer(d, "always")
         url = srv.start()
         try:
-            logs = {name: loaders[name]() for name in args.logs.split(",")}
-            for name, log in logs.items():
+            sections = args.sections.split(",")
+            wanted = [n for n in args.logs.split(",") if n] if {"replay", "freshness"} & set(sections) else []
+            logs = {name: loaders[name]() for name in wanted}
+            for name, log in logs.items() if "replay" in sections else []:
                 results[name] = asyncio.run(replay(log, args, url))
                 print(name, json.dumps(results[name], indent=1), flush=True)
-            for per in (1, 20):
+            for per in [int(x) for x in args.per_request.split(",")] if "throughput" in sections else []:
                 results[f"throughput_{per}_per_request"] = asyncio.run(
                     throughput(url, args.throughput_s, per)
                 )
                 print(f"throughput {per}/request", results[f"throughput_{per}_per_request"], flush=True)
-            first = next(iter(logs.values()))
-            results["freshness"] = asyncio.run(freshness(first, args, url))
-            print("freshness", results["freshness"], flush=True)
+            if "freshness" in sections and logs:
+                results["freshness"] = asyncio.run(freshness(next(iter(logs.values())), args, url))
+                print("freshness", results["freshness"], flush=True)
         finally:
             srv.stop()
     if args.out:

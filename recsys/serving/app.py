@@ -78,6 +78,24 @@ def _error(
     return JSONResponse(status_code=status, content=body)
 
 
+# Defined above the Ingress: Serve pickles the ingress class with the module globals it has at that point.
+def personal_first(
+    suggestions: list[dict[str, Any]], recent: tuple[str, ...], q: str, k: int
+) -> list[dict[str, Any]]:
+    """The user's recent queries that start with the typed prefix first (newest first), then the
+    autocomplete's suggestions without them; ``k`` in all."""
+    prefix = q.strip().lower()
+    mine = [r for r in recent if r.lower().startswith(prefix) and r.lower() != prefix][:k]
+    top = max((float(s["score"]) for s in suggestions), default=0.0)
+    seen = {m.lower() for m in mine}
+    out = [
+        {"text": m, "score": top + len(mine) - i, "corrected": False, "personal": True}
+        for i, m in enumerate(mine)
+    ]
+    out += [s for s in suggestions if str(s["text"]).lower() not in seen]
+    return out[:k]
+
+
 @api.exception_handler(RequestValidationError)
 async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
     errors = []
@@ -361,23 +379,6 @@ class Ingress:
         await asyncio.to_thread(self.serve_metrics.refresh_replicas, self.app_name)
         self.serve_metrics.caches.stats = await self._cache_stats()
         return Response(self.serve_metrics.render(), media_type="text/plain; version=0.0.4")
-
-
-def personal_first(
-    suggestions: list[dict[str, Any]], recent: tuple[str, ...], q: str, k: int
-) -> list[dict[str, Any]]:
-    """The user's recent queries that start with the typed prefix first (newest first), then the
-    autocomplete's suggestions without them; ``k`` in all."""
-    prefix = q.strip().lower()
-    mine = [r for r in recent if r.lower().startswith(prefix) and r.lower() != prefix][:k]
-    top = max((float(s["score"]) for s in suggestions), default=0.0)
-    seen = {m.lower() for m in mine}
-    out = [
-        {"text": m, "score": top + len(mine) - i, "corrected": False, "personal": True}
-        for i, m in enumerate(mine)
-    ]
-    out += [s for s in suggestions if str(s["text"]).lower() not in seen]
-    return out[:k]
 
 
 def build_app(args: ServeArgs) -> serve.Application:

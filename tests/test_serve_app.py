@@ -404,6 +404,48 @@ def test_bad_requests_are_4xx_naming_the_field(app):
     assert httpx.get(app["url"] + "/healthz").status_code == 200  # probes need no key
 
 
+def test_ab_arms_are_sticky_and_feedback_feeds_the_report(app, project_root, tmp_path):
+    from recsys.cli.entry import parse_job, run_parsed
+    from recsys.serving.router import ABRouter
+
+    c = app["client"]
+    router = ABRouter({"A": 0.5, "B": 0.5}, "recsys-ab")
+    for u in ("1", "2", "3", "4", "5", "6"):
+        arms = {
+            c.post("/search", json={"query": "mario", "user_id": u, "k": 3}).json()["arm"] for _ in range(2)
+        }
+        arms |= {c.post("/recommend", json={"user_id": u, "k": 3}).json()["arm"]}
+        assert arms == {router.assign(u)}
+    for u in range(40):  # arm B converts better by construction
+        uid = f"fb{u}"
+        arm = router.assign(uid)
+        events = [{"item_id": str(i), "event_type": "impression", "position": i} for i in range(5)]
+        events += [{"item_id": "0", "event_type": "click", "position": 0}] * (3 if arm == "B" else 1)
+        r = c.post("/feedback", json={"user_id": uid, "query": "mario", "events": events})
+        body = r.json()
+        assert r.status_code == 200 and (body["accepted"], body["arm"]) == (len(events), arm)
+        assert (
+            body["live"] == (3 if arm == "B" else 1) and not body["degraded"]
+        )  # impressions are not interactions
+    deadline = time.time() + 20
+    while time.time() < deadline and not list(app["feedback"].glob("hour=*/part-*.parquet")):
+        time.sleep(0.5)
+    time.sleep(1.0)
+    spec, cfg = parse_job(
+        "ab_report",
+        str(project_root / "configs/ab_report/tiny.yaml"),
+        [f"feedback.path={app['feedback']}", f"output_dir={tmp_path}"],
+    )
+    rep = run_parsed(spec, cfg)
+    ab = rep["ab"]
+    assert set(ab["arms"]) == {"A", "B"} and ab["arms"]["A"]["impressions"] % 5 == 0
+    assert ab["arms"]["B"]["ctr"] == pytest.approx(0.6) and ab["arms"]["A"]["ctr"] == pytest.approx(0.2)
+    assert ab["comparisons"]["B_vs_A"]["ctr"]["significant"] and not ab["srm"]["mismatch"]
+    assert (tmp_path / "ab_report.md").read_text().startswith("| arm |")
+
+
+# After the A/B test: its clicks (no impressions) would change that test's exact per-arm CTRs, which the
+# ab_report job computes over every row of the shared feedback sink.
 def test_feedback_is_live_for_the_next_request_and_survives_a_store_crash(app):
     """/feedback -> the next /recommend, /search and /suggest of that user reflect it (explained, components
     summing to the score); the store killed: 200s with degraded=true; restarted: nothing acknowledged is lost."""
@@ -449,46 +491,6 @@ def test_feedback_is_live_for_the_next_request_and_survives_a_store_crash(app):
     time.sleep(1.5)  # the ingress skips the store for backoff_s (1 s) after a failure
     back = c.post("/recommend", json={"user_id": user, "k": 5}).json()
     assert not back["degraded"] and not back["cold_start"]  # the acknowledged click came back from the AOF
-
-
-def test_ab_arms_are_sticky_and_feedback_feeds_the_report(app, project_root, tmp_path):
-    from recsys.cli.entry import parse_job, run_parsed
-    from recsys.serving.router import ABRouter
-
-    c = app["client"]
-    router = ABRouter({"A": 0.5, "B": 0.5}, "recsys-ab")
-    for u in ("1", "2", "3", "4", "5", "6"):
-        arms = {
-            c.post("/search", json={"query": "mario", "user_id": u, "k": 3}).json()["arm"] for _ in range(2)
-        }
-        arms |= {c.post("/recommend", json={"user_id": u, "k": 3}).json()["arm"]}
-        assert arms == {router.assign(u)}
-    for u in range(40):  # arm B converts better by construction
-        uid = f"fb{u}"
-        arm = router.assign(uid)
-        events = [{"item_id": str(i), "event_type": "impression", "position": i} for i in range(5)]
-        events += [{"item_id": "0", "event_type": "click", "position": 0}] * (3 if arm == "B" else 1)
-        r = c.post("/feedback", json={"user_id": uid, "query": "mario", "events": events})
-        body = r.json()
-        assert r.status_code == 200 and (body["accepted"], body["arm"]) == (len(events), arm)
-        assert (
-            body["live"] == (3 if arm == "B" else 1) and not body["degraded"]
-        )  # impressions are not interactions
-    deadline = time.time() + 20
-    while time.time() < deadline and not list(app["feedback"].glob("hour=*/part-*.parquet")):
-        time.sleep(0.5)
-    time.sleep(1.0)
-    spec, cfg = parse_job(
-        "ab_report",
-        str(project_root / "configs/ab_report/tiny.yaml"),
-        [f"feedback.path={app['feedback']}", f"output_dir={tmp_path}"],
-    )
-    rep = run_parsed(spec, cfg)
-    ab = rep["ab"]
-    assert set(ab["arms"]) == {"A", "B"} and ab["arms"]["A"]["impressions"] % 5 == 0
-    assert ab["arms"]["B"]["ctr"] == pytest.approx(0.6) and ab["arms"]["A"]["ctr"] == pytest.approx(0.2)
-    assert ab["comparisons"]["B_vs_A"]["ctr"]["significant"] and not ab["srm"]["mismatch"]
-    assert (tmp_path / "ab_report.md").read_text().startswith("| arm |")
 
 
 def _reranker_info(arm: str) -> dict:

@@ -201,7 +201,10 @@ class _Personalizer:
 def test_pipeline_reports_the_rewritten_query_and_exact_turns_it_off():
     ret, rer = _Retriever(), _Reranker()
     p = SearchPipeline(
-        InProcess(ret), InProcess(rer), InProcess(_Personalizer()), RerankSettings(None, 32, 5, 1.0)
+        InProcess(ret),
+        InProcess(rer),
+        InProcess(_Personalizer()),
+        RerankSettings(None, 32, 5, 1.0, "auto", "auto", 0, False),
     )
     res = p.search_sync(SearchRequest(query="toliet seat"))
     assert res.rewritten_query == "toilet seat" and res.query_changes == (

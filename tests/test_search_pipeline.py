@@ -13,13 +13,13 @@ import pytest
 from recsys.retrieval.fusion import average_ranks, reciprocal_rank_fusion, rrf_scores
 from recsys.search import (
     InProcess,
-    RerankSettings,
     SearchPipeline,
     SearchRejected,
     SearchRequest,
     SearchResult,
 )
 from recsys.search.scores import minmax
+from recsys.serving.config import RerankArgs
 
 FIXTURES = Path(__file__).parent / "fixtures" / "search"
 
@@ -146,16 +146,7 @@ class StubPersonalizer:
 
 def _pipeline(top_n=3, weight=0.5):
     stages = StubRetriever(), StubReranker(), StubPersonalizer()
-    rr = RerankSettings(
-        model=None,
-        max_length=32,
-        top_n=top_n,
-        weight=weight,
-        backend="auto",
-        precision="auto",
-        pad_to_multiple_of=0,
-        torch_compile=False,
-    )
+    rr = RerankArgs(max_length=32, top_n=top_n, weight=weight).settings()
     return SearchPipeline(*(InProcess(s) for s in stages), rr), stages
 
 
@@ -339,16 +330,7 @@ def _cached_pipeline(entries=8, ttl_s=0.0):
 
     stages = VersionedRetriever(), StubReranker(), UserPersonalizer()
     stages[2].retriever = stages[0]
-    rr = RerankSettings(
-        model=None,
-        max_length=32,
-        top_n=3,
-        weight=0.5,
-        backend="auto",
-        precision="auto",
-        pad_to_multiple_of=0,
-        torch_compile=False,
-    )
+    rr = RerankArgs(max_length=32, top_n=3, weight=0.5).settings()
     return SearchPipeline(*(InProcess(s) for s in stages), rr, cache=maybe_cache(entries, ttl_s)), stages
 
 

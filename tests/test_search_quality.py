@@ -21,8 +21,9 @@ from recsys.evaluation.judged import (
 from recsys.experiments.search import score_rankings
 from recsys.search.pipeline import InProcess, SearchPipeline, SearchRequest
 from recsys.search.query import QueryRewriter, SpellCorrector, normalize_units, vocabulary
-from recsys.search.settings import QuerySettings, RerankSettings
+from recsys.search.settings import QuerySettings
 from recsys.search.synonyms import load_synonyms, mine_synonyms, save_synonyms
+from recsys.serving.config import RerankArgs
 
 HD = "home-depot-search"
 
@@ -204,7 +205,7 @@ def test_pipeline_reports_the_rewritten_query_and_exact_turns_it_off():
         InProcess(ret),
         InProcess(rer),
         InProcess(_Personalizer()),
-        RerankSettings(None, 32, 5, 1.0, "auto", "auto", 0, False),
+        RerankArgs(max_length=32, top_n=5, weight=1.0).settings(),
     )
     res = p.search_sync(SearchRequest(query="toliet seat"))
     assert res.rewritten_query == "toilet seat" and res.query_changes == (

@@ -416,7 +416,7 @@ def test_reranker_skips_the_batch_wait_when_idle_and_batches_under_load(ray_sess
 
     import ray.serve.batching as batching
 
-    from recsys.search.settings import RerankSettings
+    from recsys.serving.config import RerankArgs
     from recsys.serving.deployments import Reranker
     from recsys.serving.specs import BatchingSettings
 
@@ -437,16 +437,7 @@ def test_reranker_skips_the_batch_wait_when_idle_and_batches_under_load(ray_sess
     def reranker(eager: bool, offset: float = 0.0):
         r = Reranker.func_or_class(
             "unused",
-            RerankSettings(
-                model=None,
-                max_length=32,
-                top_n=10,
-                weight=1.0,
-                backend="auto",
-                precision="auto",
-                pad_to_multiple_of=0,
-                torch_compile=False,
-            ),
+            RerankArgs(max_length=32, top_n=10, weight=1.0).settings(),
         )
         r.state, r.version = Stub(offset), "v1"
         r.set_batching(

@@ -500,9 +500,10 @@ def _reranker_info(arm: str) -> dict:
 
 
 def test_hot_reload_drops_no_requests(app):
-    """Under load, a redeploy moves both arms to index v2 and gives arm B a compressed cross-encoder (the ONNX
-    Runtime int8 variant of a tiny random one, built in-test by the compress library); a second one switches B to
-    the ONNX fp32 variant (new replicas beside the old: surge). No request fails; both arms answer throughout."""
+    """Under load, a redeploy moves both arms to index v2 and switches arm B's reranker from the bi-encoder's
+    cosine to a compressed cross-encoder (the ONNX Runtime int8 variant of a tiny random one, built by the compress
+    library): new replicas start beside the old (surge). No request fails; both arms answer throughout. (Each
+    backend's scores: test_serve_backends.py, without Ray; a second redeploy here cost ~1 min of the suite.)"""
     from ray import serve
 
     from recsys.serving.app import build_app
@@ -549,8 +550,6 @@ def test_hot_reload_drops_no_requests(app):
     while time.time() < deadline and c.get("/healthz").json()["arms"]["A"].get("version") != "v2":
         time.sleep(0.5)
     wait_backend("onnx-int8")
-    redeploy(_rerank(app["variants"]["onnx"]))
-    wait_backend("onnx")
     time.sleep(2)
     done.set()
     for t in threads:

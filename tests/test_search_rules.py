@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (the tables of rules and items read best one per line)
 """Merchandising rules (recsys.search.rules) without Ray: every rule kind applied to one fixed response
 (exact expected order), the k contract's edge cases, validation errors naming the rule and the field,
 the pipeline stage (pins retrieval missed, pages, the response cache) and a hot reload under
@@ -12,19 +13,21 @@ from pathlib import Path
 import pytest
 
 from recsys.search import InProcess, RerankSettings, SearchPipeline, SearchRequest, SearchResult
-from recsys.search.rules import CatalogInfo, RuleSet, RulesError, RulesSource, normalize_query
+from recsys.search.rules import CatalogInfo, RulesError, RuleSet, RulesSource, normalize_query
 
 ROOT = Path(__file__).parents[1]
 
 # the fixed response: best first, scores 6..1
+# fmt: off
 RESPONSE = [
-    {"item_id": "a", "title": "Cordless Drill 18V", "brand": "Acme", "category": "Tools", "price": 99.0, "in_stock": True, "score": 6.0},  # fmt: skip
-    {"item_id": "b", "title": "Drill Bit Set", "brand": "Bolt", "category": "Tools", "price": 15.0, "in_stock": False, "score": 5.0},  # fmt: skip
-    {"item_id": "c", "title": "Hammer Drill", "brand": "Acme", "category": "Tools", "price": 149.0, "in_stock": True, "score": 4.0},  # fmt: skip
-    {"item_id": "d", "title": "Safety Glasses", "brand": "Clear", "category": "Safety", "price": 9.0, "in_stock": True, "score": 3.0},  # fmt: skip
-    {"item_id": "e", "title": "Drill Case", "brand": "Bolt", "category": "Storage", "price": None, "in_stock": None, "score": 2.0},  # fmt: skip
-    {"item_id": "f", "title": "Work Gloves", "brand": "Clear", "category": "Safety", "price": 12.0, "in_stock": True, "score": 1.0},  # fmt: skip
+    {"item_id": "a", "title": "Cordless Drill 18V", "brand": "Acme", "category": "Tools", "price": 99.0, "in_stock": True, "score": 6.0},
+    {"item_id": "b", "title": "Drill Bit Set", "brand": "Bolt", "category": "Tools", "price": 15.0, "in_stock": False, "score": 5.0},
+    {"item_id": "c", "title": "Hammer Drill", "brand": "Acme", "category": "Tools", "price": 149.0, "in_stock": True, "score": 4.0},
+    {"item_id": "d", "title": "Safety Glasses", "brand": "Clear", "category": "Safety", "price": 9.0, "in_stock": True, "score": 3.0},
+    {"item_id": "e", "title": "Drill Case", "brand": "Bolt", "category": "Storage", "price": None, "in_stock": None, "score": 2.0},
+    {"item_id": "f", "title": "Work Gloves", "brand": "Clear", "category": "Safety", "price": 12.0, "in_stock": True, "score": 1.0},
 ]
+# fmt: on
 
 
 def _apply(rules_yaml: str, query: str = "cordless drill", category=None, items=RESPONSE, fetched=()):
@@ -35,6 +38,7 @@ def _apply(rules_yaml: str, query: str = "cordless drill", category=None, items=
     return ids, fired, out
 
 
+# fmt: off
 CASES = [
     # (id, rules, query, request category, expected order, expected rules_fired (rule, action, items, skipped?))
     ("no rule matches", "rules: [{name: r, when: {query: {exact: hammer}}, boost: [{items: {brand: Clear}, amount: 9}]}]",
@@ -80,7 +84,8 @@ rules:
 """, "cordless drill", None, list("cdfa"),
      [("stock", "filter", ["b", "e"], None), ("drills", "boost", ["d", "f"], None), ("drills", "bury", ["a"], None),
       ("drills", "pin", ["c"], None)]),
-]  # fmt: skip
+]
+# fmt: on
 
 
 @pytest.mark.parametrize("name,rules,query,category,order,fired", CASES, ids=[c[0] for c in CASES])
@@ -125,13 +130,28 @@ def test_load_checks_against_the_catalog_are_counted_skips():
 @pytest.mark.parametrize(
     "text,message",
     [
-        ("rules: [{name: r, boost: [{items: {brand: x}, amount: 1, colour: red}]}]", "rule 'r' (rules[0]) field boost[0].colour: Extra inputs are not permitted"),  # fmt: skip
-        ("rules: [{name: ok, pin: [{item_id: a, position: 0}]}, {name: r2, pin: [{item_id: a, position: -1}]}]", "rule 'r2' (rules[1]) field pin[0].position"),  # fmt: skip
-        ("rules: [{name: r, when: {query: {exact: a, regex: b}}, pin: [{item_id: a, position: 0}]}]", "give exactly one of exact / contains / regex"),  # fmt: skip
-        ("rules: [{name: r, when: {query: {regex: '('}}, pin: [{item_id: a, position: 0}]}]", "field when.query.regex: Value error, not a valid regular expression"),  # fmt: skip
+        (
+            "rules: [{name: r, boost: [{items: {brand: x}, amount: 1, colour: red}]}]",
+            "rule 'r' (rules[0]) field boost[0].colour: Extra inputs are not permitted",
+        ),  # fmt: skip
+        (
+            "rules: [{name: ok, pin: [{item_id: a, position: 0}]}, {name: r2, pin: [{item_id: a, position: -1}]}]",
+            "rule 'r2' (rules[1]) field pin[0].position",
+        ),  # fmt: skip
+        (
+            "rules: [{name: r, when: {query: {exact: a, regex: b}}, pin: [{item_id: a, position: 0}]}]",
+            "give exactly one of exact / contains / regex",
+        ),  # fmt: skip
+        (
+            "rules: [{name: r, when: {query: {regex: '('}}, pin: [{item_id: a, position: 0}]}]",
+            "field when.query.regex: Value error, not a valid regular expression",
+        ),  # fmt: skip
         ("rules: [{name: r}]", "a rule needs at least one action"),
         ("rules: [{name: r, filter: {price_min: 5, price_max: 1}}]", "price_min must be <= price_max"),
-        ("rules: [{name: r, pin: [{item_id: a, position: 0}]}, {name: r, pin: [{item_id: b, position: 1}]}]", "rule names must be unique"),  # fmt: skip
+        (
+            "rules: [{name: r, pin: [{item_id: a, position: 0}]}, {name: r, pin: [{item_id: b, position: 1}]}]",
+            "rule names must be unique",
+        ),  # fmt: skip
         ("rulez: []", "field rulez: Extra inputs are not permitted"),
         ("[1, 2]", "expected a mapping with a `rules:` list"),
         ("rules: [", "not valid YAML/JSON"),
@@ -176,7 +196,11 @@ class Personalizer:
         known = [c for c in candidates if c["item_id"] in self.CATALOG]
         ranked = sorted(known, key=lambda c: -c["relevance"])[offset : offset + k]
         items = [
-            dict({x: v for x, v in self.CATALOG[c["item_id"]].items() if x != "score"}, score=round(c["relevance"], 6), position=offset + i)  # fmt: skip
+            dict(
+                {x: v for x, v in self.CATALOG[c["item_id"]].items() if x != "score"},
+                score=round(c["relevance"], 6),
+                position=offset + i,
+            )  # fmt: skip
             for i, c in enumerate(ranked)
         ]
         return {"items": items, "cold_start": True, "version": "v1"}
@@ -206,7 +230,10 @@ def test_pipeline_applies_rules_before_the_page_and_fetches_pins(tmp_path):
     # no rule triggered: the plain ranking, nothing reported
     res = pipe.search_sync(SearchRequest(query="gloves", k=3))
     assert [i["item_id"] for i in res.items] == ["a", "b", "c"] and res.rules_fired == ()
-    assert [i["item_id"] for i in _pipeline(None).search_sync(SearchRequest(query="drill", k=2)).items] == ["a", "b"]
+    assert [i["item_id"] for i in _pipeline(None).search_sync(SearchRequest(query="drill", k=2)).items] == [
+        "a",
+        "b",
+    ]
 
 
 def test_response_cache_keys_on_the_rules(tmp_path):
@@ -226,10 +253,10 @@ def test_response_cache_keys_on_the_rules(tmp_path):
 
 
 def test_hot_reload_under_concurrent_requests_fails_none(tmp_path):
-    """200 concurrent requests while the file is rewritten (good, broken, good): every request succeeds
+    """250 concurrent requests while the file is rewritten (good, broken, good, good): every request succeeds
     with one consistent rule set, a broken file keeps the old rules and is reported."""
     p = tmp_path / "rules.yaml"
-    good = ["rules: [{name: v%d, pin: [{item_id: %s, position: 0}]}]" % (v, i) for v, i in ((1, "d"), (2, "c"))]
+    good = [f"rules: [{{name: v{v}, pin: [{{item_id: {i}, position: 0}}]}}]" for v, i in ((1, "d"), (2, "c"))]
     p.write_text(good[0])
     src = RulesSource(p, poll_s=0.0)
     pipe = _pipeline(src)
@@ -257,3 +284,23 @@ def test_hot_reload_under_concurrent_requests_fails_none(tmp_path):
     with pytest.raises(RulesError):  # a broken file at start-up is an error, not a silent empty rule set
         p.write_text("rules: [{name: x}]")
         RulesSource(p)
+
+
+def test_serve_config_checks_the_rules_file_at_deploy_time(tmp_path):
+    from recsys.config.loader import ConfigError
+    from recsys.serving.launch import read_serve_config, validate_args
+
+    app = read_serve_config(ROOT / "configs" / "serve" / "tiny.yaml")["applications"][0]
+    args = validate_args(app, "tiny")
+    spec = args.arm_spec(args.arms[0])
+    assert spec.rules is not None and spec.rules.path.endswith("configs/serve/rules/tiny.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rules: [{name: r, pin: [{item_id: a, position: 0, slot: 2}]}]")
+    for rules, needle in (
+        ({"path": str(bad)}, "rule 'r' (rules[0]) field pin[0].slot: Extra inputs are not permitted"),
+        ({"path": str(tmp_path / "none.yaml")}, "does not exist"),
+        ({"path": str(bad), "poll": 1}, "rules.poll"),
+    ):
+        with pytest.raises(ConfigError) as e:
+            validate_args({**app, "args": {**app["args"], "rules": rules}}, "t.yaml")
+        assert "rules" in e.value.render() and needle in e.value.render(), e.value.render()

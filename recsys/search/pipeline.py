@@ -85,7 +85,9 @@ class SearchResult:
     cached: bool = False  # answered from the response cache
     rewritten_query: str | None = None  # what was searched for when query understanding changed the query
     query_changes: tuple[str, ...] = ()  # each rewrite made ("spelling: toliet -> toilet")
-    rules_fired: tuple[dict[str, Any], ...] = ()  # merchandising rules that fired: {rule, action, items, skipped}
+    rules_fired: tuple[
+        dict[str, Any], ...
+    ] = ()  # merchandising rules that fired: {rule, action, items, skipped}
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,13 @@ from recsys.config import StrictModel
 
 MAX_POSITION = 10_000
 CATEGORY_TOP = 10  # the query's category: the most common among this many top results (no category filter)
-FILTER_COLUMNS = {"in_stock": "in_stock", "price_min": "price", "price_max": "price", "brand": "brand", "category": "category"}  # fmt: skip
+FILTER_COLUMNS = {
+    "in_stock": "in_stock",
+    "price_min": "price",
+    "price_max": "price",
+    "brand": "brand",
+    "category": "category",
+}
 SELECTOR_COLUMNS = {"brand": "brand", "category": "category", "title_contains": "title"}
 
 
@@ -113,7 +119,9 @@ class ItemSelector(StrictModel):
     item_ids: list[str] | None = Field(None, description="These products.")
     brand: str | list[str] | None = Field(None, description="Brand (case-insensitive).")
     category: str | list[str] | None = Field(None, description="Category (case-insensitive).")
-    title_contains: str | list[str] | None = Field(None, description="A phrase of the title (case-insensitive).")  # fmt: skip
+    title_contains: str | list[str] | None = Field(
+        None, description="A phrase of the title (case-insensitive)."
+    )
 
     @field_validator("brand", "category", "title_contains")
     @classmethod
@@ -140,12 +148,14 @@ class ItemSelector(StrictModel):
 
 class ScoreShift(StrictModel):
     items: ItemSelector = Field(..., description="Which results.")
-    amount: float = Field(..., gt=0, le=1e6, description="Added to (boost) / subtracted from (bury) the score.")  # fmt: skip
+    amount: float = Field(
+        ..., gt=0, le=1e6, description="Added to (boost) / subtracted from (bury) the score."
+    )
 
 
 class Pin(StrictModel):
     item_id: str = Field(..., min_length=1, description="The product.")
-    position: int = Field(..., ge=0, le=MAX_POSITION, description="0-based rank (the response's `position`).")  # fmt: skip
+    position: int = Field(..., ge=0, le=MAX_POSITION, description="0-based rank (the response's `position`).")
 
 
 class ItemFilter(StrictModel):
@@ -175,7 +185,9 @@ class ItemFilter(StrictModel):
         return {col for k, col in FILTER_COLUMNS.items() if getattr(self, k) is not None}
 
     def passes(self, item: Mapping[str, Any]) -> bool:
-        if self.in_stock is not None and (item.get("in_stock") is None or bool(item["in_stock"]) != self.in_stock):
+        if self.in_stock is not None and (
+            item.get("in_stock") is None or bool(item["in_stock"]) != self.in_stock
+        ):
             return False
         price = item.get("price")
         if (self.price_min is not None or self.price_max is not None) and price is None:
@@ -235,7 +247,9 @@ class LoadReport:
     path: str
     rules: int  # rules in the file
     enabled: int
-    skipped: tuple[dict[str, str], ...]  # {rule, field, reason}: a pin to a missing product, a filter on a missing column
+    skipped: tuple[
+        dict[str, str], ...
+    ]  # {rule, field, reason}: a pin to a missing product, a filter on a missing column
     fingerprint: str  # sha256 of the file's bytes (the response cache keys on it)
 
 
@@ -259,7 +273,9 @@ def parse_rules(text: str, source: str = "<rules>") -> RulesFile:
     except yaml.YAMLError as e:
         raise RulesError(f"rules file {source}: not valid YAML/JSON: {e}") from None
     if not isinstance(raw, dict):
-        raise RulesError(f"rules file {source}: expected a mapping with a `rules:` list, got {type(raw).__name__}")
+        raise RulesError(
+            f"rules file {source}: expected a mapping with a `rules:` list, got {type(raw).__name__}"
+        )
     try:
         return RulesFile.model_validate(raw)
     except ValidationError as e:
@@ -274,13 +290,15 @@ def _skips(rules: RulesFile, catalog: CatalogInfo | None) -> list[dict[str, str]
     if catalog is None:
         return []
     out = []
-    for i, r in enumerate(rules.rules):
+    for r in rules.rules:
         for j, p in enumerate(r.pin):
             if p.item_id not in catalog.item_ids:
-                out.append({"rule": r.name, "field": f"pin[{j}].item_id", "reason": f"product {p.item_id!r} is not in the catalog: pin skipped"})  # fmt: skip
+                why = f"product {p.item_id!r} is not in the catalog: pin skipped"
+                out.append({"rule": r.name, "field": f"pin[{j}].item_id", "reason": why})
         if r.filter is not None:
             for col in sorted(r.filter.columns() - catalog.columns):
-                out.append({"rule": r.name, "field": "filter", "reason": f"the catalog has no {col!r} column: that condition is skipped"})  # fmt: skip
+                why = f"the catalog has no {col!r} column: the filter is skipped"
+                out.append({"rule": r.name, "field": "filter", "reason": why})
     return out
 
 
@@ -296,7 +314,9 @@ class RuleSet:
 
     rules: tuple[Rule, ...]
     report: LoadReport
-    missing: frozenset[tuple[str, str]] = field(default_factory=frozenset)  # (rule, item_id) pins skipped at load
+    missing: frozenset[tuple[str, str]] = field(
+        default_factory=frozenset
+    )  # (rule, item_id) pins skipped at load
 
     @classmethod
     def empty(cls) -> RuleSet:
@@ -307,7 +327,10 @@ class RuleSet:
         parsed = parse_rules(text, source)
         skips = _skips(parsed, catalog)
         missing = frozenset(
-            (r.name, p.item_id) for r in parsed.rules for p in r.pin if catalog and p.item_id not in catalog.item_ids
+            (r.name, p.item_id)
+            for r in parsed.rules
+            for p in r.pin
+            if catalog and p.item_id not in catalog.item_ids
         )
         enabled = tuple(r for r in parsed.rules if r.enabled)
         fp = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
@@ -327,13 +350,17 @@ class RuleSet:
     def triggered(self, queries: Iterable[str]) -> list[Rule]:
         """Rules whose query condition holds (or that have none); the category is checked in :meth:`apply`."""
         qs = [normalize_query(q) for q in queries]
-        return [r for r in self.rules if r.when.query is None or any(_query_matches(r.when.query, q) for q in qs)]
+        return [
+            r for r in self.rules if r.when.query is None or any(_query_matches(r.when.query, q) for q in qs)
+        ]
 
     def pins_to_fetch(self, queries: Iterable[str]) -> list[str]:
         """Pinned products that retrieval may not return: the pipeline adds them to the candidates."""
         out: list[str] = []
         for r in self.triggered(queries):
-            out += [p.item_id for p in r.pin if (r.name, p.item_id) not in self.missing and p.item_id not in out]
+            out += [
+                p.item_id for p in r.pin if (r.name, p.item_id) not in self.missing and p.item_id not in out
+            ]
         return out
 
     def may_filter(self, queries: Iterable[str]) -> bool:
@@ -352,7 +379,11 @@ class RuleSet:
         if not rules:
             return [i for i in items if i["item_id"] not in fetched], []
         category = _query_category(items, request_category, fetched)
-        rules = [r for r in rules if r.when.category is None or (category is not None and category in r.when.category)]
+        rules = [
+            r
+            for r in rules
+            if r.when.category is None or (category is not None and category in r.when.category)
+        ]
         fired: list[dict[str, Any]] = []
         cur = [_Item(dict(i), float(i.get("score", 0.0))) for i in items]
         columns = set().union(*(i.rec.keys() for i in cur)) if cur else set()

@@ -193,7 +193,7 @@ class SearchPipeline:
             terms = {t for t in query.lower().split() if len(t) > 1}  # what was searched for
             for c in cands:
                 c["matched"] = sorted(terms & set(str(c.get("text", "")).lower().split()))
-        if rules:
+        if rules and rules.triggered((req.query, query)):  # else: no rule can fire, the plain path
             return await self._search_with_rules(req, rules, ret, cands, query, changes, batch_size, extra)
         res = await self.invoke(
             self.personalizer.personalize, cands, req.user_id, req.country, req.page * req.k, req.k, *extra

@@ -314,9 +314,9 @@ class RuleSet:
 
     rules: tuple[Rule, ...]
     report: LoadReport
-    missing: frozenset[tuple[str, str]] = field(
-        default_factory=frozenset
-    )  # (rule, item_id) pins skipped at load
+    # (rule, item_id) of the pins skipped at load (the product is not in the catalog)
+    missing: frozenset[tuple[str, str]] = field(default_factory=frozenset)
+    _memo: dict[tuple[str, ...], list[Rule]] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def empty(cls) -> RuleSet:
@@ -349,10 +349,18 @@ class RuleSet:
 
     def triggered(self, queries: Iterable[str]) -> list[Rule]:
         """Rules whose query condition holds (or that have none); the category is checked in :meth:`apply`."""
-        qs = [normalize_query(q) for q in queries]
-        return [
-            r for r in self.rules if r.when.query is None or any(_query_matches(r.when.query, q) for q in qs)
-        ]
+        qs = tuple(dict.fromkeys(normalize_query(q) for q in queries))
+        hit = self._memo.get(qs)  # one request asks up to four times
+        if hit is None:
+            hit = [
+                r
+                for r in self.rules
+                if r.when.query is None or any(_query_matches(r.when.query, q) for q in qs)
+            ]
+            if len(self._memo) >= 1024:
+                self._memo.clear()
+            self._memo[qs] = hit
+        return hit
 
     def pins_to_fetch(self, queries: Iterable[str]) -> list[str]:
         """Pinned products that retrieval may not return: the pipeline adds them to the candidates."""

@@ -386,7 +386,7 @@ class RuleSet:
         rules = self.triggered(queries)
         if not rules:
             return [i for i in items if i["item_id"] not in fetched], []
-        category = _query_category(items, request_category, fetched)
+        category = query_category(items, request_category, fetched)
         rules = [
             r
             for r in rules
@@ -437,10 +437,12 @@ def _query_matches(m: QueryMatch, q: str) -> bool:
     return m.regex is not None and re.search(m.regex, q) is not None
 
 
-def _query_category(
+def query_category(
     items: list[dict[str, Any]], request_category: str | list[str] | None, fetched: Collection[str]
 ) -> str | None:
-    """The request's category filter (its first value), else the most common category of the top results."""
+    """The query's category (intent): the request's category filter (its first value), else the most common
+    category of the top ``CATEGORY_TOP`` results (ties: the one that ranks first); None when the catalog has
+    no ``category`` column (the Home Depot catalog: titles only)."""
     if request_category:
         first = request_category if isinstance(request_category, str) else request_category[0]
         return str(first).casefold()

@@ -400,6 +400,7 @@ def hd_slice(tmp_path_factory, titles, shared_data):
     args["arms"][0]["artifacts"] = str(root / "index")
     args["rank"] = {"kind": "blend"}
     args["query"] = {"units": True, "spelling": True}
+    args.pop("rules", None)  # no merchandising: the BM25 row is checked against bm25s itself
     args["retrieval"]["ann_weight"] = 0.0  # lexical rows: no query encoding (the vectors are random)
     (root / "serve.yaml").write_text(yaml.safe_dump(serve))
     judged = pd.read_csv(shared_data / HD / "judgments.csv", dtype=str, nrows=12000)

@@ -115,6 +115,8 @@ def app(index_root, tmp_path_factory, project_root, tiny_cross_encoder):
 
     root, _ = index_root
     feedback = tmp_path_factory.mktemp("feedback")
+    rules = tmp_path_factory.mktemp("rules") / "rules.yaml"  # a copy the hot-reload test may rewrite
+    rules.write_text((project_root / "configs/serve/rules/tiny.yaml").read_text())
     # a loaded 2-core test machine: a generous store timeout (the default 100 ms would degrade at random)
     online = {"backend": "embedded", "dir": str(tmp_path_factory.mktemp("online")), "timeout_ms": 3000}
     arms = [
@@ -133,6 +135,7 @@ def app(index_root, tmp_path_factory, project_root, tiny_cross_encoder):
         "api_key_sha256": hashlib.sha256(API_KEY.encode()).hexdigest(),
         "feedback_flush_s": 0.5,
         "online": online,
+        "rules": {"path": str(rules), "poll_s": 0.2},
     }
     info = start(project_root / "configs/serve/tiny.yaml", port=free_port(), overrides=overrides)
     client = httpx.Client(base_url=info["url"], headers={"X-API-Key": API_KEY}, timeout=60)
@@ -149,6 +152,7 @@ def app(index_root, tmp_path_factory, project_root, tiny_cross_encoder):
         "overrides": overrides,
         "root": root,
         "variants": tiny_cross_encoder,
+        "rules": rules,
     }
     client.close()
     serve.delete("recsys")
@@ -497,6 +501,60 @@ def _reranker_info(arm: str) -> dict:
     from ray import serve
 
     return serve.get_deployment_handle(f"Reranker_{arm}", "recsys").info.remote().result()
+
+
+def test_merchandising_rules_fire_and_hot_reload_without_failed_requests(app):
+    """configs/serve/rules/tiny.yaml pins Fire Emblem (item 5) first; the rules file is rewritten (a new
+    rule, a broken file, the new rule again) under concurrent /search traffic: no request fails, the broken
+    file keeps the previous rules and is reported by GET /rules, the new rule then fires."""
+    import os
+
+    c, path = app["client"], app["rules"]
+    r = c.post("/search", json={"query": "Fire  Emblem", "k": 3}).json()
+    assert r["items"][0]["item_id"] == "5" and len({i["item_id"] for i in r["items"]}) == 3
+    assert {"rule": "fire-emblem-pin", "action": "pin", "items": ["5"], "skipped": None} in r["rules_fired"]
+    status = c.get("/rules").json()["arms"]
+    assert set(status) == {"A", "B"} and status["A"]["rules"] == 3 and status["A"]["skipped"] == []
+    failures, done = [], threading.Event()
+
+    def hammer(tid: int):
+        with httpx.Client(base_url=app["url"], headers={"X-API-Key": API_KEY}, timeout=60) as cl:
+            i = 0
+            while not done.is_set():
+                i += 1
+                res = cl.post("/search", json={"query": f"mario {tid} {i}", "user_id": str(i % 4), "k": 3})
+                if res.status_code != 200 or len(res.json()["items"]) != 3:
+                    failures.append(res.status_code)
+
+    def swap(text: str) -> None:  # what docs/MERCHANDISING.md recommends: write beside, rename over
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+        time.sleep(0.5)  # > poll_s: the next request (or GET /rules) re-reads it
+
+    original = path.read_text()
+    pin = (
+        original
+        + "  - {name: mario-pin, when: {query: {contains: mario}}, pin: [{item_id: '5', position: 0}]}\n"
+    )
+    threads = [threading.Thread(target=hammer, args=(t,)) for t in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        swap(pin)
+        assert c.get("/rules").json()["arms"]["A"]["rules"] == 4
+        swap(original + "  - {name: broken, pin: [{item_id: '5', position: first}]}\n")
+        arm_a = c.get("/rules").json()["arms"]["A"]
+        assert arm_a["rules"] == 4 and "rule 'broken'" in arm_a["last_error"] and arm_a["reload_errors"] >= 1
+        swap(pin)
+        r = c.post("/search", json={"query": "mario", "k": 3}).json()
+        assert r["items"][0]["item_id"] == "5" and r["rules_fired"][0]["rule"] == "mario-pin"
+    finally:
+        done.set()
+        for t in threads:
+            t.join()
+        path.write_text(original)
+    assert failures == []
 
 
 def test_hot_reload_drops_no_requests(app):

@@ -155,7 +155,11 @@ class IndexArtifacts:
         return np.flatnonzero(mask)
 
     def item_records(self, rows: list[int]) -> list[dict[str, Any]]:
-        cols = [c for c in ("item_id", "title", "category", "brand", "price") if c in self.items.columns]
+        cols = [
+            c
+            for c in ("item_id", "title", "category", "brand", "price", "in_stock")
+            if c in self.items.columns
+        ]
         recs: list[dict[str, Any]] = self.items.iloc[rows][cols].to_dict("records")
         for r in recs:  # JSON-safe: NaN / NA -> None
             for k, v in list(r.items()):

@@ -39,6 +39,7 @@ from typing import Any
 
 from recsys.search.cache import CountingCache
 from recsys.search.live import LiveContext
+from recsys.search.rules import RuleSet, RulesSource
 from recsys.search.scores import minmax
 from recsys.search.settings import RerankSettings
 
@@ -84,6 +85,9 @@ class SearchResult:
     cached: bool = False  # answered from the response cache
     rewritten_query: str | None = None  # what was searched for when query understanding changed the query
     query_changes: tuple[str, ...] = ()  # each rewrite made ("spelling: toliet -> toilet")
+    rules_fired: tuple[
+        dict[str, Any], ...
+    ] = ()  # merchandising rules that fired: {rule, action, items, skipped}
 
 
 @dataclass(frozen=True)
@@ -119,34 +123,42 @@ class SearchPipeline:
         rerank: RerankSettings,
         invoke: Invoke = direct,
         cache: CountingCache | None = None,
+        rules: RulesSource | None = None,
     ):
         self.retriever, self.reranker, self.personalizer = retriever, reranker, personalizer
         self.rerank, self.invoke, self.cache = rerank, invoke, cache
+        self.rules = rules  # merchandising rules (recsys.search.rules), hot-reloaded; None = off
         self._cached_version: str | None = None  # the index version the cache's entries were made with
 
     async def search(self, req: SearchRequest) -> SearchResult | SearchRejected:
         req = req.normalized()
+        rules = self.rules.current() if self.rules is not None else RuleSet.empty()
         if self.cache is None:
-            return (await self._search(req))[0]
+            return (await self._search(req, rules))[0]
         version = await self.invoke(self.retriever.served_version)
         if version != self._cached_version:  # a hot reload: old entries can never hit again
             self.cache.clear()
             self._cached_version = version
-        key = (version, self.rerank, req.cache_key())
+        key = (version, self.rerank, rules.report.fingerprint, req.cache_key())
         hit = self.cache.get(key)
         if isinstance(hit, SearchResult):  # a copy: callers may mutate the items
             return replace(hit, items=copy.deepcopy(hit.items), rerank_batch_size=None, cached=True)
-        res, personalized_version = await self._search(req)
+        res, personalized_version = await self._search(req, rules)
         if isinstance(res, SearchResult) and personalized_version in (None, res.version):
             self.cache.put(
-                (res.version, self.rerank, req.cache_key()), replace(res, items=copy.deepcopy(res.items))
+                (res.version, self.rerank, rules.report.fingerprint, req.cache_key()),
+                replace(res, items=copy.deepcopy(res.items)),
             )
         return res
 
-    async def _search(self, req: SearchRequest) -> tuple[SearchResult | SearchRejected, str | None]:
+    async def _search(
+        self, req: SearchRequest, rules: RuleSet
+    ) -> tuple[SearchResult | SearchRejected, str | None]:
         """The answer and the index version the personalizer served (None: it did not say)."""
         top_n, weight = self.rerank.top_n, self.rerank.weight
         n = max(top_n, (req.page + 1) * req.k)
+        if rules and rules.may_filter([req.query]):  # a rule filter removes results: retrieve more
+            n = max(top_n, 2 * (req.page + 1) * req.k)
         exact_arg = (True,) if req.exact else ()  # stages without query understanding take 3 arguments
         ret = await self.invoke(self.retriever.retrieve, req.query, dict(req.filters), n, *exact_arg)
         if "error" in ret:
@@ -181,6 +193,8 @@ class SearchPipeline:
             terms = {t for t in query.lower().split() if len(t) > 1}  # what was searched for
             for c in cands:
                 c["matched"] = sorted(terms & set(str(c.get("text", "")).lower().split()))
+        if rules and rules.triggered((req.query, query)):  # else: no rule can fire, the plain path
+            return await self._search_with_rules(req, rules, ret, cands, query, changes, batch_size, extra)
         res = await self.invoke(
             self.personalizer.personalize, cands, req.user_id, req.country, req.page * req.k, req.k, *extra
         )
@@ -192,6 +206,45 @@ class SearchPipeline:
                 batch_size,
                 rewritten_query=query if changes else None,
                 query_changes=changes,
+            ),
+            res.get("version"),
+        )
+
+    async def _search_with_rules(
+        self,
+        req: SearchRequest,
+        rules: RuleSet,
+        ret: dict[str, Any],
+        cands: list[dict[str, Any]],
+        query: str,
+        changes: tuple[str, ...],
+        batch_size: int | None,
+        extra: tuple[Any, ...],
+    ) -> tuple[SearchResult, str | None]:
+        """Personalize every candidate (plus products a rule pins that retrieval missed, when the request
+        has no filters), apply the rules to the whole ranking, then cut the page."""
+        queries = (req.query, query)  # triggers match what was typed and what was searched for
+        have = {c["item_id"] for c in cands}
+        floor = min((c["relevance"] for c in cands), default=0.0) - 1.0
+        fetched = [] if req.filters else [i for i in rules.pins_to_fetch(queries) if i not in have]
+        cands = cands + [
+            {"item_id": i, "row": -1, "text": "", "fused": 0.0, "relevance": floor} for i in fetched
+        ]
+        res = await self.invoke(
+            self.personalizer.personalize, cands, req.user_id, req.country, 0, len(cands), *extra
+        )
+        ranked, fired = rules.apply(res["items"], queries, req.filters.get("category"), set(fetched))
+        offset = req.page * req.k
+        page = [dict(item, position=offset + i) for i, item in enumerate(ranked[offset : offset + req.k])]
+        return (
+            SearchResult(
+                ret["version"],
+                res["cold_start"],
+                page,
+                batch_size,
+                rewritten_query=query if changes else None,
+                query_changes=changes,
+                rules_fired=tuple(fired),
             ),
             res.get("version"),
         )

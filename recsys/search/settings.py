@@ -55,6 +55,14 @@ class RetrievalSettings:
 
 
 @dataclass(frozen=True)
+class RulesSettings:
+    """Merchandising rules (``recsys.search.rules``): the file, re-read when it changes."""
+
+    path: str  # YAML / JSON rules file
+    poll_s: float  # the file's mtime is checked at most this often (on the request path)
+
+
+@dataclass(frozen=True)
 class ResponseCacheSettings:
     """The pipeline's whole-response cache (per arm and ingress replica)."""
 

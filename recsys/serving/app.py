@@ -278,6 +278,7 @@ class Ingress:
             "rewritten_query": res.rewritten_query,
             "query_changes": list(res.query_changes),
             "degraded": degraded,
+            "rules_fired": list(res.rules_fired),
         }
 
     @api.post(
@@ -348,6 +349,15 @@ class Ingress:
             self.serve_metrics.feedback.labels(arm, ev.event_type).inc()
         self._observe("feedback", arm, 200, t0)
         return {"accepted": len(rows), "arm": arm, "live": live, "degraded": degraded}
+
+    @api.get("/rules", summary="Merchandising rules served by each arm (file, reloads, skips, last error)")
+    async def rules(self) -> Any:
+        out = {}
+        for name, pipeline in self.pipelines.items():
+            if pipeline.rules is not None:
+                pipeline.rules.current()  # a changed file is loaded (or its error recorded) before reporting
+                out[name] = pipeline.rules.status()
+        return {"arms": out}
 
     @api.get("/healthz", summary="Liveness and the index version of every arm")
     async def healthz(self) -> Any:

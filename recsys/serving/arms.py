@@ -13,6 +13,7 @@ from typing import Any
 
 from recsys.search.cache import maybe_cache
 from recsys.search.pipeline import InProcess, Invoke, SearchPipeline, direct
+from recsys.search.rules import CatalogInfo, RulesSource
 from recsys.serving.config import ServeArgs
 from recsys.serving.specs import ArmSpec
 from recsys.serving.targets import resolve_arms
@@ -53,7 +54,30 @@ def search_pipeline(spec: ArmSpec, stages: dict[str, Any], invoke: Invoke = dire
         spec.rerank,
         invoke,
         cache=maybe_cache(c.entries, c.ttl_s),
+        rules=rules_source(spec),
     )
+
+
+def rules_source(spec: ArmSpec) -> RulesSource | None:
+    """The arm's hot-reloaded merchandising rules, checked against the catalog of its index version."""
+    if spec.rules is None:
+        return None
+    return RulesSource(spec.rules.path, spec.rules.poll_s, lambda: catalog_info(spec.artifacts, spec.version))
+
+
+def catalog_info(root: str, version: str) -> CatalogInfo | None:
+    """Item ids and columns of an index version's catalog (None when it cannot be read here)."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from recsys.retrieval.artifacts import resolve_version
+
+    try:
+        path = resolve_version(root, version) / "items.parquet"
+        ids = pd.read_parquet(path, columns=["item_id"])["item_id"].astype(str)
+        return CatalogInfo(frozenset(ids), frozenset(pq.read_schema(path).names))
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def arm_specs(args: ServeArgs) -> dict[str, ArmSpec]:

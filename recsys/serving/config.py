@@ -17,6 +17,7 @@ from recsys.config import StrictModel
 from recsys.config.base import reject_uri_credentials
 from recsys.config.paths import anchor_runs, expand_env, is_uri, project_root
 from recsys.online.config import OnlineStoreArgs
+from recsys.search.rules import RuleSet
 from recsys.search.settings import (
     PersonalizeSettings,
     PersonalizeWeights,
@@ -25,6 +26,7 @@ from recsys.search.settings import (
     RerankSettings,
     ResponseCacheSettings,
     RetrievalSettings,
+    RulesSettings,
 )
 from recsys.serving.specs import ArmSpec, BatchingSettings, IngressSettings, RecommendSettings, StageThreads
 
@@ -248,6 +250,26 @@ class RankArgs(StrictModel):
 
     def settings(self) -> RankSettings:
         return RankSettings(kind=self.kind, model=self.model)
+
+
+class RulesArgs(StrictModel):
+    """Merchandising rules (docs/MERCHANDISING.md): boost / bury / pin / filter by query or category, from a
+    YAML / JSON file that the Serve app re-reads when it changes (a broken new file keeps the old rules)."""
+
+    path: str = Field(..., description="Rules file, e.g. configs/serve/rules/tiny.yaml.")
+    poll_s: float = Field(1.0, ge=0, le=3600, description="Check the file's mtime at most this often.")
+
+    @field_validator("path")
+    @classmethod
+    def _valid(cls, v: str) -> str:
+        path = project_path(v)
+        if not os.path.exists(path):
+            raise ValueError(f"rules.path: {path} does not exist; create it (docs/MERCHANDISING.md)")
+        RuleSet.load(path)  # checked at deploy time: a bad file names the rule and the field
+        return path
+
+    def settings(self) -> RulesSettings:
+        return RulesSettings(path=self.path, poll_s=self.poll_s)
 
 
 class CacheArgs(StrictModel):
@@ -490,6 +512,7 @@ class ArmArgs(StrictModel):
     query: QueryArgs | None = Field(None, description="Overrides the app's query-understanding args.")
     rank: RankArgs | None = Field(None, description="Overrides the app's second-phase ranker.")
     recommend: RecommendArgs | None = Field(None, description="Overrides the app's recommend args.")
+    rules: RulesArgs | None = Field(None, description="Overrides the app's merchandising rules.")
 
     @field_validator("artifacts")
     @classmethod
@@ -554,6 +577,9 @@ class ServeArgs(StrictModel):
         default_factory=RankArgs, description="Second phase: blend (RRF + hand-set weights) or lambdarank."
     )
     recommend: RecommendArgs = Field(default_factory=RecommendArgs, description="Recommender.")
+    rules: RulesArgs | None = Field(
+        None, description="Merchandising rules file (hot-reloaded); none by default (docs/MERCHANDISING.md)."
+    )
     cache: CacheArgs = Field(
         default_factory=CacheArgs, description="/search response and query-embedding caches."
     )
@@ -631,6 +657,7 @@ class ServeArgs(StrictModel):
             recommend=self.for_arm(arm, "recommend").settings(),
             threads=threads,
             response_cache=self.cache.response_settings(),
+            rules=None if (r := self.for_arm(arm, "rules")) is None else r.settings(),
         )
 
     def ingress_settings(self) -> IngressSettings:

@@ -155,6 +155,17 @@ class Item(BaseModel):
     )
 
 
+class RuleFired(BaseModel):
+    rule: str = Field(..., description="The rule's name in the rules file.")
+    action: Literal["filter", "boost", "bury", "pin"]
+    items: list[str] = Field(
+        ..., description="Items it removed (filter), moved (boost / bury) or placed (pin)."
+    )
+    skipped: str | None = Field(
+        None, description="Why this action did nothing (e.g. a pin to a missing product)."
+    )
+
+
 class SearchResponse(BaseModel):
     request_id: str
     arm: str
@@ -172,6 +183,9 @@ class SearchResponse(BaseModel):
         default_factory=list, description="Each rewrite made, e.g. spelling: a -> b."
     )
     degraded: bool = Field(False, description="The online store did not answer: snapshot features only.")
+    rules_fired: list[RuleFired] = Field(
+        default_factory=list, description="Merchandising rules whose trigger matched, and what each did."
+    )
 
 
 class RecommendResponse(BaseModel):

@@ -12,6 +12,7 @@ from recsys.search.settings import (
     RerankSettings,
     ResponseCacheSettings,
     RetrievalSettings,
+    RulesSettings,
 )
 
 
@@ -59,6 +60,7 @@ class ArmSpec:
     recommend: RecommendSettings
     threads: StageThreads
     response_cache: ResponseCacheSettings
+    rules: RulesSettings | None = None  # merchandising rules; None = none
 
     def user_config(self) -> dict[str, Any]:
         """What a deployment's reconfigure loads (the index version) and /healthz reports (registry)."""

@@ -24,7 +24,9 @@ class PropensityConfig(JobConfig):
     """Config of the propensity job."""
 
     logs: InputPath | None = Field(
-        None, description="A click-log directory (impressions/, candidates/) or an impressions Parquet path."
+        None,
+        description="A click-log directory (impressions/, candidates/), an impressions Parquet path, or the Serve "
+        "app's feedback_dir (impressions logged with policy_id / propensity).",
     )
     candidates: InputPath | None = Field(
         None,
@@ -75,7 +77,8 @@ class OpeConfig(JobConfig):
 
     logs: InputPath | None = Field(
         None,
-        description="A click-log directory (impressions/ with propensity) or an impressions Parquet path.",
+        description="A click-log directory (impressions/ with propensity), an impressions Parquet path, or the "
+        "Serve app's feedback_dir (a stochastic arm's impressions carry propensity).",
     )
     candidate: CandidateSection = Field(default_factory=CandidateSection, description="The ranker evaluated.")
     propensities: InputPath | None = Field(

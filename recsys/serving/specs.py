@@ -13,6 +13,7 @@ from recsys.search.settings import (
     ResponseCacheSettings,
     RetrievalSettings,
 )
+from recsys.serving.policy import ServingPolicy
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class ArmSpec:
     recommend: RecommendSettings
     threads: StageThreads
     response_cache: ResponseCacheSettings
+    policy: ServingPolicy = ServingPolicy()  # the order served (deterministic unless configured)
 
     def user_config(self) -> dict[str, Any]:
         """What a deployment's reconfigure loads (the index version) and /healthz reports (registry)."""

@@ -220,7 +220,7 @@ def test_ab_report_shows_each_arms_off_policy_estimate_beside_its_online_ctr(tmp
         o["counts"]["excluded_deterministic_in_logging_arms"] == 0
         and o["counts"]["clicks_without_impression"] == 0
     )
-    b, online_b = o["arms"]["B"], rep["ab"]["arms"]["B"]["ctr"]
+    b = o["arms"]["B"]
     assert b["counts"]["impressions_used"] == 6000 and b["counts"]["clipped_slots"] == 0
     # B's CTR predicted from A's logs alone: within 10 % of B's exact CTR, the CI covering it; naive replay is biased
     for e in ("snips", "dr"):

@@ -51,10 +51,10 @@ def test_dla_learns_the_examination_curve_of_a_position_based_click_model():
 
     registry.load()
     torch.set_num_threads(1)
-    log = clicklog.generate(clicklog.ClickLogParams(sessions=3000, queries=60, depth=5, seed=1))
+    log = clicklog.generate(clicklog.ClickLogParams(sessions=2000, queries=40, depth=5, seed=1))
     _, x, rel, where = ultr.candidate_arrays(log.candidates)
     lists, _ = ultr.session_lists(log.impressions, x, rel, where, 5)
-    _, learned = ultr.train("dla", lists, np.ones(5), ultr.TrainSettings(steps=200))
+    _, learned = ultr.train("dla", lists, np.ones(5), ultr.TrainSettings(steps=150, lr=0.1))
     assert learned is not None and learned[0] == 1.0
     np.testing.assert_allclose(learned, log.truth["examination"], atol=0.12)  # 1, 1/2, 1/3, 1/4, 1/5
 

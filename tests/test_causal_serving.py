@@ -235,3 +235,35 @@ def test_ab_report_shows_each_arms_off_policy_estimate_beside_its_online_ctr(tmp
     md = (tmp_path / "o" / "ab_report.md").read_text()
     assert "| arm | online CTR [CI] | SNIPS [CI] | DR [CI] | NAIVE [CI] | used | clipped | excluded |" in md
     assert rep["metrics"]["B.ope.snips"] == b["estimates"]["snips"]["value"]
+
+
+def test_propensity_job_reads_a_shuffle_arms_served_logs_and_recovers_the_examination_curve(tmp_path):
+    """A shuffle_topk arm's pages and position-based clicks -> the feedback sink -> `recsys run propensity`
+    (intervention estimator) on the feedback dir."""
+    import json
+
+    from recsys.cli.entry import parse_job, run_parsed
+    from recsys.serving.feedback import to_events, write_partitioned
+
+    rng = np.random.default_rng(0)
+    theta, rel = 1.0 / np.arange(1, 6), rng.uniform(0.2, 0.8, size=(10, 5))
+    arm, rows = ServingPolicy("shuffle_topk", top_k=5), []
+    for r in range(4000):
+        q = int(rng.integers(10))
+        page = arm.serve([{"item_id": f"q{q}i{j}", "score": -j} for j in range(5)], 5, f"r{r}")
+        clicked = rng.random(5) < theta * rel[q, [int(i["item_id"].split("i")[1]) for i in page]]
+        events = [
+            {"item_id": i["item_id"], "event_type": "impression", "position": i["position"],
+             "policy_id": i["policy_id"], "propensity": i["propensity"]}
+            for i in page
+        ] + [{"item_id": i["item_id"], "event_type": "click"} for i, c in zip(page, clicked) if c]  # fmt: skip
+        rows += to_events(
+            {"user_id": f"u{r}", "query": f"q{q}", "request_id": f"r{r}", "events": events}, "S"
+        )
+    write_partitioned(rows, tmp_path / "fb")
+    over = [f"output_dir={tmp_path / 'p'}", f"logs={tmp_path / 'fb'}", "estimators=[intervention]", "depth=5"]
+    rep = run_parsed(*parse_job("propensity", "tiny", [*over, "n_bootstrap=50"], check_paths=False))
+    assert rep["status"] == "succeeded", rep
+    assert rep["counts"]["impressions"] == 20_000 and rep["counts"]["clicks_without_impression"] == 0
+    curve = json.loads((tmp_path / "p" / "propensities.json").read_text())["examination"]
+    np.testing.assert_allclose(curve, theta, atol=0.06)

@@ -16,6 +16,33 @@ class FeedbackInput(StrictModel):
     path: InputPath = Field(..., description="feedback_dir of the Serve app (hour=*/part-*.parquet).")
 
 
+class AbOpeSection(StrictModel):
+    """Off-policy estimates of every arm from the stochastic arms' logs (recsys.causal.ab, docs/CAUSAL.md)."""
+
+    enabled: bool = Field(
+        True, description="false: no OPE section (it is skipped anyway without stochastic logs)."
+    )
+    logging_arms: list[str] | None = Field(
+        None,
+        description="Arms whose stochastic impressions are the logs (default: every arm that logged any).",
+    )
+    depth: int = Field(
+        10, ge=1, description="Slots evaluated (CTR = expected clicks per slot in the top depth)."
+    )
+    clip: float | None = Field(
+        None, gt=1, description="Clip importance weights at this value (None = no clipping)."
+    )
+    propensities: InputPath | None = Field(
+        None, description="propensities.json for DM / DR (default: regression-EM on the logs)."
+    )
+    estimators: list[Literal["ips", "snips", "dm", "dr", "naive"]] = Field(
+        ["snips", "dr", "naive"],
+        min_length=1,
+        description="Columns of the markdown table (the JSON has all).",
+    )
+    n_bootstrap: int = Field(200, ge=0, description="Bootstrap resamples (over sessions).")
+
+
 class AbReportConfig(JobConfig):
     """Config of the ab-report job."""
 
@@ -33,6 +60,9 @@ class AbReportConfig(JobConfig):
     )
     n_bootstrap: int = Field(1000, ge=100, description="Bootstrap resamples.")
     fail_on_srm: bool = Field(False, description="Exit non-zero when the SRM check fails.")
+    ope: AbOpeSection = Field(
+        default_factory=AbOpeSection, description="Each arm's off-policy estimate beside its online figure."
+    )
 
     @model_validator(mode="after")
     def _weights(self) -> AbReportConfig:
@@ -49,6 +79,7 @@ CONFIG = AbReportConfig
 
 
 def run(cfg: AbReportConfig, ctx) -> dict:
+    from recsys.causal import ab
     from recsys.runtime import write_json
     from recsys.serving.ab_stats import ab_report, to_markdown
     from recsys.serving.feedback import read_feedback
@@ -66,19 +97,32 @@ def run(cfg: AbReportConfig, ctx) -> dict:
             n_bootstrap=cfg.n_bootstrap,
             seed=cfg.seed,
         )
+    md = to_markdown(report)
+    if cfg.ope.enabled:
+        with ctx.timer("ope"):
+            report["ope"] = _ope(cfg, events)
+        md += "\n" + ab.markdown(report["ope"], report["arms"], tuple(cfg.ope.estimators))
     write_json(ctx.path("ab_report.json"), report)
-    ctx.path("ab_report.md").write_text(to_markdown(report), encoding="utf-8")
-    ctx.log.info("[ab_report]\n%s", to_markdown(report))
+    ctx.path("ab_report.md").write_text(md, encoding="utf-8")
+    ctx.log.info("[ab_report]\n%s", md)
     if cfg.fail_on_srm and report["srm"]["mismatch"]:
         raise RuntimeError(
             f"sample ratio mismatch: p={report['srm']['p_value']:.2e}, users per arm {report['srm']['observed']}"
         )
+    ope_metrics = {
+        f"{a}.ope.{e}": v["value"]
+        for a, r in report.get("ope", {}).get("arms", {}).items()
+        for e, v in r.get("estimates", {}).items()
+    }
     return {
         "counts": {"events": len(events), **{f"users_{a}": r["users"] for a, r in report["arms"].items()}},
         "metrics": {
-            f"{a}.{k}": r[k]
-            for a, r in report["arms"].items()
-            for k in ("ctr", "add_to_cart_rate", "conversion_rate")
+            **{
+                f"{a}.{k}": r[k]
+                for a, r in report["arms"].items()
+                for k in ("ctr", "add_to_cart_rate", "conversion_rate")
+            },
+            **ope_metrics,
         },
         "ab": report,
         "artifacts": {
@@ -86,6 +130,37 @@ def run(cfg: AbReportConfig, ctx) -> dict:
             "markdown": str(ctx.output_dir / "ab_report.md"),
         },
     }
+
+
+def _ope(cfg: AbReportConfig, events) -> dict:
+    """Served impressions of the feedback events -> every arm's OPE from the stochastic arms' logs."""
+    import json
+    from pathlib import Path
+
+    import numpy as np
+
+    from recsys.causal import ab, served
+
+    imp, counts = served.impressions_from_feedback(events)
+    theta = None
+    if cfg.ope.propensities is not None:
+        theta = np.asarray(
+            json.loads(Path(cfg.ope.propensities).read_text())["examination"], dtype=np.float64
+        )
+    try:
+        rep = ab.ope_by_arm(
+            imp,
+            logging_arms=cfg.ope.logging_arms,
+            depth=cfg.ope.depth,
+            clip=cfg.ope.clip,
+            theta=theta,
+            n_bootstrap=cfg.ope.n_bootstrap,
+            seed=cfg.seed,
+        )
+    except ValueError as exc:  # a report never fails on its OPE section: the reason is in it
+        return {"skipped": str(exc), "counts": counts}
+    rep["counts"] = {**counts, **rep["counts"]}
+    return rep
 
 
 if __name__ == "__main__":

@@ -30,10 +30,17 @@ def run(cfg: OpeConfig, ctx) -> dict:
         }
     assert cfg.logs is not None
     with ctx.timer("read"):
-        imp = clicklog.read_table(cfg.logs, "impressions")
-        cands = clicklog.read_table(cfg.candidate.path or Path(cfg.logs) / "candidates", "candidates")
+        imp, log_counts = clicklog.read_impressions(cfg.logs)
+        cand_path = cfg.candidate.path or Path(cfg.logs) / "candidates"
+        if not Path(cand_path).exists():
+            raise ValueError(
+                f"candidate scores not found at {cand_path}; set candidate.path to a Parquet of query_id, "
+                f"item_id, {cfg.candidate.score_column} (served feedback logs have no candidates/ of their own)"
+            )
+        cands = clicklog.read_table(cand_path, "candidates")
     with ctx.timer("estimate"):
         rep = runs.ope_on(cfg, imp, cands, cfg.seed)
+        rep["counts"] = {**log_counts, **rep["counts"]}
     write_json(ctx.path("ope.json"), rep)
     ctx.log.info("[ope] %s", {e: round(v["value"], 5) for e, v in rep["estimates"].items()})
     return {

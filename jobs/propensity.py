@@ -26,7 +26,7 @@ def run(cfg: PropensityConfig, ctx) -> dict:
         }
     assert cfg.logs is not None
     with ctx.timer("read"):
-        imp = clicklog.read_table(cfg.logs, "impressions")
+        imp, log_counts = clicklog.read_impressions(cfg.logs)
         cand_path = cfg.candidates or (Path(cfg.logs) / "candidates")
         cands = clicklog.read_table(cand_path, "candidates") if Path(cand_path).exists() else None
     with ctx.timer("estimate"):
@@ -37,7 +37,7 @@ def run(cfg: PropensityConfig, ctx) -> dict:
         "[propensity] examination (%s): %s", doc["default"], [round(v, 4) for v in doc["examination"]]
     )
     return {
-        "counts": {f"{k}.{c}": n for k, e in est.items() for c, n in e.counts.items()},
+        "counts": {**log_counts, **{f"{k}.{c}": n for k, e in est.items() for c, n in e.counts.items()}},
         "metrics": {f"{k}.p{i + 1}": v for k, e in est.items() for i, v in enumerate(e.propensity)},
         "artifacts": {"propensities": str(ctx.output_dir / "propensities.json")},
     }

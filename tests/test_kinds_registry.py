@@ -55,6 +55,7 @@ def test_every_loss_is_declared_once_with_its_options():
         "bce",
         "bpr",
         "distil_mse",
+        "dla",
         "full_softmax",
         "infonce",
         "ipw_listwise",

@@ -236,6 +236,65 @@ def test_fused_topology_answers_like_split(app, project_root):
         serve.delete("recsys-fused")
 
 
+def test_a_stochastic_arm_serves_sampled_pages_whose_propensities_feedback_logs(app, project_root, tmp_path):
+    """An arm with `policy: plackett_luce` (a fused app beside the split one): /search and /recommend pages
+    carry policy_id + the propensities the policy computed; /feedback logs them; the causal jobs' reader
+    (recsys.causal.served) gets them back from the feedback sink exactly (docs/CAUSAL.md)."""
+    from ray import serve
+
+    from recsys.causal import served
+    from recsys.serving.app import build_app
+    from recsys.serving.launch import read_serve_config, validate_args
+
+    cfg = read_serve_config(project_root / "configs/serve/tiny.yaml")["applications"][0]
+    arm = {**app["overrides"]["arms"][0], "name": "P", "weight": 1.0}
+    policy = {"kind": "plackett_luce", "temperature": 0.05, "top_k": 8, "n_samples": 500}
+    overrides = {**app["overrides"], "arms": [arm], "topology": "fused", "online": {"backend": "off"}}
+    overrides |= {"policy": policy, "feedback_dir": str(tmp_path / "fb"), "feedback_flush_s": 0.2}
+    serve.run(
+        build_app(validate_args({**cfg, "args": {**cfg["args"], **overrides}}, "p")),
+        name="recsys-p",
+        route_prefix="/p",
+    )
+    try:
+        c, pages = app["client"], []
+        for u in range(4):
+            for path, body in (("search", {"query": "mario", "k": 5}), ("recommend", {"k": 4})):
+                r = c.post(f"/p/{path}", json={**body, "user_id": str(u)})
+                assert r.status_code == 200, r.text
+                page = r.json()
+                items = page["items"]
+                assert len(items) == body["k"] == len({i["item_id"] for i in items})
+                assert [i["position"] for i in items] == list(range(body["k"]))
+                assert {i["policy_id"] for i in items} == {"plackett_luce@T=0.05"}
+                assert all(0 < i["propensity"] <= 1 for i in items)
+                pages.append(page)
+                events = [
+                    {k: i[k] for k in ("item_id", "position", "policy_id", "propensity")}
+                    | {"event_type": "impression"}
+                    for i in items
+                ]
+                fb = {
+                    "user_id": str(u),
+                    "request_id": page["request_id"],
+                    "query": body.get("query"),
+                    "events": events,
+                }
+                assert c.post("/p/feedback", json=fb).json()["accepted"] == len(items)
+        deadline = time.time() + 20
+        while time.time() < deadline and not served.is_feedback_dir(tmp_path / "fb"):
+            time.sleep(0.3)
+        time.sleep(1.0)
+        imp, counts = served.read_impressions(tmp_path / "fb")
+        assert counts["impressions"] == 36 and counts["impressions_without_propensity"] == 0
+        logged = imp.set_index(["session_id", "item_id"])["propensity"]
+        assert all(
+            logged[p["request_id"], i["item_id"]] == i["propensity"] for p in pages for i in p["items"]
+        )
+    finally:
+        serve.delete("recsys-p")
+
+
 @pytest.fixture(scope="module")
 def offline_search(app, project_root):
     """The two offline paths to /search, built beside the live app on its index (v1): (a) the ``search``

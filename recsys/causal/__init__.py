@@ -5,8 +5,10 @@
 - :mod:`~recsys.causal.clicklog`: synthetic click logs with known examination and relevance;
 - :mod:`~recsys.causal.propensity`: position-bias (examination) estimation with bootstrap CIs;
 - :mod:`~recsys.causal.ope`: off-policy evaluation of a candidate ranking (IPS, SNIPS, DM, DR);
-- :mod:`~recsys.causal.ultr`: unbiased learning to rank (IPS listwise / pairwise, DLA) of a feature ranker;
-- :mod:`~recsys.causal.uplift`: uplift of exposure (two-model / X-learner), Qini and AUUC.
+- :mod:`~recsys.causal.served`: the Serve app's feedback sink as a click log (impressions with propensities);
+- :mod:`~recsys.causal.ab`: every A/B arm's off-policy estimate from the stochastic arms' served logs;
+- :mod:`~recsys.causal.ultr`: unbiased learning to rank (naive / IPS / DLA / oracle) of a feature ranker,
+  NDCG against the known relevance.
 
 Pure numpy / pandas (torch for :mod:`ultr`): nothing here touches Ray.
 """

@@ -180,3 +180,13 @@ def read_table(path: str | Path, sub: str) -> pd.DataFrame:
     """``<path>/<sub>`` (a click-log directory) or ``path`` itself (a Parquet file / directory) as pandas."""
     p = Path(path)
     return pd.read_parquet(p / sub if (p / sub).exists() else p)
+
+
+def read_impressions(path: str | Path) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Impressions of a click-log directory / Parquet path, or of the Serve app's feedback directory
+    (``hour=*/part-*.parquet``: converted by :mod:`recsys.causal.served`, with its reconciling counts)."""
+    from recsys.causal import served
+
+    if served.is_feedback_dir(path):
+        return served.read_impressions(path)
+    return read_table(path, "impressions"), {}

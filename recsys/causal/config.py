@@ -24,7 +24,9 @@ class PropensityConfig(JobConfig):
     """Config of the propensity job."""
 
     logs: InputPath | None = Field(
-        None, description="A click-log directory (impressions/, candidates/) or an impressions Parquet path."
+        None,
+        description="A click-log directory (impressions/, candidates/), an impressions Parquet path, or the Serve "
+        "app's feedback_dir (impressions logged with policy_id / propensity).",
     )
     candidates: InputPath | None = Field(
         None,
@@ -75,7 +77,8 @@ class OpeConfig(JobConfig):
 
     logs: InputPath | None = Field(
         None,
-        description="A click-log directory (impressions/ with propensity) or an impressions Parquet path.",
+        description="A click-log directory (impressions/ with propensity), an impressions Parquet path, or the "
+        "Serve app's feedback_dir (a stochastic arm's impressions carry propensity).",
     )
     candidate: CandidateSection = Field(default_factory=CandidateSection, description="The ranker evaluated.")
     propensities: InputPath | None = Field(
@@ -108,3 +111,36 @@ class OpeConfig(JobConfig):
         if self.study is not None and self.study.click_log.policy == "deterministic":
             raise ValueError("ope study: click_log.policy must be stochastic (plackett_luce or shuffle_topk)")
         return self
+
+
+class UltrConfig(JobConfig):
+    """Config of the ultr job: naive / IPS / DLA / oracle rankers trained on synthetic click logs, NDCG@k
+    against the known relevance (recsys.causal.ultr)."""
+
+    click_log: ClickLogSection = Field(
+        default_factory=ClickLogSection,
+        description="What each seed draws (an ordinary, position-biased log).",
+    )
+    seeds: int = Field(
+        3, ge=1, description="Independent logs (seed, seed+1, ...); queries pooled for the tests."
+    )
+    methods: list[Literal["naive", "ips", "dla", "oracle"]] = Field(
+        ["naive", "ips", "dla", "oracle"],
+        min_length=1,
+        description="Trainings compared (naive and oracle give the gap).",
+    )
+    propensities: InputPath | None = Field(
+        None,
+        description="propensities.json (the propensity job's) for IPS; None = the log's true examination curve.",
+    )
+    test_share: float = Field(0.5, gt=0, lt=1, description="Share of queries held out for NDCG.")
+    k: int = Field(10, ge=1, description="NDCG cut-off.")
+    steps: int = Field(300, ge=1, description="Full-batch Adam steps per training.")
+    lr: float = Field(0.05, gt=0, description="Adam learning rate.")
+    hidden: int = Field(
+        0, ge=0, description="Scorer: 0 = linear in the features, else an MLP with this hidden width."
+    )
+    propensity_clip: float = Field(
+        0.01, gt=0, le=1, description="IPS / DLA: propensities below this are clipped."
+    )
+    torch_threads: int = Field(1, ge=1, description="torch intra-op threads (a shared 2-core machine: 1).")

@@ -3,7 +3,8 @@ Ai et al. 2018): each click counts ``1 / max(propensity, clip)`` so that, in exp
 bias, the loss equals the softmax loss on true relevance. With every propensity 1 it is exactly the naive
 click softmax loss (:func:`click_softmax_loss`).
 
-Not yet consumed by a model kind's training task (``kinds=()``): ``recsys.causal`` builds the click lists.
+Not yet consumed by a model kind's training task (``kinds=()``): ``recsys.causal.ultr`` builds the click lists
+(the ``ultr`` study job).
 """
 
 from __future__ import annotations

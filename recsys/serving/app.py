@@ -7,6 +7,7 @@ the A/B arm; every bad request is a 4xx JSON ``{"error", "field", "message"}``.
 
 # No `from __future__ import annotations`: Serve reads build_app's parameter annotation as a class.
 import asyncio
+import dataclasses
 import hashlib
 import hmac
 import os
@@ -197,6 +198,7 @@ class Ingress:
         snapshot features only); ``state_server``: the embedded store's deployment (asked for its URL)."""
         self.arms = {name: handles.get(name) or in_process_stages(spec) for name, spec in specs.items()}
         self.pipelines = {name: search_pipeline(spec, self.arms[name], call) for name, spec in specs.items()}
+        self.policies = {name: spec.policy for name, spec in specs.items()}  # serving policy of each arm
         self.sink, self.settings = sink, settings
         key = os.environ.get(settings.api_key_env, "") if settings.api_key_env else ""
         sha = hashlib.sha256(key.encode()).hexdigest() if key else settings.api_key_sha256
@@ -257,7 +259,9 @@ class Ingress:
         t0 = time.perf_counter()
         arm = self.router.assign(req.user_id)
         live, degraded = await self._live("search", req.user_id, req.session_id)
-        res = await self.pipelines[arm].search(req.to_search(live))
+        policy, request_id = self.policies[arm], uuid.uuid4().hex  # the policy may sample from a deeper pool
+        sreq = dataclasses.replace(req.to_search(live), k=policy.fetch_k(req.k, req.page))
+        res = await self.pipelines[arm].search(sreq)
         if isinstance(res, SearchRejected):
             self._observe("search", arm, 422, t0)
             return _error(422, "invalid_request", res.message, res.field)
@@ -267,14 +271,14 @@ class Ingress:
             self.serve_metrics.cold.labels("search", arm).inc()
         self._observe("search", arm, 200, t0)
         return {
-            "request_id": uuid.uuid4().hex,
+            "request_id": request_id,
             "arm": arm,
             "version": res.version,
             "query": req.query,
             "page": req.page,
             "k": req.k,
             "cold_start": res.cold_start,
-            "items": res.items,
+            "items": policy.serve(res.items, req.k, request_id, req.page),
             "rewritten_query": res.rewritten_query,
             "query_changes": list(res.query_changes),
             "degraded": degraded,
@@ -288,11 +292,12 @@ class Ingress:
         t0 = time.perf_counter()
         arm = self.router.assign(req.user_id)
         live, degraded = await self._live("recommend", req.user_id, req.session_id)
+        policy, request_id = self.policies[arm], uuid.uuid4().hex
         res = await call(
             self.arms[arm]["recommender"].recommend,
             req.user_id,
             req.item_ids,
-            req.k,
+            policy.fetch_k(req.k),
             req.exclude_purchased,
             req.country,
             live,
@@ -301,7 +306,8 @@ class Ingress:
         if res["cold_start"]:
             self.serve_metrics.cold.labels("recommend", arm).inc()
         self._observe("recommend", arm, 200, t0)
-        return {"request_id": uuid.uuid4().hex, "arm": arm, **res, "degraded": degraded}
+        res["items"] = policy.serve(res["items"], req.k, request_id)
+        return {"request_id": request_id, "arm": arm, **res, "degraded": degraded}
 
     @api.get("/suggest", response_model=S.SuggestResponse, summary="Typo-tolerant query autocomplete")
     async def suggest(

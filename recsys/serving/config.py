@@ -28,6 +28,7 @@ from recsys.search.settings import (
     RetrievalSettings,
     RulesSettings,
 )
+from recsys.serving.policy import ServingPolicy
 from recsys.serving.specs import ArmSpec, BatchingSettings, IngressSettings, RecommendSettings, StageThreads
 
 
@@ -486,6 +487,26 @@ class RegistryRef(StrictModel):
         return reject_uri_credentials(v, "registry.tracking_uri", "in the app's runtime_env")
 
 
+class PolicyArgs(StrictModel):
+    """The arm's serving policy (docs/CAUSAL.md): deterministic, or a stochastic first page whose items carry
+    the propensities that counterfactual evaluation and unbiased learning to rank need."""
+
+    kind: Literal["deterministic", "shuffle_topk", "plackett_luce"] = Field(
+        "deterministic",
+        description="deterministic: the ranking as is; shuffle_topk: the top top_k in random order; "
+        "plackett_luce: the page sampled from softmax(score / temperature) over the top top_k.",
+    )
+    temperature: float = Field(1.0, gt=0, description="plackett_luce: in the units of the response's score.")
+    top_k: int = Field(10, ge=2, le=1000, description="Ranked items the page is sampled from (>= k used).")
+    n_samples: int = Field(
+        2000, ge=100, description="plackett_luce: Monte Carlo draws per request for the logged propensities."
+    )
+    seed: int = Field(0, description="With the request_id, seeds each request's sampling (replayable).")
+
+    def settings(self) -> ServingPolicy:
+        return ServingPolicy(self.kind, self.temperature, self.top_k, self.n_samples, self.seed)
+
+
 class ArmArgs(StrictModel):
     """One A/B arm: a full index version (and models) served side by side with the others; either
     ``artifacts`` (+ ``version``) or ``registry``."""
@@ -513,6 +534,7 @@ class ArmArgs(StrictModel):
     rank: RankArgs | None = Field(None, description="Overrides the app's second-phase ranker.")
     recommend: RecommendArgs | None = Field(None, description="Overrides the app's recommend args.")
     rules: RulesArgs | None = Field(None, description="Overrides the app's merchandising rules.")
+    policy: PolicyArgs | None = Field(None, description="Overrides the app's serving policy.")
 
     @field_validator("artifacts")
     @classmethod
@@ -579,6 +601,10 @@ class ServeArgs(StrictModel):
     recommend: RecommendArgs = Field(default_factory=RecommendArgs, description="Recommender.")
     rules: RulesArgs | None = Field(
         None, description="Merchandising rules file (hot-reloaded); none by default (docs/MERCHANDISING.md)."
+    )
+    policy: PolicyArgs = Field(
+        default_factory=PolicyArgs,
+        description="Serving policy of /search and /recommend first pages (default deterministic; docs/CAUSAL.md).",
     )
     cache: CacheArgs = Field(
         default_factory=CacheArgs, description="/search response and query-embedding caches."
@@ -658,6 +684,7 @@ class ServeArgs(StrictModel):
             threads=threads,
             response_cache=self.cache.response_settings(),
             rules=None if (r := self.for_arm(arm, "rules")) is None else r.settings(),
+            policy=self.for_arm(arm, "policy").settings(),
         )
 
     def ingress_settings(self) -> IngressSettings:

@@ -28,6 +28,8 @@ FEEDBACK_SCHEMA = pa.schema(
         ("country", pa.string()),
         ("arm", pa.string()),
         ("request_id", pa.string()),
+        ("policy_id", pa.string()),  # the serving policy of the impression (docs/CAUSAL.md)
+        ("propensity", pa.float64()),  # its item-at-position propensity
     ]
 )
 
@@ -56,6 +58,8 @@ def to_events(body: dict[str, Any], arm: str, now: dt.datetime | None = None) ->
                 "country": body.get("country"),
                 "arm": arm,
                 "request_id": body.get("request_id"),
+                "policy_id": ev.get("policy_id"),
+                "propensity": ev.get("propensity"),
             }
         )
     return rows

@@ -124,6 +124,19 @@ class FeedbackEvent(Strict):
     price: float | None = Field(None, ge=0, description="Unit price (buys).")
     quantity: int | None = Field(None, ge=1, le=10_000, description="Units (carts / buys).")
     timestamp: dt.datetime | None = Field(None, description="When (ISO 8601); default: time received.")
+    policy_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="Impressions: the served item's `policy_id` (logged as is).",
+    )
+    propensity: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Impressions: the served item's `propensity` (P(this item at this position)), for "
+        "off-policy evaluation and unbiased learning to rank.",
+    )
 
 
 class FeedbackRequest(Strict):
@@ -150,6 +163,10 @@ class Item(BaseModel):
     price: float | None = None
     score: float
     position: int
+    policy_id: str | None = Field(None, description="The arm's serving policy; send it back with /feedback.")
+    propensity: float | None = Field(
+        None, description="P(the policy shows this item at this position); send it back with /feedback."
+    )
     reasons: dict[str, Any] | None = Field(
         None, description="explain=true: `components` (summing to score), `text`, retrieval detail."
     )

@@ -14,6 +14,7 @@ from recsys.search.settings import (
     RetrievalSettings,
     RulesSettings,
 )
+from recsys.serving.policy import ServingPolicy
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ class ArmSpec:
     threads: StageThreads
     response_cache: ResponseCacheSettings
     rules: RulesSettings | None = None  # merchandising rules; None = none
+    policy: ServingPolicy = ServingPolicy()  # the order served (deterministic unless configured)
 
     def user_config(self) -> dict[str, Any]:
         """What a deployment's reconfigure loads (the index version) and /healthz reports (registry)."""

@@ -65,6 +65,8 @@ def search(
     selective filter can return fewer than k hits."""
     import faiss  # lazy: faiss loads its native library; only index build/search needs it
 
+    if hasattr(index, "live_search"):  # a live catalog's index (recsys.retrieval.delta.LiveAnn)
+        return index.live_search(queries, k, None if allowed is None else np.asarray(allowed, np.int64))  # type: ignore[no-any-return]
     queries = np.ascontiguousarray(queries, dtype=np.float32)  # [Q, D]
     k = max(1, min(k, index.ntotal))
     if allowed is None:

@@ -16,17 +16,20 @@ says it folded. The log is never trimmed by the app (a replica loading an old ve
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
+import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
 from recsys.retrieval.artifacts import IndexArtifacts
 from recsys.retrieval.changes import ITEM_FIELDS, ItemChange
+from recsys.retrieval.config import ChangeLogConfig
 from recsys.retrieval.delta import LiveCatalog, LiveSettings
 
 log = logging.getLogger(__name__)
@@ -121,6 +124,7 @@ class CatalogFollower:
         self.lock = threading.Lock()
         self._skip_until = 0.0
         self.errors = 0
+        self.poll_s = 0.0  # the owner's minimum interval between head checks (CatalogArgs.poll_ms)
 
     def sync(self) -> IndexArtifacts | None:
         """The new snapshot when the log moved since the last call, else None."""
@@ -159,3 +163,78 @@ class CatalogFollower:
             snap = self.live.apply(changes, vectors)
             self.live.applied_seq = max(self.live.applied_seq, entries[-1][0].seq)
             return snap
+
+
+@contextlib.contextmanager
+def open_log(cfg: ChangeLogConfig) -> Iterator[CatalogLog]:
+    """The change log a job reads or writes: an external store's, or an embedded store's data dir started for
+    the job's duration (never while a Serve app runs on that dir: point ``url`` at its server instead)."""
+    server = None
+    if cfg.dir:
+        from recsys.online.server import EmbeddedServer
+
+        server = EmbeddedServer(cfg.dir)
+        url = server.start()
+    else:
+        url = cfg.url or os.environ.get(cfg.url_env or "", "")
+        if not url:
+            raise ValueError(
+                f"changes log: env var {cfg.url_env!r} is not set; export the store's redis:// URL"
+            )
+    log_ = CatalogLog(url, cfg.key_prefix)
+    try:
+        yield log_
+    finally:
+        log_.close()
+        if server is not None:
+            server.stop()
+
+
+def fold_log(items: Any, log_: CatalogLog) -> tuple[Any, int, int]:
+    """``items`` (a catalog table) with every logged change folded in order -> (table, changes, head seq)."""
+    from recsys.retrieval.changes import fold
+
+    head = log_.head()
+    entries = log_.read(0, head) if head else []
+    return fold(items, [c for c, _ in entries]), len(entries), head
+
+
+def publish_changes(
+    rows: Sequence[dict[str, Any]],
+    log_: CatalogLog,
+    encode: Callable[[list[str]], np.ndarray],
+    model: str,
+    batch_size: int,
+    on_error: str = "fail",
+) -> dict[str, Any]:
+    """Validate change rows, embed the upserts (``encode``: the serving encoder's item tower), append them to
+    the log in batches. ``on_error``: ``fail`` raises ChangeError on the first bad row before anything is
+    appended; ``skip`` appends the good rows. Counts reconcile: ``applied + rejected == rows``."""
+    from recsys.retrieval.changes import ChangeError, validate_rows
+    from recsys.retrieval.delta import embed_text
+
+    changes, rejected = validate_rows(rows)
+    if rejected and on_error == "fail":
+        row, field, message = rejected[0]
+        raise ChangeError(
+            row, field, f"{message} ({len(rejected)} bad rows; on_error=skip applies the others)"
+        )
+    first = last = 0
+    for lo in range(0, len(changes), batch_size):
+        batch = changes[lo : lo + batch_size]
+        ups = [i for i, c in enumerate(batch) if c.op == "upsert"]
+        vecs = encode([embed_text(batch[i].record()) for i in ups]) if ups else np.zeros((0, 0), np.float32)
+        vectors: list[dict[str, np.ndarray]] = [{} for _ in batch]
+        for i, v in zip(ups, vecs):
+            vectors[i] = {model: v}
+        f, last = log_.append(batch, vectors)
+        first = first or f
+    return {
+        "rows": len(rows),
+        "applied": len(changes),
+        "upserts": sum(c.op == "upsert" for c in changes),
+        "deletes": sum(c.op == "delete" for c in changes),
+        "rejected": rejected,
+        "first_seq": first,
+        "last_seq": last,
+    }

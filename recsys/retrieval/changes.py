@@ -144,7 +144,8 @@ def validate_rows(rows: Sequence[dict[str, Any]]) -> tuple[list[ItemChange], lis
 def fold(items: pd.DataFrame, changes: Iterable[ItemChange]) -> pd.DataFrame:
     """``items`` (catalog rows, ``item_id`` unique) with ``changes`` applied in order: an upsert replaces the
     item's fields and moves its row to the end (a new item is appended), a delete drops the row: the row order
-    of the live catalog's visible rows, so equal scores break the same way. What a rebuild from scratch indexes; the live index (``recsys.retrieval.delta``) must agree."""
+    of the live catalog's visible rows, so equal scores break the same way. What a rebuild indexes; the live index
+    (``recsys.retrieval.delta``) must agree."""
     rows: dict[str, dict[str, Any]] = {str(r["item_id"]): r for r in items.to_dict("records")}
     for c in changes:
         if c.op == "delete":

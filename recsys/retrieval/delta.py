@@ -64,6 +64,11 @@ def _join(rec: dict[str, Any], fields: Sequence[str]) -> str:
     return " | ".join(parts)
 
 
+def embed_text(rec: dict[str, Any]) -> str:
+    """The text an item is embedded from (the index job embeds ``title | brand | category``)."""
+    return _join(rec, ("title", "brand", "category"))
+
+
 class RowMatrix:
     """Item vectors by row: the base ``[N, D]`` (an mmap) and the live rows appended after it."""
 
@@ -307,12 +312,7 @@ class LiveCatalog:
     """The base index version + changes applied in log order (``seq``); :meth:`snapshot` is what stages use."""
 
     def __init__(self, base: IndexArtifacts, settings: LiveSettings | None = None, applied_seq: int = 0):
-        man = base.manifest
-        self.s = settings or LiveSettings(
-            bm25_fields=tuple((man.get("bm25") or {}).get("fields") or TEXT_FIELDS),
-            title_weight=float((man.get("autocomplete") or {}).get("title_weight", 1.0)),
-            include_titles=bool((man.get("autocomplete") or {}).get("include_titles", True)),
-        )
+        self.s = settings or self.settings_for(base)
         self.base, self.applied_seq = base, applied_seq
         self.n_base = len(base.items)
         dim = int(base.embeddings.shape[1])
@@ -328,6 +328,16 @@ class LiveCatalog:
         self.lock = threading.Lock()
         self._snap = self._snapshot()
 
+    @staticmethod
+    def settings_for(base: IndexArtifacts) -> LiveSettings:
+        """The defaults of an index version: its indexed text fields and title weight (manifest)."""
+        man = base.manifest
+        return LiveSettings(
+            bm25_fields=tuple((man.get("bm25") or {}).get("fields") or TEXT_FIELDS),
+            title_weight=float((man.get("autocomplete") or {}).get("title_weight", 1.0)),
+            include_titles=bool((man.get("autocomplete") or {}).get("include_titles", True)),
+        )
+
     # --- applying ---------------------------------------------------------------------------------
     def record_of(self, row: int) -> dict[str, Any]:
         if row < self.n_base:
@@ -337,7 +347,7 @@ class LiveCatalog:
     def text_of(self, item_id: str) -> str | None:
         """The embedded text (title | brand | category) of an item as served now (None: unknown)."""
         row = self.row_of.get(item_id)
-        return None if row is None else _join(self.record_of(row), ("title", "brand", "category"))
+        return None if row is None else embed_text(self.record_of(row))
 
     def _retire(self, row: int, acc: dict[str, list[Any]]) -> None:
         self.retired.add(row)
@@ -444,7 +454,9 @@ class LiveCatalog:
         ac = b.autocomplete
         if self.ac_delta:
             if self._ac_base is None:
-                self._ac_base = {normalize(p): float(w) for p, w in zip(b.autocomplete.phrases, b.autocomplete.weights)} if b.autocomplete is not None else {}  # fmt: skip
+                ac_base = b.autocomplete
+                pairs = zip(ac_base.phrases, ac_base.weights) if ac_base is not None else ()
+                self._ac_base = {normalize(p): float(w) for p, w in pairs}
             ac = LiveAutocomplete(b.autocomplete, self._ac_base, dict(self.ac_delta))
         return dataclasses.replace(
             b,

@@ -185,3 +185,48 @@ def test_the_change_log_round_trips_through_valkey(tmp_path, base_items, encoder
         assert follower.sync() is None and follower.errors == 1
     finally:
         srv.stop()
+
+
+@pytest.mark.slow
+def test_catalog_job_then_the_index_job_folds_the_log(ray_session, tiny_bert_dir, project_root, tmp_path):
+    """The index job (tiny config, tiny BERT) -> the catalog job on its tiny config appends the fixture's changes
+    to a change log -> the live catalog over v1 following that log ranks like v2, which the index job built
+    from scratch folding the same log (same top-10 on the fixed query set)."""
+    from recsys.cli.entry import parse_job, run_parsed
+    from recsys.online.catalog import CatalogFollower
+    from recsys.retrieval.encoder import TextEncoder
+
+    root, store = tmp_path / "index", tmp_path / "store"
+    base = [f"output_dir={root}", f"embed.model.name_or_path={tiny_bert_dir}", "max_items=120"]
+    run_parsed(*parse_job("index", str(project_root / "configs/index/tiny.yaml"), [*base, "version=v1"]))
+    spec, cfg = parse_job(
+        "catalog",
+        str(project_root / "configs/catalog/tiny.yaml"),
+        [f"output_dir={tmp_path / 'catalog'}", f"index={root}", f"log.dir={store}"],
+    )
+    rep = run_parsed(spec, cfg)
+    assert rep["counts"] == {"rows": 7, "applied": 7, "upserts": 5, "deletes": 2, "first_seq": 1, "last_seq": 7,
+                             "rejected": 0}  # fmt: skip
+    v2 = [*base, "version=v2", f"changes={{log: {{dir: {store}}}}}"]
+    run_parsed(*parse_job("index", str(project_root / "configs/index/tiny.yaml"), v2))
+    scratch = IndexArtifacts.load(root, "v2")
+    assert (
+        scratch.manifest["catalog_seq"] == 7 and "new-kart-1" in scratch.row_of and "2" not in scratch.row_of
+    )
+    from recsys.online.server import EmbeddedServer
+
+    srv = EmbeddedServer(store)
+    srv.start()
+    try:
+        follower = CatalogFollower(IndexArtifacts.load(root, "v1"), lambda: srv.url, "rs")
+        live = follower.sync()
+        assert live is not None and live.catalog_seq == 7
+        assert CatalogFollower(scratch, lambda: srv.url, "rs").sync() is None  # v2 folded it all already
+    finally:
+        srv.stop()
+    enc = TextEncoder(str(tiny_bert_dir), max_length=32)
+    a = retriever(live, enc)
+    b = retriever(LiveCatalog(scratch).snapshot(), enc)
+    assert [top10(a, q) for q in QUERIES] == [top10(b, q) for q in QUERIES]
+    assert "3" not in {i for q in QUERIES for i in top10(a, q)}  # out of stock: filtered
+    assert top10(a, "Mario Kart Live Home Circuit")[:3].count("new-kart-1") == 1

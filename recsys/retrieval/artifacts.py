@@ -83,7 +83,7 @@ class IndexArtifacts:
     path: Path
     manifest: dict[str, Any]
     items: pd.DataFrame
-    embeddings: np.ndarray
+    embeddings: np.ndarray  # [N, D]; a live catalog's snapshot: a RowMatrix (indexable the same way)
     ann: Any
     bm25: Any
     autocomplete: Any

@@ -461,7 +461,7 @@ class LiveCatalog:
         return dataclasses.replace(
             b,
             items=items,
-            embeddings=vectors if n_live else b.embeddings,
+            embeddings=vectors if n_live else b.embeddings,  # type: ignore[arg-type]  # RowMatrix: ndarray-like
             ann=LiveAnn(b.ann, b.embeddings, self.delta_ann, hidden, n)
             if (n_live or hidden.any())
             else b.ann,

@@ -117,7 +117,7 @@ class _Versioned:
         return self.served
 
     def info(self) -> dict[str, Any]:
-        out = {"version": self.served, "loaded": self.state is not None}
+        out: dict[str, Any] = {"version": self.served, "loaded": self.state is not None}
         if self.follower is not None:
             out["catalog"] = {"seq": self.follower.live.applied_seq, **self.follower.live.counts,
                               "errors": self.follower.errors}  # fmt: skip

@@ -1,6 +1,7 @@
 """Live catalog benchmark: incremental upserts / deletes vs a full rebuild, on a real catalog slice.
 
-    nice -n 10 /work/main/.venv/bin/python -m benchmarks.catalog --items 3000 --changes 1000 --out runs/bench/catalog.json
+    nice -n 10 .venv/bin/python -m benchmarks.catalog --items 2000 --changes 500 \
+        --fresh 20 --queries 100 --out runs/bench/catalog.json
 
 Games-6k titles (../shared/data/amazon-games-6k) with the serving encoder (packaged all-MiniLM-L6-v2, or
 ``--encoder``). The first ``--items`` titles are the base index (exact faiss, bm25s, autocomplete: what the index
@@ -194,8 +195,11 @@ def main() -> None:
         a, b = core(live), core(LiveCatalog(scratch, settings).snapshot())
         same = [[c["item_id"] for c in a.retrieve(q, {}, 10)] == [c["item_id"] for c in b.retrieve(q, {}, 10)]
                 for q in queries]  # fmt: skip
-        overlap = [len({c["item_id"] for c in a.retrieve(q, {}, 10)} & {c["item_id"] for c in b.retrieve(q, {}, 10)}) / 10
-                   for q in queries[:100]]  # fmt: skip
+
+        def ids(core_: Any, q: str) -> set[str]:
+            return {c["item_id"] for c in core_.retrieve(q, {}, 10)}
+
+        overlap = [len(ids(a, q) & ids(b, q)) / 10 for q in queries[:100]]
         report["agreement"] = {"queries": len(queries), "identical_top10": round(float(np.mean(same)), 4),
                                "mean_overlap_at_10_first100": round(float(np.mean(overlap)), 4)}  # fmt: skip
         # 4) freshness: acknowledged single upsert -> the next request (sync + retrieval) finds it by its title

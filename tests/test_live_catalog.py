@@ -230,3 +230,57 @@ def test_catalog_job_then_the_index_job_folds_the_log(ray_session, tiny_bert_dir
     assert [top10(a, q) for q in QUERIES] == [top10(b, q) for q in QUERIES]
     assert "3" not in {i for q in QUERIES for i in top10(a, q)}  # out of stock: filtered
     assert top10(a, "Mario Kart Live Home Circuit")[:3].count("new-kart-1") == 1
+
+
+def test_the_ingress_catalog_service_checks_the_token_validates_and_logs(tmp_path, base_items, encoder):
+    """CatalogService (what /catalog/* run): 401 logic, 422 naming the row's field, upsert -> searchable, delete ->
+    gone, through a real embedded Valkey and a replica's follower."""
+    import asyncio
+    import hashlib
+
+    from recsys.online.catalog import CatalogFollower
+    from recsys.online.server import EmbeddedServer
+    from recsys.search.pipeline import InProcess
+    from recsys.serving.catalog import CatalogService
+    from recsys.serving.specs import IngressSettings
+
+    base = build(base_items.head(80), encoder, tmp_path)
+
+    class Retriever:  # the Retriever deployment's embed_items, over this index's encoder
+        def embed_items(self, ids: list[str], texts: list[str]) -> dict:
+            return {"model": "tiny", "vectors": encoder.encode(texts, kind="item"), "reused": 0}
+
+    srv = EmbeddedServer(tmp_path / "valkey")
+    url = srv.start()
+    try:
+        settings = IngressSettings(
+            {"A": 1.0}, "s", None, None, 10_000, None, hashlib.sha256(b"tok").hexdigest(), 10
+        )
+
+        async def url_source() -> str:
+            return url
+
+        async def invoke(method, *args):
+            return await method.remote(*args)
+
+        svc = CatalogService(settings, {"A": InProcess(Retriever())}, url_source, "c", invoke)
+        assert svc.authorized("Bearer tok") and not svc.authorized("Bearer nope") and not svc.authorized(None)
+        assert not svc.authorized("tok")  # not a bearer header
+        with pytest.raises(ChangeError) as bad:
+            asyncio.run(svc.upsert([{"item_id": "x", "title": "ok"}, {"item_id": "y", "title": " "}]))
+        assert (bad.value.row, bad.value.field) == (1, "title")
+        item = {"item_id": "sku-9", "title": "Zeppelin Racing Simulator", "brand": "Acme", "stock": 4}
+        assert asyncio.run(svc.upsert([item])) == {
+            "accepted": 1,
+            "first_seq": 1,
+            "last_seq": 1,
+            "reused_vectors": 0,
+        }
+        follower = CatalogFollower(base, lambda: url, "c")
+        core = retriever(follower.sync(), encoder)
+        assert top10(core, "zeppelin racing")[0] == "sku-9"
+        assert asyncio.run(svc.delete(["sku-9"]))["last_seq"] == 2
+        core = core.with_artifacts(follower.sync())
+        assert "sku-9" not in top10(core, "zeppelin racing") and not core.suggest("zeppelin", 3)
+    finally:
+        srv.stop()

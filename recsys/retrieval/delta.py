@@ -148,6 +148,7 @@ class LiveAnn:
     def live_search(self, q: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` (scores [Q, k], rows [Q, k]; -1 = none) over visible rows (within ``allowed``)."""
         from recsys.retrieval.ann import search as base_search
+        from recsys.retrieval.ann import tie_order
 
         q = np.ascontiguousarray(q, dtype=np.float32)
         base_hidden = np.flatnonzero(self.hidden[: self.n_base])
@@ -168,10 +169,10 @@ class LiveAnn:
         if live.size:
             ds, dr = self.delta.search(q, k, live)
             bs, br = np.concatenate([bs, ds], axis=1), np.concatenate([br, dr], axis=1)
-        bs = np.where(br >= 0, bs, -np.inf)
-        order = np.argsort(-bs, axis=1, kind="stable")[:, :k]
-        scores, rows = np.take_along_axis(bs, order, 1), np.take_along_axis(br, order, 1)
-        return scores.astype(np.float32), np.where(np.isfinite(scores), rows, -1)
+        bs = np.where(br >= 0, bs, -np.inf).astype(np.float32)
+        scores, rows = tie_order(bs, np.where(br >= 0, br, -1))
+        scores, rows = scores[:, :k], rows[:, :k]
+        return scores, np.where(np.isfinite(scores), rows, -1)
 
 
 def _drop(scores: np.ndarray, rows: np.ndarray, hidden: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

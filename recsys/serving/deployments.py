@@ -118,7 +118,9 @@ class _Versioned:
 
     def info(self) -> dict[str, Any]:
         out: dict[str, Any] = {"version": self.served, "loaded": self.state is not None}
-        if self.follower is not None:
+        if self.follower is not None and (
+            self.follower.live.applied_seq or self.follower.errors
+        ):  # once it acts
             out["catalog"] = {"seq": self.follower.live.applied_seq, **self.follower.live.counts,
                               "errors": self.follower.errors}  # fmt: skip
         return {**out, "registry": self.registry} if self.registry else out

@@ -30,6 +30,22 @@ def run(cfg: IndexJobConfig, ctx) -> dict:
         if events is not None:
             events = events[events["item_id"].isin(set(items["item_id"]))]
         users_in = sources.read_users(cfg.users) if cfg.users else None
+    folded = {"file": 0, "log": 0, "catalog_seq": 0}
+    if cfg.changes is not None:  # the live catalog's changes: this version = the catalog as served now
+        from recsys.online.catalog import fold_log, open_log
+        from recsys.retrieval.changes import ChangeError, fold, read_change_file, validate_rows
+
+        with ctx.timer("changes"):
+            if cfg.changes.path:
+                good, bad = validate_rows(read_change_file(cfg.changes.path))
+                if bad:
+                    raise ChangeError(*bad[0])
+                items, folded["file"] = fold(items, good), len(good)
+            if cfg.changes.log is not None:
+                with open_log(cfg.changes.log) as log:
+                    items, folded["log"], folded["catalog_seq"] = fold_log(items, log)
+        if events is not None:
+            events = events[events["item_id"].isin(set(items["item_id"]))]
     name = cfg.embed.model.name_or_path
     recsys_dir = any((Path(name) / f).is_file() for f in ("recsys_model.json", "variant.json"))
     model_path = name if recsys_dir else resolve_model_path(name)  # a trained model or a compressed variant
@@ -110,6 +126,9 @@ def run(cfg: IndexJobConfig, ctx) -> dict:
         },
         "ann": {"kind": kind, **cfg.ann.model_dump()},
         "bm25": cfg.bm25.model_dump(),
+        "autocomplete": cfg.autocomplete.model_dump(),
+        "catalog_seq": folded["catalog_seq"],  # live replicas apply the change log after this position
+        "changes": folded,
         "filters": [c for c in ("category", "brand") if c in items.columns]
         + (["price_min", "price_max"] if "price" in items.columns else []),
         "counts": counts,

@@ -17,6 +17,7 @@ from recsys.utils.net import free_port
 pytestmark = pytest.mark.slow  # one Serve app on the tiny index for the whole module (~5 min on 2 cores)
 
 API_KEY = "test-key-123"
+CATALOG_TOKEN = "catalog-token-456"
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +137,11 @@ def app(index_root, tmp_path_factory, project_root, tiny_cross_encoder):
         "feedback_flush_s": 0.5,
         "online": online,
         "rules": {"path": str(rules), "poll_s": 0.2},
+        "catalog": {
+            "enabled": True,
+            "token_env": None,
+            "token_sha256": hashlib.sha256(CATALOG_TOKEN.encode()).hexdigest(),
+        },  # fmt: skip
     }
     info = start(project_root / "configs/serve/tiny.yaml", port=free_port(), overrides=overrides)
     client = httpx.Client(base_url=info["url"], headers={"X-API-Key": API_KEY}, timeout=60)
@@ -250,6 +256,7 @@ def test_a_stochastic_arm_serves_sampled_pages_whose_propensities_feedback_logs(
     arm = {**app["overrides"]["arms"][0], "name": "P", "weight": 1.0}
     policy = {"kind": "plackett_luce", "temperature": 0.05, "top_k": 8, "n_samples": 500}
     overrides = {**app["overrides"], "arms": [arm], "topology": "fused", "online": {"backend": "off"}}
+    overrides["catalog"] = {"enabled": False}  # the live catalog follows the online store's change log
     overrides |= {"policy": policy, "feedback_dir": str(tmp_path / "fb"), "feedback_flush_s": 0.2}
     serve.run(
         build_app(validate_args({**cfg, "args": {**cfg["args"], **overrides}}, "p")),
@@ -701,3 +708,43 @@ def test_schemathesis_finds_no_5xx(app):
         op = result.ok()
         if op.path not in ("/metrics", "/docs"):
             checker(op)()
+
+
+def test_live_catalog_over_http_upsert_stock_delete(app):
+    """Last (it changes the catalog every arm serves): /catalog/* need the bearer token (401), name a bad row's
+    field (422); an upserted item is found by its title by the next /search on every arm and by /suggest; out of
+    stock (catalog.out_of_stock: filter) and deleted, it is gone."""
+    c = app["client"]
+    auth = {"Authorization": f"Bearer {CATALOG_TOKEN}", "X-API-Key": API_KEY}
+    item = {
+        "item_id": "live-sku-1",
+        "title": "Quantum Zeppelin Kart",
+        "brand": "Acme",
+        "price": 30.0,
+        "stock": 5,
+    }
+    assert c.post("/catalog/upsert", json={"items": [item]}).status_code == 401
+    wrong = {"Authorization": "Bearer nope", "X-API-Key": API_KEY}
+    assert c.post("/catalog/delete", json={"item_ids": ["1"]}, headers=wrong).status_code == 401
+    bad = c.post(
+        "/catalog/upsert", json={"items": [item, {"item_id": "x", "title": "t", "price": -1}]}, headers=auth
+    )
+    assert bad.status_code == 422 and bad.json()["field"] == "items.1.price", bad.json()
+    ok = c.post("/catalog/upsert", json={"items": [item]}, headers=auth)
+    assert ok.status_code == 200 and ok.json()["accepted"] == 1, ok.text
+
+    def found(user: str) -> tuple[str, bool, str]:
+        r = c.post("/search", json={"query": "quantum zeppelin", "k": 20, "user_id": user}).json()
+        return r["arm"], "live-sku-1" in [i["item_id"] for i in r["items"]], r["version"]
+
+    seen = {arm: (hit, version) for arm, hit, version in map(found, map(str, range(8)))}
+    assert set(seen) == {"A", "B"} and all(hit and "+c" in v for hit, v in seen.values()), seen
+    sug = c.get("/suggest", params={"q": "quantum zep"}).json()["suggestions"]
+    assert sug and sug[0]["text"] == "Quantum Zeppelin Kart"
+    assert c.post("/catalog/upsert", json={"items": [dict(item, stock=0)]}, headers=auth).status_code == 200
+    assert not any(hit for _, hit, _ in map(found, map(str, range(8))))
+    assert c.post("/catalog/upsert", json={"items": [item]}, headers=auth).json()["reused_vectors"] == 1
+    assert any(hit for _, hit, _ in map(found, map(str, range(8))))
+    assert c.post("/catalog/delete", json={"item_ids": ["live-sku-1"]}, headers=auth).status_code == 200
+    assert not any(hit for _, hit, _ in map(found, map(str, range(8))))
+    assert c.get("/healthz").json()["arms"]["A"]["catalog"]["seq"] >= 4

@@ -9,9 +9,10 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from recsys.config import StrictModel
+from recsys.config import JobConfig, StrictModel
 from recsys.config.paths import anchor_runs, expand_env
 from recsys.online.settings import StoreSettings
+from recsys.retrieval.config import ChangeLogConfig
 from recsys.search.live import LivePolicy
 
 DEFAULT_WEIGHTS = {"impression": 0.0, "view": 1.0, "click": 1.0, "fav": 2.0, "cart": 3.0, "buy": 5.0}
@@ -132,3 +133,88 @@ class OnlineStoreArgs(StrictModel):
             ),
             event_weights=dict(self.event_weights),
         )
+
+
+class CatalogArgs(StrictModel):
+    """The live catalog (docs/ONLINE.md, "Live catalog"): authenticated upserts / deletes through
+    ``POST /catalog/upsert`` and ``/catalog/delete``, a change log in the online store, applied by every
+    replica before it answers."""
+
+    enabled: bool = Field(
+        False, description="Serve /catalog/* and apply the change log (needs online.backend on)."
+    )
+    token_env: str | None = Field(
+        "RECSYS_CATALOG_TOKEN",
+        description="Env var holding the bearer token of /catalog/* (read in the ingress replica).",
+    )
+    token_sha256: str | None = Field(
+        None, description="Alternatively the token's sha256 hex digest (safe to commit)."
+    )
+    out_of_stock: Literal["filter", "demote", "show"] = Field(
+        "filter",
+        description="Items with stock <= 0: never returned (filter), returned with `demote` subtracted from "
+        "their personalized score (demote), or treated like any other (show).",
+    )
+    demote: float = Field(0.5, ge=0, description="out_of_stock: demote subtracts this from the score.")
+    max_items: int = Field(1000, ge=1, le=10_000, description="Items per /catalog request (a batch).")
+    poll_ms: float = Field(
+        0.0,
+        ge=0,
+        le=60_000,
+        description="A replica checks the log head at most this often (0: before every request: one GET, "
+        "the next request sees an acknowledged change).",
+    )
+
+    @model_validator(mode="after")
+    def _token(self) -> CatalogArgs:
+        if self.enabled and not (self.token_env or self.token_sha256):
+            raise ValueError("catalog.enabled needs token_env or token_sha256 (the /catalog/* bearer token)")
+        if self.token_sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", self.token_sha256):
+            raise ValueError("catalog.token_sha256 must be 64 lowercase hex characters (sha256 of the token)")
+        return self
+
+    def follow_config(self, online: OnlineStoreArgs) -> dict[str, object] | None:
+        """What every index-backed replica needs to follow the log (its user_config's ``catalog``)."""
+        if not self.enabled or online.backend == "off":
+            return None
+        return {
+            "backend": online.backend,
+            "url": online.url,
+            "url_env": online.url_env,
+            "key_prefix": online.key_prefix,
+            "timeout_s": max(online.timeout_ms / 1000, 0.5),
+            "out_of_stock": self.out_of_stock,
+            "demote": self.demote,
+            "poll_s": self.poll_ms / 1000,
+        }
+
+
+class CatalogJobConfig(JobConfig):
+    """Config of the catalog job (``recsys run catalog``): a file of item changes -> the live catalog's log."""
+
+    changes: str = Field(
+        ...,
+        description="Parquet (.parquet) or CSV of changes: op, item_id, title, category, brand, price, stock.",
+    )
+    index: str = Field(
+        ..., description="The served index's output_dir: its encoder embeds the upserted titles."
+    )
+    version: str = Field(
+        "latest", description="The index version whose encoder embeds (latest = what is served)."
+    )
+    log: ChangeLogConfig = Field(
+        ..., description="The change log the serving replicas follow (the online store)."
+    )
+    batch_size: int = Field(
+        500, ge=1, le=10_000, description="Changes per append (one round trip, one fsync)."
+    )
+    on_error: Literal["fail", "skip"] = Field(
+        "fail",
+        description="A bad row: fail the job before anything is applied, or skip it (written to rejected.csv "
+        "in the run dir with the field and reason; applied + rejected = rows read).",
+    )
+
+    @field_validator("changes", "index")
+    @classmethod
+    def _paths(cls, v: str) -> str:
+        return expand_env(v)

@@ -49,6 +49,16 @@ def build_index(
     return index
 
 
+def tie_order(scores: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's hits by score (rounded to 1e-5: duplicate items and the float noise of batched encoding
+    compare equal) then by row: a deterministic order that a rebuilt and a live index share."""
+    if rows.size == 0:
+        return scores, rows
+    last = np.where(rows < 0, np.iinfo(np.int64).max, rows)  # no hit (-1) sorts last
+    order = np.stack([np.lexsort((r, -np.round(s, 5))) for s, r in zip(scores, last)])
+    return np.take_along_axis(scores, order, 1), np.take_along_axis(rows, order, 1)
+
+
 EXACT_FILTER_MAX = 50_000  # filtered sets up to this size are scanned exactly (a few ms, full recall)
 
 
@@ -65,10 +75,12 @@ def search(
     selective filter can return fewer than k hits."""
     import faiss  # lazy: faiss loads its native library; only index build/search needs it
 
+    if hasattr(index, "live_search"):  # a live catalog's index (recsys.retrieval.delta.LiveAnn)
+        return index.live_search(queries, k, None if allowed is None else np.asarray(allowed, np.int64))  # type: ignore[no-any-return]
     queries = np.ascontiguousarray(queries, dtype=np.float32)  # [Q, D]
     k = max(1, min(k, index.ntotal))
     if allowed is None:
-        return index.search(queries, k)
+        return tie_order(*index.search(queries, k))
     if vectors is not None and len(allowed) <= EXACT_FILTER_MAX:
         return _exact_subset(queries, np.asarray(vectors), np.asarray(allowed, dtype=np.int64), k)
     sel = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
@@ -82,7 +94,7 @@ def search(
     scores, rows = index.search(queries, k, params=params)
     if vectors is not None and (rows < 0).any():  # too few hits under the filter: scan it exactly
         return _exact_subset(queries, np.asarray(vectors), np.asarray(allowed, dtype=np.int64), k)
-    return scores, rows
+    return tie_order(scores, rows)
 
 
 def _exact_subset(
@@ -94,7 +106,7 @@ def _exact_subset(
     rows = np.full((len(queries), k), -1, dtype=np.int64)
     scores[:, : top.shape[1]] = np.take_along_axis(sims, top, axis=1)
     rows[:, : top.shape[1]] = allowed[top]
-    return scores, rows
+    return tie_order(scores, rows)
 
 
 def recall_at_k(index: faiss.Index, emb: np.ndarray, queries: np.ndarray, k: int = 10) -> float:

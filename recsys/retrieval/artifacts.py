@@ -83,13 +83,18 @@ class IndexArtifacts:
     path: Path
     manifest: dict[str, Any]
     items: pd.DataFrame
-    embeddings: np.ndarray
+    embeddings: np.ndarray  # [N, D]; a live catalog's snapshot: a RowMatrix (indexable the same way)
     ann: Any
     bm25: Any
     autocomplete: Any
     users: dict[str, dict[str, Any]]
     popular: dict[tuple[str, str], list[str]]
     row_of: dict[str, int] = field(default_factory=dict)
+    # the live catalog (recsys.retrieval.delta): rows never returned (deleted, replaced, out of stock), the
+    # score subtracted from demoted rows, and the change-log position applied (None / 0: the version as built)
+    hidden: np.ndarray | None = None
+    demoted: np.ndarray | None = None
+    catalog_seq: int = 0
 
     @property
     def version(self) -> str:
@@ -140,7 +145,7 @@ class IndexArtifacts:
         active = {k: v for k, v in filters.items() if v is not None}
         if not active:
             return None
-        mask = np.ones(len(self.items), dtype=bool)
+        mask = np.ones(len(self.items), dtype=bool) if self.hidden is None else ~self.hidden
         for key, value in active.items():
             if key not in self.filter_columns():
                 raise KeyError(key)
@@ -153,6 +158,10 @@ class IndexArtifacts:
             elif key == "price_max":
                 mask &= (self.items["price"] <= value).fillna(False).to_numpy(dtype=bool)
         return np.flatnonzero(mask)
+
+    def visible(self, row: int) -> bool:
+        """Whether ``row`` may be returned (the live catalog hides deleted / replaced / out-of-stock rows)."""
+        return self.hidden is None or not bool(self.hidden[row])
 
     def item_records(self, rows: list[int]) -> list[dict[str, Any]]:
         cols = [

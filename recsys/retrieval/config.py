@@ -90,6 +90,39 @@ class FeaturesConfig(StrictModel):
     purchase_events: list[str] = Field(["buy"], description="Event types that mark an item as purchased.")
 
 
+class ChangeLogConfig(StrictModel):
+    """Where the live catalog's change log is (the online store): an external Redis / Valkey, or an embedded
+    server's data dir that the job opens itself (only when no app runs on that dir)."""
+
+    url: str | None = Field(None, description="redis://host:port/db of the online store (no password here).")
+    url_env: str | None = Field(None, description="Env var holding the URL (may carry a password).")
+    dir: str | None = Field(
+        None, description="An embedded store's data dir, opened by the job (tests, demos)."
+    )
+    key_prefix: str = Field(
+        "rs", description="The online store's key_prefix (serve config online.key_prefix)."
+    )
+
+    @model_validator(mode="after")
+    def _one(self) -> ChangeLogConfig:
+        given = [n for n in ("url", "url_env", "dir") if getattr(self, n)]
+        if len(given) != 1:
+            raise ValueError(f"a change log needs exactly one of url, url_env, dir (got {given or 'none'})")
+        return self
+
+
+class ChangesConfig(StrictModel):
+    """Catalog changes folded into this build (the live catalog's upserts / deletes: docs/ONLINE.md)."""
+
+    path: str | None = Field(
+        None, description="A Parquet / CSV of changes (op, item_id, title, ...), applied first."
+    )
+    log: ChangeLogConfig | None = Field(
+        None,
+        description="The change log (every change, in order); the manifest records its head as catalog_seq.",
+    )
+
+
 class IndexJobConfig(JobConfig):
     """Config of the index job."""
 
@@ -109,6 +142,9 @@ class IndexJobConfig(JobConfig):
         default_factory=AutocompleteConfig, description="Autocomplete index."
     )
     features: FeaturesConfig = Field(default_factory=FeaturesConfig, description="User / item lookups.")
+    changes: ChangesConfig | None = Field(
+        None, description="Live-catalog changes folded into this version (so batch and online agree)."
+    )
 
     @model_validator(mode="after")
     def _version(self) -> IndexJobConfig:

@@ -41,7 +41,11 @@ class BM25Index:
         )
         rows, scores = rows[0], scores[0]  # [k], [k]
         keep = scores > 0
-        return rows[keep].astype(np.int64), scores[keep].astype(np.float32)
+        rows, scores = rows[keep].astype(np.int64), scores[keep].astype(np.float32)
+        order = np.lexsort(
+            (rows, -np.round(scores, 5))
+        )  # equal scores by row: bm25s's top-k leaves their order arbitrary
+        return rows[order], scores[order]
 
     def save(self, path: str | Path) -> None:
         self.retriever.save(str(path), show_progress=False)

@@ -28,6 +28,8 @@ def canonical_items(df: pd.DataFrame, source: str) -> pd.DataFrame:
             out[col] = df[col].astype("string")
     if "price" in df.columns and df["price"].notna().any():
         out["price"] = pd.to_numeric(df["price"], errors="coerce")
+    if "stock" in df.columns and df["stock"].notna().any():  # the live catalog's stock policy reads it
+        out["stock"] = pd.to_numeric(df["stock"], errors="coerce")
     if "source_row" in df.columns:  # keep the file's order (row i of every index = catalog row i)
         out = out.iloc[df["source_row"].to_numpy().argsort(kind="stable")]
     out = out[out["item_id"].str.len() > 0].drop_duplicates("item_id", keep="last").reset_index(drop=True)

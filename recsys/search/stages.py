@@ -6,6 +6,7 @@ in-process). Candidates travel as dicts with the columns
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any, cast
 
@@ -55,25 +56,38 @@ class RetrieverCore:
         self.a, self.encoder = artifacts, encoder
         self.ann_top_n, self.bm25_top_n = ann_top_n, bm25_top_n
         self.weights, self.rrf_k = (ann_weight, bm25_weight), rrf_k
-        self.texts = self.a.items["title"].astype(str).tolist()
         self.query_cache, self.model_id = maybe_cache(query_cache), model_id
-        items = self.a.items
-        self.brands = items["brand"].astype("string").fillna("").tolist() if "brand" in items else None
-        self.popularity = (
-            items["popularity"].to_numpy(dtype=np.float32)
-            if "popularity" in items
-            else np.zeros(len(items), np.float32)
-        )
         self.ranker = (
             LambdaRanker.load(rank.model) if rank is not None and rank.kind == "lambdarank" else None
         )
-        # titles parsed once for the ranker's features (a request then only intersects sets)
-        self.title_infos = [title_info(t) for t in self.texts] if self.ranker is not None else None
+        self.title_infos: list[Any] | None = None
+        self._derive()
         self.rewriter = (
             QueryRewriter(self.texts, query, load_synonyms(query.synonyms_path) if query.synonyms else None)
             if query is not None and query.enabled
             else None
         )
+
+    def _derive(self) -> None:
+        """The per-row arrays read from the catalog (titles, brands, popularity, the ranker's title infos)."""
+        items = self.a.items
+        self.texts = items["title"].astype(str).tolist()
+        self.brands = items["brand"].astype("string").fillna("").tolist() if "brand" in items else None
+        self.popularity = (
+            items["popularity"].to_numpy(dtype=np.float32, na_value=0.0)
+            if "popularity" in items
+            else np.zeros(len(items), np.float32)
+        )
+        if self.ranker is not None:  # titles parsed once for the ranker's features (rows only grow)
+            done = self.title_infos or []
+            self.title_infos = done + [title_info(t) for t in self.texts[len(done) :]]
+
+    def with_artifacts(self, a: IndexArtifacts) -> RetrieverCore:
+        """This retriever over a live catalog snapshot (same encoder, caches, rewriter and ranker)."""
+        new = copy.copy(self)
+        new.a = a
+        new._derive()
+        return new
 
     def rewrite(self, query: str, exact: bool = False) -> QueryRewrite:
         """What to search for: the query rewritten by query understanding, unless ``exact`` or none is on."""
@@ -298,7 +312,14 @@ class RerankerCore:
         """[P, D] candidate vectors: stored rows where every request gave them, else encoded text."""
         if self.embeddings is not None and all(len(r) > 2 and r[2] is not None for r in requests):
             rows = np.fromiter((row for r in requests for row in r[2]), dtype=np.int64)  # [P]
-            return np.asarray(self.embeddings[rows], dtype=np.float32)
+            live = rows >= len(self.embeddings)  # rows the live catalog added after this version: encoded
+            if not live.any():
+                return np.asarray(self.embeddings[rows], dtype=np.float32)
+            texts = [t for r in requests for t in r[1]]
+            out = np.zeros((len(rows), self.embeddings.shape[1]), np.float32)
+            out[~live] = self.embeddings[rows[~live]]
+            out[live] = self.encoder.encode([texts[i] for i in np.flatnonzero(live)], kind="item")
+            return out
         return self.encoder.encode([t for r in requests for t in r[1]], kind="item")
 
 
@@ -313,9 +334,13 @@ class PersonalizerCore:
             if "popularity" in artifacts.items
             else np.zeros(len(artifacts.items))
         )
-        self.pop = minmax(np.log1p(pop))
+        self.pop = minmax(np.log1p(np.nan_to_num(pop)))
         self.has_cat = "category" in artifacts.items.columns
         self.has_price = "price" in artifacts.items.columns
+
+    def with_artifacts(self, a: IndexArtifacts) -> PersonalizerCore:
+        """This personalizer over a live catalog snapshot (same weights and sequential model)."""
+        return PersonalizerCore(a, self.w, self.seq)
 
     def user_context(
         self,
@@ -443,6 +468,8 @@ class PersonalizerCore:
             )
             parts["price_band"] = w.price_band * closeness
         parts["recent_items"] = w.recent_items * self._recent_similarity(ctx, rows, ids)
+        if self.a.demoted is not None:  # the live catalog's out_of_stock: demote
+            parts["out_of_stock"] = -self.a.demoted[rows]
         if policy is not None:  # live-only terms
             parts["brand_affinity"] = np.zeros(n)
             if ctx["brands"] and "brand" in self.a.items.columns:

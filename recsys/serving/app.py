@@ -18,6 +18,7 @@ from typing import Any
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
 from ray import serve
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from ray.serve.handle import DeploymentHandle
@@ -28,11 +29,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from recsys.online.service import OnlineState, load_item_attributes
 from recsys.online.settings import StoreSettings
+from recsys.retrieval.changes import ChangeError
 from recsys.search.live import LiveContext
 from recsys.search.pipeline import SearchRejected
 from recsys.serving import guard
 from recsys.serving import schemas as S
 from recsys.serving.arms import arm_specs, in_process_stages, search_pipeline, stage_args
+from recsys.serving.catalog import CatalogService
 from recsys.serving.config import ServeArgs
 from recsys.serving.deployments import ARM_DEPLOYMENTS, FeedbackSink
 from recsys.serving.feedback import to_events
@@ -207,6 +210,22 @@ class Ingress:
         self.app_name = serve.get_replica_context().app_name
         self.reconfigure({"weights": settings.weights, "salt": settings.salt})
         self.online = self._online(specs, online, state_server)
+        self.catalog = self._catalog(online, state_server)
+
+    def _catalog(self, s: StoreSettings | None, server: DeploymentHandle | None) -> CatalogService | None:
+        """The live catalog's writer (None: catalog off, /catalog/* answer 404)."""
+        if self.settings.catalog_token_env is None and self.settings.catalog_token_sha256 is None:
+            return None
+        assert s is not None and s.backend != "off"  # ServeArgs checks it
+
+        async def url() -> str:
+            if s.backend == "external":
+                return s.url or os.environ[s.url_env or ""]
+            assert server is not None
+            return str(await asyncio.wait_for(server.url.remote(), timeout=5.0))
+
+        retrievers = {name: stages["retriever"] for name, stages in self.arms.items()}
+        return CatalogService(self.settings, retrievers, url, s.key_prefix, call)
 
     def _online(
         self, specs: dict[str, ArmSpec], s: StoreSettings | None, server: DeploymentHandle | None
@@ -364,6 +383,56 @@ class Ingress:
                 pipeline.rules.current()  # a changed file is loaded (or its error recorded) before reporting
                 out[name] = pipeline.rules.status()
         return {"arms": out}
+
+    async def _catalog_call(self, request: Request, endpoint: str, schema: Any) -> Any:
+        """Token first (401), then the body (422 naming the field), then the change log (503 when down)."""
+        t0 = time.perf_counter()
+        if self.catalog is None:
+            return _error(404, "not_found", "the live catalog is off (serve config catalog.enabled)")
+        if not self.catalog.authorized(request.headers.get("authorization")):
+            self._observe(endpoint, "-", 401, t0)
+            return _error(401, "unauthorized", "missing or wrong catalog token; send Authorization: Bearer <token>",
+                          "Authorization")  # fmt: skip
+        try:
+            req = schema.model_validate_json(await request.body())
+        except ValidationError as exc:
+            self._observe(endpoint, "-", 422, t0)
+            return await _invalid(
+                request, RequestValidationError([dict(e, loc=("body", *e["loc"])) for e in exc.errors()])
+            )
+        rows = req.items if endpoint == "catalog_upsert" else req.item_ids
+        if len(rows) > self.catalog.max_items:
+            self._observe(endpoint, "-", 422, t0)
+            field = "items" if endpoint == "catalog_upsert" else "item_ids"
+            return _error(422, "invalid_request", f"{field}: at most {self.catalog.max_items} per request "
+                          "(catalog.max_items)", field)  # fmt: skip
+        try:
+            if endpoint == "catalog_upsert":
+                out = await self.catalog.upsert([i.model_dump() for i in rows])
+            else:
+                out = await self.catalog.delete(list(rows))
+        except ChangeError as e:
+            self._observe(endpoint, "-", 422, t0)
+            field = f"items.{e.row}.{e.field}" if endpoint == "catalog_upsert" else f"item_ids.{e.row}"
+            return _error(422, "invalid_request", f"{field}: {e.message}", field)
+        except Exception as e:  # noqa: BLE001 - the store is down: not acknowledged, the client retries
+            self._observe(endpoint, "-", 503, t0)
+            return _error(503, "store_unavailable",
+                          f"change log not reachable ({type(e).__name__}); nothing was applied, retry")  # fmt: skip
+        self._observe(endpoint, "-", 200, t0)
+        return out
+
+    @api.post("/catalog/upsert", response_model=S.CatalogResponse, summary="Add or replace items (bearer token)",
+              openapi_extra=S.body_schema(S.CatalogUpsertRequest))  # fmt: skip
+    async def catalog_upsert(self, request: Request) -> Any:
+        """Body ``{"items": [{item_id, title, category?, brand?, price?, stock?}, ...]}`` (docs/ONLINE.md)."""
+        return await self._catalog_call(request, "catalog_upsert", S.CatalogUpsertRequest)
+
+    @api.post("/catalog/delete", response_model=S.CatalogResponse, summary="Delete items (bearer token)",
+              openapi_extra=S.body_schema(S.CatalogDeleteRequest))  # fmt: skip
+    async def catalog_delete(self, request: Request) -> Any:
+        """Body ``{"item_ids": [...]}``."""
+        return await self._catalog_call(request, "catalog_delete", S.CatalogDeleteRequest)
 
     @api.get("/healthz", summary="Liveness and the index version of every arm")
     async def healthz(self) -> Any:

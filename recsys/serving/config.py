@@ -16,7 +16,7 @@ from pydantic import Field, field_validator, model_validator
 from recsys.config import StrictModel
 from recsys.config.base import reject_uri_credentials
 from recsys.config.paths import anchor_runs, expand_env, is_uri, project_root
-from recsys.online.config import OnlineStoreArgs
+from recsys.online.config import CatalogArgs, OnlineStoreArgs
 from recsys.search.rules import RuleSet
 from recsys.search.settings import (
     PersonalizeSettings,
@@ -613,6 +613,10 @@ class ServeArgs(StrictModel):
         default_factory=OnlineStoreArgs,
         description="The online user-state store that /feedback writes and every endpoint reads (docs/ONLINE.md).",
     )
+    catalog: CatalogArgs = Field(
+        default_factory=CatalogArgs,
+        description="The live catalog: authenticated upserts / deletes applied without a rebuild (docs/ONLINE.md).",
+    )
     deployments: dict[str, DeploymentArgs] = Field(
         default_factory=dict, description=f"Per-deployment resources: {', '.join(DEPLOYMENTS)}."
     )
@@ -644,6 +648,8 @@ class ServeArgs(StrictModel):
             raise ValueError(f"arm names must be unique, got {names}")
         if sum(a.weight for a in self.arms) <= 0:
             raise ValueError("at least one arm needs weight > 0")
+        if self.catalog.enabled and self.online.backend == "off":
+            raise ValueError("catalog.enabled needs the online store (its change log): set online.backend")
         return self
 
     def deployment(self, name: str) -> DeploymentArgs:
@@ -685,6 +691,7 @@ class ServeArgs(StrictModel):
             response_cache=self.cache.response_settings(),
             rules=None if (r := self.for_arm(arm, "rules")) is None else r.settings(),
             policy=self.for_arm(arm, "policy").settings(),
+            catalog=self.catalog.follow_config(self.online),
         )
 
     def ingress_settings(self) -> IngressSettings:
@@ -694,4 +701,7 @@ class ServeArgs(StrictModel):
             api_key_env=self.api_key_env,
             api_key_sha256=self.api_key_sha256,
             max_body_bytes=self.max_body_bytes,
+            catalog_token_env=self.catalog.token_env if self.catalog.enabled else None,
+            catalog_token_sha256=self.catalog.token_sha256 if self.catalog.enabled else None,
+            catalog_max_items=self.catalog.max_items,
         )

@@ -39,6 +39,12 @@ class RecommenderCore:
         if sequential is not None:  # model column -> catalog row (-1 when the catalog lacks it)
             self.seq_rows = np.array([artifacts.row_of.get(str(i), -1) for i in sequential.item_ids])
 
+    def with_artifacts(self, a: IndexArtifacts) -> RecommenderCore:
+        """This recommender over a live catalog snapshot (same model and settings)."""
+        return RecommenderCore(a, self.p.with_artifacts(a), self.seq, candidates=self.n,
+                               diversity=self.diversity, max_per_category=self.cap,
+                               history_items=self.history_items)  # fmt: skip
+
     def _scored(self, history: list[str]) -> tuple[np.ndarray, np.ndarray, str]:
         """(rows [C], scores [C]) of the best candidates for a non-empty history."""
         if self.seq is not None:
@@ -47,7 +53,9 @@ class RecommenderCore:
             rows, s = self.seq_rows[keep], s[keep]
             top = np.argsort(-s, kind="stable")[: self.n]
             return rows[top], s[top], "sequential"
-        hist_rows = [self.a.row_of[i] for i in history[-self.history_items :]]
+        hist_rows = [self.a.row_of[i] for i in history[-self.history_items :] if i in self.a.row_of]
+        if not hist_rows:  # every history item was deleted from the live catalog
+            return np.zeros(0, np.int64), np.zeros(0), "embedding"
         weights = np.linspace(0.5, 1.0, len(hist_rows))[:, None]  # recent items count more
         profile = (np.asarray(self.a.embeddings[hist_rows]) * weights).sum(axis=0, keepdims=True)  # [1, D]
         profile /= max(float(np.linalg.norm(profile)), 1e-12)
@@ -88,7 +96,13 @@ class RecommenderCore:
             seen = {r for r, _ in picked}
             for iid in self.a.popular_for(country=ctx["country"]):
                 r = self.a.row_of.get(iid)
-                if r is not None and r not in seen and iid not in exclude and len(picked) < k:
+                if (
+                    r is not None
+                    and r not in seen
+                    and iid not in exclude
+                    and len(picked) < k
+                    and self.a.visible(r)
+                ):
                     picked.append((r, 0.0))
                     seen.add(r)
         out = {
@@ -121,7 +135,7 @@ class RecommenderCore:
         cats = self.a.items["category"].to_numpy() if "category" in self.a.items.columns else None
         seen, pool = set(), []
         for r, s in zip(rows.tolist(), np.asarray(scores, dtype=np.float64).tolist()):
-            if r in seen or ids[r] in exclude:
+            if r in seen or ids[r] in exclude or not self.a.visible(r):
                 continue
             seen.add(r)
             pool.append((r, s))

@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import threading
 import time
 from typing import TYPE_CHECKING, Any, cast
 
@@ -17,7 +18,9 @@ import numpy as np
 import ray
 from ray import serve
 
+from recsys.online.catalog import CatalogFollower
 from recsys.retrieval.artifacts import IndexArtifacts, resolve_version
+from recsys.retrieval.delta import LiveCatalog
 from recsys.search.live import LiveContext
 from recsys.search.settings import PersonalizeSettings, PersonalizeWeights, RerankSettings, RetrievalSettings
 from recsys.search.stages import PersonalizerCore, RerankerCore, load_retriever
@@ -68,18 +71,86 @@ class _Versioned:
         fused topology, which has no Serve reconfigure)."""
         wanted = resolve_version(self.root, (config or {}).get("version", "latest")).name
         if self.state is None or wanted != self.version:
-            self.state = self._load(wanted)
-            self.version = wanted
+            state = self._load(wanted)
+            with self._catalog_lock():
+                self.state, self.version = state, wanted
+                self.follower = follower_for(state, (config or {}).get("catalog"))
         self.registry = (config or {}).get("registry")  # after the load: /healthz names what is served
 
+    # --- the live catalog (recsys.online.catalog): the log applied before answering -----------------
+    follower: CatalogFollower | None = None
+    _lock: threading.Lock | None = None
+    _next_poll: float = 0.0
+
+    def _catalog_lock(self) -> threading.Lock:
+        if self._lock is None:
+            self._lock = threading.Lock()
+        return self._lock
+
+    def catalog_sync(self) -> None:
+        """Apply the catalog changes logged since the last request (one GET when there are none); the new
+        snapshot replaces the state whole. A store failure keeps what was applied (never fails a request)."""
+        f = self.follower
+        if f is None or time.monotonic() < self._next_poll:
+            return
+        self._next_poll = time.monotonic() + f.poll_s
+        snap = f.sync()
+        if snap is None:
+            return
+        with self._catalog_lock():
+            cur = self.state
+            if f is self.follower and snap.catalog_seq > getattr(cur.a, "catalog_seq", 0):
+                self.state = cur.with_artifacts(snap)
+
+    @property
+    def served(self) -> str | None:
+        """The version served, with ``+c<seq>`` once catalog changes are applied (the response cache keys on
+        it, so a change is never answered from the cache)."""
+        seq = getattr(getattr(self.state, "a", None), "catalog_seq", 0)
+        return f"{self.version}+c{seq}" if seq and self.version else self.version
+
     async def served_version(self) -> str | None:
-        """The version served now (async: answered on the replica's event loop, no worker thread) —
-        what the ingress's response cache keys on."""
-        return self.version
+        """The version served now — what the ingress's response cache keys on (caught up with the catalog
+        log first, in a worker thread, when the live catalog is on)."""
+        if self.follower is not None:
+            await asyncio.to_thread(self.catalog_sync)
+        return self.served
 
     def info(self) -> dict[str, Any]:
-        out = {"version": self.version, "loaded": self.state is not None}
+        out: dict[str, Any] = {"version": self.served, "loaded": self.state is not None}
+        if self.follower is not None and (
+            self.follower.live.applied_seq or self.follower.errors
+        ):  # once it acts
+            out["catalog"] = {"seq": self.follower.live.applied_seq, **self.follower.live.counts,
+                              "errors": self.follower.errors}  # fmt: skip
         return {**out, "registry": self.registry} if self.registry else out
+
+
+def base_version(version: str | None) -> str | None:
+    """``v3+c12`` -> ``v3``: the index version under the live catalog's changes (rows of v3 are unchanged)."""
+    return version.split("+c", 1)[0] if version else version
+
+
+def follower_for(state: Any, cfg: dict[str, Any] | None) -> CatalogFollower | None:
+    """A follower of the catalog log for a stage over an index (``state.a``), when the live catalog is on."""
+    a = getattr(state, "a", None)
+    if not cfg or a is None or not hasattr(state, "with_artifacts"):
+        return None
+    settings = dataclasses.replace(
+        LiveCatalog.settings_for(a), out_of_stock=cfg["out_of_stock"], demote=cfg["demote"]
+    )
+    f = CatalogFollower(a, lambda: store_url(cfg), cfg["key_prefix"], settings, timeout_s=cfg["timeout_s"])
+    f.poll_s = float(cfg.get("poll_s") or 0.0)
+    return f
+
+
+def store_url(cfg: dict[str, Any]) -> str:
+    """The online store's URL as a replica resolves it: the external URL (or its env var), else the embedded
+    server's, asked of this app's StateServer deployment (called from a worker thread)."""
+    if cfg["backend"] == "external":
+        return str(cfg["url"] or os.environ[cfg["url_env"]])
+    app = serve.get_replica_context().app_name
+    return str(serve.get_deployment_handle("StateServer", app).url.remote().result(timeout_s=10))
 
 
 @serve.deployment
@@ -94,6 +165,7 @@ class Retriever(_Versioned):
     def retrieve(self, query: str, filters: dict[str, Any], n: int, exact: bool = False) -> dict[str, Any]:
         """Candidates for ``query`` as query understanding rewrote it (``exact``: as typed); ``rewrite``
         says what was searched for and why."""
+        self.catalog_sync()
         core = self.state
         supported = core.a.filter_columns()
         bad = [k for k, v in filters.items() if v is not None and k not in supported]
@@ -107,13 +179,34 @@ class Retriever(_Versioned):
             }
         rw = core.rewrite(query, exact)
         return {
-            "version": self.version,
+            "version": self.served,
             "candidates": core.retrieve(rw.query, filters, n),
             "rewrite": {"query": rw.query, "changes": list(rw.changes)},
         }
 
     def suggest(self, q: str, k: int) -> dict[str, Any]:
-        return {"version": self.version, "suggestions": self.state.suggest(q, k)}
+        self.catalog_sync()
+        return {"version": self.served, "suggestions": self.state.suggest(q, k)}
+
+    def embed_items(self, item_ids: list[str], texts: list[str]) -> dict[str, Any]:
+        """Item vectors [len(texts), D] of upserted items by this arm's serving encoder (item tower), keyed in the
+        catalog log by the index's encoder id (what every replica of an index with that encoder reads). An item
+        whose embedded text is the one served now (a price / stock update) keeps its vector: nothing encoded."""
+        from recsys.online.catalog import encoder_id
+
+        self.catalog_sync()
+        core, f = self.state, self.follower
+        out = np.zeros((len(texts), int(core.a.embeddings.shape[1])), np.float32)
+        todo = []
+        for i, (iid, text) in enumerate(zip(item_ids, texts)):
+            row = core.a.row_of.get(iid)
+            if f is not None and row is not None and f.live.text_of(iid) == text:
+                out[i] = core.a.embeddings[row]
+            else:
+                todo.append(i)
+        if todo:
+            out[todo] = core.encoder.encode([texts[i] for i in todo], kind="item")
+        return {"model": encoder_id(core.a.manifest), "vectors": out, "reused": len(texts) - len(todo)}
 
     async def cache_stats(self) -> dict[str, int] | None:
         """The query-embedding cache's hits / misses / size (None: off). A reload builds a new core, so
@@ -191,7 +284,7 @@ class Reranker(_Versioned):
         """Scores of ``texts`` for ``query``. ``rows`` (their rows in index ``version``) let the
         bi-encoder fallback read stored vectors instead of encoding the texts; during a hot reload the
         retriever may still serve another version than this replica, and then the texts are encoded."""
-        if version != self.version:
+        if base_version(version) != self.version:  # live catalog rows past this version are encoded
             rows = None
         self._in_flight += 1
         try:
@@ -258,6 +351,7 @@ class Personalizer(_Versioned):
         live: LiveContext | None = None,
         explain: bool = False,
     ) -> dict[str, Any]:
+        self.catalog_sync()
         ranked, cold = self.state.personalize(candidates, user_id, country, live, explain)
         page = ranked[offset : offset + k]
         records = self.state.a.item_records([c["row"] for c in page])
@@ -265,7 +359,7 @@ class Personalizer(_Versioned):
             dict(r, score=round(c["score"], 6), position=offset + i, **_reasons(c))
             for i, (r, c) in enumerate(zip(records, page))
         ]
-        return {"items": items, "cold_start": cold, "version": self.version}
+        return {"items": items, "cold_start": cold, "version": self.served}
 
 
 def _reasons(c: dict[str, Any]) -> dict[str, Any]:
@@ -312,6 +406,7 @@ class Recommender(_Versioned):
         live: LiveContext | None = None,
         explain: bool = False,
     ) -> dict[str, Any]:
+        self.catalog_sync()
         core = self.state
         out = core.recommend(user_id, item_ids, k, exclude_purchased, country, live, explain)
         records = core.a.item_records(out["rows"])
@@ -326,7 +421,7 @@ class Recommender(_Versioned):
             "cold_start": out["cold_start"],
             "strategy": out["strategy"],
             "unknown_items": out["unknown_items"],
-            "version": self.version,
+            "version": self.served,
         }
 
 

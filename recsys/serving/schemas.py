@@ -244,3 +244,63 @@ class ErrorResponse(BaseModel):
     field: str | None = None
     message: str
     errors: list[dict[str, Any]] | None = None
+
+
+# --- the live catalog (docs/ONLINE.md, "Live catalog") -----------------------------------------------
+MAX_CATALOG_ITEMS = 10_000  # hard cap; the serve config's catalog.max_items is the limit enforced
+
+
+class CatalogItem(Strict):
+    """One item, whole (an upsert replaces every field; fields left out become unknown)."""
+
+    item_id: str = _entity_id("The item's id (new or known).", required=True)
+    title: str = Field(..., min_length=1, max_length=1000, description="Indexed and embedded.")
+    category: str | None = Field(None, min_length=1, max_length=1000)
+    brand: str | None = Field(None, min_length=1, max_length=1000)
+    price: float | None = Field(None, ge=0, allow_inf_nan=False)
+    stock: int | None = Field(
+        None, ge=0, description="Units in stock; 0 = out of stock (catalog.out_of_stock)."
+    )
+
+
+class CatalogUpsertRequest(Strict):
+    items: list[CatalogItem] = Field(..., min_length=1, max_length=MAX_CATALOG_ITEMS)
+
+
+class CatalogDeleteRequest(Strict):
+    item_ids: list[str] = Field(..., min_length=1, max_length=MAX_CATALOG_ITEMS)
+
+    @field_validator("item_ids")
+    @classmethod
+    def _ids(cls, v: list[str]) -> list[str]:
+        import re
+
+        for i, x in enumerate(v):
+            if not (1 <= len(x) <= MAX_ID_CHARS) or not re.match(ID_PATTERN, x):
+                raise ValueError(
+                    f"item_ids[{i}]: 1-{MAX_ID_CHARS} characters, no spaces or control characters"
+                )
+        return v
+
+
+class CatalogResponse(BaseModel):
+    accepted: int  # changes appended to the log (acknowledged = durable, visible to the next request)
+    first_seq: int
+    last_seq: int  # the log position of the last change: /healthz shows each replica's applied seq
+    reused_vectors: int = 0  # upserts whose text was unchanged: the served vector was kept, nothing embedded
+
+
+def body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI ``requestBody`` of an endpoint that reads its body itself (after checking a token)."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:  # no $defs in an openapi_extra: the document has its own components
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return inline(defs[ref.removeprefix("#/$defs/")])
+            return {k: inline(v) for k, v in node.items()}
+        return [inline(v) for v in node] if isinstance(node, list) else node
+
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": inline(schema)}}}}

@@ -63,10 +63,12 @@ class ArmSpec:
     response_cache: ResponseCacheSettings
     rules: RulesSettings | None = None  # merchandising rules; None = none
     policy: ServingPolicy = ServingPolicy()  # the order served (deterministic unless configured)
+    catalog: dict[str, Any] | None = None  # the live catalog's log to follow (CatalogArgs.follow_config)
 
     def user_config(self) -> dict[str, Any]:
         """What a deployment's reconfigure loads (the index version) and /healthz reports (registry)."""
-        return {"version": self.version, **({"registry": self.registry} if self.registry else {})}
+        out = {"version": self.version, **({"registry": self.registry} if self.registry else {})}
+        return {**out, "catalog": self.catalog} if self.catalog else out
 
     def reranker_user_config(self) -> dict[str, Any]:
         return {**self.user_config(), **asdict(self.batching)}
@@ -79,3 +81,6 @@ class IngressSettings:
     api_key_env: str | None
     api_key_sha256: str | None
     max_body_bytes: int
+    catalog_token_env: str | None = None  # /catalog/*: None = the live catalog is off
+    catalog_token_sha256: str | None = None
+    catalog_max_items: int = 1000

@@ -255,6 +255,35 @@ def test_second_demo_replaces_its_service_or_names_the_port_clash(monkeypatch, c
     assert "stopped the foreground `recsys serve` (pid 4242)" in capsys.readouterr().out
 
 
+def test_a_second_demo_whose_model_loses_the_champion_gate_keeps_production(tmp_path, monkeypatch):
+    """The pipeline stopped at its champion/challenger gate (the model trained now is not significantly
+    better than the first demo's): the demo reports the verdict and serves production instead of failing;
+    any other stop or failure stays a failure."""
+    from recsys import demo
+
+    monkeypatch.setenv("RECSYS_RUNS_ROOT", str(tmp_path))
+    out_dir = tmp_path / "pipeline" / "tiny"
+    out_dir.mkdir(parents=True)
+    reason = "challenger 'sasrec' is not significantly better than production (...); production is unchanged"
+    gates = [
+        {"gate": "ndcg-floor", "kind": "metric_min", "passed": True},
+        {"gate": "beats-production", "kind": "champion_challenger", "passed": False, "reason": reason},
+    ]
+
+    def lineage(status: str, gates: list) -> None:
+        (out_dir / "lineage.json").write_text(json.dumps({"status": status, "gates": gates}))
+
+    assert demo.kept_production("tiny") is None  # no run yet
+    lineage("stopped", gates)
+    assert demo.kept_production("tiny") == reason
+    lineage("failed", gates)  # a crash after the gate: a failure
+    assert demo.kept_production("tiny") is None
+    lineage("stopped", [dict(gates[0], passed=False, reason="below the floor"), gates[1]])
+    assert demo.kept_production("tiny") == reason  # the champion gate's own verdict is what counts
+    lineage("stopped", [dict(gates[0], passed=False, reason="below the floor")])
+    assert demo.kept_production("tiny") is None  # another gate stopped it: a failure
+
+
 def test_summary_rows_key_metric_and_pipeline_lines():
     from recsys.pipeline.runner import _row_status
     from recsys.pipeline.summary import service_url, summary_lines

@@ -50,29 +50,11 @@ def load_titles(n: int) -> pd.DataFrame:
 
 def build(items: pd.DataFrame, encoder: Any, path: Path) -> tuple[Any, float]:
     """(IndexArtifacts, seconds): everything the index job builds for these items, in process."""
-    from recsys.retrieval.ann import build_index
-    from recsys.retrieval.artifacts import IndexArtifacts
-    from recsys.retrieval.autocomplete import Autocomplete
-    from recsys.retrieval.build import item_text
-    from recsys.retrieval.lexical import BM25Index
+    from recsys.retrieval.build import item_text, scratch_artifacts
 
     t0 = time.perf_counter()
     emb = encoder.encode(item_text(items, FIELDS), kind="item", batch_size=128)
-    ids = items["item_id"].tolist()
-    a = IndexArtifacts(
-        path=path,
-        manifest={"version": "bench", "model": {"sha256": "bench"}, "bm25": {"fields": FIELDS}},
-        items=items,
-        embeddings=emb,
-        ann=build_index(emb, "exact"),
-        bm25=BM25Index.build(item_text(items, FIELDS)),
-        autocomplete=Autocomplete.from_sources(
-            items["title"].tolist(), items["popularity"].fillna(0).to_numpy()
-        ),
-        users={},
-        popular={("global", "*"): ids},
-        row_of={iid: i for i, iid in enumerate(ids)},
-    )
+    a = scratch_artifacts(items, emb, FIELDS, path, {"version": "bench", "model": {"sha256": "bench"}})
     return a, time.perf_counter() - t0
 
 

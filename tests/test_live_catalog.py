@@ -8,13 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys.retrieval.ann import build_index
 from recsys.retrieval.artifacts import IndexArtifacts
-from recsys.retrieval.autocomplete import Autocomplete
-from recsys.retrieval.build import item_text
+from recsys.retrieval.build import item_text, scratch_artifacts
 from recsys.retrieval.changes import ChangeError, ItemChange, fold, validate_change, validate_rows
 from recsys.retrieval.delta import LiveCatalog, LiveSettings
-from recsys.retrieval.lexical import BM25Index
 from recsys.retrieval.sources import canonical_items
 from recsys.search.stages import RetrieverCore
 
@@ -42,21 +39,7 @@ def base_items(shared_data) -> pd.DataFrame:
 def build(items: pd.DataFrame, encoder, path) -> IndexArtifacts:
     """An index version built from scratch, in process (what the index job writes, minus Ray)."""
     emb = encoder.encode(item_text(items, FIELDS), kind="item")
-    ids = items["item_id"].tolist()
-    return IndexArtifacts(
-        path=path,
-        manifest={"version": "v", "model": {"sha256": "tiny"}, "bm25": {"fields": FIELDS}},
-        items=items,
-        embeddings=emb,
-        ann=build_index(emb, "exact"),
-        bm25=BM25Index.build(item_text(items, FIELDS)),
-        autocomplete=Autocomplete.from_sources(
-            items["title"].tolist(), items["popularity"].fillna(0).to_numpy()
-        ),
-        users={},
-        popular={("global", "*"): ids},
-        row_of={iid: i for i, iid in enumerate(ids)},
-    )
+    return scratch_artifacts(items, emb, FIELDS, path, {"version": "v", "model": {"sha256": "tiny"}})
 
 
 def changes_for(items: pd.DataFrame) -> list[ItemChange]:

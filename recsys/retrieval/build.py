@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.retrieval.ann import save_index
-from recsys.retrieval.artifacts import MANIFEST, publish
+from recsys.retrieval.artifacts import MANIFEST, IndexArtifacts, publish
 from recsys.retrieval.encoder import EmbedBatch
 
 if TYPE_CHECKING:
@@ -133,6 +133,33 @@ def write_version(
     popular.to_parquet(tmp / "popular.parquet", index=False)
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
     return publish(tmp, root, version)
+
+
+def scratch_artifacts(
+    items: pd.DataFrame, embeddings: np.ndarray, fields: list[str], path: Path, manifest: dict[str, Any]
+) -> IndexArtifacts:
+    """An index version of ``items`` built from scratch in process, no Ray (exact ANN over ``embeddings``
+    [N, D], BM25 over ``fields``, autocomplete over titles by ``popularity``; no user features): the
+    reference that the live catalog's incremental index (``delta.py``) is compared with."""
+    from recsys.retrieval.ann import build_index
+    from recsys.retrieval.autocomplete import Autocomplete
+    from recsys.retrieval.lexical import BM25Index
+
+    ids = items["item_id"].tolist()
+    return IndexArtifacts(
+        path=path,
+        manifest={**manifest, "bm25": {"fields": fields}},
+        items=items,
+        embeddings=embeddings,
+        ann=build_index(embeddings, "exact"),
+        bm25=BM25Index.build(item_text(items, fields)),
+        autocomplete=Autocomplete.from_sources(
+            items["title"].tolist(), items["popularity"].fillna(0).to_numpy()
+        ),
+        users={},
+        popular={("global", "*"): ids},
+        row_of={iid: i for i, iid in enumerate(ids)},
+    )
 
 
 def default_version() -> str:

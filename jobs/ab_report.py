@@ -100,7 +100,16 @@ def run(cfg: AbReportConfig, ctx) -> dict:
     md = to_markdown(report)
     if cfg.ope.enabled:
         with ctx.timer("ope"):
-            report["ope"] = _ope(cfg, events)
+            o = cfg.ope
+            report["ope"] = ab.ope_section(
+                events,
+                logging_arms=o.logging_arms,
+                depth=o.depth,
+                clip=o.clip,
+                propensities=o.propensities,
+                n_bootstrap=o.n_bootstrap,
+                seed=cfg.seed,
+            )
         md += "\n" + ab.markdown(report["ope"], report["arms"], tuple(cfg.ope.estimators))
     write_json(ctx.path("ab_report.json"), report)
     ctx.path("ab_report.md").write_text(md, encoding="utf-8")
@@ -130,37 +139,6 @@ def run(cfg: AbReportConfig, ctx) -> dict:
             "markdown": str(ctx.output_dir / "ab_report.md"),
         },
     }
-
-
-def _ope(cfg: AbReportConfig, events) -> dict:
-    """Served impressions of the feedback events -> every arm's OPE from the stochastic arms' logs."""
-    import json
-    from pathlib import Path
-
-    import numpy as np
-
-    from recsys.causal import ab, served
-
-    imp, counts = served.impressions_from_feedback(events)
-    theta = None
-    if cfg.ope.propensities is not None:
-        theta = np.asarray(
-            json.loads(Path(cfg.ope.propensities).read_text())["examination"], dtype=np.float64
-        )
-    try:
-        rep = ab.ope_by_arm(
-            imp,
-            logging_arms=cfg.ope.logging_arms,
-            depth=cfg.ope.depth,
-            clip=cfg.ope.clip,
-            theta=theta,
-            n_bootstrap=cfg.ope.n_bootstrap,
-            seed=cfg.seed,
-        )
-    except ValueError as exc:  # a report never fails on its OPE section: the reason is in it
-        return {"skipped": str(exc), "counts": counts}
-    rep["counts"] = {**counts, **rep["counts"]}
-    return rep
 
 
 if __name__ == "__main__":

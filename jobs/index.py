@@ -32,18 +32,10 @@ def run(cfg: IndexJobConfig, ctx) -> dict:
         users_in = sources.read_users(cfg.users) if cfg.users else None
     folded = {"file": 0, "log": 0, "catalog_seq": 0}
     if cfg.changes is not None:  # the live catalog's changes: this version = the catalog as served now
-        from recsys.online.catalog import fold_log, open_log
-        from recsys.retrieval.changes import ChangeError, fold, read_change_file, validate_rows
+        from recsys.online.catalog import fold_changes
 
         with ctx.timer("changes"):
-            if cfg.changes.path:
-                good, bad = validate_rows(read_change_file(cfg.changes.path))
-                if bad:
-                    raise ChangeError(*bad[0])
-                items, folded["file"] = fold(items, good), len(good)
-            if cfg.changes.log is not None:
-                with open_log(cfg.changes.log) as log:
-                    items, folded["log"], folded["catalog_seq"] = fold_log(items, log)
+            items, folded = fold_changes(items, cfg.changes)
         if events is not None:
             events = events[events["item_id"].isin(set(items["item_id"]))]
     name = cfg.embed.model.name_or_path

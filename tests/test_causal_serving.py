@@ -160,6 +160,18 @@ def test_feedback_rejects_a_zero_propensity_and_a_log_without_positions_is_an_er
         slot_arrays(imp, {"recommend:u": ["1"]}, 1, np.ones(1), {}, 0.1)
 
 
+def _page_events(page: list[dict], clicked) -> list[dict]:
+    """A served page's /feedback events: each item's impression (position, policy_id, propensity as served),
+    then a click for each item ``clicked`` marks."""
+    impressions = [
+        {"event_type": "impression", **{k: i[k] for k in ("item_id", "position", "policy_id", "propensity")}}
+        for i in page
+    ]
+    return impressions + [
+        {"item_id": i["item_id"], "event_type": "click"} for i, c in zip(page, clicked) if c
+    ]
+
+
 def _ab_feedback(root, sessions: int = 1500, k: int = 4, seed: int = 0) -> dict[str, float]:
     """Feedback of a two-arm test on a position-based click model: arm A serves Plackett-Luce samples of a
     mediocre ranker (logging propensities), arm B the deterministic order of a better one. Returns each arm's
@@ -190,11 +202,7 @@ def _ab_feedback(root, sessions: int = 1500, k: int = 4, seed: int = 0) -> dict[
             r = np.array([rel[q, int(i["item_id"].split("i")[1])] for i in page])
             exp[arm].append(float((theta * r).mean()))
             clicks = rng.random(k) < theta * r
-            events = [
-                {"item_id": i["item_id"], "event_type": "impression", "position": i["position"],
-                 "policy_id": i["policy_id"], "propensity": i["propensity"]}
-                for i in page
-            ] + [{"item_id": i["item_id"], "event_type": "click"} for i, c in zip(page, clicks) if c]  # fmt: skip
+            events = _page_events(page, clicks)
             rows += to_events(
                 {"user_id": f"{arm}u{s}", "query": f"q{q}", "request_id": rid, "events": events}, arm
             )
@@ -252,11 +260,7 @@ def test_propensity_job_reads_a_shuffle_arms_served_logs_and_recovers_the_examin
         q = int(rng.integers(10))
         page = arm.serve([{"item_id": f"q{q}i{j}", "score": -j} for j in range(5)], 5, f"r{r}")
         clicked = rng.random(5) < theta * rel[q, [int(i["item_id"].split("i")[1]) for i in page]]
-        events = [
-            {"item_id": i["item_id"], "event_type": "impression", "position": i["position"],
-             "policy_id": i["policy_id"], "propensity": i["propensity"]}
-            for i in page
-        ] + [{"item_id": i["item_id"], "event_type": "click"} for i, c in zip(page, clicked) if c]  # fmt: skip
+        events = _page_events(page, clicked)
         rows += to_events(
             {"user_id": f"u{r}", "query": f"q{q}", "request_id": f"r{r}", "events": events}, "S"
         )

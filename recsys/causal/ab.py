@@ -18,12 +18,14 @@ query_id, item_id, position, click, policy_id, propensity, arm``).
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from recsys.causal import ope, propensity
+from recsys.causal import ope, propensity, served
 
 DETERMINISTIC = "deterministic"
 
@@ -105,6 +107,40 @@ def ope_by_arm(
         "examination": [float(t) for t in theta],
         "arms": arms,
     }
+
+
+def ope_section(
+    events: pd.DataFrame,
+    *,
+    logging_arms: list[str] | None,
+    depth: int,
+    clip: float | None,
+    propensities: str | None,
+    n_bootstrap: int,
+    seed: int,
+) -> dict[str, Any]:
+    """ab_report's OPE section: the served impressions of the feedback ``events`` -> every arm's off-policy
+    estimates from the stochastic arms' logs (``propensities``: a propensities.json for DM / DR, else
+    regression-EM on the logs). A report never fails on this section: without usable logs it holds the
+    reason (``skipped``) and the counts."""
+    imp, counts = served.impressions_from_feedback(events)
+    theta = None
+    if propensities is not None:
+        theta = np.asarray(json.loads(Path(propensities).read_text())["examination"], dtype=np.float64)
+    try:
+        rep = ope_by_arm(
+            imp,
+            logging_arms=logging_arms,
+            depth=depth,
+            clip=clip,
+            theta=theta,
+            n_bootstrap=n_bootstrap,
+            seed=seed,
+        )
+    except ValueError as exc:
+        return {"skipped": str(exc), "counts": counts}
+    rep["counts"] = {**counts, **rep["counts"]}
+    return rep
 
 
 def markdown(rep: dict[str, Any], online: dict[str, dict[str, Any]], estimators: tuple[str, ...]) -> str:

@@ -29,7 +29,7 @@ import numpy as np
 
 from recsys.retrieval.artifacts import IndexArtifacts
 from recsys.retrieval.changes import ITEM_FIELDS, ItemChange
-from recsys.retrieval.config import ChangeLogConfig
+from recsys.retrieval.config import ChangeLogConfig, ChangesConfig
 from recsys.retrieval.delta import LiveCatalog, LiveSettings
 
 log = logging.getLogger(__name__)
@@ -197,6 +197,24 @@ def fold_log(items: Any, log_: CatalogLog) -> tuple[Any, int, int]:
     head = log_.head()
     entries = log_.read(0, head) if head else []
     return fold(items, [c for c, _ in entries]), len(entries), head
+
+
+def fold_changes(items: Any, changes: ChangesConfig) -> tuple[Any, dict[str, int]]:
+    """The index job's ``changes``: a change file (every row valid, else ChangeError naming the first bad
+    one) then the live catalog's log, folded into ``items`` in order -> (table, counts of what was folded
+    and the log position this version includes: ``catalog_seq``)."""
+    from recsys.retrieval.changes import ChangeError, fold, read_change_file, validate_rows
+
+    folded = {"file": 0, "log": 0, "catalog_seq": 0}
+    if changes.path:
+        good, bad = validate_rows(read_change_file(changes.path))
+        if bad:
+            raise ChangeError(*bad[0])
+        items, folded["file"] = fold(items, good), len(good)
+    if changes.log is not None:
+        with open_log(changes.log) as log_:
+            items, folded["log"], folded["catalog_seq"] = fold_log(items, log_)
+    return items, folded
 
 
 def publish_changes(

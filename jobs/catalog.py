@@ -9,18 +9,16 @@ NEEDS_RAY = False  # a file, an encoder and the store: no cluster work
 
 
 def run(cfg: CatalogJobConfig, ctx) -> dict:
-    import json
-
     import pandas as pd
 
     from recsys.online.catalog import encoder_id, open_log, publish_changes
-    from recsys.retrieval.artifacts import resolve_version
+    from recsys.retrieval.artifacts import read_manifest
     from recsys.retrieval.changes import read_change_file
     from recsys.retrieval.encoder import TextEncoder
 
     with ctx.timer("read"):
         rows = read_change_file(cfg.changes)
-        manifest = json.loads((resolve_version(cfg.index, cfg.version) / "manifest.json").read_text())
+        manifest = read_manifest(cfg.index, cfg.version)
     m = manifest["model"]
     encoder = TextEncoder(m["path"], max_length=m["max_length"], backend=m.get("backend", "auto"))
     with ctx.timer("publish"), open_log(cfg.log) as log:

@@ -62,6 +62,13 @@ def resolve_version(root: str | Path, version: str = LATEST) -> Path:
     return path
 
 
+def read_manifest(root: str | Path, version: str = LATEST) -> dict[str, Any]:
+    """The manifest of index ``version`` under ``root`` (``latest``: the newest published)."""
+    return cast(
+        dict[str, Any], json.loads((resolve_version(root, version) / MANIFEST).read_text(encoding="utf-8"))
+    )
+
+
 def publish(tmp_dir: Path, root: Path, version: str) -> Path:
     """Move a finished build into place and point ``latest`` at it (atomic renames)."""
     final = root / version
@@ -110,7 +117,7 @@ class IndexArtifacts:
         ef_search: int | None = None,
     ) -> IndexArtifacts:
         path = resolve_version(root, version)
-        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+        manifest = read_manifest(path.parent, path.name)
         items = pd.read_parquet(path / "items.parquet")
         users_df = pd.read_parquet(path / "users.parquet")
         users = {}

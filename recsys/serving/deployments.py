@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import os
 import threading
 import time
@@ -19,7 +18,7 @@ import ray
 from ray import serve
 
 from recsys.online.catalog import CatalogFollower
-from recsys.retrieval.artifacts import IndexArtifacts, resolve_version
+from recsys.retrieval.artifacts import IndexArtifacts, read_manifest, resolve_version
 from recsys.retrieval.delta import LiveCatalog
 from recsys.search.live import LiveContext
 from recsys.search.settings import PersonalizeSettings, PersonalizeWeights, RerankSettings, RetrievalSettings
@@ -316,9 +315,7 @@ class Reranker(_Versioned):
 
 def manifest_model_path(root: str, version: str) -> str:
     """The encoder path recorded in a version's manifest."""
-    return cast(
-        str, json.loads((resolve_version(root, version) / "manifest.json").read_text())["model"]["path"]
-    )
+    return cast(str, read_manifest(root, version)["model"]["path"])
 
 
 def _sequential(path: str | None, threads: int | None = None) -> SavableModel | None:
